@@ -1,0 +1,22 @@
+/* fdutil.h - file descriptor helpers: full reads/writes that retry on EINTR, flags. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Write all n bytes (blocking fd). 0 or -errno. */
+int fd_write_all(int fd, const void *p, size_t n);
+/* Read exactly n bytes (blocking fd). 0, -EPIPE on early EOF, or -errno. */
+int fd_read_exact(int fd, void *p, size_t n);
+/* Read up to n bytes, retrying EINTR. Bytes read (0 = EOF) or -errno. */
+ssize_t fd_read_some(int fd, void *p, size_t n);
+int fd_set_nonblock(int fd, int on);
+int fd_set_cloexec(int fd, int on);
+/* Read a whole small file (at most max bytes) into a NUL-terminated malloc'ed string. */
+int read_file_small(const char *path, size_t max, char **ret, size_t *ret_len);
+/* Write a file atomically: temp file in the same directory, fsync, rename. 0 or -errno. */
+int write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
+/* mkdir -p with the given mode for each created component. */
+int mkdir_p(const char *path, unsigned mode);
+/* Remove a directory tree (no symlink following). 0 or -errno of the first failure. */
+int rm_rf(const char *path);

@@ -1,0 +1,15 @@
+/* parse.h - strict number parsing for command lines, config and wire text.
+ *
+ * Every parser rejects empty strings, trailing garbage, signs where none is allowed, and
+ * overflow; it returns 0 or -EINVAL / -ERANGE and leaves the out-parameter untouched on error.
+ */
+#pragma once
+
+#include <stdint.h>
+
+int parse_u64(const char *s, uint64_t *ret);
+int parse_u32(const char *s, uint32_t *ret);
+/* "512", "512M", "2G", "64K" (binary units; bare numbers are bytes). */
+int parse_size(const char *s, uint64_t *ret);
+/* "2", "0.5", "1.25": seconds with up to 3 decimals, into milliseconds. */
+int parse_seconds_ms(const char *s, uint64_t *ret_ms);

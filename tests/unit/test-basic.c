@@ -1,0 +1,89 @@
+/* test-basic.c - bounded buffers, strict parsing, file helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+
+#include "buf.h"
+#include "fdutil.h"
+#include "macro.h"
+#include "parse.h"
+
+static void test_buf_cap(void **state)
+{
+	struct buf b;
+	buf_init(&b, 10);
+	assert_int_equal(buf_append(&b, "0123456789", 10), 0);
+	assert_int_equal(buf_append(&b, "x", 1), -ENOBUFS);
+	assert_int_equal(buf_len(&b), 10);
+	buf_consume(&b, 4);
+	assert_memory_equal(buf_head(&b), "456789", 6);
+	assert_int_equal(buf_append(&b, "abcd", 4), 0);
+	assert_memory_equal(buf_head(&b), "456789abcd", 10);
+	assert_null(buf_reserve(&b, 1));
+	buf_consume(&b, 100);
+	assert_int_equal(buf_len(&b), 0);
+	buf_done(&b, 1);
+}
+
+static void test_parse(void **state)
+{
+	uint64_t v = 42;
+	uint32_t u;
+	assert_int_equal(parse_u64("18446744073709551615", &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(parse_u64("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(parse_u64("", &v), -EINVAL);
+	assert_int_equal(parse_u64("-1", &v), -EINVAL);
+	assert_int_equal(parse_u64("12a", &v), -EINVAL);
+	assert_int_equal(parse_u32("4294967296", &u), -ERANGE);
+	assert_int_equal(parse_size("1G", &v), 0);
+	assert_true(v == 1ull << 30);
+	assert_int_equal(parse_size("512m", &v), 0);
+	assert_true(v == 512ull << 20);
+	assert_int_equal(parse_size("M", &v), -EINVAL);
+	assert_int_equal(parse_size("99999999999999T", &v), -ERANGE);
+	assert_int_equal(parse_seconds_ms("2", &v), 0);
+	assert_true(v == 2000);
+	assert_int_equal(parse_seconds_ms("0.25", &v), 0);
+	assert_true(v == 250);
+	assert_int_equal(parse_seconds_ms("1.2345", &v), -EINVAL);
+	assert_int_equal(parse_seconds_ms(".5", &v), -EINVAL);
+	assert_int_equal(parse_seconds_ms("5.", &v), -EINVAL);
+}
+
+static void test_files(void **state)
+{
+	char dir[] = "/tmp/capsem-test-XXXXXX";
+	char p[256], sub[256];
+	_cleanup_free_ char *s = NULL;
+	size_t n;
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof(p), "%s/a/b/c", dir);
+	assert_int_equal(mkdir_p(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/a/b/c/f", dir);
+	assert_int_equal(write_file_atomic(p, "hello", 5, 0600), 0);
+	assert_int_equal(read_file_small(p, 5, &s, &n), 0);
+	assert_string_equal(s, "hello");
+	free(TAKE_PTR(s));
+	assert_int_equal(read_file_small(p, 4, &s, &n), -EFBIG);
+	snprintf(sub, sizeof(sub), "%s/a", dir);
+	assert_int_equal(symlink("/etc", p), -1); /* exists */
+	snprintf(p, sizeof(p), "%s/a/link", dir);
+	assert_int_equal(symlink("/etc", p), 0);
+	assert_int_equal(rm_rf(dir), 0);
+	assert_int_equal(access(dir, F_OK), -1);
+	assert_int_equal(access("/etc/passwd", F_OK), 0); /* the symlink was not followed */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_buf_cap),
+		cmocka_unit_test(test_parse),
+		cmocka_unit_test(test_files),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

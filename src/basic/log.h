@@ -26,3 +26,8 @@ int log_full(enum log_level lvl, int err, const char *fmt, ...) _printf_(3, 4);
 #define log_error_errno(e, ...) log_full(LOG_LVL_ERROR, (e), __VA_ARGS__)
 #define log_warn_errno(e, ...) log_full(LOG_LVL_WARN, (e), __VA_ARGS__)
 #define log_debug_errno(e, ...) log_full(LOG_LVL_DEBUG, (e), __VA_ARGS__)
+
+static inline int log_oom(void)
+{
+	return log_error_errno(-ENOMEM, "out of memory");
+}

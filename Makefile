@@ -1,0 +1,57 @@
+# Capsem - thin wrapper over meson/ninja and the asset builder. See README.md.
+#   make build   host binaries (build/) and static musl guest binaries (build-guest/)
+#   make image   guest kernel + minimal initramfs, cached in ~/.cache/capsem, installed as the
+#                'minimal' image in $CAPSEM_HOME/images (default ~/.capsem/images)
+#   make demo    build + image, then run commands in microVMs
+#   make test    everything: style, unit (+ASan/UBSan), fuzz-corpus replay, end-to-end VMs
+#   make bench   benchmarks; JSON results under bench/results/
+#   make fuzz    build the libFuzzer targets (clang) into build-fuzz/
+
+JOBS ?= $(shell nproc)
+PY := /usr/bin/python3
+GUEST_BIN := build-guest/src/guest/capsem-guest
+BUILDER := build/src/builder/capsem-builder
+
+.PHONY: all build host guest image demo test unit asan style e2e bench fuzz clean
+
+all: build
+
+build: host guest
+
+host:
+	@[ -f build/build.ninja ] || meson setup build
+	ninja -C build -j$(JOBS)
+	@mkdir -p bin && ln -sfn ../build/src/cli/capsem bin/capsem && \
+		ln -sfn ../build/src/vm/capsem-vm bin/capsem-vm && \
+		ln -sfn ../build/src/builder/capsem-builder bin/capsem-builder
+
+guest:
+	@[ -f build-guest/build.ninja ] || { scripts/gen-musl-cross.sh build-guest-cross && \
+		meson setup build-guest --cross-file build-guest-cross/musl-cross.ini -Drole=guest; }
+	ninja -C build-guest -j$(JOBS)
+
+image: build
+	$(BUILDER) image --name minimal --guest-bin $(GUEST_BIN) --jobs $(JOBS)
+
+demo: image
+	@echo '$$ capsem run -- uname -a'
+	@bin/capsem run -v -- uname -a
+	@echo '$$ capsem run -- sh -c '"'"'echo out; echo err >&2; exit 7'"'"
+	@bin/capsem run -- sh -c 'echo out; echo err >&2; exit 7' || echo "(exit status $$?)"
+	@echo '$$ echo hello | capsem run -- cat'
+	@echo hello | bin/capsem run -- cat
+	@echo '$$ capsem run --timeout 2 -- sleep 60'
+	@bin/capsem run --timeout 2 -- sleep 60 || echo "(exit status $$?)"
+
+test: image
+	$(PY) scripts/run-tests.py
+
+bench: image
+	$(PY) bench/bench_vm.py
+
+fuzz:
+	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true
+	ninja -C build-fuzz -j$(JOBS)
+
+clean:
+	rm -rf build build-guest build-guest-cross build-asan build-fuzz bin

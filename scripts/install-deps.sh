@@ -1,0 +1,19 @@
+#!/bin/sh
+# install-deps.sh: install the Debian/Ubuntu packages Capsem needs to build, run and test.
+# Idempotent: apt runs only when something is missing. Uses sudo when not root.
+set -eu
+PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-config
+ qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev
+ musl-tools busybox-static cpio zstd
+ libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev
+ python3 python3-pytest"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2

@@ -1,0 +1,98 @@
+/* unixsock.c - Unix socket helpers shared by the host binaries. Caller's thread. The hybrid-vsock
+ * reply line comes from our own vsock backend, but it is still parsed with a hard cap. */
+#include "unixsock.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "fdutil.h"
+#include "macro.h"
+#include "parse.h"
+
+static int fill_addr(struct sockaddr_un *sa, const char *path)
+{
+	size_t n = strlen(path);
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	if (n == 0 || n >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa->sun_path, path, n + 1);
+	return 0;
+}
+
+int unix_listen(const char *path, int backlog)
+{
+	struct sockaddr_un sa;
+	int r = fill_addr(&sa, path);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (unlink(path) < 0 && errno != ENOENT)
+		return negative_errno();
+	mode_t old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0)
+		return negative_errno();
+	if (listen(fd, backlog) < 0)
+		return negative_errno();
+	return TAKE_FD(fd);
+}
+
+int unix_connect(const char *path, int nonblock)
+{
+	struct sockaddr_un sa;
+	int r = fill_addr(&sa, path);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd =
+		socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+	if (fd < 0)
+		return negative_errno();
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)
+		return negative_errno();
+	return TAKE_FD(fd);
+}
+
+int hvsock_connect(const char *uds_path, uint32_t port, int timeout_ms)
+{
+	char line[32];
+	size_t n = 0;
+	int r;
+	_cleanup_close_ int fd = unix_connect(uds_path, 0);
+	if (fd < 0)
+		return fd;
+	int k = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	r = fd_write_all(fd, line, (size_t)k);
+	if (r < 0)
+		return r;
+	/* read the reply byte by byte so nothing past the newline is consumed */
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int pr = poll(&p, 1, timeout_ms);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
+			return negative_errno();
+		if (pr == 0)
+			return -ETIMEDOUT;
+		ssize_t got = fd_read_some(fd, line + n, 1);
+		if (got < 0)
+			return (int)got;
+		if (got == 0)
+			return -ECONNREFUSED; /* the backend closes at once on a guest RST */
+		if (line[n] == '\n')
+			break;
+		if (++n == sizeof(line) - 1)
+			return -EBADMSG;
+	}
+	line[n] = 0;
+	uint32_t lp;
+	if (n < 4 || memcmp(line, "OK ", 3) != 0 || parse_u32(line + 3, &lp) < 0)
+		return -EBADMSG;
+	return TAKE_FD(fd);
+}

@@ -1,0 +1,790 @@
+/* capsem-vm - the supervisor of one VM: one process, one trust and failure domain per VM.
+ *
+ * It creates the VM directory's sockets, starts our vhost-user vsock backend (src/vsock), spawns
+ * QEMU (qemu.c) with a pidfd watched by the event loop, keeps the serial console in a capped log,
+ * accepts the guest agent's control connection (guest -> host vsock port 5000, which the backend
+ * delivers to <vmdir>/vsock_5000), waits for its HELLO, and reports to its parent. Execs do not
+ * pass through here: clients connect to the guest through <vmdir>/vsock (hybrid vsock).
+ *
+ * Parent protocol: newline-delimited JSON on --ipc-fd (or stdout without it). Events out:
+ * {"event":"ready",...}, {"event":"error","message":...}, {"event":"stopped","reason":...}.
+ * Commands in: {"cmd":"stop"}; EOF on the fd also means stop. SIGINT/SIGTERM/SIGHUP stop too.
+ *
+ * Trust: everything read from the guest (control frames, serial bytes, vsock traffic in the
+ * backend) is hostile. One thread: the libuv loop; no sleeping.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <uv.h>
+
+#include "config.h"
+#include "accel.h"
+#include "buf.h"
+#include "fdutil.h"
+#include "log.h"
+#include "macro.h"
+#include "parse.h"
+#include "proto.h"
+#include "qemu.h"
+#include "serial.h"
+#include "strv.h"
+#include "unixsock.h"
+#include "vsock.h"
+
+#define SERIAL_LOG_CAP (4u << 20)
+#define STOP_GRACE_MS 8000
+#define QUIT_GRACE_MS 3000
+
+enum vm_state { VM_BOOTING, VM_READY, VM_STOPPING, VM_DONE };
+
+struct vm;
+
+/* A file descriptor watched by the loop; closing frees it. */
+struct watch {
+	uv_poll_t h;
+	int fd;
+	struct vm *vm;
+	void (*cb)(struct watch *w, int events);
+	struct buf in;
+};
+
+struct vm_opts {
+	const char *vmdir;
+	const char *kernel;
+	const char *initrd;
+	const char *qemu;
+	const char *append;
+	const char *hostname;
+	unsigned cpus;
+	uint64_t mem_mib;
+	enum vm_accel accel;
+	uint64_t cid;
+	uint64_t boot_timeout_ms;
+	int ipc_fd;
+	int remove_vmdir;
+};
+
+struct vm {
+	uv_loop_t *loop;
+	struct vm_opts o;
+	enum vm_state state;
+	char *p_vhost, *p_vsock, *p_ctl, *p_serial, *p_qmp, *p_serial_log, *p_qemu_log;
+	struct vsock_backend *vsock;
+	struct serial_log serial;
+	struct watch *w_ipc, *w_serial_l, *w_serial, *w_qmp_l, *w_qmp, *w_ctl_l, *w_ctl, *w_qemu;
+	uv_timer_t boot_timer, stop_timer;
+	uv_signal_t sig[3];
+	pid_t qemu_pid;
+	int qemu_status;
+	int qemu_exited;
+	int stop_phase;
+	uint64_t t_start_ns;
+	char *error; /* first fatal error, reported to the parent */
+	int exit_code;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- events to the parent ---- */
+
+static void emit(struct vm *vm, json_t *ev)
+{
+	char *s = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	if (!s)
+		return;
+	int fd = vm->o.ipc_fd >= 0 ? vm->o.ipc_fd : STDOUT_FILENO;
+	size_t n = strlen(s);
+	s[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n+1 */
+	(void)fd_write_all(fd, s, n + 1);
+	free(s);
+}
+
+static void vm_stop(struct vm *vm, const char *why);
+
+static void vm_fail(struct vm *vm, const char *fmt, ...) _printf_(2, 3);
+static void vm_fail(struct vm *vm, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	if (!vm->error && msg) {
+		vm->error = msg;
+		vm->exit_code = 1;
+		_cleanup_free_ char *tail = serial_log_tail(&vm->serial, 15);
+		emit(vm, json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message", msg,
+				   "serial_log", vm->p_serial_log, "serial_tail", tail ? tail : ""));
+	} else {
+		free(msg);
+	}
+	vm_stop(vm, "error");
+}
+
+/* ---- watches ---- */
+
+static void watch_on_close(uv_handle_t *h)
+{
+	struct watch *w = h->data;
+	safe_close(w->fd);
+	buf_done(&w->in, 0);
+	free(w);
+}
+
+static void watch_close(struct watch **wp)
+{
+	struct watch *w = *wp;
+	if (!w)
+		return;
+	*wp = NULL;
+	uv_poll_stop(&w->h);
+	uv_close((uv_handle_t *)&w->h, watch_on_close);
+}
+
+static void watch_dispatch(uv_poll_t *h, int status, int events)
+{
+	struct watch *w = h->data;
+	w->cb(w, status < 0 ? UV_DISCONNECT | UV_READABLE : events);
+}
+
+static struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
+			       void (*cb)(struct watch *, int))
+{
+	struct watch *w = calloc(1, sizeof(*w));
+	if (!w) {
+		safe_close(fd);
+		return NULL;
+	}
+	w->fd = fd;
+	w->vm = vm;
+	w->cb = cb;
+	buf_init(&w->in, in_cap);
+	if (uv_poll_init(vm->loop, &w->h, fd) < 0) {
+		safe_close(fd);
+		free(w);
+		return NULL;
+	}
+	w->h.data = w;
+	uv_poll_start(&w->h, events, watch_dispatch);
+	return w;
+}
+
+/* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
+static int watch_fill(struct watch *w)
+{
+	uint8_t *p = buf_reserve(&w->in, 16384);
+	if (!p)
+		return -ENOBUFS;
+	ssize_t k = read(w->fd, p, 16384);
+	if (k < 0)
+		return errno == EAGAIN || errno == EINTR ? -EAGAIN : negative_errno();
+	buf_commit(&w->in, (size_t)k);
+	return k > 0;
+}
+
+/* Accept one connection from a listening watch; returns the fd or -errno. */
+static int watch_accept(struct watch *w)
+{
+	int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	return fd < 0 ? negative_errno() : fd;
+}
+
+/* ---- serial console ---- */
+
+static void on_serial(struct watch *w, int events)
+{
+	uint8_t tmp[16384];
+	for (;;) {
+		ssize_t k = read(w->fd, tmp, sizeof(tmp));
+		if (k > 0) {
+			serial_log_write(&w->vm->serial, tmp, (size_t)k);
+			continue;
+		}
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		watch_close(&w->vm->w_serial);
+		return;
+	}
+}
+
+static void on_serial_listen(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int fd = watch_accept(w);
+	if (fd < 0)
+		return;
+	if (vm->w_serial) {
+		safe_close(fd);
+		return;
+	}
+	vm->w_serial = watch_new(vm, fd, UV_READABLE, 0, on_serial);
+}
+
+/* ---- QMP: connected by QEMU; used to ask QEMU to quit when the guest will not power off ---- */
+
+static void on_qmp(struct watch *w, int events)
+{
+	uint8_t tmp[4096];
+	for (;;) {
+		ssize_t k = read(w->fd, tmp, sizeof(tmp));
+		if (k > 0)
+			continue; /* greeting, replies and events are not needed yet */
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		watch_close(&w->vm->w_qmp);
+		return;
+	}
+}
+
+static void on_qmp_listen(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int fd = watch_accept(w);
+	if (fd < 0)
+		return;
+	if (vm->w_qmp) {
+		safe_close(fd);
+		return;
+	}
+	vm->w_qmp = watch_new(vm, fd, UV_READABLE, 0, on_qmp);
+}
+
+static int qmp_quit(struct vm *vm)
+{
+	static const char cmd[] = "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n";
+	if (!vm->w_qmp)
+		return -ENOTCONN;
+	return fd_write_all(vm->w_qmp->fd, cmd, sizeof(cmd) - 1);
+}
+
+/* ---- the agent's control connection ---- */
+
+static void send_boot_config(struct vm *vm)
+{
+	struct proto_boot_config bc = { 0 };
+	struct timespec ts;
+	struct buf b;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	bc.unix_time_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	snprintf(bc.hostname, sizeof(bc.hostname), "%s", vm->o.hostname);
+	buf_init(&b, 4096);
+	if (proto_boot_config_encode(&bc, &b) == 0)
+		(void)fd_write_all(vm->w_ctl->fd, buf_head(&b), buf_len(&b));
+	buf_done(&b, 0);
+}
+
+static void on_hello(struct vm *vm, const struct proto_hello *h)
+{
+	uint64_t boot_ns = now_ns() - vm->t_start_ns;
+	if (h->version != PROTO_VERSION) {
+		vm_fail(vm, "the guest agent speaks protocol version %u, this host speaks %u",
+			h->version, PROTO_VERSION);
+		return;
+	}
+	uv_timer_stop(&vm->boot_timer);
+	vm->state = VM_READY;
+	/* the control socket is blocking for our few small writes */
+	fd_set_nonblock(vm->w_ctl->fd, 0);
+	send_boot_config(vm);
+	json_t *stages = json_array();
+	for (uint32_t i = 0; i < h->n_stages; i++)
+		json_array_append_new(stages, json_pack("{s:s, s:I}", "name", h->stages[i].name,
+							"usec", (json_int_t)h->stages[i].usec));
+	emit(vm, json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
+			   "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms", boot_ns / 1e6,
+			   "accel", accel_name(vm->o.accel), "kernel_release", h->kernel_release,
+			   "agent_version", h->agent_version, "stages", stages, "qemu_pid",
+			   (int)vm->qemu_pid));
+}
+
+static void on_ctl(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int r;
+	while ((r = watch_fill(w)) > 0) {
+		uint16_t type;
+		const uint8_t *pl;
+		uint32_t len;
+		ssize_t k;
+		while ((k = proto_frame_parse(buf_head(&w->in), buf_len(&w->in), &type, &pl, &len)) > 0) {
+			if (type == PROTO_HELLO && vm->state == VM_BOOTING) {
+				struct proto_hello h;
+				if (proto_hello_decode(pl, len, &h) < 0) {
+					vm_fail(vm, "the guest agent sent a malformed hello");
+					return;
+				}
+				on_hello(vm, &h);
+			} else {
+				log_debug("control: ignoring frame type %u", type);
+			}
+			buf_consume(&w->in, (size_t)k);
+		}
+		if (k < 0) {
+			vm_fail(vm, "the guest agent sent an oversized control frame");
+			return;
+		}
+	}
+	if (r == -EAGAIN)
+		return;
+	/* EOF or error: the agent went away */
+	watch_close(&vm->w_ctl);
+	if (vm->state == VM_BOOTING)
+		vm_fail(vm, "the guest agent closed its control connection before saying hello");
+}
+
+static void on_ctl_listen(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int fd = watch_accept(w);
+	if (fd < 0)
+		return;
+	if (vm->w_ctl) {
+		safe_close(fd); /* one agent per VM */
+		return;
+	}
+	vm->w_ctl = watch_new(vm, fd, UV_READABLE, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl);
+}
+
+/* ---- parent commands ---- */
+
+static void on_ipc(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int r;
+	while ((r = watch_fill(w)) > 0) {
+		const uint8_t *nl;
+		while ((nl = memchr(buf_head(&w->in), '\n', buf_len(&w->in)))) {
+			size_t n = (size_t)(nl - buf_head(&w->in));
+			json_error_t err;
+			json_t *cmd = json_loadb((const char *)buf_head(&w->in), n, 0, &err);
+			const char *c = cmd ? json_string_value(json_object_get(cmd, "cmd")) : NULL;
+			if (c && streq(c, "stop"))
+				vm_stop(vm, "requested");
+			else
+				log_warn("ignoring unknown command from parent");
+			json_decref(cmd);
+			buf_consume(&w->in, n + 1);
+		}
+	}
+	if (r == -EAGAIN)
+		return;
+	if (r == -ENOBUFS)
+		log_warn("parent command too long");
+	watch_close(&vm->w_ipc);
+	vm_stop(vm, "parent closed");
+}
+
+/* ---- lifecycle ---- */
+
+static void vsock_error(void *userdata, const char *what)
+{
+	struct vm *vm = userdata;
+	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
+		return;
+	vm_fail(vm, "vsock device: %s", what);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void vm_finish(struct vm *vm)
+{
+	if (vm->state == VM_DONE)
+		return;
+	vm->state = VM_DONE;
+	watch_close(&vm->w_serial_l);
+	watch_close(&vm->w_serial);
+	watch_close(&vm->w_qmp_l);
+	watch_close(&vm->w_qmp);
+	watch_close(&vm->w_ctl_l);
+	watch_close(&vm->w_ctl);
+	watch_close(&vm->w_qemu);
+	close_handle((uv_handle_t *)&vm->boot_timer);
+	close_handle((uv_handle_t *)&vm->stop_timer);
+	for (size_t i = 0; i < ELEMENTSOF(vm->sig); i++)
+		close_handle((uv_handle_t *)&vm->sig[i]);
+	vsock_backend_free(vm->vsock);
+	vm->vsock = NULL;
+	serial_log_close(&vm->serial);
+	unlink(vm->p_ctl);
+	unlink(vm->p_serial);
+	unlink(vm->p_qmp);
+	if (vm->o.remove_vmdir)
+		rm_rf(vm->o.vmdir);
+	emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
+			   vm->error ? vm->error : "stopped", "qemu_status", vm->qemu_status));
+	watch_close(&vm->w_ipc);
+}
+
+static void on_qemu_exit(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int st = 0;
+	if (waitpid(vm->qemu_pid, &st, WNOHANG) <= 0)
+		return;
+	vm->qemu_exited = 1;
+	vm->qemu_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	watch_close(&vm->w_qemu);
+	/* drain the last serial bytes before judging */
+	if (vm->w_serial)
+		on_serial(vm->w_serial, UV_READABLE);
+	if (vm->state != VM_STOPPING) {
+		_cleanup_free_ char *qlog = NULL;
+		read_file_small(vm->p_qemu_log, 4096, &qlog, NULL);
+		if (qlog) {
+			size_t n = strlen(qlog);
+			while (n > 0 && qlog[n - 1] == '\n')
+				qlog[--n] = 0;
+		}
+		vm_fail(vm, "QEMU exited unexpectedly (%s %d)%s%s; serial log: %s",
+			WIFEXITED(st) ? "status" : "signal",
+			WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), qlog && *qlog ? ": " : "",
+			qlog ? qlog : "", vm->p_serial_log);
+	}
+	vm_finish(vm);
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+	struct vm *vm = t->data;
+	if (vm->qemu_exited)
+		return;
+	if (vm->stop_phase == 1 && qmp_quit(vm) == 0) {
+		vm->stop_phase = 2;
+		uv_timer_start(&vm->stop_timer, on_stop_timer, QUIT_GRACE_MS, 0);
+		return;
+	}
+	log_debug("QEMU did not stop in time: killing it");
+	kill(vm->qemu_pid, SIGKILL);
+}
+
+static void vm_stop(struct vm *vm, const char *why)
+{
+	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
+		return;
+	log_debug("stopping: %s", why);
+	vm->state = VM_STOPPING;
+	uv_timer_stop(&vm->boot_timer);
+	if (vm->qemu_pid <= 0 || vm->qemu_exited) {
+		vm_finish(vm);
+		return;
+	}
+	vm->stop_phase = 1;
+	uint64_t grace = STOP_GRACE_MS;
+	if (vm->w_ctl && !vm->error) {
+		struct buf b;
+		buf_init(&b, 64);
+		proto_frame_append(&b, PROTO_SHUTDOWN, NULL, 0);
+		if (fd_write_all(vm->w_ctl->fd, buf_head(&b), buf_len(&b)) < 0)
+			grace = 0;
+		buf_done(&b, 0);
+	} else {
+		grace = 0; /* no agent to ask: go straight to QMP */
+	}
+	uv_timer_start(&vm->stop_timer, on_stop_timer, grace, 0);
+}
+
+static void on_boot_timeout(uv_timer_t *t)
+{
+	struct vm *vm = t->data;
+	vm_fail(vm, "the guest did not say hello within %.1f s (last serial lines below; log: %s)",
+		vm->o.boot_timeout_ms / 1000.0, vm->p_serial_log);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct vm *vm = s->data;
+	vm_stop(vm, strsignal(signum));
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+	char *p = NULL;
+	return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+static int check_readable(const char *what, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return log_error_errno(negative_errno(), "%s %s", what, path);
+	if (!S_ISREG(st.st_mode) || st.st_size == 0)
+		return log_error("%s %s: not a regular non-empty file", what, path), -EINVAL;
+	if (access(path, R_OK) < 0)
+		return log_error_errno(negative_errno(), "%s %s", what, path);
+	return 0;
+}
+
+static int vm_start(struct vm *vm)
+{
+	int r, fd;
+	_cleanup_strv_free_ char **argv = NULL;
+
+	r = mkdir_p(vm->o.vmdir, 0700);
+	if (r < 0)
+		return log_error_errno(r, "cannot create %s", vm->o.vmdir);
+	vm->p_vhost = path_in(vm->o.vmdir, "vhost-vsock.sock");
+	vm->p_vsock = path_in(vm->o.vmdir, "vsock");
+	vm->p_ctl = path_in(vm->o.vmdir, "vsock_5000");
+	vm->p_serial = path_in(vm->o.vmdir, "serial.sock");
+	vm->p_qmp = path_in(vm->o.vmdir, "qmp.sock");
+	vm->p_serial_log = path_in(vm->o.vmdir, "serial.log");
+	vm->p_qemu_log = path_in(vm->o.vmdir, "qemu.log");
+	if (!vm->p_vhost || !vm->p_vsock || !vm->p_ctl || !vm->p_serial || !vm->p_qmp ||
+	    !vm->p_serial_log || !vm->p_qemu_log)
+		return log_oom();
+
+	r = serial_log_open(&vm->serial, vm->p_serial_log, SERIAL_LOG_CAP);
+	if (r < 0)
+		return log_error_errno(r, "cannot create %s", vm->p_serial_log);
+
+	struct {
+		const char *path;
+		struct watch **w;
+		void (*cb)(struct watch *, int);
+	} listeners[] = {
+		{ vm->p_serial, &vm->w_serial_l, on_serial_listen },
+		{ vm->p_qmp, &vm->w_qmp_l, on_qmp_listen },
+		{ vm->p_ctl, &vm->w_ctl_l, on_ctl_listen },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(listeners); i++) {
+		fd = unix_listen(listeners[i].path, 8);
+		if (fd < 0)
+			return log_error_errno(fd, "cannot listen on %s", listeners[i].path);
+		*listeners[i].w = watch_new(vm, fd, UV_READABLE, 0, listeners[i].cb);
+		if (!*listeners[i].w)
+			return log_oom();
+	}
+
+	struct vsock_backend_config vc = {
+		.vhost_socket = vm->p_vhost,
+		.uds_path = vm->p_vsock,
+		.guest_cid = vm->o.cid,
+		.on_error = vsock_error,
+		.userdata = vm,
+	};
+	r = vsock_backend_new(vm->loop, &vc, &vm->vsock);
+	if (r < 0)
+		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
+
+	struct qemu_config qc = {
+		.binary = vm->o.qemu,
+		.kernel = vm->o.kernel,
+		.initrd = vm->o.initrd,
+		.cmdline_extra = vm->o.append,
+		.cpus = vm->o.cpus,
+		.mem_mib = vm->o.mem_mib,
+		.accel = vm->o.accel,
+		.serial_sock = vm->p_serial,
+		.qmp_sock = vm->p_qmp,
+		.vhost_vsock_sock = vm->p_vhost,
+	};
+	r = qemu_build_argv(&qc, &argv);
+	if (r < 0)
+		return log_error_errno(r, "cannot build the QEMU command line (paths must not contain ',')");
+	if (log_get_max() >= LOG_LVL_DEBUG) {
+		for (size_t i = 0; argv[i]; i++)
+			log_debug("qemu argv[%zu] = %s", i, argv[i]);
+	}
+	_cleanup_close_ int log_fd =
+		open(vm->p_qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (log_fd < 0)
+		return log_error_errno(negative_errno(), "cannot create %s", vm->p_qemu_log);
+	vm->t_start_ns = now_ns();
+	int pidfd;
+	r = qemu_spawn(argv, log_fd, &vm->qemu_pid, &pidfd);
+	if (r < 0)
+		return log_error_errno(r, "cannot start %s", argv[0]);
+	vm->w_qemu = watch_new(vm, pidfd, UV_READABLE, 0, on_qemu_exit);
+	if (!vm->w_qemu)
+		return log_oom();
+	uv_timer_start(&vm->boot_timer, on_boot_timeout, vm->o.boot_timeout_ms, 0);
+	return 0;
+}
+
+static void help(void)
+{
+	printf("Usage: capsem-vm --vmdir DIR --kernel FILE --initrd FILE [OPTIONS]\n"
+	       "\n"
+	       "Run one Capsem microVM under QEMU and supervise it until it is told to stop.\n"
+	       "Normally started by capsem or capsemd; usable by hand for debugging.\n"
+	       "\n"
+	       "  --vmdir DIR          the VM's directory (created 0700): sockets, logs\n"
+	       "  --kernel FILE        guest kernel (bzImage)\n"
+	       "  --initrd FILE        initramfs\n"
+	       "  --cpus N             virtual CPUs (default 1)\n"
+	       "  --memory SIZE        guest RAM, e.g. 512M, 2G (default 512M)\n"
+	       "  --accel auto|kvm|tcg accelerator (default auto: KVM only with vmx/svm)\n"
+	       "  --cid N              guest vsock CID (default 3)\n"
+	       "  --boot-timeout SECS  give up when the agent has not said hello (default 60)\n"
+	       "  --hostname NAME      guest hostname (default capsem)\n"
+	       "  --append ARGS        extra kernel command line\n"
+	       "  --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
+	       "  --rm                 remove the VM directory on exit\n"
+	       "  -h, --help           this text\n"
+	       "\n"
+	       "Events (one JSON object per line): ready, error, stopped. Stop with SIGTERM,\n"
+	       "SIGINT, {\"cmd\":\"stop\"} on the IPC fd, or by closing it.\n");
+}
+
+static int parse_args(int argc, char **argv, struct vm_opts *o)
+{
+	enum { ARG_VMDIR = 256, ARG_KERNEL, ARG_INITRD, ARG_CPUS, ARG_MEM, ARG_ACCEL, ARG_CID, ARG_BOOT, ARG_HOST,
+	       ARG_APPEND, ARG_QEMU, ARG_IPC, ARG_RM };
+	static const struct option opts[] = {
+		{ "vmdir", required_argument, NULL, ARG_VMDIR },
+		{ "kernel", required_argument, NULL, ARG_KERNEL },
+		{ "initrd", required_argument, NULL, ARG_INITRD },
+		{ "cpus", required_argument, NULL, ARG_CPUS },
+		{ "memory", required_argument, NULL, ARG_MEM },
+		{ "accel", required_argument, NULL, ARG_ACCEL },
+		{ "cid", required_argument, NULL, ARG_CID },
+		{ "boot-timeout", required_argument, NULL, ARG_BOOT },
+		{ "hostname", required_argument, NULL, ARG_HOST },
+		{ "append", required_argument, NULL, ARG_APPEND },
+		{ "qemu", required_argument, NULL, ARG_QEMU },
+		{ "ipc-fd", required_argument, NULL, ARG_IPC },
+		{ "rm", no_argument, NULL, ARG_RM },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	uint64_t v;
+	uint32_t u;
+	int c;
+	*o = (struct vm_opts){ .cpus = 1, .mem_mib = 512, .cid = 3, .boot_timeout_ms = 60000,
+			       .ipc_fd = -1, .hostname = "capsem", .accel = VM_ACCEL_AUTO };
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		switch (c) {
+		case ARG_VMDIR: o->vmdir = optarg; break;
+		case ARG_KERNEL: o->kernel = optarg; break;
+		case ARG_INITRD: o->initrd = optarg; break;
+		case ARG_CPUS:
+			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
+				return log_error("--cpus: expected 1..64, got '%s'", optarg), -EINVAL;
+			o->cpus = u;
+			break;
+		case ARG_MEM:
+			if (parse_size(optarg, &v) < 0 || v < (64u << 20) || v > (1ull << 40))
+				return log_error("--memory: expected a size from 64M to 1T, got '%s'", optarg),
+				       -EINVAL;
+			o->mem_mib = v >> 20;
+			break;
+		case ARG_ACCEL:
+			if (accel_parse(optarg, &o->accel) < 0)
+				return log_error("--accel: expected auto, kvm or tcg"), -EINVAL;
+			break;
+		case ARG_CID:
+			if (parse_u64(optarg, &v) < 0 || v < 3 || v > UINT32_MAX - 1)
+				return log_error("--cid: expected 3..4294967294"), -EINVAL;
+			o->cid = v;
+			break;
+		case ARG_BOOT:
+			if (parse_seconds_ms(optarg, &v) < 0 || v == 0)
+				return log_error("--boot-timeout: expected seconds > 0"), -EINVAL;
+			o->boot_timeout_ms = v;
+			break;
+		case ARG_HOST: o->hostname = optarg; break;
+		case ARG_APPEND: o->append = optarg; break;
+		case ARG_QEMU: o->qemu = optarg; break;
+		case ARG_IPC:
+			if (parse_u32(optarg, &u) < 0 || u < 3 || u > 65535 || fcntl((int)u, F_GETFD) < 0)
+				return log_error("--ipc-fd: not an open descriptor: '%s'", optarg), -EINVAL;
+			o->ipc_fd = (int)u;
+			break;
+		case ARG_RM: o->remove_vmdir = 1; break;
+		case 'h': help(); return 1;
+		default: return -EINVAL;
+		}
+	}
+	if (optind < argc)
+		return log_error("unexpected argument '%s' (see --help)", argv[optind]), -EINVAL;
+	if (!o->vmdir || !o->kernel || !o->initrd)
+		return log_error("--vmdir, --kernel and --initrd are required (see --help)"), -EINVAL;
+	if (strlen(o->hostname) >= PROTO_NAME_MAX)
+		return log_error("--hostname: too long"), -EINVAL;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct vm vm = { 0 };
+	uv_loop_t loop;
+	const char *why = NULL;
+	int r;
+
+	log_setup("capsem-vm", LOG_LVL_INFO);
+	log_setup_from_env();
+	r = parse_args(argc, argv, &vm.o);
+	if (r != 0)
+		return r > 0 ? 0 : 2;
+	if (check_readable("kernel", vm.o.kernel) < 0 || check_readable("initrd", vm.o.initrd) < 0)
+		return 1;
+	r = accel_resolve(vm.o.accel, &vm.o.accel, &why);
+	if (r < 0)
+		return log_error("KVM was requested but %s", why), 1;
+	if (why)
+		log_warn("KVM unavailable (%s): using TCG emulation, 10-50x slower", why);
+
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigaction(SIGPIPE, &sa, NULL);
+	uv_loop_init(&loop);
+	vm.loop = &loop;
+	vm.qemu_pid = -1;
+	uv_timer_init(&loop, &vm.boot_timer);
+	uv_timer_init(&loop, &vm.stop_timer);
+	vm.boot_timer.data = vm.stop_timer.data = &vm;
+	int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+		uv_signal_init(&loop, &vm.sig[i]);
+		vm.sig[i].data = &vm;
+		uv_signal_start(&vm.sig[i], on_signal, sigs[i]);
+	}
+	if (vm.o.ipc_fd >= 0) {
+		fd_set_nonblock(vm.o.ipc_fd, 1);
+		fd_set_cloexec(vm.o.ipc_fd, 1);
+		vm.w_ipc = watch_new(&vm, dup(vm.o.ipc_fd), UV_READABLE, 4096, on_ipc);
+	}
+	r = vm_start(&vm);
+	if (r < 0) {
+		if (!vm.error)
+			vm.error = strdup("start-up failed");
+		vm.exit_code = 1;
+		if (vm.qemu_pid > 0 && !vm.qemu_exited) {
+			kill(vm.qemu_pid, SIGKILL);
+			waitpid(vm.qemu_pid, NULL, 0);
+			vm.qemu_exited = 1;
+		}
+		vm_stop(&vm, "start-up failed");
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	free(vm.error);
+	free(vm.p_vhost);
+	free(vm.p_vsock);
+	free(vm.p_ctl);
+	free(vm.p_serial);
+	free(vm.p_qmp);
+	free(vm.p_serial_log);
+	free(vm.p_qemu_log);
+	return vm.exit_code;
+}

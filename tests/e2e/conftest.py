@@ -1,0 +1,118 @@
+"""Shared fixtures for the end-to-end tests: real binaries, real QEMU microVMs (TCG here).
+
+Paths come from the environment that scripts/run-tests.py sets (CAPSEM_BUILD, CAPSEM_IMAGES_DIR),
+with defaults for a plain `pytest tests/e2e` from the source tree. Each test gets its own
+CAPSEM_HOME so leftovers (VM directories, processes) can be checked exactly.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
+IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.expanduser("~/.capsem/images"))
+CAPSEM = os.path.join(BUILD, "src", "cli", "capsem")
+CAPSEM_VM = os.path.join(BUILD, "src", "vm", "capsem-vm")
+IMAGE = os.path.join(IMAGES, "minimal")
+
+
+def need_image():
+    if not os.path.exists(os.path.join(IMAGE, "vmlinuz")):
+        pytest.fail(f"the minimal image is missing at {IMAGE}: run `make image` first")
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A private CAPSEM_HOME; afterwards no VM directory and no process may remain."""
+    need_image()
+    h = tmp_path / "capsem-home"
+    h.mkdir()
+    yield h
+    leftovers = procs_mentioning(str(h))
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    vms = h / "vms"
+    left_dirs = list(vms.iterdir()) if vms.exists() else []
+    assert not leftovers, f"processes left behind: {leftovers}"
+    assert not left_dirs, f"VM directories left behind: {left_dirs}"
+
+
+def procs_mentioning(text):
+    """PIDs of processes whose command line contains text (other than ourselves)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if text.encode() in cmd:
+            pids.append(int(d))
+    return pids
+
+
+def capsem_env(home):
+    return dict(os.environ, CAPSEM_HOME=str(home), CAPSEM_IMAGES_DIR=IMAGES)
+
+
+def capsem(home, *args, input=b"", timeout=180):
+    """Run the capsem CLI; returns CompletedProcess with bytes stdout/stderr."""
+    return subprocess.run([CAPSEM, *args], input=input, capture_output=True,
+                          env=capsem_env(home), timeout=timeout)
+
+
+class VM:
+    """A capsem-vm supervisor started directly (the path `capsem run` uses), for module reuse."""
+
+    def __init__(self, vmdir, *extra):
+        self.vmdir = vmdir
+        self.proc = subprocess.Popen(
+            [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinuz"),
+             "--initrd", os.path.join(IMAGE, "initrd.img"), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.ready = None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
+        ev = json.loads(line)
+        if ev.get("event") != "ready":
+            self.stop()
+            raise RuntimeError(f"VM did not become ready: {ev}")
+        self.ready = ev
+        self.vsock = ev["vsock"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    need_image()
+    d = tmp_path_factory.mktemp("vm")
+    v = VM(d / "vm", "--cpus", "2", "--memory", "768M")
+    yield v
+    assert v.stop() == 0
+    assert not procs_mentioning(str(d)), "QEMU or capsem-vm left behind"
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -2,6 +2,7 @@
  * reply line comes from our own vsock backend, but it is still parsed with a hard cap. */
 #include "unixsock.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -12,20 +13,43 @@
 #include "macro.h"
 #include "parse.h"
 
-static int fill_addr(struct sockaddr_un *sa, const char *path)
+/* Fill sa for path. A path longer than sun_path is reached through its directory: *ret_dirfd
+ * gets an O_PATH fd of the directory and sa names "/proc/self/fd/N/<base>"; the caller closes it
+ * after bind/connect. */
+static int fill_addr(struct sockaddr_un *sa, const char *path, int *ret_dirfd)
 {
 	size_t n = strlen(path);
 	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
-	if (n == 0 || n >= sizeof(sa->sun_path))
+	*ret_dirfd = -1;
+	if (n == 0)
+		return -EINVAL;
+	if (n < sizeof(sa->sun_path)) {
+		memcpy(sa->sun_path, path, n + 1);
+		return 0;
+	}
+	const char *slash = strrchr(path, '/');
+	if (!slash || slash == path || strlen(slash + 1) == 0)
 		return -ENAMETOOLONG;
-	memcpy(sa->sun_path, path, n + 1);
+	_cleanup_free_ char *dir = strndup(path, (size_t)(slash - path));
+	if (!dir)
+		return -ENOMEM;
+	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return negative_errno();
+	int k = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dfd, slash + 1);
+	if (k < 0 || (size_t)k >= sizeof(sa->sun_path)) {
+		safe_close(dfd);
+		return -ENAMETOOLONG;
+	}
+	*ret_dirfd = dfd;
 	return 0;
 }
 
 int unix_listen(const char *path, int backlog)
 {
 	struct sockaddr_un sa;
-	int r = fill_addr(&sa, path);
+	_cleanup_close_ int dfd = -1;
+	int r = fill_addr(&sa, path, &dfd);
 	if (r < 0)
 		return r;
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -46,7 +70,8 @@ int unix_listen(const char *path, int backlog)
 int unix_connect(const char *path, int nonblock)
 {
 	struct sockaddr_un sa;
-	int r = fill_addr(&sa, path);
+	_cleanup_close_ int dfd = -1;
+	int r = fill_addr(&sa, path, &dfd);
 	if (r < 0)
 		return r;
 	_cleanup_close_ int fd =

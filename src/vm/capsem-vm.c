@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -89,6 +90,9 @@ struct vm {
 	int stop_phase;
 	uint64_t t_start_ns;
 	char *error; /* first fatal error, reported to the parent */
+	char *vmdir_abs;
+	char *vsock_error; /* a vsock backend failure, judged after a grace period */
+	uv_timer_t vsock_timer;
 	int exit_code;
 };
 
@@ -188,10 +192,11 @@ static struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
 /* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
 static int watch_fill(struct watch *w)
 {
-	uint8_t *p = buf_reserve(&w->in, 16384);
+	size_t want = MIN(buf_room(&w->in), (size_t)16384);
+	uint8_t *p = want ? buf_reserve(&w->in, want) : NULL;
 	if (!p)
 		return -ENOBUFS;
-	ssize_t k = read(w->fd, p, 16384);
+	ssize_t k = read(w->fd, p, want);
 	if (k < 0)
 		return errno == EAGAIN || errno == EINTR ? -EAGAIN : negative_errno();
 	buf_commit(&w->in, (size_t)k);
@@ -275,6 +280,34 @@ static int qmp_quit(struct vm *vm)
 
 /* ---- the agent's control connection ---- */
 
+/* Write one small control frame on the non-blocking control socket. Frames are tiny and the
+ * socket buffer large, so EAGAIN is waited out with a bounded poll rather than queued. */
+static int ctl_send(struct vm *vm, const struct buf *b)
+{
+	const uint8_t *p = buf_head(b);
+	size_t n = buf_len(b);
+	if (!vm->w_ctl)
+		return -ENOTCONN;
+	while (n > 0) {
+		ssize_t k = write(vm->w_ctl->fd, p, n);
+		if (k > 0) {
+			p += k;
+			n -= (size_t)k;
+			continue;
+		}
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = vm->w_ctl->fd, .events = POLLOUT };
+			if (poll(&pf, 1, 1000) <= 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		return negative_errno();
+	}
+	return 0;
+}
+
 static void send_boot_config(struct vm *vm)
 {
 	struct proto_boot_config bc = { 0 };
@@ -285,7 +318,7 @@ static void send_boot_config(struct vm *vm)
 	snprintf(bc.hostname, sizeof(bc.hostname), "%s", vm->o.hostname);
 	buf_init(&b, 4096);
 	if (proto_boot_config_encode(&bc, &b) == 0)
-		(void)fd_write_all(vm->w_ctl->fd, buf_head(&b), buf_len(&b));
+		(void)ctl_send(vm, &b);
 	buf_done(&b, 0);
 }
 
@@ -299,8 +332,6 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 	}
 	uv_timer_stop(&vm->boot_timer);
 	vm->state = VM_READY;
-	/* the control socket is blocking for our few small writes */
-	fd_set_nonblock(vm->w_ctl->fd, 0);
 	send_boot_config(vm);
 	json_t *stages = json_array();
 	for (uint32_t i = 0; i < h->n_stages; i++)
@@ -392,12 +423,26 @@ static void on_ipc(struct watch *w, int events)
 
 /* ---- lifecycle ---- */
 
+static void on_vsock_timer(uv_timer_t *t)
+{
+	struct vm *vm = t->data;
+	if (vm->state != VM_STOPPING && vm->state != VM_DONE)
+		vm_fail(vm, "vsock device: %s", vm->vsock_error);
+}
+
+/* The backend reports QEMU's disconnect as an error, and QEMU disconnects when it exits: wait a
+ * moment so that a QEMU exit is reported as what it is. */
 static void vsock_error(void *userdata, const char *what)
 {
 	struct vm *vm = userdata;
-	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
+	if (vm->state == VM_STOPPING || vm->state == VM_DONE || vm->vsock_error)
 		return;
-	vm_fail(vm, "vsock device: %s", what);
+	vm->vsock_error = strdup(what);
+	if (!vm->vsock_error) {
+		vm_fail(vm, "vsock device failed");
+		return;
+	}
+	uv_timer_start(&vm->vsock_timer, on_vsock_timer, 1000, 0);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -420,14 +465,17 @@ static void vm_finish(struct vm *vm)
 	watch_close(&vm->w_qemu);
 	close_handle((uv_handle_t *)&vm->boot_timer);
 	close_handle((uv_handle_t *)&vm->stop_timer);
+	close_handle((uv_handle_t *)&vm->vsock_timer);
 	for (size_t i = 0; i < ELEMENTSOF(vm->sig); i++)
 		close_handle((uv_handle_t *)&vm->sig[i]);
 	vsock_backend_free(vm->vsock);
 	vm->vsock = NULL;
 	serial_log_close(&vm->serial);
-	unlink(vm->p_ctl);
-	unlink(vm->p_serial);
-	unlink(vm->p_qmp);
+	if (vm->p_ctl) {
+		unlink(vm->p_ctl);
+		unlink(vm->p_serial);
+		unlink(vm->p_qmp);
+	}
 	if (vm->o.remove_vmdir)
 		rm_rf(vm->o.vmdir);
 	emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
@@ -494,7 +542,7 @@ static void vm_stop(struct vm *vm, const char *why)
 		struct buf b;
 		buf_init(&b, 64);
 		proto_frame_append(&b, PROTO_SHUTDOWN, NULL, 0);
-		if (fd_write_all(vm->w_ctl->fd, buf_head(&b), buf_len(&b)) < 0)
+		if (ctl_send(vm, &b) < 0)
 			grace = 0;
 		buf_done(&b, 0);
 	} else {
@@ -542,6 +590,11 @@ static int vm_start(struct vm *vm)
 	r = mkdir_p(vm->o.vmdir, 0700);
 	if (r < 0)
 		return log_error_errno(r, "cannot create %s", vm->o.vmdir);
+	/* Work inside the VM directory and hand QEMU and the vsock backend relative socket names:
+	 * a long $HOME must not overflow sun_path (108 bytes). Reported paths stay absolute. */
+	vm->o.vmdir = vm->vmdir_abs = realpath(vm->o.vmdir, NULL);
+	if (!vm->o.vmdir || chdir(vm->o.vmdir) < 0)
+		return log_error_errno(negative_errno(), "cannot enter the VM directory");
 	vm->p_vhost = path_in(vm->o.vmdir, "vhost-vsock.sock");
 	vm->p_vsock = path_in(vm->o.vmdir, "vsock");
 	vm->p_ctl = path_in(vm->o.vmdir, "vsock_5000");
@@ -562,9 +615,9 @@ static int vm_start(struct vm *vm)
 		struct watch **w;
 		void (*cb)(struct watch *, int);
 	} listeners[] = {
-		{ vm->p_serial, &vm->w_serial_l, on_serial_listen },
-		{ vm->p_qmp, &vm->w_qmp_l, on_qmp_listen },
-		{ vm->p_ctl, &vm->w_ctl_l, on_ctl_listen },
+		{ "serial.sock", &vm->w_serial_l, on_serial_listen },
+		{ "qmp.sock", &vm->w_qmp_l, on_qmp_listen },
+		{ "vsock_5000", &vm->w_ctl_l, on_ctl_listen },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(listeners); i++) {
 		fd = unix_listen(listeners[i].path, 8);
@@ -576,8 +629,8 @@ static int vm_start(struct vm *vm)
 	}
 
 	struct vsock_backend_config vc = {
-		.vhost_socket = vm->p_vhost,
-		.uds_path = vm->p_vsock,
+		.vhost_socket = "vhost-vsock.sock",
+		.uds_path = "vsock",
 		.guest_cid = vm->o.cid,
 		.on_error = vsock_error,
 		.userdata = vm,
@@ -588,15 +641,16 @@ static int vm_start(struct vm *vm)
 
 	struct qemu_config qc = {
 		.binary = vm->o.qemu,
+		.name = vm->o.vmdir,
 		.kernel = vm->o.kernel,
 		.initrd = vm->o.initrd,
 		.cmdline_extra = vm->o.append,
 		.cpus = vm->o.cpus,
 		.mem_mib = vm->o.mem_mib,
 		.accel = vm->o.accel,
-		.serial_sock = vm->p_serial,
-		.qmp_sock = vm->p_qmp,
-		.vhost_vsock_sock = vm->p_vhost,
+		.serial_sock = "serial.sock",
+		.qmp_sock = "qmp.sock",
+		.vhost_vsock_sock = "vhost-vsock.sock",
 	};
 	r = qemu_build_argv(&qc, &argv);
 	if (r < 0)
@@ -752,7 +806,8 @@ int main(int argc, char **argv)
 	vm.qemu_pid = -1;
 	uv_timer_init(&loop, &vm.boot_timer);
 	uv_timer_init(&loop, &vm.stop_timer);
-	vm.boot_timer.data = vm.stop_timer.data = &vm;
+	uv_timer_init(&loop, &vm.vsock_timer);
+	vm.boot_timer.data = vm.stop_timer.data = vm.vsock_timer.data = &vm;
 	int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
 		uv_signal_init(&loop, &vm.sig[i]);
@@ -779,6 +834,8 @@ int main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	free(vm.error);
+	free(vm.vmdir_abs);
+	free(vm.vsock_error);
 	free(vm.p_vhost);
 	free(vm.p_vsock);
 	free(vm.p_ctl);

@@ -25,12 +25,17 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	    (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG))
 		return -EINVAL;
 	/* QEMU option values use ',' as a separator: refuse paths that would inject options */
-	const char *paths[] = { c->kernel, c->initrd, c->serial_sock, c->qmp_sock, c->vhost_vsock_sock };
+	const char *paths[] = { c->kernel, c->initrd, c->serial_sock, c->qmp_sock, c->vhost_vsock_sock,
+				c->name ? c->name : "" };
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
 			return -EINVAL;
 
 	r |= strv_push(&v, c->binary ? c->binary : "qemu-system-x86_64");
+	if (c->name) {
+		r |= strv_push(&v, "-name");
+		r |= strv_pushf(&v, "capsem:%s", c->name);
+	}
 	r |= strv_push(&v, "-M");
 	r |= strv_push(&v, "microvm,acpi=off,x-option-roms=off,rtc=off,memory-backend=mem");
 	r |= strv_push(&v, "-accel");

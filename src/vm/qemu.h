@@ -15,6 +15,7 @@
 
 struct qemu_config {
 	const char *binary; /* default "qemu-system-x86_64" */
+	const char *name;   /* -name: the VM directory, so ps shows which VM a QEMU serves */
 	const char *kernel;
 	const char *initrd;
 	const char *cmdline_extra; /* appended to the kernel command line, may be NULL */

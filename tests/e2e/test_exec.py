@@ -79,7 +79,7 @@ def test_eight_concurrent_execs(vm):
     def one(i):
         results[i] = cc.sh(vm.vsock, f"touch /tmp/conc/{i}; n=0; "
                            "while [ $(ls /tmp/conc | wc -l) -lt 8 ]; do "
-                           "sleep 0.1; n=$((n+1)); [ $n -gt 1200 ] && exit 99; done; echo done-{i}",
+                           f"sleep 0.1; n=$((n+1)); [ $n -gt 1200 ] && exit 99; done; echo done-{i}",
                            io_timeout=300)
     ts = [threading.Thread(target=one, args=(i,)) for i in range(8)]
     for t in ts:

@@ -1,0 +1,45 @@
+/* cachekey.c - SHA-256 cache keys of the kernel and initramfs recipes (see cachekey.h).
+ *
+ * Trust boundary: none; hashes the builder's own inputs. Caller's thread.
+ */
+#include "cachekey.h"
+
+#include "macro.h"
+
+int cachekey_kernel(const char *source_version, const void *fragment, size_t fragment_len,
+		    const char *arch, char ret[SHA256_HEX_LEN + 1])
+{
+	struct sha256 h = {0};
+	int r = sha256_init(&h);
+	if (r == 0)
+		r = sha256_field_str(&h, CACHEKEY_KERNEL_RECIPE);
+	if (r == 0)
+		r = sha256_field_str(&h, source_version);
+	if (r == 0)
+		r = sha256_field(&h, fragment, fragment_len);
+	if (r == 0)
+		r = sha256_field_str(&h, arch);
+	if (r == 0)
+		r = sha256_final_hex(&h, ret);
+	sha256_done(&h);
+	return r;
+}
+
+int cachekey_initramfs(const char *compression, const void *guest, size_t guest_len,
+		       const void *busybox, size_t busybox_len, char ret[SHA256_HEX_LEN + 1])
+{
+	struct sha256 h = {0};
+	int r = sha256_init(&h);
+	if (r == 0)
+		r = sha256_field_str(&h, CACHEKEY_INITRAMFS_RECIPE);
+	if (r == 0)
+		r = sha256_field_str(&h, compression);
+	if (r == 0)
+		r = sha256_field(&h, guest, guest_len);
+	if (r == 0)
+		r = sha256_field(&h, busybox, busybox_len);
+	if (r == 0)
+		r = sha256_final_hex(&h, ret);
+	sha256_done(&h);
+	return r;
+}

@@ -1,0 +1,552 @@
+/* agent.c - capsem-agent main process: exec listener, control channel, session reaping.
+ *
+ * Started by capsem-init (PID 1) as root. It listens on vsock port PROTO_PORT_EXEC first, then
+ * connects to the host's control port (PROTO_HOST_CID:PROTO_PORT_CONTROL, a few quick retries)
+ * and sends PROTO_HELLO with the boot stages capsem-init passed on its command line plus its own.
+ * On the control connection it applies PROTO_BOOT_CONFIG (wall clock, hostname) and forwards
+ * PROTO_SHUTDOWN to PID 1 (SIGUSR2, busybox's poweroff convention). Each accepted exec
+ * connection is served by a forked session process (session.c), so concurrent execs share
+ * nothing; this process only reaps them.
+ *
+ * Trust boundary: the host is trusted for nothing beyond the protocol. Control frames go through
+ * the bounded frame reader and the proto decoders; exec connections are handed to session
+ * processes unread. Single-threaded, one poll(2) loop; no blocking call after startup.
+ *
+ * Test mode: --listen-unix PATH serves exec sessions on a Unix socket and --control-unix PATH
+ * connects the control channel to one (or --no-control skips it), so the same session code runs
+ * on a development host. BOOT_CONFIG and SHUTDOWN only touch the system when the control channel
+ * is the real vsock one; otherwise they are logged (and SHUTDOWN makes the agent exit).
+ */
+#include "agent.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/vm_sockets.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "config.h"
+#include "frameio.h"
+#include "log.h"
+#include "macro.h"
+#include "proto.h"
+#include "session.h"
+#include "stages.h"
+
+#define AGENT_MAX_SESSIONS 1024u
+#define AGENT_CTRL_ATTEMPTS 60u /* about 14 s in all */
+#define AGENT_CTRL_OUT_CAP (64u * 1024u)
+
+enum ctrl_state {
+	CTRL_OFF,	 /* not wanted, given up, or closed by the host */
+	CTRL_RETRY,	 /* waiting until retry_at */
+	CTRL_CONNECTING, /* non-blocking connect in progress */
+	CTRL_UP,
+};
+
+struct agent {
+	int listen_fd;
+	int sig_fd;
+	unsigned n_sessions;
+	struct stages stages;
+	const char *listen_unix;  /* NULL = vsock */
+	const char *control_unix; /* NULL = vsock */
+	int apply_system;	  /* control is the real vsock channel of a guest */
+	int quit;
+
+	enum ctrl_state ctrl;
+	int ctrl_fd;
+	unsigned ctrl_attempts;
+	uint64_t ctrl_retry_at; /* CLOCK_MONOTONIC ms */
+	struct frame_reader ctrl_rd;
+	struct buf ctrl_out;
+};
+
+static uint64_t mono_msec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Unix socket address for path; -ENAMETOOLONG if it does not fit. */
+static int unix_addr(const char *path, struct sockaddr_un *sa, socklen_t *len)
+{
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	memcpy(sa->sun_path, path, n + 1);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
+}
+
+static int agent_listen(struct agent *a)
+{
+	_cleanup_close_ int fd = -1;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_un un;
+		struct sockaddr_vm vm;
+	} addr;
+	socklen_t len;
+	int r;
+
+	if (a->listen_unix) {
+		struct stat st;
+		r = unix_addr(a->listen_unix, &addr.un, &len);
+		if (r < 0)
+			return r;
+		/* a stale socket from an earlier run; never remove anything else */
+		if (lstat(a->listen_unix, &st) == 0 && S_ISSOCK(st.st_mode))
+			(void)unlink(a->listen_unix);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	} else {
+		addr.vm = (struct sockaddr_vm){
+			.svm_family = AF_VSOCK,
+			.svm_cid = VMADDR_CID_ANY,
+			.svm_port = PROTO_PORT_EXEC,
+		};
+		len = sizeof(addr.vm);
+		fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	}
+	if (fd < 0)
+		return negative_errno();
+	if (bind(fd, &addr.sa, len) < 0 || listen(fd, 128) < 0)
+		return negative_errno();
+	a->listen_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* ---- control channel ---- */
+
+static void ctrl_close(struct agent *a)
+{
+	a->ctrl_fd = safe_close(a->ctrl_fd);
+	frame_reader_done(&a->ctrl_rd);
+	buf_done(&a->ctrl_out, 0);
+	a->ctrl = CTRL_OFF;
+}
+
+static void ctrl_retry_later(struct agent *a)
+{
+	a->ctrl_fd = safe_close(a->ctrl_fd);
+	if (++a->ctrl_attempts >= AGENT_CTRL_ATTEMPTS) {
+		log_warn("giving up on the control connection after %u attempts", a->ctrl_attempts);
+		a->ctrl = CTRL_OFF;
+		return;
+	}
+	/* 5, 10, 20, ... ms, then every 250 ms */
+	unsigned shift = MIN(a->ctrl_attempts - 1, 6u);
+	a->ctrl_retry_at = mono_msec() + MIN(5u << shift, 250u);
+	a->ctrl = CTRL_RETRY;
+}
+
+static int ctrl_send_hello(struct agent *a)
+{
+	struct proto_hello h = {.version = PROTO_VERSION};
+	struct utsname u;
+
+	(void)stages_mark(&a->stages, "agent_ready");
+	snprintf(h.agent_version, sizeof(h.agent_version), "%s", CAPSEM_VERSION);
+	if (uname(&u) == 0) {
+		size_t n = strnlen(u.release, sizeof(h.kernel_release) - 1);
+		memcpy(h.kernel_release, u.release, n);
+		h.kernel_release[n] = 0;
+	}
+	h.n_stages = a->stages.n;
+	memcpy(h.stages, a->stages.s, sizeof(h.stages[0]) * a->stages.n);
+	return proto_hello_encode(&h, &a->ctrl_out);
+}
+
+static void ctrl_connected(struct agent *a)
+{
+	int r;
+	a->ctrl = CTRL_UP;
+	frame_reader_init(&a->ctrl_rd);
+	buf_init(&a->ctrl_out, AGENT_CTRL_OUT_CAP);
+	r = ctrl_send_hello(a);
+	if (r < 0) {
+		log_error_errno(r, "cannot encode HELLO");
+		ctrl_close(a);
+		return;
+	}
+	log_debug("control connection up after %u retries", a->ctrl_attempts);
+}
+
+static void ctrl_connect(struct agent *a)
+{
+	union {
+		struct sockaddr sa;
+		struct sockaddr_un un;
+		struct sockaddr_vm vm;
+	} addr;
+	socklen_t len;
+	int r;
+
+	if (a->control_unix) {
+		r = unix_addr(a->control_unix, &addr.un, &len);
+		if (r < 0) {
+			log_error_errno(r, "bad control socket path");
+			a->ctrl = CTRL_OFF;
+			return;
+		}
+		a->ctrl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	} else {
+		addr.vm = (struct sockaddr_vm){
+			.svm_family = AF_VSOCK,
+			.svm_cid = PROTO_HOST_CID,
+			.svm_port = PROTO_PORT_CONTROL,
+		};
+		len = sizeof(addr.vm);
+		a->ctrl_fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	}
+	if (a->ctrl_fd < 0) {
+		log_debug_errno(negative_errno(), "control socket");
+		ctrl_retry_later(a);
+		return;
+	}
+	if (connect(a->ctrl_fd, &addr.sa, len) == 0) {
+		ctrl_connected(a);
+		return;
+	}
+	if (errno == EINPROGRESS) {
+		a->ctrl = CTRL_CONNECTING;
+		return;
+	}
+	log_debug_errno(negative_errno(), "control connect");
+	ctrl_retry_later(a);
+}
+
+static void ctrl_connect_done(struct agent *a)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(a->ctrl_fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err == 0) {
+		ctrl_connected(a);
+		return;
+	}
+	log_debug_errno(-err, "control connect");
+	ctrl_retry_later(a);
+}
+
+static int hostname_ok(const char *h)
+{
+	if (!*h || *h == '-' || *h == '.')
+		return 0;
+	for (; *h; h++)
+		if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+		      (*h >= '0' && *h <= '9') || *h == '-' || *h == '.'))
+			return 0;
+	return 1;
+}
+
+static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
+{
+	if (c->unix_time_ns) {
+		struct timespec ts = {
+			.tv_sec = (time_t)(c->unix_time_ns / 1000000000u),
+			.tv_nsec = (long)(c->unix_time_ns % 1000000000u),
+		};
+		if (!a->apply_system)
+			log_info("boot config: clock %lld.%09ld (not applied outside a guest)",
+				 (long long)ts.tv_sec, ts.tv_nsec);
+		else if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+			log_warn_errno(negative_errno(), "cannot set the clock");
+	}
+	if (c->hostname[0]) {
+		if (!hostname_ok(c->hostname))
+			log_warn("ignoring an invalid hostname from the host");
+		else if (!a->apply_system)
+			log_info("boot config: hostname %s (not applied outside a guest)",
+				 c->hostname);
+		else if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+			log_warn_errno(negative_errno(), "cannot set the hostname");
+	}
+}
+
+static void ctrl_shutdown(struct agent *a)
+{
+	if (!a->apply_system) {
+		log_info("shutdown requested: exiting (not in a guest)");
+		a->quit = 1;
+		return;
+	}
+	log_info("shutdown requested");
+	sync();
+	if (kill(1, SIGUSR2) < 0)
+		log_error_errno(negative_errno(), "cannot ask PID 1 to power off");
+}
+
+/* 0, or -EPROTO when the host broke the protocol (the connection is then closed). */
+static int ctrl_frames(struct agent *a)
+{
+	struct frame f;
+	struct proto_boot_config c;
+	int r;
+
+	while ((r = frame_reader_peek(&a->ctrl_rd, &f)) > 0) {
+		switch (f.type) {
+		case PROTO_BOOT_CONFIG:
+			if (proto_boot_config_decode(f.payload, f.len, &c) < 0)
+				return -EPROTO;
+			ctrl_boot_config(a, &c);
+			break;
+		case PROTO_SHUTDOWN:
+			if (f.len != 0)
+				return -EPROTO;
+			ctrl_shutdown(a);
+			break;
+		default:
+			log_debug("ignoring control frame type %u", f.type);
+			break;
+		}
+		frame_reader_consume(&a->ctrl_rd, &f);
+	}
+	return r < 0 ? -EPROTO : 0;
+}
+
+static void ctrl_event(struct agent *a, short revents)
+{
+	if (a->ctrl == CTRL_CONNECTING) {
+		ctrl_connect_done(a);
+		return;
+	}
+	if (revents & (POLLIN | POLLHUP | POLLERR)) {
+		ssize_t k = frame_reader_fill(&a->ctrl_rd, a->ctrl_fd);
+		if (k == 0) {
+			log_info("the host closed the control connection");
+			ctrl_close(a);
+			return;
+		}
+		if (k < 0 && k != -EAGAIN) {
+			log_warn_errno((int)k, "control connection");
+			ctrl_close(a);
+			return;
+		}
+		if (ctrl_frames(a) < 0) {
+			log_warn("protocol error on the control connection; closing it");
+			ctrl_close(a);
+			return;
+		}
+	}
+	if (a->ctrl == CTRL_UP) {
+		int r = buf_flush_fd(&a->ctrl_out, a->ctrl_fd);
+		if (r < 0 && r != -EAGAIN) {
+			log_warn_errno(r, "control connection");
+			ctrl_close(a);
+		}
+	}
+}
+
+/* ---- exec sessions ---- */
+
+static void agent_accept(struct agent *a)
+{
+	for (;;) {
+		_cleanup_close_ int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn_errno(negative_errno(), "accept");
+			return;
+		}
+		if (a->n_sessions >= AGENT_MAX_SESSIONS) {
+			(void)session_reject(fd, EAGAIN, "too many concurrent exec sessions");
+			continue;
+		}
+		pid_t pid = fork();
+		if (pid < 0) {
+			int r = negative_errno();
+			(void)session_reject(fd, -r, "cannot fork an exec session");
+			continue;
+		}
+		if (pid == 0) {
+			/* the session process: keep only the connection */
+			safe_close(a->listen_fd);
+			safe_close(a->sig_fd);
+			safe_close(a->ctrl_fd);
+			_exit(session_run(TAKE_FD(fd)) < 0 ? 1 : 0);
+		}
+		a->n_sessions++;
+	}
+}
+
+static void agent_reap(struct agent *a)
+{
+	struct signalfd_siginfo si;
+	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si))
+		;
+	for (;;) {
+		pid_t p = waitpid(-1, NULL, WNOHANG);
+		if (p <= 0) {
+			if (p < 0 && errno == EINTR)
+				continue;
+			return;
+		}
+		if (a->n_sessions > 0)
+			a->n_sessions--;
+	}
+}
+
+/* ---- main ---- */
+
+enum { A_LISTEN, A_SIG, A_CTRL, A_N };
+
+static int agent_loop(struct agent *a)
+{
+	while (!a->quit) {
+		struct pollfd p[A_N];
+		int timeout = -1;
+		short cev = 0;
+
+		if (a->ctrl == CTRL_RETRY) {
+			uint64_t now = mono_msec();
+			if (now >= a->ctrl_retry_at) {
+				ctrl_connect(a);
+				continue;
+			}
+			timeout = (int)(a->ctrl_retry_at - now);
+		}
+		if (a->ctrl == CTRL_CONNECTING)
+			cev = POLLOUT;
+		else if (a->ctrl == CTRL_UP)
+			cev = (short)(POLLIN | (buf_len(&a->ctrl_out) ? POLLOUT : 0));
+
+		p[A_LISTEN] = (struct pollfd){.fd = a->listen_fd, .events = POLLIN};
+		p[A_SIG] = (struct pollfd){.fd = a->sig_fd, .events = POLLIN};
+		p[A_CTRL] = (struct pollfd){.fd = cev ? a->ctrl_fd : -1, .events = cev};
+		if (poll(p, A_N, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			return log_error_errno(negative_errno(), "poll");
+		}
+		if (p[A_SIG].revents)
+			agent_reap(a);
+		if (p[A_LISTEN].revents & POLLIN)
+			agent_accept(a);
+		else if (p[A_LISTEN].revents & (POLLERR | POLLHUP | POLLNVAL))
+			return log_error_errno(-EIO, "the exec listener failed");
+		if (p[A_CTRL].revents)
+			ctrl_event(a, p[A_CTRL].revents);
+	}
+	return 0;
+}
+
+/* Make sure fds 0-2 are open so no socket or pipe ever lands there (spawn relies on it). */
+static void agent_stdio(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int n = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (n >= 0 && n != fd)
+			safe_close(n);
+	}
+}
+
+static void agent_usage(void)
+{
+	fprintf(stderr,
+		"usage: capsem-agent [--boot-stages LIST] [--listen-unix PATH]\n"
+		"                    [--control-unix PATH | --no-control] [--debug]\n"
+		"  (no options: serve exec on vsock port %u, control to CID %u port %u)\n",
+		PROTO_PORT_EXEC, PROTO_HOST_CID, PROTO_PORT_CONTROL);
+}
+
+int agent_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"boot-stages", required_argument, NULL, 's'},
+		{"listen-unix", required_argument, NULL, 'l'},
+		{"control-unix", required_argument, NULL, 'c'},
+		{"no-control", no_argument, NULL, 'n'},
+		{"debug", no_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct agent a = {.listen_fd = -1, .sig_fd = -1, .ctrl_fd = -1, .ctrl = CTRL_RETRY};
+	uint64_t t_start = stages_now_usec();
+	const char *stage_list = NULL;
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	sigset_t chld;
+	int c, r, no_control = 0;
+
+	/* capsem-init execs /proc/self/exe, which would make our comm "exe" */
+	(void)prctl(PR_SET_NAME, "capsem-agent", 0, 0, 0);
+	log_setup("capsem-agent", LOG_LVL_INFO);
+	log_setup_from_env();
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			stage_list = optarg;
+			break;
+		case 'l':
+			a.listen_unix = optarg;
+			break;
+		case 'c':
+			a.control_unix = optarg;
+			break;
+		case 'n':
+			no_control = 1;
+			break;
+		case 'd':
+			log_setup("capsem-agent", LOG_LVL_DEBUG);
+			break;
+		case 'h':
+			agent_usage();
+			return 0;
+		default:
+			agent_usage();
+			return 2;
+		}
+	}
+	if (optind != argc || (no_control && a.control_unix)) {
+		agent_usage();
+		return 2;
+	}
+	if (stage_list && stages_parse(stage_list, &a.stages) < 0)
+		log_warn("ignoring malformed --boot-stages");
+	(void)stages_add(&a.stages, "agent_start", t_start);
+	a.apply_system = !a.control_unix;
+	if (no_control)
+		a.ctrl = CTRL_OFF;
+
+	agent_stdio();
+	if (sigaction(SIGPIPE, &ign, NULL) < 0)
+		return log_error_errno(negative_errno(), "sigaction"), 1;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+		return log_error_errno(negative_errno(), "sigprocmask"), 1;
+	a.sig_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a.sig_fd < 0)
+		return log_error_errno(negative_errno(), "signalfd"), 1;
+
+	r = agent_listen(&a);
+	if (r < 0) {
+		log_error_errno(r, "cannot listen for exec sessions on %s",
+				a.listen_unix ? a.listen_unix : "vsock port 5001");
+		return 1;
+	}
+	if (a.ctrl == CTRL_RETRY)
+		ctrl_connect(&a);
+
+	r = agent_loop(&a);
+	if (a.ctrl != CTRL_OFF)
+		ctrl_close(&a);
+	safe_close(a.listen_fd);
+	safe_close(a.sig_fd);
+	if (a.listen_unix)
+		(void)unlink(a.listen_unix);
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,330 @@
+/* init.c - capsem-init, PID 1 of the guest (the initramfs's /init).
+ *
+ * Boot: mount proc, sysfs, devtmpfs, devpts (a private instance, /dev/ptmx -> pts/ptmx), tmpfs
+ * on /dev/shm, /tmp and /run; create /root; bring up lo; set PATH and HOME; start capsem-agent
+ * (this same binary, re-executed through /proc/self/exe as "capsem-agent") with the boot stages
+ * timed so far on its command line: --boot-stages name=usec,... (CLOCK_BOOTTIME, see stages.h).
+ * Each step is on the boot critical path: no forks besides the agent, no waiting.
+ *
+ * Then PID 1 duty: reap every zombie, forever. If the agent dies, say so on /dev/console (the
+ * serial port the host logs) and power off so the host notices. SIGTERM, SIGUSR1, SIGUSR2,
+ * SIGINT (ctrl-alt-del) and SIGPWR all power off: SIGTERM to every process, up to
+ * INIT_GRACE_MS for them to exit, SIGKILL, sync, reboot(RB_AUTOBOOT). QEMU runs with -no-reboot
+ * and the kernel with reboot=t, so a reboot ends QEMU.
+ *
+ * Trust boundary: none crossed here; init reads nothing from the host (the kernel command line
+ * is ignored). Runs as PID 1, single-threaded; signals are blocked and read from a signalfd.
+ */
+#include "init.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "macro.h"
+#include "stages.h"
+
+#define INIT_GRACE_MS 1000
+#define INIT_KILL_WAIT_MS 1000
+
+extern char **environ;
+
+struct init {
+	struct stages stages;
+	int sig_fd;
+	pid_t agent;
+	int shutting_down; /* agent exits are expected from now on */
+	int agent_died;	   /* the agent exited on its own: power off */
+};
+
+static const int init_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPWR, SIGHUP};
+
+struct init_mount {
+	const char *source, *target, *type;
+	unsigned long flags;
+	const char *data;
+	const char *stage; /* mark this stage after the mount, if not NULL */
+};
+
+static const struct init_mount init_mounts[] = {
+	{"proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "mount_proc"},
+	{"sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "mount_sys"},
+	{"devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", "mount_dev"},
+	{"devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+	 "newinstance,ptmxmode=0666,mode=0620,gid=5", NULL},
+	{"tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "mount_devpts"},
+	{"tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", NULL},
+	{"tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", "mount_tmpfs"},
+};
+
+static const char *const init_dev_links[][2] = {
+	{"/dev/ptmx", "pts/ptmx"},	    {"/dev/fd", "/proc/self/fd"},
+	{"/dev/stdin", "/proc/self/fd/0"},  {"/dev/stdout", "/proc/self/fd/1"},
+	{"/dev/stderr", "/proc/self/fd/2"},
+};
+
+/* One line on the console, whatever our own stdio is. */
+static void init_console(const char *fmt, ...) _printf_(1, 2);
+static void init_console(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	int n = snprintf(line, sizeof(line), "capsem-init: ");
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	n = (int)strlen(line);
+	line[n++] = '\n';
+	int fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		fd = dup(STDERR_FILENO);
+	if (fd >= 0) {
+		(void)!write(fd, line, (size_t)n);
+		safe_close(fd);
+	}
+}
+
+static int init_mount_one(const struct init_mount *m)
+{
+	if (mkdir(m->target, 0755) < 0 && errno != EEXIST)
+		return negative_errno();
+	if (mount(m->source, m->target, m->type, m->flags, m->data) < 0 && errno != EBUSY)
+		return negative_errno();
+	return 0;
+}
+
+/* The kernel opens /dev/console as our stdio only if the initramfs has that node; otherwise
+ * fds 0-2 are closed. Fix that once devtmpfs is mounted. */
+static void init_stdio(void)
+{
+	int fd = -1;
+	for (int i = 0; i < 3; i++) {
+		if (fcntl(i, F_GETFD) >= 0)
+			continue;
+		/* open() takes the lowest free fd, possibly i itself */
+		if (fd < 0)
+			fd = open("/dev/console", O_RDWR | O_NOCTTY);
+		if (fd < 0)
+			return;
+		if (fd != i)
+			(void)dup2(fd, i);
+	}
+	if (fd > 2)
+		safe_close(fd);
+}
+
+static void init_filesystems(struct init *in)
+{
+	for (size_t i = 0; i < ELEMENTSOF(init_mounts); i++) {
+		const struct init_mount *m = &init_mounts[i];
+		int r = init_mount_one(m);
+		if (r < 0)
+			log_error_errno(r, "mount %s on %s", m->type, m->target);
+		if (streq(m->target, "/dev")) {
+			init_stdio();
+			for (size_t j = 0; j < ELEMENTSOF(init_dev_links); j++) {
+				/* devtmpfs has a /dev/ptmx node for the initial devpts instance */
+				(void)unlink(init_dev_links[j][0]);
+				if (symlink(init_dev_links[j][1], init_dev_links[j][0]) < 0)
+					log_warn_errno(negative_errno(), "symlink %s",
+						       init_dev_links[j][0]);
+			}
+		}
+		if (m->stage)
+			(void)stages_mark(&in->stages, m->stage);
+	}
+	if (mkdir("/root", 0700) < 0 && errno != EEXIST)
+		log_warn_errno(negative_errno(), "mkdir /root");
+}
+
+static int init_loopback(void)
+{
+	struct ifreq ifr = {0};
+	_cleanup_close_ int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	memcpy(ifr.ifr_name, "lo", sizeof("lo"));
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		return negative_errno();
+	/* the kernel gives lo 127.0.0.1/8 and ::1 when it comes up */
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+		return negative_errno();
+	return 0;
+}
+
+static int init_spawn_agent(struct init *in)
+{
+	char list[4096];
+	char *argv[] = {(char *)"capsem-agent", (char *)"--boot-stages", list, NULL};
+	sigset_t none;
+
+	(void)stages_mark(&in->stages, "agent_spawn");
+	if (stages_format(&in->stages, list, sizeof(list)) < 0)
+		list[0] = 0;
+	pid_t pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid == 0) {
+		sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		(void)setsid();
+		int fd = open("/dev/null", O_RDONLY | O_NOCTTY);
+		if (fd > 0) {
+			(void)dup2(fd, 0);
+			safe_close(fd);
+		}
+		execve("/proc/self/exe", argv, environ);
+		execve("/init", argv, environ);
+		init_console("cannot execute capsem-agent: %s", strerror(errno));
+		_exit(127);
+	}
+	in->agent = pid;
+	return 0;
+}
+
+/* Reap every child that has exited. Returns -ECHILD once there are none left at all. */
+static int init_reap(struct init *in)
+{
+	int status;
+	for (;;) {
+		pid_t p = waitpid(-1, &status, WNOHANG);
+		if (p < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		if (p == 0)
+			return 0;
+		if (p == in->agent) {
+			in->agent = 0;
+			if (!in->shutting_down) {
+				if (WIFSIGNALED(status))
+					init_console(
+						"capsem-agent killed by signal %d; powering off",
+						WTERMSIG(status));
+				else
+					init_console(
+						"capsem-agent exited with status %d; powering off",
+						WEXITSTATUS(status));
+				in->agent_died = 1;
+			}
+		}
+	}
+}
+
+/* Reap until no child is left or ms have passed. */
+static void init_wait_children(struct init *in, int ms)
+{
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct signalfd_siginfo si;
+	for (;;) {
+		if (init_reap(in) == -ECHILD)
+			return;
+		/* the caller is powering off: every queued signal is moot now */
+		while (in->sig_fd >= 0 && read(in->sig_fd, &si, sizeof(si)) == sizeof(si))
+			;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		long left =
+			ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0)
+			return;
+		struct pollfd p = {.fd = in->sig_fd, .events = POLLIN};
+		(void)poll(&p, 1, (int)left);
+	}
+}
+
+static _noreturn_ void init_poweroff(struct init *in, const char *why)
+{
+	in->shutting_down = 1;
+	log_info("powering off (%s)", why);
+	(void)kill(-1, SIGTERM);
+	init_wait_children(in, INIT_GRACE_MS);
+	(void)kill(-1, SIGKILL);
+	init_wait_children(in, INIT_KILL_WAIT_MS);
+	sync();
+	(void)reboot(RB_AUTOBOOT);
+	(void)reboot(RB_POWER_OFF);
+	init_console("reboot failed: %s", strerror(errno));
+	for (;;)
+		pause();
+}
+
+int init_main(int argc, char **argv)
+{
+	struct init in = {.sig_fd = -1};
+	uint64_t t0 = stages_now_usec();
+	sigset_t set;
+	int r;
+
+	log_setup("capsem-init", LOG_LVL_INFO);
+	if (getpid() != 1) {
+		log_error("must run as PID 1");
+		return 1;
+	}
+	(void)stages_add(&in.stages, "init_start", t0);
+
+	/* everything init handles arrives through the signalfd; blocked until then */
+	sigemptyset(&set);
+	for (size_t i = 0; i < ELEMENTSOF(init_signals); i++)
+		sigaddset(&set, init_signals[i]);
+	(void)sigprocmask(SIG_BLOCK, &set, NULL);
+	(void)reboot(RB_DISABLE_CAD); /* ctrl-alt-del becomes SIGINT */
+	umask(022);
+
+	init_filesystems(&in); /* also fixes fds 0-2 before anything else takes them */
+	in.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (in.sig_fd < 0)
+		init_console("signalfd: %s", strerror(errno));
+
+	r = init_loopback();
+	if (r < 0)
+		log_error_errno(r, "cannot bring up lo");
+	(void)stages_mark(&in.stages, "net_lo");
+
+	setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+	setenv("HOME", "/root", 1);
+
+	r = init_spawn_agent(&in);
+	if (r < 0) {
+		init_console("cannot start capsem-agent: %s", strerror(-r));
+		init_poweroff(&in, "no agent");
+	}
+	if (in.sig_fd < 0)
+		init_poweroff(&in, "no signalfd");
+
+	for (;;) {
+		struct pollfd p = {.fd = in.sig_fd, .events = POLLIN};
+		struct signalfd_siginfo si;
+		ssize_t k = read(in.sig_fd, &si, sizeof(si));
+		if (k != (ssize_t)sizeof(si)) {
+			if (k < 0 && errno != EAGAIN && errno != EINTR)
+				init_poweroff(&in, "signalfd read failed");
+			(void)poll(&p, 1, -1);
+			continue;
+		}
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			(void)init_reap(&in);
+			if (in.agent_died)
+				init_poweroff(&in, "agent died");
+			break;
+		case SIGHUP:
+			break;
+		default:
+			init_poweroff(&in, strsignal((int)si.ssi_signo));
+		}
+	}
+}

@@ -1,0 +1,32 @@
+/* main.c - capsem-guest, the one static binary behind the guest's init and agent.
+ *
+ * Dispatch on the basename of argv[0]: "init" or "capsem-init" runs PID 1 (init.c), a name
+ * starting with "capsem-agent" runs the agent (agent.c); "capsem-guest init|agent ..." selects
+ * one explicitly. Trust boundary: none (argv comes from the kernel, capsem-init or a developer).
+ */
+#include "agent.h"
+#include "init.h"
+#include "macro.h"
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? s + 1 : p;
+}
+
+int main(int argc, char **argv)
+{
+	const char *name = argc > 0 && argv[0] ? base_name(argv[0]) : "";
+
+	if (streq(name, "init") || streq(name, "capsem-init"))
+		return init_main(argc, argv);
+	if (strncmp(name, "capsem-agent", strlen("capsem-agent")) == 0)
+		return agent_main(argc, argv);
+	if (argc >= 2 && streq(argv[1], "init"))
+		return init_main(argc - 1, argv + 1);
+	if (argc >= 2 && streq(argv[1], "agent"))
+		return agent_main(argc - 1, argv + 1);
+	fprintf(stderr, "usage: capsem-guest init | agent [OPTIONS]\n"
+			"  (or run it as /init, capsem-init or capsem-agent)\n");
+	return 2;
+}

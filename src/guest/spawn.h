@@ -1,0 +1,31 @@
+/* spawn.h - start one exec command: process group, stdio pipes or a pty, environment, cwd. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "proto.h"
+
+/* Environment every command starts from; PROTO_EXEC envp entries replace or extend it. */
+#define SPAWN_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define SPAWN_DEFAULT_CWD "/root"
+#define SPAWN_DEFAULT_TERM "xterm-256color"
+
+struct spawned {
+	pid_t pid;  /* also the process group id and session id */
+	int in_fd;  /* write end of the child's stdin: pipe, or the pty master (tty) */
+	int out_fd; /* read end of the child's stdout: pipe, or a dup of the pty master (tty) */
+	int err_fd; /* read end of the child's stderr pipe; -1 for tty execs */
+};
+
+/* Build the child's environment: defaults, then m->envp entries replacing same-named ones.
+ * *ret is a malloc'ed NULL-terminated vector of pointers into static strings and into m (not
+ * copies): free only the vector, and only while m lives. 0 or -ENOMEM. */
+int spawn_build_env(const struct proto_exec *m, const char ***ret);
+
+/* Fork and exec m (already validated by proto_exec_decode). The child runs in a new session
+ * (pid = pgid = sid) with default signal dispositions and an empty signal mask. All returned fds
+ * are O_CLOEXEC and O_NONBLOCK and owned by the caller; fds 0-2 must already be open (so no new
+ * pipe lands there). Failures to exec in the child are
+ * reported the way a shell does: "capsem: <cmd>: <error>" on its stderr and exit status 127
+ * (not found) or 126 (any other exec or chdir error). Returns 0 or -errno (nothing started). */
+int spawn_command(const struct proto_exec *m, struct spawned *ret);

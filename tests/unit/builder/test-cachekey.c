@@ -1,0 +1,127 @@
+/* test-cachekey.c - SHA-256 helpers (known vectors) and the builder's cache keys. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include "cachekey.h"
+#include "fdutil.h"
+#include "macro.h"
+#include "sha256.h"
+
+static void test_vectors(void **state)
+{
+	char hex[SHA256_HEX_LEN + 1];
+	assert_int_equal(sha256_hex_buf("abc", 3, hex), 0);
+	assert_string_equal(hex,
+			    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_int_equal(sha256_hex_buf("", 0, hex), 0);
+	assert_string_equal(hex,
+			    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	assert_true(sha256_hex_valid(hex));
+	assert_false(sha256_hex_valid("abc"));
+	hex[3] = 'G';
+	assert_false(sha256_hex_valid(hex));
+	hex[3] = 'A'; /* uppercase is not the canonical form */
+	assert_false(sha256_hex_valid(hex));
+
+	/* incremental == one shot */
+	struct sha256 h = {0};
+	char a[SHA256_HEX_LEN + 1];
+	assert_int_equal(sha256_init(&h), 0);
+	assert_int_equal(sha256_update(&h, "a", 1), 0);
+	assert_int_equal(sha256_update(&h, "bc", 2), 0);
+	assert_int_equal(sha256_final_hex(&h, a), 0);
+	sha256_done(&h);
+	sha256_done(&h); /* twice is fine */
+	assert_string_equal(a, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_fields(void **state)
+{
+	char x[SHA256_HEX_LEN + 1], y[SHA256_HEX_LEN + 1];
+	struct sha256 h = {0};
+	assert_int_equal(sha256_init(&h), 0);
+	assert_int_equal(sha256_field_str(&h, "ab"), 0);
+	assert_int_equal(sha256_field_str(&h, "c"), 0);
+	assert_int_equal(sha256_final_hex(&h, x), 0);
+	sha256_done(&h);
+	assert_int_equal(sha256_init(&h), 0);
+	assert_int_equal(sha256_field_str(&h, "a"), 0);
+	assert_int_equal(sha256_field_str(&h, "bc"), 0);
+	assert_int_equal(sha256_final_hex(&h, y), 0);
+	sha256_done(&h);
+	assert_string_not_equal(x, y);
+}
+
+static void test_file(void **state)
+{
+	char path[] = "/tmp/capsem-test-sha-XXXXXX";
+	char hex[SHA256_HEX_LEN + 1];
+	uint64_t size = 0;
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	/* more than one read chunk */
+	_cleanup_free_ char *big = malloc(200000);
+	memset(big, 'x', 200000);
+	assert_int_equal(fd_write_all(fd, big, 200000), 0);
+	close(fd);
+	assert_int_equal(sha256_hex_file(path, hex, &size), 0);
+	assert_int_equal(size, 200000);
+	char want[SHA256_HEX_LEN + 1];
+	assert_int_equal(sha256_hex_buf(big, 200000, want), 0);
+	assert_string_equal(hex, want);
+	unlink(path);
+	assert_int_equal(sha256_hex_file(path, hex, &size), -ENOENT);
+}
+
+static void test_kernel_key(void **state)
+{
+	char k0[SHA256_HEX_LEN + 1], k[SHA256_HEX_LEN + 1];
+	const char *frag = "CONFIG_SMP=y\n";
+	assert_int_equal(cachekey_kernel("6.1.192-2", frag, strlen(frag), "x86_64", k0), 0);
+	assert_true(sha256_hex_valid(k0));
+	assert_int_equal(cachekey_kernel("6.1.192-2", frag, strlen(frag), "x86_64", k), 0);
+	assert_string_equal(k0, k); /* deterministic */
+	assert_int_equal(cachekey_kernel("6.1.193-1", frag, strlen(frag), "x86_64", k), 0);
+	assert_string_not_equal(k0, k);
+	assert_int_equal(cachekey_kernel("6.1.192-2", "CONFIG_SMP=n\n", 13, "x86_64", k), 0);
+	assert_string_not_equal(k0, k);
+	assert_int_equal(cachekey_kernel("6.1.192-2", frag, strlen(frag), "aarch64", k), 0);
+	assert_string_not_equal(k0, k);
+	/* a byte moved from one field to the next is a different key */
+	assert_int_equal(cachekey_kernel("6.1.192-", "2CONFIG_SMP=y\n", 14, "x86_64", k), 0);
+	assert_string_not_equal(k0, k);
+}
+
+static void test_initramfs_key(void **state)
+{
+	char k0[SHA256_HEX_LEN + 1], k[SHA256_HEX_LEN + 1];
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, k0), 0);
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, k), 0);
+	assert_string_equal(k0, k);
+	assert_int_equal(cachekey_initramfs("gzip", "guest", 5, "bb", 2, k), 0);
+	assert_string_not_equal(k0, k);
+	assert_int_equal(cachekey_initramfs("none", "guesT", 5, "bb", 2, k), 0);
+	assert_string_not_equal(k0, k);
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bB", 2, k), 0);
+	assert_string_not_equal(k0, k);
+	assert_int_equal(cachekey_initramfs("none", "guestb", 6, "b", 1, k), 0);
+	assert_string_not_equal(k0, k);
+	/* kernel and initramfs keys never collide on the same inputs: different recipes */
+	assert_int_equal(cachekey_kernel("none", "guest", 5, "bb", k), 0);
+	assert_string_not_equal(k0, k);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vectors),	      cmocka_unit_test(test_fields),
+		cmocka_unit_test(test_file),	      cmocka_unit_test(test_kernel_key),
+		cmocka_unit_test(test_initramfs_key),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

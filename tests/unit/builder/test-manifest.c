@@ -1,0 +1,179 @@
+/* test-manifest.c - image manifests: write, load, verify, and every way an image can be bad.
+ * Uses real files in a temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "fdutil.h"
+#include "macro.h"
+#include "manifest.h"
+
+static char dir[] = "/tmp/capsem-test-manifest-XXXXXX";
+
+static void put(const char *name, const char *text)
+{
+	_cleanup_free_ char *p = NULL;
+	assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+	assert_int_equal(write_file_atomic(p, text, strlen(text), 0644), 0);
+}
+
+static int setup(void **state)
+{
+	struct manifest m = {.name = "minimal", .arch = "x86_64", .created = NULL};
+	assert_non_null(mkdtemp(dir));
+	put("vmlinuz", "kernel bytes");
+	put("initrd.img", "initrd bytes, a few more of them");
+	assert_int_equal(manifest_asset_from_file(&m.kernel, dir, "vmlinuz", "6.1.192-capsem"), 0);
+	assert_int_equal(manifest_asset_from_file(&m.initrd, dir, "initrd.img", NULL), 0);
+	assert_int_equal(manifest_write(dir, &m), 0);
+	manifest_asset_done(&m.kernel);
+	manifest_asset_done(&m.initrd);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	rm_rf(dir);
+	return 0;
+}
+
+static void test_roundtrip(void **state)
+{
+	_cleanup_manifest_ struct manifest *m = NULL;
+	_cleanup_free_ char *kpath = NULL;
+	char *err = NULL;
+
+	assert_int_equal(manifest_verify(dir, &err), 0);
+	assert_null(err);
+	assert_int_equal(manifest_verify(dir, NULL), 0);
+	assert_int_equal(manifest_load(dir, &m), 0);
+	assert_string_equal(m->name, "minimal");
+	assert_string_equal(m->arch, "x86_64");
+	assert_string_equal(m->kernel.file, "vmlinuz");
+	assert_string_equal(m->kernel.version, "6.1.192-capsem");
+	assert_null(m->initrd.version);
+	assert_int_equal(m->kernel.size, 12);
+	assert_int_equal(m->initrd.size, strlen("initrd bytes, a few more of them"));
+	assert_true(asprintf(&kpath, "%s/vmlinuz", dir) > 0);
+	assert_string_equal(m->kernel.path, kpath);
+	assert_true(sha256_hex_valid(m->initrd.sha256));
+	assert_int_equal(strlen(m->created), 20);
+	assert_int_equal(m->created[19], 'Z');
+}
+
+/* Run verify, expect failure r and an error message containing needle. */
+static void expect_bad(int r, const char *needle)
+{
+	char *err = NULL;
+	assert_int_equal(manifest_verify(dir, &err), r);
+	assert_non_null(err);
+	if (!strstr(err, needle))
+		fail_msg("error '%s' does not mention '%s'", err, needle);
+	free(err);
+}
+
+static void test_tampered(void **state)
+{
+	put("initrd.img", "initrd bytes, a few more of THEM"); /* same size */
+	expect_bad(-EBADMSG, "initrd.img: sha256 mismatch");
+	put("initrd.img", "initrd bytes");
+	expect_bad(-EMSGSIZE, "initrd.img: size 12 bytes, manifest says 32");
+	put("initrd.img", "initrd bytes, a few more of them");
+	assert_int_equal(manifest_verify(dir, NULL), 0);
+
+	_cleanup_free_ char *k = NULL, *k2 = NULL;
+	assert_true(asprintf(&k, "%s/vmlinuz", dir) > 0);
+	assert_true(asprintf(&k2, "%s/vmlinuz.real", dir) > 0);
+	assert_int_equal(rename(k, k2), 0);
+	expect_bad(-ENOENT, "vmlinuz");
+	assert_int_equal(symlink("vmlinuz.real", k), 0); /* same bytes, but through a symlink */
+	expect_bad(-ELOOP, "vmlinuz: is a symlink");
+	assert_int_equal(unlink(k), 0);
+	assert_int_equal(mkdir(k, 0755), 0);
+	expect_bad(-EBADF, "vmlinuz: not a regular file");
+	assert_int_equal(rmdir(k), 0);
+	assert_int_equal(rename(k2, k), 0);
+	assert_int_equal(manifest_verify(dir, NULL), 0);
+}
+
+static void test_bad_manifests(void **state)
+{
+	_cleanup_free_ char *good = NULL, *mpath = NULL;
+	assert_true(asprintf(&mpath, "%s/manifest.json", dir) > 0);
+	assert_int_equal(read_file_small(mpath, 1 << 16, &good, NULL), 0);
+
+	static const struct {
+		const char *json, *needle;
+	} cases[] = {
+		{"not json", "not valid JSON"},
+		{"[]", "not a JSON object"},
+		{"{\"format\": 2}", "\"format\" must be 1"},
+		{"{\"format\": 1, \"format\": 1}", "not valid JSON"}, /* duplicate key */
+		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\"}",
+		 "\"kernel\" is missing"},
+		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		 "\"kernel\": {\"file\": \"../../etc/passwd\", \"sha256\": \"00\", \"size\": 1}}",
+		 "kernel.file must be a plain file name"},
+		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": \"00\", \"size\": 1}}",
+		 "kernel.sha256 must be 64"},
+		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
+		 "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
+		 "\"size\": -1}}",
+		 "kernel.size must be a non-negative"},
+		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
+		 "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
+		 "\"size\": 0}}",
+		 "kernel.version must be a string"},
+		{"{\"format\": 1, \"name\": \"\", \"arch\": \"x86_64\", \"created\": \"t\"}",
+		 "\"name\" must be a non-empty string"},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		put("manifest.json", cases[i].json);
+		expect_bad(-EBADMSG, cases[i].needle);
+		struct manifest *m = (struct manifest *)0x1;
+		assert_int_equal(manifest_load(dir, &m), -EBADMSG);
+		assert_ptr_equal(m, (struct manifest *)0x1); /* untouched on failure */
+	}
+	/* over the size cap */
+	_cleanup_free_ char *huge = malloc(MANIFEST_MAX_BYTES + 2);
+	memset(huge, ' ', MANIFEST_MAX_BYTES + 1);
+	huge[MANIFEST_MAX_BYTES + 1] = 0;
+	put("manifest.json", huge);
+	expect_bad(-EFBIG, "larger than");
+	assert_int_equal(unlink(mpath), 0);
+	expect_bad(-ENOENT, "manifest.json");
+	put("manifest.json", good);
+	assert_int_equal(manifest_verify(dir, NULL), 0);
+}
+
+static void test_write_rejects(void **state)
+{
+	struct manifest m = {.name = "x", .arch = "x86_64"};
+	/* no assets filled in */
+	assert_int_equal(manifest_write(dir, &m), -EINVAL);
+	struct manifest_asset a = {0};
+	assert_int_equal(manifest_asset_from_file(&a, dir, "../vmlinuz", NULL), -EINVAL);
+	assert_int_equal(manifest_asset_from_file(&a, dir, ".hidden", NULL), -EINVAL);
+	assert_int_equal(manifest_asset_from_file(&a, dir, "missing", NULL), -ENOENT);
+	assert_null(a.file);
+	manifest_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_tampered),
+		cmocka_unit_test(test_bad_manifests),
+		cmocka_unit_test(test_write_rejects),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

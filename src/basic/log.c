@@ -34,7 +34,9 @@ int log_full(enum log_level lvl, int err, const char *fmt, ...)
 	if (lvl > log_max)
 		return err;
 	n = snprintf(line, sizeof(line), "%s: %s", log_progname,
-		     lvl == LOG_LVL_WARN ? "warning: " : lvl == LOG_LVL_DEBUG ? "debug: " : "");
+		     lvl == LOG_LVL_WARN    ? "warning: "
+		     : lvl == LOG_LVL_DEBUG ? "debug: "
+					    : "");
 	if (n < 0)
 		return err;
 	va_start(ap, fmt);

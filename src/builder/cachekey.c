@@ -9,7 +9,7 @@
 int cachekey_kernel(const char *source_version, const void *fragment, size_t fragment_len,
 		    const char *arch, char ret[SHA256_HEX_LEN + 1])
 {
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	int r = sha256_init(&h);
 	if (r == 0)
 		r = sha256_field_str(&h, CACHEKEY_KERNEL_RECIPE);
@@ -28,7 +28,7 @@ int cachekey_kernel(const char *source_version, const void *fragment, size_t fra
 int cachekey_initramfs(const char *compression, const void *guest, size_t guest_len,
 		       const void *busybox, size_t busybox_len, char ret[SHA256_HEX_LEN + 1])
 {
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	int r = sha256_init(&h);
 	if (r == 0)
 		r = sha256_field_str(&h, CACHEKEY_INITRAMFS_RECIPE);

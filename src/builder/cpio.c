@@ -104,12 +104,12 @@ static int push(struct cpio *c, char *path, enum entry_kind kind, unsigned mode,
 		c->e = ne;
 		c->alloc = na;
 	}
-	c->e[c->n++] = (struct entry){.path = path,
-				      .kind = kind,
-				      .mode = mode,
-				      .implicit = implicit,
-				      .data = data,
-				      .len = len};
+	c->e[c->n++] = (struct entry){ .path = path,
+				       .kind = kind,
+				       .mode = mode,
+				       .implicit = implicit,
+				       .data = data,
+				       .len = len };
 	return 0;
 }
 

@@ -62,14 +62,14 @@ static int busybox_applets(const char *path, char ***ret)
 	/* a bare name would be looked up in PATH: run the very file we read */
 	if (asprintf(&exe, "%s%s", strchr(path, '/') ? "" : "./", path) < 0)
 		return log_oom();
-	char *full_argv[] = {exe, "--list-full", NULL};
+	char *full_argv[] = { exe, "--list-full", NULL };
 	int full = 1;
 	r = run_capture(full_argv, APPLET_LIST_MAX, &out);
 	if (r != 0) {
 		full = 0;
 		free(out);
 		out = NULL;
-		char *list[] = {exe, "--list", NULL};
+		char *list[] = { exe, "--list", NULL };
 		r = run_capture(list, APPLET_LIST_MAX, &out);
 	}
 	if (r < 0)
@@ -112,7 +112,7 @@ int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
 	_cleanup_free_ char *img = NULL;
 	_cleanup_strv_free_ char **applets = NULL;
 	_cleanup_cpio_ struct cpio *c = NULL;
-	struct ibuild_result res = {0};
+	struct ibuild_result res = { 0 };
 	struct buf archive, gz;
 	size_t guest_len = 0, bb_len = 0;
 	double start = util_now();
@@ -158,11 +158,11 @@ int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
 	c = cpio_new();
 	if (!c)
 		return log_oom();
-	struct initramfs_inputs in = {.guest = guest,
-				      .guest_len = guest_len,
-				      .busybox = bb,
-				      .busybox_len = bb_len,
-				      .applets = applets};
+	struct initramfs_inputs in = { .guest = guest,
+				       .guest_len = guest_len,
+				       .busybox = bb,
+				       .busybox_len = bb_len,
+				       .applets = applets };
 	r = initramfs_layout(c, &in);
 	if (r < 0)
 		return log_error_errno(r, "initramfs: cannot lay out the archive");
@@ -247,14 +247,14 @@ static void initramfs_help(void)
 int cmd_initramfs(int argc, char **argv)
 {
 	enum { ARG_GUEST = 0x100, ARG_BUSYBOX, ARG_COMPRESS, ARG_CACHE, ARG_JSON };
-	static const struct option opts[] = {{"guest-bin", required_argument, NULL, ARG_GUEST},
-					     {"busybox", required_argument, NULL, ARG_BUSYBOX},
-					     {"compress", required_argument, NULL, ARG_COMPRESS},
-					     {"cache", required_argument, NULL, ARG_CACHE},
-					     {"json", no_argument, NULL, ARG_JSON},
-					     {"help", no_argument, NULL, 'h'},
-					     {}};
-	struct ibuild_opts o = {.busybox = IBUILD_DEFAULT_BUSYBOX};
+	static const struct option opts[] = { { "guest-bin", required_argument, NULL, ARG_GUEST },
+					      { "busybox", required_argument, NULL, ARG_BUSYBOX },
+					      { "compress", required_argument, NULL, ARG_COMPRESS },
+					      { "cache", required_argument, NULL, ARG_CACHE },
+					      { "json", no_argument, NULL, ARG_JSON },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	struct ibuild_opts o = { .busybox = IBUILD_DEFAULT_BUSYBOX };
 	const char *cache_opt = NULL;
 	int json = 0, c;
 
@@ -298,7 +298,7 @@ int cmd_initramfs(int argc, char **argv)
 	if (!cache)
 		return log_oom(), 1;
 	o.cache = cache;
-	struct ibuild_result res = {0};
+	struct ibuild_result res = { 0 };
 	if (ibuild_run(&o, &res) < 0)
 		return 1;
 	if (json) {

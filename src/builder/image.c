@@ -65,7 +65,7 @@ static int install(const char *images, const char *name, const struct kbuild_res
 		   const struct ibuild_result *ir, char **ret_dir)
 {
 	_cleanup_free_ char *dir = NULL, *stage = NULL, *kdst = NULL, *idst = NULL, *err = NULL;
-	struct manifest m = {.name = (char *)name, .arch = (char *)KBUILD_ARCH};
+	struct manifest m = { .name = (char *)name, .arch = (char *)KBUILD_ARCH };
 	int r;
 
 	if (asprintf(&dir, "%s/%s", images, name) < 0)
@@ -171,22 +171,22 @@ int cmd_image(int argc, char **argv)
 		ARG_CACHE,
 		ARG_JSON
 	};
-	static const struct option opts[] = {{"name", required_argument, NULL, ARG_NAME},
-					     {"guest-bin", required_argument, NULL, ARG_GUEST},
-					     {"images-dir", required_argument, NULL, ARG_IMAGES},
-					     {"busybox", required_argument, NULL, ARG_BUSYBOX},
-					     {"compress", required_argument, NULL, ARG_COMPRESS},
-					     {"fragment", required_argument, NULL, ARG_FRAGMENT},
-					     {"source", required_argument, NULL, ARG_SOURCE},
-					     {"cache", required_argument, NULL, ARG_CACHE},
-					     {"jobs", required_argument, NULL, 'j'},
-					     {"json", no_argument, NULL, ARG_JSON},
-					     {"help", no_argument, NULL, 'h'},
-					     {}};
-	struct kbuild_opts ko = {.fragment = CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config",
-				 .source = UTIL_DEFAULT_TARBALL,
-				 .jobs = util_default_jobs()};
-	struct ibuild_opts io = {.busybox = IBUILD_DEFAULT_BUSYBOX};
+	static const struct option opts[] = { { "name", required_argument, NULL, ARG_NAME },
+					      { "guest-bin", required_argument, NULL, ARG_GUEST },
+					      { "images-dir", required_argument, NULL, ARG_IMAGES },
+					      { "busybox", required_argument, NULL, ARG_BUSYBOX },
+					      { "compress", required_argument, NULL, ARG_COMPRESS },
+					      { "fragment", required_argument, NULL, ARG_FRAGMENT },
+					      { "source", required_argument, NULL, ARG_SOURCE },
+					      { "cache", required_argument, NULL, ARG_CACHE },
+					      { "jobs", required_argument, NULL, 'j' },
+					      { "json", no_argument, NULL, ARG_JSON },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	struct kbuild_opts ko = { .fragment = CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config",
+				  .source = UTIL_DEFAULT_TARBALL,
+				  .jobs = util_default_jobs() };
+	struct ibuild_opts io = { .busybox = IBUILD_DEFAULT_BUSYBOX };
 	const char *name = "minimal", *images_opt = NULL, *cache_opt = NULL;
 	int json = 0, c, rc = 1;
 	double start = util_now();
@@ -257,8 +257,8 @@ int cmd_image(int argc, char **argv)
 		return log_oom(), 1;
 	ko.cache = io.cache = cache;
 
-	struct kbuild_result kr = {0};
-	struct ibuild_result ir = {0};
+	struct kbuild_result kr = { 0 };
+	struct ibuild_result ir = { 0 };
 	/* the initramfs first: it takes a second and fails fast on a bad --guest-bin */
 	if (ibuild_run(&io, &ir) < 0 || kbuild_run(&ko, &kr) < 0 ||
 	    install(images, name, &kr, &ir, &dir) < 0)
@@ -291,8 +291,9 @@ static void verify_help(void)
 int cmd_verify(int argc, char **argv)
 {
 	enum { ARG_JSON = 0x100 };
-	static const struct option opts[] = {
-		{"json", no_argument, NULL, ARG_JSON}, {"help", no_argument, NULL, 'h'}, {}};
+	static const struct option opts[] = { { "json", no_argument, NULL, ARG_JSON },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
 	_cleanup_manifest_ struct manifest *m = NULL;
 	_cleanup_free_ char *err = NULL;
 	int json = 0, c, r;

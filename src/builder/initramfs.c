@@ -137,10 +137,10 @@ int initramfs_layout(struct cpio *c, const struct initramfs_inputs *in)
 		const char *path;
 		unsigned mode;
 	} dirs[] = {
-		{"/bin", 0755},	     {"/dev", 0755},  {"/etc", 0755}, {"/mnt", 0755},
-		{"/proc", 0755},     {"/root", 0700}, {"/run", 0755}, {"/sbin", 0755},
-		{"/sys", 0755},	     {"/tmp", 01777}, {"/usr", 0755}, {"/usr/bin", 0755},
-		{"/usr/sbin", 0755},
+		{ "/bin", 0755 },      { "/dev", 0755 },  { "/etc", 0755 }, { "/mnt", 0755 },
+		{ "/proc", 0755 },     { "/root", 0700 }, { "/run", 0755 }, { "/sbin", 0755 },
+		{ "/sys", 0755 },      { "/tmp", 01777 }, { "/usr", 0755 }, { "/usr/bin", 0755 },
+		{ "/usr/sbin", 0755 },
 	};
 	int r = 0;
 
@@ -172,7 +172,7 @@ int initramfs_layout(struct cpio *c, const struct initramfs_inputs *in)
 
 int initramfs_gzip(const void *p, size_t n, struct buf *out)
 {
-	z_stream zs = {0};
+	z_stream zs = { 0 };
 	if (n > UINT32_MAX)
 		return -E2BIG;
 	if (deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)

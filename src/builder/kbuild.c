@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cachekey.h"
 #include "config.h"
@@ -64,6 +65,9 @@ static const char *const kbuild_env_drop[] = {
 	"KCPPFLAGS",
 	"KAFLAGS",
 	"KBUILD_BUILD_VERSION",
+	"KBUILD_BUILD_USER",
+	"KBUILD_BUILD_HOST",
+	"KBUILD_BUILD_TIMESTAMP",
 	"INSTALL_PATH",
 	"LC_ALL",
 	NULL,
@@ -108,7 +112,7 @@ static int source_version(const char *tarball, char **ret)
 	if (stat(tarball, &st) < 0)
 		return log_error_errno(negative_errno(), "kernel: source tarball %s", tarball);
 	if (streq(tarball, UTIL_DEFAULT_TARBALL)) {
-		char *argv[] = {"dpkg-query", "-W", "-f=${Version}", "linux-source-6.1", NULL};
+		char *argv[] = { "dpkg-query", "-W", "-f=${Version}", "linux-source-6.1", NULL };
 		_cleanup_free_ char *out = NULL;
 		int r = run_capture(argv, 256, &out);
 		if (r == 0 && version_valid(out)) {
@@ -222,7 +226,7 @@ static int ensure_source(const struct kbuild_opts *o, const char *version, int l
 	if (r < 0)
 		return log_error_errno(r, "kernel: cannot create a directory in %s", root);
 	log_info("kernel: extracting %s into %s (about 1 min)...", o->source, dir);
-	char *argv[] = {"tar", "-xf", (char *)o->source, "-C", tmp, "--no-same-owner", NULL};
+	char *argv[] = { "tar", "-xf", (char *)o->source, "-C", tmp, "--no-same-owner", NULL };
 	r = run_logged(argv, NULL, NULL, log_fd, "kernel: extracting", PROGRESS_S);
 	if (r != 0) {
 		rm_rf(tmp);
@@ -246,6 +250,35 @@ static int ensure_source(const struct kbuild_opts *o, const char *version, int l
 	if (r < 0)
 		return log_error_errno(r, "kernel: cannot install the source tree at %s", dir);
 	*ret_dir = TAKE_PTR(dir);
+	return 0;
+}
+
+/* The environment of every kbuild step: ours minus kbuild_env_drop, plus fixed build metadata
+ * so that the same inputs give the same bzImage (uname -v shows the source tarball's date). */
+static int kbuild_env(const char *tarball, char ***ret)
+{
+	_cleanup_strv_free_ char **v = NULL;
+	struct stat st;
+	struct tm tm;
+	char when[64];
+	time_t t;
+
+	if (stat(tarball, &st) < 0)
+		return negative_errno();
+	t = st.st_mtim.tv_sec;
+	if (!gmtime_r(&t, &tm) ||
+	    strftime(when, sizeof(when), "%a %b %e %H:%M:%S UTC %Y", &tm) == 0)
+		return -EINVAL;
+	v = run_env_without(kbuild_env_drop);
+	if (!v)
+		return -ENOMEM;
+	int r = strv_push(&v, "KBUILD_BUILD_USER=capsem");
+	r = r ?: strv_push(&v, "KBUILD_BUILD_HOST=capsem");
+	r = r ?: strv_push(&v, "KBUILD_BUILD_VERSION=1");
+	r = r ?: strv_pushf(&v, "KBUILD_BUILD_TIMESTAMP=%s", when);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(v);
 	return 0;
 }
 
@@ -395,7 +428,7 @@ int kbuild_run(const struct kbuild_opts *o, struct kbuild_result *ret)
 	_cleanup_free_ char *merge_sh = NULL;
 	_cleanup_strv_free_ char **bad = NULL, **envp = NULL;
 	_cleanup_close_ int lock_fd = -1, log_fd = -1;
-	struct kbuild_result res = {0};
+	struct kbuild_result res = { 0 };
 	size_t frag_len = 0;
 	double start = util_now();
 	char key16[CACHEKEY_SHORT_LEN + 1], frag_sha[SHA256_HEX_LEN + 1];
@@ -474,15 +507,15 @@ int kbuild_run(const struct kbuild_opts *o, struct kbuild_result *ret)
 	if (r < 0)
 		return log_error_errno(r, "kernel: cannot write %s", frag_copy);
 
-	envp = run_env_without(kbuild_env_drop);
-	if (!envp)
-		return log_oom();
+	r = kbuild_env(o->source, &envp);
+	if (r < 0)
+		return log_error_errno(r, "kernel: cannot set up the build environment");
 	log_info("kernel: configuring (tinyconfig + %s)", o->fragment);
-	char *tiny[] = {"make", "-C", srcdir, o_arg, "tinyconfig", NULL};
+	char *tiny[] = { "make", "-C", srcdir, o_arg, "tinyconfig", NULL };
 	if (asprintf(&merge_sh, "%s/scripts/kconfig/merge_config.sh", srcdir) < 0)
 		return log_oom();
-	char *merge[] = {merge_sh, "-m", "-O", builddir, dot_config, frag_copy, NULL};
-	char *olddef[] = {"make", "-C", srcdir, o_arg, "olddefconfig", NULL};
+	char *merge[] = { merge_sh, "-m", "-O", builddir, dot_config, frag_copy, NULL };
+	char *olddef[] = { "make", "-C", srcdir, o_arg, "olddefconfig", NULL };
 	r = step(tiny, NULL, envp, log_fd, log_path, "make tinyconfig");
 	if (r == 0)
 		r = step(merge, builddir, envp, log_fd, log_path, "merge_config.sh -m");
@@ -509,7 +542,7 @@ int kbuild_run(const struct kbuild_opts *o, struct kbuild_result *ret)
 	log_info("kernel: building (make -j%u bzImage, about %u min on %u cores from scratch, "
 		 "much less when incremental)...",
 		 o->jobs, MAX(1u, 12u / MAX(o->jobs, 1u)), o->jobs);
-	char *bz[] = {"make", "-C", srcdir, o_arg, j_arg, "bzImage", NULL};
+	char *bz[] = { "make", "-C", srcdir, o_arg, j_arg, "bzImage", NULL };
 	r = step(bz, NULL, envp, log_fd, log_path, "make bzImage");
 	if (r < 0)
 		return r;
@@ -517,11 +550,11 @@ int kbuild_run(const struct kbuild_opts *o, struct kbuild_result *ret)
 	if (r < 0)
 		return log_error_errno(r, "kernel: cannot read the kernel release from %s",
 				       builddir);
-	struct store_info si = {.key = res.key,
-				.version = version,
-				.frag_sha = frag_sha,
-				.release = release,
-				.seconds = util_now() - start};
+	struct store_info si = { .key = res.key,
+				 .version = version,
+				 .frag_sha = frag_sha,
+				 .release = release,
+				 .seconds = util_now() - start };
 	r = store(o, builddir, dir, &si);
 	if (r < 0)
 		return r;
@@ -566,15 +599,15 @@ static void kernel_help(void)
 int cmd_kernel(int argc, char **argv)
 {
 	enum { ARG_FRAGMENT = 0x100, ARG_SOURCE, ARG_CACHE, ARG_JSON };
-	static const struct option opts[] = {{"fragment", required_argument, NULL, ARG_FRAGMENT},
-					     {"source", required_argument, NULL, ARG_SOURCE},
-					     {"cache", required_argument, NULL, ARG_CACHE},
-					     {"jobs", required_argument, NULL, 'j'},
-					     {"json", no_argument, NULL, ARG_JSON},
-					     {"help", no_argument, NULL, 'h'},
-					     {}};
+	static const struct option opts[] = { { "fragment", required_argument, NULL, ARG_FRAGMENT },
+					      { "source", required_argument, NULL, ARG_SOURCE },
+					      { "cache", required_argument, NULL, ARG_CACHE },
+					      { "jobs", required_argument, NULL, 'j' },
+					      { "json", no_argument, NULL, ARG_JSON },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
 	const char *cache_opt = NULL;
-	struct kbuild_opts o = {.fragment = DEFAULT_FRAGMENT, .source = UTIL_DEFAULT_TARBALL};
+	struct kbuild_opts o = { .fragment = DEFAULT_FRAGMENT, .source = UTIL_DEFAULT_TARBALL };
 	int json = 0, c;
 
 	o.jobs = util_default_jobs();
@@ -614,7 +647,7 @@ int cmd_kernel(int argc, char **argv)
 	if (!cache)
 		return log_oom(), 1;
 	o.cache = cache;
-	struct kbuild_result res = {0};
+	struct kbuild_result res = { 0 };
 	if (kbuild_run(&o, &res) < 0)
 		return 1;
 	if (json) {

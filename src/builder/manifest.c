@@ -194,8 +194,8 @@ static int load_full(const char *image_dir, struct manifest **ret, char **ret_er
 			      MANIFEST_FORMAT);
 		goto out;
 	}
-	const char *keys[] = {"name", "arch", "created"};
-	char **dst[] = {&m->name, &m->arch, &m->created};
+	const char *keys[] = { "name", "arch", "created" };
+	char **dst[] = { &m->name, &m->arch, &m->created };
 	for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
 		r = get_text(root, keys[i], dst[i]);
 		if (r == -EBADMSG)
@@ -291,7 +291,7 @@ int manifest_verify(const char *image_dir, char **ret_error)
 int manifest_asset_from_file(struct manifest_asset *a, const char *dir, const char *name,
 			     const char *version)
 {
-	struct manifest_asset n = {0};
+	struct manifest_asset n = { 0 };
 	int r;
 
 	if (!file_name_valid(name) || (version && !text_valid(version)))

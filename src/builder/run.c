@@ -133,7 +133,7 @@ int run_logged(char *const *argv, const char *cwd, char *const *envp, int log_fd
 		return r;
 	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd >= 0 && progress_s > 0) {
-		struct pollfd pf = {.fd = pidfd, .events = POLLIN};
+		struct pollfd pf = { .fd = pidfd, .events = POLLIN };
 		for (;;) {
 			int k = poll(&pf, 1, (int)progress_s * 1000);
 			if (k < 0 && errno == EINTR)

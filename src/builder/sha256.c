@@ -83,7 +83,7 @@ void sha256_done(struct sha256 *h)
 
 int sha256_hex_buf(const void *p, size_t n, char ret[SHA256_HEX_LEN + 1])
 {
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	int r = sha256_init(&h);
 	if (r == 0)
 		r = sha256_update(&h, p, n);
@@ -95,7 +95,7 @@ int sha256_hex_buf(const void *p, size_t n, char ret[SHA256_HEX_LEN + 1])
 
 int sha256_hex_fd(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size)
 {
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	uint64_t total = 0;
 	_cleanup_free_ uint8_t *chunk = malloc(1 << 16);
 	if (!chunk)

@@ -82,24 +82,31 @@ static void run_help(void)
 
 static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
-	enum { ARG_TIMEOUT = 256, ARG_CPUS, ARG_MEM, ARG_IMAGE, ARG_KERNEL, ARG_INITRD, ARG_ACCEL, ARG_BOOT };
-	static const struct option opts[] = {
-		{ "shell", no_argument, NULL, 'c' },
-		{ "env", required_argument, NULL, 'e' },
-		{ "workdir", required_argument, NULL, 'w' },
-		{ "interactive", no_argument, NULL, 'i' },
-		{ "timeout", required_argument, NULL, ARG_TIMEOUT },
-		{ "cpus", required_argument, NULL, ARG_CPUS },
-		{ "memory", required_argument, NULL, ARG_MEM },
-		{ "image", required_argument, NULL, ARG_IMAGE },
-		{ "kernel", required_argument, NULL, ARG_KERNEL },
-		{ "initrd", required_argument, NULL, ARG_INITRD },
-		{ "accel", required_argument, NULL, ARG_ACCEL },
-		{ "boot-timeout", required_argument, NULL, ARG_BOOT },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{}
+	enum {
+		ARG_TIMEOUT = 256,
+		ARG_CPUS,
+		ARG_MEM,
+		ARG_IMAGE,
+		ARG_KERNEL,
+		ARG_INITRD,
+		ARG_ACCEL,
+		ARG_BOOT
 	};
+	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
+					      { "env", required_argument, NULL, 'e' },
+					      { "workdir", required_argument, NULL, 'w' },
+					      { "interactive", no_argument, NULL, 'i' },
+					      { "timeout", required_argument, NULL, ARG_TIMEOUT },
+					      { "cpus", required_argument, NULL, ARG_CPUS },
+					      { "memory", required_argument, NULL, ARG_MEM },
+					      { "image", required_argument, NULL, ARG_IMAGE },
+					      { "kernel", required_argument, NULL, ARG_KERNEL },
+					      { "initrd", required_argument, NULL, ARG_INITRD },
+					      { "accel", required_argument, NULL, ARG_ACCEL },
+					      { "boot-timeout", required_argument, NULL, ARG_BOOT },
+					      { "verbose", no_argument, NULL, 'v' },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
 	uint64_t v;
 	uint32_t u;
 	int c;
@@ -108,18 +115,22 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+ce:w:ivh", opts, NULL)) >= 0) {
 		switch (c) {
-		case 'c': o->shell = 1; break;
+		case 'c':
+			o->shell = 1;
+			break;
 		case 'e': {
 			const char *eq = strchr(optarg, '=');
 			if (eq == optarg || !*optarg)
-				return log_error("--env: expected KEY=VALUE, got '%s'", optarg), -EINVAL;
+				return log_error("--env: expected KEY=VALUE, got '%s'", optarg),
+				       -EINVAL;
 			if (eq) {
 				if (strv_push(&o->env, optarg) < 0)
 					return log_oom();
 			} else {
 				const char *hv = getenv(optarg);
 				if (!hv)
-					return log_error("--env %s: not set on the host", optarg), -EINVAL;
+					return log_error("--env %s: not set on the host", optarg),
+					       -EINVAL;
 				if (strv_pushf(&o->env, "%s=%s", optarg, hv) < 0)
 					return log_oom();
 			}
@@ -127,36 +138,50 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		}
 		case 'w':
 			if (optarg[0] != '/')
-				return log_error("--workdir: expected an absolute guest path"), -EINVAL;
+				return log_error("--workdir: expected an absolute guest path"),
+				       -EINVAL;
 			o->workdir = optarg;
 			break;
-		case 'i': o->interactive = 1; break;
+		case 'i':
+			o->interactive = 1;
+			break;
 		case ARG_TIMEOUT:
 			if (parse_seconds_ms(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
-				return log_error("--timeout: expected seconds > 0 (e.g. 2 or 0.5), got '%s'",
-						 optarg), -EINVAL;
+				return log_error("--timeout: expected seconds > 0 (e.g. 2 or 0.5), "
+						 "got '%s'",
+						 optarg),
+				       -EINVAL;
 			o->timeout_ms = v;
 			break;
 		case ARG_CPUS:
 			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
-				return log_error("--cpus: expected 1..64, got '%s'", optarg), -EINVAL;
+				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+				       -EINVAL;
 			o->cpus = optarg;
 			break;
 		case ARG_MEM:
 			if (parse_size(optarg, &v) < 0 || v < (64u << 20) || v > (1ull << 40))
-				return log_error("--memory: expected a size from 64M to 1T, got '%s'", optarg),
+				return log_error(
+					       "--memory: expected a size from 64M to 1T, got '%s'",
+					       optarg),
 				       -EINVAL;
 			o->memory = optarg;
 			break;
 		case ARG_IMAGE:
 			if (!*optarg || strchr(optarg, '/') || optarg[0] == '.')
-				return log_error("--image: not an image name: '%s'", optarg), -EINVAL;
+				return log_error("--image: not an image name: '%s'", optarg),
+				       -EINVAL;
 			o->image = optarg;
 			break;
-		case ARG_KERNEL: o->kernel = optarg; break;
-		case ARG_INITRD: o->initrd = optarg; break;
+		case ARG_KERNEL:
+			o->kernel = optarg;
+			break;
+		case ARG_INITRD:
+			o->initrd = optarg;
+			break;
 		case ARG_ACCEL:
-			if (!streq(optarg, "auto") && !streq(optarg, "kvm") && !streq(optarg, "tcg"))
+			if (!streq(optarg, "auto") && !streq(optarg, "kvm") &&
+			    !streq(optarg, "tcg"))
 				return log_error("--accel: expected auto, kvm or tcg"), -EINVAL;
 			o->accel = optarg;
 			break;
@@ -165,9 +190,14 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 				return log_error("--boot-timeout: expected seconds > 0"), -EINVAL;
 			o->boot_timeout = optarg;
 			break;
-		case 'v': o->verbose = 1; break;
-		case 'h': run_help(); return 1;
-		default: return -EINVAL;
+		case 'v':
+			o->verbose = 1;
+			break;
+		case 'h':
+			run_help();
+			return 1;
+		default:
+			return -EINVAL;
 		}
 	}
 	if (optind < argc && streq(argv[optind], "--"))
@@ -236,7 +266,8 @@ static int relay_frames(struct relay *r)
 			if (proto_error_decode(pl, len, &e) < 0)
 				return -EBADMSG;
 			free(r->error);
-			if (asprintf(&r->error, "the guest agent refused the command: %s", e.message) < 0)
+			if (asprintf(&r->error, "the guest agent refused the command: %s",
+				     e.message) < 0)
 				r->error = NULL;
 			break;
 		}
@@ -260,16 +291,19 @@ static int relay_run(struct relay *r, uint64_t timeout_ms)
 			{ .fd = r->sock, .events = POLLIN | (buf_len(&r->out) ? POLLOUT : 0) },
 			{ .fd = r->sigfd, .events = POLLIN },
 			{ .fd = r->ipc, .events = POLLIN },
-			{ .fd = buf_room(&r->out) >= PROTO_MAX_DATA + PROTO_HDR_SIZE ? r->in_fd : -1,
+			{ .fd = buf_room(&r->out) >= PROTO_MAX_DATA + PROTO_HDR_SIZE ? r->in_fd
+										     : -1,
 			  .events = POLLIN },
 		};
 		int wait = -1;
 		if (backstop_ms >= 0) {
 			struct timespec t;
 			clock_gettime(CLOCK_MONOTONIC, &t);
-			int64_t el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+			int64_t el =
+				(t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
 			if (el >= backstop_ms)
-				return log_error("the guest did not report the command's end after its timeout"),
+				return log_error("the guest did not report the command's end after "
+						 "its timeout"),
 				       -ETIMEDOUT;
 			wait = (int)(backstop_ms - el);
 		}
@@ -283,13 +317,15 @@ static int relay_run(struct relay *r, uint64_t timeout_ms)
 			struct signalfd_siginfo si;
 			if (read(r->sigfd, &si, sizeof(si)) == sizeof(si)) {
 				if (++r->interrupts >= 2)
-					return log_error("interrupted twice: stopping the VM"), -EINTR;
+					return log_error("interrupted twice: stopping the VM"),
+					       -EINTR;
 				proto_u32_encode(PROTO_SIGNAL, si.ssi_signo, &r->out);
 			}
 		}
 		if (pf[2].revents) {
 			/* the supervisor only speaks now if the VM died */
-			return log_error("the VM stopped while the command was running (QEMU exited or "
+			return log_error("the VM stopped while the command was running (QEMU "
+					 "exited or "
 					 "crashed; see the VM's serial log)"),
 			       -EPIPE;
 		}
@@ -319,9 +355,12 @@ static int relay_run(struct relay *r, uint64_t timeout_ms)
 				continue;
 			if (k <= 0) {
 				if (relay_frames(r) < 0)
-					return log_error("protocol error from the guest agent"), -EBADMSG;
+					return log_error("protocol error from the guest agent"),
+					       -EBADMSG;
 				if (!r->got_exit && !r->error)
-					return log_error("the connection to the guest agent was lost"), -EPIPE;
+					return log_error("the connection to the guest agent was "
+							 "lost"),
+					       -EPIPE;
 				break;
 			}
 			buf_commit(&r->in, (size_t)k);
@@ -345,8 +384,8 @@ static int make_vmdir(char **ret)
 		return -ENOMEM;
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		return -EIO;
-	if (asprintf(&p, "%s/vms/run-%02x%02x%02x%02x%02x%02x", home, rnd[0], rnd[1], rnd[2], rnd[3],
-		     rnd[4], rnd[5]) < 0)
+	if (asprintf(&p, "%s/vms/run-%02x%02x%02x%02x%02x%02x", home, rnd[0], rnd[1], rnd[2],
+		     rnd[3], rnd[4], rnd[5]) < 0)
 		return -ENOMEM;
 	int r = mkdir_p(home, 0700);
 	if (r < 0) {
@@ -369,7 +408,8 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 			return -ENOMEM;
 		if (access(imgdir, F_OK) < 0) {
 			log_error("image '%s' not found in %s (build it with 'make image' or "
-				  "'capsem-builder image')", o->image, imgdir);
+				  "'capsem-builder image')",
+				  o->image, imgdir);
 			return -ENOENT;
 		}
 		if (asprintf(&kernel, "%s/vmlinuz", imgdir) < 0 ||
@@ -413,7 +453,8 @@ static int wait_ready(struct vmproc *vp, int sigfd, const struct run_opts *o)
 		if (r == -EINTR)
 			return log_error("interrupted while the VM was booting"), -EINTR;
 		if (r == 0)
-			return log_error("the VM supervisor exited before the VM was ready"), -EPIPE;
+			return log_error("the VM supervisor exited before the VM was ready"),
+			       -EPIPE;
 		if (r < 0)
 			return log_error_errno(r, "reading VM events");
 		const char *e = json_string_value(json_object_get(ev, "event"));
@@ -430,7 +471,8 @@ static int wait_ready(struct vmproc *vp, int sigfd, const struct run_opts *o)
 			const char *tail = json_string_value(json_object_get(ev, "serial_tail"));
 			log_error("%s", json_string_value(json_object_get(ev, "message")));
 			if (tail && *tail)
-				fprintf(stderr, "--- last serial console lines ---\n%s\n---\n", tail);
+				fprintf(stderr, "--- last serial console lines ---\n%s\n---\n",
+					tail);
 			json_decref(ev);
 			return -EIO;
 		}

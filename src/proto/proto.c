@@ -134,8 +134,8 @@ static int wr_finish(struct wr *w, uint16_t type, struct buf *out)
 
 /* ---- framing ---- */
 
-ssize_t proto_frame_parse(const uint8_t *p, size_t n, uint16_t *ret_type, const uint8_t **ret_payload,
-			  uint32_t *ret_len)
+ssize_t proto_frame_parse(const uint8_t *p, size_t n, uint16_t *ret_type,
+			  const uint8_t **ret_payload, uint32_t *ret_len)
 {
 	if (n < PROTO_HDR_SIZE)
 		return 0;

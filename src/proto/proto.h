@@ -19,7 +19,7 @@
 
 #define PROTO_HDR_SIZE 6u
 #define PROTO_MAX_PAYLOAD (1024u * 1024u) /* any frame */
-#define PROTO_MAX_DATA (64u * 1024u)      /* one stdin/stdout/stderr chunk as sent */
+#define PROTO_MAX_DATA (64u * 1024u)	  /* one stdin/stdout/stderr chunk as sent */
 #define PROTO_MAX_ARGS 4096u
 #define PROTO_MAX_ENV 4096u
 #define PROTO_MAX_STR (128u * 1024u) /* one argv/env/cwd string */
@@ -55,8 +55,8 @@ enum proto_type {
 /* Look at the front of (p, n). Returns 0 when no whole frame is there yet, the frame's total
  * size (> 0) when one is (type and payload are then set; payload points into p), -EMSGSIZE when
  * the length field is over PROTO_MAX_PAYLOAD. */
-ssize_t proto_frame_parse(const uint8_t *p, size_t n, uint16_t *ret_type, const uint8_t **ret_payload,
-			  uint32_t *ret_len);
+ssize_t proto_frame_parse(const uint8_t *p, size_t n, uint16_t *ret_type,
+			  const uint8_t **ret_payload, uint32_t *ret_len);
 /* Append one frame. 0, -EMSGSIZE (payload too long) or a buf error. */
 int proto_frame_append(struct buf *out, uint16_t type, const void *payload, size_t len);
 
@@ -90,16 +90,16 @@ struct proto_exec {
 	uint32_t flags;
 	uint32_t timeout_ms; /* 0 = no timeout */
 	uint16_t rows, cols; /* initial window size for tty execs */
-	char *cwd;           /* NULL = the agent's default (/root) */
-	uint32_t argc;       /* >= 1 */
-	char **argv;         /* argc strings, NULL-terminated */
+	char *cwd;	     /* NULL = the agent's default (/root) */
+	uint32_t argc;	     /* >= 1 */
+	char **argv;	     /* argc strings, NULL-terminated */
 	uint32_t envc;
 	char **envp; /* "KEY=VALUE" strings, NULL-terminated; added to the agent's environment */
 };
 
 enum proto_exit_kind {
-	PROTO_EXIT_CODE = 0,    /* code = exit status */
-	PROTO_EXIT_SIGNAL = 1,  /* code = signal number */
+	PROTO_EXIT_CODE = 0,	/* code = exit status */
+	PROTO_EXIT_SIGNAL = 1,	/* code = signal number */
 	PROTO_EXIT_TIMEOUT = 2, /* killed at timeout_ms; code = signal used */
 };
 

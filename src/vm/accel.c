@@ -50,7 +50,8 @@ int accel_cpuinfo_has_virt(const char *cpuinfo)
 			const char *colon = memchr(p, ':', n);
 			if (colon) {
 				size_t rest = n - (size_t)(colon + 1 - p);
-				if (word_in(colon + 1, rest, "vmx") || word_in(colon + 1, rest, "svm"))
+				if (word_in(colon + 1, rest, "vmx") ||
+				    word_in(colon + 1, rest, "svm"))
 					return 1;
 			}
 			return 0; /* every CPU lists the same flags: the first line decides */
@@ -75,7 +76,8 @@ int accel_resolve(enum vm_accel want, enum vm_accel *ret, const char **ret_why)
 	safe_close(fd);
 	if (!why && (read_file_small("/proc/cpuinfo", 16u << 20, &cpuinfo, NULL) < 0 ||
 		     !accel_cpuinfo_has_virt(cpuinfo)))
-		why = "the CPU exposes no vmx/svm flag (nested or paravirtual KVM cannot run a normal guest)";
+		why = "the CPU exposes no vmx/svm flag (nested or paravirtual KVM cannot run a "
+		      "normal guest)";
 	if (!why) {
 		*ret = VM_ACCEL_KVM;
 		return 0;

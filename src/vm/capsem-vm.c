@@ -133,8 +133,9 @@ static void vm_fail(struct vm *vm, const char *fmt, ...)
 		vm->error = msg;
 		vm->exit_code = 1;
 		_cleanup_free_ char *tail = serial_log_tail(&vm->serial, 15);
-		emit(vm, json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message", msg,
-				   "serial_log", vm->p_serial_log, "serial_tail", tail ? tail : ""));
+		emit(vm,
+		     json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message", msg,
+			       "serial_log", vm->p_serial_log, "serial_tail", tail ? tail : ""));
 	} else {
 		free(msg);
 	}
@@ -353,7 +354,8 @@ static void on_ctl(struct watch *w, int events)
 		const uint8_t *pl;
 		uint32_t len;
 		ssize_t k;
-		while ((k = proto_frame_parse(buf_head(&w->in), buf_len(&w->in), &type, &pl, &len)) > 0) {
+		while ((k = proto_frame_parse(buf_head(&w->in), buf_len(&w->in), &type, &pl,
+					      &len)) > 0) {
 			if (type == PROTO_HELLO && vm->state == VM_BOOTING) {
 				struct proto_hello h;
 				if (proto_hello_decode(pl, len, &h) < 0) {
@@ -654,7 +656,8 @@ static int vm_start(struct vm *vm)
 	};
 	r = qemu_build_argv(&qc, &argv);
 	if (r < 0)
-		return log_error_errno(r, "cannot build the QEMU command line (paths must not contain ',')");
+		return log_error_errno(
+			r, "cannot build the QEMU command line (paths must not contain ',')");
 	if (log_get_max() >= LOG_LVL_DEBUG) {
 		for (size_t i = 0; argv[i]; i++)
 			log_debug("qemu argv[%zu] = %s", i, argv[i]);
@@ -703,43 +706,68 @@ static void help(void)
 
 static int parse_args(int argc, char **argv, struct vm_opts *o)
 {
-	enum { ARG_VMDIR = 256, ARG_KERNEL, ARG_INITRD, ARG_CPUS, ARG_MEM, ARG_ACCEL, ARG_CID, ARG_BOOT, ARG_HOST,
-	       ARG_APPEND, ARG_QEMU, ARG_IPC, ARG_RM };
-	static const struct option opts[] = {
-		{ "vmdir", required_argument, NULL, ARG_VMDIR },
-		{ "kernel", required_argument, NULL, ARG_KERNEL },
-		{ "initrd", required_argument, NULL, ARG_INITRD },
-		{ "cpus", required_argument, NULL, ARG_CPUS },
-		{ "memory", required_argument, NULL, ARG_MEM },
-		{ "accel", required_argument, NULL, ARG_ACCEL },
-		{ "cid", required_argument, NULL, ARG_CID },
-		{ "boot-timeout", required_argument, NULL, ARG_BOOT },
-		{ "hostname", required_argument, NULL, ARG_HOST },
-		{ "append", required_argument, NULL, ARG_APPEND },
-		{ "qemu", required_argument, NULL, ARG_QEMU },
-		{ "ipc-fd", required_argument, NULL, ARG_IPC },
-		{ "rm", no_argument, NULL, ARG_RM },
-		{ "help", no_argument, NULL, 'h' },
-		{}
+	enum {
+		ARG_VMDIR = 256,
+		ARG_KERNEL,
+		ARG_INITRD,
+		ARG_CPUS,
+		ARG_MEM,
+		ARG_ACCEL,
+		ARG_CID,
+		ARG_BOOT,
+		ARG_HOST,
+		ARG_APPEND,
+		ARG_QEMU,
+		ARG_IPC,
+		ARG_RM
 	};
+	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
+					      { "kernel", required_argument, NULL, ARG_KERNEL },
+					      { "initrd", required_argument, NULL, ARG_INITRD },
+					      { "cpus", required_argument, NULL, ARG_CPUS },
+					      { "memory", required_argument, NULL, ARG_MEM },
+					      { "accel", required_argument, NULL, ARG_ACCEL },
+					      { "cid", required_argument, NULL, ARG_CID },
+					      { "boot-timeout", required_argument, NULL, ARG_BOOT },
+					      { "hostname", required_argument, NULL, ARG_HOST },
+					      { "append", required_argument, NULL, ARG_APPEND },
+					      { "qemu", required_argument, NULL, ARG_QEMU },
+					      { "ipc-fd", required_argument, NULL, ARG_IPC },
+					      { "rm", no_argument, NULL, ARG_RM },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
 	uint64_t v;
 	uint32_t u;
 	int c;
-	*o = (struct vm_opts){ .cpus = 1, .mem_mib = 512, .cid = 3, .boot_timeout_ms = 60000,
-			       .ipc_fd = -1, .hostname = "capsem", .accel = VM_ACCEL_AUTO };
+	*o = (struct vm_opts){ .cpus = 1,
+			       .mem_mib = 512,
+			       .cid = 3,
+			       .boot_timeout_ms = 60000,
+			       .ipc_fd = -1,
+			       .hostname = "capsem",
+			       .accel = VM_ACCEL_AUTO };
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
-		case ARG_VMDIR: o->vmdir = optarg; break;
-		case ARG_KERNEL: o->kernel = optarg; break;
-		case ARG_INITRD: o->initrd = optarg; break;
+		case ARG_VMDIR:
+			o->vmdir = optarg;
+			break;
+		case ARG_KERNEL:
+			o->kernel = optarg;
+			break;
+		case ARG_INITRD:
+			o->initrd = optarg;
+			break;
 		case ARG_CPUS:
 			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
-				return log_error("--cpus: expected 1..64, got '%s'", optarg), -EINVAL;
+				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+				       -EINVAL;
 			o->cpus = u;
 			break;
 		case ARG_MEM:
 			if (parse_size(optarg, &v) < 0 || v < (64u << 20) || v > (1ull << 40))
-				return log_error("--memory: expected a size from 64M to 1T, got '%s'", optarg),
+				return log_error(
+					       "--memory: expected a size from 64M to 1T, got '%s'",
+					       optarg),
 				       -EINVAL;
 			o->mem_mib = v >> 20;
 			break;
@@ -757,23 +785,37 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--boot-timeout: expected seconds > 0"), -EINVAL;
 			o->boot_timeout_ms = v;
 			break;
-		case ARG_HOST: o->hostname = optarg; break;
-		case ARG_APPEND: o->append = optarg; break;
-		case ARG_QEMU: o->qemu = optarg; break;
+		case ARG_HOST:
+			o->hostname = optarg;
+			break;
+		case ARG_APPEND:
+			o->append = optarg;
+			break;
+		case ARG_QEMU:
+			o->qemu = optarg;
+			break;
 		case ARG_IPC:
-			if (parse_u32(optarg, &u) < 0 || u < 3 || u > 65535 || fcntl((int)u, F_GETFD) < 0)
-				return log_error("--ipc-fd: not an open descriptor: '%s'", optarg), -EINVAL;
+			if (parse_u32(optarg, &u) < 0 || u < 3 || u > 65535 ||
+			    fcntl((int)u, F_GETFD) < 0)
+				return log_error("--ipc-fd: not an open descriptor: '%s'", optarg),
+				       -EINVAL;
 			o->ipc_fd = (int)u;
 			break;
-		case ARG_RM: o->remove_vmdir = 1; break;
-		case 'h': help(); return 1;
-		default: return -EINVAL;
+		case ARG_RM:
+			o->remove_vmdir = 1;
+			break;
+		case 'h':
+			help();
+			return 1;
+		default:
+			return -EINVAL;
 		}
 	}
 	if (optind < argc)
 		return log_error("unexpected argument '%s' (see --help)", argv[optind]), -EINVAL;
 	if (!o->vmdir || !o->kernel || !o->initrd)
-		return log_error("--vmdir, --kernel and --initrd are required (see --help)"), -EINVAL;
+		return log_error("--vmdir, --kernel and --initrd are required (see --help)"),
+		       -EINVAL;
 	if (strlen(o->hostname) >= PROTO_NAME_MAX)
 		return log_error("--hostname: too long"), -EINVAL;
 	return 0;

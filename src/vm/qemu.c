@@ -25,8 +25,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	    (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG))
 		return -EINVAL;
 	/* QEMU option values use ',' as a separator: refuse paths that would inject options */
-	const char *paths[] = { c->kernel, c->initrd, c->serial_sock, c->qmp_sock, c->vhost_vsock_sock,
-				c->name ? c->name : "" };
+	const char *paths[] = { c->kernel,   c->initrd,		  c->serial_sock,
+				c->qmp_sock, c->vhost_vsock_sock, c->name ? c->name : "" };
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
 			return -EINVAL;

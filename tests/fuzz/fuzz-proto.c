@@ -38,7 +38,8 @@ static void decode_one(uint16_t type, const uint8_t *p, size_t n)
 			buf_init(&b, 2 * PROTO_MAX_PAYLOAD);
 			if (proto_exec_encode(x, &b) == 0 &&
 			    proto_frame_parse(buf_head(&b), buf_len(&b), &t, &pl, &len) > 0) {
-				if (proto_exec_decode(pl, len, &y) != 0 || len != n || memcmp(pl, p, n) != 0)
+				if (proto_exec_decode(pl, len, &y) != 0 || len != n ||
+				    memcmp(pl, p, n) != 0)
 					__builtin_trap();
 				proto_exec_free(y);
 			}

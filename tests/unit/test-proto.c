@@ -55,8 +55,15 @@ static void test_exec_roundtrip(void **state)
 {
 	char *argv[] = { "sh", "-c", "echo hi", NULL };
 	char *envp[] = { "A=1", "B=x=y", NULL };
-	struct proto_exec e = { .flags = PROTO_EXEC_TTY, .timeout_ms = 2000, .rows = 24, .cols = 80,
-				.cwd = "/tmp", .argc = 3, .argv = argv, .envc = 2, .envp = envp };
+	struct proto_exec e = { .flags = PROTO_EXEC_TTY,
+				.timeout_ms = 2000,
+				.rows = 24,
+				.cols = 80,
+				.cwd = "/tmp",
+				.argc = 3,
+				.argv = argv,
+				.envc = 2,
+				.envp = envp };
 	struct proto_exec *d = NULL;
 	struct buf b;
 	uint32_t len;
@@ -106,9 +113,11 @@ static void test_exec_rejects(void **state)
 	struct proto_exec *d = NULL;
 	uint8_t huge_argc[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff };
 	assert_int_equal(proto_exec_decode(huge_argc, sizeof(huge_argc), &d), -EBADMSG);
-	uint8_t nul[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 'a', 0, 'b', 0, 0, 0, 0 };
+	uint8_t nul[] = { 0, 0, 0, 0, 0, 0, 0, 0,   0, 0,   0, 0, 0, 0,
+			  0, 0, 1, 0, 0, 0, 3, 'a', 0, 'b', 0, 0, 0, 0 };
 	assert_int_equal(proto_exec_decode(nul, sizeof(nul), &d), -EBADMSG);
-	uint8_t okay[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 'a', 'c', 'b', 0, 0, 0, 0 };
+	uint8_t okay[] = { 0, 0, 0, 0, 0, 0, 0, 0,   0,	  0,   0, 0, 0, 0,
+			   0, 0, 1, 0, 0, 0, 3, 'a', 'c', 'b', 0, 0, 0, 0 };
 	assert_int_equal(proto_exec_decode(okay, sizeof(okay), &d), 0);
 	assert_string_equal(d->argv[0], "acb");
 	proto_exec_free(d);
@@ -207,8 +216,8 @@ static void test_small_messages(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frame_partial),  cmocka_unit_test(test_frame_too_big),
-		cmocka_unit_test(test_exec_roundtrip), cmocka_unit_test(test_exec_rejects),
+		cmocka_unit_test(test_frame_partial),	cmocka_unit_test(test_frame_too_big),
+		cmocka_unit_test(test_exec_roundtrip),	cmocka_unit_test(test_exec_rejects),
 		cmocka_unit_test(test_hello_roundtrip), cmocka_unit_test(test_exit_status),
 		cmocka_unit_test(test_small_messages),
 	};

@@ -40,9 +40,14 @@ static int has(char **v, const char *s)
 
 static void test_qemu_argv(void **state)
 {
-	struct qemu_config c = { .kernel = "/k", .initrd = "/i", .cpus = 2, .mem_mib = 512,
-				 .accel = VM_ACCEL_TCG, .serial_sock = "/d/serial.sock",
-				 .qmp_sock = "/d/qmp.sock", .vhost_vsock_sock = "/d/v.sock" };
+	struct qemu_config c = { .kernel = "/k",
+				 .initrd = "/i",
+				 .cpus = 2,
+				 .mem_mib = 512,
+				 .accel = VM_ACCEL_TCG,
+				 .serial_sock = "/d/serial.sock",
+				 .qmp_sock = "/d/qmp.sock",
+				 .vhost_vsock_sock = "/d/v.sock" };
 	char **v = NULL;
 	assert_int_equal(qemu_build_argv(&c, &v), 0);
 	assert_string_equal(v[0], "qemu-system-x86_64");

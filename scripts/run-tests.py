@@ -65,7 +65,8 @@ def e2e():
     env = dict(os.environ,
                CAPSEM_BUILD=os.path.join(ROOT, "build"),
                CAPSEM_GUEST_BUILD=os.path.join(ROOT, "build-guest"),
-               CAPSEM_IMAGES_DIR=images)
+               CAPSEM_IMAGES_DIR=images,
+               CAPSEM_AGENT_HOST_BIN=os.path.join(ROOT, "build", "src", "guest", "capsem-agent-host"))
     xml = os.path.join(ROOT, "build", "e2e-junit.xml")
     if os.path.exists(xml):
         os.unlink(xml)

@@ -83,7 +83,7 @@ static int unix_addr(const char *path, struct sockaddr_un *sa, socklen_t *len)
 	size_t n = strlen(path);
 	if (n == 0 || n >= sizeof(sa->sun_path))
 		return -ENAMETOOLONG;
-	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
 	memcpy(sa->sun_path, path, n + 1);
 	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	return 0;
@@ -152,7 +152,7 @@ static void ctrl_retry_later(struct agent *a)
 
 static int ctrl_send_hello(struct agent *a)
 {
-	struct proto_hello h = {.version = PROTO_VERSION};
+	struct proto_hello h = { .version = PROTO_VERSION };
 	struct utsname u;
 
 	(void)stages_mark(&a->stages, "agent_ready");
@@ -422,9 +422,9 @@ static int agent_loop(struct agent *a)
 		else if (a->ctrl == CTRL_UP)
 			cev = (short)(POLLIN | (buf_len(&a->ctrl_out) ? POLLOUT : 0));
 
-		p[A_LISTEN] = (struct pollfd){.fd = a->listen_fd, .events = POLLIN};
-		p[A_SIG] = (struct pollfd){.fd = a->sig_fd, .events = POLLIN};
-		p[A_CTRL] = (struct pollfd){.fd = cev ? a->ctrl_fd : -1, .events = cev};
+		p[A_LISTEN] = (struct pollfd){ .fd = a->listen_fd, .events = POLLIN };
+		p[A_SIG] = (struct pollfd){ .fd = a->sig_fd, .events = POLLIN };
+		p[A_CTRL] = (struct pollfd){ .fd = cev ? a->ctrl_fd : -1, .events = cev };
 		if (poll(p, A_N, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -466,18 +466,18 @@ static void agent_usage(void)
 int agent_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"boot-stages", required_argument, NULL, 's'},
-		{"listen-unix", required_argument, NULL, 'l'},
-		{"control-unix", required_argument, NULL, 'c'},
-		{"no-control", no_argument, NULL, 'n'},
-		{"debug", no_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+		{ "boot-stages", required_argument, NULL, 's' },
+		{ "listen-unix", required_argument, NULL, 'l' },
+		{ "control-unix", required_argument, NULL, 'c' },
+		{ "no-control", no_argument, NULL, 'n' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
 	};
-	struct agent a = {.listen_fd = -1, .sig_fd = -1, .ctrl_fd = -1, .ctrl = CTRL_RETRY};
+	struct agent a = { .listen_fd = -1, .sig_fd = -1, .ctrl_fd = -1, .ctrl = CTRL_RETRY };
 	uint64_t t_start = stages_now_usec();
 	const char *stage_list = NULL;
-	struct sigaction ign = {.sa_handler = SIG_IGN};
+	struct sigaction ign = { .sa_handler = SIG_IGN };
 	sigset_t chld;
 	int c, r, no_control = 0;
 

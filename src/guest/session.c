@@ -86,7 +86,7 @@ static void session_init(struct session *s, int fd)
 	*s = (struct session){
 		.sock = fd,
 		.sig_fd = -1,
-		.child = {.pid = 0, .in_fd = -1, .out_fd = -1, .err_fd = -1},
+		.child = { .pid = 0, .in_fd = -1, .out_fd = -1, .err_fd = -1 },
 	};
 	frame_reader_init(&s->rd);
 	buf_init(&s->out, SESSION_OUT_CAP);
@@ -110,7 +110,7 @@ static void session_done(struct session *s)
 static int queue_error(struct session *s, int err, const char *fmt, ...) _printf_(3, 4);
 static int queue_error(struct session *s, int err, const char *fmt, ...)
 {
-	struct proto_error e = {.code = err};
+	struct proto_error e = { .code = err };
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(e.message, sizeof(e.message), fmt, ap);
@@ -121,7 +121,7 @@ static int queue_error(struct session *s, int err, const char *fmt, ...)
 
 int session_reject(int fd, int err, const char *msg)
 {
-	struct proto_error e = {.code = err};
+	struct proto_error e = { .code = err };
 	struct buf b;
 	int r;
 
@@ -143,7 +143,7 @@ static int session_finish(struct session *s)
 	int r;
 
 	while ((r = buf_flush_fd(&s->out, s->sock)) == -EAGAIN) {
-		struct pollfd p = {.fd = s->sock, .events = POLLOUT};
+		struct pollfd p = { .fd = s->sock, .events = POLLOUT };
 		uint64_t now = mono_usec();
 		if (now >= end)
 			return -ETIMEDOUT;
@@ -155,7 +155,7 @@ static int session_finish(struct session *s)
 	if (shutdown(s->sock, SHUT_WR) < 0)
 		return 0;
 	for (;;) {
-		struct pollfd p = {.fd = s->sock, .events = POLLIN};
+		struct pollfd p = { .fd = s->sock, .events = POLLIN };
 		uint64_t now = mono_usec();
 		if (now >= end)
 			return 0;
@@ -186,7 +186,7 @@ static int session_read_exec(struct session *s)
 		if (k == 0)
 			return -ECONNRESET;
 		if (k == -EAGAIN) {
-			struct pollfd p = {.fd = s->sock, .events = POLLIN};
+			struct pollfd p = { .fd = s->sock, .events = POLLIN };
 			if (poll(&p, 1, -1) < 0 && errno != EINTR)
 				return negative_errno();
 		} else if (k < 0) {
@@ -306,7 +306,7 @@ static int session_frame(struct session *s, const struct frame *f)
 		if (proto_winsize_decode(f->payload, f->len, &rows, &cols) < 0)
 			return -EPROTO;
 		if (s->tty && s->child.in_fd >= 0) {
-			struct winsize ws = {.ws_row = rows, .ws_col = cols};
+			struct winsize ws = { .ws_row = rows, .ws_col = cols };
 			(void)ioctl(s->child.in_fd, TIOCSWINSZ, &ws);
 		}
 		return 1;
@@ -374,8 +374,8 @@ static int out_has_room(const struct session *s)
 /* After the child exited: take what is in its pipes now, without waiting for more. */
 static void output_drain(struct session *s)
 {
-	int *fds[2] = {&s->child.out_fd, &s->child.err_fd};
-	uint16_t types[2] = {PROTO_STDOUT, PROTO_STDERR};
+	int *fds[2] = { &s->child.out_fd, &s->child.err_fd };
+	uint16_t types[2] = { PROTO_STDOUT, PROTO_STDERR };
 	for (int i = 0; i < 2; i++) {
 		while (*fds[i] >= 0 && out_has_room(s)) {
 			if (output_read(s, fds[i], types[i]) == -EAGAIN)
@@ -447,14 +447,14 @@ static int session_loop(struct session *s)
 		}
 
 		int room = out_has_room(s) && !s->exited;
-		p[P_SOCK] = (struct pollfd){.fd = s->sock,
-					    .events = (short)((s->blocked ? 0 : POLLIN) |
-							      (buf_len(&s->out) ? POLLOUT : 0))};
-		p[P_SIG] = (struct pollfd){.fd = s->exited ? -1 : s->sig_fd, .events = POLLIN};
-		p[P_IN] = (struct pollfd){.fd = buf_len(&s->in) ? s->child.in_fd : -1,
-					  .events = POLLOUT};
-		p[P_OUT] = (struct pollfd){.fd = room ? s->child.out_fd : -1, .events = POLLIN};
-		p[P_ERR] = (struct pollfd){.fd = room ? s->child.err_fd : -1, .events = POLLIN};
+		p[P_SOCK] = (struct pollfd){ .fd = s->sock,
+					     .events = (short)((s->blocked ? 0 : POLLIN) |
+							       (buf_len(&s->out) ? POLLOUT : 0)) };
+		p[P_SIG] = (struct pollfd){ .fd = s->exited ? -1 : s->sig_fd, .events = POLLIN };
+		p[P_IN] = (struct pollfd){ .fd = buf_len(&s->in) ? s->child.in_fd : -1,
+					   .events = POLLOUT };
+		p[P_OUT] = (struct pollfd){ .fd = room ? s->child.out_fd : -1, .events = POLLIN };
+		p[P_ERR] = (struct pollfd){ .fd = room ? s->child.err_fd : -1, .events = POLLIN };
 
 		if (poll(p, P_N, timeout) < 0) {
 			if (errno == EINTR)

@@ -69,7 +69,7 @@ int spawn_build_env(const struct proto_exec *m, const char ***ret)
 static _noreturn_ void spawn_child(const struct proto_exec *m, char *const *argv, const char **env,
 				   int tty, int in_r, int out_w, int err_w)
 {
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	sigset_t none;
 	char msg[512];
 	const char *what;
@@ -183,7 +183,7 @@ int spawn_command(const struct proto_exec *m, struct spawned *ret)
 {
 	_cleanup_free_ const char **env = NULL;
 	_cleanup_free_ char **argv = NULL;
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
 	int tty = !!(m->flags & PROTO_EXEC_TTY);
 	int r;
 
@@ -229,7 +229,7 @@ int spawn_command(const struct proto_exec *m, struct spawned *ret)
 	in[0] = safe_close(in[0]);
 	out[1] = safe_close(out[1]);
 	err[1] = safe_close(err[1]);
-	*ret = (struct spawned){.pid = pid, .in_fd = in[1], .out_fd = out[0], .err_fd = err[0]};
+	*ret = (struct spawned){ .pid = pid, .in_fd = in[1], .out_fd = out[0], .err_fd = err[0] };
 	return 0;
 
 fail:

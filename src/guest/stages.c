@@ -70,7 +70,7 @@ int stages_format(const struct stages *st, char *out, size_t size)
 
 int stages_parse(const char *s, struct stages *ret)
 {
-	struct stages st = {0};
+	struct stages st = { 0 };
 	const char *p = s;
 
 	while (*p) {

@@ -100,8 +100,7 @@ static const struct guestmem_region *region_find(const struct guestmem *gm, uint
 	return NULL;
 }
 
-static int translate(const struct guestmem *gm, uint64_t addr, uint64_t len, int by_uva,
-		     void **ret)
+static int translate(const struct guestmem *gm, uint64_t addr, uint64_t len, int by_uva, void **ret)
 {
 	const struct guestmem_region *g = region_find(gm, addr, by_uva);
 	if (!g)

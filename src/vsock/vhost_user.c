@@ -303,8 +303,7 @@ static int get_config(struct vhost_user_dev *d, const struct vhost_user_msg *m)
 
 /* Act on a decoded message. Returns 0 or -errno (the status acknowledged with REPLY_ACK);
  * *replied is set when the request has its own reply, queued already. */
-static int handle(struct vhost_user_dev *d, const struct vhost_user_msg *m, int *fds,
-		  bool *replied)
+static int handle(struct vhost_user_dev *d, const struct vhost_user_msg *m, int *fds, bool *replied)
 {
 	unsigned q = 0;
 	struct vhost_user_vring *vr = NULL;
@@ -435,20 +434,6 @@ static int handle(struct vhost_user_dev *d, const struct vhost_user_msg *m, int 
 	}
 }
 
-static bool has_own_reply(uint32_t request)
-{
-	switch (request) {
-	case VHOST_USER_GET_FEATURES:
-	case VHOST_USER_GET_PROTOCOL_FEATURES:
-	case VHOST_USER_GET_QUEUE_NUM:
-	case VHOST_USER_GET_VRING_BASE:
-	case VHOST_USER_GET_CONFIG:
-		return true;
-	default:
-		return false;
-	}
-}
-
 int vhost_user_dev_message(struct vhost_user_dev *d, const uint8_t *p, size_t len, int *fds,
 			   size_t nfds)
 {
@@ -457,9 +442,8 @@ int vhost_user_dev_message(struct vhost_user_dev *d, const uint8_t *p, size_t le
 	int r = vhost_user_decode(p, len, nfds, &m);
 
 	if (r == -EOPNOTSUPP) {
+		/* (every request that has a reply of its own is known, so an ack is the answer) */
 		log_debug("vhost-user: unsupported request %u", m.request);
-		if (has_own_reply(m.request))
-			replied = true; /* cannot happen: all of them are known */
 	} else if (r < 0) {
 		log_debug("vhost-user: malformed message");
 	} else {
@@ -565,7 +549,8 @@ int vhost_user_dev_read(struct vhost_user_dev *d, int fd)
 int vhost_user_dev_flush(struct vhost_user_dev *d, int fd)
 {
 	while (buf_len(&d->out) > 0) {
-		ssize_t n = send(fd, buf_head(&d->out), buf_len(&d->out), MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n =
+			send(fd, buf_head(&d->out), buf_len(&d->out), MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

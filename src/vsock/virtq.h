@@ -27,15 +27,15 @@
 
 struct vq {
 	/* configuration (from vhost-user) */
-	uint16_t num;	/* ring size, a power of two; 0 = not set */
-	bool addr_set;	/* desc/avail/used user addresses are valid */
+	uint16_t num;  /* ring size, a power of two; 0 = not set */
+	bool addr_set; /* desc/avail/used user addresses are valid */
 	uint64_t desc_uva, avail_uva, used_uva;
 	/* state */
 	uint16_t last_avail; /* next avail ring slot we will read */
 	uint16_t used_idx;   /* our copy of used->idx (the guest cannot move it under us) */
 	bool need_used_idx;  /* read used->idx at the next successful vq_map */
 	bool broken;
-	bool pushed;	   /* used entries were added since the last vq_take_signal */
+	bool pushed; /* used entries were added since the last vq_take_signal */
 	/* where the rings are in our address space (NULL until mapped) */
 	void *desc;
 	void *avail;

@@ -63,7 +63,7 @@ static void link_del(struct link *l)
 	link_init(l);
 }
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum conn_state {
 	CONN_LINE,    /* host connected to the hybrid socket; reading "CONNECT <port>\n" */
@@ -86,15 +86,15 @@ struct vsock_conn {
 	size_t line_len;
 
 	/* guest -> host */
-	struct buf to_host;	/* payload not yet written to fd; cap VSOCK_BUF_ALLOC */
-	uint32_t fwd_cnt;	/* bytes written to fd (advertised to the guest) */
-	uint32_t fwd_cnt_sent;	/* fwd_cnt the guest last heard */
-	bool host_shut_wr;	/* shutdown(fd, SHUT_WR) done */
-	uint32_t guest_shut;	/* VSOCK_SHUTDOWN_* received */
+	struct buf to_host;    /* payload not yet written to fd; cap VSOCK_BUF_ALLOC */
+	uint32_t fwd_cnt;      /* bytes written to fd (advertised to the guest) */
+	uint32_t fwd_cnt_sent; /* fwd_cnt the guest last heard */
+	bool host_shut_wr;     /* shutdown(fd, SHUT_WR) done */
+	uint32_t guest_shut;   /* VSOCK_SHUTDOWN_* received */
 
 	/* host -> guest */
-	struct buf to_guest;	/* read from fd, not yet in an rx buffer; cap VSOCK_TO_GUEST_MAX */
-	uint32_t tx_cnt;	/* bytes taken for the guest */
+	struct buf to_guest; /* read from fd, not yet in an rx buffer; cap VSOCK_TO_GUEST_MAX */
+	uint32_t tx_cnt;     /* bytes taken for the guest */
 	uint32_t peer_buf_alloc;
 	uint32_t peer_fwd_cnt;
 	bool host_eof;
@@ -125,10 +125,10 @@ void vsock_hdr_decode(const uint8_t p[VSOCK_HDR_SIZE], struct vsock_hdr *h)
 	uint64_t u64;
 	uint32_t u32;
 	uint16_t u16;
-#define GET(field, off, bits)                                                                      \
-	do {                                                                                       \
-		memcpy(&u##bits, p + (off), sizeof(u##bits));                                      \
-		h->field = le##bits##toh(u##bits);                                                 \
+#define GET(field, off, bits)                                 \
+	do {                                                  \
+		memcpy(&u##bits, p + (off), sizeof(u##bits)); \
+		h->field = le##bits##toh(u##bits);            \
 	} while (0)
 	GET(src_cid, 0, 64);
 	GET(dst_cid, 8, 64);
@@ -148,10 +148,10 @@ void vsock_hdr_encode(const struct vsock_hdr *h, uint8_t p[VSOCK_HDR_SIZE])
 	uint64_t u64;
 	uint32_t u32;
 	uint16_t u16;
-#define PUT(field, off, bits)                                                                      \
-	do {                                                                                       \
-		u##bits = hto##le##bits(h->field);                                                 \
-		memcpy(p + (off), &u##bits, sizeof(u##bits));                                      \
+#define PUT(field, off, bits)                                 \
+	do {                                                  \
+		u##bits = hto##le##bits(h->field);            \
+		memcpy(p + (off), &u##bits, sizeof(u##bits)); \
 	} while (0)
 	PUT(src_cid, 0, 64);
 	PUT(dst_cid, 8, 64);
@@ -193,8 +193,7 @@ static void iov_read(const struct iovec *iov, size_t niov, size_t off, void *dst
 	}
 }
 
-static void iov_write(const struct iovec *iov, size_t niov, size_t off, const void *src,
-		      size_t len)
+static void iov_write(const struct iovec *iov, size_t niov, size_t off, const void *src, size_t len)
 {
 	const uint8_t *s = src;
 	for (size_t i = 0; i < niov && len > 0; i++) {
@@ -515,7 +514,8 @@ static bool conn_flush_host(struct vsock_dev *d, struct vsock_conn *c)
 	}
 	if (c->fwd_cnt - c->fwd_cnt_sent >= VSOCK_BUF_ALLOC / 2)
 		c->pend_credit_update = true;
-	if (buf_len(&c->to_host) == 0 && (c->guest_shut & VSOCK_SHUTDOWN_SEND) && !c->host_shut_wr) {
+	if (buf_len(&c->to_host) == 0 && (c->guest_shut & VSOCK_SHUTDOWN_SEND) &&
+	    !c->host_shut_wr) {
 		(void)shutdown(c->fd, SHUT_WR); /* a peer that is gone already is fine */
 		c->host_shut_wr = true;
 	}
@@ -751,8 +751,9 @@ static bool pkt_conn(struct vsock_dev *d, struct vsock_conn *c, const struct vso
 			return false;
 		uint8_t *p = buf_reserve(&c->to_host, h->len);
 		if (!p) {
-			conn_abort(d, c, buf_room(&c->to_host) < h->len ? "guest overran its credit"
-									 : "out of memory");
+			conn_abort(d, c,
+				   buf_room(&c->to_host) < h->len ? "guest overran its credit"
+								  : "out of memory");
 			return true;
 		}
 		iov_read(iov, niov, VSOCK_HDR_SIZE, p, h->len);

@@ -235,7 +235,8 @@ static void fuzz_script(struct in *in)
 			int sv[2];
 			k = take(in, &p, take8(in) % 48);
 			if (h.npeers >= MAXP ||
-			    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+			    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) <
+				    0)
 				break;
 			if (k)
 				(void)!send(sv[1], p, k, MSG_NOSIGNAL);

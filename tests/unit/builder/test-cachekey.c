@@ -29,7 +29,7 @@ static void test_vectors(void **state)
 	assert_false(sha256_hex_valid(hex));
 
 	/* incremental == one shot */
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	char a[SHA256_HEX_LEN + 1];
 	assert_int_equal(sha256_init(&h), 0);
 	assert_int_equal(sha256_update(&h, "a", 1), 0);
@@ -43,7 +43,7 @@ static void test_vectors(void **state)
 static void test_fields(void **state)
 {
 	char x[SHA256_HEX_LEN + 1], y[SHA256_HEX_LEN + 1];
-	struct sha256 h = {0};
+	struct sha256 h = { 0 };
 	assert_int_equal(sha256_init(&h), 0);
 	assert_int_equal(sha256_field_str(&h, "ab"), 0);
 	assert_int_equal(sha256_field_str(&h, "c"), 0);

@@ -42,7 +42,7 @@ static size_t parse(const uint8_t *p, size_t n, struct rd_entry *out, size_t max
 		assert_true(off + 110 <= n);
 		assert_memory_equal(p + off, "070701", 6);
 		const uint8_t *h = p + off + 6;
-		struct rd_entry e = {0};
+		struct rd_entry e = { 0 };
 		e.ino = hex8(h);
 		e.mode = hex8(h + 8);
 		e.uid = hex8(h + 16);
@@ -108,8 +108,8 @@ static void test_cpio_format(void **state)
 	assert_int_equal(cpio_write(c, &b), 0);
 	size_t n = parse(buf_head(&b), buf_len(&b), e, ELEMENTSOF(e));
 	assert_int_equal(n, 8);
-	const char *want[] = {"dev",  "dev/console", "etc",	"etc/hostname",
-			      "init", "usr",	     "usr/bin", "usr/bin/agent"};
+	const char *want[] = { "dev",  "dev/console", "etc",	 "etc/hostname",
+			       "init", "usr",	      "usr/bin", "usr/bin/agent" };
 	for (size_t i = 0; i < n; i++) {
 		assert_string_equal(e[i].name, want[i]);
 		assert_int_equal(e[i].ino, i + 1);
@@ -228,8 +228,8 @@ static void test_applets(void **state)
 	strv_free(v);
 	v = NULL;
 
-	const char *bads[] = {"bin/ls\n../etc/passwd\n", "bin/ls\n/abs\n",   "bin/ls\nbin/a b\n",
-			      "bin/ls\nbin/\n",		 "bin/ls\nbin//x\n", "bin/ls\nbin/./x\n"};
+	const char *bads[] = { "bin/ls\n../etc/passwd\n", "bin/ls\n/abs\n",   "bin/ls\nbin/a b\n",
+			       "bin/ls\nbin/\n",	  "bin/ls\nbin//x\n", "bin/ls\nbin/./x\n" };
 	for (size_t i = 0; i < ELEMENTSOF(bads); i++) {
 		bad = 0;
 		assert_int_equal(initramfs_parse_applets(bads[i], 1, &v, &bad), -EBADMSG);
@@ -249,12 +249,12 @@ static void test_applets(void **state)
 static void test_layout(void **state)
 {
 	_cleanup_cpio_ struct cpio *c = cpio_new();
-	char *applets[] = {"bin/sh", "bin/busybox", "sbin/reboot", "usr/bin/env", "init", NULL};
-	struct initramfs_inputs in = {.guest = "GUEST",
-				      .guest_len = 5,
-				      .busybox = "BB",
-				      .busybox_len = 2,
-				      .applets = applets};
+	char *applets[] = { "bin/sh", "bin/busybox", "sbin/reboot", "usr/bin/env", "init", NULL };
+	struct initramfs_inputs in = { .guest = "GUEST",
+				       .guest_len = 5,
+				       .busybox = "BB",
+				       .busybox_len = 2,
+				       .applets = applets };
 	struct buf b;
 	struct rd_entry e[64];
 
@@ -303,8 +303,8 @@ static void test_layout(void **state)
 /* A minimal ELF image: header + program headers, with or without PT_INTERP. */
 static void make_elf(uint8_t *img, size_t n, int interp, uint16_t machine)
 {
-	Elf64_Ehdr eh = {0};
-	Elf64_Phdr ph[2] = {{0}};
+	Elf64_Ehdr eh = { 0 };
+	Elf64_Phdr ph[2] = { { 0 } };
 	memset(img, 0, n);
 	memcpy(eh.e_ident, ELFMAG, SELFMAG);
 	eh.e_ident[EI_CLASS] = ELFCLASS64;
@@ -369,7 +369,7 @@ static void test_gzip(void **state)
 
 	/* round trip */
 	_cleanup_free_ uint8_t *out = malloc(buf_len(&in));
-	z_stream zs = {0};
+	z_stream zs = { 0 };
 	assert_int_equal(inflateInit2(&zs, 15 + 16), Z_OK);
 	zs.next_in = (Bytef *)(uintptr_t)buf_head(&a);
 	zs.avail_in = (uInt)buf_len(&a);

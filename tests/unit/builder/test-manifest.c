@@ -24,7 +24,7 @@ static void put(const char *name, const char *text)
 
 static int setup(void **state)
 {
-	struct manifest m = {.name = "minimal", .arch = "x86_64", .created = NULL};
+	struct manifest m = { .name = "minimal", .arch = "x86_64", .created = NULL };
 	assert_non_null(mkdtemp(dir));
 	put("vmlinuz", "kernel bytes");
 	put("initrd.img", "initrd bytes, a few more of them");
@@ -110,30 +110,30 @@ static void test_bad_manifests(void **state)
 	static const struct {
 		const char *json, *needle;
 	} cases[] = {
-		{"not json", "not valid JSON"},
-		{"[]", "not a JSON object"},
-		{"{\"format\": 2}", "\"format\" must be 1"},
-		{"{\"format\": 1, \"format\": 1}", "not valid JSON"}, /* duplicate key */
-		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\"}",
-		 "\"kernel\" is missing"},
-		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
-		 "\"kernel\": {\"file\": \"../../etc/passwd\", \"sha256\": \"00\", \"size\": 1}}",
-		 "kernel.file must be a plain file name"},
-		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
-		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": \"00\", \"size\": 1}}",
-		 "kernel.sha256 must be 64"},
-		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
-		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
-		 "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
-		 "\"size\": -1}}",
-		 "kernel.size must be a non-negative"},
-		{"{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
-		 "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
-		 "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
-		 "\"size\": 0}}",
-		 "kernel.version must be a string"},
-		{"{\"format\": 1, \"name\": \"\", \"arch\": \"x86_64\", \"created\": \"t\"}",
-		 "\"name\" must be a non-empty string"},
+		{ "not json", "not valid JSON" },
+		{ "[]", "not a JSON object" },
+		{ "{\"format\": 2}", "\"format\" must be 1" },
+		{ "{\"format\": 1, \"format\": 1}", "not valid JSON" }, /* duplicate key */
+		{ "{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\"}",
+		  "\"kernel\" is missing" },
+		{ "{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		  "\"kernel\": {\"file\": \"../../etc/passwd\", \"sha256\": \"00\", \"size\": 1}}",
+		  "kernel.file must be a plain file name" },
+		{ "{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		  "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": \"00\", \"size\": 1}}",
+		  "kernel.sha256 must be 64" },
+		{ "{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		  "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
+		  "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
+		  "\"size\": -1}}",
+		  "kernel.size must be a non-negative" },
+		{ "{\"format\": 1, \"name\": \"m\", \"arch\": \"x86_64\", \"created\": \"t\", "
+		  "\"kernel\": {\"file\": \"vmlinuz\", \"sha256\": "
+		  "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\", "
+		  "\"size\": 0}}",
+		  "kernel.version must be a string" },
+		{ "{\"format\": 1, \"name\": \"\", \"arch\": \"x86_64\", \"created\": \"t\"}",
+		  "\"name\" must be a non-empty string" },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
 		put("manifest.json", cases[i].json);
@@ -156,10 +156,10 @@ static void test_bad_manifests(void **state)
 
 static void test_write_rejects(void **state)
 {
-	struct manifest m = {.name = "x", .arch = "x86_64"};
+	struct manifest m = { .name = "x", .arch = "x86_64" };
 	/* no assets filled in */
 	assert_int_equal(manifest_write(dir, &m), -EINVAL);
-	struct manifest_asset a = {0};
+	struct manifest_asset a = { 0 };
 	assert_int_equal(manifest_asset_from_file(&a, dir, "../vmlinuz", NULL), -EINVAL);
 	assert_int_equal(manifest_asset_from_file(&a, dir, ".hidden", NULL), -EINVAL);
 	assert_int_equal(manifest_asset_from_file(&a, dir, "missing", NULL), -ENOENT);

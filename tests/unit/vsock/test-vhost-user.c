@@ -60,7 +60,7 @@ static void test_decode(void **state)
 	assert_int_equal(vhost_user_decode(m.b, m.len, 1, &d), -EBADMSG); /* stray fd */
 	assert_int_equal(vhost_user_decode(m.b, 11, 0, &d), -EBADMSG);
 	assert_int_equal(vhost_user_decode(m.b, m.len + 1, 0, &d), -EBADMSG); /* size mismatch */
-	mk(&m, VHOST_USER_GET_FEATURES, 2, NULL, 0);				/* version 2 */
+	mk(&m, VHOST_USER_GET_FEATURES, 2, NULL, 0);			      /* version 2 */
 	assert_int_equal(vhost_user_decode(m.b, m.len, 0, &d), -EBADMSG);
 	mk(&m, VHOST_USER_GET_FEATURES, V | VHOST_USER_FLAG_REPLY, NULL, 0);
 	assert_int_equal(vhost_user_decode(m.b, m.len, 0, &d), -EBADMSG);
@@ -539,8 +539,8 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_decode), T(test_features),   T(test_config),
-		T(test_unknown_and_fds),	T(test_mem_and_rings), T(test_framing),
+		cmocka_unit_test(test_decode), T(test_features),      T(test_config),
+		T(test_unknown_and_fds),       T(test_mem_and_rings), T(test_framing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,7 +173,8 @@ static void test_chain_self_loop(void **state)
 	struct fx *f = *state;
 	struct fakeq *q = &f->q;
 	struct vq_chain ch;
-	fq_set_desc(q, 4, fm_alloc(&f->m, 8, 8), 0, VRING_DESC_F_NEXT, 4); /* zero-length, to itself */
+	fq_set_desc(q, 4, fm_alloc(&f->m, 8, 8), 0, VRING_DESC_F_NEXT,
+		    4); /* zero-length, to itself */
 	fq_publish(q, 4);
 	assert_int_equal(vq_pop(&q->vq, &f->m.gm, &ch), -EIO);
 }
@@ -251,11 +252,11 @@ static void test_desc_outside(void **state)
 	struct fakeq *q = &f->q;
 	struct vq_chain ch;
 	const uint64_t bad[][2] = {
-		{ 0, 16 },			  /* below RAM */
-		{ GPA + MEMSZ, 1 },		  /* just past the end */
-		{ GPA + MEMSZ - 8, 16 },	  /* straddles the end */
-		{ UINT64_MAX - 7, 16 },		  /* addr + len wraps */
-		{ GPA + 16, UINT32_MAX },	  /* len past the end */
+		{ 0, 16 },		  /* below RAM */
+		{ GPA + MEMSZ, 1 },	  /* just past the end */
+		{ GPA + MEMSZ - 8, 16 },  /* straddles the end */
+		{ UINT64_MAX - 7, 16 },	  /* addr + len wraps */
+		{ GPA + 16, UINT32_MAX }, /* len past the end */
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		struct fx *g;

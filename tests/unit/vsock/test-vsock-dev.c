@@ -376,7 +376,7 @@ static void test_credit(void **state)
 	assert_int_equal(write(p, big, sizeof(big)), (ssize_t)sizeof(big));
 	pump(h);
 	assert_int_equal(drain_rw(h, &creq), 100); /* exactly the guest's credit */
-	assert_int_equal(creq, 1);		    /* and we asked for more, once */
+	assert_int_equal(creq, 1);		   /* and we asked for more, once */
 	pump(h);
 	assert_int_equal(drain_rw(h, NULL), 0);
 
@@ -732,7 +732,7 @@ static void test_connect_line_garbage(void **state)
 		"CONNECT 5 \n",
 		"connect 5\n",
 		"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* 40 bytes, no newline */
-		"CONNECT 5",				     /* then EOF */
+		"CONNECT 5",				    /* then EOF */
 	};
 	post_rx(h, 4, 4096);
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {

@@ -32,7 +32,7 @@ IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.join(
     os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images"))
 IMAGE = os.path.join(IMAGES, "minimal")
 CAPSEM_VM = os.path.join(BUILD, "src", "vm", "capsem-vm")
-KERNEL = os.path.join(IMAGE, "vmlinuz")
+KERNEL = os.path.join(IMAGE, "vmlinux")
 INITRD = os.path.join(IMAGE, "initrd.img")
 
 
@@ -60,7 +60,7 @@ def bare_accel():
 def bare_boot_ms():
     """QEMU with the same machine, kernel and initramfs; PID 1 prints one line and reboots."""
     accel = bare_accel()
-    args = ["qemu-system-x86_64", "-M", "microvm,acpi=off,x-option-roms=off,rtc=off,memory-backend=mem",
+    args = ["qemu-system-x86_64", "-M", "microvm,acpi=off,x-option-roms=off,memory-backend=mem",
             "-accel", accel, "-smp", "1", "-m", "512M",
             "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
             "-global", "virtio-mmio.force-legacy=false", "-nodefaults", "-no-user-config",

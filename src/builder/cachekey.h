@@ -15,7 +15,7 @@
 
 /* Bump when the kernel build steps change (the string is hashed, so any edit is a new key). */
 #define CACHEKEY_KERNEL_RECIPE                                                              \
-	"capsem-kernel/2: tinyconfig, merge_config.sh -m fragment, olddefconfig, bzImage, " \
+	"capsem-kernel/3: tinyconfig, merge_config.sh -m fragment, olddefconfig, vmlinux stripped, " \
 	"KBUILD_BUILD_{USER,HOST}=capsem VERSION=1 TIMESTAMP=tarball mtime"
 #define CACHEKEY_INITRAMFS_RECIPE                                                                \
 	"capsem-initramfs/1: newc, sorted, uid/gid/mtime 0, /init + capsem-agent link, busybox " \

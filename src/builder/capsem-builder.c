@@ -23,7 +23,7 @@ static void help(void)
 	       "(default ~/.cache/capsem).\n"
 	       "\n"
 	       "Commands:\n"
-	       "  kernel     build the guest kernel (bzImage) from Debian's linux-source-6.1\n"
+	       "  kernel     build the guest kernel (ELF vmlinux) from Debian's linux-source-6.1\n"
 	       "  initramfs  build the minimal initramfs (capsem-guest as /init + busybox)\n"
 	       "  image      kernel + initramfs installed as an image with a SHA-256 manifest\n"
 	       "  verify     check an image directory against its manifest\n"

@@ -1,5 +1,5 @@
 /* image.c - "image": build (or find) the kernel and the initramfs, then install them as
- * <images>/<name>/{vmlinuz,initrd.img,manifest.json}; "verify": check an image directory.
+ * <images>/<name>/{vmlinux,initrd.img,manifest.json}; "verify": check an image directory.
  *
  * Installation is atomic for readers: the three files are written into a staging directory next
  * to the image, the manifest is verified there, and the staging directory is swapped with the old
@@ -28,7 +28,7 @@
 #define CAPSEM_SOURCE_ROOT "."
 #endif
 
-#define KERNEL_FILE "vmlinuz"
+#define KERNEL_FILE "vmlinux"
 #define INITRD_FILE "initrd.img"
 
 /* Image names become directory names: [A-Za-z0-9._-], 1..64, not starting with '.'. */
@@ -125,7 +125,7 @@ static void image_help(void)
 	printf("Usage: capsem-builder image --guest-bin FILE [OPTIONS]\n"
 	       "\n"
 	       "Build (or find in the cache) the guest kernel and the minimal initramfs, then\n"
-	       "install them as IMAGES/NAME/{vmlinuz,initrd.img,manifest.json} atomically and "
+	       "install them as IMAGES/NAME/{vmlinux,initrd.img,manifest.json} atomically and "
 	       "verify\n"
 	       "the result. Prints the image directory.\n"
 	       "\n"

@@ -1,10 +1,11 @@
-/* kbuild.h - the "kernel" step: build the guest bzImage from Debian's linux-source-6.1 and a
+/* kbuild.h - the "kernel" step: build the guest kernel (stripped ELF vmlinux) from Debian's linux-source-6.1 and a
  * config fragment, cached under <cache>/kernel/<key16>/ (see kbuild.c for the layout). */
 #pragma once
 
 #include "sha256.h"
 
 #define KBUILD_ARCH "x86_64"
+#define KBUILD_FILE "vmlinux" /* stripped ELF with a PVH entry note */
 
 struct kbuild_opts {
 	const char *fragment; /* config fragment path */
@@ -16,7 +17,7 @@ struct kbuild_opts {
 struct kbuild_result {
 	char key[SHA256_HEX_LEN + 1];
 	char *dir;     /* <cache>/kernel/<key16> */
-	char *path;    /* <dir>/bzImage */
+	char *path;    /* <dir>/vmlinux */
 	char *release; /* kernel release, e.g. "6.1.192-capsem" */
 	double seconds;
 	int cached; /* 1 when nothing had to be built */

@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "fdutil.h"
 #include "log.h"
+#include "manifest.h"
 #include "macro.h"
 #include "parse.h"
 #include "proto.h"
@@ -403,6 +404,8 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 	int r = 0;
 
 	if (!o->kernel || !o->initrd) {
+		_cleanup_free_ char *err = NULL;
+		struct manifest *m = NULL;
 		imgdir = cli_image_dir(o->image);
 		if (!imgdir)
 			return -ENOMEM;
@@ -412,8 +415,20 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 				  o->image, imgdir);
 			return -ENOENT;
 		}
-		if (asprintf(&kernel, "%s/vmlinuz", imgdir) < 0 ||
-		    asprintf(&initrd, "%s/initrd.img", imgdir) < 0)
+		/* every asset is checked against the image's manifest before it boots */
+		r = manifest_verify(imgdir, &err);
+		if (r < 0) {
+			log_error("image '%s' failed verification: %s", o->image,
+				  err ? err : strerror(-r));
+			return r;
+		}
+		r = manifest_load(imgdir, &m);
+		if (r < 0)
+			return log_error_errno(r, "image '%s': cannot read its manifest", o->image);
+		kernel = strdup(m->kernel.path);
+		initrd = strdup(m->initrd.path);
+		manifest_free(m);
+		if (!kernel || !initrd)
 			return -ENOMEM;
 	}
 	r |= strv_push(&a, "--vmdir");

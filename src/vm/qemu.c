@@ -37,7 +37,7 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 		r |= strv_pushf(&v, "capsem:%s", c->name);
 	}
 	r |= strv_push(&v, "-M");
-	r |= strv_push(&v, "microvm,acpi=off,x-option-roms=off,rtc=off,memory-backend=mem");
+	r |= strv_push(&v, "microvm,acpi=off,x-option-roms=off,memory-backend=mem");
 	r |= strv_push(&v, "-accel");
 	r |= strv_push(&v, c->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
 	if (c->accel == VM_ACCEL_KVM) {

@@ -21,7 +21,7 @@ IMAGE = os.path.join(IMAGES, "minimal")
 
 
 def need_image():
-    if not os.path.exists(os.path.join(IMAGE, "vmlinuz")):
+    if not os.path.exists(os.path.join(IMAGE, "vmlinux")):
         pytest.fail(f"the minimal image is missing at {IMAGE}: run `make image` first")
 
 
@@ -73,7 +73,7 @@ class VM:
     def __init__(self, vmdir, *extra):
         self.vmdir = vmdir
         self.proc = subprocess.Popen(
-            [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinuz"),
+            [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinux"),
              "--initrd", os.path.join(IMAGE, "initrd.img"), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.ready = None

@@ -8,7 +8,7 @@ from conftest import CAPSEM_VM, IMAGE, need_image, procs_mentioning
 
 def start(vmdir, *extra, timeout=120):
     need_image()
-    p = subprocess.run([CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinuz"),
+    p = subprocess.run([CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinux"),
                         "--initrd", os.path.join(IMAGE, "initrd.img"), *extra],
                        capture_output=True, timeout=timeout)
     events = [json.loads(line) for line in p.stdout.splitlines()]

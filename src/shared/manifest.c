@@ -152,28 +152,17 @@ static int parse_asset(json_t *root, const char *key, const char *dir, int want_
 	return 0;
 }
 
-static int load_full(const char *image_dir, struct manifest **ret, char **ret_error)
+int manifest_parse(const char *text, size_t len, const char *image_dir, const char *mpath,
+		   struct manifest **ret, char **ret_error)
 {
-	_cleanup_free_ char *mpath = NULL, *text = NULL;
 	_cleanup_manifest_ struct manifest *m = NULL;
-	size_t len = 0;
 	json_error_t jerr;
 	json_t *root, *fmt;
 	int r;
 
-	if (!image_dir || !*image_dir)
-		return set_error(ret_error, -EINVAL, "no image directory given");
-	if (asprintf(&mpath, "%s/%s", image_dir, MANIFEST_FILENAME) < 0) {
-		mpath = NULL;
-		return -ENOMEM;
-	}
-	r = read_file_small(mpath, MANIFEST_MAX_BYTES, &text, &len);
-	if (r == -EFBIG)
-		return set_error(ret_error, r, "%s: larger than %d bytes", mpath,
+	if (len > MANIFEST_MAX_BYTES)
+		return set_error(ret_error, -EFBIG, "%s: larger than %d bytes", mpath,
 				 MANIFEST_MAX_BYTES);
-	if (r < 0)
-		return set_error(ret_error, r, "%s: %s", mpath, strerror(-r));
-
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return set_error(ret_error, -EBADMSG, "%s: not valid JSON (line %d: %s)", mpath,
@@ -221,6 +210,27 @@ out:
 		return r;
 	*ret = TAKE_PTR(m);
 	return 0;
+}
+
+static int load_full(const char *image_dir, struct manifest **ret, char **ret_error)
+{
+	_cleanup_free_ char *mpath = NULL, *text = NULL;
+	size_t len = 0;
+	int r;
+
+	if (!image_dir || !*image_dir)
+		return set_error(ret_error, -EINVAL, "no image directory given");
+	if (asprintf(&mpath, "%s/%s", image_dir, MANIFEST_FILENAME) < 0) {
+		mpath = NULL;
+		return -ENOMEM;
+	}
+	r = read_file_small(mpath, MANIFEST_MAX_BYTES, &text, &len);
+	if (r == -EFBIG)
+		return set_error(ret_error, r, "%s: larger than %d bytes", mpath,
+				 MANIFEST_MAX_BYTES);
+	if (r < 0)
+		return set_error(ret_error, r, "%s: %s", mpath, strerror(-r));
+	return manifest_parse(text, len, image_dir, mpath, ret, ret_error);
 }
 
 int manifest_load(const char *image_dir, struct manifest **ret)

@@ -57,6 +57,11 @@ struct manifest {
  * initrd.path are ready to hand to QEMU. Returns 0, -ENOENT when there is no manifest, -EFBIG
  * when it is over the size cap, -EBADMSG when it is malformed, or another -errno. */
 int manifest_load(const char *image_dir, struct manifest **ret);
+/* The parser behind manifest_load, on text already read (a file that may have been tampered
+ * with: hostile). mpath names it in messages. Same returns as manifest_load; *ret_error (may be
+ * NULL) gets a message on failure. */
+int manifest_parse(const char *text, size_t len, const char *image_dir, const char *mpath,
+		   struct manifest **ret, char **ret_error);
 
 /* Load the manifest and check every file it names: a regular file (symlinks are refused), the
  * recorded size, then the SHA-256 of its contents. Returns 0 when all match. Otherwise -errno

@@ -447,6 +447,7 @@ int vhost_user_dev_message(struct vhost_user_dev *d, const uint8_t *p, size_t le
 	} else if (r < 0) {
 		log_debug("vhost-user: malformed message");
 	} else {
+		log_debug("vhost-user: request %u", m.request);
 		r = handle(d, &m, fds, &replied);
 		if (r < 0)
 			log_debug_errno(r, "vhost-user: request %u failed", m.request);

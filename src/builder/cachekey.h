@@ -14,8 +14,9 @@
 #define CACHEKEY_SHORT_LEN 16
 
 /* Bump when the kernel build steps change (the string is hashed, so any edit is a new key). */
-#define CACHEKEY_KERNEL_RECIPE                                                              \
-	"capsem-kernel/3: tinyconfig, merge_config.sh -m fragment, olddefconfig, vmlinux stripped, " \
+#define CACHEKEY_KERNEL_RECIPE                                                             \
+	"capsem-kernel/3: tinyconfig, merge_config.sh -m fragment, olddefconfig, vmlinux " \
+	"stripped, "                                                                       \
 	"KBUILD_BUILD_{USER,HOST}=capsem VERSION=1 TIMESTAMP=tarball mtime"
 #define CACHEKEY_INITRAMFS_RECIPE                                                                \
 	"capsem-initramfs/1: newc, sorted, uid/gid/mtime 0, /init + capsem-agent link, busybox " \

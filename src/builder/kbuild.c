@@ -386,7 +386,8 @@ static int store(const struct kbuild_opts *o, const char *builddir, const char *
 		r = util_mkdtemp(parent, "kernel", &stage);
 	if (r < 0)
 		return log_error_errno(r, "kernel: cannot create a directory in %s", parent);
-	if (asprintf(&dst, "%s/" KBUILD_FILE, stage) < 0 || asprintf(&cfg_dst, "%s/config", stage) < 0)
+	if (asprintf(&dst, "%s/" KBUILD_FILE, stage) < 0 ||
+	    asprintf(&cfg_dst, "%s/config", stage) < 0)
 		return log_oom();
 	/* The ELF vmlinux, stripped: QEMU boots it through its PVH entry point, which skips the
 	 * bzImage's self-decompression (about 1 s under TCG emulation). */
@@ -395,7 +396,8 @@ static int store(const struct kbuild_opts *o, const char *builddir, const char *
 	r = run_capture(strip, 4096, &strip_out);
 	if (r != 0) {
 		rm_rf(stage);
-		return log_error_errno(r < 0 ? r : -EIO, "kernel: cannot strip %s into %s", src, dst);
+		return log_error_errno(r < 0 ? r : -EIO, "kernel: cannot strip %s into %s", src,
+				       dst);
 	}
 	r = util_copy_atomic(cfg, cfg_dst, 0644);
 	if (r < 0) {
@@ -583,9 +585,11 @@ static void kernel_help(void)
 {
 	printf("Usage: capsem-builder kernel [OPTIONS]\n"
 	       "\n"
-	       "Build the guest kernel (stripped ELF vmlinux, PVH boot) from Debian's linux-source-6.1: make tinyconfig,\n"
+	       "Build the guest kernel (stripped ELF vmlinux, PVH boot) from Debian's "
+	       "linux-source-6.1: make tinyconfig,\n"
 	       "merge the config fragment, make olddefconfig, check that every option of the\n"
-	       "fragment stuck, make vmlinux, strip it. Cached by a hash of source version + fragment + "
+	       "fragment stuck, make vmlinux, strip it. Cached by a hash of source version + "
+	       "fragment + "
 	       "arch;\n"
 	       "a cached kernel is returned at once. Prints the kernel's path.\n"
 	       "\n"

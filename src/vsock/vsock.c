@@ -24,6 +24,7 @@
 #include "vsock_dev.h"
 
 #define TX_BUDGET 256u
+#define ACCEPT_RETRY_MS 100
 #define Q_RX 0u
 #define Q_TX 1u
 
@@ -62,6 +63,8 @@ struct vsock_backend {
 	unsigned handles; /* open uv handles (closing ones included) */
 	bool closing;
 	bool processing, again;
+	uv_timer_t retry; /* re-arms the listeners after an accept() failure */
+	bool retry_init;
 	bool vhost_created, uds_created;
 };
 
@@ -88,6 +91,14 @@ static void bpoll_closed(uv_handle_t *h)
 	struct bpoll *p = h->data;
 	struct vsock_backend *b = p->b;
 	free(p);
+	b->handles--;
+	if (b->closing && b->handles == 0)
+		backend_release(b);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct vsock_backend *b = h->data;
 	b->handles--;
 	if (b->closing && b->handles == 0)
 		backend_release(b);
@@ -317,14 +328,39 @@ static void vhost_conn_io(struct vsock_backend *b, int status, int events)
 	vhost_conn_update(b);
 }
 
+static void listeners_resume(uv_timer_t *t)
+{
+	struct vsock_backend *b = t->data;
+	if (b->closing)
+		return;
+	uv_poll_start(&b->vhost_listen->h, UV_READABLE, poll_cb);
+	uv_poll_start(&b->uds_listen->h, UV_READABLE, poll_cb);
+}
+
+/* accept() failed for want of fds or memory: stop polling that listener (it would fire again at
+ * once) and try again a little later. */
+static void listener_pause(struct vsock_backend *b, struct bpoll *l, const char *what)
+{
+	uv_poll_stop(&l->h);
+	uv_timer_start(&b->retry, listeners_resume, ACCEPT_RETRY_MS, 0);
+	report(b, what);
+}
+
+static bool accept_retry(int err)
+{
+	return err == EINTR || err == ECONNABORTED;
+}
+
 static void vhost_accept(struct vsock_backend *b)
 {
 	for (;;) {
 		int fd = accept4(b->vhost_listen->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				report(b, "vsock: accept on the vhost-user socket failed");
+			if (accept_retry(errno))
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				listener_pause(b, b->vhost_listen,
+					       "vsock: accept on the vhost-user socket failed");
 			return;
 		}
 		if (b->vhost_conn) {
@@ -345,9 +381,11 @@ static void uds_accept(struct vsock_backend *b)
 	for (;;) {
 		int fd = accept4(b->uds_listen->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				report(b, "vsock: accept on the hybrid socket failed");
+			if (accept_retry(errno))
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				listener_pause(b, b->uds_listen,
+					       "vsock: accept on the hybrid socket failed");
 			return;
 		}
 		int r = vsock_dev_host_accept(b->dev, fd);
@@ -428,6 +466,23 @@ static int listen_unix(const char *path)
 	return TAKE_FD(fd);
 }
 
+/* Both listening sockets; they are created before any libuv handle so that the usual failures
+ * (bad path, stale non-socket file) leave nothing behind. */
+static int backend_listen(struct vsock_backend *b, int *ret_vfd, int *ret_ufd)
+{
+	_cleanup_close_ int vfd = listen_unix(b->vhost_path);
+	if (vfd < 0)
+		return vfd;
+	b->vhost_created = true;
+	int ufd = listen_unix(b->uds_path);
+	if (ufd < 0)
+		return ufd;
+	b->uds_created = true;
+	*ret_vfd = TAKE_FD(vfd);
+	*ret_ufd = ufd;
+	return 0;
+}
+
 int vsock_backend_new(uv_loop_t *loop, const struct vsock_backend_config *cfg,
 		      struct vsock_backend **ret)
 {
@@ -444,6 +499,7 @@ int vsock_backend_new(uv_loop_t *loop, const struct vsock_backend_config *cfg,
 	b->vhost_path = strdup(cfg->vhost_socket);
 	b->uds_path = strdup(cfg->uds_path);
 	vhost_user_dev_init(&b->vu, cfg->guest_cid, &vu_ops, b);
+	int vfd = -1, ufd = -1;
 	if (!b->vhost_path || !b->uds_path) {
 		r = -ENOMEM;
 		goto fail;
@@ -451,34 +507,30 @@ int vsock_backend_new(uv_loop_t *loop, const struct vsock_backend_config *cfg,
 	r = vsock_dev_new(cfg->guest_cid, &dev_ops, b, &b->dev);
 	if (r < 0)
 		goto fail;
+	r = backend_listen(b, &vfd, &ufd);
+	if (r < 0)
+		goto fail;
 
-	int fd = listen_unix(b->vhost_path);
-	if (fd < 0) {
-		r = fd;
-		goto fail;
-	}
-	b->vhost_created = true;
-	b->vhost_listen = bpoll_new(b, fd, P_VHOST_LISTEN, UV_READABLE);
-	if (!b->vhost_listen) {
-		safe_close(fd);
-		r = -ENOMEM;
-		goto fail;
-	}
-	fd = listen_unix(b->uds_path);
-	if (fd < 0) {
-		r = fd;
-		goto fail;
-	}
-	b->uds_created = true;
-	b->uds_listen = bpoll_new(b, fd, P_UDS_LISTEN, UV_READABLE);
-	if (!b->uds_listen) {
-		safe_close(fd);
+	/* libuv handles from here on; only memory can run out */
+	uv_timer_init(loop, &b->retry);
+	b->retry.data = b;
+	b->handles++;
+	b->retry_init = true;
+	b->vhost_listen = bpoll_new(b, vfd, P_VHOST_LISTEN, UV_READABLE);
+	if (b->vhost_listen)
+		vfd = -1;
+	b->uds_listen = bpoll_new(b, ufd, P_UDS_LISTEN, UV_READABLE);
+	if (b->uds_listen)
+		ufd = -1;
+	if (!b->vhost_listen || !b->uds_listen) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	*ret = b;
 	return 0;
 fail:
+	safe_close(vfd);
+	safe_close(ufd);
 	vsock_backend_free(b);
 	return r;
 }
@@ -495,6 +547,8 @@ void vsock_backend_free(struct vsock_backend *b)
 		bpoll_close(b->kick[q], false);
 		b->kick[q] = NULL;
 	}
+	if (b->retry_init)
+		uv_close((uv_handle_t *)&b->retry, timer_closed);
 	bpoll_close(b->vhost_conn, true);
 	bpoll_close(b->vhost_listen, true);
 	bpoll_close(b->uds_listen, true);

@@ -26,7 +26,9 @@ struct vsock_backend_config {
 	uint64_t guest_cid;	  /* >= 3 */
 	/* Called (on the loop thread) when the device is broken by the guest ("vsock: guest broke
 	 * the tx queue"), or QEMU disconnected ("vsock: QEMU disconnected"), or a listener failed.
-	 * Informational: the back end keeps running (listening for QEMU again). May be NULL. */
+	 * Informational: the back end keeps running (listening for QEMU again). It is called from
+	 * inside the back end's callbacks: do not free the back end from it directly (defer, e.g.
+	 * with a timer). May be NULL. */
 	void (*on_error)(void *userdata, const char *what);
 	void *userdata;
 };
@@ -34,7 +36,8 @@ struct vsock_backend_config {
 /* Create both listening sockets (a stale socket file is replaced; mode 0600; CLOEXEC, non-
  * blocking) and start serving on loop. The strings in cfg are copied. Returns 0, -EINVAL (bad
  * CID, missing path), -ENAMETOOLONG, -EEXIST (a path exists and is not a socket) or -errno;
- * *ret is set only on success. */
+ * *ret is set only on success. On failure nothing is left to clean up (except after running
+ * out of memory while creating libuv handles: those are closed, and freed when the loop runs). */
 int vsock_backend_new(uv_loop_t *loop, const struct vsock_backend_config *cfg,
 		      struct vsock_backend **ret);
 /* Close every handle and unlink the sockets it created; memory is released from close callbacks,

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -504,6 +505,29 @@ static void test_many_tx(void **state)
 	assert_int_equal(fq_used_idx(&t->q[1]), 401);
 }
 
+static void test_accept_emfile(void **state)
+{
+	/* out of fds: the listener pauses (no busy loop), reports, and resumes later */
+	struct t *t = *state;
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_true(q_u64(t, VHOST_USER_GET_QUEUE_NUM, V) >= 2); /* QEMU's connection is in */
+	int c = connect_to(t->uds);
+	assert_int_equal(write(c, "HELLO\n", 6), 6);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	close(lowest);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest; /* no new fd can be opened */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	run_until(t, got_error, NULL);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_string_equal(t->errors[0], "vsock: accept on the hybrid socket failed");
+	/* resumed: the garbage line is read and the connection closed */
+	read_eof(t, c);
+	close(c);
+}
+
 int main(void)
 {
 	/* libuv opens a process-wide pipe with its first loop: do it before fds are counted */
@@ -512,10 +536,8 @@ int main(void)
 	uv_loop_close(&l);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_listeners),
-		T(test_end_to_end),
-		T(test_guest_breaks_tx),
-		T(test_many_tx),
+		T(test_listeners), T(test_end_to_end),	  T(test_guest_breaks_tx),
+		T(test_many_tx),   T(test_accept_emfile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,11 @@
 /* init.c - capsem-init, PID 1 of the guest (the initramfs's /init).
  *
  * Boot: mount proc, sysfs, devtmpfs, devpts (a private instance, /dev/ptmx -> pts/ptmx), tmpfs
- * on /dev/shm, /tmp and /run; create /root; bring up lo; set PATH and HOME; start capsem-agent
+ * on /dev/shm, /tmp and /run; create /root; if the host attached a disk (/dev/vda, ext4), mount
+ * it on /mnt/capsem-disk and bind its root/ onto /root (stage "disk", or "disk_failed" and the
+ * boot goes on without it); mount the host's 9p shares named on the kernel command line
+ * (bootargs.h; stage "mounts", or "mounts_failed" if any failed); bring up lo; set PATH and
+ * HOME; start capsem-agent
  * (this same binary, re-executed through /proc/self/exe as "capsem-agent") with the boot stages
  * timed so far on its command line: --boot-stages name=usec,... (CLOCK_BOOTTIME, see stages.h).
  * Each step is on the boot critical path: no forks besides the agent, no waiting.
@@ -9,11 +13,13 @@
  * Then PID 1 duty: reap every zombie, forever. If the agent dies, say so on /dev/console (the
  * serial port the host logs) and power off so the host notices. SIGTERM, SIGUSR1, SIGUSR2,
  * SIGINT (ctrl-alt-del) and SIGPWR all power off: SIGTERM to every process, up to
- * INIT_GRACE_MS for them to exit, SIGKILL, sync, reboot(RB_AUTOBOOT). QEMU runs with -no-reboot
- * and the kernel with reboot=t, so a reboot ends QEMU.
+ * INIT_GRACE_MS for them to exit, SIGKILL, unmount the shares and the disk (remount it read-only
+ * if it is still busy) so that ext4 is clean, sync, reboot(RB_AUTOBOOT). QEMU runs with
+ * -no-reboot and the kernel with reboot=t, so a reboot ends QEMU.
  *
- * Trust boundary: none crossed here; init reads nothing from the host (the kernel command line
- * is ignored). Runs as PID 1, single-threaded; signals are blocked and read from a signalfd.
+ * Trust boundary: the kernel command line comes from the host and is parsed strictly
+ * (bootargs.c); the disk's file system is the host's too (the kernel's ext4 driver reads it).
+ * Runs as PID 1, single-threaded; signals are blocked and read from a signalfd.
  */
 #include "init.h"
 
@@ -31,12 +37,18 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "bootargs.h"
+#include "fdutil.h"
 #include "log.h"
 #include "macro.h"
 #include "stages.h"
 
 #define INIT_GRACE_MS 1000
 #define INIT_KILL_WAIT_MS 1000
+#define INIT_DISK_DEV "/dev/vda"
+#define INIT_DISK_DIR "/mnt/capsem-disk"
+#define INIT_DISK_ROOT INIT_DISK_DIR "/root"
+#define INIT_9P_OPTS "trans=virtio,version=9p2000.L,msize=262144"
 
 extern char **environ;
 
@@ -46,6 +58,10 @@ struct init {
 	pid_t agent;
 	int shutting_down; /* agent exits are expected from now on */
 	int agent_died;	   /* the agent exited on its own: power off */
+	int disk_mounted;  /* INIT_DISK_DIR is mounted */
+	int root_bound;	   /* /root is INIT_DISK_ROOT */
+	struct bootargs args;
+	int share_mounted[BOOTARGS_MAX_MOUNTS];
 };
 
 static const int init_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPWR, SIGHUP };
@@ -146,6 +162,79 @@ static void init_filesystems(struct init *in)
 	}
 	if (mkdir("/root", 0700) < 0 && errno != EEXIST)
 		log_warn_errno(negative_errno(), "mkdir /root");
+}
+
+/* The host's disk: ext4 on /dev/vda, its root/ directory becomes /root. No fsck in the
+ * initramfs: ext4's journal replay is what recovers from an unclean stop. */
+static void init_disk(struct init *in)
+{
+	if (access(INIT_DISK_DEV, F_OK) < 0)
+		return;
+	if (mkdir_p(INIT_DISK_DIR, 0755) < 0 ||
+	    mount(INIT_DISK_DEV, INIT_DISK_DIR, "ext4", MS_NOATIME, "") < 0) {
+		init_console("cannot mount the disk %s: %s; /root is not persistent this boot",
+			     INIT_DISK_DEV, strerror(errno));
+		(void)stages_mark(&in->stages, "disk_failed");
+		return;
+	}
+	in->disk_mounted = 1;
+	if ((mkdir(INIT_DISK_ROOT, 0700) < 0 && errno != EEXIST) ||
+	    mount(INIT_DISK_ROOT, "/root", NULL, MS_BIND, NULL) < 0) {
+		init_console("cannot use %s as /root: %s; /root is not persistent this boot",
+			     INIT_DISK_ROOT, strerror(errno));
+		(void)stages_mark(&in->stages, "disk_failed");
+		return;
+	}
+	in->root_bound = 1;
+	(void)stages_mark(&in->stages, "disk");
+}
+
+/* The host's 9p shares, as the kernel command line lists them. */
+static void init_shares(struct init *in)
+{
+	_cleanup_free_ char *cmdline = NULL;
+	int failed = 0;
+	if (read_file_small("/proc/cmdline", 4096, &cmdline, NULL) < 0)
+		return;
+	bootargs_parse(cmdline, &in->args);
+	if (in->args.n_invalid > 0) {
+		init_console("ignoring %zu malformed capsem.mount= entries", in->args.n_invalid);
+		failed = 1;
+	}
+	for (size_t i = 0; i < in->args.n_mounts; i++) {
+		const struct bootargs_mount *m = &in->args.mounts[i];
+		int r = mkdir_p(m->path, 0755);
+		if (r < 0 ||
+		    mount(m->tag, m->path, "9p",
+			  MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0), INIT_9P_OPTS) < 0) {
+			init_console("cannot mount the host share %s on %s: %s", m->tag, m->path,
+				     strerror(r < 0 ? -r : errno));
+			failed = 1;
+			continue;
+		}
+		in->share_mounted[i] = 1;
+	}
+	if (in->args.n_mounts > 0 || failed)
+		(void)stages_mark(&in->stages, failed ? "mounts_failed" : "mounts");
+}
+
+/* Before power-off, with every other process gone: leave the disk's ext4 clean. */
+static void init_unmount(struct init *in)
+{
+	for (size_t i = in->args.n_mounts; i-- > 0;)
+		if (in->share_mounted[i] && umount2(in->args.mounts[i].path, MNT_DETACH) == 0)
+			in->share_mounted[i] = 0;
+	if (in->root_bound && umount("/root") == 0)
+		in->root_bound = 0;
+	if (!in->disk_mounted)
+		return;
+	if (umount(INIT_DISK_DIR) == 0) {
+		in->disk_mounted = 0;
+		return;
+	}
+	init_console("cannot unmount the disk (%s): remounting it read-only", strerror(errno));
+	if (mount(NULL, INIT_DISK_DIR, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		init_console("cannot remount the disk read-only: %s", strerror(errno));
 }
 
 static int init_loopback(void)
@@ -254,6 +343,7 @@ static _noreturn_ void init_poweroff(struct init *in, const char *why)
 	init_wait_children(in, INIT_GRACE_MS);
 	(void)kill(-1, SIGKILL);
 	init_wait_children(in, INIT_KILL_WAIT_MS);
+	init_unmount(in);
 	sync();
 	(void)reboot(RB_AUTOBOOT);
 	(void)reboot(RB_POWER_OFF);
@@ -302,6 +392,8 @@ int init_main(int argc, char **argv)
 	in.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (in.sig_fd < 0)
 		init_console("signalfd: %s", strerror(errno));
+	init_disk(&in);
+	init_shares(&in);
 
 	r = init_loopback();
 	if (r < 0)

@@ -10,6 +10,16 @@
  * {"event":"ready",...}, {"event":"error","message":...}, {"event":"stopped","reason":...}.
  * Commands in: {"cmd":"stop"}; EOF on the fd also means stop. SIGINT/SIGTERM/SIGHUP stop too.
  *
+ * Control socket (--control PATH, the daemon's view; docs/API.md): a Unix socket (0600) any
+ * number of clients (up to CONTROL_MAX_CLIENTS at once) connect to. Each first gets the current
+ * state as one line ({"event":"booting"}, the ready event, or the error event while stopping
+ * after a failure), then every later event; each may send {"cmd":"stop"} lines (4 KiB at most
+ * per line; a client that sends more, or bytes that are not JSON, is dropped). A client's EOF
+ * never stops the VM: the daemon may restart and reconnect. In this mode capsem-vm runs in its
+ * own session and ignores SIGHUP; nothing depends on the process that started it. When the VM
+ * stops the stopped event goes to every client, the clients are closed, the socket removed.
+ * <vmdir>/supervisor.pid holds our pid (written atomically at start, removed at exit).
+ *
  * Trust: everything read from the guest (control frames, serial bytes, vsock traffic in the
  * backend) is hostile. One thread: the libuv loop; no sleeping.
  */
@@ -44,6 +54,9 @@
 #define SERIAL_LOG_CAP (4u << 20)
 #define STOP_GRACE_MS 8000
 #define QUIT_GRACE_MS 3000
+#define CONTROL_MAX_CLIENTS 16
+#define CONTROL_LINE_MAX 4096
+#define PID_FILE "supervisor.pid"
 
 enum vm_state { VM_BOOTING, VM_READY, VM_STOPPING, VM_DONE };
 
@@ -72,6 +85,10 @@ struct vm_opts {
 	uint64_t boot_timeout_ms;
 	int ipc_fd;
 	int remove_vmdir;
+	const char *control; /* --control PATH, relative to the VM directory or absolute */
+	char *disk;	     /* --disk, realpath'd */
+	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
+	size_t n_mounts;
 };
 
 struct vm {
@@ -94,6 +111,12 @@ struct vm {
 	char *vsock_error; /* a vsock backend failure, judged after a grace period */
 	uv_timer_t vsock_timer;
 	int exit_code;
+	struct watch *w_control_l;
+	struct watch *w_control[CONTROL_MAX_CLIENTS];
+	char *control_path; /* the name we bound (relative to the VM directory, or absolute) */
+	char *state_line;   /* the line a new control client gets first: ready or error event */
+	int state_is_error;
+	int pid_file; /* we wrote supervisor.pid in the VM directory (our cwd) */
 };
 
 static uint64_t now_ns(void)
@@ -103,19 +126,61 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- events to the parent ---- */
+/* ---- events to the parent and the control clients ---- */
+
+static void watch_close(struct watch **wp);
+
+/* Write a whole line to a control client without blocking: events are few and small, so a
+ * client whose socket buffer is full is not reading and is dropped. */
+static void control_send(struct vm *vm, struct watch **wp, const char *line, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = send((*wp)->fd, line, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			log_debug("control client not reading or gone: dropping it");
+			watch_close(wp);
+			return;
+		}
+		line += k;
+		n -= (size_t)k;
+	}
+}
 
 static void emit(struct vm *vm, json_t *ev)
 {
+	const char *name = json_string_value(json_object_get(ev, "event"));
+	int is_error = name && streq(name, "error");
+	int keep = is_error || (name && streq(name, "ready")); /* name dies with ev */
 	char *s = json_dumps(ev, JSON_COMPACT);
 	json_decref(ev);
 	if (!s)
 		return;
-	int fd = vm->o.ipc_fd >= 0 ? vm->o.ipc_fd : STDOUT_FILENO;
+	/* a copy with the newline, NUL-terminated so that it can be replayed to new clients */
 	size_t n = strlen(s);
-	s[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n+1 */
-	(void)fd_write_all(fd, s, n + 1);
+	char *line = malloc(n + 2);
+	if (!line) {
+		free(s);
+		return;
+	}
+	memcpy(line, s, n);
+	line[n] = '\n';
+	line[n + 1] = 0;
 	free(s);
+	int fd = vm->o.ipc_fd >= 0 ? vm->o.ipc_fd : STDOUT_FILENO;
+	(void)fd_write_all(fd, line, n + 1);
+	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
+		if (vm->w_control[i])
+			control_send(vm, &vm->w_control[i], line, n + 1);
+	/* the first error wins over ready: a new client must learn the VM failed */
+	if (keep && !vm->state_is_error) {
+		vm->state_is_error = is_error;
+		free(vm->state_line);
+		vm->state_line = line;
+	} else {
+		free(line);
+	}
 }
 
 static void vm_stop(struct vm *vm, const char *why);
@@ -335,9 +400,16 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 	vm->state = VM_READY;
 	send_boot_config(vm);
 	json_t *stages = json_array();
-	for (uint32_t i = 0; i < h->n_stages; i++)
+	for (uint32_t i = 0; i < h->n_stages; i++) {
 		json_array_append_new(stages, json_pack("{s:s, s:I}", "name", h->stages[i].name,
 							"usec", (json_int_t)h->stages[i].usec));
+		/* the guest boots on without what it could not mount; say so where a human looks */
+		if (streq(h->stages[i].name, "disk_failed"))
+			log_warn("the guest could not mount --disk, /root is not persistent: %s",
+				 vm->p_serial_log);
+		if (streq(h->stages[i].name, "mounts_failed"))
+			log_warn("the guest could not mount every --mount: %s", vm->p_serial_log);
+	}
 	emit(vm, json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
 			   "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms", boot_ns / 1e6,
 			   "accel", accel_name(vm->o.accel), "kernel_release", h->kernel_release,
@@ -423,6 +495,129 @@ static void on_ipc(struct watch *w, int events)
 	vm_stop(vm, "parent closed");
 }
 
+/* ---- control socket clients (--control) ---- */
+
+static struct watch **control_slot(struct vm *vm, struct watch *w)
+{
+	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
+		if (vm->w_control[i] == w)
+			return &vm->w_control[i];
+	return NULL;
+}
+
+static void on_control(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	struct watch **wp = control_slot(vm, w);
+	int r;
+	if (!wp)
+		return;
+	while ((r = watch_fill(w)) > 0) {
+		const uint8_t *nl;
+		while ((nl = memchr(buf_head(&w->in), '\n', buf_len(&w->in)))) {
+			size_t n = (size_t)(nl - buf_head(&w->in));
+			json_error_t err;
+			json_t *cmd = json_loadb((const char *)buf_head(&w->in), n, 0, &err);
+			if (!json_is_object(cmd)) {
+				json_decref(cmd);
+				log_warn("control client sent a line that is not a JSON object: "
+					 "dropping it");
+				watch_close(wp);
+				return;
+			}
+			const char *c = json_string_value(json_object_get(cmd, "cmd"));
+			int stop = c && streq(c, "stop");
+			if (!stop)
+				log_warn("ignoring unknown command from a control client");
+			json_decref(cmd);
+			buf_consume(&w->in, n + 1);
+			if (stop) {
+				vm_stop(vm, "requested");
+				if (!*wp) /* the VM finished at once and closed every client */
+					return;
+			}
+		}
+	}
+	if (r == -EAGAIN)
+		return;
+	if (r == -ENOBUFS)
+		log_warn("control client sent a line over %u bytes: dropping it", CONTROL_LINE_MAX);
+	/* EOF or error: forget the client; the VM keeps running */
+	watch_close(wp);
+}
+
+static void on_control_listen(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	static const char booting[] = "{\"event\":\"booting\"}\n";
+	int fd = watch_accept(w);
+	if (fd < 0)
+		return;
+	struct watch **wp = control_slot(vm, NULL);
+	if (!wp || vm->state == VM_DONE) {
+		log_warn("too many control clients: refusing one");
+		safe_close(fd);
+		return;
+	}
+	*wp = watch_new(vm, fd, UV_READABLE, CONTROL_LINE_MAX, on_control);
+	if (!*wp)
+		return;
+	if (vm->state_line)
+		control_send(vm, wp, vm->state_line, strlen(vm->state_line));
+	else
+		control_send(vm, wp, booting, sizeof(booting) - 1);
+}
+
+/* Listen on --control: a relative name is relative to the VM directory (our cwd); an absolute
+ * one inside the VM directory is shortened to its base name so that sun_path fits. */
+static int control_open(struct vm *vm)
+{
+	const char *p = vm->o.control;
+	const char *slash = strrchr(p, '/');
+	if (p[0] == '/' && slash[1]) {
+		_cleanup_free_ char *dir = strndup(p, (size_t)(slash - p));
+		_cleanup_free_ char *real = dir ? realpath(*dir ? dir : "/", NULL) : NULL;
+		if (real && streq(real, vm->vmdir_abs))
+			p = slash + 1;
+	}
+	vm->control_path = strdup(p);
+	if (!vm->control_path)
+		return log_oom();
+	int fd = unix_listen(vm->control_path, 16);
+	if (fd < 0) {
+		free(vm->control_path);
+		vm->control_path = NULL;
+		return log_error_errno(fd, "cannot listen on --control %s", vm->o.control);
+	}
+	vm->w_control_l = watch_new(vm, fd, UV_READABLE, 0, on_control_listen);
+	if (!vm->w_control_l)
+		return log_oom();
+	return 0;
+}
+
+static void control_close(struct vm *vm)
+{
+	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
+		watch_close(&vm->w_control[i]);
+	watch_close(&vm->w_control_l);
+	if (vm->control_path) {
+		unlink(vm->control_path);
+		free(vm->control_path);
+		vm->control_path = NULL;
+	}
+}
+
+static int pid_file_write(struct vm *vm)
+{
+	char s[32];
+	int n = snprintf(s, sizeof(s), "%d\n", (int)getpid());
+	int r = write_file_atomic(PID_FILE, s, (size_t)n, 0644);
+	if (r < 0)
+		return log_error_errno(r, "cannot write %s/%s", vm->o.vmdir, PID_FILE);
+	vm->pid_file = 1;
+	return 0;
+}
+
 /* ---- lifecycle ---- */
 
 static void on_vsock_timer(uv_timer_t *t)
@@ -483,6 +678,10 @@ static void vm_finish(struct vm *vm)
 	emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
 			   vm->error ? vm->error : "stopped", "qemu_status", vm->qemu_status));
 	watch_close(&vm->w_ipc);
+	control_close(vm);
+	if (vm->pid_file && !vm->o.remove_vmdir)
+		unlink(PID_FILE);
+	vm->pid_file = 0;
 }
 
 static void on_qemu_exit(struct watch *w, int events)
@@ -563,6 +762,11 @@ static void on_boot_timeout(uv_timer_t *t)
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct vm *vm = s->data;
+	/* caught rather than ignored, so that QEMU does not inherit SIG_IGN */
+	if (signum == SIGHUP && vm->o.control) {
+		log_debug("ignoring SIGHUP (--control)");
+		return;
+	}
 	vm_stop(vm, strsignal(signum));
 }
 
@@ -607,6 +811,16 @@ static int vm_start(struct vm *vm)
 	if (!vm->p_vhost || !vm->p_vsock || !vm->p_ctl || !vm->p_serial || !vm->p_qmp ||
 	    !vm->p_serial_log || !vm->p_qemu_log)
 		return log_oom();
+
+	/* first the pid file, then the control socket: a client that connects finds both */
+	r = pid_file_write(vm);
+	if (r < 0)
+		return r;
+	if (vm->o.control) {
+		r = control_open(vm);
+		if (r < 0)
+			return r;
+	}
 
 	r = serial_log_open(&vm->serial, vm->p_serial_log, SERIAL_LOG_CAP);
 	if (r < 0)
@@ -653,8 +867,13 @@ static int vm_start(struct vm *vm)
 		.serial_sock = "serial.sock",
 		.qmp_sock = "qmp.sock",
 		.vhost_vsock_sock = "vhost-vsock.sock",
+		.disk = vm->o.disk,
+		.mounts = vm->o.mounts,
+		.n_mounts = vm->o.n_mounts,
 	};
 	r = qemu_build_argv(&qc, &argv);
+	if (r == -E2BIG)
+		return log_error("the kernel command line is too long (--append, --mount)"), r;
 	if (r < 0)
 		return log_error_errno(
 			r, "cannot build the QEMU command line (paths must not contain ',')");
@@ -697,11 +916,87 @@ static void help(void)
 	       "  --append ARGS        extra kernel command line\n"
 	       "  --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
 	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
+	       "  --disk FILE          raw disk image (ext4 inside) for the guest's /root,\n"
+	       "                       attached read-write\n"
+	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
+	       "                       (read-write unless :ro; repeatable, up to 8)\n"
+	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
+	       "                       the VM directory or absolute); ignore SIGHUP\n"
 	       "  --rm                 remove the VM directory on exit\n"
 	       "  -h, --help           this text\n"
 	       "\n"
 	       "Events (one JSON object per line): ready, error, stopped. Stop with SIGTERM,\n"
-	       "SIGINT, {\"cmd\":\"stop\"} on the IPC fd, or by closing it.\n");
+	       "SIGINT, {\"cmd\":\"stop\"} on the IPC fd or a --control connection, or by closing\n"
+	       "the IPC fd (closing a --control connection does not stop the VM).\n");
+}
+
+/* --disk FILE: an existing regular file or block device we may read and write. */
+static int parse_disk(const char *arg, char **ret)
+{
+	struct stat st;
+	_cleanup_free_ char *real = realpath(arg, NULL);
+	if (!real)
+		return log_error_errno(negative_errno(), "--disk %s", arg);
+	if (stat(real, &st) < 0)
+		return log_error_errno(negative_errno(), "--disk %s", arg);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return log_error("--disk %s: not a regular file or block device", arg), -EINVAL;
+	if (S_ISREG(st.st_mode) && st.st_size < (1 << 20))
+		return log_error("--disk %s: too small to hold a file system", arg), -EINVAL;
+	if (access(real, R_OK | W_OK) < 0)
+		return log_error_errno(negative_errno(), "--disk %s", arg);
+	*ret = TAKE_PTR(real);
+	return 0;
+}
+
+/* --mount HOST:GUEST[:ro|:rw]. GUEST cannot hold ':', so HOST may. */
+static int parse_mount(const char *arg, struct vm_opts *o)
+{
+	struct stat st;
+	size_t n = strlen(arg);
+	int ro = 0;
+	if (n > 3 && (streq(arg + n - 3, ":ro") || streq(arg + n - 3, ":rw"))) {
+		ro = arg[n - 2] == 'r' && arg[n - 1] == 'o';
+		n -= 3;
+	}
+	_cleanup_free_ char *spec = strndup(arg, n);
+	if (!spec)
+		return log_oom();
+	char *colon = strrchr(spec, ':');
+	if (!colon || colon == spec)
+		return log_error("--mount '%s': expected HOST:GUEST[:ro]", arg), -EINVAL;
+	*colon = 0;
+	const char *guest = colon + 1;
+	if (!qemu_guest_path_valid(guest))
+		return log_error("--mount '%s': the guest path must be absolute, at most %d "
+				 "characters of A-Z a-z 0-9 / _ . -, without '.' or '..' "
+				 "components, and not /, /proc, /sys or /dev",
+				 arg, QEMU_GUEST_PATH_MAX - 1),
+		       -EINVAL;
+	for (size_t i = 0; i < o->n_mounts; i++)
+		if (streq(o->mounts[i].guest, guest))
+			return log_error("--mount '%s': %s is already a mount point", arg, guest),
+			       -EINVAL;
+	_cleanup_free_ char *real = realpath(spec, NULL);
+	if (!real || stat(real, &st) < 0)
+		return log_error_errno(negative_errno(), "--mount '%s': %s", arg, spec);
+	if (!S_ISDIR(st.st_mode))
+		return log_error("--mount '%s': %s is not a directory", arg, spec), -EINVAL;
+	char *g = strdup(guest);
+	if (!g)
+		return log_oom();
+	o->mounts[o->n_mounts++] =
+		(struct qemu_mount){ .host = TAKE_PTR(real), .guest = g, .readonly = ro };
+	return 0;
+}
+
+static void opts_free(struct vm_opts *o)
+{
+	free(o->disk);
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		free((char *)o->mounts[i].host);
+		free((char *)o->mounts[i].guest);
+	}
 }
 
 static int parse_args(int argc, char **argv, struct vm_opts *o)
@@ -719,7 +1014,10 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_APPEND,
 		ARG_QEMU,
 		ARG_IPC,
-		ARG_RM
+		ARG_RM,
+		ARG_CONTROL,
+		ARG_DISK,
+		ARG_MOUNT
 	};
 	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
 					      { "kernel", required_argument, NULL, ARG_KERNEL },
@@ -734,6 +1032,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 					      { "qemu", required_argument, NULL, ARG_QEMU },
 					      { "ipc-fd", required_argument, NULL, ARG_IPC },
 					      { "rm", no_argument, NULL, ARG_RM },
+					      { "control", required_argument, NULL, ARG_CONTROL },
+					      { "disk", required_argument, NULL, ARG_DISK },
+					      { "mount", required_argument, NULL, ARG_MOUNT },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	uint64_t v;
@@ -804,6 +1105,25 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		case ARG_RM:
 			o->remove_vmdir = 1;
 			break;
+		case ARG_CONTROL:
+			if (!*optarg || optarg[strlen(optarg) - 1] == '/')
+				return log_error("--control: expected a socket path, got '%s'",
+						 optarg),
+				       -EINVAL;
+			o->control = optarg;
+			break;
+		case ARG_DISK:
+			if (o->disk)
+				return log_error("--disk: given twice"), -EINVAL;
+			if (parse_disk(optarg, &o->disk) < 0)
+				return -EINVAL;
+			break;
+		case ARG_MOUNT:
+			if (o->n_mounts >= QEMU_MAX_MOUNTS)
+				return log_error("--mount: at most %d", QEMU_MAX_MOUNTS), -EINVAL;
+			if (parse_mount(optarg, o) < 0)
+				return -EINVAL;
+			break;
 		case 'h':
 			help();
 			return 1;
@@ -831,13 +1151,20 @@ int main(int argc, char **argv)
 	log_setup("capsem-vm", LOG_LVL_INFO);
 	log_setup_from_env();
 	r = parse_args(argc, argv, &vm.o);
-	if (r != 0)
+	if (r != 0) {
+		opts_free(&vm.o);
 		return r > 0 ? 0 : 2;
-	if (check_readable("kernel", vm.o.kernel) < 0 || check_readable("initrd", vm.o.initrd) < 0)
+	}
+	if (check_readable("kernel", vm.o.kernel) < 0 ||
+	    check_readable("initrd", vm.o.initrd) < 0) {
+		opts_free(&vm.o);
 		return 1;
+	}
 	r = accel_resolve(vm.o.accel, &vm.o.accel, &why);
-	if (r < 0)
+	if (r < 0) {
+		opts_free(&vm.o);
 		return log_error("KVM was requested but %s", why), 1;
+	}
 	if (why)
 		log_warn("KVM unavailable (%s): using TCG emulation, 10-50x slower", why);
 
@@ -885,5 +1212,7 @@ int main(int argc, char **argv)
 	free(vm.p_qmp);
 	free(vm.p_serial_log);
 	free(vm.p_qemu_log);
+	free(vm.state_line);
+	opts_free(&vm.o);
 	return vm.exit_code;
 }

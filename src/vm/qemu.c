@@ -14,6 +14,86 @@
 /* The kernel command line. reboot=t + QEMU's -no-reboot turn a guest reboot into QEMU's exit:
  * that is how the guest powers off. microvm appends the virtio_mmio.device= entries itself. */
 #define QEMU_CMDLINE "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 tsc=reliable"
+/* x86's COMMAND_LINE_SIZE, NUL included; microvm appends its virtio_mmio.device= entries */
+#define QEMU_CMDLINE_MAX 2048
+#define QEMU_CMDLINE_MMIO_RESERVE 512
+
+int qemu_guest_path_valid(const char *p)
+{
+	static const char *const reserved[] = { "/proc", "/sys", "/dev" };
+	size_t n = strlen(p);
+	if (n < 2 || n >= QEMU_GUEST_PATH_MAX || p[0] != '/' || p[n - 1] == '/')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '/' || c == '_' || c == '.' || c == '-'))
+			return 0;
+	}
+	/* every component: not empty, not "." and not ".." */
+	for (const char *c = p + 1; c;) {
+		const char *e = strchr(c, '/');
+		size_t len = e ? (size_t)(e - c) : strlen(c);
+		if (len == 0 || (len == 1 && c[0] == '.') ||
+		    (len == 2 && c[0] == '.' && c[1] == '.'))
+			return 0;
+		c = e ? e + 1 : NULL;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(reserved); i++) {
+		size_t k = strlen(reserved[i]);
+		if (strncmp(p, reserved[i], k) == 0 && (p[k] == 0 || p[k] == '/'))
+			return 0;
+	}
+	return 1;
+}
+
+/* A copy of s with every ',' doubled: QEMU's option parser reads ",," as a literal comma. */
+static char *escape_commas(const char *s)
+{
+	size_t n = strlen(s), extra = 0;
+	for (size_t i = 0; i < n; i++)
+		extra += s[i] == ',';
+	char *out = malloc(n + extra + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		*o++ = s[i];
+		if (s[i] == ',')
+			*o++ = ',';
+	}
+	*o = 0;
+	return out;
+}
+
+/* The kernel command line: ours, the shares, then the caller's extra (which may end with
+ * "-- args for init", so the shares must come before it). */
+static int build_cmdline(const struct qemu_config *c, char **ret)
+{
+	char *s = NULL, *t;
+	if (asprintf(&s, "%s", QEMU_CMDLINE) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_mounts; i++) {
+		int k = asprintf(&t, "%s capsem.mount=capsem9p%zu:%s:%s", s, i, c->mounts[i].guest,
+				 c->mounts[i].readonly ? "ro" : "rw");
+		free(s);
+		if (k < 0)
+			return -ENOMEM;
+		s = t;
+	}
+	if (c->cmdline_extra && *c->cmdline_extra) {
+		int k = asprintf(&t, "%s %s", s, c->cmdline_extra);
+		free(s);
+		if (k < 0)
+			return -ENOMEM;
+		s = t;
+	}
+	if (strlen(s) >= QEMU_CMDLINE_MAX - QEMU_CMDLINE_MMIO_RESERVE) {
+		free(s);
+		return -E2BIG;
+	}
+	*ret = s;
+	return 0;
+}
 
 int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 {
@@ -30,6 +110,22 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
 			return -EINVAL;
+	if (c->n_mounts > QEMU_MAX_MOUNTS || (c->n_mounts > 0 && !c->mounts))
+		return -EINVAL;
+	for (size_t i = 0; i < c->n_mounts; i++) {
+		if (!c->mounts[i].host || c->mounts[i].host[0] != '/' || !c->mounts[i].guest ||
+		    !qemu_guest_path_valid(c->mounts[i].guest))
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (streq(c->mounts[i].guest, c->mounts[j].guest))
+				return -EINVAL;
+	}
+	if (c->disk && !*c->disk)
+		return -EINVAL;
+	_cleanup_free_ char *cmdline = NULL;
+	r = build_cmdline(c, &cmdline);
+	if (r < 0)
+		return r;
 
 	r |= strv_push(&v, c->binary ? c->binary : "qemu-system-x86_64");
 	if (c->name) {
@@ -73,15 +169,36 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_push(&v, "rng-random,id=rng0,filename=/dev/urandom");
 	r |= strv_push(&v, "-device");
 	r |= strv_push(&v, "virtio-rng-device,rng=rng0");
+	if (c->disk) {
+		/* writeback: the guest's flushes reach the file; discard=unmap keeps it sparse */
+		_cleanup_free_ char *disk = escape_commas(c->disk);
+		if (!disk)
+			return -ENOMEM;
+		r |= strv_push(&v, "-drive");
+		r |= strv_pushf(&v,
+				"id=disk0,file=%s,format=raw,if=none,cache=writeback,discard=unmap",
+				disk);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "virtio-blk-device,drive=disk0");
+	}
+	for (size_t i = 0; i < c->n_mounts; i++) {
+		/* security_model=none: files are created as the user running QEMU; multidevs=remap
+		 * keeps inode numbers unique when the share spans several host file systems */
+		_cleanup_free_ char *host = escape_commas(c->mounts[i].host);
+		if (!host)
+			return -ENOMEM;
+		r |= strv_push(&v, "-fsdev");
+		r |= strv_pushf(&v, "local,id=fs%zu,path=%s,security_model=none,multidevs=remap%s",
+				i, host, c->mounts[i].readonly ? ",readonly=on" : "");
+		r |= strv_push(&v, "-device");
+		r |= strv_pushf(&v, "virtio-9p-device,fsdev=fs%zu,mount_tag=capsem9p%zu", i, i);
+	}
 	r |= strv_push(&v, "-kernel");
 	r |= strv_push(&v, c->kernel);
 	r |= strv_push(&v, "-initrd");
 	r |= strv_push(&v, c->initrd);
 	r |= strv_push(&v, "-append");
-	if (c->cmdline_extra && *c->cmdline_extra)
-		r |= strv_pushf(&v, "%s %s", QEMU_CMDLINE, c->cmdline_extra);
-	else
-		r |= strv_push(&v, QEMU_CMDLINE);
+	r |= strv_push(&v, cmdline);
 	if (r < 0)
 		return -ENOMEM;
 	*ret_argv = TAKE_PTR(v);

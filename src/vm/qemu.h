@@ -5,6 +5,12 @@
  * NIC, no option ROMs; the serial console, QMP and the vhost-user vsock device are Unix sockets
  * that capsem-vm listens on before QEMU starts, so QEMU connects as a client and there is no
  * start-up race.
+ *
+ * Storage: an optional raw disk image (--disk, the guest's persistent /root) as a virtio-blk
+ * device, and up to QEMU_MAX_MOUNTS host directories as virtio-9p devices tagged capsem9p<N>.
+ * The guest learns where to mount each share from the kernel command line, one
+ * "capsem.mount=capsem9p<N>:<guest path>:ro|rw" per share (docs/PROTOCOL.md, Kernel command
+ * line); the guest has no way to name a host path.
  */
 #pragma once
 
@@ -12,6 +18,16 @@
 #include <sys/types.h>
 
 #include "accel.h"
+
+#define QEMU_MAX_MOUNTS 8
+#define QEMU_GUEST_PATH_MAX 128
+
+/* A host directory shared with the guest over 9p. */
+struct qemu_mount {
+	const char *host;  /* absolute path of an existing directory */
+	const char *guest; /* absolute guest path, see qemu_guest_path_valid */
+	int readonly;
+};
 
 struct qemu_config {
 	const char *binary; /* default "qemu-system-x86_64" */
@@ -25,9 +41,19 @@ struct qemu_config {
 	const char *serial_sock;
 	const char *qmp_sock;
 	const char *vhost_vsock_sock;
+	const char *disk; /* raw disk image attached read-write as /dev/vda, or NULL */
+	const struct qemu_mount *mounts;
+	size_t n_mounts; /* at most QEMU_MAX_MOUNTS */
 };
 
-/* Build QEMU's argv (owned strv). 0, -EINVAL for a bad config, or -ENOMEM. */
+/* Whether p may be a guest mount point: absolute, 2..QEMU_GUEST_PATH_MAX-1 characters of
+ * [A-Za-z0-9/_.-], no empty, "." or ".." component, no trailing '/', and not "/" nor under
+ * /proc, /sys or /dev. These characters need no quoting on the kernel command line. */
+int qemu_guest_path_valid(const char *p);
+
+/* Build QEMU's argv (owned strv). ',' in the disk and share paths is escaped (doubled); other
+ * paths must not contain one. 0, -EINVAL for a bad config (including an invalid or repeated
+ * guest mount path), -E2BIG when the kernel command line would not fit, or -ENOMEM. */
 int qemu_build_argv(const struct qemu_config *c, char ***ret_argv);
 
 /* fork+exec QEMU with stdin from /dev/null, stdout and stderr to log_fd, in its own session, and

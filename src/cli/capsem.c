@@ -36,20 +36,62 @@ char *cli_image_dir(const char *name)
 	return asprintf(&p, "%s/images/%s", home, name) < 0 ? NULL : p;
 }
 
+struct command {
+	const char *name;
+	const char *alias;
+	int (*fn)(int argc, char **argv);
+	const char *synopsis;
+	const char *summary;
+};
+
+static const struct command commands[] = {
+	{ "run", NULL, cmd_run, "run [OPTIONS] -- CMD [ARGS...]",
+	  "run a command in a new ephemeral VM" },
+	{ "create", NULL, cmd_create, "create [-n NAME] [OPTIONS]", "create and boot a VM" },
+	{ "list", "ls", cmd_list, "list [-a] [--json]", "list VMs" },
+	{ "info", NULL, cmd_info, "info VM [--json]", "show one VM" },
+	{ "exec", NULL, cmd_exec, "exec VM [OPTIONS] -- CMD...", "run a command in a VM" },
+	{ "shell", NULL, cmd_shell, "shell [VM]", "interactive login shell (new VM without VM)" },
+	{ "stop", NULL, cmd_stop, "stop VM", "stop a VM" },
+	{ "start", NULL, cmd_start, "start VM", "boot a stopped VM" },
+	{ "restart", NULL, cmd_restart, "restart VM", "stop and boot a VM" },
+	{ "delete", "rm", cmd_delete, "delete VM...", "delete VMs and their disks" },
+	{ "purge", NULL, cmd_purge, "purge [-f]", "delete ephemeral and stopped VMs" },
+	{ "persist", NULL, cmd_persist, "persist VM NAME", "name a VM and keep its disk" },
+	{ "logs", NULL, cmd_logs, "logs VM [--source S] [--tail N]", "print a VM's logs" },
+	{ "cp", NULL, cmd_cp, "cp SRC DST", "copy a file between host and VM (VM:/path)" },
+	{ "doctor", NULL, cmd_doctor, "doctor [--json]", "check the host" },
+	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
+	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
+	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
+};
+
 static void help(void)
 {
 	printf("Usage: capsem COMMAND [OPTIONS]\n"
 	       "\n"
-	       "Run AI agents and any command inside throw-away Linux microVMs, with the host in\n"
-	       "control of everything that leaves them.\n"
+	       "Run AI agents and any command inside Linux microVMs, with the host in control of\n"
+	       "everything that leaves them. VMs are owned by the capsemd daemon, which capsem\n"
+	       "starts on demand.\n"
 	       "\n"
-	       "Commands:\n"
-	       "  run [OPTIONS] -- CMD [ARGS...]   run a command in a new ephemeral VM\n"
-	       "  version                          print the version\n"
-	       "  help [COMMAND]                   show help\n"
-	       "\n"
+	       "Commands:\n");
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		printf("  %-34s %s\n", commands[i].synopsis, commands[i].summary);
+	printf("  %-34s %s\n", "help [COMMAND]", "show help");
+	printf("\n"
+	       "VM is a name, an id or a unique id prefix. Listing and info commands take --json.\n"
 	       "Run 'capsem COMMAND --help' for a command's options.\n"
-	       "Environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_DEBUG=1 for debug logs.\n");
+	       "Environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_DEBUG=1 for debug logs,\n"
+	       "CAPSEM_NO_DAEMON=1 to run 'capsem run' without the daemon.\n");
+}
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		if (streq(name, commands[i].name) ||
+		    (commands[i].alias && streq(name, commands[i].alias)))
+			return &commands[i];
+	return NULL;
 }
 
 int main(int argc, char **argv)
@@ -66,19 +108,21 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (streq(cmd, "help")) {
-		if (argc > 2 && streq(argv[2], "run")) {
-			char *a[] = { "run", "--help", NULL };
-			return cmd_run(2, a);
+		const struct command *c = argc > 2 ? find_command(argv[2]) : NULL;
+		if (c) {
+			char *a[] = { (char *)c->name, "--help", NULL };
+			return c->fn(2, a);
 		}
 		help();
 		return 0;
 	}
-	if (streq(cmd, "version") || streq(cmd, "--version")) {
-		printf("capsem %s (protocol 1)\n", CAPSEM_VERSION);
-		return 0;
+	if (streq(cmd, "--version")) {
+		char *a[] = { "version", NULL };
+		return cmd_version(1, a);
 	}
-	if (streq(cmd, "run"))
-		return cmd_run(argc - 1, argv + 1);
+	const struct command *c = find_command(cmd);
+	if (c)
+		return c->fn(argc - 1, argv + 1);
 	log_error("unknown command '%s' (see 'capsem --help')", cmd);
 	return CLI_EXIT_USAGE;
 }

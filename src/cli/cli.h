@@ -1,6 +1,11 @@
 /* cli.h - the capsem command: shared pieces of its subcommands. */
 #pragma once
 
+#include <jansson.h>
+#include <stdint.h>
+
+#include "apiclient.h"
+
 /* Exit statuses of capsem itself (the command's own status is passed through otherwise). */
 #define CLI_EXIT_USAGE 2
 #define CLI_EXIT_FAILURE 125 /* capsem could not run the command (as docker run) */
@@ -11,4 +16,55 @@ char *cli_capsem_home(void);
 /* The directory of image NAME: $CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME. malloc'ed. */
 char *cli_image_dir(const char *name);
 
+/* ---- talking to capsemd (cli-api.c) ---- */
+
+/* Open a connection to capsemd, starting it on demand. 0, or -errno after logging why. */
+int cli_api_open(struct api_conn *c);
+/* One JSON request on a fresh connection. 0 when the status is 2xx (ret filled, caller frees
+ * it), -EREMOTE after printing the daemon's error as "capsem: <message>", or -errno (logged). */
+int cli_api(const char *method, const char *path, json_t *body, struct api_response *ret);
+/* The same for any request (raw bodies, bodies streamed to rq->out_fd). */
+int cli_api_req(const struct api_req *rq, struct api_response *ret);
+/* "/vms/<escaped ref><suffix>", malloc'ed. */
+char *cli_vm_path(const char *ref, const char *suffix);
+/* Print a JSON value to stdout, indented. */
+void cli_print_json(json_t *v);
+
+/* An exec on a running VM through capsemd (cmd-exec.c). */
+struct cli_exec {
+	char **argv;
+	int shell; /* argv[0] is a /bin/sh -c string */
+	char **env;
+	const char *cwd;
+	int tty;
+	int interactive; /* forward stdin even when it is a terminal */
+	uint64_t timeout_ms;
+};
+/* Run it and relay the session; sigfd is a signalfd for SIGINT/SIGTERM/SIGHUP(/SIGWINCH).
+ * Returns the command's exit status (124 with a message on timeout), 130 after a second
+ * interrupt, or CLI_EXIT_FAILURE (logged). */
+int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd);
+/* A signalfd for the signals an exec session handles (with_winch adds SIGWINCH); the signals
+ * are blocked. Returns the fd or -errno. */
+int cli_exec_signals(int with_winch);
+
+/* Subcommands: argv[0] is the subcommand's name. Each returns the process exit status. */
 int cmd_run(int argc, char **argv);
+int cmd_run_daemon(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_shell(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_restart(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_purge(int argc, char **argv);
+int cmd_persist(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+int cmd_install(int argc, char **argv);
+int cmd_uninstall(int argc, char **argv);

@@ -1,12 +1,11 @@
 /* cmd-run.c - "capsem run": boot an ephemeral VM, run one command in it, pass its output and exit
  * status through, and leave nothing behind.
  *
- * The VM is supervised by a capsem-vm child (src/shared/vmproc.c); once it reports ready, this
- * process connects straight to the guest agent through the VM's hybrid-vsock socket and relays
- * the exec session (docs/PROTOCOL.md): stdin -> STDIN frames, STDOUT/STDERR frames -> our fds,
- * signals -> SIGNAL frames, EXIT -> our exit status. Frames come from the guest: hostile, capped.
- * One thread, one poll(2) loop; the socket is non-blocking with a bounded send buffer, so a
- * saturated stdin never blocks the relay of stdout (no deadlock with commands like cat).
+ * Two paths. Through capsemd (docs/API.md): POST /vms, an exec upgrade, DELETE at the end (also
+ * after Ctrl-C). Direct (--direct): the VM is supervised by a capsem-vm child
+ * (src/shared/vmproc.c); once it reports ready, this process connects straight to the guest
+ * agent through the VM's hybrid-vsock socket. Either way relay.c relays the exec session
+ * (docs/PROTOCOL.md §4); frames come from the guest: hostile, capped. Main thread, one poll loop.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -19,18 +18,20 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cliutil.h"
 #include "fdutil.h"
 #include "log.h"
 #include "manifest.h"
 #include "macro.h"
 #include "parse.h"
 #include "proto.h"
+#include "relay.h"
 #include "strv.h"
 #include "unixsock.h"
 #include "vmproc.h"
 
-#define SEND_CAP (1u << 20)
-#define RECV_CAP (PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD)
+/* The default of `capsem run` until capsemd is finished: 0 = direct, 1 = through capsemd. */
+#define RUN_DEFAULT_DAEMON 0
 
 struct run_opts {
 	uint64_t timeout_ms;
@@ -46,6 +47,7 @@ struct run_opts {
 	int interactive;
 	int shell;
 	int verbose;
+	int direct; /* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
 	char **argv;
 };
 
@@ -75,6 +77,10 @@ static void run_help(void)
 	       "      --accel MODE     auto (default), kvm or tcg\n"
 	       "      --boot-timeout SECS  give up if the VM is not ready in time (default 60)\n"
 	       "  -v, --verbose        report boot timing on stderr\n"
+	       "      --direct         run the VM from this process instead of through capsemd\n"
+	       "                       (implied by --kernel/--initrd/--accel/--boot-timeout,\n"
+	       "                       and the default when CAPSEM_NO_DAEMON=1)\n"
+	       "      --daemon         run the VM through capsemd (started on demand)\n"
 	       "  -h, --help           this text\n"
 	       "\n"
 	       "Exit status: the command's; 124 on timeout; 125 when capsem itself failed.\n"
@@ -91,7 +97,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		ARG_KERNEL,
 		ARG_INITRD,
 		ARG_ACCEL,
-		ARG_BOOT
+		ARG_BOOT,
+		ARG_DIRECT,
+		ARG_DAEMON
 	};
 	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
 					      { "env", required_argument, NULL, 'e' },
@@ -106,11 +114,13 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 					      { "accel", required_argument, NULL, ARG_ACCEL },
 					      { "boot-timeout", required_argument, NULL, ARG_BOOT },
 					      { "verbose", no_argument, NULL, 'v' },
+					      { "direct", no_argument, NULL, ARG_DIRECT },
+					      { "daemon", no_argument, NULL, ARG_DAEMON },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	uint64_t v;
 	uint32_t u;
-	int c;
+	int c, implied_direct = 0;
 
 	*o = (struct run_opts){ .image = "minimal" };
 	optind = 1;
@@ -120,21 +130,14 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			o->shell = 1;
 			break;
 		case 'e': {
-			const char *eq = strchr(optarg, '=');
-			if (eq == optarg || !*optarg)
+			int r = cli_parse_env(optarg, &o->env);
+			if (r == -ENOMEM)
+				return log_oom();
+			if (r < 0 && strchr(optarg, '=') == NULL && *optarg)
+				return log_error("--env %s: not set on the host", optarg), -EINVAL;
+			if (r < 0)
 				return log_error("--env: expected KEY=VALUE, got '%s'", optarg),
 				       -EINVAL;
-			if (eq) {
-				if (strv_push(&o->env, optarg) < 0)
-					return log_oom();
-			} else {
-				const char *hv = getenv(optarg);
-				if (!hv)
-					return log_error("--env %s: not set on the host", optarg),
-					       -EINVAL;
-				if (strv_pushf(&o->env, "%s=%s", optarg, hv) < 0)
-					return log_oom();
-			}
 			break;
 		}
 		case 'w':
@@ -176,20 +179,30 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			break;
 		case ARG_KERNEL:
 			o->kernel = optarg;
+			implied_direct = 1;
 			break;
 		case ARG_INITRD:
 			o->initrd = optarg;
+			implied_direct = 1;
 			break;
 		case ARG_ACCEL:
 			if (!streq(optarg, "auto") && !streq(optarg, "kvm") &&
 			    !streq(optarg, "tcg"))
 				return log_error("--accel: expected auto, kvm or tcg"), -EINVAL;
 			o->accel = optarg;
+			implied_direct = 1;
 			break;
 		case ARG_BOOT:
 			if (parse_seconds_ms(optarg, &v) < 0 || v == 0)
 				return log_error("--boot-timeout: expected seconds > 0"), -EINVAL;
 			o->boot_timeout = optarg;
+			implied_direct = 1;
+			break;
+		case ARG_DIRECT:
+			o->direct = 1;
+			break;
+		case ARG_DAEMON:
+			o->direct = -1;
 			break;
 		case 'v':
 			o->verbose = 1;
@@ -208,169 +221,21 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	if (o->shell && argc - optind != 1)
 		return log_error("run -c: expects exactly one shell command string"), -EINVAL;
 	o->argv = argv + optind;
-	return 0;
-}
-
-/* ---- the exec session relay ---- */
-
-struct relay {
-	int sock;
-	int sigfd;
-	int ipc;
-	int in_fd; /* -1 when stdin is not forwarded or is done */
-	struct buf out;
-	struct buf in;
-	int stdout_broken;
-	int interrupts;
-	int got_exit;
-	struct proto_exit exit;
-	char *error;
-};
-
-static int send_frame(struct relay *r, uint16_t type, const void *p, size_t n)
-{
-	return proto_frame_append(&r->out, type, p, n);
-}
-
-static void write_out(struct relay *r, int fd, const uint8_t *p, size_t n)
-{
-	if (fd == STDOUT_FILENO && r->stdout_broken)
-		return;
-	if (fd_write_all(fd, p, n) < 0 && fd == STDOUT_FILENO)
-		r->stdout_broken = 1; /* keep draining so the guest is never stuck */
-}
-
-/* Handle the complete frames in r->in. 0, or -EBADMSG for a protocol violation. */
-static int relay_frames(struct relay *r)
-{
-	uint16_t type;
-	const uint8_t *pl;
-	uint32_t len;
-	ssize_t k;
-	while ((k = proto_frame_parse(buf_head(&r->in), buf_len(&r->in), &type, &pl, &len)) > 0) {
-		switch (type) {
-		case PROTO_STARTED:
-			break;
-		case PROTO_STDOUT:
-			write_out(r, STDOUT_FILENO, pl, len);
-			break;
-		case PROTO_STDERR:
-			write_out(r, STDERR_FILENO, pl, len);
-			break;
-		case PROTO_EXIT:
-			if (proto_exit_decode(pl, len, &r->exit) < 0)
-				return -EBADMSG;
-			r->got_exit = 1;
-			break;
-		case PROTO_ERROR: {
-			struct proto_error e;
-			if (proto_error_decode(pl, len, &e) < 0)
-				return -EBADMSG;
-			free(r->error);
-			if (asprintf(&r->error, "the guest agent refused the command: %s",
-				     e.message) < 0)
-				r->error = NULL;
-			break;
-		}
-		default:
-			return -EBADMSG;
-		}
-		buf_consume(&r->in, (size_t)k);
+	if (implied_direct && o->direct < 0)
+		return log_error(
+			       "run: --kernel, --initrd, --accel and --boot-timeout need --direct"),
+		       -EINVAL;
+	if (implied_direct)
+		o->direct = 1;
+	if (o->direct == 0) {
+		const char *nd = getenv("CAPSEM_NO_DAEMON");
+		if (nd && streq(nd, "1"))
+			o->direct = 1;
+		else if (nd && streq(nd, "0"))
+			o->direct = -1;
+		else
+			o->direct = RUN_DEFAULT_DAEMON ? -1 : 1;
 	}
-	return k < 0 ? -EBADMSG : 0;
-}
-
-static int relay_run(struct relay *r, uint64_t timeout_ms)
-{
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	/* the guest enforces the timeout; this is only a backstop if the guest stops answering */
-	int64_t backstop_ms = timeout_ms ? (int64_t)timeout_ms + 30000 : -1;
-
-	while (!r->got_exit && !r->error) {
-		struct pollfd pf[4] = {
-			{ .fd = r->sock, .events = POLLIN | (buf_len(&r->out) ? POLLOUT : 0) },
-			{ .fd = r->sigfd, .events = POLLIN },
-			{ .fd = r->ipc, .events = POLLIN },
-			{ .fd = buf_room(&r->out) >= PROTO_MAX_DATA + PROTO_HDR_SIZE ? r->in_fd
-										     : -1,
-			  .events = POLLIN },
-		};
-		int wait = -1;
-		if (backstop_ms >= 0) {
-			struct timespec t;
-			clock_gettime(CLOCK_MONOTONIC, &t);
-			int64_t el =
-				(t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-			if (el >= backstop_ms)
-				return log_error("the guest did not report the command's end after "
-						 "its timeout"),
-				       -ETIMEDOUT;
-			wait = (int)(backstop_ms - el);
-		}
-		int n = poll(pf, 4, wait);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return log_error_errno(negative_errno(), "poll");
-
-		if (pf[1].revents) {
-			struct signalfd_siginfo si;
-			if (read(r->sigfd, &si, sizeof(si)) == sizeof(si)) {
-				if (++r->interrupts >= 2)
-					return log_error("interrupted twice: stopping the VM"),
-					       -EINTR;
-				proto_u32_encode(PROTO_SIGNAL, si.ssi_signo, &r->out);
-			}
-		}
-		if (pf[2].revents) {
-			/* the supervisor only speaks now if the VM died */
-			return log_error("the VM stopped while the command was running (QEMU "
-					 "exited or "
-					 "crashed; see the VM's serial log)"),
-			       -EPIPE;
-		}
-		if (pf[3].revents) {
-			uint8_t tmp[PROTO_MAX_DATA];
-			ssize_t k = fd_read_some(r->in_fd, tmp, sizeof(tmp));
-			if (k <= 0) {
-				send_frame(r, PROTO_STDIN, NULL, 0);
-				r->in_fd = -1;
-			} else {
-				send_frame(r, PROTO_STDIN, tmp, (size_t)k);
-			}
-		}
-		if (pf[0].revents & POLLOUT && buf_len(&r->out)) {
-			ssize_t k = write(r->sock, buf_head(&r->out), buf_len(&r->out));
-			if (k > 0)
-				buf_consume(&r->out, (size_t)k);
-			else if (k < 0 && errno != EAGAIN && errno != EINTR && errno != EPIPE)
-				return log_error_errno(negative_errno(), "sending to the guest");
-		}
-		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			uint8_t *dst = buf_reserve(&r->in, 65536);
-			if (!dst)
-				return log_error("the guest sent an oversized frame"), -EBADMSG;
-			ssize_t k = read(r->sock, dst, 65536);
-			if (k < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			if (k <= 0) {
-				if (relay_frames(r) < 0)
-					return log_error("protocol error from the guest agent"),
-					       -EBADMSG;
-				if (!r->got_exit && !r->error)
-					return log_error("the connection to the guest agent was "
-							 "lost"),
-					       -EPIPE;
-				break;
-			}
-			buf_commit(&r->in, (size_t)k);
-			if (relay_frames(r) < 0)
-				return log_error("protocol error from the guest agent"), -EBADMSG;
-		}
-	}
-	if (r->error)
-		return log_error("%s", r->error), -EPROTO;
 	return 0;
 }
 
@@ -495,69 +360,189 @@ static int wait_ready(struct vmproc *vp, int sigfd, const struct run_opts *o)
 	}
 }
 
-int cmd_run(int argc, char **argv)
+/* ---- through capsemd ---- */
+
+static void delete_vm(const char *id)
 {
-	struct run_opts o;
+	_cleanup_free_ char *path = cli_vm_path(id, "");
+	struct api_conn c;
+	struct api_response res;
+	if (!path || api_connect(&c) < 0) {
+		log_warn("could not delete VM %s (capsemd is gone)", id);
+		return;
+	}
+	int r = api_json(&c, "DELETE", path, NULL, &res);
+	api_conn_close(&c);
+	if (r < 0) {
+		log_warn_errno(r, "could not delete VM %s", id);
+		return;
+	}
+	/* 404: the VM is already gone (an ephemeral VM is deleted when it stops) */
+	if (res.head.status / 100 != 2 && res.head.status != 404)
+		log_warn("could not delete VM %s: %s", id, api_response_error(&res));
+	api_response_done(&res);
+}
+
+/* POST /vms, interruptible: a first Ctrl-C waits for the VM to come up and then deletes it, a
+ * second one gives up at once. Returns 0 with *ret_id, 130 when interrupted (after cleaning
+ * up), or CLI_EXIT_FAILURE (logged). */
+static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
+{
+	json_t *body = json_pack("{s:s}", "image", o->image);
+	_cleanup_free_ char *text = NULL;
+	struct api_conn c;
+	struct api_response res;
+	uint64_t mib;
+	int r, interrupted = 0;
+
+	if (!body)
+		return log_oom(), CLI_EXIT_FAILURE;
+	uint32_t cpus;
+	if (o->cpus && parse_u32(o->cpus, &cpus) == 0)
+		json_object_set_new(body, "cpus", json_integer(cpus));
+	if (o->memory && cli_parse_mib(o->memory, 64, 1u << 20, &mib) == 0)
+		json_object_set_new(body, "memory", json_integer((json_int_t)mib));
+	else if (o->memory)
+		json_object_set_new(body, "memory", json_string(o->memory));
+	if (o->env) {
+		json_t *a = json_array();
+		for (char **p = o->env; *p; p++)
+			json_array_append_new(a, json_string(*p));
+		json_object_set_new(body, "env", a);
+	}
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return log_oom(), CLI_EXIT_FAILURE;
+	if (cli_api_open(&c) < 0)
+		return CLI_EXIT_FAILURE;
+	struct api_req rq = { .method = "POST",
+			      .path = "/vms",
+			      .content_type = "application/json",
+			      .body = text,
+			      .body_len = strlen(text),
+			      .body_fd = -1,
+			      .out_fd = -1 };
+	r = api_send_request(&c, &rq);
+	c.intr_fd = sigfd;
+	while (r == 0) {
+		r = api_read_response(&c, &rq, &res);
+		if (r != -EINTR)
+			break;
+		struct signalfd_siginfo si;
+		if (read(sigfd, &si, sizeof(si)) != sizeof(si)) {
+			r = 0;
+			continue;
+		}
+		r = 0;
+		if (++interrupted >= 2) {
+			api_conn_close(&c);
+			log_error("interrupted twice: leaving the VM to capsemd");
+			return 130;
+		}
+		log_error("interrupted while the VM was booting; it is deleted once up "
+			  "(Ctrl-C again to stop waiting)");
+	}
+	api_conn_close(&c);
+	if (r < 0)
+		return log_error_errno(r, "creating the VM through capsemd"), CLI_EXIT_FAILURE;
+	if (res.head.status / 100 != 2) {
+		log_error("%s", api_response_error(&res));
+		api_response_done(&res);
+		return interrupted ? 130 : CLI_EXIT_FAILURE;
+	}
+	const char *id = json_string_value(json_object_get(res.json, "id"));
+	if (!id) {
+		api_response_done(&res);
+		return log_error("capsemd did not return the new VM's id"), CLI_EXIT_FAILURE;
+	}
+	if (interrupted) {
+		delete_vm(id);
+		api_response_done(&res);
+		return 130;
+	}
+	if (o->verbose)
+		log_info("VM %s ready in %.0f ms", id,
+			 json_number_value(json_object_get(res.json, "boot_ms")));
+	*ret_id = strdup(id);
+	api_response_done(&res);
+	return *ret_id ? 0 : (log_oom(), CLI_EXIT_FAILURE);
+}
+
+static int run_daemon(struct run_opts *o)
+{
+	_cleanup_free_ char *id = NULL;
+	int sigfd = cli_exec_signals(0);
+	if (sigfd < 0)
+		return log_error_errno(sigfd, "signalfd"), CLI_EXIT_FAILURE;
+	int st = create_ephemeral(o, sigfd, &id);
+	if (st == 0) {
+		struct cli_exec e = { .argv = o->argv,
+				      .shell = o->shell,
+				      .env = o->env,
+				      .cwd = o->workdir,
+				      .interactive = o->interactive,
+				      .timeout_ms = o->timeout_ms };
+		st = cli_exec_run(id, &e, sigfd);
+		delete_vm(id);
+	}
+	safe_close(sigfd);
+	return st;
+}
+
+/* ---- directly: capsem-vm as our child ---- */
+
+static int run_direct(struct run_opts *o)
+{
 	_cleanup_free_ char *vm_bin = NULL, *vmdir = NULL, *vsock = NULL;
 	_cleanup_strv_free_ char **vm_args = NULL;
 	struct vmproc *vp = NULL;
 	struct relay rl = { .sock = -1, .sigfd = -1, .ipc = -1, .in_fd = -1 };
-	int r, status = CLI_EXIT_FAILURE;
+	int sock = -1, sigfd = -1, r, status = CLI_EXIT_FAILURE, relaying = 0;
 
-	r = parse_run_args(argc, argv, &o);
-	if (r != 0) {
-		strv_free(o.env);
-		return r > 0 ? 0 : CLI_EXIT_USAGE;
-	}
 	vm_bin = find_helper_binary("capsem-vm", "CAPSEM_VM_BIN", "vm");
 	if (!vm_bin) {
 		log_error("cannot find the capsem-vm binary (set CAPSEM_VM_BIN)");
 		goto out;
 	}
-	if (make_vmdir(&vmdir) < 0 || build_vm_args(&o, vmdir, &vm_args) < 0)
+	if (make_vmdir(&vmdir) < 0 || build_vm_args(o, vmdir, &vm_args) < 0)
 		goto out;
 
 	/* signals arrive through a signalfd from here on; children get them unblocked */
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	rl.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	struct sigaction sa = { .sa_handler = SIG_IGN };
-	sigaction(SIGPIPE, &sa, NULL);
-
+	sigfd = cli_exec_signals(0);
+	if (sigfd < 0) {
+		log_error_errno(sigfd, "signalfd");
+		goto out;
+	}
 	r = vmproc_spawn(vm_bin, vm_args, &vp);
 	if (r < 0) {
 		log_error_errno(r, "cannot start %s", vm_bin);
 		goto out;
 	}
-	r = wait_ready(vp, rl.sigfd, &o);
+	r = wait_ready(vp, sigfd, o);
 	if (r < 0) {
 		if (r == -EINTR)
 			status = 130;
 		goto out;
 	}
 	vsock = strdup(json_string_value(json_object_get(vp->ready, "vsock")));
-	rl.sock = vsock ? hvsock_connect(vsock, PROTO_PORT_EXEC, 30000) : -ENOMEM;
-	if (rl.sock < 0) {
-		log_error_errno(rl.sock, "cannot connect to the guest agent");
+	sock = vsock ? hvsock_connect(vsock, PROTO_PORT_EXEC, 30000) : -ENOMEM;
+	if (sock < 0) {
+		log_error_errno(sock, "cannot connect to the guest agent");
 		goto out;
 	}
-	fd_set_nonblock(rl.sock, 1);
+	relay_init(&rl, sock, sigfd);
+	relaying = 1;
 	rl.ipc = vp->ipc_fd;
-	buf_init(&rl.out, SEND_CAP);
-	buf_init(&rl.in, RECV_CAP);
 
 	struct proto_exec ex = {
-		.flags = o.shell ? PROTO_EXEC_SHELL : 0,
-		.timeout_ms = (uint32_t)o.timeout_ms,
-		.cwd = (char *)o.workdir,
-		.argc = (uint32_t)strv_length(o.argv),
-		.argv = o.argv,
-		.envc = (uint32_t)strv_length(o.env),
-		.envp = o.env,
+		.flags = o->shell ? PROTO_EXEC_SHELL : 0,
+		.timeout_ms = (uint32_t)o->timeout_ms,
+		.cwd = (char *)o->workdir,
+		.argc = (uint32_t)strv_length(o->argv),
+		.argv = o->argv,
+		.envc = (uint32_t)strv_length(o->env),
+		.envp = o->env,
 	};
 	r = proto_exec_encode(&ex, &rl.out);
 	if (r < 0) {
@@ -566,32 +551,43 @@ int cmd_run(int argc, char **argv)
 			  PROTO_MAX_ARGS, PROTO_MAX_ENV, PROTO_MAX_STR / 1024);
 		goto out;
 	}
-	if (o.interactive || !isatty(STDIN_FILENO))
+	if (o->interactive || !isatty(STDIN_FILENO))
 		rl.in_fd = STDIN_FILENO;
 	else
-		send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal is not forwarded without -i */
+		relay_send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal needs -i */
 
-	r = relay_run(&rl, o.timeout_ms);
+	r = relay_run(&rl, o->timeout_ms);
 	if (r == -EINTR)
 		status = 130;
 	else if (r == 0) {
 		status = proto_exit_status(&rl.exit);
 		if (rl.exit.kind == PROTO_EXIT_TIMEOUT)
 			log_error("command timed out after %.3g s; its process group was killed",
-				  o.timeout_ms / 1000.0);
+				  o->timeout_ms / 1000.0);
 	}
 out:
-	safe_close(rl.sock);
+	safe_close(sock);
 	if (vp) {
 		int st = vmproc_stop(vp, 20000);
 		if (st != 0 && status == 0)
 			log_warn("the VM supervisor exited with status %d", st);
 		vmproc_free(vp);
 	}
-	safe_close(rl.sigfd);
-	buf_done(&rl.out, 0);
-	buf_done(&rl.in, 0);
-	free(rl.error);
-	strv_free(o.env);
+	safe_close(sigfd);
+	if (relaying)
+		relay_done(&rl);
 	return status;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct run_opts o;
+	int r = parse_run_args(argc, argv, &o);
+	if (r != 0) {
+		strv_free(o.env);
+		return r > 0 ? 0 : CLI_EXIT_USAGE;
+	}
+	int st = o.direct > 0 ? run_direct(&o) : run_daemon(&o);
+	strv_free(o.env);
+	return st;
 }

@@ -32,6 +32,7 @@ def home(tmp_path):
     h = tmp_path / "capsem-home"
     h.mkdir()
     yield h
+    stop_daemon(h)
     leftovers = procs_mentioning(str(h))
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
@@ -39,6 +40,27 @@ def home(tmp_path):
     left_dirs = list(vms.iterdir()) if vms.exists() else []
     assert not leftovers, f"processes left behind: {leftovers}"
     assert not left_dirs, f"VM directories left behind: {left_dirs}"
+
+
+def stop_daemon(home, timeout=30):
+    """Stop a capsemd that a test started under this CAPSEM_HOME (its pid file names it)."""
+    pidfile = os.path.join(str(home), "run", "capsemd.pid")
+    try:
+        pid = int(open(pidfile).read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 def procs_mentioning(text):

@@ -1,0 +1,344 @@
+/* cmd-exec.c - "capsem exec" and "capsem shell": a command or a login shell in a VM, through
+ * capsemd's exec upgrade (docs/API.md), relayed by relay.c.
+ *
+ * Trust boundary: the exec frames come from the guest through the daemon and are parsed with
+ * caps by relay.c; the daemon's pre-upgrade errors are shown as one line. For tty sessions the
+ * local terminal is put in raw mode (Ctrl-C, Ctrl-D, Ctrl-Z are bytes for the guest's pty) and
+ * restored on every exit path; SIGWINCH becomes WINSIZE frames. Main thread, one poll loop.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/signalfd.h>
+
+#include "cli.h"
+#include "cliutil.h"
+#include "log.h"
+#include "macro.h"
+#include "parse.h"
+#include "relay.h"
+#include "strv.h"
+
+int cli_exec_signals(int with_winch)
+{
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	if (with_winch) {
+		sigaddset(&mask, SIGWINCH);
+		sigaddset(&mask, SIGQUIT);
+	}
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return negative_errno();
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigaction(SIGPIPE, &sa, NULL);
+	int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	return fd < 0 ? negative_errno() : fd;
+}
+
+static json_t *exec_body(const struct cli_exec *e)
+{
+	json_t *argv = json_array(), *env = json_array();
+	for (char **a = e->argv; a && *a; a++)
+		json_array_append_new(argv, json_string(*a));
+	for (char **a = e->env; a && *a; a++)
+		json_array_append_new(env, json_string(*a));
+	json_t *b = json_pack("{s:o, s:b, s:o, s:b, s:I}", "argv", argv, "shell", e->shell, "env",
+			      env, "tty", e->tty, "timeout_ms", (json_int_t)e->timeout_ms);
+	if (!b)
+		return NULL;
+	if (e->cwd)
+		json_object_set_new(b, "cwd", json_string(e->cwd));
+	if (e->tty) {
+		uint16_t rows = 24, cols = 80;
+		if (tty_get_size(STDIN_FILENO, &rows, &cols) < 0)
+			tty_get_size(STDOUT_FILENO, &rows, &cols);
+		json_object_set_new(b, "rows", json_integer(rows));
+		json_object_set_new(b, "cols", json_integer(cols));
+	}
+	return b;
+}
+
+int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
+{
+	_cleanup_free_ char *path = cli_vm_path(ref, "/exec"), *text = NULL;
+	struct api_conn c = { .fd = -1 };
+	struct api_response res = {};
+	struct relay rl;
+	json_t *body = exec_body(e);
+	int r, status = CLI_EXIT_FAILURE;
+
+	if (!path || !body || !(text = json_dumps(body, JSON_COMPACT))) {
+		json_decref(body);
+		log_oom();
+		return CLI_EXIT_FAILURE;
+	}
+	json_decref(body);
+	if (cli_api_open(&c) < 0)
+		return CLI_EXIT_FAILURE;
+	struct api_req rq = { .method = "POST",
+			      .path = path,
+			      .content_type = "application/json",
+			      .body = text,
+			      .body_len = strlen(text),
+			      .body_fd = -1,
+			      .out_fd = -1,
+			      .upgrade = "capsem-exec/1" };
+	r = api_request(&c, &rq, &res);
+	if (r < 0) {
+		log_error_errno(r, "exec request to capsemd");
+		api_conn_close(&c);
+		return CLI_EXIT_FAILURE;
+	}
+	if (res.head.status != 101) {
+		log_error("%s", api_response_error(&res));
+		api_response_done(&res);
+		api_conn_close(&c);
+		return CLI_EXIT_FAILURE;
+	}
+	api_response_done(&res);
+
+	relay_init(&rl, c.fd, sigfd);
+	rl.tty = e->tty;
+	/* bytes that came right after the 101 are the first frames */
+	if (buf_len(&c.rbuf) && buf_append(&rl.in, buf_head(&c.rbuf), buf_len(&c.rbuf)) < 0) {
+		log_error("the daemon sent an oversized frame");
+		goto out;
+	}
+	int raw = 0;
+	if (e->tty && isatty(STDIN_FILENO)) {
+		r = tty_raw(STDIN_FILENO);
+		if (r < 0) {
+			log_error_errno(r, "cannot put the terminal in raw mode");
+			goto out;
+		}
+		raw = 1;
+	}
+	if (e->interactive || e->tty || !isatty(STDIN_FILENO))
+		rl.in_fd = STDIN_FILENO;
+	else
+		relay_send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal needs -i */
+
+	r = relay_run(&rl, e->timeout_ms);
+	if (raw)
+		tty_restore();
+	if (r == -EINTR)
+		status = 130;
+	else if (r == 0) {
+		status = proto_exit_status(&rl.exit);
+		if (rl.exit.kind == PROTO_EXIT_TIMEOUT)
+			log_error("command timed out after %.3g s; its process group was killed",
+				  e->timeout_ms / 1000.0);
+	}
+out:
+	relay_done(&rl);
+	api_conn_close(&c);
+	return status;
+}
+
+/* ---- capsem exec ---- */
+
+static void exec_help(void)
+{
+	printf("Usage: capsem exec [OPTIONS] VM [--] COMMAND [ARGS...]\n"
+	       "       capsem exec [OPTIONS] VM -c 'SHELL COMMAND'\n"
+	       "\n"
+	       "Run a command in a running VM (a name, an id or a unique id prefix) and pass its\n"
+	       "output and exit status through.\n"
+	       "\n"
+	       "Options:\n"
+	       "  -c, --shell          run the single argument with /bin/sh -c\n"
+	       "  -e, --env KEY=VALUE  set an environment variable (repeatable; KEY alone copies\n"
+	       "                       the host's value)\n"
+	       "  -w, --workdir DIR    working directory in the guest (default /root)\n"
+	       "  -i, --interactive    forward stdin even when it is a terminal\n"
+	       "  -t, --tty            run the command on a terminal (raw mode locally)\n"
+	       "      --timeout SECS   kill the command's process group after SECS seconds (exit "
+	       "124)\n"
+	       "  -h, --help           this text\n");
+}
+
+int cmd_exec(int argc, char **argv)
+{
+	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
+					      { "env", required_argument, NULL, 'e' },
+					      { "workdir", required_argument, NULL, 'w' },
+					      { "interactive", no_argument, NULL, 'i' },
+					      { "tty", no_argument, NULL, 't' },
+					      { "timeout", required_argument, NULL, 'T' },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	_cleanup_strv_free_ char **env = NULL;
+	struct cli_exec e = {};
+	const char *ref = NULL;
+	uint64_t v;
+	int c;
+
+	optind = 1;
+	for (;;) {
+		c = getopt_long(argc, argv, "+ce:w:ith", opts, NULL);
+		if (c < 0) {
+			/* the VM comes first; options may follow it, up to the command */
+			if (!ref && optind < argc && !streq(argv[optind - 1], "--")) {
+				ref = argv[optind++];
+				continue;
+			}
+			break;
+		}
+		switch (c) {
+		case 'c':
+			e.shell = 1;
+			break;
+		case 'e':
+			if (cli_parse_env(optarg, &env) < 0)
+				return log_error("--env: expected KEY=VALUE or a KEY set on the "
+						 "host, "
+						 "got '%s'",
+						 optarg),
+				       CLI_EXIT_USAGE;
+			break;
+		case 'w':
+			if (optarg[0] != '/')
+				return log_error("--workdir: expected an absolute guest path"),
+				       CLI_EXIT_USAGE;
+			e.cwd = optarg;
+			break;
+		case 'i':
+			e.interactive = 1;
+			break;
+		case 't':
+			e.tty = 1;
+			break;
+		case 'T':
+			if (parse_seconds_ms(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
+				return log_error("--timeout: expected seconds > 0, got '%s'",
+						 optarg),
+				       CLI_EXIT_USAGE;
+			e.timeout_ms = v;
+			break;
+		case 'h':
+			exec_help();
+			return 0;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (!ref)
+		return log_error("exec: no VM given (see 'capsem exec --help')"), CLI_EXIT_USAGE;
+	if (optind >= argc)
+		return log_error("exec: no command given"), CLI_EXIT_USAGE;
+	if (e.shell && argc - optind != 1)
+		return log_error("exec -c: expects exactly one shell command string"),
+		       CLI_EXIT_USAGE;
+	e.argv = argv + optind;
+	e.env = env;
+	int sigfd = cli_exec_signals(e.tty);
+	if (sigfd < 0)
+		return log_error_errno(sigfd, "signalfd"), CLI_EXIT_FAILURE;
+	int st = cli_exec_run(ref, &e, sigfd);
+	safe_close(sigfd);
+	return st;
+}
+
+/* ---- capsem shell ---- */
+
+static void shell_help(void)
+{
+	printf("Usage: capsem shell [VM]\n"
+	       "\n"
+	       "Open an interactive login shell in VM (bash when the image has it, else sh).\n"
+	       "Without VM, a new ephemeral VM is created for the shell and deleted when it "
+	       "exits.\n"
+	       "The terminal is in raw mode: Ctrl-C, Ctrl-D and Ctrl-Z go to the guest. capsem\n"
+	       "exits with the shell's exit status.\n"
+	       "\n"
+	       "Options:\n"
+	       "      --cpus N       virtual CPUs of a new VM\n"
+	       "      --memory SIZE  RAM of a new VM (e.g. 1G)\n"
+	       "  -h, --help         this text\n");
+}
+
+int cmd_shell(int argc, char **argv)
+{
+	static const struct option opts[] = { { "cpus", required_argument, NULL, 'C' },
+					      { "memory", required_argument, NULL, 'M' },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	static char *login[] = { "exec $(command -v bash || echo sh) -l", NULL };
+	_cleanup_free_ char *id = NULL, *del = NULL;
+	json_t *create = json_object();
+	uint64_t mib;
+	uint32_t u;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'C':
+			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
+				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+				       json_decref(create), CLI_EXIT_USAGE;
+			json_object_set_new(create, "cpus", json_integer(u));
+			break;
+		case 'M':
+			if (cli_parse_mib(optarg, 64, 1u << 20, &mib) < 0)
+				return log_error(
+					       "--memory: expected a size from 64M to 1T, got '%s'",
+					       optarg),
+				       json_decref(create), CLI_EXIT_USAGE;
+			json_object_set_new(create, "memory", json_integer((json_int_t)mib));
+			break;
+		case 'h':
+			shell_help();
+			json_decref(create);
+			return 0;
+		default:
+			json_decref(create);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind > 1) {
+		json_decref(create);
+		return log_error("shell: expects at most one VM"), CLI_EXIT_USAGE;
+	}
+	const char *ref = optind < argc ? argv[optind] : NULL;
+	int sigfd = cli_exec_signals(1);
+	if (sigfd < 0) {
+		json_decref(create);
+		return log_error_errno(sigfd, "signalfd"), CLI_EXIT_FAILURE;
+	}
+	if (!ref) {
+		struct api_response res;
+		int r = cli_api("POST", "/vms", create, &res);
+		if (r < 0) {
+			json_decref(create);
+			safe_close(sigfd);
+			return CLI_EXIT_FAILURE;
+		}
+		const char *s = json_string_value(json_object_get(res.json, "id"));
+		id = s ? strdup(s) : NULL;
+		api_response_done(&res);
+		if (!id) {
+			json_decref(create);
+			safe_close(sigfd);
+			return log_error("capsemd did not return the new VM's id"),
+			       CLI_EXIT_FAILURE;
+		}
+		ref = id;
+	}
+	json_decref(create);
+
+	struct cli_exec e = { .argv = login, .shell = 1, .tty = 1, .interactive = 1 };
+	int st = cli_exec_run(ref, &e, sigfd);
+
+	if (id) {
+		struct api_response res;
+		del = cli_vm_path(id, "");
+		if (del && cli_api("DELETE", del, NULL, &res) == 0)
+			api_response_done(&res);
+	}
+	safe_close(sigfd);
+	return st;
+}

@@ -1,0 +1,684 @@
+/* apiclient.c - blocking HTTP/1.1 client for capsemd's API over its Unix socket, and the start of
+ * the daemon on demand.
+ *
+ * Trust boundary: the daemon runs as the same user (its socket is 0600 in a 0700 directory), but
+ * its responses are still parsed as untrusted bytes: the head, header count, Content-Length and
+ * chunk sizes are capped, and malformed responses fail with -EBADMSG instead of being guessed at.
+ * Used by the CLI's main thread; one connection, one request at a time, no threads.
+ */
+#include <ctype.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "apiclient.h"
+#include "fdutil.h"
+#include "macro.h"
+#include "unixsock.h"
+#include "vmproc.h"
+
+/* ---- response head ---- */
+
+static int hdr_eq(const char *a, size_t an, const char *b)
+{
+	return an == strlen(b) && strncasecmp(a, b, an) == 0;
+}
+
+static void copy_trim_lower(char *dst, size_t dn, const char *v, size_t vn, int stop_at_semi)
+{
+	size_t i, k = 0;
+	for (i = 0; i < vn && k + 1 < dn; i++) {
+		if (stop_at_semi && v[i] == ';')
+			break;
+		dst[k++] = (char)tolower((unsigned char)v[i]);
+	}
+	while (k > 0 && (dst[k - 1] == ' ' || dst[k - 1] == '\t'))
+		k--;
+	dst[k] = 0;
+}
+
+/* Find "\r\n\r\n" within the first n bytes. Returns the head length or 0. */
+static size_t head_end(const char *p, size_t n)
+{
+	for (size_t i = 0; i + 3 < n; i++)
+		if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
+			return i + 4;
+	return 0;
+}
+
+int api_parse_head(const char *p, size_t n, struct api_head *ret)
+{
+	struct api_head h = { .content_length = -1 };
+	size_t end = head_end(p, MIN(n, (size_t)API_MAX_HEAD));
+	unsigned nh = 0;
+
+	if (!end)
+		return n >= API_MAX_HEAD ? -E2BIG : 0;
+
+	/* status line: HTTP/1.x SSS reason */
+	const char *eol = memchr(p, '\r', end);
+	if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
+	    p[8] != ' ')
+		return -EBADMSG;
+	if (!isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
+	    !isdigit((unsigned char)p[11]) || (eol - p > 12 && p[12] != ' '))
+		return -EBADMSG;
+	h.status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+	if (h.status < 100)
+		return -EBADMSG;
+	for (const char *q = p; q < eol; q++)
+		if ((unsigned char)*q < 0x20 && *q != '\t')
+			return -EBADMSG;
+
+	const char *line = eol + 2;
+	while (line < p + end - 2) {
+		const char *le = memchr(line, '\r', (size_t)(p + end - line));
+		if (!le || le[1] != '\n')
+			return -EBADMSG;
+		if (++nh > API_MAX_HEADERS)
+			return -E2BIG;
+		const char *colon = memchr(line, ':', (size_t)(le - line));
+		if (!colon || colon == line)
+			return -EBADMSG;
+		for (const char *q = line; q < colon; q++)
+			if (*q <= ' ' || *q >= 0x7f)
+				return -EBADMSG;
+		const char *v = colon + 1;
+		while (v < le && (*v == ' ' || *v == '\t'))
+			v++;
+		for (const char *q = v; q < le; q++)
+			if ((unsigned char)*q < 0x20 && *q != '\t')
+				return -EBADMSG;
+		size_t nn = (size_t)(colon - line), vn = (size_t)(le - v);
+		while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+			vn--;
+
+		if (hdr_eq(line, nn, "content-length")) {
+			uint64_t cl = 0;
+			if (vn == 0 || vn > 19 || h.content_length >= 0)
+				return -EBADMSG; /* also rejects duplicates */
+			for (size_t i = 0; i < vn; i++) {
+				if (!isdigit((unsigned char)v[i]))
+					return -EBADMSG;
+				cl = cl * 10 + (uint64_t)(v[i] - '0');
+			}
+			if (cl > INT64_MAX)
+				return -EBADMSG;
+			h.content_length = (int64_t)cl;
+		} else if (hdr_eq(line, nn, "transfer-encoding")) {
+			if (!hdr_eq(v, vn, "chunked"))
+				return -EBADMSG;
+			h.chunked = 1;
+		} else if (hdr_eq(line, nn, "connection")) {
+			if (hdr_eq(v, vn, "close"))
+				h.close = 1;
+		} else if (hdr_eq(line, nn, "content-type")) {
+			copy_trim_lower(h.content_type, sizeof(h.content_type), v, vn, 1);
+		} else if (hdr_eq(line, nn, "upgrade")) {
+			copy_trim_lower(h.upgrade, sizeof(h.upgrade), v, vn, 0);
+		}
+		line = le + 2;
+	}
+	if (h.chunked && h.content_length >= 0)
+		return -EBADMSG; /* ambiguous framing */
+	*ret = h;
+	return (int)end;
+}
+
+/* ---- chunked bodies ---- */
+
+enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF };
+
+#define CH_MAX_LINE 1024u
+#define CH_MAX_TRAILER 8192u
+
+static int sink(struct buf *out, int out_fd, const uint8_t *p, size_t n)
+{
+	if (out_fd >= 0)
+		return fd_write_all(out_fd, p, n);
+	return buf_append(out, p, n);
+}
+
+ssize_t api_chunked_feed(struct api_chunked *c, const uint8_t *p, size_t n, struct buf *out,
+			 int out_fd)
+{
+	size_t i = 0;
+	while (i < n && !c->done) {
+		uint8_t ch = p[i];
+		switch (c->state) {
+		case CH_SIZE:
+			if (isxdigit(ch)) {
+				if (++c->line > 15)
+					return -EBADMSG;
+				c->remaining = c->remaining * 16 +
+					       (uint64_t)(isdigit(ch) ? ch - '0'
+								      : (tolower(ch) - 'a' + 10));
+			} else if (c->line == 0) {
+				return -EBADMSG;
+			} else if (ch == ';' || ch == ' ' || ch == '\t') {
+				c->state = CH_EXT;
+			} else if (ch == '\r') {
+				c->state = CH_SIZE_LF;
+			} else {
+				return -EBADMSG;
+			}
+			i++;
+			break;
+		case CH_EXT:
+			if (ch == '\r')
+				c->state = CH_SIZE_LF;
+			else if (++c->line > CH_MAX_LINE || ch == '\n')
+				return -EBADMSG;
+			i++;
+			break;
+		case CH_SIZE_LF:
+			if (ch != '\n')
+				return -EBADMSG;
+			i++;
+			c->line = 0;
+			c->state = c->remaining ? CH_DATA : CH_TRAILER;
+			break;
+		case CH_DATA: {
+			size_t k = (size_t)MIN((uint64_t)(n - i), c->remaining);
+			int r = sink(out, out_fd, p + i, k);
+			if (r < 0)
+				return r;
+			i += k;
+			c->remaining -= k;
+			if (!c->remaining)
+				c->state = CH_DATA_CR;
+			break;
+		}
+		case CH_DATA_CR:
+			if (ch != '\r')
+				return -EBADMSG;
+			i++;
+			c->state = CH_DATA_LF;
+			break;
+		case CH_DATA_LF:
+			if (ch != '\n')
+				return -EBADMSG;
+			i++;
+			c->state = CH_SIZE;
+			c->line = 0;
+			break;
+		case CH_TRAILER:
+			/* trailer lines until an empty one; their content is ignored */
+			if (++c->trailer > CH_MAX_TRAILER)
+				return -EBADMSG;
+			if (ch == '\r')
+				c->state = CH_TRAILER_LF;
+			else if (ch == '\n')
+				return -EBADMSG;
+			else
+				c->line++;
+			i++;
+			break;
+		case CH_TRAILER_LF:
+			if (ch != '\n')
+				return -EBADMSG;
+			i++;
+			if (c->line == 0)
+				c->done = 1;
+			c->line = 0;
+			c->state = CH_TRAILER;
+			break;
+		default:
+			return -EBADMSG;
+		}
+	}
+	return (ssize_t)i;
+}
+
+/* ---- small helpers ---- */
+
+char *api_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s);
+	char *o = malloc(n * 3 + 1), *q = o;
+	if (!o)
+		return NULL;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~' || *p == '/') {
+			*q++ = (char)*p;
+		} else {
+			*q++ = '%';
+			*q++ = hex[*p >> 4];
+			*q++ = hex[*p & 15];
+		}
+	}
+	*q = 0;
+	return o;
+}
+
+const char *api_response_error(const struct api_response *r)
+{
+	static __thread char fallback[64];
+	const char *e = json_string_value(json_object_get(r->json, "error"));
+	if (e && *e)
+		return e;
+	snprintf(fallback, sizeof(fallback), "the daemon answered HTTP %d", r->head.status);
+	return fallback;
+}
+
+const char *api_response_code(const struct api_response *r)
+{
+	return strempty(json_string_value(json_object_get(r->json, "code")));
+}
+
+void api_response_done(struct api_response *r)
+{
+	if (!r)
+		return;
+	buf_done(&r->body, 0);
+	json_decref(r->json);
+	r->json = NULL;
+}
+
+char *api_capsem_home(void)
+{
+	const char *h = getenv("CAPSEM_HOME");
+	char *p = NULL;
+	if (h && *h)
+		return strdup(h);
+	h = getenv("HOME");
+	if (!h || !*h)
+		h = "/root";
+	return asprintf(&p, "%s/.capsem", h) < 0 ? NULL : p;
+}
+
+char *api_socket_path(void)
+{
+	_cleanup_free_ char *home = api_capsem_home();
+	char *p = NULL;
+	if (!home)
+		return NULL;
+	return asprintf(&p, "%s/run/capsemd.sock", home) < 0 ? NULL : p;
+}
+
+/* ---- connection ---- */
+
+int api_connect(struct api_conn *c)
+{
+	_cleanup_free_ char *path = api_socket_path();
+	if (!path)
+		return -ENOMEM;
+	int fd = unix_connect(path, 0);
+	if (fd < 0)
+		return fd;
+	c->fd = fd;
+	c->intr_fd = -1;
+	buf_init(&c->rbuf, API_MAX_HEAD + API_MAX_BODY);
+	return 0;
+}
+
+void api_conn_close(struct api_conn *c)
+{
+	if (!c)
+		return;
+	c->fd = safe_close(c->fd);
+	buf_done(&c->rbuf, 0);
+}
+
+/* fork + exec argv with stdio on /dev/null; wait for it. Its exit status, or -errno. */
+static int run_quiet(char *const *argv)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, STDIN_FILENO);
+			dup2(nul, STDOUT_FILENO);
+			dup2(nul, STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return negative_errno();
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Is a systemd user unit installed for this CAPSEM_HOME? (capsem install writes the line
+ * "Environment=CAPSEM_HOME=<home>" into it.) */
+static int systemd_unit_matches(const char *home)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *h = getenv("HOME");
+	_cleanup_free_ char *unit = NULL, *text = NULL, *want = NULL;
+	int r = -1;
+	if (xdg && *xdg)
+		r = asprintf(&unit, "%s/systemd/user/capsemd.service", xdg);
+	else if (h && *h)
+		r = asprintf(&unit, "%s/.config/systemd/user/capsemd.service", h);
+	if (r < 0)
+		unit = NULL;
+	if (!unit || read_file_small(unit, 65536, &text, NULL) < 0)
+		return 0;
+	if (asprintf(&want, "\nEnvironment=CAPSEM_HOME=%s\n", home) < 0)
+		return 0;
+	return strstr(text, want) != NULL;
+}
+
+/* Double fork: the grandchild runs `capsemd --foreground` in its own session with stdout/stderr
+ * appended to run/capsemd.log, so it outlives us and never gets our terminal's signals. */
+static int spawn_daemon(const char *bin, const char *logpath)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid == 0) {
+		if (setsid() < 0)
+			_exit(1);
+		pid_t p2 = fork();
+		if (p2 < 0)
+			_exit(1);
+		if (p2 > 0)
+			_exit(0);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		struct sigaction sa = { .sa_handler = SIG_DFL };
+		sigaction(SIGPIPE, &sa, NULL);
+		sigaction(SIGINT, &sa, NULL);
+		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		int log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (nul < 0 || log < 0)
+			_exit(1);
+		dup2(nul, STDIN_FILENO);
+		dup2(log, STDOUT_FILENO);
+		dup2(log, STDERR_FILENO);
+		if (chdir("/") < 0)
+			_exit(1);
+		char *argv[] = { (char *)bin, "--foreground", NULL };
+		execv(bin, argv);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return negative_errno();
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ECHILD;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int api_connect_or_start(struct api_conn *c)
+{
+	int r = api_connect(c);
+	if (r == 0 || (r != -ECONNREFUSED && r != -ENOENT))
+		return r;
+
+	_cleanup_free_ char *home = api_capsem_home(), *rundir = NULL, *logpath = NULL;
+	if (!home || asprintf(&rundir, "%s/run", home) < 0 ||
+	    asprintf(&logpath, "%s/capsemd.log", rundir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(rundir, 0700);
+	if (r < 0)
+		return r;
+	fprintf(stderr, "capsem: starting capsemd\n");
+
+	int started = 0;
+	if (systemd_unit_matches(home)) {
+		char *argv[] = { "systemctl", "--user", "start", "capsemd", NULL };
+		started = run_quiet(argv) == 0;
+	}
+	if (!started) {
+		_cleanup_free_ char *bin =
+			find_helper_binary("capsemd", "CAPSEM_DAEMON_BIN", "daemon");
+		if (!bin)
+			return -ENOEXEC;
+		r = spawn_daemon(bin, logpath);
+		if (r < 0)
+			return r;
+	}
+	int64_t deadline = now_ms() + API_START_TIMEOUT_MS;
+	while (now_ms() < deadline) {
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		r = api_connect(c);
+		if (r == 0)
+			return 0;
+		if (r != -ECONNREFUSED && r != -ENOENT)
+			return r;
+	}
+	return -ETIMEDOUT;
+}
+
+/* ---- requests ---- */
+
+int api_send_request(struct api_conn *c, const struct api_req *rq)
+{
+	_cleanup_free_ char *head = NULL;
+	int has_body = rq->content_type != NULL;
+	int n = asprintf(&head,
+			 "%s %s HTTP/1.1\r\nHost: capsemd\r\nUser-Agent: capsem\r\n"
+			 "Accept: application/json\r\n%s%s%s%s%s%s",
+			 rq->method, rq->path,
+			 rq->upgrade ? "Connection: Upgrade\r\nUpgrade: " : "",
+			 rq->upgrade ? rq->upgrade : "", rq->upgrade ? "\r\n" : "",
+			 has_body ? "Content-Type: " : "", has_body ? rq->content_type : "",
+			 has_body ? "\r\n" : "");
+	if (n < 0)
+		return -ENOMEM;
+	_cleanup_free_ char *full = NULL;
+	n = asprintf(&full, "%sContent-Length: %zu\r\n\r\n", head,
+		     has_body ? rq->body_len : (size_t)0);
+	if (n < 0)
+		return -ENOMEM;
+	int r = fd_write_all(c->fd, full, (size_t)n);
+	if (r < 0)
+		return r;
+	if (!has_body || !rq->body_len)
+		return 0;
+	if (rq->body_fd < 0)
+		return fd_write_all(c->fd, rq->body, rq->body_len);
+	uint8_t tmp[65536];
+	size_t left = rq->body_len;
+	while (left) {
+		ssize_t k = fd_read_some(rq->body_fd, tmp, MIN(left, sizeof(tmp)));
+		if (k < 0)
+			return (int)k;
+		if (k == 0)
+			return -EPIPE; /* the file shrank under us */
+		r = fd_write_all(c->fd, tmp, (size_t)k);
+		if (r < 0)
+			return r;
+		left -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Read more bytes into rbuf. 1, 0 on EOF, -EINTR (intr_fd readable, only when watch) or -errno. */
+static int fill(struct api_conn *c, int watch)
+{
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = c->fd, .events = POLLIN },
+					{ .fd = watch ? c->intr_fd : -1, .events = POLLIN } };
+		int n = poll(pf, 2, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return negative_errno();
+		if (pf[0].revents) {
+			uint8_t *dst = buf_reserve(&c->rbuf, 65536);
+			if (!dst)
+				return -EFBIG;
+			ssize_t k = read(c->fd, dst, 65536);
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k < 0)
+				return negative_errno();
+			buf_commit(&c->rbuf, (size_t)k);
+			return k > 0;
+		}
+		if (pf[1].revents)
+			return -EINTR;
+	}
+}
+
+static int body_sink(struct api_response *ret, int out_fd, uint64_t *total, uint64_t max,
+		     const uint8_t *p, size_t n)
+{
+	*total += n;
+	if (*total > max)
+		return -EFBIG;
+	return sink(&ret->body, out_fd, p, n);
+}
+
+int api_read_response(struct api_conn *c, const struct api_req *rq, struct api_response *ret)
+{
+	struct api_response res = {};
+	int hl, r;
+
+	/* the head; 1xx interim responses other than 101 are skipped */
+	for (;;) {
+		hl = api_parse_head((const char *)buf_head(&c->rbuf), buf_len(&c->rbuf), &res.head);
+		if (hl < 0)
+			return hl;
+		if (hl > 0) {
+			buf_consume(&c->rbuf, (size_t)hl);
+			if (res.head.status >= 100 && res.head.status < 200 &&
+			    res.head.status != 101)
+				continue;
+			break;
+		}
+		r = fill(c, c->intr_fd >= 0);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return -EPIPE;
+	}
+	if (res.head.status == 101) {
+		*ret = res;
+		return 0;
+	}
+
+	int ok = res.head.status / 100 == 2;
+	int out_fd = ok && rq && rq->out_fd >= 0 ? rq->out_fd : -1;
+	uint64_t max = out_fd >= 0 ? (rq->out_max ? rq->out_max : API_MAX_FILE_BODY) : API_MAX_BODY;
+	uint64_t total = 0;
+	buf_init(&res.body, API_MAX_BODY);
+
+	int no_body = res.head.status == 204 || res.head.status == 304 ||
+		      (rq && rq->method && streq(rq->method, "HEAD"));
+	if (no_body) {
+		/* nothing */
+	} else if (res.head.chunked) {
+		struct api_chunked ch = {};
+		uint64_t wire = 0; /* chunked bytes consumed: bounds a streamed body */
+		for (;;) {
+			if (buf_len(&c->rbuf)) {
+				ssize_t k = api_chunked_feed(&ch, buf_head(&c->rbuf),
+							     buf_len(&c->rbuf), &res.body, out_fd);
+				if (k < 0) {
+					r = k == -ENOBUFS ? -EFBIG : (int)k;
+					goto fail;
+				}
+				buf_consume(&c->rbuf, (size_t)k);
+				wire += (uint64_t)k;
+				if (wire > max + max / 8 + 65536) {
+					r = -EFBIG;
+					goto fail;
+				}
+				if (ch.done)
+					break;
+			}
+			r = fill(c, 0);
+			if (r <= 0) {
+				r = r < 0 ? r : -EPIPE;
+				goto fail;
+			}
+		}
+	} else if (res.head.content_length >= 0) {
+		uint64_t left = (uint64_t)res.head.content_length;
+		if (left > max) {
+			r = -EFBIG;
+			goto fail;
+		}
+		while (left) {
+			if (!buf_len(&c->rbuf)) {
+				r = fill(c, 0);
+				if (r <= 0) {
+					r = r < 0 ? r : -EPIPE;
+					goto fail;
+				}
+			}
+			size_t k = (size_t)MIN(left, (uint64_t)buf_len(&c->rbuf));
+			r = body_sink(&res, out_fd, &total, max, buf_head(&c->rbuf), k);
+			if (r < 0)
+				goto fail;
+			buf_consume(&c->rbuf, k);
+			left -= k;
+		}
+	} else {
+		/* no length: the body runs to EOF */
+		for (;;) {
+			if (buf_len(&c->rbuf)) {
+				r = body_sink(&res, out_fd, &total, max, buf_head(&c->rbuf),
+					      buf_len(&c->rbuf));
+				if (r < 0)
+					goto fail;
+				buf_consume(&c->rbuf, buf_len(&c->rbuf));
+			}
+			r = fill(c, 0);
+			if (r < 0)
+				goto fail;
+			if (r == 0)
+				break;
+		}
+		res.head.close = 1;
+	}
+
+	if (buf_len(&res.body) && streq(res.head.content_type, "application/json")) {
+		json_error_t je;
+		res.json = json_loadb((const char *)buf_head(&res.body), buf_len(&res.body),
+				      JSON_REJECT_DUPLICATES, &je);
+		if (!res.json) {
+			r = -EBADMSG;
+			goto fail;
+		}
+	}
+	*ret = res;
+	return 0;
+fail:
+	api_response_done(&res);
+	return r;
+}
+
+int api_request(struct api_conn *c, const struct api_req *rq, struct api_response *ret)
+{
+	int r = api_send_request(c, rq);
+	if (r < 0)
+		return r;
+	return api_read_response(c, rq, ret);
+}
+
+int api_json(struct api_conn *c, const char *method, const char *path, json_t *body,
+	     struct api_response *ret)
+{
+	_cleanup_free_ char *text = NULL;
+	struct api_req rq = { .method = method, .path = path, .body_fd = -1, .out_fd = -1 };
+	if (body) {
+		text = json_dumps(body, JSON_COMPACT);
+		if (!text)
+			return -ENOMEM;
+		rq.content_type = "application/json";
+		rq.body = text;
+		rq.body_len = strlen(text);
+	}
+	return api_request(c, &rq, ret);
+}

@@ -1,0 +1,80 @@
+"""`capsem shell` on a real terminal: driven inside a private tmux server (send-keys, capture-pane).
+
+Checks the interactive path end to end: raw mode (keys reach the guest's pty), window resizes
+(SIGWINCH -> WINSIZE), Ctrl-C interrupting a guest command, the shell's exit status returned, and
+the ephemeral VM deleted afterwards."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from conftest import CAPSEM, IMAGES
+from test_cli_daemon import cli, dhome  # noqa: F401  (module-scoped private CAPSEM_HOME)
+
+
+class Tmux:
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, *args, check=True):
+        return subprocess.run(["tmux", "-L", self.name, *args], capture_output=True,
+                              check=check, timeout=30)
+
+    def screen(self):
+        return self.run("capture-pane", "-p", "-t", "t").stdout.decode(errors="replace")
+
+    def keys(self, *keys):
+        self.run("send-keys", "-t", "t", *keys)
+
+    def wait(self, pattern, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            s = self.screen()
+            if re.search(pattern, s, re.M):
+                return s
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.screen()}")
+
+
+@pytest.fixture
+def tmux(dhome):  # noqa: F811
+    t = Tmux(f"capsem-test-{os.getpid()}")
+    env = f"CAPSEM_HOME={shlex.quote(str(dhome))} CAPSEM_IMAGES_DIR={shlex.quote(IMAGES)}"
+    cmd = f"env {env} {shlex.quote(CAPSEM)} shell; echo rc=$?; sleep 600"
+    t.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
+    yield t
+    t.run("kill-server", check=False)
+
+
+def test_shell_in_tmux(dhome, tmux):  # noqa: F811
+    tmux.wait(r"[#$] ?$", timeout=90)  # the guest's prompt
+
+    tmux.keys("echo $((6*7))", "Enter")
+    tmux.wait(r"^42\s*$")
+
+    tmux.keys("stty size", "Enter")
+    tmux.wait(r"^40 120\s*$")
+    tmux.run("resize-window", "-t", "t", "-x", "100", "-y", "30")
+    time.sleep(0.5)
+    tmux.keys("clear; stty size", "Enter")
+    tmux.wait(r"^30 100\s*$")
+
+    # Ctrl-C is a byte for the guest's pty: it interrupts sleep, not capsem
+    tmux.keys("clear; sleep 100", "Enter")
+    time.sleep(1)
+    t0 = time.monotonic()
+    tmux.keys("C-c")
+    tmux.keys("echo after-$((1+1))", "Enter")
+    tmux.wait(r"^after-2\s*$", timeout=20)
+    assert time.monotonic() - t0 < 20
+
+    tmux.keys("exit 3", "Enter")
+    tmux.wait(r"^rc=3\s*$", timeout=60)
+
+    # the ephemeral VM is gone
+    vms = json.loads(cli(dhome, "list", "-a", "--json", check=0).stdout)
+    assert vms == [], vms

@@ -1,0 +1,636 @@
+/* api.c - capsemd's routes (docs/API.md): VMs (create, list, info, stop, start, restart,
+ * persist, delete, purge, logs, files, exec upgrade), version and health.
+ *
+ * Trust boundary: API clients. Paths, query strings and JSON bodies are validated here (with
+ * vmspec.c for VM shapes and commands) before anything reaches vmctl or a guest; the JSON
+ * nesting is checked before jansson parses a body. Answers that need a VM to boot or stop are
+ * sent from vmctl's waiter callbacks. Thread: the loop.
+ */
+#include "api.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "fdutil.h"
+#include "gexec.h"
+#include "log.h"
+#include "macro.h"
+#include "parse.h"
+#include "proto.h"
+
+#define FILES_MAX (256ull << 20)
+#define LOG_MAX (8u << 20)
+#define REF_MAX 64
+
+/* ---- helpers ---- */
+
+static void reply_vm(struct httpd_conn *c, int status, const struct vm *vm)
+{
+	httpd_reply_json(c, status, registry_record_to_json(vm_record(vm)));
+}
+
+static void reply_deleted(struct httpd_conn *c, const char *id)
+{
+	httpd_reply_json(c, 200, json_pack("{s:s}", "deleted", id));
+}
+
+/* Parse a JSON body (empty = {}). NULL after answering 400. */
+static json_t *body_json(struct httpd_conn *c, const struct buf *body)
+{
+	json_error_t err;
+	if (buf_len(body) == 0)
+		return json_object();
+	if (http_json_depth_check(buf_head(body), buf_len(body), HTTP_MAX_JSON_DEPTH) < 0) {
+		httpd_reply_error(c, 400, "bad_request", "JSON nested deeper than %u",
+				  HTTP_MAX_JSON_DEPTH);
+		return NULL;
+	}
+	json_t *j = json_loadb((const char *)buf_head(body), buf_len(body), JSON_REJECT_DUPLICATES,
+			       &err);
+	if (!j)
+		httpd_reply_error(c, 400, "bad_request", "malformed JSON: %s (line %d)", err.text,
+				  err.line);
+	return j;
+}
+
+/* Look up {ref}; answers 404/400 itself and returns NULL when it is not one VM. */
+static struct vm *find_vm(struct api *a, struct httpd_conn *c, const char *ref)
+{
+	struct vm *vm = NULL;
+	_cleanup_free_ char *cands = NULL;
+	int r = vmctl_resolve(a->vms, ref, &vm, &cands);
+	if (r == -EADDRNOTAVAIL)
+		httpd_reply_error(c, 400, "bad_request", "'%s' is ambiguous: %s", ref,
+				  strempty(cands));
+	else if (r < 0)
+		httpd_reply_error(c, 404, "not_found", "no VM '%s'", ref);
+	return r < 0 ? NULL : vm;
+}
+
+static int ref_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > REF_MAX)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+		      *p == '.' || *p == '-'))
+			return 0;
+	return 1;
+}
+
+static void reply_boot_failure(struct httpd_conn *c, const struct vm *vm)
+{
+	const struct vm_record *r = vm_record(vm);
+	const char *tail = vm_serial_tail(vm);
+	httpd_reply_error(
+		c, 503, "vm_failed", "%s%s%s", r->error ? r->error : "the VM did not start",
+		tail && *tail ? "\n--- last serial console lines ---\n" : "", tail ? tail : "");
+}
+
+/* ---- waiter callbacks ---- */
+
+static void on_ready_created(struct vm *vm, int ok, void *ud)
+{
+	if (ok)
+		reply_vm(ud, 201, vm);
+	else
+		reply_boot_failure(ud, vm);
+}
+
+static void on_ready(struct vm *vm, int ok, void *ud)
+{
+	if (ok)
+		reply_vm(ud, 200, vm);
+	else
+		reply_boot_failure(ud, vm);
+}
+
+static void on_stopped(struct vm *vm, int ok, void *ud)
+{
+	const struct vm_record *r = vm_record(vm);
+	if (!r->persistent)
+		reply_deleted(ud, r->id);
+	else
+		reply_vm(ud, 200, vm);
+}
+
+static void on_stopped_deleted(struct vm *vm, int ok, void *ud)
+{
+	reply_deleted(ud, vm_record(vm)->id);
+}
+
+static void on_stopped_restart(struct vm *vm, int ok, void *ud)
+{
+	int r = vm_start(vm, on_ready, ud);
+	if (r < 0)
+		httpd_reply_error(ud, 409, "conflict", "cannot start the VM again: %s",
+				  strerror(-r));
+}
+
+/* ---- routes ---- */
+
+static void route_version(struct httpd_conn *c)
+{
+	httpd_reply_json(c, 200,
+			 json_pack("{s:s, s:i, s:i}", "version", CAPSEM_VERSION, "protocol",
+				   PROTO_VERSION, "api", 1));
+}
+
+static void route_health(struct api *a, struct httpd_conn *c)
+{
+	httpd_reply_json(c, 200,
+			 json_pack("{s:b, s:I}", "ok", 1, "vms", (json_int_t)vmctl_count(a->vms)));
+}
+
+static void route_list(struct api *a, struct httpd_conn *c)
+{
+	json_t *arr = json_array();
+	for (struct vm *vm = vmctl_first(a->vms); vm && arr; vm = vmctl_next(vm))
+		json_array_append_new(arr, registry_record_to_json(vm_record(vm)));
+	httpd_reply_json(c, 200, arr);
+}
+
+static void route_create(struct api *a, struct httpd_conn *c, const struct buf *body)
+{
+	_cleanup_free_ char *err = NULL;
+	struct vm_spec spec;
+	struct vm *vm;
+	json_t *j = body_json(c, body);
+	if (!j)
+		return;
+	int r = vmspec_from_json(j, &spec, &err);
+	json_decref(j);
+	if (r == -ENOMEM) {
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	if (r < 0) {
+		httpd_reply_error(c, 400, "bad_request", "%s", strempty(err));
+		return;
+	}
+	if (spec.name && vmctl_name_taken(a->vms, spec.name)) {
+		httpd_reply_error(c, 409, "name_taken", "a VM named '%s' already exists",
+				  spec.name);
+		vmspec_done(&spec);
+		return;
+	}
+	r = vmctl_create(a->vms, &spec, on_ready_created, c, &vm);
+	vmspec_done(&spec);
+	if (r == -EEXIST)
+		httpd_reply_error(c, 409, "name_taken", "the name is taken");
+	else if (r < 0)
+		httpd_reply_error(c, 500, "internal", "cannot create the VM: %s", strerror(-r));
+}
+
+static void route_stop(struct httpd_conn *c, struct vm *vm)
+{
+	int r = vm_stop(vm, on_stopped, c);
+	if (r == -ENOTCONN)
+		httpd_reply_error(c, 409, "not_running", "the VM is %s",
+				  registry_state_name(vm_record(vm)->state));
+	else if (r < 0)
+		httpd_reply_error(c, 500, "internal", "%s", strerror(-r));
+}
+
+static void route_start(struct httpd_conn *c, struct vm *vm)
+{
+	const struct vm_record *rec = vm_record(vm);
+	if (rec->state == VM_STOPPING) {
+		httpd_reply_error(c, 409, "conflict", "the VM is stopping");
+		return;
+	}
+	if (rec->state == VM_RUNNING || rec->state == VM_CREATING) {
+		httpd_reply_error(c, 409, "already_running", "the VM is already %s",
+				  registry_state_name(rec->state));
+		return;
+	}
+	int r = vm_start(vm, on_ready, c);
+	if (r < 0)
+		httpd_reply_error(c, 409, "conflict", "cannot start the VM: %s", strerror(-r));
+}
+
+static void route_restart(struct httpd_conn *c, struct vm *vm)
+{
+	const struct vm_record *rec = vm_record(vm);
+	if (!rec->persistent) {
+		httpd_reply_error(c, 409, "conflict",
+				  "an ephemeral VM is deleted when it stops: persist it first");
+		return;
+	}
+	if (rec->state == VM_STOPPED || rec->state == VM_CRASHED) {
+		route_start(c, vm);
+		return;
+	}
+	int r = vm_stop(vm, on_stopped_restart, c);
+	if (r < 0)
+		httpd_reply_error(c, 409, "conflict", "cannot restart the VM: %s", strerror(-r));
+}
+
+static void route_persist(struct api *a, struct httpd_conn *c, struct vm *vm,
+			  const struct buf *body)
+{
+	json_t *j = body_json(c, body);
+	if (!j)
+		return;
+	json_t *n = json_object_get(j, "name");
+	const char *name = json_string_value(n);
+	if (!json_is_object(j) || json_object_size(j) != 1 || !name ||
+	    strlen(name) != json_string_length(n) || !vmspec_name_valid(name)) {
+		httpd_reply_error(
+			c, 400, "bad_request",
+			"expected {\"name\": NAME} with NAME of [a-z0-9][a-z0-9_.-]{0,62}");
+	} else if (vm_record(vm)->persistent) {
+		httpd_reply_error(c, 409, "conflict", "the VM is already persistent (named '%s')",
+				  strempty(vm_record(vm)->spec.name));
+	} else if (vmctl_name_taken(a->vms, name)) {
+		httpd_reply_error(c, 409, "name_taken", "a VM named '%s' already exists", name);
+	} else {
+		int r = vm_persist(vm, name);
+		if (r < 0)
+			httpd_reply_error(c, 500, "internal", "%s", strerror(-r));
+		else
+			reply_vm(c, 200, vm);
+	}
+	json_decref(j);
+}
+
+static void route_delete(struct httpd_conn *c, struct vm *vm)
+{
+	char id[REGISTRY_ID_LEN + 1];
+	memcpy(id, vm_record(vm)->id, sizeof(id));
+	enum vm_state st = vm_record(vm)->state;
+	if (st == VM_STOPPED || st == VM_CRASHED) {
+		int r = vm_delete(vm);
+		if (r < 0)
+			httpd_reply_error(c, 500, "internal", "cannot delete the VM: %s",
+					  strerror(-r));
+		else
+			reply_deleted(c, id);
+		return;
+	}
+	vm_delete_when_stopped(vm);
+	int r = vm_stop(vm, on_stopped_deleted, c);
+	if (r < 0)
+		httpd_reply_error(c, 500, "internal", "cannot stop the VM: %s", strerror(-r));
+}
+
+/* POST /purge: every ephemeral VM and every stopped/crashed one; answered when all are gone. */
+struct purge {
+	struct httpd_conn *c;
+	json_t *ids;
+	int pending;
+};
+
+static void purge_done(struct purge *p)
+{
+	if (p->pending > 0)
+		return;
+	httpd_reply_json(p->c, 200, json_pack("{s:o}", "deleted", p->ids));
+	free(p);
+}
+
+static void on_purge_stopped(struct vm *vm, int ok, void *ud)
+{
+	struct purge *p = ud;
+	json_array_append_new(p->ids, json_string(vm_record(vm)->id));
+	p->pending--;
+	purge_done(p);
+}
+
+static void route_purge(struct api *a, struct httpd_conn *c)
+{
+	struct purge *p = calloc(1, sizeof(*p));
+	if (!p || !(p->ids = json_array())) {
+		free(p);
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	p->c = c;
+	p->pending = 1; /* held until the loop below is done */
+	struct vm *next;
+	for (struct vm *vm = vmctl_first(a->vms); vm; vm = next) {
+		next = vmctl_next(vm);
+		const struct vm_record *r = vm_record(vm);
+		if (r->state == VM_STOPPED || r->state == VM_CRASHED) {
+			char id[REGISTRY_ID_LEN + 1];
+			memcpy(id, r->id, sizeof(id));
+			if (vm_delete(vm) == 0)
+				json_array_append_new(p->ids, json_string(id));
+		} else if (!r->persistent) {
+			vm_delete_when_stopped(vm);
+			if (vm_stop(vm, on_purge_stopped, p) == 0)
+				p->pending++;
+		}
+	}
+	p->pending--;
+	purge_done(p);
+}
+
+static void route_logs(struct httpd_conn *c, struct vm *vm, const char *query)
+{
+	_cleanup_free_ char *source = NULL, *tail = NULL, *path = NULL, *text = NULL;
+	uint64_t n = 0;
+	size_t len = 0;
+	int r = http_query_get(query, "source", &source);
+	if (r == -ENOENT && !(source = strdup("serial"))) {
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	if (r == -EBADMSG ||
+	    (!streq(source, "serial") && !streq(source, "vm") && !streq(source, "qemu"))) {
+		httpd_reply_error(c, 400, "bad_request", "source: expected serial, vm or qemu");
+		return;
+	}
+	r = http_query_get(query, "tail", &tail);
+	if (r == -EBADMSG || (r == 0 && (parse_u64(tail, &n) < 0 || n > 1000000))) {
+		httpd_reply_error(c, 400, "bad_request", "tail: expected a number of lines");
+		return;
+	}
+	if (asprintf(&path, "%s/%s.log", vm_record(vm)->vmdir, source) < 0) {
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	/* the serial log is capped at 4 MiB by capsem-vm; read at most the last LOG_MAX bytes */
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		off_t off = st.st_size > (off_t)LOG_MAX ? st.st_size - (off_t)LOG_MAX : 0;
+		size_t want = (size_t)(st.st_size - off);
+		text = malloc(want + 1);
+		if (text) {
+			ssize_t k = pread(fd, text, want, off);
+			len = k > 0 ? (size_t)k : 0;
+		}
+	}
+	const char *start = text ? text : "";
+	if (text && n > 0) {
+		size_t lines = 0, i = len;
+		if (i > 0 && text[i - 1] == '\n')
+			i--;
+		while (i > 0) {
+			if (text[i - 1] == '\n' && ++lines == n)
+				break;
+			i--;
+		}
+		start = text + i;
+		len -= i;
+	}
+	httpd_reply(c, 200, "text/plain; charset=utf-8", (void *)start, text ? len : 0, NULL);
+}
+
+/* files: GET runs `cat PATH`, PUT runs `cat > PATH && chmod MODE PATH` in the guest */
+static void on_file_got(struct gexec_result *res, void *ud)
+{
+	struct httpd_conn *c = ud;
+	if (!res->ok) {
+		httpd_reply_error(c, 503, "vm_failed", "%s", strempty(res->error));
+		return;
+	}
+	if (res->exit.kind != PROTO_EXIT_CODE || res->exit.code != 0) {
+		buf_append(&res->err, "", 1);
+		httpd_reply_error(c, 404, "not_found", "%s",
+				  buf_len(&res->err) > 1 ? (const char *)buf_head(&res->err)
+							 : "cannot read the file");
+		return;
+	}
+	/* hand the collected bytes to the response without a copy */
+	struct buf out = res->out;
+	buf_init(&res->out, 0);
+	httpd_reply(c, 200, "application/octet-stream", out.data + out.off, out.len,
+		    NULL); /* copies: out.data must be freed from its start */
+	buf_done(&out, 0);
+}
+
+static void on_file_put(struct gexec_result *res, void *ud)
+{
+	struct httpd_conn *c = ud;
+	if (!res->ok) {
+		httpd_reply_error(c, 503, "vm_failed", "%s", strempty(res->error));
+		return;
+	}
+	if (res->exit.kind != PROTO_EXIT_CODE || res->exit.code != 0) {
+		buf_append(&res->err, "", 1);
+		httpd_reply_error(c, 400, "bad_request", "%s",
+				  buf_len(&res->err) > 1 ? (const char *)buf_head(&res->err)
+							 : "cannot write the file");
+		return;
+	}
+	httpd_reply(c, 204, "application/octet-stream", NULL, 0, NULL);
+}
+
+static void route_files(struct api *a, struct httpd_conn *c, struct vm *vm, const char *method,
+			const char *query, struct buf *body)
+{
+	_cleanup_free_ char *path = NULL, *mode = NULL;
+	struct buf frame, in;
+	int r = http_query_get(query, "path", &path);
+	if (r < 0 || path[0] != '/' || strlen(path) > 4095) {
+		httpd_reply_error(c, 400, "bad_request", "path: expected an absolute guest path");
+		return;
+	}
+	if (vm_record(vm)->state != VM_RUNNING) {
+		httpd_reply_error(c, 409, "not_running", "the VM is %s",
+				  registry_state_name(vm_record(vm)->state));
+		return;
+	}
+	int put = streq(method, "PUT");
+	if (put) {
+		r = http_query_get(query, "mode", &mode);
+		if (r == -ENOENT && !(mode = strdup("0644")))
+			r = -ENOMEM;
+		else if (r == 0) {
+			size_t l = strlen(mode);
+			if (l < 3 || l > 4 || strspn(mode, "01234567") != l)
+				r = -EINVAL;
+		}
+		if (r < 0 && r != -ENOENT) {
+			httpd_reply_error(c, 400, "bad_request", "mode: expected octal like 0644");
+			return;
+		}
+	}
+	char *argv_get[] = { "cat", path, NULL };
+	char *argv_put[] = { "cat > \"$1\" && chmod \"$2\" \"$1\"", path, mode, NULL };
+	struct proto_exec ex = { .flags = put ? PROTO_EXEC_SHELL : 0,
+				 .argc = put ? 3 : 2,
+				 .argv = put ? argv_put : argv_get };
+	buf_init(&frame, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
+	if (proto_exec_encode(&ex, &frame) < 0) {
+		buf_done(&frame, 0);
+		httpd_reply_error(c, 400, "bad_request", "path too long");
+		return;
+	}
+	if (put) {
+		in = *body;
+		buf_init(body, 0);
+	} else {
+		buf_init(&in, 0);
+	}
+	r = gexec_run(a->loop, vm_vsock_path(vm), &frame, &in, put ? 0 : FILES_MAX,
+		      put ? on_file_put : on_file_got, c);
+	buf_done(&frame, 0);
+	buf_done(&in, 0);
+	if (r < 0)
+		httpd_reply_error(c, 503, "vm_failed", "cannot connect to the guest: %s",
+				  strerror(-r));
+}
+
+static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
+		       const struct http_request *req, const struct buf *body)
+{
+	_cleanup_free_ char *err = NULL;
+	struct buf frame;
+	if (!req->upgrade || strcasecmp(req->upgrade, "capsem-exec/1") != 0) {
+		httpd_reply_error(
+			c, 400, "bad_request",
+			"exec needs \"Connection: Upgrade\" and \"Upgrade: capsem-exec/1\"");
+		return;
+	}
+	json_t *j = body_json(c, body);
+	if (!j)
+		return;
+	buf_init(&frame, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
+	int r = vmspec_exec_frame(j, vm_record(vm)->spec.env, &frame, &err);
+	json_decref(j);
+	if (r < 0) {
+		buf_done(&frame, 0);
+		httpd_reply_error(c, 400, "bad_request", "%s", err ? err : "out of memory");
+		return;
+	}
+	if (vm_record(vm)->state != VM_RUNNING) {
+		buf_done(&frame, 0);
+		httpd_reply_error(c, 409, "not_running", "the VM is %s",
+				  registry_state_name(vm_record(vm)->state));
+		return;
+	}
+	gexec_splice(a->loop, vm_vsock_path(vm), &frame, c);
+}
+
+/* ---- dispatch ---- */
+
+/* Split "/vms/web/stop" into at most 4 segments. Returns the count, -1 when malformed. */
+static int split_path(char *p, char **seg, int max)
+{
+	int n = 0;
+	if (*p != '/')
+		return -1;
+	p++;
+	if (!*p)
+		return 0;
+	while (n < max) {
+		seg[n++] = p;
+		char *s = strchr(p, '/');
+		if (!s)
+			return n;
+		*s = 0;
+		p = s + 1;
+		if (!*p)
+			return n; /* a trailing slash */
+	}
+	return -1;
+}
+
+uint64_t api_body_cap(const struct http_request *req, void *userdata)
+{
+	if (streq(req->method, "PUT") && strncmp(req->path, "/vms/", 5) == 0 &&
+	    strlen(req->path) > 11 && streq(req->path + strlen(req->path) - 6, "/files"))
+		return FILES_MAX;
+	return HTTP_MAX_BODY;
+}
+
+void api_handle(struct httpd_conn *c, const struct http_request *req, struct buf *body,
+		void *userdata)
+{
+	struct api *a = userdata;
+	const char *m = req->method;
+	char *seg[4];
+	_cleanup_free_ char *path = strdup(req->path);
+	if (!path) {
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	int n = split_path(path, seg, 4);
+	log_debug("%s %s", m, req->target);
+
+#define METHOD(want)                                                                           \
+	do {                                                                                   \
+		if (!streq(m, want)) {                                                         \
+			httpd_reply_error(c, 405, "method_not_allowed", "use %s for %s", want, \
+					  req->path);                                          \
+			return;                                                                \
+		}                                                                              \
+	} while (0)
+
+	if (n == 1 && streq(seg[0], "version")) {
+		METHOD("GET");
+		route_version(c);
+	} else if (n == 1 && streq(seg[0], "health")) {
+		METHOD("GET");
+		route_health(a, c);
+	} else if (n == 1 && streq(seg[0], "purge")) {
+		METHOD("POST");
+		route_purge(a, c);
+	} else if (n == 1 && streq(seg[0], "vms")) {
+		if (streq(m, "GET"))
+			route_list(a, c);
+		else if (streq(m, "POST"))
+			route_create(a, c, body);
+		else
+			httpd_reply_error(c, 405, "method_not_allowed", "use GET or POST for /vms");
+	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
+		const char *act = n == 3 ? seg[2] : NULL;
+		static const char *const acts[] = { "stop", "start", "restart", "persist",
+						    "logs", "files", "exec" };
+		int known = !act;
+		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
+			known |= streq(act, acts[i]);
+		if (!known) {
+			httpd_reply_error(c, 404, "not_found", "no route %s", req->path);
+			return;
+		}
+		/* the method is checked before the VM is looked up */
+		if (!act) {
+			if (!streq(m, "GET") && !streq(m, "DELETE")) {
+				httpd_reply_error(c, 405, "method_not_allowed",
+						  "use GET or DELETE for %s", req->path);
+				return;
+			}
+		} else if (streq(act, "logs")) {
+			METHOD("GET");
+		} else if (streq(act, "files")) {
+			if (!streq(m, "GET") && !streq(m, "PUT")) {
+				httpd_reply_error(c, 405, "method_not_allowed",
+						  "use GET or PUT for %s", req->path);
+				return;
+			}
+		} else {
+			METHOD("POST");
+		}
+		struct vm *vm = find_vm(a, c, seg[1]);
+		if (!vm)
+			return;
+		if (!act && streq(m, "GET"))
+			reply_vm(c, 200, vm);
+		else if (!act)
+			route_delete(c, vm);
+		else if (streq(act, "stop"))
+			route_stop(c, vm);
+		else if (streq(act, "start"))
+			route_start(c, vm);
+		else if (streq(act, "restart"))
+			route_restart(c, vm);
+		else if (streq(act, "persist"))
+			route_persist(a, c, vm, body);
+		else if (streq(act, "logs"))
+			route_logs(c, vm, req->query);
+		else if (streq(act, "files"))
+			route_files(a, c, vm, m, req->query, body);
+		else
+			route_exec(a, c, vm, req, body);
+	} else {
+		httpd_reply_error(c, 404, "not_found", "no route %s", req->path);
+	}
+#undef METHOD
+}

@@ -1,0 +1,19 @@
+/* api.h - the routes of docs/API.md on top of httpd (transport) and vmctl (the VMs). */
+#pragma once
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "http.h"
+#include "httpd.h"
+#include "vmctl.h"
+
+struct api {
+	uv_loop_t *loop;
+	struct vmctl *vms;
+};
+
+/* httpd callbacks; userdata is a struct api. */
+void api_handle(struct httpd_conn *c, const struct http_request *req, struct buf *body,
+		void *userdata);
+uint64_t api_body_cap(const struct http_request *req, void *userdata);

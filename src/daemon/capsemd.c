@@ -1,0 +1,294 @@
+/* capsemd - the Capsem daemon: owns every VM and serves docs/API.md on
+ * $CAPSEM_HOME/run/capsemd.sock.
+ *
+ * Start-up: take run/capsemd.lock (flock: one daemon per home; a second one exits with a clear
+ * message), detach unless --foreground (double fork + setsid, logs to run/capsemd.log; the
+ * first process exits 0 only once the socket is listening, so a caller can connect right after),
+ * write run/capsemd.pid, replace a stale socket, recover the registry (re-adopting supervisors
+ * that outlived a previous daemon), then serve. SIGTERM/SIGINT end the daemon but not the VMs:
+ * each capsem-vm runs in its own session and is re-adopted by the next daemon.
+ *
+ * Trust boundary: the API socket (0600 in a 0700 directory, and every peer's uid checked) and
+ * everything under $CAPSEM_HOME. One thread runs the libuv loop; blocking work (image checks,
+ * mkfs) runs on libuv's worker pool.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "config.h"
+#include "api.h"
+#include "fdutil.h"
+#include "httpd.h"
+#include "log.h"
+#include "macro.h"
+#include "unixsock.h"
+#include "vmctl.h"
+#include "vmproc.h"
+
+struct opts {
+	char *home;
+	int foreground;
+	enum log_level level;
+};
+
+static uv_loop_t loop;
+static struct httpd *server;
+static char *sock_path, *pid_path;
+
+static void help(void)
+{
+	printf("Usage: capsemd [OPTIONS]\n"
+	       "\n"
+	       "The Capsem daemon: owns the VMs and serves the API (docs/API.md) over\n"
+	       "$CAPSEM_HOME/run/capsemd.sock. Normally started on demand by capsem.\n"
+	       "\n"
+	       "  --home DIR           state directory (default $CAPSEM_HOME, else ~/.capsem)\n"
+	       "  --foreground         stay attached, log to stderr (systemd, debugging)\n"
+	       "  --log-level LEVEL    error, warn, info (default) or debug\n"
+	       "  -h, --help           this text\n"
+	       "\n"
+	       "Without --foreground the daemon detaches, logs to <home>/run/capsemd.log, and\n"
+	       "the starting process exits 0 once the API socket accepts connections (1 when\n"
+	       "another daemon already serves this home or start-up failed).\n"
+	       "Environment: CAPSEM_IMAGES_DIR (default <home>/images), CAPSEM_VM_BIN.\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	enum { ARG_HOME = 256, ARG_FG, ARG_LEVEL };
+	static const struct option opts[] = { { "home", required_argument, NULL, ARG_HOME },
+					      { "foreground", no_argument, NULL, ARG_FG },
+					      { "log-level", required_argument, NULL, ARG_LEVEL },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		switch (c) {
+		case ARG_HOME:
+			free(o->home);
+			o->home = strdup(optarg);
+			if (!o->home)
+				return log_oom();
+			break;
+		case ARG_FG:
+			o->foreground = 1;
+			break;
+		case ARG_LEVEL:
+			if (streq(optarg, "error"))
+				o->level = LOG_LVL_ERROR;
+			else if (streq(optarg, "warn"))
+				o->level = LOG_LVL_WARN;
+			else if (streq(optarg, "info"))
+				o->level = LOG_LVL_INFO;
+			else if (streq(optarg, "debug"))
+				o->level = LOG_LVL_DEBUG;
+			else
+				return log_error("--log-level: expected error, warn, info or "
+						 "debug"),
+				       -EINVAL;
+			break;
+		case 'h':
+			help();
+			return 1;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (optind < argc)
+		return log_error("unexpected argument '%s' (see --help)", argv[optind]), -EINVAL;
+	return 0;
+}
+
+static char *default_home(void)
+{
+	const char *h = getenv("CAPSEM_HOME");
+	char *p = NULL;
+	if (h && *h)
+		return strdup(h);
+	h = getenv("HOME");
+	if (!h || !*h)
+		return NULL;
+	return asprintf(&p, "%s/.capsem", h) < 0 ? NULL : p;
+}
+
+/* Take the lock or explain who has it. Returns the lock fd or -errno. */
+static int take_lock(const char *run_dir)
+{
+	_cleanup_free_ char *lp = NULL;
+	if (asprintf(&lp, "%s/capsemd.lock", run_dir) < 0)
+		return log_oom();
+	int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return log_error_errno(negative_errno(), "cannot open %s", lp);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = negative_errno();
+		safe_close(fd);
+		if (r == -EWOULDBLOCK) {
+			_cleanup_free_ char *pid = NULL;
+			read_file_small(pid_path, 64, &pid, NULL);
+			if (pid)
+				pid[strcspn(pid, "\n")] = 0;
+			log_error("another capsemd already serves %s (pid %s); not starting a "
+				  "second one",
+				  run_dir, pid && *pid ? pid : "unknown");
+			return -EBUSY;
+		}
+		return log_error_errno(r, "cannot lock %s", lp);
+	}
+	return fd;
+}
+
+/* Detach: the caller's process waits on a pipe for the daemon's "ready" byte. Returns the write
+ * end of that pipe in the daemon (the grandchild); the original process never returns. */
+static int daemonize(const char *log_path)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return log_error_errno(negative_errno(), "pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		return log_error_errno(negative_errno(), "fork");
+	if (pid > 0) {
+		char c = 0;
+		safe_close(p[1]);
+		ssize_t k = fd_read_some(p[0], &c, 1);
+		if (k == 1 && c == 'R')
+			_exit(0);
+		fprintf(stderr, "capsemd: start-up failed; see %s\n", log_path);
+		_exit(1);
+	}
+	safe_close(p[0]);
+	setsid();
+	pid = fork();
+	if (pid < 0)
+		_exit(1);
+	if (pid > 0)
+		_exit(0);
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int lf = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (nul >= 0)
+		dup2(nul, 0);
+	if (lf >= 0) {
+		dup2(lf, 1);
+		dup2(lf, 2);
+	}
+	safe_close(nul);
+	safe_close(lf);
+	if (chdir("/") < 0)
+		_exit(1);
+	return p[1];
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	log_info("%s: shutting down (VMs keep running)", strsignal(signum));
+	httpd_free(server);
+	server = NULL;
+	unlink(sock_path);
+	unlink(pid_path);
+	uv_stop(s->loop);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .level = LOG_LVL_INFO };
+	_cleanup_free_ char *run_dir = NULL, *images = NULL, *vm_bin = NULL, *log_path = NULL;
+	_cleanup_close_ int lock_fd = -1;
+	int ready_fd = -1, r;
+
+	log_setup("capsemd", LOG_LVL_INFO);
+	r = parse_args(argc, argv, &o);
+	if (r != 0)
+		return r > 0 ? 0 : 2;
+	log_setup("capsemd", o.level);
+	log_setup_from_env();
+	if (!o.home && !(o.home = default_home()))
+		return log_error("cannot find the home directory: set CAPSEM_HOME or --home"), 1;
+	r = mkdir_p(o.home, 0700);
+	if (r < 0)
+		return log_error_errno(r, "cannot create %s", o.home), 1;
+	char *abs = realpath(o.home, NULL);
+	if (!abs)
+		return log_error_errno(negative_errno(), "%s", o.home), 1;
+	free(o.home);
+	o.home = abs;
+	if (asprintf(&run_dir, "%s/run", o.home) < 0 ||
+	    asprintf(&sock_path, "%s/capsemd.sock", run_dir) < 0 ||
+	    asprintf(&pid_path, "%s/capsemd.pid", run_dir) < 0 ||
+	    asprintf(&log_path, "%s/capsemd.log", run_dir) < 0)
+		return log_oom(), 1;
+	r = mkdir_p(run_dir, 0700);
+	if (r < 0 || chmod(run_dir, 0700) < 0)
+		return log_error_errno(r < 0 ? r : negative_errno(), "cannot create %s", run_dir),
+		       1;
+	const char *img_env = getenv("CAPSEM_IMAGES_DIR");
+	if (img_env && *img_env)
+		images = strdup(img_env);
+	else if (asprintf(&images, "%s/images", o.home) < 0)
+		images = NULL;
+	vm_bin = find_helper_binary("capsem-vm", "CAPSEM_VM_BIN", "vm");
+	if (!images)
+		return log_oom(), 1;
+	if (!vm_bin)
+		return log_error("cannot find the capsem-vm binary (set CAPSEM_VM_BIN)"), 1;
+
+	lock_fd = take_lock(run_dir);
+	if (lock_fd < 0)
+		return 1;
+	if (!o.foreground) {
+		ready_fd = daemonize(log_path);
+		if (ready_fd < 0)
+			return 1;
+	}
+
+	_cleanup_free_ char *pid_text = NULL;
+	if (asprintf(&pid_text, "%d\n", (int)getpid()) < 0 ||
+	    write_file_atomic(pid_path, pid_text, strlen(pid_text), 0644) < 0)
+		log_warn("cannot write %s", pid_path);
+
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigaction(SIGPIPE, &sa, NULL);
+	uv_loop_init(&loop);
+
+	struct vmctl *vms = NULL;
+	struct vmctl_config cfg = { .home = o.home, .images_dir = images, .vm_bin = vm_bin };
+	r = vmctl_new(&loop, &cfg, &vms);
+	if (r < 0)
+		return log_error_errno(r, "cannot set up the VM registry in %s", o.home), 1;
+	r = vmctl_recover(vms);
+	if (r < 0)
+		log_warn_errno(r, "registry recovery failed");
+
+	int lfd = unix_listen(sock_path, 128);
+	if (lfd < 0)
+		return log_error_errno(lfd, "cannot listen on %s", sock_path), 1;
+	struct api api = { .loop = &loop, .vms = vms };
+	r = httpd_new(&loop, lfd, api_handle, api_body_cap, &api, &server);
+	if (r < 0)
+		return log_error_errno(r, "cannot serve %s", sock_path), 1;
+
+	uv_signal_t sigs[3];
+	int signums[] = { SIGTERM, SIGINT, SIGHUP };
+	for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+		uv_signal_init(&loop, &sigs[i]);
+		uv_signal_start(&sigs[i], on_signal, signums[i]);
+		uv_unref((uv_handle_t *)&sigs[i]);
+	}
+	log_info("capsemd %s serving %s (%zu VMs, images in %s)", CAPSEM_VERSION, sock_path,
+		 vmctl_count(vms), images);
+	if (ready_fd >= 0) {
+		(void)fd_write_all(ready_fd, "R", 1);
+		ready_fd = safe_close(ready_fd);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	/* the VMs keep running; the process exit releases everything else */
+	free(o.home);
+	free(sock_path);
+	free(pid_path);
+	return 0;
+}

@@ -1,0 +1,47 @@
+/* httpd.h - capsemd's HTTP/1.1 server on a listening Unix socket (libuv): connections, peer uid
+ * check, request framing (http.h), responses, keep-alive, and hand-over of upgraded connections.
+ *
+ * One request is handled at a time per connection: while the handler works (which may take
+ * seconds, e.g. a VM boot) the connection is not read; the handler must answer exactly once with
+ * httpd_reply*() or take the connection with httpd_detach().
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "http.h"
+
+struct httpd;
+struct httpd_conn;
+
+/* Called with a complete request; body holds the decoded body (owned by the connection until
+ * the reply). */
+typedef void (*httpd_handler_t)(struct httpd_conn *c, const struct http_request *req,
+				struct buf *body, void *userdata);
+/* The body cap for a request whose head was just read. */
+typedef uint64_t (*httpd_body_cap_t)(const struct http_request *req, void *userdata);
+
+/* Serve on listen_fd (taken over). 0 or -errno. */
+int httpd_new(uv_loop_t *loop, int listen_fd, httpd_handler_t handler, httpd_body_cap_t body_cap,
+	      void *userdata, struct httpd **ret);
+/* Stop listening. Open connections are left to the process exit (a handler may hold one). */
+void httpd_free(struct httpd *h);
+
+/* Answer the current request. body is copied when free_body is NULL, else taken over and
+ * released with free_body(body) once written. */
+void httpd_reply(struct httpd_conn *c, int status, const char *content_type, void *body, size_t n,
+		 void (*free_body)(void *));
+/* Answer with JSON (the reference is stolen). */
+void httpd_reply_json(struct httpd_conn *c, int status, json_t *j);
+/* {"error": message, "code": code} */
+void httpd_reply_error(struct httpd_conn *c, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Answer with headers only, then hand the stream over: the caller owns *ret_stream (a uv_pipe_t
+ * whose data field it may set; close it with uv_close and free it in the close callback) and
+ * receives the bytes already read past the request in *ret_leftover (its own buf). The reply is
+ * written before any later write on the stream. The connection object is gone after this. */
+void httpd_detach(struct httpd_conn *c, const char *response_head, uv_pipe_t **ret_stream,
+		  struct buf *ret_leftover);

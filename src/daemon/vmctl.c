@@ -1,0 +1,1227 @@
+/* vmctl.c - capsemd's VMs: registry records plus the capsem-vm supervisor behind each running VM.
+ *
+ * Life of a VM here: create (record + directory) -> boot: a worker thread verifies the image
+ * and, for named VMs, creates and formats the disk (mkfs.ext4) -> capsem-vm is spawned in its own
+ * session (stdio to <vmdir>/vm.log, no inherited fds) -> its control socket
+ * (<vmdir>/supervisor.sock, JSON lines) reports booting / ready / error / stopped. A pidfd tells
+ * when the supervisor process is gone; together with the control socket's EOF that ends the
+ * run: "stopped" when a stop was asked for and reported, otherwise "crashed" with the reason.
+ * The supervisor outlives the daemon: at start-up, vmctl_recover() reconnects to every live one
+ * (checked through /proc/<pid>/cmdline and its control socket) and marks the others crashed.
+ * Without --control support in capsem-vm (older builds) the supervisor is driven over a
+ * socketpair (--ipc-fd) instead, and cannot outlive the daemon.
+ *
+ * Trust: capsem-vm is our own program, but its event lines are still parsed with a cap and
+ * type-checked; vm.json files are validated (registry.c). Thread: the loop; the boot preparation
+ * runs on libuv's worker pool and touches only its own job.
+ */
+#include "vmctl.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "fdutil.h"
+#include "log.h"
+#include "macro.h"
+#include "manifest.h"
+#include "strv.h"
+#include "unixsock.h"
+
+#define CTL_LINE_MAX (64u * 1024u)
+#define CONNECT_RETRY_MS 10
+#define CONNECT_TIMEOUT_MS 20000
+#define STOP_KILL_MS 30000
+#define CTL_SOCKET "supervisor.sock"
+
+extern char **environ;
+
+struct waiter {
+	enum vm_wait what;
+	vm_waiter_cb cb;
+	void *userdata;
+	struct waiter *next;
+};
+
+struct pidwatch {
+	uv_poll_t h;
+	int fd;
+	pid_t pid;
+	int child; /* ours to reap */
+	struct vm *vm;
+};
+
+struct ctlconn {
+	uv_pipe_t h;
+	struct vm *vm;
+	struct buf in;
+};
+
+struct prepjob {
+	uv_work_t w;
+	struct vm *vm;
+	char *imgdir, *disk, *kernel, *initrd, *error;
+	uint64_t disk_mib;
+	int want_disk;
+	int r;
+};
+
+struct vm {
+	struct vm *next, *prev;
+	struct vmctl *ctl;
+	struct vm_record rec;
+	char *vsock;
+	struct pidwatch *pw;
+	struct ctlconn *cc;
+	uv_timer_t *timer;
+	uint64_t connect_waited_ms;
+	struct prepjob *job;
+	int stop_requested;
+	int delete_on_stop;
+	int seen_stopped;
+	int proc_gone;	 /* the supervisor process exited (or was never started) */
+	int ctl_closed;	 /* its control connection ended (or never existed) */
+	int exit_status; /* -1 unknown */
+	char *fail;
+	char *serial_tail;
+	struct waiter *waiters;
+};
+
+struct vmctl {
+	uv_loop_t *loop;
+	char *home, *vms_dir, *images_dir, *vm_bin;
+	int has_control, has_disk, has_mount;
+	struct vm *vms; /* newest first */
+	size_t n_vms;
+};
+
+/* ---- small helpers ---- */
+
+static char *path_join(const char *a, const char *b)
+{
+	char *p = NULL;
+	return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
+}
+
+static void set_str(char **dst, const char *s)
+{
+	free(*dst);
+	*dst = s ? strdup(s) : NULL;
+}
+
+static void handle_free_cb(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void vm_save(struct vm *vm)
+{
+	int r = registry_save(&vm->rec);
+	if (r < 0)
+		log_warn_errno(r, "cannot write the registry entry of VM %s", vm->rec.id);
+}
+
+static void remove_sockets(const char *vmdir)
+{
+	static const char *const names[] = { CTL_SOCKET,	 "vsock",	"vsock_5000",
+					     "vhost-vsock.sock", "serial.sock", "qmp.sock" };
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		_cleanup_free_ char *p = path_join(vmdir, names[i]);
+		if (p)
+			unlink(p);
+	}
+}
+
+/* ---- list ---- */
+
+static void vm_link(struct vmctl *c, struct vm *vm)
+{
+	vm->ctl = c;
+	vm->next = c->vms;
+	if (c->vms)
+		c->vms->prev = vm;
+	c->vms = vm;
+	c->n_vms++;
+}
+
+static void vm_free(struct vm *vm)
+{
+	struct vmctl *c = vm->ctl;
+	if (vm->prev)
+		vm->prev->next = vm->next;
+	else
+		c->vms = vm->next;
+	if (vm->next)
+		vm->next->prev = vm->prev;
+	c->n_vms--;
+	if (vm->pw)
+		vm->pw->vm = NULL; /* it still reaps the process */
+	if (vm->cc) {
+		vm->cc->vm = NULL;
+		uv_close((uv_handle_t *)&vm->cc->h, handle_free_cb);
+	}
+	if (vm->timer)
+		uv_close((uv_handle_t *)vm->timer, handle_free_cb);
+	if (vm->job)
+		vm->job->vm = NULL;
+	while (vm->waiters) {
+		struct waiter *w = vm->waiters;
+		vm->waiters = w->next;
+		free(w);
+	}
+	registry_record_done(&vm->rec);
+	free(vm->vsock);
+	free(vm->fail);
+	free(vm->serial_tail);
+	free(vm);
+}
+
+static struct vm *vm_alloc(struct vmctl *c, struct vm_record *rec)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	vm->timer = calloc(1, sizeof(*vm->timer));
+	vm->vsock = path_join(rec->vmdir, "vsock");
+	if (!vm->timer || !vm->vsock) {
+		free(vm->timer);
+		free(vm->vsock);
+		free(vm);
+		return NULL;
+	}
+	uv_timer_init(c->loop, vm->timer);
+	vm->timer->data = vm;
+	vm->rec = *rec;
+	*rec = (struct vm_record){ 0 };
+	vm->exit_status = -1;
+	vm->proc_gone = vm->ctl_closed = 1;
+	vm_link(c, vm);
+	return vm;
+}
+
+/* ---- waiters ---- */
+
+static int add_waiter(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata)
+{
+	if (!cb)
+		return 0;
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct waiter){ .what = what, .cb = cb, .userdata = userdata };
+	struct waiter **p = &vm->waiters;
+	while (*p)
+		p = &(*p)->next;
+	*p = w;
+	return 0;
+}
+
+/* Run (and drop) every waiter for `what`. */
+static void notify(struct vm *vm, enum vm_wait what, int ok)
+{
+	struct waiter *todo = NULL, **tail = &todo, **p = &vm->waiters;
+	while (*p) {
+		struct waiter *w = *p;
+		if (w->what == what) {
+			*p = w->next;
+			w->next = NULL;
+			*tail = w;
+			tail = &w->next;
+		} else {
+			p = &w->next;
+		}
+	}
+	while (todo) {
+		struct waiter *w = todo;
+		todo = w->next;
+		w->cb(vm, ok, w->userdata);
+		free(w);
+	}
+}
+
+/* ---- the end of a supervisor run ---- */
+
+/* Both the process and its control connection are gone: settle the VM's state. */
+static void vm_settle(struct vm *vm)
+{
+	if (!vm->proc_gone || !vm->ctl_closed || vm->job)
+		return;
+	if (vm->rec.state != VM_CREATING && vm->rec.state != VM_RUNNING &&
+	    vm->rec.state != VM_STOPPING)
+		return;
+	uv_timer_stop(vm->timer);
+	vm->rec.pid = 0;
+	if (vm->stop_requested && !vm->fail) {
+		vm->rec.state = VM_STOPPED;
+		set_str(&vm->rec.error, NULL);
+	} else {
+		char *why = NULL;
+		if (vm->fail)
+			why = strdup(vm->fail);
+		else if (vm->exit_status >= 128)
+			(void)!asprintf(&why, "capsem-vm was killed by signal %d",
+					vm->exit_status - 128);
+		else if (vm->exit_status >= 0)
+			(void)!asprintf(&why,
+					"capsem-vm exited with status %d without reporting "
+					"a stop",
+					vm->exit_status);
+		else
+			why = strdup("capsem-vm went away without reporting a stop");
+		vm->rec.state = VM_CRASHED;
+		free(vm->rec.error);
+		vm->rec.error = why;
+		log_warn("VM %s crashed: %s", vm->rec.id, strempty(why));
+	}
+	remove_sockets(vm->rec.vmdir);
+	int del = !vm->rec.persistent || vm->delete_on_stop;
+	if (del) {
+		/* gone from disk before anyone is told */
+		int r = rm_rf(vm->rec.vmdir);
+		if (r < 0)
+			log_warn_errno(r, "cannot remove %s", vm->rec.vmdir);
+		log_info("VM %s deleted", vm->rec.id);
+	} else {
+		vm_save(vm);
+	}
+	notify(vm, VM_WAIT_READY, 0);
+	notify(vm, VM_WAIT_STOPPED, 1);
+	if (del)
+		vm_free(vm);
+}
+
+/* ---- the supervisor's pid ---- */
+
+static void pidwatch_closed(uv_handle_t *h)
+{
+	struct pidwatch *pw = h->data;
+	safe_close(pw->fd);
+	free(pw);
+}
+
+static void on_pid(uv_poll_t *h, int status, int events)
+{
+	struct pidwatch *pw = h->data;
+	int st = 0, code = -1;
+	if (pw->child) {
+		pid_t r = waitpid(pw->pid, &st, WNOHANG);
+		if (r == 0)
+			return;
+		if (r == pw->pid)
+			code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	}
+	uv_poll_stop(h);
+	uv_close((uv_handle_t *)h, pidwatch_closed);
+	struct vm *vm = pw->vm;
+	if (!vm)
+		return;
+	vm->pw = NULL;
+	vm->proc_gone = 1;
+	vm->exit_status = code;
+	log_debug("VM %s: capsem-vm (pid %d) exited (%d)", vm->rec.id, (int)pw->pid, code);
+	if (!vm->cc) {
+		/* never connected: nothing more will come */
+		uv_timer_stop(vm->timer);
+		vm->ctl_closed = 1;
+	}
+	vm_settle(vm);
+}
+
+static int pidwatch_start(struct vm *vm, pid_t pid, int child)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return negative_errno();
+	struct pidwatch *pw = calloc(1, sizeof(*pw));
+	if (!pw) {
+		safe_close(fd);
+		return -ENOMEM;
+	}
+	*pw = (struct pidwatch){ .fd = fd, .pid = pid, .child = child, .vm = vm };
+	uv_poll_init(vm->ctl->loop, &pw->h, fd);
+	pw->h.data = pw;
+	uv_poll_start(&pw->h, UV_READABLE, on_pid);
+	vm->pw = pw;
+	vm->proc_gone = 0;
+	return 0;
+}
+
+static void signal_supervisor(struct vm *vm, int sig)
+{
+	if (vm->pw)
+		syscall(SYS_pidfd_send_signal, vm->pw->fd, sig, NULL, 0);
+}
+
+/* ---- the control connection ---- */
+
+static void handle_event(struct vm *vm, json_t *ev)
+{
+	const char *e = json_string_value(json_object_get(ev, "event"));
+	if (!e)
+		return;
+	if (streq(e, "ready")) {
+		if (vm->rec.state == VM_CREATING) {
+			vm->rec.state = VM_RUNNING;
+			registry_now(vm->rec.started);
+			vm->rec.boot_ms = json_number_value(json_object_get(ev, "boot_ms"));
+			set_str(&vm->rec.error, NULL);
+			vm_save(vm);
+			log_info("VM %s ready in %.0f ms", vm->rec.id, vm->rec.boot_ms);
+		}
+		notify(vm, VM_WAIT_READY, 1);
+	} else if (streq(e, "error")) {
+		const char *m = json_string_value(json_object_get(ev, "message"));
+		const char *t = json_string_value(json_object_get(ev, "serial_tail"));
+		if (!vm->fail)
+			set_str(&vm->fail, m ? m : "capsem-vm reported an error");
+		if (t)
+			set_str(&vm->serial_tail, t);
+	} else if (streq(e, "stopped")) {
+		vm->seen_stopped = 1;
+		const char *reason = json_string_value(json_object_get(ev, "reason"));
+		/* a stop nobody asked for is a crash, with the supervisor's reason */
+		if (!vm->stop_requested && !vm->fail)
+			set_str(&vm->fail,
+				reason && !streq(reason, "stopped") && !streq(reason, "requested")
+					? reason
+					: "the VM stopped by itself");
+	}
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct ctlconn *cc = h->data;
+	uint8_t *p = buf_reserve(&cc->in, 4096);
+	*b = uv_buf_init((char *)p, p ? 4096 : 0);
+}
+
+static void ctlconn_closed(uv_handle_t *h)
+{
+	struct ctlconn *cc = h->data;
+	buf_done(&cc->in, 0);
+	free(cc);
+}
+
+static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct ctlconn *cc = s->data;
+	struct vm *vm = cc->vm;
+	if (nread > 0) {
+		buf_commit(&cc->in, (size_t)nread);
+		const uint8_t *nl;
+		while (cc->vm && (nl = memchr(buf_head(&cc->in), '\n', buf_len(&cc->in)))) {
+			size_t n = (size_t)(nl - buf_head(&cc->in));
+			json_t *ev = json_loadb((const char *)buf_head(&cc->in), n, 0, NULL);
+			buf_consume(&cc->in, n + 1);
+			if (ev)
+				handle_event(cc->vm, ev);
+			json_decref(ev);
+		}
+		return;
+	}
+	if (nread == 0)
+		return;
+	uv_close((uv_handle_t *)s, ctlconn_closed);
+	if (!vm)
+		return;
+	vm->cc = NULL;
+	vm->ctl_closed = 1;
+	if (vm->pw && !vm->pw->child && kill(vm->pw->pid, 0) < 0)
+		vm->proc_gone = 1;
+	vm_settle(vm);
+}
+
+static int ctlconn_open(struct vm *vm, int fd)
+{
+	struct ctlconn *cc = calloc(1, sizeof(*cc));
+	if (!cc) {
+		safe_close(fd);
+		return -ENOMEM;
+	}
+	uv_pipe_init(vm->ctl->loop, &cc->h, 0);
+	cc->h.data = cc;
+	cc->vm = vm;
+	buf_init(&cc->in, CTL_LINE_MAX);
+	int r = uv_pipe_open(&cc->h, fd);
+	if (r < 0) {
+		safe_close(fd);
+		uv_close((uv_handle_t *)&cc->h, ctlconn_closed);
+		return r;
+	}
+	uv_read_start((uv_stream_t *)&cc->h, ctl_alloc, on_ctl_read);
+	vm->cc = cc;
+	vm->ctl_closed = 0;
+	return 0;
+}
+
+static void on_write_done(uv_write_t *w, int status)
+{
+	free(w);
+}
+
+static int ctl_send_stop(struct vm *vm)
+{
+	static char cmd[] = "{\"cmd\":\"stop\"}\n";
+	if (!vm->cc)
+		return -ENOTCONN;
+	uv_write_t *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	uv_buf_t b = uv_buf_init(cmd, sizeof(cmd) - 1);
+	int r = uv_write(w, (uv_stream_t *)&vm->cc->h, &b, 1, on_write_done);
+	if (r < 0)
+		free(w);
+	return r;
+}
+
+static void on_connect_retry(uv_timer_t *t)
+{
+	struct vm *vm = t->data;
+	_cleanup_free_ char *p = path_join(vm->rec.vmdir, CTL_SOCKET);
+	if (!p)
+		return;
+	int fd = unix_connect(p, 1);
+	if (fd >= 0) {
+		uv_timer_stop(t);
+		if (ctlconn_open(vm, fd) < 0) {
+			set_str(&vm->fail, "cannot watch the supervisor's control socket");
+			signal_supervisor(vm, SIGKILL);
+			return;
+		}
+		if (vm->stop_requested)
+			ctl_send_stop(vm);
+		return;
+	}
+	vm->connect_waited_ms += CONNECT_RETRY_MS;
+	if (vm->connect_waited_ms >= CONNECT_TIMEOUT_MS) {
+		uv_timer_stop(t);
+		set_str(&vm->fail, "capsem-vm did not open its control socket in time");
+		signal_supervisor(vm, SIGKILL);
+	}
+}
+
+static void on_stop_timeout(uv_timer_t *t)
+{
+	struct vm *vm = t->data;
+	log_warn("VM %s did not stop in time: killing its supervisor", vm->rec.id);
+	set_str(&vm->fail, "the VM did not stop in time and was killed");
+	if (vm->pw)
+		signal_supervisor(vm, SIGKILL);
+	else if (vm->rec.pid > 0)
+		kill(vm->rec.pid, SIGKILL);
+}
+
+/* ---- spawning capsem-vm ---- */
+
+static int build_argv(struct vm *vm, const char *kernel, const char *initrd, int ipc, char ***ret)
+{
+	struct vmctl *c = vm->ctl;
+	const struct vm_spec *s = &vm->rec.spec;
+	_cleanup_strv_free_ char **a = NULL;
+	char host[64];
+	int r = strv_push(&a, c->vm_bin);
+	if (ipc) {
+		r |= strv_push(&a, "--ipc-fd");
+		r |= strv_push(&a, "3");
+	} else {
+		r |= strv_push(&a, "--control");
+		r |= strv_pushf(&a, "%s/%s", vm->rec.vmdir, CTL_SOCKET);
+	}
+	r |= strv_push(&a, "--vmdir");
+	r |= strv_push(&a, vm->rec.vmdir);
+	r |= strv_push(&a, "--kernel");
+	r |= strv_push(&a, kernel);
+	r |= strv_push(&a, "--initrd");
+	r |= strv_push(&a, initrd);
+	r |= strv_push(&a, "--cpus");
+	r |= strv_pushf(&a, "%u", s->cpus);
+	r |= strv_push(&a, "--memory");
+	r |= strv_pushf(&a, "%lluM", (unsigned long long)s->memory_mib);
+	snprintf(host, sizeof(host), "%s", s->name ? s->name : "capsem");
+	for (char *h = host; *h; h++)
+		if (*h == '_')
+			*h = '-';
+	r |= strv_push(&a, "--hostname");
+	r |= strv_push(&a, host);
+	if (vm->rec.persistent && c->has_disk) {
+		r |= strv_push(&a, "--disk");
+		r |= strv_pushf(&a, "%s/disk.img", vm->rec.vmdir);
+	}
+	for (size_t i = 0; i < s->n_mounts && c->has_mount; i++) {
+		r |= strv_push(&a, "--mount");
+		r |= strv_pushf(&a, "%s:%s%s", s->mounts[i].host, s->mounts[i].guest,
+				s->mounts[i].ro ? ":ro" : "");
+	}
+	if (r < 0)
+		return -ENOMEM;
+	*ret = TAKE_PTR(a);
+	return 0;
+}
+
+/* fork + exec capsem-vm in its own session: stdin /dev/null, stdout/stderr appended to
+ * <vmdir>/vm.log, no other descriptor (except the IPC end in fallback mode, as fd 3). */
+static int spawn_supervisor(struct vm *vm, char **argv, int ipc_fd, pid_t *ret_pid)
+{
+	_cleanup_free_ char *logp = path_join(vm->rec.vmdir, "vm.log");
+	if (!logp)
+		return -ENOMEM;
+	_cleanup_close_ int logfd =
+		open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (logfd < 0)
+		return negative_errno();
+	_cleanup_close_ int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (nullfd < 0)
+		return negative_errno();
+	pid_t pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid == 0) {
+		/* async-signal-safe calls only */
+		sigset_t none;
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+		sigemptyset(&none);
+		for (int s = 1; s < NSIG; s++)
+			sigaction(s, &dfl, NULL);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setsid();
+		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+			_exit(127);
+		if (ipc_fd >= 0 && dup2(ipc_fd, 3) < 0)
+			_exit(127);
+		syscall(SYS_close_range, ipc_fd >= 0 ? 4 : 3, ~0u, 0);
+		execve(argv[0], argv, environ);
+		_exit(127);
+	}
+	*ret_pid = pid;
+	return 0;
+}
+
+static void boot_fail(struct vm *vm, const char *msg)
+{
+	set_str(&vm->fail, msg);
+	vm->proc_gone = vm->ctl_closed = 1;
+	vm_settle(vm);
+}
+
+static void launch(struct vm *vm, const char *kernel, const char *initrd)
+{
+	struct vmctl *c = vm->ctl;
+	_cleanup_strv_free_ char **argv = NULL;
+	int sp[2] = { -1, -1 };
+	int ipc = !c->has_control;
+	pid_t pid;
+	int r;
+
+	if (build_argv(vm, kernel, initrd, ipc, &argv) < 0) {
+		boot_fail(vm, "out of memory");
+		return;
+	}
+	if (ipc && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		boot_fail(vm, "cannot create a socketpair");
+		return;
+	}
+	vm->stop_requested = 0;
+	vm->seen_stopped = 0;
+	vm->exit_status = -1;
+	vm->connect_waited_ms = 0;
+	set_str(&vm->fail, NULL);
+	set_str(&vm->serial_tail, NULL);
+	r = spawn_supervisor(vm, argv, sp[1], &pid);
+	safe_close(sp[1]);
+	if (r < 0) {
+		safe_close(sp[0]);
+		log_error_errno(r, "cannot start %s", c->vm_bin);
+		boot_fail(vm, "cannot start capsem-vm");
+		return;
+	}
+	vm->rec.pid = pid;
+	vm_save(vm);
+	log_info("VM %s: capsem-vm started (pid %d)", vm->rec.id, (int)pid);
+	r = pidwatch_start(vm, pid, 1);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		safe_close(sp[0]);
+		boot_fail(vm, "cannot watch the capsem-vm process");
+		return;
+	}
+	if (ipc) {
+		if (ctlconn_open(vm, sp[0]) < 0) {
+			set_str(&vm->fail, "cannot watch the supervisor");
+			signal_supervisor(vm, SIGKILL);
+		}
+	} else {
+		vm->ctl_closed = 0; /* until the connect gives up or the process dies */
+		uv_timer_start(vm->timer, on_connect_retry, CONNECT_RETRY_MS, CONNECT_RETRY_MS);
+	}
+}
+
+/* ---- boot preparation (worker thread) ---- */
+
+static int make_disk(struct prepjob *j)
+{
+	struct stat st;
+	if (stat(j->disk, &st) == 0)
+		return 0;
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.new", j->disk) < 0)
+		return -ENOMEM;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return negative_errno();
+	if (ftruncate(fd, (off_t)(j->disk_mib << 20)) < 0) {
+		int r = negative_errno();
+		safe_close(fd);
+		unlink(tmp);
+		return r;
+	}
+	safe_close(fd);
+	/* mkfs.ext4 from e2fsprogs, output discarded; the worker waits for it */
+	char *argv[] = { "mkfs.ext4", "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int r = posix_spawnp(&pid, "mkfs.ext4", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0) {
+		unlink(tmp);
+		return -r;
+	}
+	int st2 = 0;
+	while (waitpid(pid, &st2, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st2) || WEXITSTATUS(st2) != 0) {
+		unlink(tmp);
+		return -EIO;
+	}
+	if (rename(tmp, j->disk) < 0) {
+		r = negative_errno();
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+static void prep_work(uv_work_t *w)
+{
+	struct prepjob *j = w->data;
+	struct manifest *m = NULL;
+	char *err = NULL;
+	int r;
+
+	if (access(j->imgdir, F_OK) < 0) {
+		(void)!asprintf(&j->error, "image not found: %s (build it with 'make image')",
+				j->imgdir);
+		j->r = -ENOENT;
+		return;
+	}
+	r = manifest_verify(j->imgdir, &err);
+	if (r < 0) {
+		(void)!asprintf(&j->error, "the image failed verification: %s",
+				err ? err : strerror(-r));
+		free(err);
+		j->r = r;
+		return;
+	}
+	r = manifest_load(j->imgdir, &m);
+	if (r < 0) {
+		(void)!asprintf(&j->error, "cannot read the image manifest: %s", strerror(-r));
+		j->r = r;
+		return;
+	}
+	j->kernel = strdup(m->kernel.path);
+	j->initrd = strdup(m->initrd.path);
+	manifest_free(m);
+	if (!j->kernel || !j->initrd) {
+		j->r = -ENOMEM;
+		return;
+	}
+	if (j->want_disk) {
+		r = make_disk(j);
+		if (r < 0) {
+			(void)!asprintf(&j->error, "cannot create the VM's disk (mkfs.ext4): %s",
+					strerror(-r));
+			j->r = r;
+			return;
+		}
+	}
+	j->r = 0;
+}
+
+static void prep_done(uv_work_t *w, int status)
+{
+	struct prepjob *j = w->data;
+	struct vm *vm = j->vm;
+	if (vm) {
+		vm->job = NULL;
+		if (vm->stop_requested) {
+			vm->proc_gone = vm->ctl_closed = 1;
+			vm_settle(vm);
+		} else if (j->r < 0 || status < 0) {
+			boot_fail(vm, j->error ? j->error : "cannot prepare the VM");
+		} else {
+			launch(vm, j->kernel, j->initrd);
+		}
+	}
+	free(j->imgdir);
+	free(j->disk);
+	free(j->kernel);
+	free(j->initrd);
+	free(j->error);
+	free(j);
+}
+
+static int vm_boot(struct vm *vm)
+{
+	struct vmctl *c = vm->ctl;
+	struct prepjob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->vm = vm;
+	j->imgdir = path_join(c->images_dir, vm->rec.spec.image);
+	j->disk = path_join(vm->rec.vmdir, "disk.img");
+	j->disk_mib = vm->rec.spec.disk_mib;
+	j->want_disk = vm->rec.persistent;
+	if (!j->imgdir || !j->disk) {
+		free(j->imgdir);
+		free(j->disk);
+		free(j);
+		return -ENOMEM;
+	}
+	j->w.data = j;
+	int r = uv_queue_work(c->loop, &j->w, prep_work, prep_done);
+	if (r < 0) {
+		free(j->imgdir);
+		free(j->disk);
+		free(j);
+		return r;
+	}
+	vm->job = j;
+	vm->rec.state = VM_CREATING;
+	vm->stop_requested = 0;
+	vm->proc_gone = 0;
+	vm->ctl_closed = 0;
+	set_str(&vm->rec.error, NULL);
+	vm_save(vm);
+	return 0;
+}
+
+/* ---- public ---- */
+
+static int probe_vm_bin(struct vmctl *c)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return negative_errno();
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	char *argv[] = { c->vm_bin, "--help", NULL };
+	pid_t pid;
+	int r = posix_spawn(&pid, c->vm_bin, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	safe_close(p[1]);
+	if (r != 0) {
+		safe_close(p[0]);
+		return -r;
+	}
+	struct buf b;
+	buf_init(&b, 64 * 1024);
+	for (;;) {
+		uint8_t *d = buf_reserve(&b, 4096);
+		ssize_t k = d ? fd_read_some(p[0], d, 4096) : 0;
+		if (k <= 0)
+			break;
+		buf_commit(&b, (size_t)k);
+	}
+	safe_close(p[0]);
+	waitpid(pid, NULL, 0);
+	if (buf_append(&b, "", 1) == 0) {
+		const char *t = (const char *)buf_head(&b);
+		c->has_control = strstr(t, "--control") != NULL;
+		c->has_disk = strstr(t, "--disk") != NULL;
+		c->has_mount = strstr(t, "--mount") != NULL;
+	}
+	buf_done(&b, 0);
+	log_info("capsem-vm: %s%s%s",
+		 c->has_control ? "--control"
+				: "no --control (VMs will not "
+				  "survive a daemon restart)",
+		 c->has_disk ? ", --disk" : ", no --disk",
+		 c->has_mount ? ", --mount" : ", no --mount");
+	return 0;
+}
+
+int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **ret)
+{
+	struct vmctl *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->loop = loop;
+	c->home = strdup(cfg->home);
+	c->vms_dir = path_join(cfg->home, "vms");
+	c->images_dir = strdup(cfg->images_dir);
+	c->vm_bin = strdup(cfg->vm_bin);
+	if (!c->home || !c->vms_dir || !c->images_dir || !c->vm_bin) {
+		vmctl_free(c);
+		return -ENOMEM;
+	}
+	int r = mkdir_p(c->vms_dir, 0700);
+	if (r < 0) {
+		vmctl_free(c);
+		return r;
+	}
+	r = probe_vm_bin(c);
+	if (r < 0) {
+		vmctl_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+void vmctl_free(struct vmctl *c)
+{
+	if (!c)
+		return;
+	while (c->vms)
+		vm_free(c->vms);
+	free(c->home);
+	free(c->vms_dir);
+	free(c->images_dir);
+	free(c->vm_bin);
+	free(c);
+}
+
+struct vm *vmctl_first(struct vmctl *c)
+{
+	return c->vms;
+}
+
+struct vm *vmctl_next(struct vm *vm)
+{
+	return vm->next;
+}
+
+size_t vmctl_count(struct vmctl *c)
+{
+	return c->n_vms;
+}
+
+const struct vm_record *vm_record(const struct vm *vm)
+{
+	return &vm->rec;
+}
+
+const char *vm_vsock_path(const struct vm *vm)
+{
+	return vm->vsock;
+}
+
+const char *vm_serial_tail(const struct vm *vm)
+{
+	return vm->serial_tail;
+}
+
+int vm_busy(const struct vm *vm)
+{
+	return vm->job || vm->rec.state == VM_CREATING || vm->rec.state == VM_STOPPING;
+}
+
+int vmctl_resolve(struct vmctl *c, const char *ref, struct vm **ret, char **ret_candidates)
+{
+	_cleanup_free_ const char **ids = calloc(c->n_vms + 1, sizeof(char *));
+	_cleanup_free_ const char **names = calloc(c->n_vms + 1, sizeof(char *));
+	_cleanup_free_ struct vm **vms = calloc(c->n_vms + 1, sizeof(struct vm *));
+	if (!ids || !names || !vms)
+		return -ENOMEM;
+	size_t n = 0;
+	for (struct vm *vm = c->vms; vm; vm = vm->next, n++) {
+		ids[n] = vm->rec.id;
+		names[n] = vm->rec.spec.name;
+		vms[n] = vm;
+	}
+	int k = registry_resolve(ids, names, n, ref, ret_candidates);
+	if (k < 0)
+		return k;
+	*ret = vms[k];
+	return 0;
+}
+
+int vmctl_name_taken(struct vmctl *c, const char *name)
+{
+	for (struct vm *vm = c->vms; vm; vm = vm->next)
+		if (vm->rec.spec.name && streq(vm->rec.spec.name, name))
+			return 1;
+	return 0;
+}
+
+int vmctl_create(struct vmctl *c, const struct vm_spec *spec, vm_waiter_cb cb, void *userdata,
+		 struct vm **ret)
+{
+	struct vm_record rec = { 0 };
+	int r;
+	if (spec->name && vmctl_name_taken(c, spec->name))
+		return -EEXIST;
+	for (int tries = 0;; tries++) {
+		struct vm *other;
+		r = registry_new_id(rec.id);
+		if (r < 0)
+			return r;
+		if (vmctl_resolve(c, rec.id, &other, NULL) == -ENOENT)
+			break;
+		if (tries > 16)
+			return -EEXIST;
+	}
+	r = vmspec_copy(spec, &rec.spec);
+	if (r < 0)
+		return r;
+	rec.persistent = spec->name != NULL;
+	rec.state = VM_CREATING;
+	registry_now(rec.created);
+	rec.vmdir = path_join(c->vms_dir, rec.id);
+	if (!rec.vmdir) {
+		registry_record_done(&rec);
+		return -ENOMEM;
+	}
+	if (mkdir(rec.vmdir, 0700) < 0) {
+		r = negative_errno();
+		registry_record_done(&rec);
+		return r;
+	}
+	struct vm *vm = vm_alloc(c, &rec);
+	if (!vm) {
+		rm_rf(rec.vmdir);
+		registry_record_done(&rec);
+		return -ENOMEM;
+	}
+	r = add_waiter(vm, VM_WAIT_READY, cb, userdata);
+	if (r == 0)
+		r = vm_boot(vm);
+	if (r < 0) {
+		rm_rf(vm->rec.vmdir);
+		vm_free(vm);
+		return r;
+	}
+	log_info("VM %s created%s%s", vm->rec.id, vm->rec.spec.name ? " as " : "",
+		 strempty(vm->rec.spec.name));
+	*ret = vm;
+	return 0;
+}
+
+int vm_start(struct vm *vm, vm_waiter_cb cb, void *userdata)
+{
+	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED)
+		return -EALREADY;
+	if (vm->job || vm->pw || vm->cc)
+		return -EBUSY;
+	int r = add_waiter(vm, VM_WAIT_READY, cb, userdata);
+	if (r < 0)
+		return r;
+	r = vm_boot(vm);
+	if (r < 0)
+		notify(vm, VM_WAIT_READY, 0);
+	return 0;
+}
+
+int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata)
+{
+	return add_waiter(vm, what, cb, userdata);
+}
+
+int vm_stop(struct vm *vm, vm_waiter_cb cb, void *userdata)
+{
+	if (vm->rec.state != VM_CREATING && vm->rec.state != VM_RUNNING &&
+	    vm->rec.state != VM_STOPPING)
+		return -ENOTCONN;
+	int r = add_waiter(vm, VM_WAIT_STOPPED, cb, userdata);
+	if (r < 0)
+		return r;
+	if (vm->stop_requested)
+		return 0;
+	vm->stop_requested = 1;
+	vm->rec.state = VM_STOPPING;
+	if (vm->rec.persistent)
+		vm_save(vm);
+	if (vm->job)
+		return 0; /* prep_done sees stop_requested */
+	if (ctl_send_stop(vm) < 0)
+		signal_supervisor(vm, SIGTERM);
+	uv_timer_stop(vm->timer);
+	uv_timer_start(vm->timer, on_stop_timeout, STOP_KILL_MS, 0);
+	return 0;
+}
+
+void vm_delete_when_stopped(struct vm *vm)
+{
+	vm->delete_on_stop = 1;
+}
+
+int vm_delete(struct vm *vm)
+{
+	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED)
+		return -EBUSY;
+	if (vm->job || vm->pw || vm->cc)
+		return -EBUSY;
+	int r = rm_rf(vm->rec.vmdir);
+	if (r < 0)
+		return r;
+	log_info("VM %s deleted", vm->rec.id);
+	notify(vm, VM_WAIT_STOPPED, 1);
+	vm_free(vm);
+	return 0;
+}
+
+int vm_persist(struct vm *vm, const char *name)
+{
+	char *n = strdup(name);
+	if (!n)
+		return -ENOMEM;
+	free(vm->rec.spec.name);
+	vm->rec.spec.name = n;
+	vm->rec.persistent = 1;
+	vm_save(vm);
+	return 0;
+}
+
+/* ---- recovery ---- */
+
+/* Is pid a capsem-vm serving vmdir? (/proc/<pid>/cmdline names both.) */
+static int supervisor_alive(pid_t pid, const char *vmdir)
+{
+	char p[64];
+	_cleanup_free_ char *cmd = NULL;
+	size_t n;
+	if (pid <= 1)
+		return 0;
+	snprintf(p, sizeof(p), "/proc/%d/cmdline", (int)pid);
+	if (read_file_small(p, 64 * 1024, &cmd, &n) < 0)
+		return 0;
+	int bin = 0, dir = 0;
+	for (size_t i = 0; i < n; i += strlen(cmd + i) + 1) {
+		const char *a = cmd + i;
+		const char *base = strrchr(a, '/');
+		base = base ? base + 1 : a;
+		bin |= i == 0 && streq(base, "capsem-vm");
+		dir |= streq(a, vmdir);
+	}
+	return bin && dir;
+}
+
+static void recover_one(struct vmctl *c, const char *id)
+{
+	struct vm_record rec;
+	int r = registry_load(c->vms_dir, id, &rec);
+	if (r < 0) {
+		if (r != -ENOENT)
+			log_warn_errno(r, "ignoring %s/%s: unreadable %s", c->vms_dir, id,
+				       REGISTRY_FILE);
+		return;
+	}
+	_cleanup_free_ char *expect = path_join(c->vms_dir, id);
+	if (!expect || !streq(expect, rec.vmdir)) {
+		/* the home moved: follow it */
+		free(rec.vmdir);
+		rec.vmdir = TAKE_PTR(expect);
+		if (!rec.vmdir) {
+			registry_record_done(&rec);
+			return;
+		}
+	}
+	int live = rec.state == VM_CREATING || rec.state == VM_RUNNING || rec.state == VM_STOPPING;
+	struct vm *vm = vm_alloc(c, &rec);
+	if (!vm) {
+		registry_record_done(&rec);
+		return;
+	}
+	if (live && c->has_control && supervisor_alive(vm->rec.pid, vm->rec.vmdir)) {
+		_cleanup_free_ char *sock = path_join(vm->rec.vmdir, CTL_SOCKET);
+		int fd = sock ? unix_connect(sock, 0) : -ENOMEM;
+		if (fd >= 0) {
+			fd_set_nonblock(fd, 1);
+			if (ctlconn_open(vm, fd) == 0 && pidwatch_start(vm, vm->rec.pid, 0) == 0) {
+				log_info("VM %s: re-adopted its running supervisor (pid %d)",
+					 vm->rec.id, vm->rec.pid);
+				if (vm->rec.state == VM_STOPPING) {
+					vm->stop_requested = 1;
+					ctl_send_stop(vm);
+					uv_timer_start(vm->timer, on_stop_timeout, STOP_KILL_MS, 0);
+				}
+				return;
+			}
+			if (vm->cc) {
+				vm->cc->vm = NULL;
+				uv_close((uv_handle_t *)&vm->cc->h, handle_free_cb);
+				vm->cc = NULL;
+			}
+		}
+		/* alive but not answering: it cannot be managed, so it is stopped for good */
+		log_warn("VM %s: supervisor pid %d does not answer on its control socket: killing "
+			 "it",
+			 vm->rec.id, vm->rec.pid);
+		kill(vm->rec.pid, SIGKILL);
+	}
+	if (live) {
+		vm->rec.state = VM_CRASHED;
+		vm->rec.pid = 0;
+		set_str(&vm->rec.error, "supervisor gone while capsemd was down");
+		log_warn("VM %s: supervisor gone while capsemd was down", vm->rec.id);
+	}
+	remove_sockets(vm->rec.vmdir);
+	if (!vm->rec.persistent) {
+		rm_rf(vm->rec.vmdir);
+		vm_free(vm);
+		return;
+	}
+	if (live)
+		vm_save(vm);
+}
+
+static int cmp_created(const void *a, const void *b)
+{
+	const struct vm *x = *(struct vm *const *)a, *y = *(struct vm *const *)b;
+	return strcmp(x->rec.created, y->rec.created);
+}
+
+int vmctl_recover(struct vmctl *c)
+{
+	DIR *d = opendir(c->vms_dir);
+	if (!d)
+		return negative_errno();
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (registry_id_valid(de->d_name))
+			recover_one(c, de->d_name);
+	closedir(d);
+	/* keep the list newest first */
+	if (c->n_vms > 1) {
+		struct vm **v = calloc(c->n_vms, sizeof(*v));
+		if (v) {
+			size_t n = 0;
+			for (struct vm *vm = c->vms; vm; vm = vm->next)
+				v[n++] = vm;
+			qsort(v, n, sizeof(*v), cmp_created);
+			c->vms = NULL;
+			for (size_t i = 0; i < n; i++) {
+				v[i]->prev = NULL;
+				v[i]->next = c->vms;
+				if (c->vms)
+					c->vms->prev = v[i];
+				c->vms = v[i];
+			}
+			free(v);
+		}
+	}
+	return 0;
+}

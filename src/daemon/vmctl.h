@@ -1,0 +1,70 @@
+/* vmctl.h - the VMs capsemd owns: their registry records and their capsem-vm supervisors
+ * (spawn, control socket, death detection, stop, re-adoption after a daemon restart).
+ *
+ * All calls run on the daemon's loop. Operations that take time (boot, stop) report through
+ * waiters: a callback run once when the VM reaches the awaited state. A waiter's callback may
+ * see the VM for the last time (an ephemeral VM is freed right after its "stopped" waiters ran).
+ */
+#pragma once
+
+#include <uv.h>
+
+#include "registry.h"
+
+struct vmctl;
+struct vm;
+
+struct vmctl_config {
+	const char *home;	/* $CAPSEM_HOME */
+	const char *images_dir; /* $CAPSEM_IMAGES_DIR or <home>/images */
+	const char *vm_bin;	/* capsem-vm */
+};
+
+enum vm_wait {
+	VM_WAIT_READY,	 /* running (ok = 1), or the boot failed / the VM went away (ok = 0) */
+	VM_WAIT_STOPPED, /* no longer running: stopped, crashed or deleted (ok = 1) */
+};
+
+/* ok: see enum vm_wait. The VM's record tells the rest (state, error). */
+typedef void (*vm_waiter_cb)(struct vm *vm, int ok, void *userdata);
+
+int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **ret);
+/* Load every registry entry, re-adopt live supervisors, mark dead ones crashed (named) or delete
+ * them (ephemeral), remove stale sockets. */
+int vmctl_recover(struct vmctl *c);
+void vmctl_free(struct vmctl *c);
+
+/* Iteration: newest first. */
+struct vm *vmctl_first(struct vmctl *c);
+struct vm *vmctl_next(struct vm *vm);
+size_t vmctl_count(struct vmctl *c);
+const struct vm_record *vm_record(const struct vm *vm);
+/* <vmdir>/vsock */
+const char *vm_vsock_path(const struct vm *vm);
+/* The serial tail captured with a boot failure, or NULL. */
+const char *vm_serial_tail(const struct vm *vm);
+/* Whether a start/stop is already under way. */
+int vm_busy(const struct vm *vm);
+
+/* Resolve a {ref}. 0 with *ret, -ENOENT, or -EADDRNOTAVAIL with *ret_candidates (owned). */
+int vmctl_resolve(struct vmctl *c, const char *ref, struct vm **ret, char **ret_candidates);
+/* Is the name used by a VM? */
+int vmctl_name_taken(struct vmctl *c, const char *name);
+
+/* Create a VM from spec (copied) and boot it; cb(VM_WAIT_READY) when it is up or failed. 0 with
+ * *ret, or -errno (-EEXIST: name taken). */
+int vmctl_create(struct vmctl *c, const struct vm_spec *spec, vm_waiter_cb cb, void *userdata,
+		 struct vm **ret);
+/* Boot a stopped/crashed VM. -EALREADY when it is running or busy. */
+int vm_start(struct vm *vm, vm_waiter_cb cb, void *userdata);
+/* Stop a running VM (cb with VM_WAIT_STOPPED). Ephemeral VMs are deleted when they stop.
+ * -ENOTCONN when it is not running. */
+int vm_stop(struct vm *vm, vm_waiter_cb cb, void *userdata);
+/* Wait for a VM to reach a state without acting. */
+int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata);
+/* Delete a stopped/crashed VM: directory and registry entry; vm is freed. -EBUSY if running. */
+int vm_delete(struct vm *vm);
+/* Make the next settle (stop or crash) delete the VM, as for an ephemeral one. */
+void vm_delete_when_stopped(struct vm *vm);
+/* Name an ephemeral VM: it becomes persistent (its disk is created at its next boot). */
+int vm_persist(struct vm *vm, const char *name);

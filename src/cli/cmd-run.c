@@ -31,7 +31,7 @@
 #include "vmproc.h"
 
 /* The default of `capsem run` until capsemd is finished: 0 = direct, 1 = through capsemd. */
-#define RUN_DEFAULT_DAEMON 0
+#define RUN_DEFAULT_DAEMON 1
 
 struct run_opts {
 	uint64_t timeout_ms;

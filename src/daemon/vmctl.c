@@ -720,8 +720,11 @@ static void prep_work(uv_work_t *w)
 	int r;
 
 	if (access(j->imgdir, F_OK) < 0) {
-		(void)!asprintf(&j->error, "image not found: %s (build it with 'make image')",
-				j->imgdir);
+		const char *slash = strrchr(j->imgdir, '/');
+		(void)!asprintf(&j->error,
+				"image '%s' not found in %s (build it with 'make image' or "
+				"'capsem-builder image')",
+				slash ? slash + 1 : j->imgdir, j->imgdir);
 		j->r = -ENOENT;
 		return;
 	}

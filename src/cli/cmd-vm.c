@@ -479,9 +479,9 @@ int cmd_logs(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "s:n:h", opts, NULL)) >= 0) {
 		switch (c) {
 		case 's':
-			if (!streq(optarg, "serial") && !streq(optarg, "vm") &&
-			    !streq(optarg, "qemu"))
-				return log_error("--source: expected serial, vm or qemu"),
+			if (!streq(optarg, "serial") && !streq(optarg, "agent") &&
+			    !streq(optarg, "vm") && !streq(optarg, "qemu"))
+				return log_error("--source: expected serial, agent, vm or qemu"),
 				       CLI_EXIT_USAGE;
 			source = optarg;
 			break;
@@ -491,11 +491,10 @@ int cmd_logs(int argc, char **argv)
 				       CLI_EXIT_USAGE;
 			break;
 		case 'h':
-			printf("Usage: capsem logs VM [--source serial|vm|qemu] [--tail N]\n"
+			printf("Usage: capsem logs VM [--source serial|agent|vm|qemu] [--tail N]\n"
 			       "\n"
-			       "Print a VM's log: the guest's serial console (default), "
-			       "capsem-vm's\n"
-			       "own log, or QEMU's.\n");
+			       "Print a VM's log: the guest's serial console (default), the guest\n"
+			       "init's and agent's lines of it, capsem-vm's own log, or QEMU's.\n");
 			return 0;
 		default:
 			return CLI_EXIT_USAGE;

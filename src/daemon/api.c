@@ -329,6 +329,25 @@ static void route_purge(struct api *a, struct httpd_conn *c)
 	purge_done(p);
 }
 
+/* Keep, in place, the lines written by the guest's capsem-init and capsem-agent. Returns the new
+ * length. */
+static size_t keep_agent_lines(char *text, size_t len)
+{
+	size_t out = 0, i = 0;
+	while (i < len) {
+		char *nl = memchr(text + i, '\n', len - i);
+		size_t end = nl ? (size_t)(nl - text) + 1 : len;
+		size_t n = end - i;
+		if (memmem(text + i, n, "capsem-init", 11) ||
+		    memmem(text + i, n, "capsem-agent", 12)) {
+			memmove(text + out, text + i, n);
+			out += n;
+		}
+		i = end;
+	}
+	return out;
+}
+
 static void route_logs(struct httpd_conn *c, struct vm *vm, const char *query)
 {
 	_cleanup_free_ char *source = NULL, *tail = NULL, *path = NULL, *text = NULL;
@@ -339,17 +358,21 @@ static void route_logs(struct httpd_conn *c, struct vm *vm, const char *query)
 		httpd_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
-	if (r == -EBADMSG ||
-	    (!streq(source, "serial") && !streq(source, "vm") && !streq(source, "qemu"))) {
-		httpd_reply_error(c, 400, "bad_request", "source: expected serial, vm or qemu");
+	if (r == -EBADMSG || (!streq(source, "serial") && !streq(source, "vm") &&
+			      !streq(source, "qemu") && !streq(source, "agent"))) {
+		httpd_reply_error(c, 400, "bad_request",
+				  "source: expected serial, agent, vm or qemu");
 		return;
 	}
+	/* the guest's init and agent log to the console: "agent" is their lines of the serial log */
+	int agent_only = streq(source, "agent");
 	r = http_query_get(query, "tail", &tail);
 	if (r == -EBADMSG || (r == 0 && (parse_u64(tail, &n) < 0 || n > 1000000))) {
 		httpd_reply_error(c, 400, "bad_request", "tail: expected a number of lines");
 		return;
 	}
-	if (asprintf(&path, "%s/%s.log", vm_record(vm)->vmdir, source) < 0) {
+	if (asprintf(&path, "%s/%s.log", vm_record(vm)->vmdir, agent_only ? "serial" : source) <
+	    0) {
 		httpd_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
@@ -365,6 +388,8 @@ static void route_logs(struct httpd_conn *c, struct vm *vm, const char *query)
 			len = k > 0 ? (size_t)k : 0;
 		}
 	}
+	if (text && agent_only)
+		len = keep_agent_lines(text, len);
 	const char *start = text ? text : "";
 	if (text && n > 0) {
 		size_t lines = 0, i = len;

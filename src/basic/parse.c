@@ -76,6 +76,21 @@ int parse_size(const char *s, uint64_t *ret)
 	return 0;
 }
 
+int parse_size_mib(const char *s, uint64_t min_mib, uint64_t max_mib, uint64_t *ret_mib)
+{
+	uint64_t v;
+	int r = parse_size(s, &v);
+	if (r < 0)
+		return r;
+	if (v % (1u << 20))
+		return -EINVAL;
+	v >>= 20;
+	if (v < min_mib || v > max_mib)
+		return -ERANGE;
+	*ret_mib = v;
+	return 0;
+}
+
 int parse_seconds_ms(const char *s, uint64_t *ret_ms)
 {
 	char ip[24];

@@ -11,5 +11,8 @@ int parse_u64(const char *s, uint64_t *ret);
 int parse_u32(const char *s, uint32_t *ret);
 /* "512", "512M", "2G", "64K" (binary units; bare numbers are bytes). */
 int parse_size(const char *s, uint64_t *ret);
+/* A size (as parse_size) that must be a whole number of MiB within [min_mib, max_mib], in MiB.
+ * -EINVAL for a malformed or fractional size, -ERANGE outside the bounds. */
+int parse_size_mib(const char *s, uint64_t min_mib, uint64_t max_mib, uint64_t *ret_mib);
 /* "2", "0.5", "1.25": seconds with up to 3 decimals, into milliseconds. */
 int parse_seconds_ms(const char *s, uint64_t *ret_ms);

@@ -61,21 +61,6 @@ int cli_parse_mount(const char *arg, const char *cwd, json_t **ret)
 	return 0;
 }
 
-int cli_parse_mib(const char *s, uint64_t min_mib, uint64_t max_mib, uint64_t *ret_mib)
-{
-	uint64_t v;
-	int r = parse_size(s, &v);
-	if (r < 0)
-		return r;
-	if (v % (1u << 20))
-		return -EINVAL;
-	v >>= 20;
-	if (v < min_mib || v > max_mib)
-		return -ERANGE;
-	*ret_mib = v;
-	return 0;
-}
-
 int cli_valid_name(const char *s)
 {
 	size_t n = strlen(s);

@@ -18,7 +18,6 @@ int cli_parse_mount(const char *arg, const char *cwd, json_t **ret);
 
 /* A size for --memory / --disk: parse_size() syntax, a whole number of MiB within
  * [min_mib, max_mib]. 0 or -EINVAL / -ERANGE. */
-int cli_parse_mib(const char *s, uint64_t min_mib, uint64_t max_mib, uint64_t *ret_mib);
 
 /* A VM name as docs/API.md allows: [a-z0-9][a-z0-9_.-]{0,62}. */
 int cli_valid_name(const char *s);

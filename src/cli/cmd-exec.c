@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cliutil.h"
+#include "vmlimits.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"
@@ -277,16 +278,18 @@ int cmd_shell(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'C':
-			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
-				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
+				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
+						 ", got '%s'",
+						 optarg),
 				       json_decref(create), CLI_EXIT_USAGE;
 			json_object_set_new(create, "cpus", json_integer(u));
 			break;
 		case 'M':
-			if (cli_parse_mib(optarg, 64, 1u << 20, &mib) < 0)
-				return log_error(
-					       "--memory: expected a size from 64M to 1T, got '%s'",
-					       optarg),
+			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) < 0)
+				return log_error("--memory: expected a size "
+						 "from " VM_MEMORY_RANGE_TEXT ", got '%s'",
+						 optarg),
 				       json_decref(create), CLI_EXIT_USAGE;
 			json_object_set_new(create, "memory", json_integer((json_int_t)mib));
 			break;

@@ -28,6 +28,7 @@
 #include "relay.h"
 #include "strv.h"
 #include "unixsock.h"
+#include "vmlimits.h"
 #include "vmproc.h"
 
 /* The default of `capsem run` until capsemd is finished: 0 = direct, 1 = through capsemd. */
@@ -158,16 +159,19 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			o->timeout_ms = v;
 			break;
 		case ARG_CPUS:
-			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
-				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
+				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
+						 ", got '%s'",
+						 optarg),
 				       -EINVAL;
 			o->cpus = optarg;
 			break;
 		case ARG_MEM:
-			if (parse_size(optarg, &v) < 0 || v < (64u << 20) || v > (1ull << 40))
-				return log_error(
-					       "--memory: expected a size from 64M to 1T, got '%s'",
-					       optarg),
+			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &v) < 0)
+				return log_error("--memory: expected a size "
+						 "from " VM_MEMORY_RANGE_TEXT
+						 " in whole MiB, got '%s'",
+						 optarg),
 				       -EINVAL;
 			o->memory = optarg;
 			break;
@@ -400,7 +404,7 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 	uint32_t cpus;
 	if (o->cpus && parse_u32(o->cpus, &cpus) == 0)
 		json_object_set_new(body, "cpus", json_integer(cpus));
-	if (o->memory && cli_parse_mib(o->memory, 64, 1u << 20, &mib) == 0)
+	if (o->memory && parse_size_mib(o->memory, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) == 0)
 		json_object_set_new(body, "memory", json_integer((json_int_t)mib));
 	else if (o->memory)
 		json_object_set_new(body, "memory", json_string(o->memory));

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cliutil.h"
+#include "vmlimits.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -125,15 +126,18 @@ int cmd_create(int argc, char **argv)
 			json_object_set_new(body, "name", json_string(optarg));
 			break;
 		case 'C':
-			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64) {
-				log_error("--cpus: expected 1..64, got '%s'", optarg);
+			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX) {
+				log_error("--cpus: expected " VM_CPUS_RANGE_TEXT ", got '%s'",
+					  optarg);
 				goto out;
 			}
 			json_object_set_new(body, "cpus", json_integer(u));
 			break;
 		case 'M':
-			if (cli_parse_mib(optarg, 64, 1u << 20, &mib) < 0) {
-				log_error("--memory: expected a size from 64M to 1T in whole MiB "
+			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) <
+			    0) {
+				log_error("--memory: expected a size from " VM_MEMORY_RANGE_TEXT
+					  " in whole MiB "
 					  "(e.g. 512M, 2G), got '%s'",
 					  optarg);
 				goto out;
@@ -142,8 +146,9 @@ int cmd_create(int argc, char **argv)
 			break;
 		case 'D': {
 			char s[32];
-			if (cli_parse_mib(optarg, 64, 16u << 20, &mib) < 0) {
-				log_error("--disk: expected a size from 64M to 16T in whole MiB "
+			if (parse_size_mib(optarg, VM_DISK_MIN_MIB, VM_DISK_MAX_MIB, &mib) < 0) {
+				log_error("--disk: expected a size from " VM_DISK_RANGE_TEXT
+					  " in whole MiB "
 					  "(e.g. 4G), got '%s'",
 					  optarg);
 				goto out;

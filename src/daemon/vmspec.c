@@ -18,10 +18,10 @@
 #include "proto.h"
 #include "strv.h"
 
-#define MEM_MIN_MIB 128ull
-#define MEM_MAX_MIB (64ull * 1024)
-#define DISK_MIN_MIB 64ull
-#define DISK_MAX_MIB (1024ull * 1024)
+#define MEM_MIN_MIB ((uint64_t)VM_MEMORY_MIN_MIB)
+#define MEM_MAX_MIB ((uint64_t)VM_MEMORY_MAX_MIB)
+#define DISK_MIN_MIB ((uint64_t)VM_DISK_MIN_MIB)
+#define DISK_MAX_MIB ((uint64_t)VM_DISK_MAX_MIB)
 #define PATH_MAX_LEN 4095u
 
 static int fail(char **ret_error, const char *fmt, ...) _printf_(2, 3);
@@ -286,8 +286,9 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 			}
 		} else if (streq(k, "cpus")) {
 			json_int_t c = json_is_integer(v) ? json_integer_value(v) : 0;
-			if (c < 1 || c > 64) {
-				r = fail(ret_error, "cpus: expected an integer from 1 to 64");
+			if (c < VM_CPUS_MIN || c > VM_CPUS_MAX) {
+				r = fail(ret_error,
+					 "cpus: expected an integer from " VM_CPUS_RANGE_TEXT);
 				break;
 			}
 			s.cpus = (unsigned)c;

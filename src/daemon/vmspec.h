@@ -3,6 +3,8 @@
  * stat() that checks a mount's host directory exists. */
 #pragma once
 
+#include "vmlimits.h"
+
 #include <jansson.h>
 #include <stdint.h>
 
@@ -10,7 +12,7 @@
 
 #define VMSPEC_NAME_MAX 63
 #define VMSPEC_MAX_ENV 256
-#define VMSPEC_MAX_MOUNTS 32
+#define VMSPEC_MAX_MOUNTS VM_MOUNTS_MAX
 #define VMSPEC_DEFAULT_CPUS 1
 #define VMSPEC_DEFAULT_MEMORY_MIB 512
 #define VMSPEC_DEFAULT_DISK_MIB 4096

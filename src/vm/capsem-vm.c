@@ -49,6 +49,7 @@
 #include "serial.h"
 #include "strv.h"
 #include "unixsock.h"
+#include "vmlimits.h"
 #include "vsock.h"
 
 #define SERIAL_LOG_CAP (4u << 20)
@@ -294,17 +295,24 @@ static void on_serial(struct watch *w, int events)
 	}
 }
 
-static void on_serial_listen(struct watch *w, int events)
+/* Accept a connection on a listener that serves exactly one peer (QEMU's serial and QMP
+ * chardevs, the guest agent): a second one while *slot is taken is closed at once. */
+static void accept_single(struct watch *w, struct watch **slot, size_t in_cap,
+			  void (*cb)(struct watch *, int))
 {
-	struct vm *vm = w->vm;
 	int fd = watch_accept(w);
 	if (fd < 0)
 		return;
-	if (vm->w_serial) {
+	if (*slot) {
 		safe_close(fd);
 		return;
 	}
-	vm->w_serial = watch_new(vm, fd, UV_READABLE, 0, on_serial);
+	*slot = watch_new(w->vm, fd, UV_READABLE, in_cap, cb);
+}
+
+static void on_serial_listen(struct watch *w, int events)
+{
+	accept_single(w, &w->vm->w_serial, 0, on_serial);
 }
 
 /* ---- QMP: connected by QEMU; used to ask QEMU to quit when the guest will not power off ---- */
@@ -325,15 +333,7 @@ static void on_qmp(struct watch *w, int events)
 
 static void on_qmp_listen(struct watch *w, int events)
 {
-	struct vm *vm = w->vm;
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
-	if (vm->w_qmp) {
-		safe_close(fd);
-		return;
-	}
-	vm->w_qmp = watch_new(vm, fd, UV_READABLE, 0, on_qmp);
+	accept_single(w, &w->vm->w_qmp, 0, on_qmp);
 }
 
 static int qmp_quit(struct vm *vm)
@@ -455,15 +455,7 @@ static void on_ctl(struct watch *w, int events)
 
 static void on_ctl_listen(struct watch *w, int events)
 {
-	struct vm *vm = w->vm;
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
-	if (vm->w_ctl) {
-		safe_close(fd); /* one agent per VM */
-		return;
-	}
-	vm->w_ctl = watch_new(vm, fd, UV_READABLE, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl);
+	accept_single(w, &w->vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl); /* one agent */
 }
 
 /* ---- parent commands ---- */
@@ -1059,18 +1051,21 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			o->initrd = optarg;
 			break;
 		case ARG_CPUS:
-			if (parse_u32(optarg, &u) < 0 || u < 1 || u > 64)
-				return log_error("--cpus: expected 1..64, got '%s'", optarg),
+			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
+				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
+						 ", got '%s'",
+						 optarg),
 				       -EINVAL;
 			o->cpus = u;
 			break;
 		case ARG_MEM:
-			if (parse_size(optarg, &v) < 0 || v < (64u << 20) || v > (1ull << 40))
-				return log_error(
-					       "--memory: expected a size from 64M to 1T, got '%s'",
-					       optarg),
+			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &v) < 0)
+				return log_error("--memory: expected a size "
+						 "from " VM_MEMORY_RANGE_TEXT
+						 " in whole MiB, got '%s'",
+						 optarg),
 				       -EINVAL;
-			o->mem_mib = v >> 20;
+			o->mem_mib = v;
 			break;
 		case ARG_ACCEL:
 			if (accel_parse(optarg, &o->accel) < 0)

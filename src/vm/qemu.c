@@ -101,7 +101,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	int r = 0;
 
 	if (!c->kernel || !c->initrd || !c->serial_sock || !c->qmp_sock || !c->vhost_vsock_sock ||
-	    c->cpus < 1 || c->cpus > 64 || c->mem_mib < 64 || c->mem_mib > 1024 * 1024 ||
+	    c->cpus < VM_CPUS_MIN || c->cpus > VM_CPUS_MAX || c->mem_mib < VM_MEMORY_MIN_MIB ||
+	    c->mem_mib > VM_MEMORY_MAX_MIB ||
 	    (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG))
 		return -EINVAL;
 	/* QEMU option values use ',' as a separator: refuse paths that would inject options */

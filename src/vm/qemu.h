@@ -18,8 +18,9 @@
 #include <sys/types.h>
 
 #include "accel.h"
+#include "vmlimits.h"
 
-#define QEMU_MAX_MOUNTS 8
+#define QEMU_MAX_MOUNTS VM_MOUNTS_MAX
 #define QEMU_GUEST_PATH_MAX 128
 
 /* A host directory shared with the guest over 9p. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "cliutil.h"
+#include "parse.h"
 #include "macro.h"
 #include "strv.h"
 
@@ -51,14 +52,14 @@ static void test_mount(void **state)
 static void test_mib(void **state)
 {
 	uint64_t v = 7;
-	assert_int_equal(cli_parse_mib("512M", 64, 1 << 20, &v), 0);
+	assert_int_equal(parse_size_mib("512M", 64, 1 << 20, &v), 0);
 	assert_int_equal(v, 512);
-	assert_int_equal(cli_parse_mib("2G", 64, 1 << 20, &v), 0);
+	assert_int_equal(parse_size_mib("2G", 64, 1 << 20, &v), 0);
 	assert_int_equal(v, 2048);
-	assert_int_equal(cli_parse_mib("12Q", 64, 1 << 20, &v), -EINVAL);
-	assert_int_equal(cli_parse_mib("1500K", 64, 1 << 20, &v), -EINVAL);
-	assert_int_equal(cli_parse_mib("32M", 64, 1 << 20, &v), -ERANGE);
-	assert_int_equal(cli_parse_mib("", 64, 1 << 20, &v), -EINVAL);
+	assert_int_equal(parse_size_mib("12Q", 64, 1 << 20, &v), -EINVAL);
+	assert_int_equal(parse_size_mib("1500K", 64, 1 << 20, &v), -EINVAL);
+	assert_int_equal(parse_size_mib("32M", 64, 1 << 20, &v), -ERANGE);
+	assert_int_equal(parse_size_mib("", 64, 1 << 20, &v), -EINVAL);
 	assert_int_equal(v, 2048);
 }
 

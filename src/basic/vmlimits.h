@@ -1,0 +1,17 @@
+/* vmlimits.h - the bounds of a VM's size, one definition for every component that checks them
+ * (capsem run, capsem create/shell, capsemd's API, capsem-vm). Numbers only. */
+#pragma once
+
+#define VM_CPUS_MIN 1u
+#define VM_CPUS_MAX 64u
+#define VM_CPUS_RANGE_TEXT "1..64"
+
+#define VM_MEMORY_MIN_MIB 128u
+#define VM_MEMORY_MAX_MIB (64u * 1024u)
+#define VM_MEMORY_RANGE_TEXT "128M to 64G"
+
+#define VM_DISK_MIN_MIB 64u
+#define VM_DISK_MAX_MIB (1024u * 1024u)
+#define VM_DISK_RANGE_TEXT "64M to 1T"
+
+#define VM_MOUNTS_MAX 8u /* host folders shared into one VM (virtio-9p devices) */

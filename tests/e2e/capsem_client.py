@@ -78,13 +78,12 @@ def connect(vsock_path, port=PORT_EXEC, timeout=30):
     return s
 
 
-def run(vsock_path, argv, stdin=b"", env=(), cwd=None, flags=0, timeout_ms=0, io_timeout=120,
-        on_started=None):
-    """Run argv in the guest; stream stdin (bytes, or None to leave it open until exit);
-    return a Result."""
-    s = connect(vsock_path)
+def session(s, first=b"", stdin=b"", io_timeout=120, on_started=None):
+    """Drive one exec session on a connected socket: send `first` (the EXEC frame, unless the
+    other side already sent it), stream stdin (bytes, or None to leave it open until exit), and
+    collect frames until EXIT or ERROR. Returns a Result; the socket is left open."""
     s.setblocking(False)
-    out = bytearray(frame(EXEC, exec_payload(argv, env, cwd, flags, timeout_ms)))
+    out = bytearray(first)
     if stdin is not None:
         for i in range(0, len(stdin), 65536):
             out += frame(STDIN, stdin[i:i + 65536])
@@ -92,44 +91,55 @@ def run(vsock_path, argv, stdin=b"", env=(), cwd=None, flags=0, timeout_ms=0, io
     res = Result()
     buf = bytearray()
     deadline = time.monotonic() + io_timeout
-    try:
-        while res.kind is None and res.error is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no EXIT within {io_timeout} s: {res!r}")
-            r, w, _ = select.select([s], [s] if out else [], [], left)
-            if w:
+    while res.kind is None and res.error is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no EXIT within {io_timeout} s: {res!r}")
+        r, w, _ = select.select([s], [s] if out else [], [], left)
+        if w:
+            try:
                 n = s.send(out)
                 del out[:n]
-            if r:
-                d = s.recv(1 << 20)
-                if not d:
-                    raise ConnectionError(f"connection closed before EXIT: {res!r}")
-                buf += d
-                while len(buf) >= 6:
-                    ln, t = struct.unpack(">IH", buf[:6])
-                    if len(buf) < 6 + ln:
-                        break
-                    pl = bytes(buf[6:6 + ln])
-                    del buf[:6 + ln]
-                    if t == STDOUT:
-                        res.stdout += pl
-                    elif t == STDERR:
-                        res.stderr += pl
-                    elif t == STARTED:
-                        res.pid = struct.unpack(">I", pl)[0]
-                        if on_started:
-                            on_started(s, res)
-                    elif t == EXIT:
-                        res.kind, res.code = struct.unpack(">Bi", pl[:5])
-                    elif t == ERROR:
-                        code, n = struct.unpack(">iI", pl[:8])
-                        res.error = pl[8:8 + n].decode(errors="replace")
-                    else:
-                        raise ValueError(f"unexpected frame type {t}")
+            except (BrokenPipeError, ConnectionResetError):
+                out.clear()  # the command exited before it read all of its stdin
+        if r:
+            d = s.recv(1 << 20)
+            if not d:
+                raise ConnectionError(f"connection closed before EXIT: {res!r}")
+            buf += d
+            while len(buf) >= 6:
+                ln, t = struct.unpack(">IH", buf[:6])
+                if len(buf) < 6 + ln:
+                    break
+                pl = bytes(buf[6:6 + ln])
+                del buf[:6 + ln]
+                if t == STDOUT:
+                    res.stdout += pl
+                elif t == STDERR:
+                    res.stderr += pl
+                elif t == STARTED:
+                    res.pid = struct.unpack(">I", pl)[0]
+                    if on_started:
+                        on_started(s, res)
+                elif t == EXIT:
+                    res.kind, res.code = struct.unpack(">Bi", pl[:5])
+                elif t == ERROR:
+                    code, n = struct.unpack(">iI", pl[:8])
+                    res.error = pl[8:8 + n].decode(errors="replace")
+                else:
+                    raise ValueError(f"unexpected frame type {t}")
+    return res
+
+
+def run(vsock_path, argv, stdin=b"", env=(), cwd=None, flags=0, timeout_ms=0, io_timeout=120,
+        on_started=None):
+    """Run argv in the guest through the VM's hybrid vsock socket; return a Result."""
+    s = connect(vsock_path)
+    try:
+        return session(s, frame(EXEC, exec_payload(argv, env, cwd, flags, timeout_ms)), stdin,
+                       io_timeout, on_started)
     finally:
         s.close()
-    return res
 
 
 def sh(vsock_path, script, **kw):

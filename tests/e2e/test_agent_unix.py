@@ -23,30 +23,11 @@ pytestmark = pytest.mark.skipif(
     not AGENT, reason="set CAPSEM_AGENT_HOST_BIN to the host build of the agent "
     "(e.g. build/src/guest/capsem-agent-host)")
 
-HELLO, BOOT_CONFIG, SHUTDOWN = 1, 2, 3
-EXEC, STDIN, SIGNAL, WINSIZE, STARTED, STDOUT, STDERR, EXIT, ERROR = range(16, 25)
-EXEC_TTY, EXEC_SHELL = 1, 2
-EXIT_CODE, EXIT_SIGNAL, EXIT_TIMEOUT = 0, 1, 2
+from capsem_client import (BOOT_CONFIG, ERROR, EXEC, EXEC_SHELL, EXEC_TTY, EXIT,  # noqa: F401
+                            EXIT_CODE, EXIT_SIGNAL, EXIT_TIMEOUT, HELLO, SHUTDOWN, SIGNAL,
+                            STARTED, STDERR, STDIN, STDOUT, WINSIZE, _s, exec_payload, frame)
+
 MAX_PAYLOAD = 1 << 20
-
-
-def frame(t, payload=b""):
-    return struct.pack(">IH", len(payload), t) + payload
-
-
-def _s(b):
-    if isinstance(b, str):
-        b = b.encode()
-    return struct.pack(">I", len(b)) + b
-
-
-def exec_payload(argv, env=(), cwd=None, flags=0, timeout_ms=0, rows=24, cols=80):
-    p = struct.pack(">IIHHB", flags, timeout_ms, rows, cols, 1 if cwd else 0)
-    if cwd:
-        p += _s(cwd)
-    p += struct.pack(">I", len(argv)) + b"".join(_s(a) for a in argv)
-    p += struct.pack(">I", len(env)) + b"".join(_s(e) for e in env)
-    return p
 
 
 class Result:

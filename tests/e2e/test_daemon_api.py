@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+import capsem_client as cc
+
 from capsem_client import (EXEC, EXEC_SHELL, EXIT, ERROR, STARTED, STDERR, STDIN, STDOUT,
                            exec_payload, frame)
 from conftest import BUILD, IMAGES, need_image, procs_mentioning, wait_for
@@ -111,47 +113,16 @@ class Daemon:
 
     def run(self, ref, argv, stdin=b"", shell=False, env=None):
         s = self.exec_stream(ref, {"argv": argv, "shell": shell, "env": env or []})
-        out = bytearray()
-        for i in range(0, len(stdin), 65536):
-            out += frame(STDIN, stdin[i:i + 65536])
-        out += frame(STDIN)
-        res = {"stdout": bytearray(), "stderr": bytearray(), "status": None, "error": None}
-        buf = bytearray()
-        s.setblocking(True)
-        def send_all(data):
-            try:
-                s.sendall(data)
-            except OSError:
-                pass  # the command may exit (and the daemon close) before it read stdin
-
-        sender = threading.Thread(target=send_all, args=(bytes(out),))
-        sender.start()
-        while res["status"] is None and res["error"] is None:
-            d = s.recv(1 << 20)
-            if not d:
-                raise ConnectionError(f"closed before EXIT: {res}")
-            buf += d
-            while len(buf) >= 6:
-                ln, t = struct.unpack(">IH", buf[:6])
-                if len(buf) < 6 + ln:
-                    break
-                pl = bytes(buf[6:6 + ln])
-                del buf[:6 + ln]
-                if t == STDOUT:
-                    res["stdout"] += pl
-                elif t == STDERR:
-                    res["stderr"] += pl
-                elif t == EXIT:
-                    kind, code = struct.unpack(">Bi", pl[:5])
-                    res["status"] = code if kind == 0 else 128 + code if kind == 1 else 124
-                elif t == ERROR:
-                    res["error"] = pl
-        sender.join()
-        # the daemon closes the connection after EXIT
-        s.settimeout(10)
-        assert s.recv(1) == b""
-        s.close()
-        return res
+        try:
+            r = cc.session(s, stdin=stdin)
+            # the daemon closes the connection after EXIT
+            s.setblocking(True)
+            s.settimeout(10)
+            assert s.recv(1) == b""
+        finally:
+            s.close()
+        return {"stdout": r.stdout, "stderr": r.stderr, "status": r.status,
+                "error": r.error.encode() if r.error is not None else None}
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ Used by the end-to-end tests and the benchmarks to talk to a guest agent the way
 does: connect to <vmdir>/vsock (hybrid vsock), "CONNECT 5001", then frames
 u32 BE length | u16 BE type | payload.
 """
-import os
 import select
 import socket
 import struct

@@ -9,17 +9,13 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
-import time
 
 import pytest
 
 import capsem_client as cc
 
-from capsem_client import (EXEC, EXEC_SHELL, EXIT, ERROR, STARTED, STDERR, STDIN, STDOUT,
-                           exec_payload, frame)
 from conftest import BUILD, IMAGES, need_image, procs_mentioning, wait_for
 
 CAPSEMD = os.path.join(BUILD, "src", "daemon", "capsemd")

@@ -48,6 +48,7 @@ test: image
 
 bench: image
 	$(PY) bench/bench_vm.py
+	$(PY) bench/bench_daemon.py
 
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true

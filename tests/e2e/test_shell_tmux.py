@@ -40,12 +40,18 @@ class Tmux:
         raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.screen()}")
 
 
-@pytest.fixture
-def tmux(dhome):  # noqa: F811
+def start_tmux(dhome, *shell_args):  # noqa: F811
     t = Tmux(f"capsem-test-{os.getpid()}")
     env = f"CAPSEM_HOME={shlex.quote(str(dhome))} CAPSEM_IMAGES_DIR={shlex.quote(IMAGES)}"
-    cmd = f"env {env} {shlex.quote(CAPSEM)} shell; echo rc=$?; sleep 600"
+    args = " ".join(shlex.quote(a) for a in shell_args)
+    cmd = f"env {env} {shlex.quote(CAPSEM)} shell {args}; echo rc=$?; sleep 600"
     t.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
+    return t
+
+
+@pytest.fixture
+def tmux(dhome):  # noqa: F811
+    t = start_tmux(dhome)
     yield t
     t.run("kill-server", check=False)
 
@@ -78,3 +84,29 @@ def test_shell_in_tmux(dhome, tmux):  # noqa: F811
     # the ephemeral VM is gone
     vms = json.loads(cli(dhome, "list", "-a", "--json", check=0).stdout)
     assert vms == [], vms
+
+
+def test_shell_in_named_vm_ctrl_z_and_ctrl_d(dhome):  # noqa: F811
+    cli(dhome, "create", "-n", "shelly", "--memory", "256M", check=0)
+    t = start_tmux(dhome, "shelly")
+    try:
+        t.wait(r"[#$] ?$", timeout=90)
+        t.keys("echo inside-$(hostname)-ok > /root/mark; cat /root/mark", "Enter")
+        t.wait(r"^inside-.*-ok\s*$")
+        # Ctrl-Z reaches the guest's pty: the guest shell stops its job
+        t.keys("sleep 100", "Enter")
+        time.sleep(1)
+        t.keys("C-z")
+        t.wait(r"Stopped", timeout=20)
+        t.keys("kill -9 %1; echo killed-$((2+3))", "Enter")
+        t.wait(r"^killed-5\s*$", timeout=20)
+        # Ctrl-D at the prompt ends the guest shell: status 0 comes back
+        t.keys("C-d")
+        t.wait(r"^rc=0\s*$", timeout=60)
+    finally:
+        t.run("kill-server", check=False)
+    # the named VM outlives its shell, with the file written in it
+    vm = json.loads(cli(dhome, "info", "shelly", "--json", check=0).stdout)
+    assert vm["state"] == "running"
+    assert cli(dhome, "exec", "shelly", "--", "cat", "/root/mark", check=0).stdout.startswith(b"inside-")
+    cli(dhome, "delete", "shelly", check=0)

@@ -6,7 +6,8 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-confi
  qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev
  musl-tools busybox-static cpio zstd
  libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev
- python3 python3-pytest e2fsprogs tmux"
+ python3 python3-pytest e2fsprogs tmux
+ golang-github-burntsushi-toml-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

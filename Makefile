@@ -2,6 +2,7 @@
 #   make build   host binaries (build/) and static musl guest binaries (build-guest/)
 #   make image   guest kernel + minimal initramfs, cached in ~/.cache/capsem, installed as the
 #                'minimal' image in $CAPSEM_HOME/images (default ~/.capsem/images)
+#   make image-debian  the same kernel + initramfs with a Debian bookworm squashfs root
 #   make demo    build + image, then run commands in microVMs
 #   make test    everything: style, unit (+ASan/UBSan), fuzz-corpus replay, end-to-end VMs
 #   make bench   benchmarks; JSON results under bench/results/
@@ -12,7 +13,7 @@ PY := /usr/bin/python3
 GUEST_BIN := build-guest/src/guest/capsem-guest
 BUILDER := build/src/builder/capsem-builder
 
-.PHONY: all build host guest image demo test unit asan style e2e bench fuzz clean
+.PHONY: all build host guest image image-debian demo test unit asan style e2e bench fuzz clean
 
 all: build
 
@@ -33,6 +34,11 @@ guest:
 image: build
 	$(BUILDER) image --name minimal --guest-bin $(GUEST_BIN) --jobs $(JOBS)
 
+# the Debian bookworm image: kernel + initramfs + a squashfs root (python3, git, curl, node 22,
+# npm), built with mmdebstrap (needs root and the Debian mirror; cached by content hash)
+image-debian: build
+	$(BUILDER) image --name debian --rootfs --guest-bin $(GUEST_BIN) --jobs $(JOBS)
+
 demo: image
 	@echo '$$ capsem run -- uname -a'
 	@bin/capsem run -v -- uname -a
@@ -43,7 +49,7 @@ demo: image
 	@echo '$$ capsem run --timeout 2 -- sleep 60'
 	@bin/capsem run --timeout 2 -- sleep 60 || echo "(exit status $$?)"
 
-test: image
+test: image image-debian
 	$(PY) scripts/run-tests.py
 
 bench: image

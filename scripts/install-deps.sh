@@ -7,11 +7,15 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-confi
  musl-tools busybox-static cpio zstd
  libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev
  python3 python3-pytest e2fsprogs tmux
- golang-github-burntsushi-toml-dev"
+ golang-github-burntsushi-toml-dev
+ mmdebstrap squashfs-tools"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# npm (the rootfs build fetches Node.js from the npm registry): Debian's package, unless an npm
+# is already installed (a Node.js from elsewhere ships its own and conflicts with Debian's)
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 echo "install-deps: installing:$missing" >&2
 SUDO=""

@@ -1,5 +1,6 @@
 /* vmlimits.h - the bounds of a VM's size, one definition for every component that checks them
- * (capsem run, capsem create/shell, capsemd's API, capsem-vm). Numbers only. */
+ * (capsem run, capsem create/shell, capsemd's API, capsem-vm, capsem-init). Numbers, and the
+ * block device serial numbers both ends agree on. */
 #pragma once
 
 #define VM_CPUS_MIN 1u
@@ -15,3 +16,8 @@
 #define VM_DISK_RANGE_TEXT "64M to 1T"
 
 #define VM_MOUNTS_MAX 8u /* host folders shared into one VM (virtio-9p devices) */
+
+/* virtio-blk serial numbers (docs/PROTOCOL.md §6): how capsem-init tells the block devices apart
+ * through /sys/block/vd<x>/serial; the order of the vd<x> names is not a contract. */
+#define VM_BLK_SERIAL_DISK "capsem-disk"     /* persistent ext4 disk, read-write: /root */
+#define VM_BLK_SERIAL_ROOTFS "capsem-rootfs" /* root file system image (squashfs), read-only */

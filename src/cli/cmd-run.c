@@ -269,7 +269,7 @@ static int make_vmdir(char **ret)
 static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***ret)
 {
 	_cleanup_strv_free_ char **a = NULL;
-	_cleanup_free_ char *imgdir = NULL, *kernel = NULL, *initrd = NULL;
+	_cleanup_free_ char *imgdir = NULL, *kernel = NULL, *initrd = NULL, *rootfs = NULL;
 	int r = 0;
 
 	if (!o->kernel || !o->initrd) {
@@ -296,8 +296,11 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 			return log_error_errno(r, "image '%s': cannot read its manifest", o->image);
 		kernel = strdup(m->kernel.path);
 		initrd = strdup(m->initrd.path);
+		if (m->rootfs.file)
+			rootfs = strdup(m->rootfs.path);
+		int oom = m->rootfs.file && !rootfs;
 		manifest_free(m);
-		if (!kernel || !initrd)
+		if (!kernel || !initrd || oom)
 			return -ENOMEM;
 	}
 	r |= strv_push(&a, "--vmdir");
@@ -307,6 +310,11 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 	r |= strv_push(&a, o->kernel ? o->kernel : kernel);
 	r |= strv_push(&a, "--initrd");
 	r |= strv_push(&a, o->initrd ? o->initrd : initrd);
+	if (rootfs) {
+		/* the image's root file system (its manifest has a rootfs asset) */
+		r |= strv_push(&a, "--rootfs");
+		r |= strv_push(&a, rootfs);
+	}
 	if (o->cpus) {
 		r |= strv_push(&a, "--cpus");
 		r |= strv_push(&a, o->cpus);

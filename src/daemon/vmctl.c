@@ -67,7 +67,7 @@ struct ctlconn {
 struct prepjob {
 	uv_work_t w;
 	struct vm *vm;
-	char *imgdir, *disk, *kernel, *initrd, *error;
+	char *imgdir, *disk, *kernel, *initrd, *rootfs, *error; /* rootfs: NULL when none */
 	uint64_t disk_mib;
 	int want_disk;
 	int r;
@@ -520,7 +520,8 @@ static void on_stop_timeout(uv_timer_t *t)
 
 /* ---- spawning capsem-vm ---- */
 
-static int build_argv(struct vm *vm, const char *kernel, const char *initrd, int ipc, char ***ret)
+static int build_argv(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs,
+		      int ipc, char ***ret)
 {
 	struct vmctl *c = vm->ctl;
 	const struct vm_spec *s = &vm->rec.spec;
@@ -540,6 +541,10 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, int
 	r |= strv_push(&a, kernel);
 	r |= strv_push(&a, "--initrd");
 	r |= strv_push(&a, initrd);
+	if (rootfs) {
+		r |= strv_push(&a, "--rootfs");
+		r |= strv_push(&a, rootfs);
+	}
 	r |= strv_push(&a, "--cpus");
 	r |= strv_pushf(&a, "%u", s->cpus);
 	r |= strv_push(&a, "--memory");
@@ -610,7 +615,7 @@ static void boot_fail(struct vm *vm, const char *msg)
 	vm_settle(vm);
 }
 
-static void launch(struct vm *vm, const char *kernel, const char *initrd)
+static void launch(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs)
 {
 	struct vmctl *c = vm->ctl;
 	_cleanup_strv_free_ char **argv = NULL;
@@ -619,7 +624,7 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd)
 	pid_t pid;
 	int r;
 
-	if (build_argv(vm, kernel, initrd, ipc, &argv) < 0) {
+	if (build_argv(vm, kernel, initrd, rootfs, ipc, &argv) < 0) {
 		boot_fail(vm, "out of memory");
 		return;
 	}
@@ -744,8 +749,10 @@ static void prep_work(uv_work_t *w)
 	}
 	j->kernel = strdup(m->kernel.path);
 	j->initrd = strdup(m->initrd.path);
+	j->rootfs = m->rootfs.file ? strdup(m->rootfs.path) : NULL;
+	int oom = m->rootfs.file && !j->rootfs;
 	manifest_free(m);
-	if (!j->kernel || !j->initrd) {
+	if (!j->kernel || !j->initrd || oom) {
 		j->r = -ENOMEM;
 		return;
 	}
@@ -773,13 +780,14 @@ static void prep_done(uv_work_t *w, int status)
 		} else if (j->r < 0 || status < 0) {
 			boot_fail(vm, j->error ? j->error : "cannot prepare the VM");
 		} else {
-			launch(vm, j->kernel, j->initrd);
+			launch(vm, j->kernel, j->initrd, j->rootfs);
 		}
 	}
 	free(j->imgdir);
 	free(j->disk);
 	free(j->kernel);
 	free(j->initrd);
+	free(j->rootfs);
 	free(j->error);
 	free(j);
 }

@@ -1,12 +1,21 @@
 /* init.c - capsem-init, PID 1 of the guest (the initramfs's /init).
  *
  * Boot: mount proc, sysfs, devtmpfs, devpts (a private instance, /dev/ptmx -> pts/ptmx), tmpfs
- * on /dev/shm, /tmp and /run; create /root; if the host attached a disk (/dev/vda, ext4), mount
- * it on /mnt/capsem-disk and bind its root/ onto /root (stage "disk", or "disk_failed" and the
- * boot goes on without it); mount the host's 9p shares named on the kernel command line
+ * on /dev/shm, /tmp and /run; create /root. Block devices are told apart by their virtio serial
+ * number (/sys/block/vd<x>/serial, vmlimits.h), never by their order. If the host attached a disk
+ * (serial "capsem-disk", ext4) mount it on /mnt/capsem-disk (stage "disk", or "disk_failed" and
+ * the boot goes on without it). If it attached a root file system image (serial
+ * "capsem-rootfs", squashfs): mount it read-only on /mnt/capsem-rootfs (stage "rootfs"), put an
+ * overlay on it whose upper and work directories live on the disk (/mnt/capsem-disk/overlay/)
+ * or, without a disk, on a tmpfs, mount the overlay on /mnt/capsem-root (stage "overlay"), move
+ * /dev, /proc, /sys, /run, /tmp and the disk and image mounts into it and chroot there (the
+ * switch_root dance: the initramfs cannot be pivot_root'ed away; its few MiB stay in memory).
+ * When any of that fails the boot goes on in the initramfs (stage "rootfs_failed"). Then bind
+ * the disk's root/ onto /root; mount the host's 9p shares named on the kernel command line
  * (bootargs.h; stage "mounts", or "mounts_failed" if any failed); bring up lo; set PATH and
  * HOME; start capsem-agent
- * (this same binary, re-executed through /proc/self/exe as "capsem-agent") with the boot stages
+ * (this same binary, re-executed through /proc/self/exe as "capsem-agent", which still reaches
+ * the initramfs's /init after the chroot) with the boot stages
  * timed so far on its command line: --boot-stages name=usec,... (CLOCK_BOOTTIME, see stages.h).
  * Each step is on the boot critical path: no forks besides the agent, no waiting.
  *
@@ -18,7 +27,8 @@
  * -no-reboot and the kernel with reboot=t, so a reboot ends QEMU.
  *
  * Trust boundary: the kernel command line comes from the host and is parsed strictly
- * (bootargs.c); the disk's file system is the host's too (the kernel's ext4 driver reads it).
+ * (bootargs.c); the disk's and the root image's file systems are the host's too (the kernel's
+ * ext4 and squashfs drivers read them); serial numbers are compared, never used as paths.
  * Runs as PID 1, single-threaded; signals are blocked and read from a signalfd.
  */
 #include "init.h"
@@ -34,6 +44,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <dirent.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -42,12 +54,17 @@
 #include "log.h"
 #include "macro.h"
 #include "stages.h"
+#include "vmlimits.h"
 
 #define INIT_GRACE_MS 1000
 #define INIT_KILL_WAIT_MS 1000
-#define INIT_DISK_DEV "/dev/vda"
 #define INIT_DISK_DIR "/mnt/capsem-disk"
 #define INIT_DISK_ROOT INIT_DISK_DIR "/root"
+#define INIT_DISK_OVERLAY INIT_DISK_DIR "/overlay"
+#define INIT_ROOTFS_DIR "/mnt/capsem-rootfs"
+#define INIT_OVERLAY_TMP "/mnt/capsem-overlay" /* tmpfs for upper/work without a disk */
+#define INIT_NEWROOT "/mnt/capsem-root"
+#define INIT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define INIT_9P_OPTS "trans=virtio,version=9p2000.L,msize=262144"
 
 extern char **environ;
@@ -60,6 +77,7 @@ struct init {
 	int agent_died;	   /* the agent exited on its own: power off */
 	int disk_mounted;  /* INIT_DISK_DIR is mounted */
 	int root_bound;	   /* /root is INIT_DISK_ROOT */
+	int in_rootfs;	   /* we chrooted into the overlay over the root image */
 	struct bootargs args;
 	int share_mounted[BOOTARGS_MAX_MOUNTS];
 };
@@ -164,20 +182,59 @@ static void init_filesystems(struct init *in)
 		log_warn_errno(negative_errno(), "mkdir /root");
 }
 
-/* The host's disk: ext4 on /dev/vda, its root/ directory becomes /root. No fsck in the
+/* The block device whose virtio serial number is serial: "/dev/vd<x>" into ret. 0, or -ENOENT
+ * when there is none. */
+static int init_find_blk(const char *serial, char *ret, size_t n)
+{
+	DIR *d = opendir("/sys/block");
+	struct dirent *de;
+	int r = -ENOENT;
+	if (!d)
+		return -ENOENT;
+	while (r < 0 && (de = readdir(d))) {
+		char path[64 + sizeof(de->d_name)];
+		_cleanup_free_ char *text = NULL;
+		size_t len = 0;
+		/* vd[a-z]+ only: the name becomes a /dev path */
+		if (strncmp(de->d_name, "vd", 2) != 0 || strlen(de->d_name) > 8 ||
+		    strspn(de->d_name + 2, "abcdefghijklmnopqrstuvwxyz") != strlen(de->d_name + 2))
+			continue;
+		snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
+		if (read_file_small(path, 64, &text, &len) < 0)
+			continue;
+		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
+			text[--len] = 0;
+		if (streq(text, serial)) {
+			snprintf(ret, n, "/dev/%s", de->d_name);
+			r = 0;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* The host's disk: ext4, found by its serial, mounted on INIT_DISK_DIR. No fsck in the
  * initramfs: ext4's journal replay is what recovers from an unclean stop. */
 static void init_disk(struct init *in)
 {
-	if (access(INIT_DISK_DEV, F_OK) < 0)
+	char dev[32];
+	if (init_find_blk(VM_BLK_SERIAL_DISK, dev, sizeof(dev)) < 0)
 		return;
 	if (mkdir_p(INIT_DISK_DIR, 0755) < 0 ||
-	    mount(INIT_DISK_DEV, INIT_DISK_DIR, "ext4", MS_NOATIME, "") < 0) {
-		init_console("cannot mount the disk %s: %s; /root is not persistent this boot",
-			     INIT_DISK_DEV, strerror(errno));
+	    mount(dev, INIT_DISK_DIR, "ext4", MS_NOATIME, "") < 0) {
+		init_console("cannot mount the disk %s: %s; /root is not persistent this boot", dev,
+			     strerror(errno));
 		(void)stages_mark(&in->stages, "disk_failed");
 		return;
 	}
 	in->disk_mounted = 1;
+}
+
+/* The disk's root/ directory becomes /root (in the new root when there is one). */
+static void init_disk_root(struct init *in)
+{
+	if (!in->disk_mounted)
+		return;
 	if ((mkdir(INIT_DISK_ROOT, 0700) < 0 && errno != EEXIST) ||
 	    mount(INIT_DISK_ROOT, "/root", NULL, MS_BIND, NULL) < 0) {
 		init_console("cannot use %s as /root: %s; /root is not persistent this boot",
@@ -187,6 +244,112 @@ static void init_disk(struct init *in)
 	}
 	in->root_bound = 1;
 	(void)stages_mark(&in->stages, "disk");
+}
+
+/* Mounts carried from the initramfs into the new root, in this order (submounts of /dev move
+ * with it). */
+static const char *const init_moved[] = {
+	"/dev", "/proc", "/sys", "/run", "/tmp", INIT_ROOTFS_DIR, INIT_DISK_DIR, INIT_OVERLAY_TMP
+};
+
+static int init_is_mountpoint(const char *path)
+{
+	struct stat a, b;
+	char parent[PATH_MAX];
+	snprintf(parent, sizeof(parent), "%s/..", path);
+	if (stat(path, &a) < 0 || stat(parent, &b) < 0)
+		return 0;
+	return a.st_dev != b.st_dev;
+}
+
+/* Move the mounts into INIT_NEWROOT and chroot there. On failure, the moved mounts are moved
+ * back and we are still in the initramfs. */
+static int init_switch_root(void)
+{
+	size_t moved = 0;
+	char dst[PATH_MAX];
+	int r = 0;
+
+	for (; moved < ELEMENTSOF(init_moved); moved++) {
+		const char *src = init_moved[moved];
+		if (!init_is_mountpoint(src))
+			continue;
+		snprintf(dst, sizeof(dst), INIT_NEWROOT "%s", src);
+		if ((mkdir_p(dst, 0755) < 0) || mount(src, dst, NULL, MS_MOVE, NULL) < 0) {
+			r = negative_errno();
+			init_console("cannot move %s into the root image: %s", src, strerror(-r));
+			break;
+		}
+	}
+	if (r == 0 && (chdir(INIT_NEWROOT) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 ||
+		       chroot(".") < 0 || chdir("/") < 0)) {
+		r = negative_errno();
+		init_console("cannot switch into the root image: %s", strerror(-r));
+	}
+	if (r == 0)
+		return 0;
+	while (moved-- > 0) {
+		snprintf(dst, sizeof(dst), INIT_NEWROOT "%s", init_moved[moved]);
+		if (init_is_mountpoint(dst))
+			(void)mount(dst, init_moved[moved], NULL, MS_MOVE, NULL);
+	}
+	(void)!chdir("/");
+	return r;
+}
+
+/* The root file system image, if the host attached one: squashfs (read-only) under an overlay,
+ * which becomes our root. See the file comment. */
+static void init_rootfs(struct init *in)
+{
+	char dev[32], opts[256];
+	const char *base;
+	if (init_find_blk(VM_BLK_SERIAL_ROOTFS, dev, sizeof(dev)) < 0)
+		return;
+	if (mkdir_p(INIT_ROOTFS_DIR, 0755) < 0 ||
+	    mount(dev, INIT_ROOTFS_DIR, "squashfs", MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0) {
+		init_console("cannot mount the root image %s: %s; staying in the initramfs", dev,
+			     strerror(errno));
+		goto fail;
+	}
+	(void)stages_mark(&in->stages, "rootfs");
+	/* changes to the image persist with the disk, else they live in RAM for this boot */
+	base = INIT_DISK_OVERLAY;
+	if (!in->disk_mounted) {
+		base = INIT_OVERLAY_TMP;
+		if (mkdir_p(base, 0755) < 0 ||
+		    mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) {
+			init_console("cannot mount a tmpfs for the overlay: %s", strerror(errno));
+			goto fail_umount;
+		}
+	}
+	snprintf(opts, sizeof(opts), "%s/upper", base);
+	if (mkdir_p(opts, 0755) < 0)
+		goto fail_mkdir;
+	snprintf(opts, sizeof(opts), "%s/work", base);
+	if (mkdir_p(opts, 0755) < 0)
+		goto fail_mkdir;
+	snprintf(opts, sizeof(opts),
+		 "lowerdir=" INIT_ROOTFS_DIR ",upperdir=%s/upper,workdir=%s/work", base, base);
+	if (mkdir_p(INIT_NEWROOT, 0755) < 0 ||
+	    mount("overlay", INIT_NEWROOT, "overlay", MS_NOSUID, opts) < 0) {
+		init_console("cannot mount the overlay (%s): %s", opts, strerror(errno));
+		goto fail_umount;
+	}
+	(void)stages_mark(&in->stages, "overlay");
+	if (init_switch_root() < 0) {
+		(void)umount(INIT_NEWROOT);
+		goto fail_umount;
+	}
+	in->in_rootfs = 1;
+	return;
+fail_mkdir:
+	init_console("cannot create the overlay directories under %s: %s", base, strerror(errno));
+fail_umount:
+	if (!in->disk_mounted)
+		(void)umount(INIT_OVERLAY_TMP);
+	(void)umount(INIT_ROOTFS_DIR);
+fail:
+	(void)stages_mark(&in->stages, "rootfs_failed");
 }
 
 /* The host's 9p shares, as the kernel command line lists them. */
@@ -228,6 +391,10 @@ static void init_unmount(struct init *in)
 		in->root_bound = 0;
 	if (!in->disk_mounted)
 		return;
+	/* the overlay (our root) keeps the disk busy when its upper directory is there: make it
+	 * read-only first, which flushes the upper file system's writes */
+	if (in->in_rootfs && mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		log_debug("cannot remount the root read-only: %s", strerror(errno));
 	if (umount(INIT_DISK_DIR) == 0) {
 		in->disk_mounted = 0;
 		return;
@@ -393,6 +560,8 @@ int init_main(int argc, char **argv)
 	if (in.sig_fd < 0)
 		init_console("signalfd: %s", strerror(errno));
 	init_disk(&in);
+	init_rootfs(&in);
+	init_disk_root(&in);
 	init_shares(&in);
 
 	r = init_loopback();
@@ -400,7 +569,7 @@ int init_main(int argc, char **argv)
 		log_error_errno(r, "cannot bring up lo");
 	(void)stages_mark(&in.stages, "net_lo");
 
-	setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+	setenv("PATH", INIT_PATH, 1);
 	setenv("HOME", "/root", 1);
 
 	r = init_spawn_agent(&in);

@@ -40,6 +40,7 @@ void manifest_free(struct manifest *m)
 	free(m->created);
 	manifest_asset_done(&m->kernel);
 	manifest_asset_done(&m->initrd);
+	manifest_asset_done(&m->rootfs);
 	free(m);
 }
 
@@ -199,6 +200,11 @@ int manifest_parse(const char *text, size_t len, const char *image_dir, const ch
 	r = parse_asset(root, "initrd", image_dir, 0, &m->initrd, ret_error, mpath);
 	if (r < 0)
 		goto out;
+	if (json_object_get(root, "rootfs")) {
+		r = parse_asset(root, "rootfs", image_dir, 0, &m->rootfs, ret_error, mpath);
+		if (r < 0)
+			goto out;
+	}
 	m->dir = strdup(image_dir);
 	if (!m->dir)
 		r = -ENOMEM;
@@ -286,6 +292,8 @@ int manifest_verify(const char *image_dir, char **ret_error)
 		r = verify_asset(&m->kernel, &err);
 	if (r == 0)
 		r = verify_asset(&m->initrd, &err);
+	if (r == 0 && m->rootfs.file)
+		r = verify_asset(&m->rootfs, &err);
 	if (r < 0) {
 		if (ret_error) {
 			if (!err && asprintf(&err, "%s: %s", image_dir, strerror(-r)) < 0)
@@ -338,27 +346,39 @@ int manifest_write(const char *image_dir, const struct manifest *m)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
 	char now[32];
-	json_t *root, *k, *i;
+	json_t *root, *k, *i, *rf = NULL;
 
 	if (!m->name || !m->arch || !m->kernel.file || !m->initrd.file || !m->kernel.version ||
 	    !text_valid(m->name) || !text_valid(m->arch) || !file_name_valid(m->kernel.file) ||
 	    !file_name_valid(m->initrd.file) || !sha256_hex_valid(m->kernel.sha256) ||
 	    !sha256_hex_valid(m->initrd.sha256))
 		return -EINVAL;
+	if (m->rootfs.file &&
+	    (!file_name_valid(m->rootfs.file) || !sha256_hex_valid(m->rootfs.sha256)))
+		return -EINVAL;
 	if (!m->created)
 		manifest_now(now);
 	k = asset_json(&m->kernel);
 	i = asset_json(&m->initrd);
-	if (!k || !i) {
+	if (m->rootfs.file)
+		rf = asset_json(&m->rootfs);
+	if (!k || !i || (m->rootfs.file && !rf)) {
 		json_decref(k);
 		json_decref(i);
+		json_decref(rf);
 		return -ENOMEM;
 	}
-	root = json_pack("{s:i, s:s, s:s, s:o, s:o, s:s}", "format", MANIFEST_FORMAT, "name",
-			 m->name, "arch", m->arch, "kernel", k, "initrd", i, "created",
-			 m->created ? m->created : now);
-	if (!root)
+	root = json_pack("{s:i, s:s, s:s, s:o, s:o}", "format", MANIFEST_FORMAT, "name", m->name,
+			 "arch", m->arch, "kernel", k, "initrd", i);
+	if (!root) {
+		json_decref(rf);
 		return -ENOMEM;
+	}
+	if ((rf && json_object_set_new(root, "rootfs", rf) < 0) ||
+	    json_object_set_new(root, "created", json_string(m->created ? m->created : now)) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!text)

@@ -10,9 +10,12 @@
  *     "kernel": {"file": "vmlinuz", "sha256": "<64 hex>", "size": 2257920,
  *                "version": "6.1.192-capsem"},
  *     "initrd": {"file": "initrd.img", "sha256": "<64 hex>", "size": 4183552},
+ *     "rootfs": {"file": "rootfs.sqfs", "sha256": "<64 hex>", "size": 160563200},
  *     "created": "2026-11-22T05:40:11Z"
  *   }
  *
+ * "rootfs" is optional: an image with one boots into that squashfs root file system (capsem-vm
+ * --rootfs); manifests without it (the minimal image) stay valid.
  * "file" is a plain name inside the image directory (no '/', not starting with '.'); "size" is in
  * bytes; "sha256" is lowercase hex; "created" is UTC ISO 8601. Unknown keys are ignored, so a
  * later writer may add fields; a different "format" is refused. manifest.json is at most 64 KiB.
@@ -50,11 +53,12 @@ struct manifest {
 	char *created;
 	struct manifest_asset kernel;
 	struct manifest_asset initrd;
+	struct manifest_asset rootfs; /* optional: rootfs.file is NULL when the image has none */
 };
 
 /* Parse and validate <image_dir>/manifest.json (its syntax and fields, not the files it names).
  * On success *ret is a new manifest owned by the caller (manifest_free()); kernel.path and
- * initrd.path are ready to hand to QEMU. Returns 0, -ENOENT when there is no manifest, -EFBIG
+ * initrd.path (and rootfs.path when rootfs.file is set) are ready to hand to QEMU. Returns 0, -ENOENT when there is no manifest, -EFBIG
  * when it is over the size cap, -EBADMSG when it is malformed, or another -errno. */
 int manifest_load(const char *image_dir, struct manifest **ret);
 /* The parser behind manifest_load, on text already read (a file that may have been tampered

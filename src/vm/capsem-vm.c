@@ -88,6 +88,7 @@ struct vm_opts {
 	int remove_vmdir;
 	const char *control; /* --control PATH, relative to the VM directory or absolute */
 	char *disk;	     /* --disk, realpath'd */
+	char *rootfs;	     /* --rootfs, realpath'd */
 	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
 	size_t n_mounts;
 };
@@ -407,6 +408,10 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 		if (streq(h->stages[i].name, "disk_failed"))
 			log_warn("the guest could not mount --disk, /root is not persistent: %s",
 				 vm->p_serial_log);
+		if (streq(h->stages[i].name, "rootfs_failed"))
+			log_warn(
+				"the guest could not boot into --rootfs, it runs the initramfs: %s",
+				vm->p_serial_log);
 		if (streq(h->stages[i].name, "mounts_failed"))
 			log_warn("the guest could not mount every --mount: %s", vm->p_serial_log);
 	}
@@ -860,6 +865,7 @@ static int vm_start(struct vm *vm)
 		.qmp_sock = "qmp.sock",
 		.vhost_vsock_sock = "vhost-vsock.sock",
 		.disk = vm->o.disk,
+		.rootfs = vm->o.rootfs,
 		.mounts = vm->o.mounts,
 		.n_mounts = vm->o.n_mounts,
 	};
@@ -910,6 +916,8 @@ static void help(void)
 	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
 	       "  --disk FILE          raw disk image (ext4 inside) for the guest's /root,\n"
 	       "                       attached read-write\n"
+	       "  --rootfs FILE        root file system image (squashfs), attached read-only;\n"
+	       "                       the guest boots into it with an overlay on top\n"
 	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
 	       "                       (read-write unless :ro; repeatable, up to 8)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
@@ -982,9 +990,26 @@ static int parse_mount(const char *arg, struct vm_opts *o)
 	return 0;
 }
 
+/* --rootfs FILE: an existing regular file we may read (QEMU opens it read-only). */
+static int parse_rootfs(const char *arg, char **ret)
+{
+	struct stat st;
+	_cleanup_free_ char *real = realpath(arg, NULL);
+	if (!real || stat(real, &st) < 0)
+		return log_error_errno(negative_errno(), "--rootfs %s", arg);
+	if (!S_ISREG(st.st_mode) || st.st_size < 4096)
+		return log_error("--rootfs %s: not a regular file holding a file system", arg),
+		       -EINVAL;
+	if (access(real, R_OK) < 0)
+		return log_error_errno(negative_errno(), "--rootfs %s", arg);
+	*ret = TAKE_PTR(real);
+	return 0;
+}
+
 static void opts_free(struct vm_opts *o)
 {
 	free(o->disk);
+	free(o->rootfs);
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		free((char *)o->mounts[i].host);
 		free((char *)o->mounts[i].guest);
@@ -1009,6 +1034,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_RM,
 		ARG_CONTROL,
 		ARG_DISK,
+		ARG_ROOTFS,
 		ARG_MOUNT
 	};
 	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -1026,6 +1052,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 					      { "rm", no_argument, NULL, ARG_RM },
 					      { "control", required_argument, NULL, ARG_CONTROL },
 					      { "disk", required_argument, NULL, ARG_DISK },
+					      { "rootfs", required_argument, NULL, ARG_ROOTFS },
 					      { "mount", required_argument, NULL, ARG_MOUNT },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
@@ -1111,6 +1138,12 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			if (o->disk)
 				return log_error("--disk: given twice"), -EINVAL;
 			if (parse_disk(optarg, &o->disk) < 0)
+				return -EINVAL;
+			break;
+		case ARG_ROOTFS:
+			if (o->rootfs)
+				return log_error("--rootfs: given twice"), -EINVAL;
+			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
 			break;
 		case ARG_MOUNT:

@@ -121,7 +121,7 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 			if (streq(c->mounts[i].guest, c->mounts[j].guest))
 				return -EINVAL;
 	}
-	if (c->disk && !*c->disk)
+	if ((c->disk && !*c->disk) || (c->rootfs && !*c->rootfs))
 		return -EINVAL;
 	_cleanup_free_ char *cmdline = NULL;
 	r = build_cmdline(c, &cmdline);
@@ -180,7 +180,17 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 				"id=disk0,file=%s,format=raw,if=none,cache=writeback,discard=unmap",
 				disk);
 		r |= strv_push(&v, "-device");
-		r |= strv_push(&v, "virtio-blk-device,drive=disk0");
+		r |= strv_push(&v, "virtio-blk-device,drive=disk0,serial=" VM_BLK_SERIAL_DISK);
+	}
+	if (c->rootfs) {
+		/* read-only at the block layer: the guest cannot write the shared image */
+		_cleanup_free_ char *rootfs = escape_commas(c->rootfs);
+		if (!rootfs)
+			return -ENOMEM;
+		r |= strv_push(&v, "-drive");
+		r |= strv_pushf(&v, "id=rootfs0,file=%s,format=raw,if=none,readonly=on", rootfs);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "virtio-blk-device,drive=rootfs0,serial=" VM_BLK_SERIAL_ROOTFS);
 	}
 	for (size_t i = 0; i < c->n_mounts; i++) {
 		/* security_model=none: files are created as the user running QEMU; multidevs=remap

@@ -6,8 +6,9 @@
  * that capsem-vm listens on before QEMU starts, so QEMU connects as a client and there is no
  * start-up race.
  *
- * Storage: an optional raw disk image (--disk, the guest's persistent /root) as a virtio-blk
- * device, and up to QEMU_MAX_MOUNTS host directories as virtio-9p devices tagged capsem9p<N>.
+ * Storage: an optional raw disk image (--disk, the guest's persistent /root) as a read-write
+ * virtio-blk device with serial "capsem-disk", an optional root file system image (--rootfs,
+ * squashfs) as a read-only one with serial "capsem-rootfs" (vmlimits.h), and up to QEMU_MAX_MOUNTS host directories as virtio-9p devices tagged capsem9p<N>.
  * The guest learns where to mount each share from the kernel command line, one
  * "capsem.mount=capsem9p<N>:<guest path>:ro|rw" per share (docs/PROTOCOL.md, Kernel command
  * line); the guest has no way to name a host path.
@@ -42,7 +43,8 @@ struct qemu_config {
 	const char *serial_sock;
 	const char *qmp_sock;
 	const char *vhost_vsock_sock;
-	const char *disk; /* raw disk image attached read-write as /dev/vda, or NULL */
+	const char *disk;   /* raw disk image attached read-write, serial capsem-disk, or NULL */
+	const char *rootfs; /* root file system image attached read-only, serial capsem-rootfs */
 	const struct qemu_mount *mounts;
 	size_t n_mounts; /* at most QEMU_MAX_MOUNTS */
 };

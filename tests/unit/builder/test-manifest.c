@@ -62,6 +62,8 @@ static void test_roundtrip(void **state)
 	assert_true(asprintf(&kpath, "%s/vmlinuz", dir) > 0);
 	assert_string_equal(m->kernel.path, kpath);
 	assert_true(sha256_hex_valid(m->initrd.sha256));
+	assert_null(m->rootfs.file); /* a manifest without a rootfs is still valid */
+	assert_null(m->rootfs.path);
 	assert_int_equal(strlen(m->created), 20);
 	assert_int_equal(m->created[19], 'Z');
 }
@@ -154,6 +156,72 @@ static void test_bad_manifests(void **state)
 	assert_int_equal(manifest_verify(dir, NULL), 0);
 }
 
+/* The optional rootfs asset: absent in old manifests (test_roundtrip), written, loaded and
+ * verified when present, and a tampered rootfs is caught. */
+static void test_rootfs(void **state)
+{
+	_cleanup_free_ char *rdir = NULL;
+	char *err = NULL;
+	struct manifest m = { .name = "debian", .arch = "x86_64" };
+	struct manifest *l = NULL;
+
+	assert_true(asprintf(&rdir, "%s/rootfs-image", dir) > 0);
+	assert_int_equal(mkdir(rdir, 0755), 0);
+	const char *files[][2] = { { "vmlinux", "k" },
+				   { "initrd.img", "i" },
+				   { "rootfs.sqfs", "squashfs bytes" } };
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		_cleanup_free_ char *p = NULL;
+		assert_true(asprintf(&p, "%s/%s", rdir, files[i][0]) > 0);
+		assert_int_equal(write_file_atomic(p, files[i][1], strlen(files[i][1]), 0644), 0);
+	}
+	assert_int_equal(manifest_asset_from_file(&m.kernel, rdir, "vmlinux", "6.1"), 0);
+	assert_int_equal(manifest_asset_from_file(&m.initrd, rdir, "initrd.img", NULL), 0);
+	assert_int_equal(manifest_asset_from_file(&m.rootfs, rdir, "rootfs.sqfs", NULL), 0);
+	assert_int_equal(manifest_write(rdir, &m), 0);
+	manifest_asset_done(&m.kernel);
+	manifest_asset_done(&m.initrd);
+	manifest_asset_done(&m.rootfs);
+
+	assert_int_equal(manifest_verify(rdir, &err), 0);
+	assert_int_equal(manifest_load(rdir, &l), 0);
+	assert_string_equal(l->rootfs.file, "rootfs.sqfs");
+	assert_int_equal(l->rootfs.size, strlen("squashfs bytes"));
+	assert_non_null(strstr(l->rootfs.path, "/rootfs-image/rootfs.sqfs"));
+	assert_null(l->rootfs.version);
+	manifest_free(l);
+
+	/* same size, other bytes */
+	_cleanup_free_ char *rp = NULL;
+	assert_true(asprintf(&rp, "%s/rootfs.sqfs", rdir) > 0);
+	assert_int_equal(write_file_atomic(rp, "SQUASHFS BYTES", 14, 0644), 0);
+	assert_int_equal(manifest_verify(rdir, &err), -EBADMSG);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "rootfs.sqfs: sha256 mismatch"));
+	free(err);
+	err = NULL;
+	assert_int_equal(unlink(rp), 0);
+	assert_int_equal(manifest_verify(rdir, &err), -ENOENT);
+	free(err);
+
+	/* a rootfs that is not an object is a bad manifest, not "no rootfs" */
+	static const char bad[] =
+		"{\"format\":1,\"name\":\"d\",\"arch\":\"x86_64\",\"created\":\"now\","
+		"\"kernel\":{\"file\":\"vmlinux\",\"sha256\":"
+		"\"0000000000000000000000000000000000000000000000000000000000000000\",\"size\":1,"
+		"\"version\":\"6.1\"},"
+		"\"initrd\":{\"file\":\"initrd.img\",\"sha256\":"
+		"\"0000000000000000000000000000000000000000000000000000000000000000\",\"size\":1},"
+		"\"rootfs\":\"rootfs.sqfs\"}";
+	l = NULL;
+	err = NULL;
+	assert_int_equal(manifest_parse(bad, strlen(bad), rdir, "m.json", &l, &err), -EBADMSG);
+	assert_null(l);
+	assert_non_null(strstr(err, "\"rootfs\" is missing or not an object"));
+	free(err);
+	rm_rf(rdir);
+}
+
 static void test_write_rejects(void **state)
 {
 	struct manifest m = { .name = "x", .arch = "x86_64" };
@@ -170,9 +238,8 @@ static void test_write_rejects(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_tampered),
-		cmocka_unit_test(test_bad_manifests),
+		cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_tampered),
+		cmocka_unit_test(test_bad_manifests), cmocka_unit_test(test_rootfs),
 		cmocka_unit_test(test_write_rejects),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

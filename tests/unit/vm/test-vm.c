@@ -105,6 +105,7 @@ static void test_qemu_storage(void **state)
 				 .vhost_vsock_sock = "v",
 				 .cmdline_extra = "-- bare",
 				 .disk = "/vms/x,y/disk.img",
+				 .rootfs = "/img/deb,ian/rootfs.sqfs",
 				 .mounts = m,
 				 .n_mounts = 2 };
 	char **v = NULL;
@@ -112,7 +113,11 @@ static void test_qemu_storage(void **state)
 	/* ',' in a path is doubled, which QEMU reads as a literal comma */
 	assert_string_equal(after(v, "-drive", 0), "id=disk0,file=/vms/x,,y/disk.img,format=raw,"
 						   "if=none,cache=writeback,discard=unmap");
-	assert_true(has(v, "virtio-blk-device,drive=disk0"));
+	/* the guest tells the block devices apart by serial, not by order */
+	assert_true(has(v, "virtio-blk-device,drive=disk0,serial=capsem-disk"));
+	assert_string_equal(after(v, "-drive", 1), "id=rootfs0,file=/img/deb,,ian/rootfs.sqfs,"
+						   "format=raw,if=none,readonly=on");
+	assert_true(has(v, "virtio-blk-device,drive=rootfs0,serial=capsem-rootfs"));
 	assert_string_equal(after(v, "-fsdev", 0),
 			    "local,id=fs0,path=/srv/data,security_model=none,"
 			    "multidevs=remap,readonly=on");
@@ -141,6 +146,7 @@ static void test_qemu_storage(void **state)
 
 	/* nothing attached: no drive, no share, the plain command line */
 	c.disk = NULL;
+	c.rootfs = NULL;
 	c.n_mounts = 0;
 	c.cmdline_extra = NULL;
 	assert_int_equal(qemu_build_argv(&c, &v), 0);

@@ -114,3 +114,23 @@ def test_usage_errors(home):
         assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
     p = capsem(home, "run", "--help")
     assert p.returncode == 0 and b"Usage: capsem run" in p.stdout
+
+
+def test_tampered_or_truncated_image_is_refused(home, tmp_path):
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(IMAGE, images / "minimal")
+    env = dict(capsem_env(home), CAPSEM_IMAGES_DIR=str(images))
+    initrd = images / "minimal" / "initrd.img"
+    data = bytearray(initrd.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit-pattern, same size
+    initrd.write_bytes(bytes(data))
+    for mode in (["--direct"], []):  # without and through the daemon
+        p = subprocess.run([CAPSEM, "run", *mode, "--", "true"], capture_output=True, env=env,
+                           timeout=120)
+        assert p.returncode == 125, p.stderr
+        assert b"initrd.img" in p.stderr and b"verification" in p.stderr, p.stderr
+    initrd.write_bytes(bytes(data[:1000]))  # truncated
+    p = subprocess.run([CAPSEM, "run", "--direct", "--", "true"], capture_output=True, env=env,
+                       timeout=120)
+    assert p.returncode == 125 and b"initrd.img" in p.stderr, p.stderr

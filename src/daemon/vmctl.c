@@ -85,6 +85,7 @@ struct vm {
 	struct prepjob *job;
 	int stop_requested;
 	int delete_on_stop;
+	int never_ready; /* created but not yet booted once: a failed first boot leaves nothing */
 	int seen_stopped;
 	int proc_gone;	 /* the supervisor process exited (or was never started) */
 	int ctl_closed;	 /* its control connection ended (or never existed) */
@@ -281,7 +282,7 @@ static void vm_settle(struct vm *vm)
 		log_warn("VM %s crashed: %s", vm->rec.id, strempty(why));
 	}
 	remove_sockets(vm->rec.vmdir);
-	int del = !vm->rec.persistent || vm->delete_on_stop;
+	int del = !vm->rec.persistent || vm->delete_on_stop || vm->never_ready;
 	if (del) {
 		/* gone from disk before anyone is told */
 		int r = rm_rf(vm->rec.vmdir);
@@ -369,6 +370,7 @@ static void handle_event(struct vm *vm, json_t *ev)
 	if (streq(e, "ready")) {
 		if (vm->rec.state == VM_CREATING) {
 			vm->rec.state = VM_RUNNING;
+			vm->never_ready = 0;
 			registry_now(vm->rec.started);
 			vm->rec.boot_ms = json_number_value(json_object_get(ev, "boot_ms"));
 			set_str(&vm->rec.error, NULL);
@@ -1017,6 +1019,7 @@ int vmctl_create(struct vmctl *c, const struct vm_spec *spec, vm_waiter_cb cb, v
 		registry_record_done(&rec);
 		return -ENOMEM;
 	}
+	vm->never_ready = 1;
 	r = add_waiter(vm, VM_WAIT_READY, cb, userdata);
 	if (r == 0)
 		r = vm_boot(vm);

@@ -178,6 +178,15 @@ def test_second_daemon_refused(daemon, home):
     assert daemon.request("GET", "/health")[0] == 200
 
 
+def test_failed_first_boot_leaves_nothing(daemon):
+    st, e = daemon.request("POST", "/vms", {"name": "ghost", "image": "no-such-image"})
+    assert st >= 400 and "no-such-image" in e["error"], e
+    assert daemon.request("GET", "/vms/ghost")[0] == 404
+    # and the name is free again
+    st, e = daemon.request("POST", "/vms", {"name": "ghost", "image": "no-such-image"})
+    assert st >= 400 and e["code"] != "name_taken", e
+
+
 def test_bad_input(daemon):
     assert daemon.request("GET", "/vms/nope")[0] == 404
     st, e = daemon.request("GET", "/vms/nope")

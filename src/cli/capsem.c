@@ -66,6 +66,15 @@ static const struct command commands[] = {
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
 };
 
+void cli_warn_if_emulated(const json_t *vm)
+{
+	const char *accel = json_string_value(json_object_get(vm, "accel"));
+	if (accel && streq(accel, "tcg"))
+		log_warn("no usable KVM on this host: the VM runs under TCG emulation, 10-50x "
+			 "slower "
+			 "(see 'capsem doctor')");
+}
+
 static void help(void)
 {
 	printf("Usage: capsem COMMAND [OPTIONS]\n"

@@ -15,6 +15,9 @@
 char *cli_capsem_home(void);
 /* The directory of image NAME: $CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME. malloc'ed. */
 char *cli_image_dir(const char *name);
+/* One line on stderr when the VM object (the daemon's JSON) says it runs under TCG emulation:
+ * the same warning capsem-vm prints on the direct path. */
+void cli_warn_if_emulated(const json_t *vm);
 
 /* ---- talking to capsemd (cli-api.c) ---- */
 

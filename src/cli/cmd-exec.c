@@ -320,6 +320,7 @@ int cmd_shell(int argc, char **argv)
 			safe_close(sigfd);
 			return CLI_EXIT_FAILURE;
 		}
+		cli_warn_if_emulated(res.json);
 		const char *s = json_string_value(json_object_get(res.json, "id"));
 		id = s ? strdup(s) : NULL;
 		api_response_done(&res);

@@ -476,6 +476,7 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 	if (o->verbose)
 		log_info("VM %s ready in %.0f ms", id,
 			 json_number_value(json_object_get(res.json, "boot_ms")));
+	cli_warn_if_emulated(res.json);
 	*ret_id = strdup(id);
 	api_response_done(&res);
 	return *ret_id ? 0 : (log_oom(), CLI_EXIT_FAILURE);

@@ -213,6 +213,7 @@ int cmd_create(int argc, char **argv)
 	st = 1;
 	if (cli_api("POST", "/vms", body, &res) < 0)
 		goto out;
+	cli_warn_if_emulated(res.json);
 	if (json)
 		cli_print_json(res.json);
 	else

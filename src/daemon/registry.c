@@ -72,7 +72,7 @@ json_t *registry_record_to_json(const struct vm_record *r)
 {
 	const struct vm_spec *s = &r->spec;
 	return json_pack("{s:s, s:s?, s:b, s:s, s:i, s:I, s:o, s:s, s:o, s:o, s:s, s:s?, s:o, "
-			 "s:o, s:s, s:s?}",
+			 "s:s?, s:o, s:s, s:s?}",
 			 "id", r->id, "name", s->name, "persistent", r->persistent, "state",
 			 registry_state_name(r->state), "cpus", (int)s->cpus, "memory_mib",
 			 (json_int_t)s->memory_mib, "disk_mib",
@@ -80,7 +80,8 @@ json_t *registry_record_to_json(const struct vm_record *r)
 			 "image", s->image, "env", vmspec_env_json(s), "mounts",
 			 vmspec_mounts_json(s), "created", r->created, "started",
 			 r->started[0] ? r->started : NULL, "boot_ms",
-			 r->started[0] ? json_real(r->boot_ms) : json_null(), "pid",
+			 r->started[0] ? json_real(r->boot_ms) : json_null(), "accel",
+			 r->accel[0] ? r->accel : NULL, "pid",
 			 r->pid > 0 ? json_integer(r->pid) : json_null(), "vmdir", r->vmdir,
 			 "error", r->error);
 }
@@ -177,6 +178,9 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	bad |= copy_ts(json_object_get(j, "created"), r.created) < 0;
 	bad |= copy_ts(json_object_get(j, "started"), r.started) < 0;
 	r.boot_ms = json_number_value(json_object_get(j, "boot_ms"));
+	const char *accel = json_string_value(json_object_get(j, "accel"));
+	if (accel && (streq(accel, "kvm") || streq(accel, "tcg")))
+		snprintf(r.accel, sizeof(r.accel), "%s", accel);
 	json_int_t pid = json_integer_value(json_object_get(j, "pid"));
 	r.pid = pid > 1 && pid < (1 << 30) ? (int)pid : 0;
 	const char *err = json_string_value(json_object_get(j, "error"));

@@ -20,7 +20,8 @@ struct vm_record {
 	char created[32];
 	char started[32]; /* "" until first ready */
 	double boot_ms;
-	int pid; /* capsem-vm's pid, 0 when none */
+	char accel[8]; /* "kvm" or "tcg" once booted, "" before */
+	int pid;       /* capsem-vm's pid, 0 when none */
 	char *vmdir;
 	char *error; /* why it crashed or failed; NULL otherwise */
 };

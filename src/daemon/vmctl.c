@@ -373,6 +373,10 @@ static void handle_event(struct vm *vm, json_t *ev)
 			vm->never_ready = 0;
 			registry_now(vm->rec.started);
 			vm->rec.boot_ms = json_number_value(json_object_get(ev, "boot_ms"));
+			const char *accel = json_string_value(json_object_get(ev, "accel"));
+			snprintf(vm->rec.accel, sizeof(vm->rec.accel), "%s",
+				 accel && (streq(accel, "kvm") || streq(accel, "tcg")) ? accel
+										       : "");
 			set_str(&vm->rec.error, NULL);
 			vm_save(vm);
 			log_info("VM %s ready in %.0f ms", vm->rec.id, vm->rec.boot_ms);

@@ -1,7 +1,13 @@
 /* vmlimits.h - the bounds of a VM's size, one definition for every component that checks them
- * (capsem run, capsem create/shell, capsemd's API, capsem-vm, capsem-init). Numbers, and the
- * block device serial numbers both ends agree on. */
+ * (capsem run, capsem create/shell, capsemd's API, capsem-vm, capsem-init): numbers, the option
+ * parsers and usage text the commands share, and the block device serial numbers both ends
+ * agree on. */
 #pragma once
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "parse.h"
 
 #define VM_CPUS_MIN 1u
 #define VM_CPUS_MAX 64u
@@ -21,3 +27,27 @@
  * through /sys/block/vd<x>/serial; the order of the vd<x> names is not a contract. */
 #define VM_BLK_SERIAL_DISK "capsem-disk"     /* persistent ext4 disk, read-write: /root */
 #define VM_BLK_SERIAL_ROOTFS "capsem-rootfs" /* root file system image (squashfs), read-only */
+
+/* What a bad --cpus / --memory value is told, the same from every command. */
+#define VM_CPUS_USAGE "--cpus: expected " VM_CPUS_RANGE_TEXT
+#define VM_MEMORY_USAGE \
+	"--memory: expected a size from " VM_MEMORY_RANGE_TEXT " in whole MiB (e.g. 512M, 2G)"
+
+/* A --cpus value within the bounds. 0, or -EINVAL/-ERANGE with *ret untouched. */
+static inline int vm_parse_cpus(const char *s, unsigned *ret)
+{
+	uint32_t u;
+	int r = parse_u32(s, &u);
+	if (r < 0)
+		return r;
+	if (u < VM_CPUS_MIN || u > VM_CPUS_MAX)
+		return -ERANGE;
+	*ret = u;
+	return 0;
+}
+
+/* A --memory value ("512M", "2G") within the bounds, in MiB. 0 or -EINVAL/-ERANGE. */
+static inline int vm_parse_memory_mib(const char *s, uint64_t *ret_mib)
+{
+	return parse_size_mib(s, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, ret_mib);
+}

@@ -278,18 +278,14 @@ int cmd_shell(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'C':
-			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
-				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
-						 ", got '%s'",
-						 optarg),
+			if (vm_parse_cpus(optarg, &u) < 0)
+				return log_error(VM_CPUS_USAGE ", got '%s'", optarg),
 				       json_decref(create), CLI_EXIT_USAGE;
 			json_object_set_new(create, "cpus", json_integer(u));
 			break;
 		case 'M':
-			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) < 0)
-				return log_error("--memory: expected a size "
-						 "from " VM_MEMORY_RANGE_TEXT ", got '%s'",
-						 optarg),
+			if (vm_parse_memory_mib(optarg, &mib) < 0)
+				return log_error(VM_MEMORY_USAGE ", got '%s'", optarg),
 				       json_decref(create), CLI_EXIT_USAGE;
 			json_object_set_new(create, "memory", json_integer((json_int_t)mib));
 			break;

@@ -159,20 +159,13 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			o->timeout_ms = v;
 			break;
 		case ARG_CPUS:
-			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
-				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
-						 ", got '%s'",
-						 optarg),
-				       -EINVAL;
+			if (vm_parse_cpus(optarg, &u) < 0)
+				return log_error(VM_CPUS_USAGE ", got '%s'", optarg), -EINVAL;
 			o->cpus = optarg;
 			break;
 		case ARG_MEM:
-			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &v) < 0)
-				return log_error("--memory: expected a size "
-						 "from " VM_MEMORY_RANGE_TEXT
-						 " in whole MiB, got '%s'",
-						 optarg),
-				       -EINVAL;
+			if (vm_parse_memory_mib(optarg, &v) < 0)
+				return log_error(VM_MEMORY_USAGE ", got '%s'", optarg), -EINVAL;
 			o->memory = optarg;
 			break;
 		case ARG_IMAGE:
@@ -412,7 +405,7 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 	uint32_t cpus;
 	if (o->cpus && parse_u32(o->cpus, &cpus) == 0)
 		json_object_set_new(body, "cpus", json_integer(cpus));
-	if (o->memory && parse_size_mib(o->memory, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) == 0)
+	if (o->memory && vm_parse_memory_mib(o->memory, &mib) == 0)
 		json_object_set_new(body, "memory", json_integer((json_int_t)mib));
 	else if (o->memory)
 		json_object_set_new(body, "memory", json_string(o->memory));

@@ -126,20 +126,15 @@ int cmd_create(int argc, char **argv)
 			json_object_set_new(body, "name", json_string(optarg));
 			break;
 		case 'C':
-			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX) {
-				log_error("--cpus: expected " VM_CPUS_RANGE_TEXT ", got '%s'",
-					  optarg);
+			if (vm_parse_cpus(optarg, &u) < 0) {
+				log_error(VM_CPUS_USAGE ", got '%s'", optarg);
 				goto out;
 			}
 			json_object_set_new(body, "cpus", json_integer(u));
 			break;
 		case 'M':
-			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &mib) <
-			    0) {
-				log_error("--memory: expected a size from " VM_MEMORY_RANGE_TEXT
-					  " in whole MiB "
-					  "(e.g. 512M, 2G), got '%s'",
-					  optarg);
+			if (vm_parse_memory_mib(optarg, &mib) < 0) {
+				log_error(VM_MEMORY_USAGE ", got '%s'", optarg);
 				goto out;
 			}
 			json_object_set_new(body, "memory", json_integer((json_int_t)mib));

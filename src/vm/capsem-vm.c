@@ -1078,20 +1078,13 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			o->initrd = optarg;
 			break;
 		case ARG_CPUS:
-			if (parse_u32(optarg, &u) < 0 || u < VM_CPUS_MIN || u > VM_CPUS_MAX)
-				return log_error("--cpus: expected " VM_CPUS_RANGE_TEXT
-						 ", got '%s'",
-						 optarg),
-				       -EINVAL;
+			if (vm_parse_cpus(optarg, &u) < 0)
+				return log_error(VM_CPUS_USAGE ", got '%s'", optarg), -EINVAL;
 			o->cpus = u;
 			break;
 		case ARG_MEM:
-			if (parse_size_mib(optarg, VM_MEMORY_MIN_MIB, VM_MEMORY_MAX_MIB, &v) < 0)
-				return log_error("--memory: expected a size "
-						 "from " VM_MEMORY_RANGE_TEXT
-						 " in whole MiB, got '%s'",
-						 optarg),
-				       -EINVAL;
+			if (vm_parse_memory_mib(optarg, &v) < 0)
+				return log_error(VM_MEMORY_USAGE ", got '%s'", optarg), -EINVAL;
 			o->mem_mib = v;
 			break;
 		case ARG_ACCEL:

@@ -8,7 +8,8 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-confi
  libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev
  python3 python3-pytest e2fsprogs tmux
  golang-github-burntsushi-toml-dev
- mmdebstrap squashfs-tools"
+ mmdebstrap squashfs-tools erofs-utils
+ libsqlite3-dev nftables openssl curl"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

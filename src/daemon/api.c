@@ -503,7 +503,7 @@ static void route_files(struct api *a, struct httpd_conn *c, struct vm *vm, cons
 }
 
 static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
-		       const struct http_request *req, const struct buf *body)
+		       const struct http_msg *req, const struct buf *body)
 {
 	_cleanup_free_ char *err = NULL;
 	struct buf frame;
@@ -557,7 +557,7 @@ static int split_path(char *p, char **seg, int max)
 	return -1;
 }
 
-uint64_t api_body_cap(const struct http_request *req, void *userdata)
+uint64_t api_body_cap(const struct http_msg *req, void *userdata)
 {
 	if (streq(req->method, "PUT") && strncmp(req->path, "/vms/", 5) == 0 &&
 	    strlen(req->path) > 11 && streq(req->path + strlen(req->path) - 6, "/files"))
@@ -565,7 +565,7 @@ uint64_t api_body_cap(const struct http_request *req, void *userdata)
 	return HTTP_MAX_BODY;
 }
 
-void api_handle(struct httpd_conn *c, const struct http_request *req, struct buf *body,
+void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body,
 		void *userdata)
 {
 	struct api *a = userdata;

@@ -14,6 +14,6 @@ struct api {
 };
 
 /* httpd callbacks; userdata is a struct api. */
-void api_handle(struct httpd_conn *c, const struct http_request *req, struct buf *body,
+void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body,
 		void *userdata);
-uint64_t api_body_cap(const struct http_request *req, void *userdata);
+uint64_t api_body_cap(const struct http_msg *req, void *userdata);

@@ -43,7 +43,7 @@ struct httpd_conn {
 	enum conn_state state;
 	struct buf in;
 	struct buf body;
-	struct http_request req;
+	struct http_msg req;
 	struct http_chunked chunked;
 	uint64_t body_left;
 	int keep_alive;
@@ -80,7 +80,7 @@ static void conn_free(struct httpd_conn *c)
 	c->h->n_conns--;
 	buf_done(&c->in, 0);
 	buf_done(&c->body, 0);
-	http_request_done(&c->req);
+	http_msg_done(&c->req);
 	free(c);
 }
 
@@ -200,7 +200,7 @@ static void reply_raw(struct httpd_conn *c, int status, const char *ctype, void 
 		return;
 	}
 	c->state = C_HEAD;
-	http_request_done(&c->req);
+	http_msg_done(&c->req);
 	buf_done(&c->body, 0);
 	if (conn_write(c, head, body, n, free_body, 0) < 0)
 		conn_close(c);

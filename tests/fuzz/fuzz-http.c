@@ -1,6 +1,7 @@
-/* fuzz-http.c - capsemd's HTTP request parser on arbitrary bytes (API clients are hostile):
- * the head, then the rest as a chunked body, query lookups on the target and the JSON depth
- * check. Accepted requests must respect every cap. */
+/* fuzz-http.c - the HTTP/1.1 parser (src/shared/http.c) on arbitrary bytes (API clients,
+ * guests and upstream servers are hostile): a request head, then the rest as a chunked body,
+ * query lookups on the target and the JSON depth check; the same bytes as a response head, its
+ * framing and a chunked scan. Accepted messages must respect every cap. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct http_request r = { 0 };
+	struct http_msg r = { 0 };
 	ssize_t k = http_parse_head(data, size, &r);
 	if (k > 0) {
 		if ((size_t)k > size || r.n_headers > HTTP_MAX_HEADERS || r.path[0] != '/' ||
@@ -34,10 +35,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    (used > size - (size_t)k || buf_len(&body) > 4096))
 			__builtin_trap();
 		buf_done(&body, 0);
-		http_request_done(&r);
+		http_msg_done(&r);
 	} else if (k < 0) {
 		(void)http_error_status((int)k);
 	}
 	(void)http_json_depth_check(data, size, HTTP_MAX_JSON_DEPTH);
+
+	struct http_msg m = { 0 };
+	k = http_parse_response_head(data, size, &m);
+	if (k > 0) {
+		if ((size_t)k > size || m.n_headers > HTTP_MAX_HEADERS || m.status < 100 ||
+		    m.status > 999 || !m.reason || m.path)
+			__builtin_trap();
+		enum http_body f = http_body_framing(&m, "GET");
+		if (f == HTTP_BODY_CHUNKED) {
+			struct http_chunked st = { 0 };
+			size_t used = 0;
+			if (http_chunked_scan(&st, data + k, size - (size_t)k, 1024, NULL, NULL,
+					      &used) >= 0 &&
+			    (used > size - (size_t)k || st.total > 1024))
+				__builtin_trap();
+		}
+		http_msg_done(&m);
+	}
 	return 0;
 }

@@ -10,15 +10,15 @@
 #include "http.h"
 #include "macro.h"
 
-static ssize_t parse(const char *s, struct http_request *r)
+static ssize_t parse(const char *s, struct http_msg *r)
 {
-	*r = (struct http_request){ 0 };
+	*r = (struct http_msg){ 0 };
 	return http_parse_head((const uint8_t *)s, strlen(s), r);
 }
 
 static void test_simple_get(void **state)
 {
-	struct http_request r;
+	struct http_msg r;
 	const char *s = "GET /vms/web?x=1 HTTP/1.1\r\nHost: capsemd\r\nX-Y:  spaced  \r\n\r\nBODY";
 	assert_int_equal(parse(s, &r), (ssize_t)(strlen(s) - 4));
 	assert_string_equal(r.method, "GET");
@@ -31,48 +31,48 @@ static void test_simple_get(void **state)
 	assert_string_equal(http_header_get(&r, "x-y"), "spaced");
 	assert_null(http_header_get(&r, "missing"));
 	assert_null(r.upgrade);
-	http_request_done(&r);
+	http_msg_done(&r);
 }
 
 static void test_incomplete(void **state)
 {
-	struct http_request r = { 0 };
+	struct http_msg r = { 0 };
 	const char *s = "POST /vms HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
 	for (size_t i = 0; i < strlen(s); i++)
 		assert_int_equal(http_parse_head((const uint8_t *)s, i, &r), 0);
 	assert_int_equal(http_parse_head((const uint8_t *)s, strlen(s), &r), (ssize_t)strlen(s));
 	assert_true(r.has_length);
 	assert_int_equal(r.content_length, 2);
-	http_request_done(&r);
+	http_msg_done(&r);
 }
 
 static void test_bare_lf_and_http10(void **state)
 {
-	struct http_request r;
+	struct http_msg r;
 	assert_true(parse("GET / HTTP/1.0\nConnection: keep-alive\n\n", &r) > 0);
 	assert_int_equal(r.minor, 0);
 	assert_true(r.keep_alive);
-	http_request_done(&r);
+	http_msg_done(&r);
 	assert_true(parse("GET / HTTP/1.0\r\n\r\n", &r) > 0);
 	assert_false(r.keep_alive);
-	http_request_done(&r);
+	http_msg_done(&r);
 	assert_true(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &r) > 0);
 	assert_false(r.keep_alive);
-	http_request_done(&r);
+	http_msg_done(&r);
 }
 
 static void test_upgrade(void **state)
 {
-	struct http_request r;
+	struct http_msg r;
 	assert_true(parse("POST /vms/a/exec HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n"
 			  "Upgrade: capsem-exec/1\r\nContent-Length: 0\r\n\r\n",
 			  &r) > 0);
 	assert_string_equal(r.upgrade, "capsem-exec/1");
-	http_request_done(&r);
+	http_msg_done(&r);
 	/* Upgrade without Connection: upgrade is no upgrade */
 	assert_true(parse("POST / HTTP/1.1\r\nUpgrade: capsem-exec/1\r\n\r\n", &r) > 0);
 	assert_null(r.upgrade);
-	http_request_done(&r);
+	http_msg_done(&r);
 }
 
 static void test_malformed(void **state)
@@ -101,13 +101,13 @@ static void test_malformed(void **state)
 		"GET /a b HTTP/1.1\r\n\r\n",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		struct http_request r;
+		struct http_msg r;
 		ssize_t k = parse(bad[i], &r);
 		if (k != -EBADMSG)
 			fprintf(stderr, "case %zu: %zd\n", i, k);
 		assert_int_equal(k, -EBADMSG);
 	}
-	struct http_request r;
+	struct http_msg r;
 	assert_int_equal(parse("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &r), -ENOTSUP);
 	assert_int_equal(http_error_status(-ENOTSUP), 501);
 	/* a NUL byte anywhere in the head */
@@ -116,12 +116,12 @@ static void test_malformed(void **state)
 	/* duplicate equal Content-Length is accepted */
 	assert_true(parse("GET / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n", &r) >
 		    0);
-	http_request_done(&r);
+	http_msg_done(&r);
 }
 
 static void test_caps(void **state)
 {
-	struct http_request r = { 0 };
+	struct http_msg r = { 0 };
 	/* request line over 8 KiB, without its end yet */
 	size_t n = HTTP_MAX_REQUEST_LINE + 10;
 	char *s = malloc(n + 64);
@@ -131,20 +131,20 @@ static void test_caps(void **state)
 	assert_int_equal(http_error_status(-E2BIG), 431);
 	free(s);
 
-	/* 64 headers fine, 65 too many */
-	char *h = malloc(8192);
-	size_t o = (size_t)snprintf(h, 8192, "GET / HTTP/1.1\r\n");
-	for (int i = 0; i < 64; i++)
-		o += (size_t)snprintf(h + o, 8192 - o, "H%d: v\r\n", i);
-	o += (size_t)snprintf(h + o, 8192 - o, "\r\n");
+	/* HTTP_MAX_HEADERS headers fine, one more too many */
+	char *h = malloc(16384);
+	size_t o = (size_t)snprintf(h, 16384, "GET / HTTP/1.1\r\n");
+	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
+		o += (size_t)snprintf(h + o, 16384 - o, "H%u: v\r\n", i);
+	o += (size_t)snprintf(h + o, 16384 - o, "\r\n");
 	assert_true(http_parse_head((uint8_t *)h, o, &r) > 0);
-	http_request_done(&r);
+	http_msg_done(&r);
 	o -= 2;
-	o += (size_t)snprintf(h + o, 8192 - o, "Hx: v\r\n\r\n");
+	o += (size_t)snprintf(h + o, 16384 - o, "Hx: v\r\n\r\n");
 	assert_int_equal(http_parse_head((uint8_t *)h, o, &r), -E2BIG);
 	free(h);
 
-	/* headers over 32 KiB in all: refused before the end arrives */
+	/* headers over their byte cap in all: refused before the end arrives */
 	size_t big = HTTP_MAX_HEADER_BYTES + 100;
 	char *b = malloc(big + 64);
 	o = (size_t)snprintf(b, 64, "GET / HTTP/1.1\r\nX: ");
@@ -241,6 +241,87 @@ static void test_json_depth(void **state)
 	assert_int_equal(http_json_depth_check((const uint8_t *)s, strlen(s), 2), 0);
 }
 
+static int collect(void *userdata, const uint8_t *p, size_t n)
+{
+	return buf_append(userdata, p, n);
+}
+
+static void test_response(void **state)
+{
+	struct http_msg m = { 0 };
+	const char *r1 = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+			 "Transfer-Encoding: chunked\r\n\r\n";
+	assert_int_equal(http_parse_response_head((const uint8_t *)r1, strlen(r1), &m),
+			 (ssize_t)strlen(r1));
+	assert_int_equal(m.status, 200);
+	assert_string_equal(m.reason, "OK");
+	assert_true(m.keep_alive);
+	assert_null(m.path);
+	assert_int_equal(http_body_framing(&m, "POST"), HTTP_BODY_CHUNKED);
+	assert_int_equal(http_body_framing(&m, "HEAD"), HTTP_BODY_NONE);
+	http_msg_done(&m);
+
+	const char *r2 = "HTTP/1.0 404\r\n\r\n"; /* no reason, no length: until close */
+	assert_true(http_parse_response_head((const uint8_t *)r2, strlen(r2), &m) > 0);
+	assert_int_equal(m.status, 404);
+	assert_string_equal(m.reason, "");
+	assert_false(m.keep_alive);
+	assert_int_equal(http_body_framing(&m, "GET"), HTTP_BODY_UNTIL_CLOSE);
+	http_msg_done(&m);
+
+	const char *r3 = "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+	assert_true(http_parse_response_head((const uint8_t *)r3, strlen(r3), &m) > 0);
+	assert_int_equal(http_body_framing(&m, "GET"), HTTP_BODY_NONE);
+	http_msg_done(&m);
+	const char *r4 = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+			 "Upgrade: websocket\r\n\r\n";
+	assert_true(http_parse_response_head((const uint8_t *)r4, strlen(r4), &m) > 0);
+	assert_string_equal(m.upgrade, "websocket");
+	assert_int_equal(http_body_framing(&m, "GET"), HTTP_BODY_NONE);
+	http_msg_done(&m);
+
+	const char *bad[] = { "HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n",
+			      "HTTP/1.1 099 x\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+			      "GET / HTTP/1.1\r\n\r\n",
+			      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: "
+			      "chunked\r\n\r\n" };
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		assert_true(http_parse_response_head((const uint8_t *)bad[i], strlen(bad[i]), &m) <
+			    0);
+	/* a request head is not a response, and the other way round */
+	const char *req = "POST /v1 HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+	assert_true(http_parse_head((const uint8_t *)req, strlen(req), &m) > 0);
+	assert_int_equal(http_body_framing(&m, NULL), HTTP_BODY_LENGTH);
+	http_msg_done(&m);
+}
+
+static void test_chunked_scan(void **state)
+{
+	const char *body = "4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+	size_t n = strlen(body);
+	struct buf out;
+	buf_init(&out, 1024);
+	/* byte by byte: the same spans, and the scan stops right after the trailer */
+	struct http_chunked st = { 0 };
+	size_t total = 0;
+	int r = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		size_t used = 0;
+		r = http_chunked_scan(&st, (const uint8_t *)body + i, 1, 1024, collect, &out, &used);
+		total += used;
+	}
+	assert_int_equal(r, 1);
+	assert_int_equal(total, n - 4);
+	assert_int_equal(buf_len(&out), 9);
+	assert_memory_equal(buf_head(&out), "Wikipedia", 9);
+	/* the decoded cap */
+	struct http_chunked st2 = { 0 };
+	size_t used;
+	assert_int_equal(http_chunked_scan(&st2, (const uint8_t *)body, n, 8, NULL, NULL, &used),
+			 -EFBIG);
+	buf_done(&out, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +331,8 @@ int main(void)
 		cmocka_unit_test(test_upgrade),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_caps),
+		cmocka_unit_test(test_response),
+		cmocka_unit_test(test_chunked_scan),
 		cmocka_unit_test(test_chunked),
 		cmocka_unit_test(test_query),
 		cmocka_unit_test(test_json_depth),

@@ -1,8 +1,9 @@
-/* http.c - HTTP/1.1 request parsing for capsemd: request line, headers, chunked bodies, query
- * strings and a JSON nesting check.
+/* http.c - HTTP/1.1 message parsing: request and status lines, headers, body framing, chunked
+ * bodies, query strings and a JSON nesting check. Used by capsemd's API (requests from local
+ * clients) and by the egress proxy (requests from the guest, responses from upstream servers).
  *
- * Trust boundary: every byte comes from an API client (a local process of the same uid, but
- * still hostile input: a buggy or malicious tool must not crash the daemon that owns every VM).
+ * Trust boundary: every byte is hostile: an API client (a local process of the same uid: a buggy
+ * or malicious tool must not crash the daemon that owns every VM), a guest, or a remote server.
  * Strict by design: lines end in CRLF (a bare LF is accepted), no obs-fold, no whitespace before
  * the colon, Content-Length digits only and never together with Transfer-Encoding (request
  * smuggling), only "chunked" as a transfer coding. Pure code, any thread; libc + basic only.
@@ -86,7 +87,7 @@ static int token_list_has(const char *v, const char *tok)
 	return 0;
 }
 
-static int parse_request_line(char *l, struct http_request *r)
+static int parse_request_line(char *l, struct http_msg *r)
 {
 	char *sp1 = strchr(l, ' ');
 	if (!sp1 || sp1 == l)
@@ -115,7 +116,27 @@ static int parse_request_line(char *l, struct http_request *r)
 	return 0;
 }
 
-static int parse_header(char *l, struct http_request *r)
+static int parse_status_line(char *l, struct http_msg *r)
+{
+	if (strncmp(l, "HTTP/1.1 ", 9) == 0)
+		r->minor = 1;
+	else if (strncmp(l, "HTTP/1.0 ", 9) == 0)
+		r->minor = 0;
+	else
+		return -EBADMSG;
+	const char *c = l + 9;
+	if (!isdigit((unsigned char)c[0]) || !isdigit((unsigned char)c[1]) ||
+	    !isdigit((unsigned char)c[2]) || (c[3] && c[3] != ' ') || c[0] == '0')
+		return -EBADMSG;
+	r->status = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+	r->reason = c[3] ? c + 4 : "";
+	for (const char *q = r->reason; *q; q++)
+		if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
+			return -EBADMSG;
+	return 0;
+}
+
+static int parse_header(char *l, struct http_msg *r)
 {
 	char *colon = strchr(l, ':');
 	if (!colon || colon == l)
@@ -141,7 +162,7 @@ static int parse_header(char *l, struct http_request *r)
 	return 0;
 }
 
-const char *http_header_get(const struct http_request *req, const char *name)
+const char *http_header_get(const struct http_msg *req, const char *name)
 {
 	for (size_t i = 0; i < req->n_headers; i++)
 		if (strcasecmp(req->headers[i].name, name) == 0)
@@ -166,7 +187,7 @@ static int parse_content_length(const char *v, uint64_t *ret)
 }
 
 /* Message-level semantics of the headers: body framing, connection options. */
-static int interpret_headers(struct http_request *r)
+static int interpret_headers(struct http_msg *r)
 {
 	int have_te = 0;
 	for (size_t i = 0; i < r->n_headers; i++) {
@@ -209,7 +230,7 @@ static int interpret_headers(struct http_request *r)
 	return 0;
 }
 
-ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_request *req)
+static ssize_t parse_head(const uint8_t *p, size_t n, int response, struct http_msg *req)
 {
 	size_t end = head_end(p, MIN(n, (size_t)HTTP_MAX_HEAD));
 	/* the request line alone has its own cap */
@@ -227,7 +248,7 @@ ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_request *req)
 	    end - (size_t)(nl - p + 1) > HTTP_MAX_HEADER_BYTES + 2)
 		return -E2BIG;
 
-	struct http_request r = { 0 };
+	struct http_msg r = { 0 };
 	r.raw = malloc(end + 1);
 	if (!r.raw)
 		return -ENOMEM;
@@ -236,7 +257,7 @@ ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_request *req)
 	char *s = r.raw, *e = r.raw + end;
 	int k;
 	char *line = next_line(&s, e);
-	if (!line || (k = parse_request_line(line, &r)) < 0) {
+	if (!line || (k = response ? parse_status_line(line, &r) : parse_request_line(line, &r)) < 0) {
 		free(r.raw);
 		return line ? k : -EBADMSG;
 	}
@@ -251,7 +272,7 @@ ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_request *req)
 		}
 	}
 	k = interpret_headers(&r);
-	if (k >= 0) {
+	if (k >= 0 && !response) {
 		const char *q = strchr(r.target, '?');
 		r.path = q ? strndup(r.target, (size_t)(q - r.target)) : strdup(r.target);
 		r.query = q ? q + 1 : "";
@@ -266,11 +287,38 @@ ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_request *req)
 	return (ssize_t)end;
 }
 
-void http_request_done(struct http_request *req)
+ssize_t http_parse_head(const uint8_t *p, size_t n, struct http_msg *req)
+{
+	return parse_head(p, n, 0, req);
+}
+
+ssize_t http_parse_response_head(const uint8_t *p, size_t n, struct http_msg *resp)
+{
+	return parse_head(p, n, 1, resp);
+}
+
+enum http_body http_body_framing(const struct http_msg *m, const char *request_method)
+{
+	if (request_method) { /* a response to that request */
+		if ((m->status >= 100 && m->status < 200) || m->status == 204 ||
+		    m->status == 304 || streq(request_method, "HEAD"))
+			return HTTP_BODY_NONE;
+		if (m->chunked)
+			return HTTP_BODY_CHUNKED;
+		if (m->has_length)
+			return m->content_length ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
+		return HTTP_BODY_UNTIL_CLOSE;
+	}
+	if (m->chunked)
+		return HTTP_BODY_CHUNKED;
+	return m->has_length && m->content_length ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
+}
+
+void http_msg_done(struct http_msg *req)
 {
 	free(req->raw);
 	free(req->path);
-	*req = (struct http_request){ 0 };
+	*req = (struct http_msg){ 0 };
 }
 
 static int hexval(unsigned char c)
@@ -283,7 +331,8 @@ static int hexval(unsigned char c)
 	return -1;
 }
 
-int http_chunked_feed(struct http_chunked *st, const uint8_t *p, size_t n, struct buf *body,
+int http_chunked_scan(struct http_chunked *st, const uint8_t *p, size_t n, uint64_t max_total,
+		      int (*data)(void *userdata, const uint8_t *p, size_t n), void *userdata,
 		      size_t *ret_used)
 {
 	size_t i = 0;
@@ -336,16 +385,16 @@ int http_chunked_feed(struct http_chunked *st, const uint8_t *p, size_t n, struc
 			if (st->chunk_left == 0) {
 				st->state = CH_TRAILER;
 			} else {
-				if (st->total + st->chunk_left > buf_len(body) + buf_room(body))
+				if (st->chunk_left > max_total - st->total)
 					return -EFBIG;
 				st->state = CH_DATA;
 			}
 			break;
 		case CH_DATA: {
 			size_t take = (size_t)MIN((uint64_t)(n - i), st->chunk_left);
-			r = buf_append(body, p + i, take);
+			r = data ? data(userdata, p + i, take) : 0;
 			if (r < 0)
-				return r == -ENOBUFS ? -EFBIG : r;
+				return r;
 			st->total += take;
 			st->chunk_left -= take;
 			i += take;
@@ -401,6 +450,20 @@ int http_chunked_feed(struct http_chunked *st, const uint8_t *p, size_t n, struc
 	}
 	*ret_used = i;
 	return st->state == CH_DONE;
+}
+
+static int append_body(void *userdata, const uint8_t *p, size_t n)
+{
+	int r = buf_append(userdata, p, n);
+	return r == -ENOBUFS ? -EFBIG : r;
+}
+
+int http_chunked_feed(struct http_chunked *st, const uint8_t *p, size_t n, struct buf *body,
+		      size_t *ret_used)
+{
+	/* the body's cap bounds the decoded size */
+	uint64_t max = (uint64_t)buf_len(body) + buf_room(body);
+	return http_chunked_scan(st, p, n, max, append_body, body, ret_used);
 }
 
 int http_error_status(int err)

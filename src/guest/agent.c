@@ -3,10 +3,22 @@
  * Started by capsem-init (PID 1) as root. It listens on vsock port PROTO_PORT_EXEC first, then
  * connects to the host's control port (PROTO_HOST_CID:PROTO_PORT_CONTROL, a few quick retries)
  * and sends PROTO_HELLO with the boot stages capsem-init passed on its command line plus its own.
- * On the control connection it applies PROTO_BOOT_CONFIG (wall clock, hostname) and forwards
- * PROTO_SHUTDOWN to PID 1 (SIGUSR2, busybox's poweroff convention). Each accepted exec
- * connection is served by a forked session process (session.c), so concurrent execs share
- * nothing; this process only reaps them.
+ * On the control connection it applies PROTO_BOOT_CONFIG (wall clock, hostname and /etc/hosts,
+ * the Capsem CA certificate, the environment for execs) and forwards PROTO_SHUTDOWN to PID 1
+ * (SIGUSR2, busybox's poweroff convention). Each accepted exec connection is served by a forked
+ * session process (session.c), so concurrent execs share nothing; this process only reaps them.
+ * In a guest, while the control connection is up and BOOT_CONFIG has not arrived yet (at most
+ * AGENT_CONFIG_WAIT_MS), exec connections wait in the listen backlog, so that no command starts
+ * without the boot environment.
+ *
+ * The CA certificate (when the host sends one) is written to AGENT_CA_LOCAL and AGENT_CA_FILE and
+ * added to the system bundle AGENT_CA_BUNDLE (created when the root has none, e.g. the minimal
+ * image; rewritten atomically; not added twice, so a persistent overlay does not grow it every
+ * boot). Execs then get SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE = the bundle (these
+ * replace a program's trust store, so they must name the system roots too: not every connection
+ * is intercepted) and NODE_EXTRA_CA_CERTS = the CA alone (Node adds it to its built-in roots).
+ * The host's environment entries come after these and may override them; an exec's own entries
+ * come last.
  *
  * Trust boundary: the host is trusted for nothing beyond the protocol. Control frames go through
  * the bounded frame reader and the proto decoders; exec connections are handed to session
@@ -34,16 +46,24 @@
 #include <time.h>
 
 #include "config.h"
+#include "fdutil.h"
 #include "frameio.h"
 #include "log.h"
 #include "macro.h"
+#include "netsetup.h"
 #include "proto.h"
 #include "session.h"
 #include "stages.h"
+#include "strv.h"
 
 #define AGENT_MAX_SESSIONS 1024u
 #define AGENT_CTRL_ATTEMPTS 60u /* about 14 s in all */
 #define AGENT_CTRL_OUT_CAP (64u * 1024u)
+#define AGENT_CONFIG_WAIT_MS 3000u
+#define AGENT_CA_LOCAL "/usr/local/share/ca-certificates/capsem-ca.crt"
+#define AGENT_CA_FILE "/etc/capsem/ca.pem"
+#define AGENT_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define AGENT_BUNDLE_MAX (16u << 20)
 
 enum ctrl_state {
 	CTRL_OFF,	 /* not wanted, given up, or closed by the host */
@@ -61,6 +81,9 @@ struct agent {
 	const char *control_unix; /* NULL = vsock */
 	int apply_system;	  /* control is the real vsock channel of a guest */
 	int quit;
+	char **boot_env;	    /* environment entries for every exec (BOOT_CONFIG) */
+	int config_done;	    /* BOOT_CONFIG applied */
+	uint64_t config_wait_until; /* CLOCK_MONOTONIC ms: hold execs until then at most */
 
 	enum ctrl_state ctrl;
 	int ctrl_fd;
@@ -171,6 +194,7 @@ static void ctrl_connected(struct agent *a)
 {
 	int r;
 	a->ctrl = CTRL_UP;
+	a->config_wait_until = mono_msec() + AGENT_CONFIG_WAIT_MS;
 	frame_reader_init(&a->ctrl_rd);
 	buf_init(&a->ctrl_out, AGENT_CTRL_OUT_CAP);
 	r = ctrl_send_hello(a);
@@ -251,6 +275,64 @@ static int hostname_ok(const char *h)
 	return 1;
 }
 
+/* Add pem to the bundle at path unless it is there already (atomic rewrite). */
+static int ca_bundle_add(const char *path, const char *pem, size_t len)
+{
+	_cleanup_free_ char *old = NULL, *text = NULL;
+	size_t n = 0;
+	int r = read_file_small(path, AGENT_BUNDLE_MAX, &old, &n);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (old && memmem(old, n, pem, len))
+		return 0;
+	r = mkdir_p("/etc/ssl/certs", 0755);
+	if (r < 0)
+		return r;
+	if (asprintf(&text, "%s%s%s%s", old ? old : "", n && old[n - 1] != '\n' ? "\n" : "", pem,
+		     len && pem[len - 1] != '\n' ? "\n" : "") < 0)
+		return -ENOMEM;
+	return write_file_atomic(path, text, strlen(text), 0644);
+}
+
+/* The Capsem CA: files, bundle, and the variables that point programs at them. */
+static void ctrl_install_ca(struct agent *a, const char *pem)
+{
+	size_t len = strlen(pem);
+	const char *bundle = AGENT_CA_BUNDLE;
+	int r;
+
+	if (!strstr(pem, "-----BEGIN CERTIFICATE-----")) {
+		log_warn("ignoring a CA certificate from the host that is not PEM");
+		return;
+	}
+	if (!a->apply_system) {
+		log_info("boot config: a %zu-byte CA certificate (not installed outside a guest)",
+			 len);
+		return;
+	}
+	r = mkdir_p("/usr/local/share/ca-certificates", 0755);
+	if (r == 0)
+		r = write_file_atomic(AGENT_CA_LOCAL, pem, len, 0644);
+	if (r == 0)
+		r = mkdir_p("/etc/capsem", 0755);
+	if (r == 0)
+		r = write_file_atomic(AGENT_CA_FILE, pem, len, 0644);
+	if (r < 0) {
+		log_warn_errno(r, "cannot install the CA certificate");
+		return;
+	}
+	r = ca_bundle_add(AGENT_CA_BUNDLE, pem, len);
+	if (r < 0) {
+		log_warn_errno(r, "cannot add the CA certificate to %s", AGENT_CA_BUNDLE);
+		bundle = AGENT_CA_FILE; /* the CA alone is still better than nothing */
+	}
+	if (strv_pushf(&a->boot_env, "SSL_CERT_FILE=%s", bundle) < 0 ||
+	    strv_pushf(&a->boot_env, "REQUESTS_CA_BUNDLE=%s", bundle) < 0 ||
+	    strv_pushf(&a->boot_env, "CURL_CA_BUNDLE=%s", bundle) < 0 ||
+	    strv_push(&a->boot_env, "NODE_EXTRA_CA_CERTS=" AGENT_CA_FILE) < 0)
+		log_oom();
+}
+
 static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 {
 	if (c->unix_time_ns) {
@@ -272,7 +354,21 @@ static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 				 c->hostname);
 		else if (sethostname(c->hostname, strlen(c->hostname)) < 0)
 			log_warn_errno(negative_errno(), "cannot set the hostname");
+		else if (netsetup_write_hosts(c->hostname) < 0)
+			log_warn("cannot write /etc/hosts");
 	}
+	if (a->config_done) {
+		log_warn("ignoring a second boot config's CA and environment");
+		return;
+	}
+	a->config_done = 1;
+	if (c->ca_pem && c->ca_pem[0])
+		ctrl_install_ca(a, c->ca_pem);
+	for (uint32_t i = 0; i < c->envc; i++)
+		if (strv_push(&a->boot_env, c->envp[i]) < 0)
+			log_oom();
+	if (!a->apply_system)
+		log_info("boot config: %u environment entries for execs", c->envc);
 }
 
 static void ctrl_shutdown(struct agent *a)
@@ -301,6 +397,7 @@ static int ctrl_frames(struct agent *a)
 			if (proto_boot_config_decode(f.payload, f.len, &c) < 0)
 				return -EPROTO;
 			ctrl_boot_config(a, &c);
+			proto_boot_config_done(&c);
 			break;
 		case PROTO_SHUTDOWN:
 			if (f.len != 0)
@@ -375,7 +472,7 @@ static void agent_accept(struct agent *a)
 			safe_close(a->listen_fd);
 			safe_close(a->sig_fd);
 			safe_close(a->ctrl_fd);
-			_exit(session_run(TAKE_FD(fd)) < 0 ? 1 : 0);
+			_exit(session_run(TAKE_FD(fd), a->boot_env) < 0 ? 1 : 0);
 		}
 		a->n_sessions++;
 	}
@@ -402,6 +499,22 @@ static void agent_reap(struct agent *a)
 
 enum { A_LISTEN, A_SIG, A_CTRL, A_N };
 
+/* Execs may start: BOOT_CONFIG applied, or no control connection to bring one, or waited long
+ * enough. Otherwise *timeout is lowered to the end of the wait. */
+static int agent_exec_ready(const struct agent *a, int *timeout)
+{
+	/* (test mode, a Unix control socket, does not wait: its tests drive the order) */
+	if (a->config_done || a->ctrl != CTRL_UP || !a->apply_system)
+		return 1;
+	uint64_t now = mono_msec();
+	if (now >= a->config_wait_until)
+		return 1;
+	int left = (int)(a->config_wait_until - now);
+	if (*timeout < 0 || left < *timeout)
+		*timeout = left;
+	return 0;
+}
+
 static int agent_loop(struct agent *a)
 {
 	while (!a->quit) {
@@ -422,7 +535,9 @@ static int agent_loop(struct agent *a)
 		else if (a->ctrl == CTRL_UP)
 			cev = (short)(POLLIN | (buf_len(&a->ctrl_out) ? POLLOUT : 0));
 
-		p[A_LISTEN] = (struct pollfd){ .fd = a->listen_fd, .events = POLLIN };
+		int exec_ready = agent_exec_ready(a, &timeout);
+		p[A_LISTEN] =
+			(struct pollfd){ .fd = exec_ready ? a->listen_fd : -1, .events = POLLIN };
 		p[A_SIG] = (struct pollfd){ .fd = a->sig_fd, .events = POLLIN };
 		p[A_CTRL] = (struct pollfd){ .fd = cev ? a->ctrl_fd : -1, .events = cev };
 		if (poll(p, A_N, timeout) < 0) {
@@ -432,12 +547,13 @@ static int agent_loop(struct agent *a)
 		}
 		if (p[A_SIG].revents)
 			agent_reap(a);
+		/* control first: a BOOT_CONFIG that arrived with an exec applies to it */
+		if (p[A_CTRL].revents)
+			ctrl_event(a, p[A_CTRL].revents);
 		if (p[A_LISTEN].revents & POLLIN)
 			agent_accept(a);
 		else if (p[A_LISTEN].revents & (POLLERR | POLLHUP | POLLNVAL))
 			return log_error_errno(-EIO, "the exec listener failed");
-		if (p[A_CTRL].revents)
-			ctrl_event(a, p[A_CTRL].revents);
 	}
 	return 0;
 }
@@ -546,6 +662,7 @@ int agent_main(int argc, char **argv)
 		ctrl_close(&a);
 	safe_close(a.listen_fd);
 	safe_close(a.sig_fd);
+	strv_free(a.boot_env);
 	if (a.listen_unix)
 		(void)unlink(a.listen_unix);
 	return r < 0 ? 1 : 0;

@@ -1,23 +1,33 @@
 /* init.c - capsem-init, PID 1 of the guest (the initramfs's /init).
  *
- * Boot: mount proc, sysfs, devtmpfs, devpts (a private instance, /dev/ptmx -> pts/ptmx), tmpfs
- * on /dev/shm, /tmp and /run; create /root. Block devices are told apart by their virtio serial
- * number (/sys/block/vd<x>/serial, vmlimits.h), never by their order. If the host attached a disk
- * (serial "capsem-disk", ext4) mount it on /mnt/capsem-disk (stage "disk", or "disk_failed" and
- * the boot goes on without it). If it attached a root file system image (serial
- * "capsem-rootfs", squashfs): mount it read-only on /mnt/capsem-rootfs (stage "rootfs"), put an
- * overlay on it whose upper and work directories live on the disk (/mnt/capsem-disk/overlay/)
- * or, without a disk, on a tmpfs, mount the overlay on /mnt/capsem-root (stage "overlay"), move
- * /dev, /proc, /sys, /run, /tmp and the disk and image mounts into it and chroot there (the
- * switch_root dance: the initramfs cannot be pivot_root'ed away; its few MiB stay in memory).
- * When any of that fails the boot goes on in the initramfs (stage "rootfs_failed"). Then bind
- * the disk's root/ onto /root; mount the host's 9p shares named on the kernel command line
- * (bootargs.h; stage "mounts", or "mounts_failed" if any failed); bring up lo; set PATH and
- * HOME; start capsem-agent
- * (this same binary, re-executed through /proc/self/exe as "capsem-agent", which still reaches
- * the initramfs's /init after the chroot) with the boot stages
- * timed so far on its command line: --boot-stages name=usec,... (CLOCK_BOOTTIME, see stages.h).
- * Each step is on the boot critical path: no forks besides the agent, no waiting.
+ * Boot: mount proc, sysfs, devtmpfs, devpts (a private instance, /dev/ptmx -> pts/ptmx), tmpfs on
+ * /dev/shm, /tmp and /run; create /root. Block devices are told apart by their virtio serial number
+ * (/sys/block/vd<x>/serial, vmlimits.h), never by their order. If the host attached a disk (serial
+ * "capsem-disk", ext4) mount it on /mnt/capsem-disk (stage "disk", or "disk_failed" and the boot
+ * goes on without it). If it attached a root file system image (serial "capsem-rootfs", erofs or
+ * squashfs): mount it read-only on /mnt/capsem-rootfs (stage "rootfs"), put an overlay on it whose
+ * upper and work directories live on the disk (/mnt/capsem-disk/overlay/) or, without a disk, on a
+ * tmpfs, mount the overlay on /mnt/capsem-root (stage "overlay"), move /dev, /proc, /sys, /run,
+ * /tmp and the disk and image mounts into it and chroot there (the switch_root dance: the initramfs
+ * cannot be pivot_root'ed away; its few MiB stay in memory). When any of that fails the boot goes
+ * on in the initramfs (stage "rootfs_failed"). Then bind the disk's root/ onto /root (a new one
+ * first gets the image's /root seed, seed.c); mount the host's 9p shares named on the kernel
+ * command line (bootargs.h; stage "mounts", or "mounts_failed" if any failed); set PATH and HOME;
+ * start capsem-agent (this same binary, re-executed through /proc/self/exe as "capsem-agent", which
+ * still reaches the initramfs's /init after the chroot) with the boot stages timed so far on its
+ * command line: --boot-stages name=usec,... (CLOCK_BOOTTIME, see stages.h).
+ *
+ * The network (netsetup.h), in two halves around the disk and root image steps: first, while
+ * still in the initramfs, bring up lo (stage "net_lo"), create capsem0 over rtnetlink, start the
+ * initramfs's nft on the egress ruleset (in the background: it runs while the disks mount) and
+ * make the proxies' listening sockets (127.0.0.1 TCP NETSETUP_NET_PORT, UDP and TCP 53); then,
+ * in the final root, wait for nft (at most INIT_NFT_WAIT_MS; stage "net", or "net_failed" when
+ * the link, the rules or a socket failed: the boot goes on, with egress failing closed since
+ * there is no NIC), write /etc/resolv.conf and /etc/hosts, and start capsem-net-proxy and
+ * capsem-dns-proxy (this binary again), each handed its listening sockets as fds 3 and 4, so
+ * connections queue in the kernel until a proxy accepts them. A proxy that exits is restarted
+ * (at once after a long run, else after 100 ms doubling to 5 s). Besides nft and these, the only
+ * fork is the agent; nothing else waits.
  *
  * Then PID 1 duty: reap every zombie, forever. If the agent dies, say so on /dev/console (the
  * serial port the host logs) and power off so the host notices. SIGTERM, SIGUSR1, SIGUSR2,
@@ -53,6 +63,8 @@
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
+#include "seed.h"
+#include "netsetup.h"
 #include "stages.h"
 #include "vmlimits.h"
 
@@ -66,13 +78,33 @@
 #define INIT_NEWROOT "/mnt/capsem-root"
 #define INIT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define INIT_9P_OPTS "trans=virtio,version=9p2000.L,msize=262144"
+#define INIT_NFT_WAIT_MS 10000
+#define INIT_RESTART_MIN_MS 100u
+#define INIT_RESTART_MAX_MS 5000u
+#define INIT_STABLE_MS 10000u /* a proxy that ran this long restarts at once */
 
 extern char **environ;
+
+/* A supervised egress proxy: this binary under another name, handed listening sockets. */
+struct init_daemon {
+	const char *name; /* argv[0] */
+	const char *args[5];
+	int fds[2]; /* become fds 3 and 4 in the child; -1 = none */
+	pid_t pid;
+	uint64_t restart_at; /* CLOCK_MONOTONIC ms; 0 = not waiting to restart */
+	uint64_t started_ms;
+	unsigned fails; /* quick exits in a row */
+};
+
+enum { INIT_NET_PROXY, INIT_DNS_PROXY, INIT_N_DAEMONS };
 
 struct init {
 	struct stages stages;
 	int sig_fd;
 	pid_t agent;
+	pid_t nft;	/* nft loading the egress ruleset, until reaped */
+	int net_failed; /* some part of the network setup failed */
+	struct init_daemon daemons[INIT_N_DAEMONS];
 	int shutting_down; /* agent exits are expected from now on */
 	int agent_died;	   /* the agent exited on its own: power off */
 	int disk_mounted;  /* INIT_DISK_DIR is mounted */
@@ -235,7 +267,11 @@ static void init_disk_root(struct init *in)
 {
 	if (!in->disk_mounted)
 		return;
-	if ((mkdir(INIT_DISK_ROOT, 0700) < 0 && errno != EEXIST) ||
+	int mkdir_err = mkdir(INIT_DISK_ROOT, 0700) < 0 ? errno : 0;
+	/* a new disk's /root gets the image's seed (the AI CLIs' settings; seed.h) */
+	if (!mkdir_err && in->in_rootfs && seed_copy_tree(SEED_ROOT_DIR, INIT_DISK_ROOT) < 0)
+		init_console("cannot copy %s into the new /root", SEED_ROOT_DIR);
+	if ((mkdir_err && mkdir_err != EEXIST) ||
 	    mount(INIT_DISK_ROOT, "/root", NULL, MS_BIND, NULL) < 0) {
 		init_console("cannot use %s as /root: %s; /root is not persistent this boot",
 			     INIT_DISK_ROOT, strerror(errno));
@@ -306,7 +342,8 @@ static void init_rootfs(struct init *in)
 	if (init_find_blk(VM_BLK_SERIAL_ROOTFS, dev, sizeof(dev)) < 0)
 		return;
 	if (mkdir_p(INIT_ROOTFS_DIR, 0755) < 0 ||
-	    mount(dev, INIT_ROOTFS_DIR, "squashfs", MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0) {
+	    (mount(dev, INIT_ROOTFS_DIR, "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0 &&
+	     mount(dev, INIT_ROOTFS_DIR, "squashfs", MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0)) {
 		init_console("cannot mount the root image %s: %s; staying in the initramfs", dev,
 			     strerror(errno));
 		goto fail;
@@ -420,6 +457,199 @@ static int init_loopback(void)
 	return 0;
 }
 
+static uint64_t init_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- the network ---- */
+
+/* In the initramfs: lo, capsem0, nft started, the proxies' sockets. */
+static void init_net_start(struct init *in)
+{
+	struct init_daemon *np = &in->daemons[INIT_NET_PROXY], *dp = &in->daemons[INIT_DNS_PROXY];
+	int r;
+
+	*np = (struct init_daemon){ .name = "capsem-net-proxy",
+				    .args = { "--listen-fd", "3" },
+				    .fds = { -1, -1 } };
+	*dp = (struct init_daemon){ .name = "capsem-dns-proxy",
+				    .args = { "--udp-fd", "3", "--tcp-fd", "4" },
+				    .fds = { -1, -1 } };
+	r = init_loopback();
+	if (r < 0) {
+		init_console("cannot bring up lo: %s", strerror(-r));
+		in->net_failed = 1;
+	}
+	(void)stages_mark(&in->stages, "net_lo");
+	r = netsetup_link();
+	if (r < 0) {
+		init_console("cannot set up %s: %s", NETSETUP_IFNAME, strerror(-r));
+		in->net_failed = 1;
+	}
+	r = netsetup_rules_spawn(&in->nft);
+	if (r < 0) {
+		init_console("cannot run %s: %s", NETSETUP_NFT, strerror(-r));
+		in->net_failed = 1;
+		in->nft = 0;
+	}
+	r = netsetup_listen(SOCK_STREAM, NETSETUP_NET_PORT, &np->fds[0]);
+	if (r == 0)
+		r = netsetup_listen(SOCK_DGRAM, NETSETUP_DNS_PORT, &dp->fds[0]);
+	if (r == 0)
+		r = netsetup_listen(SOCK_STREAM, NETSETUP_DNS_PORT, &dp->fds[1]);
+	if (r < 0) {
+		init_console("cannot open the egress proxies' sockets: %s", strerror(-r));
+		in->net_failed = 1;
+	}
+}
+
+/* Wait for nft (SIGCHLD only; other signals stay queued on the signalfd). */
+static void init_wait_nft(struct init *in)
+{
+	uint64_t deadline = init_mono_ms() + INIT_NFT_WAIT_MS;
+	sigset_t chld;
+	int status;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	while (in->nft > 0) {
+		pid_t p = waitpid(in->nft, &status, WNOHANG);
+		if (p == in->nft) {
+			in->nft = 0;
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+				init_console("%s could not load the egress rules (status %d)",
+					     NETSETUP_NFT,
+					     WIFEXITED(status) ? WEXITSTATUS(status)
+							       : 128 + WTERMSIG(status));
+				in->net_failed = 1;
+			}
+			return;
+		}
+		uint64_t now = init_mono_ms();
+		if (p < 0 || now >= deadline) {
+			init_console("%s did not finish loading the egress rules", NETSETUP_NFT);
+			in->net_failed = 1;
+			return; /* reaped later like any child */
+		}
+		struct timespec ts = { .tv_sec = (time_t)((deadline - now) / 1000),
+				       .tv_nsec = (long)((deadline - now) % 1000) * 1000000L };
+		(void)sigtimedwait(&chld, NULL, &ts);
+	}
+}
+
+static int init_spawn_daemon(struct init *in, struct init_daemon *d)
+{
+	char *argv[ELEMENTSOF(d->args) + 2];
+	size_t n = 0;
+	sigset_t none;
+
+	argv[n++] = (char *)d->name;
+	for (size_t i = 0; i < ELEMENTSOF(d->args) && d->args[i]; i++)
+		argv[n++] = (char *)d->args[i];
+	argv[n] = NULL;
+	d->restart_at = 0;
+	pid_t pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid == 0) {
+		int tmp[ELEMENTSOF(d->fds)];
+		sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		(void)setsid();
+		int null = open("/dev/null", O_RDONLY | O_NOCTTY);
+		if (null > 0) {
+			(void)dup2(null, 0);
+			safe_close(null);
+		}
+		/* the sockets become 3, 4, ...: through copies above 10 so none is clobbered */
+		for (size_t i = 0; i < ELEMENTSOF(d->fds); i++)
+			tmp[i] = d->fds[i] >= 0 ? fcntl(d->fds[i], F_DUPFD_CLOEXEC, 10) : -1;
+		for (size_t i = 0; i < ELEMENTSOF(d->fds); i++)
+			if (tmp[i] >= 0 && dup2(tmp[i], 3 + (int)i) < 0)
+				_exit(126);
+		execve("/proc/self/exe", argv, environ);
+		execve("/init", argv, environ);
+		init_console("cannot execute %s: %s", d->name, strerror(errno));
+		_exit(127);
+	}
+	d->pid = pid;
+	d->started_ms = init_mono_ms();
+	return 0;
+}
+
+/* In the final root: the rules loaded, /etc files, the proxies started. */
+static void init_net_finish(struct init *in)
+{
+	int r;
+	char host[PROTO_NAME_MAX] = "";
+
+	init_wait_nft(in);
+	r = netsetup_write_resolv();
+	if (r < 0)
+		init_console("cannot write /etc/resolv.conf: %s", strerror(-r));
+	(void)gethostname(host, sizeof(host) - 1);
+	r = netsetup_write_hosts(host);
+	if (r < 0)
+		init_console("cannot write /etc/hosts: %s", strerror(-r));
+	for (size_t i = 0; i < INIT_N_DAEMONS; i++) {
+		struct init_daemon *d = &in->daemons[i];
+		if (d->fds[0] < 0)
+			continue; /* no sockets: nothing to serve */
+		r = init_spawn_daemon(in, d);
+		if (r < 0) {
+			init_console("cannot start %s: %s", d->name, strerror(-r));
+			in->net_failed = 1;
+		}
+	}
+	(void)stages_mark(&in->stages, in->net_failed ? "net_failed" : "net");
+}
+
+/* A proxy exited: restart it, at once after a long run, else after a growing delay. */
+static void init_daemon_exited(struct init *in, struct init_daemon *d, int status)
+{
+	uint64_t now = init_mono_ms();
+	d->pid = 0;
+	if (in->shutting_down)
+		return;
+	if (now - d->started_ms >= INIT_STABLE_MS)
+		d->fails = 0;
+	unsigned delay = d->fails == 0 ? 0
+				       : MIN(INIT_RESTART_MIN_MS << MIN(d->fails - 1, 6u),
+					     INIT_RESTART_MAX_MS);
+	d->fails++;
+	if (WIFSIGNALED(status))
+		init_console("%s killed by signal %d; restarting it in %u ms", d->name,
+			     WTERMSIG(status), delay);
+	else
+		init_console("%s exited with status %d; restarting it in %u ms", d->name,
+			     WEXITSTATUS(status), delay);
+	d->restart_at = now + delay + 1; /* never 0: 0 means "not waiting" */
+}
+
+/* Restart the proxies that are due; returns the poll timeout until the next one (-1: none). */
+static int init_daemon_restarts(struct init *in)
+{
+	uint64_t now = init_mono_ms(), next = UINT64_MAX;
+	for (size_t i = 0; i < INIT_N_DAEMONS; i++) {
+		struct init_daemon *d = &in->daemons[i];
+		if (!d->restart_at || in->shutting_down)
+			continue;
+		if (d->restart_at <= now) {
+			int r = init_spawn_daemon(in, d);
+			if (r < 0) {
+				init_console("cannot restart %s: %s", d->name, strerror(-r));
+				d->restart_at = now + INIT_RESTART_MAX_MS;
+			}
+		}
+		if (d->restart_at)
+			next = MIN(next, d->restart_at);
+	}
+	return next == UINT64_MAX ? -1 : (int)MIN(next - MIN(next, now), 60000u);
+}
+
 static int init_spawn_agent(struct init *in)
 {
 	char list[4096];
@@ -463,6 +693,13 @@ static int init_reap(struct init *in)
 		}
 		if (p == 0)
 			return 0;
+		if (p == in->nft) {
+			in->nft = 0; /* timed out earlier and finished since */
+			continue;
+		}
+		for (size_t i = 0; i < INIT_N_DAEMONS; i++)
+			if (in->daemons[i].pid == p)
+				init_daemon_exited(in, &in->daemons[i], status);
 		if (p == in->agent) {
 			in->agent = 0;
 			if (!in->shutting_down) {
@@ -559,15 +796,12 @@ int init_main(int argc, char **argv)
 	in.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (in.sig_fd < 0)
 		init_console("signalfd: %s", strerror(errno));
+	init_net_start(&in); /* nft and capsem0 live in the initramfs: before the chroot */
 	init_disk(&in);
 	init_rootfs(&in);
 	init_disk_root(&in);
 	init_shares(&in);
-
-	r = init_loopback();
-	if (r < 0)
-		log_error_errno(r, "cannot bring up lo");
-	(void)stages_mark(&in.stages, "net_lo");
+	init_net_finish(&in);
 
 	setenv("PATH", INIT_PATH, 1);
 	setenv("HOME", "/root", 1);
@@ -587,7 +821,8 @@ int init_main(int argc, char **argv)
 		if (k != (ssize_t)sizeof(si)) {
 			if (k < 0 && errno != EAGAIN && errno != EINTR)
 				init_poweroff(&in, "signalfd read failed");
-			(void)poll(&p, 1, -1);
+			(void)poll(&p, 1, init_daemon_restarts(&in));
+			(void)init_daemon_restarts(&in);
 			continue;
 		}
 		switch (si.ssi_signo) {

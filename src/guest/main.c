@@ -1,12 +1,18 @@
-/* main.c - capsem-guest, the one static binary behind the guest's init and agent.
+/* main.c - capsem-guest, the one static binary behind the guest's init, agent and proxies.
  *
  * Dispatch on the basename of argv[0]: "init" or "capsem-init" runs PID 1 (init.c), a name
- * starting with "capsem-agent" runs the agent (agent.c); "capsem-guest init|agent ..." selects
- * one explicitly. Trust boundary: none (argv comes from the kernel, capsem-init or a developer).
+ * starting with "capsem-agent" runs the agent (agent.c), "capsem-doctor" the guest's self-check
+ * (doctor.c), "capsem-net-proxy" and
+ * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c); "capsem-guest init|agent|
+ * net-proxy|dns-proxy ..." selects one explicitly. Trust boundary: none (argv comes from the
+ * kernel, capsem-init or a developer).
  */
 #include "agent.h"
+#include "dnsproxy.h"
+#include "doctor.h"
 #include "init.h"
 #include "macro.h"
+#include "netproxy.h"
 
 static const char *base_name(const char *p)
 {
@@ -22,11 +28,24 @@ int main(int argc, char **argv)
 		return init_main(argc, argv);
 	if (strncmp(name, "capsem-agent", strlen("capsem-agent")) == 0)
 		return agent_main(argc, argv);
+	if (streq(name, "capsem-doctor"))
+		return doctor_main(argc, argv);
+	if (streq(name, "capsem-net-proxy"))
+		return netproxy_main(argc, argv);
+	if (streq(name, "capsem-dns-proxy"))
+		return dnsproxy_main(argc, argv);
+	if (argc >= 2 && streq(argv[1], "net-proxy"))
+		return netproxy_main(argc - 1, argv + 1);
+	if (argc >= 2 && streq(argv[1], "dns-proxy"))
+		return dnsproxy_main(argc - 1, argv + 1);
+	if (argc >= 2 && streq(argv[1], "doctor"))
+		return doctor_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "init"))
 		return init_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "agent"))
 		return agent_main(argc - 1, argv + 1);
-	fprintf(stderr, "usage: capsem-guest init | agent [OPTIONS]\n"
-			"  (or run it as /init, capsem-init or capsem-agent)\n");
+	fprintf(stderr, "usage: capsem-guest init | agent | net-proxy | dns-proxy [OPTIONS]\n"
+			"  (or run it as /init, capsem-init, capsem-agent, capsem-net-proxy or\n"
+			"  capsem-dns-proxy)\n");
 	return 2;
 }

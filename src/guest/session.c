@@ -52,6 +52,7 @@ struct session {
 	struct buf out; /* frames queued for the host */
 	struct buf in;	/* bytes queued for the child's stdin */
 	struct proto_exec *exec;
+	char *const *boot_env;
 	struct spawned child;
 	int sig_fd;
 	int tty;
@@ -496,18 +497,19 @@ static int session_start(struct session *s)
 	s->t_start = mono_usec();
 	if (s->exec->timeout_ms)
 		s->deadline = s->t_start + (uint64_t)s->exec->timeout_ms * 1000u;
-	r = spawn_command(s->exec, &s->child);
+	r = spawn_command(s->exec, s->boot_env, &s->child);
 	if (r < 0)
 		return r;
 	return proto_u32_encode(PROTO_STARTED, (uint32_t)s->child.pid, &s->out);
 }
 
-int session_run(int fd)
+int session_run(int fd, char *const *boot_env)
 {
 	struct session s;
 	int r;
 
 	session_init(&s, fd);
+	s.boot_env = boot_env;
 	r = fd_set_nonblock(fd, 1);
 	if (r < 0)
 		goto out;

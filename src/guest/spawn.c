@@ -39,9 +39,24 @@ static size_t env_key_len(const char *kv)
 	return eq ? (size_t)(eq - kv) : strlen(kv);
 }
 
-int spawn_build_env(const struct proto_exec *m, const char ***ret)
+/* Add kv to env (n entries), replacing an entry of the same name. */
+static void env_set(const char **env, size_t *n, const char *kv)
 {
-	size_t n = 0, max = ELEMENTSOF(spawn_defaults) + 1 + m->envc + 1;
+	size_t k = env_key_len(kv), j;
+	for (j = 0; j < *n; j++)
+		if (env_key_len(env[j]) == k && memcmp(env[j], kv, k) == 0)
+			break;
+	env[j] = kv;
+	if (j == *n)
+		(*n)++;
+}
+
+int spawn_build_env(const struct proto_exec *m, char *const *extra, const char ***ret)
+{
+	size_t n = 0, n_extra = 0;
+	while (extra && extra[n_extra])
+		n_extra++;
+	size_t max = ELEMENTSOF(spawn_defaults) + 1 + n_extra + m->envc + 1;
 	const char **env = calloc(max, sizeof(char *));
 	if (!env)
 		return -ENOMEM;
@@ -49,16 +64,11 @@ int spawn_build_env(const struct proto_exec *m, const char ***ret)
 		env[n++] = spawn_defaults[i];
 	if (m->flags & PROTO_EXEC_TTY)
 		env[n++] = "TERM=" SPAWN_DEFAULT_TERM;
-	for (uint32_t i = 0; i < m->envc; i++) {
-		const char *kv = m->envp[i];
-		size_t k = env_key_len(kv), j;
-		for (j = 0; j < n; j++)
-			if (env_key_len(env[j]) == k && memcmp(env[j], kv, k) == 0)
-				break;
-		env[j] = kv;
-		if (j == n)
-			n++;
-	}
+	for (size_t i = 0; i < n_extra; i++)
+		if (strchr(extra[i], '=') && extra[i][0] != '=')
+			env_set(env, &n, extra[i]);
+	for (uint32_t i = 0; i < m->envc; i++)
+		env_set(env, &n, m->envp[i]);
 	env[n] = NULL;
 	*ret = env;
 	return 0;
@@ -179,7 +189,7 @@ static int spawn_openpty(const struct proto_exec *m, int *ret_master, int *ret_s
 	return 0;
 }
 
-int spawn_command(const struct proto_exec *m, struct spawned *ret)
+int spawn_command(const struct proto_exec *m, char *const *extra_env, struct spawned *ret)
 {
 	_cleanup_free_ const char **env = NULL;
 	_cleanup_free_ char **argv = NULL;
@@ -187,7 +197,7 @@ int spawn_command(const struct proto_exec *m, struct spawned *ret)
 	int tty = !!(m->flags & PROTO_EXEC_TTY);
 	int r;
 
-	r = spawn_build_env(m, &env);
+	r = spawn_build_env(m, extra_env, &env);
 	if (r < 0)
 		return r;
 	r = spawn_build_argv(m, &argv);

@@ -17,15 +17,17 @@ struct spawned {
 	int err_fd; /* read end of the child's stderr pipe; -1 for tty execs */
 };
 
-/* Build the child's environment: defaults, then m->envp entries replacing same-named ones.
- * *ret is a malloc'ed NULL-terminated vector of pointers into static strings and into m (not
- * copies): free only the vector, and only while m lives. 0 or -ENOMEM. */
-int spawn_build_env(const struct proto_exec *m, const char ***ret);
+/* Build the child's environment: defaults, then extra (the boot config's entries; may be NULL),
+ * then m->envp, each entry replacing a same-named earlier one. *ret is a malloc'ed
+ * NULL-terminated vector of pointers into static strings, extra and m (not copies): free only the
+ * vector, and only while they live. 0 or -ENOMEM. */
+int spawn_build_env(const struct proto_exec *m, char *const *extra, const char ***ret);
 
-/* Fork and exec m (already validated by proto_exec_decode). The child runs in a new session
+/* Fork and exec m (already validated by proto_exec_decode), its environment built by
+ * spawn_build_env(m, extra_env). The child runs in a new session
  * (pid = pgid = sid) with default signal dispositions and an empty signal mask. All returned fds
  * are O_CLOEXEC and O_NONBLOCK and owned by the caller; fds 0-2 must already be open (so no new
  * pipe lands there). Failures to exec in the child are
  * reported the way a shell does: "capsem: <cmd>: <error>" on its stderr and exit status 127
  * (not found) or 126 (any other exec or chdir error). Returns 0 or -errno (nothing started). */
-int spawn_command(const struct proto_exec *m, struct spawned *ret);
+int spawn_command(const struct proto_exec *m, char *const *extra_env, struct spawned *ret);

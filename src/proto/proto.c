@@ -6,6 +6,9 @@
  * its whole result or leaves it untouched. Pure functions; any thread.
  */
 #include "proto.h"
+
+#include <sys/socket.h>
+
 #include "macro.h"
 
 /* ---- a bounds-checked cursor over one payload ---- */
@@ -213,25 +216,103 @@ int proto_hello_decode(const uint8_t *p, size_t n, struct proto_hello *ret)
 
 /* ---- boot config ---- */
 
+static int boot_env_ok(const char *s, size_t len)
+{
+	return len > 0 && len <= PROTO_BOOT_ENV_MAX && s[0] != '=' && memchr(s, '=', len) &&
+	       !memchr(s, 0, len);
+}
+
 int proto_boot_config_encode(const struct proto_boot_config *m, struct buf *out)
 {
 	struct wr w;
+	size_t ca_len = m->ca_pem ? strlen(m->ca_pem) : 0;
+	if (ca_len > PROTO_BOOT_CA_MAX || m->envc > PROTO_BOOT_MAX_ENV || (m->envc && !m->envp))
+		return -EINVAL;
+	for (uint32_t i = 0; i < m->envc; i++)
+		if (!m->envp[i] || !boot_env_ok(m->envp[i], strlen(m->envp[i])))
+			return -EINVAL;
 	wr_init(&w);
 	wr_be(&w, m->unix_time_ns, 8);
 	wr_str(&w, m->hostname, PROTO_NAME_MAX - 1);
+	/* the extension only when there is something in it: the payload stays the original form
+	 * (and readable by older guests) otherwise */
+	if (ca_len > 0 || m->envc > 0) {
+		wr_str(&w, m->ca_pem, PROTO_BOOT_CA_MAX);
+		wr_be(&w, m->envc, 4);
+		for (uint32_t i = 0; i < m->envc; i++)
+			wr_str(&w, m->envp[i], PROTO_BOOT_ENV_MAX);
+	}
 	return wr_finish(&w, PROTO_BOOT_CONFIG, out);
 }
 
+/* Two passes like proto_exec_decode: validate and size, then fill one allocation laid out as
+ * [envp pointers][CA string][env strings], owned through envp. */
 int proto_boot_config_decode(const uint8_t *p, size_t n, struct proto_boot_config *ret)
 {
 	struct rd r = { p, n, 0 };
 	struct proto_boot_config m = { 0 };
+	const char *ca;
+	uint32_t ca_len = 0, len;
+	size_t strbytes = 0;
+
 	m.unix_time_ns = rd_u64(&r);
 	rd_str_fixed(&r, m.hostname, sizeof(m.hostname));
-	int k = rd_end(&r);
-	if (k == 0)
+	if (!r.bad && r.n == 0) {
+		*ret = m; /* the original form: no extension */
+		return 0;
+	}
+	ca = rd_str(&r, PROTO_BOOT_CA_MAX, &ca_len);
+	m.envc = rd_u32(&r);
+	if (r.bad || m.envc > PROTO_BOOT_MAX_ENV)
+		return -EBADMSG;
+	struct rd env = r;
+	for (uint32_t i = 0; i < m.envc; i++) {
+		const char *s = rd_str(&r, PROTO_BOOT_ENV_MAX, &len);
+		if (!s || !boot_env_ok(s, len))
+			return -EBADMSG;
+		strbytes += len + 1;
+	}
+	if (rd_end(&r) < 0)
+		return -EBADMSG;
+	if (ca_len == 0 && m.envc == 0) {
 		*ret = m;
-	return k;
+		return 0;
+	}
+
+	size_t ptrs = (size_t)(m.envc + 1) * sizeof(char *);
+	char **block = malloc(ptrs + (ca_len ? ca_len + 1 : 0) + strbytes);
+	if (!block)
+		return -ENOMEM;
+	char *s = (char *)(block + m.envc + 1);
+	if (ca_len) {
+		memcpy(s, ca, ca_len);
+		s[ca_len] = 0;
+		m.ca_pem = s;
+		s += ca_len + 1;
+	}
+	/* second pass over the validated entries: these reads cannot fail */
+	for (uint32_t i = 0; i < m.envc; i++) {
+		const char *c = rd_str(&env, PROTO_BOOT_ENV_MAX, &len);
+		memcpy(s, c, len);
+		s[len] = 0;
+		block[i] = s;
+		s += len + 1;
+	}
+	block[m.envc] = NULL;
+	m.envp = block;
+	*ret = m;
+	return 0;
+}
+
+void proto_boot_config_done(struct proto_boot_config *m)
+{
+	if (!m)
+		return;
+	/* envp is the start of the one allocation; a CA alone still has a (one-entry) envp */
+	free(m->envp);
+	m->envp = NULL;
+	m->envc = 0;
+	m->ca_pem = NULL;
 }
 
 /* ---- exec ---- */
@@ -453,4 +534,103 @@ int proto_winsize_decode(const uint8_t *p, size_t n, uint16_t *ret_rows, uint16_
 	*ret_rows = rows;
 	*ret_cols = cols;
 	return 0;
+}
+
+/* ---- vsock 5002: net-proxy preamble ---- */
+
+static int comm_byte_ok(uint8_t c)
+{
+	return c >= 0x20 && c <= 0x7e;
+}
+
+ssize_t proto_net_preamble_decode(const void *p, size_t n, struct proto_net_preamble *ret)
+{
+	const uint8_t *b = p;
+	struct proto_net_preamble m = { 0 };
+	size_t magic = MIN(n, sizeof(PROTO_NET_MAGIC) - 1);
+
+	/* refuse a bad prefix as soon as it shows, so a confused peer is not waited for */
+	if (memcmp(b, PROTO_NET_MAGIC, magic) != 0)
+		return -EBADMSG;
+	if (n < 5)
+		return -EAGAIN;
+	if (b[4] != PROTO_NET_VERSION)
+		return b[4] == 0 ? -EBADMSG : -EPROTO;
+	if (n < PROTO_NET_HDR_SIZE)
+		return -EAGAIN;
+	size_t body = (size_t)b[5] << 8 | b[6];
+	if (body < PROTO_NET_BODY_FIXED || body > PROTO_NET_BODY_FIXED + PROTO_NET_COMM_MAX)
+		return -EBADMSG;
+	if (n - PROTO_NET_HDR_SIZE < body)
+		return -EAGAIN;
+
+	struct rd r = { b + PROTO_NET_HDR_SIZE, body, 0 };
+	uint8_t fam = rd_u8(&r);
+	m.port = rd_u16(&r);
+	memcpy(m.addr, rd_take(&r, 16), 16);
+	m.pid = rd_u32(&r);
+	uint8_t clen = rd_u8(&r);
+	if (fam == 4)
+		m.family = AF_INET;
+	else if (fam == 6)
+		m.family = AF_INET6;
+	else
+		return -EBADMSG;
+	if (m.port == 0 || clen != body - PROTO_NET_BODY_FIXED)
+		return -EBADMSG;
+	if (m.family == AF_INET)
+		for (size_t i = 4; i < 16; i++)
+			if (m.addr[i])
+				return -EBADMSG;
+	const uint8_t *c = rd_take(&r, clen);
+	for (size_t i = 0; i < clen; i++)
+		if (!comm_byte_ok(c[i]))
+			return -EBADMSG;
+	if (rd_end(&r) < 0)
+		return -EBADMSG;
+	memcpy(m.comm, c, clen);
+	m.comm[clen] = 0;
+	*ret = m;
+	return (ssize_t)(PROTO_NET_HDR_SIZE + body);
+}
+
+ssize_t proto_net_preamble_encode(const struct proto_net_preamble *pre, void *out, size_t cap)
+{
+	uint8_t *o = out;
+	size_t clen = strnlen(pre->comm, sizeof(pre->comm));
+	uint8_t fam;
+
+	if (pre->family == AF_INET)
+		fam = 4;
+	else if (pre->family == AF_INET6)
+		fam = 6;
+	else
+		return -EINVAL;
+	if (pre->port == 0 || clen > PROTO_NET_COMM_MAX)
+		return -EINVAL;
+	if (fam == 4)
+		for (size_t i = 4; i < 16; i++)
+			if (pre->addr[i])
+				return -EINVAL;
+	for (size_t i = 0; i < clen; i++)
+		if (!comm_byte_ok((uint8_t)pre->comm[i]))
+			return -EINVAL;
+	size_t body = PROTO_NET_BODY_FIXED + clen, total = PROTO_NET_HDR_SIZE + body;
+	if (cap < total)
+		return -ENOBUFS;
+	memcpy(o, PROTO_NET_MAGIC, 4);
+	o[4] = PROTO_NET_VERSION;
+	o[5] = (uint8_t)(body >> 8);
+	o[6] = (uint8_t)body;
+	o[7] = fam;
+	o[8] = (uint8_t)(pre->port >> 8);
+	o[9] = (uint8_t)pre->port;
+	memcpy(o + 10, pre->addr, 16);
+	o[26] = (uint8_t)(pre->pid >> 24);
+	o[27] = (uint8_t)(pre->pid >> 16);
+	o[28] = (uint8_t)(pre->pid >> 8);
+	o[29] = (uint8_t)pre->pid;
+	o[30] = (uint8_t)clen;
+	memcpy(o + 31, pre->comm, clen);
+	return (ssize_t)total;
 }

@@ -31,7 +31,14 @@
  * arrives at <vmdir>/vsock_5000); the host connects to the guest's EXEC port for each exec. */
 #define PROTO_PORT_CONTROL 5000u
 #define PROTO_PORT_EXEC 5001u
+#define PROTO_PORT_NET 5002u /* guest -> host: one connection per proxied TCP connection */
+#define PROTO_PORT_DNS 5007u /* guest -> host: one persistent DNS connection */
 #define PROTO_HOST_CID 2u
+
+/* BOOT_CONFIG caps: the Capsem CA certificate (PEM) and the environment added to every exec */
+#define PROTO_BOOT_CA_MAX (16u * 1024u) /* bytes of PEM */
+#define PROTO_BOOT_MAX_ENV 64u		/* entries */
+#define PROTO_BOOT_ENV_MAX 4096u	/* bytes of one "KEY=VALUE" entry */
 
 enum proto_type {
 	/* control connection */
@@ -78,6 +85,10 @@ struct proto_hello {
 struct proto_boot_config {
 	uint64_t unix_time_ns; /* host wall clock, 0 = leave the guest clock alone */
 	char hostname[PROTO_NAME_MAX];
+	/* Extension (optional on the wire: a payload that ends after the hostname has none). */
+	char *ca_pem;  /* Capsem CA certificate, PEM; NULL or "" = none */
+	uint32_t envc; /* <= PROTO_BOOT_MAX_ENV */
+	char **envp;   /* "KEY=VALUE" entries added to every exec's environment, NULL-terminated */
 };
 
 enum {
@@ -130,7 +141,11 @@ int proto_winsize_encode(uint16_t rows, uint16_t cols, struct buf *out);
  * untouched on failure. proto_exec_decode returns one allocation owned by the caller, freed with
  * proto_exec_free (which accepts NULL). */
 int proto_hello_decode(const uint8_t *p, size_t n, struct proto_hello *ret);
+/* Fills *ret; ca_pem and envp point into one allocation owned by *ret (NULL when absent), freed
+ * by proto_boot_config_done. */
 int proto_boot_config_decode(const uint8_t *p, size_t n, struct proto_boot_config *ret);
+/* Free what proto_boot_config_decode allocated and clear those fields; accepts NULL. */
+void proto_boot_config_done(struct proto_boot_config *m);
 int proto_exec_decode(const uint8_t *p, size_t n, struct proto_exec **ret);
 void proto_exec_free(struct proto_exec *m);
 int proto_exit_decode(const uint8_t *p, size_t n, struct proto_exit *ret);
@@ -140,3 +155,35 @@ int proto_winsize_decode(const uint8_t *p, size_t n, uint16_t *ret_rows, uint16_
 
 /* The exit status a shell would report: code, 128+signal, or 124 for a timeout. */
 int proto_exit_status(const struct proto_exit *m);
+
+/* ---- vsock 5002: the net-proxy preamble (docs/PROTOCOL.md §7) ----
+ *
+ * Not a frame: the first bytes the guest's net-proxy writes on each connection to host port
+ * PROTO_PORT_NET, followed directly by the proxied TCP stream. Layout (big-endian):
+ *   "CSNP" | u8 version (1) | u16 body length | body
+ *   body v1: u8 family (4|6) | u16 port | 16 bytes address | u32 pid | u8 comm length | comm
+ */
+#define PROTO_NET_MAGIC "CSNP"
+#define PROTO_NET_VERSION 1
+#define PROTO_NET_HDR_SIZE 7u	   /* magic, version, body length */
+#define PROTO_NET_BODY_FIXED 24u   /* v1 body without the comm bytes */
+#define PROTO_NET_COMM_MAX 16u	   /* comm bytes (a Linux comm is at most 15) */
+#define PROTO_NET_PREAMBLE_MAX 47u /* PROTO_NET_HDR_SIZE + PROTO_NET_BODY_FIXED + COMM_MAX */
+
+struct proto_net_preamble {
+	int family;	  /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* network order; the first 4 bytes for AF_INET (the rest zero) */
+	uint16_t port;	  /* host order, non-zero */
+	uint32_t pid;	  /* 0 = unknown */
+	char comm[PROTO_NET_COMM_MAX + 1]; /* NUL-terminated, may be empty; bytes 0x20..0x7e */
+};
+
+/* Decode a preamble from the front of (p, n). > 0: bytes consumed (the proxied stream starts
+ * right after); -EAGAIN: a valid prefix, more bytes needed; -EBADMSG: not a preamble (bad magic,
+ * length, family, port, address padding or comm byte); -EPROTO: another version. *ret is filled
+ * only on success. Close the connection on any error other than -EAGAIN. */
+ssize_t proto_net_preamble_decode(const void *p, size_t n, struct proto_net_preamble *ret);
+/* Encode into out (at most PROTO_NET_PREAMBLE_MAX bytes). Bytes written, -EINVAL (a field the
+ * decoder would refuse: family, port 0, address padding, comm too long or not printable) or
+ * -ENOBUFS (cap too small). */
+ssize_t proto_net_preamble_encode(const struct proto_net_preamble *pre, void *out, size_t cap);

@@ -2,7 +2,8 @@
  *
  * The first byte picks the decoder; the rest is a byte stream cut into frames with
  * proto_frame_parse, exactly as the host and the agent read their sockets. Any successful exec
- * decode is re-encoded and decoded again, and must round-trip.
+ * or boot config decode is re-encoded and decoded again, and must round-trip. (The vsock 5002
+ * preamble has its own target, fuzz-netpre.)
  */
 #include <stdint.h>
 #include <string.h>
@@ -26,7 +27,29 @@ static void decode_one(uint16_t type, const uint8_t *p, size_t n)
 		(void)proto_hello_decode(p, n, &h);
 		break;
 	case 1:
-		(void)proto_boot_config_decode(p, n, &bc);
+		if (proto_boot_config_decode(p, n, &bc) == 0) {
+			/* whatever decodes, encodes again and decodes to the same values */
+			struct proto_boot_config bc2;
+			struct buf b;
+			uint16_t t;
+			const uint8_t *pl;
+			uint32_t len;
+			buf_init(&b, 2 * PROTO_MAX_PAYLOAD);
+			if (proto_boot_config_encode(&bc, &b) != 0 ||
+			    proto_frame_parse(buf_head(&b), buf_len(&b), &t, &pl, &len) <= 0 ||
+			    proto_boot_config_decode(pl, len, &bc2) != 0)
+				__builtin_trap();
+			if (bc2.envc != bc.envc || strcmp(bc2.hostname, bc.hostname) != 0 ||
+			    !bc2.ca_pem != !bc.ca_pem ||
+			    (bc.ca_pem && strcmp(bc.ca_pem, bc2.ca_pem) != 0))
+				__builtin_trap();
+			for (uint32_t i = 0; i < bc.envc; i++)
+				if (strcmp(bc.envp[i], bc2.envp[i]) != 0)
+					__builtin_trap();
+			proto_boot_config_done(&bc2);
+			proto_boot_config_done(&bc);
+			buf_done(&b, 0);
+		}
 		break;
 	case 2:
 		if (proto_exec_decode(p, n, &x) == 0) {

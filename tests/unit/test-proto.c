@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/socket.h>
 
 #include "macro.h"
 #include "proto.h"
@@ -210,16 +211,279 @@ static void test_small_messages(void **state)
 	pl = one_frame(&b, PROTO_BOOT_CONFIG, &len);
 	assert_int_equal(proto_boot_config_decode(pl, len, &dbc), 0);
 	assert_string_equal(dbc.hostname, "capsem");
+	assert_null(dbc.ca_pem);
+	assert_null(dbc.envp);
+	assert_int_equal(dbc.envc, 0);
+	proto_boot_config_done(&dbc);
 	buf_done(&b, 0);
+}
+
+/* ---- BOOT_CONFIG extension: CA certificate and exec environment ---- */
+
+static const char test_pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+static void test_boot_config_extension(void **state)
+{
+	char *env[] = { "ANTHROPIC_API_KEY=capsem-placeholder", "A==b", NULL };
+	struct proto_boot_config bc = { .unix_time_ns = 7,
+					.ca_pem = (char *)test_pem,
+					.envc = 2,
+					.envp = env },
+				 d;
+	const uint8_t *pl;
+	uint32_t len;
+	struct buf b;
+
+	snprintf(bc.hostname, sizeof(bc.hostname), "vm1");
+	buf_init(&b, 1 << 20);
+	assert_int_equal(proto_boot_config_encode(&bc, &b), 0);
+	pl = one_frame(&b, PROTO_BOOT_CONFIG, &len);
+	assert_int_equal(proto_boot_config_decode(pl, len, &d), 0);
+	assert_int_equal(d.unix_time_ns, 7);
+	assert_string_equal(d.hostname, "vm1");
+	assert_string_equal(d.ca_pem, test_pem);
+	assert_int_equal(d.envc, 2);
+	assert_string_equal(d.envp[0], env[0]);
+	assert_string_equal(d.envp[1], env[1]);
+	assert_null(d.envp[2]);
+	proto_boot_config_done(&d);
+	assert_null(d.envp);
+	assert_null(d.ca_pem);
+	proto_boot_config_done(NULL);
+
+	/* a CA alone, then environment alone */
+	for (int which = 0; which < 2; which++) {
+		struct proto_boot_config one = { 0 };
+		if (which == 0)
+			one.ca_pem = (char *)test_pem;
+		else {
+			one.envc = 1;
+			one.envp = env;
+		}
+		buf_consume(&b, buf_len(&b));
+		assert_int_equal(proto_boot_config_encode(&one, &b), 0);
+		pl = one_frame(&b, PROTO_BOOT_CONFIG, &len);
+		assert_int_equal(proto_boot_config_decode(pl, len, &d), 0);
+		if (which == 0) {
+			assert_string_equal(d.ca_pem, test_pem);
+			assert_int_equal(d.envc, 0);
+		} else {
+			assert_null(d.ca_pem);
+			assert_int_equal(d.envc, 1);
+			assert_string_equal(d.envp[0], env[0]);
+		}
+		proto_boot_config_done(&d);
+	}
+
+	/* nothing in the extension: the original form, byte for byte */
+	struct proto_boot_config empty = { .unix_time_ns = 1, .ca_pem = "" };
+	snprintf(empty.hostname, sizeof(empty.hostname), "h");
+	buf_consume(&b, buf_len(&b));
+	assert_int_equal(proto_boot_config_encode(&empty, &b), 0);
+	pl = one_frame(&b, PROTO_BOOT_CONFIG, &len);
+	static const uint8_t old_form[] = { 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'h' };
+	assert_int_equal(len, sizeof(old_form));
+	assert_memory_equal(pl, old_form, sizeof(old_form));
+	buf_done(&b, 0);
+}
+
+static void test_boot_config_rejects(void **state)
+{
+	char big[PROTO_BOOT_ENV_MAX + 2];
+	char *bad_env[][2] = { { "NOEQUALS", NULL }, { "=x", NULL }, { "", NULL }, { big, NULL } };
+	struct proto_boot_config bc = { 0 }, d = { .unix_time_ns = 99 };
+	struct buf b;
+
+	memset(big, 'A', sizeof(big) - 1);
+	big[1] = '=';
+	big[sizeof(big) - 1] = 0;
+	buf_init(&b, 1 << 20);
+	for (size_t i = 0; i < ELEMENTSOF(bad_env); i++) {
+		bc.envc = 1;
+		bc.envp = bad_env[i];
+		assert_int_equal(proto_boot_config_encode(&bc, &b), -EINVAL);
+	}
+	bc.envc = PROTO_BOOT_MAX_ENV + 1;
+	assert_int_equal(proto_boot_config_encode(&bc, &b), -EINVAL);
+	char *pem = malloc(PROTO_BOOT_CA_MAX + 2);
+	assert_non_null(pem);
+	memset(pem, 'x', PROTO_BOOT_CA_MAX + 1);
+	pem[PROTO_BOOT_CA_MAX + 1] = 0;
+	bc = (struct proto_boot_config){ .ca_pem = pem };
+	assert_int_equal(proto_boot_config_encode(&bc, &b), -EINVAL);
+	pem[PROTO_BOOT_CA_MAX] = 0; /* exactly at the cap */
+	assert_int_equal(proto_boot_config_encode(&bc, &b), 0);
+	free(pem);
+	buf_done(&b, 0);
+
+	/* hand-made payloads: u64 time, str hostname, then the extension */
+	static const uint8_t base[] = { 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
+	uint8_t p[64];
+	memcpy(p, base, sizeof(base));
+	/* a truncated extension: only part of the CA length */
+	memcpy(p + 12, "\0\0", 2);
+	assert_int_equal(proto_boot_config_decode(p, 14, &d), -EBADMSG);
+	/* CA "", no envc */
+	memcpy(p + 12, "\0\0\0\0", 4);
+	assert_int_equal(proto_boot_config_decode(p, 16, &d), -EBADMSG);
+	/* CA "", envc 0: valid and empty */
+	memcpy(p + 16, "\0\0\0\0", 4);
+	assert_int_equal(proto_boot_config_decode(p, 20, &d), 0);
+	assert_null(d.envp);
+	/* trailing junk after the extension */
+	p[20] = 1;
+	d.unix_time_ns = 99;
+	assert_int_equal(proto_boot_config_decode(p, 21, &d), -EBADMSG);
+	assert_int_equal(d.unix_time_ns, 99); /* untouched */
+	/* envc 1 with an entry without '=' */
+	memcpy(p + 16, "\0\0\0\1\0\0\0\2ab", 10);
+	assert_int_equal(proto_boot_config_decode(p, 26, &d), -EBADMSG);
+	memcpy(p + 24, "a=", 2);
+	assert_int_equal(proto_boot_config_decode(p, 26, &d), 0);
+	assert_string_equal(d.envp[0], "a=");
+	proto_boot_config_done(&d);
+	/* envc past the cap */
+	memcpy(p + 16, "\0\0\0\x41", 4);
+	assert_int_equal(proto_boot_config_decode(p, 26, &d), -EBADMSG);
+	/* a NUL inside the CA */
+	memcpy(p + 12, "\0\0\0\2a\0\0\0\0\0", 10);
+	assert_int_equal(proto_boot_config_decode(p, 22, &d), -EBADMSG);
+}
+
+/* ---- vsock 5002 preamble ---- */
+
+static void test_net_preamble_roundtrip(void **state)
+{
+	struct proto_net_preamble v4 = { .family = AF_INET,
+					 .addr = { 1, 2, 3, 4 },
+					 .port = 443,
+					 .pid = 4242 },
+				  v6 = { .family = AF_INET6, .port = 8443 }, d;
+	uint8_t w[PROTO_NET_PREAMBLE_MAX + 8];
+	ssize_t k;
+
+	snprintf(v4.comm, sizeof(v4.comm), "curl");
+	k = proto_net_preamble_encode(&v4, w, sizeof(w));
+	assert_int_equal(k, PROTO_NET_HDR_SIZE + PROTO_NET_BODY_FIXED + 4);
+	static const uint8_t want[] = { 'C', 'S', 'N', 'P', 1,	  0,	28, 4,	 0x01, 0xbb, 1,	 2,
+					3,   4,	  0,   0,   0,	  0,	0,  0,	 0,    0,    0,	 0,
+					0,   0,	  0,   0,   0x10, 0x92, 4,  'c', 'u',  'r',  'l' };
+	assert_int_equal(k, sizeof(want));
+	assert_memory_equal(w, want, sizeof(want));
+	/* every strict prefix wants more; the whole decodes, the stream after it is untouched */
+	for (ssize_t i = 0; i < k; i++)
+		assert_int_equal(proto_net_preamble_decode(w, (size_t)i, &d), -EAGAIN);
+	w[k] = 0x16; /* a TLS ClientHello follows */
+	assert_int_equal(proto_net_preamble_decode(w, (size_t)k + 1, &d), k);
+	assert_int_equal(d.family, AF_INET);
+	assert_memory_equal(d.addr, v4.addr, 16);
+	assert_int_equal(d.port, 443);
+	assert_int_equal(d.pid, 4242);
+	assert_string_equal(d.comm, "curl");
+
+	for (int i = 0; i < 16; i++)
+		v6.addr[i] = (uint8_t)(0x20 + i);
+	snprintf(v6.comm, sizeof(v6.comm), "0123456789abcdef"); /* 16: the cap */
+	k = proto_net_preamble_encode(&v6, w, sizeof(w));
+	assert_int_equal(k, PROTO_NET_PREAMBLE_MAX);
+	assert_int_equal(proto_net_preamble_decode(w, (size_t)k, &d), k);
+	assert_int_equal(d.family, AF_INET6);
+	assert_memory_equal(d.addr, v6.addr, 16);
+	assert_string_equal(d.comm, "0123456789abcdef");
+	assert_int_equal(d.pid, 0);
+	assert_int_equal(proto_net_preamble_encode(&v6, w, (size_t)k - 1), -ENOBUFS);
+
+	/* no comm at all */
+	v4.comm[0] = 0;
+	v4.pid = 0;
+	k = proto_net_preamble_encode(&v4, w, sizeof(w));
+	assert_int_equal(k, PROTO_NET_HDR_SIZE + PROTO_NET_BODY_FIXED);
+	assert_int_equal(proto_net_preamble_decode(w, (size_t)k, &d), k);
+	assert_string_equal(d.comm, "");
+}
+
+static void test_net_preamble_rejects(void **state)
+{
+	struct proto_net_preamble ok = { .family = AF_INET, .addr = { 10, 0, 0, 1 }, .port = 80 },
+				  b, d = { .port = 7 };
+	uint8_t w[PROTO_NET_PREAMBLE_MAX], x[PROTO_NET_PREAMBLE_MAX];
+	ssize_t k;
+
+	/* encoder refusals */
+	b = ok;
+	b.family = AF_UNIX;
+	assert_int_equal(proto_net_preamble_encode(&b, w, sizeof(w)), -EINVAL);
+	b = ok;
+	b.port = 0;
+	assert_int_equal(proto_net_preamble_encode(&b, w, sizeof(w)), -EINVAL);
+	b = ok;
+	b.addr[4] = 1; /* IPv4 with padding */
+	assert_int_equal(proto_net_preamble_encode(&b, w, sizeof(w)), -EINVAL);
+	b = ok;
+	memcpy(b.comm, "a\tb", 4);
+	assert_int_equal(proto_net_preamble_encode(&b, w, sizeof(w)), -EINVAL);
+	b = ok;
+	memset(b.comm, 'c', sizeof(b.comm)); /* no NUL: 17 bytes */
+	assert_int_equal(proto_net_preamble_encode(&b, w, sizeof(w)), -EINVAL);
+
+	/* decoder refusals, each a one-byte change of a good preamble */
+	snprintf(ok.comm, sizeof(ok.comm), "sh");
+	k = proto_net_preamble_encode(&ok, w, sizeof(w));
+	assert_true(k > 0);
+	struct {
+		size_t off;
+		uint8_t val;
+		ssize_t want;
+	} cases[] = {
+		{ 0, 'X', -EBADMSG },	/* magic */
+		{ 3, 'Q', -EBADMSG },	/* magic, last byte */
+		{ 4, 2, -EPROTO },	/* another version */
+		{ 4, 0, -EBADMSG },	/* version 0 */
+		{ 6, 23, -EBADMSG },	/* body shorter than the fixed part */
+		{ 6, 41, -EBADMSG },	/* body longer than fixed + 16 */
+		{ 7, 5, -EBADMSG },	/* family */
+		{ 9, 0, -EBADMSG },	/* port 0 */
+		{ 15, 1, -EBADMSG },	/* IPv4 padding */
+		{ 30, 3, -EBADMSG },	/* comm length */
+		{ 31, 0x7f, -EBADMSG }, /* comm byte */
+		{ 32, 0, -EBADMSG },	/* NUL in comm */
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		memcpy(x, w, (size_t)k);
+		x[cases[i].off] = cases[i].val;
+		assert_int_equal(proto_net_preamble_decode(x, (size_t)k, &d), cases[i].want);
+		assert_int_equal(d.port, 7); /* untouched */
+	}
+	/* a body length that disagrees with the comm length: waits for the body, then refuses */
+	memcpy(x, w, (size_t)k);
+	x[6] = 27;
+	x[k] = 'x';
+	assert_int_equal(proto_net_preamble_decode(x, (size_t)k, &d), -EAGAIN);
+	assert_int_equal(proto_net_preamble_decode(x, (size_t)k + 1, &d), -EBADMSG);
+	/* a bad magic is refused from its first byte, without waiting for more */
+	assert_int_equal(proto_net_preamble_decode("G", 1, &d), -EBADMSG);
+	assert_int_equal(proto_net_preamble_decode("GET / HTTP/1.1\r\n", 16, &d), -EBADMSG);
+	assert_int_equal(proto_net_preamble_decode("CS", 2, &d), -EAGAIN);
+	assert_int_equal(proto_net_preamble_decode("", 0, &d), -EAGAIN);
+	/* a bad version is refused before the body arrives */
+	assert_int_equal(proto_net_preamble_decode("CSNP\x02", 5, &d), -EPROTO);
+	assert_int_equal(proto_net_preamble_decode("CSNP\x01\xff\xff", 7, &d), -EBADMSG);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frame_partial),	cmocka_unit_test(test_frame_too_big),
-		cmocka_unit_test(test_exec_roundtrip),	cmocka_unit_test(test_exec_rejects),
-		cmocka_unit_test(test_hello_roundtrip), cmocka_unit_test(test_exit_status),
+		cmocka_unit_test(test_frame_partial),
+		cmocka_unit_test(test_frame_too_big),
+		cmocka_unit_test(test_exec_roundtrip),
+		cmocka_unit_test(test_exec_rejects),
+		cmocka_unit_test(test_hello_roundtrip),
+		cmocka_unit_test(test_exit_status),
 		cmocka_unit_test(test_small_messages),
+		cmocka_unit_test(test_boot_config_extension),
+		cmocka_unit_test(test_boot_config_rejects),
+		cmocka_unit_test(test_net_preamble_roundtrip),
+		cmocka_unit_test(test_net_preamble_rejects),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,15 +7,20 @@
  *  - gexec_splice: EXEC, then the API client's connection (after its 101) and the guest's are
  *    joined: what one sends is written to the other, reading pauses while more than 1 MiB waits
  *    to be written (backpressure both ways), and either side closing ends both (the guest's
- *    output is flushed to the client first).
+ *    output is flushed to the client first). For the session ledger the splice follows the
+ *    frames going by (struct ftrack: the 6-byte headers, payload lengths, and the payloads of
+ *    the small STARTED/EXIT/ERROR frames, at most FT_SMALL bytes) and reports the exec's
+ *    outcome once (struct gexec_trace). The tracker only reads bytes that are already being
+ *    forwarded: it never holds data back, and a framing it cannot follow just ends tracking.
  *
  * Trust boundary: frames from the guest are hostile (parsed with proto.h under a 6 + 1 MiB cap);
- * the spliced bytes are not interpreted at all: the API client speaks the exec protocol to the
- * guest directly, as `capsem run` does. Thread: the loop.
+ * the spliced bytes are not changed: the API client speaks the exec protocol to the guest
+ * directly, as `capsem run` does. Thread: the loop.
  */
 #include "gexec.h"
 
 #include <stdio.h>
+#include <time.h>
 
 #include "log.h"
 #include "macro.h"
@@ -25,6 +30,7 @@
 #define CHUNK 65536u
 #define HIGH_WATER (1u << 20)
 #define ERR_CAP (64u * 1024u)
+#define FT_SMALL (8u + PROTO_MSG_MAX) /* the largest payload followed: ERROR */
 
 static char connect_line[] = "CONNECT 5001\n";
 
@@ -369,6 +375,17 @@ int gexec_run(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct
 
 enum { TO_GUEST = 0, TO_CLIENT = 1 };
 
+/* Frame tracking on one direction. */
+struct ftrack {
+	uint8_t hdr[PROTO_HDR_SIZE];
+	size_t hdr_n;
+	uint16_t type;
+	uint32_t len, left;
+	uint8_t small[FT_SMALL];
+	size_t small_n;
+	int broken;
+};
+
 struct splice {
 	uv_loop_t *loop;
 	struct httpd_conn *conn; /* until the upgrade */
@@ -381,6 +398,15 @@ struct splice {
 	int paused[2]; /* reading of the source of direction d is paused */
 	int open_handles;
 	int ending;
+	/* the ledger's view */
+	struct ftrack ft[2]; /* [TO_GUEST]: the client's frames, [TO_CLIENT]: the guest's */
+	struct gexec_trace tr;
+	struct proto_exec *exec;
+	char *error;
+	int exec_sent, traced;
+	gexec_trace_cb on_trace;
+	void (*on_free)(void *userdata);
+	void *userdata;
 };
 
 static void sp_handle_closed(uv_handle_t *h)
@@ -390,7 +416,114 @@ static void sp_handle_closed(uv_handle_t *h)
 	if (--sp->open_handles == 0) {
 		buf_done(&sp->exec_frame, 0);
 		buf_done(&sp->pre, 0);
+		proto_exec_free(sp->exec);
+		free(sp->error);
+		if (sp->on_free)
+			sp->on_free(sp->userdata);
 		free(sp);
+	}
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Report the exec once (after the EXEC frame went out). */
+static void sp_trace(struct splice *sp, const char *error)
+{
+	if (sp->traced || !sp->exec_sent || !sp->on_trace)
+		return;
+	sp->traced = 1;
+	sp->tr.exec = sp->exec;
+	sp->tr.ts_end = now_ms();
+	if (!sp->tr.got_exit && !sp->error && error)
+		sp->error = strdup(error);
+	sp->tr.error = sp->tr.got_exit ? NULL : sp->error;
+	sp->on_trace(&sp->tr, sp->userdata);
+}
+
+/* A whole small frame from direction d. */
+static void ft_frame(struct splice *sp, int d, uint16_t type, const uint8_t *p, size_t n)
+{
+	if (d != TO_CLIENT)
+		return;
+	if (type == PROTO_STARTED && proto_u32_decode(p, n, &sp->tr.pid) == 0) {
+		sp->tr.started = 1;
+	} else if (type == PROTO_EXIT) {
+		if (proto_exit_decode(p, n, &sp->tr.exit) == 0) {
+			sp->tr.got_exit = 1;
+			sp_trace(sp, NULL);
+		} else {
+			sp_trace(sp, "the guest agent sent a malformed EXIT frame");
+		}
+	} else if (type == PROTO_ERROR) {
+		struct proto_error e;
+		char *m = NULL;
+		if (proto_error_decode(p, n, &e) == 0 &&
+		    asprintf(&m, "the guest agent refused the command: %s", e.message) >= 0) {
+			free(sp->error);
+			sp->error = m;
+		}
+		sp_trace(sp, "the guest agent refused the command");
+	}
+}
+
+static int ft_small(uint16_t type)
+{
+	return type == PROTO_STARTED || type == PROTO_EXIT || type == PROTO_ERROR;
+}
+
+/* Follow the frames in bytes going in direction d. */
+static void ft_feed(struct splice *sp, int d, const uint8_t *p, size_t n)
+{
+	struct ftrack *f = &sp->ft[d];
+	if (!sp->on_trace)
+		return;
+	while (n > 0 && !f->broken) {
+		if (f->hdr_n < PROTO_HDR_SIZE) {
+			size_t k = MIN(n, PROTO_HDR_SIZE - f->hdr_n);
+			memcpy(f->hdr + f->hdr_n, p, k);
+			f->hdr_n += k;
+			p += k;
+			n -= k;
+			if (f->hdr_n < PROTO_HDR_SIZE)
+				return;
+			f->len = (uint32_t)f->hdr[0] << 24 | (uint32_t)f->hdr[1] << 16 |
+				 (uint32_t)f->hdr[2] << 8 | f->hdr[3];
+			f->type = (uint16_t)(f->hdr[4] << 8 | f->hdr[5]);
+			if (f->len > PROTO_MAX_PAYLOAD) {
+				/* the guest (or the client) will fail it; we stop here */
+				f->broken = 1;
+				if (!sp->error)
+					sp->error = strdup("the exec frames could not be followed");
+				return;
+			}
+			f->left = f->len;
+			f->small_n = 0;
+			if (f->type == PROTO_STDOUT && d == TO_CLIENT)
+				sp->tr.stdout_bytes += f->len;
+			else if (f->type == PROTO_STDERR && d == TO_CLIENT)
+				sp->tr.stderr_bytes += f->len;
+			else if (f->type == PROTO_STDIN && d == TO_GUEST)
+				sp->tr.stdin_bytes += f->len;
+		}
+		size_t k = MIN(n, (size_t)f->left);
+		int keep = ft_small(f->type) && f->len <= sizeof(f->small);
+		if (keep && k) {
+			memcpy(f->small + f->small_n, p, k);
+			f->small_n += k;
+		}
+		p += k;
+		n -= k;
+		f->left -= (uint32_t)k;
+		if (f->left == 0) {
+			f->hdr_n = 0;
+			if (keep)
+				ft_frame(sp, d, f->type, f->small, f->small_n);
+		}
 	}
 }
 
@@ -404,6 +537,7 @@ static void sp_close_side(struct splice *sp, int d)
 
 static void sp_end(struct splice *sp)
 {
+	sp_trace(sp, "the exec connection closed before the command's exit status was seen");
 	sp->ending = 1;
 	sp_close_side(sp, TO_GUEST);
 	sp_close_side(sp, TO_CLIENT);
@@ -484,6 +618,7 @@ static void sp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	int from_guest = (uv_pipe_t *)s == sp->side[TO_GUEST];
 	int d = from_guest ? TO_CLIENT : TO_GUEST;
 	if (nread > 0) {
+		ft_feed(sp, d, (const uint8_t *)b->base, (size_t)nread);
 		if (!sp->side[d])
 			free(b->base); /* the guest is gone: the client's late bytes are dropped */
 		else if (sp_write(sp, d, b->base, (size_t)nread) < 0)
@@ -550,11 +685,21 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		return;
 	}
 	memcpy(d, buf_head(&sp->exec_frame), n);
+	if (sp->on_trace) {
+		uint16_t ty;
+		const uint8_t *pl;
+		uint32_t len;
+		if (proto_frame_parse(buf_head(&sp->exec_frame), n, &ty, &pl, &len) > 0 &&
+		    ty == PROTO_EXEC)
+			(void)proto_exec_decode(pl, len, &sp->exec);
+	}
 	buf_done(&sp->exec_frame, 0);
 	if (sp_write(sp, TO_GUEST, d, n) < 0) {
 		sp_fail(sp, "the connection to the guest agent was lost");
 		return;
 	}
+	sp->exec_sent = 1;
+	sp->tr.ts_start = now_ms();
 	struct buf leftover;
 	uv_pipe_t *client;
 	httpd_detach(sp->conn,
@@ -567,6 +712,7 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	sp->open_handles++;
 	int bad = 0;
 	if (buf_len(&leftover)) {
+		ft_feed(sp, TO_GUEST, buf_head(&leftover), buf_len(&leftover));
 		char *c = malloc(buf_len(&leftover));
 		if (c) {
 			memcpy(c, buf_head(&leftover), buf_len(&leftover));
@@ -577,6 +723,7 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	buf_done(&leftover, 0);
 	if (buf_len(&sp->pre)) {
+		ft_feed(sp, TO_CLIENT, buf_head(&sp->pre), buf_len(&sp->pre));
 		char *c = malloc(buf_len(&sp->pre));
 		if (c) {
 			memcpy(c, buf_head(&sp->pre), buf_len(&sp->pre));
@@ -601,7 +748,8 @@ static void sp_on_timeout(uv_timer_t *t)
 	sp_fail(t->data, "the guest agent did not accept the exec connection in time");
 }
 
-void gexec_splice(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct httpd_conn *c)
+void gexec_splice(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct httpd_conn *c,
+		  gexec_trace_cb on_trace, void (*on_free)(void *userdata), void *userdata)
 {
 	struct splice *sp = calloc(1, sizeof(*sp));
 	uv_timer_t *t = calloc(1, sizeof(*t));
@@ -613,8 +761,13 @@ void gexec_splice(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, st
 		buf_done(exec_frame, 0);
 		httpd_reply_error(c, 503, "vm_failed", "cannot connect to the guest: %s",
 				  strerror(-k));
+		if (on_free)
+			on_free(userdata);
 		return;
 	}
+	sp->on_trace = on_trace;
+	sp->on_free = on_free;
+	sp->userdata = userdata;
 	sp->loop = loop;
 	sp->conn = c;
 	sp->exec_frame = *exec_frame;

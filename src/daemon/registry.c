@@ -71,19 +71,29 @@ void registry_now(char ret[32])
 json_t *registry_record_to_json(const struct vm_record *r)
 {
 	const struct vm_spec *s = &r->spec;
-	return json_pack("{s:s, s:s?, s:b, s:s, s:i, s:I, s:o, s:s, s:o, s:o, s:s, s:s?, s:o, "
-			 "s:s?, s:o, s:s, s:s?}",
-			 "id", r->id, "name", s->name, "persistent", r->persistent, "state",
-			 registry_state_name(r->state), "cpus", (int)s->cpus, "memory_mib",
-			 (json_int_t)s->memory_mib, "disk_mib",
-			 r->persistent ? json_integer((json_int_t)s->disk_mib) : json_null(),
-			 "image", s->image, "env", vmspec_env_json(s), "mounts",
-			 vmspec_mounts_json(s), "created", r->created, "started",
-			 r->started[0] ? r->started : NULL, "boot_ms",
-			 r->started[0] ? json_real(r->boot_ms) : json_null(), "accel",
-			 r->accel[0] ? r->accel : NULL, "pid",
-			 r->pid > 0 ? json_integer(r->pid) : json_null(), "vmdir", r->vmdir,
-			 "error", r->error);
+	char session[REGISTRY_ID_LEN + 16];
+	snprintf(session, sizeof(session), "%s-%u", r->id, r->boot);
+	json_t *j = json_pack("{s:s, s:s?, s:b, s:s, s:i, s:I, s:o, s:s, s:o, s:o, s:s, s:s?, s:o, "
+			      "s:s?, s:o, s:s, s:s?}",
+			      "id", r->id, "name", s->name, "persistent", r->persistent, "state",
+			      registry_state_name(r->state), "cpus", (int)s->cpus, "memory_mib",
+			      (json_int_t)s->memory_mib, "disk_mib",
+			      r->persistent ? json_integer((json_int_t)s->disk_mib) : json_null(),
+			      "image", s->image, "env", vmspec_env_json(s), "mounts",
+			      vmspec_mounts_json(s), "created", r->created, "started",
+			      r->started[0] ? r->started : NULL, "boot_ms",
+			      r->started[0] ? json_real(r->boot_ms) : json_null(), "accel",
+			      r->accel[0] ? r->accel : NULL, "pid",
+			      r->pid > 0 ? json_integer(r->pid) : json_null(), "vmdir", r->vmdir,
+			      "error", r->error);
+	/* the ledger session of the current (or last) boot */
+	if (j &&
+	    (json_object_set_new(j, "boot", json_integer(r->boot)) < 0 ||
+	     json_object_set_new(j, "session", r->boot ? json_string(session) : json_null()) < 0)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 void registry_record_done(struct vm_record *r)
@@ -181,6 +191,11 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	const char *accel = json_string_value(json_object_get(j, "accel"));
 	if (accel && (streq(accel, "kvm") || streq(accel, "tcg")))
 		snprintf(r.accel, sizeof(r.accel), "%s", accel);
+	v = json_object_get(j, "boot"); /* absent in records written before the ledger */
+	if (v &&
+	    (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 999999))
+		bad = 1;
+	r.boot = (unsigned)json_integer_value(v);
 	json_int_t pid = json_integer_value(json_object_get(j, "pid"));
 	r.pid = pid > 1 && pid < (1 << 30) ? (int)pid : 0;
 	const char *err = json_string_value(json_object_get(j, "error"));

@@ -22,6 +22,7 @@ struct vm_record {
 	double boot_ms;
 	char accel[8]; /* "kvm" or "tcg" once booted, "" before */
 	int pid;       /* capsem-vm's pid, 0 when none */
+	unsigned boot; /* boots so far (capsem-vm starts); session "<id>-<boot>" (docs/LEDGER.md) */
 	char *vmdir;
 	char *error; /* why it crashed or failed; NULL otherwise */
 };

@@ -191,7 +191,9 @@ static void test_exec_frame(void **state)
 
 static void test_record_roundtrip(void **state)
 {
-	struct vm_record r = { .persistent = 1, .state = VM_RUNNING, .boot_ms = 12.5, .pid = 42 };
+	struct vm_record r = {
+		.persistent = 1, .state = VM_RUNNING, .boot_ms = 12.5, .pid = 42, .boot = 3
+	};
 	char *err = NULL;
 	memcpy(r.id, "0123456789ab", 13);
 	assert_int_equal(spec_of("{\"name\":\"web\",\"env\":[\"A=1\"],\"mounts\":[{\"host\":"
@@ -206,8 +208,10 @@ static void test_record_roundtrip(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "state")), "running");
 	assert_int_equal(json_integer_value(json_object_get(j, "pid")), 42);
 	assert_true(json_is_null(json_object_get(j, "error")));
+	assert_string_equal(json_string_value(json_object_get(j, "session")), "0123456789ab-3");
 	struct vm_record back;
 	assert_int_equal(registry_record_from_json(j, &back), 0);
+	assert_int_equal(back.boot, 3);
 	assert_string_equal(back.id, r.id);
 	assert_string_equal(back.spec.name, "web");
 	assert_int_equal(back.state, VM_RUNNING);
@@ -224,6 +228,13 @@ static void test_record_roundtrip(void **state)
 	json_object_set_new(j, "state", json_string("stopped"));
 	json_object_set_new(j, "cpus", json_integer(1000));
 	assert_int_equal(registry_record_from_json(j, &back), -EBADMSG);
+	json_object_set_new(j, "cpus", json_integer(1));
+	json_object_set_new(j, "boot", json_integer(-1));
+	assert_int_equal(registry_record_from_json(j, &back), -EBADMSG);
+	json_object_del(j, "boot"); /* records from before the ledger */
+	assert_int_equal(registry_record_from_json(j, &back), 0);
+	assert_int_equal(back.boot, 0);
+	registry_record_done(&back);
 	json_decref(j);
 	registry_record_done(&r);
 }

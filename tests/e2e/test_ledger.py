@@ -1,0 +1,207 @@
+"""The session ledger end to end (docs/LEDGER.md): capsemd gives each boot of a VM a SQLite
+database that its capsem-vm writes; execs relayed by the daemon are recorded with their exit
+status, and `capsem events` / GET /vms/{ref}/events read them back, also after the VM is gone.
+
+One private CAPSEM_HOME for the module (the daemon is started on demand by the CLI and stopped
+at teardown, after which no process may mention the home)."""
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import CAPSEM, IMAGES, need_image, procs_mentioning, wait_for
+
+
+@pytest.fixture(scope="module")
+def lhome(tmp_path_factory):
+    need_image()
+    h = tmp_path_factory.mktemp("ledger") / "home"
+    h.mkdir()
+    yield h
+    p = cli(h, "list", "-a", "--json")
+    if p.returncode == 0:
+        ids = [v["id"] for v in json.loads(p.stdout)]
+        if ids:
+            cli(h, "delete", *ids)
+    pidfile = h / "run" / "capsemd.pid"
+    if pidfile.exists():
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                     open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, "capsemd to exit")
+        except (ValueError, ProcessLookupError, IndexError):
+            pass
+    left = procs_mentioning(str(h))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}"
+
+
+def env_of(h):
+    env = dict(os.environ, CAPSEM_HOME=str(h), CAPSEM_IMAGES_DIR=IMAGES)
+    env.pop("CAPSEM_NO_DAEMON", None)
+    return env
+
+
+def cli(h, *args, input=b"", timeout=180, check=None):
+    p = subprocess.run([CAPSEM, *args], input=input, capture_output=True, env=env_of(h),
+                       timeout=timeout)
+    if check is not None:
+        assert p.returncode == check, (args, p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def api(h, path):
+    """GET path on capsemd's socket: (status, parsed JSON)."""
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(60)
+            s.connect(str(h / "run" / "capsemd.sock"))
+            self.sock = s
+    c = Conn("capsemd")
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, json.loads(body)
+
+
+def events(h, *args):
+    p = cli(h, "events", *args, "--json", check=0)
+    return json.loads(p.stdout)
+
+
+def wait_event(h, ref, pred, *args, timeout=15):
+    """The first event of `capsem events REF ARGS --json` for which pred holds (events are
+    committed in batches: give the writer a moment)."""
+    def find():
+        for e in events(h, ref, *args):
+            if pred(e):
+                return e
+        return None
+    return wait_for(find, timeout, f"an event in {ref}")
+
+
+def test_exec_events(lhome):
+    p = cli(lhome, "create", "-n", "x", check=0)
+    vid = p.stdout.decode().strip()
+    info = json.loads(cli(lhome, "info", "x", "--json", check=0).stdout)
+    assert info["boot"] == 1 and info["session"] == f"{vid}-1"
+
+    # the database: one per boot, private
+    db = lhome / "sessions" / f"{vid}-1.db"
+    assert db.exists()
+    assert stat.S_IMODE(os.stat(lhome / "sessions").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+    # the issue's example: the command and its exit status
+    assert cli(lhome, "exec", "x", "--", "sh", "-c", "exit 3").returncode == 3
+    e = wait_event(lhome, "x", lambda e: e["argv"] == ["sh", "-c", "exit 3"], "--kind", "exec")
+    assert e["kind"] == "exec" and e["exit_code"] == 3 and e["signal"] is None
+    assert e["via"] == "cli" and e["tty"] is False and e["timed_out"] is False
+    assert e["ts_end"] >= e["ts"] and e["duration_ms"] >= 0 and e["pid"] > 1
+    assert e["stdout_bytes"] == 0 and e["stderr_bytes"] == 0 and e["error"] is None
+    assert len(e["exec_id"]) == 12
+
+    # byte counts, stdin, cwd
+    cli(lhome, "exec", "-w", "/tmp", "x", "--", "sh", "-c", "cat; echo hello; echo err >&2",
+        input=b"abc\n", check=0)
+    e = wait_event(lhome, "x", lambda e: e["argv"][-1:] == ["cat; echo hello; echo err >&2"],
+                   "--kind", "exec")
+    assert (e["stdin_bytes"], e["stdout_bytes"], e["stderr_bytes"]) == (4, 10, 4)
+    assert e["cwd"] == "/tmp" and e["exit_code"] == 0
+
+    # a timeout: killed by the agent
+    assert cli(lhome, "exec", "x", "--timeout", "1", "--", "sleep", "30").returncode == 124
+    e = wait_event(lhome, "x", lambda e: e["argv"] == ["sleep", "30"], "--kind", "exec")
+    assert e["timed_out"] is True and e["signal"] == 9 and e["exit_code"] is None
+
+    # the table
+    out = cli(lhome, "events", "x", "--kind", "exec", check=0).stdout.decode()
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "TIME", "KIND", "DETAILS"]
+    assert any("exit 3" in line and "sh -c 'exit 3'" in line for line in lines), out
+
+    # kinds, limit and since through the API
+    st, all_ex = api(lhome, "/vms/x/events?kind=exec")
+    assert st == 200 and len(all_ex) == 3 and [e["kind"] for e in all_ex] == ["exec"] * 3
+    st, last = api(lhome, "/vms/x/events?kind=exec&limit=1")
+    assert st == 200 and last == all_ex[-1:]
+    st, after = api(lhome, f"/vms/{vid}/events?kind=exec&since={all_ex[0]['id']}")
+    assert st == 200 and after == all_ex[1:]
+    st, err = api(lhome, "/vms/x/events?kind=bogus")
+    assert st == 400 and "kind" in err["error"]
+    st, err = api(lhome, "/vms/x/events?session=0000000000-1")
+    assert st == 400
+
+    # the ledger is plain SQLite
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = con.execute("SELECT argv, exit_code FROM exec ORDER BY id").fetchall()
+    con.close()
+    assert rows[0] == ('["sh","-c","exit 3"]', 3)
+
+
+def test_follow(lhome):
+    f = subprocess.Popen([CAPSEM, "events", "x", "--kind", "exec", "--follow", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_of(lhome))
+    try:
+        # the three execs so far, then the new one
+        seen = [json.loads(f.stdout.readline()) for _ in range(3)]
+        assert [e["kind"] for e in seen] == ["exec"] * 3
+        cli(lhome, "exec", "x", "--", "echo", "followed", check=0)
+        e = json.loads(f.stdout.readline())
+        assert e["argv"] == ["echo", "followed"] and e["id"] > seen[-1]["id"]
+    finally:
+        f.kill()
+        f.wait()
+
+
+def test_sessions_survive(lhome):
+    vid = json.loads(cli(lhome, "info", "x", "--json", check=0).stdout)["id"]
+    # a restart is a new boot: a new session, the old one stays readable
+    cli(lhome, "restart", "x", check=0)
+    info = json.loads(cli(lhome, "info", "x", "--json", check=0).stdout)
+    assert info["boot"] == 2 and info["session"] == f"{vid}-2"
+    assert events(lhome, "x", "--kind", "exec") == []
+    old = events(lhome, "x", "--kind", "exec", "--session", f"{vid}-1")
+    assert len(old) == 4
+    st, info1 = api(lhome, f"/sessions/{vid}-1")
+    assert st == 200 and info1["vm_name"] == "x" and info1["boot"] == 1
+    assert info1["image"] == "minimal" and info1["events"]["exec"] == 4
+    assert info1["ended"] >= info1["started"]
+
+    # deleted: still there, by id, by name and by session id
+    cli(lhome, "delete", "x", check=0)
+    assert len(events(lhome, vid, "--kind", "exec", "--session", f"{vid}-1")) == 4
+    assert events(lhome, vid, "--kind", "exec") == []  # its latest boot: 2
+    assert len(events(lhome, f"{vid}-1", "--kind", "exec")) == 4
+    assert events(lhome, "x", "--kind", "exec") == []
+    st, lst = api(lhome, "/sessions")
+    assert st == 200 and {s["session"] for s in lst} >= {f"{vid}-1", f"{vid}-2"}
+    assert all(s["vm_name"] == "x" for s in lst if s["vm_id"] == vid)
+    table = cli(lhome, "events", "--sessions", check=0).stdout.decode()
+    assert f"{vid}-1" in table
+
+    p = cli(lhome, "events", "nosuchvm")
+    assert p.returncode == 1 and b"no VM or session" in p.stderr
+    assert cli(lhome, "events", "x", "--kind", "bogus").returncode == 2
+
+
+def test_ephemeral_run_recorded(lhome):
+    before = {s["session"] for s in api(lhome, "/sessions")[1]}
+    p = cli(lhome, "run", "--", "sh", "-c", "echo ran; exit 5")
+    assert p.returncode == 5 and p.stdout == b"ran\n"
+    new = [s for s in api(lhome, "/sessions")[1] if s["session"] not in before]
+    assert len(new) == 1 and new[0]["boot"] == 1 and new[0]["vm_name"] is None
+    ev = events(lhome, new[0]["session"], "--kind", "exec")
+    assert [(e["argv"], e["exit_code"], e["stdout_bytes"]) for e in ev] == \
+        [(["sh", "-c", "echo ran; exit 5"], 5, 4)]

@@ -53,6 +53,7 @@ struct toml_value {
 	enum toml_type type;
 	uint8_t flags;
 	uint16_t depth;
+	uint32_t offset; /* byte offset of the value (or table header) in the text, capped */
 	union {
 		struct {
 			char *ptr; /* NUL-terminated; also used for date/time text */
@@ -229,6 +230,7 @@ static int value_new(struct parser *p, enum toml_type type, unsigned depth, stru
 	p->values++;
 	v->type = type;
 	v->depth = (uint16_t)depth;
+	v->offset = p->pos > UINT32_MAX ? UINT32_MAX : (uint32_t)p->pos;
 	if (type == TOML_TABLE) {
 		v->u.t.seed[0] = p->seed[0];
 		v->u.t.seed[1] = p->seed[1];
@@ -1345,6 +1347,19 @@ static int parse_document(struct parser *p, struct toml_value *root)
 		if (r == 0)
 			return fail(p, p->pos, "expected a newline after the expression");
 	}
+}
+
+size_t toml_offset(const struct toml_value *v)
+{
+	return v ? v->offset : 0;
+}
+
+unsigned toml_line_at(const char *text, size_t len, size_t offset)
+{
+	unsigned line = 1;
+	for (size_t i = 0; i < offset && i < len; i++)
+		line += text[i] == '\n';
+	return line;
 }
 
 static void locate(const struct parser *p, struct toml_error *e)

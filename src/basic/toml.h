@@ -94,6 +94,12 @@ size_t toml_table_size(const struct toml_value *tbl);
 const char *toml_table_key(const struct toml_value *tbl, size_t i, size_t *ret_key_len);
 const struct toml_value *toml_table_value(const struct toml_value *tbl, size_t i);
 
+/* Where v was found: the byte offset in the parsed text where the value starts (for a table,
+ * just after its [header] or dotted key; 0 for the root and NULL), so that a checker of the
+ * tree can name a line: toml_line_at(text, len, toml_offset(v)) is its 1-based line. */
+size_t toml_offset(const struct toml_value *v);
+unsigned toml_line_at(const char *text, size_t len, size_t offset);
+
 /* Arrays: size (0 for NULL or a non-array) and element i (NULL when out of range). */
 size_t toml_array_size(const struct toml_value *arr);
 const struct toml_value *toml_array_at(const struct toml_value *arr, size_t i);

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 
+#include "cfgcmd.h"
 #include "config.h"
 #include "ibuild.h"
 #include "image.h"
@@ -26,10 +27,14 @@ static void help(void)
 	       "Commands:\n"
 	       "  kernel     build the guest kernel (ELF vmlinux) from Debian's linux-source-6.1\n"
 	       "  initramfs  build the minimal initramfs (capsem-guest as /init + busybox)\n"
-	       "  rootfs     build the Debian root file system image (squashfs, needs root)\n"
+	       "  rootfs     build the Debian root file system of an image config (root)\n"
 	       "  image      kernel + initramfs (+ rootfs) installed as an image with a SHA-256\n"
 	       "             manifest\n"
 	       "  verify     check an image directory against its manifest\n"
+	       "  validate   check an image config directory (guest/config)\n"
+	       "  plan       show what building an image config would do (layers, keys)\n"
+	       "  inspect    describe an installed image (versions, packages, sizes)\n"
+	       "  new        start a custom image config from guest/config\n"
 	       "  version    print the version\n"
 	       "\n"
 	       "Run 'capsem-builder COMMAND --help' for a command's options.\n"
@@ -55,6 +60,14 @@ int main(int argc, char **argv)
 		return cmd_image(argc - 1, argv + 1);
 	if (streq(cmd, "verify"))
 		return cmd_verify(argc - 1, argv + 1);
+	if (streq(cmd, "validate"))
+		return cmd_validate(argc - 1, argv + 1);
+	if (streq(cmd, "plan"))
+		return cmd_plan(argc - 1, argv + 1);
+	if (streq(cmd, "inspect"))
+		return cmd_inspect(argc - 1, argv + 1);
+	if (streq(cmd, "new"))
+		return cmd_new(argc - 1, argv + 1);
 	if (streq(cmd, "version") || streq(cmd, "--version")) {
 		printf("capsem-builder %s\n", CAPSEM_VERSION);
 		return 0;

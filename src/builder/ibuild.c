@@ -1,11 +1,15 @@
 /* ibuild.c - the "initramfs" step: read the guest binary and busybox, ask busybox for its applet
- * list, lay the archive out (initramfs.c), write it with our own cpio writer (cpio.c), optionally
- * gzip it, and publish it under <cache>/initramfs/<key16>/ by renaming a staging directory.
- * key = SHA-256(recipe, compression, guest binary bytes, busybox bytes) (cachekey.h).
+ * list, collect Debian's nft with the shared libraries and ELF interpreter it needs (the
+ * interpreter named in its PT_INTERP, asked `--list` like ldd does), lay the archive out
+ * (initramfs.c), write it with our own cpio writer (cpio.c), optionally gzip it, and publish it
+ * under <cache>/initramfs/<key16>/ by renaming a staging directory.
+ * key = SHA-256(recipe, compression, guest binary bytes, busybox bytes, each extra file's path,
+ * mode and bytes) (cachekey.h).
  *
- * Trust boundary: local files the user pointed at. Both binaries must be static x86-64 ELF (the
- * initramfs has no libc); the applet list busybox prints is validated before use. Main thread of
- * capsem-builder.
+ * Trust boundary: local files the user pointed at. The guest binary and busybox must be static
+ * x86-64 ELF; nft is dynamic and brings its libraries, each stored at the absolute path the
+ * host's loader resolved. The applet list and the loader's list are validated before use. Main
+ * thread of capsem-builder.
  */
 #include "ibuild.h"
 
@@ -85,6 +89,98 @@ static int busybox_applets(const char *path, char ***ret)
 	return 0;
 }
 
+#define LIB_MAX (64u << 20)
+#define LDLIST_MAX (64u << 10)
+
+struct extra_files {
+	struct initramfs_file f[INITRAMFS_MAX_LIBS + 1];
+	char *data[INITRAMFS_MAX_LIBS + 1];
+	char **paths;
+	size_t n;
+};
+
+static int strv_contains_path(char *const *v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (streq(v[i], s))
+			return 1;
+	return 0;
+}
+
+static void extra_files_done(struct extra_files *x)
+{
+	for (size_t i = 0; i < x->n; i++)
+		free(x->data[i]);
+	strv_free(x->paths);
+	memset(x, 0, sizeof(*x));
+}
+
+static int extra_add(struct extra_files *x, const char *path, const char *src, unsigned mode)
+{
+	size_t len = 0;
+	char *data = NULL;
+	int r;
+
+	if (x->n >= ELEMENTSOF(x->f))
+		return log_error_errno(-E2BIG, "initramfs: too many files for nft");
+	r = util_read_file(src, LIB_MAX, &data, &len);
+	if (r < 0)
+		return log_error_errno(r, "initramfs: %s", src);
+	x->data[x->n] = data;
+	x->f[x->n] =
+		(struct initramfs_file){ .path = path, .mode = mode, .data = data, .len = len };
+	x->n++;
+	return 0;
+}
+
+/* nft at /usr/sbin/nft, then every library the loader lists (the interpreter included) at its
+ * own absolute path. */
+static int collect_nft(const char *nft, struct extra_files *x)
+{
+	_cleanup_free_ char *bin = NULL, *list = NULL, *exe = NULL;
+	char interp[256];
+	size_t len = 0;
+	int r;
+
+	r = util_read_file(nft, LIB_MAX, &bin, &len);
+	if (r < 0)
+		return log_error_errno(
+			r, "initramfs: --nft %s (install nftables or pass --nft none)", nft);
+	r = initramfs_elf_interp(bin, len, interp, sizeof(interp));
+	if (r == -ENOENT)
+		interp[0] = 0; /* a static nft: nothing more to bring */
+	else if (r < 0)
+		return log_error_errno(r, "initramfs: --nft %s: not an x86-64 ELF executable", nft);
+	r = extra_add(x, "/usr/sbin/nft", nft, 0755);
+	if (r < 0 || !interp[0])
+		return r;
+	if (asprintf(&exe, "%s%s", strchr(nft, '/') ? "" : "./", nft) < 0)
+		return log_oom();
+	char *argv[] = { interp, "--list", exe, NULL };
+	r = run_capture(argv, LDLIST_MAX, &list);
+	if (r < 0)
+		return log_error_errno(r, "initramfs: cannot run %s --list %s", interp, nft);
+	if (r > 0)
+		return log_error_errno(-EIO, "initramfs: %s --list %s failed (exit %d)", interp,
+				       nft, r);
+	r = initramfs_parse_ldlist(list, &x->paths);
+	if (r == -ENOENT)
+		return log_error_errno(r, "initramfs: a library of %s is missing on this host",
+				       nft);
+	if (r < 0)
+		return log_error_errno(r, "initramfs: unexpected output of %s --list %s", interp,
+				       nft);
+	if (!strv_contains_path(x->paths, interp) && strv_push(&x->paths, interp) < 0)
+		return log_oom();
+	for (size_t i = 0; x->paths[i]; i++) {
+		r = extra_add(x, x->paths[i], x->paths[i],
+			      streq(x->paths[i], interp) ? 0755 : 0644);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int find_cached(const char *dir, struct ibuild_result *ret)
 {
 	json_t *info = NULL;
@@ -106,28 +202,22 @@ static int find_cached(const char *dir, struct ibuild_result *ret)
 	return 1;
 }
 
-int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
+static int ibuild_run_files(const struct ibuild_opts *o, struct ibuild_result *ret,
+			    const char *guest, size_t guest_len, const char *bb, size_t bb_len,
+			    const struct extra_files *x, double start)
 {
-	_cleanup_free_ char *guest = NULL, *bb = NULL, *dir = NULL, *parent = NULL, *stage = NULL;
+	_cleanup_free_ char *dir = NULL, *parent = NULL, *stage = NULL;
 	_cleanup_free_ char *img = NULL;
 	_cleanup_strv_free_ char **applets = NULL;
 	_cleanup_cpio_ struct cpio *c = NULL;
 	struct ibuild_result res = { 0 };
 	struct buf archive, gz;
-	size_t guest_len = 0, bb_len = 0;
-	double start = util_now();
 	char key16[CACHEKEY_SHORT_LEN + 1], now[32];
 	char guest_sha[SHA256_HEX_LEN + 1], bb_sha[SHA256_HEX_LEN + 1];
 	const char *cname = initramfs_compress_name(o->compress);
 	int r;
 
-	r = read_static_binary("--guest-bin", o->guest_bin, &guest, &guest_len);
-	if (r < 0)
-		return r;
-	r = read_static_binary("--busybox", o->busybox, &bb, &bb_len);
-	if (r < 0)
-		return r;
-	r = cachekey_initramfs(cname, guest, guest_len, bb, bb_len, res.key);
+	r = cachekey_initramfs(cname, guest, guest_len, bb, bb_len, x->f, x->n, res.key);
 	if (r == 0)
 		r = sha256_hex_buf(guest, guest_len, guest_sha);
 	if (r == 0)
@@ -162,7 +252,9 @@ int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
 				       .guest_len = guest_len,
 				       .busybox = bb,
 				       .busybox_len = bb_len,
-				       .applets = applets };
+				       .applets = applets,
+				       .extra = x->f,
+				       .n_extra = x->n };
 	r = initramfs_layout(c, &in);
 	if (r < 0)
 		return log_error_errno(r, "initramfs: cannot lay out the archive");
@@ -223,6 +315,36 @@ int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
 	return 0;
 }
 
+int ibuild_run(const struct ibuild_opts *o, struct ibuild_result *ret)
+{
+	_cleanup_free_ char *guest = NULL, *bb = NULL;
+	struct ibuild_result res = { 0 };
+	struct extra_files x = { 0 };
+	const char *nft = o->nft ? o->nft : IBUILD_DEFAULT_NFT;
+	size_t guest_len = 0, bb_len = 0;
+	double start = util_now();
+	int r;
+
+	r = read_static_binary("--guest-bin", o->guest_bin, &guest, &guest_len);
+	if (r < 0)
+		return r;
+	r = read_static_binary("--busybox", o->busybox, &bb, &bb_len);
+	if (r < 0)
+		return r;
+	if (!streq(nft, "none")) {
+		r = collect_nft(nft, &x);
+		if (r < 0) {
+			extra_files_done(&x);
+			return r;
+		}
+	}
+	r = ibuild_run_files(o, &res, guest, guest_len, bb, bb_len, &x, start);
+	extra_files_done(&x);
+	if (r == 0)
+		*ret = res;
+	return r;
+}
+
 static void initramfs_help(void)
 {
 	printf("Usage: capsem-builder initramfs --guest-bin FILE [OPTIONS]\n"
@@ -230,25 +352,28 @@ static void initramfs_help(void)
 	       "Build the minimal initramfs: /init (the static capsem-guest binary),\n"
 	       "/usr/bin/capsem-agent -> /init, busybox-static with a link per applet, "
 	       "/dev/console,\n"
-	       "/dev/null, /etc/{passwd,group,hostname}. A deterministic newc cpio (uid/gid 0,\n"
+	       "/dev/null, /etc/{passwd,group,hostname}, nft with its shared libraries (for the\n"
+	       "guest's egress rules). A deterministic newc cpio (uid/gid 0,\n"
 	       "mtime 0, sorted), cached by a hash of its inputs. Prints the initrd.img path.\n"
 	       "\n"
 	       "Options:\n"
 	       "      --guest-bin FILE     static capsem-guest binary (required)\n"
 	       "      --busybox FILE       static busybox (default %s)\n"
+	       "      --nft FILE|none      nft binary (default %s)\n"
 	       "      --compress none|gzip (default none: fastest to unpack under TCG)\n"
 	       "      --cache DIR          cache root (default $CAPSEM_CACHE or ~/.cache/capsem)\n"
 	       "      --json               print "
 	       "{\"path\",\"key\",\"size\",\"seconds\",\"cached\"}\n"
 	       "  -h, --help               this help\n",
-	       IBUILD_DEFAULT_BUSYBOX);
+	       IBUILD_DEFAULT_BUSYBOX, IBUILD_DEFAULT_NFT);
 }
 
 int cmd_initramfs(int argc, char **argv)
 {
-	enum { ARG_GUEST = 0x100, ARG_BUSYBOX, ARG_COMPRESS, ARG_CACHE, ARG_JSON };
+	enum { ARG_GUEST = 0x100, ARG_BUSYBOX, ARG_NFT, ARG_COMPRESS, ARG_CACHE, ARG_JSON };
 	static const struct option opts[] = { { "guest-bin", required_argument, NULL, ARG_GUEST },
 					      { "busybox", required_argument, NULL, ARG_BUSYBOX },
+					      { "nft", required_argument, NULL, ARG_NFT },
 					      { "compress", required_argument, NULL, ARG_COMPRESS },
 					      { "cache", required_argument, NULL, ARG_CACHE },
 					      { "json", no_argument, NULL, ARG_JSON },
@@ -265,6 +390,9 @@ int cmd_initramfs(int argc, char **argv)
 			break;
 		case ARG_BUSYBOX:
 			o.busybox = optarg;
+			break;
+		case ARG_NFT:
+			o.nft = optarg;
 			break;
 		case ARG_COMPRESS:
 			if (initramfs_compress_from_name(optarg, &o.compress) < 0) {

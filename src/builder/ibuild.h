@@ -8,11 +8,13 @@
 #include "sha256.h"
 
 #define IBUILD_DEFAULT_BUSYBOX "/bin/busybox"
+#define IBUILD_DEFAULT_NFT "/usr/sbin/nft"
 
 struct ibuild_opts {
 	const char *guest_bin; /* static capsem-guest */
 	const char *busybox;   /* static busybox */
-	const char *cache;     /* cache root (resolved) */
+	const char *nft;   /* nft (dynamic, Debian's); NULL = IBUILD_DEFAULT_NFT, "none" = skip */
+	const char *cache; /* cache root (resolved) */
 	enum initramfs_compress compress;
 };
 

@@ -1,7 +1,7 @@
 /* image.c - "image": build (or find) the kernel and the initramfs (and, with --rootfs, the Debian
  * root file system image), then install them as
- * <images>/<name>/{vmlinux,initrd.img[,rootfs.sqfs],manifest.json}; "verify": check an image
- * directory.
+ * <images>/<name>/{vmlinux,initrd.img[,rootfs.erofs|sqfs,build.json],manifest.json};
+ * "verify": check an image directory.
  *
  * Installation is atomic for readers: the three files are written into a staging directory next
  * to the image (a hard link for the rootfs when the cache is on the same file system, else a
@@ -52,7 +52,7 @@ static int image_name_valid(const char *s)
 
 /* 1 when dir already is a valid image of exactly these files (rootfs NULL: none). */
 static int image_up_to_date(const char *dir, const char *name, const char *kernel,
-			    const char *initrd, const char *rootfs)
+			    const char *initrd, const char *rootfs, const char *rootfs_file)
 {
 	_cleanup_manifest_ struct manifest *m = NULL;
 	char k[SHA256_HEX_LEN + 1], i[SHA256_HEX_LEN + 1], rf[SHA256_HEX_LEN + 1];
@@ -62,8 +62,13 @@ static int image_up_to_date(const char *dir, const char *name, const char *kerne
 		return 0;
 	if (!!rootfs != !!m->rootfs.file)
 		return 0;
+	if (rootfs) {
+		_cleanup_free_ char *info = NULL;
+		if (asprintf(&info, "%s/" ROOTFS_BUILD_INFO, dir) < 0 || !util_is_file(info))
+			return 0;
+	}
 	if (rootfs && (sha256_hex_file(rootfs, rf, NULL) < 0 || !streq(m->rootfs.sha256, rf) ||
-		       !streq(m->rootfs.file, ROOTFS_FILE)))
+		       !streq(m->rootfs.file, rootfs_file)))
 		return 0;
 	return streq(m->name, name) && streq(m->arch, KBUILD_ARCH) && streq(m->kernel.sha256, k) &&
 	       streq(m->initrd.sha256, i) && streq(m->kernel.file, KERNEL_FILE) &&
@@ -79,17 +84,20 @@ static int place_rootfs(const char *src, const char *dst)
 	return util_copy_atomic(src, dst, 0644);
 }
 
+/* rr NULL: no root file system image. */
 static int install(const char *images, const char *name, const struct kbuild_result *k,
-		   const struct ibuild_result *ir, const char *rootfs, char **ret_dir)
+		   const struct ibuild_result *ir, const struct rootfs_result *rr, char **ret_dir)
 {
 	_cleanup_free_ char *dir = NULL, *stage = NULL, *kdst = NULL, *idst = NULL, *err = NULL;
-	_cleanup_free_ char *rdst = NULL;
+	_cleanup_free_ char *rdst = NULL, *bdst = NULL;
+	const char *rootfs = rr ? rr->path : NULL;
+	const char *rootfs_file = rr ? rr->plan.file : NULL;
 	struct manifest m = { .name = (char *)name, .arch = (char *)KBUILD_ARCH };
 	int r;
 
 	if (asprintf(&dir, "%s/%s", images, name) < 0)
 		return log_oom();
-	if (image_up_to_date(dir, name, k->path, ir->path, rootfs)) {
+	if (image_up_to_date(dir, name, k->path, ir->path, rootfs, rootfs_file)) {
 		log_info("image: %s is up to date", dir);
 		*ret_dir = TAKE_PTR(dir);
 		return 0;
@@ -101,7 +109,8 @@ static int install(const char *images, const char *name, const struct kbuild_res
 		return log_error_errno(r, "image: cannot create a directory in %s", images);
 	if (asprintf(&kdst, "%s/%s", stage, KERNEL_FILE) < 0 ||
 	    asprintf(&idst, "%s/%s", stage, INITRD_FILE) < 0 ||
-	    asprintf(&rdst, "%s/%s", stage, ROOTFS_FILE) < 0) {
+	    asprintf(&rdst, "%s/%s", stage, rootfs_file ? rootfs_file : "none") < 0 ||
+	    asprintf(&bdst, "%s/" ROOTFS_BUILD_INFO, stage) < 0) {
 		rm_rf(stage);
 		return log_oom();
 	}
@@ -115,7 +124,10 @@ static int install(const char *images, const char *name, const struct kbuild_res
 	if (r == 0 && rootfs) {
 		r = place_rootfs(rootfs, rdst);
 		if (r == 0)
-			r = manifest_asset_from_file(&m.rootfs, stage, ROOTFS_FILE, NULL);
+			r = manifest_asset_from_file(&m.rootfs, stage, rootfs_file, NULL);
+		/* what is inside (versions, packages): for capsem-builder inspect */
+		if (r == 0)
+			r = util_copy_atomic(rr->info, bdst, 0644);
 	}
 	if (r == 0)
 		r = manifest_write(stage, &m);
@@ -167,15 +179,14 @@ static void image_help(void)
 	       "      --source FILE        kernel source tarball (default %s)\n"
 	       "      --cache DIR          cache root (default $CAPSEM_CACHE or ~/.cache/capsem)\n"
 	       "  -j, --jobs N             parallel make jobs (default: online CPUs)\n"
-	       "      --rootfs             also build (or find) the Debian rootfs image and\n"
-	       "                           install it as rootfs.sqfs (see capsem-builder rootfs)\n"
-	       "      --packages LIST      rootfs packages (default \"%s\")\n"
-	       "      --node-version V     rootfs Node.js version selector (default %s)\n"
+	       "      --rootfs             also build (or find) the Debian root file system of\n"
+	       "                           the default image config (see capsem-builder rootfs)\n"
+	       "      --config DIR         the same from image config DIR (implies --rootfs; the\n"
+	       "                           name defaults to the config's image.name)\n"
 	       "      --json               print "
 	       "{\"dir\",\"name\",\"kernel\",\"initrd\",[\"rootfs\",]\"seconds\"}\n"
 	       "  -h, --help               this help\n",
-	       IBUILD_DEFAULT_BUSYBOX, CAPSEM_SOURCE_ROOT, UTIL_DEFAULT_TARBALL,
-	       ROOTFS_DEFAULT_PACKAGES, ROOTFS_DEFAULT_NODE);
+	       IBUILD_DEFAULT_BUSYBOX, CAPSEM_SOURCE_ROOT, UTIL_DEFAULT_TARBALL);
 }
 
 static int print_json(json_t *j)
@@ -202,8 +213,7 @@ int cmd_image(int argc, char **argv)
 		ARG_CACHE,
 		ARG_JSON,
 		ARG_ROOTFS,
-		ARG_PACKAGES,
-		ARG_NODE
+		ARG_CONFIG
 	};
 	static const struct option opts[] = { { "name", required_argument, NULL, ARG_NAME },
 					      { "guest-bin", required_argument, NULL, ARG_GUEST },
@@ -217,20 +227,16 @@ int cmd_image(int argc, char **argv)
 					      { "json", no_argument, NULL, ARG_JSON },
 					      { "rootfs", no_argument, NULL, ARG_ROOTFS },
 					      { "with-rootfs", no_argument, NULL, ARG_ROOTFS },
-					      { "packages", required_argument, NULL, ARG_PACKAGES },
-					      { "node-version", required_argument, NULL, ARG_NODE },
+					      { "config", required_argument, NULL, ARG_CONFIG },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
-	struct rootfs_opts ro = { .suite = ROOTFS_DEFAULT_SUITE,
-				  .packages = ROOTFS_DEFAULT_PACKAGES,
-				  .node_version = ROOTFS_DEFAULT_NODE,
-				  .npm_version = ROOTFS_DEFAULT_NPM };
+	const char *config = NULL;
 	int with_rootfs = 0;
 	struct kbuild_opts ko = { .fragment = CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config",
 				  .source = UTIL_DEFAULT_TARBALL,
 				  .jobs = util_default_jobs() };
 	struct ibuild_opts io = { .busybox = IBUILD_DEFAULT_BUSYBOX };
-	const char *name = "minimal", *images_opt = NULL, *cache_opt = NULL;
+	const char *name = NULL, *images_opt = NULL, *cache_opt = NULL;
 	int json = 0, c, rc = 1;
 	double start = util_now();
 
@@ -276,12 +282,8 @@ int cmd_image(int argc, char **argv)
 		case ARG_ROOTFS:
 			with_rootfs = 1;
 			break;
-		case ARG_PACKAGES:
-			ro.packages = optarg;
-			with_rootfs = 1;
-			break;
-		case ARG_NODE:
-			ro.node_version = optarg;
+		case ARG_CONFIG:
+			config = optarg;
 			with_rootfs = 1;
 			break;
 		case 'h':
@@ -295,6 +297,15 @@ int cmd_image(int argc, char **argv)
 		log_error("image: unexpected argument '%s' (see --help)", argv[optind]);
 		return 2;
 	}
+	_cleanup_(imgcfg_freep) struct imgcfg *cfg = NULL;
+	if (with_rootfs) {
+		if (rootfs_load_config(config ? config : rootfs_default_config(), &cfg) < 0)
+			return 1;
+		if (!name)
+			name = cfg->name;
+	}
+	if (!name)
+		name = "minimal";
 	if (!image_name_valid(name)) {
 		log_error("image: --name '%s': use 1-64 of [A-Za-z0-9._-], not starting with '.'",
 			  name);
@@ -309,15 +320,15 @@ int cmd_image(int argc, char **argv)
 	_cleanup_free_ char *dir = NULL;
 	if (!cache || !images)
 		return log_oom(), 1;
-	ko.cache = io.cache = ro.cache = cache;
+	ko.cache = io.cache = cache;
 
 	struct kbuild_result kr = { 0 };
 	struct ibuild_result ir = { 0 };
 	struct rootfs_result rr = { 0 };
 	/* the initramfs first: it takes a second and fails fast on a bad --guest-bin */
 	if (ibuild_run(&io, &ir) < 0 || kbuild_run(&ko, &kr) < 0 ||
-	    (with_rootfs && rootfs_run(&ro, &rr) < 0) ||
-	    install(images, name, &kr, &ir, with_rootfs ? rr.path : NULL, &dir) < 0)
+	    (with_rootfs && rootfs_run(cfg, cache, &rr) < 0) ||
+	    install(images, name, &kr, &ir, with_rootfs ? &rr : NULL, &dir) < 0)
 		goto out;
 	if (json) {
 		json_t *j = json_pack("{s:s, s:s, s:{s:s, s:s, s:b}, s:{s:s, s:b}, s:f}", "dir",
@@ -326,9 +337,9 @@ int cmd_image(int argc, char **argv)
 				      "cached", ir.cached, "seconds", util_now() - start);
 		if (j && with_rootfs &&
 		    json_object_set_new(j, "rootfs",
-					json_pack("{s:s, s:s, s:b, s:f}", "key", rr.key, "node",
-						  rr.node_release, "cached", rr.cached, "seconds",
-						  rr.seconds)) < 0) {
+					json_pack("{s:s, s:s, s:b, s:f}", "key", rr.plan.image.key,
+						  "node", rr.node_release, "cached", rr.cached,
+						  "seconds", rr.seconds)) < 0) {
 			json_decref(j);
 			j = NULL;
 		}

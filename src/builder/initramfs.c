@@ -126,6 +126,105 @@ int initramfs_parse_applets(const char *text, int full, char ***ret, size_t *ret
 	return 0;
 }
 
+int initramfs_elf_interp(const void *p, size_t n, char *ret, size_t cap)
+{
+	const unsigned char *b = p;
+	Elf64_Ehdr eh;
+
+	if (n < sizeof(eh) || memcmp(b, ELFMAG, SELFMAG) != 0)
+		return -ENOEXEC;
+	memcpy(&eh, b, sizeof(eh));
+	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
+	    eh.e_machine != EM_X86_64 || (eh.e_type != ET_EXEC && eh.e_type != ET_DYN))
+		return -ENOEXEC;
+	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > 512 ||
+	    eh.e_phoff > n || (n - eh.e_phoff) / sizeof(Elf64_Phdr) < eh.e_phnum)
+		return -ENOEXEC;
+	for (size_t i = 0; i < eh.e_phnum; i++) {
+		Elf64_Phdr ph;
+		memcpy(&ph, b + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+		if (ph.p_type != PT_INTERP)
+			continue;
+		/* a NUL-terminated absolute path inside the file, shorter than cap */
+		if (ph.p_offset > n || ph.p_filesz > n - ph.p_offset || ph.p_filesz < 2 ||
+		    ph.p_filesz > cap)
+			return -ENOEXEC;
+		const char *s = (const char *)b + ph.p_offset;
+		size_t len = ph.p_filesz - 1;
+		if (s[len] != 0 || memchr(s, 0, len) || s[0] != '/' ||
+		    !applet_path_valid(s + 1, len - 1))
+			return -ENOEXEC;
+		memcpy(ret, s, len + 1);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* One absolute path of [A-Za-z0-9._+-] components, as the loader prints them. */
+static int lib_path_valid(const char *s, size_t n)
+{
+	return n >= 2 && s[0] == '/' && applet_path_valid(s + 1, n - 1) && !memchr(s, '[', n) &&
+	       !memchr(s, ']', n);
+}
+
+static int push_unique(char ***v, const char *s, size_t n)
+{
+	for (size_t i = 0; *v && (*v)[i]; i++)
+		if (strlen((*v)[i]) == n && memcmp((*v)[i], s, n) == 0)
+			return 0;
+	if (strv_length(*v) >= INITRAMFS_MAX_LIBS)
+		return -E2BIG;
+	return strv_pushf(v, "%.*s", (int)n, s);
+}
+
+int initramfs_parse_ldlist(const char *text, char ***ret)
+{
+	_cleanup_strv_free_ char **v = NULL;
+	const char *s = text;
+
+	while (*s) {
+		const char *nl = strchr(s, '\n');
+		size_t n = nl ? (size_t)(nl - s) : strlen(s);
+		const char *l = s, *arrow, *path;
+		size_t len;
+		int r;
+
+		s += n + (nl ? 1 : 0);
+		while (n > 0 && (l[n - 1] == '\r' || l[n - 1] == ' ' || l[n - 1] == '\t'))
+			n--;
+		while (n > 0 && (*l == ' ' || *l == '\t')) {
+			l++;
+			n--;
+		}
+		if (n == 0)
+			continue;
+		arrow = memmem(l, n, " => ", 4);
+		if (arrow) {
+			path = arrow + 4;
+			len = n - (size_t)(path - l);
+			if (len >= 9 && memcmp(path, "not found", 9) == 0)
+				return -ENOENT;
+		} else {
+			path = l;
+			len = n;
+		}
+		/* "<path> (0x...)", or a bare "<name> (0x...)" for the vDSO */
+		const char *paren = memmem(path, len, " (0x", 4);
+		if (!paren || path[len - 1] != ')')
+			return -EBADMSG;
+		len = (size_t)(paren - path);
+		if (!arrow && len > 0 && path[0] != '/' && !memchr(path, '/', len))
+			continue; /* linux-vdso.so.1: in the kernel, not a file */
+		if (!lib_path_valid(path, len))
+			return -EBADMSG;
+		r = push_unique(&v, path, len);
+		if (r < 0)
+			return r;
+	}
+	*ret = TAKE_PTR(v);
+	return 0;
+}
+
 static int add_text(struct cpio *c, const char *path, const char *text)
 {
 	return cpio_add_file(c, path, 0644, text, strlen(text));
@@ -151,6 +250,8 @@ int initramfs_layout(struct cpio *c, const struct initramfs_inputs *in)
 	if (r == 0)
 		r = cpio_add_symlink(c, "/usr/bin/capsem-agent", "/init");
 	if (r == 0)
+		r = cpio_add_symlink(c, "/usr/bin/capsem-doctor", "/init");
+	if (r == 0)
 		r = cpio_add_file(c, "/bin/busybox", 0755, in->busybox, in->busybox_len);
 	if (r == 0)
 		r = cpio_add_chardev(c, "/dev/console", 0600, 5, 1);
@@ -162,6 +263,9 @@ int initramfs_layout(struct cpio *c, const struct initramfs_inputs *in)
 		r = add_text(c, "/etc/group", "root:x:0:\n");
 	if (r == 0)
 		r = add_text(c, "/etc/hostname", "capsem\n");
+	for (size_t i = 0; r == 0 && i < in->n_extra; i++)
+		r = cpio_add_file(c, in->extra[i].path, in->extra[i].mode, in->extra[i].data,
+				  in->extra[i].len);
 	for (size_t i = 0; r == 0 && in->applets && in->applets[i]; i++) {
 		r = cpio_add_symlink(c, in->applets[i], "/bin/busybox");
 		if (r == -EEXIST || r == -ENOTDIR)

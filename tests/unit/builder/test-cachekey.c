@@ -100,17 +100,33 @@ static void test_kernel_key(void **state)
 static void test_initramfs_key(void **state)
 {
 	char k0[SHA256_HEX_LEN + 1], k[SHA256_HEX_LEN + 1];
-	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, k0), 0);
-	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, k), 0);
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, NULL, 0, k0), 0);
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, NULL, 0, k), 0);
 	assert_string_equal(k0, k);
-	assert_int_equal(cachekey_initramfs("gzip", "guest", 5, "bb", 2, k), 0);
+	assert_int_equal(cachekey_initramfs("gzip", "guest", 5, "bb", 2, NULL, 0, k), 0);
 	assert_string_not_equal(k0, k);
-	assert_int_equal(cachekey_initramfs("none", "guesT", 5, "bb", 2, k), 0);
+	assert_int_equal(cachekey_initramfs("none", "guesT", 5, "bb", 2, NULL, 0, k), 0);
 	assert_string_not_equal(k0, k);
-	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bB", 2, k), 0);
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bB", 2, NULL, 0, k), 0);
 	assert_string_not_equal(k0, k);
-	assert_int_equal(cachekey_initramfs("none", "guestb", 6, "b", 1, k), 0);
+	assert_int_equal(cachekey_initramfs("none", "guestb", 6, "b", 1, NULL, 0, k), 0);
 	assert_string_not_equal(k0, k);
+	/* extra files: path, mode and bytes all count */
+	struct initramfs_file x = { "/usr/sbin/nft", 0755, "elf", 3 }, y = x;
+	char k1[SHA256_HEX_LEN + 1];
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, &x, 1, k1), 0);
+	assert_string_not_equal(k0, k1);
+	y.path = "/usr/bin/nft";
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, &y, 1, k), 0);
+	assert_string_not_equal(k1, k);
+	y = x;
+	y.mode = 0700;
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, &y, 1, k), 0);
+	assert_string_not_equal(k1, k);
+	y = x;
+	y.data = "elF";
+	assert_int_equal(cachekey_initramfs("none", "guest", 5, "bb", 2, &y, 1, k), 0);
+	assert_string_not_equal(k1, k);
 	/* kernel and initramfs keys never collide on the same inputs: different recipes */
 	assert_int_equal(cachekey_kernel("none", "guest", 5, "bb", k), 0);
 	assert_string_not_equal(k0, k);

@@ -346,6 +346,121 @@ static void test_static_elf(void **state)
 	assert_string_equal(why, "not an ELF file");
 }
 
+/* An ELF image whose PT_INTERP names interp (stored at offset 256). */
+static void make_elf_interp(uint8_t *img, size_t n, const char *interp, size_t filesz)
+{
+	Elf64_Phdr ph;
+	make_elf(img, n, 1, EM_X86_64);
+	memcpy(&ph, img + sizeof(Elf64_Ehdr) + sizeof(ph), sizeof(ph));
+	ph.p_offset = 256;
+	ph.p_filesz = filesz;
+	memcpy(img + sizeof(Elf64_Ehdr) + sizeof(ph), &ph, sizeof(ph));
+	memcpy(img + 256, interp, strlen(interp) + 1);
+}
+
+static void test_elf_interp(void **state)
+{
+	static const char ld[] = "/lib64/ld-linux-x86-64.so.2";
+	uint8_t img[512];
+	char out[64];
+
+	make_elf_interp(img, sizeof(img), ld, sizeof(ld));
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), 0);
+	assert_string_equal(out, ld);
+	/* too small an output buffer, a name without its NUL, one running past the file */
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(ld) - 1), -ENOEXEC);
+	make_elf_interp(img, sizeof(img), ld, sizeof(ld) - 1);
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), -ENOEXEC);
+	make_elf_interp(img, sizeof(img), ld, 300);
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), -ENOEXEC);
+	/* relative or unsafe names */
+	make_elf_interp(img, sizeof(img), "lib/ld.so", 10);
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), -ENOEXEC);
+	make_elf_interp(img, sizeof(img), "/lib/../ld.so", 14);
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), -ENOEXEC);
+	/* static: no interpreter */
+	make_elf(img, sizeof(img), 0, EM_X86_64);
+	assert_int_equal(initramfs_elf_interp(img, sizeof(img), out, sizeof(out)), -ENOENT);
+	assert_int_equal(initramfs_elf_interp("#!/bin/sh\n", 10, out, sizeof(out)), -ENOEXEC);
+}
+
+static void test_ldlist(void **state)
+{
+	/* what glibc's ld.so --list prints for Debian's nft */
+	static const char text[] =
+		"\tlinux-vdso.so.1 (0x00007ffd1b3f5000)\n"
+		"\tlibnftables.so.1 => /lib/x86_64-linux-gnu/libnftables.so.1 "
+		"(0x00007f07a6287000)\n"
+		"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f07a606b000)\n"
+		"\t/lib64/ld-linux-x86-64.so.2 (0x00007f07a6381000)\n"
+		"\tlibmd.so.0 => /lib/x86_64-linux-gnu/libmd.so.0 (0x00007f07a5f31000)\n"
+		"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f07a606b000)\n";
+	_cleanup_strv_free_ char **v = NULL;
+	assert_int_equal(initramfs_parse_ldlist(text, &v), 0);
+	assert_int_equal(strv_length(v), 4);
+	assert_string_equal(v[0], "/lib/x86_64-linux-gnu/libnftables.so.1");
+	assert_string_equal(v[1], "/lib/x86_64-linux-gnu/libc.so.6");
+	assert_string_equal(v[2], "/lib64/ld-linux-x86-64.so.2");
+	assert_string_equal(v[3], "/lib/x86_64-linux-gnu/libmd.so.0");
+
+	static const char *const bad[] = {
+		"\tlibx.so => not found\n",
+		"\tlibx.so => /lib/../etc/shadow (0x1)\n",
+		"\tlibx.so => lib/relative.so (0x1)\n",
+		"\tlibx.so => /lib/x y.so (0x1)\n",
+		"\tstatically linked\n",
+		"\tlibx.so => /lib/libx.so\n",
+	};
+	const int want[] = { -ENOENT, -EBADMSG, -EBADMSG, -EBADMSG, -EBADMSG, -EBADMSG };
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		char **w = NULL;
+		assert_int_equal(initramfs_parse_ldlist(bad[i], &w), want[i]);
+		assert_null(w);
+	}
+	char **w = NULL;
+	assert_int_equal(initramfs_parse_ldlist("", &w), 0);
+	assert_null(w);
+}
+
+static void test_layout_extra_files(void **state)
+{
+	_cleanup_cpio_ struct cpio *c = cpio_new();
+	const struct initramfs_file extra[] = {
+		{ "/usr/sbin/nft", 0755, "NFT", 3 },
+		{ "/lib/x86_64-linux-gnu/libc.so.6", 0644, "LIBC", 4 },
+		{ "/lib64/ld-linux-x86-64.so.2", 0755, "LD", 2 },
+	};
+	struct initramfs_inputs in = { .guest = "G",
+				       .guest_len = 1,
+				       .busybox = "B",
+				       .busybox_len = 1,
+				       .extra = extra,
+				       .n_extra = ELEMENTSOF(extra) };
+	struct buf b;
+	struct rd_entry e[64];
+	int seen = 0;
+
+	assert_int_equal(initramfs_layout(c, &in), 0);
+	buf_init(&b, 1 << 20);
+	assert_int_equal(cpio_write(c, &b), 0);
+	size_t n = parse(buf_head(&b), buf_len(&b), e, ELEMENTSOF(e));
+	for (size_t i = 0; i < n; i++) {
+		if (streq(e[i].name, "usr/sbin/nft")) {
+			assert_int_equal(e[i].mode, S_IFREG | 0755);
+			assert_memory_equal(e[i].data, "NFT", 3);
+			seen |= 1;
+		} else if (streq(e[i].name, "lib/x86_64-linux-gnu/libc.so.6")) {
+			assert_int_equal(e[i].mode, S_IFREG | 0644);
+			seen |= 2;
+		} else if (streq(e[i].name, "lib64")) {
+			assert_int_equal(e[i].mode, S_IFDIR | 0755);
+			seen |= 4;
+		}
+	}
+	assert_int_equal(seen, 7);
+	buf_done(&b, 0);
+}
+
 static void test_gzip(void **state)
 {
 	struct buf in, a, b;
@@ -403,10 +518,17 @@ static void test_compress_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cpio_format), cmocka_unit_test(test_cpio_deterministic),
-		cmocka_unit_test(test_cpio_errors), cmocka_unit_test(test_applets),
-		cmocka_unit_test(test_layout),	    cmocka_unit_test(test_static_elf),
-		cmocka_unit_test(test_gzip),	    cmocka_unit_test(test_compress_names),
+		cmocka_unit_test(test_cpio_format),
+		cmocka_unit_test(test_cpio_deterministic),
+		cmocka_unit_test(test_cpio_errors),
+		cmocka_unit_test(test_applets),
+		cmocka_unit_test(test_layout),
+		cmocka_unit_test(test_static_elf),
+		cmocka_unit_test(test_gzip),
+		cmocka_unit_test(test_compress_names),
+		cmocka_unit_test(test_elf_interp),
+		cmocka_unit_test(test_ldlist),
+		cmocka_unit_test(test_layout_extra_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

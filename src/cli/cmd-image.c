@@ -1,0 +1,292 @@
+/* cmd-image.c - capsem image list | build | rm, and capsem doctor VM.
+ *
+ * list and rm are requests to capsemd (GET /images, DELETE /images/{name}: the daemon refuses to
+ * delete an image that a running VM uses). build runs capsem-builder (found beside capsem, or
+ * $CAPSEM_BUILDER_BIN) with the static guest binary ($CAPSEM_GUEST_BIN, else the source tree's
+ * build-guest/), its progress lines going straight to our stderr. doctor VM runs capsem-doctor
+ * inside the VM through the exec path and passes its table (or JSON) and exit status through.
+ *
+ * Trust boundary: arguments are the user's (validated before they reach a path or an argv);
+ * answers are the daemon's JSON, read defensively. Main thread of the CLI.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cliutil.h"
+#include "fdutil.h"
+#include "log.h"
+#include "macro.h"
+#include "strv.h"
+#include "vmproc.h"
+
+extern char **environ;
+
+#define DOCTOR_TIMEOUT_MS (10u * 60u * 1000u)
+
+static const char *js(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "-";
+}
+
+/* [A-Za-z0-9._-], 1..64, not starting with '.' (capsem-builder's image names). */
+static int image_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	return n >= 1 && n <= 64 && s[0] != '.' &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static void image_help(void)
+{
+	printf("Usage: capsem image list [--json]\n"
+	       "       capsem image build [--config DIR] [--name NAME] [--json]\n"
+	       "       capsem image rm NAME... [--json]\n"
+	       "\n"
+	       "Guest images live in $CAPSEM_IMAGES_DIR (default $CAPSEM_HOME/images). VMs that\n"
+	       "name no image get 'debian' once it is installed, else 'minimal'.\n"
+	       "  list   the installed images, their size and the running VMs using them\n"
+	       "  build  build an image config (default guest/config: Debian with python3, node,\n"
+	       "         git and the Claude Code, Gemini and Codex CLIs) with capsem-builder and\n"
+	       "         install it; needs root for the root file system (mmdebstrap)\n"
+	       "  rm     delete images (refused while a running VM uses one)\n");
+}
+
+static int image_list(int argc, char **argv)
+{
+	int json = argc > 1 && streq(argv[1], "--json");
+	if (argc > 1 + json)
+		return log_error("image list: unexpected argument '%s'", argv[1 + json]),
+		       CLI_EXIT_USAGE;
+	struct api_response res;
+	if (cli_api("GET", "/images", NULL, &res) < 0)
+		return 1;
+	if (!json_is_array(res.json)) {
+		api_response_done(&res);
+		return log_error("capsemd answered GET /images with something other than a list"),
+		       1;
+	}
+	if (json) {
+		cli_print_json(res.json);
+	} else {
+		size_t i;
+		json_t *im;
+		printf("%-16s  %-7s  %9s  %-16s  %-20s  %s\n", "NAME", "DEFAULT", "SIZE", "KERNEL",
+		       "CREATED", "IN USE");
+		json_array_foreach(res.json, i, im)
+		{
+			char size[32] = "-";
+			json_t *size_v = json_object_get(im, "size");
+			if (json_is_integer(size_v))
+				cli_format_mib((uint64_t)json_integer_value(size_v) >> 20, size,
+					       sizeof(size));
+			printf("%-16s  %-7s  %9s  %-16s  %-20s  %zu VM%s%s%s\n", js(im, "name"),
+			       json_is_true(json_object_get(im, "default")) ? "yes" : "", size,
+			       js(im, "kernel"), js(im, "created"),
+			       json_array_size(json_object_get(im, "in_use")),
+			       json_array_size(json_object_get(im, "in_use")) == 1 ? "" : "s",
+			       json_object_get(im, "error") ? "  error: " : "",
+			       json_object_get(im, "error") ? js(im, "error") : "");
+		}
+	}
+	api_response_done(&res);
+	return 0;
+}
+
+static int image_rm(int argc, char **argv)
+{
+	int json = 0, failed = 0;
+	json_t *done = json_array();
+	if (argc < 2)
+		return log_error("image rm: no image named (see 'capsem image --help')"),
+		       CLI_EXIT_USAGE;
+	for (int i = 1; i < argc; i++) {
+		if (streq(argv[i], "--json")) {
+			json = 1;
+			continue;
+		}
+		if (!image_name_ok(argv[i])) {
+			log_error("image rm: '%s' is not an image name", argv[i]);
+			failed = 1;
+			continue;
+		}
+		_cleanup_free_ char *path = NULL;
+		struct api_response res;
+		if (asprintf(&path, "/images/%s", argv[i]) < 0)
+			return log_oom(), 1;
+		if (cli_api("DELETE", path, NULL, &res) < 0) {
+			failed = 1;
+			continue;
+		}
+		json_array_append_new(done, json_string(argv[i]));
+		if (!json)
+			printf("%s\n", argv[i]);
+		api_response_done(&res);
+	}
+	if (json)
+		cli_print_json(json_pack("{s:o}", "deleted", done));
+	else
+		json_decref(done);
+	return failed;
+}
+
+/* The static guest binary: $CAPSEM_GUEST_BIN, else <source>/build-guest/src/guest/capsem-guest
+ * next to the build tree capsem runs from (build/src/cli/capsem). malloc'ed or NULL. */
+static char *guest_bin(void)
+{
+	const char *e = getenv("CAPSEM_GUEST_BIN");
+	char self[PATH_MAX];
+	char *p = NULL;
+	if (e && *e)
+		return strdup(e);
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return NULL;
+	self[n] = 0;
+	for (int up = 0; up < 4; up++) {
+		char *sl = strrchr(self, '/');
+		if (!sl)
+			return NULL;
+		*sl = 0;
+	}
+	if (asprintf(&p, "%s/build-guest/src/guest/capsem-guest", self) < 0)
+		return NULL;
+	if (access(p, X_OK) < 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int image_build(int argc, char **argv)
+{
+	enum { ARG_CONFIG = 0x100, ARG_NAME, ARG_JSON };
+	static const struct option opts[] = { { "config", required_argument, NULL, ARG_CONFIG },
+					      { "name", required_argument, NULL, ARG_NAME },
+					      { "json", no_argument, NULL, ARG_JSON },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	const char *config = NULL, *name = NULL;
+	int json = 0, c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		switch (c) {
+		case ARG_CONFIG:
+			config = optarg;
+			break;
+		case ARG_NAME:
+			if (!image_name_ok(optarg))
+				return log_error("image build: --name '%s' is not an image name",
+						 optarg),
+				       CLI_EXIT_USAGE;
+			name = optarg;
+			break;
+		case ARG_JSON:
+			json = 1;
+			break;
+		case 'h':
+			image_help();
+			return 0;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		return log_error("image build: unexpected argument '%s'", argv[optind]),
+		       CLI_EXIT_USAGE;
+	_cleanup_free_ char *builder =
+		find_helper_binary("capsem-builder", "CAPSEM_BUILDER_BIN", "builder");
+	_cleanup_free_ char *guest = guest_bin(), *images = cli_image_dir("x");
+	_cleanup_strv_free_ char **a = NULL;
+	if (!builder)
+		return log_error("cannot find capsem-builder (set CAPSEM_BUILDER_BIN)"), 1;
+	if (!guest)
+		return log_error("cannot find the static guest binary (run 'make guest' or set "
+				 "CAPSEM_GUEST_BIN)"),
+		       1;
+	if (!images)
+		return log_oom(), 1;
+	images[strlen(images) - 2] = 0; /* ".../images/x" -> ".../images" */
+	int r = strv_push(&a, builder);
+	r |= strv_push(&a, "image");
+	r |= strv_push(&a, "--rootfs");
+	if (config) {
+		r |= strv_push(&a, "--config");
+		r |= strv_push(&a, config);
+	}
+	if (name) {
+		r |= strv_push(&a, "--name");
+		r |= strv_push(&a, name);
+	}
+	r |= strv_push(&a, "--guest-bin");
+	r |= strv_push(&a, guest);
+	r |= strv_push(&a, "--images-dir");
+	r |= strv_push(&a, images);
+	if (json)
+		r |= strv_push(&a, "--json");
+	if (r < 0)
+		return log_oom(), 1;
+	log_info("building with %s (progress below; a first build takes several minutes)", builder);
+	pid_t pid;
+	r = posix_spawn(&pid, builder, NULL, NULL, a, environ);
+	if (r != 0)
+		return log_error("cannot run %s: %s", builder, strerror(r)), 1;
+	int ws;
+	while (waitpid(pid, &ws, 0) < 0)
+		if (errno != EINTR)
+			return log_error_errno(negative_errno(), "waitpid"), 1;
+	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
+		return 0;
+	log_error("capsem-builder failed (%s %d)", WIFEXITED(ws) ? "exit status" : "signal",
+		  WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
+	return 1;
+}
+
+int cmd_image(int argc, char **argv)
+{
+	if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help") ||
+	    streq(argv[1], "help")) {
+		image_help();
+		return argc < 2 ? CLI_EXIT_USAGE : 0;
+	}
+	const char *sub = argv[1];
+	if (streq(sub, "list") || streq(sub, "ls"))
+		return image_list(argc - 1, argv + 1);
+	if (streq(sub, "rm") || streq(sub, "delete"))
+		return image_rm(argc - 1, argv + 1);
+	if (streq(sub, "build"))
+		return image_build(argc - 1, argv + 1);
+	log_error("image: unknown command '%s' (see 'capsem image --help')", sub);
+	return CLI_EXIT_USAGE;
+}
+
+int cmd_doctor_vm(int argc, char **argv)
+{
+	const char *ref = NULL;
+	int json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (streq(argv[i], "--json"))
+			json = 1;
+		else if (argv[i][0] == '-')
+			return log_error("doctor: unknown option '%s'", argv[i]), CLI_EXIT_USAGE;
+		else if (ref)
+			return log_error("doctor: one VM at a time"), CLI_EXIT_USAGE;
+		else
+			ref = argv[i];
+	}
+	char *cmd[] = { "capsem-doctor", json ? "--json" : NULL, NULL };
+	struct cli_exec e = { .argv = cmd, .timeout_ms = DOCTOR_TIMEOUT_MS };
+	int sigfd = cli_exec_signals(0);
+	if (sigfd < 0)
+		return log_error_errno(sigfd, "signalfd"), CLI_EXIT_FAILURE;
+	int st = cli_exec_run(ref, &e, sigfd);
+	safe_close(sigfd);
+	return st;
+}

@@ -1,0 +1,143 @@
+/* images.c - the installed guest images (<images_dir>/<name>/manifest.json, written by
+ * capsem-builder): GET /images lists them with what uses them, DELETE /images/{name} removes one
+ * unless a running VM uses it, and images_default() picks the image of a VM that names none
+ * (the full Debian image once built, the minimal one otherwise).
+ *
+ * A VM that already booted keeps its open files when its image is deleted (capsem-vm and QEMU
+ * hold them); a stopped VM whose image is gone fails its next start with "image not found".
+ * Trust boundary: API clients (the name is checked before it becomes a path); the images
+ * directory is the user's (manifests parsed by manifest.c). Thread: the loop (a delete removes a
+ * directory of a few files; a large rootfs is one unlink).
+ */
+#include "images.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "fdutil.h"
+#include "macro.h"
+#include "manifest.h"
+#include "vmspec.h"
+
+const char *images_default(const char *images_dir)
+{
+	_cleanup_free_ char *m = NULL;
+	const char *pin = getenv("CAPSEM_IMAGE");
+	if (pin && vmspec_name_valid(pin))
+		return pin;
+	if (asprintf(&m, "%s/" IMAGES_FULL "/" MANIFEST_FILENAME, images_dir) >= 0 &&
+	    access(m, F_OK) == 0)
+		return IMAGES_FULL;
+	return IMAGES_MINIMAL;
+}
+
+/* The ids (or names) of the running VMs whose spec names image. NULL when none. */
+static char *users_of(struct vmctl *vms, const char *image)
+{
+	char *s = NULL;
+	for (struct vm *vm = vmctl_first(vms); vm; vm = vmctl_next(vm)) {
+		const struct vm_record *r = vm_record(vm);
+		if (!r->spec.image || !streq(r->spec.image, image) ||
+		    (r->state != VM_RUNNING && r->state != VM_CREATING && r->state != VM_STOPPING))
+			continue;
+		char *t = NULL;
+		if (asprintf(&t, "%s%s%s", strempty(s), s ? ", " : "",
+			     r->spec.name ? r->spec.name : r->id) < 0) {
+			free(s);
+			return NULL;
+		}
+		free(s);
+		s = t;
+	}
+	return s;
+}
+
+static json_t *in_use_json(struct vmctl *vms, const char *image)
+{
+	json_t *a = json_array();
+	for (struct vm *vm = vmctl_first(vms); a && vm; vm = vmctl_next(vm)) {
+		const struct vm_record *r = vm_record(vm);
+		if (r->spec.image && streq(r->spec.image, image) && r->state == VM_RUNNING)
+			json_array_append_new(a, json_string(r->id));
+	}
+	return a;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+json_t *images_list(const char *images_dir, struct vmctl *vms)
+{
+	json_t *arr = json_array();
+	char *names[256];
+	size_t n = 0;
+	const char *def = images_default(images_dir);
+	DIR *d = opendir(images_dir);
+	struct dirent *e;
+	if (!arr)
+		return NULL;
+	if (!d)
+		return arr; /* no images yet */
+	while ((e = readdir(d)) && n < ELEMENTSOF(names)) {
+		if (e->d_name[0] == '.' || !vmspec_name_valid(e->d_name))
+			continue;
+		if (!(names[n] = strdup(e->d_name)))
+			break;
+		n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof(char *), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *dir = NULL;
+		_cleanup_manifest_ struct manifest *m = NULL;
+		struct stat st;
+		if (asprintf(&dir, "%s/%s", images_dir, names[i]) < 0 || stat(dir, &st) < 0 ||
+		    !S_ISDIR(st.st_mode)) {
+			free(names[i]);
+			continue;
+		}
+		int r = manifest_load(dir, &m);
+		json_t *o;
+		if (r < 0) {
+			o = json_pack("{s:s, s:s, s:b, s:s}", "name", names[i], "dir", dir,
+				      "default", 0, "error",
+				      r == -ENOENT ? "no manifest.json"
+						   : "unreadable manifest.json");
+		} else {
+			uint64_t size = m->kernel.size + m->initrd.size + m->rootfs.size;
+			o = json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o}", "name",
+				      names[i], "dir", dir, "default", streq(names[i], def), "arch",
+				      m->arch, "created", m->created, "kernel", m->kernel.version,
+				      "rootfs", m->rootfs.file, "size", (json_int_t)size, "in_use",
+				      in_use_json(vms, names[i]));
+		}
+		free(names[i]);
+		if (o)
+			json_array_append_new(arr, o);
+	}
+	return arr;
+}
+
+int images_delete(const char *images_dir, const char *name, struct vmctl *vms, char **ret_users)
+{
+	_cleanup_free_ char *dir = NULL, *users = NULL;
+	struct stat st;
+	if (!vmspec_name_valid(name) || name[0] == '.')
+		return -EINVAL;
+	if (asprintf(&dir, "%s/%s", images_dir, name) < 0)
+		return -ENOMEM;
+	if (lstat(dir, &st) < 0)
+		return negative_errno();
+	if (!S_ISDIR(st.st_mode))
+		return -ENOENT;
+	users = users_of(vms, name);
+	if (users) {
+		*ret_users = TAKE_PTR(users);
+		return -EBUSY;
+	}
+	return rm_rf(dir);
+}

@@ -2,7 +2,8 @@
 #   make build   host binaries (build/) and static musl guest binaries (build-guest/)
 #   make image   guest kernel + minimal initramfs, cached in ~/.cache/capsem, installed as the
 #                'minimal' image in $CAPSEM_HOME/images (default ~/.capsem/images)
-#   make image-debian  the same kernel + initramfs with a Debian bookworm squashfs root
+#   make image-debian  the same kernel + initramfs with the Debian root of guest/config (python3,
+#                node, git, the Claude Code, Gemini and Codex CLIs; needs root; cached by layer)
 #   make demo    build + image, then run commands in microVMs
 #   make test    everything: style, unit (+ASan/UBSan), fuzz-corpus replay, end-to-end VMs
 #   make bench   benchmarks; JSON results under bench/results/
@@ -34,10 +35,11 @@ guest:
 image: build
 	$(BUILDER) image --name minimal --guest-bin $(GUEST_BIN) --jobs $(JOBS)
 
-# the Debian bookworm image: kernel + initramfs + a squashfs root (python3, git, curl, node 22,
-# npm), built with mmdebstrap (needs root and the Debian mirror; cached by content hash)
+# the Debian image of guest/config (capsem-builder validate/plan/inspect): kernel + initramfs +
+# the root file system built with mmdebstrap and npm (needs root and the network; each layer is
+# cached by content hash, so only what changed is rebuilt)
 image-debian: build
-	$(BUILDER) image --name debian --rootfs --guest-bin $(GUEST_BIN) --jobs $(JOBS)
+	$(BUILDER) image --rootfs --config guest/config --guest-bin $(GUEST_BIN) --jobs $(JOBS)
 
 demo: image
 	@echo '$$ capsem run -- uname -a'
@@ -52,9 +54,10 @@ demo: image
 test: image image-debian
 	$(PY) scripts/run-tests.py
 
-bench: image
+bench: image image-debian
 	$(PY) bench/bench_vm.py
 	$(PY) bench/bench_daemon.py
+	$(PY) bench/bench_image.py
 
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "cli.h"
@@ -36,6 +37,18 @@ char *cli_image_dir(const char *name)
 	return asprintf(&p, "%s/images/%s", home, name) < 0 ? NULL : p;
 }
 
+const char *cli_default_image(void)
+{
+	const char *e = getenv("CAPSEM_IMAGE");
+	_cleanup_free_ char *dir = NULL, *m = NULL;
+	if (e && *e)
+		return e;
+	dir = cli_image_dir("debian");
+	if (dir && asprintf(&m, "%s/manifest.json", dir) >= 0 && access(m, F_OK) == 0)
+		return "debian";
+	return "minimal";
+}
+
 struct command {
 	const char *name;
 	const char *alias;
@@ -59,11 +72,16 @@ static const struct command commands[] = {
 	{ "purge", NULL, cmd_purge, "purge [-f]", "delete ephemeral and stopped VMs" },
 	{ "persist", NULL, cmd_persist, "persist VM NAME", "name a VM and keep its disk" },
 	{ "logs", NULL, cmd_logs, "logs VM [--source S] [--tail N]", "print a VM's logs" },
+	{ "events", NULL, cmd_events, "events VM [--kind K] [--json] [-f]",
+	  "what a VM did: execs, network, DNS, AI calls, policy" },
 	{ "cp", NULL, cmd_cp, "cp SRC DST", "copy a file between host and VM (VM:/path)" },
-	{ "doctor", NULL, cmd_doctor, "doctor [--json]", "check the host" },
+	{ "doctor", NULL, cmd_doctor, "doctor [VM] [--json]", "check the host, or a VM inside" },
+	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },
 	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
 	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
+	{ "policy", NULL, cmd_policy, "policy check URL | show | defaults",
+	  "explain the egress policy (no daemon needed)" },
 };
 
 void cli_warn_if_emulated(const json_t *vm)

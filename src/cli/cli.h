@@ -15,6 +15,10 @@
 char *cli_capsem_home(void);
 /* The directory of image NAME: $CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME. malloc'ed. */
 char *cli_image_dir(const char *name);
+/* The image of a VM that names none: $CAPSEM_IMAGE, else "debian" when it is installed, else
+ * "minimal" (capsemd picks the same when a client sends no image). Static or environment
+ * string. */
+const char *cli_default_image(void);
 /* One line on stderr when the VM object (the daemon's JSON) says it runs under TCG emulation:
  * the same warning capsem-vm prints on the direct path. */
 void cli_warn_if_emulated(const json_t *vm);
@@ -66,8 +70,13 @@ int cmd_delete(int argc, char **argv);
 int cmd_purge(int argc, char **argv);
 int cmd_persist(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
+int cmd_events(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+/* capsem doctor VM [--json]: capsem-doctor inside the VM (cmd-image.c). */
+int cmd_doctor_vm(int argc, char **argv);
+int cmd_image(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
+int cmd_policy(int argc, char **argv);

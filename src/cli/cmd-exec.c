@@ -64,7 +64,7 @@ static json_t *exec_body(const struct cli_exec *e)
 
 int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
 {
-	_cleanup_free_ char *path = cli_vm_path(ref, "/exec"), *text = NULL;
+	_cleanup_free_ char *path = cli_vm_path(ref, "/exec?via=cli"), *text = NULL;
 	struct api_conn c = { .fd = -1 };
 	struct api_response res = {};
 	struct relay rl;

@@ -243,11 +243,17 @@ static void check_disk(struct check *c)
 int cmd_doctor(int argc, char **argv)
 {
 	int json = 0;
+	/* "capsem doctor VM": the guest's own checks (cmd-image.c) */
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-')
+			return cmd_doctor_vm(argc, argv);
 	int r = json_flag_only(
 		argc, argv, &json,
-		"Usage: capsem doctor [--json]\n\nCheck the host: QEMU, acceleration, "
-		"the image, capsem's binaries, free disk space.\nExit status 1 when "
-		"a required check fails. Needs no daemon.\n");
+		"Usage: capsem doctor [--json]\n       capsem doctor VM [--json]\n\nCheck the "
+		"host: QEMU, acceleration, the image, capsem's binaries, free disk\nspace (exit "
+		"status 1 when a required check fails; needs no daemon). With a VM,\nrun "
+		"capsem-doctor inside it: rootfs read-only, no setuid files, no modules,\nno "
+		"/dev/mem, only lo and capsem0, egress, CA trust, tools and AI CLIs.\n");
 	if (r)
 		return r == 1 ? 0 : r;
 	struct check ch[] = {

@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "cliutil.h"
 #include "fdutil.h"
+#include "ledger.h"
 #include "log.h"
 #include "manifest.h"
 #include "macro.h"
@@ -72,7 +73,8 @@ static void run_help(void)
 	       "                       capsem then exits with 124\n"
 	       "      --cpus N         virtual CPUs (default 1)\n"
 	       "      --memory SIZE    guest RAM, e.g. 512M or 2G (default 512M)\n"
-	       "      --image NAME     image under $CAPSEM_HOME/images (default minimal)\n"
+	       "      --image NAME     image under $CAPSEM_HOME/images (default $CAPSEM_IMAGE,\n"
+	       "                       else debian when installed, else minimal)\n"
 	       "      --kernel FILE    boot this kernel instead of the image's\n"
 	       "      --initrd FILE    boot this initramfs instead of the image's\n"
 	       "      --accel MODE     auto (default), kvm or tcg\n"
@@ -123,7 +125,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	uint32_t u;
 	int c, implied_direct = 0;
 
-	*o = (struct run_opts){ .image = "minimal" };
+	*o = (struct run_opts){ .image = cli_default_image() };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+ce:w:ivh", opts, NULL)) >= 0) {
 		switch (c) {
@@ -498,6 +500,62 @@ static int run_daemon(struct run_opts *o)
 
 /* ---- directly: capsem-vm as our child ---- */
 
+/* --ledger <home>/sessions/<id>-1.db, the run's id being the hex of its run-<hex> directory
+ * (docs/LEDGER.md). 1 when added, 0 when the directory has no run id, -errno. */
+static int add_ledger_arg(const char *vmdir, char ***args)
+{
+	const char *base = strrchr(vmdir, '/');
+	_cleanup_free_ char *home = cli_capsem_home();
+	base = base ? base + 1 : vmdir;
+	if (strncmp(base, "run-", 4) != 0)
+		return 0;
+	if (!home)
+		return -ENOMEM;
+	int r = strv_push(args, "--ledger");
+	r |= strv_pushf(args, "%s/sessions/%s-1.db", home, base + 4);
+	return r < 0 ? -ENOMEM : 1;
+}
+
+/* The exec, as the ledger's exec event, and the image's name to capsem-vm (the ledger's only
+ * writer). */
+static void record_direct_exec(struct vmproc *vp, const struct run_opts *o, const struct relay *rl,
+			       int64_t ts, int64_t ts_end)
+{
+	struct ledger_exec ev = LEDGER_EXEC_INIT;
+	char *line = NULL;
+	size_t n;
+	ev.ts = ts;
+	ev.ts_end = ts_end;
+	ev.via = "cli";
+	ev.argv = o->argv;
+	ev.shell = o->shell;
+	ev.cwd = o->workdir;
+	if (rl->got_exit) {
+		if (rl->exit.kind == PROTO_EXIT_CODE) {
+			ev.exit_code = rl->exit.code;
+		} else {
+			ev.signal = rl->exit.code;
+			ev.timed_out = rl->exit.kind == PROTO_EXIT_TIMEOUT;
+		}
+		ev.duration_ms = (int64_t)(rl->exit.wall_us / 1000);
+		ev.cpu_user_ms = (int64_t)(rl->exit.utime_us / 1000);
+		ev.cpu_sys_ms = (int64_t)(rl->exit.stime_us / 1000);
+		ev.maxrss_kb = (int64_t)rl->exit.maxrss_kb;
+	} else {
+		ev.duration_ms = ts_end - ts;
+		ev.error = rl->error ? rl->error : "the command's exit status was not seen";
+	}
+	if (ledger_exec_line(&ev, LEDGER_LINE_MAX, &line, &n) == 0)
+		(void)fd_write_all(vp->ipc_fd, line, n);
+	free(line);
+	line = NULL;
+	json_t *session = json_pack("{s:s, s:s}", "kind", "session", "image", o->image);
+	if (session && ledger_event_line(session, LEDGER_LINE_MAX, &line, &n) == 0)
+		(void)fd_write_all(vp->ipc_fd, line, n);
+	json_decref(session);
+	free(line);
+}
+
 static int run_direct(struct run_opts *o)
 {
 	_cleanup_free_ char *vm_bin = NULL, *vmdir = NULL, *vsock = NULL;
@@ -513,6 +571,11 @@ static int run_direct(struct run_opts *o)
 	}
 	if (make_vmdir(&vmdir) < 0 || build_vm_args(o, vmdir, &vm_args) < 0)
 		goto out;
+	int ledger = add_ledger_arg(vmdir, &vm_args);
+	if (ledger < 0) {
+		log_oom();
+		goto out;
+	}
 
 	/* signals arrive through a signalfd from here on; children get them unblocked */
 	sigfd = cli_exec_signals(0);
@@ -562,7 +625,10 @@ static int run_direct(struct run_opts *o)
 	else
 		relay_send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal needs -i */
 
+	int64_t ts = ledger_now_ms();
 	r = relay_run(&rl, o->timeout_ms);
+	if (ledger > 0)
+		record_direct_exec(vp, o, &rl, ts, ledger_now_ms());
 	if (r == -EINTR)
 		status = 130;
 	else if (r == 0) {

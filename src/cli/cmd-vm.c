@@ -89,7 +89,8 @@ static const char create_usage[] =
 	"      --disk SIZE          size of the guest's /root disk, e.g. 4G\n"
 	"  -e, --env KEY=VALUE      environment for every command (repeatable)\n"
 	"      --mount HOST:GUEST[:ro]  share a host directory (repeatable)\n"
-	"      --image NAME         image (default minimal)\n"
+	"      --image NAME         image (default $CAPSEM_IMAGE, else debian when\n"
+	"                           installed, else minimal)\n"
 	"      --json               print the whole VM object\n"
 	"  -h, --help               this text\n";
 
@@ -108,6 +109,9 @@ int cmd_create(int argc, char **argv)
 	_cleanup_strv_free_ char **env = NULL;
 	_cleanup_free_ char *cwd = getcwd(NULL, 0);
 	json_t *body = json_object(), *mounts = json_array();
+	/* $CAPSEM_IMAGE pins the default (else capsemd picks: debian when installed) */
+	if (getenv("CAPSEM_IMAGE") && *getenv("CAPSEM_IMAGE"))
+		json_object_set_new(body, "image", json_string(getenv("CAPSEM_IMAGE")));
 	uint64_t mib;
 	uint32_t u;
 	int c, json = 0, st = CLI_EXIT_USAGE;

@@ -1,5 +1,6 @@
 /* api.c - capsemd's routes (docs/API.md): VMs (create, list, info, stop, start, restart,
- * persist, delete, purge, logs, files, exec upgrade), version and health.
+ * persist, delete, purge, logs, files, exec upgrade), images (list, delete), version and
+ * health.
  *
  * Trust boundary: API clients. Paths, query strings and JSON bodies are validated here (with
  * vmspec.c for VM shapes and commands) before anything reaches vmctl or a guest; the JSON
@@ -15,6 +16,8 @@
 #include "config.h"
 #include "fdutil.h"
 #include "gexec.h"
+#include "images.h"
+#include "ledgerapi.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"
@@ -161,6 +164,10 @@ static void route_create(struct api *a, struct httpd_conn *c, const struct buf *
 	json_t *j = body_json(c, body);
 	if (!j)
 		return;
+	/* no image named: the full image once it is installed, else the minimal one */
+	if (json_is_object(j) && !json_object_get(j, "image"))
+		json_object_set_new(j, "image",
+				    json_string(images_default(vmctl_images_dir(a->vms))));
 	int r = vmspec_from_json(j, &spec, &err);
 	json_decref(j);
 	if (r == -ENOMEM) {
@@ -183,6 +190,31 @@ static void route_create(struct api *a, struct httpd_conn *c, const struct buf *
 		httpd_reply_error(c, 409, "name_taken", "the name is taken");
 	else if (r < 0)
 		httpd_reply_error(c, 500, "internal", "cannot create the VM: %s", strerror(-r));
+}
+
+static void route_images(struct api *a, struct httpd_conn *c)
+{
+	json_t *arr = images_list(vmctl_images_dir(a->vms), a->vms);
+	if (!arr)
+		httpd_reply_error(c, 500, "internal", "out of memory");
+	else
+		httpd_reply_json(c, 200, arr);
+}
+
+static void route_image_delete(struct api *a, struct httpd_conn *c, const char *name)
+{
+	_cleanup_free_ char *users = NULL;
+	int r = images_delete(vmctl_images_dir(a->vms), name, a->vms, &users);
+	if (r == 0)
+		httpd_reply_json(c, 200, json_pack("{s:s}", "deleted", name));
+	else if (r == -ENOENT || r == -EINVAL)
+		httpd_reply_error(c, 404, "not_found", "no image '%s'", name);
+	else if (r == -EBUSY)
+		httpd_reply_error(c, 409, "image_in_use", "image '%s' is used by running VMs: %s",
+				  name, strempty(users));
+	else
+		httpd_reply_error(c, 500, "internal", "cannot delete image '%s': %s", name,
+				  strerror(-r));
 }
 
 static void route_stop(struct httpd_conn *c, struct vm *vm)
@@ -505,7 +537,7 @@ static void route_files(struct api *a, struct httpd_conn *c, struct vm *vm, cons
 static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 		       const struct http_msg *req, const struct buf *body)
 {
-	_cleanup_free_ char *err = NULL;
+	_cleanup_free_ char *err = NULL, *via = NULL;
 	struct buf frame;
 	if (!req->upgrade || strcasecmp(req->upgrade, "capsem-exec/1") != 0) {
 		httpd_reply_error(
@@ -513,11 +545,18 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 			"exec needs \"Connection: Upgrade\" and \"Upgrade: capsem-exec/1\"");
 		return;
 	}
+	/* who asked, for the session ledger: ?via=cli|api|mcp (default api) */
+	int r = http_query_get(req->query, "via", &via);
+	if (r == -EBADMSG ||
+	    (r == 0 && !streq(via, "cli") && !streq(via, "api") && !streq(via, "mcp"))) {
+		httpd_reply_error(c, 400, "bad_request", "via: expected cli, api or mcp");
+		return;
+	}
 	json_t *j = body_json(c, body);
 	if (!j)
 		return;
 	buf_init(&frame, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
-	int r = vmspec_exec_frame(j, vm_record(vm)->spec.env, &frame, &err);
+	r = vmspec_exec_frame(j, vm_record(vm)->spec.env, &frame, &err);
 	json_decref(j);
 	if (r < 0) {
 		buf_done(&frame, 0);
@@ -530,7 +569,9 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 				  registry_state_name(vm_record(vm)->state));
 		return;
 	}
-	gexec_splice(a->loop, vm_vsock_path(vm), &frame, c);
+	void *note = ledgerapi_exec_new(a, vm, via ? via : "api");
+	gexec_splice(a->loop, vm_vsock_path(vm), &frame, c, note ? ledgerapi_exec_trace : NULL,
+		     ledgerapi_exec_free, note);
 }
 
 /* ---- dispatch ---- */
@@ -565,8 +606,7 @@ uint64_t api_body_cap(const struct http_msg *req, void *userdata)
 	return HTTP_MAX_BODY;
 }
 
-void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body,
-		void *userdata)
+void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body, void *userdata)
 {
 	struct api *a = userdata;
 	const char *m = req->method;
@@ -597,6 +637,19 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 	} else if (n == 1 && streq(seg[0], "purge")) {
 		METHOD("POST");
 		route_purge(a, c);
+	} else if (n == 1 && streq(seg[0], "sessions")) {
+		METHOD("GET");
+		ledgerapi_sessions(a, c, req->query);
+	} else if ((n == 2 || (n == 3 && streq(seg[2], "events"))) && streq(seg[0], "sessions") &&
+		   ref_valid(seg[1])) {
+		METHOD("GET");
+		ledgerapi_session(a, c, seg[1], n == 3, req->query);
+	} else if (n == 1 && streq(seg[0], "images")) {
+		METHOD("GET");
+		route_images(a, c);
+	} else if (n == 2 && streq(seg[0], "images") && ref_valid(seg[1])) {
+		METHOD("DELETE");
+		route_image_delete(a, c, seg[1]);
 	} else if (n == 1 && streq(seg[0], "vms")) {
 		if (streq(m, "GET"))
 			route_list(a, c);
@@ -607,7 +660,7 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
 		static const char *const acts[] = { "stop", "start", "restart", "persist",
-						    "logs", "files", "exec" };
+						    "logs", "files", "exec",	"events" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);
@@ -622,7 +675,7 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 						  "use GET or DELETE for %s", req->path);
 				return;
 			}
-		} else if (streq(act, "logs")) {
+		} else if (streq(act, "logs") || streq(act, "events")) {
 			METHOD("GET");
 		} else if (streq(act, "files")) {
 			if (!streq(m, "GET") && !streq(m, "PUT")) {
@@ -632,6 +685,18 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			}
 		} else {
 			METHOD("POST");
+		}
+		if (act && streq(act, "events")) {
+			/* a VM the daemon no longer knows is looked up among the sessions */
+			struct vm *vm = NULL;
+			_cleanup_free_ char *cands = NULL;
+			int r = vmctl_resolve(a->vms, seg[1], &vm, &cands);
+			if (r == -EADDRNOTAVAIL)
+				httpd_reply_error(c, 400, "bad_request", "'%s' is ambiguous: %s",
+						  seg[1], strempty(cands));
+			else
+				ledgerapi_vm_events(a, c, r == 0 ? vm : NULL, seg[1], req->query);
+			return;
 		}
 		struct vm *vm = find_vm(a, c, seg[1]);
 		if (!vm)

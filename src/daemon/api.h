@@ -14,6 +14,5 @@ struct api {
 };
 
 /* httpd callbacks; userdata is a struct api. */
-void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body,
-		void *userdata);
+void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body, void *userdata);
 uint64_t api_body_cap(const struct http_msg *req, void *userdata);

@@ -19,8 +19,8 @@ struct httpd_conn;
 
 /* Called with a complete request; body holds the decoded body (owned by the connection until
  * the reply). */
-typedef void (*httpd_handler_t)(struct httpd_conn *c, const struct http_msg *req,
-				struct buf *body, void *userdata);
+typedef void (*httpd_handler_t)(struct httpd_conn *c, const struct http_msg *req, struct buf *body,
+				void *userdata);
 /* The body cap for a request whose head was just read. */
 typedef uint64_t (*httpd_body_cap_t)(const struct http_msg *req, void *userdata);
 

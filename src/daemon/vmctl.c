@@ -11,6 +11,13 @@
  * Without --control support in capsem-vm (older builds) the supervisor is driven over a
  * socketpair (--ipc-fd) instead, and cannot outlive the daemon.
  *
+ * Session ledger (docs/LEDGER.md): every start of a VM is a new boot (rec.boot, kept in
+ * vm.json) and, when capsem-vm lists --ledger in its --help, it gets
+ * --ledger <home>/sessions/<id>-<boot>.db: it is the database's only writer. The daemon adds
+ * what only it knows as {"cmd":"ledger","event":...} lines on the control connection: the
+ * VM's name and image at ready, and each exec relayed through the API (vm_ledger_write). At
+ * start-up (vmctl_recover) the newest LEDGER_KEEP_SESSIONS session files are kept.
+ *
  * Trust: capsem-vm is our own program, but its event lines are still parsed with a cap and
  * type-checked; vm.json files are validated (registry.c). Thread: the loop; the boot preparation
  * runs on libuv's worker pool and touches only its own job.
@@ -29,9 +36,11 @@
 #include <time.h>
 
 #include "fdutil.h"
+#include "ledger.h"
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
+#include "query.h"
 #include "strv.h"
 #include "unixsock.h"
 
@@ -40,6 +49,7 @@
 #define CONNECT_TIMEOUT_MS 20000
 #define STOP_KILL_MS 30000
 #define CTL_SOCKET "supervisor.sock"
+#define LEDGER_WRITE_QUEUE_MAX (1u << 20) /* ledger lines waiting for a slow capsem-vm */
 
 extern char **environ;
 
@@ -97,8 +107,8 @@ struct vm {
 
 struct vmctl {
 	uv_loop_t *loop;
-	char *home, *vms_dir, *images_dir, *vm_bin;
-	int has_control, has_disk, has_mount;
+	char *home, *vms_dir, *images_dir, *vm_bin, *sessions_dir;
+	int has_control, has_disk, has_mount, has_ledger;
 	struct vm *vms; /* newest first */
 	size_t n_vms;
 };
@@ -362,6 +372,8 @@ static void signal_supervisor(struct vm *vm, int sig)
 
 /* ---- the control connection ---- */
 
+static void ledger_send_session(struct vm *vm);
+
 static void handle_event(struct vm *vm, json_t *ev)
 {
 	const char *e = json_string_value(json_object_get(ev, "event"));
@@ -379,6 +391,7 @@ static void handle_event(struct vm *vm, json_t *ev)
 										       : "");
 			set_str(&vm->rec.error, NULL);
 			vm_save(vm);
+			ledger_send_session(vm);
 			log_info("VM %s ready in %.0f ms", vm->rec.id, vm->rec.boot_ms);
 		}
 		notify(vm, VM_WAIT_READY, 1);
@@ -487,6 +500,56 @@ static int ctl_send_stop(struct vm *vm)
 	return r;
 }
 
+struct owned_write {
+	uv_write_t w;
+	char *data;
+};
+
+static void on_owned_write_done(uv_write_t *w, int status)
+{
+	struct owned_write *ow = (struct owned_write *)w;
+	free(ow->data);
+	free(ow);
+}
+
+int vm_ledger_write(struct vm *vm, char *line, size_t n)
+{
+	if (!vm->ctl->has_ledger || !vm->cc || vm->rec.state == VM_STOPPED ||
+	    vm->rec.state == VM_CRASHED) {
+		free(line);
+		return -ENOTCONN;
+	}
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&vm->cc->h) > LEDGER_WRITE_QUEUE_MAX) {
+		free(line);
+		return -ENOBUFS;
+	}
+	struct owned_write *ow = calloc(1, sizeof(*ow));
+	if (!ow) {
+		free(line);
+		return -ENOMEM;
+	}
+	ow->data = line;
+	uv_buf_t b = uv_buf_init(line, (unsigned)n);
+	int r = uv_write(&ow->w, (uv_stream_t *)&vm->cc->h, &b, 1, on_owned_write_done);
+	if (r < 0) {
+		free(line);
+		free(ow);
+	}
+	return r;
+}
+
+/* The session row's name and image: only the daemon knows them. */
+static void ledger_send_session(struct vm *vm)
+{
+	char *line = NULL;
+	size_t n;
+	json_t *ev = json_pack("{s:s, s:s?, s:s}", "kind", "session", "vm_name", vm->rec.spec.name,
+			       "image", vm->rec.spec.image);
+	if (ev && ledger_event_line(ev, LEDGER_LINE_MAX, &line, &n) == 0)
+		(void)vm_ledger_write(vm, line, n);
+	json_decref(ev);
+}
+
 static void on_connect_retry(uv_timer_t *t)
 {
 	struct vm *vm = t->data;
@@ -570,6 +633,10 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		r |= strv_pushf(&a, "%s:%s%s", s->mounts[i].host, s->mounts[i].guest,
 				s->mounts[i].ro ? ":ro" : "");
 	}
+	if (c->has_ledger) {
+		r |= strv_push(&a, "--ledger");
+		r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
+	}
 	if (r < 0)
 		return -ENOMEM;
 	*ret = TAKE_PTR(a);
@@ -621,6 +688,20 @@ static void boot_fail(struct vm *vm, const char *msg)
 	vm_settle(vm);
 }
 
+/* A new boot, a new ledger session: never an existing file (after a restore of vm.json the
+ * counter could be behind). */
+static void next_boot(struct vm *vm)
+{
+	for (unsigned b = vm->rec.boot + 1; b < 999999; b++) {
+		_cleanup_free_ char *p = NULL;
+		struct stat st;
+		vm->rec.boot = b;
+		if (ledger_session_path(vm->ctl->sessions_dir, vm->rec.id, b, &p) < 0 ||
+		    lstat(p, &st) < 0)
+			break;
+	}
+}
+
 static void launch(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs)
 {
 	struct vmctl *c = vm->ctl;
@@ -630,6 +711,7 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	pid_t pid;
 	int r;
 
+	next_boot(vm);
 	if (build_argv(vm, kernel, initrd, rootfs, ipc, &argv) < 0) {
 		boot_fail(vm, "out of memory");
 		return;
@@ -869,14 +951,16 @@ static int probe_vm_bin(struct vmctl *c)
 		c->has_control = strstr(t, "--control") != NULL;
 		c->has_disk = strstr(t, "--disk") != NULL;
 		c->has_mount = strstr(t, "--mount") != NULL;
+		c->has_ledger = strstr(t, "--ledger") != NULL;
 	}
 	buf_done(&b, 0);
-	log_info("capsem-vm: %s%s%s",
+	log_info("capsem-vm: %s%s%s%s",
 		 c->has_control ? "--control"
 				: "no --control (VMs will not "
 				  "survive a daemon restart)",
 		 c->has_disk ? ", --disk" : ", no --disk",
-		 c->has_mount ? ", --mount" : ", no --mount");
+		 c->has_mount ? ", --mount" : ", no --mount",
+		 c->has_ledger ? ", --ledger" : ", no --ledger (no session ledger)");
 	return 0;
 }
 
@@ -890,11 +974,14 @@ int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **re
 	c->vms_dir = path_join(cfg->home, "vms");
 	c->images_dir = strdup(cfg->images_dir);
 	c->vm_bin = strdup(cfg->vm_bin);
-	if (!c->home || !c->vms_dir || !c->images_dir || !c->vm_bin) {
+	c->sessions_dir = path_join(cfg->home, "sessions");
+	if (!c->home || !c->vms_dir || !c->images_dir || !c->vm_bin || !c->sessions_dir) {
 		vmctl_free(c);
 		return -ENOMEM;
 	}
 	int r = mkdir_p(c->vms_dir, 0700);
+	if (r == 0)
+		r = mkdir_p(c->sessions_dir, 0700);
 	if (r < 0) {
 		vmctl_free(c);
 		return r;
@@ -918,7 +1005,20 @@ void vmctl_free(struct vmctl *c)
 	free(c->vms_dir);
 	free(c->images_dir);
 	free(c->vm_bin);
+	free(c->sessions_dir);
 	free(c);
+}
+
+const char *vmctl_sessions_dir(struct vmctl *c)
+{
+	return c->sessions_dir;
+}
+
+int vm_session_path(const struct vm *vm, char **ret)
+{
+	if (vm->rec.boot == 0)
+		return -ENOENT;
+	return ledger_session_path(vm->ctl->sessions_dir, vm->rec.id, vm->rec.boot, ret);
 }
 
 struct vm *vmctl_first(struct vmctl *c)
@@ -929,6 +1029,11 @@ struct vm *vmctl_first(struct vmctl *c)
 struct vm *vmctl_next(struct vm *vm)
 {
 	return vm->next;
+}
+
+const char *vmctl_images_dir(struct vmctl *c)
+{
+	return c->images_dir;
 }
 
 size_t vmctl_count(struct vmctl *c)
@@ -1212,6 +1317,22 @@ static int cmp_created(const void *a, const void *b)
 	return strcmp(x->rec.created, y->rec.created);
 }
 
+/* Keep the newest session files, and always the current session of every running VM. */
+static void prune_sessions(struct vmctl *c)
+{
+	_cleanup_strv_free_ char **keep = NULL;
+	for (struct vm *vm = c->vms; vm; vm = vm->next)
+		if (vm->rec.boot && (vm->rec.state == VM_CREATING || vm->rec.state == VM_RUNNING ||
+				     vm->rec.state == VM_STOPPING))
+			(void)strv_pushf(&keep, "%s-%u", vm->rec.id, vm->rec.boot);
+	int r = ledger_sessions_prune(c->sessions_dir, LEDGER_KEEP_SESSIONS, keep);
+	if (r < 0)
+		log_warn_errno(r, "cannot prune %s", c->sessions_dir);
+	else if (r > 0)
+		log_info("removed the %d oldest session ledgers (keeping %u)", r,
+			 LEDGER_KEEP_SESSIONS);
+}
+
 int vmctl_recover(struct vmctl *c)
 {
 	DIR *d = opendir(c->vms_dir);
@@ -1241,5 +1362,6 @@ int vmctl_recover(struct vmctl *c)
 			free(v);
 		}
 	}
+	prune_sessions(c);
 	return 0;
 }

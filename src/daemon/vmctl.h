@@ -46,6 +46,9 @@ const char *vm_serial_tail(const struct vm *vm);
 /* Whether a start/stop is already under way. */
 int vm_busy(const struct vm *vm);
 
+/* The images directory (vmctl_config.images_dir). */
+const char *vmctl_images_dir(struct vmctl *c);
+
 /* Resolve a {ref}. 0 with *ret, -ENOENT, or -EADDRNOTAVAIL with *ret_candidates (owned). */
 int vmctl_resolve(struct vmctl *c, const char *ref, struct vm **ret, char **ret_candidates);
 /* Is the name used by a VM? */
@@ -68,3 +71,14 @@ int vm_delete(struct vm *vm);
 void vm_delete_when_stopped(struct vm *vm);
 /* Name an ephemeral VM: it becomes persistent (its disk is created at its next boot). */
 int vm_persist(struct vm *vm, const char *name);
+
+/* ---- session ledger (docs/LEDGER.md) ---- */
+
+/* <home>/sessions */
+const char *vmctl_sessions_dir(struct vmctl *c);
+/* The database of the VM's current (or last) boot, malloc'ed. 0, -ENOENT (never booted). */
+int vm_session_path(const struct vm *vm, char **ret);
+/* Send one ledger command line (ledger_exec_line / ledger_event_line; taken over, always freed)
+ * to the VM's capsem-vm. 0, -ENOTCONN (not running, or capsem-vm has no --ledger), -ENOBUFS
+ * (capsem-vm is not reading), or -errno. */
+int vm_ledger_write(struct vm *vm, char *line, size_t n);

@@ -257,7 +257,8 @@ static ssize_t parse_head(const uint8_t *p, size_t n, int response, struct http_
 	char *s = r.raw, *e = r.raw + end;
 	int k;
 	char *line = next_line(&s, e);
-	if (!line || (k = response ? parse_status_line(line, &r) : parse_request_line(line, &r)) < 0) {
+	if (!line ||
+	    (k = response ? parse_status_line(line, &r) : parse_request_line(line, &r)) < 0) {
 		free(r.raw);
 		return line ? k : -EBADMSG;
 	}
@@ -300,8 +301,8 @@ ssize_t http_parse_response_head(const uint8_t *p, size_t n, struct http_msg *re
 enum http_body http_body_framing(const struct http_msg *m, const char *request_method)
 {
 	if (request_method) { /* a response to that request */
-		if ((m->status >= 100 && m->status < 200) || m->status == 204 ||
-		    m->status == 304 || streq(request_method, "HEAD"))
+		if ((m->status >= 100 && m->status < 200) || m->status == 204 || m->status == 304 ||
+		    streq(request_method, "HEAD"))
 			return HTTP_BODY_NONE;
 		if (m->chunked)
 			return HTTP_BODY_CHUNKED;

@@ -43,7 +43,7 @@ struct http_msg {
 	const char *query;  /* after '?', or "" */
 	int status;	    /* responses: 100..999 and the reason phrase (maybe "") */
 	const char *reason;
-	int minor;	    /* HTTP/1.<minor>: 0 or 1 */
+	int minor; /* HTTP/1.<minor>: 0 or 1 */
 	size_t n_headers;
 	struct http_header headers[HTTP_MAX_HEADERS];
 	int has_length;
@@ -64,8 +64,8 @@ void http_msg_done(struct http_msg *req);
 
 enum http_body {
 	HTTP_BODY_NONE,
-	HTTP_BODY_LENGTH,	/* content_length bytes */
-	HTTP_BODY_CHUNKED,	/* http_chunked_* until the last chunk and trailer */
+	HTTP_BODY_LENGTH,      /* content_length bytes */
+	HTTP_BODY_CHUNKED,     /* http_chunked_* until the last chunk and trailer */
 	HTTP_BODY_UNTIL_CLOSE, /* responses only: everything until the server closes */
 };
 /* How the body of m is delimited. request_method NULL: m is a request; else m is the response

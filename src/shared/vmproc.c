@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -17,6 +18,8 @@
 #include "strv.h"
 
 #define VMPROC_LINE_MAX (64u * 1024u)
+
+extern char **environ;
 
 int vmproc_spawn(const char *vm_bin, char *const *args, struct vmproc **ret)
 {

@@ -39,8 +39,11 @@
 
 #include "config.h"
 #include "accel.h"
+#include "apiclient.h"
 #include "buf.h"
+#include "egress.h"
 #include "fdutil.h"
+#include "ledger.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"
@@ -49,6 +52,7 @@
 #include "serial.h"
 #include "strv.h"
 #include "unixsock.h"
+#include "vmledger.h"
 #include "vmlimits.h"
 #include "vsock.h"
 
@@ -91,6 +95,8 @@ struct vm_opts {
 	char *rootfs;	     /* --rootfs, realpath'd */
 	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
 	size_t n_mounts;
+	char *ledger;  /* --ledger, absolute (owned) */
+	int no_egress; /* --no-egress: the guest gets no network at all */
 };
 
 struct vm {
@@ -118,7 +124,9 @@ struct vm {
 	char *control_path; /* the name we bound (relative to the VM directory, or absolute) */
 	char *state_line;   /* the line a new control client gets first: ready or error event */
 	int state_is_error;
-	int pid_file; /* we wrote supervisor.pid in the VM directory (our cwd) */
+	int pid_file;	       /* we wrote supervisor.pid in the VM directory (our cwd) */
+	struct egress *egress; /* proxy (vsock 5002) and DNS (5007); NULL with --no-egress */
+	struct ledger *ledger; /* --ledger: the session database */
 };
 
 static uint64_t now_ns(void)
@@ -383,7 +391,14 @@ static void send_boot_config(struct vm *vm)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	bc.unix_time_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 	snprintf(bc.hostname, sizeof(bc.hostname), "%s", vm->o.hostname);
-	buf_init(&b, 4096);
+	if (vm->egress) {
+		char *const *env = egress_guest_env(vm->egress);
+		bc.ca_pem = (char *)egress_ca_pem(vm->egress);
+		bc.envp = (char **)env;
+		while (env && env[bc.envc])
+			bc.envc++;
+	}
+	buf_init(&b, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
 	if (proto_boot_config_encode(&bc, &b) == 0)
 		(void)ctl_send(vm, &b);
 	buf_done(&b, 0);
@@ -463,7 +478,26 @@ static void on_ctl_listen(struct watch *w, int events)
 	accept_single(w, &w->vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl); /* one agent */
 }
 
-/* ---- parent commands ---- */
+/* ---- commands (parent fd and control socket) ---- */
+
+/* One command line from the parent or a control client: {"cmd":"stop"} or
+ * {"cmd":"ledger","event":{...}} (an event for the session ledger, docs/LEDGER.md). Returns 1
+ * for stop (the caller stops the VM: it may have to forget its client first), 0 otherwise. */
+static int vm_command(struct vm *vm, const json_t *cmd, const char *from)
+{
+	const char *c = json_string_value(json_object_get(cmd, "cmd"));
+	if (c && streq(c, "stop"))
+		return 1;
+	if (c && streq(c, "ledger")) {
+		int k = vm->ledger ? ledger_record_json(vm->ledger, json_object_get(cmd, "event"))
+				   : 0;
+		if (k < 0)
+			log_warn("the ledger refused an event from the %s: %s", from, strerror(-k));
+		return 0;
+	}
+	log_warn("ignoring unknown command from the %s", from);
+	return 0;
+}
 
 static void on_ipc(struct watch *w, int events)
 {
@@ -475,13 +509,13 @@ static void on_ipc(struct watch *w, int events)
 			size_t n = (size_t)(nl - buf_head(&w->in));
 			json_error_t err;
 			json_t *cmd = json_loadb((const char *)buf_head(&w->in), n, 0, &err);
-			const char *c = cmd ? json_string_value(json_object_get(cmd, "cmd")) : NULL;
-			if (c && streq(c, "stop"))
-				vm_stop(vm, "requested");
-			else
-				log_warn("ignoring unknown command from parent");
+			int stop = json_is_object(cmd) && vm_command(vm, cmd, "parent");
+			if (!json_is_object(cmd))
+				log_warn("ignoring a parent command that is not a JSON object");
 			json_decref(cmd);
 			buf_consume(&w->in, n + 1);
+			if (stop)
+				vm_stop(vm, "requested");
 		}
 	}
 	if (r == -EAGAIN)
@@ -522,10 +556,7 @@ static void on_control(struct watch *w, int events)
 				watch_close(wp);
 				return;
 			}
-			const char *c = json_string_value(json_object_get(cmd, "cmd"));
-			int stop = c && streq(c, "stop");
-			if (!stop)
-				log_warn("ignoring unknown command from a control client");
+			int stop = vm_command(vm, cmd, "control client");
 			json_decref(cmd);
 			buf_consume(&w->in, n + 1);
 			if (stop) {
@@ -664,6 +695,11 @@ static void vm_finish(struct vm *vm)
 		close_handle((uv_handle_t *)&vm->sig[i]);
 	vsock_backend_free(vm->vsock);
 	vm->vsock = NULL;
+	egress_stop(vm->egress);
+	vm->egress = NULL;
+	ledger_close(
+		vm->ledger); /* flushes: the session's last rows are on disk before "stopped" */
+	vm->ledger = NULL;
 	serial_log_close(&vm->serial);
 	if (vm->p_ctl) {
 		unlink(vm->p_ctl);
@@ -841,6 +877,30 @@ static int vm_start(struct vm *vm)
 			return log_oom();
 	}
 
+	if (vm->o.ledger) {
+		r = ledger_open(vm->o.ledger, &vm->ledger);
+		if (r < 0)
+			return log_error_errno(r, "cannot open the session ledger %s",
+					       vm->o.ledger);
+	}
+	if (!vm->o.no_egress) {
+		char err[512] = "";
+		_cleanup_free_ char *home = api_capsem_home();
+		struct egress_config ec = {
+			.loop = vm->loop,
+			.capsem_home = home,
+			.proxy_socket = "vsock_5002",
+			.dns_socket = "vsock_5007",
+			.hooks = vm_ledger_hooks(),
+			.userdata = vm->ledger,
+		};
+		if (!home)
+			return log_oom();
+		r = egress_start(&ec, &vm->egress, err, sizeof(err));
+		if (r < 0)
+			return log_error("cannot set up the VM's network: %s", err), r;
+	}
+
 	struct vsock_backend_config vc = {
 		.vhost_socket = "vhost-vsock.sock",
 		.uds_path = "vsock",
@@ -920,6 +980,9 @@ static void help(void)
 	       "                       the guest boots into it with an overlay on top\n"
 	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
 	       "                       (read-write unless :ro; repeatable, up to 8)\n"
+	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
+	       "                       this SQLite file (docs/LEDGER.md)\n"
+	       "  --no-egress          no network for the guest at all (no proxy, no DNS)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
 	       "                       the VM directory or absolute); ignore SIGHUP\n"
 	       "  --rm                 remove the VM directory on exit\n"
@@ -1010,6 +1073,7 @@ static void opts_free(struct vm_opts *o)
 {
 	free(o->disk);
 	free(o->rootfs);
+	free(o->ledger);
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		free((char *)o->mounts[i].host);
 		free((char *)o->mounts[i].guest);
@@ -1035,7 +1099,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_CONTROL,
 		ARG_DISK,
 		ARG_ROOTFS,
-		ARG_MOUNT
+		ARG_MOUNT,
+		ARG_LEDGER,
+		ARG_NO_EGRESS
 	};
 	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
 					      { "kernel", required_argument, NULL, ARG_KERNEL },
@@ -1054,6 +1120,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 					      { "disk", required_argument, NULL, ARG_DISK },
 					      { "rootfs", required_argument, NULL, ARG_ROOTFS },
 					      { "mount", required_argument, NULL, ARG_MOUNT },
+					      { "ledger", required_argument, NULL, ARG_LEDGER },
+					      { "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	uint64_t v;
@@ -1144,6 +1212,21 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--mount: at most %d", QEMU_MAX_MOUNTS), -EINVAL;
 			if (parse_mount(optarg, o) < 0)
 				return -EINVAL;
+			break;
+		case ARG_LEDGER:
+			free(o->ledger);
+			if (optarg[0] == '/') {
+				o->ledger = strdup(optarg);
+			} else { /* we chdir into the VM directory later */
+				_cleanup_free_ char *cwd = getcwd(NULL, 0);
+				if (!cwd || asprintf(&o->ledger, "%s/%s", cwd, optarg) < 0)
+					o->ledger = NULL;
+			}
+			if (!o->ledger)
+				return log_oom();
+			break;
+		case ARG_NO_EGRESS:
+			o->no_egress = 1;
 			break;
 		case 'h':
 			help();

@@ -18,6 +18,18 @@ IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.expanduser("~/.capsem/image
 CAPSEM = os.path.join(BUILD, "src", "cli", "capsem")
 CAPSEM_VM = os.path.join(BUILD, "src", "vm", "capsem-vm")
 IMAGE = os.path.join(IMAGES, "minimal")
+# VMs that name no image get the full Debian image once it is installed: the tests pin the
+# minimal one (the CLI and capsemd both read CAPSEM_IMAGE); Debian tests ask for it by name
+os.environ.setdefault("CAPSEM_IMAGE", "minimal")
+
+# Processes the tests start without a CAPSEM_HOME of their own (capsem-vm started directly) keep
+# their state (the egress CA, policy) in a throw-away home, never in the user's ~/.capsem.
+if "CAPSEM_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+    os.environ["CAPSEM_HOME"] = tempfile.mkdtemp(prefix="capsem-test-home-")
+    atexit.register(shutil.rmtree, os.environ["CAPSEM_HOME"], True)
 
 
 def need_image():
@@ -94,10 +106,14 @@ class VM:
 
     def __init__(self, vmdir, *extra):
         self.vmdir = vmdir
+        # a private CAPSEM_HOME next to the VM directory: the egress CA and policy live there
+        home = os.path.join(os.path.dirname(str(vmdir)), "capsem-home")
+        os.makedirs(home, exist_ok=True)
         self.proc = subprocess.Popen(
             [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinux"),
              "--initrd", os.path.join(IMAGE, "initrd.img"), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, CAPSEM_HOME=home))
         self.ready = None
         line = self.proc.stdout.readline()
         if not line:

@@ -213,7 +213,8 @@ def test_bad_input(daemon):
     for raw, want in ((b"GARBAGE\r\n\r\n", 400), (b"GET / HTTP/2.0\r\n\r\n", 400),
                       (b"GET /version HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
                       (b"GET /version HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-                      (b"GET /version HTTP/1.1\r\n" + b"X-A: b\r\n" * 70 + b"\r\n", 431),
+                      (b"GET /version HTTP/1.1\r\n" + b"X-A: b\r\n" * 129 + b"\r\n", 431),
+                          (b"GET /version HTTP/1.1\r\nX-A: " + b"b" * 70000 + b"\r\n\r\n", 431),
                       (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 431)):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(10)

@@ -280,8 +280,10 @@ static void test_response(void **state)
 	assert_int_equal(http_body_framing(&m, "GET"), HTTP_BODY_NONE);
 	http_msg_done(&m);
 
-	const char *bad[] = { "HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n",
-			      "HTTP/1.1 099 x\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+	const char *bad[] = { "HTTP/2 200 OK\r\n\r\n",
+			      "HTTP/1.1 20 OK\r\n\r\n",
+			      "HTTP/1.1 099 x\r\n\r\n",
+			      "HTTP/1.1 2000 OK\r\n\r\n",
 			      "GET / HTTP/1.1\r\n\r\n",
 			      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: "
 			      "chunked\r\n\r\n" };
@@ -307,7 +309,8 @@ static void test_chunked_scan(void **state)
 	int r = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		size_t used = 0;
-		r = http_chunked_scan(&st, (const uint8_t *)body + i, 1, 1024, collect, &out, &used);
+		r = http_chunked_scan(&st, (const uint8_t *)body + i, 1, 1024, collect, &out,
+				      &used);
 		total += used;
 	}
 	assert_int_equal(r, 1);

@@ -56,6 +56,7 @@ static void test_qemu_argv(void **state)
 	assert_string_equal(v[0], "qemu-system-x86_64");
 	assert_true(has(v, "tcg"));
 	assert_false(has(v, "host"));
+	assert_true(has(v, "max")); /* every emulated CPU feature: AVX2 for native CLIs */
 	assert_true(has(v, "memory-backend-memfd,id=mem,size=512M,share=on"));
 	assert_true(has(v, "virtio-mmio.force-legacy=false"));
 	assert_true(has(v, "-nodefaults"));

@@ -1,0 +1,1818 @@
+/* proxy.c - the egress proxy: one guest TCP connection at a time, decided, inspected, relayed.
+ *
+ * Where connections come from: the guest has no NIC; its netfilter redirects every outbound TCP
+ * connection to capsem-net-proxy, which connects to host vsock port 5002 and sends a preamble
+ * (original destination address and port, owning process). capsem-vm hands each such stream to
+ * proxy_accept(). The destination address is a fake one from 198.18.0.0/15 that our DNS server
+ * gave out for an allowed name (fakeip.c), so every connection has a name: policy is by name.
+ *
+ * Per connection:
+ *   1. preamble -> name (fake-IP map; any other address is a direct-IP connection: blocked) ->
+ *      connection-level policy (name, port). Blocked: closed at once, recorded.
+ *   2. sniff the first bytes: a TLS ClientHello is terminated here with a leaf for the name
+ *      (SNI, when sent, must be that name), an HTTP request line is parsed, anything else is
+ *      relayed as bytes (never on ports 80 and 443: those carry HTTP, so that path rules cannot
+ *      be evaded by bytes we would not parse). A client that sends nothing for SNIFF_MS (a
+ *      server-speaks-first protocol) is relayed as bytes.
+ *   3. HTTP/1.1, one request at a time (pipelined requests wait in the buffer): request-level
+ *      policy (method, path); blocked -> 403 with a JSON body naming the rule. Allowed: the
+ *      head is re-serialised (credential placeholders swapped for the provider's real key on
+ *      that provider's hosts only; Accept-Encoding set to identity on AI provider requests so
+ *      the side parser reads plain bytes), the body streamed, the response forwarded AS IT
+ *      ARRIVES (head bytes unchanged, body bytes unchanged, chunk by chunk: SSE is never
+ *      buffered) while a copy of the decoded body feeds the AI-traffic parser on the side.
+ *      `Upgrade` (WebSocket) is decided like any request, before the upgrade; after a 101 the
+ *      connection is relayed as bytes.
+ *   4. upstream: a host-wide (per capsem-vm) pool of idle keep-alive connections keyed by
+ *      (TLS, name, port); new ones resolve the name on libuv's thread pool (or use the
+ *      policy's upstream override), connect with a timeout and verify the server's certificate
+ *      against the system store (plus the policy's extra CA) for the name.
+ *
+ * Flow control: every side has a bounded plaintext input buffer; a side stops reading when its
+ * buffer is full or when the side its bytes go to has more than HIGH_WATER bytes queued, and
+ * resumes when that queue drains below LOW_WATER. Memory per connection is bounded.
+ *
+ * Trust: the guest is hostile (preamble, TLS, HTTP: all parsed by capped, fuzzed code); upstream
+ * servers are hostile too (responses are parsed with the same parser). Real API keys exist only
+ * in the head written upstream. Thread: the libuv loop thread only.
+ */
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ai.h"
+#include "buf.h"
+#include "credentials.h"
+#include "fakeip.h"
+#include "http.h"
+#include "log.h"
+#include "macro.h"
+#include "policy.h"
+#include "tls.h"
+
+#define IN_CAP (128u * 1024u)	   /* plaintext input per side (>= HTTP_MAX_HEAD) */
+#define READ_CHUNK (64u * 1024u)   /* one socket read */
+#define HIGH_WATER (1024u * 1024u) /* queued bytes at which the source stops reading */
+#define LOW_WATER (256u * 1024u)   /* and resumes */
+/* bytes held for an upstream still connecting: a writer stops at HIGH_WATER and writes at most
+ * one input buffer (or one request head) past it */
+#define PENDING_CAP (HIGH_WATER + 2 * IN_CAP)
+#define SNIFF_MS 300		 /* wait for a client's first bytes before relaying */
+#define CONNECT_TIMEOUT_MS 15000 /* upstream name resolution + TCP + TLS */
+#define POOL_IDLE_MS 30000	 /* an idle upstream connection lives this long */
+#define POOL_PER_KEY 16		 /* idle connections per (tls, name, port) */
+#define POOL_MAX 256		 /* idle connections in all */
+#define MAX_CONNS 1024		 /* guest connections at once */
+#define PATH_LOG_MAX 1024	 /* path recorded in events */
+#define AI_ACCEPT_ENCODING "identity"
+
+/* ---- a side: one stream socket, optionally TLS through memory BIOs ---- */
+
+struct side;
+struct side_ops {
+	void (*data)(struct side *s);	   /* new plaintext in s->in, or s->eof became true */
+	void (*drain)(struct side *s);	   /* s->wq fell below LOW_WATER */
+	void (*handshake)(struct side *s); /* TLS handshake finished */
+	void (*error)(struct side *s, const char *why);
+	void (*closed)(struct side *s); /* the handle is closed: the owner may free */
+};
+
+struct side {
+	union {
+		uv_handle_t handle;
+		uv_stream_t stream;
+		uv_pipe_t pipe;
+		uv_tcp_t tcp;
+	} h;
+	const struct side_ops *ops;
+	void *owner;
+	SSL *ssl;
+	BIO *net_in, *net_out; /* ciphertext from / to the socket; owned by ssl */
+	struct buf in;	       /* plaintext received, not yet consumed */
+	size_t wq;	       /* bytes handed to uv_write and not yet written */
+	bool open;	       /* handle initialised and not closing */
+	bool handshaking;
+	bool reading;
+	bool want_read; /* owner's wish; reading happens when also possible */
+	bool eof;	/* no more plaintext will come */
+	bool shut;	/* our write side is shut down */
+	bool close_after_shut;
+};
+
+struct wreq {
+	uv_write_t req;
+	struct side *s;
+	size_t n;
+	char data[];
+};
+
+static char read_scratch[READ_CHUNK];
+
+static void side_pull(struct side *s, bool notify);
+static void side_update_reading(struct side *s);
+
+static void side_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	struct side *s = h->data;
+	size_t n = sizeof(read_scratch);
+	if (!s->ssl && buf_room(&s->in) < n)
+		n = buf_room(&s->in);
+	*b = uv_buf_init(read_scratch, (unsigned)n);
+}
+
+static void side_fail(struct side *s, const char *why)
+{
+	if (s->open)
+		s->ops->error(s, why);
+}
+
+static void wreq_done(uv_write_t *req, int status)
+{
+	struct wreq *w = container_of(req, struct wreq, req);
+	struct side *s = w->s;
+	size_t before = s->wq;
+	s->wq -= w->n;
+	free(w);
+	if (!s->open)
+		return;
+	if (status < 0) {
+		side_fail(s, uv_strerror(status));
+		return;
+	}
+	if (before >= LOW_WATER && s->wq < LOW_WATER)
+		s->ops->drain(s);
+}
+
+static int side_send_raw(struct side *s, const void *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	struct wreq *w = malloc(sizeof(*w) + n);
+	if (!w)
+		return -ENOMEM;
+	memcpy(w->data, p, n);
+	w->s = s;
+	w->n = n;
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+	int r = uv_write(&w->req, &s->h.stream, &b, 1, wreq_done);
+	if (r < 0) {
+		free(w);
+		return r;
+	}
+	s->wq += n;
+	return 0;
+}
+
+/* Move whatever TLS wrote into net_out onto the socket. */
+static int side_flush_tls(struct side *s)
+{
+	char *p;
+	long n = BIO_get_mem_data(s->net_out, &p);
+	if (n <= 0)
+		return 0;
+	int r = side_send_raw(s, p, (size_t)n);
+	(void)BIO_reset(s->net_out);
+	return r;
+}
+
+static int side_write(struct side *s, const void *p, size_t n)
+{
+	if (!s->open || s->shut)
+		return -EPIPE;
+	if (!s->ssl)
+		return side_send_raw(s, p, n);
+	while (n > 0) {
+		int k = SSL_write(s->ssl, p, (int)MIN(n, (size_t)INT32_MAX));
+		if (k <= 0)
+			return -EIO;
+		p = (const char *)p + k;
+		n -= (size_t)k;
+	}
+	return side_flush_tls(s);
+}
+
+/* TLS: run the handshake, then decrypt into s->in while there is room; with notify, tell the
+ * owner about new bytes (not when the owner itself is consuming: it loops on its own). */
+static void side_pull(struct side *s, bool notify)
+{
+	if (!s->ssl || !s->open)
+		return;
+	if (s->handshaking) {
+		ERR_clear_error();
+		int k = SSL_do_handshake(s->ssl);
+		if (side_flush_tls(s) < 0) {
+			side_fail(s, "write failed");
+			return;
+		}
+		if (k != 1) {
+			int e = SSL_get_error(s->ssl, k);
+			if (e == SSL_ERROR_WANT_READ)
+				return;
+			side_fail(s,
+				  e == SSL_ERROR_SSL ? tls_error_string() : "TLS handshake failed");
+			return;
+		}
+		s->handshaking = false;
+		s->ops->handshake(s);
+		if (!s->open)
+			return;
+	}
+	bool got = false;
+	while (!s->eof && buf_room(&s->in) > 0) {
+		size_t room = MIN(buf_room(&s->in), (size_t)READ_CHUNK);
+		uint8_t *dst = buf_reserve(&s->in, room);
+		if (!dst)
+			break;
+		ERR_clear_error();
+		int k = SSL_read(s->ssl, dst, (int)room);
+		if (k > 0) {
+			buf_commit(&s->in, (size_t)k);
+			got = true;
+			continue;
+		}
+		buf_commit(&s->in, 0);
+		int e = SSL_get_error(s->ssl, k);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			s->eof = true;
+			got = true;
+			break;
+		}
+		(void)side_flush_tls(s);
+		side_fail(s, e == SSL_ERROR_SSL ? tls_error_string() : "TLS read failed");
+		return;
+	}
+	if (side_flush_tls(s) < 0) {
+		side_fail(s, "write failed");
+		return;
+	}
+	if (got && notify)
+		s->ops->data(s);
+}
+
+static void side_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct side *s = st->data;
+	if (n == 0 || !s->open)
+		return;
+	if (n == UV_ENOBUFS) { /* the buffer filled up: stop until the owner consumes */
+		side_update_reading(s);
+		return;
+	}
+	if (n < 0) {
+		if (n != UV_EOF && n != UV_ECONNRESET) {
+			side_fail(s, uv_strerror((int)n));
+			return;
+		}
+		if (s->ssl && n == UV_ECONNRESET && s->handshaking) {
+			side_fail(s, "connection reset during the TLS handshake");
+			return;
+		}
+		s->eof = true;
+		side_update_reading(s);
+		s->ops->data(s);
+		return;
+	}
+	if (s->ssl) {
+		if (BIO_write(s->net_in, b->base, (int)n) != (int)n) {
+			side_fail(s, "out of memory");
+			return;
+		}
+		side_pull(s, true);
+	} else {
+		if (buf_append(&s->in, b->base, (size_t)n) < 0) {
+			side_fail(s, "input buffer overflow");
+			return;
+		}
+		s->ops->data(s);
+	}
+	if (s->open)
+		side_update_reading(s);
+}
+
+/* Read when the owner wants to and the buffer has room. (TLS keeps ciphertext in net_in while
+ * s->in is full: the socket read stops too.) */
+static void side_update_reading(struct side *s)
+{
+	if (!s->open)
+		return;
+	bool want = s->want_read && !s->eof && buf_room(&s->in) > 0;
+	if (s->ssl && want && BIO_ctrl_pending(s->net_in) > 4 * READ_CHUNK)
+		want = false;
+	if (want && !s->reading) {
+		if (uv_read_start(&s->h.stream, side_alloc, side_on_read) == 0)
+			s->reading = true;
+	} else if (!want && s->reading) {
+		uv_read_stop(&s->h.stream);
+		s->reading = false;
+	}
+}
+
+static void side_want_read(struct side *s, bool want)
+{
+	s->want_read = want;
+	side_update_reading(s);
+}
+
+static uint64_t consumed_total; /* progress marker for the connection pump */
+
+static void side_consume(struct side *s, size_t n)
+{
+	buf_consume(&s->in, n);
+	consumed_total += n;
+	/* TLS may hold decrypted-but-undelivered bytes: pull them now there is room */
+	if (s->ssl && !s->handshaking && n > 0)
+		side_pull(s, false);
+	side_update_reading(s);
+}
+
+static void side_closed_cb(uv_handle_t *h)
+{
+	struct side *s = h->data;
+	if (s->ssl) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
+	buf_done(&s->in, 1);
+	s->ops->closed(s);
+}
+
+static void side_close(struct side *s)
+{
+	if (!s->open)
+		return;
+	s->open = false;
+	s->reading = false;
+	uv_close(&s->h.handle, side_closed_cb);
+}
+
+static void side_shutdown_cb(uv_shutdown_t *req, int status)
+{
+	struct side *s = req->data;
+	free(req);
+	if (s->open && s->close_after_shut)
+		side_close(s);
+}
+
+/* No more bytes from us: TLS close_notify, then a FIN once queued writes are out. With
+ * then_close the handle closes after that (queued bytes are not lost, as uv_close would). */
+static void side_shutdown(struct side *s, bool then_close)
+{
+	if (!s->open)
+		return;
+	s->close_after_shut |= then_close;
+	if (s->shut)
+		return;
+	s->shut = true;
+	if (s->ssl && !s->handshaking) {
+		(void)SSL_shutdown(s->ssl);
+		(void)side_flush_tls(s);
+	}
+	uv_shutdown_t *req = malloc(sizeof(*req));
+	if (!req || uv_shutdown(req, &s->h.stream, side_shutdown_cb) < 0) {
+		free(req);
+		if (then_close)
+			side_close(s);
+		return;
+	}
+	req->data = s;
+}
+
+static void side_init_common(struct side *s, const struct side_ops *ops, void *owner)
+{
+	s->ops = ops;
+	s->owner = owner;
+	s->h.handle.data = s;
+	buf_init(&s->in, IN_CAP);
+	s->open = true;
+}
+
+/* Turn s into a TLS side (server: accept; client: connect); bytes already in s->in (a sniffed
+ * ClientHello) are handed to TLS first. */
+static int side_start_tls(struct side *s, SSL_CTX *ctx, bool server)
+{
+	s->ssl = SSL_new(ctx);
+	if (!s->ssl)
+		return -ENOMEM;
+	s->net_in = BIO_new(BIO_s_mem());
+	s->net_out = BIO_new(BIO_s_mem());
+	if (!s->net_in || !s->net_out) {
+		BIO_free(s->net_in);
+		BIO_free(s->net_out);
+		s->net_in = s->net_out = NULL;
+		return -ENOMEM;
+	}
+	BIO_set_mem_eof_return(s->net_in, -1);
+	SSL_set_bio(s->ssl, s->net_in, s->net_out);
+	if (server)
+		SSL_set_accept_state(s->ssl);
+	else
+		SSL_set_connect_state(s->ssl);
+	s->handshaking = true;
+	if (buf_len(&s->in) > 0) {
+		if (BIO_write(s->net_in, buf_head(&s->in), (int)buf_len(&s->in)) !=
+		    (int)buf_len(&s->in))
+			return -ENOMEM;
+		buf_consume(&s->in, buf_len(&s->in));
+	}
+	return 0;
+}
+
+/* ---- the proxy, connections, upstreams ---- */
+
+struct up;
+
+enum cstate {
+	C_PREAMBLE,
+	C_SNIFF,
+	C_TLS,	  /* guest-side TLS handshake */
+	C_HEAD,	  /* waiting for a request head */
+	C_REQ,	  /* a request in flight */
+	C_TUNNEL, /* bytes both ways */
+	C_CLOSING,
+};
+
+struct req {
+	uint64_t id;
+	uint64_t t0_ms, t0_ns;
+	char *method;
+	char *path; /* with the query, capped for events */
+	bool keep_alive;
+	bool upgrade;
+	enum http_body framing;
+	uint64_t left;
+	struct http_chunked ch;
+	bool body_done;
+	struct ai_call *ai;
+	bool resp_head;
+	int status;
+	enum http_body rframing;
+	uint64_t rleft;
+	struct http_chunked rch;
+	bool resp_done;
+	bool resp_keep_alive;
+	uint64_t bytes_up, bytes_down;
+	char rule[POLICY_MAX_NAME + 1]; /* copied: the policy may be reloaded meanwhile */
+	const char *layer;		/* static */
+};
+
+struct conn {
+	struct proxy *p;
+	struct conn *next, *prev;
+	struct side c; /* the guest */
+	struct up *up;
+	enum cstate st;
+	struct proto_net_preamble pre;
+	char ip[INET6_ADDRSTRLEN];
+	char *host;
+	uint16_t port;
+	bool tls;	   /* guest side is TLS */
+	bool first_req;	   /* no request seen yet on this connection */
+	bool tunnel_tls;   /* the tunnel's upstream is TLS */
+	bool up_eof_sent;  /* tunnel: upstream's EOF passed to the guest */
+	bool c_eof_sent;   /* tunnel: guest's EOF passed upstream */
+	bool timer_active; /* sniff timer */
+	bool up_idle;	   /* up finished a request cleanly and may serve another */
+	uv_timer_t timer;
+	int handles; /* open libuv handles; freed at 0 */
+	bool dead;
+	struct req r;
+	uint64_t t0_ms, t0_ns;
+	uint64_t tun_up, tun_down;
+	char conn_rule[POLICY_MAX_NAME + 1];
+	const char *conn_layer;
+	bool provisional; /* allowed only if each HTTP request is allowed: no byte relay */
+	char *error;
+};
+
+struct up {
+	struct proxy *p;
+	struct up *next, *prev; /* pool list while idle */
+	struct side s;
+	struct conn *conn; /* attached, or NULL when idle or orphaned */
+	char *host;
+	uint16_t port;
+	bool tls;
+	bool ready;
+	bool failed;
+	bool in_pool;
+	bool gai_pending;
+	bool dead;
+	bool handle_init;
+	struct buf pending; /* written before ready */
+	uv_getaddrinfo_t gai;
+	uv_connect_t creq;
+	uv_timer_t timer;
+	bool timer_init;
+	uint64_t idle_since;
+	int handles;
+};
+
+struct proxy {
+	struct proxy_config cfg;
+	SSL_CTX *server_ctx;
+	SSL_CTX *client_ctx;
+	char *client_ctx_ca; /* the extra CA file client_ctx was made with */
+	struct conn *conns;
+	struct up *pool;
+	size_t n_pool;
+	uint64_t next_id;
+	struct proxy_stats stats;
+	bool closing;
+	int refs; /* the proxy itself + every live conn and up */
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void proxy_unref(struct proxy *p)
+{
+	if (--p->refs > 0)
+		return;
+	SSL_CTX_free(p->server_ctx);
+	SSL_CTX_free(p->client_ctx);
+	free(p->client_ctx_ca);
+	free(p);
+}
+
+static const struct policy *cur_policy(struct proxy *p)
+{
+	return p->cfg.policy(p->cfg.userdata);
+}
+
+/* The client context for the current policy's extra CA (rebuilt when it changes). */
+static SSL_CTX *client_ctx(struct proxy *p)
+{
+	const char *ca = policy_upstream_ca_file(cur_policy(p));
+	if (p->client_ctx &&
+	    ((!ca && !p->client_ctx_ca) || (ca && p->client_ctx_ca && streq(ca, p->client_ctx_ca))))
+		return p->client_ctx;
+	SSL_CTX *ctx = tls_client_ctx_new(ca);
+	if (!ctx)
+		return p->client_ctx; /* keep the old one; the failure shows as a verify error */
+	SSL_CTX_free(p->client_ctx);
+	free(p->client_ctx_ca);
+	p->client_ctx = ctx;
+	p->client_ctx_ca = ca ? strdup(ca) : NULL;
+	return ctx;
+}
+
+/* ---- events ---- */
+
+static void emit_net(struct conn *c, const struct req *r, const char *kind, bool allowed,
+		     const char *rule, const char *layer, const char *error)
+{
+	struct proxy *p = c->p;
+	if (!p->cfg.hooks.net)
+		return;
+	uint64_t t0_ns = r ? r->t0_ns : c->t0_ns;
+	struct proxy_net_event ev = {
+		.id = r ? r->id : ++p->next_id,
+		.ts_ms = r ? r->t0_ms : c->t0_ms,
+		.duration_ms = (mono_ns() - t0_ns) / 1000000u,
+		.pid = c->pre.pid,
+		.comm = c->pre.comm[0] ? c->pre.comm : NULL,
+		.dst_ip = c->ip,
+		.dst_port = c->port,
+		.host = c->host,
+		.kind = kind,
+		.method = r ? r->method : NULL,
+		.path = r ? r->path : NULL,
+		.status = r ? r->status : 0,
+		.bytes_up = r ? r->bytes_up : c->tun_up,
+		.bytes_down = r ? r->bytes_down : c->tun_down,
+		.allowed = allowed,
+		.rule = rule,
+		.layer = layer,
+		.error = error,
+	};
+	p->cfg.hooks.net(p->cfg.userdata, &ev);
+}
+
+/* ---- upstream pool ---- */
+
+static void up_free_maybe(struct up *u);
+static void conn_up_ready(struct conn *c);
+static void conn_up_failed(struct conn *c, const char *why);
+static void conn_pump(struct conn *c);
+static void conn_close(struct conn *c, const char *why);
+
+static void pool_remove(struct up *u)
+{
+	if (!u->in_pool)
+		return;
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		u->p->pool = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	u->next = u->prev = NULL;
+	u->in_pool = false;
+	u->p->n_pool--;
+}
+
+static void up_handle_closed(uv_handle_t *h)
+{
+	struct up *u = h->data;
+	u->handles--;
+	up_free_maybe(u);
+}
+
+static void up_side_closed(struct side *s)
+{
+	struct up *u = s->owner;
+	u->handles--;
+	up_free_maybe(u);
+}
+
+static void up_free_maybe(struct up *u)
+{
+	if (!u->dead || u->handles > 0 || u->gai_pending)
+		return;
+	struct proxy *p = u->p;
+	buf_done(&u->pending, 1);
+	free(u->host);
+	free(u);
+	proxy_unref(p);
+}
+
+/* Close an upstream for good (detached, out of the pool). */
+static void up_close(struct up *u)
+{
+	if (!u || u->dead)
+		return;
+	u->dead = true;
+	u->conn = NULL;
+	pool_remove(u);
+	if (u->timer_init) {
+		u->timer_init = false;
+		uv_close((uv_handle_t *)&u->timer, up_handle_closed);
+	}
+	if (u->handle_init)
+		side_close(&u->s);
+	if (u->gai_pending)
+		uv_cancel((uv_req_t *)&u->gai);
+	up_free_maybe(u);
+}
+
+static void up_on_data(struct side *s)
+{
+	struct up *u = s->owner;
+	if (u->conn) {
+		conn_pump(u->conn);
+		return;
+	}
+	/* idle in the pool: any byte or EOF makes it unusable */
+	up_close(u);
+}
+
+static void up_on_drain(struct side *s)
+{
+	struct up *u = s->owner;
+	if (u->conn)
+		conn_pump(u->conn);
+}
+
+static void up_mark_ready(struct up *u)
+{
+	u->ready = true;
+	if (u->timer_init)
+		uv_timer_stop(&u->timer);
+	if (buf_len(&u->pending) > 0) {
+		int r = side_write(&u->s, buf_head(&u->pending), buf_len(&u->pending));
+		buf_consume(&u->pending, buf_len(&u->pending));
+		if (r < 0) {
+			struct conn *c = u->conn;
+			up_close(u);
+			if (c)
+				conn_up_failed(c, "upstream write failed");
+			return;
+		}
+	}
+	if (u->conn)
+		conn_up_ready(u->conn);
+}
+
+static void up_on_handshake(struct side *s)
+{
+	up_mark_ready(s->owner);
+}
+
+static void up_on_error(struct side *s, const char *why)
+{
+	struct up *u = s->owner;
+	struct conn *c = u->conn;
+	up_close(u);
+	if (c)
+		conn_up_failed(c, why);
+}
+
+static const struct side_ops up_ops = {
+	.data = up_on_data,
+	.drain = up_on_drain,
+	.handshake = up_on_handshake,
+	.error = up_on_error,
+	.closed = up_side_closed,
+};
+
+static void up_fail(struct up *u, const char *why)
+{
+	struct conn *c = u->conn;
+	u->failed = true;
+	up_close(u);
+	if (c)
+		conn_up_failed(c, why);
+}
+
+static void up_on_connect(uv_connect_t *req, int status)
+{
+	struct up *u = req->data;
+	if (u->dead)
+		return;
+	if (status < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "connect to %s:%u: %s", u->host, u->port,
+			 uv_strerror(status));
+		up_fail(u, why);
+		return;
+	}
+	u->p->stats.upstream_connects++;
+	(void)uv_tcp_nodelay(&u->s.h.tcp, 1);
+	side_want_read(&u->s, true);
+	if (!u->tls) {
+		up_mark_ready(u);
+		return;
+	}
+	if (side_start_tls(&u->s, client_ctx(u->p), false) < 0 ||
+	    tls_client_setup(u->s.ssl, u->host) < 0) {
+		up_fail(u, "TLS set-up failed");
+		return;
+	}
+	side_pull(&u->s, true); /* sends the ClientHello */
+}
+
+/* Start the TCP connect. 0 or -errno (nothing reported: the caller decides). */
+static int up_connect_addr(struct up *u, const struct sockaddr *sa)
+{
+	int r = uv_tcp_init(u->p->cfg.loop, &u->s.h.tcp);
+	if (r < 0)
+		return r;
+	side_init_common(&u->s, &up_ops, u);
+	u->handle_init = true;
+	u->handles++;
+	u->creq.data = u;
+	return uv_tcp_connect(&u->creq, &u->s.h.tcp, sa, up_on_connect);
+}
+
+static void up_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct up *u = req->data;
+	u->gai_pending = false;
+	if (u->dead || status < 0 || !res) {
+		if (!u->dead) {
+			char why[160];
+			snprintf(why, sizeof(why), "cannot resolve %s: %s", u->host,
+				 status < 0 ? uv_strerror(status) : "no address");
+			up_fail(u, why);
+		}
+		uv_freeaddrinfo(res);
+		up_free_maybe(u);
+		return;
+	}
+	int r = up_connect_addr(u, res->ai_addr);
+	uv_freeaddrinfo(res);
+	if (r < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "connect to %s:%u: %s", u->host, u->port,
+			 uv_strerror(r));
+		up_fail(u, why);
+	}
+}
+
+static void up_on_timeout(uv_timer_t *t)
+{
+	struct up *u = t->data;
+	if (u->in_pool) { /* idle too long */
+		up_close(u);
+		return;
+	}
+	if (!u->ready) {
+		char why[160];
+		snprintf(why, sizeof(why), "upstream %s:%u did not answer within %d s", u->host,
+			 u->port, CONNECT_TIMEOUT_MS / 1000);
+		up_fail(u, why);
+	}
+}
+
+/* Parse "host:port" or "[v6]:port" into a sockaddr. */
+static int parse_hostport(const char *s, struct sockaddr_storage *ss)
+{
+	char host[256];
+	const char *colon = strrchr(s, ':');
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || port == 0 || port > 65535)
+		return -EINVAL;
+	char *h = host;
+	size_t hl = strlen(h);
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h[hl - 1] = 0;
+		h++;
+	}
+	memset(ss, 0, sizeof(*ss));
+	if (uv_ip4_addr(h, (int)port, (struct sockaddr_in *)ss) == 0 ||
+	    uv_ip6_addr(h, (int)port, (struct sockaddr_in6 *)ss) == 0)
+		return 0;
+	return -EINVAL;
+}
+
+static struct up *up_new(struct proxy *p, const char *host, uint16_t port, bool tls)
+{
+	struct up *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->p = p;
+	u->host = strdup(host);
+	u->port = port;
+	u->tls = tls;
+	buf_init(&u->pending, PENDING_CAP);
+	if (!u->host) {
+		free(u);
+		return NULL;
+	}
+	p->refs++;
+	if (uv_timer_init(p->cfg.loop, &u->timer) == 0) {
+		u->timer.data = u;
+		u->timer_init = true;
+		u->handles++;
+	}
+	return u;
+}
+
+/* Start connecting u (the override from policy, else DNS on the thread pool). 0, or -errno
+ * when it could not even start (nothing reported; the caller closes u). */
+static int up_start(struct up *u)
+{
+	struct proxy *p = u->p;
+	if (u->timer_init)
+		uv_timer_start(&u->timer, up_on_timeout, CONNECT_TIMEOUT_MS, 0);
+	char over[300];
+	if (policy_upstream_override(cur_policy(p), u->host, u->port, over, sizeof(over)) == 0) {
+		struct sockaddr_storage ss;
+		int r = parse_hostport(over, &ss);
+		return r < 0 ? r : up_connect_addr(u, (struct sockaddr *)&ss);
+	}
+	char port[8];
+	snprintf(port, sizeof(port), "%u", u->port);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	u->gai.data = u;
+	u->gai_pending = true;
+	int r = uv_getaddrinfo(p->cfg.loop, &u->gai, up_on_resolved, u->host, port, &hints);
+	if (r < 0)
+		u->gai_pending = false;
+	return r;
+}
+
+/* An upstream for (tls, host, port) attached to c: an idle pooled one (when pooled), else a
+ * new one. NULL when none could be started. */
+static struct up *up_get(struct conn *c, bool tls, bool pooled)
+{
+	struct proxy *p = c->p;
+	const char *host = c->host;
+	uint16_t port = c->port;
+	for (struct up *u = pooled ? p->pool : NULL; u; u = u->next) {
+		if (u->tls == tls && u->port == port && streq(u->host, host) && !u->s.eof &&
+		    buf_len(&u->s.in) == 0) {
+			pool_remove(u);
+			if (u->timer_init)
+				uv_timer_stop(&u->timer);
+			p->stats.upstream_reused++;
+			u->conn = c;
+			return u;
+		}
+	}
+	struct up *u = up_new(p, host, port, tls);
+	if (!u)
+		return NULL;
+	u->conn = c;
+	if (up_start(u) < 0) {
+		u->conn = NULL;
+		up_close(u);
+		return NULL;
+	}
+	return u;
+}
+
+/* Return a finished upstream to the pool (or close it when the pool is full). */
+static void up_release(struct up *u)
+{
+	struct proxy *p = u->p;
+	u->conn = NULL;
+	size_t same = 0;
+	for (struct up *x = p->pool; x; x = x->next)
+		if (x->tls == u->tls && x->port == u->port && streq(x->host, u->host))
+			same++;
+	if (p->closing || !u->ready || u->s.eof || buf_len(&u->s.in) > 0 || same >= POOL_PER_KEY ||
+	    p->n_pool >= POOL_MAX) {
+		up_close(u);
+		return;
+	}
+	u->in_pool = true;
+	u->next = p->pool;
+	u->prev = NULL;
+	if (p->pool)
+		p->pool->prev = u;
+	p->pool = u;
+	p->n_pool++;
+	u->idle_since = mono_ns();
+	if (u->timer_init)
+		uv_timer_start(&u->timer, up_on_timeout, POOL_IDLE_MS, 0);
+	side_want_read(&u->s, true); /* notice a close while idle */
+}
+
+static int up_write(struct up *u, const void *data, size_t n)
+{
+	if (!u->ready)
+		return buf_append(&u->pending, data, n);
+	return side_write(&u->s, data, n);
+}
+
+static size_t up_backlog(const struct up *u)
+{
+	return buf_len(&u->pending) + (u->handle_init ? u->s.wq : 0);
+}
+
+/* ---- guest connections ---- */
+
+static void conn_free_maybe(struct conn *c)
+{
+	if (!c->dead || c->handles > 0)
+		return;
+	struct proxy *p = c->p;
+	free(c->host);
+	free(c->r.method);
+	free(c->r.path);
+	free(c->error);
+	free(c);
+	proxy_unref(p);
+}
+
+static void conn_side_closed(struct side *s)
+{
+	struct conn *c = s->owner;
+	c->handles--;
+	if (!c->dead) /* closed after conn_finish's shutdown: release the rest */
+		conn_close(c, NULL);
+	else
+		conn_free_maybe(c);
+}
+
+static void conn_timer_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	c->handles--;
+	conn_free_maybe(c);
+}
+
+static void req_reset(struct req *r)
+{
+	free(r->method);
+	free(r->path);
+	ai_call_free(r->ai);
+	*r = (struct req){ 0 };
+}
+
+static void conn_unlink(struct conn *c)
+{
+	struct proxy *p = c->p;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (p->conns == c)
+		p->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	p->stats.conns_open--;
+}
+
+/* Let go of the upstream: back to the pool when it is between requests, else closed. */
+static void conn_drop_up(struct conn *c)
+{
+	if (c->up && c->up_idle)
+		up_release(c->up);
+	else
+		up_close(c->up);
+	c->up = NULL;
+	c->up_idle = false;
+}
+
+/* Close everything now (queued bytes to the guest are dropped). */
+static void conn_close(struct conn *c, const char *why)
+{
+	if (c->dead)
+		return;
+	if (why && !c->error)
+		c->error = strdup(why);
+	if (c->st == C_TUNNEL)
+		emit_net(c, NULL, c->tunnel_tls ? "tls" : "tcp", true, c->conn_rule, c->conn_layer,
+			 c->error);
+	else if (c->st == C_REQ && c->r.method)
+		emit_net(c, &c->r, c->tls ? "https" : "http", true, c->r.rule, c->r.layer,
+			 c->error ? c->error : "connection closed before the response ended");
+	c->dead = true;
+	c->st = C_CLOSING;
+	conn_unlink(c);
+	req_reset(&c->r);
+	conn_drop_up(c);
+	uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
+	side_close(&c->c);
+	conn_free_maybe(c);
+}
+
+/* Close after the bytes queued to the guest are out. */
+static void conn_finish(struct conn *c)
+{
+	if (c->dead)
+		return;
+	conn_drop_up(c);
+	c->st = C_CLOSING;
+	side_want_read(&c->c, false);
+	side_shutdown(&c->c, true);
+}
+
+static void conn_on_error(struct side *s, const char *why)
+{
+	conn_close(s->owner, why);
+}
+
+static void conn_on_data(struct side *s)
+{
+	conn_pump(s->owner);
+}
+
+static void conn_on_drain(struct side *s)
+{
+	conn_pump(s->owner);
+}
+
+static void conn_on_handshake(struct side *s);
+
+static const struct side_ops conn_ops = {
+	.data = conn_on_data,
+	.drain = conn_on_drain,
+	.handshake = conn_on_handshake,
+	.error = conn_on_error,
+	.closed = conn_side_closed,
+};
+
+/* An error answer from the proxy itself, then the connection closes. */
+static void conn_reply(struct conn *c, int status, const char *reason, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	size_t tl = text ? strlen(text) : 0;
+	char head[256];
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			  "Content-Length: %zu\r\nConnection: close\r\n"
+			  "X-Capsem: proxy\r\n\r\n",
+			  status, reason, tl + 1);
+	(void)side_write(&c->c, head, (size_t)hl);
+	if (text)
+		(void)side_write(&c->c, text, tl);
+	(void)side_write(&c->c, "\n", 1);
+	free(text);
+	c->r.status = status;
+	conn_finish(c);
+}
+
+static void conn_block_request(struct conn *c, const char *rule, const char *layer)
+{
+	struct req *r = &c->r;
+	c->p->stats.blocked++;
+	r->status = 403;
+	emit_net(c, r, c->tls ? "https" : "http", false, rule, layer, NULL);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "error",
+				 "blocked by capsem policy", "rule", rule, "layer", layer, "host",
+				 c->host, "method", r->method, "path", r->path);
+	conn_reply(c, 403, "Forbidden", body);
+}
+
+static void conn_bad_gateway(struct conn *c, const char *why)
+{
+	json_t *body = json_pack("{s:s, s:s, s:s}", "error", "upstream failed", "host", c->host,
+				 "detail", why);
+	c->r.status = 502;
+	emit_net(c, &c->r, c->tls ? "https" : "http", true, c->r.rule, c->r.layer, why);
+	free(c->r.method);
+	c->r.method = NULL; /* recorded: conn_close must not record it again */
+	conn_reply(c, 502, "Bad Gateway", body);
+}
+
+static void conn_up_failed(struct conn *c, const char *why)
+{
+	c->up = NULL;
+	if (c->st == C_REQ && !c->r.resp_head) {
+		conn_bad_gateway(c, why);
+		return;
+	}
+	conn_close(c, why);
+}
+
+static void conn_up_ready(struct conn *c)
+{
+	conn_pump(c);
+}
+
+static bool has_token_prefix(const uint8_t *p, size_t n)
+{
+	/* an HTTP request line starts with a method token in capitals; a CR or LF here is not
+	 * valid, but some servers skip it: treat it as HTTP too, so it gets parsed (and refused) */
+	return n > 0 && ((p[0] >= 'A' && p[0] <= 'Z') || p[0] == '\r' || p[0] == '\n');
+}
+
+static void conn_start_tunnel(struct conn *c, bool tls)
+{
+	c->st = C_TUNNEL;
+	c->tunnel_tls = tls;
+	c->up = up_get(c, tls, false);
+	if (!c->up) {
+		conn_close(c, "cannot start the upstream connection");
+		return;
+	}
+}
+
+/* Serialise the request head for upstream (credentials swapped, Accept-Encoding for AI). */
+static int build_up_head(struct conn *c, const struct http_msg *m, bool ai, struct buf *out)
+{
+	struct buf h;
+	buf_init(&h, HTTP_MAX_HEAD + 512);
+	int r = 0;
+	char line[64];
+	r |= buf_append(&h, m->method, strlen(m->method));
+	r |= buf_append(&h, " ", 1);
+	r |= buf_append(&h, m->target, strlen(m->target));
+	snprintf(line, sizeof(line), " HTTP/1.%d\r\n", m->minor);
+	r |= buf_append(&h, line, strlen(line));
+	for (size_t i = 0; i < m->n_headers; i++) {
+		const struct http_header *x = &m->headers[i];
+		if (ai && strcasecmp(x->name, "Accept-Encoding") == 0)
+			continue;
+		r |= buf_append(&h, x->name, strlen(x->name));
+		r |= buf_append(&h, ": ", 2);
+		r |= buf_append(&h, x->value, strlen(x->value));
+		r |= buf_append(&h, "\r\n", 2);
+	}
+	if (ai)
+		r |= buf_append(&h, "Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n",
+				sizeof("Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n") - 1);
+	r |= buf_append(&h, "\r\n", 2);
+	if (r < 0) {
+		buf_done(&h, 1);
+		return -E2BIG;
+	}
+	if (c->p->cfg.creds) {
+		int count = 0;
+		r = cred_rewrite_head(c->p->cfg.creds, c->host, (const char *)buf_head(&h),
+				      buf_len(&h), out, &count);
+		buf_done(&h, 1);
+		return r;
+	}
+	r = buf_append(out, buf_head(&h), buf_len(&h));
+	buf_done(&h, 1);
+	return r;
+}
+
+/* Host header (optional in HTTP/1.0) must name the connection's host, with its port or none. */
+static bool host_header_ok(const char *h, const char *host, uint16_t port)
+{
+	if (!h)
+		return true;
+	size_t n = strlen(h);
+	const char *colon = memrchr(h, ':', n);
+	if (colon && !memchr(h, ']', n)) {
+		char *end;
+		unsigned long pt = strtoul(colon + 1, &end, 10);
+		if (*end || end == colon + 1 || pt != port)
+			return false;
+		n = (size_t)(colon - h);
+	}
+	if (n > 0 && h[n - 1] == '.')
+		n--;
+	return n == strlen(host) && strncasecmp(h, host, n) == 0;
+}
+
+/* A complete request head is at the front of c->c.in: decide, then send it upstream. */
+static void conn_start_request(struct conn *c)
+{
+	struct proxy *p = c->p;
+	struct http_msg m = { 0 };
+	ssize_t k = http_parse_head(buf_head(&c->c.in), buf_len(&c->c.in), &m);
+	if (k == 0) {
+		if (c->c.eof) {
+			if (buf_len(&c->c.in) > 0)
+				conn_close(c, "guest closed inside a request head");
+			else
+				conn_finish(c);
+		}
+		return;
+	}
+	struct req *r = &c->r;
+	req_reset(r);
+	r->id = ++p->next_id;
+	r->t0_ms = now_ms();
+	r->t0_ns = mono_ns();
+	if (k < 0) {
+		int st = http_error_status((int)k);
+		r->method = strdup("?");
+		json_t *body =
+			json_pack("{s:s, s:s}", "error", "malformed HTTP request", "host", c->host);
+		emit_net(c, r, c->tls ? "https" : "http", false, "malformed-request", "proxy",
+			 "malformed HTTP request");
+		conn_reply(c, st, st == 431 ? "Request Header Fields Too Large" : "Bad Request",
+			   body);
+		return;
+	}
+	p->stats.requests++;
+	c->first_req = false;
+	r->method = strdup(m.method);
+	r->path = strndup(m.target, PATH_LOG_MAX);
+	r->keep_alive = m.keep_alive;
+	r->upgrade = m.upgrade != NULL;
+	r->framing = http_body_framing(&m, NULL);
+	r->left = m.content_length;
+	r->body_done = r->framing == HTTP_BODY_NONE;
+
+	struct policy_request q = {
+		.host = c->host, .port = c->port, .method = m.method, .path = m.target
+	};
+	struct policy_decision d;
+	if (!host_header_ok(http_header_get(&m, "Host"), c->host, c->port)) {
+		/* the name decided at the DNS and connection levels is the only name this connection
+		 * may speak to: a different Host (domain fronting through a shared front end) is
+		 * refused */
+		side_consume(&c->c, (size_t)k);
+		http_msg_done(&m);
+		conn_block_request(c, "host-mismatch", "proxy");
+		return;
+	}
+	policy_decide(cur_policy(p), &q, &d);
+	snprintf(r->rule, sizeof(r->rule), "%s", d.rule);
+	r->layer = policy_layer_name(d.layer);
+	if (d.action != POLICY_ALLOW) {
+		side_consume(&c->c, (size_t)k);
+		http_msg_done(&m);
+		conn_block_request(c, d.rule, policy_layer_name(d.layer));
+		return;
+	}
+
+	enum ai_provider prov = ai_provider_for(c->host, m.path);
+	if (prov != AI_NONE)
+		r->ai = ai_call_new(prov, m.method, m.target);
+
+	struct buf head;
+	buf_init(&head, HTTP_MAX_HEAD + 4096);
+	int e = build_up_head(c, &m, r->ai != NULL, &head);
+	http_msg_done(&m);
+	side_consume(&c->c, (size_t)k);
+	if (e < 0) {
+		buf_done(&head, 1);
+		conn_close(c, "cannot rewrite the request head");
+		return;
+	}
+	c->st = C_REQ;
+	c->up_idle = false;
+	if (!c->up) {
+		c->up = up_get(c, c->tls, true);
+		if (!c->up) {
+			buf_done(&head, 1);
+			conn_bad_gateway(c, "cannot start the upstream connection");
+			return;
+		}
+	}
+	e = up_write(c->up, buf_head(&head), buf_len(&head));
+	buf_done(&head, 1); /* wiped: it may hold a real key */
+	if (e < 0) {
+		conn_close(c, "upstream write failed");
+		return;
+	}
+}
+
+static int ai_req_span(void *userdata, const uint8_t *p, size_t n)
+{
+	ai_call_request_body(userdata, p, n);
+	return 0;
+}
+
+static int ai_resp_span(void *userdata, const uint8_t *p, size_t n)
+{
+	ai_call_response_body(userdata, p, n);
+	return 0;
+}
+
+/* Forward request body bytes from the guest. */
+static void conn_pump_req_body(struct conn *c)
+{
+	struct req *r = &c->r;
+	while (!r->body_done && buf_len(&c->c.in) > 0 && up_backlog(c->up) < HIGH_WATER) {
+		const uint8_t *p = buf_head(&c->c.in);
+		size_t n = buf_len(&c->c.in), used = n;
+		if (r->framing == HTTP_BODY_LENGTH) {
+			used = (size_t)MIN((uint64_t)n, r->left);
+			if (r->ai)
+				ai_call_request_body(r->ai, p, used);
+			r->left -= used;
+			r->body_done = r->left == 0;
+		} else {
+			int k = http_chunked_scan(&r->ch, p, n, UINT64_MAX,
+						  r->ai ? ai_req_span : NULL, r->ai, &used);
+			if (k < 0) {
+				conn_close(c, "malformed chunked request body");
+				return;
+			}
+			r->body_done = k == 1;
+		}
+		if (up_write(c->up, p, used) < 0) {
+			conn_close(c, "upstream write failed");
+			return;
+		}
+		r->bytes_up += used;
+		side_consume(&c->c, used);
+	}
+	if (!r->body_done && c->c.eof && buf_len(&c->c.in) == 0)
+		conn_close(c, "guest closed inside a request body");
+}
+
+static void conn_request_done(struct conn *c)
+{
+	struct proxy *p = c->p;
+	struct req *r = &c->r;
+	emit_net(c, r, c->tls ? "https" : "http", true, r->rule, r->layer, NULL);
+	if (r->ai) {
+		struct ai_event ev;
+		if (ai_call_finish(r->ai, p->cfg.pricing, &ev) == 0 && p->cfg.hooks.model)
+			p->cfg.hooks.model(p->cfg.userdata, r->id, &ev);
+	}
+	bool reuse = r->keep_alive && r->resp_keep_alive && r->body_done &&
+		     r->rframing != HTTP_BODY_UNTIL_CLOSE;
+	free(r->method);
+	r->method = NULL; /* recorded */
+	if (!reuse) {
+		conn_finish(c);
+		return;
+	}
+	/* the upstream stays with this guest connection while it lives (most clients send their
+	 * next request on the same connection); it goes back to the pool when the guest closes */
+	c->up_idle = c->up != NULL;
+	c->st = C_HEAD;
+}
+
+/* Forward the response: head, then body bytes as they arrive. */
+static void conn_pump_response(struct conn *c)
+{
+	struct req *r = &c->r;
+	struct up *u = c->up;
+	while (!r->resp_head && buf_len(&u->s.in) > 0) {
+		struct http_msg m = { 0 };
+		ssize_t k = http_parse_response_head(buf_head(&u->s.in), buf_len(&u->s.in), &m);
+		if (k == 0) {
+			if (u->s.eof) {
+				conn_up_failed(c, buf_len(&u->s.in) ? "upstream closed inside the "
+								      "response head"
+								    : "upstream closed without a "
+								      "response");
+				return;
+			}
+			return;
+		}
+		if (k < 0) {
+			up_close(u);
+			c->up = NULL;
+			conn_bad_gateway(c, "malformed response from upstream");
+			return;
+		}
+		if (side_write(&c->c, buf_head(&u->s.in), (size_t)k) < 0) {
+			http_msg_done(&m);
+			conn_close(c, "guest write failed");
+			return;
+		}
+		r->bytes_down += (uint64_t)k;
+		side_consume(&u->s, (size_t)k);
+		if (m.status >= 100 && m.status < 200 && m.status != 101) {
+			http_msg_done(&m); /* interim (100 Continue, 103): the real head follows */
+			continue;
+		}
+		r->status = m.status;
+		if (m.status == 101) {
+			http_msg_done(&m);
+			if (!r->upgrade) {
+				conn_close(c, "upstream switched protocols unasked");
+				return;
+			}
+			emit_net(c, r, c->tls ? "https" : "http", true, r->rule, r->layer, NULL);
+			free(r->method);
+			r->method = NULL;
+			c->st = C_TUNNEL;
+			c->tunnel_tls = c->tls;
+			memcpy(c->conn_rule, r->rule, sizeof(c->conn_rule));
+			c->conn_layer = r->layer;
+			c->t0_ms = now_ms();
+			c->t0_ns = mono_ns();
+			return;
+		}
+		r->resp_head = true;
+		r->resp_keep_alive = m.keep_alive;
+		r->rframing = http_body_framing(&m, r->method);
+		r->rleft = m.content_length;
+		r->resp_done = r->rframing == HTTP_BODY_NONE;
+		if (r->ai)
+			ai_call_response_start(r->ai, m.status,
+					       http_header_get(&m, "Content-Type"));
+		http_msg_done(&m);
+	}
+	if (!r->resp_head)
+		return;
+	while (!r->resp_done && buf_len(&u->s.in) > 0 && c->c.wq < HIGH_WATER) {
+		const uint8_t *p = buf_head(&u->s.in);
+		size_t n = buf_len(&u->s.in), used = n;
+		if (r->rframing == HTTP_BODY_LENGTH) {
+			used = (size_t)MIN((uint64_t)n, r->rleft);
+			if (r->ai)
+				ai_call_response_body(r->ai, p, used);
+			r->rleft -= used;
+			r->resp_done = r->rleft == 0;
+		} else if (r->rframing == HTTP_BODY_CHUNKED) {
+			int k = http_chunked_scan(&r->rch, p, n, UINT64_MAX,
+						  r->ai ? ai_resp_span : NULL, r->ai, &used);
+			if (k < 0) {
+				conn_close(c, "malformed chunked response");
+				return;
+			}
+			r->resp_done = k == 1;
+		} else if (r->ai) {
+			ai_call_response_body(r->ai, p, used);
+		}
+		if (side_write(&c->c, p, used) < 0) {
+			conn_close(c, "guest write failed");
+			return;
+		}
+		r->bytes_down += used;
+		side_consume(&u->s, used);
+	}
+	if (!r->resp_done && u->s.eof && buf_len(&u->s.in) == 0) {
+		if (r->rframing != HTTP_BODY_UNTIL_CLOSE) {
+			conn_close(c, "upstream closed inside the response body");
+			return;
+		}
+		r->resp_done = true;
+	}
+	if (r->resp_done) {
+		if (!r->body_done) { /* answered early (e.g. 413): this connection is done */
+			r->keep_alive = false;
+			r->body_done = true;
+		}
+		conn_request_done(c);
+	}
+}
+
+/* Tunnel: bytes both ways, half-closes passed on. */
+static void conn_pump_tunnel(struct conn *c)
+{
+	struct up *u = c->up;
+	if (!u)
+		return;
+	if (buf_len(&c->c.in) > 0 && up_backlog(u) < HIGH_WATER) {
+		size_t n = buf_len(&c->c.in);
+		if (up_write(u, buf_head(&c->c.in), n) < 0) {
+			conn_close(c, "upstream write failed");
+			return;
+		}
+		c->tun_up += n;
+		side_consume(&c->c, n);
+	}
+	if (u->ready && buf_len(&u->s.in) > 0 && c->c.wq < HIGH_WATER) {
+		size_t n = buf_len(&u->s.in);
+		if (side_write(&c->c, buf_head(&u->s.in), n) < 0) {
+			conn_close(c, "guest write failed");
+			return;
+		}
+		c->tun_down += n;
+		side_consume(&u->s, n);
+	}
+	if (c->c.eof && buf_len(&c->c.in) == 0 && !c->c_eof_sent && u->ready) {
+		c->c_eof_sent = true;
+		side_shutdown(&u->s, false);
+	}
+	if (u->ready && u->s.eof && buf_len(&u->s.in) == 0 && !c->up_eof_sent) {
+		c->up_eof_sent = true;
+		side_shutdown(&c->c, false);
+	}
+	if (c->c_eof_sent && c->up_eof_sent) {
+		emit_net(c, NULL, c->tunnel_tls ? "tls" : "tcp", true, c->conn_rule, c->conn_layer,
+			 NULL);
+		c->st = C_CLOSING;
+		conn_finish(c);
+	}
+}
+
+static void conn_sniff_decide(struct conn *c)
+{
+	const uint8_t *p = buf_head(&c->c.in);
+	size_t n = buf_len(&c->c.in);
+	if (c->timer_active) {
+		uv_timer_stop(&c->timer);
+		c->timer_active = false;
+	}
+	if (n > 0 && p[0] == 0x16) { /* a TLS handshake record */
+		c->tls = true;
+		c->st = C_TLS;
+		if (side_start_tls(&c->c, c->p->server_ctx, true) < 0 ||
+		    tls_server_use_leaf(c->c.ssl, c->p->cfg.ca, c->host) < 0) {
+			conn_close(c, "TLS set-up failed");
+			return;
+		}
+		side_pull(&c->c, true);
+		return;
+	}
+	if (has_token_prefix(p, n)) {
+		c->st = C_HEAD;
+		return;
+	}
+	if (c->port == 80 || c->port == 443 || c->provisional) {
+		c->p->stats.blocked++;
+		emit_net(c, NULL, "tcp", false,
+			 c->provisional ? c->conn_rule : "http-ports-carry-http",
+			 c->provisional ? c->conn_layer : "proxy",
+			 c->provisional
+				 ? "the rule allows only some HTTP requests; these bytes are "
+				   "not HTTP"
+				 : "bytes that are not HTTP on an HTTP port");
+		conn_close(c, NULL);
+		return;
+	}
+	conn_start_tunnel(c, false);
+}
+
+static void conn_on_sniff_timeout(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	c->timer_active = false;
+	if (c->st == C_SNIFF) {
+		conn_sniff_decide(c);
+		if (!c->dead)
+			conn_pump(c);
+	}
+}
+
+static void conn_on_handshake(struct side *s)
+{
+	struct conn *c = s->owner;
+	const char *sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	if (sni && strcasecmp(sni, c->host) != 0) {
+		c->p->stats.blocked++;
+		emit_net(c, NULL, "https", false, "sni-mismatch", "proxy",
+			 "TLS server name differs from the name the guest resolved");
+		conn_close(c, NULL);
+		return;
+	}
+	c->st = C_HEAD;
+}
+
+static void conn_after_preamble(struct conn *c)
+{
+	struct proxy *p = c->p;
+	if (c->pre.family == AF_INET) {
+		uint32_t a;
+		memcpy(&a, c->pre.addr, 4);
+		inet_ntop(AF_INET, c->pre.addr, c->ip, sizeof(c->ip));
+		const char *name =
+			fakeip_in_range(ntohl(a)) ? fakeip_lookup(p->cfg.fakeip, ntohl(a)) : NULL;
+		if (name)
+			c->host = strdup(name);
+	} else {
+		inet_ntop(AF_INET6, c->pre.addr, c->ip, sizeof(c->ip));
+	}
+	c->port = c->pre.port;
+	if (!c->host) {
+		p->stats.blocked++;
+		emit_net(c, NULL, "tcp", false, "direct-ip", "proxy",
+			 "the address was not given out by Capsem's DNS");
+		conn_close(c, NULL);
+		return;
+	}
+	struct policy_request q = { .host = c->host, .port = c->port };
+	struct policy_decision d;
+	policy_decide(cur_policy(p), &q, &d);
+	snprintf(c->conn_rule, sizeof(c->conn_rule), "%s", d.rule);
+	c->conn_layer = policy_layer_name(d.layer);
+	c->provisional = d.provisional;
+	if (d.action != POLICY_ALLOW) {
+		p->stats.blocked++;
+		emit_net(c, NULL, "tcp", false, d.rule, policy_layer_name(d.layer), NULL);
+		conn_close(c, NULL);
+		return;
+	}
+	c->st = C_SNIFF;
+	if (buf_len(&c->c.in) > 0) {
+		conn_sniff_decide(c);
+		return;
+	}
+	c->timer_active = true;
+	uv_timer_start(&c->timer, conn_on_sniff_timeout, SNIFF_MS, 0);
+}
+
+static void conn_pump(struct conn *c)
+{
+	for (int guard = 0; guard < 1024 && !c->dead; guard++) {
+		enum cstate before = c->st;
+		uint64_t progress = consumed_total;
+		switch (c->st) {
+		case C_PREAMBLE: {
+			ssize_t k = proto_net_preamble_decode(buf_head(&c->c.in), buf_len(&c->c.in),
+							      &c->pre);
+			if (k == -EAGAIN) {
+				if (c->c.eof)
+					conn_close(c, "guest closed inside the preamble");
+				return;
+			}
+			if (k < 0) {
+				conn_close(c, "bad preamble");
+				return;
+			}
+			side_consume(&c->c, (size_t)k);
+			conn_after_preamble(c);
+			break;
+		}
+		case C_SNIFF:
+			if (buf_len(&c->c.in) > 0 || c->c.eof)
+				conn_sniff_decide(c);
+			break;
+		case C_TLS:
+			if (c->c.eof)
+				conn_close(c, "guest closed during the TLS handshake");
+			return;
+		case C_HEAD:
+			if (c->up && (c->up->s.eof || buf_len(&c->up->s.in) > 0)) {
+				/* the idle upstream closed or spoke out of turn: not reusable */
+				c->up_idle = false;
+				conn_drop_up(c);
+			}
+			if (buf_len(&c->c.in) == 0) {
+				if (c->c.eof)
+					conn_finish(c);
+				return;
+			}
+			if (c->first_req && !has_token_prefix(buf_head(&c->c.in), 1) &&
+			    c->port != 443 && c->port != 80 && c->tls && !c->provisional) {
+				/* TLS that does not carry HTTP, on a port that may carry anything */
+				conn_start_tunnel(c, true);
+				break;
+			}
+			conn_start_request(c);
+			break;
+		case C_REQ:
+			if (!c->up)
+				return;
+			conn_pump_req_body(c);
+			if (!c->dead && c->st == C_REQ && c->up && c->up->ready)
+				conn_pump_response(c);
+			break;
+		case C_TUNNEL:
+			conn_pump_tunnel(c);
+			break;
+		case C_CLOSING:
+			return;
+		}
+		if (c->dead || (c->st == before && consumed_total == progress))
+			break;
+	}
+	if (c->dead)
+		return;
+	/* read from the guest only when its bytes can go somewhere */
+	bool want = true;
+	if (c->st == C_CLOSING)
+		want = false;
+	else if ((c->st == C_REQ && !c->r.body_done) || c->st == C_TUNNEL)
+		want = !c->up || up_backlog(c->up) < HIGH_WATER;
+	side_want_read(&c->c, want);
+	if (c->up && c->up->handle_init)
+		side_want_read(&c->up->s, c->c.wq < HIGH_WATER);
+}
+
+/* ---- public ---- */
+
+struct proxy *proxy_new(const struct proxy_config *cfg)
+{
+	struct proxy *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->cfg = *cfg;
+	p->refs = 1;
+	p->server_ctx = tls_server_ctx_new();
+	if (!p->server_ctx) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
+{
+	if (p->closing || p->stats.conns_open >= MAX_CONNS) {
+		close(fd);
+		return p->closing ? -ESHUTDOWN : -EMFILE;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->p = p;
+	c->first_req = true;
+	c->t0_ms = now_ms();
+	c->t0_ns = mono_ns();
+	int r = uv_pipe_init(p->cfg.loop, &c->c.h.pipe, 0);
+	if (r < 0) {
+		free(c);
+		close(fd);
+		return r;
+	}
+	r = uv_pipe_open(&c->c.h.pipe, fd);
+	side_init_common(&c->c, &conn_ops, c);
+	p->refs++;
+	c->handles = 1;
+	(void)uv_timer_init(p->cfg.loop, &c->timer);
+	c->timer.data = c;
+	c->handles++;
+	c->next = p->conns;
+	if (p->conns)
+		p->conns->prev = c;
+	p->conns = c;
+	p->stats.conns++;
+	p->stats.conns_open++;
+	if (r < 0) {
+		close(fd);
+		conn_close(c, "cannot watch the connection");
+		return r;
+	}
+	if (pre) {
+		c->pre = *pre;
+		conn_after_preamble(c);
+	}
+	if (!c->dead)
+		side_want_read(&c->c, true);
+	return 0;
+}
+
+void proxy_free(struct proxy *p)
+{
+	if (!p)
+		return;
+	p->closing = true;
+	while (p->conns)
+		conn_close(p->conns, "capsem-vm is stopping");
+	while (p->pool)
+		up_close(p->pool);
+	proxy_unref(p);
+}
+
+void proxy_policy_changed(struct proxy *p)
+{
+	while (p->pool)
+		up_close(p->pool);
+}
+
+void proxy_get_stats(const struct proxy *p, struct proxy_stats *ret)
+{
+	*ret = p->stats;
+	ret->pool_idle = p->n_pool;
+}

@@ -1,0 +1,330 @@
+"""Egress from inside a real VM (the Debian image: curl, python3 and node as the clients): the
+guest has no NIC, DNS gives fake addresses for allowed names only, every TCP connection goes
+through the host proxy, which applies the policy, terminates TLS with the installation CA,
+swaps credential placeholders, streams responses and writes the session ledger.
+
+The internet is replaced by tests/e2e/upstream.py on 127.0.0.1 (its own test CA, trusted by the
+proxy through the policy's [upstream] ca_file); the policy's [[upstream.override]] entries send
+the test names there. Nothing here touches the network.
+"""
+import gzip
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+import capsem_client as cc
+from conftest import CAPSEM_VM, procs_mentioning, wait_for
+from test_debian_image import DEBIAN, ensure_debian_image
+from upstream import Upstream, raw_echo_server
+
+REAL_KEY = "sk-ant-api03-REALKEY-0123456789abcdef-never-in-the-guest"
+
+
+def policy_toml(up, raw_port, extra=""):
+    ov = lambda host, port, target: (
+        f'[[upstream.override]]\nhost = "{host}"\nport = {port}\nconnect = "{target}"\n')
+    https = f"127.0.0.1:{up.https_port}"
+    return f"""
+[policy]
+default = "block"
+
+[[rule]]
+name = "test-upstream"
+action = "allow"
+hosts = ["upstream.test", "api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com"]
+ports = [443, 80]
+
+[[rule]]
+name = "no-delete"
+action = "block"
+hosts = ["upstream.test"]
+methods = ["DELETE"]
+priority = 10
+
+[[rule]]
+name = "no-admin"
+action = "block"
+hosts = ["upstream.test"]
+paths = ["/admin"]
+priority = 10
+
+[[rule]]
+name = "raw-port"
+action = "allow"
+hosts = ["raw.test"]
+ports = [7000]
+
+{extra}
+[upstream]
+ca_file = "{up.ca}"
+
+{ov("upstream.test", 443, https)}
+{ov("api.anthropic.com", 443, https)}
+{ov("api.openai.com", 443, https)}
+{ov("generativelanguage.googleapis.com", 443, https)}
+{ov("upstream.test", 80, f"127.0.0.1:{up.http_port}")}
+{ov("raw.test", 7000, f"127.0.0.1:{raw_port}")}
+"""
+
+
+class EgressVM:
+    def __init__(self, d, home):
+        self.home = home
+        self.ledger = d / "session.db"
+        m = json.load(open(os.path.join(DEBIAN, "manifest.json")))
+        args = [CAPSEM_VM, "--vmdir", str(d / "vm"), "--kernel",
+                os.path.join(DEBIAN, "vmlinux"), "--initrd", os.path.join(DEBIAN, "initrd.img"),
+                "--rootfs", os.path.join(DEBIAN, m["rootfs"]["file"]), "--cpus", "2",
+                "--memory", "1G", "--ledger", str(self.ledger)]
+        env = dict(os.environ, CAPSEM_HOME=str(home))
+        env.pop("ANTHROPIC_API_KEY", None)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
+        self.ready = json.loads(line)
+        assert self.ready.get("event") == "ready", self.ready
+        self.vsock = self.ready["vsock"]
+        self.vmdir = d / "vm"
+
+    def sh(self, script, timeout=120):
+        r = cc.sh(self.vsock, script, io_timeout=timeout)
+        return r
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    ensure_debian_image()
+    d = tmp_path_factory.mktemp("egress")
+    up = Upstream(str(d))
+    raw = raw_echo_server()
+    home = d / "home"
+    home.mkdir()
+    (home / "user.toml").write_text(policy_toml(up, raw.getsockname()[1]))
+    cred = home / "credentials"
+    cred.write_text(f'[anthropic]\napi_key = "{REAL_KEY}"\n')
+    cred.chmod(0o600)
+    vm = EgressVM(d, home)
+    vm.up = up
+    vm.raw_port = raw.getsockname()[1]
+    vm.dir = d
+    yield vm
+    assert vm.stop() == 0
+    raw.close()
+    up.close()
+    assert not procs_mentioning(str(d)), "QEMU or capsem-vm left behind"
+
+
+def out(r):
+    return r.stdout.decode(errors="replace")
+
+
+def ledger_rows(vm, table, where="1=1", args=()):
+    """Rows of a ledger table, waiting a little for the batched writer."""
+    def get():
+        try:
+            db = sqlite3.connect(f"file:{vm.ledger}?mode=ro", uri=True, timeout=5)
+            db.row_factory = sqlite3.Row
+            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} WHERE {where}", args)]
+            db.close()
+            return rows
+        except sqlite3.Error:
+            return []
+    return wait_for(get, 10, f"ledger rows in {table} where {where} {args}")
+
+
+def test_only_lo_and_the_dummy(net):
+    r = net.sh("ls /sys/class/net | sort | tr '\\n' ' '")
+    assert out(r).split() == ["capsem0", "lo"]
+
+
+def test_dns_fake_ip_for_allowed_nxdomain_for_blocked(net):
+    r = net.sh("getent hosts upstream.test")
+    assert r.status() == 0, out(r)
+    assert re.match(r"198\.1[89]\.\d+\.\d+\s+upstream\.test", out(r)), out(r)
+    t = time.monotonic()
+    r = net.sh("getent hosts blocked.test")
+    assert r.status() != 0 and (time.monotonic() - t) < 10
+    rows = ledger_rows(net, "dns", "qname = ?", ("blocked.test",))
+    assert rows[0]["decision"] == "block" and rows[0]["rcode"] == 3
+
+
+def test_https_get_trusts_the_capsem_ca(net):
+    r = net.sh("curl -sS --max-time 60 https://upstream.test/hello")
+    assert r.status() == 0, r.stderr
+    assert out(r) == "hello from upstream\n"
+
+
+def test_python_and_node_clients(net):
+    r = net.sh("python3 -c \"import urllib.request as u; "
+               "print(u.urlopen('https://upstream.test/hello', timeout=60).read().decode(), end='')\"")
+    assert r.status() == 0, r.stderr
+    assert out(r) == "hello from upstream\n"
+    r = net.sh("node -e \"fetch('https://upstream.test/hello').then(r => r.text())"
+               ".then(t => process.stdout.write(t))\"")
+    assert r.status() == 0, r.stderr
+    assert out(r) == "hello from upstream\n"
+
+
+def test_post_body_arrives(net):
+    r = net.sh("curl -sS --max-time 60 -X POST --data-binary 'a=1&b=two' https://upstream.test/echo")
+    assert r.status() == 0, r.stderr
+    doc = json.loads(out(r))
+    assert doc["method"] == "POST" and doc["body"] == "a=1&b=two"
+
+
+def test_blocked_method_gets_403_naming_the_rule(net):
+    r = net.sh("curl -sS --max-time 60 -X DELETE -w '\\n%{http_code}' https://upstream.test/echo")
+    body, code = out(r).rsplit("\n", 1)
+    assert code == "403"
+    doc = json.loads(body)
+    assert doc["rule"] == "no-delete" and doc["layer"] == "user"
+    assert not any(m == "DELETE" for m, _, _ in net.up.stats.requests)
+    rows = ledger_rows(net, "net", "method = 'DELETE'")
+    assert rows[0]["decision"] == "block" and rows[0]["rule"] == "no-delete"
+
+
+def test_blocked_path_gets_403(net):
+    r = net.sh("curl -sS --max-time 60 -w '\\n%{http_code}' https://upstream.test/admin/x")
+    body, code = out(r).rsplit("\n", 1)
+    assert code == "403" and json.loads(body)["rule"] == "no-admin"
+
+
+def test_blocked_domain_port_and_direct_ip_fail_at_once(net):
+    for url, codes in (("https://blocked.test/", (6,)),
+                       ("https://upstream.test:8443/", (7, 35, 52, 56)),
+                       ("https://93.184.216.34/", (7, 35, 52, 56))):
+        t = time.monotonic()
+        r = net.sh(f"curl -sS --max-time 30 {url}")
+        assert r.status() in codes, (url, r.status(), r.stderr)
+        assert time.monotonic() - t < 10, f"{url} took {time.monotonic() - t:.1f} s"
+    rows = ledger_rows(net, "net", "dst_ip = '93.184.216.34'")
+    assert rows[0]["decision"] == "block" and rows[0]["rule"] == "direct-ip"
+
+
+def test_udp_is_rejected_at_once(net):
+    r = net.sh("python3 -c \"\nimport socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               "s.settimeout(5)\ns.connect(('1.2.3.4', 9999))\ns.send(b'x')\n"
+               "try:\n  s.recv(10)\n  print('got')\nexcept ConnectionRefusedError:\n  print('refused')\n"
+               "except OSError as e:\n  print('error', e)\n\"")
+    assert out(r).strip() in ("refused",) or out(r).startswith("error"), out(r)
+    assert "timed out" not in out(r)
+
+
+def test_sse_events_arrive_one_by_one(net):
+    script = ("import time, urllib.request as u\n"
+              "r = u.urlopen('https://upstream.test/sse?n=5&delay=0.5', timeout=60)\n"
+              "t0 = time.monotonic()\n"
+              "for line in r:\n"
+              "    if line.startswith(b'data:'):\n"
+              "        print('%.3f' % (time.monotonic() - t0), flush=True)\n")
+    r = net.sh(f"python3 -c \"{script}\"")
+    assert r.status() == 0, r.stderr
+    times = [float(x) for x in out(r).split()]
+    assert len(times) == 5
+    # buffered, they would arrive together at the end; streamed, about 0.5 s apart
+    assert times[-1] - times[0] > 1.2, times
+
+
+def test_gzip_body_passes_unchanged(net):
+    r = net.sh("curl -sS --max-time 60 https://upstream.test/gzip | sha256sum")
+    want = __import__("hashlib").sha256(gzip.compress(b"compressed hello " * 100, mtime=0))
+    assert out(r).split()[0] == want.hexdigest()
+
+
+def test_keep_alive_reuses_one_upstream_connection(net):
+    before = net.up.stats.connections
+    r = net.sh("for i in 1 2 3; do curl -sS --max-time 60 -o /dev/null https://upstream.test/hello; done; "
+               "curl -sS --max-time 60 https://upstream.test/hello https://upstream.test/hello")
+    assert r.status() == 0 and out(r).count("hello from upstream") == 2
+    # five requests from four guest connections: the host-wide pool keeps one upstream connection
+    assert net.up.stats.connections - before <= 2, net.up.stats.connections - before
+
+
+def test_websocket_upgrade(net):
+    js = ("const ws = new WebSocket('wss://upstream.test/ws');"
+          "ws.onopen = () => ws.send('ping');"
+          "ws.onmessage = (m) => { console.log(m.data); ws.close(); };"
+          "ws.onerror = (e) => { console.log('error', e.message); process.exit(1); };")
+    r = net.sh(f"node -e \"{js}\"")
+    assert out(r).strip() == "echo: ping", (out(r), r.stderr)
+
+
+def test_raw_tcp_relay(net):
+    script = ("import socket\n"
+              "s = socket.create_connection(('raw.test', 7000), timeout=30)\n"
+              "s.sendall(b'ping')\n"
+              "s.shutdown(socket.SHUT_WR)\n"
+              "print(s.recv(100).decode())\n")
+    r = net.sh(f"python3 -c \"{script}\"")
+    assert out(r).strip() == "raw:ping", (out(r), r.stderr)
+
+
+def test_credentials_swapped_on_provider_domain_only(net):
+    r = net.sh("echo \"$ANTHROPIC_API_KEY\"")
+    placeholder = out(r).strip()
+    assert placeholder and REAL_KEY not in placeholder
+    r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" "
+               "-H 'content-type: application/json' -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,"
+               "\"messages\":[]}' https://api.anthropic.com/v1/messages")
+    assert r.status() == 0, r.stderr
+    seen = [h for m, p, h in net.up.stats.requests if p == "/v1/messages"]
+    assert seen and seen[-1].get("x-api-key") == REAL_KEY
+    # the same placeholder to another host stays a placeholder
+    r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" https://upstream.test/echo")
+    assert json.loads(out(r))["headers"]["x-api-key"] == placeholder
+    # and the real key is nowhere in the guest's view, the VM directory or the ledger
+    r = net.sh(f"grep -rl '{REAL_KEY[:30]}' /proc/*/environ /etc /root /tmp 2>/dev/null; true")
+    assert out(r).strip() == ""
+    time.sleep(1)
+    for root, _, files in os.walk(net.dir):
+        for f in files:
+            p = os.path.join(root, f)
+            if p.startswith(str(net.home)) and f == "credentials":
+                continue
+            try:
+                data = open(p, "rb").read()
+            except OSError:
+                continue
+            assert REAL_KEY.encode() not in data, f"the real key leaked into {p}"
+
+
+def test_model_call_recorded(net):
+    r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" "
+               "-H 'content-type: application/json' -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,"
+               "\"stream\":true,\"messages\":[]}' https://api.anthropic.com/v1/messages")
+    assert r.status() == 0 and "message_stop" in out(r), out(r)[-500:]
+    rows = ledger_rows(net, "model_call", "provider = 'anthropic' AND streamed = 1")
+    assert rows[-1]["input_tokens"] > 0 and rows[-1]["output_tokens"] > 0
+
+
+def test_policy_reloads_without_restart(net):
+    pol = net.home / "user.toml"
+    orig = pol.read_text()
+    try:
+        pol.write_text(orig + '\n[[rule]]\nname = "no-hello"\naction = "block"\n'
+                       'hosts = ["upstream.test"]\npaths = ["/hello"]\npriority = 50\n')
+        time.sleep(1.1)
+        r = net.sh("curl -sS --max-time 60 -w '\\n%{http_code}' https://upstream.test/hello")
+        assert out(r).endswith("403") and "no-hello" in out(r)
+    finally:
+        pol.write_text(orig)
+    time.sleep(1.1)
+    r = net.sh("curl -sS --max-time 60 https://upstream.test/hello")
+    assert out(r) == "hello from upstream\n"

@@ -55,7 +55,7 @@ static void image_help(void)
 	       "  list   the installed images, their size and the running VMs using them\n"
 	       "  build  build an image config (default guest/config: Debian with python3, node,\n"
 	       "         git and the Claude Code, Gemini and Codex CLIs) with capsem-builder and\n"
-	       "         install it; needs root for the root file system (mmdebstrap)\n"
+	       "         install it; needs root to build the root file system with mmdebstrap\n"
 	       "  rm     delete images (refused while a running VM uses one)\n");
 }
 

@@ -55,6 +55,8 @@ test: image image-debian
 	$(PY) scripts/run-tests.py
 
 bench: image image-debian
+	scripts/install-deps.sh --bench
+	$(PY) bench/bench_proxy.py
 	$(PY) bench/bench_vm.py
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_image.py

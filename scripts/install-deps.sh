@@ -1,6 +1,7 @@
 #!/bin/sh
 # install-deps.sh: install the Debian/Ubuntu packages Capsem needs to build, run and test.
 # Idempotent: apt runs only when something is missing. Uses sudo when not root.
+#   --bench  also the benchmark tools (nginx-light, wrk, mitmproxy: bench/bench_proxy.py)
 set -eu
 PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-config
  qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev
@@ -10,6 +11,7 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-confi
  golang-github-burntsushi-toml-dev
  mmdebstrap squashfs-tools erofs-utils
  libsqlite3-dev nftables openssl curl"
+[ "${1:-}" = --bench ] && PKGS="$PKGS nginx-light wrk mitmproxy"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

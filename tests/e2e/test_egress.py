@@ -156,35 +156,35 @@ def test_only_lo_and_the_dummy(net):
 
 def test_dns_fake_ip_for_allowed_nxdomain_for_blocked(net):
     r = net.sh("getent hosts upstream.test")
-    assert r.status() == 0, out(r)
+    assert r.status == 0, out(r)
     assert re.match(r"198\.1[89]\.\d+\.\d+\s+upstream\.test", out(r)), out(r)
     t = time.monotonic()
     r = net.sh("getent hosts blocked.test")
-    assert r.status() != 0 and (time.monotonic() - t) < 10
+    assert r.status != 0 and (time.monotonic() - t) < 10
     rows = ledger_rows(net, "dns", "qname = ?", ("blocked.test",))
     assert rows[0]["decision"] == "block" and rows[0]["rcode"] == 3
 
 
 def test_https_get_trusts_the_capsem_ca(net):
     r = net.sh("curl -sS --max-time 60 https://upstream.test/hello")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     assert out(r) == "hello from upstream\n"
 
 
 def test_python_and_node_clients(net):
     r = net.sh("python3 -c \"import urllib.request as u; "
                "print(u.urlopen('https://upstream.test/hello', timeout=60).read().decode(), end='')\"")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     assert out(r) == "hello from upstream\n"
     r = net.sh("node -e \"fetch('https://upstream.test/hello').then(r => r.text())"
                ".then(t => process.stdout.write(t))\"")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     assert out(r) == "hello from upstream\n"
 
 
 def test_post_body_arrives(net):
     r = net.sh("curl -sS --max-time 60 -X POST --data-binary 'a=1&b=two' https://upstream.test/echo")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     doc = json.loads(out(r))
     assert doc["method"] == "POST" and doc["body"] == "a=1&b=two"
 
@@ -212,7 +212,7 @@ def test_blocked_domain_port_and_direct_ip_fail_at_once(net):
                        ("https://93.184.216.34/", (7, 35, 52, 56))):
         t = time.monotonic()
         r = net.sh(f"curl -sS --max-time 30 {url}")
-        assert r.status() in codes, (url, r.status(), r.stderr)
+        assert r.status in codes, (url, r.status, r.stderr)
         assert time.monotonic() - t < 10, f"{url} took {time.monotonic() - t:.1f} s"
     rows = ledger_rows(net, "net", "dst_ip = '93.184.216.34'")
     assert rows[0]["decision"] == "block" and rows[0]["rule"] == "direct-ip"
@@ -220,10 +220,12 @@ def test_blocked_domain_port_and_direct_ip_fail_at_once(net):
 
 def test_udp_is_rejected_at_once(net):
     r = net.sh("python3 -c \"\nimport socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-               "s.settimeout(5)\ns.connect(('1.2.3.4', 9999))\ns.send(b'x')\n"
-               "try:\n  s.recv(10)\n  print('got')\nexcept ConnectionRefusedError:\n  print('refused')\n"
+               "s.settimeout(5)\ns.connect(('1.2.3.4', 9999))\n"
+               "try:\n  s.send(b'x')\n  s.recv(10)\n  print('got')\nexcept ConnectionRefusedError:\n  print('refused')\n"
+               "except PermissionError:\n  print('refused')\n"
                "except OSError as e:\n  print('error', e)\n\"")
-    assert out(r).strip() in ("refused",) or out(r).startswith("error"), out(r)
+    # the guest's netfilter rejects it: ICMP unreachable (ECONNREFUSED) or EPERM on send
+    assert out(r).strip() == "refused", out(r)
     assert "timed out" not in out(r)
 
 
@@ -235,7 +237,7 @@ def test_sse_events_arrive_one_by_one(net):
               "    if line.startswith(b'data:'):\n"
               "        print('%.3f' % (time.monotonic() - t0), flush=True)\n")
     r = net.sh(f"python3 -c \"{script}\"")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     times = [float(x) for x in out(r).split()]
     assert len(times) == 5
     # buffered, they would arrive together at the end; streamed, about 0.5 s apart
@@ -252,7 +254,7 @@ def test_keep_alive_reuses_one_upstream_connection(net):
     before = net.up.stats.connections
     r = net.sh("for i in 1 2 3; do curl -sS --max-time 60 -o /dev/null https://upstream.test/hello; done; "
                "curl -sS --max-time 60 https://upstream.test/hello https://upstream.test/hello")
-    assert r.status() == 0 and out(r).count("hello from upstream") == 2
+    assert r.status == 0 and out(r).count("hello from upstream") == 2
     # five requests from four guest connections: the host-wide pool keeps one upstream connection
     assert net.up.stats.connections - before <= 2, net.up.stats.connections - before
 
@@ -283,7 +285,7 @@ def test_credentials_swapped_on_provider_domain_only(net):
     r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" "
                "-H 'content-type: application/json' -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,"
                "\"messages\":[]}' https://api.anthropic.com/v1/messages")
-    assert r.status() == 0, r.stderr
+    assert r.status == 0, r.stderr
     seen = [h for m, p, h in net.up.stats.requests if p == "/v1/messages"]
     assert seen and seen[-1].get("x-api-key") == REAL_KEY
     # the same placeholder to another host stays a placeholder
@@ -309,7 +311,7 @@ def test_model_call_recorded(net):
     r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" "
                "-H 'content-type: application/json' -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,"
                "\"stream\":true,\"messages\":[]}' https://api.anthropic.com/v1/messages")
-    assert r.status() == 0 and "message_stop" in out(r), out(r)[-500:]
+    assert r.status == 0 and "message_stop" in out(r), out(r)[-500:]
     rows = ledger_rows(net, "model_call", "provider = 'anthropic' AND streamed = 1")
     assert rows[-1]["input_tokens"] > 0 and rows[-1]["output_tokens"] > 0
 

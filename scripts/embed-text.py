@@ -2,8 +2,9 @@
 """embed-text.py IN OUT SYMBOL: compile a text file into the binary.
 
 Writes a C file that defines `const char SYMBOL[]` (the bytes of IN followed by a NUL) and
-`const size_t SYMBOL_len` (the byte count without the NUL). Used for the shipped default policy so
-that no install path is ever looked up at run time.
+`const size_t SYMBOL_len` (the byte count without the NUL). Used for data the binaries carry (the
+default egress policy, the price table, the ledger schema) so that no install path is ever looked
+up at run time.
 """
 import os
 import sys

@@ -176,6 +176,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", acc)
         self.end_headers()
         self.wfile.flush()
+        # after the closing handshake the server closes the TCP connection (RFC 6455 §7.1.1):
+        # never back to HTTP keep-alive
+        self.close_connection = True
         rf, wf = self.rfile, self.wfile
         while True:
             h = rf.read(2)
@@ -198,7 +201,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 hdr += bytes([len(out)]) if len(out) < 126 else b"\x7e" + len(out).to_bytes(2, "big")
                 wf.write(hdr + out)
                 wf.flush()
-        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
 

@@ -25,7 +25,8 @@ host:
 	ninja -C build -j$(JOBS)
 	@mkdir -p bin && ln -sfn ../build/src/cli/capsem bin/capsem && \
 		ln -sfn ../build/src/vm/capsem-vm bin/capsem-vm && \
-		ln -sfn ../build/src/builder/capsem-builder bin/capsem-builder
+		ln -sfn ../build/src/builder/capsem-builder bin/capsem-builder && \
+		ln -sfn ../build/src/mcp/capsem-mcp bin/capsem-mcp
 
 guest:
 	@[ -f build-guest/build.ninja ] || { scripts/gen-musl-cross.sh build-guest-cross && \

@@ -1,0 +1,43 @@
+/* mcputil.h - pure helpers of capsem-mcp: a JSON Schema subset validator (the one the tools'
+ * inputSchemas use, so the schema a client sees is the check that runs), text from untrusted
+ * bytes (valid UTF-8 for JSON strings), base64, and MCP tool-result builders.
+ *
+ * No I/O; callable from any thread on objects that thread owns.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Validate v against schema. Keywords: type (a name or an array of names: object, array, string,
+ * integer, number, boolean, null), properties, required, additionalProperties (false or a
+ * schema), enum (strings and integers), minimum/maximum, minLength/maxLength (code points),
+ * pattern (POSIX extended regex, anchored as written), items, minItems/maxItems. Others
+ * (description, title, default, ...) are ignored. where names v in messages ("arguments").
+ * Returns 0, or -EINVAL with a one-line reason in err (e.g. "arguments.vm: expected a string"),
+ * or -ENOMEM. */
+int mcp_schema_check(const json_t *schema, const json_t *v, const char *where, char *err,
+		     size_t errn);
+
+/* 1 when (p, n) is valid UTF-8 without NUL bytes, else 0. */
+int mcp_utf8_valid(const void *p, size_t n);
+/* A JSON string of the bytes (p, n): invalid UTF-8 sequences and NUL bytes become U+FFFD. New
+ * reference or NULL. */
+json_t *mcp_text_string(const void *p, size_t n);
+
+/* base64 (RFC 4648, padded). Encode: malloc'ed NUL-terminated text or NULL. Decode: 0 with a
+ * malloc'ed buffer (never NULL on success, even for 0 bytes), -EINVAL for bad input (whitespace
+ * is refused too), -ENOMEM. */
+char *mcp_base64_encode(const void *p, size_t n);
+int mcp_base64_decode(const char *s, size_t n, uint8_t **ret, size_t *ret_len);
+
+/* ---- tool results (MCP 2025-06-18 CallToolResult). Each returns a new reference or NULL. ---- */
+
+/* {"content":[{"type":"text","text":text}],"isError":true}: a Capsem/daemon failure. */
+json_t *mcp_result_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* {"content":[{"type":"text","text":text}]}; text given as bytes, made valid UTF-8. */
+json_t *mcp_result_text(const void *p, size_t n);
+/* {"content":[{"type":"text","text":<obj as indented JSON>}],"structuredContent":obj}; obj (an
+ * object) is stolen. */
+json_t *mcp_result_json(json_t *obj);

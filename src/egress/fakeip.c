@@ -24,6 +24,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "siphash.h"
+
 #define NONE UINT32_MAX
 #define RANGE_SIZE (~FAKEIP_MASK + 1u) /* 131072 */
 #define MIN_BUCKETS 64u
@@ -44,58 +46,8 @@ struct fakeip {
 	uint32_t n_buckets;	    /* power of two, same for both tables */
 	uint32_t newest, oldest;    /* LRU ends */
 	uint32_t cursor;	    /* next offset to try */
-	uint64_t k0, k1;	    /* SipHash key */
+	uint64_t key[2];	    /* SipHash key */
 };
-
-/* SipHash-2-4 (Aumasson, Bernstein), 64-bit output. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                   \
-	do {                       \
-		v0 += v1;          \
-		v1 = ROTL(v1, 13); \
-		v1 ^= v0;          \
-		v0 = ROTL(v0, 32); \
-		v2 += v3;          \
-		v3 = ROTL(v3, 16); \
-		v3 ^= v2;          \
-		v0 += v3;          \
-		v3 = ROTL(v3, 21); \
-		v3 ^= v0;          \
-		v2 += v1;          \
-		v1 = ROTL(v1, 17); \
-		v1 ^= v2;          \
-		v2 = ROTL(v2, 32); \
-	} while (0)
-
-static uint64_t siphash24(const void *data, size_t len, uint64_t k0, uint64_t k1)
-{
-	const uint8_t *p = data;
-	uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-	uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-	uint64_t b = (uint64_t)len << 56, m;
-	size_t i;
-	for (i = 0; i + 8 <= len; i += 8) {
-		m = 0;
-		for (int j = 7; j >= 0; j--)
-			m = (m << 8) | p[i + (size_t)j];
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-	}
-	for (int j = (int)(len - i) - 1; j >= 0; j--)
-		b |= (uint64_t)p[i + (size_t)j] << (8 * j);
-	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
 
 static bool off_usable(uint32_t off)
 {
@@ -119,8 +71,8 @@ struct fakeip *fakeip_new_with_cap(size_t max_names)
 		key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)m;
 		key[1] = (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
 	}
-	m->k0 = key[0];
-	m->k1 = key[1];
+	m->key[0] = key[0];
+	m->key[1] = key[1];
 	return m;
 }
 
@@ -302,7 +254,7 @@ int fakeip_assign(struct fakeip *m, const char *name, uint32_t *ret_addr)
 	int n = normalize(name, norm);
 	if (n < 0)
 		return n;
-	uint64_t h = siphash24(norm, (size_t)n, m->k0, m->k1);
+	uint64_t h = siphash24(m->key, norm, (size_t)n);
 	uint32_t i = name_find(m, norm, h);
 	if (i != NONE) {
 		lru_unlink(m, i);

@@ -73,8 +73,8 @@ def wrk(url, conns, secs):
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency",
                           "-H", "Host: localhost", url],
                          capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"{url}: non-2xx answers under load:\n{out}")
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"{url}: errors under load:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = us(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = us(re.search(r"\s99%\s+(\S+)", out).group(1))

@@ -1597,6 +1597,11 @@ static void conn_on_handshake(struct side *s)
 {
 	struct conn *c = s->owner;
 	const char *sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	/* An address as server name (RFC 6066 forbids it; clients of https://IP/ URLs send one
+	 * anyway) names no host and so cannot front another name: treated as absent. */
+	unsigned char ipbuf[16];
+	if (sni && (inet_pton(AF_INET, sni, ipbuf) == 1 || inet_pton(AF_INET6, sni, ipbuf) == 1))
+		sni = NULL;
 	if (sni && strcasecmp(sni, c->host) != 0) {
 		c->p->stats.blocked++;
 		emit_net(c, NULL, "https", false, "sni-mismatch", "proxy",

@@ -218,6 +218,18 @@ def test_sni_mismatch_refused(host):
         get(s, "/hello")
 
 
+def test_address_as_sni_counts_as_none(host):
+    # https://IP/ clients send the address as server name (RFC 6066 forbids it): it names no
+    # host, so it cannot front one; the leaf is still the resolved name's
+    rcode, addrs = host.query("upstream.test")
+    s = host.connect(addrs[0], 443)
+    ctx = ssl.create_default_context(cafile=host.ca)
+    ctx.check_hostname = False
+    s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    st, h, b = get(s, "/hello", host="upstream.test")
+    assert st == 200 and b == b"hello from upstream\n"
+
+
 def test_direct_ip_and_port_closed_at_once(host):
     for ip, port in (("93.184.216.34", 443), (host.query("upstream.test")[1][0], 8443)):
         t = time.monotonic()

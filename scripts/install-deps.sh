@@ -10,7 +10,7 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-confi
  python3 python3-pytest e2fsprogs tmux
  golang-github-burntsushi-toml-dev
  mmdebstrap squashfs-tools erofs-utils
- libsqlite3-dev nftables openssl curl"
+ libsqlite3-dev nftables openssl curl libcurl4-openssl-dev"
 [ "${1:-}" = --bench ] && PKGS="$PKGS nginx-light wrk mitmproxy"
 missing=""
 for p in $PKGS; do

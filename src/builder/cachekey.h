@@ -19,10 +19,10 @@
 	"capsem-kernel/3: tinyconfig, merge_config.sh -m fragment, olddefconfig, vmlinux " \
 	"stripped, "                                                                       \
 	"KBUILD_BUILD_{USER,HOST}=capsem VERSION=1 TIMESTAMP=tarball mtime"
-#define CACHEKEY_INITRAMFS_RECIPE                                                                 \
-	"capsem-initramfs/2: newc, sorted, uid/gid/mtime 0, /init + capsem-agent, capsem-doctor " \
-	"links, busybox "                                                                         \
-	"--list-full links, /dev/console /dev/null, /etc passwd group hostname, extra files "     \
+#define CACHEKEY_INITRAMFS_RECIPE                                                                  \
+	"capsem-initramfs/3: newc, sorted, uid/gid/mtime 0, /init + capsem-agent, capsem-doctor, " \
+	"capsem-mcp-relay links, busybox "                                                         \
+	"--list-full links, /dev/console /dev/null, /etc passwd group hostname, extra files "      \
 	"(nft + its libraries)"
 
 /* Kernel key over (recipe, source package version, fragment bytes, arch). 0 or -errno. */
@@ -48,9 +48,10 @@ int cachekey_initramfs(const char *compression, const void *guest, size_t guest_
 	"capsem-rootfs-npm/1: base.tar unpacked, npm install -g --no-audit --no-fund under " \
 	"unshare --mount-proc + chroot with the image's node, npm cache removed, usr/local tar"
 #define CACHEKEY_ROOTFS_IMAGE_RECIPE                                                            \
-	"capsem-rootfs-image/1: base + npm layers unpacked, seeded files (and /root copies in " \
+	"capsem-rootfs-image/2: base + npm layers unpacked, seeded files (and /root copies in " \
 	"/usr/local/share/capsem/root), /etc/environment, /etc/profile.d/capsem.sh, banner, "   \
-	"/etc/capsem/image.{json,toml}, capsem-doctor -> /proc/1/exe, setuid/setgid cleared, "  \
+	"/etc/capsem/image.{json,toml}, capsem-doctor and capsem-mcp-relay -> /proc/1/exe, "    \
+	"setuid/setgid cleared, "                                                               \
 	"mksquashfs -comp zstd -all-root | mkfs.erofs -z lz4[hc] --all-root"
 
 /* Base layer key over (recipe, suite, arch, sorted package names, node version, npm version). */

@@ -4,6 +4,7 @@
  *   /init                     the static capsem-guest binary (0755), PID 1
  *   /usr/bin/capsem-agent     symlink to /init (the binary dispatches on argv[0])
  *   /usr/bin/capsem-doctor    symlink to /init (the guest's self-check, doctor.c)
+ *   /usr/bin/capsem-mcp-relay symlink to /init (the agents' MCP server, mcprelay.c)
  *   /bin/busybox              busybox-static (0755), plus one symlink to it per applet, where
  *                             `busybox --list-full` puts it (bin/, sbin/, usr/bin/, usr/sbin/)
  *   /bin /dev /etc /mnt /proc /root (0700) /run /sbin /sys /tmp (1777) /usr/bin /usr/sbin

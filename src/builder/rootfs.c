@@ -30,8 +30,9 @@
  *         the /root ones in /usr/local/share/capsem/root, which capsem-init copies into a new
  *         VM's /root), /etc/environment, /etc/profile.d/capsem.sh (variables, banner for
  *         interactive shells), /etc/capsem/image.json (config + versions) and image.toml (what
- *         capsem-doctor reads), /usr/local/bin/capsem-doctor -> /proc/1/exe (the initramfs's
- *         capsem-guest, reachable from the chroot through PID 1); every setuid/setgid bit
+ *         capsem-doctor reads), /usr/local/bin/capsem-doctor and capsem-mcp-relay ->
+ *         /proc/1/exe (the initramfs's capsem-guest, reachable from the chroot through PID 1);
+ *         every setuid/setgid bit
  *         cleared and find(1) must confirm none remain; mksquashfs -comp zstd -all-root, or
  *         mkfs.erofs -z lz4hc --all-root.
  *
@@ -1028,6 +1029,14 @@ static int build_image(const struct imgcfg *cfg, const char *cache, struct rootf
 		goto oom;
 	r = tree_write_str(l.root, "etc/capsem/image.json", ijson, 0644);
 	if (r == 0) {
+		(void)unlink(link);
+		r = symlink("/proc/1/exe", link) < 0 ? negative_errno() : 0;
+	}
+	if (r == 0) { /* the agents' MCP server (mcprelay.c), the same multi-call binary */
+		free(link);
+		link = NULL;
+		if (asprintf(&link, "%s/usr/local/bin/capsem-mcp-relay", l.root) < 0)
+			goto oom;
 		(void)unlink(link);
 		r = symlink("/proc/1/exe", link) < 0 ? negative_errno() : 0;
 	}

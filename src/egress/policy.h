@@ -7,6 +7,10 @@
  * ([policy] default, [upstream]) set in the corp file are locked: a user file that sets them gets
  * a warning and its value is ignored.
  *
+ * The same files hold the MCP tool rules ([[tool_rule]]: server and tool globs, allow or block),
+ * decided by policy_decide_tool() for the per-VM MCP gateway with the same layer order; their
+ * default ([policy] tool_default, "allow" unless set) is locked by the corp file like default.
+ *
  * A loaded policy is immutable: policy_decide() and the accessors only read it, so one policy may
  * be shared by threads. Reloading means loading a new one (see policy_files_changed()).
  */
@@ -22,6 +26,7 @@
 #define POLICY_USER_FILE "user.toml" /* inside $CAPSEM_HOME */
 
 /* Caps on what a policy file may hold (each violation is a load error). */
+#define POLICY_MAX_TOOL_GLOB 128 /* server and tool patterns of a [[tool_rule]] */
 #define POLICY_MAX_FILE_SIZE ((size_t)1 << 20)
 #define POLICY_MAX_RULES 1024	 /* per file */
 #define POLICY_MAX_PATTERNS 256	 /* per list (hosts, ports, methods, paths) of one rule */
@@ -82,6 +87,25 @@ struct policy_override_info {
 
 struct policy;
 
+/* A [[tool_rule]] as loaded. Owned by the policy. */
+struct policy_tool_rule_info {
+	const char *name;
+	const char *description; /* NULL when the file has none */
+	enum policy_action action;
+	enum policy_layer layer;
+	int64_t priority;
+	const char *source;
+	unsigned line;
+	const char *server; /* glob ('*', '?', [a-z], '\'), "*" when the rule has none */
+	const char *tool;   /* glob on the tool's name as the server calls it (no "server__") */
+};
+
+struct policy_tool_decision {
+	enum policy_action action;
+	const char *rule; /* rule name or "default"; owned by the policy */
+	enum policy_layer layer;
+};
+
 /* Load the corp and user files and the shipped defaults. A NULL path means the layer is absent;
  * a missing file (ENOENT) means the layer is empty. On success returns 0 and *ret (free with
  * policy_free); warnings (locked settings the user file tried to set, ...) are kept in the policy
@@ -115,6 +139,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy *, policy_free)
  * not a valid name or IP literal is blocked with rule "invalid-host". */
 void policy_decide(const struct policy *p, const struct policy_request *req,
 		   struct policy_decision *ret);
+
+/* Decide an MCP tool: the first [[tool_rule]] (corp, user, defaults; by priority, then file
+ * order) whose server and tool globs both match decides; else the tool default. Never fails. */
+void policy_decide_tool(const struct policy *p, const char *server, const char *tool,
+			struct policy_tool_decision *ret);
+size_t policy_n_tool_rules(const struct policy *p);
+const struct policy_tool_rule_info *policy_tool_rule(const struct policy *p, size_t i);
+enum policy_action policy_tool_default(const struct policy *p, enum policy_layer *ret_layer);
 
 /* Why a rule did or did not decide, for explanations (capsem policy check). */
 enum policy_match {

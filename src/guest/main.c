@@ -3,8 +3,9 @@
  * Dispatch on the basename of argv[0]: "init" or "capsem-init" runs PID 1 (init.c), a name
  * starting with "capsem-agent" runs the agent (agent.c), "capsem-doctor" the guest's self-check
  * (doctor.c), "capsem-net-proxy" and
- * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c); "capsem-guest init|agent|
- * net-proxy|dns-proxy ..." selects one explicitly. Trust boundary: none (argv comes from the
+ * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c), "capsem-mcp-relay" the
+ * agents' MCP server (mcprelay.c); "capsem-guest init|agent|net-proxy|dns-proxy|mcp-relay ..."
+ * selects one explicitly. Trust boundary: none (argv comes from the
  * kernel, capsem-init or a developer).
  */
 #include "agent.h"
@@ -12,6 +13,7 @@
 #include "doctor.h"
 #include "init.h"
 #include "macro.h"
+#include "mcprelay.h"
 #include "netproxy.h"
 
 static const char *base_name(const char *p)
@@ -34,6 +36,10 @@ int main(int argc, char **argv)
 		return netproxy_main(argc, argv);
 	if (streq(name, "capsem-dns-proxy"))
 		return dnsproxy_main(argc, argv);
+	if (streq(name, "capsem-mcp-relay"))
+		return mcprelay_main(argc, argv);
+	if (argc >= 2 && streq(argv[1], "mcp-relay"))
+		return mcprelay_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "net-proxy"))
 		return netproxy_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "dns-proxy"))
@@ -44,8 +50,9 @@ int main(int argc, char **argv)
 		return init_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "agent"))
 		return agent_main(argc - 1, argv + 1);
-	fprintf(stderr, "usage: capsem-guest init | agent | net-proxy | dns-proxy [OPTIONS]\n"
-			"  (or run it as /init, capsem-init, capsem-agent, capsem-net-proxy or\n"
-			"  capsem-dns-proxy)\n");
+	fprintf(stderr, "usage: capsem-guest init | agent | net-proxy | dns-proxy | mcp-relay "
+			"[OPTIONS]\n"
+			"  (or run it as /init, capsem-init, capsem-agent, capsem-net-proxy,\n"
+			"  capsem-dns-proxy or capsem-mcp-relay)\n");
 	return 2;
 }

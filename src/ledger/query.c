@@ -792,8 +792,11 @@ static void sum_model(struct sb *b, const json_t *ev)
 static void sum_tool(struct sb *b, const json_t *ev)
 {
 	json_int_t x;
-	sb_printf(b, "%s %s%s%s", strempty(js(ev, "decision")), strempty(js(ev, "server")),
-		  js(ev, "server") ? "." : "", js(ev, "tool") ? js(ev, "tool") : "?");
+	if (!js(ev, "tool") && streq(strempty(js(ev, "server")), "*")) /* a tools/list */
+		sb_printf(b, "%s tools/list", strempty(js(ev, "decision")));
+	else
+		sb_printf(b, "%s %s%s%s", strempty(js(ev, "decision")), strempty(js(ev, "server")),
+			  js(ev, "server") ? "." : "", js(ev, "tool") ? js(ev, "tool") : "?");
 	if (ji(ev, "args_bytes", &x))
 		sb_bytes(b, "args", x);
 	if (ji(ev, "result_bytes", &x))

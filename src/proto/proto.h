@@ -33,6 +33,7 @@
 #define PROTO_PORT_EXEC 5001u
 #define PROTO_PORT_NET 5002u /* guest -> host: one connection per proxied TCP connection */
 #define PROTO_PORT_DNS 5007u /* guest -> host: one persistent DNS connection */
+#define PROTO_PORT_MCP 5003u /* guest -> host: one connection per capsem-mcp-relay process */
 #define PROTO_HOST_CID 2u
 
 /* BOOT_CONFIG caps: the Capsem CA certificate (PEM) and the environment added to every exec */

@@ -43,6 +43,7 @@
 #include "buf.h"
 #include "egress.h"
 #include "fdutil.h"
+#include "gateway.h"
 #include "ledger.h"
 #include "log.h"
 #include "macro.h"
@@ -97,6 +98,7 @@ struct vm_opts {
 	size_t n_mounts;
 	char *ledger;  /* --ledger, absolute (owned) */
 	int no_egress; /* --no-egress: the guest gets no network at all */
+	char *mcp;     /* --mcp-config, realpath'd (owned) */
 };
 
 struct vm {
@@ -127,6 +129,7 @@ struct vm {
 	int pid_file;	       /* we wrote supervisor.pid in the VM directory (our cwd) */
 	struct egress *egress; /* proxy (vsock 5002) and DNS (5007); NULL with --no-egress */
 	struct ledger *ledger; /* --ledger: the session database */
+	struct gateway *mcp;   /* MCP gateway (vsock 5003); NULL with --no-egress */
 };
 
 static uint64_t now_ns(void)
@@ -695,6 +698,8 @@ static void vm_finish(struct vm *vm)
 		close_handle((uv_handle_t *)&vm->sig[i]);
 	vsock_backend_free(vm->vsock);
 	vm->vsock = NULL;
+	gateway_stop(vm->mcp); /* records its last calls: before the ledger closes */
+	vm->mcp = NULL;
 	egress_stop(vm->egress);
 	vm->egress = NULL;
 	ledger_close(
@@ -899,6 +904,14 @@ static int vm_start(struct vm *vm)
 		r = egress_start(&ec, &vm->egress, err, sizeof(err));
 		if (r < 0)
 			return log_error("cannot set up the VM's network: %s", err), r;
+		struct gateway_config gc = { .loop = vm->loop,
+					     .socket_path = "vsock_5003",
+					     .config_path = vm->o.mcp,
+					     .capsem_home = home,
+					     .ledger = vm->ledger };
+		r = gateway_start(&gc, &vm->mcp, err, sizeof(err));
+		if (r < 0)
+			return log_error("cannot start the MCP gateway: %s", err), r;
 	}
 
 	struct vsock_backend_config vc = {
@@ -982,7 +995,8 @@ static void help(void)
 	       "                       (read-write unless :ro; repeatable, up to 8)\n"
 	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
 	       "                       this SQLite file (docs/LEDGER.md)\n"
-	       "  --no-egress          no network for the guest at all (no proxy, no DNS)\n"
+	       "  --no-egress          no network for the guest at all (no proxy, no DNS, no MCP)\n"
+	       "  --mcp-config FILE    the MCP gateway's servers and built-in tools (docs/MCP.md)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
 	       "                       the VM directory or absolute); ignore SIGHUP\n"
 	       "  --rm                 remove the VM directory on exit\n"
@@ -1074,6 +1088,7 @@ static void opts_free(struct vm_opts *o)
 	free(o->disk);
 	free(o->rootfs);
 	free(o->ledger);
+	free(o->mcp);
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		free((char *)o->mounts[i].host);
 		free((char *)o->mounts[i].guest);
@@ -1101,7 +1116,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_ROOTFS,
 		ARG_MOUNT,
 		ARG_LEDGER,
-		ARG_NO_EGRESS
+		ARG_NO_EGRESS,
+		ARG_MCP_CONFIG
 	};
 	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
 					      { "kernel", required_argument, NULL, ARG_KERNEL },
@@ -1122,6 +1138,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 					      { "mount", required_argument, NULL, ARG_MOUNT },
 					      { "ledger", required_argument, NULL, ARG_LEDGER },
 					      { "no-egress", no_argument, NULL, ARG_NO_EGRESS },
+					      { "mcp-config", required_argument, NULL,
+						ARG_MCP_CONFIG },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	uint64_t v;
@@ -1227,6 +1245,13 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			break;
 		case ARG_NO_EGRESS:
 			o->no_egress = 1;
+			break;
+		case ARG_MCP_CONFIG: /* absolute: we chdir into the VM directory later */
+			free(o->mcp);
+			o->mcp = realpath(optarg, NULL);
+			if (!o->mcp)
+				return log_error_errno(negative_errno(), "--mcp-config %s", optarg),
+				       -EINVAL;
 			break;
 		case 'h':
 			help();

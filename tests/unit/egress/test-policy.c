@@ -1,6 +1,7 @@
 /* test-policy.c - the egress policy (src/egress/policy.c): host, port, method and path matching,
  * priorities and layers, corp locking, the connection and DNS levels, every load error with its
- * line, the caps, the shipped defaults, loading from files and noticing that they changed. */
+ * line, the caps, the shipped defaults, loading from files and noticing that they changed; the
+ * MCP tool rules ([[tool_rule]], tool_default). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -565,7 +566,7 @@ static void test_load_errors(void **state)
 	struct policy *p = NULL;
 	assert_int_equal(policy_load_sources(&c, NULL, NULL, &p, e2, sizeof(e2)), -EBADMSG);
 	assert_string_equal(e2, "/etc/capsem/corp.toml:2: policy.x: unknown key ([policy] has "
-				"default)");
+				"default, tool_default)");
 	/* unprintable keys are not echoed */
 	err = load_fail("\"a\\u001b[31m\" = 1\n", -EBADMSG);
 	assert_null(strchr(err, 0x1b));
@@ -763,6 +764,78 @@ static void test_files(void **state)
 	free(d);
 }
 
+/* ---- [[tool_rule]]: MCP tool decisions (the per-VM gateway) ---- */
+
+static void expect_tool(const struct policy *p, const char *server, const char *tool,
+			enum policy_action act, const char *rule)
+{
+	struct policy_tool_decision d;
+	policy_decide_tool(p, server, tool, &d);
+	if (d.action != act || strcmp(d.rule, rule) != 0)
+		fail_msg("%s__%s: got %s by '%s', want %s by '%s'", server, tool,
+			 policy_action_name(d.action), d.rule, policy_action_name(act), rule);
+}
+
+static void test_tool_rules(void **state)
+{
+	/* default allow; globs on server and tool; priority then file order; corp before user */
+	struct policy *p = load3("[[tool_rule]]\nname = \"corp-no-shell\"\naction = \"block\"\n"
+				 "tool = \"*shell*\"\n",
+				 "[[tool_rule]]\nname = \"allow-shell\"\naction = \"allow\"\n"
+				 "tool = \"run_shell\"\npriority = 100\n"
+				 "[[tool_rule]]\nname = \"no-gh-write\"\naction = \"block\"\n"
+				 "server = \"github\"\ntool = \"create_*\"\n"
+				 "[[tool_rule]]\nname = \"gh-issue\"\naction = \"allow\"\n"
+				 "server = \"github\"\ntool = \"create_issue\"\npriority = 5\n"
+				 "[[tool_rule]]\nname = \"late\"\naction = \"block\"\n"
+				 "server = \"git?ub\"\n",
+				 NULL);
+	expect_tool(p, "local", "run_shell", POLICY_BLOCK, "corp-no-shell");
+	expect_tool(p, "github", "create_issue", POLICY_ALLOW, "gh-issue");
+	expect_tool(p, "github", "create_pr", POLICY_BLOCK, "no-gh-write");
+	expect_tool(p, "github", "list_prs", POLICY_BLOCK, "late");
+	expect_tool(p, "capsem", "fetch", POLICY_ALLOW, "default");
+	assert_int_equal(policy_n_tool_rules(p), 5);
+	const struct policy_tool_rule_info *r = policy_tool_rule(p, 0);
+	assert_string_equal(r->name, "corp-no-shell");
+	assert_string_equal(r->server, "*");
+	assert_int_equal(r->layer, POLICY_LAYER_CORP);
+	assert_int_equal(r->line, 1);
+	assert_string_equal(policy_tool_rule(p, 1)->name, "allow-shell");
+	assert_null(policy_tool_rule(p, 5));
+	/* egress rules are not affected */
+	assert_int_equal(policy_n_rules(p), 0);
+	policy_free(p);
+
+	/* tool_default: block; locked by the corp file */
+	p = load3("[policy]\ntool_default = \"block\"\n", "[policy]\ntool_default = \"allow\"\n",
+		  NULL);
+	expect_tool(p, "x", "y", POLICY_BLOCK, "default");
+	enum policy_layer l;
+	assert_int_equal(policy_tool_default(p, &l), POLICY_BLOCK);
+	assert_int_equal(l, POLICY_LAYER_CORP);
+	assert_non_null(policy_warnings(p)[0]);
+	assert_non_null(strstr(policy_warnings(p)[0], "tool_default is locked"));
+	policy_free(p);
+
+	/* errors name the line */
+	expect_err("[[tool_rule]]\naction = \"block\"\n", "missing 'name'");
+	expect_err("[[tool_rule]]\nname = \"a\"\n", "missing 'action'");
+	expect_err("[[tool_rule]]\nname = \"a\"\naction = \"ask\"\n", "must be");
+	expect_err("[[tool_rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n",
+		   "user.toml:4: tool_rule 'a': hosts: unknown key");
+	expect_err("[[tool_rule]]\nname = \"a\"\naction = \"block\"\ntool = \"a b\"\n",
+		   "tool: expected a glob");
+	expect_err("[[tool_rule]]\nname = \"a\"\naction = \"block\"\ntool = \"*********x\"\n",
+		   "at most 8 '*'");
+	expect_err("[[tool_rule]]\nname = \"a\"\naction = \"block\"\n"
+		   "[[tool_rule]]\nname = \"a\"\naction = \"allow\"\n",
+		   "duplicate rule name (first at line 1)");
+	expect_err("[[tool_rule]]\nname = \"default\"\naction = \"block\"\n", "not a rule name");
+	expect_err("[policy]\ntool_default = \"maybe\"\n", "policy.tool_default: must be");
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -777,6 +850,7 @@ int main(void)
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_shipped_defaults),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_tool_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -72,6 +72,11 @@ int read_file_small(const char *path, size_t max, char **ret, size_t *ret_len)
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return negative_errno();
+	return read_fd_small(fd, max, ret, ret_len);
+}
+
+int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len)
+{
 	_cleanup_free_ char *s = malloc(max + 1);
 	if (!s)
 		return -ENOMEM;

@@ -12,8 +12,11 @@ int fd_read_exact(int fd, void *p, size_t n);
 ssize_t fd_read_some(int fd, void *p, size_t n);
 int fd_set_nonblock(int fd, int on);
 int fd_set_cloexec(int fd, int on);
-/* Read a whole small file (at most max bytes) into a NUL-terminated malloc'ed string. */
+/* Read a whole small file (at most max bytes) into a NUL-terminated malloc'ed string; -EFBIG
+ * when it is larger. */
 int read_file_small(const char *path, size_t max, char **ret, size_t *ret_len);
+/* The same from an open fd, read to its end. */
+int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len);
 /* Write a file atomically: temp file in the same directory, fsync, rename. 0 or -errno. */
 int write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
 /* mkdir -p with the given mode for each created component. */

@@ -1654,26 +1654,17 @@ static int read_policy_file(const char *path, char **ret_text, size_t *ret_len,
 	}
 	stamp_from(ret_stamp, &st);
 	*ret_mode = st.st_mode;
-	_cleanup_free_ char *buf = malloc(POLICY_MAX_FILE_SIZE + 1);
-	if (!buf)
-		return -ENOMEM;
+	_cleanup_free_ char *buf = NULL;
 	size_t n = 0;
-	for (;;) {
-		ssize_t r = fd_read_some(fd, buf + n, POLICY_MAX_FILE_SIZE + 1 - n);
-		if (r < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror((int)-r));
-			return (int)r;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-		if (n > POLICY_MAX_FILE_SIZE) {
-			snprintf(err, errlen, "%s: larger than %zu bytes", path,
-				 POLICY_MAX_FILE_SIZE);
-			return -EBADMSG;
-		}
+	int k = read_fd_small(fd, POLICY_MAX_FILE_SIZE, &buf, &n);
+	if (k == -EFBIG) {
+		snprintf(err, errlen, "%s: larger than %zu bytes", path, POLICY_MAX_FILE_SIZE);
+		return -EBADMSG;
 	}
-	buf[n] = 0;
+	if (k < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-k));
+		return k;
+	}
 	*ret_text = TAKE_PTR(buf);
 	*ret_len = n;
 	return 0;

@@ -904,9 +904,17 @@ static int vm_start(struct vm *vm)
 		r = egress_start(&ec, &vm->egress, err, sizeof(err));
 		if (r < 0)
 			return log_error("cannot set up the VM's network: %s", err), r;
+		/* without --mcp-config: the installation's $CAPSEM_HOME/mcp.toml, when there is one
+		 * (like the user policy, it is the user's to write; capsemd passes nothing) */
+		_cleanup_free_ char *home_mcp = path_in(home, "mcp.toml");
+		if (!home_mcp)
+			return log_oom();
+		const char *mcp_config = vm->o.mcp		       ? vm->o.mcp
+					 : access(home_mcp, F_OK) == 0 ? home_mcp
+								       : NULL;
 		struct gateway_config gc = { .loop = vm->loop,
 					     .socket_path = "vsock_5003",
-					     .config_path = vm->o.mcp,
+					     .config_path = mcp_config,
 					     .capsem_home = home,
 					     .ledger = vm->ledger };
 		r = gateway_start(&gc, &vm->mcp, err, sizeof(err));
@@ -996,7 +1004,8 @@ static void help(void)
 	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
 	       "                       this SQLite file (docs/LEDGER.md)\n"
 	       "  --no-egress          no network for the guest at all (no proxy, no DNS, no MCP)\n"
-	       "  --mcp-config FILE    the MCP gateway's servers and built-in tools (docs/MCP.md)\n"
+	       "  --mcp-config FILE    the MCP gateway's servers and built-in tools (docs/MCP.md;\n"
+	       "                       default: $CAPSEM_HOME/mcp.toml when it exists)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
 	       "                       the VM directory or absolute); ignore SIGHUP\n"
 	       "  --rm                 remove the VM directory on exit\n"

@@ -730,3 +730,75 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
             time.sleep(2)
         assert not alive(pid), f"stdio server {pid} left behind"
     assert not procs_mentioning(str(tmp_path))
+
+
+def test_sdk_client_in_debian_vm(tmp_path):
+    """The official SDK client run by the image's node inside a Debian VM, speaking stdio to
+    capsem-mcp-relay, which reaches capsem-vm's gateway over vsock 5003: list, call, a denied
+    tool, cancellation and ping, end to end. The SDK and client.mjs come in over a read-only
+    9p mount."""
+    import capsem_client as cc
+    from conftest import CAPSEM_VM, procs_mentioning
+    from mcpsdk import CLIENT, sdk_dir
+    from test_debian_image import DEBIAN, ensure_debian_image
+    ensure_debian_image()
+    sdk = sdk_dir()
+    home = tmp_path / "capsem-home"
+    home.mkdir()
+    (home / "user.toml").write_text(POLICY)
+    pids, log = tmp_path / "pids", tmp_path / "stdio.log"
+    (tmp_path / "mcp.toml").write_text(f"""
+[servers.test]
+command = "{sys.executable}"
+args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
+""")
+    m = json.load(open(os.path.join(DEBIAN, "manifest.json")))
+    vm = subprocess.Popen(
+        [CAPSEM_VM, "--vmdir", str(tmp_path / "vm"), "--kernel", os.path.join(DEBIAN, "vmlinux"),
+         "--initrd", os.path.join(DEBIAN, "initrd.img"),
+         "--rootfs", os.path.join(DEBIAN, m["rootfs"]["file"]), "--cpus", "2", "--memory", "1G",
+         "--mount", f"{sdk}:/mnt/sdk:ro", "--mount", f"{os.path.dirname(CLIENT)}:/mnt/client:ro",
+         "--ledger", str(tmp_path / "session.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, CAPSEM_HOME=str(home)))
+    try:
+        ev = json.loads(vm.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", (ev, vm.stderr.read1(65536))
+        steps = [
+            {"op": "list_tools"},
+            {"op": "call", "name": "test__echo", "arguments": {"text": "from node in the VM"}},
+            {"op": "call", "name": "test__add", "arguments": {"a": 1, "b": 2}},
+            {"op": "cancel_call", "name": "test__slow", "arguments": {"seconds": 20},
+             "after_ms": 500},
+            {"op": "ping"},
+        ]
+        script = ("cat > /tmp/steps.json && MCP_SDK_DIR=/mnt/sdk "
+                  "node /mnt/client/client.mjs /tmp/steps.json -- capsem-mcp-relay")
+        end = time.monotonic() + 90
+        while True:  # the stdio server may still be starting when the VM is up
+            r = cc.sh(ev["vsock"], script, stdin=json.dumps(steps).encode(), io_timeout=120)
+            assert r.status == 0, r.stderr
+            out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+            names = {t["name"] for t in out[1]["result"]["tools"]}
+            if "test__echo" in names or time.monotonic() > end:
+                break
+            time.sleep(1)
+        conn, tools, echo, add, cancel, ping = out[:6]
+        assert conn["result"]["server"]["name"] == "capsem-gateway"
+        assert "test__echo" in names and "capsem__fetch" in names and "test__add" not in names
+        assert echo["result"]["content"][0]["text"] == "from node in the VM"
+        assert not add["ok"] and add["error"]["code"] == -32001
+        assert not cancel["ok"] and ping["ok"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "notifications/cancelled" not in log.read_text():
+            time.sleep(0.1)
+        assert "notifications/cancelled" in log.read_text()
+    finally:
+        vm.terminate()
+        try:
+            vm.wait(60)
+        except subprocess.TimeoutExpired:
+            vm.kill()
+            vm.wait()
+    for pid in pids_in(pids):
+        assert not alive(pid), f"stdio server {pid} left behind"
+    assert not procs_mentioning(str(tmp_path)), "QEMU or capsem-vm left behind"

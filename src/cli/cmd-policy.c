@@ -23,6 +23,7 @@
 
 static const char usage_text[] =
 	"Usage: capsem policy check URL [--method M] [--json] [--corp FILE] [--user FILE]\n"
+	"       capsem policy tool SERVER__TOOL [--json] [--corp FILE] [--user FILE]\n"
 	"       capsem policy show [--json] [--corp FILE] [--user FILE]\n"
 	"       capsem policy defaults\n"
 	"\n"
@@ -37,6 +38,8 @@ static const char usage_text[] =
 	"  host                             a DNS lookup\n"
 	"and shows the rules that looked at it. Exit status: 0 allowed, 1 blocked, 2 bad input\n"
 	"or an invalid policy file.\n"
+	"tool decides an MCP tool call as the VM's gateway does ([[tool_rule]]; a tool is\n"
+	"named SERVER__TOOL, e.g. capsem__fetch; docs/MCP.md).\n"
 	"show prints the merged rules in evaluation order, the settings and any warnings.\n"
 	"defaults prints the shipped default policy (a starting point for a user file).\n"
 	"\n"
@@ -287,6 +290,65 @@ static int do_check(struct policy *p, const char *url, const char *method, int j
 	return d.action == POLICY_ALLOW ? 0 : POLICY_EXIT_BLOCKED;
 }
 
+static int do_tool(struct policy *p, const char *name, int json)
+{
+	const char *sep = strstr(name, "__");
+	if (!sep || sep == name || !sep[2] || (size_t)(sep - name) > 64) {
+		log_error("policy tool: '%s' is not SERVER__TOOL (e.g. capsem__fetch)", name);
+		return CLI_EXIT_USAGE;
+	}
+	_cleanup_free_ char *server = strndup(name, (size_t)(sep - name));
+	if (!server)
+		return log_oom(), CLI_EXIT_FAILURE;
+	struct policy_tool_decision d;
+	policy_decide_tool(p, server, sep + 2, &d);
+	const struct policy_tool_rule_info *ri = NULL;
+	for (size_t i = 0; i < policy_n_tool_rules(p); i++)
+		if (streq(policy_tool_rule(p, i)->name, d.rule))
+			ri = policy_tool_rule(p, i);
+	char src[600] = "";
+	if (ri && ri->line)
+		snprintf(src, sizeof(src), "%s:%u", ri->source, ri->line);
+	else if (ri)
+		snprintf(src, sizeof(src), "%s", ri->source);
+	if (json) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "action",
+				      policy_action_name(d.action), "rule", d.rule, "layer",
+				      policy_layer_name(d.layer), "server", server, "tool", sep + 2,
+				      "warnings", warnings_json(p));
+		if (o && ri)
+			json_object_set_new(o, "source", json_string(src));
+		cli_print_json(o);
+		json_decref(o);
+	} else if (ri) {
+		printf("%s by tool rule '%s' (%s layer, %s)\n",
+		       d.action == POLICY_ALLOW ? "ALLOWED" : "BLOCKED", d.rule,
+		       layer_label(d.layer), src);
+	} else {
+		printf("%s by the tool default (set by the %s layer)\n",
+		       d.action == POLICY_ALLOW ? "ALLOWED" : "BLOCKED", layer_label(d.layer));
+	}
+	if (!json)
+		warnings_log(p);
+	return d.action == POLICY_ALLOW ? 0 : POLICY_EXIT_BLOCKED;
+}
+
+static json_t *tool_rules_json(struct policy *p)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < policy_n_tool_rules(p); i++) {
+		const struct policy_tool_rule_info *r = policy_tool_rule(p, i);
+		json_array_append_new(a, json_pack("{s:s, s:s?, s:s, s:s, s:I, s:s, s:i, s:s, s:s}",
+						   "name", r->name, "description", r->description,
+						   "action", policy_action_name(r->action), "layer",
+						   policy_layer_name(r->layer), "priority",
+						   (json_int_t)r->priority, "source", r->source,
+						   "line", (int)r->line, "server", r->server,
+						   "tool", r->tool));
+	}
+	return a;
+}
+
 static json_t *strings_json(const char *const *v, size_t n)
 {
 	json_t *a = json_array();
@@ -313,8 +375,9 @@ static const char *file_state(const char *path)
 
 static int do_show(struct policy *p, const char *corp, const char *user, int json)
 {
-	enum policy_layer dl;
+	enum policy_layer dl, tdl;
 	enum policy_action da = policy_default_action(p, &dl);
+	enum policy_action tda = policy_tool_default(p, &tdl);
 	const char *ca = policy_upstream_ca_file(p);
 	size_t n = policy_n_rules(p);
 	if (json) {
@@ -351,6 +414,13 @@ static int do_show(struct policy *p, const char *corp, const char *user, int jso
 			"layer", policy_layer_name(dl), "upstream", "ca_file", ca, "ca_file_layer",
 			ca ? policy_layer_name(policy_upstream_ca_layer(p)) : NULL, "overrides",
 			ovr, "rules", rules, "warnings", warnings_json(p));
+		if (o) {
+			json_object_set_new(o, "tool_default",
+					    json_pack("{s:s, s:s}", "action",
+						      policy_action_name(tda), "layer",
+						      policy_layer_name(tdl)));
+			json_object_set_new(o, "tool_rules", tool_rules_json(p));
+		}
 		cli_print_json(o);
 		json_decref(o);
 		return 0;
@@ -390,6 +460,18 @@ static int do_show(struct policy *p, const char *corp, const char *user, int jso
 			print_list("paths", r->paths, r->n_paths);
 	}
 	if (n == 0)
+		printf("  (none)\n");
+	printf("MCP tool default: %s (set by the %s layer)\n", policy_action_name(tda),
+	       layer_label(tdl));
+	printf("MCP tool rules, in evaluation order:\n");
+	for (size_t i = 0; i < policy_n_tool_rules(p); i++) {
+		const struct policy_tool_rule_info *r = policy_tool_rule(p, i);
+		printf("  %3zu. %-5s %-24s %s layer, priority %lld, %s:%u\n", i + 1,
+		       policy_action_name(r->action), r->name, layer_label(r->layer),
+		       (long long)r->priority, r->source, r->line);
+		printf("       server %s  tool %s\n", r->server, r->tool);
+	}
+	if (policy_n_tool_rules(p) == 0)
 		printf("  (none)\n");
 	const char *const *w = policy_warnings(p);
 	if (*w)
@@ -454,12 +536,15 @@ int cmd_policy(int argc, char **argv)
 		fwrite(text, 1, n, stdout);
 		return 0;
 	}
-	if (!streq(sub, "check") && !streq(sub, "show")) {
-		log_error("policy: unknown subcommand '%s' (check, show, defaults)", sub);
+	if (!streq(sub, "check") && !streq(sub, "show") && !streq(sub, "tool")) {
+		log_error("policy: unknown subcommand '%s' (check, tool, show, defaults)", sub);
 		return CLI_EXIT_USAGE;
 	}
 	if (streq(sub, "check") && nargs != 1)
 		return log_error("policy check: expected one URL (see 'capsem policy --help')"),
+		       CLI_EXIT_USAGE;
+	if (streq(sub, "tool") && (nargs != 1 || method))
+		return log_error("policy tool: expected one SERVER__TOOL and no --method"),
 		       CLI_EXIT_USAGE;
 	if (streq(sub, "show") && (nargs != 0 || method))
 		return log_error("policy show: takes no URL and no --method"), CLI_EXIT_USAGE;
@@ -486,5 +571,7 @@ int cmd_policy(int argc, char **argv)
 	}
 	if (streq(sub, "check"))
 		return do_check(p, argv[optind], method, json);
+	if (streq(sub, "tool"))
+		return do_tool(p, argv[optind], json);
 	return do_show(p, corp, user, json);
 }

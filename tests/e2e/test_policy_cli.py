@@ -178,3 +178,21 @@ def test_defaults_and_help(phome):
     assert p.returncode == 0 and "capsem policy check URL" in p.stdout
     p = subprocess.run([CAPSEM, "--help"], capture_output=True, text=True)
     assert "policy check URL | show | defaults" in p.stdout
+
+
+def test_tool_rules_decided_and_shown(phome):
+    (phome / "user.toml").write_text(
+        '[[tool_rule]]\nname = "no-write"\naction = "block"\nserver = "capsem"\n'
+        'tool = "write_*"\n')
+    r = policy(phome, "tool", "capsem__write_file")
+    assert r.returncode == 1 and "BLOCKED by tool rule 'no-write'" in r.stdout, r.stdout
+    r = policy(phome, "tool", "capsem__fetch", "--json")
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    assert doc["action"] == "allow" and doc["rule"] == "default" and doc["tool"] == "fetch"
+    r = policy(phome, "tool", "nounderscores")
+    assert r.returncode == 2 and "SERVER__TOOL" in r.stderr
+    r = policy(phome, "show", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["tool_rules"][0]["name"] == "no-write" and doc["tool_rules"][0]["tool"] == "write_*"
+    assert doc["tool_default"]["action"] == "allow"

@@ -757,8 +757,8 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
         [CAPSEM_VM, "--vmdir", str(tmp_path / "vm"), "--kernel", os.path.join(DEBIAN, "vmlinux"),
          "--initrd", os.path.join(DEBIAN, "initrd.img"),
          "--rootfs", os.path.join(DEBIAN, m["rootfs"]["file"]), "--cpus", "2", "--memory", "1G",
-         "--mount", f"{sdk}:/mnt/sdk:ro", "--mount", f"{os.path.dirname(CLIENT)}:/mnt/client:ro",
-         "--ledger", str(tmp_path / "session.db")],
+         "--mount", f"{sdk}:/mnt/node_modules:ro", "--mount", f"{os.path.dirname(CLIENT)}:/mnt/client:ro",
+         "--mcp-config", str(tmp_path / "mcp.toml"), "--ledger", str(tmp_path / "session.db")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, CAPSEM_HOME=str(home)))
     try:
         ev = json.loads(vm.stdout.readline() or b"{}")
@@ -771,7 +771,7 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
              "after_ms": 500},
             {"op": "ping"},
         ]
-        script = ("cat > /tmp/steps.json && MCP_SDK_DIR=/mnt/sdk "
+        script = ("cat > /tmp/steps.json && MCP_SDK_DIR=/mnt/node_modules "
                   "node /mnt/client/client.mjs /tmp/steps.json -- capsem-mcp-relay")
         end = time.monotonic() + 90
         while True:  # the stdio server may still be starting when the VM is up

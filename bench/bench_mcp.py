@@ -11,6 +11,9 @@ response line) against:
            JSON-RPC parse and checks, the tool policy, a ledger row per call, the server's pipe,
            i.e. everything but the relay and the vsock hop
   relay    (with --relay) the same through capsem-mcp-relay built for the host (--unix)
+  vm       (with --vm) from inside a Debian VM (python3 in the guest; TCG here): the agent's
+           path, capsem-mcp-relay -> vsock 5003 -> capsem-vm's gateway -> the server on the host,
+           beside vm-direct, the same server file run inside the guest over pipes
 Reported: round trips/s, latency p50/p99 (ms), and the gateway's added latency. The payload is
 --size bytes of text (default 100). Results: bench/results/mcp-<time>.json with --save.
 """
@@ -128,11 +131,79 @@ def bench_relay(d, sock, n, text):
         p.wait(10)
 
 
+GUEST_CLIENT = r"""
+import json, statistics, subprocess, sys, time
+n, text, argv = int(sys.argv[1]), "x" * int(sys.argv[2]), sys.argv[3:]
+name = "echo" if len(argv) > 1 else "test__echo"
+p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+w, r = p.stdin, p.stdout
+w.write(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":'
+        b'"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}\n'
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+w.flush()
+assert json.loads(r.readline())["id"] == "init"
+lat = []
+for i in range(50 + n):
+    t0 = time.perf_counter()
+    w.write((json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params":
+             {"name": name, "arguments": {"text": text}}}) + "\n").encode())
+    w.flush()
+    m = json.loads(r.readline())
+    assert m.get("id") == i and "result" in m, m
+    if i >= 50:
+        lat.append(time.perf_counter() - t0)
+print(json.dumps(lat))
+"""
+
+
+def bench_vm(d, n, text_size):
+    """(vm through the relay, vm-direct) latencies, measured by python3 inside a Debian VM."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import capsem_client as cc
+    images = os.environ.get("CAPSEM_IMAGES_DIR") or os.path.join(
+        os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images")
+    deb = os.path.join(images, "debian")
+    m = json.load(open(os.path.join(deb, "manifest.json")))
+    home = os.path.join(d, "vmhome")
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(d, "vm-mcp.toml"), "w") as f:
+        f.write(f'[servers.test]\ncommand = "{sys.executable}"\nargs = ["{SERVER}"]\n')
+    vm = subprocess.Popen(
+        [os.path.join(BUILD, "src", "vm", "capsem-vm"), "--vmdir", os.path.join(d, "vm"),
+         "--kernel", os.path.join(deb, "vmlinux"), "--initrd", os.path.join(deb, "initrd.img"),
+         "--rootfs", os.path.join(deb, m["rootfs"]["file"]), "--cpus", "2", "--memory", "1G",
+         "--mount", f"{os.path.dirname(SERVER)}:/mnt/servers:ro",
+         "--mcp-config", os.path.join(d, "vm-mcp.toml")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ, CAPSEM_HOME=home))
+    try:
+        ev = json.loads(vm.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", ev
+        cc.run(ev["vsock"], ["sh", "-c", "cat > /tmp/client.py"], stdin=GUEST_CLIENT.encode())
+        out = {}
+        for key, argv in (("vm-direct", ["python3", "/mnt/servers/stdio_server.py"]),
+                          ("vm", ["capsem-mcp-relay"])):
+            end = time.monotonic() + 60
+            while True:  # the gateway's server may still be starting
+                r = cc.run(ev["vsock"], ["python3", "/tmp/client.py", str(n), str(text_size),
+                                         *argv], io_timeout=600)
+                if r.status == 0 or time.monotonic() > end:
+                    break
+                time.sleep(1)
+            assert r.status == 0, r.stderr.decode(errors="replace")[-2000:]
+            out[key] = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        return out["vm"], out["vm-direct"]
+    finally:
+        vm.terminate()
+        vm.wait(60)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=2000, help="calls per configuration")
     ap.add_argument("--size", type=int, default=100, help="bytes of echoed text")
     ap.add_argument("--relay", action="store_true", help="also through capsem-mcp-relay")
+    ap.add_argument("--vm", action="store_true",
+                    help="also from inside a Debian VM (needs the debian image)")
     ap.add_argument("--no-ledger", action="store_true", help="gateway without a ledger")
     ap.add_argument("--save", action="store_true", help="write bench/results/mcp-<time>.json")
     a = ap.parse_args()
@@ -145,6 +216,10 @@ def main():
             res["gateway"] = summary(bench_gateway(sock, a.n, text))
             if a.relay:
                 res["relay"] = summary(bench_relay(d, sock, a.n, text))
+            if a.vm:
+                vm_lat, vm_direct = bench_vm(d, min(a.n, 500), a.size)
+                res["vm-direct"] = summary(vm_direct)
+                res["vm"] = summary(vm_lat)
         finally:
             g.terminate()
             g.wait(20)

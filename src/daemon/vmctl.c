@@ -8,11 +8,9 @@
  * run: "stopped" when a stop was asked for and reported, otherwise "crashed" with the reason.
  * The supervisor outlives the daemon: at start-up, vmctl_recover() reconnects to every live one
  * (checked through /proc/<pid>/cmdline and its control socket) and marks the others crashed.
- * Without --control support in capsem-vm (older builds) the supervisor is driven over a
- * socketpair (--ipc-fd) instead, and cannot outlive the daemon.
  *
  * Session ledger (docs/LEDGER.md): every start of a VM is a new boot (rec.boot, kept in
- * vm.json) and, when capsem-vm lists --ledger in its --help, it gets
+ * vm.json) and capsem-vm gets
  * --ledger <home>/sessions/<id>-<boot>.db: it is the database's only writer. The daemon adds
  * what only it knows as {"cmd":"ledger","event":...} lines on the control connection: the
  * VM's name and image at ready, and each exec relayed through the API (vm_ledger_write). At
@@ -108,7 +106,6 @@ struct vm {
 struct vmctl {
 	uv_loop_t *loop;
 	char *home, *vms_dir, *images_dir, *vm_bin, *sessions_dir;
-	int has_control, has_disk, has_mount, has_ledger;
 	struct vm *vms; /* newest first */
 	size_t n_vms;
 };
@@ -514,8 +511,7 @@ static void on_owned_write_done(uv_write_t *w, int status)
 
 int vm_ledger_write(struct vm *vm, char *line, size_t n)
 {
-	if (!vm->ctl->has_ledger || !vm->cc || vm->rec.state == VM_STOPPED ||
-	    vm->rec.state == VM_CRASHED) {
+	if (!vm->cc || vm->rec.state == VM_STOPPED || vm->rec.state == VM_CRASHED) {
 		free(line);
 		return -ENOTCONN;
 	}
@@ -590,20 +586,15 @@ static void on_stop_timeout(uv_timer_t *t)
 /* ---- spawning capsem-vm ---- */
 
 static int build_argv(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs,
-		      int ipc, char ***ret)
+		      char ***ret)
 {
 	struct vmctl *c = vm->ctl;
 	const struct vm_spec *s = &vm->rec.spec;
 	_cleanup_strv_free_ char **a = NULL;
 	char host[64];
 	int r = strv_push(&a, c->vm_bin);
-	if (ipc) {
-		r |= strv_push(&a, "--ipc-fd");
-		r |= strv_push(&a, "3");
-	} else {
-		r |= strv_push(&a, "--control");
-		r |= strv_pushf(&a, "%s/%s", vm->rec.vmdir, CTL_SOCKET);
-	}
+	r |= strv_push(&a, "--control");
+	r |= strv_pushf(&a, "%s/%s", vm->rec.vmdir, CTL_SOCKET);
 	r |= strv_push(&a, "--vmdir");
 	r |= strv_push(&a, vm->rec.vmdir);
 	r |= strv_push(&a, "--kernel");
@@ -624,19 +615,17 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 			*h = '-';
 	r |= strv_push(&a, "--hostname");
 	r |= strv_push(&a, host);
-	if (vm->rec.persistent && c->has_disk) {
+	if (vm->rec.persistent) {
 		r |= strv_push(&a, "--disk");
 		r |= strv_pushf(&a, "%s/disk.img", vm->rec.vmdir);
 	}
-	for (size_t i = 0; i < s->n_mounts && c->has_mount; i++) {
+	for (size_t i = 0; i < s->n_mounts; i++) {
 		r |= strv_push(&a, "--mount");
 		r |= strv_pushf(&a, "%s:%s%s", s->mounts[i].host, s->mounts[i].guest,
 				s->mounts[i].ro ? ":ro" : "");
 	}
-	if (c->has_ledger) {
-		r |= strv_push(&a, "--ledger");
-		r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
-	}
+	r |= strv_push(&a, "--ledger");
+	r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
 	if (r < 0)
 		return -ENOMEM;
 	*ret = TAKE_PTR(a);
@@ -645,7 +634,7 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 
 /* fork + exec capsem-vm in its own session: stdin /dev/null, stdout/stderr appended to
  * <vmdir>/vm.log, no other descriptor (except the IPC end in fallback mode, as fd 3). */
-static int spawn_supervisor(struct vm *vm, char **argv, int ipc_fd, pid_t *ret_pid)
+static int spawn_supervisor(struct vm *vm, char **argv, pid_t *ret_pid)
 {
 	_cleanup_free_ char *logp = path_join(vm->rec.vmdir, "vm.log");
 	if (!logp)
@@ -671,9 +660,7 @@ static int spawn_supervisor(struct vm *vm, char **argv, int ipc_fd, pid_t *ret_p
 		setsid();
 		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
 			_exit(127);
-		if (ipc_fd >= 0 && dup2(ipc_fd, 3) < 0)
-			_exit(127);
-		syscall(SYS_close_range, ipc_fd >= 0 ? 4 : 3, ~0u, 0);
+		syscall(SYS_close_range, 3, ~0u, 0);
 		execve(argv[0], argv, environ);
 		_exit(127);
 	}
@@ -706,18 +693,12 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 {
 	struct vmctl *c = vm->ctl;
 	_cleanup_strv_free_ char **argv = NULL;
-	int sp[2] = { -1, -1 };
-	int ipc = !c->has_control;
 	pid_t pid;
 	int r;
 
 	next_boot(vm);
-	if (build_argv(vm, kernel, initrd, rootfs, ipc, &argv) < 0) {
+	if (build_argv(vm, kernel, initrd, rootfs, &argv) < 0) {
 		boot_fail(vm, "out of memory");
-		return;
-	}
-	if (ipc && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
-		boot_fail(vm, "cannot create a socketpair");
 		return;
 	}
 	vm->stop_requested = 0;
@@ -726,10 +707,8 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	vm->connect_waited_ms = 0;
 	set_str(&vm->fail, NULL);
 	set_str(&vm->serial_tail, NULL);
-	r = spawn_supervisor(vm, argv, sp[1], &pid);
-	safe_close(sp[1]);
+	r = spawn_supervisor(vm, argv, &pid);
 	if (r < 0) {
-		safe_close(sp[0]);
 		log_error_errno(r, "cannot start %s", c->vm_bin);
 		boot_fail(vm, "cannot start capsem-vm");
 		return;
@@ -741,19 +720,11 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	if (r < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		safe_close(sp[0]);
 		boot_fail(vm, "cannot watch the capsem-vm process");
 		return;
 	}
-	if (ipc) {
-		if (ctlconn_open(vm, sp[0]) < 0) {
-			set_str(&vm->fail, "cannot watch the supervisor");
-			signal_supervisor(vm, SIGKILL);
-		}
-	} else {
-		vm->ctl_closed = 0; /* until the connect gives up or the process dies */
-		uv_timer_start(vm->timer, on_connect_retry, CONNECT_RETRY_MS, CONNECT_RETRY_MS);
-	}
+	vm->ctl_closed = 0; /* until the connect gives up or the process dies */
+	uv_timer_start(vm->timer, on_connect_retry, CONNECT_RETRY_MS, CONNECT_RETRY_MS);
 }
 
 /* ---- boot preparation (worker thread) ---- */
@@ -917,53 +888,6 @@ static int vm_boot(struct vm *vm)
 
 /* ---- public ---- */
 
-static int probe_vm_bin(struct vmctl *c)
-{
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return negative_errno();
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	char *argv[] = { c->vm_bin, "--help", NULL };
-	pid_t pid;
-	int r = posix_spawn(&pid, c->vm_bin, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	safe_close(p[1]);
-	if (r != 0) {
-		safe_close(p[0]);
-		return -r;
-	}
-	struct buf b;
-	buf_init(&b, 64 * 1024);
-	for (;;) {
-		uint8_t *d = buf_reserve(&b, 4096);
-		ssize_t k = d ? fd_read_some(p[0], d, 4096) : 0;
-		if (k <= 0)
-			break;
-		buf_commit(&b, (size_t)k);
-	}
-	safe_close(p[0]);
-	waitpid(pid, NULL, 0);
-	if (buf_append(&b, "", 1) == 0) {
-		const char *t = (const char *)buf_head(&b);
-		c->has_control = strstr(t, "--control") != NULL;
-		c->has_disk = strstr(t, "--disk") != NULL;
-		c->has_mount = strstr(t, "--mount") != NULL;
-		c->has_ledger = strstr(t, "--ledger") != NULL;
-	}
-	buf_done(&b, 0);
-	log_info("capsem-vm: %s%s%s%s",
-		 c->has_control ? "--control"
-				: "no --control (VMs will not "
-				  "survive a daemon restart)",
-		 c->has_disk ? ", --disk" : ", no --disk",
-		 c->has_mount ? ", --mount" : ", no --mount",
-		 c->has_ledger ? ", --ledger" : ", no --ledger (no session ledger)");
-	return 0;
-}
-
 int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **ret)
 {
 	struct vmctl *c = calloc(1, sizeof(*c));
@@ -982,11 +906,6 @@ int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **re
 	int r = mkdir_p(c->vms_dir, 0700);
 	if (r == 0)
 		r = mkdir_p(c->sessions_dir, 0700);
-	if (r < 0) {
-		vmctl_free(c);
-		return r;
-	}
-	r = probe_vm_bin(c);
 	if (r < 0) {
 		vmctl_free(c);
 		return r;
@@ -1268,7 +1187,7 @@ static void recover_one(struct vmctl *c, const char *id)
 		registry_record_done(&rec);
 		return;
 	}
-	if (live && c->has_control && supervisor_alive(vm->rec.pid, vm->rec.vmdir)) {
+	if (live && supervisor_alive(vm->rec.pid, vm->rec.vmdir)) {
 		_cleanup_free_ char *sock = path_join(vm->rec.vmdir, CTL_SOCKET);
 		int fd = sock ? unix_connect(sock, 0) : -ENOMEM;
 		if (fd >= 0) {

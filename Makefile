@@ -4,7 +4,7 @@
 #                'minimal' image in $CAPSEM_HOME/images (default ~/.capsem/images)
 #   make image-debian  the same kernel + initramfs with the Debian root of guest/config (python3,
 #                node, git, the Claude Code, Gemini and Codex CLIs; needs root; cached by layer)
-#   make demo    build + image, then run commands in microVMs
+#   make demo    build + images, then run commands in microVMs (egress blocked by default)
 #   make test    everything: style, unit (+ASan/UBSan), fuzz-corpus replay, end-to-end VMs
 #   make bench   benchmarks; JSON results under bench/results/
 #   make fuzz    build the libFuzzer targets (clang) into build-fuzz/
@@ -42,7 +42,7 @@ image: build
 image-debian: build
 	$(BUILDER) image --rootfs --config guest/config --guest-bin $(GUEST_BIN) --jobs $(JOBS)
 
-demo: image
+demo: image image-debian
 	@echo '$$ capsem run -- uname -a'
 	@bin/capsem run -v -- uname -a
 	@echo '$$ capsem run -- sh -c '"'"'echo out; echo err >&2; exit 7'"'"
@@ -51,6 +51,10 @@ demo: image
 	@echo hello | bin/capsem run -- cat
 	@echo '$$ capsem run --timeout 2 -- sleep 60'
 	@bin/capsem run --timeout 2 -- sleep 60 || echo "(exit status $$?)"
+	@echo '$$ capsem run -- python3 -c "import urllib.request as u; u.urlopen(\"https://example.com\")"'
+	@bin/capsem run -- python3 -c 'import urllib.request as u; u.urlopen("https://example.com")' 2>&1 | tail -1 || true
+	@echo '$$ capsem policy check https://example.com/'
+	@bin/capsem policy check https://example.com/ || true
 
 test: image image-debian
 	$(PY) scripts/run-tests.py

@@ -32,8 +32,6 @@ int cli_api_open(struct api_conn *c);
 int cli_api(const char *method, const char *path, json_t *body, struct api_response *ret);
 /* The same for any request (raw bodies, bodies streamed to rq->out_fd). */
 int cli_api_req(const struct api_req *rq, struct api_response *ret);
-/* "/vms/<escaped ref><suffix>", malloc'ed. */
-char *cli_vm_path(const char *ref, const char *suffix);
 /* Print a JSON value to stdout, indented. */
 void cli_print_json(json_t *v);
 

@@ -45,7 +45,7 @@ static int cp_to_vm(const char *local, const char *ref, const char *gpath)
 		       -EINVAL;
 	q = api_escape(target);
 	if (!q || asprintf(&suffix, "/files?path=%s&mode=%04o", q, st.st_mode & 07777) < 0 ||
-	    !(path = cli_vm_path(ref, suffix)))
+	    !(path = api_vm_path(ref, suffix)))
 		return log_oom();
 	struct api_req rq = { .method = "PUT",
 			      .path = path,
@@ -81,7 +81,7 @@ static int cp_from_vm(const char *ref, const char *gpath, const char *local)
 			       -EINVAL;
 	}
 	q = api_escape(gpath);
-	if (!q || asprintf(&suffix, "/files?path=%s", q) < 0 || !(path = cli_vm_path(ref, suffix)))
+	if (!q || asprintf(&suffix, "/files?path=%s", q) < 0 || !(path = api_vm_path(ref, suffix)))
 		return log_oom();
 	_cleanup_close_ int fd = -1;
 	if (!to_stdout) {

@@ -166,14 +166,14 @@ static char *events_path(const char *ref, const char *session, const char *kinds
 	_cleanup_free_ char *suffix = NULL;
 	if (asprintf(&suffix, "/events%s", q ? q : "") < 0)
 		return NULL;
-	return cli_vm_path(ref, suffix);
+	return api_vm_path(ref, suffix);
 }
 
 /* The session a VM the daemon knows is on now, or NULL (unknown VM, never booted: the daemon's
  * own lookup among the sessions applies). Quiet: a 404 is not an error here. */
 static char *current_session(const char *ref)
 {
-	_cleanup_free_ char *vp = cli_vm_path(ref, "");
+	_cleanup_free_ char *vp = api_vm_path(ref, "");
 	struct api_conn c;
 	struct api_response res;
 	char *s = NULL;

@@ -64,7 +64,7 @@ static json_t *exec_body(const struct cli_exec *e)
 
 int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
 {
-	_cleanup_free_ char *path = cli_vm_path(ref, "/exec?via=cli"), *text = NULL;
+	_cleanup_free_ char *path = api_vm_path(ref, "/exec?via=cli"), *text = NULL;
 	struct api_conn c = { .fd = -1 };
 	struct api_response res = {};
 	struct relay rl;
@@ -335,7 +335,7 @@ int cmd_shell(int argc, char **argv)
 
 	if (id) {
 		struct api_response res;
-		del = cli_vm_path(id, "");
+		del = api_vm_path(id, "");
 		if (del && cli_api("DELETE", del, NULL, &res) == 0)
 			api_response_done(&res);
 	}

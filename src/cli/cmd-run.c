@@ -371,7 +371,7 @@ static int wait_ready(struct vmproc *vp, int sigfd, const struct run_opts *o)
 
 static void delete_vm(const char *id)
 {
-	_cleanup_free_ char *path = cli_vm_path(id, "");
+	_cleanup_free_ char *path = api_vm_path(id, "");
 	struct api_conn c;
 	struct api_response res;
 	if (!path || api_connect(&c) < 0) {

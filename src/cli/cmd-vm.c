@@ -300,7 +300,7 @@ int cmd_info(int argc, char **argv)
 		return r == 1 ? 0 : r;
 	if (need_args(argc, argv, 1, 1, "VM") < 0)
 		return CLI_EXIT_USAGE;
-	_cleanup_free_ char *path = cli_vm_path(argv[optind], "");
+	_cleanup_free_ char *path = api_vm_path(argv[optind], "");
 	struct api_response res;
 	if (!path || cli_api("GET", path, NULL, &res) < 0)
 		return 1;
@@ -356,7 +356,7 @@ static int vm_action(int argc, char **argv, const char *usage, const char *metho
 		return CLI_EXIT_USAGE;
 	int st = 0;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *path = cli_vm_path(argv[i], suffix);
+		_cleanup_free_ char *path = api_vm_path(argv[i], suffix);
 		struct api_response res;
 		if (!path || cli_api(method, path, NULL, &res) < 0) {
 			st = 1;
@@ -457,7 +457,7 @@ int cmd_persist(int argc, char **argv)
 	if (!cli_valid_name(argv[optind + 1]))
 		return log_error("persist: '%s' is not a valid name", argv[optind + 1]),
 		       CLI_EXIT_USAGE;
-	_cleanup_free_ char *path = cli_vm_path(argv[optind], "/persist");
+	_cleanup_free_ char *path = api_vm_path(argv[optind], "/persist");
 	json_t *body = json_pack("{s:s}", "name", argv[optind + 1]);
 	struct api_response res;
 	r = path && body ? cli_api("POST", path, body, &res) : -ENOMEM;
@@ -511,7 +511,7 @@ int cmd_logs(int argc, char **argv)
 	if (tail ? asprintf(&suffix, "/logs?source=%s&tail=%u", source, tail) < 0
 		 : asprintf(&suffix, "/logs?source=%s", source) < 0)
 		return log_oom(), 1;
-	path = cli_vm_path(argv[optind], suffix);
+	path = api_vm_path(argv[optind], suffix);
 	if (!path)
 		return log_oom(), 1;
 	/* the log is streamed to stdout as it arrives */

@@ -56,28 +56,6 @@ static int64_t now_ms(void)
 	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-char *mcp_vm_path(const char *ref, const char *suffix)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	_cleanup_free_ char *e = malloc(strlen(ref) * 3 + 1);
-	char *p = NULL, *q = e;
-	if (!e)
-		return NULL;
-	/* every byte but [A-Za-z0-9._~-] is escaped, '/' included: a ref is one path segment */
-	for (const unsigned char *s = (const unsigned char *)ref; *s; s++) {
-		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		    (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '~' || *s == '-') {
-			*q++ = (char)*s;
-		} else {
-			*q++ = '%';
-			*q++ = hex[*s >> 4];
-			*q++ = hex[*s & 15];
-		}
-	}
-	*q = 0;
-	return asprintf(&p, "/vms/%s%s", e, suffix) < 0 ? NULL : p;
-}
-
 /* Connect to capsemd, starting it when needed. 0 or <0 with ctx->err set. */
 static int ctx_open(struct mcp_ctx *ctx, struct api_conn *c)
 {
@@ -229,7 +207,7 @@ static json_t *create_body(json_t *args, int with_name)
 
 static void delete_quietly(const char *id)
 {
-	_cleanup_free_ char *path = mcp_vm_path(id, "");
+	_cleanup_free_ char *path = api_vm_path(id, "");
 	struct mcp_ctx quiet = { .cancel_fd = -1 };
 	struct api_response res;
 	if (path && ctx_json(&quiet, "DELETE", path, NULL, &res) == 0)
@@ -329,7 +307,7 @@ static json_t *tool_list(struct mcp_ctx *ctx, json_t *args)
 /* method path-suffix on the VM named by args.vm; the answer (a JSON object) is the result. */
 static json_t *vm_simple(struct mcp_ctx *ctx, json_t *args, const char *method, const char *sfx)
 {
-	_cleanup_free_ char *path = mcp_vm_path(arg_str(args, "vm"), sfx);
+	_cleanup_free_ char *path = api_vm_path(arg_str(args, "vm"), sfx);
 	struct api_response res;
 	if (!path)
 		return oom();
@@ -370,7 +348,7 @@ static json_t *tool_logs(struct mcp_ctx *ctx, json_t *args)
 	if (asprintf(&sfx, "/logs?source=%s&tail=%lld", source ? source : "serial",
 		     tail ? (long long)json_integer_value(tail) : (long long)MCP_LOG_DEFAULT_TAIL) <
 		    0 ||
-	    !(path = mcp_vm_path(arg_str(args, "vm"), sfx)))
+	    !(path = api_vm_path(arg_str(args, "vm"), sfx)))
 		return oom();
 	if (ctx_json(ctx, "GET", path, NULL, &res) < 0)
 		return ctx_fail(ctx);
@@ -405,7 +383,7 @@ static json_t *tool_events(struct mcp_ctx *ctx, json_t *args)
 				      session);
 	if (n >= sizeof(q))
 		return mcp_result_error("event query too long");
-	_cleanup_free_ char *path = mcp_vm_path(arg_str(args, "vm"), q);
+	_cleanup_free_ char *path = api_vm_path(arg_str(args, "vm"), q);
 	if (!path)
 		return oom();
 	if (ctx_json(ctx, "GET", path, NULL, &res) < 0)
@@ -429,7 +407,7 @@ static json_t *tool_read_file(struct mcp_ctx *ctx, json_t *args)
 	struct api_response res;
 
 	if (!q || asprintf(&sfx, "/files?path=%s", q) < 0 ||
-	    !(path = mcp_vm_path(arg_str(args, "vm"), sfx)))
+	    !(path = api_vm_path(arg_str(args, "vm"), sfx)))
 		return oom();
 	struct api_req rq = { .method = "GET", .path = path, .body_fd = -1, .out_fd = -1 };
 	int r = ctx_request(ctx, &rq, &res);
@@ -473,7 +451,7 @@ static json_t *tool_write_file(struct mcp_ctx *ctx, json_t *args)
 	if (!mode)
 		mode = "0644";
 	if (!q || asprintf(&sfx, "/files?path=%s&mode=%s", q, mode) < 0 ||
-	    !(path = mcp_vm_path(arg_str(args, "vm"), sfx)))
+	    !(path = api_vm_path(arg_str(args, "vm"), sfx)))
 		return oom();
 	struct api_req rq = { .method = "PUT",
 			      .path = path,
@@ -579,7 +557,7 @@ static int stdin_frames(json_t *args, struct buf *out)
 /* Run args.command in the VM ref. 0 with er->got_exit, -ECANCELED, or <0 with ctx->err. */
 static int exec_in(struct mcp_ctx *ctx, const char *ref, json_t *args, struct exec_run *er)
 {
-	_cleanup_free_ char *path = mcp_vm_path(ref, "/exec?via=mcp"), *text = NULL;
+	_cleanup_free_ char *path = api_vm_path(ref, "/exec?via=mcp"), *text = NULL;
 	json_t *body = exec_body(args, er->timeout_ms);
 	struct api_response res;
 	struct api_conn c;

@@ -42,6 +42,3 @@ json_t *mcp_tools_list(void);
 
 /* Is the call cancelled? (ctx->cancel_fd readable, without consuming it.) */
 int mcp_ctx_cancelled(const struct mcp_ctx *ctx);
-
-/* "/vms/<ref percent-encoded as one path segment><suffix>": malloc'ed or NULL. */
-char *mcp_vm_path(const char *ref, const char *suffix);

@@ -682,3 +682,25 @@ int api_json(struct api_conn *c, const char *method, const char *path, json_t *b
 	}
 	return api_request(c, &rq, ret);
 }
+
+char *api_vm_path(const char *ref, const char *suffix)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	_cleanup_free_ char *e = malloc(strlen(ref) * 3 + 1);
+	char *p = NULL, *q = e;
+	if (!e)
+		return NULL;
+	/* every byte but [A-Za-z0-9._~-] is escaped, '/' included: a ref is one path segment */
+	for (const unsigned char *s = (const unsigned char *)ref; *s; s++) {
+		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '~' || *s == '-') {
+			*q++ = (char)*s;
+		} else {
+			*q++ = '%';
+			*q++ = hex[*s >> 4];
+			*q++ = hex[*s & 15];
+		}
+	}
+	*q = 0;
+	return asprintf(&p, "/vms/%s%s", e, suffix) < 0 ? NULL : p;
+}

@@ -81,6 +81,9 @@ ssize_t api_chunked_feed(struct api_chunked *c, const uint8_t *p, size_t n, stru
 /* Append s percent-encoded (RFC 3986 unreserved characters kept) to a malloc'ed string.
  * Returns a new string or NULL. */
 char *api_escape(const char *s);
+/* "/vms/<ref><suffix>" with ref percent-encoded as one path segment (every byte but
+ * [A-Za-z0-9._~-], '/' included); malloc'ed, NULL on allocation failure. */
+char *api_vm_path(const char *ref, const char *suffix);
 
 /* The human message of an error response: its JSON "error" field, else "HTTP <status>". The
  * string belongs to r. */

@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "mcptools.h"
 #include "mcputil.h"
+#include "apiclient.h"
 
 static void test_utf8(void **state)
 {
@@ -245,8 +246,8 @@ static void test_tool_table(void **state)
 
 static void test_vm_path(void **state)
 {
-	_cleanup_free_ char *a = mcp_vm_path("web-1.x_y~", "/exec?via=mcp");
-	_cleanup_free_ char *b = mcp_vm_path("../a b/%?", "");
+	_cleanup_free_ char *a = api_vm_path("web-1.x_y~", "/exec?via=mcp");
+	_cleanup_free_ char *b = api_vm_path("../a b/%?", "");
 	assert_string_equal(a, "/vms/web-1.x_y~/exec?via=mcp");
 	assert_string_equal(b, "/vms/..%2Fa%20b%2F%25%3F");
 }

@@ -32,12 +32,15 @@
 
 #include "gwcheck.h"
 #include "html.h"
+#include "jsonrpc.h"
 #include "httpmcp.h"
 #include "macro.h"
 
 json_t *builtin_text_result(const char *text, size_t len, bool is_error)
 {
-	json_t *t = json_stringn_nocheck(text, len);
+	/* pages are hostile bytes: invalid UTF-8 (and NUL) become U+FFFD, so the reply always
+	 * serialises */
+	json_t *t = mcp_text_string(text, len);
 	if (!t)
 		return NULL;
 	return json_pack("{s:[{s:s,s:o}],s:b}", "content", "type", "text", "text", t, "isError",

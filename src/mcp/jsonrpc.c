@@ -9,6 +9,8 @@
  * from any thread, no state outside the structures passed in.
  */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "jsonrpc.h"
@@ -429,4 +431,75 @@ int jsonrpc_reader_finish(struct jsonrpc_reader *r)
 	if (r->skipping || buf_len(&r->line))
 		line_end(r);
 	return r->ready;
+}
+
+/* ---- UTF-8 ---- */
+
+/* Length of the valid UTF-8 sequence at p (n bytes available), or 0 when invalid. */
+static size_t utf8_seq(const uint8_t *p, size_t n)
+{
+	uint8_t c = p[0];
+	if (c < 0x80)
+		return c ? 1 : 0;
+	size_t len;
+	uint32_t min, cp;
+	if ((c & 0xe0) == 0xc0)
+		len = 2, min = 0x80, cp = c & 0x1f;
+	else if ((c & 0xf0) == 0xe0)
+		len = 3, min = 0x800, cp = c & 0x0f;
+	else if ((c & 0xf8) == 0xf0)
+		len = 4, min = 0x10000, cp = c & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+int mcp_utf8_valid(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(s + i, n - i);
+		if (!k)
+			return 0;
+		i += k;
+	}
+	return 1;
+}
+
+json_t *mcp_text_string(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	if (!n)
+		return json_string(""); /* p may be NULL (an empty buf) */
+	if (mcp_utf8_valid(p, n))
+		return json_stringn(p, n);
+	/* worst case: every byte becomes the 3-byte U+FFFD */
+	if (n > SIZE_MAX / 3)
+		return NULL;
+	_cleanup_free_ char *o = malloc(n * 3 + 1);
+	size_t k = 0;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_seq(s + i, n - i);
+		if (l) {
+			memcpy(o + k, s + i, l);
+			k += l;
+			i += l;
+		} else {
+			memcpy(o + k, "\xef\xbf\xbd", 3);
+			k += 3;
+			i++;
+		}
+	}
+	return json_stringn(o, k);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jsonrpc.h"
+
 /* Validate v against schema. Keywords: type (a name or an array of names: object, array, string,
  * integer, number, boolean, null), properties, required, additionalProperties (false or a
  * schema), enum (strings and integers), minimum/maximum, minLength/maxLength (code points),
@@ -19,12 +21,6 @@
  * or -ENOMEM. */
 int mcp_schema_check(const json_t *schema, const json_t *v, const char *where, char *err,
 		     size_t errn);
-
-/* 1 when (p, n) is valid UTF-8 without NUL bytes, else 0. */
-int mcp_utf8_valid(const void *p, size_t n);
-/* A JSON string of the bytes (p, n): invalid UTF-8 sequences and NUL bytes become U+FFFD. New
- * reference or NULL. */
-json_t *mcp_text_string(const void *p, size_t n);
 
 /* base64 (RFC 4648, padded). Encode: malloc'ed NUL-terminated text or NULL. Decode: 0 with a
  * malloc'ed buffer (never NULL on success, even for 0 bytes), -EINVAL for bad input (whitespace

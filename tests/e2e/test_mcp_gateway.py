@@ -52,7 +52,8 @@ class Web:
             def do_GET(self, head=False):
                 routes = {"/page.html": ("text/html; charset=utf-8", PAGE),
                           "/plain.txt": ("text/plain", PLAIN),
-                          "/bin": ("application/octet-stream", b"\x00\x01\x02")}
+                          "/bin": ("application/octet-stream", b"\x00\x01\x02"),
+                          "/bad.html": ("text/html", b"<p>ok \xff\xfe bad \x00 nul</p>")}
                 if self.path == "/slow":
                     time.sleep(20)
                 if self.path == "/redirect":
@@ -435,6 +436,15 @@ def test_fetch_paging(gw, web):
     t = text_of(r.tool("capsem__fetch", {"url": web.url("/plain.txt"), "offset": 100,
                                           "max_length": 8}))
     assert "Showing: 100..108" in t and t.endswith(PLAIN[100:108].decode())
+    r.close()
+
+
+def test_fetch_invalid_utf8_page(gw, web):
+    # a hostile page's invalid UTF-8 and NUL bytes become U+FFFD: the reply always serialises
+    r = Raw(gw.sock)
+    t = text_of(r.tool("capsem__fetch", {"url": web.url("/bad.html")}))
+    assert "ok \ufffd\ufffd bad \ufffd nul" in t, t
+    assert r.call("ping")["result"] == {}
     r.close()
 
 

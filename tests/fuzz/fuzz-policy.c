@@ -5,7 +5,8 @@
  * On success the merged policy's invariants are re-checked: rules in evaluation order (layer,
  * then priority descending), every rule has hosts and a name, decisions name an existing rule or
  * "default" / "invalid-host"; then requests built from the REQUEST bytes and from each rule's own
- * patterns are decided at the three levels. On failure the message must be set and the status
+ * patterns are decided at the three levels, and MCP tools from the REQUEST bytes and from each
+ * [[tool_rule]]'s globs. On failure the message must be set and the status
  * must be -EBADMSG or -ENOMEM. */
 #include <errno.h>
 #include <stdint.h>
@@ -40,6 +41,23 @@ static void check_decision(const struct policy *p, const char *host, uint16_t po
 		return;
 	for (size_t i = 0; i < policy_n_rules(p); i++)
 		if (policy_rule(p, i)->name == d.rule)
+			return;
+	__builtin_trap();
+}
+
+/* an MCP tool decision names an existing [[tool_rule]] or "default", and is stable */
+static void check_tool(const struct policy *p, const char *server, const char *tool)
+{
+	struct policy_tool_decision d, d2;
+	policy_decide_tool(p, server, tool, &d);
+	policy_decide_tool(p, server, tool, &d2);
+	if (!d.rule || d.action != d2.action || d.rule != d2.rule || d.layer != d2.layer ||
+	    (d.action != POLICY_ALLOW && d.action != POLICY_BLOCK))
+		__builtin_trap();
+	if (strcmp(d.rule, "default") == 0)
+		return;
+	for (size_t i = 0; i < policy_n_tool_rules(p); i++)
+		if (strcmp(policy_tool_rule(p, i)->name, d.rule) == 0)
 			return;
 	__builtin_trap();
 }
@@ -88,6 +106,18 @@ static void check_policy(const struct policy *p, const char *req)
 		if (k != 0 && k != -ENOENT)
 			__builtin_trap();
 	}
+	/* tools: the request part as server and tool, and each tool rule's own globs */
+	check_tool(p, req, req);
+	check_tool(p, "capsem", req);
+	for (size_t i = 0; i < policy_n_tool_rules(p) && i < 64; i++) {
+		const struct policy_tool_rule_info *t = policy_tool_rule(p, i);
+		if (!t || !t->name || !t->server || !t->tool)
+			__builtin_trap();
+		check_tool(p, t->server, t->tool);
+		check_tool(p, t->server, req);
+	}
+	if (policy_tool_rule(p, policy_n_tool_rules(p)))
+		__builtin_trap();
 	for (size_t i = 0; i < policy_n_overrides(p); i++) {
 		const struct policy_override_info *o = policy_override(p, i);
 		char c[300];

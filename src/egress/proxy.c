@@ -519,6 +519,11 @@ struct req {
 	uint64_t bytes_up, bytes_down;
 	char rule[POLICY_MAX_NAME + 1]; /* copied: the policy may be reloaded meanwhile */
 	const char *layer;		/* static */
+	/* a safe, bodiless request sent on a reused upstream connection, kept (it may hold a real
+	 * key: wiped when dropped) until the response starts: when that connection turns out to
+	 * have been closed by the server meanwhile, the request is sent once more on a new one */
+	char *replay;
+	size_t replay_len;
 };
 
 struct conn {
@@ -564,6 +569,7 @@ struct up {
 	bool gai_pending;
 	bool dead;
 	bool handle_init;
+	unsigned served;    /* requests written to it */
 	struct buf pending; /* written before ready */
 	uv_getaddrinfo_t gai;
 	uv_connect_t creq;
@@ -1025,11 +1031,22 @@ static size_t up_backlog(const struct up *u)
 
 /* ---- guest connections ---- */
 
+static void req_drop_replay(struct req *r)
+{
+	if (r->replay) {
+		explicit_bzero(r->replay, r->replay_len);
+		free(r->replay);
+	}
+	r->replay = NULL;
+	r->replay_len = 0;
+}
+
 static void conn_free_maybe(struct conn *c)
 {
 	if (!c->dead || c->handles > 0)
 		return;
 	struct proxy *p = c->p;
+	req_drop_replay(&c->r);
 	free(c->host);
 	free(c->r.method);
 	free(c->r.path);
@@ -1057,6 +1074,7 @@ static void conn_timer_closed(uv_handle_t *h)
 
 static void req_reset(struct req *r)
 {
+	req_drop_replay(r);
 	free(r->method);
 	free(r->path);
 	ai_call_free(r->ai);
@@ -1193,6 +1211,26 @@ static void conn_bad_gateway(struct conn *c, const char *why)
 static void conn_up_failed(struct conn *c, const char *why)
 {
 	c->up = NULL;
+	if (c->st == C_REQ && !c->r.resp_head && c->r.replay) {
+		/* the server closed a kept-alive connection as we reused it: once more, fresh */
+		char *head = c->r.replay;
+		size_t n = c->r.replay_len;
+		c->r.replay = NULL;
+		c->r.replay_len = 0;
+		c->up = up_get(c, c->tls, false);
+		int e = c->up ? up_write(c->up, head, n) : -ENOMEM;
+		explicit_bzero(head, n);
+		free(head);
+		if (e == 0) {
+			c->up->served++;
+			c->p->stats.upstream_retries++;
+			return;
+		}
+		if (c->up) {
+			up_close(c->up);
+			c->up = NULL;
+		}
+	}
 	if (c->st == C_REQ && !c->r.resp_head) {
 		conn_bad_gateway(c, why);
 		return;
@@ -1371,6 +1409,16 @@ static void conn_start_request(struct conn *c)
 			return;
 		}
 	}
+	bool safe =
+		streq(r->method, "GET") || streq(r->method, "HEAD") || streq(r->method, "OPTIONS");
+	if (safe && r->body_done && !r->upgrade && c->up->served > 0) {
+		r->replay = malloc(buf_len(&head));
+		if (r->replay) {
+			memcpy(r->replay, buf_head(&head), buf_len(&head));
+			r->replay_len = buf_len(&head);
+		}
+	}
+	c->up->served++;
 	e = up_write(c->up, buf_head(&head), buf_len(&head));
 	buf_done(&head, 1); /* wiped: it may hold a real key */
 	if (e < 0) {
@@ -1458,11 +1506,8 @@ static void conn_pump_response(struct conn *c)
 		ssize_t k = http_parse_response_head(buf_head(&u->s.in), buf_len(&u->s.in), &m);
 		if (k == 0) {
 			if (u->s.eof) {
-				conn_up_failed(c, buf_len(&u->s.in) ? "upstream closed inside the "
-								      "response head"
-								    : "upstream closed without a "
-								      "response");
-				return;
+				up_close(u);
+				conn_up_failed(c, "upstream closed inside the response head");
 			}
 			return;
 		}
@@ -1502,6 +1547,7 @@ static void conn_pump_response(struct conn *c)
 			return;
 		}
 		r->resp_head = true;
+		req_drop_replay(r);
 		r->resp_keep_alive = m.keep_alive;
 		r->rframing = http_body_framing(&m, r->method);
 		r->rleft = m.content_length;
@@ -1510,6 +1556,11 @@ static void conn_pump_response(struct conn *c)
 			ai_call_response_start(r->ai, m.status,
 					       http_header_get(&m, "Content-Type"));
 		http_msg_done(&m);
+	}
+	if (!r->resp_head && u->s.eof && buf_len(&u->s.in) == 0) {
+		up_close(u);
+		conn_up_failed(c, "upstream closed without a response");
+		return;
 	}
 	if (!r->resp_head)
 		return;

@@ -78,6 +78,7 @@ void proxy_policy_changed(struct proxy *p);
 /* Counters for tests and `capsem info`. */
 struct proxy_stats {
 	uint64_t conns, conns_open, requests, blocked, upstream_connects, upstream_reused,
+		upstream_retries, /* requests sent again after a reused connection closed */
 		pool_idle;
 };
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *ret);

@@ -115,9 +115,13 @@ def read_response(s):
     h = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
     if "content-length" in h:
         n = int(h["content-length"])
-        while len(rest) < n:
-            rest += s.recv(65536)
-        return status, h, rest[:n], rest[n:]
+        acc = bytearray(rest)  # bytes += would copy the whole body per record
+        while len(acc) < n:
+            d = s.recv(1 << 20)
+            if not d:
+                raise EOFError(f"closed after {len(acc)} of {n} bytes")
+            acc += d
+        return status, h, bytes(acc[:n]), bytes(acc[n:])
     if h.get("transfer-encoding") == "chunked":
         body = b""
         while True:
@@ -228,6 +232,19 @@ def test_address_as_sni_counts_as_none(host):
     s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
     st, h, b = get(s, "/hello", host="upstream.test")
     assert st == 200 and b == b"hello from upstream\n"
+
+
+def test_safe_request_retried_when_a_reused_upstream_closes(host):
+    # the upstream drops its kept-alive connection as the second request arrives: a GET is
+    # sent again on a fresh connection (the client never sees the race), a POST is not
+    s = host.tls("upstream.test")
+    for _ in range(2):
+        st, h, b = get(s, "/once")
+        assert st == 200 and b == b"once\n", (st, b)
+    # the retried GET was the new connection's first request: a POST is its second, dropped
+    st, h, b = get(s, "/once", method="POST", body=b"x")
+    assert st == 502 and json.loads(b)["error"] == "upstream failed"
+    s.close()
 
 
 def test_direct_ip_and_port_closed_at_once(host):

@@ -103,6 +103,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self._body()
         self.server.stats.add_request(self.command, self.path, self.headers)
         p = u.path
+        self._served = getattr(self, "_served", 0) + 1
+        if p == "/once":
+            # a keep-alive connection the server drops as the next request arrives (the race
+            # of a pooled connection closed by an idle timeout): no response, just the close
+            if self._served > 1:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            return self._send(200, b"once\n")
         if p == "/hello":
             return self._send(200, b"hello from upstream\n")
         if p == "/echo" or p.startswith("/admin") or p.startswith("/echo/"):

@@ -100,6 +100,10 @@ def test_shell_in_named_vm_ctrl_z_and_ctrl_d(dhome):  # noqa: F811
         t.wait(r"Stopped", timeout=20)
         t.keys("kill -9 %1; echo killed-$((2+3))", "Enter")
         t.wait(r"^killed-5\s*$", timeout=20)
+        # reap it before Ctrl-D: until the shell has seen the job die it still counts it as
+        # stopped, and ash answers the first Ctrl-D with "You have stopped jobs."
+        t.keys("wait; echo reaped-$((1+1))", "Enter")
+        t.wait(r"^reaped-2\s*$", timeout=20)
         # Ctrl-D at the prompt ends the guest shell: status 0 comes back
         t.keys("C-d")
         t.wait(r"^rc=0\s*$", timeout=60)

@@ -75,6 +75,29 @@ int read_file_small(const char *path, size_t max, char **ret, size_t *ret_len)
 	return read_fd_small(fd, max, ret, ret_len);
 }
 
+int open_regular_file(const char *path, struct stat *st, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		int k = negative_errno();
+		if (k != -ENOENT)
+			snprintf(err, errlen, "%s: %s", path, strerror(-k));
+		return k;
+	}
+	if (fstat(fd, st) < 0) {
+		int k = negative_errno();
+		snprintf(err, errlen, "%s: %s", path, strerror(-k));
+		close(fd);
+		return k;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+	}
+	return fd;
+}
+
 int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len)
 {
 	_cleanup_free_ char *s = malloc(max + 1);

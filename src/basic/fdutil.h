@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Write all n bytes (blocking fd). 0 or -errno. */
@@ -17,6 +18,10 @@ int fd_set_cloexec(int fd, int on);
 int read_file_small(const char *path, size_t max, char **ret, size_t *ret_len);
 /* The same from an open fd, read to its end. */
 int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len);
+/* Open path read-only and check that it is a regular file: the fd (>= 0) with *st filled;
+ * -ENOENT with nothing written to err; or another -errno with "path: reason" in err (-EISDIR for
+ * a directory, -EINVAL for any other file that is not regular). */
+int open_regular_file(const char *path, struct stat *st, char *err, size_t errlen);
 /* Write a file atomically: temp file in the same directory, fsync, rename. 0 or -errno. */
 int write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
 /* mkdir -p with the given mode for each created component. */

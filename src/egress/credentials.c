@@ -209,24 +209,12 @@ static int parse_file(struct cred_store *s, const char *path, const char *text, 
 
 static int load_file(struct cred_store *s, const char *path, char *err, size_t errlen)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
-	if (fd < 0) {
-		int k = negative_errno();
-		if (k == -ENOENT)
-			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(-k));
-		return k;
-	}
-	if (fstat(fd, &st) < 0) {
-		int k = negative_errno();
-		snprintf(err, errlen, "%s: %s", path, strerror(-k));
-		return k;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		return -EINVAL;
-	}
+	_cleanup_close_ int fd = open_regular_file(path, &st, err, errlen);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
 	if (st.st_mode & 0077) {
 		snprintf(err, errlen,
 			 "%s: refusing a credentials file that group or others can access (mode "

@@ -1627,27 +1627,15 @@ static void stamp_from(struct stamp *s, const struct stat *st)
 static int read_policy_file(const char *path, char **ret_text, size_t *ret_len,
 			    struct stamp *ret_stamp, mode_t *ret_mode, char *err, size_t errlen)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
 	*ret_text = NULL;
 	*ret_len = 0;
 	*ret_stamp = (struct stamp){ 0 };
-	if (fd < 0) {
-		int k = negative_errno();
-		if (k == -ENOENT)
-			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(-k));
-		return k;
-	}
-	if (fstat(fd, &st) < 0) {
-		int k = negative_errno();
-		snprintf(err, errlen, "%s: %s", path, strerror(-k));
-		return k;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	}
+	_cleanup_close_ int fd = open_regular_file(path, &st, err, errlen);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
 	if ((uint64_t)st.st_size > POLICY_MAX_FILE_SIZE) {
 		snprintf(err, errlen, "%s: larger than %zu bytes", path, POLICY_MAX_FILE_SIZE);
 		return -EBADMSG;

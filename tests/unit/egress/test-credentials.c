@@ -162,7 +162,8 @@ static void test_file_errors(void **state)
 	assert_non_null(strstr(err, "ANTHROPIC_API_KEY: "));
 	assert_null(strstr(err, "SECRET"));
 	/* a directory */
-	assert_int_equal(cred_load(d, env, &s, err, sizeof(err)), -EINVAL);
+	assert_int_equal(cred_load(d, env, &s, err, sizeof(err)), -EISDIR);
+	assert_non_null(strstr(err, "not a regular file"));
 	assert_int_equal(rm_rf(d), 0);
 	free(d);
 }

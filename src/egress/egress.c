@@ -8,7 +8,7 @@
  * name only when an allowed connection to it is made).
  *
  * Policy: loaded at start (a broken file fails the VM's start with its file:line); every
- * decision asks egress_policy(), which at most twice a second checks the files' identity
+ * decision asks egress_current_policy(), which at most twice a second checks the files' identity
  * (policy_files_changed) and swaps in a freshly loaded policy; a broken edit keeps the old one
  * and is logged. Decisions copy what they keep, so an old policy is freed at once.
  *
@@ -77,7 +77,7 @@ static uint64_t now_ms(void)
 
 /* ---- policy ---- */
 
-static const struct policy *egress_policy(void *userdata)
+const struct policy *egress_current_policy(void *userdata)
 {
 	struct egress *e = userdata;
 	uint64_t now = uv_now(e->cfg.loop);
@@ -156,7 +156,7 @@ static bool dns_decide(void *userdata, const struct dns_query *q)
 {
 	struct dns_decision *x = userdata;
 	struct policy_request preq = { .host = q->name };
-	policy_decide(egress_policy(x->e), &preq, &x->d);
+	policy_decide(egress_current_policy(x->e), &preq, &x->d);
 	x->decided = true;
 	return x->d.action == POLICY_ALLOW;
 }
@@ -271,7 +271,7 @@ static void on_dns_listen(uv_poll_t *h, int status, int events)
 
 /* ---- proxy ---- */
 
-/* The proxy's userdata is this egress (for egress_policy); its events go to the caller's hooks
+/* The proxy's userdata is this egress (for egress_current_policy); its events go to the caller's hooks
  * with the caller's userdata. */
 static void on_proxy_net(void *userdata, const struct proxy_net_event *ev)
 {
@@ -377,7 +377,7 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 	struct proxy_config pc = {
 		.loop = cfg->loop,
 		.ca = e->ca,
-		.policy = egress_policy,
+		.policy = egress_current_policy,
 		.fakeip = e->fakeip,
 		.creds = e->creds,
 		.pricing = e->pricing,

@@ -53,6 +53,9 @@ char *const *egress_guest_env(const struct egress *e);
 
 /* The parts, for the benchmark front end (bench/proxy-front.c). */
 struct proxy *egress_proxy(const struct egress *e);
+/* The policy in force (userdata: the struct egress), re-read within 500 ms of a change to its
+ * files; the proxy, the DNS server and capsem-vm's MCP gateway all decide with it. */
+const struct policy *egress_current_policy(void *userdata);
 struct fakeip *egress_fakeip(const struct egress *e);
 
 struct egress_stats {

@@ -218,6 +218,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static const struct policy *gw_policy(struct gateway *g)
 {
+	if (g->cfg.policy)
+		return g->cfg.policy(g->cfg.policy_userdata);
 	if (g->policy && policy_files_changed(g->policy)) {
 		struct policy *np = NULL;
 		char err[512] = "";
@@ -1489,7 +1491,7 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 		fail(err, errlen, r, "MCP config: %s", e[0] ? e : strerror(-r));
 		goto fail_quiet;
 	}
-	r = policy_load(g->corp, g->user, &g->policy, e, sizeof(e));
+	r = cfg->policy ? 0 : policy_load(g->corp, g->user, &g->policy, e, sizeof(e));
 	if (r < 0) {
 		fail(err, errlen, r, "policy: %s", e);
 		goto fail_quiet;

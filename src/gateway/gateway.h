@@ -13,6 +13,7 @@
 #include <uv.h>
 
 struct ledger;
+struct policy;
 
 struct gateway_config {
 	uv_loop_t *loop;
@@ -22,6 +23,11 @@ struct gateway_config {
 	const char *capsem_home; /* the user policy is <home>/user.toml */
 	const char *corp_policy; /* NULL = POLICY_CORP_PATH */
 	struct ledger *ledger;	 /* NULL = nothing recorded */
+	/* The current policy, kept and reloaded by the caller (capsem-vm: its egress service's,
+	 * so the files are loaded once per VM). NULL: the gateway loads capsem_home's and
+	 * corp_policy's files itself and reloads them when they change. */
+	const struct policy *(*policy)(void *userdata);
+	void *policy_userdata;
 };
 
 struct gateway;

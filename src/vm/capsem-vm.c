@@ -702,8 +702,8 @@ static void vm_finish(struct vm *vm)
 	vm->mcp = NULL;
 	egress_stop(vm->egress);
 	vm->egress = NULL;
-	ledger_close(
-		vm->ledger); /* flushes: the session's last rows are on disk before "stopped" */
+	/* flushes: the session's last rows are on disk before "stopped" */
+	ledger_close(vm->ledger);
 	vm->ledger = NULL;
 	serial_log_close(&vm->serial);
 	if (vm->p_ctl) {
@@ -916,7 +916,9 @@ static int vm_start(struct vm *vm)
 					     .socket_path = "vsock_5003",
 					     .config_path = mcp_config,
 					     .capsem_home = home,
-					     .ledger = vm->ledger };
+					     .ledger = vm->ledger,
+					     .policy = egress_current_policy,
+					     .policy_userdata = vm->egress };
 		r = gateway_start(&gc, &vm->mcp, err, sizeof(err));
 		if (r < 0)
 			return log_error("cannot start the MCP gateway: %s", err), r;

@@ -5,7 +5,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int fd_write_all(int fd, const void *p, size_t n)
 {
@@ -199,4 +203,48 @@ static int rm_rf_at(int dfd, const char *name)
 int rm_rf(const char *path)
 {
 	return rm_rf_at(AT_FDCWD, path);
+}
+
+static int try_dir(const char *dir, size_t dlen, const char *name, char **ret)
+{
+	char *p = NULL;
+	if (dlen == 0) /* an empty PATH entry means the current directory: never for us */
+		return -ENOENT;
+	if (asprintf(&p, "%.*s/%s", (int)dlen, dir, name) < 0)
+		return -ENOMEM;
+	struct stat st;
+	if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0) {
+		*ret = p;
+		return 0;
+	}
+	free(p);
+	return -ENOENT;
+}
+
+int find_program(const char *name, char **ret)
+{
+	static const char sys[] = "/usr/local/sbin:/usr/sbin:/sbin";
+	if (!name || !*name)
+		return -ENOENT;
+	if (strchr(name, '/')) {
+		char *p = strdup(name);
+		if (!p)
+			return -ENOMEM;
+		*ret = p;
+		return 0;
+	}
+	const char *path = getenv("PATH");
+	const char *lists[] = { path ? path : "/usr/local/bin:/usr/bin:/bin", sys };
+	for (size_t l = 0; l < 2; l++) {
+		for (const char *s = lists[l];;) {
+			size_t n = strcspn(s, ":");
+			int r = try_dir(s, n, name, ret);
+			if (r != -ENOENT)
+				return r;
+			if (!s[n])
+				break;
+			s += n + 1;
+		}
+	}
+	return -ENOENT;
 }

@@ -28,3 +28,7 @@ int write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
 int mkdir_p(const char *path, unsigned mode);
 /* Remove a directory tree (no symlink following). 0 or -errno of the first failure. */
 int rm_rf(const char *path);
+/* The path of an executable program: name itself when it holds a '/', else the first match in
+ * $PATH, then in the system directories a normal user's PATH often lacks (/usr/local/sbin,
+ * /usr/sbin, /sbin: mkfs.ext4 lives there). 0 with *ret (malloc'ed), -ENOENT, or -ENOMEM. */
+int find_program(const char *name, char **ret);

@@ -516,39 +516,12 @@ static int add_ledger_arg(const char *vmdir, char ***args)
 	return r < 0 ? -ENOMEM : 1;
 }
 
-/* The exec, as the ledger's exec event, and the image's name to capsem-vm (the ledger's only
- * writer). */
-static void record_direct_exec(struct vmproc *vp, const struct run_opts *o, const struct relay *rl,
-			       int64_t ts, int64_t ts_end)
+/* The image's name for the session row, to capsem-vm (the ledger's only writer; it records the
+ * exec itself from the bytes it relays to the guest). */
+static void record_direct_image(struct vmproc *vp, const struct run_opts *o)
 {
-	struct ledger_exec ev = LEDGER_EXEC_INIT;
 	char *line = NULL;
 	size_t n;
-	ev.ts = ts;
-	ev.ts_end = ts_end;
-	ev.via = "cli";
-	ev.argv = o->argv;
-	ev.shell = o->shell;
-	ev.cwd = o->workdir;
-	if (rl->got_exit) {
-		if (rl->exit.kind == PROTO_EXIT_CODE) {
-			ev.exit_code = rl->exit.code;
-		} else {
-			ev.signal = rl->exit.code;
-			ev.timed_out = rl->exit.kind == PROTO_EXIT_TIMEOUT;
-		}
-		ev.duration_ms = (int64_t)(rl->exit.wall_us / 1000);
-		ev.cpu_user_ms = (int64_t)(rl->exit.utime_us / 1000);
-		ev.cpu_sys_ms = (int64_t)(rl->exit.stime_us / 1000);
-		ev.maxrss_kb = (int64_t)rl->exit.maxrss_kb;
-	} else {
-		ev.duration_ms = ts_end - ts;
-		ev.error = rl->error ? rl->error : "the command's exit status was not seen";
-	}
-	if (ledger_exec_line(&ev, LEDGER_LINE_MAX, &line, &n) == 0)
-		(void)fd_write_all(vp->ipc_fd, line, n);
-	free(line);
-	line = NULL;
 	json_t *session = json_pack("{s:s, s:s}", "kind", "session", "image", o->image);
 	if (session && ledger_event_line(session, LEDGER_LINE_MAX, &line, &n) == 0)
 		(void)fd_write_all(vp->ipc_fd, line, n);
@@ -595,7 +568,7 @@ static int run_direct(struct run_opts *o)
 		goto out;
 	}
 	vsock = strdup(json_string_value(json_object_get(vp->ready, "vsock")));
-	sock = vsock ? hvsock_connect(vsock, PROTO_PORT_EXEC, 30000) : -ENOMEM;
+	sock = vsock ? hvsock_connect(vsock, PROTO_PORT_EXEC, "cli", 30000) : -ENOMEM;
 	if (sock < 0) {
 		log_error_errno(sock, "cannot connect to the guest agent");
 		goto out;
@@ -625,10 +598,9 @@ static int run_direct(struct run_opts *o)
 	else
 		relay_send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal needs -i */
 
-	int64_t ts = ledger_now_ms();
-	r = relay_run(&rl, o->timeout_ms);
 	if (ledger > 0)
-		record_direct_exec(vp, o, &rl, ts, ledger_now_ms());
+		record_direct_image(vp, o);
+	r = relay_run(&rl, o->timeout_ms);
 	if (r == -EINTR)
 		status = 130;
 	else if (r == 0) {

@@ -331,6 +331,18 @@ int cmd_info(int argc, char **argv)
 			printf("Boot:        %.0f ms\n", json_number_value(v));
 		if ((v = json_object_get(vm, "pid")) && json_is_integer(v))
 			printf("PID:         %" JSON_INTEGER_FORMAT "\n", json_integer_value(v));
+		if ((v = json_object_get(vm, "host_memory")) && json_is_object(v)) {
+			json_t *q = json_object_get(v, "qemu_rss_mib");
+			printf("Host memory: %" JSON_INTEGER_FORMAT " MiB resident",
+			       json_integer_value(json_object_get(v, "rss_mib")));
+			if (json_is_integer(q))
+				printf(" (QEMU %" JSON_INTEGER_FORMAT
+				       " MiB, supervisor %" JSON_INTEGER_FORMAT " MiB)",
+				       json_integer_value(q),
+				       json_integer_value(
+					       json_object_get(v, "supervisor_rss_mib")));
+			printf("\n");
+		}
 		printf("Directory:   %s\n", jstr(vm, "vmdir"));
 		size_t i;
 		json_t *x;

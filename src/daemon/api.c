@@ -31,7 +31,7 @@
 
 static void reply_vm(struct httpd_conn *c, int status, const struct vm *vm)
 {
-	httpd_reply_json(c, status, registry_record_to_json(vm_record(vm)));
+	httpd_reply_json(c, status, vm_to_json(vm));
 }
 
 static void reply_deleted(struct httpd_conn *c, const char *id)
@@ -152,7 +152,7 @@ static void route_list(struct api *a, struct httpd_conn *c)
 {
 	json_t *arr = json_array();
 	for (struct vm *vm = vmctl_first(a->vms); vm && arr; vm = vmctl_next(vm))
-		json_array_append_new(arr, registry_record_to_json(vm_record(vm)));
+		json_array_append_new(arr, vm_to_json(vm));
 	httpd_reply_json(c, 200, arr);
 }
 
@@ -569,9 +569,7 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 				  registry_state_name(vm_record(vm)->state));
 		return;
 	}
-	void *note = ledgerapi_exec_new(a, vm, via ? via : "api");
-	gexec_splice(a->loop, vm_vsock_path(vm), &frame, c, note ? ledgerapi_exec_trace : NULL,
-		     ledgerapi_exec_free, note);
+	gexec_splice(a->loop, vm_vsock_path(vm), via ? via : "api", &frame, c);
 }
 
 /* ---- dispatch ---- */

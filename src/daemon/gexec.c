@@ -7,11 +7,10 @@
  *  - gexec_splice: EXEC, then the API client's connection (after its 101) and the guest's are
  *    joined: what one sends is written to the other, reading pauses while more than 1 MiB waits
  *    to be written (backpressure both ways), and either side closing ends both (the guest's
- *    output is flushed to the client first). For the session ledger the splice follows the
- *    frames going by (struct ftrack: the 6-byte headers, payload lengths, and the payloads of
- *    the small STARTED/EXIT/ERROR frames, at most FT_SMALL bytes) and reports the exec's
- *    outcome once (struct gexec_trace). The tracker only reads bytes that are already being
- *    forwarded: it never holds data back, and a framing it cannot follow just ends tracking.
+ *    output is flushed to the client first).
+ * The CONNECT line carries a tag naming the caller ("file" for gexec_run, the API's via for a
+ * splice): capsem-vm records every exec session in the session ledger from the bytes it relays
+ * (src/vm/exectrack.c), so the daemon keeps no exec records of its own and its death loses none.
  *
  * Trust boundary: frames from the guest are hostile (parsed with proto.h under a 6 + 1 MiB cap);
  * the spliced bytes are not changed: the API client speaks the exec protocol to the guest
@@ -30,9 +29,6 @@
 #define CHUNK 65536u
 #define HIGH_WATER (1u << 20)
 #define ERR_CAP (64u * 1024u)
-#define FT_SMALL (8u + PROTO_MSG_MAX) /* the largest payload followed: ERROR */
-
-static char connect_line[] = "CONNECT 5001\n";
 
 /* ---- the hybrid-vsock handshake ---- */
 
@@ -64,16 +60,23 @@ static void close_free(uv_handle_t *h)
 
 static void free_write(uv_write_t *w, int status)
 {
+	free(w->data);
 	free(w);
 }
 
-static int hv_open(uv_loop_t *loop, const char *vsock, uv_pipe_t **ret)
+static int hv_open(uv_loop_t *loop, const char *vsock, const char *tag, uv_pipe_t **ret)
 {
+	char *line = NULL;
+	if (asprintf(&line, "CONNECT %u %s\n", PROTO_PORT_EXEC, tag) < 0)
+		return -ENOMEM;
 	int fd = unix_connect(vsock, 1);
-	if (fd < 0)
+	if (fd < 0) {
+		free(line);
 		return fd;
+	}
 	uv_pipe_t *p = calloc(1, sizeof(*p));
 	if (!p) {
+		free(line);
 		safe_close(fd);
 		return -ENOMEM;
 	}
@@ -81,13 +84,18 @@ static int hv_open(uv_loop_t *loop, const char *vsock, uv_pipe_t **ret)
 	int r = uv_pipe_open(p, fd);
 	if (r == 0) {
 		uv_write_t *w = calloc(1, sizeof(*w));
-		uv_buf_t b = uv_buf_init(connect_line, sizeof(connect_line) - 1);
+		uv_buf_t b = uv_buf_init(line, (unsigned)strlen(line));
+		if (w)
+			w->data = line;
 		r = w ? uv_write(w, (uv_stream_t *)p, &b, 1, free_write) : -ENOMEM;
-		if (r < 0)
+		if (r == 0)
+			line = NULL; /* freed with the write */
+		else
 			free(w);
 	} else {
 		safe_close(fd);
 	}
+	free(line);
 	if (r < 0) {
 		uv_close((uv_handle_t *)p, close_free);
 		return r;
@@ -348,7 +356,7 @@ int gexec_run(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct
 		free(r);
 		return -ENOMEM;
 	}
-	int k = hv_open(loop, vsock, &r->h);
+	int k = hv_open(loop, vsock, "file", &r->h);
 	if (k < 0) {
 		free(r->timer);
 		free(r);
@@ -375,17 +383,6 @@ int gexec_run(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct
 
 enum { TO_GUEST = 0, TO_CLIENT = 1 };
 
-/* Frame tracking on one direction. */
-struct ftrack {
-	uint8_t hdr[PROTO_HDR_SIZE];
-	size_t hdr_n;
-	uint16_t type;
-	uint32_t len, left;
-	uint8_t small[FT_SMALL];
-	size_t small_n;
-	int broken;
-};
-
 struct splice {
 	uv_loop_t *loop;
 	struct httpd_conn *conn; /* until the upgrade */
@@ -398,15 +395,6 @@ struct splice {
 	int paused[2]; /* reading of the source of direction d is paused */
 	int open_handles;
 	int ending;
-	/* the ledger's view */
-	struct ftrack ft[2]; /* [TO_GUEST]: the client's frames, [TO_CLIENT]: the guest's */
-	struct gexec_trace tr;
-	struct proto_exec *exec;
-	char *error;
-	int exec_sent, traced;
-	gexec_trace_cb on_trace;
-	void (*on_free)(void *userdata);
-	void *userdata;
 };
 
 static void sp_handle_closed(uv_handle_t *h)
@@ -416,114 +404,7 @@ static void sp_handle_closed(uv_handle_t *h)
 	if (--sp->open_handles == 0) {
 		buf_done(&sp->exec_frame, 0);
 		buf_done(&sp->pre, 0);
-		proto_exec_free(sp->exec);
-		free(sp->error);
-		if (sp->on_free)
-			sp->on_free(sp->userdata);
 		free(sp);
-	}
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Report the exec once (after the EXEC frame went out). */
-static void sp_trace(struct splice *sp, const char *error)
-{
-	if (sp->traced || !sp->exec_sent || !sp->on_trace)
-		return;
-	sp->traced = 1;
-	sp->tr.exec = sp->exec;
-	sp->tr.ts_end = now_ms();
-	if (!sp->tr.got_exit && !sp->error && error)
-		sp->error = strdup(error);
-	sp->tr.error = sp->tr.got_exit ? NULL : sp->error;
-	sp->on_trace(&sp->tr, sp->userdata);
-}
-
-/* A whole small frame from direction d. */
-static void ft_frame(struct splice *sp, int d, uint16_t type, const uint8_t *p, size_t n)
-{
-	if (d != TO_CLIENT)
-		return;
-	if (type == PROTO_STARTED && proto_u32_decode(p, n, &sp->tr.pid) == 0) {
-		sp->tr.started = 1;
-	} else if (type == PROTO_EXIT) {
-		if (proto_exit_decode(p, n, &sp->tr.exit) == 0) {
-			sp->tr.got_exit = 1;
-			sp_trace(sp, NULL);
-		} else {
-			sp_trace(sp, "the guest agent sent a malformed EXIT frame");
-		}
-	} else if (type == PROTO_ERROR) {
-		struct proto_error e;
-		char *m = NULL;
-		if (proto_error_decode(p, n, &e) == 0 &&
-		    asprintf(&m, "the guest agent refused the command: %s", e.message) >= 0) {
-			free(sp->error);
-			sp->error = m;
-		}
-		sp_trace(sp, "the guest agent refused the command");
-	}
-}
-
-static int ft_small(uint16_t type)
-{
-	return type == PROTO_STARTED || type == PROTO_EXIT || type == PROTO_ERROR;
-}
-
-/* Follow the frames in bytes going in direction d. */
-static void ft_feed(struct splice *sp, int d, const uint8_t *p, size_t n)
-{
-	struct ftrack *f = &sp->ft[d];
-	if (!sp->on_trace)
-		return;
-	while (n > 0 && !f->broken) {
-		if (f->hdr_n < PROTO_HDR_SIZE) {
-			size_t k = MIN(n, PROTO_HDR_SIZE - f->hdr_n);
-			memcpy(f->hdr + f->hdr_n, p, k);
-			f->hdr_n += k;
-			p += k;
-			n -= k;
-			if (f->hdr_n < PROTO_HDR_SIZE)
-				return;
-			f->len = (uint32_t)f->hdr[0] << 24 | (uint32_t)f->hdr[1] << 16 |
-				 (uint32_t)f->hdr[2] << 8 | f->hdr[3];
-			f->type = (uint16_t)(f->hdr[4] << 8 | f->hdr[5]);
-			if (f->len > PROTO_MAX_PAYLOAD) {
-				/* the guest (or the client) will fail it; we stop here */
-				f->broken = 1;
-				if (!sp->error)
-					sp->error = strdup("the exec frames could not be followed");
-				return;
-			}
-			f->left = f->len;
-			f->small_n = 0;
-			if (f->type == PROTO_STDOUT && d == TO_CLIENT)
-				sp->tr.stdout_bytes += f->len;
-			else if (f->type == PROTO_STDERR && d == TO_CLIENT)
-				sp->tr.stderr_bytes += f->len;
-			else if (f->type == PROTO_STDIN && d == TO_GUEST)
-				sp->tr.stdin_bytes += f->len;
-		}
-		size_t k = MIN(n, (size_t)f->left);
-		int keep = ft_small(f->type) && f->len <= sizeof(f->small);
-		if (keep && k) {
-			memcpy(f->small + f->small_n, p, k);
-			f->small_n += k;
-		}
-		p += k;
-		n -= k;
-		f->left -= (uint32_t)k;
-		if (f->left == 0) {
-			f->hdr_n = 0;
-			if (keep)
-				ft_frame(sp, d, f->type, f->small, f->small_n);
-		}
 	}
 }
 
@@ -537,7 +418,6 @@ static void sp_close_side(struct splice *sp, int d)
 
 static void sp_end(struct splice *sp)
 {
-	sp_trace(sp, "the exec connection closed before the command's exit status was seen");
 	sp->ending = 1;
 	sp_close_side(sp, TO_GUEST);
 	sp_close_side(sp, TO_CLIENT);
@@ -618,7 +498,6 @@ static void sp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	int from_guest = (uv_pipe_t *)s == sp->side[TO_GUEST];
 	int d = from_guest ? TO_CLIENT : TO_GUEST;
 	if (nread > 0) {
-		ft_feed(sp, d, (const uint8_t *)b->base, (size_t)nread);
 		if (!sp->side[d])
 			free(b->base); /* the guest is gone: the client's late bytes are dropped */
 		else if (sp_write(sp, d, b->base, (size_t)nread) < 0)
@@ -685,21 +564,11 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		return;
 	}
 	memcpy(d, buf_head(&sp->exec_frame), n);
-	if (sp->on_trace) {
-		uint16_t ty;
-		const uint8_t *pl;
-		uint32_t len;
-		if (proto_frame_parse(buf_head(&sp->exec_frame), n, &ty, &pl, &len) > 0 &&
-		    ty == PROTO_EXEC)
-			(void)proto_exec_decode(pl, len, &sp->exec);
-	}
 	buf_done(&sp->exec_frame, 0);
 	if (sp_write(sp, TO_GUEST, d, n) < 0) {
 		sp_fail(sp, "the connection to the guest agent was lost");
 		return;
 	}
-	sp->exec_sent = 1;
-	sp->tr.ts_start = now_ms();
 	struct buf leftover;
 	uv_pipe_t *client;
 	httpd_detach(sp->conn,
@@ -712,7 +581,6 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	sp->open_handles++;
 	int bad = 0;
 	if (buf_len(&leftover)) {
-		ft_feed(sp, TO_GUEST, buf_head(&leftover), buf_len(&leftover));
 		char *c = malloc(buf_len(&leftover));
 		if (c) {
 			memcpy(c, buf_head(&leftover), buf_len(&leftover));
@@ -723,7 +591,6 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	buf_done(&leftover, 0);
 	if (buf_len(&sp->pre)) {
-		ft_feed(sp, TO_CLIENT, buf_head(&sp->pre), buf_len(&sp->pre));
 		char *c = malloc(buf_len(&sp->pre));
 		if (c) {
 			memcpy(c, buf_head(&sp->pre), buf_len(&sp->pre));
@@ -748,26 +615,21 @@ static void sp_on_timeout(uv_timer_t *t)
 	sp_fail(t->data, "the guest agent did not accept the exec connection in time");
 }
 
-void gexec_splice(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct httpd_conn *c,
-		  gexec_trace_cb on_trace, void (*on_free)(void *userdata), void *userdata)
+void gexec_splice(uv_loop_t *loop, const char *vsock, const char *via, struct buf *exec_frame,
+		  struct httpd_conn *c)
 {
 	struct splice *sp = calloc(1, sizeof(*sp));
 	uv_timer_t *t = calloc(1, sizeof(*t));
 	uv_pipe_t *g = NULL;
-	int k = sp && t ? hv_open(loop, vsock, &g) : -ENOMEM;
+	int k = sp && t ? hv_open(loop, vsock, via, &g) : -ENOMEM;
 	if (k < 0) {
 		free(sp);
 		free(t);
 		buf_done(exec_frame, 0);
 		httpd_reply_error(c, 503, "vm_failed", "cannot connect to the guest: %s",
 				  strerror(-k));
-		if (on_free)
-			on_free(userdata);
 		return;
 	}
-	sp->on_trace = on_trace;
-	sp->on_free = on_free;
-	sp->userdata = userdata;
 	sp->loop = loop;
 	sp->conn = c;
 	sp->exec_frame = *exec_frame;

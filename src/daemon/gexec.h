@@ -28,25 +28,9 @@ typedef void (*gexec_cb)(struct gexec_result *res, void *userdata);
 int gexec_run(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct buf *stdin_data,
 	      size_t out_cap, gexec_cb cb, void *userdata);
 
-/* What the daemon saw of one spliced exec (docs/LEDGER.md, the exec table): it follows the
- * frame headers on both directions without holding the bytes back. */
-struct gexec_trace {
-	const struct proto_exec *exec; /* the EXEC frame sent (decoded) */
-	int64_t ts_start, ts_end;      /* ms since the epoch: EXEC sent; EXIT/ERROR or the end */
-	int started;		       /* a STARTED frame came: pid */
-	uint32_t pid;
-	int got_exit; /* an EXIT frame came: exit */
-	struct proto_exit exit;
-	const char *error; /* no EXIT: why (the guest's ERROR message, or the connection) */
-	uint64_t stdin_bytes, stdout_bytes, stderr_bytes; /* STDIN/STDOUT/STDERR payload bytes */
-};
-/* Called once, when the EXIT or ERROR frame passes or else when the session ends, and only when
- * the EXEC frame was sent; t is valid during the call. */
-typedef void (*gexec_trace_cb)(const struct gexec_trace *t, void *userdata);
-
-/* Connect to the guest's exec port, and once it accepted: send exec_frame (taken over), answer
- * the request on c with 101 and splice bytes both ways until either side closes. If the guest
- * cannot be reached, c gets a 503 instead. on_trace (may be NULL) gets what the exec did;
- * on_free (may be NULL) is called with userdata once the session is over, whatever happened. */
-void gexec_splice(uv_loop_t *loop, const char *vsock, struct buf *exec_frame, struct httpd_conn *c,
-		  gexec_trace_cb on_trace, void (*on_free)(void *userdata), void *userdata);
+/* Connect to the guest's exec port (tagged with via, "cli", "api" or "mcp", for capsem-vm's exec
+ * record), and once it accepted: send exec_frame (taken over), answer the request on c with 101
+ * and splice bytes both ways until either side closes. If the guest cannot be reached, c gets
+ * a 503 instead. */
+void gexec_splice(uv_loop_t *loop, const char *vsock, const char *via, struct buf *exec_frame,
+		  struct httpd_conn *c);

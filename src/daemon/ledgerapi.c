@@ -1,4 +1,4 @@
-/* ledgerapi.c - the session ledger in capsemd: read routes and exec records.
+/* ledgerapi.c - the session ledger in capsemd: its read routes.
  *
  * Reads: GET /vms/{ref}/events, /sessions, /sessions/{id}[/events]. The daemon never writes a
  * ledger (each VM's capsem-vm does); it reads the files with query.h on libuv's worker pool (a
@@ -7,9 +7,8 @@
  * does not know is looked up in the sessions directory (a session id, or a deleted VM's id or
  * name), so the record of a VM outlives it.
  *
- * Writes: for an exec relayed by gexec_splice, the trace it reports becomes an exec event sent
- * to the VM's capsem-vm as one control line ({"cmd":"ledger","event":{...}}, shortened to fit
- * capsem-vm's line cap); capsem-vm validates and records it.
+ * Exec rows are not written here: capsem-vm records every exec session from the bytes it relays
+ * to the guest (src/vm/exectrack.c), so an exec is on record even when the daemon dies under it.
  *
  * Trust boundary: API clients (query strings are validated: kinds, numbers, session ids).
  * Thread: the loop, except the query jobs, which touch only their own job.
@@ -257,82 +256,4 @@ void ledgerapi_session(struct api *a, struct httpd_conn *c, const char *session,
 		return;
 	}
 	job_start(a, j);
-}
-
-/* ---- exec records ---- */
-
-struct exec_note {
-	struct api *a;
-	char vm_id[REGISTRY_ID_LEN + 1];
-	char exec_id[REGISTRY_ID_LEN + 1];
-	char via[8];
-};
-
-void *ledgerapi_exec_new(struct api *a, const struct vm *vm, const char *via)
-{
-	struct exec_note *n = calloc(1, sizeof(*n));
-	if (!n)
-		return NULL;
-	n->a = a;
-	memcpy(n->vm_id, vm_record(vm)->id, sizeof(n->vm_id));
-	if (registry_new_id(n->exec_id) < 0)
-		n->exec_id[0] = 0;
-	snprintf(n->via, sizeof(n->via), "%s", via);
-	return n;
-}
-
-void ledgerapi_exec_free(void *userdata)
-{
-	free(userdata);
-}
-
-void ledgerapi_exec_trace(const struct gexec_trace *t, void *userdata)
-{
-	struct exec_note *n = userdata;
-	struct vm *vm;
-	for (vm = vmctl_first(n->a->vms); vm; vm = vmctl_next(vm))
-		if (streq(vm_record(vm)->id, n->vm_id))
-			break;
-	if (!vm)
-		return; /* gone, and its capsem-vm with it */
-
-	struct ledger_exec ev = LEDGER_EXEC_INIT;
-	ev.ts = t->ts_start;
-	ev.ts_end = t->ts_end;
-	ev.exec_id = n->exec_id[0] ? n->exec_id : NULL;
-	ev.via = n->via;
-	if (t->exec) {
-		ev.argv = t->exec->argv;
-		ev.shell = !!(t->exec->flags & PROTO_EXEC_SHELL);
-		ev.tty = !!(t->exec->flags & PROTO_EXEC_TTY);
-		ev.cwd = t->exec->cwd;
-	}
-	if (t->started)
-		ev.pid = t->pid;
-	if (t->got_exit) {
-		if (t->exit.kind == PROTO_EXIT_CODE) {
-			ev.exit_code = t->exit.code;
-		} else {
-			ev.signal = t->exit.code;
-			ev.timed_out = t->exit.kind == PROTO_EXIT_TIMEOUT;
-		}
-		ev.duration_ms = (int64_t)(t->exit.wall_us / 1000);
-		ev.cpu_user_ms = (int64_t)(t->exit.utime_us / 1000);
-		ev.cpu_sys_ms = (int64_t)(t->exit.stime_us / 1000);
-		ev.maxrss_kb = (int64_t)t->exit.maxrss_kb;
-	} else if (t->ts_end >= t->ts_start) {
-		ev.duration_ms = t->ts_end - t->ts_start;
-	}
-	ev.stdin_bytes = (int64_t)t->stdin_bytes;
-	ev.stdout_bytes = (int64_t)t->stdout_bytes;
-	ev.stderr_bytes = (int64_t)t->stderr_bytes;
-	ev.error = t->error;
-
-	char *line = NULL;
-	size_t len;
-	int r = ledger_exec_line(&ev, LEDGER_LINE_MAX, &line, &len);
-	if (r == 0)
-		r = vm_ledger_write(vm, line, len);
-	if (r < 0 && r != -ENOTCONN)
-		log_debug("VM %s: exec %s not recorded: %s", n->vm_id, n->exec_id, strerror(-r));
 }

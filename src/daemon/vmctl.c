@@ -13,8 +13,10 @@
  * vm.json) and capsem-vm gets
  * --ledger <home>/sessions/<id>-<boot>.db: it is the database's only writer. The daemon adds
  * what only it knows as {"cmd":"ledger","event":...} lines on the control connection: the
- * VM's name and image at ready, and each exec relayed through the API (vm_ledger_write). At
- * start-up (vmctl_recover) the newest LEDGER_KEEP_SESSIONS session files are kept.
+ * VM's name and image at ready (vm_ledger_write). capsem-vm records exec sessions itself. When
+ * a VM's supervisor is found dead, the exec rows of its session that never saw their end are
+ * marked so (ledger_mark_unfinished). At start-up (vmctl_recover) the newest
+ * LEDGER_KEEP_SESSIONS session files are kept.
  *
  * Trust: capsem-vm is our own program, but its event lines are still parsed with a cap and
  * type-checked; vm.json files are validated (registry.c). Thread: the loop; the boot preparation
@@ -38,9 +40,12 @@
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
+#include "parse.h"
 #include "query.h"
 #include "strv.h"
 #include "unixsock.h"
+
+static void mark_unfinished_execs(struct vm *vm, const char *why);
 
 #define CTL_LINE_MAX (64u * 1024u)
 #define CONNECT_RETRY_MS 10
@@ -98,6 +103,7 @@ struct vm {
 	int proc_gone;	 /* the supervisor process exited (or was never started) */
 	int ctl_closed;	 /* its control connection ended (or never existed) */
 	int exit_status; /* -1 unknown */
+	pid_t qemu_pid;	 /* from the ready event; checked to be the supervisor's child when read */
 	char *fail;
 	char *serial_tail;
 	struct waiter *waiters;
@@ -287,6 +293,7 @@ static void vm_settle(struct vm *vm)
 		free(vm->rec.error);
 		vm->rec.error = why;
 		log_warn("VM %s crashed: %s", vm->rec.id, strempty(why));
+		mark_unfinished_execs(vm, strempty(why));
 	}
 	remove_sockets(vm->rec.vmdir);
 	int del = !vm->rec.persistent || vm->delete_on_stop || vm->never_ready;
@@ -377,6 +384,8 @@ static void handle_event(struct vm *vm, json_t *ev)
 	if (!e)
 		return;
 	if (streq(e, "ready")) {
+		json_int_t qp = json_integer_value(json_object_get(ev, "qemu_pid"));
+		vm->qemu_pid = qp > 0 && qp < INT32_MAX ? (pid_t)qp : 0;
 		if (vm->rec.state == VM_CREATING) {
 			vm->rec.state = VM_RUNNING;
 			vm->never_ready = 0;
@@ -509,7 +518,27 @@ static void on_owned_write_done(uv_write_t *w, int status)
 	free(ow);
 }
 
-int vm_ledger_write(struct vm *vm, char *line, size_t n)
+/* capsem-vm died: the exec rows of its session that never saw their end say so (it was their
+ * only writer, so nobody else can). A small SQLite update on the loop, once per crash. */
+static void mark_unfinished_execs(struct vm *vm, const char *why)
+{
+	_cleanup_free_ char *path = NULL, *reason = NULL;
+	unsigned n = 0;
+	if (vm_session_path(vm, &path) < 0 ||
+	    asprintf(&reason, "the VM's supervisor ended before the command's end was seen (%s)",
+		     why) < 0) {
+		reason = NULL;
+		return;
+	}
+	int r = ledger_mark_unfinished(path, reason, &n);
+	if (r < 0 && r != -ENOENT)
+		log_warn_errno(r, "VM %s: cannot mark unfinished execs in %s", vm->rec.id, path);
+	else if (n > 0)
+		log_info("VM %s: %u exec(s) without an end marked in the session ledger",
+			 vm->rec.id, n);
+}
+
+static int vm_ledger_write(struct vm *vm, char *line, size_t n)
 {
 	if (!vm->cc || vm->rec.state == VM_STOPPED || vm->rec.state == VM_CRASHED) {
 		free(line);
@@ -747,15 +776,22 @@ static int make_disk(struct prepjob *j)
 		return r;
 	}
 	safe_close(fd);
-	/* mkfs.ext4 from e2fsprogs, output discarded; the worker waits for it */
-	char *argv[] = { "mkfs.ext4", "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
+	/* mkfs.ext4 from e2fsprogs (in /usr/sbin, which a normal user's PATH may lack), output
+	 * discarded; the worker waits for it */
+	_cleanup_free_ char *mkfs = NULL;
+	int fr = find_program("mkfs.ext4", &mkfs);
+	if (fr < 0) {
+		unlink(tmp);
+		return fr;
+	}
+	char *argv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	pid_t pid;
-	int r = posix_spawnp(&pid, "mkfs.ext4", &fa, NULL, argv, environ);
+	int r = posix_spawn(&pid, mkfs, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r != 0) {
 		unlink(tmp);
@@ -819,7 +855,9 @@ static void prep_work(uv_work_t *w)
 		r = make_disk(j);
 		if (r < 0) {
 			(void)!asprintf(&j->error, "cannot create the VM's disk (mkfs.ext4): %s",
-					strerror(-r));
+					r == -ENOENT ? "mkfs.ext4 not found in PATH, /usr/sbin or "
+						       "/sbin (install e2fsprogs)"
+						     : strerror(-r));
 			j->r = r;
 			return;
 		}
@@ -931,6 +969,64 @@ void vmctl_free(struct vmctl *c)
 const char *vmctl_sessions_dir(struct vmctl *c)
 {
 	return c->sessions_dir;
+}
+
+/* The resident memory of pid in KiB, from /proc/PID/status; when parent > 0, only if pid is
+ * still parent's child (a pid that was reused reports nothing). 0 or -errno. */
+static int proc_rss_kib(pid_t pid, pid_t parent, uint64_t *ret)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	size_t n;
+	if (pid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	int r = read_file_small(path, 16384, &text, &n);
+	if (r < 0)
+		return r;
+	uint64_t v = 0;
+	int have = 0;
+	for (char *line = text, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		if (strncmp(line, "PPid:", 5) == 0 && parent > 0) {
+			uint64_t pp;
+			if (parse_u64(line + 5 + strspn(line + 5, " \t"), &pp) < 0 ||
+			    pp != (uint64_t)parent)
+				return -ESRCH;
+		} else if (strncmp(line, "VmRSS:", 6) == 0) {
+			char *num = line + 6 + strspn(line + 6, " \t");
+			char *sp = strchr(num, ' ');
+			if (sp)
+				*sp = 0;
+			have = parse_u64(num, &v) == 0;
+		}
+	}
+	if (!have)
+		return -ENODATA; /* a zombie or a kernel thread */
+	*ret = v;
+	return 0;
+}
+
+json_t *vm_to_json(const struct vm *vm)
+{
+	json_t *j = registry_record_to_json(&vm->rec);
+	uint64_t q = 0, s = 0;
+	json_t *mem = json_null();
+	if (j && vm->rec.pid > 0 && vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED &&
+	    proc_rss_kib(vm->rec.pid, 0, &s) == 0) {
+		int have_q = proc_rss_kib(vm->qemu_pid, vm->rec.pid, &q) == 0;
+		mem = json_pack("{s:I, s:o, s:I}", "supervisor_rss_mib", (json_int_t)(s / 1024),
+				"qemu_rss_mib",
+				have_q ? json_integer((json_int_t)(q / 1024)) : json_null(),
+				"rss_mib", (json_int_t)((s + q) / 1024));
+	}
+	if (j && (!mem || json_object_set_new(j, "host_memory", mem) < 0)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 int vm_session_path(const struct vm *vm, char **ret)
@@ -1219,6 +1315,7 @@ static void recover_one(struct vmctl *c, const char *id)
 		vm->rec.pid = 0;
 		set_str(&vm->rec.error, "supervisor gone while capsemd was down");
 		log_warn("VM %s: supervisor gone while capsemd was down", vm->rec.id);
+		mark_unfinished_execs(vm, "supervisor gone while capsemd was down");
 	}
 	remove_sockets(vm->rec.vmdir);
 	if (!vm->rec.persistent) {

@@ -76,9 +76,10 @@ int vm_persist(struct vm *vm, const char *name);
 
 /* <home>/sessions */
 const char *vmctl_sessions_dir(struct vmctl *c);
+/* The VM as the API shows it: its record (registry_record_to_json) and, while its supervisor
+ * runs, "host_memory": {"rss_mib", "qemu_rss_mib", "supervisor_rss_mib"} read from /proc (the
+ * host memory the VM costs now: QEMU's guest RAM, device and TCG state, and capsem-vm's proxy,
+ * gateway and ledger), else null. NULL on ENOMEM. */
+json_t *vm_to_json(const struct vm *vm);
 /* The database of the VM's current (or last) boot, malloc'ed. 0, -ENOENT (never booted). */
 int vm_session_path(const struct vm *vm, char **ret);
-/* Send one ledger command line (ledger_exec_line / ledger_event_line; taken over, always freed)
- * to the VM's capsem-vm. 0, -ENOTCONN (not running, or capsem-vm has no --ledger), -ENOBUFS
- * (capsem-vm is not reading), or -errno. */
-int vm_ledger_write(struct vm *vm, char *line, size_t n);

@@ -13,7 +13,7 @@
 #define I64 INT64_MAX
 #define PID_MAX_ ((int64_t)1 << 31)
 
-static const char *const v_via[] = { "cli", "api", "mcp", NULL };
+static const char *const v_via[] = { "cli", "api", "mcp", "file", NULL };
 static const char *const v_decision[] = { "allow", "block", NULL };
 static const char *const v_scheme[] = { "https", "http", "tls", "tcp", NULL };
 static const char *const v_boundary[] = { "dns", "conn", "http", "tool", NULL };

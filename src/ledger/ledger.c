@@ -363,45 +363,9 @@ static int b_finish(struct builder *b, struct lev **ret)
 	return 0;
 }
 
-/* The event as a JSON object (kind first, unknown values left out). */
-static json_t *lev_to_json(const struct lev *e)
-{
-	const struct kind_desc *kd = e->kind == KIND_SESSION ? &session_desc : cols_kind(e->kind);
-	json_t *o = json_pack("{s:s}", "kind", kd->name);
-	for (size_t i = 0; o && i < kd->n_cols; i++) {
-		const struct lval *v = &e->v[i];
-		json_t *x = NULL;
-		if (!v->set)
-			continue;
-		switch (kd->cols[i].type) {
-		case COL_INT:
-			x = json_integer(v->i);
-			break;
-		case COL_BOOL:
-			x = json_boolean(v->i);
-			break;
-		case COL_REAL:
-			x = json_real(v->d);
-			break;
-		case COL_TEXT:
-			x = json_string(v->s);
-			break;
-		case COL_JSON:
-			x = json_loads(v->s, 0, NULL);
-			break;
-		}
-		if (!x || json_object_set_new(o, kd->cols[i].name, x) < 0) {
-			json_decref(o);
-			return NULL;
-		}
-	}
-	return o;
-}
-
 /* ---- events from C ---- */
 
-static void exec_fill(struct builder *b, const struct ledger_exec *ev, size_t argv_cap,
-		      size_t text_cap)
+static void exec_fill(struct builder *b, const struct ledger_exec *ev)
 {
 	int trunc = !!ev->argv_truncated;
 	b_init(b, LEDGER_EXEC);
@@ -409,9 +373,9 @@ static void exec_fill(struct builder *b, const struct ledger_exec *ev, size_t ar
 	b_int(b, "ts_end", ev->ts_end);
 	b_text(b, "exec_id", ev->exec_id);
 	b_text(b, "via", ev->via);
-	b_strv(b, "argv", ev->argv, argv_cap, &trunc);
+	b_strv(b, "argv", ev->argv, 0, &trunc);
 	b_bool(b, "shell", ev->shell);
-	b_text_cap(b, "cwd", ev->cwd, text_cap);
+	b_text(b, "cwd", ev->cwd);
 	b_bool(b, "tty", ev->tty);
 	b_int(b, "pid", ev->pid);
 	b_int(b, "exit_code", ev->exit_code);
@@ -424,7 +388,7 @@ static void exec_fill(struct builder *b, const struct ledger_exec *ev, size_t ar
 	b_int(b, "stdin_bytes", ev->stdin_bytes);
 	b_int(b, "stdout_bytes", ev->stdout_bytes);
 	b_int(b, "stderr_bytes", ev->stderr_bytes);
-	b_text_cap(b, "error", ev->error, text_cap);
+	b_text(b, "error", ev->error);
 	b_bool(b, "argv_truncated", trunc);
 }
 
@@ -433,7 +397,7 @@ static int submit(struct ledger *l, struct builder *b);
 int ledger_exec(struct ledger *l, const struct ledger_exec *ev)
 {
 	struct builder b;
-	exec_fill(&b, ev, 0, 0);
+	exec_fill(&b, ev);
 	return submit(l, &b);
 }
 
@@ -684,30 +648,6 @@ static int line_of(json_t *event, size_t max, char **ret, size_t *ret_len)
 int ledger_event_line(const json_t *ev, size_t max, char **ret, size_t *ret_len)
 {
 	return line_of((json_t *)ev, max, ret, ret_len);
-}
-
-int ledger_exec_line(const struct ledger_exec *ev, size_t max, char **ret, size_t *ret_len)
-{
-	/* shorten argv first, then cwd and error, until the line fits */
-	static const size_t argv_caps[] = { LEDGER_ARGV_MAX, 2048, 1024, 512, 128, 2 };
-	static const size_t text_caps[] = { 4096, 1024, 512, 256, 64, 16 };
-	int r = -EMSGSIZE;
-	for (size_t t = 0; t < ELEMENTSOF(argv_caps) && r == -EMSGSIZE; t++) {
-		struct builder b;
-		struct lev *e = NULL;
-		exec_fill(&b, ev, argv_caps[t], text_caps[t]);
-		r = b_finish(&b, &e);
-		b_done(&b);
-		if (r < 0)
-			return r;
-		json_t *j = lev_to_json(e);
-		free(e);
-		if (!j)
-			return -ENOMEM;
-		r = line_of(j, max, ret, ret_len);
-		json_decref(j);
-	}
-	return r;
 }
 
 /* ---- the ledger ---- */
@@ -1020,7 +960,7 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
 
 static int prepare_all(struct ledger *l)
 {
-	char sql[2048];
+	char sql[4096];
 	for (int k = 0; k < LEDGER_KIND_MAX; k++) {
 		const struct kind_desc *kd = cols_kind(k);
 		size_t o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s (id", kd->name);
@@ -1032,6 +972,21 @@ static int prepare_all(struct ledger *l)
 			o += (size_t)snprintf(sql + o, sizeof(sql) - o, ", ?");
 		if (o < sizeof(sql))
 			o += (size_t)snprintf(sql + o, sizeof(sql) - o, ")");
+		/* an exec event for an exec_id already written completes that row: what it sets
+		 * replaces, what it leaves unknown stays, flags only go up, and the row moves to
+		 * the new id */
+		if (k == LEDGER_EXEC && o < sizeof(sql))
+			o += (size_t)snprintf(
+				sql + o, sizeof(sql) - o,
+				" ON CONFLICT (exec_id) DO UPDATE SET id = excluded.id");
+		for (size_t i = 0; k == LEDGER_EXEC && i < kd->n_cols && o < sizeof(sql); i++) {
+			const char *n = kd->cols[i].name;
+			o += (size_t)snprintf(sql + o, sizeof(sql) - o,
+					      kd->cols[i].type == COL_BOOL
+						      ? ", %s = max(excluded.%s, %s)"
+						      : ", %s = coalesce(excluded.%s, %s)",
+					      n, n, n);
+		}
 		if (o >= sizeof(sql))
 			return -ENAMETOOLONG;
 		int r = prepare(l->db, sql, &l->ins[k]);
@@ -1073,6 +1028,14 @@ static int apply_schema(sqlite3 *db)
 		return -EPROTONOSUPPORT;
 	if (v == LEDGER_SCHEMA_VERSION)
 		return 0;
+	if (v == 1) { /* version 2 added the index that completes an exec row at its end */
+		r = exec_sql(db,
+			     "BEGIN IMMEDIATE; CREATE UNIQUE INDEX IF NOT EXISTS "
+			     "exec_by_exec_id ON exec (exec_id); PRAGMA user_version = 2; COMMIT");
+		if (r < 0)
+			exec_sql(db, "ROLLBACK");
+		return r;
+	}
 	if (v != 0)
 		return -EBADMSG;
 	/* a fresh file (or one that is not ours: then the CREATE fails) */
@@ -1320,4 +1283,54 @@ void ledger_get_stats(struct ledger *l, struct ledger_stats *ret)
 	pthread_mutex_lock(&l->mu);
 	*ret = l->st;
 	pthread_mutex_unlock(&l->mu);
+}
+
+/* ---- recovery ---- */
+
+int ledger_mark_unfinished(const char *path, const char *reason, unsigned *ret_count)
+{
+	_cleanup_close_ int fd = -1;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	unsigned n = 0;
+	struct stat stb;
+	if (stat(path, &stb) < 0)
+		return negative_errno(); /* never create one here */
+	int r = open_file(path, &fd);
+	if (r < 0)
+		return r;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+		r = apply_schema(db);
+	} else {
+		r = sql_errno(rc) ? sql_errno(rc) : -EIO;
+	}
+	/* one row at a time, each moved to the next free id (like any completion) */
+	if (r == 0)
+		r = prepare(
+			db,
+			"UPDATE exec SET error = ?1, id = (SELECT max(id) FROM (SELECT id FROM "
+			"exec UNION ALL SELECT id FROM net UNION ALL SELECT id FROM dns UNION ALL "
+			"SELECT id FROM model_call UNION ALL SELECT id FROM tool_call UNION ALL "
+			"SELECT id FROM policy UNION ALL SELECT id FROM dropped)) + 1 WHERE id = "
+			"(SELECT min(id) FROM exec WHERE ts_end IS NULL AND error IS NULL)",
+			&st);
+	while (r == 0) {
+		sqlite3_bind_text(st, 1, reason, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			r = sql_errno(rc) ? sql_errno(rc) : -EIO;
+		else if (sqlite3_changes(db) == 0)
+			break;
+		else
+			n++;
+	}
+	sqlite3_finalize(st);
+	if (db)
+		sqlite3_close(db);
+	if (r == 0 && ret_count)
+		*ret_count = n;
+	return r;
 }

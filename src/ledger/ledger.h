@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 #define LEDGER_QUEUE_MAX 8192u	       /* events waiting for the writer */
 #define LEDGER_QUEUE_BYTES (32u << 20) /* their size */
 #define LEDGER_BATCH_MAX 256u	       /* events per transaction */
@@ -24,7 +24,7 @@
 #define LEDGER_ARGV_MAX 16384u	       /* bytes of an exec's argv as JSON text */
 #define LEDGER_ARGC_MAX 4096u	       /* strings in argv / tool_names */
 /* capsem-vm reads control-socket lines of at most 4096 bytes: a ledger command line built by
- * ledger_exec_line() stays below this. */
+ * ledger_event_line() stays below this. */
 #define LEDGER_LINE_MAX 4000u
 
 enum ledger_kind {
@@ -54,7 +54,7 @@ struct ledger_exec {
 	int64_t ts;	/* start (EXEC sent), ms since the epoch */
 	int64_t ts_end; /* EXIT (or ERROR / connection end) seen */
 	const char *exec_id;
-	const char *via;    /* "cli", "api" or "mcp" */
+	const char *via;    /* "cli", "api", "mcp" or "file" */
 	char *const *argv;  /* NULL-terminated; stored as a JSON array, capped at LEDGER_ARGV_MAX */
 	int argv_truncated; /* the producer already shortened argv */
 	int shell;	    /* argv[0] is a string run by /bin/sh -c */
@@ -174,6 +174,11 @@ int ledger_open(const char *path, struct ledger **ret);
 void ledger_close(struct ledger *l);
 /* Wait until every event queued before the call is committed (or counted lost). */
 void ledger_flush(struct ledger *l);
+/* Recovery, for a session whose writer died (capsem-vm killed): every exec row whose end was
+ * never seen (no ts_end, no error) gets reason as its error and moves to a new id. Opens the
+ * existing file at path as its writer (-EBUSY while a writer has it, -ENOENT when there is none)
+ * and adds no session row. 0 with *ret_count (may be NULL) rows marked, or -errno. */
+int ledger_mark_unfinished(const char *path, const char *reason, unsigned *ret_count);
 
 /* Queue one event. 0, -EINVAL (a required field is missing, a value outside its range, a text
  * not among the allowed values), -ENOBUFS (queue full: counted as dropped), -ENOMEM,
@@ -194,12 +199,9 @@ int ledger_record_json(struct ledger *l, const json_t *ev);
 /* The same validation without a ledger (tests, fuzzing). 0 or -errno as above. */
 int ledger_check_json(const json_t *ev);
 
-/* Build the control-socket command that carries ev to the VM's supervisor:
- * {"cmd":"ledger","event":{"kind":"exec",...}} and a newline, at most max bytes (argv, cwd and
- * error are shortened to fit; argv_truncated says so). 0 with *ret (malloc'ed, NUL-terminated)
- * and *ret_len, or -ENOMEM / -EINVAL. */
-int ledger_exec_line(const struct ledger_exec *ev, size_t max, char **ret, size_t *ret_len);
-/* The same for any event object (kind included); -EMSGSIZE when it does not fit. */
+/* The control-socket command that carries an event object (kind included) to the VM's
+ * supervisor: {"cmd":"ledger","event":{...}} and a newline, at most max bytes. 0 with *ret
+ * (malloc'ed, NUL-terminated) and *ret_len, -EMSGSIZE when it does not fit, or -ENOMEM. */
 int ledger_event_line(const json_t *ev, size_t max, char **ret, size_t *ret_len);
 
 struct ledger_stats {

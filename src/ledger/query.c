@@ -689,6 +689,8 @@ static void sum_exec(struct sb *b, const json_t *ev)
 		sb_printf(b, "timeout");
 	else if (ji(ev, "signal", &x))
 		sb_printf(b, "signal %lld", (long long)x);
+	else if (!ji(ev, "ts_end", &x) && !js(ev, "error"))
+		sb_printf(b, "running");
 	else
 		sb_printf(b, "no exit");
 	sb_ms(b, ev);

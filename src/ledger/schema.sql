@@ -1,4 +1,4 @@
--- schema.sql - the session ledger, schema version 1 (docs/LEDGER.md documents every column).
+-- schema.sql - the session ledger, schema version 2 (docs/LEDGER.md documents every column).
 --
 -- One database per VM session: $CAPSEM_HOME/sessions/<vm-id>-<boot>.db, written by that VM's
 -- capsem-vm only (one writer thread, batched transactions, WAL). Compiled into the ledger
@@ -26,7 +26,7 @@ CREATE TABLE exec (
 	ts INTEGER NOT NULL,
 	ts_end INTEGER,
 	exec_id TEXT,
-	via TEXT CHECK (via IS NULL OR via IN ('cli', 'api', 'mcp')),
+	via TEXT CHECK (via IS NULL OR via IN ('cli', 'api', 'mcp', 'file')),
 	argv TEXT CHECK (argv IS NULL OR json_valid(argv)),
 	argv_truncated INTEGER NOT NULL DEFAULT 0 CHECK (argv_truncated IN (0, 1)),
 	shell INTEGER NOT NULL DEFAULT 0 CHECK (shell IN (0, 1)),
@@ -45,6 +45,10 @@ CREATE TABLE exec (
 	stderr_bytes INTEGER,
 	error TEXT
 );
+
+-- An exec row is written when the command starts and completed when it ends: the completion
+-- finds it by exec_id (and moves it to a new id, so that "everything after id N" sees it again).
+CREATE UNIQUE INDEX exec_by_exec_id ON exec (exec_id);
 
 CREATE TABLE net (
 	id INTEGER PRIMARY KEY,

@@ -83,15 +83,18 @@ int unix_connect(const char *path, int nonblock)
 	return TAKE_FD(fd);
 }
 
-int hvsock_connect(const char *uds_path, uint32_t port, int timeout_ms)
+int hvsock_connect(const char *uds_path, uint32_t port, const char *tag, int timeout_ms)
 {
-	char line[32];
+	char line[48];
 	size_t n = 0;
 	int r;
 	_cleanup_close_ int fd = unix_connect(uds_path, 0);
 	if (fd < 0)
 		return fd;
-	int k = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	int k = snprintf(line, sizeof(line), "CONNECT %u%s%s\n", port, tag ? " " : "",
+			 tag ? tag : "");
+	if (k < 0 || (size_t)k >= sizeof(line))
+		return -EINVAL;
 	r = fd_write_all(fd, line, (size_t)k);
 	if (r < 0)
 		return r;

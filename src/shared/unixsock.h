@@ -9,7 +9,8 @@
 int unix_listen(const char *path, int backlog);
 /* Connect (blocking unless nonblock). Returns the fd or -errno. */
 int unix_connect(const char *path, int nonblock);
-/* Hybrid vsock: connect to uds_path, send "CONNECT <port>\n", wait up to timeout_ms for
- * "OK <n>\n". Returns a blocking fd ready for the byte stream, -ECONNREFUSED when the guest
- * refused (nobody listens on port), -ETIMEDOUT, or -errno. */
-int hvsock_connect(const char *uds_path, uint32_t port, int timeout_ms);
+/* Hybrid vsock: connect to uds_path, send "CONNECT <port>\n" (or "CONNECT <port> <tag>\n": the
+ * tag names the caller in capsem-vm's exec audit, e.g. "cli"; NULL for none), wait up to
+ * timeout_ms for "OK <n>\n". Returns a blocking fd ready for the byte stream, -ECONNREFUSED when
+ * the guest refused (nobody listens on port), -ETIMEDOUT, or -errno. */
+int hvsock_connect(const char *uds_path, uint32_t port, const char *tag, int timeout_ms);

@@ -86,6 +86,7 @@ struct vm_opts {
 	const char *hostname;
 	unsigned cpus;
 	uint64_t mem_mib;
+	unsigned tcg_tb_mib; /* --tcg-tb-mib */
 	enum vm_accel accel;
 	uint64_t cid;
 	uint64_t boot_timeout_ms;
@@ -931,6 +932,13 @@ static int vm_start(struct vm *vm)
 		.on_error = vsock_error,
 		.userdata = vm,
 	};
+	if (vm->ledger) {
+		/* exec sessions are recorded from the bytes this back end relays (vmledger.c) */
+		vc.tap_open = vm_exec_tap_open;
+		vc.tap_data = vm_exec_tap_data;
+		vc.tap_close = vm_exec_tap_close;
+		vc.tap_userdata = vm->ledger;
+	}
 	r = vsock_backend_new(vm->loop, &vc, &vm->vsock);
 	if (r < 0)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
@@ -943,6 +951,7 @@ static int vm_start(struct vm *vm)
 		.cmdline_extra = vm->o.append,
 		.cpus = vm->o.cpus,
 		.mem_mib = vm->o.mem_mib,
+		.tcg_tb_mib = vm->o.tcg_tb_mib,
 		.accel = vm->o.accel,
 		.serial_sock = "serial.sock",
 		.qmp_sock = "qmp.sock",
@@ -991,6 +1000,9 @@ static void help(void)
 	       "  --cpus N             virtual CPUs (default 1)\n"
 	       "  --memory SIZE        guest RAM, e.g. 512M, 2G (default 512M)\n"
 	       "  --accel auto|kvm|tcg accelerator (default auto: KVM only with vmx/svm)\n"
+	       "  --tcg-tb-mib N       TCG translation cache in MiB (default %u; 0 = QEMU's 1 "
+	       "GiB):\n"
+	       "                       bounds QEMU's memory beyond the guest's RAM under TCG\n"
 	       "  --cid N              guest vsock CID (default 3)\n"
 	       "  --boot-timeout SECS  give up when the agent has not said hello (default 60)\n"
 	       "  --hostname NAME      guest hostname (default capsem)\n"
@@ -1015,7 +1027,8 @@ static void help(void)
 	       "\n"
 	       "Events (one JSON object per line): ready, error, stopped. Stop with SIGTERM,\n"
 	       "SIGINT, {\"cmd\":\"stop\"} on the IPC fd or a --control connection, or by closing\n"
-	       "the IPC fd (closing a --control connection does not stop the VM).\n");
+	       "the IPC fd (closing a --control connection does not stop the VM).\n",
+	       QEMU_TCG_TB_MIB_DEFAULT);
 }
 
 /* --disk FILE: an existing regular file or block device we may read and write. */
@@ -1128,7 +1141,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_MOUNT,
 		ARG_LEDGER,
 		ARG_NO_EGRESS,
-		ARG_MCP_CONFIG
+		ARG_MCP_CONFIG,
+		ARG_TB
 	};
 	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
 					      { "kernel", required_argument, NULL, ARG_KERNEL },
@@ -1136,6 +1150,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 					      { "cpus", required_argument, NULL, ARG_CPUS },
 					      { "memory", required_argument, NULL, ARG_MEM },
 					      { "accel", required_argument, NULL, ARG_ACCEL },
+					      { "tcg-tb-mib", required_argument, NULL, ARG_TB },
 					      { "cid", required_argument, NULL, ARG_CID },
 					      { "boot-timeout", required_argument, NULL, ARG_BOOT },
 					      { "hostname", required_argument, NULL, ARG_HOST },
@@ -1158,6 +1173,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	int c;
 	*o = (struct vm_opts){ .cpus = 1,
 			       .mem_mib = 512,
+			       .tcg_tb_mib = QEMU_TCG_TB_MIB_DEFAULT,
 			       .cid = 3,
 			       .boot_timeout_ms = 60000,
 			       .ipc_fd = -1,
@@ -1173,6 +1189,13 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			break;
 		case ARG_INITRD:
 			o->initrd = optarg;
+			break;
+		case ARG_TB:
+			if (parse_u32(optarg, &u) < 0 || u > QEMU_TCG_TB_MIB_MAX)
+				return log_error("--tcg-tb-mib: expected 0..%u (MiB), got '%s'",
+						 QEMU_TCG_TB_MIB_MAX, optarg),
+				       -EINVAL;
+			o->tcg_tb_mib = u;
 			break;
 		case ARG_CPUS:
 			if (vm_parse_cpus(optarg, &u) < 0)

@@ -103,7 +103,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	if (!c->kernel || !c->initrd || !c->serial_sock || !c->qmp_sock || !c->vhost_vsock_sock ||
 	    c->cpus < VM_CPUS_MIN || c->cpus > VM_CPUS_MAX || c->mem_mib < VM_MEMORY_MIN_MIB ||
 	    c->mem_mib > VM_MEMORY_MAX_MIB ||
-	    (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG))
+	    (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG) ||
+	    c->tcg_tb_mib > QEMU_TCG_TB_MIB_MAX)
 		return -EINVAL;
 	/* QEMU option values use ',' as a separator: refuse paths that would inject options */
 	const char *paths[] = { c->kernel,   c->initrd,		  c->serial_sock,
@@ -136,7 +137,10 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_push(&v, "-M");
 	r |= strv_push(&v, "microvm,acpi=off,x-option-roms=off,memory-backend=mem");
 	r |= strv_push(&v, "-accel");
-	r |= strv_push(&v, c->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
+	if (c->accel == VM_ACCEL_TCG && c->tcg_tb_mib)
+		r |= strv_pushf(&v, "tcg,tb-size=%u", c->tcg_tb_mib);
+	else
+		r |= strv_push(&v, c->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
 	/* under TCG, "max": every feature QEMU emulates (AVX2 among them), which native binaries
 	 * built for x86-64-v3 need (Claude Code's Bun build dies with SIGILL on the default qemu64) */
 	r |= strv_push(&v, "-cpu");

@@ -31,6 +31,11 @@ struct qemu_mount {
 	int readonly;
 };
 
+/* The translation cache capsem-vm gives QEMU under TCG unless told otherwise (--tcg-tb-mib):
+ * measured in docs/ARCHITECTURE.md ("QEMU's memory under TCG"). */
+#define QEMU_TCG_TB_MIB_DEFAULT 128u
+#define QEMU_TCG_TB_MIB_MAX 4096u
+
 struct qemu_config {
 	const char *binary; /* default "qemu-system-x86_64" */
 	const char *name;   /* -name: the VM directory, so ps shows which VM a QEMU serves */
@@ -40,6 +45,9 @@ struct qemu_config {
 	unsigned cpus;
 	uint64_t mem_mib;
 	enum vm_accel accel; /* KVM or TCG, already resolved */
+	/* TCG's translation cache in MiB (0: QEMU's default, 1 GiB on 64-bit hosts, which a busy
+	 * guest fills: QEMU's RSS then grows far beyond the guest's RAM). Ignored under KVM. */
+	unsigned tcg_tb_mib;
 	const char *serial_sock;
 	const char *qmp_sock;
 	const char *vhost_vsock_sock;

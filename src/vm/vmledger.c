@@ -6,13 +6,22 @@
  * The ledger queues and never blocks: this runs on capsem-vm's loop thread, in the proxy's and
  * the DNS server's callbacks. Nothing here sees a real API key (the proxy reports what the guest
  * sent: placeholders).
+ *
+ * Exec sessions are followed on the bytes the vsock back end relays (its audit tap, exectrack.c):
+ * the row is queued when the EXEC frame passes toward the guest, before the guest can fork the
+ * command, so it survives whatever happens to the host process that asked for the exec (capsemd,
+ * capsem run --direct); it is completed (same exec_id) when EXIT/ERROR passes or the connection
+ * ends. capsem-vm is the ledger's only writer for execs too.
  */
 #include "vmledger.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
 
 #include "ai.h"
+#include "exectrack.h"
 #include "ledger.h"
 #include "macro.h"
 
@@ -136,4 +145,99 @@ struct egress_hooks vm_ledger_hooks(void)
 		.proxy = { .net = on_net, .model = on_model },
 		.dns = on_dns,
 	};
+}
+
+/* ---- exec sessions, through the vsock back end's tap ---- */
+
+struct exec_tap {
+	struct ledger *l;
+	struct exectrack *t;
+	char exec_id[13];
+	const char *via; /* static */
+};
+
+static void exec_tap_start(void *userdata, const struct exectrack_info *t)
+{
+	struct exec_tap *x = userdata;
+	struct ledger_exec ev = LEDGER_EXEC_INIT;
+	ev.ts = t->ts_start;
+	ev.exec_id = x->exec_id;
+	ev.via = x->via;
+	ev.argv = t->exec->argv;
+	ev.shell = !!(t->exec->flags & PROTO_EXEC_SHELL);
+	ev.tty = !!(t->exec->flags & PROTO_EXEC_TTY);
+	ev.cwd = t->exec->cwd;
+	(void)ledger_exec(x->l, &ev);
+}
+
+static void exec_tap_end(void *userdata, const struct exectrack_info *t)
+{
+	struct exec_tap *x = userdata;
+	struct ledger_exec ev = LEDGER_EXEC_INIT;
+	ev.ts = t->ts_start;
+	ev.ts_end = t->ts_end;
+	ev.exec_id = x->exec_id;
+	if (t->started)
+		ev.pid = t->pid;
+	if (t->got_exit) {
+		if (t->exit.kind == PROTO_EXIT_CODE) {
+			ev.exit_code = t->exit.code;
+		} else {
+			ev.signal = t->exit.code;
+			ev.timed_out = t->exit.kind == PROTO_EXIT_TIMEOUT;
+		}
+		ev.duration_ms = (int64_t)(t->exit.wall_us / 1000);
+		ev.cpu_user_ms = (int64_t)(t->exit.utime_us / 1000);
+		ev.cpu_sys_ms = (int64_t)(t->exit.stime_us / 1000);
+		ev.maxrss_kb = (int64_t)t->exit.maxrss_kb;
+	} else if (t->ts_end >= t->ts_start) {
+		ev.duration_ms = t->ts_end - t->ts_start;
+	}
+	ev.stdin_bytes = (int64_t)t->stdin_bytes;
+	ev.stdout_bytes = (int64_t)t->stdout_bytes;
+	ev.stderr_bytes = (int64_t)t->stderr_bytes;
+	ev.error = t->error;
+	(void)ledger_exec(x->l, &ev);
+}
+
+void *vm_exec_tap_open(void *userdata, uint32_t port, const char *tag)
+{
+	static const char *const vias[] = { "cli", "api", "mcp", "file" };
+	static const struct exectrack_ops ops = { .on_start = exec_tap_start,
+						  .on_end = exec_tap_end };
+	struct ledger *l = userdata;
+	uint8_t rnd[6];
+	if (!l || port != PROTO_PORT_EXEC)
+		return NULL;
+	struct exec_tap *x = calloc(1, sizeof(*x));
+	if (!x || exectrack_new(&ops, x, &x->t) < 0 || getrandom(rnd, sizeof(rnd), 0) != 6) {
+		/* the exec still runs: say so in the ledger rather than lose it silently */
+		if (x)
+			exectrack_close(x->t, NULL);
+		free(x);
+		struct ledger_exec lost = LEDGER_EXEC_INIT;
+		lost.error = "this exec was not followed: out of memory";
+		(void)ledger_exec(l, &lost);
+		return NULL;
+	}
+	x->l = l;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(x->exec_id + 2 * i, 3, "%02x", rnd[i]);
+	for (size_t i = 0; i < ELEMENTSOF(vias); i++)
+		if (streq(tag, vias[i]))
+			x->via = vias[i];
+	return x;
+}
+
+void vm_exec_tap_data(void *tap, bool to_guest, const uint8_t *p, size_t n)
+{
+	struct exec_tap *x = tap;
+	exectrack_feed(x->t, to_guest, p, n);
+}
+
+void vm_exec_tap_close(void *tap, const char *why)
+{
+	struct exec_tap *x = tap;
+	exectrack_close(x->t, why);
+	free(x);
 }

@@ -50,6 +50,8 @@ struct vsock_backend {
 	char *vhost_path;
 	char *uds_path;
 	void (*on_error)(void *userdata, const char *what);
+	void *(*tap_open)(void *tap_userdata, uint32_t port, const char *tag);
+	void *tap_userdata;
 	void *userdata;
 
 	struct vsock_dev *dev;
@@ -249,11 +251,11 @@ static void dev_release(void *userdata, struct vsock_conn *c, int fd)
 	safe_close(fd);
 }
 
-static const struct vsock_dev_ops dev_ops = {
-	.connect = dev_connect,
-	.watch = dev_watch,
-	.release = dev_release,
-};
+static void *dev_tap_open(void *userdata, uint32_t port, const char *tag)
+{
+	struct vsock_backend *b = userdata;
+	return b->tap_open(b->tap_userdata, port, tag);
+}
 
 /* ---- vhost_user ops ---- */
 
@@ -504,7 +506,19 @@ int vsock_backend_new(uv_loop_t *loop, const struct vsock_backend_config *cfg,
 		r = -ENOMEM;
 		goto fail;
 	}
-	r = vsock_dev_new(cfg->guest_cid, &dev_ops, b, &b->dev);
+	struct vsock_dev_ops ops = {
+		.connect = dev_connect,
+		.watch = dev_watch,
+		.release = dev_release,
+	};
+	if (cfg->tap_open) {
+		b->tap_open = cfg->tap_open;
+		b->tap_userdata = cfg->tap_userdata;
+		ops.tap_open = dev_tap_open;
+		ops.tap_data = cfg->tap_data;
+		ops.tap_close = cfg->tap_close;
+	}
+	r = vsock_dev_new(cfg->guest_cid, &ops, b, &b->dev);
 	if (r < 0)
 		goto fail;
 	r = backend_listen(b, &vfd, &ufd);

@@ -3,7 +3,8 @@
  * QEMU (-device vhost-user-vsock-device,chardev=...) connects to cfg->vhost_socket; the guest then
  * sees a virtio-vsock device with CID cfg->guest_cid. Host code only deals with Unix sockets:
  *
- *   host -> guest port P: connect to cfg->uds_path, write "CONNECT P\n", read "OK <local>\n",
+ *   host -> guest port P: connect to cfg->uds_path, write "CONNECT P\n" (or "CONNECT P TAG\n",
+ *                         TAG naming the caller for the audit tap), read "OK <local>\n",
  *                         then the stream is the connection (closed at once if the guest
  *                         refuses: nobody listens on P);
  *   guest -> host port P: arrives as a connection to "<uds_path>_P" (the host listens there);
@@ -14,6 +15,8 @@
  */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -31,6 +34,13 @@ struct vsock_backend_config {
 	 * with a timer). May be NULL. */
 	void (*on_error)(void *userdata, const char *what);
 	void *userdata;
+	/* An optional audit tap on host-initiated connections (all three or none; see
+	 * struct vsock_dev_ops in vsock_dev.h): tap_open gets tap_userdata, the guest port and the
+	 * CONNECT line's tag; tap_data and tap_close get what tap_open returned. */
+	void *(*tap_open)(void *tap_userdata, uint32_t port, const char *tag);
+	void (*tap_data)(void *tap, bool to_guest, const uint8_t *p, size_t n);
+	void (*tap_close)(void *tap, const char *why);
+	void *tap_userdata;
 };
 
 /* Create both listening sockets (a stale socket file is replaced; mode 0600; CLOEXEC, non-

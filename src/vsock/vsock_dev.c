@@ -85,6 +85,9 @@ struct vsock_conn {
 	char line[VSOCK_CONNECT_LINE_MAX];
 	size_t line_len;
 
+	void *tap;	     /* ops.tap_open's state, or NULL */
+	const char *why_end; /* for the tap: why the connection ended (static string) */
+
 	/* guest -> host */
 	struct buf to_host;    /* payload not yet written to fd; cap VSOCK_BUF_ALLOC */
 	uint32_t fwd_cnt;      /* bytes written to fd (advertised to the guest) */
@@ -269,6 +272,8 @@ static void conn_free(struct vsock_dev *d, struct vsock_conn *c)
 		link_del(&c->rx_link);
 	link_del(&c->all_link);
 	d->nconns--;
+	if (c->tap)
+		d->ops.tap_close(c->tap, c->why_end);
 	if (c->fd >= 0)
 		d->ops.release(d->userdata, c, c->fd);
 	buf_done(&c->to_host, 0);
@@ -417,6 +422,8 @@ static bool conn_check(struct vsock_dev *d, struct vsock_conn *c)
 static void conn_abort(struct vsock_dev *d, struct vsock_conn *c, const char *why)
 {
 	log_debug("vsock: reset %u<->%u: %s", c->local_port, c->peer_port, why);
+	if (!c->why_end)
+		c->why_end = why;
 	if (c->state == CONN_OPEN || (c->state == CONN_REQUEST && !c->pend_request))
 		rst_conn(d, c);
 	conn_free(d, c);
@@ -551,6 +558,8 @@ static bool conn_read_host(struct vsock_dev *d, struct vsock_conn *c)
 		c->pend_shutdown = true;
 		return false;
 	}
+	if (c->tap)
+		d->ops.tap_data(c->tap, true, p, (size_t)n);
 	buf_commit(&c->to_guest, (size_t)n);
 	c->tx_cnt += (uint32_t)n;
 	return false;
@@ -567,14 +576,24 @@ static uint32_t alloc_local_port(struct vsock_dev *d, uint32_t peer)
 	}
 }
 
-/* Parse "CONNECT <port>" (the newline already removed). */
-static int parse_connect(const char *s, uint32_t *ret)
+/* Parse "CONNECT <port>[ <tag>]" (the newline already removed); *ret_tag points into s ("" when
+ * there is none). */
+static int parse_connect(char *s, uint32_t *ret, const char **ret_tag)
 {
 	if (strncmp(s, "CONNECT ", 8) != 0)
 		return -EINVAL;
 	s += 8;
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
+	char *tag = strchr(s, ' ');
+	if (tag) {
+		*tag++ = 0;
+		size_t n = strlen(tag);
+		if (n == 0 || n > VSOCK_TAG_MAX ||
+		    strspn(tag, "abcdefghijklmnopqrstuvwxyz0123456789_-") != n)
+			return -EINVAL;
+	}
+	*ret_tag = tag ? tag : "";
 	return parse_u32(s, ret);
 }
 
@@ -607,10 +626,13 @@ static bool conn_read_line(struct vsock_dev *d, struct vsock_conn *c)
 	}
 	c->line[c->line_len - 1] = 0;
 	uint32_t port;
-	if (parse_connect(c->line, &port) < 0) {
+	const char *tag;
+	if (parse_connect(c->line, &port, &tag) < 0) {
 		conn_abort(d, c, "bad CONNECT line");
 		return true;
 	}
+	if (d->ops.tap_open)
+		c->tap = d->ops.tap_open(d->userdata, port, tag);
 	c->peer_port = port;
 	c->local_port = alloc_local_port(d, port);
 	c->state = CONN_REQUEST;
@@ -725,6 +747,10 @@ static bool pkt_conn(struct vsock_dev *d, struct vsock_conn *c, const struct vso
 	switch (h->op) {
 	case VSOCK_OP_RST:
 		log_debug("vsock: guest reset %u<->%u", c->local_port, c->peer_port);
+		if (c->state == CONN_REQUEST)
+			c->why_end = "the guest refused the connection";
+		else if (!(c->guest_shut & VSOCK_SHUTDOWN_SEND) || !c->host_eof)
+			c->why_end = "the guest reset the connection";
 		conn_free(d, c);
 		return true;
 	case VSOCK_OP_RESPONSE:
@@ -757,6 +783,8 @@ static bool pkt_conn(struct vsock_dev *d, struct vsock_conn *c, const struct vso
 			return true;
 		}
 		iov_read(iov, niov, VSOCK_HDR_SIZE, p, h->len);
+		if (c->tap)
+			d->ops.tap_data(c->tap, false, p, h->len);
 		buf_commit(&c->to_host, h->len);
 		return conn_flush_host(d, c);
 	}
@@ -873,7 +901,7 @@ int vsock_dev_new(uint64_t guest_cid, const struct vsock_dev_ops *ops, void *use
 		  struct vsock_dev **ret)
 {
 	if (guest_cid < 3 || guest_cid >= UINT32_MAX || !ops || !ops->connect || !ops->watch ||
-	    !ops->release)
+	    !ops->release || !ops->tap_open != !ops->tap_data || !ops->tap_open != !ops->tap_close)
 		return -EINVAL;
 	struct vsock_dev *d = calloc(1, sizeof(*d));
 	if (!d)
@@ -890,8 +918,13 @@ int vsock_dev_new(uint64_t guest_cid, const struct vsock_dev_ops *ops, void *use
 
 void vsock_dev_reset(struct vsock_dev *d)
 {
-	while (!link_empty(&d->all))
-		conn_free(d, container_of(d->all.next, struct vsock_conn, all_link));
+	while (!link_empty(&d->all)) {
+		struct vsock_conn *c = container_of(d->all.next, struct vsock_conn, all_link);
+		if (!c->why_end)
+			c->why_end =
+				"the vsock device was reset (the VM stopped or QEMU went away)";
+		conn_free(d, c);
+	}
 	d->ctrl_head = 0;
 	d->ctrl_len = 0;
 }

@@ -39,8 +39,10 @@
 #define VSOCK_CTRL_QUEUE 256u
 /* First local port handed to host-initiated connections. */
 #define VSOCK_LOCAL_PORT_BASE (1u << 30)
-/* Longest "CONNECT <port>\n" line, newline included. */
-#define VSOCK_CONNECT_LINE_MAX 32u
+/* Longest "CONNECT <port>[ <tag>]\n" line, newline included. */
+#define VSOCK_CONNECT_LINE_MAX 48u
+/* A tag: 1 to VSOCK_TAG_MAX characters of [a-z0-9_-], named by the host process for the tap. */
+#define VSOCK_TAG_MAX 16u
 
 enum {
 	VSOCK_TYPE_STREAM = 1,
@@ -98,6 +100,19 @@ struct vsock_dev_ops {
 	void (*watch)(void *userdata, struct vsock_conn *c, int fd, unsigned events);
 	/* The device is done with fd: stop watching and close it. c is freed right after. */
 	void (*release)(void *userdata, struct vsock_conn *c, int fd);
+
+	/* An audit tap on host-initiated connections (all three NULL: none). It sees the stream
+	 * bytes but can neither change nor hold them back.
+	 * tap_open: a host process asked for guest port `port` ("CONNECT <port>[ <tag>]", tag ""
+	 *   when absent). Returns the tap's state for this connection, or NULL not to follow it.
+	 * tap_data: the stream, in order: to_guest for bytes taken from the host process for the
+	 *   guest (before the guest can see them), !to_guest for bytes the guest sent that were
+	 *   accepted for the host process.
+	 * tap_close: the connection is gone (why: NULL for an orderly end, else the reason). The
+	 *   last call for that tap. */
+	void *(*tap_open)(void *userdata, uint32_t port, const char *tag);
+	void (*tap_data)(void *tap, bool to_guest, const uint8_t *p, size_t n);
+	void (*tap_close)(void *tap, const char *why);
 };
 
 /* Create a device for guest_cid. ops is copied. 0, -EINVAL or -ENOMEM. */

@@ -80,12 +80,18 @@ def events(h, *args):
     return json.loads(p.stdout)
 
 
-def wait_event(h, ref, pred, *args, timeout=15):
+def running(e):
+    """An exec row written at the start whose end has not been seen yet."""
+    return e.get("kind") == "exec" and e.get("ts_end") is None and e.get("error") is None
+
+
+def wait_event(h, ref, pred, *args, timeout=15, done=True):
     """The first event of `capsem events REF ARGS --json` for which pred holds (events are
-    committed in batches: give the writer a moment)."""
+    committed in batches: give the writer a moment). An exec row is written when the command
+    starts and completed at its end: with done, rows still running do not count."""
     def find():
         for e in events(h, ref, *args):
-            if pred(e):
+            if pred(e) and not (done and running(e)):
                 return e
         return None
     return wait_for(find, timeout, f"an event in {ref}")
@@ -205,3 +211,62 @@ def test_ephemeral_run_recorded(lhome):
     ev = events(lhome, new[0]["session"], "--kind", "exec")
     assert [(e["argv"], e["exit_code"], e["stdout_bytes"]) for e in ev] == \
         [(["sh", "-c", "echo ran; exit 5"], 5, 4)]
+
+
+def daemon_pid(h):
+    return int((h / "run" / "capsemd.pid").read_text().split()[0])
+
+
+def test_exec_recorded_while_running_and_after_daemon_kill(lhome):
+    """An exec is on record from the moment it starts (capsem-vm writes the row when the EXEC
+    frame passes, before the guest forks), so killing capsemd under it loses nothing."""
+    cli(lhome, "create", "-n", "k", check=0)
+    mark = "began-" + str(os.getpid())
+    p = subprocess.Popen([CAPSEM, "exec", "k", "--", "sh", "-c", f"echo {mark}; sleep 600"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_of(lhome))
+    try:
+        assert p.stdout.readline().strip() == mark.encode()  # it runs in the guest
+        e = wait_event(lhome, "k", lambda e: e["argv"][-1:] == [f"echo {mark}; sleep 600"],
+                       "--kind", "exec", done=False, timeout=30)
+        assert running(e) and e["exit_code"] is None and e["via"] == "cli"
+        assert e["pid"] is None or e["pid"] > 1
+        table = cli(lhome, "events", "k", "--kind", "exec", check=0).stdout.decode()
+        assert "running" in table, table
+
+        os.kill(daemon_pid(lhome), signal.SIGKILL)
+        p.wait(timeout=60)  # its connection went with the daemon
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    # the next command starts a new daemon, which re-adopts the VM; capsem-vm saw the exec's
+    # connection end and completed the row itself
+    e = wait_event(lhome, "k", lambda e: e["exec_id"] and e["argv"][-1:] ==
+                   [f"echo {mark}; sleep 600"], "--kind", "exec", timeout=60)
+    assert e["ts_end"] is not None and e["exit_code"] is None
+    assert e["signal"] == 9 or e["error"], e
+    assert cli(lhome, "exec", "k", "--", "true").returncode == 0
+
+
+def test_exec_marked_when_supervisor_killed(lhome):
+    """capsem-vm killed mid-exec: the exec's row says its end was never seen, and why."""
+    info = json.loads(cli(lhome, "info", "k", "--json", check=0).stdout)
+    p = subprocess.Popen([CAPSEM, "exec", "k", "--", "sh", "-c", "echo go; sleep 601"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_of(lhome))
+    try:
+        assert p.stdout.readline().strip() == b"go"
+        wait_event(lhome, "k", lambda e: e["argv"][-1:] == ["echo go; sleep 601"],
+                   "--kind", "exec", done=False, timeout=30)
+        os.kill(info["pid"], signal.SIGKILL)
+        wait_for(lambda: json.loads(cli(lhome, "info", "k", "--json", check=0).stdout)
+                 ["state"] == "crashed", 60, "the VM to be seen crashed")
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    e = wait_event(lhome, "k", lambda e: e["argv"][-1:] == ["echo go; sleep 601"],
+                   "--kind", "exec", "--session", info["session"], timeout=30)
+    assert e["exit_code"] is None and e["ts_end"] is None
+    assert "supervisor ended before the command's end was seen" in e["error"], e
+    cli(lhome, "delete", "k", check=0)

@@ -4,7 +4,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "fdutil.h"
@@ -78,12 +82,55 @@ static void test_files(void **state)
 	assert_int_equal(access("/etc/passwd", F_OK), 0); /* the symlink was not followed */
 }
 
+/* programs are found on PATH, then in the sbin directories a normal user's PATH lacks */
+static void test_find_program(void **state)
+{
+	char dir[] = "/tmp/capsem-findprog-XXXXXX";
+	char exe[64], plain[64];
+	char *p = NULL;
+	assert_non_null(mkdtemp(dir));
+	snprintf(exe, sizeof(exe), "%s/tool", dir);
+	snprintf(plain, sizeof(plain), "%s/notexec", dir);
+	int fd = open(exe, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+	assert_true(fd >= 0);
+	close(fd);
+	fd = open(plain, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	char *old = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "/nonexistent::%s", dir);
+	setenv("PATH", path, 1);
+	assert_int_equal(find_program("tool", &p), 0);
+	assert_string_equal(p, exe);
+	free(p);
+	assert_int_equal(find_program("notexec", &p), -ENOENT);
+	assert_int_equal(find_program("no-such-program-here", &p), -ENOENT);
+	assert_int_equal(find_program("", &p), -ENOENT);
+	assert_int_equal(find_program("./x/y", &p), 0); /* a path is taken as is */
+	assert_string_equal(p, "./x/y");
+	free(p);
+	/* not on PATH, but in /usr/sbin or /sbin (e2fsprogs is a dependency) */
+	assert_int_equal(find_program("mkfs.ext4", &p), 0);
+	assert_true(strncmp(p, "/usr/sbin/", 10) == 0 || strncmp(p, "/sbin/", 6) == 0);
+	free(p);
+	if (old)
+		setenv("PATH", old, 1);
+	else
+		unsetenv("PATH");
+	free(old);
+	unlink(exe);
+	unlink(plain);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap),
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_find_program),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

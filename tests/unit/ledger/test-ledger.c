@@ -251,13 +251,14 @@ static void test_every_kind(void **state)
 	assert_true(jint(info, "size") > 0);
 	json_decref(info);
 
-	/* reopened, the ids go on; a second session row */
+	/* reopened, the ids go on; a second session row. The same exec_id completes the row
+	 * written before (and moves it to the new id) rather than adding one. */
 	assert_int_equal(ledger_open(path, &l), 0);
 	write_one_of_each(l);
 	ledger_close(l);
 	ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
-	assert_int_equal(json_array_size(ev), 2);
-	assert_int_equal(jint(json_array_get(ev, 1), "id"), 7);
+	assert_int_equal(json_array_size(ev), 1);
+	assert_int_equal(jint(json_array_get(ev, 0), "id"), 7);
 	json_decref(ev);
 }
 
@@ -717,47 +718,83 @@ static void test_c_api_caps(void **state)
 	json_decref(ev);
 }
 
-/* the control-socket line of an exec fits a capsem-vm line, whatever the argv */
-static void test_exec_line(void **state)
+/* an exec row is written at the start and completed at the end (same exec_id, new id); rows
+ * whose end never came are marked by recovery */
+static void test_exec_completion(void **state)
 {
-	static char arg[3000];
-	char *argv[] = { arg, arg, NULL };
-	char *line = NULL;
-	size_t len;
-	memset(arg, '\x01', sizeof(arg) - 1); /* escaped as \u0001: 6 bytes each */
-	struct ledger_exec ex = LEDGER_EXEC_INIT;
-	ex.argv = argv;
-	ex.cwd = arg;
-	ex.error = arg;
-	ex.exit_code = 0;
-	ex.via = "api";
-	assert_int_equal(ledger_exec_line(&ex, LEDGER_LINE_MAX, &line, &len), 0);
-	assert_true(len <= LEDGER_LINE_MAX);
-	assert_int_equal(strlen(line), len);
-	assert_int_equal(line[len - 1], '\n');
-	json_t *j = json_loadb(line, len, 0, NULL);
-	assert_non_null(j);
-	assert_string_equal(jstr(j, "cmd"), "ledger");
-	json_t *e = json_object_get(j, "event");
-	assert_string_equal(jstr(e, "kind"), "exec");
-	assert_true(json_is_true(json_object_get(e, "argv_truncated")));
-	assert_int_equal(jint(e, "exit_code"), 0);
-	assert_int_equal(ledger_check_json(e), 0);
-	json_decref(j);
-	free(line);
+	const char *path = db_path("0123456789ab-1");
+	struct ledger *l = NULL;
+	char *argv[] = { "sleep", "30", NULL };
+	assert_int_equal(ledger_open(path, &l), 0);
+	struct ledger_exec st = LEDGER_EXEC_INIT;
+	st.ts = 5000;
+	st.exec_id = "aa";
+	st.via = "api";
+	st.argv = argv;
+	st.shell = 1;
+	st.cwd = "/tmp";
+	assert_int_equal(ledger_exec(l, &st), 0);
+	st.exec_id = "bb";
+	assert_int_equal(ledger_exec(l, &st), 0);
+	st.exec_id = "cc";
+	assert_int_equal(ledger_exec(l, &st), 0);
+	ledger_flush(l);
+	json_t *ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
+	assert_int_equal(json_array_size(ev), 3);
+	json_t *e = json_array_get(ev, 0);
+	assert_int_equal(jint(e, "id"), 1);
+	assert_true(json_is_null(json_object_get(e, "ts_end")));
+	assert_true(json_is_null(json_object_get(e, "exit_code")));
+	assert_true(json_is_null(json_object_get(e, "error")));
+	json_decref(ev);
 
-	/* a small one is complete */
-	char *small[] = { "echo", "hi", NULL };
-	ex = (struct ledger_exec)LEDGER_EXEC_INIT;
-	ex.argv = small;
-	assert_int_equal(ledger_exec_line(&ex, LEDGER_LINE_MAX, &line, &len), 0);
-	j = json_loads(line, 0, NULL);
-	e = json_object_get(j, "event");
-	assert_true(json_is_false(json_object_get(e, "argv_truncated")));
+	/* the end of "aa": only what the end knows */
+	struct ledger_exec end = LEDGER_EXEC_INIT;
+	end.ts = 5000;
+	end.ts_end = 5300;
+	end.exec_id = "aa";
+	end.pid = 7;
+	end.exit_code = 0;
+	end.stdout_bytes = 12;
+	assert_int_equal(ledger_exec(l, &end), 0);
+	ledger_close(l);
+	ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
+	assert_int_equal(json_array_size(ev), 3);
+	e = json_array_get(ev, 2); /* moved to the end */
+	assert_string_equal(jstr(e, "exec_id"), "aa");
+	assert_int_equal(jint(e, "id"), 4);
+	assert_int_equal(jint(e, "ts"), 5000);
+	assert_int_equal(jint(e, "ts_end"), 5300);
+	assert_int_equal(jint(e, "exit_code"), 0);
+	assert_int_equal(jint(e, "pid"), 7);
+	assert_int_equal(jint(e, "stdout_bytes"), 12);
+	assert_string_equal(jstr(e, "via"), "api"); /* kept from the start */
+	assert_string_equal(jstr(e, "cwd"), "/tmp");
+	assert_true(json_is_true(json_object_get(e, "shell")));
 	assert_int_equal(json_array_size(json_object_get(e, "argv")), 2);
-	json_decref(j);
-	free(line);
-	assert_int_equal(ledger_exec_line(&ex, 20, &line, &len), -EMSGSIZE);
+	json_decref(ev);
+
+	/* the writer died: recovery marks "bb" and "cc", and only them */
+	unsigned n = 99;
+	assert_int_equal(ledger_mark_unfinished(path, "capsem-vm was killed", &n), 0);
+	assert_int_equal(n, 2);
+	ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
+	assert_int_equal(json_array_size(ev), 3);
+	assert_string_equal(jstr(json_array_get(ev, 0), "exec_id"), "aa");
+	for (size_t i = 1; i < 3; i++) {
+		e = json_array_get(ev, i);
+		assert_string_equal(jstr(e, "error"), "capsem-vm was killed");
+		assert_true(json_is_null(json_object_get(e, "exit_code")));
+		assert_true(jint(e, "id") > 4);
+	}
+	json_decref(ev);
+	assert_int_equal(ledger_mark_unfinished(path, "again", &n), 0);
+	assert_int_equal(n, 0);
+	/* while a writer has it, recovery keeps off; a missing file is not created */
+	assert_int_equal(ledger_open(path, &l), 0);
+	assert_int_equal(ledger_mark_unfinished(path, "x", NULL), -EBUSY);
+	ledger_close(l);
+	assert_int_equal(ledger_mark_unfinished(db_path("0123456789ab-9"), "x", NULL), -ENOENT);
 }
 
 /* ---- the sessions directory ---- */
@@ -911,7 +948,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_c_api_caps, setup, teardown),
-		cmocka_unit_test(test_exec_line),
+		cmocka_unit_test_setup_teardown(test_exec_completion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
 		cmocka_unit_test(test_summary),
 	};

@@ -7,7 +7,9 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -694,6 +696,117 @@ static void test_host_connect(void **state)
 	close(p2);
 }
 
+/* ---- the audit tap ---- */
+
+struct tapped {
+	uint32_t port;
+	char tag[32];
+	char to_guest[64], to_host[64];
+	size_t ng, nh;
+	int closed;
+	const char *why;
+};
+
+static struct tapped taps[4];
+static size_t ntaps;
+
+static void *t_open(void *userdata, uint32_t port, const char *tag)
+{
+	if (port == 9) /* not followed */
+		return NULL;
+	struct tapped *t = &taps[ntaps++];
+	*t = (struct tapped){ .port = port };
+	snprintf(t->tag, sizeof(t->tag), "%s", tag);
+	return t;
+}
+
+static void t_data(void *tap, bool to_guest, const uint8_t *p, size_t n)
+{
+	struct tapped *t = tap;
+	char *dst = to_guest ? t->to_guest : t->to_host;
+	size_t *len = to_guest ? &t->ng : &t->nh;
+	assert_true(*len + n < sizeof(t->to_guest));
+	memcpy(dst + *len, p, n);
+	*len += n;
+}
+
+static void t_close(void *tap, const char *why)
+{
+	struct tapped *t = tap;
+	t->closed++;
+	t->why = why;
+}
+
+/* the tap sees both directions in order, the CONNECT line's tag, and the end with its reason;
+ * it is told nothing of connections it declined */
+static void test_tap(void **state)
+{
+	struct h *h = *state;
+	struct vsock_dev_ops o = ops;
+	o.tap_open = t_open;
+	o.tap_data = t_data;
+	o.tap_close = t_close;
+	struct vsock_dev *d = NULL;
+	/* all three or none */
+	struct vsock_dev_ops half = ops;
+	half.tap_open = t_open;
+	assert_int_equal(vsock_dev_new(CID, &half, h, &d), -EINVAL);
+	vsock_dev_free(h->d);
+	assert_int_equal(vsock_dev_new(CID, &o, h, &h->d), 0);
+	ntaps = 0;
+
+	const uint32_t L = VSOCK_LOCAL_PORT_BASE;
+	struct vsock_hdr hd;
+	uint8_t pl[64];
+	int p, p2, p3;
+	post_rx(h, 16, 4096);
+	assert_int_equal(host_accept(h, &p), 0);
+	assert_int_equal(write(p, "CONNECT 5001 cli\nab", 19), 19);
+	assert_int_equal(host_accept(h, &p2), 0);
+	assert_int_equal(write(p2, "CONNECT 9\n", 10), 10);
+	assert_int_equal(host_accept(h, &p3), 0);
+	assert_int_equal(write(p3, "CONNECT 7 x_1-z\n", 16), 16);
+	pump(h);
+	assert_int_equal(ntaps, 2);
+	assert_int_equal(taps[0].port, 5001);
+	assert_string_equal(taps[0].tag, "cli");
+	assert_int_equal(taps[1].port, 7);
+	assert_string_equal(taps[1].tag, "x_1-z");
+	assert_int_equal(taps[0].ng, 0); /* nothing is taken before the guest accepts */
+	expect_op(h, VSOCK_OP_REQUEST, L, 5001);
+	expect_op(h, VSOCK_OP_REQUEST, L + 1, 9);
+	expect_op(h, VSOCK_OP_REQUEST, L + 2, 7);
+
+	gsend(h, mkhdr(VSOCK_OP_RESPONSE, 5001, L), NULL, 0);
+	pump(h);
+	host_read(p, "OK 1073741824\n");
+	assert_int_equal(grecv(h, &hd, pl, sizeof(pl)), 1);
+	assert_memory_equal(pl, "ab", 2);
+	assert_int_equal(taps[0].ng, 2);
+	assert_int_equal(write(p, "cd", 2), 2);
+	pump(h);
+	gsend(h, mkhdr(VSOCK_OP_RW, 5001, L), "xyz", 3);
+	pump(h);
+	host_read(p, "xyz");
+	assert_memory_equal(taps[0].to_guest, "abcd", 4);
+	assert_int_equal(taps[0].nh, 3);
+	assert_memory_equal(taps[0].to_host, "xyz", 3);
+	assert_int_equal(taps[0].closed, 0);
+
+	/* the guest refuses port 7: closed with the reason; a guest reset of an open one too */
+	gsend(h, mkhdr(VSOCK_OP_RST, 7, L + 2), NULL, 0);
+	pump(h);
+	assert_int_equal(taps[1].closed, 1);
+	assert_string_equal(taps[1].why, "the guest refused the connection");
+	gsend(h, mkhdr(VSOCK_OP_RST, 5001, L), NULL, 0);
+	pump(h);
+	assert_int_equal(taps[0].closed, 1);
+	assert_string_equal(taps[0].why, "the guest reset the connection");
+	close(p);
+	close(p2);
+	close(p3);
+}
+
 static void test_host_connect_hangup(void **state)
 {
 	struct h *h = *state;
@@ -723,16 +836,13 @@ static void test_connect_line_garbage(void **state)
 {
 	struct h *h = *state;
 	const char *bad[] = {
-		"HELLO\n",
-		"CONNECT\n",
-		"CONNECT -1\n",
-		"CONNECT +5\n",
-		"CONNECT 99999999999\n",
-		"CONNECT  5\n",
-		"CONNECT 5 \n",
-		"connect 5\n",
-		"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* 40 bytes, no newline */
-		"CONNECT 5",				    /* then EOF */
+		"HELLO\n", "CONNECT\n", "CONNECT -1\n", "CONNECT +5\n", "CONNECT 99999999999\n",
+		"CONNECT  5\n", "CONNECT 5 \n", "connect 5\n",
+		"CONNECT 5 CLI\n",				    /* tags: [a-z0-9_-] */
+		"CONNECT 5 a b\n", "CONNECT 5 abcdefghijklmnopq\n", /* 17 > VSOCK_TAG_MAX */
+		/* 60 bytes, no newline: over VSOCK_CONNECT_LINE_MAX */
+		"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		"CONNECT 5", /* then EOF */
 	};
 	post_rx(h, 4, 4096);
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -858,6 +968,7 @@ int main(void)
 		T(test_host_half_close),
 		T(test_guest_shut_rcv),
 		T(test_host_connect),
+		T(test_tap),
 		T(test_host_connect_hangup),
 		T(test_connect_line_garbage),
 		T(test_no_head_of_line),

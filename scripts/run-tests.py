@@ -2,7 +2,8 @@
 """run-tests.py - the whole test suite, as `make test` (and so CI) runs it.
 
 Groups, in order: source style, unit + fuzz-corpus replay (normal build), the same under
-ASan+UBSan, end-to-end tests with real microVMs (pytest). Every group runs even when an earlier
+ASan+UBSan, end-to-end tests with real microVMs (pytest), and, when run as root, the VM
+lifecycle modules again as an unprivileged user (USER_MODULES). Every group runs even when an earlier
 one failed; the last line is the total: "N passed, N failed[, N skipped]".
 """
 import json
@@ -86,10 +87,68 @@ def e2e():
         count("e2e", f"pytest exit {rc}", "failed")
 
 
+# e2e modules also run as an unprivileged user when the suite runs as root (CI does): a normal
+# user's PATH has no /usr/sbin, its home is not /root, it cannot read root's files. Every other
+# module needs nothing a normal user lacks either, but is left to the root run to keep CI's time:
+#   test_debian_image, test_egress, test_guest_egress, test_mcp_gateway (the Debian image: 700
+#   MiB more to copy, 10+ minutes more under TCG), test_images_cli and test_image_config (they
+#   build images with mmdebstrap, which needs root or user namespaces), test_proxy_host,
+#   test_policy_cli, test_capsem_mcp, test_agent_unix (no VM lifecycle).
+USER_MODULES = ["test_run_cli.py", "test_cli_daemon.py", "test_exec.py", "test_ledger.py",
+                "test_vm_supervisor.py", "test_shell_tmux.py"]
+USER = "capsem-ci"
+
+
+def e2e_unprivileged():
+    if os.geteuid() != 0:
+        return  # the main run already was unprivileged
+    images = os.environ.get("CAPSEM_IMAGES_DIR") or os.path.join(
+        os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images")
+    if subprocess.run(["id", "-u", USER], capture_output=True).returncode != 0 and \
+            step(["useradd", "--create-home", "--shell", "/bin/sh", USER]) != 0:
+        count("e2e-user", "useradd " + USER, "failed")
+        return
+    home = os.path.expanduser("~" + USER)
+    # the minimal image, copied where the user can read it (root's home is 0700)
+    uimages = os.path.join(home, "images")
+    subprocess.run(["rm", "-rf", uimages])
+    os.makedirs(uimages)
+    if step(["cp", "-a", os.path.join(images, "minimal"), os.path.join(uimages, "minimal")]) != 0 \
+            or step(["chown", "-R", f"{USER}:{USER}", uimages]) != 0:
+        count("e2e-user", "copy the minimal image", "failed")
+        return
+    xml = os.path.join("/tmp", f"capsem-e2e-{USER}.xml")
+    if os.path.exists(xml):
+        os.unlink(xml)
+    env = {"HOME": home, "USER": USER, "LOGNAME": USER, "LANG": "C.UTF-8",
+           "PATH": "/usr/local/bin:/usr/bin:/bin",  # a normal user's: no sbin
+           "CAPSEM_BUILD": os.path.join(ROOT, "build"),
+           "CAPSEM_GUEST_BUILD": os.path.join(ROOT, "build-guest"),
+           "CAPSEM_IMAGES_DIR": uimages,
+           "CAPSEM_AGENT_HOST_BIN": os.path.join(ROOT, "build", "src", "guest", "capsem-agent-host")}
+    rc = step(["runuser", "-u", USER, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()],
+               "/usr/bin/python3", "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
+               *[os.path.join("tests", "e2e", m) for m in USER_MODULES], "--junitxml", xml])
+    if not os.path.exists(xml):
+        count("e2e-user", "pytest", "failed")
+        return
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        name = case.get("classname", "") + "::" + case.get("name", "") + " (as " + USER + ")"
+        if case.find("failure") is not None or case.find("error") is not None:
+            count("e2e-user", name, "failed")
+        elif case.find("skipped") is not None:
+            count("e2e-user", name, "skipped")
+        else:
+            count("e2e-user", name, "passed")
+    if rc not in (0, 1):
+        count("e2e-user", f"pytest exit {rc}", "failed")
+
+
 style()
 meson_suite("build", "unit")
 meson_suite("build-asan", "asan", ["-Db_sanitize=address,undefined", "-Db_lundef=false", "-Dbuildtype=debug"])
 e2e()
+e2e_unprivileged()
 
 if failures:
     print("\nFailed:")

@@ -5,7 +5,10 @@
  * draft) with src/egress/policy.c and answers without a daemon: `check` decides one URL,
  * connection (host:port) or DNS name (host) and shows which rules looked at it; `show` prints the
  * merged rules in evaluation order, the settings and the warnings; `defaults` prints the shipped
- * TOML. Trust boundary: the user's own arguments and files, validated strictly. Main thread.
+ * TOML. `check` decides through the same policy_decide() as the proxy, which normalises the path
+ * the way the proxy forwards it (policy_path_normalize), so both give the same answer; the
+ * normalised path is shown when it differs. Trust boundary: the user's own arguments and files,
+ * validated strictly. Main thread.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -147,14 +150,16 @@ static int parse_target(const char *arg, const char *method, struct target *t)
 
 static const char *match_name(enum policy_match m)
 {
-	static const char *const names[] = { "no-host", "no-port", "no-method",
-					     "no-path", "skipped", "decides" };
+	static const char *const names[] = { "no-host", "too-deep", "no-port", "no-method",
+					     "no-path", "skipped",  "decides" };
 	return m <= POLICY_MATCH_DECIDES ? names[m] : "?";
 }
 
 static const char *match_text(enum policy_match m)
 {
 	switch (m) {
+	case POLICY_MATCH_TOO_DEEP:
+		return "host has more labels under the \"*.\" than wildcard_max_labels allows";
 	case POLICY_MATCH_NO_PORT:
 		return "port does not match";
 	case POLICY_MATCH_NO_METHOD:
@@ -224,7 +229,15 @@ static int do_check(struct policy *p, const char *url, const char *method, int j
 				url);
 		return CLI_EXIT_USAGE;
 	}
-	struct policy_request rq = { t.host, t.port, t.method, t.path };
+	/* what the proxy would forward (and what the policy matches) */
+	_cleanup_free_ char *npath = NULL;
+	if (t.path) {
+		size_t n = strlen(t.path) + 1;
+		npath = malloc(n);
+		if (!npath || policy_path_normalize(t.path, npath, n) < 0)
+			return log_oom(), CLI_EXIT_FAILURE;
+	}
+	struct policy_request rq = { t.host, t.port, t.method, npath };
 	struct policy_decision d;
 	json_t *trace = json_array();
 	policy_decide_trace(p, &rq, &d, trace_cb, trace);
@@ -242,11 +255,12 @@ static int do_check(struct policy *p, const char *url, const char *method, int j
 		rule_source(ri, src, sizeof(src));
 	if (json) {
 		json_t *o = json_pack(
-			"{s:s, s:s, s:s, s:b, s:{s:s, s:s, s:i, s:s?, s:s?}, s:o, s:o}", "action",
-			policy_action_name(d.action), "rule", d.rule, "layer",
+			"{s:s, s:s, s:s, s:b, s:{s:s, s:s, s:i, s:s?, s:s?, s:s?}, s:o, s:o}",
+			"action", policy_action_name(d.action), "rule", d.rule, "layer",
 			policy_layer_name(d.layer), "provisional", d.provisional, "request",
 			"level", t.level, "host", t.host, "port", (int)t.port, "method", t.method,
-			"path", t.path, "trace", trace, "warnings", warnings_json(p));
+			"path", t.path, "normalized_path", npath, "trace", trace, "warnings",
+			warnings_json(p));
 		if (o && ri)
 			json_object_set_new(o, "source", json_string(src));
 		cli_print_json(o);
@@ -259,6 +273,8 @@ static int do_check(struct policy *p, const char *url, const char *method, int j
 		printf("connection: %s port %u (before any HTTP)\n", t.host, t.port);
 	else
 		printf("dns lookup: %s\n", t.host);
+	if (npath && !streq(npath, t.path))
+		printf("normalised: %s (what is decided and sent upstream)\n", npath);
 	if (json_array_size(trace) == 0)
 		printf("no rule names this host\n");
 	else
@@ -375,8 +391,9 @@ static const char *file_state(const char *path)
 
 static int do_show(struct policy *p, const char *corp, const char *user, int json)
 {
-	enum policy_layer dl, tdl;
+	enum policy_layer dl, tdl, wl;
 	enum policy_action da = policy_default_action(p, &dl);
+	unsigned wild = policy_wildcard_max_labels(p, &wl);
 	enum policy_action tda = policy_tool_default(p, &tdl);
 	const char *ca = policy_upstream_ca_file(p);
 	size_t n = policy_n_rules(p);
@@ -415,6 +432,9 @@ static int do_show(struct policy *p, const char *corp, const char *user, int jso
 			ca ? policy_layer_name(policy_upstream_ca_layer(p)) : NULL, "overrides",
 			ovr, "rules", rules, "warnings", warnings_json(p));
 		if (o) {
+			json_object_set_new(o, "wildcard_max_labels",
+					    json_pack("{s:i, s:s}", "value", (int)wild, "layer",
+						      policy_layer_name(wl)));
 			json_object_set_new(o, "tool_default",
 					    json_pack("{s:s, s:s}", "action",
 						      policy_action_name(tda), "layer",
@@ -429,6 +449,14 @@ static int do_show(struct policy *p, const char *corp, const char *user, int jso
 	       corp ? corp : "-", file_state(corp), user ? user : "-", file_state(user));
 	printf("default action: %s (set by the %s layer)\n", policy_action_name(da),
 	       layer_label(dl));
+	if (wild)
+		printf("wildcard_max_labels: %u (a \"*.\" stands for at most %u label%s; "
+		       "set by the %s layer)\n",
+		       wild, wild, wild == 1 ? "" : "s", layer_label(wl));
+	else
+		printf("wildcard_max_labels: 0 (a \"*.\" stands for any number of labels; set by "
+		       "the %s layer)\n",
+		       layer_label(wl));
 	if (ca)
 		printf("upstream ca_file: %s (%s layer)\n", ca,
 		       layer_label(policy_upstream_ca_layer(p)));

@@ -7,7 +7,13 @@
  * SNI, Host headers, request targets), so hosts and paths are validated and normalised before
  * they are compared, and a path whose meaning could differ upstream (dot segments, encoded
  * slashes or dots, backslashes, ...) never satisfies an ALLOW path condition and always satisfies
- * a BLOCK one.
+ * a BLOCK one. Paths are normalised (RFC 3986 6.2.2: encoded unreserved characters decoded, hex
+ * digits upper-cased) by the one function the proxy also uses to rewrite the target it forwards,
+ * so what is decided is what the upstream gets; rule paths are normalised the same way when they
+ * are loaded. BLOCK path conditions ignore ASCII case (some upstreams fold it), ALLOW ones do
+ * not. A "*.suffix" host pattern stands for at most wildcard_max_labels labels: every name
+ * under an allowed wildcard is resolved by the host's resolver when the guest connects to it,
+ * which makes deep guest-chosen names a channel out (docs/POLICY.md).
  *
  * Loading parses each layer into rules and settings, merges them (corp, user, defaults; corp
  * settings locked) and sorts the rules once into evaluation order. Deciding is then a linear walk
@@ -109,6 +115,8 @@ struct policy {
 	size_t n_ovr;
 	enum policy_layer ca_layer;
 	enum policy_layer ovr_layer;
+	unsigned wild; /* wildcard_max_labels; 0 = no limit */
+	enum policy_layer wild_layer;
 	char **warnings;
 	char *src[3];  /* source names per layer */
 	char *path[2]; /* corp and user paths (policy_load only) */
@@ -132,6 +140,8 @@ struct layer {
 	size_t n_trules;
 	bool has_tdef;
 	enum policy_action tdef;
+	bool has_wild;
+	unsigned wild;
 	bool has_ca;
 	char *ca;
 	bool has_ovr;
@@ -230,8 +240,24 @@ static int host_normalize(const char *in, size_t n, char out[static HOST_BUF])
 
 /* ---- paths ---- */
 
-/* One element of a glob at *pp against c; advances *pp past the element on a match. */
-static bool glob_one(const char **pp, char c)
+static char ascii_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+static char ascii_upper(char c)
+{
+	return (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+}
+
+static bool char_eq(char a, char b, bool nocase)
+{
+	return a == b || (nocase && ascii_lower(a) == ascii_lower(b));
+}
+
+/* One element of a glob at *pp against c; advances *pp past the element on a match. With
+ * nocase, ASCII letters match either case (in classes too). */
+static bool glob_one(const char **pp, char c, bool nocase)
 {
 	const char *p = *pp;
 	if (*p == '?') {
@@ -240,7 +266,7 @@ static bool glob_one(const char **pp, char c)
 	}
 	if (*p == '\\' && p[1]) {
 		*pp = p + 2;
-		return p[1] == c;
+		return char_eq(p[1], c, nocase);
 	}
 	if (*p == '[') {
 		const char *q = p + 1;
@@ -258,7 +284,9 @@ static bool glob_one(const char **pp, char c)
 			} else {
 				q++;
 			}
-			if (c >= lo && c <= hi)
+			if ((c >= lo && c <= hi) ||
+			    (nocase && ((ascii_lower(c) >= lo && ascii_lower(c) <= hi) ||
+					(ascii_upper(c) >= lo && ascii_upper(c) <= hi))))
 				hit = true;
 		}
 		if (*q == ']') {
@@ -268,12 +296,13 @@ static bool glob_one(const char **pp, char c)
 		/* no closing bracket: a literal '[' */
 	}
 	*pp = p + 1;
-	return *p == c;
+	return char_eq(*p, c, nocase);
 }
 
 /* Whole-string glob match: '*' any run of characters (including '/'), '?' one character,
- * "[a-z]" / "[!x]" classes, '\' escapes. Iterative with one backtrack point: O(len(p)*len(s)). */
-static bool glob_match(const char *p, const char *s, size_t slen)
+ * "[a-z]" / "[!x]" classes, '\' escapes. Iterative with one backtrack point: O(len(p)*len(s)).
+ * nocase: ASCII letters match either case. */
+static bool glob_match(const char *p, const char *s, size_t slen, bool nocase)
 {
 	const char *star_p = NULL;
 	size_t i = 0, star_i = 0;
@@ -290,7 +319,7 @@ static bool glob_match(const char *p, const char *s, size_t slen)
 		if (i == slen)
 			return *p == 0;
 		const char *q = p;
-		if (*p && glob_one(&q, s[i])) {
+		if (*p && glob_one(&q, s[i], nocase)) {
 			p = q;
 			i++;
 			continue;
@@ -302,9 +331,90 @@ static bool glob_match(const char *p, const char *s, size_t slen)
 	}
 }
 
-/* The path part of a request target: absolute-form is reduced to its path, the query and
- * fragment are cut. *ret_ambiguous when the path could mean something else upstream. */
-static void path_prepare(const char *target, const char **ret, size_t *ret_len, bool *ret_ambiguous)
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = ascii_lower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* An unreserved character (RFC 3986 2.3) that normalisation decodes: all but '.', whose
+ * encoded form stays encoded and makes a path ambiguous (it could form a dot segment). */
+static bool decodable(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_' || c == '~';
+}
+
+/* The length path_norm() gives s[0..n), without writing it; *ret_malformed as there. */
+static size_t path_norm_len(const char *s, size_t n, bool *ret_malformed)
+{
+	size_t o = n;
+	*ret_malformed = false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '%')
+			continue;
+		if (i + 2 >= n || hex_digit(s[i + 1]) < 0 || hex_digit(s[i + 2]) < 0) {
+			*ret_malformed = true;
+			return n;
+		}
+		if (decodable(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2])))
+			o -= 2;
+		i += 2;
+	}
+	return o;
+}
+
+/* Normalise the path s[0..n) into out (room for path_norm_len() bytes): "%XX" of a decodable
+ * character is decoded, any other "%XX" gets upper-case hex digits. A '%' without two hex
+ * digits after it leaves the whole path as it is and sets *ret_malformed (decoding around it
+ * could make a new "%XX" that the upstream decodes: "%%3631" would become "%631"). Returns the
+ * length (<= n). Decoded characters are never '%', so the result holds the input's "%XX"
+ * triplets minus the decoded ones: normalising it again changes nothing. */
+static size_t path_norm(const char *s, size_t n, char *out, bool *ret_malformed)
+{
+	(void)path_norm_len(s, n, ret_malformed);
+	if (*ret_malformed) {
+		memmove(out, s, n);
+		return n;
+	}
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '%') {
+			out[o++] = s[i];
+			continue;
+		}
+		int c = hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]);
+		if (decodable(c)) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = ascii_upper(s[i + 1]);
+			out[o++] = ascii_upper(s[i + 2]);
+		}
+		i += 2;
+	}
+	return o;
+}
+
+/* s starts with '%' and two more bytes: an encoded '.', '/', '\', NUL, or '%' (double
+ * encoding)? */
+static bool encoded_ambiguous(const char *s)
+{
+	char a = s[1], b = ascii_lower(s[2]);
+	return (a == '2' && (b == 'e' || b == 'f' || b == '5')) || (a == '5' && b == 'c') ||
+	       (a == '0' && b == '0');
+}
+
+/* The path part of a request target, normalised (path_norm) into buf: absolute-form is
+ * reduced to its path, the query and fragment are cut. *ret_ambiguous when the path could mean
+ * something else upstream (its length is the normalised one, so a target and its normalised
+ * form are always decided alike). *ret points into buf, into target or to a constant. */
+static void path_prepare(const char *target, char buf[static MAX_REQ_PATH], const char **ret,
+			 size_t *ret_len, bool *ret_ambiguous)
 {
 	const char *s = target;
 	if (strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0) {
@@ -318,17 +428,21 @@ static void path_prepare(const char *target, const char **ret, size_t *ret_len, 
 		}
 	}
 	size_t n = strcspn(s, "?#");
-	bool amb = n == 0 || s[0] != '/' || n > MAX_REQ_PATH;
+	bool amb = n == 0 || s[0] != '/';
+	if (!amb) {
+		bool malformed;
+		amb = path_norm_len(s, n, &malformed) > MAX_REQ_PATH || malformed;
+	}
+	if (!amb) {
+		n = path_norm(s, n, buf, &amb);
+		s = buf;
+	}
 	for (size_t i = 0; i < n && !amb; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c <= 0x20 || c == 0x7f || c == '\\') {
 			amb = true;
 		} else if (c == '%' && i + 2 < n) {
-			/* encoded '.', '/', '\', NUL, or '%' (double encoding) */
-			char a = s[i + 1], b = (char)(s[i + 2] | 0x20);
-			if ((a == '2' && (b == 'e' || b == 'f' || b == '5')) ||
-			    (a == '5' && b == 'c') || (a == '0' && b == '0'))
-				amb = true;
+			amb = encoded_ambiguous(s + i);
 		} else if (c == '/' && i + 1 < n) {
 			/* "//", "/./", "/../", and a trailing "/." or "/.." */
 			const char *seg = s + i + 1;
@@ -345,6 +459,18 @@ static void path_prepare(const char *target, const char **ret, size_t *ret_len, 
 	*ret = s;
 	*ret_len = n;
 	*ret_ambiguous = amb;
+}
+
+ssize_t policy_path_normalize(const char *target, char *out, size_t cap)
+{
+	size_t len = strlen(target);
+	if (cap <= len)
+		return -ENOBUFS;
+	size_t n = target[0] == '/' ? strcspn(target, "?#") : 0;
+	bool malformed;
+	size_t o = path_norm(target, n, out, &malformed);
+	memmove(out + o, target + n, len - n + 1);
+	return (ssize_t)(o + len - n);
 }
 
 /* ---- locating keys in the text, for messages ---- */
@@ -854,6 +980,39 @@ static int parse_methods(struct rctx *c, struct rule *r, const struct toml_value
 	return 0;
 }
 
+/* The percent-encodings of a rule path must be ones a normalised request path can hold: "%XX"
+ * with two hex digits, not an encoded '.', '/', '\', NUL or '%' (a request holding one of those
+ * is ambiguous: it never satisfies an ALLOW path condition and always satisfies a BLOCK one, so
+ * such a pattern would never mean what it says), and not inside a glob's [class] (where "%41"
+ * is three characters while the request has one). */
+static int path_rule_check(struct rctx *c, const char *s, size_t len, bool glob)
+{
+	bool in_class = false;
+	for (size_t j = 0; j < len; j++) {
+		if (glob && s[j] == '[')
+			in_class = true;
+		else if (glob && s[j] == ']')
+			in_class = false;
+		if (s[j] != '%')
+			continue;
+		if (j + 2 >= len || hex_digit(s[j + 1]) < 0 || hex_digit(s[j + 2]) < 0)
+			return rfail(c, "paths", s, "'%s': a '%%' not followed by two hex digits",
+				     s);
+		if (encoded_ambiguous(s + j))
+			return rfail(c, "paths", s,
+				     "'%s': an encoded '.', '/', '\\', NUL or '%%' (%%2E %%2F %%5C "
+				     "%%00 %%25) never matches: a request path holding one is "
+				     "ambiguous (docs/POLICY.md)",
+				     s);
+		if (in_class)
+			return rfail(c, "paths", s,
+				     "'%s': a percent-encoding inside a [class] cannot match a "
+				     "normalised path",
+				     s);
+	}
+	return 0;
+}
+
 static int parse_paths(struct rctx *c, struct rule *r, const struct toml_value *v)
 {
 	size_t n;
@@ -884,9 +1043,18 @@ static int parse_paths(struct rctx *c, struct rule *r, const struct toml_value *
 		if (stars > POLICY_MAX_GLOB_STARS)
 			return rfail(c, "paths", s, "'%s': more than %d '*'", s,
 				     POLICY_MAX_GLOB_STARS);
-		r->path_glob[i] = strpbrk(s, "*?[") != NULL;
+		bool glob = strpbrk(s, "*?[") != NULL;
+		k = path_rule_check(c, s, len, glob);
+		if (k < 0)
+			return k;
+		/* matched against normalised request paths: normalised the same way */
+		char norm[POLICY_MAX_PATH + 1];
+		bool malformed;
+		len = path_norm(s, len, norm, &malformed);
+		norm[len] = 0;
+		r->path_glob[i] = glob;
 		r->path_len[i] = len;
-		k = strv_push(&r->paths, s);
+		k = strv_push(&r->paths, norm);
 		if (k < 0)
 			return k;
 	}
@@ -1186,9 +1354,21 @@ static int parse_policy_table(struct layer *l, const struct toml_value *v)
 		const char *key = toml_table_key(v, i, NULL);
 		const struct toml_value *e = toml_table_value(v, i);
 		char b[72];
+		if (streq(key, "wildcard_max_labels")) {
+			int64_t n;
+			if (toml_get_int(e, &n) < 0 || n < 0 || n > POLICY_MAX_WILDCARD_LABELS)
+				return kfail(l, "policy", 0, key,
+					     "policy.wildcard_max_labels: expected an integer "
+					     "0-%d (0: no limit)",
+					     POLICY_MAX_WILDCARD_LABELS);
+			l->has_wild = true;
+			l->wild = (unsigned)n;
+			continue;
+		}
 		if (!streq(key, "default") && !streq(key, "tool_default"))
 			return kfail(l, "policy", 0, key,
-				     "policy.%s: unknown key ([policy] has default, tool_default)",
+				     "policy.%s: unknown key ([policy] has default, tool_default, "
+				     "wildcard_max_labels)",
 				     shown(key, b));
 		if (!str_is(e, "allow") && !str_is(e, "block"))
 			return kfail(l, "policy", 0, key,
@@ -1492,10 +1672,23 @@ static int merge(struct policy *p, struct layer *ls)
 			p->def = ls[i].def;
 			p->def_layer = (enum policy_layer)i;
 		}
+	p->wild = 1;
+	p->wild_layer = POLICY_LAYER_DEFAULT;
+	for (int i = 2; i >= 0; i--)
+		if (ls[i].has_wild) {
+			p->wild = ls[i].wild;
+			p->wild_layer = (enum policy_layer)i;
+		}
 	int k = 0;
 	if (corp->has_default && user->has_default)
 		k = warn(p, "%s:%u: policy.default is locked by %s; the user value is ignored",
 			 user->name, where(user, "policy", 0, "default", NULL), corp->name);
+	if (k == 0 && corp->has_wild && user->has_wild)
+		k = warn(p,
+			 "%s:%u: policy.wildcard_max_labels is locked by %s; the user value is "
+			 "ignored",
+			 user->name, where(user, "policy", 0, "wildcard_max_labels", NULL),
+			 corp->name);
 	if (k == 0 && corp->has_ca && user->has_ca)
 		k = warn(p, "%s:%u: upstream.ca_file is locked by %s; the user value is ignored",
 			 user->name, where(user, "upstream", 0, "ca_file", NULL), corp->name);
@@ -1736,27 +1929,38 @@ bool policy_files_changed(const struct policy *p)
 
 /* ---- deciding ---- */
 
-static bool host_match(const struct rule *r, const char *h, size_t hl, bool is_ip)
+enum tri { NO, YES, UNKNOWN };
+
+/* YES when a pattern matches; UNKNOWN when only "*.suffix" patterns match, with more than
+ * max_labels labels (0: no limit) under the suffix; else NO. */
+static enum tri host_match(const struct rule *r, const char *h, size_t hl, bool is_ip,
+			   unsigned max_labels)
 {
+	enum tri res = NO;
 	for (size_t i = 0; i < r->info.n_hosts; i++) {
 		const struct host_pat *hp = &r->hpats[i];
 		switch (hp->kind) {
 		case HOST_ANY:
-			return true;
+			return YES;
 		case HOST_EXACT:
 			if (hl == hp->len && memcmp(h, hp->s, hl) == 0)
-				return true;
+				return YES;
 			break;
 		case HOST_SUFFIX:
-			if (!is_ip && hl > hp->len && memcmp(h + hl - hp->len, hp->s, hp->len) == 0)
-				return true;
+			if (is_ip || hl <= hp->len || memcmp(h + hl - hp->len, hp->s, hp->len) != 0)
+				break;
+			/* the labels the '*' stands for: h[0 .. hl - len), ".suffix" cut off */
+			size_t labels = 1;
+			for (size_t j = 0; j < hl - hp->len; j++)
+				labels += h[j] == '.';
+			if (max_labels == 0 || labels <= max_labels)
+				return YES;
+			res = UNKNOWN;
 			break;
 		}
 	}
-	return false;
+	return res;
 }
-
-enum tri { NO, YES, UNKNOWN };
 
 static enum tri port_match(const struct rule *r, uint16_t port)
 {
@@ -1790,12 +1994,17 @@ static enum tri path_match(const struct rule *r, const char *path, size_t plen, 
 		return UNKNOWN;
 	if (ambiguous)
 		return r->info.action == POLICY_BLOCK ? YES : NO;
+	/* a BLOCK condition ignores ASCII case: an upstream that folds case must not see
+	 * /ADMIN pass a block on /admin; an ALLOW condition does not (RFC 3986: paths are
+	 * case-sensitive), so folding can only ever refuse more */
+	bool nocase = r->info.action == POLICY_BLOCK;
 	for (size_t i = 0; i < r->info.n_paths; i++) {
+		size_t n = r->path_len[i];
 		if (r->path_glob[i]) {
-			if (glob_match(r->paths[i], path, plen))
+			if (glob_match(r->paths[i], path, plen, nocase))
 				return YES;
-		} else if (plen >= r->path_len[i] &&
-			   memcmp(path, r->paths[i], r->path_len[i]) == 0) {
+		} else if (plen >= n && (nocase ? strncasecmp(path, r->paths[i], n) == 0
+						: memcmp(path, r->paths[i], n) == 0)) {
 			return YES;
 		}
 	}
@@ -1806,6 +2015,7 @@ void policy_decide_trace(const struct policy *p, const struct policy_request *re
 			 struct policy_decision *ret, policy_trace_fn fn, void *userdata)
 {
 	char h[HOST_BUF];
+	char pbuf[MAX_REQ_PATH];
 	const char *path = NULL;
 	size_t plen = 0;
 	bool ambiguous = false;
@@ -1818,14 +2028,16 @@ void policy_decide_trace(const struct policy *p, const struct policy_request *re
 	size_t hl = strlen(h);
 	bool is_ip = strchr(h, ':') || is_ipv4(h);
 	if (req->path)
-		path_prepare(req->path, &path, &plen, &ambiguous);
+		path_prepare(req->path, pbuf, &path, &plen, &ambiguous);
 
 	for (size_t i = 0; i < p->n_rules; i++) {
 		const struct rule *r = &p->rules[i];
 		enum policy_match m;
-		enum tri pt, mt = NO, ph = NO;
-		if (!host_match(r, h, hl, is_ip))
+		enum tri ht, pt, mt = NO, ph = NO;
+		if ((ht = host_match(r, h, hl, is_ip, p->wild)) == NO)
 			m = POLICY_MATCH_NO_HOST;
+		else if (ht == UNKNOWN)
+			m = POLICY_MATCH_TOO_DEEP;
 		else if ((pt = port_match(r, req->port)) == NO)
 			m = POLICY_MATCH_NO_PORT;
 		else if ((mt = method_match(r, req->method)) == NO)
@@ -1879,6 +2091,13 @@ enum policy_action policy_default_action(const struct policy *p, enum policy_lay
 	return p->def;
 }
 
+unsigned policy_wildcard_max_labels(const struct policy *p, enum policy_layer *ret_layer)
+{
+	if (ret_layer)
+		*ret_layer = p->wild_layer;
+	return p->wild;
+}
+
 const char *const *policy_warnings(const struct policy *p)
 {
 	return p->warnings ? (const char *const *)p->warnings : empty_strv;
@@ -1930,8 +2149,8 @@ void policy_decide_tool(const struct policy *p, const char *server, const char *
 	tool = tool ? tool : "";
 	for (size_t i = 0; i < p->n_trules; i++) {
 		const struct tool_rule *r = &p->trules[i];
-		if (glob_match(r->server, server, strlen(server)) &&
-		    glob_match(r->tool, tool, strlen(tool))) {
+		if (glob_match(r->server, server, strlen(server), false) &&
+		    glob_match(r->tool, tool, strlen(tool), false)) {
 			*ret = (struct policy_tool_decision){ .action = r->info.action,
 							      .rule = r->name,
 							      .layer = r->info.layer };

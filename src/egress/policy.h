@@ -7,6 +7,12 @@
  * ([policy] default, [upstream]) set in the corp file are locked: a user file that sets them gets
  * a warning and its value is ignored.
  *
+ * Request paths are normalised before they are matched (policy_path_normalize(): encoded unreserved
+ * characters decoded, hex digits upper-cased), and the proxy forwards that normalised form, so
+ * the upstream sees exactly the path that was decided on. BLOCK path conditions compare ASCII
+ * letters case-insensitively, ALLOW path conditions case-sensitively. A "*.suffix" host pattern
+ * stands for at most [policy] wildcard_max_labels labels (1 unless a layer sets it; 0 = any).
+ *
  * The same files hold the MCP tool rules ([[tool_rule]]: server and tool globs, allow or block),
  * decided by policy_decide_tool() for the per-VM MCP gateway with the same layer order; their
  * default ([policy] tool_default, "allow" unless set) is locked by the corp file like default.
@@ -19,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "macro.h"
 
@@ -35,6 +42,7 @@
 #define POLICY_MAX_HOST 253
 #define POLICY_MAX_PATH 1024
 #define POLICY_MAX_GLOB_STARS 8
+#define POLICY_MAX_WILDCARD_LABELS 127 /* [policy] wildcard_max_labels: 0 (no limit) .. this */
 
 enum policy_action { POLICY_ALLOW, POLICY_BLOCK };
 enum policy_layer { POLICY_LAYER_CORP, POLICY_LAYER_USER, POLICY_LAYER_DEFAULT };
@@ -47,7 +55,8 @@ struct policy_request {
 	const char *host;   /* a name or IP literal, any case, maybe with a trailing dot */
 	uint16_t port;	    /* 0 = any port (DNS-level question) */
 	const char *method; /* NULL = connection-level question (HTTP not seen yet) */
-	const char *path;   /* NULL = connection-level; may contain ?query (ignored) */
+	const char *path;   /* NULL = connection-level; may contain ?query (ignored); normalised
+			     * here (policy_path_normalize) before it is matched */
 };
 
 struct policy_decision {
@@ -74,7 +83,7 @@ struct policy_rule_info {
 	size_t n_ports;
 	const char *const *methods; /* upper case; n_methods == 0: any method */
 	size_t n_methods;
-	const char *const *paths; /* n_paths == 0: any path */
+	const char *const *paths; /* normalised (policy_path_normalize); n_paths == 0: any path */
 	size_t n_paths;
 };
 
@@ -151,6 +160,8 @@ enum policy_action policy_tool_default(const struct policy *p, enum policy_layer
 /* Why a rule did or did not decide, for explanations (capsem policy check). */
 enum policy_match {
 	POLICY_MATCH_NO_HOST,	/* no host pattern matches */
+	POLICY_MATCH_TOO_DEEP,	/* only "*.suffix" patterns match, with more labels under the
+				 * suffix than [policy] wildcard_max_labels allows */
 	POLICY_MATCH_NO_PORT,	/* the host matches, the port does not */
 	POLICY_MATCH_NO_METHOD, /* host and port match, the method does not */
 	POLICY_MATCH_NO_PATH,	/* host, port and method match, the path does not */
@@ -168,6 +179,9 @@ void policy_decide_trace(const struct policy *p, const struct policy_request *re
 size_t policy_n_rules(const struct policy *p);
 const struct policy_rule_info *policy_rule(const struct policy *p, size_t i);
 enum policy_action policy_default_action(const struct policy *p, enum policy_layer *ret_layer);
+/* [policy] wildcard_max_labels: how many labels a "*." may stand for (0: any number), and the
+ * layer that set it (the defaults layer when none does; the value is then 1). */
+unsigned policy_wildcard_max_labels(const struct policy *p, enum policy_layer *ret_layer);
 /* NULL-terminated list of warning lines (never NULL; owned by the policy). */
 const char *const *policy_warnings(const struct policy *p);
 
@@ -186,6 +200,17 @@ enum policy_layer policy_upstream_ca_layer(const struct policy *p);
  * disappeared or changed (device, inode, size, mtime, ctime) since. Always false for policies
  * loaded from strings. The caller loads a new policy and swaps it in on success. */
 bool policy_files_changed(const struct policy *p);
+
+/* Normalise the path of a request target the way policy_decide() does before matching, for the
+ * proxy to forward exactly what was decided on (RFC 3986 6.2.2): in the path (up to the first
+ * '?' or '#'), "%XX" of an unreserved character other than '.' (A-Z a-z 0-9 - _ ~) is decoded and
+ * every other "%XX" gets upper-case hex digits; the query and fragment are copied unchanged. A
+ * path holding a '%' that is not followed by two hex digits, and a target that does not start
+ * with '/', are copied unchanged (policy_decide() treats such a path as ambiguous). Encoded '.',
+ * '/', '\', NUL and '%' stay encoded (and ambiguous). The result is never longer than target and
+ * normalising it again changes nothing. Writes it NUL-terminated to out and returns its length,
+ * or -ENOBUFS when cap <= strlen(target) (out untouched). */
+ssize_t policy_path_normalize(const char *target, char *out, size_t cap);
 
 /* The shipped defaults as TOML text (NUL-terminated, static). */
 const char *policy_default_text(size_t *ret_len);

@@ -14,13 +14,18 @@
  *      relayed as bytes (never on ports 80 and 443: those carry HTTP, so that path rules cannot
  *      be evaded by bytes we would not parse). A client that sends nothing for SNIFF_MS (a
  *      server-speaks-first protocol) is relayed as bytes.
- *   3. HTTP/1.1, one request at a time (pipelined requests wait in the buffer): request-level
- *      policy (method, path); blocked -> 403 with a JSON body naming the rule. Allowed: the
- *      head is re-serialised (credential placeholders swapped for the provider's real key on
- *      that provider's hosts only; Accept-Encoding set to identity on AI provider requests so
- *      the side parser reads plain bytes), the body streamed, the response forwarded AS IT
- *      ARRIVES (head bytes unchanged, body bytes unchanged, chunk by chunk: SSE is never
- *      buffered) while a copy of the decoded body feeds the AI-traffic parser on the side.
+ *   3. HTTP/1.1, one request at a time (pipelined requests wait in the buffer). A head the
+ *      shared parser refuses (a second Host or credential header, no Host, smuggling, ...)
+ *      gets a 400, recorded as "malformed-request". The target's path is normalised
+ *      (policy_path_normalize: encoded unreserved characters decoded, hex upper-cased) and that
+ *      one form is decided, recorded and forwarded: the upstream never reads a path the policy
+ *      did not. Request-level policy (method, path); blocked -> 403 with a JSON body naming
+ *      the rule. Allowed: the head is re-serialised (the normalised target; credential
+ *      placeholders swapped for the provider's real key on that provider's hosts only;
+ *      Accept-Encoding set to identity on AI provider requests so the side parser reads plain
+ *      bytes), the body streamed, the response forwarded AS IT ARRIVES (head bytes unchanged,
+ *      body bytes unchanged, chunk by chunk: SSE is never buffered) while a copy of the decoded
+ *      body feeds the AI-traffic parser on the side.
  *      `Upgrade` (WebSocket) is decided like any request, before the upgrade; after a 101 the
  *      connection is relayed as bytes.
  *   4. upstream: a host-wide (per capsem-vm) pool of idle keep-alive connections keyed by
@@ -1261,8 +1266,10 @@ static void conn_start_tunnel(struct conn *c, bool tls)
 	}
 }
 
-/* Serialise the request head for upstream (credentials swapped, Accept-Encoding for AI). */
-static int build_up_head(struct conn *c, const struct http_msg *m, bool ai, struct buf *out)
+/* Serialise the request head for upstream with target (the normalised one) in its request line
+ * (credentials swapped, Accept-Encoding for AI). */
+static int build_up_head(struct conn *c, const struct http_msg *m, const char *target, bool ai,
+			 struct buf *out)
 {
 	struct buf h;
 	buf_init(&h, HTTP_MAX_HEAD + 512);
@@ -1270,7 +1277,7 @@ static int build_up_head(struct conn *c, const struct http_msg *m, bool ai, stru
 	char line[64];
 	r |= buf_append(&h, m->method, strlen(m->method));
 	r |= buf_append(&h, " ", 1);
-	r |= buf_append(&h, m->target, strlen(m->target));
+	r |= buf_append(&h, target, strlen(target));
 	snprintf(line, sizeof(line), " HTTP/1.%d\r\n", m->minor);
 	r |= buf_append(&h, line, strlen(line));
 	for (size_t i = 0; i < m->n_headers; i++) {
@@ -1354,8 +1361,19 @@ static void conn_start_request(struct conn *c)
 	}
 	p->stats.requests++;
 	c->first_req = false;
+	/* the one form of the target that is decided, recorded and sent upstream */
+	size_t tlen = strlen(m.target);
+	_cleanup_free_ char *target = malloc(tlen + 1);
+	_cleanup_free_ char *path = NULL;
+	if (target && policy_path_normalize(m.target, target, tlen + 1) >= 0)
+		path = strndup(target, strcspn(target, "?"));
+	if (!path) {
+		http_msg_done(&m);
+		conn_close(c, "out of memory");
+		return;
+	}
 	r->method = strdup(m.method);
-	r->path = strndup(m.target, PATH_LOG_MAX);
+	r->path = strndup(target, PATH_LOG_MAX);
 	r->keep_alive = m.keep_alive;
 	r->upgrade = m.upgrade != NULL;
 	r->framing = http_body_framing(&m, NULL);
@@ -1363,7 +1381,7 @@ static void conn_start_request(struct conn *c)
 	r->body_done = r->framing == HTTP_BODY_NONE;
 
 	struct policy_request q = {
-		.host = c->host, .port = c->port, .method = m.method, .path = m.target
+		.host = c->host, .port = c->port, .method = m.method, .path = target
 	};
 	struct policy_decision d;
 	if (!host_header_ok(http_header_get(&m, "Host"), c->host, c->port)) {
@@ -1385,13 +1403,13 @@ static void conn_start_request(struct conn *c)
 		return;
 	}
 
-	enum ai_provider prov = ai_provider_for(c->host, m.path);
+	enum ai_provider prov = ai_provider_for(c->host, path);
 	if (prov != AI_NONE)
-		r->ai = ai_call_new(prov, m.method, m.target);
+		r->ai = ai_call_new(prov, m.method, target);
 
 	struct buf head;
 	buf_init(&head, HTTP_MAX_HEAD + 4096);
-	int e = build_up_head(c, &m, r->ai != NULL, &head);
+	int e = build_up_head(c, &m, target, r->ai != NULL, &head);
 	http_msg_done(&m);
 	side_consume(&c->c, (size_t)k);
 	if (e < 0) {

@@ -6,7 +6,11 @@
  * or malicious tool must not crash the daemon that owns every VM), a guest, or a remote server.
  * Strict by design: lines end in CRLF (a bare LF is accepted), no obs-fold, no whitespace before
  * the colon, Content-Length digits only and never together with Transfer-Encoding (request
- * smuggling), only "chunked" as a transfer coding. Pure code, any thread; libc + basic only.
+ * smuggling), only "chunked" as a transfer coding. In a request, every header that a reader could
+ * take first-wins or last-wins (Host, the framing and connection headers, the credential headers
+ * the egress proxy swaps keys into) must appear at most once, and HTTP/1.1 requires Host (RFC 9112
+ * 3.2): otherwise 400, so the proxy's checks and the upstream read the same value. Pure code, any
+ * thread; libc + basic only.
  */
 #include "http.h"
 
@@ -186,10 +190,37 @@ static int parse_content_length(const char *v, uint64_t *ret)
 	return 0;
 }
 
+/* Request headers that must not appear twice: anything that decides where a request goes (Host),
+ * how it is framed or whether the connection changes (Content-Length, Transfer-Encoding,
+ * Connection, Upgrade, Expect), and the credentials (the egress proxy swaps keys into
+ * Authorization, x-api-key, x-goog-api-key and api-key, and a server may read either copy). A
+ * second copy makes a first-wins reader (http_header_get) and a last-wins one disagree. */
+static const char *const request_singletons[] = {
+	"Host",	     "Content-Length", "Transfer-Encoding", "Connection",
+	"Upgrade",   "Expect",	       "Authorization",	    "Proxy-Authorization",
+	"x-api-key", "x-goog-api-key", "api-key",
+};
+
+static int check_singletons(const struct http_msg *r)
+{
+	for (size_t k = 0; k < ELEMENTSOF(request_singletons); k++) {
+		int seen = 0;
+		for (size_t i = 0; i < r->n_headers; i++)
+			if (strcasecmp(r->headers[i].name, request_singletons[k]) == 0 && seen++)
+				return -EBADMSG;
+	}
+	return 0;
+}
+
 /* Message-level semantics of the headers: body framing, connection options. */
-static int interpret_headers(struct http_msg *r)
+static int interpret_headers(struct http_msg *r, int response)
 {
 	int have_te = 0;
+	if (!response) {
+		int k = check_singletons(r);
+		if (k < 0)
+			return k;
+	}
 	for (size_t i = 0; i < r->n_headers; i++) {
 		const char *n = r->headers[i].name, *v = r->headers[i].value;
 		if (strcasecmp(n, "Content-Length") == 0) {
@@ -227,6 +258,8 @@ static int interpret_headers(struct http_msg *r)
 			return -EBADMSG;
 		r->expect_continue = r->minor == 1;
 	}
+	if (!response && r->minor == 1 && !http_header_get(r, "Host"))
+		return -EBADMSG; /* RFC 9112 3.2 */
 	return 0;
 }
 
@@ -272,7 +305,7 @@ static ssize_t parse_head(const uint8_t *p, size_t n, int response, struct http_
 			return k;
 		}
 	}
-	k = interpret_headers(&r);
+	k = interpret_headers(&r, response);
 	if (k >= 0 && !response) {
 		const char *q = strchr(r.target, '?');
 		r.path = q ? strndup(r.target, (size_t)(q - r.target)) : strdup(r.target);

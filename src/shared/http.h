@@ -9,7 +9,10 @@
  * length and count is capped; errors are -errno values that http_error_status() maps to an HTTP
  * status.
  *
- *   -EBADMSG   malformed request (400)
+ *   -EBADMSG   malformed request (400), including a request with a second Host, Content-Length,
+ *              Transfer-Encoding, Connection, Upgrade, Expect, Authorization,
+ *              Proxy-Authorization, x-api-key, x-goog-api-key or api-key header, and an
+ *              HTTP/1.1 request without Host
  *   -E2BIG     request line or headers over their caps (431)
  *   -EFBIG     body over its cap (413)
  *   -ENOTSUP   a Transfer-Encoding other than chunked (501)

@@ -44,7 +44,8 @@ def test_defaults_allow_providers_block_the_rest(phome):
     d = check_json(phome, "https://api.openai.com/v1/chat/completions?stream=true", "-X", "POST")
     assert (d["action"], d["rule"], d["layer"]) == ("allow", "openai", "default")
     assert d["request"] == {"level": "request", "host": "api.openai.com", "port": 443,
-                            "method": "POST", "path": "/v1/chat/completions?stream=true"}
+                            "method": "POST", "path": "/v1/chat/completions?stream=true",
+                            "normalized_path": "/v1/chat/completions?stream=true"}
     assert d["trace"][-1]["result"] == "decides"
 
     p = policy(phome, "check", "https://example.com/")
@@ -69,7 +70,7 @@ def test_connection_and_dns_levels(phome):
     d = check_json(phome, "github.com:443")
     assert (d["action"], d["rule"], d["provisional"]) == ("allow", "github-read", True)
     assert d["request"] == {"level": "connection", "host": "github.com", "port": 443,
-                            "method": None, "path": None}
+                            "method": None, "path": None, "normalized_path": None}
     d = check_json(phome, "api.anthropic.com:443")
     assert (d["action"], d["provisional"]) == ("allow", False)
     assert check_json(phome, "api.anthropic.com:22")["action"] == "block"
@@ -196,3 +197,56 @@ def test_tool_rules_decided_and_shown(phome):
     doc = json.loads(r.stdout)
     assert doc["tool_rules"][0]["name"] == "no-write" and doc["tool_rules"][0]["tool"] == "write_*"
     assert doc["tool_default"]["action"] == "allow"
+
+
+def test_encoded_path_and_case_decided_like_the_proxy(phome):
+    # issue 17 item 1: `check` answers what the proxy does (it normalises the same way)
+    (phome / "user.toml").write_text(
+        '[[rule]]\nname = "v1"\naction = "allow"\nhosts = ["h.test"]\npaths = ["/v1/"]\n\n'
+        '[[rule]]\nname = "no-admin"\naction = "block"\nhosts = ["h.test"]\n'
+        'paths = ["/v1/admin"]\npriority = 1\n')
+    d = check_json(phome, "https://h.test/v1/%61dmin")
+    assert (d["action"], d["rule"]) == ("block", "no-admin")
+    assert d["request"]["path"] == "/v1/%61dmin"
+    assert d["request"]["normalized_path"] == "/v1/admin"
+    p = policy(phome, "check", "https://h.test/v1/%61dmin")
+    assert p.returncode == 1
+    assert "normalised: /v1/admin (what is decided and sent upstream)" in p.stdout
+    # BLOCK paths ignore case, ALLOW paths do not
+    assert check_json(phome, "https://h.test/v1/ADMIN")["rule"] == "no-admin"
+    assert check_json(phome, "https://h.test/V1/x")["rule"] == "default"
+    d = check_json(phome, "https://h.test/v1/caf%c3%a9?q=%61")
+    assert (d["action"], d["request"]["normalized_path"]) == ("allow", "/v1/caf%C3%A9?q=%61")
+    # a rule path that can never match is a load error
+    (phome / "user.toml").write_text(
+        '[[rule]]\nname = "x"\naction = "block"\nhosts = ["h.test"]\npaths = ["/a%2fb"]\n')
+    p = policy(phome, "check", "https://h.test/")
+    assert p.returncode == 2 and "user.toml:5: rule 'x': paths: '/a%2fb': an encoded" in p.stderr
+
+
+def test_wildcard_max_labels(phome, tmp_path):
+    # issue 17 item 6: "*." stands for one label unless a layer says otherwise
+    (phome / "user.toml").write_text(
+        '[[rule]]\nname = "ex"\naction = "allow"\nhosts = ["*.example.com"]\n')
+    assert check_json(phome, "a.example.com")["rule"] == "ex"
+    d = check_json(phome, "a.b.example.com")
+    assert (d["action"], d["rule"]) == ("block", "default")
+    assert d["trace"][0]["result"] == "too-deep"
+    p = policy(phome, "check", "a.b.example.com")
+    assert "wildcard_max_labels" in p.stdout
+    s = json.loads(policy(phome, "show", "--json").stdout)
+    assert s["wildcard_max_labels"] == {"value": 1, "layer": "default"}
+    # the shipped defaults name hosts exactly
+    assert not [h for r in s["rules"] if r["layer"] == "default" for h in r["hosts"] if "*" in h]
+    assert check_json(phome, "c2VjcmV0.anthropic.com")["action"] == "block"
+    assert "wildcard_max_labels: 1 (" in policy(phome, "show").stdout
+    # a user may raise it; a corp file locks it
+    (phome / "user.toml").write_text(
+        '[policy]\nwildcard_max_labels = 0\n\n'
+        '[[rule]]\nname = "ex"\naction = "allow"\nhosts = ["*.example.com"]\n')
+    assert check_json(phome, "a.b.example.com")["rule"] == "ex"
+    corp = tmp_path / "corp.toml"
+    corp.write_text('[policy]\nwildcard_max_labels = 1\n')
+    d = check_json(phome, "a.b.example.com", corp=corp)
+    assert d["rule"] == "default"
+    assert "policy.wildcard_max_labels is locked" in d["warnings"][0]

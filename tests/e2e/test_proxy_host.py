@@ -24,6 +24,8 @@ from test_egress import REAL_KEY, policy_toml
 from upstream import Upstream, raw_echo_server
 
 FRONT = os.path.join(BUILD, "bench", "proxy-front")
+# a wildcard rule: with the shipped wildcard_max_labels = 1, "*." stands for one label
+WILD_RULE = '[[rule]]\nname = "wild"\naction = "allow"\nhosts = ["*.wild.test"]\nports = [443]\n'
 
 
 class Host:
@@ -32,7 +34,8 @@ class Host:
         self.raw = raw_echo_server()
         self.home = d / "home"
         self.home.mkdir()
-        (self.home / "user.toml").write_text(policy_toml(self.up, self.raw.getsockname()[1]))
+        (self.home / "user.toml").write_text(policy_toml(self.up, self.raw.getsockname()[1],
+                                                         WILD_RULE))
         cred = self.home / "credentials"
         cred.write_text(f'[anthropic]\napi_key = "{REAL_KEY}"\n')
         cred.chmod(0o600)
@@ -371,3 +374,77 @@ def test_upstream_down_502(host, tmp_path):
     finally:
         pol.write_text(orig)
         time.sleep(1.1)
+
+
+def raw_request(s, head):
+    """Send a raw request head; (status, headers, body) of the answer."""
+    s.sendall(head)
+    st, h, b, _ = read_response(s)
+    return st, h, b
+
+
+def upstream_paths(host):
+    return [p for m, p, hd in host.up.stats.requests]
+
+
+def test_encoded_path_decided_and_forwarded_normalised(host):
+    # issue 17 item 1: a block on /admin; "%61" is "a" to the upstream (RFC 3986 6.2.2)
+    before = len(host.up.stats.requests)
+    for path in ("/%61dmin/users", "/%61%64%6d%69%6E", "/ADMIN/users", "/Admin", "/%41dmin"):
+        s = host.tls("upstream.test")
+        st, h, b = get(s, path)
+        assert st == 403, (path, st, b)
+        d = json.loads(b)
+        assert d["rule"] == "no-admin", (path, d)
+        assert d["path"].lower().startswith("/admin"), d  # the normalised path is reported
+        s.close()
+    assert len(host.up.stats.requests) == before
+    assert not [p for p in upstream_paths(host) if "admin" in p.lower() or "%61" in p]
+    # allowed: the upstream gets the normalised path (unreserved characters decoded, other
+    # escapes with upper-case hex), the query exactly as sent
+    s = host.tls("upstream.test")
+    st, h, b = get(s, "/%65cho/caf%c3%a9%7e?q=%61%2f")
+    assert st == 200, b
+    assert json.loads(b)["path"] == "/echo/caf%C3%A9~?q=%61%2f"
+    assert upstream_paths(host)[-1] == "/echo/caf%C3%A9~?q=%61%2f"
+    s.close()
+
+
+def test_duplicate_host_400_never_upstream(host):
+    # issue 17 item 2: the proxy checked the first Host, the upstream got both
+    before = len(host.up.stats.requests)
+    s = host.tls("upstream.test")
+    st, h, b = raw_request(s, b"GET /echo HTTP/1.1\r\nHost: upstream.test\r\n"
+                              b"Host: api.anthropic.com\r\n\r\n")
+    assert st == 400 and json.loads(b)["error"] == "malformed HTTP request"
+    # on the provider's host, where the real key would be swapped in
+    s = host.tls("api.anthropic.com")
+    st, h, b = raw_request(s, b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\n"
+                              b"Host: upstream.test\r\nx-api-key: sk-ant-capsem-placeholder\r\n"
+                              b"Content-Length: 0\r\n\r\n")
+    assert st == 400
+    # a second credential header, a second Content-Length (even equal), no Host at all
+    for head in (b"GET /echo HTTP/1.1\r\nHost: api.anthropic.com\r\n"
+                 b"x-api-key: sk-ant-capsem-placeholder\r\nX-Api-Key: other\r\n\r\n",
+                 b"GET /echo HTTP/1.1\r\nHost: api.anthropic.com\r\nAuthorization: Bearer a\r\n"
+                 b"authorization: Bearer sk-ant-capsem-placeholder\r\n\r\n",
+                 b"POST /echo HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 1\r\n"
+                 b"Content-Length: 1\r\n\r\nx",
+                 b"GET /echo HTTP/1.1\r\nUser-Agent: no-host\r\n\r\n"):
+        s = host.tls("api.anthropic.com")
+        st, h, b = raw_request(s, head)
+        assert st == 400, head
+    assert len(host.up.stats.requests) == before
+    # one Host, one key: fine
+    s = host.tls("upstream.test")
+    assert get(s, "/hello")[0] == 200
+
+
+def test_wildcard_names_one_label_deep(host):
+    # issue 17 item 6: with wildcard_max_labels = 1 (the shipped default) a guest-chosen name
+    # two labels under "*.wild.test" gets no address, so nothing ever resolves it on the host
+    rc, addrs = host.query("a.wild.test")
+    assert rc == 0 and addrs
+    assert host.query("c2VjcmV0.a.wild.test")[0] == 3
+    assert host.query("x.y.z.wild.test")[0] == 3
+    assert host.query("wild.test")[0] == 3

@@ -1,10 +1,12 @@
 /* fuzz-http.c - the HTTP/1.1 parser (src/shared/http.c) on arbitrary bytes (API clients,
  * guests and upstream servers are hostile): a request head, then the rest as a chunked body,
  * query lookups on the target and the JSON depth check; the same bytes as a response head, its
- * framing and a chunked scan. Accepted messages must respect every cap. */
+ * framing and a chunked scan. Accepted messages must respect every cap; an accepted request has
+ * each header a reader could take first-wins or last-wins at most once, and Host if HTTP/1.1. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http.h"
 
@@ -18,9 +20,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if ((size_t)k > size || r.n_headers > HTTP_MAX_HEADERS || r.path[0] != '/' ||
 		    (r.chunked && r.has_length))
 			__builtin_trap();
+		static const char *const once[] = {
+			"Host",	   "Content-Length", "Transfer-Encoding", "Connection",
+			"Upgrade", "Authorization",  "x-api-key",	  "x-goog-api-key"
+		};
 		for (size_t i = 0; i < r.n_headers; i++)
 			if (!r.headers[i].name[0])
 				__builtin_trap();
+		for (size_t j = 0; j < sizeof(once) / sizeof(once[0]); j++) {
+			int seen = 0;
+			for (size_t i = 0; i < r.n_headers; i++)
+				seen += strcasecmp(r.headers[i].name, once[j]) == 0;
+			if (seen > 1)
+				__builtin_trap();
+		}
+		if (r.minor == 1 && !http_header_get(&r, "Host"))
+			__builtin_trap();
 		char *v = NULL;
 		if (http_query_get(r.query, "path", &v) == 0) {
 			if (memchr(v, 0, strlen(v)))

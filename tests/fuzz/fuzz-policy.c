@@ -6,8 +6,9 @@
  * then priority descending), every rule has hosts and a name, decisions name an existing rule or
  * "default" / "invalid-host"; then requests built from the REQUEST bytes and from each rule's own
  * patterns are decided at the three levels, and MCP tools from the REQUEST bytes and from each
- * [[tool_rule]]'s globs. On failure the message must be set and the status
- * must be -EBADMSG or -ENOMEM. */
+ * [[tool_rule]]'s globs. The path normaliser the proxy forwards with (policy_path_normalize) never
+ * lengthens, is idempotent, and deciding on its output gives the same answer as on its input.
+ * On failure the message must be set and the status must be -EBADMSG or -ENOMEM. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,6 +63,29 @@ static void check_tool(const struct policy *p, const char *server, const char *t
 	__builtin_trap();
 }
 
+/* what the proxy forwards is what was decided */
+static void check_normalize(const struct policy *p, const char *req)
+{
+	size_t rl = strlen(req);
+	_cleanup_free_ char *a = malloc(rl + 1), *b = malloc(rl + 1);
+	if (!a || !b)
+		return;
+	ssize_t n = policy_path_normalize(req, a, rl + 1);
+	if (n < 0 || (size_t)n > rl || strlen(a) != (size_t)n)
+		__builtin_trap();
+	if (policy_path_normalize(a, b, rl + 1) != n || strcmp(a, b) != 0)
+		__builtin_trap();
+	if (rl > 0 && policy_path_normalize(req, b, rl) != -ENOBUFS)
+		__builtin_trap();
+	struct policy_request r1 = { "example.com", 443, "GET", req };
+	struct policy_request r2 = { "example.com", 443, "GET", a };
+	struct policy_decision d1, d2;
+	policy_decide(p, &r1, &d1);
+	policy_decide(p, &r2, &d2);
+	if (d1.action != d2.action || d1.rule != d2.rule)
+		__builtin_trap();
+}
+
 static void check_policy(const struct policy *p, const char *req)
 {
 	size_t n = policy_n_rules(p);
@@ -87,6 +111,7 @@ static void check_policy(const struct policy *p, const char *req)
 	check_decision(p, req, 443, NULL, NULL);
 	check_decision(p, "example.com", 443, "GET", req);
 	check_decision(p, req, 80, req, req);
+	check_normalize(p, req);
 
 	/* each rule's own patterns (at most 64 rules) */
 	for (size_t i = 0; i < n && i < 64; i++) {

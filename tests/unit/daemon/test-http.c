@@ -1,10 +1,12 @@
-/* test-http.c - capsemd's HTTP request parser: framing, caps, smuggling defences, chunked
- * bodies, query strings and the JSON depth check. */
+/* test-http.c - the shared HTTP/1.1 parser (src/shared/http.c; capsemd's API and the egress
+ * proxy): framing, caps, smuggling defences, duplicate and missing headers, chunked bodies, query
+ * strings and the JSON depth check. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <strings.h>
 #include <cmocka.h>
 
 #include "http.h"
@@ -37,7 +39,7 @@ static void test_simple_get(void **state)
 static void test_incomplete(void **state)
 {
 	struct http_msg r = { 0 };
-	const char *s = "POST /vms HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+	const char *s = "POST /vms HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
 	for (size_t i = 0; i < strlen(s); i++)
 		assert_int_equal(http_parse_head((const uint8_t *)s, i, &r), 0);
 	assert_int_equal(http_parse_head((const uint8_t *)s, strlen(s), &r), (ssize_t)strlen(s));
@@ -56,7 +58,7 @@ static void test_bare_lf_and_http10(void **state)
 	assert_true(parse("GET / HTTP/1.0\r\n\r\n", &r) > 0);
 	assert_false(r.keep_alive);
 	http_msg_done(&r);
-	assert_true(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &r) > 0);
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &r) > 0);
 	assert_false(r.keep_alive);
 	http_msg_done(&r);
 }
@@ -64,13 +66,14 @@ static void test_bare_lf_and_http10(void **state)
 static void test_upgrade(void **state)
 {
 	struct http_msg r;
-	assert_true(parse("POST /vms/a/exec HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n"
-			  "Upgrade: capsem-exec/1\r\nContent-Length: 0\r\n\r\n",
-			  &r) > 0);
+	assert_true(
+		parse("POST /vms/a/exec HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n"
+		      "Upgrade: capsem-exec/1\r\nContent-Length: 0\r\n\r\n",
+		      &r) > 0);
 	assert_string_equal(r.upgrade, "capsem-exec/1");
 	http_msg_done(&r);
 	/* Upgrade without Connection: upgrade is no upgrade */
-	assert_true(parse("POST / HTTP/1.1\r\nUpgrade: capsem-exec/1\r\n\r\n", &r) > 0);
+	assert_true(parse("POST / HTTP/1.1\r\nHost: h\r\nUpgrade: capsem-exec/1\r\n\r\n", &r) > 0);
 	assert_null(r.upgrade);
 	http_msg_done(&r);
 }
@@ -106,6 +109,17 @@ static void test_malformed(void **state)
 		if (k != -EBADMSG)
 			fprintf(stderr, "case %zu: %zd\n", i, k);
 		assert_int_equal(k, -EBADMSG);
+		/* the same with a Host header: malformed for its own reason */
+		char with_host[512];
+		const char *nl = strchr(bad[i], '\n');
+		if (!nl)
+			continue;
+		snprintf(with_host, sizeof(with_host), "%.*sHost: h\r\n%s", (int)(nl + 1 - bad[i]),
+			 bad[i], nl + 1);
+		k = parse(with_host, &r);
+		if (k != -EBADMSG)
+			fprintf(stderr, "case %zu with Host: %zd\n", i, k);
+		assert_int_equal(k, -EBADMSG);
 	}
 	struct http_msg r;
 	assert_int_equal(parse("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &r), -ENOTSUP);
@@ -113,10 +127,92 @@ static void test_malformed(void **state)
 	/* a NUL byte anywhere in the head */
 	const uint8_t nul[] = "GET / HTTP/1.1\r\nA: \0b\r\n\r\n";
 	assert_int_equal(http_parse_head(nul, sizeof(nul) - 1, &r), -EBADMSG);
-	/* duplicate equal Content-Length is accepted */
-	assert_true(parse("GET / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n", &r) >
-		    0);
+	/* a duplicate Content-Length is refused in a request even when equal (a response may
+	 * repeat an equal one) */
+	assert_int_equal(
+		parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n",
+		      &r),
+		-EBADMSG);
+	const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n";
+	assert_true(http_parse_response_head((const uint8_t *)resp, strlen(resp), &r) > 0);
+	assert_int_equal(r.content_length, 3);
 	http_msg_done(&r);
+}
+
+/* Issue 17 item 2: a header that a first-wins reader and a last-wins reader would see
+ * differently is refused (the proxy checked the first Host, the upstream got both). */
+static void test_duplicate_headers(void **state)
+{
+	static const char *const names[] = {
+		"Host",		  "HOST",    "Content-Length", "Transfer-Encoding",   "Connection",
+		"Upgrade",	  "Expect",  "Authorization",  "Proxy-Authorization", "x-api-key",
+		"X-Goog-Api-Key", "api-key",
+	};
+	static const char *const values[] = {
+		"other.example", "other.example", "0",	     "chunked", "close", "websocket",
+		"100-continue",	 "Bearer x",	  "Basic x", "k",	"k",	 "k",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		char req[512];
+		struct http_msg r;
+		/* once is fine (with Host first, a second Host is the duplicate) */
+		snprintf(req, sizeof(req),
+			 "POST /v1 HTTP/1.1\r\nHost: allowed.example\r\n%s: %s\r\n\r\n", names[i],
+			 values[i]);
+		ssize_t k = parse(req, &r);
+		if (strcasecmp(names[i], "host") == 0) {
+			assert_int_equal(k, -EBADMSG);
+			assert_int_equal(http_error_status((int)k), 400);
+			continue;
+		}
+		if (k <= 0)
+			fail_msg("%s once: %zd", names[i], k);
+		http_msg_done(&r);
+		/* twice, same or different value, any case, anywhere: 400 */
+		snprintf(req, sizeof(req),
+			 "POST /v1 HTTP/1.1\r\n%s: %s\r\nHost: allowed.example\r\nX-Other: 1\r\n"
+			 "%s: %s\r\n\r\n",
+			 names[i], values[i], names[i], values[i]);
+		k = parse(req, &r);
+		if (k != -EBADMSG)
+			fail_msg("%s twice: %zd", names[i], k);
+	}
+	/* the reported attack: Host twice, the second naming another site */
+	struct http_msg r;
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: allowed.example\r\nHost: other.example\r\n"
+			       "x-api-key: sk-ant-capsem-placeholder\r\n\r\n",
+			       &r),
+			 -EBADMSG);
+	/* headers a proxy does not interpret may repeat */
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n"
+			  "Cookie: a=1\r\nCookie: b=2\r\n\r\n",
+			  &r) > 0);
+	http_msg_done(&r);
+	/* responses are not held to the request rule (the proxy does not act on those headers
+	 * of a response, and servers repeat some) */
+	const char *resp = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n"
+			   "Content-Length: 0\r\n\r\n";
+	assert_true(http_parse_response_head((const uint8_t *)resp, strlen(resp), &r) > 0);
+	http_msg_done(&r);
+	(void)state;
+}
+
+/* RFC 9112 3.2: an HTTP/1.1 request without Host is a 400; HTTP/1.0 may leave it out. */
+static void test_host_required(void **state)
+{
+	struct http_msg r;
+	assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", &r), -EBADMSG);
+	assert_int_equal(parse("GET /version HTTP/1.1\r\nUser-Agent: x\r\n\r\n", &r), -EBADMSG);
+	assert_true(parse("GET / HTTP/1.0\r\n\r\n", &r) > 0);
+	http_msg_done(&r);
+	assert_true(parse("GET / HTTP/1.1\r\nhost: capsemd\r\n\r\n", &r) > 0);
+	http_msg_done(&r);
+	/* what capsem's API client sends (src/shared/apiclient.c) */
+	assert_true(parse("GET /vms HTTP/1.1\r\nHost: capsemd\r\nUser-Agent: capsem\r\n"
+			  "Connection: close\r\n\r\n",
+			  &r) > 0);
+	http_msg_done(&r);
+	(void)state;
 }
 
 static void test_caps(void **state)
@@ -133,8 +229,8 @@ static void test_caps(void **state)
 
 	/* HTTP_MAX_HEADERS headers fine, one more too many */
 	char *h = malloc(16384);
-	size_t o = (size_t)snprintf(h, 16384, "GET / HTTP/1.1\r\n");
-	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
+	size_t o = (size_t)snprintf(h, 16384, "GET / HTTP/1.1\r\nHost: h\r\n");
+	for (unsigned i = 1; i < HTTP_MAX_HEADERS; i++)
 		o += (size_t)snprintf(h + o, 16384 - o, "H%u: v\r\n", i);
 	o += (size_t)snprintf(h + o, 16384 - o, "\r\n");
 	assert_true(http_parse_head((uint8_t *)h, o, &r) > 0);
@@ -291,7 +387,7 @@ static void test_response(void **state)
 		assert_true(http_parse_response_head((const uint8_t *)bad[i], strlen(bad[i]), &m) <
 			    0);
 	/* a request head is not a response, and the other way round */
-	const char *req = "POST /v1 HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+	const char *req = "POST /v1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
 	assert_true(http_parse_head((const uint8_t *)req, strlen(req), &m) > 0);
 	assert_int_equal(http_body_framing(&m, NULL), HTTP_BODY_LENGTH);
 	http_msg_done(&m);
@@ -333,6 +429,8 @@ int main(void)
 		cmocka_unit_test(test_bare_lf_and_http10),
 		cmocka_unit_test(test_upgrade),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_duplicate_headers),
+		cmocka_unit_test(test_host_required),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_response),
 		cmocka_unit_test(test_chunked_scan),

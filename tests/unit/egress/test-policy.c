@@ -1,7 +1,8 @@
 /* test-policy.c - the egress policy (src/egress/policy.c): host, port, method and path matching,
  * priorities and layers, corp locking, the connection and DNS levels, every load error with its
  * line, the caps, the shipped defaults, loading from files and noticing that they changed; the
- * MCP tool rules ([[tool_rule]], tool_default). */
+ * MCP tool rules ([[tool_rule]], tool_default); path normalisation (encoded unreserved
+ * characters, hex case, case-insensitive BLOCK paths) and wildcard_max_labels (issue 17). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -101,9 +102,11 @@ static void test_hosts(void **state)
 	EXPECT(p, "10.1.2.33", 443, NULL, NULL, POLICY_BLOCK, "default");
 	EXPECT(p, "::1", 443, NULL, NULL, POLICY_ALLOW, "exact");
 	EXPECT(p, "[0:0::1]", 443, NULL, NULL, POLICY_ALLOW, "exact");
-	/* "*.suffix": subdomains at any depth, not the apex, not lookalikes */
+	/* "*.suffix": subdomains (one label deep unless wildcard_max_labels says otherwise, see
+	 * test_wildcard_depth), not the apex, not lookalikes */
 	EXPECT(p, "api.anthropic.com", 443, NULL, NULL, POLICY_ALLOW, "suffix");
-	EXPECT(p, "a.b.Anthropic.Com.", 443, NULL, NULL, POLICY_ALLOW, "suffix");
+	EXPECT(p, "Api.Anthropic.Com.", 443, NULL, NULL, POLICY_ALLOW, "suffix");
+	EXPECT(p, "a.b.Anthropic.Com.", 443, NULL, NULL, POLICY_BLOCK, "default");
 	EXPECT(p, "anthropic.com", 443, NULL, NULL, POLICY_BLOCK, "default");
 	EXPECT(p, "evilanthropic.com", 443, NULL, NULL, POLICY_BLOCK, "default");
 	EXPECT(p, "api.anthropic.com.evil.com", 443, NULL, NULL, POLICY_BLOCK, "default");
@@ -128,7 +131,8 @@ static void test_hosts(void **state)
 	policy_free(p);
 
 	/* a suffix pattern never matches an IP literal */
-	p = load_user("[[rule]]\nname = \"s\"\naction = \"allow\"\nhosts = [\"*.in-addr\"]\n"
+	p = load_user("[policy]\nwildcard_max_labels = 0\n"
+		      "[[rule]]\nname = \"s\"\naction = \"allow\"\nhosts = [\"*.in-addr\"]\n"
 		      "[[rule]]\nname = \"z\"\naction = \"allow\"\nhosts = [\"*.z\"]\n");
 	EXPECT(p, "1.2.3.in-addr", 443, NULL, NULL, POLICY_ALLOW, "s");
 	EXPECT(p, "a.z", 443, NULL, NULL, POLICY_ALLOW, "z");
@@ -385,7 +389,8 @@ struct trace_log {
 static void trace_cb(const struct policy_rule_info *r, enum policy_match m, void *ud)
 {
 	struct trace_log *t = ud;
-	static const char *const names[] = { "host", "port", "method", "path", "skip", "decides" };
+	static const char *const names[] = { "host", "deep", "port",   "method",
+					     "path", "skip", "decides" };
 	size_t n = strlen(t->text);
 	snprintf(t->text + n, sizeof(t->text) - n, "%s:%s ", r->name, names[m]);
 }
@@ -566,7 +571,7 @@ static void test_load_errors(void **state)
 	struct policy *p = NULL;
 	assert_int_equal(policy_load_sources(&c, NULL, NULL, &p, e2, sizeof(e2)), -EBADMSG);
 	assert_string_equal(e2, "/etc/capsem/corp.toml:2: policy.x: unknown key ([policy] has "
-				"default, tool_default)");
+				"default, tool_default, wildcard_max_labels)");
 	/* unprintable keys are not echoed */
 	err = load_fail("\"a\\u001b[31m\" = 1\n", -EBADMSG);
 	assert_null(strchr(err, 0x1b));
@@ -836,6 +841,206 @@ static void test_tool_rules(void **state)
 	(void)state;
 }
 
+/* policy_path_normalize(): what the proxy forwards, and what policy_decide() matches. */
+static void expect_norm(const char *in, const char *want)
+{
+	char out[256], again[256];
+	ssize_t n = policy_path_normalize(in, out, sizeof(out));
+	if (n < 0 || strcmp(out, want) != 0 || (size_t)n != strlen(want))
+		fail_msg("normalize '%s': got '%s' (%zd), want '%s'", in, n < 0 ? "" : out, n,
+			 want);
+	/* normalising twice changes nothing */
+	assert_int_equal(policy_path_normalize(out, again, sizeof(again)), n);
+	assert_string_equal(again, out);
+}
+
+static void test_path_normalize(void **state)
+{
+	/* RFC 3986 6.2.2: encoded unreserved characters decoded, other hex digits upper-cased */
+	expect_norm("/v1/%61dmin", "/v1/admin");
+	expect_norm("/%41%5a%30%39%2d%5F%7e", "/AZ09-_~");
+	expect_norm("/caf%c3%a9/%20x", "/caf%C3%A9/%20x");
+	expect_norm("/a%2fb%2Fc", "/a%2Fb%2Fc"); /* encoded '/', '.', '%': stay encoded */
+	expect_norm("/%2e%2e/x", "/%2E%2E/x");
+	expect_norm("/%2561", "/%2561");
+	expect_norm("/%5c%00", "/%5C%00");
+	/* the query and fragment are the upstream's business: unchanged */
+	expect_norm("/%61?key=%61%2f#%61", "/a?key=%61%2f#%61");
+	expect_norm("/x#%61", "/x#%61");
+	/* a '%' without two hex digits: the whole path unchanged (decoding around it could
+	 * make a new escape: "%%3631" would become "%631", which an upstream reads as "c1") */
+	expect_norm("/%%3631", "/%%3631");
+	expect_norm("/%61%zz", "/%61%zz");
+	expect_norm("/%6", "/%6");
+	expect_norm("/%", "/%");
+	expect_norm("/%6?%61", "/%6?%61");
+	/* not origin-form: unchanged */
+	expect_norm("*", "*");
+	expect_norm("", "");
+	expect_norm("%61/", "%61/");
+	expect_norm("/plain/path.txt", "/plain/path.txt");
+	/* the output never grows; too small a buffer is refused */
+	char small[8] = "xxxxxxx";
+	assert_int_equal(policy_path_normalize("/%61bcdef", small, 9), -ENOBUFS);
+	assert_string_equal(small, "xxxxxxx");
+	char ten[10];
+	assert_int_equal(policy_path_normalize("/%61bcdef", ten, sizeof(ten)), 7);
+	assert_string_equal(ten, "/abcdef");
+	(void)state;
+}
+
+/* Issue 17 item 1: an allow on /v1/ and a block on /v1/admin; "/v1/%61dmin" was allowed. */
+static void test_encoded_block_bypass(void **state)
+{
+	struct policy *p = load_user(
+		"[[rule]]\nname = \"no-admin\"\naction = \"block\"\nhosts = [\"a.test\"]\n"
+		"paths = [\"/v1/admin\", \"/v1/*/secret\", \"/[b-c]at\"]\npriority = 1\n"
+		"[[rule]]\nname = \"v1\"\naction = \"allow\"\nhosts = [\"a.test\"]\n"
+		"paths = [\"/v1/\", \"/Pub/*\"]\n");
+	EXPECT(p, "a.test", 443, "GET", "/v1/admin", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/%61dmin", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/%61%64%6D%69%6e/users", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "https://a.test/v1/%61dmin?x", POLICY_BLOCK, "no-admin");
+	/* BLOCK path conditions ignore ASCII case (prefixes, globs and classes) */
+	EXPECT(p, "a.test", 443, "GET", "/v1/ADMIN", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/Admin/x", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/%41DMIN", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/x/SECRET", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/x/s%45cret", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/CAT", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/dat", POLICY_BLOCK, "default");
+	/* ALLOW path conditions do not: paths are case-sensitive (RFC 3986) */
+	EXPECT(p, "a.test", 443, "GET", "/v1/other", POLICY_ALLOW, "v1");
+	EXPECT(p, "a.test", 443, "GET", "/v1/%6Fther", POLICY_ALLOW, "v1");
+	EXPECT(p, "a.test", 443, "GET", "/V1/other", POLICY_BLOCK, "default");
+	EXPECT(p, "a.test", 443, "GET", "/Pub/x", POLICY_ALLOW, "v1");
+	EXPECT(p, "a.test", 443, "GET", "/%50ub/x", POLICY_ALLOW, "v1");
+	EXPECT(p, "a.test", 443, "GET", "/pub/x", POLICY_BLOCK, "default");
+	/* a malformed escape makes the path ambiguous: never allowed by a path condition */
+	EXPECT(p, "a.test", 443, "GET", "/v1/%%3631", POLICY_BLOCK, "no-admin");
+	EXPECT(p, "a.test", 443, "GET", "/v1/%zz", POLICY_BLOCK, "no-admin");
+	policy_free(p);
+
+	/* rule paths are normalised when loaded */
+	p = load_user("[policy]\ndefault = \"allow\"\n"
+		      "[[rule]]\nname = \"b\"\naction = \"block\"\nhosts = [\"a.test\"]\n"
+		      "paths = [\"/v1/%61dmin\", \"/caf%c3%a9\", \"/g/*/%7e\"]\n"
+		      "[[rule]]\nname = \"ok\"\naction = \"allow\"\nhosts = [\"b.test\"]\n"
+		      "paths = [\"/%c3%a9/\"]\n"
+		      "[[rule]]\nname = \"b-rest\"\naction = \"block\"\nhosts = [\"b.test\"]\n");
+	const struct policy_rule_info *ri = policy_rule(p, 0);
+	assert_string_equal(ri->paths[0], "/v1/admin");
+	assert_string_equal(ri->paths[1], "/caf%C3%A9");
+	assert_string_equal(ri->paths[2], "/g/*/~");
+	EXPECT(p, "a.test", 443, "GET", "/v1/admin", POLICY_BLOCK, "b");
+	EXPECT(p, "a.test", 443, "GET", "/caf%c3%a9", POLICY_BLOCK, "b");
+	EXPECT(p, "a.test", 443, "GET", "/g/x/%7E", POLICY_BLOCK, "b");
+	EXPECT(p, "b.test", 443, "GET", "/%C3%A9/x", POLICY_ALLOW, "ok");
+	EXPECT(p, "b.test", 443, "GET", "/%c3%a9/x", POLICY_ALLOW, "ok");
+	policy_free(p);
+
+	/* encodings a normalised request can never hold are load errors */
+	expect_err("[[rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n"
+		   "paths = [\"/a%2fb\"]\n",
+		   "user.toml:5: rule 'a': paths: '/a%2fb': an encoded '.', '/'");
+	expect_err("[[rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n"
+		   "paths = [\"/ok\",\n \"/%2E%2E\"]\n",
+		   "user.toml:6: rule 'a': paths: '/%2E%2E': an encoded");
+	expect_err("[[rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n"
+		   "paths = [\"/a%zz\"]\n",
+		   "'/a%zz': a '%' not followed by two hex digits");
+	expect_err("[[rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n"
+		   "paths = [\"/a%6\"]\n",
+		   "not followed by two hex digits");
+	expect_err("[[rule]]\nname = \"a\"\naction = \"block\"\nhosts = [\"x\"]\n"
+		   "paths = [\"/[%41]\"]\n",
+		   "inside a [class]");
+	(void)state;
+}
+
+/* Issue 17 item 6: a "*." stands for at most wildcard_max_labels labels (default 1). */
+static void test_wildcard_depth(void **state)
+{
+	const char *rules = "[[rule]]\nname = \"wild\"\naction = \"allow\"\n"
+			    "hosts = [\"*.anthropic.com\"]\nports = [443]\n"
+			    "[[rule]]\nname = \"any\"\naction = \"block\"\nhosts = [\"*\"]\n"
+			    "ports = [22]\n";
+	struct policy *p = load_user(rules);
+	enum policy_layer l;
+	assert_int_equal(policy_wildcard_max_labels(p, &l), 1);
+	assert_int_equal(l, POLICY_LAYER_DEFAULT);
+	/* at every level: DNS (port 0), connection, request */
+	EXPECT(p, "api.anthropic.com", 0, NULL, NULL, POLICY_ALLOW, "wild");
+	EXPECT(p, "api.anthropic.com", 443, NULL, NULL, POLICY_ALLOW, "wild");
+	EXPECT(p, "api.anthropic.com", 443, "GET", "/", POLICY_ALLOW, "wild");
+	EXPECT(p, "c2VjcmV0.x.anthropic.com", 0, NULL, NULL, POLICY_BLOCK, "default");
+	EXPECT(p, "a.b.anthropic.com", 443, NULL, NULL, POLICY_BLOCK, "default");
+	EXPECT(p, "a.b.anthropic.com.", 443, "GET", "/", POLICY_BLOCK, "default");
+	/* "*" alone is not limited */
+	EXPECT(p, "a.b.c.example", 22, NULL, NULL, POLICY_BLOCK, "any");
+	/* the trace says why */
+	struct trace_log t = { "" };
+	struct policy_request rq = { "a.b.anthropic.com", 0, NULL, NULL };
+	struct policy_decision d;
+	policy_decide_trace(p, &rq, &d, trace_cb, &t);
+	assert_string_equal(t.text, "wild:deep any:skip ");
+	policy_free(p);
+
+	char text[1024];
+	snprintf(text, sizeof(text), "[policy]\nwildcard_max_labels = 2\n%s", rules);
+	p = load_user(text);
+	assert_int_equal(policy_wildcard_max_labels(p, &l), 2);
+	assert_int_equal(l, POLICY_LAYER_USER);
+	EXPECT(p, "a.b.anthropic.com", 0, NULL, NULL, POLICY_ALLOW, "wild");
+	EXPECT(p, "a.b.c.anthropic.com", 0, NULL, NULL, POLICY_BLOCK, "default");
+	policy_free(p);
+	snprintf(text, sizeof(text), "[policy]\nwildcard_max_labels = 0\n%s", rules);
+	p = load_user(text);
+	assert_int_equal(policy_wildcard_max_labels(p, NULL), 0);
+	EXPECT(p, "a.b.c.d.e.f.anthropic.com", 0, NULL, NULL, POLICY_ALLOW, "wild");
+	policy_free(p);
+
+	/* set in the corp file, locked */
+	p = load3("[policy]\nwildcard_max_labels = 1\n",
+		  "# mine\n[policy]\nwildcard_max_labels = 0\n", rules);
+	assert_int_equal(policy_wildcard_max_labels(p, &l), 1);
+	assert_int_equal(l, POLICY_LAYER_CORP);
+	EXPECT(p, "a.b.anthropic.com", 0, NULL, NULL, POLICY_BLOCK, "default");
+	assert_non_null(strstr(policy_warnings(p)[0],
+			       "user.toml:3: policy.wildcard_max_labels is locked by corp.toml"));
+	policy_free(p);
+	/* the defaults layer sets it like any other */
+	p = load3(NULL, NULL, "[policy]\nwildcard_max_labels = 3\n");
+	assert_int_equal(policy_wildcard_max_labels(p, &l), 3);
+	assert_int_equal(l, POLICY_LAYER_DEFAULT);
+	policy_free(p);
+
+	expect_err("[policy]\nwildcard_max_labels = -1\n",
+		   "user.toml:2: policy.wildcard_max_labels: expected an integer 0-127");
+	expect_err("[policy]\nwildcard_max_labels = 128\n", "expected an integer 0-127");
+	expect_err("[policy]\nwildcard_max_labels = \"1\"\n", "expected an integer 0-127");
+
+	/* the shipped defaults: 1, and exact names only (no guest-chosen name under a wildcard
+	 * reaches the host's resolver) */
+	char err[256] = "";
+	assert_int_equal(policy_load_strings(NULL, 0, NULL, 0, &p, err, sizeof(err)), 0);
+	assert_int_equal(policy_wildcard_max_labels(p, &l), 1);
+	assert_int_equal(l, POLICY_LAYER_DEFAULT);
+	for (size_t i = 0; i < policy_n_rules(p); i++) {
+		const struct policy_rule_info *r = policy_rule(p, i);
+		for (size_t j = 0; j < r->n_hosts; j++)
+			if (strchr(r->hosts[j], '*'))
+				fail_msg("shipped rule '%s' has a wildcard host '%s'", r->name,
+					 r->hosts[j]);
+	}
+	EXPECT(p, "c2VjcmV0.anthropic.com", 0, NULL, NULL, POLICY_BLOCK, "default");
+	EXPECT(p, "c2VjcmV0.githubusercontent.com", 0, NULL, NULL, POLICY_BLOCK, "default");
+	EXPECT(p, "statsig.anthropic.com", 0, NULL, NULL, POLICY_ALLOW, "anthropic");
+	EXPECT(p, "raw.githubusercontent.com", 443, "GET", "/o/r/main/x", POLICY_ALLOW,
+	       "github-read");
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -851,6 +1056,9 @@ int main(void)
 		cmocka_unit_test(test_shipped_defaults),
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_tool_rules),
+		cmocka_unit_test(test_path_normalize),
+		cmocka_unit_test(test_encoded_block_bypass),
+		cmocka_unit_test(test_wildcard_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,7 +49,8 @@ struct run_opts {
 	int interactive;
 	int shell;
 	int verbose;
-	int direct; /* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
+	int direct;	/* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
+	json_t *mounts; /* --mount: [{"host","guest","ro"}] (owned) */
 	char **argv;
 };
 
@@ -67,6 +68,8 @@ static void run_help(void)
 	       "  -e, --env KEY=VALUE  set an environment variable (repeatable; KEY alone copies\n"
 	       "                       the host's value)\n"
 	       "  -w, --workdir DIR    working directory in the guest (default /root)\n"
+	       "  -m, --mount HOST:GUEST[:ro]  share host directory HOST at GUEST in the guest\n"
+	       "                       (repeatable, up to 8; read-only with :ro)\n"
 	       "  -i, --interactive    forward stdin even when it is a terminal (it is forwarded\n"
 	       "                       automatically when it is a pipe or a file)\n"
 	       "      --timeout SECS   kill the command's process group after SECS seconds;\n"
@@ -107,6 +110,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
 					      { "env", required_argument, NULL, 'e' },
 					      { "workdir", required_argument, NULL, 'w' },
+					      { "mount", required_argument, NULL, 'm' },
 					      { "interactive", no_argument, NULL, 'i' },
 					      { "timeout", required_argument, NULL, ARG_TIMEOUT },
 					      { "cpus", required_argument, NULL, ARG_CPUS },
@@ -125,9 +129,11 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	uint32_t u;
 	int c, implied_direct = 0;
 
-	*o = (struct run_opts){ .image = cli_default_image() };
+	*o = (struct run_opts){ .image = cli_default_image(), .mounts = json_array() };
+	if (!o->mounts)
+		return log_oom();
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+ce:w:ivh", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "+ce:w:m:ivh", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'c':
 			o->shell = 1;
@@ -152,6 +158,18 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		case 'i':
 			o->interactive = 1;
 			break;
+		case 'm': {
+			_cleanup_free_ char *cwd = getcwd(NULL, 0);
+			json_t *m = NULL;
+			if (cli_parse_mount(optarg, cwd, &m) < 0)
+				return log_error(
+					       "--mount: expected HOST:GUEST[:ro] with an absolute "
+					       "guest path, got '%s'",
+					       optarg),
+				       -EINVAL;
+			json_array_append_new(o->mounts, m);
+			break;
+		}
 		case ARG_TIMEOUT:
 			if (parse_seconds_ms(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
 				return log_error("--timeout: expected seconds > 0 (e.g. 2 or 0.5), "
@@ -326,6 +344,15 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 		r |= strv_push(&a, "--boot-timeout");
 		r |= strv_push(&a, o->boot_timeout);
 	}
+	size_t i;
+	json_t *m;
+	json_array_foreach(o->mounts, i, m)
+	{
+		r |= strv_push(&a, "--mount");
+		r |= strv_pushf(&a, "%s:%s%s", json_string_value(json_object_get(m, "host")),
+				json_string_value(json_object_get(m, "guest")),
+				json_is_true(json_object_get(m, "ro")) ? ":ro" : "");
+	}
 	if (r < 0)
 		return -ENOMEM;
 	*ret = TAKE_PTR(a);
@@ -417,6 +444,8 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 			json_array_append_new(a, json_string(*p));
 		json_object_set_new(body, "env", a);
 	}
+	if (json_array_size(o->mounts))
+		json_object_set(body, "mounts", o->mounts);
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	if (!text)
@@ -629,9 +658,11 @@ int cmd_run(int argc, char **argv)
 	int r = parse_run_args(argc, argv, &o);
 	if (r != 0) {
 		strv_free(o.env);
+		json_decref(o.mounts);
 		return r > 0 ? 0 : CLI_EXIT_USAGE;
 	}
 	int st = o.direct > 0 ? run_direct(&o) : run_daemon(&o);
 	strv_free(o.env);
+	json_decref(o.mounts);
 	return st;
 }

@@ -37,6 +37,27 @@ def test_timeout(home):
     assert time.monotonic() - t0 < 55  # killed long before sleep would end
 
 
+def test_mount(home, tmp_path):
+    """`capsem run --mount HOST:GUEST[:ro]`, through the daemon and --direct alike."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "in.txt").write_text("from the host\n")
+    p = capsem(home, "run", "--mount", f"{share}:/mnt/share", "--", "sh", "-c",
+               "cat /mnt/share/in.txt; echo from the guest > /mnt/share/out.txt")
+    assert p.returncode == 0 and p.stdout == b"from the host\n", p.stderr
+    assert (share / "out.txt").read_text() == "from the guest\n"
+    # read-only, and a relative host path, without the daemon
+    os.chdir(tmp_path)
+    p = capsem(home, "run", "--direct", "-m", "share:/mnt/ro:ro", "--", "sh", "-c",
+               "cat /mnt/ro/in.txt && echo x > /mnt/ro/nope.txt")
+    assert p.returncode != 0 and p.stdout == b"from the host\n"
+    assert b"Read-only file system" in p.stderr
+    assert not (share / "nope.txt").exists()
+    for bad in ("nocolon", f"{share}:relative", f"{tmp_path}/missing:/mnt/x"):
+        p = capsem(home, "run", "--mount", bad, "--", "true")
+        assert p.returncode in (1, 2, 125) and b"mount" in p.stderr.lower(), (bad, p.stderr)
+
+
 def test_cpus_and_memory(home):
     p = capsem(home, "run", "--cpus", "2", "--memory", "384M", "--", "sh", "-c",
                "nproc; grep MemTotal /proc/meminfo")

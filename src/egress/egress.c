@@ -280,11 +280,12 @@ static void on_proxy_net(void *userdata, const struct proxy_net_event *ev)
 		e->cfg.hooks.proxy.net(e->cfg.userdata, ev);
 }
 
-static void on_proxy_model(void *userdata, uint64_t net_id, const struct ai_event *ev)
+static void on_proxy_model(void *userdata, uint64_t net_id, const struct proxy_model_timing *t,
+			   const struct ai_event *ev)
 {
 	struct egress *e = userdata;
 	if (e->cfg.hooks.proxy.model)
-		e->cfg.hooks.proxy.model(e->cfg.userdata, net_id, ev);
+		e->cfg.hooks.proxy.model(e->cfg.userdata, net_id, t, ev);
 }
 
 static void on_proxy_listen(uv_poll_t *h, int status, int events)

@@ -37,9 +37,16 @@ void pricing_free(struct pricing *p)
 	for (size_t i = 0; i < p->n; i++) {
 		free((char *)p->m[i].provider);
 		free((char *)p->m[i].name);
+		free((char *)p->m[i].source);
+		free((char *)p->m[i].as_of);
 	}
 	free(p->m);
 	free(p);
+}
+
+const struct pricing_model *pricing_model_at(const struct pricing *p, size_t i)
+{
+	return p && i < p->n ? &p->m[i] : NULL;
 }
 
 size_t pricing_count(const struct pricing *p)
@@ -99,8 +106,39 @@ static int get_price(const struct toml_value *t, const char *key, double *ret)
 
 static const char *const KEYS[] = {
 	"input",       "output",       "cached_input",	     "cache_write",	  "above",
-	"input_above", "output_above", "cached_input_above", "cache_write_above",
+	"input_above", "output_above", "cached_input_above", "cache_write_above", "source",
+	"as_of",
 };
+
+/* source: where the prices were read (printable, at most 200 bytes); as_of: when, YYYY-MM or
+ * YYYY-MM-DD. Both optional for the parser; the shipped table has both for every entry (a unit
+ * test checks it). */
+static int get_provenance(const struct toml_value *t, struct pricing_model *m, const char *who,
+			  char *err, size_t errlen)
+{
+	const struct toml_value *v;
+	const char *s;
+	size_t n;
+	if ((v = toml_table_get(t, "source"))) {
+		if (toml_get_string(v, &s, &n) < 0 || n == 0 || n > 200 || strlen(s) != n)
+			return fail(err, errlen, "%s: source: expected a short string", who);
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+				return fail(err, errlen, "%s: source: control characters", who);
+		if (!(m->source = strdup(s)))
+			return -ENOMEM;
+	}
+	if ((v = toml_table_get(t, "as_of"))) {
+		bool ok = toml_get_string(v, &s, &n) == 0 && (n == 7 || n == 10);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (i == 4 || i == 7) ? s[i] == '-' : (s[i] >= '0' && s[i] <= '9');
+		if (!ok)
+			return fail(err, errlen, "%s: as_of: expected YYYY-MM or YYYY-MM-DD", who);
+		if (!(m->as_of = strdup(s)))
+			return -ENOMEM;
+	}
+	return 0;
+}
 
 static int parse_model(const struct toml_value *t, struct pricing_model *m, const char *who,
 		       char *err, size_t errlen)
@@ -202,7 +240,11 @@ int pricing_parse(const char *text, size_t len, struct pricing **ret, char *err,
 			}
 			struct pricing_model m = { 0 };
 			r = parse_model(toml_table_value(tbl, j), &m, who, err, errlen);
+			if (r == 0)
+				r = get_provenance(toml_table_value(tbl, j), &m, who, err, errlen);
 			if (r < 0) {
+				free((char *)m.source);
+				free((char *)m.as_of);
 				pricing_free(p);
 				return r;
 			}

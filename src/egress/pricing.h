@@ -35,7 +35,10 @@ struct pricing_model {
 	uint64_t
 		above; /* 0, or a prompt size (input tokens) above which the *_above prices apply */
 	double input_above, output_above, cached_input_above, cache_write_above;
+	const char *source; /* where the prices were read, or NULL */
+	const char *as_of;  /* when: YYYY-MM[-DD], or NULL */
 };
+
 
 struct pricing;
 
@@ -50,6 +53,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct pricing *, pricing_free)
 
 /* Number of models in the table. */
 size_t pricing_count(const struct pricing *p);
+/* The i-th model of the table (0 <= i < pricing_count()), or NULL; for listing and checks. */
+const struct pricing_model *pricing_model_at(const struct pricing *p, size_t i);
 /* The entry for provider's model (rules above), or NULL. Owned by p. */
 const struct pricing_model *pricing_find(const struct pricing *p, const char *provider,
 					 const char *model);

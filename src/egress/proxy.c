@@ -505,6 +505,7 @@ enum cstate {
 struct req {
 	uint64_t id;
 	uint64_t t0_ms, t0_ns;
+	uint64_t t_first_ns; /* the response's first byte from upstream (0: none yet) */
 	char *method;
 	char *path; /* with the query, capped for events */
 	bool keep_alive;
@@ -1497,8 +1498,15 @@ static void conn_request_done(struct conn *c)
 	emit_net(c, r, c->tls ? "https" : "http", true, r->rule, r->layer, NULL);
 	if (r->ai) {
 		struct ai_event ev;
+		uint64_t now = mono_ns();
+		struct proxy_model_timing t = {
+			.ts_ms = r->t0_ms,
+			.duration_ms = (now - r->t0_ns) / 1000000u,
+			.ttfb_ms = r->t_first_ns ? (int64_t)((r->t_first_ns - r->t0_ns) / 1000000u)
+						 : -1,
+		};
 		if (ai_call_finish(r->ai, p->cfg.pricing, &ev) == 0 && p->cfg.hooks.model)
-			p->cfg.hooks.model(p->cfg.userdata, r->id, &ev);
+			p->cfg.hooks.model(p->cfg.userdata, r->id, &t, &ev);
 	}
 	bool reuse = r->keep_alive && r->resp_keep_alive && r->body_done &&
 		     r->rframing != HTTP_BODY_UNTIL_CLOSE;
@@ -1519,6 +1527,8 @@ static void conn_pump_response(struct conn *c)
 {
 	struct req *r = &c->r;
 	struct up *u = c->up;
+	if (!r->t_first_ns && buf_len(&u->s.in) > 0)
+		r->t_first_ns = mono_ns();
 	while (!r->resp_head && buf_len(&u->s.in) > 0) {
 		struct http_msg m = { 0 };
 		ssize_t k = http_parse_response_head(buf_head(&u->s.in), buf_len(&u->s.in), &m);

@@ -41,10 +41,18 @@ struct proxy_net_event {
 	const char *error; /* why the connection failed, NULL on success */
 };
 
+/* When a model call happened, from the proxy's view of its request. */
+struct proxy_model_timing {
+	uint64_t ts_ms;	      /* the request head arrived from the guest, ms since the epoch */
+	uint64_t duration_ms; /* to the response's last byte */
+	int64_t ttfb_ms;      /* to the response's first byte from upstream; -1 when none came */
+};
+
 struct proxy_hooks {
 	void (*net)(void *userdata, const struct proxy_net_event *ev);
 	/* a parsed model call (AI provider request/response), after its net event */
-	void (*model)(void *userdata, uint64_t net_id, const struct ai_event *ev);
+	void (*model)(void *userdata, uint64_t net_id, const struct proxy_model_timing *t,
+		      const struct ai_event *ev);
 };
 
 struct proxy_config {

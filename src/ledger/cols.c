@@ -82,6 +82,7 @@ static const struct col c_dns[] = {
 static const struct col c_model[] = {
 	{ TS },
 	{ NUM("duration_ms") },
+	{ NUM("ttfb_ms") },
 	{ TEXT("request_id", 64) },
 	{ TEXT("provider", 64) },
 	{ TEXT("model", 256) },

@@ -446,6 +446,7 @@ int ledger_model_call(struct ledger *l, const struct ledger_model_call *ev)
 	b_init(&b, LEDGER_MODEL_CALL);
 	b_int(&b, "ts", ev->ts);
 	b_int(&b, "duration_ms", ev->duration_ms);
+	b_int(&b, "ttfb_ms", ev->ttfb_ms);
 	b_text(&b, "request_id", ev->request_id);
 	b_text(&b, "provider", ev->provider);
 	b_text(&b, "model", ev->model);
@@ -1028,10 +1029,10 @@ static int apply_schema(sqlite3 *db)
 		return -EPROTONOSUPPORT;
 	if (v == LEDGER_SCHEMA_VERSION)
 		return 0;
-	if (v == 1) { /* version 2 added the index that completes an exec row at its end */
-		r = exec_sql(db,
-			     "BEGIN IMMEDIATE; CREATE UNIQUE INDEX IF NOT EXISTS "
-			     "exec_by_exec_id ON exec (exec_id); PRAGMA user_version = 2; COMMIT");
+	if (v == 1) { /* version 2: the index that completes an exec row, model_call.ttfb_ms */
+		r = exec_sql(db, "BEGIN IMMEDIATE; CREATE UNIQUE INDEX IF NOT EXISTS "
+				 "exec_by_exec_id ON exec (exec_id); ALTER TABLE model_call ADD "
+				 "COLUMN ttfb_ms INTEGER; PRAGMA user_version = 2; COMMIT");
 		if (r < 0)
 			exec_sql(db, "ROLLBACK");
 		return r;

@@ -113,7 +113,9 @@ struct ledger_dns {
 	}
 
 struct ledger_model_call {
-	int64_t ts, duration_ms;
+	int64_t ts;	     /* the request reached the proxy */
+	int64_t duration_ms; /* to the response's last byte */
+	int64_t ttfb_ms;     /* to the response's first byte */
 	const char *request_id;
 	const char *provider, *model;
 	int64_t input_tokens, output_tokens, cache_read_tokens, cache_write_tokens;
@@ -123,11 +125,11 @@ struct ledger_model_call {
 	int streamed;
 	double cost_usd; /* < 0: unknown */
 };
-#define LEDGER_MODEL_CALL_INIT                                                        \
-	{                                                                             \
-		.ts = -1, .duration_ms = -1, .input_tokens = -1, .output_tokens = -1, \
-		.cache_read_tokens = -1, .cache_write_tokens = -1, .tool_calls = -1,  \
-		.cost_usd = -1                                                        \
+#define LEDGER_MODEL_CALL_INIT                                                          \
+	{                                                                               \
+		.ts = -1, .duration_ms = -1, .ttfb_ms = -1, .input_tokens = -1,         \
+		.output_tokens = -1, .cache_read_tokens = -1, .cache_write_tokens = -1, \
+		.tool_calls = -1, .cost_usd = -1                                        \
 	}
 
 struct ledger_tool_call {

@@ -86,6 +86,7 @@ CREATE TABLE model_call (
 	id INTEGER PRIMARY KEY,
 	ts INTEGER NOT NULL,
 	duration_ms INTEGER,
+	ttfb_ms INTEGER,
 	request_id TEXT,
 	provider TEXT,
 	model TEXT,

@@ -12,8 +12,13 @@
 #include "strv.h"
 
 /* The kernel command line. reboot=t + QEMU's -no-reboot turn a guest reboot into QEMU's exit:
- * that is how the guest powers off. microvm appends the virtio_mmio.device= entries itself. */
-#define QEMU_CMDLINE "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 tsc=reliable"
+ * that is how the guest powers off. microvm appends the virtio_mmio.device= entries itself.
+ * Hardening: no merging of slab caches (an overflow stays within its own cache), a shuffled page
+ * allocator (CONFIG_SHUFFLE_PAGE_ALLOCATOR), memory zeroed on allocation (also the config's
+ * default: stated so that a kernel built without it still gets it). */
+#define QEMU_CMDLINE                                                                  \
+	"console=ttyS0 reboot=t panic=-1 quiet loglevel=1 tsc=reliable slab_nomerge " \
+	"page_alloc.shuffle=1 init_on_alloc=1"
 /* x86's COMMAND_LINE_SIZE, NUL included; microvm appends its virtio_mmio.device= entries */
 #define QEMU_CMDLINE_MAX 2048
 #define QEMU_CMDLINE_MMIO_RESERVE 512

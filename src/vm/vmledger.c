@@ -109,7 +109,8 @@ static void on_dns(void *userdata, const struct egress_dns_event *ev)
 	(void)ledger_policy(l, &p);
 }
 
-static void on_model(void *userdata, uint64_t net_id, const struct ai_event *ev)
+static void on_model(void *userdata, uint64_t net_id, const struct proxy_model_timing *t,
+		     const struct ai_event *ev)
 {
 	struct ledger *l = userdata;
 	if (!l)
@@ -121,7 +122,9 @@ static void on_model(void *userdata, uint64_t net_id, const struct ai_event *ev)
 		names[i] = (char *)ev->tool_names[i];
 	names[MIN(ev->n_tool_names, (unsigned)AI_MAX_TOOL_NAMES)] = NULL;
 	struct ledger_model_call m = LEDGER_MODEL_CALL_INIT;
-	m.ts = ledger_now_ms();
+	m.ts = (int64_t)t->ts_ms;
+	m.duration_ms = (int64_t)t->duration_ms;
+	m.ttfb_ms = t->ttfb_ms;
 	m.request_id = id;
 	m.provider = ev->provider_name;
 	m.model = ev->model[0] ? ev->model : NULL;

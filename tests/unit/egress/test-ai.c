@@ -743,6 +743,20 @@ static void test_pricing_default(void **state)
 	/* a missing cached price defaults to the input price */
 	m = pricing_find(prices, "openai", "gpt-4-turbo");
 	assert_true(m->cached_input == m->input && m->cache_write == m->input);
+
+	/* every shipped entry names its source and date, is found by its own name and prices a
+	 * call (cost known for every model in the table) */
+	for (size_t i = 0; i < pricing_count(prices); i++) {
+		m = pricing_model_at(prices, i);
+		assert_non_null(m->source);
+		assert_non_null(m->as_of);
+		assert_true(strlen(m->source) > 5 && strchr(m->source, '.'));
+		assert_ptr_equal(pricing_find(prices, m->provider, m->name), m);
+		u = (struct pricing_usage){ .input = 1000, .output = 1000, .cached_input = 100 };
+		assert_int_equal(pricing_cost(prices, m->provider, m->name, &u, &usd), 0);
+		assert_true(usd > 0 && usd < 1.0);
+	}
+	assert_null(pricing_model_at(prices, pricing_count(prices)));
 }
 
 static void test_pricing_parse(void **state)
@@ -758,6 +772,13 @@ static void test_pricing_parse(void **state)
 	assert_string_equal(m->name, "m");
 	assert_true(m->above == 10 && m->cached_input_above == 3 && m->cache_write_above == 3);
 	assert_string_equal(pricing_find(p, "x", "m-1-2")->name, "m-1");
+	assert_null(m->source);
+	pricing_free(p);
+	const char *prov = "[x]\nm = { input = 1, output = 2, source = \"example.com/prices\", "
+			   "as_of = \"2025-11-03\" }\n";
+	assert_int_equal(pricing_parse(prov, strlen(prov), &p, err, sizeof(err)), 0);
+	assert_string_equal(pricing_find(p, "x", "m")->source, "example.com/prices");
+	assert_string_equal(pricing_find(p, "x", "m")->as_of, "2025-11-03");
 	pricing_free(p);
 
 	static const char *const bad[] = {
@@ -769,6 +790,10 @@ static void test_pricing_parse(void **state)
 		"[x]\nm = { input = 1, output = 1e9 }\n",
 		"[x]\nm = { input = 1, output = \"2\" }\n",
 		"[x]\nm = { input = 1, output = 2, typo = 3 }\n",
+		"[x]\nm = { input = 1, output = 2, as_of = \"Nov 2025\" }\n",
+		"[x]\nm = { input = 1, output = 2, as_of = \"2025-1\" }\n",
+		"[x]\nm = { input = 1, output = 2, source = \"\" }\n",
+		"[x]\nm = { input = 1, output = 2, source = 3 }\n",
 		"[x]\nm = { input = 1, output = 2, above = 0, input_above = 1, output_above = 1 "
 		"}\n",
 		"[x]\nm = { input = 1, output = 2, above = 5 }\n",

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "fdutil.h"
 #include "macro.h"
 #include "strv.h"
@@ -39,6 +40,9 @@ static const char *const openai_env[] = { "OPENAI_API_KEY", NULL };
 static const char *const openai_domains[] = { "api.openai.com", NULL };
 static const char *const gemini_env[] = { "GEMINI_API_KEY", "GOOGLE_API_KEY", NULL };
 static const char *const gemini_domains[] = { "generativelanguage.googleapis.com", NULL };
+/* git over HTTPS (github.com) and the REST/GraphQL API (api.github.com: gh) */
+static const char *const github_env[] = { "GH_TOKEN", "GITHUB_TOKEN", NULL };
+static const char *const github_domains[] = { "github.com", "api.github.com", NULL };
 
 /* Placeholders: printable, unreserved URL characters only (they appear in query strings), none
  * a substring of another, shaped like each provider's keys for tools that glance at the prefix. */
@@ -49,6 +53,8 @@ static const struct cred_provider_info providers[CRED_N_PROVIDERS] = {
 			  openai_domains },
 	[CRED_GEMINI] = { "gemini", gemini_env, "GEMINI_API_KEY", "AIza-capsem-placeholder",
 			  gemini_domains },
+	[CRED_GITHUB] = { "github", github_env, "GH_TOKEN", "ghp_capsem_placeholder",
+			  github_domains },
 };
 
 struct cred_key {
@@ -170,7 +176,7 @@ static int parse_file(struct cred_store *s, const char *path, const char *text, 
 						   : sect[m];
 			shown[m] = 0;
 			snprintf(err, errlen, "%s: [%s]: %s", path, shown,
-				 p < 0 ? "unknown provider (anthropic, openai, gemini)"
+				 p < 0 ? "unknown provider (anthropic, openai, gemini, github)"
 				       : "expected a table with api_key");
 			k = -EBADMSG;
 			break;
@@ -366,6 +372,50 @@ static bool span_is(const char *p, size_t n, const char *want)
 	return n == strlen(want) && memcmp(p, want, n) == 0;
 }
 
+/* The longest "user:password" an Authorization: Basic value may decode to for a swap. */
+#define BASIC_MAX (2 * CRED_MAX_KEY + 256)
+
+/* "Basic <base64(user:password)>" (what git sends): when the user or the password is exactly
+ * the placeholder, emit the value with the key in its place, re-encoded; else nothing and 0.
+ * The decoded text (which then holds the key) lives on the stack and is wiped. */
+static int rewrite_basic(const char *v, size_t n, const char *ph, const struct cred_key *k,
+			 struct emit *e)
+{
+	uint8_t plain[BASIC_MAX];
+	size_t pn, phl = strlen(ph);
+	int r = 0;
+	if (n > base64_encoded_len(BASIC_MAX - CRED_MAX_KEY) ||
+	    base64_decode_to(v, n, plain, BASIC_MAX - CRED_MAX_KEY, &pn) < 0)
+		return 0;
+	uint8_t *colon = memchr(plain, ':', pn);
+	if (colon) {
+		size_t ul = (size_t)(colon - plain), pl = pn - ul - 1;
+		bool user = ul == phl && memcmp(plain, ph, phl) == 0;
+		bool pass = pl == phl && memcmp(colon + 1, ph, phl) == 0;
+		if (user || pass) {
+			/* rebuild in place: the key replaces whichever part was the placeholder */
+			uint8_t out[BASIC_MAX];
+			size_t on = 0;
+			const uint8_t *a = user ? (const uint8_t *)k->key : plain;
+			size_t al = user ? k->len : ul;
+			const uint8_t *b = pass ? (const uint8_t *)k->key : colon + 1;
+			size_t bl = pass ? k->len : pl;
+			memcpy(out, a, al);
+			on = al;
+			out[on++] = ':';
+			memcpy(out + on, b, bl);
+			on += bl;
+			if (e->dst)
+				base64_encode_to(out, on, (char *)e->dst + e->n);
+			e->n += base64_encoded_len(on);
+			explicit_wipe(out, sizeof(out));
+			r = 1;
+		}
+	}
+	explicit_wipe(plain, sizeof(plain));
+	return r;
+}
+
 /* The request line: "key=<placeholder>" parameters of the target's query. */
 static int rewrite_request_line(const char *line, size_t ll, const char *ph,
 				const struct cred_key *k, struct emit *e)
@@ -400,8 +450,9 @@ static int rewrite_request_line(const char *line, size_t ll, const char *ph,
 	return count;
 }
 
-/* A header line: the whole value of x-api-key / x-goog-api-key / api-key, or the token of
- * "authorization: Bearer <token>". */
+/* A header line: the whole value of x-api-key / x-goog-api-key / api-key, the token of
+ * "authorization: Bearer <token>" or "authorization: token <token>" (GitHub's own scheme), or
+ * the user or password of "authorization: Basic <base64>". */
 static int rewrite_header(const char *line, size_t ll, const char *ph, const struct cred_key *k,
 			  struct emit *e)
 {
@@ -421,13 +472,34 @@ static int rewrite_header(const char *line, size_t ll, const char *ph, const str
 		     (nl == 14 && strncasecmp(line, "x-goog-api-key", 14) == 0) ||
 		     (nl == 7 && strncasecmp(line, "api-key", 7) == 0);
 	if (auth) {
+		size_t sl = 0;
+		bool basic = false;
 		if ((size_t)(end - v) > 7 && strncasecmp(v, "bearer", 6) == 0 &&
-		    (v[6] == ' ' || v[6] == '\t')) {
-			v += 6;
+		    (v[6] == ' ' || v[6] == '\t'))
+			sl = 6;
+		else if ((size_t)(end - v) > 6 && strncasecmp(v, "token", 5) == 0 &&
+			 (v[5] == ' ' || v[5] == '\t'))
+			sl = 5;
+		else if ((size_t)(end - v) > 6 && strncasecmp(v, "basic", 5) == 0 &&
+			 (v[5] == ' ' || v[5] == '\t'))
+			sl = 5, basic = true;
+		if (sl) {
+			v += sl;
 			while (v < end && (*v == ' ' || *v == '\t'))
 				v++;
 		} else {
 			v = end + 1; /* no match */
+		}
+		if (basic && v < end) {
+			size_t before = e->n;
+			emit(e, line, (size_t)(v - line));
+			if (rewrite_basic(v, (size_t)(end - v), ph, k, e)) {
+				emit(e, end, (size_t)(line + ll - end));
+				return 1;
+			}
+			e->n = before; /* not ours: the line as it was */
+			emit(e, line, ll);
+			return 0;
 		}
 	}
 	if ((auth || plain) && v <= end && span_is(v, (size_t)(end - v), ph)) {

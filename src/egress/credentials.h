@@ -1,7 +1,9 @@
-/* credentials.h - AI provider keys: kept on the host, swapped in on the way upstream.
+/* credentials.h - AI provider keys and a GitHub token: kept on the host, swapped in on the way
+ * upstream.
  *
  * Real keys come from the host environment (ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY or
- * GOOGLE_API_KEY) or from $CAPSEM_HOME/credentials (TOML, mode 0600; the environment wins). The
+ * GOOGLE_API_KEY, GH_TOKEN or GITHUB_TOKEN) or from $CAPSEM_HOME/credentials (TOML, mode 0600;
+ * the environment wins). The
  * guest only ever sees a fixed placeholder per provider (cred_guest_env); the egress proxy
  * replaces the placeholder with the real key in the authentication headers and the "key" query
  * parameter of requests to that provider's own API domains (cred_rewrite_head), and nowhere
@@ -16,7 +18,7 @@
 #include "buf.h"
 #include "macro.h"
 
-enum cred_provider { CRED_ANTHROPIC, CRED_OPENAI, CRED_GEMINI, CRED_N_PROVIDERS };
+enum cred_provider { CRED_ANTHROPIC, CRED_OPENAI, CRED_GEMINI, CRED_GITHUB, CRED_N_PROVIDERS };
 
 #define CRED_FILE "credentials"	    /* inside $CAPSEM_HOME */
 #define CRED_MAX_KEY 4096	    /* bytes of one key */
@@ -64,8 +66,9 @@ int cred_guest_env(const struct cred_store *s, unsigned flags, char ***ret_env);
  * bound for host (a bare DNS name, any case, maybe with a trailing dot): when host is one of a
  * provider's domains and that provider has a key, the provider's placeholder is replaced by the
  * key where it is the whole value of an x-api-key, x-goog-api-key or api-key header, the token of
- * an "Authorization: Bearer" header, or the value of a "key" query parameter in the request
- * target (percent-encoded there as needed). Everything else is copied byte for byte. The result
+ * an "Authorization: Bearer" or "Authorization: token" header, the user or the password of an
+ * "Authorization: Basic" header (decoded, swapped, re-encoded: what git sends), or the value of
+ * a "key" query parameter in the request target (percent-encoded there as needed). Everything else is copied byte for byte. The result
  * is appended to out (reserved in one step, so a growing buffer never leaves a copy of the key in
  * freed memory; release out with buf_done(out, 1)); *ret_count (optional) is the number of
  * replacements. 0, or -ENOBUFS/-ENOMEM with out unchanged. */

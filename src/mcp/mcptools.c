@@ -23,6 +23,7 @@
 #include "fdutil.h"
 #include "macro.h"
 #include "mcptools.h"
+#include "base64.h"
 #include "mcputil.h"
 #include "proto.h"
 
@@ -421,7 +422,7 @@ static json_t *tool_read_file(struct mcp_ctx *ctx, json_t *args)
 	size_t n = buf_len(&res.body);
 	int text = mcp_utf8_valid(p, n);
 	json_t *content = text ? mcp_text_string(p, n) : NULL;
-	if (!text && (b64 = mcp_base64_encode(p, n)))
+	if (!text && (b64 = base64_encode(p, n)))
 		content = json_string(b64);
 	api_response_done(&res);
 	if (!content)
@@ -444,7 +445,7 @@ static json_t *tool_write_file(struct mcp_ctx *ctx, json_t *args)
 	struct api_response res;
 
 	if (enc && streq(enc, "base64")) {
-		if (mcp_base64_decode(json_string_value(content), len, &bytes, &len) < 0)
+		if (base64_decode(json_string_value(content), len, &bytes, &len) < 0)
 			return mcp_result_error("content is not valid base64");
 		body = bytes;
 	}

@@ -1,5 +1,5 @@
 /* mcputil.c - capsem-mcp's pure helpers: the JSON Schema subset validator for tool arguments,
- * UTF-8 text from untrusted bytes, base64, tool-result builders.
+ * UTF-8 text from untrusted bytes, tool-result builders (base64 is src/basic/base64.c).
  *
  * Trust boundary: tool arguments come from the MCP client (an AI agent: hostile by default),
  * command output and file contents from the guest. Everything here is bounded by its input; the
@@ -23,80 +23,6 @@ static size_t utf8_count(const char *s, size_t n)
 		if (((uint8_t)s[i] & 0xc0) != 0x80)
 			c++;
 	return c;
-}
-
-/* ---- base64 ---- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *mcp_base64_encode(const void *p, size_t n)
-{
-	const uint8_t *s = p;
-	if (n > (SIZE_MAX - 1) / 4 * 3 - 3)
-		return NULL;
-	char *o = malloc((n + 2) / 3 * 4 + 1), *q = o;
-	if (!o)
-		return NULL;
-	size_t i = 0;
-	for (; i + 3 <= n; i += 3) {
-		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-		*q++ = b64[v >> 18];
-		*q++ = b64[(v >> 12) & 63];
-		*q++ = b64[(v >> 6) & 63];
-		*q++ = b64[v & 63];
-	}
-	if (n - i == 1) {
-		uint32_t v = (uint32_t)s[i] << 16;
-		*q++ = b64[v >> 18];
-		*q++ = b64[(v >> 12) & 63];
-		*q++ = '=';
-		*q++ = '=';
-	} else if (n - i == 2) {
-		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8;
-		*q++ = b64[v >> 18];
-		*q++ = b64[(v >> 12) & 63];
-		*q++ = b64[(v >> 6) & 63];
-		*q++ = '=';
-	}
-	*q = 0;
-	return o;
-}
-
-static int b64_val(char c)
-{
-	const char *p = c ? strchr(b64, c) : NULL;
-	return p ? (int)(p - b64) : -1;
-}
-
-int mcp_base64_decode(const char *s, size_t n, uint8_t **ret, size_t *ret_len)
-{
-	if (n % 4)
-		return -EINVAL;
-	_cleanup_free_ uint8_t *o = malloc(n / 4 * 3 + 1);
-	size_t k = 0;
-	if (!o)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-		for (int j = 0; j < 4; j++) {
-			if (s[i + j] == '=' && i + 4 == n && j >= 2) {
-				v[j] = 0;
-				pad++;
-			} else if (pad || (v[j] = b64_val(s[i + j])) < 0) {
-				return -EINVAL;
-			}
-		}
-		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-			     (uint32_t)v[3];
-		o[k++] = (uint8_t)(x >> 16);
-		if (pad < 2)
-			o[k++] = (uint8_t)(x >> 8);
-		if (pad < 1)
-			o[k++] = (uint8_t)x;
-	}
-	*ret = TAKE_PTR(o);
-	*ret_len = k;
-	return 0;
 }
 
 /* ---- schema subset ---- */

@@ -1,6 +1,6 @@
 /* mcputil.h - pure helpers of capsem-mcp: a JSON Schema subset validator (the one the tools'
  * inputSchemas use, so the schema a client sees is the check that runs), text from untrusted
- * bytes (valid UTF-8 for JSON strings), base64, and MCP tool-result builders.
+ * bytes (valid UTF-8 for JSON strings) and MCP tool-result builders.
  *
  * No I/O; callable from any thread on objects that thread owns.
  */
@@ -21,12 +21,6 @@
  * or -ENOMEM. */
 int mcp_schema_check(const json_t *schema, const json_t *v, const char *where, char *err,
 		     size_t errn);
-
-/* base64 (RFC 4648, padded). Encode: malloc'ed NUL-terminated text or NULL. Decode: 0 with a
- * malloc'ed buffer (never NULL on success, even for 0 bytes), -EINVAL for bad input (whitespace
- * is refused too), -ENOMEM. */
-char *mcp_base64_encode(const void *p, size_t n);
-int mcp_base64_decode(const char *s, size_t n, uint8_t **ret, size_t *ret_len);
 
 /* ---- tool results (MCP 2025-06-18 CallToolResult). Each returns a new reference or NULL. ---- */
 

@@ -16,9 +16,11 @@
 
 #include <cmocka.h>
 
+#include "base64.h"
 #include "buf.h"
 #include "credentials.h"
 #include "fdutil.h"
+#include "macro.h"
 #include "strv.h"
 
 #define ANT_KEY "sk-ant-api03-REALKEY-aaaa"
@@ -140,7 +142,7 @@ static void test_file_errors(void **state)
 	expect_file_err(d, ok, 0620, -EPERM, "mode 0620");
 	expect_file_err(d, "[anthropic\napi_key = \"SECRET\"\n", 0600, -EBADMSG, "credentials:1:");
 	expect_file_err(d, "[claude]\napi_key = \"SECRET\"\n", 0600, -EBADMSG,
-			"[claude]: unknown provider (anthropic, openai, gemini)");
+			"[claude]: unknown provider (anthropic, openai, gemini, github)");
 	expect_file_err(d, "anthropic = \"SECRET\"\n", 0600, -EBADMSG,
 			"[anthropic]: expected a table");
 	expect_file_err(d, "[openai]\nkey = \"SECRET\"\n", 0600, -EBADMSG,
@@ -178,9 +180,10 @@ static void test_guest_env(void **state)
 	assert_string_equal(ge[0], "ANTHROPIC_API_KEY=sk-ant-capsem-placeholder");
 	strv_free(ge);
 	assert_int_equal(cred_guest_env(s, CRED_ENV_ALL, &ge), 0);
-	assert_int_equal(strv_length(ge), 3);
+	assert_int_equal(strv_length(ge), 4);
 	assert_string_equal(ge[1], "OPENAI_API_KEY=sk-capsem-placeholder");
 	assert_string_equal(ge[2], "GEMINI_API_KEY=AIza-capsem-placeholder");
+	assert_string_equal(ge[3], "GH_TOKEN=ghp_capsem_placeholder");
 	for (size_t i = 0; ge[i]; i++)
 		assert_null(strstr(ge[i], "REALKEY"));
 	strv_free(ge);
@@ -345,6 +348,67 @@ static void test_rewrite(void **state)
 	cred_free(s);
 }
 
+/* GitHub: git's Basic credentials (user or password the placeholder), gh's "token" scheme and
+ * Bearer, on github.com and api.github.com only */
+static void test_rewrite_github(void **state)
+{
+	char *env[] = { "GITHUB_TOKEN=ghp_REALTOKEN0123456789", NULL };
+	struct cred_store *s = load_env(env);
+	int n;
+	assert_string_equal(cred_key_source(s, CRED_GITHUB), "GITHUB_TOKEN");
+	/* base64("x-access-token:ghp_capsem_placeholder") */
+	char *ph = base64_encode("x-access-token:ghp_capsem_placeholder", 37);
+	char *real = base64_encode("x-access-token:ghp_REALTOKEN0123456789", 38);
+	char head[512], want[512];
+	snprintf(head, sizeof(head),
+		 "POST /o/r.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\n"
+		 "Authorization: Basic %s\r\n\r\n",
+		 ph);
+	snprintf(want, sizeof(want),
+		 "POST /o/r.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\n"
+		 "Authorization: Basic %s\r\n\r\n",
+		 real);
+	assert_string_equal(rw(s, "github.com", head, &n), want);
+	assert_int_equal(n, 1);
+	SAME(s, "gist.github.com", head);
+	SAME(s, "github.com.evil.com", head);
+	SAME(s, "api.anthropic.com", head);
+	free(ph);
+	free(real);
+	/* the token as the user name (some helpers send it so) */
+	ph = base64_encode("ghp_capsem_placeholder:x-oauth-basic", 36);
+	real = base64_encode("ghp_REALTOKEN0123456789:x-oauth-basic", 37);
+	snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nauthorization: basic %s\r\n\r\n", ph);
+	snprintf(want, sizeof(want), "GET / HTTP/1.1\r\nauthorization: basic %s\r\n\r\n", real);
+	assert_string_equal(rw(s, "api.github.com", head, &n), want);
+	free(ph);
+	free(real);
+	/* not the whole part, not base64, no colon, another provider's placeholder: unchanged */
+	static const char *const not_ours[] = { "x:ghp_capsem_placeholderX",
+						"ghp_capsem_placeholder", "x:sk-capsem-placeholder",
+						"x:" };
+	for (size_t i = 0; i < ELEMENTSOF(not_ours); i++) {
+		char *b = base64_encode(not_ours[i], strlen(not_ours[i]));
+		snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nAuthorization: Basic %s\r\n\r\n",
+			 b);
+		SAME(s, "github.com", head);
+		free(b);
+	}
+	SAME(s, "github.com", "GET / HTTP/1.1\r\nAuthorization: Basic !!!!\r\n\r\n");
+	SAME(s, "github.com", "GET / HTTP/1.1\r\nAuthorization: Basic \r\n\r\n");
+	/* gh: "token" and "Bearer" */
+	assert_string_equal(
+		rw(s, "api.github.com",
+		   "GET /user HTTP/1.1\r\nAuthorization: token ghp_capsem_placeholder\r\n\r\n", &n),
+		"GET /user HTTP/1.1\r\nAuthorization: token ghp_REALTOKEN0123456789\r\n\r\n");
+	assert_string_equal(
+		rw(s, "api.github.com",
+		   "GET /user HTTP/1.1\r\nAuthorization: Bearer ghp_capsem_placeholder\r\n\r\n",
+		   &n),
+		"GET /user HTTP/1.1\r\nAuthorization: Bearer ghp_REALTOKEN0123456789\r\n\r\n");
+	cred_free(s);
+}
+
 static void test_wipe(void **state)
 {
 	char *env[] = { "ANTHROPIC_API_KEY=" ANT_KEY, "OPENAI_API_KEY=" OAI_KEY, NULL };
@@ -370,7 +434,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_providers),   cmocka_unit_test(test_env_and_file),
 		cmocka_unit_test(test_file_errors), cmocka_unit_test(test_guest_env),
-		cmocka_unit_test(test_rewrite),	    cmocka_unit_test(test_wipe),
+		cmocka_unit_test(test_rewrite),	    cmocka_unit_test(test_rewrite_github),
+		cmocka_unit_test(test_wipe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

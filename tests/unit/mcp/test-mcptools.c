@@ -11,6 +11,7 @@
 
 #include "macro.h"
 #include "mcptools.h"
+#include "base64.h"
 #include "mcputil.h"
 #include "apiclient.h"
 
@@ -52,11 +53,11 @@ static void test_base64(void **state)
 		  { "fooba", "Zm9vYmE=" },
 		  { "foobar", "Zm9vYmFy" } };
 	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
-		_cleanup_free_ char *e = mcp_base64_encode(v[i].raw, strlen(v[i].raw));
+		_cleanup_free_ char *e = base64_encode(v[i].raw, strlen(v[i].raw));
 		assert_string_equal(e, v[i].enc);
 		_cleanup_free_ uint8_t *d = NULL;
 		size_t n;
-		assert_int_equal(mcp_base64_decode(e, strlen(e), &d, &n), 0);
+		assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
 		assert_non_null(d);
 		assert_int_equal(n, strlen(v[i].raw));
 		assert_memory_equal(d, v[i].raw, n);
@@ -64,17 +65,17 @@ static void test_base64(void **state)
 	uint8_t all[256];
 	for (int i = 0; i < 256; i++)
 		all[i] = (uint8_t)i;
-	_cleanup_free_ char *e = mcp_base64_encode(all, sizeof(all));
+	_cleanup_free_ char *e = base64_encode(all, sizeof(all));
 	_cleanup_free_ uint8_t *d = NULL;
 	size_t n;
-	assert_int_equal(mcp_base64_decode(e, strlen(e), &d, &n), 0);
+	assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
 	assert_int_equal(n, 256);
 	assert_memory_equal(d, all, 256);
 
 	const char *bad[] = { "Zg=", "Z===", "Zg==Zg==", "Zm9v\n", "Zm 9", "Zm9*", "=Zg=" };
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		uint8_t *x = NULL;
-		assert_int_equal(mcp_base64_decode(bad[i], strlen(bad[i]), &x, &n), -EINVAL);
+		assert_int_equal(base64_decode(bad[i], strlen(bad[i]), &x, &n), -EINVAL);
 		assert_null(x);
 	}
 }

@@ -14,39 +14,31 @@
 #include <jansson.h>
 
 #include "fdutil.h"
+#include "home.h"
 #include "macro.h"
 #include "parse.h"
 #include "sha256.h"
 
-static const char *home_dir(void)
-{
-	const char *h = getenv("HOME");
-	return h && *h ? h : "/root";
-}
-
 char *util_cache_root(const char *opt)
 {
 	const char *e = getenv("CAPSEM_CACHE");
+	_cleanup_free_ char *home = NULL;
 	char *p = NULL;
 	if (opt && *opt)
 		return strdup(opt);
 	if (e && *e)
 		return strdup(e);
-	return asprintf(&p, "%s/.cache/capsem", home_dir()) < 0 ? NULL : p;
+	if (user_home(&home) < 0)
+		return NULL;
+	return asprintf(&p, "%s/.cache/capsem", home) < 0 ? NULL : p;
 }
 
 char *util_images_dir(const char *opt)
 {
-	const char *e = getenv("CAPSEM_IMAGES_DIR");
-	const char *home = getenv("CAPSEM_HOME");
 	char *p = NULL;
 	if (opt && *opt)
 		return strdup(opt);
-	if (e && *e)
-		return strdup(e);
-	if (home && *home)
-		return asprintf(&p, "%s/images", home) < 0 ? NULL : p;
-	return asprintf(&p, "%s/.capsem/images", home_dir()) < 0 ? NULL : p;
+	return capsem_images_dir(&p) < 0 ? NULL : p;
 }
 
 double util_now(void)

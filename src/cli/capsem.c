@@ -10,31 +10,28 @@
 
 #include "config.h"
 #include "cli.h"
+#include "home.h"
 #include "log.h"
 #include "macro.h"
 
 char *cli_capsem_home(void)
 {
-	const char *h = getenv("CAPSEM_HOME");
 	char *p = NULL;
-	if (h && *h)
-		return strdup(h);
-	h = getenv("HOME");
-	if (!h || !*h)
-		h = "/root";
-	return asprintf(&p, "%s/.capsem", h) < 0 ? NULL : p;
+	int r = capsem_home(&p);
+	if (r == -ENOENT)
+		log_error("cannot tell where Capsem's state lives: set CAPSEM_HOME (or HOME)");
+	else if (r < 0)
+		log_oom();
+	return r < 0 ? NULL : p;
 }
 
 char *cli_image_dir(const char *name)
 {
-	const char *d = getenv("CAPSEM_IMAGES_DIR");
+	_cleanup_free_ char *d = NULL;
 	char *p = NULL;
-	if (d && *d)
-		return asprintf(&p, "%s/%s", d, name) < 0 ? NULL : p;
-	_cleanup_free_ char *home = cli_capsem_home();
-	if (!home)
+	if (capsem_images_dir(&d) < 0)
 		return NULL;
-	return asprintf(&p, "%s/images/%s", home, name) < 0 ? NULL : p;
+	return asprintf(&p, "%s/%s", d, name) < 0 ? NULL : p;
 }
 
 const char *cli_default_image(void)

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "api.h"
 #include "fdutil.h"
+#include "home.h"
 #include "httpd.h"
 #include "log.h"
 #include "macro.h"
@@ -102,18 +103,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (optind < argc)
 		return log_error("unexpected argument '%s' (see --help)", argv[optind]), -EINVAL;
 	return 0;
-}
-
-static char *default_home(void)
-{
-	const char *h = getenv("CAPSEM_HOME");
-	char *p = NULL;
-	if (h && *h)
-		return strdup(h);
-	h = getenv("HOME");
-	if (!h || !*h)
-		return NULL;
-	return asprintf(&p, "%s/.capsem", h) < 0 ? NULL : p;
 }
 
 /* Take the lock or explain who has it. Returns the lock fd or -errno. */
@@ -207,7 +196,7 @@ int main(int argc, char **argv)
 		return r > 0 ? 0 : 2;
 	log_setup("capsemd", o.level);
 	log_setup_from_env();
-	if (!o.home && !(o.home = default_home()))
+	if (!o.home && capsem_home(&o.home) < 0)
 		return log_error("cannot find the home directory: set CAPSEM_HOME or --home"), 1;
 	r = mkdir_p(o.home, 0700);
 	if (r < 0)

@@ -21,6 +21,7 @@
 
 #include "apiclient.h"
 #include "fdutil.h"
+#include "home.h"
 #include "macro.h"
 #include "mcptools.h"
 #include "base64.h"
@@ -64,7 +65,8 @@ static int ctx_open(struct mcp_ctx *ctx, struct api_conn *c)
 	if (r == -ENOEXEC)
 		ctx_err(ctx, "cannot find the capsemd binary (set CAPSEM_DAEMON_BIN)");
 	else if (r == -ETIMEDOUT) {
-		_cleanup_free_ char *home = api_capsem_home();
+		_cleanup_free_ char *home = NULL;
+		(void)capsem_home(&home);
 		ctx_err(ctx, "capsemd did not start within %d s; see %s/run/capsemd.log",
 			API_START_TIMEOUT_MS / 1000, strempty(home));
 	} else if (r < 0)

@@ -17,6 +17,7 @@
 
 #include "apiclient.h"
 #include "fdutil.h"
+#include "home.h"
 #include "macro.h"
 #include "unixsock.h"
 #include "vmproc.h"
@@ -280,21 +281,10 @@ void api_response_done(struct api_response *r)
 	r->json = NULL;
 }
 
-char *api_capsem_home(void)
-{
-	const char *h = getenv("CAPSEM_HOME");
-	char *p = NULL;
-	if (h && *h)
-		return strdup(h);
-	h = getenv("HOME");
-	if (!h || !*h)
-		h = "/root";
-	return asprintf(&p, "%s/.capsem", h) < 0 ? NULL : p;
-}
-
 char *api_socket_path(void)
 {
-	_cleanup_free_ char *home = api_capsem_home();
+	_cleanup_free_ char *home = NULL;
+	(void)capsem_home(&home);
 	char *p = NULL;
 	if (!home)
 		return NULL;
@@ -422,7 +412,8 @@ int api_connect_or_start(struct api_conn *c)
 	if (r == 0 || (r != -ECONNREFUSED && r != -ENOENT))
 		return r;
 
-	_cleanup_free_ char *home = api_capsem_home(), *rundir = NULL, *logpath = NULL;
+	_cleanup_free_ char *home = NULL, *rundir = NULL, *logpath = NULL;
+	(void)capsem_home(&home);
 	if (!home || asprintf(&rundir, "%s/run", home) < 0 ||
 	    asprintf(&logpath, "%s/capsemd.log", rundir) < 0)
 		return -ENOMEM;

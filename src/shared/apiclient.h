@@ -95,8 +95,6 @@ const char *api_response_code(const struct api_response *r);
 
 /* $CAPSEM_HOME/run/capsemd.sock (CAPSEM_HOME defaults to ~/.capsem). malloc'ed or NULL. */
 char *api_socket_path(void);
-/* $CAPSEM_HOME, else ~/.capsem. malloc'ed or NULL. */
-char *api_capsem_home(void);
 
 /* Connect to the daemon without starting it. 0, -ECONNREFUSED / -ENOENT when nobody listens,
  * or -errno. The conn is initialised on success only. */

@@ -44,6 +44,7 @@
 #include "egress.h"
 #include "fdutil.h"
 #include "gateway.h"
+#include "home.h"
 #include "ledger.h"
 #include "log.h"
 #include "macro.h"
@@ -891,7 +892,8 @@ static int vm_start(struct vm *vm)
 	}
 	if (!vm->o.no_egress) {
 		char err[512] = "";
-		_cleanup_free_ char *home = api_capsem_home();
+		_cleanup_free_ char *home = NULL;
+		(void)capsem_home(&home);
 		struct egress_config ec = {
 			.loop = vm->loop,
 			.capsem_home = home,

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "fdutil.h"
+#include "home.h"
 #include "macro.h"
 #include "parse.h"
 
@@ -124,13 +125,61 @@ static void test_find_program(void **state)
 	rmdir(dir);
 }
 
+/* one rule for Capsem's home: $CAPSEM_HOME, $HOME/.capsem, the passwd entry's, never a guess */
+static void test_capsem_home(void **state)
+{
+	char *saved_ch = getenv("CAPSEM_HOME") ? strdup(getenv("CAPSEM_HOME")) : NULL;
+	char *saved_h = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+	char *saved_i = getenv("CAPSEM_IMAGES_DIR") ? strdup(getenv("CAPSEM_IMAGES_DIR")) : NULL;
+	char *p = NULL;
+	setenv("CAPSEM_HOME", "/srv/capsem", 1);
+	unsetenv("CAPSEM_IMAGES_DIR");
+	assert_int_equal(capsem_home(&p), 0);
+	assert_string_equal(p, "/srv/capsem");
+	free(p);
+	assert_int_equal(capsem_images_dir(&p), 0);
+	assert_string_equal(p, "/srv/capsem/images");
+	free(p);
+	setenv("CAPSEM_IMAGES_DIR", "/img", 1);
+	assert_int_equal(capsem_images_dir(&p), 0);
+	assert_string_equal(p, "/img");
+	free(p);
+	unsetenv("CAPSEM_IMAGES_DIR");
+	setenv("CAPSEM_HOME", "", 1); /* empty: not set */
+	setenv("HOME", "/home/u", 1);
+	assert_int_equal(capsem_home(&p), 0);
+	assert_string_equal(p, "/home/u/.capsem");
+	free(p);
+	/* no HOME (or not absolute): the passwd entry, whatever it is, absolute */
+	unsetenv("HOME");
+	assert_int_equal(capsem_home(&p), 0);
+	assert_true(p[0] == '/' && strstr(p, "/.capsem") != NULL);
+	free(p);
+	setenv("HOME", "relative", 1);
+	assert_int_equal(user_home(&p), 0);
+	assert_true(p[0] == '/');
+	free(p);
+	if (saved_ch)
+		setenv("CAPSEM_HOME", saved_ch, 1);
+	else
+		unsetenv("CAPSEM_HOME");
+	if (saved_h)
+		setenv("HOME", saved_h, 1);
+	else
+		unsetenv("HOME");
+	if (saved_i)
+		setenv("CAPSEM_IMAGES_DIR", saved_i, 1);
+	free(saved_ch);
+	free(saved_h);
+	free(saved_i);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_cap),
-		cmocka_unit_test(test_parse),
-		cmocka_unit_test(test_files),
-		cmocka_unit_test(test_find_program),
+		cmocka_unit_test(test_buf_cap),	    cmocka_unit_test(test_parse),
+		cmocka_unit_test(test_files),	    cmocka_unit_test(test_find_program),
+		cmocka_unit_test(test_capsem_home),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
  * and an array created by [[header]] is AOT (appendable); arrays written as values are not.
  */
 #include "toml.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <locale.h>
@@ -366,45 +367,14 @@ static int hex_val(int c)
 	return -1;
 }
 
-/* Whole-input UTF-8 check (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
+/* Whole-input UTF-8 check (utf8.c: RFC 3629, and no NUL). */
 static int check_utf8(struct parser *p, size_t from)
 {
-	const unsigned char *s = (const unsigned char *)p->s;
-	size_t i = from, n = p->len;
-
-	while (i < n) {
-		unsigned char c = s[i];
-		size_t need;
-		uint32_t cp, min;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-			cp = c & 0x1f;
-			min = 0x80;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			cp = c & 0x0f;
-			min = 0x800;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			cp = c & 0x07;
-			min = 0x10000;
-		} else
-			return fail(p, i, "invalid UTF-8");
-		if (n - i <= need)
-			return fail(p, i, "truncated UTF-8 sequence");
-		for (size_t j = 1; j <= need; j++) {
-			if ((s[i + j] & 0xc0) != 0x80)
-				return fail(p, i, "invalid UTF-8");
-			cp = (cp << 6) | (s[i + j] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return fail(p, i, "invalid UTF-8");
-		i += need + 1;
+	for (size_t i = from; i < p->len;) {
+		size_t k = utf8_seq(p->s + i, p->len - i);
+		if (!k)
+			return fail(p, i, p->s[i] ? "invalid UTF-8" : "NUL byte");
+		i += k;
 	}
 	return 0;
 }

@@ -40,6 +40,7 @@
 #include "config.h"
 #include "fdutil.h"
 #include "macro.h"
+#include "utf8.h"
 
 extern const char ledger_schema_sql[];
 
@@ -102,29 +103,8 @@ int64_t ledger_now_ms(void)
 
 /* ---- text ---- */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when s does not start one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80
-			       ? 4
-			       : 0;
-	}
-	return 0;
-}
-
-/* A copy of s with at most cap bytes, cut at a character boundary, invalid bytes as '?'.
- * (utf8_seq never reads past a NUL: a NUL is not a continuation byte.) NULL on ENOMEM. */
+/* A copy of s with at most cap bytes, cut at a character boundary, invalid bytes as '?'. NULL
+ * on ENOMEM. */
 static char *text_clean(const char *s, size_t cap)
 {
 	size_t n = strnlen(s, cap + 4);
@@ -133,7 +113,7 @@ static char *text_clean(const char *s, size_t cap)
 	if (!out)
 		return NULL;
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq((const unsigned char *)s + i);
+		size_t k = utf8_seq(s + i, n - i);
 		if (o + (k ? k : 1) > cap)
 			break;
 		if (k == 0) {

@@ -15,6 +15,7 @@
 
 #include "jsonrpc.h"
 #include "macro.h"
+#include "utf8.h"
 
 /* ---- parsing ---- */
 
@@ -435,52 +436,12 @@ int jsonrpc_reader_finish(struct jsonrpc_reader *r)
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid UTF-8 sequence at p (n bytes available), or 0 when invalid. */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-	uint8_t c = p[0];
-	if (c < 0x80)
-		return c ? 1 : 0;
-	size_t len;
-	uint32_t min, cp;
-	if ((c & 0xe0) == 0xc0)
-		len = 2, min = 0x80, cp = c & 0x1f;
-	else if ((c & 0xf0) == 0xe0)
-		len = 3, min = 0x800, cp = c & 0x0f;
-	else if ((c & 0xf8) == 0xf0)
-		len = 4, min = 0x10000, cp = c & 0x07;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
-int mcp_utf8_valid(const void *p, size_t n)
-{
-	const uint8_t *s = p;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq(s + i, n - i);
-		if (!k)
-			return 0;
-		i += k;
-	}
-	return 1;
-}
-
 json_t *mcp_text_string(const void *p, size_t n)
 {
 	const uint8_t *s = p;
 	if (!n)
 		return json_string(""); /* p may be NULL (an empty buf) */
-	if (mcp_utf8_valid(p, n))
+	if (utf8_valid(p, n))
 		return json_stringn(p, n);
 	/* worst case: every byte becomes the 3-byte U+FFFD */
 	if (n > SIZE_MAX / 3)

@@ -164,8 +164,6 @@ int jsonrpc_reader_line(struct jsonrpc_reader *r, const char **ret_line, size_t 
  * jsonrpc_reader_line). Returns what jsonrpc_reader_line will return. */
 int jsonrpc_reader_finish(struct jsonrpc_reader *r);
 
-/* 1 when (p, n) is valid UTF-8 without NUL bytes, else 0. */
-int mcp_utf8_valid(const void *p, size_t n);
 /* A JSON string of the bytes (p, n): invalid UTF-8 sequences and NUL bytes become U+FFFD. New
  * reference or NULL. */
 json_t *mcp_text_string(const void *p, size_t n);

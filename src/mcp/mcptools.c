@@ -26,6 +26,7 @@
 #include "mcptools.h"
 #include "base64.h"
 #include "mcputil.h"
+#include "utf8.h"
 #include "proto.h"
 
 extern const char mcp_tools_json[];
@@ -422,7 +423,7 @@ static json_t *tool_read_file(struct mcp_ctx *ctx, json_t *args)
 		return ctx_fail(ctx);
 	const uint8_t *p = buf_head(&res.body);
 	size_t n = buf_len(&res.body);
-	int text = mcp_utf8_valid(p, n);
+	int text = utf8_valid(p, n);
 	json_t *content = text ? mcp_text_string(p, n) : NULL;
 	if (!text && (b64 = base64_encode(p, n)))
 		content = json_string(b64);

@@ -14,16 +14,7 @@
 
 #include "macro.h"
 #include "mcputil.h"
-
-/* code points of a valid UTF-8 string */
-static size_t utf8_count(const char *s, size_t n)
-{
-	size_t c = 0;
-	for (size_t i = 0; i < n; i++)
-		if (((uint8_t)s[i] & 0xc0) != 0x80)
-			c++;
-	return c;
-}
+#include "utf8.h"
 
 /* ---- schema subset ---- */
 

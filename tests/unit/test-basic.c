@@ -10,11 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "buf.h"
 #include "fdutil.h"
 #include "home.h"
 #include "macro.h"
 #include "parse.h"
+#include "utf8.h"
 
 static void test_buf_cap(void **state)
 {
@@ -174,12 +176,78 @@ static void test_capsem_home(void **state)
 	free(saved_i);
 }
 
+static void test_utf8(void **state)
+{
+	assert_true(utf8_valid("", 0));
+	assert_true(utf8_valid("abc \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+	assert_false(utf8_valid("a\0b", 3));		 /* NUL */
+	assert_false(utf8_valid("\xc0\xaf", 2));	 /* overlong '/' */
+	assert_false(utf8_valid("\xed\xa0\x80", 3));	 /* surrogate */
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	assert_false(utf8_valid("\xe2\x82", 2));	 /* truncated */
+	assert_false(utf8_valid("\xff", 1));
+
+	assert_int_equal(utf8_seq("\xc3\xa9", 1), 0); /* cut by n */
+	assert_int_equal(utf8_seq("\xc3\xa9", 2), 2);
+	assert_int_equal(utf8_seq("", 0), 0);
+	assert_int_equal(utf8_count("a\xc3\xa9\xe2\x82\xac", 6), 3);
+}
+
+static void test_base64(void **state)
+{
+	static const struct {
+		const char *raw, *enc;
+	} v[] = { { "", "" },
+		  { "f", "Zg==" },
+		  { "fo", "Zm8=" },
+		  { "foo", "Zm9v" },
+		  { "foob", "Zm9vYg==" },
+		  { "fooba", "Zm9vYmE=" },
+		  { "foobar", "Zm9vYmFy" } };
+	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
+		_cleanup_free_ char *e = base64_encode(v[i].raw, strlen(v[i].raw));
+		assert_string_equal(e, v[i].enc);
+		_cleanup_free_ uint8_t *d = NULL;
+		size_t n;
+		assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
+		assert_non_null(d);
+		assert_int_equal(n, strlen(v[i].raw));
+		assert_memory_equal(d, v[i].raw, n);
+	}
+	uint8_t all[256];
+	for (int i = 0; i < 256; i++)
+		all[i] = (uint8_t)i;
+	_cleanup_free_ char *e = base64_encode(all, sizeof(all));
+	_cleanup_free_ uint8_t *d = NULL;
+	size_t n;
+	assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
+	assert_int_equal(n, 256);
+	assert_memory_equal(d, all, 256);
+
+	const char *bad[] = { "Zg=", "Z===", "Zg==Zg==", "Zm9v\n", "Zm 9", "Zm9*", "=Zg=" };
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		uint8_t *x = NULL;
+		assert_int_equal(base64_decode(bad[i], strlen(bad[i]), &x, &n), -EINVAL);
+		assert_null(x);
+	}
+	/* into a caller's buffer: exact fit, and too small */
+	uint8_t small[3];
+	assert_int_equal(base64_decode_to("Zm9v", 4, small, 3, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(base64_decode_to("Zm9vYg==", 8, small, 3, &n), -ENOBUFS);
+	char enc[9] = { 0 };
+	base64_encode_to("foob", 4, enc);
+	assert_string_equal(enc, "Zm9vYg==");
+	assert_int_equal(base64_encoded_len(4), 8);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap),	    cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_files),	    cmocka_unit_test(test_find_program),
-		cmocka_unit_test(test_capsem_home),
+		cmocka_unit_test(test_capsem_home), cmocka_unit_test(test_utf8),
+		cmocka_unit_test(test_base64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /* test-mcptools.c - capsem-mcp's pure parts: the schema subset validator, UTF-8 text from
- * untrusted bytes, base64, result builders, the compiled-in tool table (tools.json bound to its
+ * untrusted bytes, result builders, the compiled-in tool table (tools.json bound to its
  * implementations; every schema well-formed and strict) and VM path escaping. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,21 +11,11 @@
 
 #include "macro.h"
 #include "mcptools.h"
-#include "base64.h"
 #include "mcputil.h"
 #include "apiclient.h"
 
-static void test_utf8(void **state)
+static void test_text_string(void **state)
 {
-	assert_true(mcp_utf8_valid("", 0));
-	assert_true(mcp_utf8_valid("abc \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 15));
-	assert_false(mcp_utf8_valid("a\0b", 3));	     /* NUL */
-	assert_false(mcp_utf8_valid("\xc0\xaf", 2));	     /* overlong '/' */
-	assert_false(mcp_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
-	assert_false(mcp_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-	assert_false(mcp_utf8_valid("\xe2\x82", 2));	     /* truncated */
-	assert_false(mcp_utf8_valid("\xff", 1));
-
 	json_t *s = mcp_text_string("ok\xff\xe2\x82!\0z", 8);
 	assert_non_null(s);
 	/* one U+FFFD per bad byte */
@@ -39,45 +29,6 @@ static void test_utf8(void **state)
 	s = mcp_text_string("plain", 5);
 	assert_string_equal(json_string_value(s), "plain");
 	json_decref(s);
-}
-
-static void test_base64(void **state)
-{
-	static const struct {
-		const char *raw, *enc;
-	} v[] = { { "", "" },
-		  { "f", "Zg==" },
-		  { "fo", "Zm8=" },
-		  { "foo", "Zm9v" },
-		  { "foob", "Zm9vYg==" },
-		  { "fooba", "Zm9vYmE=" },
-		  { "foobar", "Zm9vYmFy" } };
-	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
-		_cleanup_free_ char *e = base64_encode(v[i].raw, strlen(v[i].raw));
-		assert_string_equal(e, v[i].enc);
-		_cleanup_free_ uint8_t *d = NULL;
-		size_t n;
-		assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
-		assert_non_null(d);
-		assert_int_equal(n, strlen(v[i].raw));
-		assert_memory_equal(d, v[i].raw, n);
-	}
-	uint8_t all[256];
-	for (int i = 0; i < 256; i++)
-		all[i] = (uint8_t)i;
-	_cleanup_free_ char *e = base64_encode(all, sizeof(all));
-	_cleanup_free_ uint8_t *d = NULL;
-	size_t n;
-	assert_int_equal(base64_decode(e, strlen(e), &d, &n), 0);
-	assert_int_equal(n, 256);
-	assert_memory_equal(d, all, 256);
-
-	const char *bad[] = { "Zg=", "Z===", "Zg==Zg==", "Zm9v\n", "Zm 9", "Zm9*", "=Zg=" };
-	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		uint8_t *x = NULL;
-		assert_int_equal(base64_decode(bad[i], strlen(bad[i]), &x, &n), -EINVAL);
-		assert_null(x);
-	}
 }
 
 static int schema_ok(const char *schema, const char *value, char *err, size_t errn)
@@ -256,9 +207,9 @@ static void test_vm_path(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_utf8),	   cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_schema),	   cmocka_unit_test(test_results),
-		cmocka_unit_test(test_tool_table), cmocka_unit_test(test_vm_path),
+		cmocka_unit_test(test_text_string), cmocka_unit_test(test_schema),
+		cmocka_unit_test(test_results),	    cmocka_unit_test(test_tool_table),
+		cmocka_unit_test(test_vm_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

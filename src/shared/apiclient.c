@@ -18,124 +18,56 @@
 #include "apiclient.h"
 #include "fdutil.h"
 #include "home.h"
+#include "http.h"
 #include "macro.h"
 #include "unixsock.h"
 #include "vmproc.h"
 
-/* ---- response head ---- */
+/* ---- response head and chunked bodies: the shared, fuzzed parser of http.c ---- */
 
-static int hdr_eq(const char *a, size_t an, const char *b)
+static void copy_trim_lower(char *dst, size_t dn, const char *v, int stop_at_semi)
 {
-	return an == strlen(b) && strncasecmp(a, b, an) == 0;
-}
-
-static void copy_trim_lower(char *dst, size_t dn, const char *v, size_t vn, int stop_at_semi)
-{
-	size_t i, k = 0;
-	for (i = 0; i < vn && k + 1 < dn; i++) {
-		if (stop_at_semi && v[i] == ';')
+	size_t k = 0;
+	for (; *v && k + 1 < dn; v++) {
+		if (stop_at_semi && *v == ';')
 			break;
-		dst[k++] = (char)tolower((unsigned char)v[i]);
+		dst[k++] = (char)tolower((unsigned char)*v);
 	}
 	while (k > 0 && (dst[k - 1] == ' ' || dst[k - 1] == '\t'))
 		k--;
 	dst[k] = 0;
 }
 
-/* Find "\r\n\r\n" within the first n bytes. Returns the head length or 0. */
-static size_t head_end(const char *p, size_t n)
-{
-	for (size_t i = 0; i + 3 < n; i++)
-		if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
-			return i + 4;
-	return 0;
-}
-
 int api_parse_head(const char *p, size_t n, struct api_head *ret)
 {
-	struct api_head h = { .content_length = -1 };
-	size_t end = head_end(p, MIN(n, (size_t)API_MAX_HEAD));
-	unsigned nh = 0;
-
-	if (!end)
-		return n >= API_MAX_HEAD ? -E2BIG : 0;
-
-	/* status line: HTTP/1.x SSS reason */
-	const char *eol = memchr(p, '\r', end);
-	if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-	    p[8] != ' ')
-		return -EBADMSG;
-	if (!isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
-	    !isdigit((unsigned char)p[11]) || (eol - p > 12 && p[12] != ' '))
-		return -EBADMSG;
-	h.status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-	if (h.status < 100)
-		return -EBADMSG;
-	for (const char *q = p; q < eol; q++)
-		if ((unsigned char)*q < 0x20 && *q != '\t')
-			return -EBADMSG;
-
-	const char *line = eol + 2;
-	while (line < p + end - 2) {
-		const char *le = memchr(line, '\r', (size_t)(p + end - line));
-		if (!le || le[1] != '\n')
-			return -EBADMSG;
-		if (++nh > API_MAX_HEADERS)
-			return -E2BIG;
-		const char *colon = memchr(line, ':', (size_t)(le - line));
-		if (!colon || colon == line)
-			return -EBADMSG;
-		for (const char *q = line; q < colon; q++)
-			if (*q <= ' ' || *q >= 0x7f)
-				return -EBADMSG;
-		const char *v = colon + 1;
-		while (v < le && (*v == ' ' || *v == '\t'))
-			v++;
-		for (const char *q = v; q < le; q++)
-			if ((unsigned char)*q < 0x20 && *q != '\t')
-				return -EBADMSG;
-		size_t nn = (size_t)(colon - line), vn = (size_t)(le - v);
-		while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
-			vn--;
-
-		if (hdr_eq(line, nn, "content-length")) {
-			uint64_t cl = 0;
-			if (vn == 0 || vn > 19 || h.content_length >= 0)
-				return -EBADMSG; /* also rejects duplicates */
-			for (size_t i = 0; i < vn; i++) {
-				if (!isdigit((unsigned char)v[i]))
-					return -EBADMSG;
-				cl = cl * 10 + (uint64_t)(v[i] - '0');
-			}
-			if (cl > INT64_MAX)
-				return -EBADMSG;
-			h.content_length = (int64_t)cl;
-		} else if (hdr_eq(line, nn, "transfer-encoding")) {
-			if (!hdr_eq(v, vn, "chunked"))
-				return -EBADMSG;
-			h.chunked = 1;
-		} else if (hdr_eq(line, nn, "connection")) {
-			if (hdr_eq(v, vn, "close"))
-				h.close = 1;
-		} else if (hdr_eq(line, nn, "content-type")) {
-			copy_trim_lower(h.content_type, sizeof(h.content_type), v, vn, 1);
-		} else if (hdr_eq(line, nn, "upgrade")) {
-			copy_trim_lower(h.upgrade, sizeof(h.upgrade), v, vn, 0);
-		}
-		line = le + 2;
-	}
-	if (h.chunked && h.content_length >= 0)
-		return -EBADMSG; /* ambiguous framing */
-	*ret = h;
-	return (int)end;
+	struct http_msg m = { 0 };
+	if (n > API_MAX_HEAD)
+		n = API_MAX_HEAD; /* a head must end within the cap */
+	ssize_t k = http_parse_response_head((const uint8_t *)p, n, &m);
+	if (k == 0 && n >= API_MAX_HEAD)
+		return -E2BIG;
+	if (k <= 0)
+		return k == -E2BIG ? -E2BIG : k < 0 ? -EBADMSG : 0;
+	struct api_head h = { .status = m.status, .chunked = m.chunked, .close = !m.keep_alive };
+	int r = (int)k;
+	if (m.status < 100 || m.n_headers > API_MAX_HEADERS || m.content_length > INT64_MAX)
+		r = m.n_headers > API_MAX_HEADERS ? -E2BIG : -EBADMSG;
+	h.content_length = m.has_length ? (int64_t)m.content_length : -1;
+	const char *v = http_header_get(&m, "Content-Type");
+	if (v)
+		copy_trim_lower(h.content_type, sizeof(h.content_type), v, 1);
+	if ((v = http_header_get(&m, "Upgrade")))
+		copy_trim_lower(h.upgrade, sizeof(h.upgrade), v, 0);
+	http_msg_done(&m);
+	if (r > 0)
+		*ret = h;
+	return r;
 }
 
-/* ---- chunked bodies ---- */
-
-enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF };
-
-#define CH_MAX_LINE 1024u
-#define CH_MAX_TRAILER 8192u
+struct sinkto {
+	struct buf *out;
+	int fd;
+};
 
 static int sink(struct buf *out, int out_fd, const uint8_t *p, size_t n)
 {
@@ -144,95 +76,24 @@ static int sink(struct buf *out, int out_fd, const uint8_t *p, size_t n)
 	return buf_append(out, p, n);
 }
 
+static int chunk_data(void *userdata, const uint8_t *p, size_t n)
+{
+	struct sinkto *t = userdata;
+	return sink(t->out, t->fd, p, n);
+}
+
 ssize_t api_chunked_feed(struct api_chunked *c, const uint8_t *p, size_t n, struct buf *out,
 			 int out_fd)
 {
-	size_t i = 0;
-	while (i < n && !c->done) {
-		uint8_t ch = p[i];
-		switch (c->state) {
-		case CH_SIZE:
-			if (isxdigit(ch)) {
-				if (++c->line > 15)
-					return -EBADMSG;
-				c->remaining = c->remaining * 16 +
-					       (uint64_t)(isdigit(ch) ? ch - '0'
-								      : (tolower(ch) - 'a' + 10));
-			} else if (c->line == 0) {
-				return -EBADMSG;
-			} else if (ch == ';' || ch == ' ' || ch == '\t') {
-				c->state = CH_EXT;
-			} else if (ch == '\r') {
-				c->state = CH_SIZE_LF;
-			} else {
-				return -EBADMSG;
-			}
-			i++;
-			break;
-		case CH_EXT:
-			if (ch == '\r')
-				c->state = CH_SIZE_LF;
-			else if (++c->line > CH_MAX_LINE || ch == '\n')
-				return -EBADMSG;
-			i++;
-			break;
-		case CH_SIZE_LF:
-			if (ch != '\n')
-				return -EBADMSG;
-			i++;
-			c->line = 0;
-			c->state = c->remaining ? CH_DATA : CH_TRAILER;
-			break;
-		case CH_DATA: {
-			size_t k = (size_t)MIN((uint64_t)(n - i), c->remaining);
-			int r = sink(out, out_fd, p + i, k);
-			if (r < 0)
-				return r;
-			i += k;
-			c->remaining -= k;
-			if (!c->remaining)
-				c->state = CH_DATA_CR;
-			break;
-		}
-		case CH_DATA_CR:
-			if (ch != '\r')
-				return -EBADMSG;
-			i++;
-			c->state = CH_DATA_LF;
-			break;
-		case CH_DATA_LF:
-			if (ch != '\n')
-				return -EBADMSG;
-			i++;
-			c->state = CH_SIZE;
-			c->line = 0;
-			break;
-		case CH_TRAILER:
-			/* trailer lines until an empty one; their content is ignored */
-			if (++c->trailer > CH_MAX_TRAILER)
-				return -EBADMSG;
-			if (ch == '\r')
-				c->state = CH_TRAILER_LF;
-			else if (ch == '\n')
-				return -EBADMSG;
-			else
-				c->line++;
-			i++;
-			break;
-		case CH_TRAILER_LF:
-			if (ch != '\n')
-				return -EBADMSG;
-			i++;
-			if (c->line == 0)
-				c->done = 1;
-			c->line = 0;
-			c->state = CH_TRAILER;
-			break;
-		default:
-			return -EBADMSG;
-		}
-	}
-	return (ssize_t)i;
+	struct sinkto t = { out, out_fd };
+	size_t used = 0;
+	if (c->done)
+		return 0;
+	int r = http_chunked_scan(&c->h, p, n, UINT64_MAX, chunk_data, &t, &used);
+	if (r < 0)
+		return r == -ENOBUFS || r == -EFBIG || r == -EIO || r == -EPIPE ? r : -EBADMSG;
+	c->done = r == 1;
+	return (ssize_t)used;
 }
 
 /* ---- small helpers ---- */

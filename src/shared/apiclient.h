@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "buf.h"
+#include "http.h"
 
 #define API_MAX_HEAD (64u * 1024u)
 #define API_MAX_HEADERS 100u
@@ -56,20 +57,18 @@ struct api_response {
 	json_t *json;	 /* the body parsed as JSON when it is JSON, else NULL */
 };
 
-/* Incremental decoder for a chunked body. */
+/* Incremental decoder for a chunked body (http.c's, shared with capsemd and the proxy). */
 struct api_chunked {
-	int state;
-	uint64_t remaining; /* bytes left in the current chunk */
-	size_t line;	    /* bytes in the current size/trailer line */
-	size_t trailer;	    /* trailer bytes so far */
+	struct http_chunked h;
 	int done;
 };
 
 /* ---- pure parsing (unit-tested) ---- */
 
-/* Parse a response head at the start of (p, n). Returns its length including the blank line
- * (> 0) when complete, 0 when more bytes are needed, -EBADMSG when malformed, -E2BIG past
- * API_MAX_HEAD or API_MAX_HEADERS. *ret is untouched unless > 0 is returned. */
+/* Parse a response head at the start of (p, n) with http.c's parser. Returns its length
+ * including the blank line (> 0) when complete, 0 when more bytes are needed, -EBADMSG when
+ * malformed, -E2BIG past API_MAX_HEAD or API_MAX_HEADERS. *ret is untouched unless > 0 is
+ * returned. */
 int api_parse_head(const char *p, size_t n, struct api_head *ret);
 
 /* Feed chunked-body bytes; decoded data is appended to out (or written to out_fd when >= 0).

@@ -39,56 +39,25 @@ int cli_exec_signals(int with_winch)
 	return fd < 0 ? negative_errno() : fd;
 }
 
-static json_t *exec_body(const struct cli_exec *e)
-{
-	json_t *argv = json_array(), *env = json_array();
-	for (char **a = e->argv; a && *a; a++)
-		json_array_append_new(argv, json_string(*a));
-	for (char **a = e->env; a && *a; a++)
-		json_array_append_new(env, json_string(*a));
-	json_t *b = json_pack("{s:o, s:b, s:o, s:b, s:I}", "argv", argv, "shell", e->shell, "env",
-			      env, "tty", e->tty, "timeout_ms", (json_int_t)e->timeout_ms);
-	if (!b)
-		return NULL;
-	if (e->cwd)
-		json_object_set_new(b, "cwd", json_string(e->cwd));
-	if (e->tty) {
-		uint16_t rows = 24, cols = 80;
-		if (tty_get_size(STDIN_FILENO, &rows, &cols) < 0)
-			tty_get_size(STDOUT_FILENO, &rows, &cols);
-		json_object_set_new(b, "rows", json_integer(rows));
-		json_object_set_new(b, "cols", json_integer(cols));
-	}
-	return b;
-}
-
 int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
 {
-	_cleanup_free_ char *path = api_vm_path(ref, "/exec?via=cli"), *text = NULL;
 	struct api_conn c = { .fd = -1 };
 	struct api_response res = {};
 	struct relay rl;
-	json_t *body = exec_body(e);
 	int r, status = CLI_EXIT_FAILURE;
-
-	if (!path || !body || !(text = json_dumps(body, JSON_COMPACT))) {
-		json_decref(body);
-		log_oom();
-		return CLI_EXIT_FAILURE;
-	}
-	json_decref(body);
+	struct api_exec ex = { .argv = e->argv,
+			       .shell = e->shell,
+			       .env = e->env,
+			       .cwd = e->cwd,
+			       .tty = e->tty,
+			       .timeout_ms = e->timeout_ms,
+			       .via = "cli" };
+	if (e->tty && tty_get_size(STDIN_FILENO, &ex.rows, &ex.cols) < 0)
+		(void)tty_get_size(STDOUT_FILENO, &ex.rows, &ex.cols);
 	if (cli_api_open(&c) < 0)
 		return CLI_EXIT_FAILURE;
-	struct api_req rq = { .method = "POST",
-			      .path = path,
-			      .content_type = "application/json",
-			      .body = text,
-			      .body_len = strlen(text),
-			      .body_fd = -1,
-			      .out_fd = -1,
-			      .upgrade = "capsem-exec/1" };
-	r = api_request(&c, &rq, &res);
-	if (r < 0) {
+	r = api_exec_start(&c, ref, &ex, &res);
+	if (r < 0 && r != -EREMOTE) {
 		log_error_errno(r, "exec request to capsemd");
 		api_conn_close(&c);
 		return CLI_EXIT_FAILURE;

@@ -26,6 +26,7 @@
 #include "mcptools.h"
 #include "base64.h"
 #include "mcputil.h"
+#include "strv.h"
 #include "utf8.h"
 #include "proto.h"
 
@@ -531,19 +532,6 @@ bad:
 	return -EBADMSG;
 }
 
-static json_t *exec_body(json_t *args, uint64_t timeout_ms)
-{
-	json_t *env = env_array(json_object_get(args, "env"));
-	json_t *b = json_pack("{s:[s], s:b, s:o, s:I}", "argv", arg_str(args, "command"), "shell",
-			      1, "env", env, "timeout_ms", (json_int_t)timeout_ms);
-	const char *cwd = arg_str(args, "cwd");
-	if (b && cwd && json_object_set_new(b, "cwd", json_string(cwd)) < 0) {
-		json_decref(b);
-		return NULL;
-	}
-	return b;
-}
-
 /* The STDIN frames: the text of args.stdin in chunks, then the empty frame that closes it. */
 static int stdin_frames(json_t *args, struct buf *out)
 {
@@ -561,34 +549,34 @@ static int stdin_frames(json_t *args, struct buf *out)
 /* Run args.command in the VM ref. 0 with er->got_exit, -ECANCELED, or <0 with ctx->err. */
 static int exec_in(struct mcp_ctx *ctx, const char *ref, json_t *args, struct exec_run *er)
 {
-	_cleanup_free_ char *path = api_vm_path(ref, "/exec?via=mcp"), *text = NULL;
-	json_t *body = exec_body(args, er->timeout_ms);
+	_cleanup_strv_free_ char **env = NULL;
+	const char *ek;
+	json_t *ev;
 	struct api_response res;
 	struct api_conn c;
 	struct buf out, in;
 	int r;
 
-	if (body)
-		text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	if (!path || !text) {
-		ctx_err(ctx, "out of memory");
-		return -ENOMEM;
+	json_object_foreach(json_object_get(args, "env"), ek, ev)
+	{
+		if (strv_pushf(&env, "%s=%s", ek, strempty(json_string_value(ev))) < 0) {
+			ctx_err(ctx, "out of memory");
+			return -ENOMEM;
+		}
 	}
-	struct api_req rq = { .method = "POST",
-			      .path = path,
-			      .content_type = "application/json",
-			      .body = text,
-			      .body_len = strlen(text),
-			      .body_fd = -1,
-			      .out_fd = -1,
-			      .upgrade = "capsem-exec/1" };
+	char *argv[] = { (char *)arg_str(args, "command"), NULL };
+	struct api_exec ex = { .argv = argv,
+			       .shell = 1,
+			       .env = env,
+			       .cwd = arg_str(args, "cwd"),
+			       .timeout_ms = er->timeout_ms,
+			       .via = "mcp" };
 	r = ctx_open(ctx, &c);
 	if (r < 0)
 		return r;
 	c.intr_fd = ctx->cancel_fd;
-	r = api_request(&c, &rq, &res);
-	if (r < 0) {
+	r = api_exec_start(&c, ref, &ex, &res);
+	if (r < 0 && r != -EREMOTE) {
 		api_conn_close(&c);
 		return req_err(ctx, r);
 	}

@@ -556,3 +556,64 @@ char *api_vm_path(const char *ref, const char *suffix)
 	*q = 0;
 	return asprintf(&p, "/vms/%s%s", e, suffix) < 0 ? NULL : p;
 }
+
+/* ---- exec ---- */
+
+static json_t *exec_body(const struct api_exec *e)
+{
+	json_t *argv = json_array(), *env = json_array();
+	for (char *const *a = e->argv; argv && a && *a; a++)
+		if (json_array_append_new(argv, json_string(*a)) < 0)
+			goto oom;
+	for (char *const *a = e->env; env && a && *a; a++)
+		if (json_array_append_new(env, json_string(*a)) < 0)
+			goto oom;
+	if (!argv || !env)
+		goto oom;
+	json_t *b = json_pack("{s:o, s:b, s:o, s:b, s:I}", "argv", argv, "shell", e->shell, "env",
+			      env, "tty", e->tty, "timeout_ms", (json_int_t)e->timeout_ms);
+	if (b && e->cwd && json_object_set_new(b, "cwd", json_string(e->cwd)) < 0) {
+		json_decref(b);
+		return NULL;
+	}
+	if (b && e->tty &&
+	    (json_object_set_new(b, "rows", json_integer(e->rows ? e->rows : 24)) < 0 ||
+	     json_object_set_new(b, "cols", json_integer(e->cols ? e->cols : 80)) < 0)) {
+		json_decref(b);
+		return NULL;
+	}
+	return b;
+oom:
+	json_decref(argv);
+	json_decref(env);
+	return NULL;
+}
+
+int api_exec_start(struct api_conn *c, const char *ref, const struct api_exec *e,
+		   struct api_response *ret)
+{
+	_cleanup_free_ char *suffix = NULL, *path = NULL, *text = NULL;
+	if (asprintf(&suffix, "/exec?via=%s", e->via ? e->via : "api") < 0)
+		return -ENOMEM;
+	json_t *body = exec_body(e);
+	if (body)
+		text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	path = api_vm_path(ref, suffix);
+	if (!text || !path)
+		return -ENOMEM;
+	struct api_req rq = { .method = "POST",
+			      .path = path,
+			      .content_type = "application/json",
+			      .body = text,
+			      .body_len = strlen(text),
+			      .body_fd = -1,
+			      .out_fd = -1,
+			      .upgrade = "capsem-exec/1" };
+	struct api_response res;
+	int r = api_request(c, &rq, &res);
+	if (r < 0)
+		return r;
+	*ret = res;
+	return res.head.status == 101 ? 0 : -EREMOTE;
+}

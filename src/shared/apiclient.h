@@ -77,6 +77,23 @@ int api_parse_head(const char *p, size_t n, struct api_head *ret);
 ssize_t api_chunked_feed(struct api_chunked *c, const uint8_t *p, size_t n, struct buf *out,
 			 int out_fd);
 
+/* An exec request (POST /vms/{ref}/exec, docs/API.md "Exec"). */
+struct api_exec {
+	char *const *argv; /* NULL-terminated; with shell, argv[0] is the /bin/sh -c string */
+	int shell;
+	char *const *env; /* "KEY=VALUE", NULL-terminated, may be NULL */
+	const char *cwd;  /* NULL: the agent's default */
+	int tty;
+	uint16_t rows, cols; /* the terminal's size with tty */
+	uint64_t timeout_ms; /* 0: none */
+	const char *via;     /* who asks, for the session ledger: "cli", "api" or "mcp" */
+};
+/* Start an exec on the open connection c: send the request and read capsemd's answer. 0 with
+ * *ret the 101 response (the connection then carries the exec session: docs/PROTOCOL.md), or
+ * -EREMOTE with *ret the error response (api_response_error), or -errno (nothing in *ret). */
+int api_exec_start(struct api_conn *c, const char *ref, const struct api_exec *e,
+		   struct api_response *ret);
+
 /* Append s percent-encoded (RFC 3986 unreserved characters kept) to a malloc'ed string.
  * Returns a new string or NULL. */
 char *api_escape(const char *s);

@@ -17,8 +17,8 @@
  *
  * Loading parses each layer into rules and settings, merges them (corp, user, defaults; corp
  * settings locked) and sorts the rules once into evaluation order. Deciding is then a linear walk
- * over the sorted rules with no allocation. Line numbers for messages come from a small scanner
- * over the (already validated) TOML text, because the TOML tree does not keep positions.
+ * over the sorted rules with no allocation. Line numbers for messages come from the TOML tree's
+ * positions (toml_offset), so a message names the line of the very value it is about.
  *
  * Threads: loading is self-contained; a loaded policy is read-only and may be shared.
  */
@@ -130,6 +130,8 @@ struct layer {
 	const char *name;
 	const char *text;
 	size_t len;
+	struct toml_value
+		*root; /* the parsed text, kept until loading ends: positions for messages */
 	char *err;
 	size_t errlen;
 	struct rule *rules;
@@ -473,235 +475,55 @@ ssize_t policy_path_normalize(const char *target, char *out, size_t cap)
 	return (ssize_t)(o + len - n);
 }
 
-/* ---- locating keys in the text, for messages ---- */
+/* ---- positions for messages: the TOML tree's own (toml_offset) ---- */
 
-struct scan {
-	const char *t;
-	size_t len;
-	size_t i;
-	unsigned line;
-};
-
-enum item_kind { ITEM_TABLE, ITEM_ARRAY_TABLE, ITEM_KEY };
-
-struct scan_item {
-	enum item_kind kind;
-	char name[160];
-	bool name_ok; /* false when the name did not fit */
-	unsigned line;
-	size_t vs, ve; /* value span (keys) */
-};
-
-static void scan_string(struct scan *s)
+/* The table sect ("" = root; dotted names go down), element idx of an array of tables [[sect]]
+ * (idx ignored for a plain [sect]); NULL when there is none. */
+static const struct toml_value *table_of(const struct layer *l, const char *sect, size_t idx)
 {
-	const char *t = s->t;
-	char q = t[s->i];
-	if (s->i + 2 < s->len && t[s->i + 1] == q && t[s->i + 2] == q) {
-		s->i += 3;
-		while (s->i < s->len) {
-			char c = t[s->i];
-			if (c == '\\' && q == '"' && s->i + 1 < s->len) {
-				if (t[s->i + 1] == '\n')
-					s->line++;
-				s->i += 2;
-				continue;
-			}
-			if (c == '\n')
-				s->line++;
-			if (c == q && s->i + 2 < s->len && t[s->i + 1] == q && t[s->i + 2] == q) {
-				s->i += 3;
-				for (int k = 0; k < 2 && s->i < s->len && t[s->i] == q; k++)
-					s->i++;
-				return;
-			}
-			s->i++;
-		}
-		return;
-	}
-	s->i++;
-	while (s->i < s->len && t[s->i] != '\n') {
-		if (t[s->i] == '\\' && q == '"' && s->i + 1 < s->len && t[s->i + 1] != '\n') {
-			s->i += 2;
-			continue;
-		}
-		if (t[s->i++] == q)
-			return;
-	}
+	const struct toml_value *t = sect[0] ? toml_get_path(l->root, sect) : l->root;
+	if (t && toml_type(t) == TOML_ARRAY)
+		t = toml_array_at(t, idx);
+	return t && toml_type(t) == TOML_TABLE ? t : NULL;
 }
 
-/* A key or header name up to stop (or a newline), quotes and blanks dropped. */
-static void scan_name(struct scan *s, char stop, struct scan_item *it)
+static unsigned line_of(const struct layer *l, const struct toml_value *v)
 {
-	size_t n = 0;
-	it->name_ok = true;
-	while (s->i < s->len && s->t[s->i] != stop && s->t[s->i] != '\n') {
-		char c = s->t[s->i];
-		if (c == ' ' || c == '\t') {
-			s->i++;
-			continue;
-		}
-		if (c == '"' || c == '\'') {
-			size_t a = s->i + 1;
-			scan_string(s);
-			size_t b = s->i > a ? s->i - 1 : a;
-			for (size_t k = a; k < b; k++) {
-				if (n + 1 < sizeof(it->name))
-					it->name[n++] = s->t[k];
-				else
-					it->name_ok = false;
-			}
-			continue;
-		}
-		if (n + 1 < sizeof(it->name))
-			it->name[n++] = c;
-		else
-			it->name_ok = false;
-		s->i++;
-	}
-	it->name[n] = 0;
-}
-
-/* Skip a value up to the newline that ends it (arrays and strings may span lines). */
-static void scan_value(struct scan *s)
-{
-	int depth = 0;
-	while (s->i < s->len) {
-		char c = s->t[s->i];
-		if (c == '\n') {
-			if (depth == 0)
-				return;
-			s->line++;
-			s->i++;
-		} else if (c == '#') {
-			while (s->i < s->len && s->t[s->i] != '\n')
-				s->i++;
-		} else if (c == '"' || c == '\'') {
-			scan_string(s);
-		} else {
-			if (c == '[' || c == '{')
-				depth++;
-			else if ((c == ']' || c == '}') && depth > 0)
-				depth--;
-			s->i++;
-		}
-	}
-}
-
-/* The next header or key line. false at the end of the text. */
-static bool scan_next(struct scan *s, struct scan_item *it)
-{
-	while (s->i < s->len) {
-		char c = s->t[s->i];
-		if (c == ' ' || c == '\t' || c == '\r') {
-			s->i++;
-		} else if (c == '\n') {
-			s->i++;
-			s->line++;
-		} else if (c == '#') {
-			while (s->i < s->len && s->t[s->i] != '\n')
-				s->i++;
-		} else if (c == '[') {
-			bool arr = s->i + 1 < s->len && s->t[s->i + 1] == '[';
-			it->kind = arr ? ITEM_ARRAY_TABLE : ITEM_TABLE;
-			it->line = s->line;
-			s->i += arr ? 2 : 1;
-			scan_name(s, ']', it);
-			while (s->i < s->len && s->t[s->i] != '\n')
-				s->i++;
-			it->vs = it->ve = s->i;
-			return true;
-		} else {
-			it->kind = ITEM_KEY;
-			it->line = s->line;
-			scan_name(s, '=', it);
-			if (s->i < s->len && s->t[s->i] == '=')
-				s->i++;
-			it->vs = s->i;
-			scan_value(s);
-			it->ve = s->i;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Find key (NULL: the header itself) in table sect ("" = root), occurrence idx of an array of
- * tables [[sect]] (idx 0 for a plain [sect]). */
-static bool locate(const char *t, size_t len, const char *sect, size_t idx, const char *key,
-		   struct scan_item *ret)
-{
-	struct scan s = { t, len, 0, 1 };
-	size_t seen = 0;
-	bool in = sect[0] == 0 && idx == 0;
-	while (scan_next(&s, ret)) {
-		if (ret->kind == ITEM_KEY) {
-			if (in && key && ret->name_ok && streq(ret->name, key))
-				return true;
-			continue;
-		}
-		bool same = ret->name_ok && streq(ret->name, sect);
-		if (same && ret->kind == ITEM_ARRAY_TABLE)
-			in = seen++ == idx;
-		else
-			in = same && idx == 0;
-		if (in && !key)
-			return true;
-	}
-	return false;
+	return v ? toml_line_at(l->text, l->len, toml_offset(v)) : 0;
 }
 
 /* The line to name in a message about sect[idx].key (and, when elem is set, the element of its
- * array that equals elem). Falls back to the table's header, then 0 (unknown). */
+ * array that equals elem). Falls back to the table, then to the first section of sect, then 0
+ * (unknown). */
 static unsigned where(const struct layer *l, const char *sect, size_t idx, const char *key,
 		      const char *elem)
 {
-	struct scan_item it;
-	char sub[200];
-	if (key && locate(l->text, l->len, sect, idx, key, &it)) {
-		unsigned line = it.line;
-		char needle[POLICY_MAX_PATH + 8];
-		int n;
-		if (elem && (n = snprintf(needle, sizeof(needle), "\"%s\"", elem)) > 0 &&
-		    (size_t)n < sizeof(needle)) {
-			for (int pass = 0; pass < 2; pass++) {
-				if (pass == 1)
-					needle[0] = needle[n - 1] = '\'';
-				const char *hit =
-					memmem(l->text + it.vs, it.ve - it.vs, needle, (size_t)n);
-				if (hit) {
-					for (const char *c = l->text + it.vs; c < hit; c++)
-						line += *c == '\n';
-					break;
-				}
-			}
+	const struct toml_value *t = table_of(l, sect, idx),
+				*v = t && key ? toml_table_get(t, key) : NULL;
+	if (v && elem && toml_type(v) == TOML_ARRAY) {
+		for (size_t i = 0; i < toml_array_size(v); i++) {
+			const struct toml_value *e = toml_array_at(v, i);
+			const char *s;
+			size_t n;
+			if (toml_get_string(e, &s, &n) == 0 && n == strlen(elem) &&
+			    memcmp(s, elem, n) == 0)
+				return line_of(l, e);
 		}
-		return line;
 	}
-	if (key) {
-		snprintf(sub, sizeof(sub), "%s%s%s", sect, sect[0] ? "." : "", key);
-		if (locate(l->text, l->len, sub, 0, NULL, &it))
-			return it.line;
-	}
-	if (sect[0] && locate(l->text, l->len, sect, idx, NULL, &it))
-		return it.line;
-	if (sect[0]) {
-		snprintf(sub, sizeof(sub), "%.*s", (int)strcspn(sect, "."), sect);
-		if (locate(l->text, l->len, "", 0, sub, &it))
-			return it.line;
+	if (v)
+		return line_of(l, v);
+	if (t && t != l->root)
+		return line_of(l, t);
+	if (!t && sect[0]) {
+		/* [[sect]] element idx does not exist (past a cap): its array */
+		const struct toml_value *a = toml_get_path(l->root, sect);
+		if (a)
+			return line_of(l,
+				       toml_type(a) == TOML_ARRAY && toml_array_size(a) > 0
+					       ? toml_array_at(a, MIN(idx, toml_array_size(a) - 1))
+					       : a);
 	}
 	return 0;
-}
-
-/* Lines of the first n [[sect]] headers, in one pass (0 where there is none). */
-static void header_lines(const char *t, size_t len, const char *sect, unsigned *lines, size_t n)
-{
-	struct scan s = { t, len, 0, 1 };
-	struct scan_item it;
-	size_t seen = 0;
-	memset(lines, 0, n * sizeof(*lines));
-	while (seen < n && scan_next(&s, &it))
-		if (it.kind == ITEM_ARRAY_TABLE && it.name_ok && streq(it.name, sect))
-			lines[seen++] = it.line;
 }
 
 /* ---- messages ---- */
@@ -1182,7 +1004,8 @@ static int parse_rules(struct layer *l, const struct toml_value *v)
 	l->rules = calloc(n, sizeof(*l->rules));
 	if (!lines || !l->rules)
 		return -ENOMEM;
-	header_lines(l->text, l->len, "rule", lines, n);
+	for (size_t i = 0; i < n; i++)
+		lines[i] = where(l, "rule", i, NULL, NULL);
 	for (size_t i = 0; i < n; i++) {
 		struct rule *r = &l->rules[i];
 		l->n_rules = i + 1;
@@ -1318,7 +1141,8 @@ static int parse_tool_rules(struct layer *l, const struct toml_value *v)
 	l->trules = calloc(n, sizeof(*l->trules));
 	if (!lines || !l->trules)
 		return -ENOMEM;
-	header_lines(l->text, l->len, "tool_rule", lines, n);
+	for (size_t i = 0; i < n; i++)
+		lines[i] = where(l, "tool_rule", i, NULL, NULL);
 	for (size_t i = 0; i < n; i++) {
 		struct tool_rule *r = &l->trules[i];
 		l->n_trules = i + 1;
@@ -1524,6 +1348,7 @@ static int parse_upstream(struct layer *l, const struct toml_value *v)
 
 static void layer_done(struct layer *l)
 {
+	toml_free(l->root);
 	for (size_t i = 0; i < l->n_rules; i++)
 		rule_done(&l->rules[i]);
 	free(l->rules);
@@ -1550,13 +1375,13 @@ static int layer_load(struct layer *l)
 		.max_values = (size_t)1 << 17,
 		.max_key_len = 128,
 	};
-	_cleanup_toml_free_ struct toml_value *root = NULL;
 	struct toml_error te = { 0 };
-	int k = toml_parse_limits(l->text, l->len, &lim, &root, &te);
+	int k = toml_parse_limits(l->text, l->len, &lim, &l->root, &te);
 	if (k == -EBADMSG)
 		return lfail(l, te.line, "%s (column %u)", te.msg, te.column);
 	if (k < 0)
 		return k;
+	const struct toml_value *root = l->root;
 	for (size_t i = 0; i < toml_table_size(root); i++) {
 		const char *key = toml_table_key(root, i, NULL);
 		const struct toml_value *v = toml_table_value(root, i);

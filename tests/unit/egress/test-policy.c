@@ -556,10 +556,10 @@ static void test_load_errors(void **state)
 	expect_err("[[upstream.override]]\nhost = \"a\"\nconnect = \"b:1\"\n"
 		   "[[upstream.override]]\nhost = \"A.\"\nconnect = \"c:1\"\n",
 		   "user.toml:5: upstream.override: a port 443 is overridden twice");
-	/* inline tables still get a line (the key's) */
+	/* inline tables get the line of the value itself (the tree keeps positions) */
 	expect_err("rule = [ { name = \"a\", action = \"allow\", hosts = [\"x\"] },\n"
 		   "  { name = \"b\", action = \"nope\", hosts = [\"x\"] } ]\n",
-		   "user.toml:1: rule 'b': action: must be");
+		   "user.toml:2: rule 'b': action: must be");
 	/* the message without a line when nothing can be located */
 	const char *err = load_fail("[[rule]]\nname = \"a\"\nhosts = [\"x\"]\naction = \"allow\"\n"
 				    "[[rule]]\nname = \"a\"\nhosts = [\"x\"]\naction = \"allow\"\n",

@@ -33,7 +33,7 @@ struct qemu_mount {
 
 /* The translation cache capsem-vm gives QEMU under TCG unless told otherwise (--tcg-tb-mib):
  * measured in docs/ARCHITECTURE.md ("QEMU's memory under TCG"). */
-#define QEMU_TCG_TB_MIB_DEFAULT 128u
+#define QEMU_TCG_TB_MIB_DEFAULT 256u
 #define QEMU_TCG_TB_MIB_MAX 4096u
 
 struct qemu_config {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "list.h"
 #include "log.h"
 #include "macro.h"
 
@@ -31,7 +32,7 @@ struct httpd {
 	httpd_handler_t handler;
 	httpd_body_cap_t body_cap;
 	void *userdata;
-	struct httpd_conn *conns;
+	struct list_link conns; /* every open connection */
 	size_t n_conns;
 	int closing;
 };
@@ -39,7 +40,7 @@ struct httpd {
 struct httpd_conn {
 	uv_pipe_t *stream;
 	struct httpd *h;
-	struct httpd_conn *next, *prev;
+	struct list_link link; /* on h->conns */
 	enum conn_state state;
 	struct buf in;
 	struct buf body;
@@ -71,12 +72,7 @@ static void stream_closed(uv_handle_t *hd)
 
 static void conn_free(struct httpd_conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->h->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	list_del(&c->link);
 	c->h->n_conns--;
 	buf_done(&c->in, 0);
 	buf_done(&c->body, 0);
@@ -442,10 +438,7 @@ static void on_connection(uv_stream_t *l, int status)
 	c->h = h;
 	s->data = c;
 	buf_init(&c->in, HTTP_MAX_HEAD + READ_CHUNK);
-	c->next = h->conns;
-	if (h->conns)
-		h->conns->prev = c;
-	h->conns = c;
+	list_add_tail(&h->conns, &c->link);
 	h->n_conns++;
 	read_start(c);
 }
@@ -459,6 +452,7 @@ int httpd_new(uv_loop_t *loop, int listen_fd, httpd_handler_t handler, httpd_bod
 		return -ENOMEM;
 	}
 	h->loop = loop;
+	list_init(&h->conns);
 	h->handler = handler;
 	h->body_cap = body_cap;
 	h->userdata = userdata;

@@ -37,6 +37,7 @@
 
 #include "fdutil.h"
 #include "ledger.h"
+#include "list.h"
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
@@ -87,7 +88,7 @@ struct prepjob {
 };
 
 struct vm {
-	struct vm *next, *prev;
+	struct list_link link; /* on ctl->vms */
 	struct vmctl *ctl;
 	struct vm_record rec;
 	char *vsock;
@@ -112,7 +113,7 @@ struct vm {
 struct vmctl {
 	uv_loop_t *loop;
 	char *home, *vms_dir, *images_dir, *vm_bin, *sessions_dir;
-	struct vm *vms; /* newest first */
+	struct list_link vms; /* newest first */
 	size_t n_vms;
 };
 
@@ -158,22 +159,14 @@ static void remove_sockets(const char *vmdir)
 static void vm_link(struct vmctl *c, struct vm *vm)
 {
 	vm->ctl = c;
-	vm->next = c->vms;
-	if (c->vms)
-		c->vms->prev = vm;
-	c->vms = vm;
+	list_add_head(&c->vms, &vm->link);
 	c->n_vms++;
 }
 
 static void vm_free(struct vm *vm)
 {
 	struct vmctl *c = vm->ctl;
-	if (vm->prev)
-		vm->prev->next = vm->next;
-	else
-		c->vms = vm->next;
-	if (vm->next)
-		vm->next->prev = vm->prev;
+	list_del(&vm->link);
 	c->n_vms--;
 	if (vm->pw)
 		vm->pw->vm = NULL; /* it still reaps the process */
@@ -932,6 +925,7 @@ int vmctl_new(uv_loop_t *loop, const struct vmctl_config *cfg, struct vmctl **re
 	if (!c)
 		return -ENOMEM;
 	c->loop = loop;
+	list_init(&c->vms);
 	c->home = strdup(cfg->home);
 	c->vms_dir = path_join(cfg->home, "vms");
 	c->images_dir = strdup(cfg->images_dir);
@@ -956,8 +950,8 @@ void vmctl_free(struct vmctl *c)
 {
 	if (!c)
 		return;
-	while (c->vms)
-		vm_free(c->vms);
+	while (!list_empty(&c->vms))
+		vm_free(list_entry(c->vms.next, struct vm, link));
 	free(c->home);
 	free(c->vms_dir);
 	free(c->images_dir);
@@ -1038,12 +1032,12 @@ int vm_session_path(const struct vm *vm, char **ret)
 
 struct vm *vmctl_first(struct vmctl *c)
 {
-	return c->vms;
+	return list_empty(&c->vms) ? NULL : list_entry(c->vms.next, struct vm, link);
 }
 
 struct vm *vmctl_next(struct vm *vm)
 {
-	return vm->next;
+	return vm->link.next == &vm->ctl->vms ? NULL : list_entry(vm->link.next, struct vm, link);
 }
 
 const char *vmctl_images_dir(struct vmctl *c)
@@ -1084,7 +1078,7 @@ int vmctl_resolve(struct vmctl *c, const char *ref, struct vm **ret, char **ret_
 	if (!ids || !names || !vms)
 		return -ENOMEM;
 	size_t n = 0;
-	for (struct vm *vm = c->vms; vm; vm = vm->next, n++) {
+	for (struct vm *vm = vmctl_first(c); vm; vm = vmctl_next(vm), n++) {
 		ids[n] = vm->rec.id;
 		names[n] = vm->rec.spec.name;
 		vms[n] = vm;
@@ -1098,7 +1092,7 @@ int vmctl_resolve(struct vmctl *c, const char *ref, struct vm **ret, char **ret_
 
 int vmctl_name_taken(struct vmctl *c, const char *name)
 {
-	for (struct vm *vm = c->vms; vm; vm = vm->next)
+	for (struct vm *vm = vmctl_first(c); vm; vm = vmctl_next(vm))
 		if (vm->rec.spec.name && streq(vm->rec.spec.name, name))
 			return 1;
 	return 0;
@@ -1337,7 +1331,7 @@ static int cmp_created(const void *a, const void *b)
 static void prune_sessions(struct vmctl *c)
 {
 	_cleanup_strv_free_ char **keep = NULL;
-	for (struct vm *vm = c->vms; vm; vm = vm->next)
+	for (struct vm *vm = vmctl_first(c); vm; vm = vmctl_next(vm))
 		if (vm->rec.boot && (vm->rec.state == VM_CREATING || vm->rec.state == VM_RUNNING ||
 				     vm->rec.state == VM_STOPPING))
 			(void)strv_pushf(&keep, "%s-%u", vm->rec.id, vm->rec.boot);
@@ -1364,16 +1358,12 @@ int vmctl_recover(struct vmctl *c)
 		struct vm **v = calloc(c->n_vms, sizeof(*v));
 		if (v) {
 			size_t n = 0;
-			for (struct vm *vm = c->vms; vm; vm = vm->next)
+			for (struct vm *vm = vmctl_first(c); vm; vm = vmctl_next(vm))
 				v[n++] = vm;
 			qsort(v, n, sizeof(*v), cmp_created);
-			c->vms = NULL;
 			for (size_t i = 0; i < n; i++) {
-				v[i]->prev = NULL;
-				v[i]->next = c->vms;
-				if (c->vms)
-					c->vms->prev = v[i];
-				c->vms = v[i];
+				list_del(&v[i]->link);
+				list_add_head(&c->vms, &v[i]->link);
 			}
 			free(v);
 		}

@@ -63,6 +63,7 @@
 #include "fakeip.h"
 #include "http.h"
 #include "log.h"
+#include "list.h"
 #include "macro.h"
 #include "policy.h"
 #include "tls.h"
@@ -534,8 +535,8 @@ struct req {
 
 struct conn {
 	struct proxy *p;
-	struct conn *next, *prev;
-	struct side c; /* the guest */
+	struct list_link link; /* on p->conns */
+	struct side c;	       /* the guest */
 	struct up *up;
 	enum cstate st;
 	struct proto_net_preamble pre;
@@ -563,7 +564,7 @@ struct conn {
 
 struct up {
 	struct proxy *p;
-	struct up *next, *prev; /* pool list while idle */
+	struct list_link pool_link; /* on p->pool while idle */
 	struct side s;
 	struct conn *conn; /* attached, or NULL when idle or orphaned */
 	char *host;
@@ -589,9 +590,9 @@ struct proxy {
 	struct proxy_config cfg;
 	SSL_CTX *server_ctx;
 	SSL_CTX *client_ctx;
-	char *client_ctx_ca; /* the extra CA file client_ctx was made with */
-	struct conn *conns;
-	struct up *pool;
+	char *client_ctx_ca;	/* the extra CA file client_ctx was made with */
+	struct list_link conns; /* every guest connection */
+	struct list_link pool;	/* idle upstreams, most recently released first */
 	size_t n_pool;
 	uint64_t next_id;
 	struct proxy_stats stats;
@@ -689,13 +690,7 @@ static void pool_remove(struct up *u)
 {
 	if (!u->in_pool)
 		return;
-	if (u->prev)
-		u->prev->next = u->next;
-	else
-		u->p->pool = u->next;
-	if (u->next)
-		u->next->prev = u->prev;
-	u->next = u->prev = NULL;
+	list_del(&u->pool_link);
 	u->in_pool = false;
 	u->p->n_pool--;
 }
@@ -924,6 +919,7 @@ static struct up *up_new(struct proxy *p, const char *host, uint16_t port, bool 
 	struct up *u = calloc(1, sizeof(*u));
 	if (!u)
 		return NULL;
+	list_init(&u->pool_link);
 	u->p = p;
 	u->host = strdup(host);
 	u->port = port;
@@ -973,7 +969,11 @@ static struct up *up_get(struct conn *c, bool tls, bool pooled)
 	struct proxy *p = c->p;
 	const char *host = c->host;
 	uint16_t port = c->port;
-	for (struct up *u = pooled ? p->pool : NULL; u; u = u->next) {
+	struct list_link *l;
+	list_for_each (l, &p->pool) {
+		struct up *u = list_entry(l, struct up, pool_link);
+		if (!pooled)
+			break;
 		if (u->tls == tls && u->port == port && streq(u->host, host) && !u->s.eof &&
 		    buf_len(&u->s.in) == 0) {
 			pool_remove(u);
@@ -1002,20 +1002,19 @@ static void up_release(struct up *u)
 	struct proxy *p = u->p;
 	u->conn = NULL;
 	size_t same = 0;
-	for (struct up *x = p->pool; x; x = x->next)
+	struct list_link *l;
+	list_for_each (l, &p->pool) {
+		const struct up *x = list_entry(l, struct up, pool_link);
 		if (x->tls == u->tls && x->port == u->port && streq(x->host, u->host))
 			same++;
+	}
 	if (p->closing || !u->ready || u->s.eof || buf_len(&u->s.in) > 0 || same >= POOL_PER_KEY ||
 	    p->n_pool >= POOL_MAX) {
 		up_close(u);
 		return;
 	}
 	u->in_pool = true;
-	u->next = p->pool;
-	u->prev = NULL;
-	if (p->pool)
-		p->pool->prev = u;
-	p->pool = u;
+	list_add_head(&p->pool, &u->pool_link);
 	p->n_pool++;
 	u->idle_since = mono_ns();
 	if (u->timer_init)
@@ -1090,13 +1089,7 @@ static void req_reset(struct req *r)
 static void conn_unlink(struct conn *c)
 {
 	struct proxy *p = c->p;
-	if (c->prev)
-		c->prev->next = c->next;
-	else if (p->conns == c)
-		p->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->next = c->prev = NULL;
+	list_del(&c->link);
 	p->stats.conns_open--;
 }
 
@@ -1883,6 +1876,8 @@ struct proxy *proxy_new(const struct proxy_config *cfg)
 		return NULL;
 	p->cfg = *cfg;
 	p->refs = 1;
+	list_init(&p->conns);
+	list_init(&p->pool);
 	p->server_ctx = tls_server_ctx_new();
 	if (!p->server_ctx) {
 		free(p);
@@ -1903,6 +1898,7 @@ int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
 		return -ENOMEM;
 	}
 	c->p = p;
+	list_init(&c->link);
 	c->first_req = true;
 	c->t0_ms = now_ms();
 	c->t0_ns = mono_ns();
@@ -1919,10 +1915,7 @@ int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
 	(void)uv_timer_init(p->cfg.loop, &c->timer);
 	c->timer.data = c;
 	c->handles++;
-	c->next = p->conns;
-	if (p->conns)
-		p->conns->prev = c;
-	p->conns = c;
+	list_add_head(&p->conns, &c->link);
 	p->stats.conns++;
 	p->stats.conns_open++;
 	if (r < 0) {
@@ -1944,17 +1937,17 @@ void proxy_free(struct proxy *p)
 	if (!p)
 		return;
 	p->closing = true;
-	while (p->conns)
-		conn_close(p->conns, "capsem-vm is stopping");
-	while (p->pool)
-		up_close(p->pool);
+	while (!list_empty(&p->conns))
+		conn_close(list_entry(p->conns.next, struct conn, link), "capsem-vm is stopping");
+	while (!list_empty(&p->pool))
+		up_close(list_entry(p->pool.next, struct up, pool_link));
 	proxy_unref(p);
 }
 
 void proxy_policy_changed(struct proxy *p)
 {
-	while (p->pool)
-		up_close(p->pool);
+	while (!list_empty(&p->pool))
+		up_close(list_entry(p->pool.next, struct up, pool_link));
 }
 
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *ret)

@@ -27,43 +27,13 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "list.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"
 
 #define HASH_BITS 10
 #define HASH_SIZE (1u << HASH_BITS)
-
-struct link {
-	struct link *prev, *next;
-};
-
-static void link_init(struct link *l)
-{
-	l->prev = l->next = l;
-}
-
-static bool link_empty(const struct link *l)
-{
-	return l->next == l;
-}
-
-static void link_add_tail(struct link *head, struct link *l)
-{
-	l->prev = head->prev;
-	l->next = head;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-static void link_del(struct link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	link_init(l);
-}
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum conn_state {
 	CONN_LINE,    /* host connected to the hybrid socket; reading "CONNECT <port>\n" */
@@ -72,8 +42,8 @@ enum conn_state {
 };
 
 struct vsock_conn {
-	struct link all_link;
-	struct link rx_link; /* on d->rxq while the guest is owed a packet */
+	struct list_link all_link;
+	struct list_link rx_link; /* on d->rxq while the guest is owed a packet */
 	struct vsock_conn *hnext;
 	bool hashed;
 	int fd;
@@ -112,8 +82,8 @@ struct vsock_dev {
 	uint64_t guest_cid;
 	struct vsock_dev_ops ops;
 	void *userdata;
-	struct link all;
-	struct link rxq;
+	struct list_link all;
+	struct list_link rxq;
 	unsigned nconns;
 	struct vsock_conn *hash[HASH_SIZE];
 	struct vsock_hdr ctrl[VSOCK_CTRL_QUEUE];
@@ -256,8 +226,8 @@ static struct vsock_conn *conn_new(struct vsock_dev *d, int fd)
 	struct vsock_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	link_init(&c->rx_link);
-	link_add_tail(&d->all, &c->all_link);
+	list_init(&c->rx_link);
+	list_add_tail(&d->all, &c->all_link);
 	buf_init(&c->to_host, VSOCK_BUF_ALLOC);
 	buf_init(&c->to_guest, VSOCK_TO_GUEST_MAX);
 	c->fd = fd;
@@ -268,9 +238,9 @@ static struct vsock_conn *conn_new(struct vsock_dev *d, int fd)
 static void conn_free(struct vsock_dev *d, struct vsock_conn *c)
 {
 	conn_unhash(d, c);
-	if (!link_empty(&c->rx_link))
-		link_del(&c->rx_link);
-	link_del(&c->all_link);
+	if (!list_empty(&c->rx_link))
+		list_del(&c->rx_link);
+	list_del(&c->all_link);
 	d->nconns--;
 	if (c->tap)
 		d->ops.tap_close(c->tap, c->why_end);
@@ -409,8 +379,8 @@ static bool conn_check(struct vsock_dev *d, struct vsock_conn *c)
 		return true;
 	}
 	unsigned ev = conn_wanted_events(c);
-	if (conn_has_output(c) && link_empty(&c->rx_link))
-		link_add_tail(&d->rxq, &c->rx_link);
+	if (conn_has_output(c) && list_empty(&c->rx_link))
+		list_add_tail(&d->rxq, &c->rx_link);
 	if (ev != c->watching) {
 		c->watching = ev;
 		d->ops.watch(d->userdata, c, c->fd, ev);
@@ -431,7 +401,7 @@ static void conn_abort(struct vsock_dev *d, struct vsock_conn *c, const char *wh
 
 bool vsock_dev_rx_pending(const struct vsock_dev *d)
 {
-	return d->ctrl_len > 0 || !link_empty(&d->rxq);
+	return d->ctrl_len > 0 || !list_empty(&d->rxq);
 }
 
 int vsock_dev_rx_pkt(struct vsock_dev *d, const struct iovec *iov, size_t niov, size_t *ret_len)
@@ -453,9 +423,9 @@ int vsock_dev_rx_pkt(struct vsock_dev *d, const struct iovec *iov, size_t niov, 
 		return 1;
 	}
 
-	while (!link_empty(&d->rxq)) {
-		struct vsock_conn *c = container_of(d->rxq.next, struct vsock_conn, rx_link);
-		link_del(&c->rx_link);
+	while (!list_empty(&d->rxq)) {
+		struct vsock_conn *c = list_entry(d->rxq.next, struct vsock_conn, rx_link);
+		list_del(&c->rx_link);
 		size_t payload = 0;
 
 		if (c->pend_request) {
@@ -909,8 +879,8 @@ int vsock_dev_new(uint64_t guest_cid, const struct vsock_dev_ops *ops, void *use
 	d->guest_cid = guest_cid;
 	d->ops = *ops;
 	d->userdata = userdata;
-	link_init(&d->all);
-	link_init(&d->rxq);
+	list_init(&d->all);
+	list_init(&d->rxq);
 	d->next_local_port = VSOCK_LOCAL_PORT_BASE;
 	*ret = d;
 	return 0;
@@ -918,8 +888,8 @@ int vsock_dev_new(uint64_t guest_cid, const struct vsock_dev_ops *ops, void *use
 
 void vsock_dev_reset(struct vsock_dev *d)
 {
-	while (!link_empty(&d->all)) {
-		struct vsock_conn *c = container_of(d->all.next, struct vsock_conn, all_link);
+	while (!list_empty(&d->all)) {
+		struct vsock_conn *c = list_entry(d->all.next, struct vsock_conn, all_link);
 		if (!c->why_end)
 			c->why_end =
 				"the vsock device was reset (the VM stopped or QEMU went away)";

@@ -5,7 +5,8 @@
 #   make image-debian  the same kernel + initramfs with the Debian root of guest/config (python3,
 #                node, git, the Claude Code, Gemini and Codex CLIs; needs root; cached by layer)
 #   make demo    build + images, then run commands in microVMs (egress blocked by default)
-#   make test    everything: style, unit (+ASan/UBSan), fuzz-corpus replay, end-to-end VMs
+#   make check   style, unit, fuzz-corpus replay, the same under ASan/UBSan: no images, no VMs
+#   make test    everything: make check, then end-to-end tests with real VMs
 #   make bench   benchmarks; JSON results under bench/results/
 #   make fuzz    build the libFuzzer targets (clang) into build-fuzz/
 
@@ -14,7 +15,7 @@ PY := /usr/bin/python3
 GUEST_BIN := build-guest/src/guest/capsem-guest
 BUILDER := build/src/builder/capsem-builder
 
-.PHONY: all build host guest image image-debian demo test unit asan style e2e bench fuzz clean
+.PHONY: all build host guest image image-debian demo check test unit asan style e2e bench fuzz clean
 
 all: build
 
@@ -55,6 +56,9 @@ demo: image image-debian
 	@bin/capsem run -- python3 -c 'import urllib.request as u; u.urlopen("https://example.com")' 2>&1 | tail -1 || true
 	@echo '$$ capsem policy check https://example.com/'
 	@bin/capsem policy check https://example.com/ || true
+
+check: host
+	$(PY) scripts/run-tests.py --check
 
 test: image image-debian
 	$(PY) scripts/run-tests.py

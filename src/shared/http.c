@@ -265,6 +265,8 @@ static int interpret_headers(struct http_msg *r, int response)
 
 static ssize_t parse_head(const uint8_t *p, size_t n, int response, struct http_msg *req)
 {
+	if (n == 0)
+		return 0; /* (p may be NULL: an empty buffer) */
 	size_t end = head_end(p, MIN(n, (size_t)HTTP_MAX_HEAD));
 	/* the request line alone has its own cap */
 	const uint8_t *nl = memchr(p, '\n', MIN(n, (size_t)HTTP_MAX_REQUEST_LINE + 1));

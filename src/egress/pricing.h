@@ -39,7 +39,6 @@ struct pricing_model {
 	const char *as_of;  /* when: YYYY-MM[-DD], or NULL */
 };
 
-
 struct pricing;
 
 /* Parse a price table from text[0, len). 0, -EBADMSG (with a one-line reason in err, which may

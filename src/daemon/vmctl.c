@@ -49,8 +49,6 @@
 static void mark_unfinished_execs(struct vm *vm, const char *why);
 
 #define CTL_LINE_MAX (64u * 1024u)
-#define CONNECT_RETRY_MS 10
-#define CONNECT_TIMEOUT_MS 20000
 #define STOP_KILL_MS 30000
 #define CTL_SOCKET "supervisor.sock"
 #define LEDGER_WRITE_QUEUE_MAX (1u << 20) /* ledger lines waiting for a slow capsem-vm */
@@ -95,7 +93,6 @@ struct vm {
 	struct pidwatch *pw;
 	struct ctlconn *cc;
 	uv_timer_t *timer;
-	uint64_t connect_waited_ms;
 	struct prepjob *job;
 	int stop_requested;
 	int delete_on_stop;
@@ -568,32 +565,6 @@ static void ledger_send_session(struct vm *vm)
 	json_decref(ev);
 }
 
-static void on_connect_retry(uv_timer_t *t)
-{
-	struct vm *vm = t->data;
-	_cleanup_free_ char *p = path_join(vm->rec.vmdir, CTL_SOCKET);
-	if (!p)
-		return;
-	int fd = unix_connect(p, 1);
-	if (fd >= 0) {
-		uv_timer_stop(t);
-		if (ctlconn_open(vm, fd) < 0) {
-			set_str(&vm->fail, "cannot watch the supervisor's control socket");
-			signal_supervisor(vm, SIGKILL);
-			return;
-		}
-		if (vm->stop_requested)
-			ctl_send_stop(vm);
-		return;
-	}
-	vm->connect_waited_ms += CONNECT_RETRY_MS;
-	if (vm->connect_waited_ms >= CONNECT_TIMEOUT_MS) {
-		uv_timer_stop(t);
-		set_str(&vm->fail, "capsem-vm did not open its control socket in time");
-		signal_supervisor(vm, SIGKILL);
-	}
-}
-
 static void on_stop_timeout(uv_timer_t *t)
 {
 	struct vm *vm = t->data;
@@ -615,8 +586,11 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 	_cleanup_strv_free_ char **a = NULL;
 	char host[64];
 	int r = strv_push(&a, c->vm_bin);
+	/* the control socket is ours (socket activation): capsem-vm gets it listening as fd 3 */
 	r |= strv_push(&a, "--control");
 	r |= strv_pushf(&a, "%s/%s", vm->rec.vmdir, CTL_SOCKET);
+	r |= strv_push(&a, "--control-fd");
+	r |= strv_push(&a, "3");
 	r |= strv_push(&a, "--vmdir");
 	r |= strv_push(&a, vm->rec.vmdir);
 	r |= strv_push(&a, "--kernel");
@@ -655,8 +629,8 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 }
 
 /* fork + exec capsem-vm in its own session: stdin /dev/null, stdout/stderr appended to
- * <vmdir>/vm.log, no other descriptor (except the IPC end in fallback mode, as fd 3). */
-static int spawn_supervisor(struct vm *vm, char **argv, pid_t *ret_pid)
+ * <vmdir>/vm.log, the listening control socket ctl_fd as fd 3, no other descriptor. */
+static int spawn_supervisor(struct vm *vm, char **argv, int ctl_fd, pid_t *ret_pid)
 {
 	_cleanup_free_ char *logp = path_join(vm->rec.vmdir, "vm.log");
 	if (!logp)
@@ -682,7 +656,10 @@ static int spawn_supervisor(struct vm *vm, char **argv, pid_t *ret_pid)
 		setsid();
 		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
 			_exit(127);
-		syscall(SYS_close_range, 3, ~0u, 0);
+		/* fd 3 = the control socket, inherited (dup2 clears CLOEXEC; fcntl when it is 3) */
+		if (ctl_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(ctl_fd, 3) < 0)
+			_exit(127);
+		syscall(SYS_close_range, 4, ~0u, 0);
 		execve(argv[0], argv, environ);
 		_exit(127);
 	}
@@ -726,10 +703,18 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	vm->stop_requested = 0;
 	vm->seen_stopped = 0;
 	vm->exit_status = -1;
-	vm->connect_waited_ms = 0;
 	set_str(&vm->fail, NULL);
 	set_str(&vm->serial_tail, NULL);
-	r = spawn_supervisor(vm, argv, &pid);
+	/* socket activation: the control socket listens before capsem-vm runs, so our connect
+	 * succeeds at once (the kernel queues it) and no one polls for the socket to appear */
+	_cleanup_free_ char *ctl_path = path_join(vm->rec.vmdir, CTL_SOCKET);
+	_cleanup_close_ int ctl_fd = ctl_path ? unix_listen(ctl_path, 16) : -ENOMEM;
+	if (ctl_fd < 0) {
+		log_error_errno(ctl_fd, "VM %s: cannot create its control socket", vm->rec.id);
+		boot_fail(vm, "cannot create the supervisor's control socket");
+		return;
+	}
+	r = spawn_supervisor(vm, argv, ctl_fd, &pid);
 	if (r < 0) {
 		log_error_errno(r, "cannot start %s", c->vm_bin);
 		boot_fail(vm, "cannot start capsem-vm");
@@ -745,8 +730,12 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 		boot_fail(vm, "cannot watch the capsem-vm process");
 		return;
 	}
-	vm->ctl_closed = 0; /* until the connect gives up or the process dies */
-	uv_timer_start(vm->timer, on_connect_retry, CONNECT_RETRY_MS, CONNECT_RETRY_MS);
+	int fd = unix_connect(ctl_path, 1);
+	if (fd < 0 || ctlconn_open(vm, fd) < 0) { /* ctlconn_open closes fd on failure */
+		vm->ctl_closed = 1;
+		set_str(&vm->fail, "cannot watch the supervisor's control socket");
+		signal_supervisor(vm, SIGKILL);
+	}
 }
 
 /* ---- boot preparation (worker thread) ---- */

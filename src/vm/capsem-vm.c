@@ -88,6 +88,7 @@ struct vm_opts {
 	unsigned cpus;
 	uint64_t mem_mib;
 	unsigned tcg_tb_mib; /* --tcg-tb-mib */
+	int control_fd;	     /* --control-fd: the --control socket, already listening */
 	enum vm_accel accel;
 	uint64_t cid;
 	uint64_t boot_timeout_ms;
@@ -616,7 +617,21 @@ static int control_open(struct vm *vm)
 	vm->control_path = strdup(p);
 	if (!vm->control_path)
 		return log_oom();
-	int fd = unix_listen(vm->control_path, 16);
+	int fd;
+	if (vm->o.control_fd >= 0) {
+		/* socket activation: our parent bound and listens on it (fd --control-fd) */
+		int acc = 0;
+		socklen_t al = sizeof(acc);
+		fd = vm->o.control_fd;
+		vm->o.control_fd = -1;
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc ||
+		    fd_set_cloexec(fd, 1) < 0 || fd_set_nonblock(fd, 1) < 0) {
+			safe_close(fd);
+			fd = -ENOTSOCK;
+		}
+	} else {
+		fd = unix_listen(vm->control_path, 16);
+	}
 	if (fd < 0) {
 		free(vm->control_path);
 		vm->control_path = NULL;
@@ -1024,6 +1039,8 @@ static void help(void)
 	       "                       default: $CAPSEM_HOME/mcp.toml when it exists)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
 	       "                       the VM directory or absolute); ignore SIGHUP\n"
+	       "  --control-fd N       the --control socket is already bound and listening on\n"
+	       "                       descriptor N (socket activation: capsemd connects at once)\n"
 	       "  --rm                 remove the VM directory on exit\n"
 	       "  -h, --help           this text\n"
 	       "\n"
@@ -1144,38 +1161,42 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_LEDGER,
 		ARG_NO_EGRESS,
 		ARG_MCP_CONFIG,
-		ARG_TB
+		ARG_TB,
+		ARG_CONTROL_FD
 	};
-	static const struct option opts[] = { { "vmdir", required_argument, NULL, ARG_VMDIR },
-					      { "kernel", required_argument, NULL, ARG_KERNEL },
-					      { "initrd", required_argument, NULL, ARG_INITRD },
-					      { "cpus", required_argument, NULL, ARG_CPUS },
-					      { "memory", required_argument, NULL, ARG_MEM },
-					      { "accel", required_argument, NULL, ARG_ACCEL },
-					      { "tcg-tb-mib", required_argument, NULL, ARG_TB },
-					      { "cid", required_argument, NULL, ARG_CID },
-					      { "boot-timeout", required_argument, NULL, ARG_BOOT },
-					      { "hostname", required_argument, NULL, ARG_HOST },
-					      { "append", required_argument, NULL, ARG_APPEND },
-					      { "qemu", required_argument, NULL, ARG_QEMU },
-					      { "ipc-fd", required_argument, NULL, ARG_IPC },
-					      { "rm", no_argument, NULL, ARG_RM },
-					      { "control", required_argument, NULL, ARG_CONTROL },
-					      { "disk", required_argument, NULL, ARG_DISK },
-					      { "rootfs", required_argument, NULL, ARG_ROOTFS },
-					      { "mount", required_argument, NULL, ARG_MOUNT },
-					      { "ledger", required_argument, NULL, ARG_LEDGER },
-					      { "no-egress", no_argument, NULL, ARG_NO_EGRESS },
-					      { "mcp-config", required_argument, NULL,
-						ARG_MCP_CONFIG },
-					      { "help", no_argument, NULL, 'h' },
-					      {} };
+	static const struct option opts[] = {
+		{ "vmdir", required_argument, NULL, ARG_VMDIR },
+		{ "kernel", required_argument, NULL, ARG_KERNEL },
+		{ "initrd", required_argument, NULL, ARG_INITRD },
+		{ "cpus", required_argument, NULL, ARG_CPUS },
+		{ "memory", required_argument, NULL, ARG_MEM },
+		{ "accel", required_argument, NULL, ARG_ACCEL },
+		{ "tcg-tb-mib", required_argument, NULL, ARG_TB },
+		{ "control-fd", required_argument, NULL, ARG_CONTROL_FD },
+		{ "cid", required_argument, NULL, ARG_CID },
+		{ "boot-timeout", required_argument, NULL, ARG_BOOT },
+		{ "hostname", required_argument, NULL, ARG_HOST },
+		{ "append", required_argument, NULL, ARG_APPEND },
+		{ "qemu", required_argument, NULL, ARG_QEMU },
+		{ "ipc-fd", required_argument, NULL, ARG_IPC },
+		{ "rm", no_argument, NULL, ARG_RM },
+		{ "control", required_argument, NULL, ARG_CONTROL },
+		{ "disk", required_argument, NULL, ARG_DISK },
+		{ "rootfs", required_argument, NULL, ARG_ROOTFS },
+		{ "mount", required_argument, NULL, ARG_MOUNT },
+		{ "ledger", required_argument, NULL, ARG_LEDGER },
+		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
+		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
 	uint64_t v;
 	uint32_t u;
 	int c;
 	*o = (struct vm_opts){ .cpus = 1,
 			       .mem_mib = 512,
 			       .tcg_tb_mib = QEMU_TCG_TB_MIB_DEFAULT,
+			       .control_fd = -1,
 			       .cid = 3,
 			       .boot_timeout_ms = 60000,
 			       .ipc_fd = -1,
@@ -1191,6 +1212,16 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			break;
 		case ARG_INITRD:
 			o->initrd = optarg;
+			break;
+		case ARG_CONTROL_FD:
+			if (parse_u32(optarg, &u) < 0 || u < 3 || u > INT32_MAX)
+				return log_error("--control-fd: expected a descriptor number >= 3"),
+				       -EINVAL;
+			o->control_fd = (int)u;
+			/* never inherited further (QEMU, helpers) */
+			if (fd_set_cloexec(o->control_fd, 1) < 0)
+				return log_error("--control-fd %u: not an open descriptor", u),
+				       -EBADF;
 			break;
 		case ARG_TB:
 			if (parse_u32(optarg, &u) < 0 || u > QEMU_TCG_TB_MIB_MAX)
@@ -1298,6 +1329,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 	}
 	if (optind < argc)
 		return log_error("unexpected argument '%s' (see --help)", argv[optind]), -EINVAL;
+	if (o->control_fd >= 0 && !o->control)
+		return log_error("--control-fd needs --control (the socket's path)"), -EINVAL;
 	if (!o->vmdir || !o->kernel || !o->initrd)
 		return log_error("--vmdir, --kernel and --initrd are required (see --help)"),
 		       -EINVAL;

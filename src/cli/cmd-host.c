@@ -349,17 +349,20 @@ int cmd_install(int argc, char **argv)
 		     "Description=Capsem daemon: owns the sandbox microVMs\n"
 		     "\n"
 		     "[Service]\n"
-		     "Type=simple\n"
+		     "# forking: capsemd's first process exits once the API socket listens, so\n"
+		     "# 'systemctl start' returns when the daemon is ready\n"
+		     "Type=forking\n"
+		     "PIDFile=%s/run/capsemd.pid\n"
 		     "Environment=CAPSEM_HOME=%s\n"
 		     "%s"
-		     "ExecStart=%s --foreground\n"
+		     "ExecStart=%s\n"
 		     "Restart=on-failure\n"
 		     "# running VMs (capsem-vm) outlive the daemon and are re-adopted\n"
 		     "KillMode=process\n"
 		     "\n"
 		     "[Install]\n"
 		     "WantedBy=default.target\n",
-		     home, strempty(images), abs) < 0)
+		     home, home, strempty(images), abs) < 0)
 		return log_oom(), 1;
 	dir = strdup(unit);
 	if (!dir)

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "api.h"
 #include "fdutil.h"
+#include "apiclient.h"
 #include "home.h"
 #include "httpd.h"
 #include "log.h"
@@ -54,8 +55,8 @@ static void help(void)
 	       "  -h, --help           this text\n"
 	       "\n"
 	       "Without --foreground the daemon detaches, logs to <home>/run/capsemd.log, and\n"
-	       "the starting process exits 0 once the API socket accepts connections (1 when\n"
-	       "another daemon already serves this home or start-up failed).\n"
+	       "the starting process exits 0 once the API socket accepts connections, 3 when\n"
+	       "another daemon already serves this home, 1 when start-up failed.\n"
 	       "Environment: CAPSEM_IMAGES_DIR (default <home>/images), CAPSEM_VM_BIN.\n");
 }
 
@@ -215,10 +216,7 @@ int main(int argc, char **argv)
 	if (r < 0 || chmod(run_dir, 0700) < 0)
 		return log_error_errno(r < 0 ? r : negative_errno(), "cannot create %s", run_dir),
 		       1;
-	const char *img_env = getenv("CAPSEM_IMAGES_DIR");
-	if (img_env && *img_env)
-		images = strdup(img_env);
-	else if (asprintf(&images, "%s/images", o.home) < 0)
+	if (setenv("CAPSEM_HOME", o.home, 1) < 0 || capsem_images_dir(&images) < 0)
 		images = NULL;
 	vm_bin = find_helper_binary("capsem-vm", "CAPSEM_VM_BIN", "vm");
 	if (!images)
@@ -228,7 +226,7 @@ int main(int argc, char **argv)
 
 	lock_fd = take_lock(run_dir);
 	if (lock_fd < 0)
-		return 1;
+		return lock_fd == -EBUSY ? CAPSEMD_EXIT_RUNNING : 1;
 	if (!o.foreground) {
 		ready_fd = daemonize(log_path);
 		if (ready_fd < 0)

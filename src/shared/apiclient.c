@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -221,42 +222,50 @@ static int systemd_unit_matches(const char *home)
 
 /* Double fork: the grandchild runs `capsemd --foreground` in its own session with stdout/stderr
  * appended to run/capsemd.log, so it outlives us and never gets our terminal's signals. */
-static int spawn_daemon(const char *bin, const char *logpath)
+/* Start capsemd the way it starts itself: without --foreground it detaches (double fork,
+ * setsid, logs to run/capsemd.log) and its first process exits 0 only once the API socket is
+ * listening, or 1 (its reason on our stderr), or CAPSEMD_EXIT_RUNNING when another capsemd holds
+ * the home. So waiting for that process is waiting for readiness: nothing polls. 0 when the
+ * daemon is ready, -EALREADY when another one is starting or running, -ETIMEDOUT, -ECHILD. */
+static int spawn_daemon(const char *bin)
 {
 	pid_t pid = fork();
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0) {
-		if (setsid() < 0)
-			_exit(1);
-		pid_t p2 = fork();
-		if (p2 < 0)
-			_exit(1);
-		if (p2 > 0)
-			_exit(0);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		struct sigaction sa = { .sa_handler = SIG_DFL };
 		sigaction(SIGPIPE, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
-		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		int log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (nul < 0 || log < 0)
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul < 0 || dup2(nul, STDIN_FILENO) < 0 || dup2(nul, STDOUT_FILENO) < 0)
 			_exit(1);
-		dup2(nul, STDIN_FILENO);
-		dup2(log, STDOUT_FILENO);
-		dup2(log, STDERR_FILENO);
 		if (chdir("/") < 0)
 			_exit(1);
-		char *argv[] = { (char *)bin, "--foreground", NULL };
+		char *argv[] = { (char *)bin, NULL };
 		execv(bin, argv);
 		_exit(127);
+	}
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd >= 0) {
+		struct pollfd pf = { .fd = pidfd, .events = POLLIN };
+		int n;
+		while ((n = poll(&pf, 1, API_START_TIMEOUT_MS)) < 0 && errno == EINTR)
+			;
+		if (n == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			return -ETIMEDOUT;
+		}
 	}
 	int st;
 	while (waitpid(pid, &st, 0) < 0)
 		if (errno != EINTR)
 			return negative_errno();
+	if (WIFEXITED(st) && WEXITSTATUS(st) == CAPSEMD_EXIT_RUNNING)
+		return -EALREADY;
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ECHILD;
 }
 
@@ -273,41 +282,43 @@ int api_connect_or_start(struct api_conn *c)
 	if (r == 0 || (r != -ECONNREFUSED && r != -ENOENT))
 		return r;
 
-	_cleanup_free_ char *home = NULL, *rundir = NULL, *logpath = NULL;
+	_cleanup_free_ char *home = NULL, *rundir = NULL;
 	(void)capsem_home(&home);
-	if (!home || asprintf(&rundir, "%s/run", home) < 0 ||
-	    asprintf(&logpath, "%s/capsemd.log", rundir) < 0)
+	if (!home || asprintf(&rundir, "%s/run", home) < 0)
 		return -ENOMEM;
 	r = mkdir_p(rundir, 0700);
 	if (r < 0)
 		return r;
 	fprintf(stderr, "capsem: starting capsemd\n");
 
-	int started = 0;
 	if (systemd_unit_matches(home)) {
+		/* the unit is Type=forking: start returns once the daemon listens */
 		char *argv[] = { "systemctl", "--user", "start", "capsemd", NULL };
-		started = run_quiet(argv) == 0;
+		if (run_quiet(argv) == 0 && api_connect(c) == 0)
+			return 0;
 	}
-	if (!started) {
+	{
 		_cleanup_free_ char *bin =
 			find_helper_binary("capsemd", "CAPSEM_DAEMON_BIN", "daemon");
 		if (!bin)
 			return -ENOEXEC;
-		r = spawn_daemon(bin, logpath);
-		if (r < 0)
+		r = spawn_daemon(bin);
+		if (r == 0)
+			return api_connect(c);
+		if (r != -EALREADY)
 			return r;
 	}
+	/* another client started one at the same moment (ours found the home locked): it is
+	 * coming up, and its readiness is that other client's to wait for; we can only try
+	 * connecting for its start-up time */
 	int64_t deadline = now_ms() + API_START_TIMEOUT_MS;
-	while (now_ms() < deadline) {
+	for (;;) {
+		r = api_connect(c);
+		if (r == 0 || (r != -ECONNREFUSED && r != -ENOENT) || now_ms() >= deadline)
+			return r == 0 || (r != -ECONNREFUSED && r != -ENOENT) ? r : -ETIMEDOUT;
 		struct timespec ts = { 0, 50 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
-		r = api_connect(c);
-		if (r == 0)
-			return 0;
-		if (r != -ECONNREFUSED && r != -ENOENT)
-			return r;
 	}
-	return -ETIMEDOUT;
 }
 
 /* ---- requests ---- */

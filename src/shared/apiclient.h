@@ -21,6 +21,8 @@
 #define API_MAX_BODY (1024u * 1024u)	 /* a buffered (JSON, text) response body */
 #define API_MAX_FILE_BODY (256ull << 20) /* a streamed file body (GET /vms/{ref}/files) */
 #define API_START_TIMEOUT_MS 10000
+/* capsemd's exit status when another capsemd already serves the home */
+#define CAPSEMD_EXIT_RUNNING 3
 
 struct api_conn {
 	int fd;

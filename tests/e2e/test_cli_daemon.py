@@ -246,7 +246,9 @@ def test_install_uninstall(dhome, tmp_path):
     p = subprocess.run([CAPSEM, "install"], env=env, capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
     text = unit.read_text()
-    assert "ExecStart=/" in text and "capsemd --foreground" in text
+    # forking: capsemd's first process exits once it listens, so 'systemctl start' returns ready
+    assert "ExecStart=/" in text and "capsemd\n" in text and "Type=forking\n" in text
+    assert f"PIDFile={dhome}/run/capsemd.pid\n" in text
     assert f"Environment=CAPSEM_HOME={dhome}\n" in text
     assert b"not enabled" in p.stderr or b"enabled and started" in p.stdout
     p = subprocess.run([CAPSEM, "uninstall"], env=env, capture_output=True, timeout=60)

@@ -168,13 +168,14 @@ def test_socket_and_dirs_private(daemon, home):
 
 
 def test_second_daemon_refused(daemon, home):
+    # exit status 3 (CAPSEMD_EXIT_RUNNING): the API client tells "already running" from failure
     p = subprocess.run([CAPSEMD, "--foreground", "--home", str(home)], env=daemon.env(),
                        capture_output=True, timeout=20)
-    assert p.returncode == 1
+    assert p.returncode == 3
     assert b"another capsemd already serves" in p.stderr
     p = subprocess.run([CAPSEMD, "--home", str(home)], env=daemon.env(), capture_output=True,
                        timeout=20)
-    assert p.returncode == 1
+    assert p.returncode == 3
     assert daemon.request("GET", "/health")[0] == 200
 
 

@@ -4,7 +4,8 @@
  * no redirects followed (a redirect is reported with its Location so that the model asks again
  * and the new URL is decided by the policy again), body capped at BUILTIN_MAX_BODY, 30 s
  * timeout, no connection to a loopback or link-local address unless the URL names it as an IP
- * literal (httpmcp_guard). HTML is turned into text (html.c); other text types are returned as
+ * literal (httpmcp_guard). The URL sent has its path normalised as the caller decided it
+ * (builtin_url_parse). HTML is turned into text (html.c); other text types are returned as
  * they are; binary types are refused. Pages are cut at UTF-8 boundaries (offset/max_length in
  * bytes).
  *
@@ -35,6 +36,7 @@
 #include "jsonrpc.h"
 #include "httpmcp.h"
 #include "macro.h"
+#include "policy.h"
 
 json_t *builtin_text_result(const char *text, size_t len, bool is_error)
 {
@@ -130,15 +132,55 @@ bool builtin_needs_url(const char *tool)
 	return streq(tool, "fetch") || streq(tool, "grep") || streq(tool, "headers");
 }
 
+/* The URL of u with its path (path, as u gives it) replaced by npath, into out. libcurl's own
+ * CURLUPART_PATH setter would lower-case the hex of every escape, so the path is replaced in
+ * the text of the URL (it starts at the first '/' after "://": neither the host nor a user name
+ * can hold a '/'), and the result is parsed again to check that libcurl reads npath from it. */
+static int url_with_path(CURLU *u, const char *path, const char *npath, char *out, size_t cap)
+{
+	char *full = NULL;
+	int r = -EINVAL;
+	if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK)
+		return -EINVAL;
+	const char *auth = strstr(full, "://");
+	const char *p = auth ? strchr(auth + 3, '/') : NULL;
+	size_t pl = strlen(path);
+	if (!p || strncmp(p, path, pl) != 0 || (p[pl] && p[pl] != '?' && p[pl] != '#'))
+		goto out;
+	int k = snprintf(out, cap, "%.*s%s%s", (int)(p - full), full, npath, p + pl);
+	if (k < 0 || (size_t)k >= cap)
+		goto out;
+	if (streq(npath, path)) {
+		r = 0;
+		goto out;
+	}
+	CURLU *v = curl_url();
+	char *vpath = NULL;
+	if (!v) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (curl_url_set(v, CURLUPART_URL, out, 0) == CURLUE_OK &&
+	    curl_url_get(v, CURLUPART_PATH, &vpath, 0) == CURLUE_OK && streq(vpath, npath))
+		r = 0;
+	curl_free(vpath);
+	curl_url_cleanup(v);
+out:
+	curl_free(full);
+	return r;
+}
+
 int builtin_url_parse(const char *url, struct builtin_url *ret)
 {
 	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+	char npath[sizeof(ret->path)], pq[sizeof(ret->path)], full[sizeof(ret->url)];
 	int r = -EINVAL;
 	if (!url || strlen(url) > BUILTIN_URL_MAX)
 		return -EINVAL;
 	CURLU *u = curl_url();
 	if (!u)
 		return -ENOMEM;
+	/* the same parse libcurl makes of CURLOPT_URL (dot segments removed) */
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
@@ -156,12 +198,21 @@ int builtin_url_parse(const char *url, struct builtin_url *ret)
 	unsigned long pn = strtoul(port, NULL, 10);
 	if (pn == 0 || pn > 65535 || strlen(host) >= sizeof(ret->host))
 		goto out;
-	int k = snprintf(ret->path, sizeof(ret->path), "%s%s%s", path[0] ? path : "/",
-			 query ? "?" : "", query ? query : "");
-	if (k < 0 || (size_t)k >= sizeof(ret->path))
+	/* the path as the egress proxy forwards it: decided, recorded and sent in this one form */
+	if (policy_path_normalize(path, npath, sizeof(npath)) < 0)
 		goto out;
+	r = url_with_path(u, path, npath, full, sizeof(full));
+	if (r < 0)
+		goto out;
+	r = -EINVAL;
+	int k = snprintf(pq, sizeof(pq), "%s%s%s", npath[0] ? npath : "/", query ? "?" : "",
+			 query ? query : "");
+	if (k < 0 || (size_t)k >= sizeof(pq))
+		goto out;
+	memcpy(ret->path, pq, (size_t)k + 1);
 	memcpy(ret->host, host, strlen(host) + 1);
 	ret->port = (uint16_t)pn;
+	memcpy(ret->url, full, strlen(full) + 1);
 	r = 0;
 out:
 	curl_free(scheme);
@@ -221,18 +272,25 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 	return n;
 }
 
-/* GET (or HEAD) url. 0 with status/content type, or a message in err. */
+/* GET (or HEAD) url, with its path normalised as the caller decided it (builtin_url_parse). 0
+ * with status/content type, or a message in err. */
 static int http_get(const struct builtin_env *env, const char *url, bool head, struct page *pg,
 		    long *ret_status, char *ctype, size_t ctcap, char **ret_location, char *err,
 		    size_t errlen)
 {
-	CURL *h = curl_easy_init();
+	_cleanup_free_ struct builtin_url *u = malloc(sizeof(*u));
 	char cerr[CURL_ERROR_SIZE] = "";
 	struct httpmcp_guard guard;
+	if (!u)
+		return snprintf(err, errlen, "out of memory"), -ENOMEM;
+	int r = builtin_url_parse(url, u);
+	if (r < 0)
+		return snprintf(err, errlen, "not a valid http:// or https:// URL"), r;
+	CURL *h = curl_easy_init();
 	if (!h)
 		return snprintf(err, errlen, "out of memory"), -ENOMEM;
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	httpmcp_guard(h, url, &guard); /* an allowed name must not lead to this host */
+	curl_easy_setopt(h, CURLOPT_URL, u->url);
+	httpmcp_guard(h, u->url, &guard); /* an allowed name must not lead to this host */
 	httpmcp_stop_on(h, env->stop);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);

@@ -32,12 +32,16 @@ json_t *builtin_tools(bool with_files);
 /* True for the tools whose "url" argument the caller must decide (fetch, grep, headers). */
 bool builtin_needs_url(const char *tool);
 
-/* The parts of an http(s) URL the egress policy decides on. 0, or -EINVAL (not http/https, no
- * host, too long). */
+/* The parts of an http(s) URL the egress policy decides on, and the URL to hand libcurl. The path
+ * is normalised the way the egress proxy forwards it (policy_path_normalize(): encoded
+ * unreserved characters decoded, other escapes with upper-case hex; the query as it is), and
+ * url carries that same path, so the server reads exactly the path that was decided on. 0, or
+ * -EINVAL (not http/https, no host, too long) or -ENOMEM, *ret untouched. */
 struct builtin_url {
 	char host[256];
 	uint16_t port;
-	char path[2048]; /* path and query, "/" when empty */
+	char path[2048];	       /* normalised path and query, "/" when empty */
+	char url[BUILTIN_URL_MAX + 1]; /* the URL with the normalised path: what is sent */
 };
 int builtin_url_parse(const char *url, struct builtin_url *ret);
 

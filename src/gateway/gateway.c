@@ -14,7 +14,9 @@
  * they exit; the calls they had in flight get -32603. HTTP servers are driven from worker
  * threads (httpmcp.c), and their URL is decided by the egress policy (POST host:port/path)
  * before every request: a denied URL makes the server unavailable. Built-in tools (builtin.c)
- * run on worker threads; their URLs are decided (GET/HEAD) before the job is queued.
+ * run on worker threads; their URLs are decided (GET/HEAD) before the job is queued. Either
+ * way the path is normalised first (builtin_url_parse: as the egress proxy forwards a path)
+ * and libcurl is given the URL with that path, so a server reads the path that was decided.
  *
  * Tool policy: policy_decide_tool(server, tool) on every tools/list (blocked tools are hidden)
  * and every tools/call (blocked: -32001 naming the rule). The policy is reloaded when its files
@@ -142,6 +144,10 @@ struct gw_server {
 	char *session_id; /* http */
 	bool connecting;  /* http: a connect job is queued */
 	char why[200];	  /* why it is down */
+	/* http: conf->url parsed once (url_ok), its path normalised: decided before every request
+	 * and, as url.url, the URL the worker jobs send (read-only once the server exists) */
+	struct builtin_url url;
+	bool url_ok;
 };
 
 struct gateway {
@@ -766,21 +772,22 @@ static void server_schedule_restart(struct gw_server *srv)
 /* The egress policy's decision on a POST to an HTTP server's URL. */
 static bool http_allowed(struct gw_server *srv, char *why, size_t cap)
 {
-	struct builtin_url u;
+	const struct builtin_url *u = &srv->url;
 	struct policy_decision d;
-	if (builtin_url_parse(srv->conf->url, &u) < 0) {
+	if (!srv->url_ok) {
 		snprintf(why, cap, "bad URL");
 		return false;
 	}
 	struct policy_request req = {
-		.host = u.host, .port = u.port, .method = "POST", .path = u.path
+		.host = u->host, .port = u->port, .method = "POST", .path = u->path
 	};
 	policy_decide(gw_policy(srv->g), &req, &d);
 	if (d.action != POLICY_ALLOW) {
 		snprintf(why, cap, "blocked by the network policy (rule '%s', %s)", d.rule,
 			 policy_layer_name(d.layer));
 		char subject[600];
-		snprintf(subject, sizeof(subject), "POST %.255s:%u%.300s", u.host, u.port, u.path);
+		snprintf(subject, sizeof(subject), "POST %.255s:%u%.300s", u->host, u->port,
+			 u->path);
 		record_policy(srv->g, "http", subject, false, d.rule, d.layer);
 		return false;
 	}
@@ -817,7 +824,8 @@ static void job_http_connect(uv_work_t *w)
 			 "\"capsem-gateway\",\"version\":\"%s\"}}}",
 			 GW_PROTOCOL_VERSION, CAPSEM_VERSION);
 	const atomic_int *stop = &c->g->stop;
-	c->w_rc = httpmcp_post(sc->url, sc->headers, NULL, body, (size_t)n, id, tmo, stop, &res);
+	const char *url = c->srv->url.url;
+	c->w_rc = httpmcp_post(url, sc->headers, NULL, body, (size_t)n, id, tmo, stop, &res);
 	if (c->w_rc == 0 && json_object_get(res.msg, "error"))
 		c->w_rc = -EIO, snprintf(res.err, sizeof(res.err), "initialize failed");
 	if (c->w_rc < 0) {
@@ -828,8 +836,8 @@ static void job_http_connect(uv_work_t *w)
 	httpmcp_result_done(&res);
 	static const char initialized[] =
 		"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}";
-	(void)httpmcp_post(sc->url, sc->headers, sid, initialized, strlen(initialized), NULL, tmo,
-			   stop, &res);
+	(void)httpmcp_post(url, sc->headers, sid, initialized, strlen(initialized), NULL, tmo, stop,
+			   &res);
 	httpmcp_result_done(&res);
 	for (unsigned page = 0; page < GW_MAX_PAGES; page++) {
 		json_t *lid = json_integer(2 + page);
@@ -840,7 +848,7 @@ static void job_http_connect(uv_work_t *w)
 		int r = req ? jsonrpc_dump(req, &text, &tl) : -ENOMEM;
 		json_decref(req);
 		if (r == 0)
-			r = httpmcp_post(sc->url, sc->headers, sid, text, tl, lid, tmo, stop, &res);
+			r = httpmcp_post(url, sc->headers, sid, text, tl, lid, tmo, stop, &res);
 		json_decref(lid);
 		if (r < 0 || !json_is_object(json_object_get(res.msg, "result"))) {
 			snprintf(c->w_err, sizeof(c->w_err), "tools/list failed: %.200s",
@@ -902,8 +910,8 @@ static void job_http_post(uv_work_t *w)
 {
 	struct gw_call *c = w->data;
 	const struct gwconf_server *sc = c->srv->conf;
-	c->w_rc = httpmcp_post(sc->url, sc->headers, c->w_session, c->w_body, c->w_len, c->w_id,
-			       (long)sc->timeout_ms + 1000, &c->g->stop, &c->w_http);
+	c->w_rc = httpmcp_post(c->srv->url.url, sc->headers, c->w_session, c->w_body, c->w_len,
+			       c->w_id, (long)sc->timeout_ms + 1000, &c->g->stop, &c->w_http);
 }
 
 /* ---- built-in tools ---- */
@@ -1527,6 +1535,7 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 		srv->g = g;
 		srv->conf = &g->conf->servers[i];
 		srv->http = srv->conf->url != NULL;
+		srv->url_ok = srv->http && builtin_url_parse(srv->conf->url, &srv->url) == 0;
 		uv_timer_init(cfg->loop, &srv->timer);
 		srv->timer.data = srv;
 		g->refs++;

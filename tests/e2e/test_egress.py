@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import time
@@ -23,6 +24,34 @@ from test_debian_image import DEBIAN, ensure_debian_image
 from upstream import Upstream, raw_echo_server
 
 REAL_KEY = "sk-ant-api03-REALKEY-0123456789abcdef-never-in-the-guest"
+
+# This module's own rules (test_proxy_host.py shares policy_toml): an allow on /v1/ with a block
+# inside it, and a wildcard, which stands for one label (the shipped wildcard_max_labels = 1).
+# The upstream's certificate covers *.wild.test; a.wild.test is sent there, so that the one name
+# the guest may resolve under the wildcard never reaches the host's resolver.
+MODULE_RULES = """
+[[rule]]
+name = "v1-api"
+action = "allow"
+hosts = ["upstream.test"]
+ports = [443]
+paths = ["/v1/"]
+priority = 20
+
+[[rule]]
+name = "no-v1-admin"
+action = "block"
+hosts = ["upstream.test"]
+ports = [443]
+paths = ["/v1/admin"]
+priority = 30
+
+[[rule]]
+name = "wild"
+action = "allow"
+hosts = ["*.wild.test"]
+ports = [443]
+"""
 
 
 def policy_toml(up, raw_port, extra=""):
@@ -72,6 +101,12 @@ ca_file = "{up.ca}"
 """
 
 
+def module_policy(up, raw_port):
+    return (policy_toml(up, raw_port, MODULE_RULES) +
+            f'\n[[upstream.override]]\nhost = "a.wild.test"\nport = 443\n'
+            f'connect = "127.0.0.1:{up.https_port}"\n')
+
+
 class EgressVM:
     def __init__(self, d, home):
         self.home = home
@@ -116,7 +151,7 @@ def net(tmp_path_factory):
     raw = raw_echo_server()
     home = d / "home"
     home.mkdir()
-    (home / "user.toml").write_text(policy_toml(up, raw.getsockname()[1]))
+    (home / "user.toml").write_text(module_policy(up, raw.getsockname()[1]))
     cred = home / "credentials"
     cred.write_text(f'[anthropic]\napi_key = "{REAL_KEY}"\n')
     cred.chmod(0o600)
@@ -135,18 +170,27 @@ def out(r):
     return r.stdout.decode(errors="replace")
 
 
-def ledger_rows(vm, table, where="1=1", args=()):
-    """Rows of a ledger table, waiting a little for the batched writer."""
-    def get():
-        try:
-            db = sqlite3.connect(f"file:{vm.ledger}?mode=ro", uri=True, timeout=5)
-            db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} WHERE {where}", args)]
-            db.close()
-            return rows
-        except sqlite3.Error:
-            return []
-    return wait_for(get, 10, f"ledger rows in {table} where {where} {args}")
+def ledger_now(vm, table, where="1=1", args=()):
+    """Rows of a ledger table as they are now ([] while the file cannot be read)."""
+    try:
+        db = sqlite3.connect(f"file:{vm.ledger}?mode=ro", uri=True, timeout=5)
+        db.row_factory = sqlite3.Row
+        rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} WHERE {where}", args)]
+        db.close()
+        return rows
+    except sqlite3.Error:
+        return []
+
+
+def ledger_rows(vm, table, where="1=1", args=(), timeout=60):
+    """Rows of a ledger table, waiting for the batched writer to write at least one."""
+    return wait_for(lambda: ledger_now(vm, table, where, args), timeout,
+                    f"ledger rows in {table} where {where} {args}")
+
+
+def guest_python(vm, script, *args, timeout=300):
+    """Run a Python script in the guest (as argv: no shell quoting); the Result."""
+    return cc.run(vm.vsock, ["/usr/bin/python3", "-c", script, *args], io_timeout=timeout)
 
 
 def test_only_lo_and_the_dummy(net):
@@ -330,3 +374,136 @@ def test_policy_reloads_without_restart(net):
     time.sleep(1.1)
     r = net.sh("curl -sS --max-time 60 https://upstream.test/hello")
     assert out(r) == "hello from upstream\n"
+
+
+def upstream_requests_since(vm, n):
+    with vm.up.stats.lock:
+        return list(vm.up.stats.requests[n:])
+
+
+def test_encoded_or_case_changed_path_cannot_pass_a_block(net):
+    # the policy allows /v1/ and blocks /v1/admin; "%61" is "a" to the upstream (RFC 3986
+    # 6.2.2) and some upstreams fold case: the block must hold for both
+    before = len(net.up.stats.requests)
+    for path, shown in (("/v1/%61dmin", "/v1/admin"), ("/v1/ADMIN", "/v1/ADMIN"),
+                        ("/v1/%41dmin/users", "/v1/Admin/users")):
+        r = net.sh(f"curl -sS -v --max-time 120 -w '\\n%{{http_code}}' https://upstream.test{path}",
+                   timeout=300)
+        # curl sent the path as written: whatever changed it is the proxy
+        assert f"> GET {path} HTTP/1.1" in r.stderr.decode(errors="replace"), r.stderr
+        body, code = out(r).rsplit("\n", 1)
+        assert code == "403", (path, out(r))
+        doc = json.loads(body)
+        assert doc["rule"] == "no-v1-admin" and doc["layer"] == "user", (path, doc)
+        assert doc["path"] == shown, (path, doc)  # the normalised path is what was decided
+    assert upstream_requests_since(net, before) == []
+    rows = ledger_rows(net, "net", "rule = 'no-v1-admin' AND path = '/v1/admin'")
+    assert rows[0]["decision"] == "block" and rows[0]["status"] == 403
+
+
+def test_encoded_unreserved_path_forwarded_normalised(net):
+    before = len(net.up.stats.requests)
+    r = net.sh("curl -sS -v --max-time 120 -w '\\n%{http_code}' https://upstream.test/v1/%7Euser",
+               timeout=300)
+    assert "> GET /v1/%7Euser HTTP/1.1" in r.stderr.decode(errors="replace"), r.stderr
+    # allowed by v1-api; the upstream has no such page, so its own 404 comes back
+    assert out(r) == "not found\n\n404", (out(r), r.stderr)
+    seen = upstream_requests_since(net, before)
+    assert [(m, p) for m, p, _ in seen] == [("GET", "/v1/~user")], seen
+    rows = ledger_rows(net, "net", "path = '/v1/~user'")
+    assert rows[0]["decision"] == "allow" and rows[0]["rule"] == "v1-api", rows
+
+
+# Raw HTTPS from the guest: curl (and Python's http.client) would send one Host. Each request is
+# sent on a fresh connection; prints the status line and the body of each answer, as JSON.
+RAW_HEADS_SCRIPT = r"""
+import json, socket, ssl
+
+def ask(host, head):
+    ctx = ssl.create_default_context()
+    s = ctx.wrap_socket(socket.create_connection((host, 443), timeout=240),
+                        server_hostname=host)
+    s.sendall(head)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    head_, _, body = data.partition(b"\r\n\r\n")
+    lines = head_.split(b"\r\n")
+    n = 0
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(body) < n:
+        b = s.recv(65536)
+        if not b:
+            break
+        body += b
+    s.close()
+    return [lines[0].decode("latin-1"), body.decode("latin-1")]
+
+print(json.dumps([
+    ask("upstream.test", b"GET /echo HTTP/1.1\r\nHost: upstream.test\r\nHost: blocked.test\r\n"
+                         b"Connection: close\r\n\r\n"),
+    ask("upstream.test", b"GET /echo HTTP/1.1\r\nUser-Agent: no-host\r\nConnection: close\r\n\r\n"),
+    ask("upstream.test", b"GET /echo HTTP/1.1\r\nHost: upstream.test\r\nConnection: close\r\n\r\n"),
+]))
+"""
+
+
+def test_duplicate_host_or_no_host_is_400_and_never_upstream(net):
+    before = len(net.up.stats.requests)
+    r = guest_python(net, RAW_HEADS_SCRIPT)
+    assert r.status == 0, (out(r), r.stderr)
+    dup, nohost, ok = json.loads(out(r))
+    for status, body in (dup, nohost):
+        assert status.startswith("HTTP/1.1 400 "), (status, body)
+        assert json.loads(body)["error"] == "malformed HTTP request", body
+    # the same connection setup with one Host goes through: the 400s were the heads' doing
+    assert ok[0].startswith("HTTP/1.1 200 "), ok
+    assert json.loads(ok[1])["headers"]["Host"] == "upstream.test"
+    seen = upstream_requests_since(net, before)
+    assert len(seen) == 1 and seen[0][2].get("Host") == "upstream.test", seen
+    where = "rule = 'malformed-request' AND host = 'upstream.test'"
+    rows = wait_for(lambda: (lambda x: len(x) >= 2 and x)(ledger_now(net, "net", where)), 60,
+                    "a malformed-request row for each 400")
+    assert all(x["decision"] == "block" and x["scheme"] == "https" for x in rows), rows
+
+
+# In the guest: the address of each name, or the getaddrinfo error number (EAI_NONAME, -2, is
+# what NXDOMAIN becomes; a failing or slow resolver would give EAI_AGAIN instead).
+RESOLVE_SCRIPT = r"""
+import json, socket, sys
+res = {}
+for name in sys.argv[1:]:
+    try:
+        res[name] = socket.gethostbyname(name)
+    except socket.gaierror as e:
+        res[name] = e.errno
+print(json.dumps(res))
+"""
+
+
+def test_wildcard_stands_for_one_label(net):
+    one, two = "a.wild.test", "c2vjcmv0.a.wild.test"  # names are recorded in lower case
+    r = guest_python(net, RESOLVE_SCRIPT, one, two, "x.y.wild.test")
+    assert r.status == 0, (out(r), r.stderr)
+    res = json.loads(out(r))
+    assert re.fullmatch(r"198\.1[89]\.\d+\.\d+", str(res[one])), res
+    assert res[two] == socket.EAI_NONAME and res["x.y.wild.test"] == socket.EAI_NONAME, res
+    rows = ledger_rows(net, "dns", "qname = ?", (two,))
+    assert all(x["decision"] == "block" and x["rcode"] == 3 for x in rows), rows
+    # the deep name cannot be connected to (curl: "could not resolve host")...
+    r = net.sh(f"curl -sS --max-time 120 https://{two}/hello", timeout=300)
+    assert r.status == 6, (r.status, r.stderr)
+    # ...the one-label name can (the policy sends it to the test upstream)
+    r = net.sh(f"curl -sS --max-time 120 https://{one}/hello", timeout=300)
+    assert r.status == 0 and out(r) == "hello from upstream\n", (out(r), r.stderr)
+    # rows are written in order: once the allowed connection's row is there, a row for the
+    # deep name would be too
+    rows = ledger_rows(net, "net", "host = ?", (one,))
+    assert rows[-1]["decision"] == "allow" and rows[-1]["rule"] == "wild", rows
+    assert ledger_now(net, "net", "host LIKE ?", ("%" + two + "%",)) == []

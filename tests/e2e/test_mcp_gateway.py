@@ -39,9 +39,12 @@ PAGE = (b"<html><head><title>T</title><script>var hidden = 1;</script></head><bo
 # ---- helpers ----
 
 class Web:
-    """A local web server: /page.html (HTML), /plain.txt, /bin (binary), /redirect."""
+    """A local web server: /page.html (HTML), /plain.txt, /bin (binary), /redirect. .paths: the
+    request targets it read, in order."""
 
     def __init__(self):
+        paths = self.paths = []
+
         class H(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
@@ -50,6 +53,7 @@ class Web:
                 self.do_GET(head=True)
 
             def do_GET(self, head=False):
+                paths.append(self.path)
                 routes = {"/page.html": ("text/html; charset=utf-8", PAGE),
                           "/plain.txt": ("text/plain", PLAIN),
                           "/bin": ("application/octet-stream", b"\x00\x01\x02"),
@@ -547,6 +551,60 @@ def test_ledger_records(gw):
     pol = ledger_rows(gw.ledger, "SELECT boundary, subject, action, rule, layer FROM policy "
                                  "WHERE boundary = 'tool' AND subject = 'test__add'")
     assert pol and pol[-1][2:] == ("block", "no-add", "user")
+
+
+def test_urls_sent_with_the_path_decided(tmp_path, http_servers, web):
+    """The path of a URL is decided normalised (as the egress proxy forwards it: "%70" is "p")
+    and sent in that form: the server reads the path the policy decided on, not another
+    spelling of it. The web server and the HTTP MCP server answer their exact paths only."""
+    jport, _ = http_servers
+    g = Gateway(tmp_path, f"""
+[servers.enc]
+url = "http://127.0.0.1:{jport}/%6dcp"
+""", POLICY + """
+[[rule]]
+name = "no-secret"
+action = "block"
+hosts = ["127.0.0.1"]
+paths = ["/secret"]
+priority = 10
+""")
+    try:
+        r = Raw(g.sock)
+        # the HTTP MCP server serves /mcp only: it is up because "/%6dcp" was sent as "/mcp"
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            if "enc__echo" in [t["name"] for t in r.call("tools/list")["result"]["tools"]]:
+                break
+            time.sleep(0.2)
+        assert text_of(r.tool("enc__echo", {"text": "via /mcp"})) == "via /mcp", g.log()
+        before = len(web.paths)
+        t = text_of(r.tool("capsem__fetch", {"url": web.url("/%70age.html")}))
+        assert "# Capsem test page" in t, t
+        t = text_of(r.tool("capsem__headers", {"url": web.url("/pl%61in.txt")}))
+        assert "Status: 200" in t and "X-Capsem-Test: yes" in t, t
+        # other escapes keep their encoding, upper-cased; the query is sent as written
+        r.tool("capsem__headers", {"url": web.url("/caf%c3%a9?q=%61%2f")})
+        assert web.paths[before:] == ["/page.html", "/plain.txt", "/caf%C3%A9?q=%61%2f"]
+        # a block cannot be passed by encoding: the normalised path is decided and recorded
+        e = r.tool("capsem__fetch", {"url": web.url("/%73ecret/x")})["error"]
+        assert e["code"] == -32001 and e["data"]["rule"] == "no-secret", e
+        assert web.paths[before + 3:] == []
+        r.close()
+        subject = f"GET 127.0.0.1:{web.port}/secret/x"
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # the ledger writer batches
+            try:
+                pol = ledger_rows(g.ledger, "SELECT action, rule FROM policy WHERE boundary = "
+                                            f"'http' AND subject = '{subject}'")
+            except sqlite3.Error:
+                pol = []
+            if pol:
+                break
+            time.sleep(0.1)
+        assert pol == [("block", "no-secret")]
+    finally:
+        assert g.stop() == 0
 
 
 # ---- the relay: the gateway goes away with requests in flight ----

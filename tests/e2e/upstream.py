@@ -22,8 +22,9 @@ import threading
 import time
 import urllib.parse
 
+# "*.wild.test": the names a one-label wildcard rule lets a guest choose (test_egress.py)
 NAMES = ["upstream.test", "api.anthropic.com", "api.openai.com",
-         "generativelanguage.googleapis.com", "blocked.test"]
+         "generativelanguage.googleapis.com", "blocked.test", "*.wild.test"]
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "ai")
 
 

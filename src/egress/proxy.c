@@ -12,8 +12,9 @@
  *   2. sniff the first bytes: a TLS ClientHello is terminated here with a leaf for the name
  *      (SNI, when sent, must be that name), an HTTP request line is parsed, anything else is
  *      relayed as bytes (never on ports 80 and 443: those carry HTTP, so that path rules cannot
- *      be evaded by bytes we would not parse). A client that sends nothing for SNIFF_MS (a
- *      server-speaks-first protocol) is relayed as bytes.
+ *      be evaded by bytes we would not parse; there the proxy waits for the client's first
+ *      bytes however long they take). On other allowed ports a client that sends nothing for
+ *      SNIFF_MS (a server-speaks-first protocol) is relayed as bytes.
  *   3. HTTP/1.1, one request at a time (pipelined requests wait in the buffer). A head the
  *      shared parser refuses (a second Host or credential header, no Host, smuggling, ...)
  *      gets a 400, recorded as "malformed-request". The target's path is normalised
@@ -1691,6 +1692,10 @@ static void conn_sniff_decide(struct conn *c)
 		c->st = C_HEAD;
 		return;
 	}
+	if (n == 0) { /* the guest closed without a byte */
+		conn_close(c, "the guest closed before sending anything");
+		return;
+	}
 	if (c->port == 80 || c->port == 443 || c->provisional) {
 		c->p->stats.blocked++;
 		emit_net(c, NULL, "tcp", false,
@@ -1775,6 +1780,12 @@ static void conn_after_preamble(struct conn *c)
 		conn_sniff_decide(c);
 		return;
 	}
+	/* Only where a server-speaks-first protocol may be relayed does silence decide anything:
+	 * on the HTTP ports (and under rules with method/path conditions) only HTTP or TLS may
+	 * pass, and both start with the client, so we wait for the first bytes however long a
+	 * slow guest (TCG, a loaded host) takes to send them. */
+	if (c->port == 80 || c->port == 443 || c->provisional)
+		return;
 	c->timer_active = true;
 	uv_timer_start(&c->timer, conn_on_sniff_timeout, SNIFF_MS, 0);
 }

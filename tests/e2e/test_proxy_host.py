@@ -350,6 +350,21 @@ def test_plain_http_port_80(host):
     assert s.recv(10) == b""
 
 
+def test_slow_client_on_http_ports_is_waited_for(host):
+    """A guest under TCG may take longer than the sniff window to send its first bytes: on the
+    HTTP ports silence decides nothing (HTTP and TLS start with the client), so a ClientHello
+    or request line that comes late is served, not taken for a non-HTTP protocol."""
+    rc, addrs = host.query("upstream.test")
+    s = host.connect(addrs[0], 80)
+    time.sleep(1.0)  # well past SNIFF_MS (300 ms): the slow client this test is about
+    assert get(s, "/hello")[2] == b"hello from upstream\n"
+    raw = host.connect(addrs[0], 443)
+    time.sleep(1.0)
+    ctx = ssl.create_default_context(cafile=host.ca)
+    t = ctx.wrap_socket(raw, server_hostname="upstream.test")
+    assert get(t, "/hello")[2] == b"hello from upstream\n"
+
+
 def test_malformed_request_400(host):
     s = host.tls("upstream.test")
     s.sendall(b"GET /x HTTP/1.1\r\nHost: upstream.test\r\nBad Header\r\n\r\n")

@@ -2,9 +2,9 @@
 """run-tests.py - the whole test suite, as `make test` (and so CI) runs it.
 
 Groups, in order: source style, unit + fuzz-corpus replay (normal build), the same under
-ASan+UBSan, end-to-end tests with real microVMs (pytest), and, when run as root, the VM
+ASan+UBSan, the threaded parts under TSan, end-to-end tests with real microVMs (pytest), and, when run as root, the VM
 lifecycle modules again as an unprivileged user (USER_MODULES). With --check (make check): the
-first three groups only: no images, no VMs, a few minutes. Every group runs even when an earlier
+first four groups only: no images, no VMs, a few minutes. Every group runs even when an earlier
 one failed; the last line is the total: "N passed, N failed[, N skipped]".
 """
 import json
@@ -145,10 +145,41 @@ def e2e_unprivileged():
         count("e2e-user", f"pytest exit {rc}", "failed")
 
 
+# the threaded parts under ThreadSanitizer: the ledger's writer thread, capsem-mcp's worker
+# threads, the gateway's libuv jobs and libcurl workers
+TSAN_TESTS = ["ledger", "mcp-tools", "gateway", "gateway-httpmcp", "gateway-builtin"]
+
+
+def tsan_suite():
+    builddir = "build-tsan"
+    if not os.path.exists(os.path.join(builddir, "build.ninja")):
+        if step(["meson", "setup", builddir, "-Db_sanitize=thread", "-Db_lundef=false",
+                 "-Dbuildtype=debug"]) != 0:
+            count("tsan", "meson setup", "failed")
+            return
+    targets = ["tests/unit/test-" + t for t in TSAN_TESTS]
+    if step(["ninja", "-C", builddir, "-j" + JOBS, *targets]) != 0:
+        count("tsan", "build", "failed")
+        return
+    log = os.path.join(builddir, "meson-logs", "testlog.json")
+    if os.path.exists(log):
+        os.unlink(log)
+    step(["meson", "test", "-C", builddir, "--print-errorlogs", "--no-rebuild", *TSAN_TESTS],
+         env=dict(os.environ, TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"))
+    if not os.path.exists(log):
+        count("tsan", "meson test", "failed")
+        return
+    with open(log) as f:
+        for line in f:
+            t = json.loads(line)
+            count("tsan", t.get("name"), "passed" if t.get("result") == "OK" else "failed")
+
+
 check_only = "--check" in sys.argv[1:]
 style()
 meson_suite("build", "unit")
 meson_suite("build-asan", "asan", ["-Db_sanitize=address,undefined", "-Db_lundef=false", "-Dbuildtype=debug"])
+tsan_suite()
 if not check_only:
     e2e()
     e2e_unprivileged()

@@ -1,6 +1,7 @@
-/* capsem - the command-line interface.
+/* capsem - the command-line interface: the command table, dispatch and help.
  *
- * Subcommand dispatch, help and version. Each subcommand lives in its own cmd-*.c file. Runs as
+ * Each subcommand lives in its own cmd-*.c file and uses the CLI library (clilib.h) beneath
+ * them all; subcommands never call each other (doctor is split here, by its arguments). Runs as
  * the invoking user on the host; its input (arguments, environment) is the user's own, but is
  * validated strictly so mistakes get one clear line instead of a surprise in the VM.
  */
@@ -9,41 +10,19 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "home.h"
 #include "log.h"
 #include "macro.h"
 
-char *cli_capsem_home(void)
+/* "capsem doctor [--json]": the host; "capsem doctor VM ...": capsem-doctor inside VM */
+static int doctor(int argc, char **argv)
 {
-	char *p = NULL;
-	int r = capsem_home(&p);
-	if (r == -ENOENT)
-		log_error("cannot tell where Capsem's state lives: set CAPSEM_HOME (or HOME)");
-	else if (r < 0)
-		log_oom();
-	return r < 0 ? NULL : p;
-}
-
-char *cli_image_dir(const char *name)
-{
-	_cleanup_free_ char *d = NULL;
-	char *p = NULL;
-	if (capsem_images_dir(&d) < 0)
-		return NULL;
-	return asprintf(&p, "%s/%s", d, name) < 0 ? NULL : p;
-}
-
-const char *cli_default_image(void)
-{
-	const char *e = getenv("CAPSEM_IMAGE");
-	_cleanup_free_ char *dir = NULL, *m = NULL;
-	if (e && *e)
-		return e;
-	dir = cli_image_dir("debian");
-	if (dir && asprintf(&m, "%s/manifest.json", dir) >= 0 && access(m, F_OK) == 0)
-		return "debian";
-	return "minimal";
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-')
+			return cmd_doctor_vm(argc, argv);
+	return cmd_doctor(argc, argv);
 }
 
 struct command {
@@ -72,7 +51,7 @@ static const struct command commands[] = {
 	{ "events", NULL, cmd_events, "events VM [--kind K] [--json] [-f]",
 	  "what a VM did: execs, network, DNS, AI calls, policy" },
 	{ "cp", NULL, cmd_cp, "cp SRC DST", "copy a file between host and VM (VM:/path)" },
-	{ "doctor", NULL, cmd_doctor, "doctor [VM] [--json]", "check the host, or a VM inside" },
+	{ "doctor", NULL, doctor, "doctor [VM] [--json]", "check the host, or a VM inside" },
 	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },
 	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
 	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
@@ -80,15 +59,6 @@ static const struct command commands[] = {
 	{ "policy", NULL, cmd_policy, "policy check URL | show | defaults",
 	  "explain the egress policy (no daemon needed)" },
 };
-
-void cli_warn_if_emulated(const json_t *vm)
-{
-	const char *accel = json_string_value(json_object_get(vm, "accel"));
-	if (accel && streq(accel, "tcg"))
-		log_warn("no usable KVM on this host: the VM runs under TCG emulation, 10-50x "
-			 "slower "
-			 "(see 'capsem doctor')");
-}
 
 static void help(void)
 {

@@ -6,7 +6,7 @@
  */
 #include <stdio.h>
 
-#include "cli.h"
+#include "clilib.h"
 #include "log.h"
 #include "macro.h"
 

@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "cliutil.h"
 #include "log.h"
 #include "macro.h"

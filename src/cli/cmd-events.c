@@ -15,7 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"

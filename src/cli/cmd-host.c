@@ -13,7 +13,8 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "config.h"
 #include "fdutil.h"
 #include "log.h"
@@ -243,10 +244,6 @@ static void check_disk(struct check *c)
 int cmd_doctor(int argc, char **argv)
 {
 	int json = 0;
-	/* "capsem doctor VM": the guest's own checks (cmd-image.c) */
-	for (int i = 1; i < argc; i++)
-		if (argv[i][0] != '-')
-			return cmd_doctor_vm(argc, argv);
 	int r = json_flag_only(
 		argc, argv, &json,
 		"Usage: capsem doctor [--json]\n       capsem doctor VM [--json]\n\nCheck the "

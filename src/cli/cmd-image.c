@@ -18,7 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "cliutil.h"
 #include "fdutil.h"
 #include "log.h"

@@ -16,7 +16,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"

@@ -17,7 +17,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "cliutil.h"
 #include "fdutil.h"
 #include "ledger.h"

@@ -11,7 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clilib.h"
+#include "commands.h"
 #include "cliutil.h"
 #include "vmlimits.h"
 #include "fdutil.h"

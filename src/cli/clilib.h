@@ -1,4 +1,6 @@
-/* cli.h - the capsem command: shared pieces of its subcommands. */
+/* clilib.h - the CLI's library: what every subcommand may use (the environment, talking to
+ * capsemd, the exec core). Subcommands (cmd-*.c) parse their arguments and call these; they
+ * never call each other. The command list is commands.h. */
 #pragma once
 
 #include <jansson.h>
@@ -11,7 +13,10 @@
 #define CLI_EXIT_FAILURE 125 /* capsem could not run the command (as docker run) */
 #define CLI_EXIT_TIMEOUT 124 /* as timeout(1) */
 
-/* $CAPSEM_HOME, else ~/.capsem. malloc'ed. */
+/* ---- the environment (cli-env.c) ---- */
+
+/* Capsem's home (capsem_home(): $CAPSEM_HOME, $HOME/.capsem, the passwd entry's). malloc'ed;
+ * NULL after logging why. */
 char *cli_capsem_home(void);
 /* The directory of image NAME: $CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME. malloc'ed. */
 char *cli_image_dir(const char *name);
@@ -35,7 +40,7 @@ int cli_api_req(const struct api_req *rq, struct api_response *ret);
 /* Print a JSON value to stdout, indented. */
 void cli_print_json(json_t *v);
 
-/* An exec on a running VM through capsemd (cmd-exec.c). */
+/* ---- an exec on a running VM through capsemd (cli-exec.c) ---- */
 struct cli_exec {
 	char **argv;
 	int shell; /* argv[0] is a /bin/sh -c string */
@@ -52,29 +57,3 @@ int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd);
 /* A signalfd for the signals an exec session handles (with_winch adds SIGWINCH); the signals
  * are blocked. Returns the fd or -errno. */
 int cli_exec_signals(int with_winch);
-
-/* Subcommands: argv[0] is the subcommand's name. Each returns the process exit status. */
-int cmd_run(int argc, char **argv);
-int cmd_run_daemon(int argc, char **argv);
-int cmd_create(int argc, char **argv);
-int cmd_list(int argc, char **argv);
-int cmd_info(int argc, char **argv);
-int cmd_exec(int argc, char **argv);
-int cmd_shell(int argc, char **argv);
-int cmd_stop(int argc, char **argv);
-int cmd_start(int argc, char **argv);
-int cmd_restart(int argc, char **argv);
-int cmd_delete(int argc, char **argv);
-int cmd_purge(int argc, char **argv);
-int cmd_persist(int argc, char **argv);
-int cmd_logs(int argc, char **argv);
-int cmd_events(int argc, char **argv);
-int cmd_cp(int argc, char **argv);
-int cmd_version(int argc, char **argv);
-int cmd_doctor(int argc, char **argv);
-/* capsem doctor VM [--json]: capsem-doctor inside the VM (cmd-image.c). */
-int cmd_doctor_vm(int argc, char **argv);
-int cmd_image(int argc, char **argv);
-int cmd_install(int argc, char **argv);
-int cmd_uninstall(int argc, char **argv);
-int cmd_policy(int argc, char **argv);

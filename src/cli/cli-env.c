@@ -1,0 +1,51 @@
+/* cli-env.c - the CLI's view of its environment: Capsem's home, images, the default image, the
+ * emulation warning. Main thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "clilib.h"
+#include "home.h"
+#include "log.h"
+#include "macro.h"
+
+char *cli_capsem_home(void)
+{
+	char *p = NULL;
+	int r = capsem_home(&p);
+	if (r == -ENOENT)
+		log_error("cannot tell where Capsem's state lives: set CAPSEM_HOME (or HOME)");
+	else if (r < 0)
+		log_oom();
+	return r < 0 ? NULL : p;
+}
+
+char *cli_image_dir(const char *name)
+{
+	_cleanup_free_ char *d = NULL;
+	char *p = NULL;
+	if (capsem_images_dir(&d) < 0)
+		return NULL;
+	return asprintf(&p, "%s/%s", d, name) < 0 ? NULL : p;
+}
+
+const char *cli_default_image(void)
+{
+	const char *e = getenv("CAPSEM_IMAGE");
+	_cleanup_free_ char *dir = NULL, *m = NULL;
+	if (e && *e)
+		return e;
+	dir = cli_image_dir("debian");
+	if (dir && asprintf(&m, "%s/manifest.json", dir) >= 0 && access(m, F_OK) == 0)
+		return "debian";
+	return "minimal";
+}
+
+void cli_warn_if_emulated(const json_t *vm)
+{
+	const char *accel = json_string_value(json_object_get(vm, "accel"));
+	if (accel && streq(accel, "tcg"))
+		log_warn("no usable KVM on this host: the VM runs under TCG emulation, 10-50x "
+			 "slower "
+			 "(see 'capsem doctor')");
+}

@@ -1,0 +1,104 @@
+/* cli-exec.c - the CLI's exec core: start an exec through capsemd (api_exec_start) and relay
+ * its session (relay.c) until the command's exit; used by capsem exec, shell, run and doctor.
+ *
+ * Trust boundary: the exec frames come from the guest through the daemon and are parsed with
+ * proto.h's decoders under their caps (relay.c). Main thread.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "clilib.h"
+#include "cliutil.h"
+#include "log.h"
+#include "macro.h"
+#include "relay.h"
+
+int cli_exec_signals(int with_winch)
+{
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	if (with_winch) {
+		sigaddset(&mask, SIGWINCH);
+		sigaddset(&mask, SIGQUIT);
+	}
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return negative_errno();
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigaction(SIGPIPE, &sa, NULL);
+	int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	return fd < 0 ? negative_errno() : fd;
+}
+
+int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
+{
+	struct api_conn c = { .fd = -1 };
+	struct api_response res = {};
+	struct relay rl;
+	int r, status = CLI_EXIT_FAILURE;
+	struct api_exec ex = { .argv = e->argv,
+			       .shell = e->shell,
+			       .env = e->env,
+			       .cwd = e->cwd,
+			       .tty = e->tty,
+			       .timeout_ms = e->timeout_ms,
+			       .via = "cli" };
+	if (e->tty && tty_get_size(STDIN_FILENO, &ex.rows, &ex.cols) < 0)
+		(void)tty_get_size(STDOUT_FILENO, &ex.rows, &ex.cols);
+	if (cli_api_open(&c) < 0)
+		return CLI_EXIT_FAILURE;
+	r = api_exec_start(&c, ref, &ex, &res);
+	if (r < 0 && r != -EREMOTE) {
+		log_error_errno(r, "exec request to capsemd");
+		api_conn_close(&c);
+		return CLI_EXIT_FAILURE;
+	}
+	if (res.head.status != 101) {
+		log_error("%s", api_response_error(&res));
+		api_response_done(&res);
+		api_conn_close(&c);
+		return CLI_EXIT_FAILURE;
+	}
+	api_response_done(&res);
+
+	relay_init(&rl, c.fd, sigfd);
+	rl.tty = e->tty;
+	/* bytes that came right after the 101 are the first frames */
+	if (buf_len(&c.rbuf) && buf_append(&rl.in, buf_head(&c.rbuf), buf_len(&c.rbuf)) < 0) {
+		log_error("the daemon sent an oversized frame");
+		goto out;
+	}
+	int raw = 0;
+	if (e->tty && isatty(STDIN_FILENO)) {
+		r = tty_raw(STDIN_FILENO);
+		if (r < 0) {
+			log_error_errno(r, "cannot put the terminal in raw mode");
+			goto out;
+		}
+		raw = 1;
+	}
+	if (e->interactive || e->tty || !isatty(STDIN_FILENO))
+		rl.in_fd = STDIN_FILENO;
+	else
+		relay_send_frame(&rl, PROTO_STDIN, NULL, 0); /* a terminal needs -i */
+
+	r = relay_run(&rl, e->timeout_ms);
+	if (raw)
+		tty_restore();
+	if (r == -EINTR)
+		status = 130;
+	else if (r == 0) {
+		status = proto_exit_status(&rl.exit);
+		if (rl.exit.kind == PROTO_EXIT_TIMEOUT)
+			log_error("command timed out after %.3g s; its process group was killed",
+				  e->timeout_ms / 1000.0);
+	}
+out:
+	relay_done(&rl);
+	api_conn_close(&c);
+	return status;
+}

@@ -416,7 +416,7 @@ static void on_connection(uv_stream_t *l, int status)
 		return;
 	}
 	uv_os_fd_t fd;
-	struct ucred cred;
+	struct ucred cred = { .uid = (uid_t)-1 };
 	socklen_t cl = sizeof(cred);
 	if (uv_fileno((uv_handle_t *)s, &fd) < 0 ||
 	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid()) {

@@ -26,6 +26,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -358,10 +359,29 @@ static int pidwatch_start(struct vm *vm, pid_t pid, int child)
 	return 0;
 }
 
+static int supervisor_alive(pid_t pid, const char *vmdir);
+
+/* Signal the VM's supervisor through a pidfd, never a bare pid that may have been reused: the
+ * watched one, else a pidfd opened now and checked (after opening, so the pid cannot change
+ * hands in between) to still be capsem-vm of this VM's directory. */
 static void signal_supervisor(struct vm *vm, int sig)
 {
-	if (vm->pw)
+	if (vm->pw) {
 		syscall(SYS_pidfd_send_signal, vm->pw->fd, sig, NULL, 0);
+		return;
+	}
+	if (vm->rec.pid <= 1)
+		return;
+	_cleanup_close_ int fd = (int)syscall(SYS_pidfd_open, vm->rec.pid, 0);
+	if (fd >= 0 && supervisor_alive(vm->rec.pid, vm->rec.vmdir))
+		syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+}
+
+/* Whether the watched supervisor has exited (its pidfd is readable), without a bare pid. */
+static bool supervisor_exited(const struct pidwatch *pw)
+{
+	struct pollfd pf = { .fd = pw->fd, .events = POLLIN };
+	return poll(&pf, 1, 0) > 0;
 }
 
 /* ---- the control connection ---- */
@@ -448,7 +468,7 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		return;
 	vm->cc = NULL;
 	vm->ctl_closed = 1;
-	if (vm->pw && !vm->pw->child && kill(vm->pw->pid, 0) < 0)
+	if (vm->pw && !vm->pw->child && supervisor_exited(vm->pw))
 		vm->proc_gone = 1;
 	vm_settle(vm);
 }
@@ -570,10 +590,7 @@ static void on_stop_timeout(uv_timer_t *t)
 	struct vm *vm = t->data;
 	log_warn("VM %s did not stop in time: killing its supervisor", vm->rec.id);
 	set_str(&vm->fail, "the VM did not stop in time and was killed");
-	if (vm->pw)
-		signal_supervisor(vm, SIGKILL);
-	else if (vm->rec.pid > 0)
-		kill(vm->rec.pid, SIGKILL);
+	signal_supervisor(vm, SIGKILL);
 }
 
 /* ---- spawning capsem-vm ---- */
@@ -725,7 +742,7 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	log_info("VM %s: capsem-vm started (pid %d)", vm->rec.id, (int)pid);
 	r = pidwatch_start(vm, pid, 1);
 	if (r < 0) {
-		kill(pid, SIGKILL);
+		kill(pid, SIGKILL); /* our unreaped child: its pid cannot be reused yet */
 		waitpid(pid, NULL, 0);
 		boot_fail(vm, "cannot watch the capsem-vm process");
 		return;
@@ -1291,7 +1308,7 @@ static void recover_one(struct vmctl *c, const char *id)
 		log_warn("VM %s: supervisor pid %d does not answer on its control socket: killing "
 			 "it",
 			 vm->rec.id, vm->rec.pid);
-		kill(vm->rec.pid, SIGKILL);
+		signal_supervisor(vm, SIGKILL);
 	}
 	if (live) {
 		vm->rec.state = VM_CRASHED;

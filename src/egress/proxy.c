@@ -1345,7 +1345,7 @@ static void conn_start_request(struct conn *c)
 	r->t0_ns = mono_ns();
 	if (k < 0) {
 		int st = http_error_status((int)k);
-		r->method = strdup("?");
+		r->method = strdup("?"); /* NULL on ENOMEM: the event then has no method */
 		json_t *body =
 			json_pack("{s:s, s:s}", "error", "malformed HTTP request", "host", c->host);
 		emit_net(c, r, c->tls ? "https" : "http", false, "malformed-request", "proxy",
@@ -1369,6 +1369,11 @@ static void conn_start_request(struct conn *c)
 	}
 	r->method = strdup(m.method);
 	r->path = strndup(target, PATH_LOG_MAX);
+	if (!r->method || !r->path) {
+		http_msg_done(&m);
+		conn_close(c, "out of memory");
+		return;
+	}
 	r->keep_alive = m.keep_alive;
 	r->upgrade = m.upgrade != NULL;
 	r->framing = http_body_framing(&m, NULL);

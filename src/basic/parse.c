@@ -31,6 +31,22 @@ int parse_u32(const char *s, uint32_t *ret)
 	return 0;
 }
 
+int parse_u32_prefix(const char *s, uint32_t *ret, const char **ret_end)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v > UINT32_MAX)
+			return -ERANGE;
+	}
+	*ret = (uint32_t)v;
+	*ret_end = p;
+	return 0;
+}
+
 int parse_size(const char *s, uint64_t *ret)
 {
 	char num[32];

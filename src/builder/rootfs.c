@@ -55,6 +55,7 @@
 #include "kbuild.h"
 #include "log.h"
 #include "macro.h"
+#include "parse.h"
 #include "manifest.h"
 #include "rootfstree.h"
 #include "run.h"
@@ -382,7 +383,9 @@ static int add_node(const struct imgcfg *cfg, struct layer_run *l, char **ret_re
 	if (r != 0 || out[0] != 'v')
 		return log_error("rootfs: %s --version failed", node), -EIO;
 	out[strcspn(out, "\r\n")] = 0;
-	if (strtoul(out + 1, NULL, 10) < ROOTFS_NODE_MIN_MAJOR)
+	uint32_t major = 0;
+	const char *rest;
+	if (parse_u32_prefix(out + 1, &major, &rest) < 0 || major < ROOTFS_NODE_MIN_MAJOR)
 		return log_error("rootfs: node %s is older than v%d", out, ROOTFS_NODE_MIN_MAJOR),
 		       -EINVAL;
 	*ret_release = TAKE_PTR(out);

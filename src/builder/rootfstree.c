@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "macro.h"
+#include "parse.h"
 #include "strv.h"
 
 #define WALK_FDS 64
@@ -90,8 +91,10 @@ int rootfs_node_version_valid(const char *s)
 		size_t d = strspn(p, "0123456789");
 		if (d == 0 || d > 6 || (d > 1 && p[0] == '0'))
 			return 0;
-		if (parts == 0)
-			major = strtoul(p, NULL, 10);
+		const char *after;
+		uint32_t v;
+		if (parts == 0 && parse_u32_prefix(p, &v, &after) == 0)
+			major = v;
 		parts++;
 		p += d;
 		if (!*p)

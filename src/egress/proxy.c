@@ -66,6 +66,7 @@
 #include "log.h"
 #include "list.h"
 #include "macro.h"
+#include "parse.h"
 #include "policy.h"
 #include "tls.h"
 
@@ -898,9 +899,8 @@ static int parse_hostport(const char *s, struct sockaddr_storage *ss)
 		return -EINVAL;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = 0;
-	char *end;
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	if (*end || port == 0 || port > 65535)
+	uint32_t port;
+	if (parse_u32(colon + 1, &port) < 0 || port == 0 || port > 65535)
 		return -EINVAL;
 	char *h = host;
 	size_t hl = strlen(h);
@@ -1312,9 +1312,8 @@ static bool host_header_ok(const char *h, const char *host, uint16_t port)
 	size_t n = strlen(h);
 	const char *colon = memrchr(h, ':', n);
 	if (colon && !memchr(h, ']', n)) {
-		char *end;
-		unsigned long pt = strtoul(colon + 1, &end, 10);
-		if (*end || end == colon + 1 || pt != port)
+		uint32_t pt;
+		if (parse_u32(colon + 1, &pt) < 0 || pt != port)
 			return false;
 		n = (size_t)(colon - h);
 	}

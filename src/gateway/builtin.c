@@ -36,6 +36,7 @@
 #include "jsonrpc.h"
 #include "httpmcp.h"
 #include "macro.h"
+#include "parse.h"
 #include "policy.h"
 
 json_t *builtin_text_result(const char *text, size_t len, bool is_error)
@@ -195,8 +196,8 @@ int builtin_url_parse(const char *url, struct builtin_url *ret)
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = 0;
 	}
-	unsigned long pn = strtoul(port, NULL, 10);
-	if (pn == 0 || pn > 65535 || strlen(host) >= sizeof(ret->host))
+	uint32_t pn = 0;
+	if (parse_u32(port, &pn) < 0 || pn == 0 || pn > 65535 || strlen(host) >= sizeof(ret->host))
 		goto out;
 	/* the path as the egress proxy forwards it: decided, recorded and sent in this one form */
 	if (policy_path_normalize(path, npath, sizeof(npath)) < 0)

@@ -49,6 +49,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "macro.h"
+#include "parse.h"
 #include "policy.h"
 #include "strv.h"
 #include "unixsock.h"
@@ -1306,11 +1307,16 @@ static bool session_preamble(struct gw_session *s, const char *line, size_t len)
 		return false;
 	char buf[128];
 	snprintf(buf, sizeof(buf), "%.*s", (int)MIN(len, sizeof(buf) - 1), line);
-	unsigned pid = 0;
-	char comm[32] = "";
-	if (sscanf(buf + sizeof(tag) - 1, "pid=%u comm=%31[A-Za-z0-9._+-]", &pid, comm) >= 1) {
+	uint32_t pid = 0;
+	const char *p = buf + sizeof(tag) - 1;
+	if (strncmp(p, "pid=", 4) == 0 && parse_u32_prefix(p + 4, &pid, &p) == 0) {
 		s->pid = pid;
-		snprintf(s->comm, sizeof(s->comm), "%s", comm);
+		if (strncmp(p, " comm=", 6) == 0) {
+			p += 6;
+			size_t n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0"
+					     "123456789._+-");
+			snprintf(s->comm, sizeof(s->comm), "%.*s", (int)MIN(n, (size_t)31), p);
+		}
 	}
 	log_debug("gateway: session %" PRIu64 " from pid %u (%s)", s->id, s->pid, s->comm);
 	return true;

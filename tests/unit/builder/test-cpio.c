@@ -24,12 +24,12 @@ struct rd_entry {
 
 static uint32_t hex8(const uint8_t *p)
 {
-	char s[9];
-	memcpy(s, p, 8);
-	s[8] = 0;
-	for (int i = 0; i < 8; i++)
-		assert_true((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F'));
-	return (uint32_t)strtoul(s, NULL, 16);
+	uint32_t v = 0;
+	for (int i = 0; i < 8; i++) {
+		assert_true((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'F'));
+		v = v << 4 | (uint32_t)(p[i] <= '9' ? p[i] - '0' : p[i] - 'A' + 10);
+	}
+	return v;
 }
 
 /* Parse a whole archive; returns the number of entries before the trailer. */

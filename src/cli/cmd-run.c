@@ -543,6 +543,8 @@ static int add_ledger_arg(const char *vmdir, char ***args)
 		return -ENOMEM;
 	int r = strv_push(args, "--ledger");
 	r |= strv_pushf(args, "%s/sessions/%s-1.db", home, base + 4);
+	r |= strv_push(args, "--guest-env"); /* the run's id, as the daemon gives a VM's */
+	r |= strv_pushf(args, "CAPSEM_VM_ID=%s", base + 4);
 	return r < 0 ? -ENOMEM : 1;
 }
 

@@ -639,6 +639,13 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 	}
 	r |= strv_push(&a, "--ledger");
 	r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
+	/* who the guest is, in every exec's environment */
+	r |= strv_push(&a, "--guest-env");
+	r |= strv_pushf(&a, "CAPSEM_VM_ID=%s", vm->rec.id);
+	if (s->name) {
+		r |= strv_push(&a, "--guest-env");
+		r |= strv_pushf(&a, "CAPSEM_VM_NAME=%s", s->name);
+	}
 	if (r < 0)
 		return -ENOMEM;
 	*ret = TAKE_PTR(a);

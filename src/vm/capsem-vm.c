@@ -99,9 +99,10 @@ struct vm_opts {
 	char *rootfs;	     /* --rootfs, realpath'd */
 	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
 	size_t n_mounts;
-	char *ledger;  /* --ledger, absolute (owned) */
-	int no_egress; /* --no-egress: the guest gets no network at all */
-	char *mcp;     /* --mcp-config, realpath'd (owned) */
+	char *ledger;	  /* --ledger, absolute (owned) */
+	int no_egress;	  /* --no-egress: the guest gets no network at all */
+	char *mcp;	  /* --mcp-config, realpath'd (owned) */
+	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
 };
 
 struct vm {
@@ -397,15 +398,22 @@ static void send_boot_config(struct vm *vm)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	bc.unix_time_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 	snprintf(bc.hostname, sizeof(bc.hostname), "%s", vm->o.hostname);
+	_cleanup_strv_free_ char **env = NULL;
+	int r = 0;
 	if (vm->egress) {
-		char *const *env = egress_guest_env(vm->egress);
 		bc.ca_pem = (char *)egress_ca_pem(vm->egress);
-		bc.envp = (char **)env;
-		while (env && env[bc.envc])
-			bc.envc++;
+		for (char *const *e = egress_guest_env(vm->egress); e && *e; e++)
+			r |= strv_push(&env, *e);
 	}
+	for (char **e = vm->o.guest_env; e && *e; e++) /* --guest-env: CAPSEM_VM_ID, ... */
+		r |= strv_push(&env, *e);
+	bc.envp = env;
+	bc.envc = (uint32_t)strv_length(env);
 	buf_init(&b, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
-	if (proto_boot_config_encode(&bc, &b) == 0)
+	if (r < 0 || proto_boot_config_encode(&bc, &b) < 0)
+		log_warn("cannot encode the boot configuration: the guest boots without its CA and "
+			 "environment");
+	else
 		(void)ctl_send(vm, &b);
 	buf_done(&b, 0);
 }
@@ -1039,6 +1047,7 @@ static void help(void)
 	       "                       default: $CAPSEM_HOME/mcp.toml when it exists)\n"
 	       "  --control PATH       also serve events/commands on a Unix socket (relative to\n"
 	       "                       the VM directory or absolute); ignore SIGHUP\n"
+	       "  --guest-env KEY=VAL  add to every exec's environment in the guest (repeatable)\n"
 	       "  --control-fd N       the --control socket is already bound and listening on\n"
 	       "                       descriptor N (socket activation: capsemd connects at once)\n"
 	       "  --rm                 remove the VM directory on exit\n"
@@ -1132,6 +1141,7 @@ static void opts_free(struct vm_opts *o)
 	free(o->rootfs);
 	free(o->ledger);
 	free(o->mcp);
+	strv_free(o->guest_env);
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		free((char *)o->mounts[i].host);
 		free((char *)o->mounts[i].guest);
@@ -1161,6 +1171,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_LEDGER,
 		ARG_NO_EGRESS,
 		ARG_MCP_CONFIG,
+		ARG_GUEST_ENV,
 		ARG_TB,
 		ARG_CONTROL_FD
 	};
@@ -1187,6 +1198,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
+		{ "guest-env", required_argument, NULL, ARG_GUEST_ENV },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -1313,6 +1325,19 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		case ARG_NO_EGRESS:
 			o->no_egress = 1;
 			break;
+		case ARG_GUEST_ENV: {
+			const char *eq = strchr(optarg, '=');
+			if (!eq || eq == optarg || strv_length(o->guest_env) >= 16 ||
+			    strlen(optarg) >= PROTO_BOOT_ENV_MAX || strpbrk(optarg, "\n"))
+				return log_error(
+					       "--guest-env: expected KEY=VALUE (at most 16, each "
+					       "shorter than %u bytes), got '%s'",
+					       PROTO_BOOT_ENV_MAX, optarg),
+				       -EINVAL;
+			if (strv_push(&o->guest_env, optarg) < 0)
+				return log_oom();
+			break;
+		}
 		case ARG_MCP_CONFIG: /* absolute: we chdir into the VM directory later */
 			free(o->mcp);
 			o->mcp = realpath(optarg, NULL);

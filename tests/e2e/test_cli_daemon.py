@@ -184,6 +184,20 @@ def test_run_through_daemon(dhome):
     assert not [v for v in vms if not v["persistent"]]
 
 
+def test_guest_knows_its_vm(dhome):
+    """CAPSEM_VM_ID and CAPSEM_VM_NAME in every exec; the hostname is the VM's name."""
+    vid = cli(dhome, "create", "-n", "whoami", check=0).stdout.decode().strip()
+    try:
+        p = cli(dhome, "exec", "whoami", "--", "sh", "-c",
+                'echo "$CAPSEM_VM_ID $CAPSEM_VM_NAME $(hostname)"', check=0)
+        assert p.stdout.decode().split() == [vid, "whoami", "whoami"]
+    finally:
+        cli(dhome, "delete", "whoami", check=0)
+    p = cli(dhome, "run", "--", "sh", "-c", 'echo "[$CAPSEM_VM_ID][$CAPSEM_VM_NAME]"', check=0)
+    out = p.stdout.decode().strip()
+    assert len(out) == 2 + 12 + 2 and out.endswith("][]"), out  # an id, no name
+
+
 def test_run_ctrl_c_deletes_the_vm(dhome):
     env = dict(os.environ, CAPSEM_HOME=str(dhome), CAPSEM_IMAGES_DIR=IMAGES)
     proc = subprocess.Popen([CAPSEM, "run", "--daemon", "--", "sh", "-c",

@@ -12,6 +12,9 @@ int fd_read_exact(int fd, void *p, size_t n);
 /* Read up to n bytes, retrying EINTR. Bytes read (0 = EOF) or -errno. */
 ssize_t fd_read_some(int fd, void *p, size_t n);
 int fd_set_nonblock(int fd, int on);
+/* Block the n signals of sigs (before any thread starts, so that only the descriptor sees them),
+ * ignore SIGPIPE, and return a non-blocking CLOEXEC signalfd for them, or -errno. */
+int signalfd_for(const int *sigs, size_t n);
 int fd_set_cloexec(int fd, int on);
 /* Read a whole small file (at most max bytes) into a NUL-terminated malloc'ed string; -EFBIG
  * when it is larger. */

@@ -11,27 +11,15 @@
 
 #include "clilib.h"
 #include "cliutil.h"
+#include "fdutil.h"
 #include "log.h"
 #include "macro.h"
 #include "relay.h"
 
 int cli_exec_signals(int with_winch)
 {
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGHUP);
-	if (with_winch) {
-		sigaddset(&mask, SIGWINCH);
-		sigaddset(&mask, SIGQUIT);
-	}
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return negative_errno();
-	struct sigaction sa = { .sa_handler = SIG_IGN };
-	sigaction(SIGPIPE, &sa, NULL);
-	int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	return fd < 0 ? negative_errno() : fd;
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGQUIT };
+	return signalfd_for(sigs, with_winch ? 5 : 3);
 }
 
 int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
@@ -89,14 +77,8 @@ int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
 	r = relay_run(&rl, e->timeout_ms);
 	if (raw)
 		tty_restore();
-	if (r == -EINTR)
-		status = 130;
-	else if (r == 0) {
-		status = proto_exit_status(&rl.exit);
-		if (rl.exit.kind == PROTO_EXIT_TIMEOUT)
-			log_error("command timed out after %.3g s; its process group was killed",
-				  e->timeout_ms / 1000.0);
-	}
+	if (r == -EINTR || r == 0)
+		status = relay_exit_status(&rl, r, e->timeout_ms);
 out:
 	relay_done(&rl);
 	api_conn_close(&c);

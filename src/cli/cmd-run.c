@@ -633,14 +633,8 @@ static int run_direct(struct run_opts *o)
 	if (ledger > 0)
 		record_direct_image(vp, o);
 	r = relay_run(&rl, o->timeout_ms);
-	if (r == -EINTR)
-		status = 130;
-	else if (r == 0) {
-		status = proto_exit_status(&rl.exit);
-		if (rl.exit.kind == PROTO_EXIT_TIMEOUT)
-			log_error("command timed out after %.3g s; its process group was killed",
-				  o->timeout_ms / 1000.0);
-	}
+	if (r == -EINTR || r == 0)
+		status = relay_exit_status(&rl, r, o->timeout_ms);
 out:
 	safe_close(sock);
 	if (vp) {

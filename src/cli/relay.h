@@ -34,6 +34,9 @@ int relay_send_frame(struct relay *r, uint16_t type, const void *p, size_t n);
  * did not end the command after its timeout (backstop: timeout_ms + 30 s), or -errno. Every
  * failure is logged. */
 int relay_run(struct relay *r, uint64_t timeout_ms);
+/* capsem's exit status after relay_run() returned run (0 or -EINTR): the command's own (128+N
+ * for a signal), 124 after its timeout (said on stderr, with timeout_ms), 130 when interrupted. */
+int relay_exit_status(const struct relay *r, int run, uint64_t timeout_ms);
 
 /* The window size of the terminal on fd. 0 or -errno (not a terminal). */
 int tty_get_size(int fd, uint16_t *ret_rows, uint16_t *ret_cols);

@@ -369,18 +369,9 @@ static void read_stdin(struct server *s)
 
 static int setup_signals(void)
 {
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGHUP);
 	/* blocked before any thread starts, so that only the signalfd sees them */
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return negative_errno();
-	struct sigaction sa = { .sa_handler = SIG_IGN };
-	sigaction(SIGPIPE, &sa, NULL);
-	int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	return fd < 0 ? negative_errno() : fd;
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	return signalfd_for(sigs, ELEMENTSOF(sigs));
 }
 
 static int serve(struct server *s)

@@ -20,6 +20,15 @@
  * The host's environment entries come after these and may override them; an exec's own entries
  * come last.
  *
+ * Exec commands run in the guest's workload cgroup, each in its own group workload/exec-<id>
+ * (cgroup.h; ids count up from 1 for this boot), which its session process makes and removes; the
+ * agent and the session processes stay on the system side, so they can fork and serve
+ * connections while the workload is at its task or memory limit. When an exec without a timeout
+ * leaves processes running (its group cannot be removed when its session ends), the agent watches
+ * the group's cgroup.events (inotify) and removes the group once it is empty. When the cgroup
+ * tree is not there (capsem-init could not build it) the agent says so once and runs execs
+ * without cgroups.
+ *
  * Trust boundary: the host is trusted for nothing beyond the protocol. Control frames go through
  * the bounded frame reader and the proto decoders; exec connections are handed to session
  * processes unread. Single-threaded, one poll(2) loop; no blocking call after startup.
@@ -36,6 +45,7 @@
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -45,6 +55,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "cgroup.h"
 #include "config.h"
 #include "fdutil.h"
 #include "frameio.h"
@@ -57,6 +68,7 @@
 #include "strv.h"
 
 #define AGENT_MAX_SESSIONS 1024u
+#define AGENT_MAX_LINGER 4096u	/* exec cgroups kept by processes left running, watched */
 #define AGENT_CTRL_ATTEMPTS 60u /* about 14 s in all */
 #define AGENT_CTRL_OUT_CAP (64u * 1024u)
 #define AGENT_CONFIG_WAIT_MS 3000u
@@ -72,10 +84,28 @@ enum ctrl_state {
 	CTRL_UP,
 };
 
+/* A session process and its exec cgroup's id (0 = none). */
+struct agent_session {
+	pid_t pid;
+	uint64_t exec_id;
+};
+
+/* An exec cgroup that outlived its session: removed when its cgroup.events says it is empty. */
+struct agent_linger {
+	int wd;
+	uint64_t exec_id;
+};
+
 struct agent {
 	int listen_fd;
 	int sig_fd;
 	unsigned n_sessions;
+	struct agent_session sessions[AGENT_MAX_SESSIONS];
+	int cgroups;	   /* execs run in workload/exec-<id> */
+	uint64_t exec_seq; /* the last exec id handed out */
+	int ino_fd;	   /* inotify on the lingering groups' cgroup.events, or -1 */
+	struct agent_linger *linger;
+	size_t n_linger;
 	struct stages stages;
 	const char *listen_unix;  /* NULL = vsock */
 	const char *control_unix; /* NULL = vsock */
@@ -446,6 +476,93 @@ static void ctrl_event(struct agent *a, short revents)
 	}
 }
 
+/* ---- exec cgroups ---- */
+
+/* The cgroup tree from capsem-init is there: use it (only in a guest). */
+static void agent_cgroups_init(struct agent *a)
+{
+	if (!a->apply_system)
+		return;
+	int r = cgroup_check();
+	if (r < 0) {
+		log_warn_errno(r, "no workload cgroup: exec commands run without limits");
+		return;
+	}
+	a->cgroups = 1;
+	a->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (a->ino_fd < 0)
+		log_debug_errno(negative_errno(), "inotify: exec cgroups left busy stay");
+}
+
+static void linger_drop(struct agent *a, size_t i)
+{
+	a->linger[i] = a->linger[--a->n_linger];
+}
+
+/* A session is over: remove its exec group, or watch it until what is left in it exits. */
+static void agent_exec_done(struct agent *a, uint64_t id)
+{
+	char path[128];
+	int r = cgroup_exec_remove(id);
+	if (r != -EBUSY || a->ino_fd < 0)
+		return;
+	if (a->n_linger >= AGENT_MAX_LINGER) {
+		log_debug("too many exec cgroups left busy: not watching exec-%llu",
+			  (unsigned long long)id);
+		return;
+	}
+	if (!a->linger) {
+		a->linger = calloc(AGENT_MAX_LINGER, sizeof(*a->linger));
+		if (!a->linger) {
+			log_oom();
+			return;
+		}
+	}
+	cgroup_exec_path(id, "cgroup.events", path, sizeof(path));
+	int wd = inotify_add_watch(a->ino_fd, path, IN_MODIFY);
+	if (wd < 0) {
+		log_debug_errno(negative_errno(), "inotify on %s", path);
+		return;
+	}
+	/* it may have emptied before the watch was there */
+	if (cgroup_exec_remove(id) != -EBUSY) {
+		(void)inotify_rm_watch(a->ino_fd, wd);
+		return;
+	}
+	a->linger[a->n_linger++] = (struct agent_linger){ .wd = wd, .exec_id = id };
+}
+
+/* cgroup.events of a lingering group changed: remove the groups that are empty now. */
+static void agent_linger_event(struct agent *a)
+{
+	union {
+		struct inotify_event ev;
+		char bytes[4096];
+	} u;
+	for (;;) {
+		ssize_t k = read(a->ino_fd, u.bytes, sizeof(u.bytes));
+		if (k <= 0)
+			return;
+		for (size_t off = 0; off + sizeof(struct inotify_event) <= (size_t)k;) {
+			const struct inotify_event *ev = (const void *)(u.bytes + off);
+			off += sizeof(*ev) + ev->len;
+			for (size_t i = 0; i < a->n_linger; i++) {
+				if (a->linger[i].wd != ev->wd)
+					continue;
+				int r = (ev->mask & IN_IGNORED)
+						? -ENOENT
+						: cgroup_exec_remove(a->linger[i].exec_id);
+				if (r == -EBUSY)
+					break;
+				if (!(ev->mask & IN_IGNORED))
+					(void)inotify_rm_watch(a->ino_fd, ev->wd);
+				linger_drop(a, i);
+				break;
+			}
+		}
+	}
+}
+
 /* ---- exec sessions ---- */
 
 static void agent_accept(struct agent *a)
@@ -461,6 +578,7 @@ static void agent_accept(struct agent *a)
 			(void)session_reject(fd, EAGAIN, "too many concurrent exec sessions");
 			continue;
 		}
+		uint64_t id = a->cgroups ? ++a->exec_seq : 0;
 		pid_t pid = fork();
 		if (pid < 0) {
 			int r = negative_errno();
@@ -472,9 +590,10 @@ static void agent_accept(struct agent *a)
 			safe_close(a->listen_fd);
 			safe_close(a->sig_fd);
 			safe_close(a->ctrl_fd);
-			_exit(session_run(TAKE_FD(fd), a->boot_env) < 0 ? 1 : 0);
+			safe_close(a->ino_fd);
+			_exit(session_run(TAKE_FD(fd), a->boot_env, id) < 0 ? 1 : 0);
 		}
-		a->n_sessions++;
+		a->sessions[a->n_sessions++] = (struct agent_session){ .pid = pid, .exec_id = id };
 	}
 }
 
@@ -490,14 +609,21 @@ static void agent_reap(struct agent *a)
 				continue;
 			return;
 		}
-		if (a->n_sessions > 0)
-			a->n_sessions--;
+		for (unsigned i = 0; i < a->n_sessions; i++) {
+			if (a->sessions[i].pid != p)
+				continue;
+			uint64_t id = a->sessions[i].exec_id;
+			a->sessions[i] = a->sessions[--a->n_sessions];
+			if (id)
+				agent_exec_done(a, id);
+			break;
+		}
 	}
 }
 
 /* ---- main ---- */
 
-enum { A_LISTEN, A_SIG, A_CTRL, A_N };
+enum { A_LISTEN, A_SIG, A_CTRL, A_CG, A_N };
 
 /* Execs may start: BOOT_CONFIG applied, or no control connection to bring one, or waited long
  * enough. Otherwise *timeout is lowered to the end of the wait. */
@@ -540,6 +666,7 @@ static int agent_loop(struct agent *a)
 			(struct pollfd){ .fd = exec_ready ? a->listen_fd : -1, .events = POLLIN };
 		p[A_SIG] = (struct pollfd){ .fd = a->sig_fd, .events = POLLIN };
 		p[A_CTRL] = (struct pollfd){ .fd = cev ? a->ctrl_fd : -1, .events = cev };
+		p[A_CG] = (struct pollfd){ .fd = a->n_linger ? a->ino_fd : -1, .events = POLLIN };
 		if (poll(p, A_N, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -547,6 +674,8 @@ static int agent_loop(struct agent *a)
 		}
 		if (p[A_SIG].revents)
 			agent_reap(a);
+		if (p[A_CG].revents)
+			agent_linger_event(a);
 		/* control first: a BOOT_CONFIG that arrived with an exec applies to it */
 		if (p[A_CTRL].revents)
 			ctrl_event(a, p[A_CTRL].revents);
@@ -590,7 +719,9 @@ int agent_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct agent a = { .listen_fd = -1, .sig_fd = -1, .ctrl_fd = -1, .ctrl = CTRL_RETRY };
+	struct agent a = {
+		.listen_fd = -1, .sig_fd = -1, .ctrl_fd = -1, .ino_fd = -1, .ctrl = CTRL_RETRY
+	};
 	uint64_t t_start = stages_now_usec();
 	const char *stage_list = NULL;
 	struct sigaction ign = { .sa_handler = SIG_IGN };
@@ -648,6 +779,7 @@ int agent_main(int argc, char **argv)
 	if (a.sig_fd < 0)
 		return log_error_errno(negative_errno(), "signalfd"), 1;
 
+	agent_cgroups_init(&a);
 	r = agent_listen(&a);
 	if (r < 0) {
 		log_error_errno(r, "cannot listen for exec sessions on %s",
@@ -662,6 +794,8 @@ int agent_main(int argc, char **argv)
 		ctrl_close(&a);
 	safe_close(a.listen_fd);
 	safe_close(a.sig_fd);
+	safe_close(a.ino_fd);
+	free(a.linger);
 	strv_free(a.boot_env);
 	if (a.listen_unix)
 		(void)unlink(a.listen_unix);

@@ -10,6 +10,9 @@
  *   nics         no network interface but lo and the dummy capsem0
  *   egress       every route goes into the dummy capsem0 and the net and DNS proxies listen
  *                (nftables sends every TCP connection and DNS query to them)
+ *   workload     this command (an exec, like every command run through the agent) is in the
+ *                workload cgroup, whose pids.max and memory.max are set, and PID 1 is not
+ *                (cgroup.h: the system side keeps its reserve)
  *   ca-curl, ca-python, ca-node   the Capsem CA is in the trust store each client uses
  *   python3, node, npm, git, curl the tools of this image start
  *   cli:<name>   each AI CLI starts (`CLI --version`, 60 s cap: TCG is slow)
@@ -36,9 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "fdutil.h"
 #include "macro.h"
 #include "netsetup.h"
+#include "parse.h"
 #include "toml.h"
 
 #define OUT_MAX 4096
@@ -169,6 +174,22 @@ static const char *first_line(const char *s, char *buf, size_t n)
 
 /* ---- the checks ---- */
 
+/* The first four fields of a /proc/mounts line (device, mount point, type, options), split in
+ * place. 0, or -EINVAL when the line has fewer. */
+static int mount_fields(char *line, char *ret[4])
+{
+	for (int i = 0; i < 4; i++) {
+		line += strspn(line, " ");
+		if (!*line)
+			return -EINVAL;
+		ret[i] = line;
+		line += strcspn(line, " ");
+		if (*line)
+			*line++ = 0;
+	}
+	return 0;
+}
+
 static void check_rootfs(struct doctor *d)
 {
 	_cleanup_free_ char *mounts = NULL;
@@ -176,14 +197,17 @@ static void check_rootfs(struct doctor *d)
 		add(d, "rootfs-ro", ST_FAIL, "cannot read /proc/mounts");
 		return;
 	}
-	char dev[128], dir[256], type[32], opts[512];
+	const char *dev = "", *dir = "", *type = "", *opts = "";
 	int found = 0, ro = 0;
 	for (char *line = mounts; line && *line;) {
-		char *nl = strchr(line, '\n');
+		char *nl = strchr(line, '\n'), *f[4];
 		if (nl)
 			*nl = 0;
-		if (sscanf(line, "%127s %255s %31s %511s", dev, dir, type, opts) == 4 &&
-		    streq(dir, DOCTOR_ROOTFS_DIR)) {
+		if (mount_fields(line, f) == 0 && streq(f[1], DOCTOR_ROOTFS_DIR)) {
+			dev = f[0];
+			dir = f[1];
+			type = f[2];
+			opts = f[3];
 			found = 1;
 			ro = strncmp(opts, "ro,", 3) == 0 || streq(opts, "ro") ||
 			     strstr(opts, ",ro,") != NULL;
@@ -349,6 +373,51 @@ static void check_egress(struct doctor *d)
 	add(d, "egress", ST_PASS,
 	    "only the dummy route; TCP and DNS go to the proxies on 127.0.0.1:%u and :%u",
 	    EGRESS_NET_PORT, EGRESS_DNS_PORT);
+}
+
+/* The workload cgroup file's value as a number; -errno when it is missing or "max". */
+static int workload_limit(const char *file, uint64_t *ret)
+{
+	char path[128];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), CGROUP_WORKLOAD_DIR "/%s", file);
+	int r = read_file_small(path, 64, &text, NULL);
+	if (r < 0)
+		return r;
+	text[strcspn(text, "\n")] = 0;
+	return parse_u64(text, ret);
+}
+
+static void check_workload(struct doctor *d)
+{
+	_cleanup_free_ char *self = NULL, *init = NULL;
+	char path[256], init_path[256], swap[48] = "no swap accounting";
+	uint64_t pids, mem, sw;
+
+	if (read_file_small("/proc/self/cgroup", 64 * 1024, &self, NULL) < 0 ||
+	    cgpure_self_path(self, path, sizeof(path)) < 0) {
+		add(d, "workload", ST_FAIL, "no cgroup v2: exec commands run without limits");
+		return;
+	}
+	if (strncmp(path, "/" CGROUP_WORKLOAD "/", strlen("/" CGROUP_WORKLOAD "/")) != 0) {
+		add(d, "workload", ST_FAIL, "this command runs in cgroup %s, not in /%s", path,
+		    CGROUP_WORKLOAD);
+		return;
+	}
+	if (workload_limit("pids.max", &pids) < 0 || workload_limit("memory.max", &mem) < 0) {
+		add(d, "workload", ST_FAIL, "the workload cgroup has no pids.max or memory.max");
+		return;
+	}
+	if (read_file_small("/proc/1/cgroup", 64 * 1024, &init, NULL) < 0 ||
+	    cgpure_self_path(init, init_path, sizeof(init_path)) < 0 ||
+	    !streq(init_path, "/" CGROUP_SYSTEM)) {
+		add(d, "workload", ST_FAIL, "PID 1 is not in /%s", CGROUP_SYSTEM);
+		return;
+	}
+	if (workload_limit("memory.swap.max", &sw) == 0)
+		snprintf(swap, sizeof(swap), "swap %llu MiB", (unsigned long long)(sw >> 20));
+	add(d, "workload", ST_PASS, "in %s: at most %llu tasks, %llu MiB (%s); init in /%s", path,
+	    (unsigned long long)pids, (unsigned long long)(mem >> 20), swap, CGROUP_SYSTEM);
 }
 
 /* 1 when the PEM body of ca (between the BEGIN/END lines) appears in the file at path. */
@@ -554,6 +623,7 @@ int doctor_main(int argc, char **argv)
 	check_devmem(&d);
 	check_nics(&d);
 	check_egress(&d);
+	check_workload(&d);
 	check_ca(&d);
 	check_tools(&d);
 	check_clis(&d);

@@ -29,10 +29,20 @@
  * (at once after a long run, else after 100 ms doubling to 5 s). Besides nft and these, the only
  * fork is the agent; nothing else waits.
  *
- * Then PID 1 duty: reap every zombie, forever. If the agent dies, say so on /dev/console (the
+ * Resources (cgroup.h): right after the first mounts, before it forks anything, init makes itself
+ * unkillable by the OOM killer (oom_score_adj -1000, inherited by everything it starts; exec
+ * commands reset it to 0) and turns off the OOM killer's task list (vm.oom_dump_tasks), mounts cgroup2 on /sys/fs/cgroup (it moves into the root image with
+ * /sys), moves itself into the system group "capsem" (so the agent, its session processes, nft
+ * and the proxies start there) and limits the "workload" group where exec commands run: memory,
+ * swap and tasks, each leaving a reserve for the system side (cgpure.h). When the kernel cannot
+ * do that, one console line says so and the boot goes on without limits (the agent notices).
+ *
+ * Then PID 1 duty: reap every zombie, forever, in batches with a look at the signals between
+ * them (a fork bomb's orphans arrive as fast as init reaps them). If the agent dies, say so on /dev/console (the
  * serial port the host logs) and power off so the host notices. SIGTERM, SIGUSR1, SIGUSR2,
  * SIGINT (ctrl-alt-del) and SIGPWR all power off: SIGTERM to every process, up to
- * INIT_GRACE_MS for them to exit, SIGKILL, unmount the shares and the disk (remount it read-only
+ * INIT_GRACE_MS for them to exit, the workload's cgroup.kill (atomic, so a fork bomb cannot
+ * outrun it), SIGKILL to the rest, unmount the shares and the disk (remount it read-only
  * if it is still busy) so that ext4 is clean, sync, reboot(RB_AUTOBOOT). QEMU runs with
  * -no-reboot and the kernel with reboot=t, so a reboot ends QEMU.
  *
@@ -60,6 +70,7 @@
 #include <time.h>
 
 #include "bootargs.h"
+#include "cgroup.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -82,6 +93,7 @@
 #define INIT_RESTART_MIN_MS 100u
 #define INIT_RESTART_MAX_MS 5000u
 #define INIT_STABLE_MS 10000u /* a proxy that ran this long restarts at once */
+#define INIT_REAP_BATCH 64u   /* zombies reaped before init looks at its signals again */
 
 extern char **environ;
 
@@ -110,6 +122,8 @@ struct init {
 	int disk_mounted;  /* INIT_DISK_DIR is mounted */
 	int root_bound;	   /* /root is INIT_DISK_ROOT */
 	int in_rootfs;	   /* we chrooted into the overlay over the root image */
+	int cgroups;	   /* the cgroup tree is set up (cgroup.h) */
+	int reap_more;	   /* the last reap stopped at INIT_REAP_BATCH */
 	struct bootargs args;
 	int share_mounted[BOOTARGS_MAX_MOUNTS];
 };
@@ -464,6 +478,31 @@ static uint64_t init_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* ---- resources ---- */
+
+/* Before any fork: init and all it starts are not the OOM killer's to pick, and the workload
+ * gets its cgroup and limits (cgroup.h). */
+static void init_resources(struct init *in)
+{
+	struct cgpure_limits l;
+	int r;
+
+	r = cgroup_oom_setup();
+	if (r < 0)
+		init_console("cannot set up the OOM killer: %s", strerror(-r));
+	r = cgroup_setup(&l);
+	if (r < 0) {
+		init_console("no cgroup limits for the workload: %s", strerror(-r));
+		return;
+	}
+	in->cgroups = 1;
+	log_debug("workload limits: memory %llu MiB, swap %llu MiB, %llu tasks; kept for the "
+		  "system: %llu MiB, %llu tasks",
+		  (unsigned long long)(l.mem_max >> 20), (unsigned long long)(l.swap_max >> 20),
+		  (unsigned long long)l.pids_max, (unsigned long long)(l.mem_reserve >> 20),
+		  (unsigned long long)l.pids_reserve);
+}
+
 /* ---- the network ---- */
 
 /* In the initramfs: lo, capsem0, nft started, the proxies' sockets. */
@@ -680,11 +719,14 @@ static int init_spawn_agent(struct init *in)
 	return 0;
 }
 
-/* Reap every child that has exited. Returns -ECHILD once there are none left at all. */
+/* Reap children that have exited, at most INIT_REAP_BATCH: a fork bomb's orphans come to PID 1
+ * as fast as it reaps them, and init must get back to its signals (a power-off) in between.
+ * Returns 1 when the batch was full (more may be waiting), 0 when none is left to reap now,
+ * -ECHILD once there are no children at all. */
 static int init_reap(struct init *in)
 {
 	int status;
-	for (;;) {
+	for (unsigned n = 0; n < INIT_REAP_BATCH;) {
 		pid_t p = waitpid(-1, &status, WNOHANG);
 		if (p < 0) {
 			if (errno == EINTR)
@@ -693,6 +735,7 @@ static int init_reap(struct init *in)
 		}
 		if (p == 0)
 			return 0;
+		n++;
 		if (p == in->nft) {
 			in->nft = 0; /* timed out earlier and finished since */
 			continue;
@@ -715,6 +758,7 @@ static int init_reap(struct init *in)
 			}
 		}
 	}
+	return 1;
 }
 
 /* Reap until no child is left or ms have passed. */
@@ -724,7 +768,8 @@ static void init_wait_children(struct init *in, int ms)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct signalfd_siginfo si;
 	for (;;) {
-		if (init_reap(in) == -ECHILD)
+		int more = init_reap(in);
+		if (more == -ECHILD)
 			return;
 		/* the caller is powering off: every queued signal is moot now */
 		while (in->sig_fd >= 0 && read(in->sig_fd, &si, sizeof(si)) == sizeof(si))
@@ -734,6 +779,8 @@ static void init_wait_children(struct init *in, int ms)
 			ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
 		if (left <= 0)
 			return;
+		if (more > 0)
+			continue; /* zombies are waiting */
 		struct pollfd p = { .fd = in->sig_fd, .events = POLLIN };
 		(void)poll(&p, 1, (int)left);
 	}
@@ -745,6 +792,8 @@ static _noreturn_ void init_poweroff(struct init *in, const char *why)
 	log_info("powering off (%s)", why);
 	(void)kill(-1, SIGTERM);
 	init_wait_children(in, INIT_GRACE_MS);
+	if (in->cgroups)
+		(void)cgroup_workload_kill();
 	(void)kill(-1, SIGKILL);
 	init_wait_children(in, INIT_KILL_WAIT_MS);
 	init_unmount(in);
@@ -793,6 +842,7 @@ int init_main(int argc, char **argv)
 	umask(022);
 
 	init_filesystems(&in); /* also fixes fds 0-2 before anything else takes them */
+	init_resources(&in);   /* before the first fork */
 	in.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (in.sig_fd < 0)
 		init_console("signalfd: %s", strerror(errno));
@@ -821,13 +871,21 @@ int init_main(int argc, char **argv)
 		if (k != (ssize_t)sizeof(si)) {
 			if (k < 0 && errno != EAGAIN && errno != EINTR)
 				init_poweroff(&in, "signalfd read failed");
+			if (in.reap_more) {
+				/* no signal waiting: the next batch of zombies */
+				in.reap_more = init_reap(&in) > 0;
+				if (in.agent_died)
+					init_poweroff(&in, "agent died");
+				(void)init_daemon_restarts(&in);
+				continue;
+			}
 			(void)poll(&p, 1, init_daemon_restarts(&in));
 			(void)init_daemon_restarts(&in);
 			continue;
 		}
 		switch (si.ssi_signo) {
 		case SIGCHLD:
-			(void)init_reap(&in);
+			in.reap_more = init_reap(&in) > 0;
 			if (in.agent_died)
 				init_poweroff(&in, "agent died");
 			break;

@@ -17,8 +17,20 @@
  * deadlock. The command's exit is seen through a signalfd for SIGCHLD (this process has exactly
  * one child). After it is reaped, what is already in its stdout/stderr is drained without waiting
  * (until EAGAIN or EOF: background grandchildren holding the pipe do not delay the EXIT), then
- * PROTO_EXIT is sent and the socket is shut down. A timeout, the host closing the connection or
- * a protocol violation SIGKILLs the whole process group.
+ * PROTO_EXIT is sent and the socket is shut down.
+ *
+ * The command runs in its own cgroup, workload/exec-<id> (cgroup.h; id from the agent), made here
+ * before the fork and entered by the child before it execs; this process stays on the system side,
+ * so it can fork and serve the connection however saturated the workload is. What ends with the
+ * exec (docs/PROTOCOL.md, "Exec sessions"): a timeout, the host closing the connection or a
+ * protocol violation kill the whole cgroup (cgroup.kill: setsid'ed daemons and fork bombs too);
+ * so does the end of a command that had a timeout (a bounded job leaves nothing behind). The EXIT
+ * then waits (at most SESSION_CG_WAIT_MS) until the group is empty, so whatever the host does
+ * next finds it gone, and the group is removed. An exec without a timeout that ends normally
+ * leaves what it started in the background running, like `docker exec`: its group stays until
+ * they exit and the agent removes it then. When the OOM killer killed one of the exec's processes
+ * the EXIT carries PROTO_EXIT_OOM and a line on the command's stderr says so. Without cgroups
+ * (cgroup_check failed in the agent) only the process group is killed, as before.
  */
 #include "session.h"
 
@@ -34,6 +46,7 @@
 #include <termios.h>
 #include <time.h>
 
+#include "cgroup.h"
 #include "fdutil.h"
 #include "frameio.h"
 #include "log.h"
@@ -45,6 +58,10 @@
 #define SESSION_IN_CAP PROTO_MAX_PAYLOAD /* any STDIN frame fits an empty buffer */
 #define SESSION_LINGER_MS 2000
 #define SESSION_SIG_MAX 64
+/* for a killed cgroup to empty (thousands of tasks under TCG take seconds); below the 30 s the
+ * host waits past a timeout for the EXIT (src/cli/relay.c, src/mcp/mcptools.c) */
+#define SESSION_CG_WAIT_MS 20000
+#define SESSION_EXIT_ROOM 1024u /* room in `out` for the EXIT frame and the OOM notice */
 
 struct session {
 	int sock;
@@ -61,7 +78,11 @@ struct session {
 	int sock_eof;  /* host closed its side */
 	int exited;    /* child reaped; status and ru are valid */
 	int timed_out; /* we SIGKILLed the group at the deadline */
-	int exit_queued; /* PROTO_EXIT is in out */
+	int exit_queued;       /* PROTO_EXIT is in out */
+	struct cgroup_exec cg; /* the command's cgroup; cg.id 0 = none */
+	int cg_killed;	       /* cgroup.kill written */
+	int cg_busy;	       /* killed, not seen empty yet */
+	uint64_t cg_wait_end;  /* CLOCK_MONOTONIC usec: stop waiting for it to empty */
 	int status;
 	struct rusage ru;
 	uint64_t t_start, t_end, deadline; /* CLOCK_MONOTONIC, microseconds; deadline 0 = none */
@@ -88,6 +109,7 @@ static void session_init(struct session *s, int fd)
 		.sock = fd,
 		.sig_fd = -1,
 		.child = { .pid = 0, .in_fd = -1, .out_fd = -1, .err_fd = -1 },
+		.cg = CGROUP_EXEC_NONE,
 	};
 	frame_reader_init(&s->rd);
 	buf_init(&s->out, SESSION_OUT_CAP);
@@ -101,6 +123,7 @@ static void session_done(struct session *s)
 	s->child.in_fd = safe_close(s->child.in_fd);
 	s->child.out_fd = safe_close(s->child.out_fd);
 	s->child.err_fd = safe_close(s->child.err_fd);
+	cgroup_exec_close(&s->cg);
 	frame_reader_done(&s->rd);
 	buf_done(&s->out, 0);
 	buf_done(&s->in, 0);
@@ -216,6 +239,71 @@ static void session_kill(struct session *s, int sig)
 		return;
 	if (kill(-s->child.pid, sig) < 0 && errno == ESRCH)
 		(void)kill(s->child.pid, sig);
+}
+
+/* Kill everything the exec started: its cgroup (atomically, forks in flight included) and, for
+ * a command not reaped yet, its process group (the only means without a cgroup). */
+static void session_kill_all(struct session *s)
+{
+	session_kill(s, SIGKILL);
+	if (s->cg.dir_fd < 0 || s->cg_killed)
+		return;
+	int r = cgroup_exec_kill(&s->cg);
+	if (r < 0) {
+		log_warn_errno(r, "cannot kill the cgroup of exec %llu",
+			       (unsigned long long)s->cg.id);
+		return;
+	}
+	s->cg_killed = 1;
+	s->cg_busy = 1;
+	s->cg_wait_end = mono_usec() + SESSION_CG_WAIT_MS * 1000u;
+}
+
+/* Is the killed cgroup empty yet? Clears cg_busy when it is, cannot be read, or the wait is
+ * over. */
+static void session_cg_check(struct session *s)
+{
+	if (!s->cg_busy)
+		return;
+	int r = cgroup_exec_populated(&s->cg);
+	if (r <= 0) {
+		s->cg_busy = 0;
+		return;
+	}
+	if (mono_usec() >= s->cg_wait_end) {
+		log_warn("exec %llu: its cgroup is not empty %u ms after cgroup.kill",
+			 (unsigned long long)s->cg.id, SESSION_CG_WAIT_MS);
+		s->cg_busy = 0;
+	}
+}
+
+/* Blocking: wait until the killed cgroup is empty (bounded by cg_wait_end). */
+static void session_cg_wait(struct session *s)
+{
+	for (session_cg_check(s); s->cg_busy; session_cg_check(s)) {
+		struct pollfd p = { .fd = s->cg.events_fd, .events = POLLPRI };
+		uint64_t now = mono_usec();
+		int ms = now < s->cg_wait_end ? (int)((s->cg_wait_end - now + 999) / 1000) : 0;
+		if (poll(&p, 1, ms) < 0 && errno != EINTR)
+			break;
+	}
+}
+
+/* The exec is over: remove its cgroup unless something it left running is still in it (an
+ * exec without a timeout; the agent removes the group once it is empty). */
+static void session_cg_remove(struct session *s)
+{
+	uint64_t id = s->cg.id;
+	if (!id)
+		return;
+	cgroup_exec_close(&s->cg);
+	s->cg.id = 0;
+	int r = cgroup_exec_remove(id);
+	if (r == -EBUSY)
+		log_debug("exec %llu: processes left in its cgroup keep it",
+			  (unsigned long long)id);
+	else if (r < 0 && r != -ENOENT)
+		log_debug_errno(r, "cannot remove the cgroup of exec %llu", (unsigned long long)id);
 }
 
 static void stdin_close(struct session *s)
@@ -385,8 +473,35 @@ static void output_drain(struct session *s)
 	}
 }
 
+/* The OOM killer took processes of this exec: say so in the output (stderr, or the terminal) and
+ * in the EXIT. A pipe exec's group has memory.oom.group (the kernel then counts the victim
+ * twice), a tty exec's does not. */
+static int queue_oom_notice(struct session *s, uint64_t kills, struct proto_exit *e)
+{
+	char line[256];
+	unsigned long long max = cgroup_workload_mem_max() >> 20;
+	int n;
+	if (s->tty)
+		n = snprintf(line, sizeof(line),
+			     "capsem: out of memory: the kernel killed %llu process%s of this "
+			     "session (the workload's memory limit is %llu MiB)\r\n",
+			     (unsigned long long)kills, kills == 1 ? "" : "es", max);
+	else
+		n = snprintf(line, sizeof(line),
+			     "capsem: out of memory: the kernel killed this command and all it "
+			     "started (the workload's memory limit is %llu MiB)\n",
+			     max);
+	e->flags |= PROTO_EXIT_OOM;
+	if (n <= 0)
+		return 0;
+	return proto_frame_append(&s->out, s->tty ? PROTO_STDOUT : PROTO_STDERR, line,
+				  MIN((size_t)n, sizeof(line) - 1));
+}
+
 static int queue_exit(struct session *s)
 {
+	uint64_t kills = s->cg.dir_fd >= 0 ? cgroup_exec_oom_kills(&s->cg) : 0;
+	int r;
 	struct proto_exit e = {
 		.wall_us = s->t_end - s->t_start,
 		.utime_us = tv_usec(&s->ru.ru_utime),
@@ -403,10 +518,15 @@ static int queue_exit(struct session *s)
 		e.kind = PROTO_EXIT_CODE;
 		e.code = WEXITSTATUS(s->status);
 	}
+	if (kills) {
+		r = queue_oom_notice(s, kills, &e);
+		if (r < 0)
+			return r;
+	}
 	return proto_exit_encode(&e, &s->out);
 }
 
-enum { P_SOCK, P_SIG, P_IN, P_OUT, P_ERR, P_N };
+enum { P_SOCK, P_SIG, P_IN, P_OUT, P_ERR, P_CG, P_N };
 
 /* The command is running: relay until EXIT is flushed (0) or the host is gone / misbehaves
  * (-errno; the caller kills the group). */
@@ -420,9 +540,14 @@ static int session_loop(struct session *s)
 		if (r < 0)
 			return r;
 		stdin_pump(s);
+		/* a command with a timeout takes everything it started with it */
+		if (s->exited && s->deadline && !s->cg_killed)
+			session_kill_all(s);
+		session_cg_check(s);
 		if (s->exited)
 			output_drain(s);
-		if (s->exited && s->child.out_fd < 0 && s->child.err_fd < 0 && !s->exit_queued) {
+		if (s->exited && s->child.out_fd < 0 && s->child.err_fd < 0 && !s->cg_busy &&
+		    !s->exit_queued && buf_room(&s->out) >= SESSION_EXIT_ROOM) {
 			r = queue_exit(s);
 			if (r < 0)
 				return r;
@@ -439,12 +564,19 @@ static int session_loop(struct session *s)
 		uint64_t now = mono_usec();
 		if (!s->exited && !s->timed_out && s->deadline) {
 			if (now >= s->deadline) {
-				session_kill(s, SIGKILL);
+				session_kill_all(s);
 				s->timed_out = 1;
 			} else {
 				timeout = (int)MIN((s->deadline - now + 999) / 1000,
 						   (uint64_t)INT32_MAX);
 			}
+		}
+
+		if (s->cg_busy) {
+			uint64_t left = now < s->cg_wait_end ? s->cg_wait_end - now : 0;
+			int ms = (int)MIN((left + 999) / 1000, (uint64_t)INT32_MAX);
+			if (timeout < 0 || ms < timeout)
+				timeout = ms;
 		}
 
 		int room = out_has_room(s) && !s->exited;
@@ -456,6 +588,8 @@ static int session_loop(struct session *s)
 					   .events = POLLOUT };
 		p[P_OUT] = (struct pollfd){ .fd = room ? s->child.out_fd : -1, .events = POLLIN };
 		p[P_ERR] = (struct pollfd){ .fd = room ? s->child.err_fd : -1, .events = POLLIN };
+		p[P_CG] = (struct pollfd){ .fd = s->cg_busy ? s->cg.events_fd : -1,
+					   .events = POLLPRI };
 
 		if (poll(p, P_N, timeout) < 0) {
 			if (errno == EINTR)
@@ -480,7 +614,7 @@ static int session_loop(struct session *s)
 	}
 }
 
-static int session_start(struct session *s)
+static int session_start(struct session *s, uint64_t exec_id)
 {
 	sigset_t chld;
 	int r;
@@ -494,16 +628,25 @@ static int session_start(struct session *s)
 		return negative_errno();
 
 	s->tty = !!(s->exec->flags & PROTO_EXEC_TTY);
+	if (exec_id) {
+		/* a batch command is one unit for the OOM killer; an interactive shell survives
+		 * the death of the program that ate the memory */
+		r = cgroup_exec_create(exec_id, !s->tty, &s->cg);
+		if (r < 0) {
+			queue_error(s, -r, "cannot create the exec's cgroup: %s", strerror(-r));
+			return r;
+		}
+	}
 	s->t_start = mono_usec();
 	if (s->exec->timeout_ms)
 		s->deadline = s->t_start + (uint64_t)s->exec->timeout_ms * 1000u;
-	r = spawn_command(s->exec, s->boot_env, &s->child);
+	r = spawn_command(s->exec, s->boot_env, s->cg.procs_fd, &s->child);
 	if (r < 0)
 		return r;
 	return proto_u32_encode(PROTO_STARTED, (uint32_t)s->child.pid, &s->out);
 }
 
-int session_run(int fd, char *const *boot_env)
+int session_run(int fd, char *const *boot_env, uint64_t exec_id)
 {
 	struct session s;
 	int r;
@@ -519,10 +662,12 @@ int session_run(int fd, char *const *boot_env)
 			r = 0; /* the host got its ERROR */
 		goto out;
 	}
-	r = session_start(&s);
+	r = session_start(&s, exec_id);
 	if (r < 0) {
 		if (s.child.pid <= 0) {
-			queue_error(&s, -r, "cannot start %s: %s", s.exec->argv[0], strerror(-r));
+			if (buf_len(&s.out) == 0)
+				queue_error(&s, -r, "cannot start %s: %s", s.exec->argv[0],
+					    strerror(-r));
 			if (session_finish(&s) == 0)
 				r = 0;
 			goto out;
@@ -532,15 +677,18 @@ int session_run(int fd, char *const *boot_env)
 	}
 	if (r < 0) {
 		log_debug_errno(r, "exec session aborted");
-		session_kill(&s, SIGKILL);
+		session_kill_all(&s);
 		while (s.child.pid > 0 && !s.exited) {
 			if (waitpid(s.child.pid, NULL, 0) == s.child.pid || errno != EINTR)
 				s.exited = 1;
 		}
+		session_cg_wait(&s);
 		goto out;
 	}
+	session_cg_remove(&s);
 	r = session_finish(&s);
 out:
+	session_cg_remove(&s);
 	session_done(&s);
 	return r;
 }

@@ -4,7 +4,10 @@
  * frame already bounded and validated by proto_exec_decode; here they are only passed to
  * execvp(3)/chdir(2), never interpreted (except by /bin/sh for PROTO_EXEC_SHELL, which is the
  * point). The command runs as the agent's user (root in the guest) in its own session and
- * process group, so signals and the timeout reach everything it starts that stays in the group.
+ * process group, so signals reach everything it starts that stays in the group, and, when the
+ * session made one, in its exec cgroup (cgroup.h), which the child enters before it execs: all
+ * it starts stays there, whatever it does with sessions and process groups. The child also
+ * drops the system side's OOM protection (oom_score_adj back to 0).
  * Runs in an exec session process (a child of the agent), which is single-threaded, so the
  * forked child may use ordinary libc calls before exec.
  */
@@ -17,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 
+#include "cgroup.h"
 #include "fdutil.h"
 #include "macro.h"
 
@@ -77,7 +81,7 @@ int spawn_build_env(const struct proto_exec *m, char *const *extra, const char *
 /* The child: from fork to exec; never returns. The session process is single-threaded, so the
  * libc calls here (snprintf, strerror) are safe after fork. */
 static _noreturn_ void spawn_child(const struct proto_exec *m, char *const *argv, const char **env,
-				   int tty, int in_r, int out_w, int err_w)
+				   int tty, int in_r, int out_w, int err_w, int cg_fd)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	sigset_t none;
@@ -102,6 +106,15 @@ static _noreturn_ void spawn_child(const struct proto_exec *m, char *const *argv
 	/* the caller guarantees these fds are >= 3, so dup2 never clobbers one still needed */
 	if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
 		_exit(126);
+	/* out of the system side: into the workload, and the OOM killer's to pick */
+	if (cg_fd >= 0 && (e = -cgroup_exec_enter(cg_fd)) > 0) {
+		n = snprintf(msg, sizeof(msg), "capsem: cannot enter the exec's cgroup: %s\n",
+			     strerror(e));
+		if (n > 0)
+			(void)!write(2, msg, MIN((size_t)n, sizeof(msg) - 1));
+		_exit(126);
+	}
+	(void)cgroup_oom_score_adj(CGROUP_OOM_ADJ_WORKLOAD);
 
 	if (m->cwd) {
 		if (chdir(m->cwd) < 0) {
@@ -189,7 +202,8 @@ static int spawn_openpty(const struct proto_exec *m, int *ret_master, int *ret_s
 	return 0;
 }
 
-int spawn_command(const struct proto_exec *m, char *const *extra_env, struct spawned *ret)
+int spawn_command(const struct proto_exec *m, char *const *extra_env, int cgroup_procs_fd,
+		  struct spawned *ret)
 {
 	_cleanup_free_ const char **env = NULL;
 	_cleanup_free_ char **argv = NULL;
@@ -234,7 +248,7 @@ int spawn_command(const struct proto_exec *m, char *const *extra_env, struct spa
 		goto fail;
 	}
 	if (pid == 0)
-		spawn_child(m, argv, env, tty, in[0], out[1], err[1]);
+		spawn_child(m, argv, env, tty, in[0], out[1], err[1], cgroup_procs_fd);
 
 	in[0] = safe_close(in[0]);
 	out[1] = safe_close(out[1]);

@@ -25,9 +25,13 @@ int spawn_build_env(const struct proto_exec *m, char *const *extra, const char *
 
 /* Fork and exec m (already validated by proto_exec_decode), its environment built by
  * spawn_build_env(m, extra_env). The child runs in a new session
- * (pid = pgid = sid) with default signal dispositions and an empty signal mask. All returned fds
+ * (pid = pgid = sid) with default signal dispositions, an empty signal mask and oom_score_adj 0;
+ * when cgroup_procs_fd >= 0 (an exec group's cgroup.procs, cgroup.h) it moves itself into that
+ * group before anything else runs (failing that: "capsem: cannot enter the exec's cgroup" and
+ * status 126). All returned fds
  * are O_CLOEXEC and O_NONBLOCK and owned by the caller; fds 0-2 must already be open (so no new
  * pipe lands there). Failures to exec in the child are
  * reported the way a shell does: "capsem: <cmd>: <error>" on its stderr and exit status 127
  * (not found) or 126 (any other exec or chdir error). Returns 0 or -errno (nothing started). */
-int spawn_command(const struct proto_exec *m, char *const *extra_env, struct spawned *ret);
+int spawn_command(const struct proto_exec *m, char *const *extra_env, int cgroup_procs_fd,
+		  struct spawned *ret);

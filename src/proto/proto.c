@@ -437,7 +437,7 @@ void proto_exec_free(struct proto_exec *m)
 int proto_exit_encode(const struct proto_exit *m, struct buf *out)
 {
 	struct wr w;
-	if (m->kind > PROTO_EXIT_TIMEOUT)
+	if (m->kind > PROTO_EXIT_TIMEOUT || (m->flags & ~(uint32_t)PROTO_EXIT_FLAGS_ALL))
 		return -EINVAL;
 	wr_init(&w);
 	wr_be(&w, m->kind, 1);
@@ -446,6 +446,8 @@ int proto_exit_encode(const struct proto_exit *m, struct buf *out)
 	wr_be(&w, m->utime_us, 8);
 	wr_be(&w, m->stime_us, 8);
 	wr_be(&w, m->maxrss_kb, 8);
+	if (m->flags) /* the extension: only when there is something to say */
+		wr_be(&w, m->flags, 4);
 	return wr_finish(&w, PROTO_EXIT, out);
 }
 
@@ -459,6 +461,9 @@ int proto_exit_decode(const uint8_t *p, size_t n, struct proto_exit *ret)
 	m.utime_us = rd_u64(&r);
 	m.stime_us = rd_u64(&r);
 	m.maxrss_kb = rd_u64(&r);
+	m.flags = 0;
+	if (!r.bad && r.n > 0) /* the extension; bits from a newer guest are dropped */
+		m.flags = rd_u32(&r) & (uint32_t)PROTO_EXIT_FLAGS_ALL;
 	if (rd_end(&r) < 0 || m.kind > PROTO_EXIT_TIMEOUT)
 		return -EBADMSG;
 	if (m.kind == PROTO_EXIT_CODE ? (m.code < 0 || m.code > 255) : (m.code < 1 || m.code > 64))

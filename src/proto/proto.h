@@ -115,6 +115,13 @@ enum proto_exit_kind {
 	PROTO_EXIT_TIMEOUT = 2, /* killed at timeout_ms; code = signal used */
 };
 
+/* EXIT flags (an optional trailing u32 on the wire: written only when not 0, so an EXIT without
+ * flags stays readable by an older host; a decoder drops bits it does not know). */
+enum {
+	PROTO_EXIT_OOM = 1u << 0, /* the OOM killer killed a process of this exec */
+};
+#define PROTO_EXIT_FLAGS_ALL (PROTO_EXIT_OOM)
+
 struct proto_exit {
 	uint8_t kind;
 	int32_t code;
@@ -122,6 +129,7 @@ struct proto_exit {
 	uint64_t utime_us;
 	uint64_t stime_us;
 	uint64_t maxrss_kb;
+	uint32_t flags; /* PROTO_EXIT_* */
 };
 
 struct proto_error {

@@ -180,6 +180,55 @@ static void test_exit_status(void **state)
 	buf_done(&b, 0);
 }
 
+static void test_exit_flags(void **state)
+{
+	struct proto_exit e = { .kind = PROTO_EXIT_SIGNAL, .code = 9, .maxrss_kb = 4096 }, d;
+	struct buf b;
+	uint32_t len;
+	uint8_t p[64];
+
+	/* without flags the payload is the original 37 bytes (an older host reads it) */
+	buf_init(&b, 1 << 20);
+	assert_int_equal(proto_exit_encode(&e, &b), 0);
+	const uint8_t *pl = one_frame(&b, PROTO_EXIT, &len);
+	assert_int_equal(len, 37);
+	memset(&d, 0xff, sizeof(d));
+	assert_int_equal(proto_exit_decode(pl, len, &d), 0);
+	assert_int_equal(d.flags, 0);
+	assert_int_equal(d.maxrss_kb, 4096);
+	buf_consume(&b, buf_len(&b));
+
+	/* the OOM flag: a trailing u32 */
+	e.flags = PROTO_EXIT_OOM;
+	assert_int_equal(proto_exit_encode(&e, &b), 0);
+	pl = one_frame(&b, PROTO_EXIT, &len);
+	assert_int_equal(len, 41);
+	assert_memory_equal(pl + 37, "\0\0\0\1", 4);
+	assert_int_equal(proto_exit_decode(pl, len, &d), 0);
+	assert_int_equal(d.flags, PROTO_EXIT_OOM);
+	assert_int_equal(proto_exit_status(&d), 137);
+	memcpy(p, pl, len);
+	buf_consume(&b, buf_len(&b));
+
+	/* bits a newer guest may send are dropped, not refused */
+	p[37] = 0x80;
+	p[40] = 0x03;
+	assert_int_equal(proto_exit_decode(p, 41, &d), 0);
+	assert_int_equal(d.flags, PROTO_EXIT_OOM);
+	/* a partial or longer extension is not an EXIT */
+	d.flags = 77;
+	for (size_t n = 38; n <= 40; n++)
+		assert_int_equal(proto_exit_decode(p, n, &d), -EBADMSG);
+	p[41] = 0;
+	assert_int_equal(proto_exit_decode(p, 42, &d), -EBADMSG);
+	assert_int_equal(d.flags, 77);
+	/* the encoder writes only the flags it knows */
+	e.flags = 1u << 7;
+	assert_int_equal(proto_exit_encode(&e, &b), -EINVAL);
+	assert_int_equal(buf_len(&b), 0);
+	buf_done(&b, 0);
+}
+
 static void test_small_messages(void **state)
 {
 	struct buf b;
@@ -479,6 +528,7 @@ int main(void)
 		cmocka_unit_test(test_exec_rejects),
 		cmocka_unit_test(test_hello_roundtrip),
 		cmocka_unit_test(test_exit_status),
+		cmocka_unit_test(test_exit_flags),
 		cmocka_unit_test(test_small_messages),
 		cmocka_unit_test(test_boot_config_extension),
 		cmocka_unit_test(test_boot_config_rejects),

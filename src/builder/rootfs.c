@@ -29,7 +29,8 @@
  *  image: base (and npm's usr/local) unpacked; the config written: seeded files (copies of
  *         the /root ones in /usr/local/share/capsem/root, which capsem-init copies into a new
  *         VM's /root), /etc/environment, /etc/profile.d/capsem.sh (variables, banner for
- *         interactive shells), /etc/capsem/image.json (config + versions) and image.toml (what
+ *         interactive shells), /etc/gitconfig (git's credential helper for github.com: the
+ *         GH_TOKEN placeholder), /etc/capsem/image.json (config + versions) and image.toml (what
  *         capsem-doctor reads), /usr/local/bin/capsem-doctor and capsem-mcp-relay ->
  *         /proc/1/exe (the initramfs's capsem-guest, reachable from the chroot through PID 1);
  *         every setuid/setgid bit
@@ -877,6 +878,18 @@ static int write_environment(const struct imgcfg *cfg, const char *root)
 	return r;
 }
 
+/* /etc/gitconfig: git over HTTPS to github.com answers its credential request with
+ * x-access-token and $GH_TOKEN, the placeholder the guest gets when the host has a GitHub token
+ * (the proxy swaps the real token into the Basic credentials, docs/POLICY.md); without
+ * GH_TOKEN the helper says nothing and git goes on as usual. Shell text run by git, fixed. */
+static const char rootfs_gitconfig[] =
+	"# written by capsem-builder: git to GitHub over HTTPS sends the GH_TOKEN placeholder,\n"
+	"# which the host's egress proxy swaps for the real token (docs/POLICY.md, Credentials)\n"
+	"[credential \"https://github.com\"]\n"
+	"\thelper = \"!f() { cat >/dev/null; test \\\"$1\\\" = get && "
+	"test -n \\\"$GH_TOKEN\\\" || exit 0; echo username=x-access-token; "
+	"echo \\\"password=$GH_TOKEN\\\"; }; f\"\n";
+
 /* /etc/capsem/image.toml: what capsem-doctor expects in this image. */
 static int write_doctor_toml(const struct imgcfg *cfg, const char *root, json_t *clis)
 {
@@ -1010,6 +1023,8 @@ static int build_image(const struct imgcfg *cfg, const char *cache, struct rootf
 		}
 	}
 	r = write_environment(cfg, l.root);
+	if (r == 0)
+		r = tree_write_str(l.root, "etc/gitconfig", rootfs_gitconfig, 0644);
 	if (r == 0)
 		r = write_doctor_toml(cfg, l.root, clis);
 	if (r < 0) {

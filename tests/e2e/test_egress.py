@@ -21,9 +21,10 @@ import pytest
 import capsem_client as cc
 from conftest import CAPSEM_VM, procs_mentioning, wait_for
 from test_debian_image import DEBIAN, ensure_debian_image
-from upstream import Upstream, raw_echo_server
+from upstream import KEYS, Upstream, raw_echo_server
 
-REAL_KEY = "sk-ant-api03-REALKEY-0123456789abcdef-never-in-the-guest"
+# the stand-in accepts only this key on Anthropic's routes (it enforces keys as the API does)
+REAL_KEY = KEYS["anthropic"]
 
 # This module's own rules (test_proxy_host.py shares policy_toml): an allow on /v1/ with a block
 # inside it, and a wildcard, which stands for one label (the shipped wildcard_max_labels = 1).

@@ -101,6 +101,18 @@ def capsem(home, *args, input=b"", timeout=180):
                           env=capsem_env(home), timeout=timeout)
 
 
+def stop_process(proc, timeout=60):
+    """SIGTERM, then SIGKILL after timeout s; the exit status (a supervisor's clean stop is 0)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class VM:
     """A capsem-vm supervisor started directly (the path `capsem run` uses), for module reuse."""
 
@@ -126,14 +138,7 @@ class VM:
         self.vsock = ev["vsock"]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

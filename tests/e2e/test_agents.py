@@ -27,7 +27,7 @@ import urllib.request
 import pytest
 
 import capsem_client as cc
-from conftest import CAPSEM, CAPSEM_VM, IMAGES, procs_mentioning, wait_for
+from conftest import CAPSEM, CAPSEM_VM, IMAGES, procs_mentioning, stop_process, wait_for
 from test_cli_daemon import cli, stop_daemon
 from test_debian_image import DEBIAN, ensure_debian_image
 from test_shell_tmux import Tmux
@@ -107,14 +107,7 @@ class AgentVM:
         return cc.sh(self.vsock, script, io_timeout=timeout)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import capsem_client as cc
-from conftest import BUILD, CAPSEM_VM, IMAGES, ROOT, procs_mentioning
+from conftest import BUILD, CAPSEM_VM, IMAGES, ROOT, procs_mentioning, stop_process
 
 DEBIAN = os.path.join(IMAGES, "debian")
 MINIMAL = os.path.join(IMAGES, "minimal")
@@ -62,14 +62,7 @@ class VM:
         return {s["name"]: s["usec"] for s in self.ready["stages"]}
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 def make_disk(path, size=128 << 20):

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import capsem_client as cc
-from conftest import CAPSEM_VM, procs_mentioning, wait_for
+from conftest import CAPSEM_VM, procs_mentioning, stop_process, wait_for
 from test_debian_image import DEBIAN, ensure_debian_image
 from upstream import KEYS, Upstream, raw_echo_server
 
@@ -134,14 +134,7 @@ class EgressVM:
         return r
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

@@ -597,18 +597,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _responses_websocket(self):
         """The Responses API over a WebSocket (what Codex tries first): each response.create
         text frame is answered with the response's events as text frames."""
-        self._ws_accept()
-        while True:
-            f = self._ws_read()
-            if f is None:
-                return
-            op, data = f
-            if op == 8:
-                self._ws_send(8, b"")
-                return
-            if op == 9:
-                self._ws_send(10, data)
-                continue
+        for op, data in self._ws_messages():
             if op != 1:
                 continue
             try:
@@ -623,6 +612,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _websocket(self):
         """/ws: a WebSocket echo ("echo: " + each text or binary message)."""
+        for op, data in self._ws_messages():
+            if op in (1, 2):
+                self._ws_send(op, b"echo: " + data)
+
+    def _ws_messages(self):
+        """Accept the upgrade, then yield each (opcode, payload) of the client's data frames; a
+        ping is answered with its pong, a close with a close, which ends the session."""
         self._ws_accept()
         while True:
             f = self._ws_read()
@@ -632,8 +628,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if op == 8:
                 self._ws_send(8, b"")
                 return
-            if op in (1, 2):
-                self._ws_send(op, b"echo: " + data)
+            if op == 9:
+                self._ws_send(10, data)
+                continue
+            yield op, data
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
 

@@ -34,7 +34,8 @@ static void exec_help(void)
 	       "  -w, --workdir DIR    working directory in the guest (default /root)\n"
 	       "  -i, --interactive    forward stdin even when it is a terminal\n"
 	       "  -t, --tty            run the command on a terminal (raw mode locally)\n"
-	       "      --timeout SECS   kill the command's process group after SECS seconds (exit "
+	       "      --timeout SECS   kill the command and all it started after SECS seconds "
+	       "(exit "
 	       "124)\n"
 	       "  -h, --help           this text\n");
 }

@@ -73,7 +73,7 @@ static void run_help(void)
 	       "                       (repeatable, up to 8; read-only with :ro)\n"
 	       "  -i, --interactive    forward stdin even when it is a terminal (it is forwarded\n"
 	       "                       automatically when it is a pipe or a file)\n"
-	       "      --timeout SECS   kill the command's process group after SECS seconds;\n"
+	       "      --timeout SECS   kill the command and all it started after SECS seconds;\n"
 	       "                       capsem then exits with 124\n"
 	       "      --cpus N         virtual CPUs (default 1)\n"
 	       "      --memory SIZE    guest RAM, e.g. 512M or 2G (default 512M)\n"

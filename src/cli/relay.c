@@ -255,7 +255,7 @@ int relay_exit_status(const struct relay *r, int run, uint64_t timeout_ms)
 	if (run == -EINTR)
 		return 130;
 	if (r->exit.kind == PROTO_EXIT_TIMEOUT)
-		log_error("command timed out after %.3g s; its process group was killed",
+		log_error("command timed out after %.3g s; it and all it started were killed",
 			  timeout_ms / 1000.0);
 	return proto_exit_status(&r->exit);
 }

@@ -109,6 +109,15 @@ def e2e_unprivileged():
             step(["useradd", "--create-home", "--shell", "/bin/sh", USER]) != 0:
         count("e2e-user", "useradd " + USER, "failed")
         return
+    # the user must reach the checkout (a clone under `mktemp -d` sits in a 0700 directory):
+    # let others traverse (o+x, not list) each ancestor that does not allow it
+    d = ROOT
+    while d != "/":
+        st = os.stat(d)
+        if not st.st_mode & 0o001:
+            print(f"+ chmod o+x {d} (so that {USER} can reach the checkout)", flush=True)
+            os.chmod(d, st.st_mode | 0o001)
+        d = os.path.dirname(d)
     home = os.path.expanduser("~" + USER)
     # the minimal image, copied where the user can read it (root's home is 0700)
     uimages = os.path.join(home, "images")

@@ -718,10 +718,17 @@ static void check_vm(struct ctx *x, const struct toml_value *t, struct imgcfg *c
 
 static void check_environment(struct ctx *x, const struct toml_value *t, struct imgcfg *c)
 {
-	static const char *const keys[] = { "shell", "banner", "env", NULL };
+	static const char *const keys[] = { "shell", "banner", "env", "venv", NULL };
 	const char *s;
 	size_t len;
 	check_keys(x, t, "[environment]", keys, IMGCFG_E_UNKNOWN_KEY);
+	if (get_str(x, t, "environment", "venv", 0, &s, NULL) > 0) {
+		if (strncmp(s, "/root/", 6) != 0 || !imgcfg_seed_path_valid(s))
+			diag(x, IMGCFG_E_UNSUPPORTED, toml_table_get(t, "venv"),
+			     "environment.venv: '%.80s' must be a plain path under /root", s);
+		else
+			dup_into(x, &c->venv, s);
+	}
 	if (get_str(x, t, "environment", "shell", 0, &s, NULL) > 0) {
 		if (s[0] != '/' || strlen(s) > 128 || !all_in(s, LOWER UPPER DIGIT "._/-"))
 			diag(x, IMGCFG_E_UNSUPPORTED, toml_table_get(t, "shell"),
@@ -888,6 +895,7 @@ void imgcfg_free(struct imgcfg *c)
 	free(c->providers);
 	free(c->shell);
 	free(c->banner);
+	free(c->venv);
 	strv_free(c->env);
 	for (size_t i = 0; i < c->n_mcp; i++) {
 		free(c->mcp[i].name);
@@ -1101,14 +1109,14 @@ char *imgcfg_to_json(const struct imgcfg *c)
 	}
 	json_t *j = json_pack(
 		"{s:{s:s, s:s?, s:s?}, s:{s:s, s:s, s:s, s:s, s:s}, s:{s:o?, s:o?, s:o?},"
-		" s:o?, s:{s:i, s:I, s:I}, s:{s:s, s:s?, s:o?}, s:{s:o?}}",
+		" s:o?, s:{s:i, s:I, s:I}, s:{s:s, s:s?, s:o?, s:s?}, s:{s:o?}}",
 		"image", "name", c->name, "description", c->description, "version", c->version,
 		"build", "arch", c->arch, "suite", c->suite, "compression", c->compression, "node",
 		c->node, "npm", c->npm_version, "packages", "apt", strv_json(c->apt), "python",
 		strv_json(c->python), "npm", strv_json(c->npm), "providers", providers, "vm",
 		"cpus", c->cpus, "memory_mib", (json_int_t)c->memory_mib, "disk_mib",
 		(json_int_t)c->disk_mib, "environment", "shell", c->shell, "banner", c->banner,
-		"env", env_json(c->env), "mcp", "servers", mcp);
+		"env", env_json(c->env), "venv", c->venv, "mcp", "servers", mcp);
 	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
 	return s;

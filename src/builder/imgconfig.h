@@ -126,6 +126,8 @@ struct imgcfg {
 	unsigned cpus;
 	uint64_t memory_mib, disk_mib;
 	char *shell, *banner;
+	char *venv; /* [environment] venv: a Python venv made in the image, active in every shell
+		     * and exec (VIRTUAL_ENV, PATH), or NULL */
 	char **env;
 	struct imgcfg_mcp *mcp;
 	size_t n_mcp;

@@ -817,6 +817,16 @@ static int append(char **out, const char *s)
 	return 0;
 }
 
+/* 1 when the "K=V" strv env sets key. */
+static int env_has(char *const *env, const char *key)
+{
+	size_t l = strlen(key);
+	for (size_t i = 0; env && env[i]; i++)
+		if (strncmp(env[i], key, l) == 0 && env[i][l] == '=')
+			return 1;
+	return 0;
+}
+
 /* /etc/environment ("K=V" lines, as pam_env and the capsem agent read it) and
  * /etc/profile.d/capsem.sh (exports + the banner for interactive shells). */
 static int write_environment(const struct imgcfg *cfg, const char *root)
@@ -830,6 +840,12 @@ static int write_environment(const struct imgcfg *cfg, const char *root)
 		      "(written by capsem-builder)\n");
 	if (!prof)
 		return -ENOMEM;
+	/* the venv is active everywhere: a login shell's /etc/profile resets PATH, then
+	 * profile.d/capsem.sh sets it again */
+	if (cfg->venv && !env_has(cfg->env, "VIRTUAL_ENV"))
+		r |= strv_pushf(&all, "VIRTUAL_ENV=%s", cfg->venv);
+	if (cfg->venv && !env_has(cfg->env, "PATH"))
+		r |= strv_pushf(&all, "PATH=%s/bin:" CHROOT_PATH, cfg->venv);
 	for (size_t i = 0; cfg->env && cfg->env[i]; i++)
 		r |= strv_push(&all, cfg->env[i]);
 	for (size_t i = 0; i < cfg->n_providers; i++)
@@ -891,39 +907,74 @@ static const char rootfs_gitconfig[] =
 	"echo \\\"password=$GH_TOKEN\\\"; }; f\"\n";
 
 /* /etc/capsem/image.toml: what capsem-doctor expects in this image. */
+static int append_list(char **t, const char *key, char *const *v)
+{
+	int r = append(t, key);
+	r |= append(t, " = [");
+	for (size_t i = 0; v && v[i]; i++) {
+		r |= append(t, i ? ", " : "");
+		r |= append_quoted(t, v[i]);
+	}
+	return r | append(t, "]\n");
+}
+
+/* 1 when the config installs the Debian package name. */
+static int has_apt(const struct imgcfg *cfg, const char *name)
+{
+	for (size_t j = 0; cfg->apt && cfg->apt[j]; j++)
+		if (streq(cfg->apt[j], name))
+			return 1;
+	return 0;
+}
+
 static int write_doctor_toml(const struct imgcfg *cfg, const char *root, json_t *clis)
 {
 	_cleanup_free_ char *t = strdup("# written by capsem-builder; read by capsem-doctor\n");
-	static const char *const tools[][2] = {
-		{ "python3", "python3" },
-		{ "git", "git" },
-		{ "curl", "curl" },
+	_cleanup_strv_free_ char **tools = NULL, **sys = NULL;
+	static const char *const maybe[][2] = {
+		{ "python3", "python3" }, { "python3-pip", "pip" }, { "git", "git" },
+		{ "curl", "curl" },	  { "mount", "mount" },	    { "mount", "umount" },
+		{ "mount", "swapon" },	  { "vim", "vim" },
 	};
 	if (!t)
 		return -ENOMEM;
-	int r = append(&t, "name = ");
+	int r = strv_push(&tools, "node") | strv_push(&tools, "npm");
+	/* capsem-guest's own halt/poweroff/reboot (make_power_links) */
+	r |= strv_push(&sys, "halt") | strv_push(&sys, "poweroff") | strv_push(&sys, "reboot");
+	for (size_t i = 0; i < ELEMENTSOF(maybe); i++)
+		if (has_apt(cfg, maybe[i][0]))
+			r |= strv_push(i < 4 ? &tools : &sys, maybe[i][1]);
+	r |= append(&t, "name = ");
 	r |= append_quoted(&t, cfg->name);
-	r |= append(&t, "\ntools = [\"node\", \"npm\"");
-	for (size_t i = 0; i < ELEMENTSOF(tools); i++)
-		for (size_t j = 0; cfg->apt[j]; j++)
-			if (streq(cfg->apt[j], tools[i][0])) {
-				r |= append(&t, ", \"");
-				r |= append(&t, tools[i][1]);
-				r |= append(&t, "\"");
-			}
-	r |= append(&t, "]\n");
+	r |= append(&t, "\n");
+	r |= append_list(&t, "tools", tools);
+	r |= append_list(&t, "system_tools", sys);
+	if (cfg->venv) {
+		r |= append(&t, "venv = ");
+		r |= append_quoted(&t, cfg->venv);
+		r |= append(&t, "\n");
+	}
 	for (size_t i = 0; i < cfg->n_providers; i++) {
 		const struct imgcfg_provider *p = &cfg->providers[i];
 		const char *v = json_string_value(json_object_get(clis, p->cli));
+		_cleanup_strv_free_ char **files = NULL;
 		if (!p->enabled)
 			continue;
+		for (size_t j = 0; j < p->n_files; j++)
+			r |= strv_push(&files, p->files[j].path);
 		r |= append(&t, "\n[[providers]]\nname = ");
 		r |= append_quoted(&t, p->name);
 		r |= append(&t, "\ncli = ");
 		r |= append_quoted(&t, p->cli);
 		r |= append(&t, "\nversion = ");
 		r |= append_quoted(&t, v ? v : "");
+		if (p->api_key_env) {
+			r |= append(&t, "\napi_key_env = ");
+			r |= append_quoted(&t, p->api_key_env);
+		}
 		r |= append(&t, "\n");
+		r |= append_list(&t, "domains", p->domains);
+		r |= append_list(&t, "files", files);
 	}
 	if (r < 0)
 		return -ENOMEM;
@@ -932,6 +983,66 @@ static int write_doctor_toml(const struct imgcfg *cfg, const char *root, json_t 
 		if (*p == '\\')
 			return -EINVAL;
 	return tree_write_str(root, "etc/capsem/image.toml", t, 0644);
+}
+
+/* The config's Python venv (imgcfg.venv), made with the image's own python3 inside the tree:
+ * --system-site-packages (Debian's python3 packages and pip are visible in it) and --without-pip
+ * (a few files, which capsem-init's seed copies into a new VM's /root), plus bin/pip and
+ * bin/pip3 that run Debian's pip with the venv's python3, so `pip install` installs into the
+ * venv, where PEP 668 does not apply. Then copied into the /root seed. */
+static int make_venv(const struct imgcfg *cfg, struct layer_run *l)
+{
+	_cleanup_strv_free_ char **argv = NULL;
+	_cleanup_free_ char *pip = NULL, *rel = NULL, *src = NULL, *dst = NULL;
+	if (!cfg->venv)
+		return 0;
+	if (chroot_argv(l->root, "/root", NULL, &argv) < 0 || strv_push(&argv, "python3") < 0 ||
+	    strv_push(&argv, "-m") < 0 || strv_push(&argv, "venv") < 0 ||
+	    strv_push(&argv, "--system-site-packages") < 0 ||
+	    strv_push(&argv, "--without-pip") < 0 || strv_push(&argv, cfg->venv) < 0 ||
+	    asprintf(
+		    &pip,
+		    "#!%s/bin/python3\n# Debian's pip, run by the venv's python3 (capsem-builder)\n"
+		    "import sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n",
+		    cfg->venv) < 0)
+		return -ENOMEM;
+	log_info("rootfs: [image] making the Python venv %s", cfg->venv);
+	int r = step(argv, l->log_fd, l->log_path, "rootfs: python3 -m venv");
+	for (const char *const *n = (const char *const[]){ "pip", "pip3", NULL }; r == 0 && *n;
+	     n++) {
+		free(rel);
+		rel = NULL;
+		if (asprintf(&rel, "%s/bin/%s", cfg->venv + 1, *n) < 0)
+			return -ENOMEM;
+		r = tree_write(l->root, rel, pip, strlen(pip), 0755);
+	}
+	if (r < 0)
+		return r;
+	if (asprintf(&src, "%s%s", l->root, cfg->venv) < 0 ||
+	    asprintf(&dst, "%s/" SEED_ROOT_COPY "/%s", l->root, cfg->venv + 6) < 0)
+		return -ENOMEM;
+	char *cp[] = { "cp", "-a", "--", src, dst, NULL };
+	return step(cp, l->log_fd, l->log_path, "rootfs: cp of the venv into the /root seed");
+}
+
+/* /usr/local/sbin/{halt,poweroff,reboot} -> /proc/1/exe: capsem-guest asks PID 1 (main.c) */
+static int make_power_links(const char *root)
+{
+	_cleanup_free_ char *dir = NULL;
+	if (asprintf(&dir, "%s/usr/local/sbin", root) < 0)
+		return -ENOMEM;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return negative_errno();
+	for (const char *const *n = (const char *const[]){ "halt", "poweroff", "reboot", NULL }; *n;
+	     n++) {
+		_cleanup_free_ char *link = NULL;
+		if (asprintf(&link, "%s/usr/local/sbin/%s", root, *n) < 0)
+			return -ENOMEM;
+		(void)unlink(link);
+		if (symlink("/proc/1/exe", link) < 0)
+			return negative_errno();
+	}
+	return 0;
 }
 
 /* Clear setuid/setgid, then make find(1) confirm that none is left: the build fails otherwise. */
@@ -1025,6 +1136,10 @@ static int build_image(const struct imgcfg *cfg, const char *cache, struct rootf
 	r = write_environment(cfg, l.root);
 	if (r == 0)
 		r = tree_write_str(l.root, "etc/gitconfig", rootfs_gitconfig, 0644);
+	if (r == 0)
+		r = make_venv(cfg, &l);
+	if (r == 0)
+		r = make_power_links(l.root);
 	if (r == 0)
 		r = write_doctor_toml(cfg, l.root, clis);
 	if (r < 0) {

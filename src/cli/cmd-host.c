@@ -246,11 +246,19 @@ int cmd_doctor(int argc, char **argv)
 	int json = 0;
 	int r = json_flag_only(
 		argc, argv, &json,
-		"Usage: capsem doctor [--json]\n       capsem doctor VM [--json]\n\nCheck the "
-		"host: QEMU, acceleration, the image, capsem's binaries, free disk\nspace (exit "
-		"status 1 when a required check fails; needs no daemon). With a VM,\nrun "
-		"capsem-doctor inside it: rootfs read-only, no setuid files, no modules,\nno "
-		"/dev/mem, only lo and capsem0, egress, CA trust, tools and AI CLIs.\n");
+		"Usage: capsem doctor [--json]\n       capsem doctor VM [-k GROUP[,GROUP]] "
+		"[--json] "
+		"[--list]\n\nCheck the host: QEMU, acceleration, the image, capsem's binaries, "
+		"free "
+		"disk\nspace (exit status 1 when a required check fails; needs no daemon).\n\nWith "
+		"a VM, run capsem-doctor inside it, by groups: sandbox (read-only root,\nno "
+		"setuid, "
+		"modules, /dev/mem, kcore, kallsyms, debugfs; kernel hardening; limits),\nnetwork "
+		"(interfaces, routes, DNS, redirect, TLS, HTTP denial, CA trust),\nenvironment "
+		"(hostname, identity, /etc/environment, venv, swap, tools), runtimes,\nai (CLIs, "
+		"settings, placeholder keys), mcp (the relay to the gateway), lifecycle.\n  -k "
+		"GROUP "
+		"  only these groups      --list   the groups\n");
 	if (r)
 		return r == 1 ? 0 : r;
 	struct check ch[] = {

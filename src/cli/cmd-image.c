@@ -271,18 +271,28 @@ int cmd_image(int argc, char **argv)
 int cmd_doctor_vm(int argc, char **argv)
 {
 	const char *ref = NULL;
-	int json = 0;
-	for (int i = 1; i < argc; i++) {
-		if (streq(argv[i], "--json"))
-			json = 1;
-		else if (argv[i][0] == '-')
+	_cleanup_strv_free_ char **cmd = NULL;
+	int r = strv_push(&cmd, "capsem-doctor");
+	for (int i = 1; r == 0 && i < argc; i++) {
+		if (streq(argv[i], "--json") || streq(argv[i], "--list"))
+			r = strv_push(&cmd, argv[i]);
+		else if (streq(argv[i], "-k")) {
+			if (i + 1 >= argc)
+				return log_error("doctor: -k needs a group (see 'capsem doctor VM "
+						 "--list')"),
+				       CLI_EXIT_USAGE;
+			r = strv_push(&cmd, "-k");
+			if (r == 0)
+				r = strv_push(&cmd, argv[++i]);
+		} else if (argv[i][0] == '-')
 			return log_error("doctor: unknown option '%s'", argv[i]), CLI_EXIT_USAGE;
 		else if (ref)
 			return log_error("doctor: one VM at a time"), CLI_EXIT_USAGE;
 		else
 			ref = argv[i];
 	}
-	char *cmd[] = { "capsem-doctor", json ? "--json" : NULL, NULL };
+	if (r < 0)
+		return log_oom(), CLI_EXIT_FAILURE;
 	struct cli_exec e = { .argv = cmd, .timeout_ms = DOCTOR_TIMEOUT_MS };
 	int sigfd = cli_exec_signals(0);
 	if (sigfd < 0)

@@ -96,6 +96,7 @@ struct vm {
 	uv_timer_t *timer;
 	struct prepjob *job;
 	int stop_requested;
+	int guest_stopped; /* capsem-vm reported the guest's own clean power-off */
 	int delete_on_stop;
 	int never_ready; /* created but not yet booted once: a failed first boot leaves nothing */
 	int seen_stopped;
@@ -263,7 +264,7 @@ static void vm_settle(struct vm *vm)
 		return;
 	uv_timer_stop(vm->timer);
 	vm->rec.pid = 0;
-	if (vm->stop_requested && !vm->fail) {
+	if ((vm->stop_requested || vm->guest_stopped) && !vm->fail) {
 		vm->rec.state = VM_STOPPED;
 		set_str(&vm->rec.error, NULL);
 	} else {
@@ -421,8 +422,11 @@ static void handle_event(struct vm *vm, json_t *ev)
 	} else if (streq(e, "stopped")) {
 		vm->seen_stopped = 1;
 		const char *reason = json_string_value(json_object_get(ev, "reason"));
-		/* a stop nobody asked for is a crash, with the supervisor's reason */
-		if (!vm->stop_requested && !vm->fail)
+		/* the guest's own halt/poweroff/reboot is a stop; any other stop nobody asked for
+		 * is a crash, with the supervisor's reason */
+		if (reason && streq(reason, "guest-poweroff"))
+			vm->guest_stopped = 1;
+		else if (!vm->stop_requested && !vm->fail)
 			set_str(&vm->fail,
 				reason && !streq(reason, "stopped") && !streq(reason, "requested")
 					? reason
@@ -622,7 +626,8 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 	r |= strv_pushf(&a, "%u", s->cpus);
 	r |= strv_push(&a, "--memory");
 	r |= strv_pushf(&a, "%lluM", (unsigned long long)s->memory_mib);
-	snprintf(host, sizeof(host), "%s", s->name ? s->name : "capsem");
+	/* the hostname is the VM's name ('_' is not a hostname character), else its id */
+	snprintf(host, sizeof(host), "%s", s->name ? s->name : vm->rec.id);
 	for (char *h = host; *h; h++)
 		if (*h == '_')
 			*h = '-';

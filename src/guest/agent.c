@@ -17,8 +17,9 @@
  * boot). Execs then get SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE = the bundle (these
  * replace a program's trust store, so they must name the system roots too: not every connection
  * is intercepted) and NODE_EXTRA_CA_CERTS = the CA alone (Node adds it to its built-in roots).
- * The host's environment entries come after these and may override them; an exec's own entries
- * come last.
+ * Every exec's environment: the variables of /etc/environment (read once, when BOOT_CONFIG
+ * arrives; envfile.h), then these, then the host's entries, then the exec's own (each may
+ * override the ones before).
  *
  * Exec commands run in the guest's workload cgroup, each in its own group workload/exec-<id>
  * (cgroup.h; ids count up from 1 for this boot), which its session process makes and removes; the
@@ -57,6 +58,7 @@
 
 #include "cgroup.h"
 #include "config.h"
+#include "envfile.h"
 #include "fdutil.h"
 #include "frameio.h"
 #include "log.h"
@@ -363,6 +365,25 @@ static void ctrl_install_ca(struct agent *a, const char *pem)
 		log_oom();
 }
 
+/* /etc/environment's variables come first in every exec's environment (pam_env gives them to
+ * logins; an exec is not a login), so the CA's, the host's and the exec's own come after. */
+static void agent_load_environment(struct agent *a)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_strv_free_ char **env = NULL;
+	size_t len = 0;
+	int r = read_file_small(ENVFILE_PATH, ENVFILE_MAX, &text, &len);
+	if (r == -ENOENT)
+		return;
+	if (r < 0 || (r = envfile_parse(text, len, &env)) < 0) {
+		log_warn_errno(r, "cannot read " ENVFILE_PATH "; execs run without it");
+		return;
+	}
+	for (size_t i = 0; env[i]; i++)
+		if (strv_push(&a->boot_env, env[i]) < 0)
+			log_oom();
+}
+
 static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 {
 	if (c->unix_time_ns) {
@@ -385,13 +406,15 @@ static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 		else if (sethostname(c->hostname, strlen(c->hostname)) < 0)
 			log_warn_errno(negative_errno(), "cannot set the hostname");
 		else if (netsetup_write_hosts(c->hostname) < 0)
-			log_warn("cannot write /etc/hosts");
+			log_warn("cannot write /etc/hosts or /etc/hostname");
 	}
 	if (a->config_done) {
 		log_warn("ignoring a second boot config's CA and environment");
 		return;
 	}
 	a->config_done = 1;
+	if (a->apply_system)
+		agent_load_environment(a);
 	if (c->ca_pem && c->ca_pem[0])
 		ctrl_install_ca(a, c->ca_pem);
 	for (uint32_t i = 0; i < c->envc; i++)

@@ -11,7 +11,8 @@
  * /tmp and the disk and image mounts into it and chroot there (the switch_root dance: the initramfs
  * cannot be pivot_root'ed away; its few MiB stay in memory). When any of that fails the boot goes
  * on in the initramfs (stage "rootfs_failed"). Then bind the disk's root/ onto /root (a new one
- * first gets the image's /root seed, seed.c); mount the host's 9p shares named on the kernel
+ * first gets the image's /root seed, seed.c) and swap to the disk's swap file (made on its first
+ * boot, init_swap); mount the host's 9p shares named on the kernel
  * command line (bootargs.h; stage "mounts", or "mounts_failed" if any failed); set PATH and HOME;
  * start capsem-agent (this same binary, re-executed through /proc/self/exe as "capsem-agent", which
  * still reaches the initramfs's /init after the chroot) with the boot stages timed so far on its
@@ -42,9 +43,12 @@
  * serial port the host logs) and power off so the host notices. SIGTERM, SIGUSR1, SIGUSR2,
  * SIGINT (ctrl-alt-del) and SIGPWR all power off: SIGTERM to every process, up to
  * INIT_GRACE_MS for them to exit, the workload's cgroup.kill (atomic, so a fork bomb cannot
- * outrun it), SIGKILL to the rest, unmount the shares and the disk (remount it read-only
+ * outrun it), SIGKILL to the rest, swapoff, unmount the shares and the disk (remount it read-only
  * if it is still busy) so that ext4 is clean, sync, reboot(RB_AUTOBOOT). QEMU runs with
- * -no-reboot and the kernel with reboot=t, so a reboot ends QEMU.
+ * -no-reboot and the kernel with reboot=t, so a reboot ends QEMU. halt, poweroff and reboot
+ * (busybox's, or capsem-guest's own in the Debian image, main.c) send SIGUSR1, SIGUSR2 and
+ * SIGTERM: each stops the VM (a microVM has no firmware to reboot through; `capsem start` or
+ * `capsem restart` boots it again).
  *
  * Trust boundary: the kernel command line comes from the host and is parsed strictly
  * (bootargs.c); the disk's and the root image's file systems are the host's too (the kernel's
@@ -64,6 +68,9 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/swap.h>
+#include <sys/sysinfo.h>
 #include <dirent.h>
 #include <limits.h>
 #include <sys/wait.h>
@@ -76,12 +83,12 @@
 #include "macro.h"
 #include "seed.h"
 #include "netsetup.h"
+#include "proto.h"
 #include "stages.h"
 #include "vmlimits.h"
 
 #define INIT_GRACE_MS 1000
 #define INIT_KILL_WAIT_MS 1000
-#define INIT_DISK_DIR "/mnt/capsem-disk"
 #define INIT_DISK_ROOT INIT_DISK_DIR "/root"
 #define INIT_DISK_OVERLAY INIT_DISK_DIR "/overlay"
 #define INIT_ROOTFS_DIR "/mnt/capsem-rootfs"
@@ -121,6 +128,7 @@ struct init {
 	int agent_died;	   /* the agent exited on its own: power off */
 	int disk_mounted;  /* INIT_DISK_DIR is mounted */
 	int root_bound;	   /* /root is INIT_DISK_ROOT */
+	int swap_on;	   /* INIT_SWAPFILE is in use */
 	int in_rootfs;	   /* we chrooted into the overlay over the root image */
 	int cgroups;	   /* the cgroup tree is set up (cgroup.h) */
 	int reap_more;	   /* the last reap stopped at INIT_REAP_BATCH */
@@ -173,6 +181,16 @@ static void init_console(const char *fmt, ...)
 		(void)!write(fd, line, (size_t)n);
 		safe_close(fd);
 	}
+}
+
+/* "text (why)" on the console, without init_console's prefix. */
+static void init_console_raw(const char *text, const char *why)
+{
+	char line[256];
+	int n = snprintf(line, sizeof(line), "%s (%s)\n", text, why);
+	_cleanup_close_ int fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd >= 0 && n > 0)
+		(void)!write(fd, line, MIN((size_t)n, sizeof(line) - 1));
 }
 
 static int init_mount_one(const struct init_mount *m)
@@ -274,6 +292,44 @@ static void init_disk(struct init *in)
 		return;
 	}
 	in->disk_mounted = 1;
+}
+
+/* Swap on the VM's disk: INIT_SWAPFILE, made on the disk's first boot (fallocate'd, so it costs
+ * the host's disk image nothing until pages are swapped out; ext4 swaps to unwritten extents)
+ * with the size of the guest's RAM, at most INIT_SWAP_MAX_MIB and an eighth of the disk's free
+ * space; then swapon. A failure costs the swap, not the boot. */
+static void init_swap(struct init *in)
+{
+	struct sysinfo si;
+	struct statvfs sv;
+	if (!in->disk_mounted)
+		return;
+	_cleanup_close_ int fd = open(INIT_SWAPFILE, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT && sysinfo(&si) == 0 && statvfs(INIT_DISK_DIR, &sv) == 0) {
+		uint64_t ram = (uint64_t)si.totalram * si.mem_unit;
+		uint64_t room = (uint64_t)sv.f_bavail * sv.f_frsize / 8;
+		uint64_t size = MIN(MIN(ram, (uint64_t)INIT_SWAP_MAX_MIB << 20), room) & ~4095ull;
+		unsigned char page[4096] = { 0 };
+		uint32_t hdr[3] = { 1, (uint32_t)(size / 4096 - 1), 0 }; /* version, last page */
+		if (size < 16u << 20)
+			return;
+		fd = open(INIT_SWAPFILE ".tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		memcpy(page + 1024, hdr, sizeof(hdr));
+		memcpy(page + sizeof(page) - 10, "SWAPSPACE2", 10);
+		if (fd < 0 || fallocate(fd, 0, 0, (off_t)size) < 0 ||
+		    fd_write_all(fd, page, sizeof(page)) < 0 || fsync(fd) < 0 ||
+		    rename(INIT_SWAPFILE ".tmp", INIT_SWAPFILE) < 0) {
+			init_console("cannot make %s: %s; no swap", INIT_SWAPFILE, strerror(errno));
+			(void)unlink(INIT_SWAPFILE ".tmp");
+			return;
+		}
+	}
+	if (fd < 0)
+		return;
+	if (swapon(INIT_SWAPFILE, 0) < 0)
+		init_console("cannot swap to %s: %s", INIT_SWAPFILE, strerror(errno));
+	else
+		in->swap_on = 1;
 }
 
 /* The disk's root/ directory becomes /root (in the new root when there is one). */
@@ -442,6 +498,8 @@ static void init_unmount(struct init *in)
 		in->root_bound = 0;
 	if (!in->disk_mounted)
 		return;
+	if (in->swap_on && swapoff(INIT_SWAPFILE) < 0)
+		init_console("cannot stop swapping to %s: %s", INIT_SWAPFILE, strerror(errno));
 	/* the overlay (our root) keeps the disk busy when its upper directory is there: make it
 	 * read-only first, which flushes the upper file system's writes */
 	if (in->in_rootfs && mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
@@ -786,7 +844,8 @@ static void init_wait_children(struct init *in, int ms)
 	}
 }
 
-static _noreturn_ void init_poweroff(struct init *in, const char *why)
+/* clean: asked for (a signal from halt/poweroff/reboot or the host's SHUTDOWN), not a failure */
+static _noreturn_ void init_poweroff(struct init *in, const char *why, int clean)
 {
 	in->shutting_down = 1;
 	log_info("powering off (%s)", why);
@@ -798,6 +857,8 @@ static _noreturn_ void init_poweroff(struct init *in, const char *why)
 	init_wait_children(in, INIT_KILL_WAIT_MS);
 	init_unmount(in);
 	sync();
+	if (clean)
+		init_console_raw(PROTO_CONSOLE_POWEROFF, why);
 	(void)reboot(RB_AUTOBOOT);
 	(void)reboot(RB_POWER_OFF);
 	init_console("reboot failed: %s", strerror(errno));
@@ -850,6 +911,7 @@ int init_main(int argc, char **argv)
 	init_disk(&in);
 	init_rootfs(&in);
 	init_disk_root(&in);
+	init_swap(&in);
 	init_shares(&in);
 	init_net_finish(&in);
 
@@ -859,10 +921,10 @@ int init_main(int argc, char **argv)
 	r = init_spawn_agent(&in);
 	if (r < 0) {
 		init_console("cannot start capsem-agent: %s", strerror(-r));
-		init_poweroff(&in, "no agent");
+		init_poweroff(&in, "no agent", 0);
 	}
 	if (in.sig_fd < 0)
-		init_poweroff(&in, "no signalfd");
+		init_poweroff(&in, "no signalfd", 0);
 
 	for (;;) {
 		struct pollfd p = { .fd = in.sig_fd, .events = POLLIN };
@@ -870,12 +932,12 @@ int init_main(int argc, char **argv)
 		ssize_t k = read(in.sig_fd, &si, sizeof(si));
 		if (k != (ssize_t)sizeof(si)) {
 			if (k < 0 && errno != EAGAIN && errno != EINTR)
-				init_poweroff(&in, "signalfd read failed");
+				init_poweroff(&in, "signalfd read failed", 0);
 			if (in.reap_more) {
 				/* no signal waiting: the next batch of zombies */
 				in.reap_more = init_reap(&in) > 0;
 				if (in.agent_died)
-					init_poweroff(&in, "agent died");
+					init_poweroff(&in, "agent died", 0);
 				(void)init_daemon_restarts(&in);
 				continue;
 			}
@@ -887,12 +949,44 @@ int init_main(int argc, char **argv)
 		case SIGCHLD:
 			in.reap_more = init_reap(&in) > 0;
 			if (in.agent_died)
-				init_poweroff(&in, "agent died");
+				init_poweroff(&in, "agent died", 0);
 			break;
 		case SIGHUP:
 			break;
 		default:
-			init_poweroff(&in, strsignal((int)si.ssi_signo));
+			init_poweroff(&in, strsignal((int)si.ssi_signo), 1);
 		}
 	}
+}
+
+int init_power_main(const char *name, int argc, char **argv)
+{
+	int sig = streq(name, "halt") ? SIGUSR1 : streq(name, "reboot") ? SIGTERM : SIGUSR2;
+	for (int i = 1; i < argc; i++) {
+		if (streq(argv[i], "--help")) {
+			printf("Usage: %s [-f] [-p]\n\nStop this Capsem VM through PID 1's clean "
+			       "shutdown (every process is\nsignalled, the disk is unmounted "
+			       "clean). A "
+			       "microVM cannot reboot in place: reboot\nstops it too, and 'capsem "
+			       "start "
+			       "VM' or 'capsem restart VM' on the host boots\nit again.\n",
+			       name);
+			return 0;
+		}
+		/* -f (force), -p (power off), -n (no sync), -d (delay 0), -w: one clean path */
+		if (argv[i][0] != '-') {
+			fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", name,
+				argv[i]);
+			return 2;
+		}
+	}
+	if (streq(name, "reboot"))
+		fprintf(stderr, "reboot: a Capsem VM stops instead (boot it again from the host: "
+				"capsem start VM)\n");
+	sync();
+	if (kill(1, sig) < 0) {
+		fprintf(stderr, "%s: cannot signal PID 1: %s\n", name, strerror(errno));
+		return 1;
+	}
+	return 0;
 }

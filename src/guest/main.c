@@ -4,7 +4,8 @@
  * starting with "capsem-agent" runs the agent (agent.c), "capsem-doctor" the guest's self-check
  * (doctor.c), "capsem-net-proxy" and
  * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c), "capsem-mcp-relay" the
- * agents' MCP server (mcprelay.c); "capsem-guest init|agent|net-proxy|dns-proxy|mcp-relay ..."
+ * agents' MCP server (mcprelay.c), "poweroff", "halt" and "reboot" PID 1's clean shutdown
+ * (init.c); "capsem-guest init|agent|net-proxy|dns-proxy|mcp-relay ..."
  * selects one explicitly. Trust boundary: none (argv comes from the
  * kernel, capsem-init or a developer).
  */
@@ -30,6 +31,8 @@ int main(int argc, char **argv)
 		return init_main(argc, argv);
 	if (strncmp(name, "capsem-agent", strlen("capsem-agent")) == 0)
 		return agent_main(argc, argv);
+	if (streq(name, "poweroff") || streq(name, "halt") || streq(name, "reboot"))
+		return init_power_main(name, argc, argv);
 	if (streq(name, "capsem-doctor"))
 		return doctor_main(argc, argv);
 	if (streq(name, "capsem-net-proxy"))

@@ -3,7 +3,8 @@
  * capsem0 is made over rtnetlink (one NETLINK_ROUTE socket, one request at a time, each
  * acknowledged): RTM_NEWLINK renames the kernel's own dummy0 (or creates a link of kind
  * "dummy"), IPv6 is switched off on it through /proc/sys/net/ipv6/conf/capsem0/disable_ipv6
- * before it comes up (no link-local address, no route), RTM_NEWADDR NETSETUP_ADDR4/32,
+ * before it comes up (no link-local address, no route; so is conf/default, for any link made
+ * later), RTM_NEWADDR NETSETUP_ADDR4/32,
  * RTM_NEWLINK IFF_UP, RTM_NEWROUTE 0.0.0.0/0 dev capsem0 (scope link, preferred source
  * NETSETUP_ADDR4). The ruleset is loaded by Debian's nft from the initramfs (the only
  * dynamically linked program there), run without a shell.
@@ -181,8 +182,10 @@ int netsetup_link(void)
 	if (idx <= 0)
 		return -ENODEV;
 
-	/* no IPv6 on capsem0: no link-local address, no route; ::1 on lo stays */
+	/* no IPv6 on capsem0 (no link-local address, no route), nor on any link made later
+	 * ("default"); ::1 on lo, which exists already, stays */
 	(void)write_sysctl("/proc/sys/net/ipv6/conf/" NETSETUP_IFNAME "/disable_ipv6", "1\n");
+	(void)write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1\n");
 
 	/* ip addr add 192.0.0.8/32 dev capsem0 */
 	struct ifaddrmsg ifa = { .ifa_family = AF_INET,
@@ -299,5 +302,9 @@ int netsetup_write_hosts(const char *hostname)
 	int r = mkdir_p("/etc", 0755);
 	if (r < 0)
 		return r;
-	return write_file_atomic("/etc/hosts", text, (size_t)n, 0644);
+	r = write_file_atomic("/etc/hosts", text, (size_t)n, 0644);
+	if (r < 0 || !hostname || !hostname[0])
+		return r;
+	n = snprintf(text, sizeof(text), "%s\n", hostname);
+	return write_file_atomic("/etc/hostname", text, (size_t)n, 0644);
 }

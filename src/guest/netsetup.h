@@ -42,5 +42,5 @@ int netsetup_listen(int type, uint16_t port, int *ret_fd);
 /* /etc/resolv.conf: "nameserver 127.0.0.1" (replacing a file or a symlink). 0 or -errno. */
 int netsetup_write_resolv(void);
 /* /etc/hosts: localhost for 127.0.0.1 and ::1, and hostname (when not NULL or empty) for
- * 127.0.1.1. 0 or -errno. */
+ * 127.0.1.1; /etc/hostname: hostname (when given). 0 or -errno. */
 int netsetup_write_hosts(const char *hostname);

@@ -1,16 +1,18 @@
 /* seed.c - copy the image's /root seed (the AI CLIs' settings files that the image config lists,
- * see guest/config/providers.toml) into a new VM's /root, which lives on the VM's disk and so
+ * see guest/config/providers.toml, and the Python venv) into a new VM's /root, which lives on the VM's disk and so
  * hides the image's own /root.
  *
  * capsem-init calls it once, when it creates the disk's root/ directory (first boot of a disk).
  * Trust boundary: src is in the read-only root image (the host's); dst is the VM's fresh,
- * empty directory. Every open is O_NOFOLLOW relative to a directory fd; the walk is bounded in
+ * empty directory. Every open is O_NOFOLLOW relative to a directory fd (symlinks are copied as
+ * links, never followed); the walk is bounded in
  * depth, entries and file size. Runs in PID 1 before any other process exists.
  */
 #include "seed.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,6 +81,17 @@ static int copy_dir(int sfd, int dfd, unsigned depth, size_t *budget)
 		}
 		if (S_ISREG(st.st_mode)) {
 			r = copy_file(sfd, dfd, e->d_name, st.st_mode, st.st_size, budget);
+		} else if (S_ISLNK(st.st_mode)) {
+			/* copied as it is (a venv's bin/python3 -> /usr/bin/python3); never followed */
+			char target[PATH_MAX];
+			ssize_t n = readlinkat(sfd, e->d_name, target, sizeof(target) - 1);
+			if (n < 0) {
+				r = negative_errno();
+				break;
+			}
+			target[n] = 0;
+			if (symlinkat(target, dfd, e->d_name) < 0 && errno != EEXIST)
+				r = negative_errno();
 		} else if (S_ISDIR(st.st_mode)) {
 			if (mkdirat(dfd, e->d_name, st.st_mode & 0777) < 0 && errno != EEXIST) {
 				r = negative_errno();

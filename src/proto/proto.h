@@ -27,6 +27,12 @@
 #define PROTO_NAME_MAX 64u  /* stage names, versions, hostname (incl. NUL) */
 #define PROTO_MSG_MAX 1024u /* error messages (incl. NUL) */
 
+/* The line capsem-init writes on the serial console just before it ends the VM on the guest's
+ * own request (halt, poweroff, reboot: docs/PROTOCOL.md "Stopping"), so that the host tells a
+ * clean stop from a crash (QEMU exits with status 0 either way). Only root in the guest can
+ * write the console, and root can power off anyway. */
+#define PROTO_CONSOLE_POWEROFF "capsem-init: clean power-off"
+
 /* vsock ports. The agent connects to the host's CONTROL port (a guest->host connection, which
  * arrives at <vmdir>/vsock_5000); the host connects to the guest's EXEC port for each exec. */
 #define PROTO_PORT_CONTROL 5000u

@@ -7,7 +7,9 @@
  * pass through here: clients connect to the guest through <vmdir>/vsock (hybrid vsock).
  *
  * Parent protocol: newline-delimited JSON on --ipc-fd (or stdout without it). Events out:
- * {"event":"ready",...}, {"event":"error","message":...}, {"event":"stopped","reason":...}.
+ * {"event":"ready",...}, {"event":"error","message":...}, {"event":"stopped","reason":...}
+ * (reason "guest-poweroff" when the guest ended itself cleanly: QEMU exited 0 right after
+ * capsem-init's PROTO_CONSOLE_POWEROFF line).
  * Commands in: {"cmd":"stop"}; EOF on the fd also means stop. SIGINT/SIGTERM/SIGHUP stop too.
  *
  * Control socket (--control PATH, the daemon's view; docs/API.md): a Unix socket (0600) any
@@ -118,6 +120,7 @@ struct vm {
 	pid_t qemu_pid;
 	int qemu_status;
 	int qemu_exited;
+	const char *stop_reason; /* "guest-poweroff" when the guest ended itself cleanly */
 	int stop_phase;
 	uint64_t t_start_ns;
 	char *error; /* first fatal error, reported to the parent */
@@ -739,12 +742,22 @@ static void vm_finish(struct vm *vm)
 	if (vm->o.remove_vmdir)
 		rm_rf(vm->o.vmdir);
 	emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
-			   vm->error ? vm->error : "stopped", "qemu_status", vm->qemu_status));
+			   vm->error	     ? vm->error
+			   : vm->stop_reason ? vm->stop_reason
+					     : "stopped",
+			   "qemu_status", vm->qemu_status));
 	watch_close(&vm->w_ipc);
 	control_close(vm);
 	if (vm->pid_file && !vm->o.remove_vmdir)
 		unlink(PID_FILE);
 	vm->pid_file = 0;
+}
+
+/* 1 when capsem-init's last words on the console were its clean power-off line. */
+static int guest_powered_off(const struct vm *vm)
+{
+	_cleanup_free_ char *tail = serial_log_tail(&vm->serial, 3);
+	return tail && strstr(tail, PROTO_CONSOLE_POWEROFF) != NULL;
 }
 
 static void on_qemu_exit(struct watch *w, int events)
@@ -759,7 +772,10 @@ static void on_qemu_exit(struct watch *w, int events)
 	/* drain the last serial bytes before judging */
 	if (vm->w_serial)
 		on_serial(vm->w_serial, UV_READABLE);
-	if (vm->state != VM_STOPPING) {
+	if (vm->state != VM_STOPPING && vm->qemu_status == 0 && guest_powered_off(vm)) {
+		/* halt/poweroff/reboot in the guest: a stop, not a crash */
+		vm->stop_reason = "guest-poweroff";
+	} else if (vm->state != VM_STOPPING) {
 		_cleanup_free_ char *qlog = NULL;
 		read_file_small(vm->p_qemu_log, 4096, &qlog, NULL);
 		if (qlog) {

@@ -53,6 +53,24 @@ def test_validate_ok():
         assert json.loads(builder("validate", d, "--json").stdout)["ok"] is True
 
 
+@pytest.mark.parametrize("venv,ok", [("/root/.venv", True), ("/root/envs/py", True),
+                                     ("/opt/venv", False), ("/root/../etc", False),
+                                     ("relative", False)])
+def test_venv_must_live_under_root(tmp_path, venv, ok):
+    # the seed copies the venv into each VM's /root: anywhere else it would not be there
+    d = tmp_path / "cfg"
+    shutil.copytree(os.path.join(FIXTURES, "valid"), d)
+    env = (d / "environment.toml").read_text().replace("[environment]\n",
+                                                       f'[environment]\nvenv = "{venv}"\n', 1)
+    (d / "environment.toml").write_text(env)
+    j = json.loads(builder("validate", str(d), "--json").stdout)
+    if ok:
+        assert j["ok"] is True, j
+    else:
+        assert [(e["code"], e["line"]) for e in j["errors"]] == [("E017", 2)], j
+        assert "environment.venv" in j["errors"][0]["message"], j
+
+
 def test_plan_is_stable(tmp_path):
     d = os.path.join(FIXTURES, "valid")
     cache = tmp_path / "empty-cache"

@@ -39,6 +39,7 @@ static const struct col c_exec[] = {
 	{ "exit_code", COL_INT, 0, 255, NULL },
 	{ "signal", COL_INT, 0, 255, NULL },
 	{ BOOL("timed_out") },
+	{ BOOL("oom_killed") },
 	{ NUM("duration_ms") },
 	{ NUM("cpu_user_ms") },
 	{ NUM("cpu_sys_ms") },

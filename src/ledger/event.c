@@ -314,6 +314,7 @@ static void exec_fill(struct builder *b, const struct ledger_exec *ev)
 	b_int(b, "exit_code", ev->exit_code);
 	b_int(b, "signal", ev->signal);
 	b_bool(b, "timed_out", ev->timed_out);
+	b_bool(b, "oom_killed", ev->oom_killed);
 	b_int(b, "duration_ms", ev->duration_ms);
 	b_int(b, "cpu_user_ms", ev->cpu_user_ms);
 	b_int(b, "cpu_sys_ms", ev->cpu_sys_ms);

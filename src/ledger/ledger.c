@@ -414,10 +414,19 @@ static int apply_schema(sqlite3 *db)
 		return -EPROTONOSUPPORT;
 	if (v == LEDGER_SCHEMA_VERSION)
 		return 0;
-	if (v == 1) { /* version 2: the index that completes an exec row, model_call.ttfb_ms */
-		r = exec_sql(db, "BEGIN IMMEDIATE; CREATE UNIQUE INDEX IF NOT EXISTS "
-				 "exec_by_exec_id ON exec (exec_id); ALTER TABLE model_call ADD "
-				 "COLUMN ttfb_ms INTEGER; PRAGMA user_version = 2; COMMIT");
+	if (v == 1 || v == 2) {
+		/* version 2: the index that completes an exec row, model_call.ttfb_ms; version 3:
+		 * exec.oom_killed */
+		r = exec_sql(db, "BEGIN IMMEDIATE");
+		if (r == 0 && v == 1)
+			r = exec_sql(
+				db, "CREATE UNIQUE INDEX IF NOT EXISTS exec_by_exec_id ON exec "
+				    "(exec_id); ALTER TABLE model_call ADD COLUMN ttfb_ms INTEGER");
+		if (r == 0)
+			r = exec_sql(
+				db, "ALTER TABLE exec ADD COLUMN oom_killed INTEGER NOT NULL "
+				    "DEFAULT 0 CHECK (oom_killed IN (0, 1)); PRAGMA user_version = "
+				    "3; COMMIT");
 		if (r < 0)
 			exec_sql(db, "ROLLBACK");
 		return r;

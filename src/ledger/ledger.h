@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 #define LEDGER_QUEUE_MAX 8192u	       /* events waiting for the writer */
 #define LEDGER_QUEUE_BYTES (32u << 20) /* their size */
 #define LEDGER_BATCH_MAX 256u	       /* events per transaction */
@@ -64,6 +64,7 @@ struct ledger_exec {
 	int64_t exit_code; /* exited normally with this status */
 	int64_t signal;	   /* killed by this signal number; also set with timed_out */
 	int timed_out;	   /* killed by the agent at the exec's timeout */
+	int oom_killed;	   /* the guest's OOM killer killed a process of this exec */
 	int64_t duration_ms, cpu_user_ms, cpu_sys_ms, maxrss_kb;
 	int64_t stdin_bytes, stdout_bytes, stderr_bytes;
 	const char *error; /* why there is no exit status */

@@ -693,6 +693,8 @@ static void sum_exec(struct sb *b, const json_t *ev)
 		sb_printf(b, "running");
 	else
 		sb_printf(b, "no exit");
+	if (json_is_true(json_object_get(ev, "oom_killed")))
+		sb_printf(b, " (OOM kill)");
 	sb_ms(b, ev);
 	sb_printf(b, "  ");
 	json_t *argv = json_object_get(ev, "argv");

@@ -36,6 +36,7 @@ CREATE TABLE exec (
 	exit_code INTEGER,
 	signal INTEGER,
 	timed_out INTEGER NOT NULL DEFAULT 0 CHECK (timed_out IN (0, 1)),
+	oom_killed INTEGER NOT NULL DEFAULT 0 CHECK (oom_killed IN (0, 1)),
 	duration_ms INTEGER,
 	cpu_user_ms INTEGER,
 	cpu_sys_ms INTEGER,

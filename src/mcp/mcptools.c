@@ -717,6 +717,8 @@ static json_t *exec_result(const struct exec_run *er, const char *vm)
 		return NULL;
 	if (er->exit.kind == PROTO_EXIT_SIGNAL)
 		json_object_set_new(o, "signal", json_integer(er->exit.code));
+	if (er->exit.flags & PROTO_EXIT_OOM)
+		json_object_set_new(o, "oom_killed", json_true());
 	if (er->out_total > buf_len(&er->out)) {
 		json_object_set_new(o, "stdout_truncated", json_true());
 		json_object_set_new(o, "stdout_bytes", json_integer((json_int_t)er->out_total));
@@ -738,8 +740,13 @@ static json_t *exec_result(const struct exec_run *er, const char *vm)
 			     "killed)\n",
 			     status, er->timeout_ms / 1000.0);
 	else if (er->exit.kind == PROTO_EXIT_SIGNAL)
-		n = snprintf(head, sizeof(head), "exit_code: %d (killed by signal %d)\n", status,
-			     (int)er->exit.code);
+		n = snprintf(head, sizeof(head), "exit_code: %d (killed by signal %d%s)\n", status,
+			     (int)er->exit.code,
+			     er->exit.flags & PROTO_EXIT_OOM ? ", the VM's OOM killer" : "");
+	else if (er->exit.flags & PROTO_EXIT_OOM)
+		n = snprintf(head, sizeof(head),
+			     "exit_code: %d (the VM's OOM killer killed one of its processes)\n",
+			     status);
 	else
 		n = snprintf(head, sizeof(head), "exit_code: %d\n", status);
 	json_t *text = NULL;

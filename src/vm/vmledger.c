@@ -189,6 +189,7 @@ static void exec_tap_end(void *userdata, const struct exectrack_info *t)
 			ev.signal = t->exit.code;
 			ev.timed_out = t->exit.kind == PROTO_EXIT_TIMEOUT;
 		}
+		ev.oom_killed = (t->exit.flags & PROTO_EXIT_OOM) != 0;
 		ev.duration_ms = (int64_t)(t->exit.wall_us / 1000);
 		ev.cpu_user_ms = (int64_t)(t->exit.utime_us / 1000);
 		ev.cpu_sys_ms = (int64_t)(t->exit.stime_us / 1000);

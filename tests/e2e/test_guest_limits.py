@@ -14,6 +14,7 @@ measured times are printed (pytest -s) for the record.
 """
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import threading
@@ -39,7 +40,18 @@ MKFS = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
 def boot(tmp_path_factory, *extra):
     need_image()
     d = tmp_path_factory.mktemp("limits")
-    return VM(d / "vm", "--cpus", "2", "--memory", MEM, *extra)
+    v = VM(d / "vm", "--cpus", "2", "--memory", MEM, "--ledger", str(d / "ledger.db"), *extra)
+    v.ledger = d / "ledger.db"
+    return v
+
+
+def oom_rows(vm):
+    """The ledger's exec rows flagged oom_killed (the writer commits in the background)."""
+    db = sqlite3.connect(f"file:{vm.ledger}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT argv FROM exec WHERE oom_killed = 1").fetchall()
+    finally:
+        db.close()
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +302,8 @@ def test_memory_hog_is_oom_killed_in_the_workload_and_reported(vm):
     assert field(vm, WL + "/memory.events", "oom_kill") > 0
     r2, flags2, _ = run(vm, ["echo", "ok"])
     assert r2.stdout == b"ok\n" and flags2 == 0, r2
+    # the host's ledger says so too (EXIT's flag, recorded by capsem-vm)
+    wait_for(lambda: any(HOG in row[0] for row in oom_rows(vm)), 60, "the OOM row")
     print(f"\nmemory hog OOM-killed after {took:.1f} s")
 
 

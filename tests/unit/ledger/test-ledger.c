@@ -370,6 +370,47 @@ static void test_bad_files(void **state)
 	assert_int_equal(ledger_query(path, &q, &j), -EPROTONOSUPPORT);
 }
 
+/* A version 2 ledger (before exec.oom_killed) is upgraded in place by the next writer; its rows
+ * keep their values and read oom_killed 0. */
+static void test_upgrade_from_v2(void **state)
+{
+	const char *path = db_path("upgrade-1");
+	struct ledger *l = NULL;
+	struct ledger_exec ex = LEDGER_EXEC_INIT;
+	sqlite3 *db;
+	assert_int_equal(ledger_open(path, &l), 0);
+	ex.ts = 1;
+	ex.exec_id = "old";
+	ex.exit_code = 3;
+	assert_int_equal(ledger_exec(l, &ex), 0);
+	ledger_close(l);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "ALTER TABLE exec DROP COLUMN oom_killed; "
+				      "PRAGMA user_version = 2",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(ledger_open(path, &l), 0);
+	ex.exec_id = "new";
+	ex.oom_killed = 1;
+	assert_int_equal(ledger_exec(l, &ex), 0);
+	ledger_close(l);
+	json_t *ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
+	assert_int_equal(json_array_size(ev), 2);
+	assert_int_equal(jint(json_array_get(ev, 0), "exit_code"), 3);
+	assert_true(json_is_false(json_object_get(json_array_get(ev, 0), "oom_killed")));
+	assert_true(json_is_true(json_object_get(json_array_get(ev, 1), "oom_killed")));
+	json_decref(ev);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), LEDGER_SCHEMA_VERSION);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
 /* ---- batching, overflow, flush, close ---- */
 
 static void test_batching(void **state)
@@ -756,6 +797,7 @@ static void test_exec_completion(void **state)
 	end.pid = 7;
 	end.exit_code = 0;
 	end.stdout_bytes = 12;
+	end.oom_killed = 1;
 	assert_int_equal(ledger_exec(l, &end), 0);
 	ledger_close(l);
 	ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
@@ -768,6 +810,7 @@ static void test_exec_completion(void **state)
 	assert_int_equal(jint(e, "exit_code"), 0);
 	assert_int_equal(jint(e, "pid"), 7);
 	assert_int_equal(jint(e, "stdout_bytes"), 12);
+	assert_true(json_is_true(json_object_get(e, "oom_killed")));
 	assert_string_equal(jstr(e, "via"), "api"); /* kept from the start */
 	assert_string_equal(jstr(e, "cwd"), "/tmp");
 	assert_true(json_is_true(json_object_get(e, "shell")));
@@ -949,6 +992,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_c_api_caps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exec_completion, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
 		cmocka_unit_test(test_summary),
 	};

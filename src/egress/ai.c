@@ -9,7 +9,8 @@
  *     event name without parsing);
  *   - a Gemini JSON-array stream ("[{...}\r\n,{...}]") is split into its elements by a depth
  *     tracking splitter, each element parsed on its own;
- *   - any other JSON response is accumulated (up to AI_MAX_JSON) and parsed at the end.
+ *   - any other JSON response is accumulated (up to AI_MAX_JSON) and parsed at the end;
+ *   - the messages of a WebSocket (aiws.c) come whole, one event each.
  * Each parsed value goes to the provider's interpreter, which updates the event being built:
  * model, ids, raw usage counters ("last value reported wins", as providers send running totals),
  * tool calls, stop reason, errors. ai_call_finish() normalises the counters (ai.h) and prices
@@ -58,7 +59,7 @@ struct jarray {
 	struct buf elem;
 };
 
-enum body_mode { BODY_UNSET, BODY_SSE, BODY_JSON, BODY_ARRAY, BODY_IGNORE };
+enum body_mode { BODY_UNSET, BODY_SSE, BODY_JSON, BODY_ARRAY, BODY_MESSAGES, BODY_IGNORE };
 
 /* Raw counters as the provider named them (normalised in finish). */
 struct raw_usage {
@@ -937,10 +938,32 @@ void ai_call_response_body(struct ai_call *c, const void *data, size_t n)
 	case BODY_ARRAY:
 		ja_feed(c, p, n);
 		break;
+	case BODY_MESSAGES: /* a call fed messages takes no body */
 	case BODY_UNSET:
 	case BODY_IGNORE:
 		break;
 	}
+}
+
+void ai_call_response_message(struct ai_call *c, const void *p, size_t n, bool truncated)
+{
+	if (!c || c->finished)
+		return;
+	if (!c->started)
+		ai_call_response_start(c, 101, NULL);
+	if (c->mode == BODY_UNSET)
+		c->mode = BODY_MESSAGES;
+	if (c->mode != BODY_MESSAGES)
+		return;
+	if (truncated)
+		c->ev.truncated = true;
+	else
+		interpret_text(c, p, n, false);
+}
+
+bool ai_call_ended(const struct ai_call *c)
+{
+	return c && (c->ev.complete || c->ev.error[0]);
 }
 
 int ai_call_finish(struct ai_call *c, const struct pricing *pricing, struct ai_event *ret)
@@ -965,12 +988,13 @@ int ai_call_finish(struct ai_call *c, const struct pricing *pricing, struct ai_e
 		else
 			c->ev.complete = false; /* the stream was cut short */
 		break;
+	case BODY_MESSAGES:
 	case BODY_UNSET:
 	case BODY_IGNORE:
 		break;
 	}
 	struct ai_event *ev = &c->ev;
-	ev->streamed = c->mode == BODY_SSE || c->mode == BODY_ARRAY;
+	ev->streamed = c->mode == BODY_SSE || c->mode == BODY_ARRAY || c->mode == BODY_MESSAGES;
 
 	copy_text(ev->request_model, sizeof(ev->request_model),
 		  c->rq.model[0] ? c->rq.model : c->path_model);

@@ -110,6 +110,12 @@ void ai_call_request_body(struct ai_call *c, const void *p, size_t n);
 void ai_call_response_start(struct ai_call *c, int status, const char *content_type);
 /* Response body bytes (decoded: no chunked framing, no content encoding), in order. */
 void ai_call_response_body(struct ai_call *c, const void *p, size_t n);
+/* One whole event of a response carried as messages (a WebSocket's text messages, aiws.c),
+ * instead of a body: the call's status is 101 unless ai_call_response_start said otherwise.
+ * truncated: the message was over the cap and is not given. */
+void ai_call_response_message(struct ai_call *c, const void *p, size_t n, bool truncated);
+/* true once the response reported its end (complete, or an error): nothing more will come. */
+bool ai_call_ended(const struct ai_call *c);
 /* End of the call (whole response seen, or the connection ended early): fill *ret. pricing may
  * be NULL (cost unknown). May be called once. 0, or -EINVAL. */
 int ai_call_finish(struct ai_call *c, const struct pricing *pricing, struct ai_event *ret);

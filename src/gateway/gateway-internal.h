@@ -24,6 +24,7 @@
 #include "jsonrpc.h"
 #include "macro.h"
 #include "policy.h"
+#include "unixlisten.h"
 
 #define GW_PROTOCOL_VERSION "2025-06-18"
 #define GW_CODE_BLOCKED (-32001)
@@ -128,9 +129,7 @@ struct gateway {
 	char *conf_dir; /* the config file's directory: stdio servers' default cwd */
 	struct gwconf *conf;
 	struct policy *policy;
-	int lfd;
-	uv_poll_t listen;
-	bool listening;
+	struct unix_listener listen; /* the sessions' socket */
 	struct gw_server *servers;
 	size_t n_servers;
 	struct gw_session *sessions;

@@ -43,7 +43,7 @@
 #include "parse.h"
 #include "policy.h"
 #include "strv.h"
-#include "unixsock.h"
+#include "unixlisten.h"
 
 uint64_t gw_now_ms(void)
 {
@@ -87,9 +87,9 @@ void gw_unref(struct gateway *g)
 		gw_free(g);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_listener_closed(struct unix_listener *l)
 {
-	gw_unref(h->data);
+	gw_unref(l->userdata);
 }
 
 /* ---- policy ---- */
@@ -473,40 +473,36 @@ static void on_session_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	free(buf->base);
 }
 
-static void on_listen(uv_poll_t *h, int status, int events)
+/* A new session (at most 16 are accepted per readiness notice: see gateway_start). */
+static void on_accept(struct unix_listener *l, int fd)
 {
-	struct gateway *g = h->data;
-	for (int i = 0; i < 16; i++) {
-		int fd = accept4(g->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0)
-			return;
-		if (g->n_sessions >= GW_MAX_SESSIONS) {
-			log_debug("gateway: more than %u sessions: refused", GW_MAX_SESSIONS);
-			safe_close(fd);
-			continue;
-		}
-		struct gw_session *s = calloc(1, sizeof(*s));
-		if (!s || uv_pipe_init(g->cfg.loop, &s->pipe, 0) < 0) {
-			free(s);
-			safe_close(fd);
-			continue;
-		}
-		s->g = g;
-		s->id = ++g->next_session;
-		s->pipe.data = s;
-		g->refs++;
-		jsonrpc_reader_init(&s->rd, JSONRPC_MAX_MESSAGE);
-		s->next = g->sessions;
-		if (g->sessions)
-			g->sessions->prev = s;
-		g->sessions = s;
-		g->n_sessions++;
-		g->stats.sessions++;
-		if (uv_pipe_open(&s->pipe, fd) < 0 ||
-		    uv_read_start((uv_stream_t *)&s->pipe, on_session_alloc, on_session_read) < 0) {
-			safe_close(fd);
-			session_close(s);
-		}
+	struct gateway *g = l->userdata;
+	if (g->n_sessions >= GW_MAX_SESSIONS) {
+		log_debug("gateway: more than %u sessions: refused", GW_MAX_SESSIONS);
+		safe_close(fd);
+		return;
+	}
+	struct gw_session *s = calloc(1, sizeof(*s));
+	if (!s || uv_pipe_init(g->cfg.loop, &s->pipe, 0) < 0) {
+		free(s);
+		safe_close(fd);
+		return;
+	}
+	s->g = g;
+	s->id = ++g->next_session;
+	s->pipe.data = s;
+	g->refs++;
+	jsonrpc_reader_init(&s->rd, JSONRPC_MAX_MESSAGE);
+	s->next = g->sessions;
+	if (g->sessions)
+		g->sessions->prev = s;
+	g->sessions = s;
+	g->n_sessions++;
+	g->stats.sessions++;
+	if (uv_pipe_open(&s->pipe, fd) < 0 ||
+	    uv_read_start((uv_stream_t *)&s->pipe, on_session_alloc, on_session_read) < 0) {
+		safe_close(fd);
+		session_close(s);
 	}
 }
 
@@ -538,7 +534,6 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 		return -ENOMEM;
 	g->cfg = *cfg;
 	g->refs = 1;
-	g->lfd = -1;
 	g->benv.workspace_fd = -1;
 	g->benv.stop = &g->stop;
 	g->socket_path = strdup(cfg->socket_path);
@@ -583,17 +578,13 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 		r = -ENOMEM;
 		goto fail;
 	}
-	g->lfd = unix_listen(g->socket_path, 64);
-	if (g->lfd < 0) {
-		r = g->lfd;
+	g->listen.userdata = g;
+	r = unix_listener_open(&g->listen, cfg->loop, g->socket_path, 64, 16, on_accept);
+	if (r < 0) {
 		fail(err, errlen, r, "cannot listen on %s: %s", g->socket_path, strerror(-r));
 		goto fail_quiet;
 	}
-	uv_poll_init(cfg->loop, &g->listen, g->lfd);
-	g->listen.data = g;
 	g->refs++;
-	g->listening = true;
-	uv_poll_start(&g->listen, UV_READABLE, on_listen);
 	for (size_t i = 0; i < g->conf->n_servers; i++) {
 		struct gw_server *srv = &g->servers[i];
 		srv->g = g;
@@ -611,8 +602,6 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 fail:
 	fail(err, errlen, r, "%s", strerror(-r));
 fail_quiet:
-	safe_close(g->lfd);
-	g->lfd = -1;
 	gw_free(g);
 	return r;
 }
@@ -631,13 +620,8 @@ void gateway_stop(struct gateway *g)
 		return;
 	g->stopping = true;
 	atomic_store(&g->stop, 1); /* worker jobs: abandon their transfers */
-	if (g->listening) {
-		uv_poll_stop(&g->listen);
-		uv_close((uv_handle_t *)&g->listen, on_handle_closed);
-		g->listening = false;
-	}
-	safe_close(g->lfd);
-	g->lfd = -1;
+	if (g->listen.open)
+		unix_listener_close(&g->listen, on_listener_closed);
 	(void)unlink(g->socket_path);
 	while (g->sessions)
 		session_close(g->sessions);

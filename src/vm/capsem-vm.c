@@ -49,7 +49,7 @@
 #include "qemu.h"
 #include "serial.h"
 #include "strv.h"
-#include "unixsock.h"
+#include "unixlisten.h"
 #include "vmledger.h"
 #include "vmlimits.h"
 #include "vsock.h"
@@ -85,75 +85,6 @@ static void vm_fail(struct vm *vm, const char *fmt, ...)
 	vm_stop(vm, "error");
 }
 
-/* ---- watches ---- */
-
-static void watch_on_close(uv_handle_t *h)
-{
-	struct watch *w = h->data;
-	safe_close(w->fd);
-	buf_done(&w->in, 0);
-	free(w);
-}
-
-void watch_close(struct watch **wp)
-{
-	struct watch *w = *wp;
-	if (!w)
-		return;
-	*wp = NULL;
-	uv_poll_stop(&w->h);
-	uv_close((uv_handle_t *)&w->h, watch_on_close);
-}
-
-static void watch_dispatch(uv_poll_t *h, int status, int events)
-{
-	struct watch *w = h->data;
-	w->cb(w, status < 0 ? UV_DISCONNECT | UV_READABLE : events);
-}
-
-struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
-			void (*cb)(struct watch *, int))
-{
-	struct watch *w = calloc(1, sizeof(*w));
-	if (!w) {
-		safe_close(fd);
-		return NULL;
-	}
-	w->fd = fd;
-	w->vm = vm;
-	w->cb = cb;
-	buf_init(&w->in, in_cap);
-	if (uv_poll_init(vm->loop, &w->h, fd) < 0) {
-		safe_close(fd);
-		free(w);
-		return NULL;
-	}
-	w->h.data = w;
-	uv_poll_start(&w->h, events, watch_dispatch);
-	return w;
-}
-
-/* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
-int watch_fill(struct watch *w)
-{
-	size_t want = MIN(buf_room(&w->in), (size_t)16384);
-	uint8_t *p = want ? buf_reserve(&w->in, want) : NULL;
-	if (!p)
-		return -ENOBUFS;
-	ssize_t k = read(w->fd, p, want);
-	if (k < 0)
-		return errno == EAGAIN || errno == EINTR ? -EAGAIN : negative_errno();
-	buf_commit(&w->in, (size_t)k);
-	return k > 0;
-}
-
-/* Accept one connection from a listening watch; returns the fd or -errno. */
-int watch_accept(struct watch *w)
-{
-	int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	return fd < 0 ? negative_errno() : fd;
-}
-
 /* ---- serial console ---- */
 
 static void on_serial(struct watch *w, int events)
@@ -172,24 +103,22 @@ static void on_serial(struct watch *w, int events)
 	}
 }
 
-/* Accept a connection on a listener that serves exactly one peer (QEMU's serial and QMP
- * chardevs, the guest agent): a second one while *slot is taken is closed at once. */
-static void accept_single(struct watch *w, struct watch **slot, size_t in_cap,
+/* A connection on a listener that serves exactly one peer (QEMU's serial and QMP chardevs, the
+ * guest agent): a second one while *slot is taken is closed at once. */
+static void accept_single(struct vm *vm, int fd, struct watch **slot, size_t in_cap,
 			  void (*cb)(struct watch *, int))
 {
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
 	if (*slot) {
 		safe_close(fd);
 		return;
 	}
-	*slot = watch_new(w->vm, fd, UV_READABLE, in_cap, cb);
+	*slot = watch_new(vm, fd, UV_READABLE, in_cap, cb);
 }
 
-static void on_serial_listen(struct watch *w, int events)
+static void on_serial_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_serial, 0, on_serial);
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_serial, 0, on_serial);
 }
 
 /* ---- QMP: connected by QEMU; used to ask QEMU to quit when the guest will not power off ---- */
@@ -208,9 +137,10 @@ static void on_qmp(struct watch *w, int events)
 	}
 }
 
-static void on_qmp_listen(struct watch *w, int events)
+static void on_qmp_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_qmp, 0, on_qmp);
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_qmp, 0, on_qmp);
 }
 
 static int qmp_quit(struct vm *vm)
@@ -348,9 +278,11 @@ static void on_ctl(struct watch *w, int events)
 		vm_fail(vm, "the guest agent closed its control connection before saying hello");
 }
 
-static void on_ctl_listen(struct watch *w, int events)
+static void on_ctl_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl); /* one agent */
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD,
+		      on_ctl); /* one agent */
 }
 
 /* ---- lifecycle ---- */
@@ -388,11 +320,11 @@ static void vm_finish(struct vm *vm)
 	if (vm->state == VM_DONE)
 		return;
 	vm->state = VM_DONE;
-	watch_close(&vm->w_serial_l);
+	unix_listener_close(&vm->serial_l, NULL);
 	watch_close(&vm->w_serial);
-	watch_close(&vm->w_qmp_l);
+	unix_listener_close(&vm->qmp_l, NULL);
 	watch_close(&vm->w_qmp);
-	watch_close(&vm->w_ctl_l);
+	unix_listener_close(&vm->ctl_l, NULL);
 	watch_close(&vm->w_ctl);
 	watch_close(&vm->w_qemu);
 	close_handle((uv_handle_t *)&vm->boot_timer);
@@ -532,7 +464,7 @@ static int check_readable(const char *what, const char *path)
 
 static int vm_start(struct vm *vm)
 {
-	int r, fd;
+	int r;
 	_cleanup_strv_free_ char **argv = NULL;
 
 	r = mkdir_p(vm->o.vmdir, 0700);
@@ -570,20 +502,20 @@ static int vm_start(struct vm *vm)
 
 	struct {
 		const char *path;
-		struct watch **w;
-		void (*cb)(struct watch *, int);
+		struct unix_listener *l;
+		unix_listener_accept_cb cb;
 	} listeners[] = {
-		{ "serial.sock", &vm->w_serial_l, on_serial_listen },
-		{ "qmp.sock", &vm->w_qmp_l, on_qmp_listen },
-		{ "vsock_5000", &vm->w_ctl_l, on_ctl_listen },
+		{ "serial.sock", &vm->serial_l, on_serial_listen },
+		{ "qmp.sock", &vm->qmp_l, on_qmp_listen },
+		{ "vsock_5000", &vm->ctl_l, on_ctl_listen },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(listeners); i++) {
-		fd = unix_listen(listeners[i].path, 8);
-		if (fd < 0)
-			return log_error_errno(fd, "cannot listen on %s", listeners[i].path);
-		*listeners[i].w = watch_new(vm, fd, UV_READABLE, 0, listeners[i].cb);
-		if (!*listeners[i].w)
-			return log_oom();
+		/* one connection per readiness notice: each serves a single peer */
+		listeners[i].l->userdata = vm;
+		r = unix_listener_open(listeners[i].l, vm->loop, listeners[i].path, 8, 1,
+				       listeners[i].cb);
+		if (r < 0)
+			return log_error_errno(r, "cannot listen on %s", listeners[i].path);
 	}
 
 	if (vm->o.ledger) {

@@ -1,6 +1,7 @@
 /* capsem-vm.h - what capsem-vm's files share: the supervisor's state (struct vm), its watched
- * file descriptors, and the control side's entry points (vmcontrol.c). Not a library header:
- * only src/vm/capsem-vm.c and src/vm/vmcontrol.c include it. Loop thread only.
+ * file descriptors (watch.c), and the control side's entry points (vmcontrol.c). Not a library
+ * header: only capsem-vm's own files (and tests/unit/vm/test-vmcontrol.c) include it. Loop
+ * thread only.
  */
 #pragma once
 
@@ -13,6 +14,7 @@
 #include "buf.h"
 #include "qemu.h"
 #include "serial.h"
+#include "unixlisten.h"
 
 #define SERIAL_LOG_CAP (4u << 20)
 #define STOP_GRACE_MS 8000
@@ -68,7 +70,8 @@ struct vm {
 	char *p_vhost, *p_vsock, *p_ctl, *p_serial, *p_qmp, *p_serial_log, *p_qemu_log;
 	struct vsock_backend *vsock;
 	struct serial_log serial;
-	struct watch *w_ipc, *w_serial_l, *w_serial, *w_qmp_l, *w_qmp, *w_ctl_l, *w_ctl, *w_qemu;
+	struct watch *w_ipc, *w_serial, *w_qmp, *w_ctl, *w_qemu;
+	struct unix_listener serial_l, qmp_l, ctl_l; /* QEMU's chardevs, the agent (vsock 5000) */
 	uv_timer_t boot_timer, stop_timer;
 	uv_signal_t sig[3];
 	pid_t qemu_pid;
@@ -81,7 +84,7 @@ struct vm {
 	char *vsock_error; /* a vsock backend failure, judged after a grace period */
 	uv_timer_t vsock_timer;
 	int exit_code;
-	struct watch *w_control_l;
+	struct unix_listener control_l; /* --control */
 	struct watch *w_control[CONTROL_MAX_CLIENTS];
 	char *control_path; /* the name we bound (relative to the VM directory, or absolute) */
 	char *state_line;   /* the line a new control client gets first: ready or error event */
@@ -97,6 +100,9 @@ struct vm {
 /* Stop the VM (SHUTDOWN to the agent, QMP quit, SIGKILL: each after a grace period); why is
  * reported in the stopped event. Safe to call again. */
 void vm_stop(struct vm *vm, const char *why);
+
+/* ---- watch.c ---- */
+
 /* Watch fd (owned from here on, closed on failure) for events; cb runs on each. in_cap: the
  * size of w->in (0: none). NULL on failure. */
 struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
@@ -105,8 +111,6 @@ struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
 void watch_close(struct watch **wp);
 /* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
 int watch_fill(struct watch *w);
-/* Accept one connection from a listening watch; returns the fd or -errno. */
-int watch_accept(struct watch *w);
 
 /* ---- vmcontrol.c ---- */
 

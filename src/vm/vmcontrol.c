@@ -31,7 +31,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "macro.h"
-#include "unixsock.h"
+#include "unixlisten.h"
 
 /* ---- events to the parent and the control clients ---- */
 
@@ -184,13 +184,10 @@ static void on_control(struct watch *w, int events)
 	watch_close(wp);
 }
 
-static void on_control_listen(struct watch *w, int events)
+static void on_control_listen(struct unix_listener *l, int fd)
 {
-	struct vm *vm = w->vm;
+	struct vm *vm = l->userdata;
 	static const char booting[] = "{\"event\":\"booting\"}\n";
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
 	struct watch **wp = control_slot(vm, NULL);
 	if (!wp || vm->state == VM_DONE) {
 		log_warn("too many control clients: refusing one");
@@ -221,29 +218,22 @@ int vm_control_open(struct vm *vm)
 	vm->control_path = strdup(p);
 	if (!vm->control_path)
 		return log_oom();
-	int fd;
+	int r;
+	vm->control_l.userdata = vm;
 	if (vm->o.control_fd >= 0) {
 		/* socket activation: our parent bound and listens on it (fd --control-fd) */
-		int acc = 0;
-		socklen_t al = sizeof(acc);
-		fd = vm->o.control_fd;
+		int fd = vm->o.control_fd;
 		vm->o.control_fd = -1;
-		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc ||
-		    fd_set_cloexec(fd, 1) < 0 || fd_set_nonblock(fd, 1) < 0) {
-			safe_close(fd);
-			fd = -ENOTSOCK;
-		}
+		r = unix_listener_adopt(&vm->control_l, vm->loop, fd, 1, on_control_listen);
 	} else {
-		fd = unix_listen(vm->control_path, 16);
+		r = unix_listener_open(&vm->control_l, vm->loop, vm->control_path, 16, 1,
+				       on_control_listen);
 	}
-	if (fd < 0) {
+	if (r < 0) {
 		free(vm->control_path);
 		vm->control_path = NULL;
-		return log_error_errno(fd, "cannot listen on --control %s", vm->o.control);
+		return log_error_errno(r, "cannot listen on --control %s", vm->o.control);
 	}
-	vm->w_control_l = watch_new(vm, fd, UV_READABLE, 0, on_control_listen);
-	if (!vm->w_control_l)
-		return log_oom();
 	return 0;
 }
 
@@ -251,7 +241,7 @@ void vm_control_close(struct vm *vm)
 {
 	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
 		watch_close(&vm->w_control[i]);
-	watch_close(&vm->w_control_l);
+	unix_listener_close(&vm->control_l, NULL);
 	if (vm->control_path) {
 		unlink(vm->control_path);
 		free(vm->control_path);

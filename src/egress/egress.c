@@ -35,7 +35,7 @@
 #include "policy.h"
 #include "pricing.h"
 #include "tls.h"
-#include "unixsock.h"
+#include "unixlisten.h"
 
 #define DNS_QUERY_MAX 4096u /* a query is at most this long (real ones are < 300 bytes) */
 #define DNS_CONNS_MAX 8	    /* guest DNS streams at once */
@@ -58,9 +58,7 @@ struct egress {
 	struct cred_store *creds;
 	struct pricing *pricing;
 	struct proxy *proxy;
-	uv_poll_t proxy_listen, dns_listen;
-	int proxy_fd, dns_fd;
-	bool proxy_listening, dns_listening;
+	struct unix_listener proxy_listen, dns_listen;
 	struct dns_conn *dns[DNS_CONNS_MAX];
 	char **guest_env;
 	struct egress_stats stats;
@@ -232,40 +230,31 @@ static void dns_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 }
 
-static int accept_fd(int lfd)
+static void on_dns_accept(struct unix_listener *l, int fd)
 {
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	return fd < 0 ? -errno : fd;
-}
-
-static void on_dns_listen(uv_poll_t *h, int status, int events)
-{
-	struct egress *e = h->data;
-	int fd;
-	while ((fd = accept_fd(e->dns_fd)) >= 0) {
-		size_t slot = DNS_CONNS_MAX;
-		for (size_t i = 0; i < DNS_CONNS_MAX; i++)
-			if (!e->dns[i]) {
-				slot = i;
-				break;
-			}
-		struct dns_conn *d = slot < DNS_CONNS_MAX ? calloc(1, sizeof(*d)) : NULL;
-		if (!d || uv_pipe_init(e->cfg.loop, &d->h, 0) < 0) {
-			free(d);
-			close(fd);
-			continue;
+	struct egress *e = l->userdata;
+	size_t slot = DNS_CONNS_MAX;
+	for (size_t i = 0; i < DNS_CONNS_MAX; i++)
+		if (!e->dns[i]) {
+			slot = i;
+			break;
 		}
-		d->e = e;
-		d->h.data = d;
-		d->open = true;
-		buf_init(&d->in, 2 + DNS_QUERY_MAX);
-		e->handles++;
-		e->dns[slot] = d;
-		if (uv_pipe_open(&d->h, fd) < 0 ||
-		    uv_read_start((uv_stream_t *)&d->h, dns_alloc, dns_on_read) < 0) {
-			close(fd);
-			dns_conn_close(d);
-		}
+	struct dns_conn *d = slot < DNS_CONNS_MAX ? calloc(1, sizeof(*d)) : NULL;
+	if (!d || uv_pipe_init(e->cfg.loop, &d->h, 0) < 0) {
+		free(d);
+		close(fd);
+		return;
+	}
+	d->e = e;
+	d->h.data = d;
+	d->open = true;
+	buf_init(&d->in, 2 + DNS_QUERY_MAX);
+	e->handles++;
+	e->dns[slot] = d;
+	if (uv_pipe_open(&d->h, fd) < 0 ||
+	    uv_read_start((uv_stream_t *)&d->h, dns_alloc, dns_on_read) < 0) {
+		close(fd);
+		dns_conn_close(d);
 	}
 }
 
@@ -288,38 +277,31 @@ static void on_proxy_model(void *userdata, uint64_t net_id, const struct proxy_m
 		e->cfg.hooks.proxy.model(e->cfg.userdata, net_id, t, ev);
 }
 
-static void on_proxy_listen(uv_poll_t *h, int status, int events)
+static void on_proxy_accept(struct unix_listener *l, int fd)
 {
-	struct egress *e = h->data;
-	int fd;
-	while ((fd = accept_fd(e->proxy_fd)) >= 0) {
-		int r = proxy_accept(e->proxy, fd, NULL);
-		if (r < 0)
-			log_debug("proxy: refused a guest connection: %s", strerror(-r));
-	}
+	struct egress *e = l->userdata;
+	int r = proxy_accept(e->proxy, fd, NULL);
+	if (r < 0)
+		log_debug("proxy: refused a guest connection: %s", strerror(-r));
 }
 
-static void listen_closed(uv_handle_t *h)
+static void listen_closed(struct unix_listener *l)
 {
-	struct egress *e = h->data;
+	struct egress *e = l->userdata;
 	e->handles--;
 }
 
-static int listen_on(struct egress *e, const char *path, uv_poll_t *h, int *ret_fd, uv_poll_cb cb)
+/* Listen on path, accepting every waiting connection per readiness notice. */
+static int listen_on(struct egress *e, const char *path, struct unix_listener *l,
+		     unix_listener_accept_cb cb)
 {
 	(void)unlink(path);
-	int fd = unix_listen(path, 64);
-	if (fd < 0)
-		return fd;
-	int r = uv_poll_init(e->cfg.loop, h, fd);
-	if (r < 0) {
-		close(fd);
+	l->userdata = e;
+	int r = unix_listener_open(l, e->cfg.loop, path, 64, 0, cb);
+	if (r < 0)
 		return r;
-	}
-	h->data = e;
 	e->handles++;
-	*ret_fd = fd;
-	return uv_poll_start(h, UV_READABLE, cb);
+	return 0;
 }
 
 static int guest_env_build(struct egress *e)
@@ -335,7 +317,6 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
-	e->proxy_fd = e->dns_fd = -1;
 	int r = -ENOMEM;
 	e->corp_path = strdup(cfg->corp_policy ? cfg->corp_policy : POLICY_CORP_PATH);
 	if (asprintf(&e->user_path, "%s/%s", cfg->capsem_home, POLICY_USER_FILE) < 0)
@@ -391,12 +372,9 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 		snprintf(err, errlen, "cannot set up the proxy: %s", tls_error_string());
 		goto fail;
 	}
-	r = listen_on(e, cfg->proxy_socket, &e->proxy_listen, &e->proxy_fd, on_proxy_listen);
-	if (r >= 0) {
-		e->proxy_listening = true;
-		r = listen_on(e, cfg->dns_socket, &e->dns_listen, &e->dns_fd, on_dns_listen);
-		e->dns_listening = r >= 0;
-	}
+	r = listen_on(e, cfg->proxy_socket, &e->proxy_listen, on_proxy_accept);
+	if (r >= 0)
+		r = listen_on(e, cfg->dns_socket, &e->dns_listen, on_dns_accept);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot listen on %s / %s: %s", cfg->proxy_socket,
 			 cfg->dns_socket, strerror(-r));
@@ -414,16 +392,12 @@ void egress_stop(struct egress *e)
 	if (!e)
 		return;
 	e->stopping = true;
-	if (e->proxy_listening)
-		uv_close((uv_handle_t *)&e->proxy_listen, listen_closed);
-	if (e->dns_listening)
-		uv_close((uv_handle_t *)&e->dns_listen, listen_closed);
-	if (e->proxy_fd >= 0) {
-		close(e->proxy_fd);
+	if (e->proxy_listen.open) {
+		unix_listener_close(&e->proxy_listen, listen_closed);
 		(void)unlink(e->cfg.proxy_socket);
 	}
-	if (e->dns_fd >= 0) {
-		close(e->dns_fd);
+	if (e->dns_listen.open) {
+		unix_listener_close(&e->dns_listen, listen_closed);
 		(void)unlink(e->cfg.dns_socket);
 	}
 	for (size_t i = 0; i < DNS_CONNS_MAX; i++)

@@ -33,28 +33,28 @@
  *      (TLS, name, port); new ones resolve the name on libuv's thread pool (or use the
  *      policy's upstream override), connect with a timeout and verify the server's certificate
  *      against the system store (plus the policy's extra CA) for the name.
+ *      connect with a timeout and verify the server's certificate against the system store
+ *      (plus the policy's extra CA) for the name (upstream.c).
  *
  * Flow control: every side has a bounded plaintext input buffer; a side stops reading when its
  * buffer is full or when the side its bytes go to has more than HIGH_WATER bytes queued, and
- * resumes when that queue drains below LOW_WATER. Memory per connection is bounded.
+ * resumes when that queue drains below LOW_WATER. Memory per connection is bounded. The sides
+ * (sockets, TLS over memory BIOs, write queues) are side.c.
  *
  * Trust: the guest is hostile (preamble, TLS, HTTP: all parsed by capped, fuzzed code); upstream
  * servers are hostile too (responses are parsed with the same parser). Real API keys exist only
  * in the head written upstream. Thread: the libuv loop thread only.
  */
-#include "proxy.h"
+#include "proxy-internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
-#include <netdb.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,538 +70,6 @@
 #include "policy.h"
 #include "tls.h"
 
-#define IN_CAP (128u * 1024u)	   /* plaintext input per side (>= HTTP_MAX_HEAD) */
-#define READ_CHUNK (64u * 1024u)   /* one socket read */
-#define HIGH_WATER (1024u * 1024u) /* queued bytes at which the source stops reading */
-#define LOW_WATER (256u * 1024u)   /* and resumes */
-/* bytes held for an upstream still connecting: a writer stops at HIGH_WATER and writes at most
- * one input buffer (or one request head) past it */
-#define PENDING_CAP (HIGH_WATER + 2 * IN_CAP)
-#define SNIFF_MS 300		 /* wait for a client's first bytes before relaying */
-#define CONNECT_TIMEOUT_MS 15000 /* upstream name resolution + TCP + TLS */
-#define POOL_IDLE_MS 30000	 /* an idle upstream connection lives this long */
-#define POOL_PER_KEY 16		 /* idle connections per (tls, name, port) */
-#define POOL_MAX 256		 /* idle connections in all */
-#define MAX_CONNS 1024		 /* guest connections at once */
-#define PATH_LOG_MAX 1024	 /* path recorded in events */
-#define AI_ACCEPT_ENCODING "identity"
-
-/* ---- a side: one stream socket, optionally TLS through memory BIOs ---- */
-
-struct side;
-struct side_ops {
-	void (*data)(struct side *s);	   /* new plaintext in s->in, or s->eof became true */
-	void (*drain)(struct side *s);	   /* s->wq fell below LOW_WATER */
-	void (*handshake)(struct side *s); /* TLS handshake finished */
-	void (*error)(struct side *s, const char *why);
-	void (*closed)(struct side *s); /* the handle is closed: the owner may free */
-};
-
-struct side {
-	union {
-		uv_handle_t handle;
-		uv_stream_t stream;
-		uv_pipe_t pipe;
-		uv_tcp_t tcp;
-	} h;
-	const struct side_ops *ops;
-	void *owner;
-	SSL *ssl;
-	BIO *net_in, *net_out; /* ciphertext from / to the socket; owned by ssl */
-	struct buf in;	       /* plaintext received, not yet consumed */
-	size_t wq;	       /* bytes handed to uv_write and not yet written */
-	bool open;	       /* handle initialised and not closing */
-	bool handshaking;
-	bool reading;
-	bool want_read; /* owner's wish; reading happens when also possible */
-	bool eof;	/* no more plaintext will come */
-	bool shut;	/* our write side is shut down */
-	bool close_after_shut;
-	bool corked; /* TLS output waits in net_out for uncork() */
-};
-
-struct wreq {
-	uv_write_t req;
-	struct side *s;
-	size_t n;
-	char data[];
-};
-
-static char read_scratch[READ_CHUNK];
-
-static void side_pull(struct side *s, bool notify);
-static void side_update_reading(struct side *s);
-
-static void side_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-	struct side *s = h->data;
-	size_t n = sizeof(read_scratch);
-	if (!s->ssl && buf_room(&s->in) < n)
-		n = buf_room(&s->in);
-	*b = uv_buf_init(read_scratch, (unsigned)n);
-}
-
-static void side_fail(struct side *s, const char *why)
-{
-	if (s->open)
-		s->ops->error(s, why);
-}
-
-static void wreq_done(uv_write_t *req, int status)
-{
-	struct wreq *w = container_of(req, struct wreq, req);
-	struct side *s = w->s;
-	size_t before = s->wq;
-	s->wq -= w->n;
-	free(w);
-	if (!s->open)
-		return;
-	if (status < 0) {
-		side_fail(s, uv_strerror(status));
-		return;
-	}
-	if (before >= LOW_WATER && s->wq < LOW_WATER)
-		s->ops->drain(s);
-}
-
-static int side_send_raw(struct side *s, const void *p, size_t n)
-{
-	if (n == 0)
-		return 0;
-	/* Nothing queued: write now, without a request. Besides the copy this saves a system
-	 * call per write: libuv re-arms the fd's epoll registration when a queued write
-	 * completes (measured: one epoll_ctl per write under load). Errors and EAGAIN fall back
-	 * to the queue, which reports or finishes them. */
-	if (s->wq == 0) {
-		uv_buf_t now = uv_buf_init((char *)p, (unsigned)MIN(n, (size_t)UINT32_MAX));
-		int k = uv_try_write(&s->h.stream, &now, 1);
-		if (k > 0) {
-			p = (const char *)p + k;
-			n -= (size_t)k;
-			if (n == 0)
-				return 0;
-		}
-	}
-	struct wreq *w = malloc(sizeof(*w) + n);
-	if (!w)
-		return -ENOMEM;
-	memcpy(w->data, p, n);
-	w->s = s;
-	w->n = n;
-	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-	int r = uv_write(&w->req, &s->h.stream, &b, 1, wreq_done);
-	if (r < 0) {
-		free(w);
-		return r;
-	}
-	s->wq += n;
-	return 0;
-}
-
-/* Move whatever TLS wrote into net_out onto the socket. */
-static int side_flush_tls(struct side *s)
-{
-	char *p;
-	long n = BIO_get_mem_data(s->net_out, &p);
-	if (n <= 0)
-		return 0;
-	int r = side_send_raw(s, p, (size_t)n);
-	(void)BIO_reset(s->net_out);
-	return r;
-}
-
-/* Corking: while a connection is pumped, TLS records gather in their side's net_out BIO and
- * go out in one write at the end (a response head and the body bytes that came with it: one
- * system call, not two). Loop thread only; the pump nests, the outermost one uncorks. */
-static unsigned cork_depth;
-static struct side *corked[8];
-static size_t n_corked;
-
-static void uncork(void)
-{
-	while (n_corked > 0) {
-		struct side *s = corked[--n_corked];
-		s->corked = false;
-		if (s->open && side_flush_tls(s) < 0)
-			side_fail(s, "write failed");
-	}
-}
-
-static void side_uncork_one(struct side *s)
-{
-	if (!s->corked)
-		return;
-	s->corked = false;
-	for (size_t i = 0; i < n_corked; i++)
-		if (corked[i] == s) {
-			corked[i] = corked[--n_corked];
-			break;
-		}
-}
-
-static int side_write(struct side *s, const void *p, size_t n)
-{
-	if (!s->open || s->shut)
-		return -EPIPE;
-	if (!s->ssl)
-		return side_send_raw(s, p, n);
-	while (n > 0) {
-		int k = SSL_write(s->ssl, p, (int)MIN(n, (size_t)INT32_MAX));
-		if (k <= 0)
-			return -EIO;
-		p = (const char *)p + k;
-		n -= (size_t)k;
-	}
-	if (cork_depth > 0 && (s->corked || n_corked < ELEMENTSOF(corked))) {
-		if (!s->corked) {
-			s->corked = true;
-			corked[n_corked++] = s;
-		}
-		return 0;
-	}
-	return side_flush_tls(s);
-}
-
-/* TLS: run the handshake, then decrypt into s->in while there is room; with notify, tell the
- * owner about new bytes (not when the owner itself is consuming: it loops on its own). */
-static void side_pull(struct side *s, bool notify)
-{
-	if (!s->ssl || !s->open)
-		return;
-	if (s->handshaking) {
-		ERR_clear_error();
-		int k = SSL_do_handshake(s->ssl);
-		if (side_flush_tls(s) < 0) {
-			side_fail(s, "write failed");
-			return;
-		}
-		if (k != 1) {
-			int e = SSL_get_error(s->ssl, k);
-			if (e == SSL_ERROR_WANT_READ)
-				return;
-			side_fail(s,
-				  e == SSL_ERROR_SSL ? tls_error_string() : "TLS handshake failed");
-			return;
-		}
-		s->handshaking = false;
-		s->ops->handshake(s);
-		if (!s->open)
-			return;
-	}
-	bool got = false;
-	while (!s->eof && buf_room(&s->in) > 0) {
-		size_t room = MIN(buf_room(&s->in), (size_t)READ_CHUNK);
-		uint8_t *dst = buf_reserve(&s->in, room);
-		if (!dst)
-			break;
-		ERR_clear_error();
-		int k = SSL_read(s->ssl, dst, (int)room);
-		if (k > 0) {
-			buf_commit(&s->in, (size_t)k);
-			got = true;
-			continue;
-		}
-		buf_commit(&s->in, 0);
-		int e = SSL_get_error(s->ssl, k);
-		if (e == SSL_ERROR_WANT_READ)
-			break;
-		if (e == SSL_ERROR_ZERO_RETURN) {
-			s->eof = true;
-			got = true;
-			break;
-		}
-		(void)side_flush_tls(s);
-		side_fail(s, e == SSL_ERROR_SSL ? tls_error_string() : "TLS read failed");
-		return;
-	}
-	if (side_flush_tls(s) < 0) {
-		side_fail(s, "write failed");
-		return;
-	}
-	if (got && notify)
-		s->ops->data(s);
-}
-
-static void side_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-	struct side *s = st->data;
-	if (n == 0 || !s->open)
-		return;
-	if (n == UV_ENOBUFS) { /* the buffer filled up: stop until the owner consumes */
-		side_update_reading(s);
-		return;
-	}
-	if (n < 0) {
-		if (n != UV_EOF && n != UV_ECONNRESET) {
-			side_fail(s, uv_strerror((int)n));
-			return;
-		}
-		if (s->ssl && n == UV_ECONNRESET && s->handshaking) {
-			side_fail(s, "connection reset during the TLS handshake");
-			return;
-		}
-		s->eof = true;
-		side_update_reading(s);
-		s->ops->data(s);
-		return;
-	}
-	if (s->ssl) {
-		if (BIO_write(s->net_in, b->base, (int)n) != (int)n) {
-			side_fail(s, "out of memory");
-			return;
-		}
-		side_pull(s, true);
-	} else {
-		if (buf_append(&s->in, b->base, (size_t)n) < 0) {
-			side_fail(s, "input buffer overflow");
-			return;
-		}
-		s->ops->data(s);
-	}
-	if (s->open)
-		side_update_reading(s);
-}
-
-/* Read when the owner wants to and the buffer has room. (TLS keeps ciphertext in net_in while
- * s->in is full: the socket read stops too.) */
-static void side_update_reading(struct side *s)
-{
-	if (!s->open)
-		return;
-	bool want = s->want_read && !s->eof && buf_room(&s->in) > 0;
-	if (s->ssl && want && BIO_ctrl_pending(s->net_in) > 4 * READ_CHUNK)
-		want = false;
-	if (want && !s->reading) {
-		if (uv_read_start(&s->h.stream, side_alloc, side_on_read) == 0)
-			s->reading = true;
-	} else if (!want && s->reading) {
-		uv_read_stop(&s->h.stream);
-		s->reading = false;
-	}
-}
-
-static void side_want_read(struct side *s, bool want)
-{
-	s->want_read = want;
-	side_update_reading(s);
-}
-
-static uint64_t consumed_total; /* progress marker for the connection pump */
-
-static void side_consume(struct side *s, size_t n)
-{
-	buf_consume(&s->in, n);
-	consumed_total += n;
-	/* TLS may hold decrypted-but-undelivered bytes: pull them now there is room */
-	if (s->ssl && !s->handshaking && n > 0)
-		side_pull(s, false);
-	side_update_reading(s);
-}
-
-static void side_closed_cb(uv_handle_t *h)
-{
-	struct side *s = h->data;
-	if (s->ssl) {
-		SSL_free(s->ssl);
-		s->ssl = NULL;
-	}
-	buf_done(&s->in, 1);
-	s->ops->closed(s);
-}
-
-static void side_close(struct side *s)
-{
-	if (!s->open)
-		return;
-	side_uncork_one(s);
-	s->open = false;
-	s->reading = false;
-	uv_close(&s->h.handle, side_closed_cb);
-}
-
-static void side_shutdown_cb(uv_shutdown_t *req, int status)
-{
-	struct side *s = req->data;
-	free(req);
-	if (s->open && s->close_after_shut)
-		side_close(s);
-}
-
-/* No more bytes from us: TLS close_notify, then a FIN once queued writes are out. With
- * then_close the handle closes after that (queued bytes are not lost, as uv_close would). */
-static void side_shutdown(struct side *s, bool then_close)
-{
-	if (!s->open)
-		return;
-	s->close_after_shut |= then_close;
-	if (s->shut)
-		return;
-	s->shut = true;
-	if (s->ssl && !s->handshaking) {
-		(void)SSL_shutdown(s->ssl);
-		(void)side_flush_tls(s);
-	}
-	uv_shutdown_t *req = malloc(sizeof(*req));
-	if (!req || uv_shutdown(req, &s->h.stream, side_shutdown_cb) < 0) {
-		free(req);
-		if (then_close)
-			side_close(s);
-		return;
-	}
-	req->data = s;
-}
-
-static void side_init_common(struct side *s, const struct side_ops *ops, void *owner)
-{
-	s->ops = ops;
-	s->owner = owner;
-	s->h.handle.data = s;
-	buf_init(&s->in, IN_CAP);
-	s->open = true;
-}
-
-/* Turn s into a TLS side (server: accept; client: connect); bytes already in s->in (a sniffed
- * ClientHello) are handed to TLS first. */
-static int side_start_tls(struct side *s, SSL_CTX *ctx, bool server)
-{
-	s->ssl = SSL_new(ctx);
-	if (!s->ssl)
-		return -ENOMEM;
-	s->net_in = BIO_new(BIO_s_mem());
-	s->net_out = BIO_new(BIO_s_mem());
-	if (!s->net_in || !s->net_out) {
-		BIO_free(s->net_in);
-		BIO_free(s->net_out);
-		s->net_in = s->net_out = NULL;
-		return -ENOMEM;
-	}
-	BIO_set_mem_eof_return(s->net_in, -1);
-	SSL_set_bio(s->ssl, s->net_in, s->net_out);
-	if (server)
-		SSL_set_accept_state(s->ssl);
-	else
-		SSL_set_connect_state(s->ssl);
-	s->handshaking = true;
-	if (buf_len(&s->in) > 0) {
-		if (BIO_write(s->net_in, buf_head(&s->in), (int)buf_len(&s->in)) !=
-		    (int)buf_len(&s->in))
-			return -ENOMEM;
-		buf_consume(&s->in, buf_len(&s->in));
-	}
-	return 0;
-}
-
-/* ---- the proxy, connections, upstreams ---- */
-
-struct up;
-
-enum cstate {
-	C_PREAMBLE,
-	C_SNIFF,
-	C_TLS,	  /* guest-side TLS handshake */
-	C_HEAD,	  /* waiting for a request head */
-	C_REQ,	  /* a request in flight */
-	C_TUNNEL, /* bytes both ways */
-	C_CLOSING,
-};
-
-struct req {
-	uint64_t id;
-	uint64_t t0_ms, t0_ns;
-	uint64_t t_first_ns; /* the response's first byte from upstream (0: none yet) */
-	char *method;
-	char *path; /* with the query, capped for events */
-	bool keep_alive;
-	bool upgrade;
-	enum http_body framing;
-	uint64_t left;
-	struct http_chunked ch;
-	bool body_done;
-	struct ai_call *ai;
-	bool resp_head;
-	int status;
-	enum http_body rframing;
-	uint64_t rleft;
-	struct http_chunked rch;
-	bool resp_done;
-	bool resp_keep_alive;
-	uint64_t bytes_up, bytes_down;
-	char rule[POLICY_MAX_NAME + 1]; /* copied: the policy may be reloaded meanwhile */
-	const char *layer;		/* static */
-	/* a safe, bodiless request sent on a reused upstream connection, kept (it may hold a real
-	 * key: wiped when dropped) until the response starts: when that connection turns out to
-	 * have been closed by the server meanwhile, the request is sent once more on a new one */
-	char *replay;
-	size_t replay_len;
-};
-
-struct conn {
-	struct proxy *p;
-	struct list_link link; /* on p->conns */
-	struct side c;	       /* the guest */
-	struct up *up;
-	enum cstate st;
-	struct proto_net_preamble pre;
-	char ip[INET6_ADDRSTRLEN];
-	char *host;
-	uint16_t port;
-	bool tls;	   /* guest side is TLS */
-	bool first_req;	   /* no request seen yet on this connection */
-	bool tunnel_tls;   /* the tunnel's upstream is TLS */
-	bool up_eof_sent;  /* tunnel: upstream's EOF passed to the guest */
-	bool c_eof_sent;   /* tunnel: guest's EOF passed upstream */
-	bool timer_active; /* sniff timer */
-	bool up_idle;	   /* up finished a request cleanly and may serve another */
-	uv_timer_t timer;
-	int handles; /* open libuv handles; freed at 0 */
-	bool dead;
-	struct req r;
-	uint64_t t0_ms, t0_ns;
-	uint64_t tun_up, tun_down;
-	char conn_rule[POLICY_MAX_NAME + 1];
-	const char *conn_layer;
-	bool provisional; /* allowed only if each HTTP request is allowed: no byte relay */
-	char *error;
-};
-
-struct up {
-	struct proxy *p;
-	struct list_link pool_link; /* on p->pool while idle */
-	struct side s;
-	struct conn *conn; /* attached, or NULL when idle or orphaned */
-	char *host;
-	uint16_t port;
-	bool tls;
-	bool ready;
-	bool failed;
-	bool in_pool;
-	bool gai_pending;
-	bool dead;
-	bool handle_init;
-	unsigned served;    /* requests written to it */
-	struct buf pending; /* written before ready */
-	uv_getaddrinfo_t gai;
-	uv_connect_t creq;
-	uv_timer_t timer;
-	bool timer_init;
-	uint64_t idle_since;
-	int handles;
-};
-
-struct proxy {
-	struct proxy_config cfg;
-	SSL_CTX *server_ctx;
-	SSL_CTX *client_ctx;
-	char *client_ctx_ca;	/* the extra CA file client_ctx was made with */
-	struct list_link conns; /* every guest connection */
-	struct list_link pool;	/* idle upstreams, most recently released first */
-	size_t n_pool;
-	uint64_t next_id;
-	struct proxy_stats stats;
-	bool closing;
-	int refs; /* the proxy itself + every live conn and up */
-};
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -609,14 +77,14 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint64_t mono_ns(void)
+uint64_t proxy_mono_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void proxy_unref(struct proxy *p)
+void proxy_unref(struct proxy *p)
 {
 	if (--p->refs > 0)
 		return;
@@ -626,15 +94,15 @@ static void proxy_unref(struct proxy *p)
 	free(p);
 }
 
-static const struct policy *cur_policy(struct proxy *p)
+const struct policy *proxy_cur_policy(struct proxy *p)
 {
 	return p->cfg.policy(p->cfg.userdata);
 }
 
 /* The client context for the current policy's extra CA (rebuilt when it changes). */
-static SSL_CTX *client_ctx(struct proxy *p)
+SSL_CTX *proxy_client_ctx(struct proxy *p)
 {
-	const char *ca = policy_upstream_ca_file(cur_policy(p));
+	const char *ca = policy_upstream_ca_file(proxy_cur_policy(p));
 	if (p->client_ctx &&
 	    ((!ca && !p->client_ctx_ca) || (ca && p->client_ctx_ca && streq(ca, p->client_ctx_ca))))
 		return p->client_ctx;
@@ -660,7 +128,7 @@ static void emit_net(struct conn *c, const struct req *r, const char *kind, bool
 	struct proxy_net_event ev = {
 		.id = r ? r->id : ++p->next_id,
 		.ts_ms = r ? r->t0_ms : c->t0_ms,
-		.duration_ms = (mono_ns() - t0_ns) / 1000000u,
+		.duration_ms = (proxy_mono_ns() - t0_ns) / 1000000u,
 		.pid = c->pre.pid,
 		.comm = c->pre.comm[0] ? c->pre.comm : NULL,
 		.dst_ip = c->ip,
@@ -678,361 +146,6 @@ static void emit_net(struct conn *c, const struct req *r, const char *kind, bool
 		.error = error,
 	};
 	p->cfg.hooks.net(p->cfg.userdata, &ev);
-}
-
-/* ---- upstream pool ---- */
-
-static void up_free_maybe(struct up *u);
-static void conn_up_ready(struct conn *c);
-static void conn_up_failed(struct conn *c, const char *why);
-static void conn_pump(struct conn *c);
-static void conn_close(struct conn *c, const char *why);
-
-static void pool_remove(struct up *u)
-{
-	if (!u->in_pool)
-		return;
-	list_del(&u->pool_link);
-	u->in_pool = false;
-	u->p->n_pool--;
-}
-
-static void up_handle_closed(uv_handle_t *h)
-{
-	struct up *u = h->data;
-	u->handles--;
-	up_free_maybe(u);
-}
-
-static void up_side_closed(struct side *s)
-{
-	struct up *u = s->owner;
-	u->handles--;
-	up_free_maybe(u);
-}
-
-static void up_free_maybe(struct up *u)
-{
-	if (!u->dead || u->handles > 0 || u->gai_pending)
-		return;
-	struct proxy *p = u->p;
-	buf_done(&u->pending, 1);
-	free(u->host);
-	free(u);
-	proxy_unref(p);
-}
-
-/* Close an upstream for good (detached, out of the pool). */
-static void up_close(struct up *u)
-{
-	if (!u || u->dead)
-		return;
-	u->dead = true;
-	u->conn = NULL;
-	pool_remove(u);
-	if (u->timer_init) {
-		u->timer_init = false;
-		uv_close((uv_handle_t *)&u->timer, up_handle_closed);
-	}
-	if (u->handle_init)
-		side_close(&u->s);
-	if (u->gai_pending)
-		uv_cancel((uv_req_t *)&u->gai);
-	up_free_maybe(u);
-}
-
-static void up_on_data(struct side *s)
-{
-	struct up *u = s->owner;
-	if (u->conn) {
-		conn_pump(u->conn);
-		return;
-	}
-	/* idle in the pool: any byte or EOF makes it unusable */
-	up_close(u);
-}
-
-static void up_on_drain(struct side *s)
-{
-	struct up *u = s->owner;
-	if (u->conn)
-		conn_pump(u->conn);
-}
-
-static void up_mark_ready(struct up *u)
-{
-	u->ready = true;
-	if (u->timer_init)
-		uv_timer_stop(&u->timer);
-	if (buf_len(&u->pending) > 0) {
-		int r = side_write(&u->s, buf_head(&u->pending), buf_len(&u->pending));
-		buf_consume(&u->pending, buf_len(&u->pending));
-		if (r < 0) {
-			struct conn *c = u->conn;
-			up_close(u);
-			if (c)
-				conn_up_failed(c, "upstream write failed");
-			return;
-		}
-	}
-	if (u->conn)
-		conn_up_ready(u->conn);
-}
-
-static void up_on_handshake(struct side *s)
-{
-	up_mark_ready(s->owner);
-}
-
-static void up_on_error(struct side *s, const char *why)
-{
-	struct up *u = s->owner;
-	struct conn *c = u->conn;
-	up_close(u);
-	if (c)
-		conn_up_failed(c, why);
-}
-
-static const struct side_ops up_ops = {
-	.data = up_on_data,
-	.drain = up_on_drain,
-	.handshake = up_on_handshake,
-	.error = up_on_error,
-	.closed = up_side_closed,
-};
-
-static void up_fail(struct up *u, const char *why)
-{
-	struct conn *c = u->conn;
-	u->failed = true;
-	up_close(u);
-	if (c)
-		conn_up_failed(c, why);
-}
-
-static void up_on_connect(uv_connect_t *req, int status)
-{
-	struct up *u = req->data;
-	if (u->dead)
-		return;
-	if (status < 0) {
-		char why[160];
-		snprintf(why, sizeof(why), "connect to %s:%u: %s", u->host, u->port,
-			 uv_strerror(status));
-		up_fail(u, why);
-		return;
-	}
-	u->p->stats.upstream_connects++;
-	(void)uv_tcp_nodelay(&u->s.h.tcp, 1);
-	side_want_read(&u->s, true);
-	if (!u->tls) {
-		up_mark_ready(u);
-		return;
-	}
-	if (side_start_tls(&u->s, client_ctx(u->p), false) < 0 ||
-	    tls_client_setup(u->s.ssl, u->host) < 0) {
-		up_fail(u, "TLS set-up failed");
-		return;
-	}
-	side_pull(&u->s, true); /* sends the ClientHello */
-}
-
-/* Start the TCP connect. 0 or -errno (nothing reported: the caller decides). */
-static int up_connect_addr(struct up *u, const struct sockaddr *sa)
-{
-	int r = uv_tcp_init(u->p->cfg.loop, &u->s.h.tcp);
-	if (r < 0)
-		return r;
-	side_init_common(&u->s, &up_ops, u);
-	u->handle_init = true;
-	u->handles++;
-	u->creq.data = u;
-	return uv_tcp_connect(&u->creq, &u->s.h.tcp, sa, up_on_connect);
-}
-
-static void up_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-	struct up *u = req->data;
-	u->gai_pending = false;
-	if (u->dead || status < 0 || !res) {
-		if (!u->dead) {
-			char why[160];
-			snprintf(why, sizeof(why), "cannot resolve %s: %s", u->host,
-				 status < 0 ? uv_strerror(status) : "no address");
-			up_fail(u, why);
-		}
-		uv_freeaddrinfo(res);
-		up_free_maybe(u);
-		return;
-	}
-	int r = up_connect_addr(u, res->ai_addr);
-	uv_freeaddrinfo(res);
-	if (r < 0) {
-		char why[160];
-		snprintf(why, sizeof(why), "connect to %s:%u: %s", u->host, u->port,
-			 uv_strerror(r));
-		up_fail(u, why);
-	}
-}
-
-static void up_on_timeout(uv_timer_t *t)
-{
-	struct up *u = t->data;
-	if (u->in_pool) { /* idle too long */
-		up_close(u);
-		return;
-	}
-	if (!u->ready) {
-		char why[160];
-		snprintf(why, sizeof(why), "upstream %s:%u did not answer within %d s", u->host,
-			 u->port, CONNECT_TIMEOUT_MS / 1000);
-		up_fail(u, why);
-	}
-}
-
-/* Parse "host:port" or "[v6]:port" into a sockaddr. */
-static int parse_hostport(const char *s, struct sockaddr_storage *ss)
-{
-	char host[256];
-	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	uint32_t port;
-	if (parse_u32(colon + 1, &port) < 0 || port == 0 || port > 65535)
-		return -EINVAL;
-	char *h = host;
-	size_t hl = strlen(h);
-	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-		h[hl - 1] = 0;
-		h++;
-	}
-	memset(ss, 0, sizeof(*ss));
-	if (uv_ip4_addr(h, (int)port, (struct sockaddr_in *)ss) == 0 ||
-	    uv_ip6_addr(h, (int)port, (struct sockaddr_in6 *)ss) == 0)
-		return 0;
-	return -EINVAL;
-}
-
-static struct up *up_new(struct proxy *p, const char *host, uint16_t port, bool tls)
-{
-	struct up *u = calloc(1, sizeof(*u));
-	if (!u)
-		return NULL;
-	list_init(&u->pool_link);
-	u->p = p;
-	u->host = strdup(host);
-	u->port = port;
-	u->tls = tls;
-	buf_init(&u->pending, PENDING_CAP);
-	if (!u->host) {
-		free(u);
-		return NULL;
-	}
-	p->refs++;
-	if (uv_timer_init(p->cfg.loop, &u->timer) == 0) {
-		u->timer.data = u;
-		u->timer_init = true;
-		u->handles++;
-	}
-	return u;
-}
-
-/* Start connecting u (the override from policy, else DNS on the thread pool). 0, or -errno
- * when it could not even start (nothing reported; the caller closes u). */
-static int up_start(struct up *u)
-{
-	struct proxy *p = u->p;
-	if (u->timer_init)
-		uv_timer_start(&u->timer, up_on_timeout, CONNECT_TIMEOUT_MS, 0);
-	char over[300];
-	if (policy_upstream_override(cur_policy(p), u->host, u->port, over, sizeof(over)) == 0) {
-		struct sockaddr_storage ss;
-		int r = parse_hostport(over, &ss);
-		return r < 0 ? r : up_connect_addr(u, (struct sockaddr *)&ss);
-	}
-	char port[8];
-	snprintf(port, sizeof(port), "%u", u->port);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	u->gai.data = u;
-	u->gai_pending = true;
-	int r = uv_getaddrinfo(p->cfg.loop, &u->gai, up_on_resolved, u->host, port, &hints);
-	if (r < 0)
-		u->gai_pending = false;
-	return r;
-}
-
-/* An upstream for (tls, host, port) attached to c: an idle pooled one (when pooled), else a
- * new one. NULL when none could be started. */
-static struct up *up_get(struct conn *c, bool tls, bool pooled)
-{
-	struct proxy *p = c->p;
-	const char *host = c->host;
-	uint16_t port = c->port;
-	struct list_link *l;
-	list_for_each (l, &p->pool) {
-		struct up *u = list_entry(l, struct up, pool_link);
-		if (!pooled)
-			break;
-		if (u->tls == tls && u->port == port && streq(u->host, host) && !u->s.eof &&
-		    buf_len(&u->s.in) == 0) {
-			pool_remove(u);
-			if (u->timer_init)
-				uv_timer_stop(&u->timer);
-			p->stats.upstream_reused++;
-			u->conn = c;
-			return u;
-		}
-	}
-	struct up *u = up_new(p, host, port, tls);
-	if (!u)
-		return NULL;
-	u->conn = c;
-	if (up_start(u) < 0) {
-		u->conn = NULL;
-		up_close(u);
-		return NULL;
-	}
-	return u;
-}
-
-/* Return a finished upstream to the pool (or close it when the pool is full). */
-static void up_release(struct up *u)
-{
-	struct proxy *p = u->p;
-	u->conn = NULL;
-	size_t same = 0;
-	struct list_link *l;
-	list_for_each (l, &p->pool) {
-		const struct up *x = list_entry(l, struct up, pool_link);
-		if (x->tls == u->tls && x->port == u->port && streq(x->host, u->host))
-			same++;
-	}
-	if (p->closing || !u->ready || u->s.eof || buf_len(&u->s.in) > 0 || same >= POOL_PER_KEY ||
-	    p->n_pool >= POOL_MAX) {
-		up_close(u);
-		return;
-	}
-	u->in_pool = true;
-	list_add_head(&p->pool, &u->pool_link);
-	p->n_pool++;
-	u->idle_since = mono_ns();
-	if (u->timer_init)
-		uv_timer_start(&u->timer, up_on_timeout, POOL_IDLE_MS, 0);
-	side_want_read(&u->s, true); /* notice a close while idle */
-}
-
-static int up_write(struct up *u, const void *data, size_t n)
-{
-	if (!u->ready)
-		return buf_append(&u->pending, data, n);
-	return side_write(&u->s, data, n);
-}
-
-static size_t up_backlog(const struct up *u)
-{
-	return buf_len(&u->pending) + (u->handle_init ? u->s.wq : 0);
 }
 
 /* ---- guest connections ---- */
@@ -1066,7 +179,7 @@ static void conn_side_closed(struct side *s)
 	struct conn *c = s->owner;
 	c->handles--;
 	if (!c->dead) /* closed after conn_finish's shutdown: release the rest */
-		conn_close(c, NULL);
+		proxy_conn_close(c, NULL);
 	else
 		conn_free_maybe(c);
 }
@@ -1098,15 +211,15 @@ static void conn_unlink(struct conn *c)
 static void conn_drop_up(struct conn *c)
 {
 	if (c->up && c->up_idle)
-		up_release(c->up);
+		upstream_release(c->up);
 	else
-		up_close(c->up);
+		upstream_close(c->up);
 	c->up = NULL;
 	c->up_idle = false;
 }
 
 /* Close everything now (queued bytes to the guest are dropped). */
-static void conn_close(struct conn *c, const char *why)
+void proxy_conn_close(struct conn *c, const char *why)
 {
 	if (c->dead)
 		return;
@@ -1141,17 +254,17 @@ static void conn_finish(struct conn *c)
 
 static void conn_on_error(struct side *s, const char *why)
 {
-	conn_close(s->owner, why);
+	proxy_conn_close(s->owner, why);
 }
 
 static void conn_on_data(struct side *s)
 {
-	conn_pump(s->owner);
+	proxy_conn_pump(s->owner);
 }
 
 static void conn_on_drain(struct side *s)
 {
-	conn_pump(s->owner);
+	proxy_conn_pump(s->owner);
 }
 
 static void conn_on_handshake(struct side *s);
@@ -1208,7 +321,7 @@ static void conn_bad_gateway(struct conn *c, const char *why)
 	conn_reply(c, 502, "Bad Gateway", body);
 }
 
-static void conn_up_failed(struct conn *c, const char *why)
+void proxy_conn_up_failed(struct conn *c, const char *why)
 {
 	c->up = NULL;
 	if (c->st == C_REQ && !c->r.resp_head && c->r.replay) {
@@ -1217,8 +330,8 @@ static void conn_up_failed(struct conn *c, const char *why)
 		size_t n = c->r.replay_len;
 		c->r.replay = NULL;
 		c->r.replay_len = 0;
-		c->up = up_get(c, c->tls, false);
-		int e = c->up ? up_write(c->up, head, n) : -ENOMEM;
+		c->up = upstream_get(c, c->tls, false);
+		int e = c->up ? upstream_write(c->up, head, n) : -ENOMEM;
 		explicit_bzero(head, n);
 		free(head);
 		if (e == 0) {
@@ -1227,7 +340,7 @@ static void conn_up_failed(struct conn *c, const char *why)
 			return;
 		}
 		if (c->up) {
-			up_close(c->up);
+			upstream_close(c->up);
 			c->up = NULL;
 		}
 	}
@@ -1235,12 +348,12 @@ static void conn_up_failed(struct conn *c, const char *why)
 		conn_bad_gateway(c, why);
 		return;
 	}
-	conn_close(c, why);
+	proxy_conn_close(c, why);
 }
 
-static void conn_up_ready(struct conn *c)
+void proxy_conn_up_ready(struct conn *c)
 {
-	conn_pump(c);
+	proxy_conn_pump(c);
 }
 
 static bool has_token_prefix(const uint8_t *p, size_t n)
@@ -1254,9 +367,9 @@ static void conn_start_tunnel(struct conn *c, bool tls)
 {
 	c->st = C_TUNNEL;
 	c->tunnel_tls = tls;
-	c->up = up_get(c, tls, false);
+	c->up = upstream_get(c, tls, false);
 	if (!c->up) {
-		conn_close(c, "cannot start the upstream connection");
+		proxy_conn_close(c, "cannot start the upstream connection");
 		return;
 	}
 }
@@ -1331,7 +444,7 @@ static void conn_start_request(struct conn *c)
 	if (k == 0) {
 		if (c->c.eof) {
 			if (buf_len(&c->c.in) > 0)
-				conn_close(c, "guest closed inside a request head");
+				proxy_conn_close(c, "guest closed inside a request head");
 			else
 				conn_finish(c);
 		}
@@ -1341,7 +454,7 @@ static void conn_start_request(struct conn *c)
 	req_reset(r);
 	r->id = ++p->next_id;
 	r->t0_ms = now_ms();
-	r->t0_ns = mono_ns();
+	r->t0_ns = proxy_mono_ns();
 	if (k < 0) {
 		int st = http_error_status((int)k);
 		r->method = strdup("?"); /* NULL on ENOMEM: the event then has no method */
@@ -1363,14 +476,14 @@ static void conn_start_request(struct conn *c)
 		path = strndup(target, strcspn(target, "?"));
 	if (!path) {
 		http_msg_done(&m);
-		conn_close(c, "out of memory");
+		proxy_conn_close(c, "out of memory");
 		return;
 	}
 	r->method = strdup(m.method);
 	r->path = strndup(target, PATH_LOG_MAX);
 	if (!r->method || !r->path) {
 		http_msg_done(&m);
-		conn_close(c, "out of memory");
+		proxy_conn_close(c, "out of memory");
 		return;
 	}
 	r->keep_alive = m.keep_alive;
@@ -1392,7 +505,7 @@ static void conn_start_request(struct conn *c)
 		conn_block_request(c, "host-mismatch", "proxy");
 		return;
 	}
-	policy_decide(cur_policy(p), &q, &d);
+	policy_decide(proxy_cur_policy(p), &q, &d);
 	snprintf(r->rule, sizeof(r->rule), "%s", d.rule);
 	r->layer = policy_layer_name(d.layer);
 	if (d.action != POLICY_ALLOW) {
@@ -1413,13 +526,13 @@ static void conn_start_request(struct conn *c)
 	side_consume(&c->c, (size_t)k);
 	if (e < 0) {
 		buf_done(&head, 1);
-		conn_close(c, "cannot rewrite the request head");
+		proxy_conn_close(c, "cannot rewrite the request head");
 		return;
 	}
 	c->st = C_REQ;
 	c->up_idle = false;
 	if (!c->up) {
-		c->up = up_get(c, c->tls, true);
+		c->up = upstream_get(c, c->tls, true);
 		if (!c->up) {
 			buf_done(&head, 1);
 			conn_bad_gateway(c, "cannot start the upstream connection");
@@ -1436,10 +549,10 @@ static void conn_start_request(struct conn *c)
 		}
 	}
 	c->up->served++;
-	e = up_write(c->up, buf_head(&head), buf_len(&head));
+	e = upstream_write(c->up, buf_head(&head), buf_len(&head));
 	buf_done(&head, 1); /* wiped: it may hold a real key */
 	if (e < 0) {
-		conn_close(c, "upstream write failed");
+		proxy_conn_close(c, "upstream write failed");
 		return;
 	}
 }
@@ -1460,7 +573,7 @@ static int ai_resp_span(void *userdata, const uint8_t *p, size_t n)
 static void conn_pump_req_body(struct conn *c)
 {
 	struct req *r = &c->r;
-	while (!r->body_done && buf_len(&c->c.in) > 0 && up_backlog(c->up) < HIGH_WATER) {
+	while (!r->body_done && buf_len(&c->c.in) > 0 && upstream_backlog(c->up) < HIGH_WATER) {
 		const uint8_t *p = buf_head(&c->c.in);
 		size_t n = buf_len(&c->c.in), used = n;
 		if (r->framing == HTTP_BODY_LENGTH) {
@@ -1473,20 +586,20 @@ static void conn_pump_req_body(struct conn *c)
 			int k = http_chunked_scan(&r->ch, p, n, UINT64_MAX,
 						  r->ai ? ai_req_span : NULL, r->ai, &used);
 			if (k < 0) {
-				conn_close(c, "malformed chunked request body");
+				proxy_conn_close(c, "malformed chunked request body");
 				return;
 			}
 			r->body_done = k == 1;
 		}
-		if (up_write(c->up, p, used) < 0) {
-			conn_close(c, "upstream write failed");
+		if (upstream_write(c->up, p, used) < 0) {
+			proxy_conn_close(c, "upstream write failed");
 			return;
 		}
 		r->bytes_up += used;
 		side_consume(&c->c, used);
 	}
 	if (!r->body_done && c->c.eof && buf_len(&c->c.in) == 0)
-		conn_close(c, "guest closed inside a request body");
+		proxy_conn_close(c, "guest closed inside a request body");
 }
 
 static void conn_request_done(struct conn *c)
@@ -1496,7 +609,7 @@ static void conn_request_done(struct conn *c)
 	emit_net(c, r, c->tls ? "https" : "http", true, r->rule, r->layer, NULL);
 	if (r->ai) {
 		struct ai_event ev;
-		uint64_t now = mono_ns();
+		uint64_t now = proxy_mono_ns();
 		struct proxy_model_timing t = {
 			.ts_ms = r->t0_ms,
 			.duration_ms = (now - r->t0_ns) / 1000000u,
@@ -1526,26 +639,26 @@ static void conn_pump_response(struct conn *c)
 	struct req *r = &c->r;
 	struct up *u = c->up;
 	if (!r->t_first_ns && buf_len(&u->s.in) > 0)
-		r->t_first_ns = mono_ns();
+		r->t_first_ns = proxy_mono_ns();
 	while (!r->resp_head && buf_len(&u->s.in) > 0) {
 		struct http_msg m = { 0 };
 		ssize_t k = http_parse_response_head(buf_head(&u->s.in), buf_len(&u->s.in), &m);
 		if (k == 0) {
 			if (u->s.eof) {
-				up_close(u);
-				conn_up_failed(c, "upstream closed inside the response head");
+				upstream_close(u);
+				proxy_conn_up_failed(c, "upstream closed inside the response head");
 			}
 			return;
 		}
 		if (k < 0) {
-			up_close(u);
+			upstream_close(u);
 			c->up = NULL;
 			conn_bad_gateway(c, "malformed response from upstream");
 			return;
 		}
 		if (side_write(&c->c, buf_head(&u->s.in), (size_t)k) < 0) {
 			http_msg_done(&m);
-			conn_close(c, "guest write failed");
+			proxy_conn_close(c, "guest write failed");
 			return;
 		}
 		r->bytes_down += (uint64_t)k;
@@ -1558,7 +671,7 @@ static void conn_pump_response(struct conn *c)
 		if (m.status == 101) {
 			http_msg_done(&m);
 			if (!r->upgrade) {
-				conn_close(c, "upstream switched protocols unasked");
+				proxy_conn_close(c, "upstream switched protocols unasked");
 				return;
 			}
 			emit_net(c, r, c->tls ? "https" : "http", true, r->rule, r->layer, NULL);
@@ -1569,7 +682,7 @@ static void conn_pump_response(struct conn *c)
 			memcpy(c->conn_rule, r->rule, sizeof(c->conn_rule));
 			c->conn_layer = r->layer;
 			c->t0_ms = now_ms();
-			c->t0_ns = mono_ns();
+			c->t0_ns = proxy_mono_ns();
 			return;
 		}
 		r->resp_head = true;
@@ -1584,8 +697,8 @@ static void conn_pump_response(struct conn *c)
 		http_msg_done(&m);
 	}
 	if (!r->resp_head && u->s.eof && buf_len(&u->s.in) == 0) {
-		up_close(u);
-		conn_up_failed(c, "upstream closed without a response");
+		upstream_close(u);
+		proxy_conn_up_failed(c, "upstream closed without a response");
 		return;
 	}
 	if (!r->resp_head)
@@ -1603,7 +716,7 @@ static void conn_pump_response(struct conn *c)
 			int k = http_chunked_scan(&r->rch, p, n, UINT64_MAX,
 						  r->ai ? ai_resp_span : NULL, r->ai, &used);
 			if (k < 0) {
-				conn_close(c, "malformed chunked response");
+				proxy_conn_close(c, "malformed chunked response");
 				return;
 			}
 			r->resp_done = k == 1;
@@ -1611,7 +724,7 @@ static void conn_pump_response(struct conn *c)
 			ai_call_response_body(r->ai, p, used);
 		}
 		if (side_write(&c->c, p, used) < 0) {
-			conn_close(c, "guest write failed");
+			proxy_conn_close(c, "guest write failed");
 			return;
 		}
 		r->bytes_down += used;
@@ -1619,7 +732,7 @@ static void conn_pump_response(struct conn *c)
 	}
 	if (!r->resp_done && u->s.eof && buf_len(&u->s.in) == 0) {
 		if (r->rframing != HTTP_BODY_UNTIL_CLOSE) {
-			conn_close(c, "upstream closed inside the response body");
+			proxy_conn_close(c, "upstream closed inside the response body");
 			return;
 		}
 		r->resp_done = true;
@@ -1639,10 +752,10 @@ static void conn_pump_tunnel(struct conn *c)
 	struct up *u = c->up;
 	if (!u)
 		return;
-	if (buf_len(&c->c.in) > 0 && up_backlog(u) < HIGH_WATER) {
+	if (buf_len(&c->c.in) > 0 && upstream_backlog(u) < HIGH_WATER) {
 		size_t n = buf_len(&c->c.in);
-		if (up_write(u, buf_head(&c->c.in), n) < 0) {
-			conn_close(c, "upstream write failed");
+		if (upstream_write(u, buf_head(&c->c.in), n) < 0) {
+			proxy_conn_close(c, "upstream write failed");
 			return;
 		}
 		c->tun_up += n;
@@ -1651,7 +764,7 @@ static void conn_pump_tunnel(struct conn *c)
 	if (u->ready && buf_len(&u->s.in) > 0 && c->c.wq < HIGH_WATER) {
 		size_t n = buf_len(&u->s.in);
 		if (side_write(&c->c, buf_head(&u->s.in), n) < 0) {
-			conn_close(c, "guest write failed");
+			proxy_conn_close(c, "guest write failed");
 			return;
 		}
 		c->tun_down += n;
@@ -1686,7 +799,7 @@ static void conn_sniff_decide(struct conn *c)
 		c->st = C_TLS;
 		if (side_start_tls(&c->c, c->p->server_ctx, true) < 0 ||
 		    tls_server_use_leaf(c->c.ssl, c->p->cfg.ca, c->host) < 0) {
-			conn_close(c, "TLS set-up failed");
+			proxy_conn_close(c, "TLS set-up failed");
 			return;
 		}
 		side_pull(&c->c, true);
@@ -1697,7 +810,7 @@ static void conn_sniff_decide(struct conn *c)
 		return;
 	}
 	if (n == 0) { /* the guest closed without a byte */
-		conn_close(c, "the guest closed before sending anything");
+		proxy_conn_close(c, "the guest closed before sending anything");
 		return;
 	}
 	if (c->port == 80 || c->port == 443 || c->provisional) {
@@ -1709,7 +822,7 @@ static void conn_sniff_decide(struct conn *c)
 				 ? "the rule allows only some HTTP requests; these bytes are "
 				   "not HTTP"
 				 : "bytes that are not HTTP on an HTTP port");
-		conn_close(c, NULL);
+		proxy_conn_close(c, NULL);
 		return;
 	}
 	conn_start_tunnel(c, false);
@@ -1722,7 +835,7 @@ static void conn_on_sniff_timeout(uv_timer_t *t)
 	if (c->st == C_SNIFF) {
 		conn_sniff_decide(c);
 		if (!c->dead)
-			conn_pump(c);
+			proxy_conn_pump(c);
 	}
 }
 
@@ -1739,7 +852,7 @@ static void conn_on_handshake(struct side *s)
 		c->p->stats.blocked++;
 		emit_net(c, NULL, "https", false, "sni-mismatch", "proxy",
 			 "TLS server name differs from the name the guest resolved");
-		conn_close(c, NULL);
+		proxy_conn_close(c, NULL);
 		return;
 	}
 	c->st = C_HEAD;
@@ -1764,19 +877,19 @@ static void conn_after_preamble(struct conn *c)
 		p->stats.blocked++;
 		emit_net(c, NULL, "tcp", false, "direct-ip", "proxy",
 			 "the address was not given out by Capsem's DNS");
-		conn_close(c, NULL);
+		proxy_conn_close(c, NULL);
 		return;
 	}
 	struct policy_request q = { .host = c->host, .port = c->port };
 	struct policy_decision d;
-	policy_decide(cur_policy(p), &q, &d);
+	policy_decide(proxy_cur_policy(p), &q, &d);
 	snprintf(c->conn_rule, sizeof(c->conn_rule), "%s", d.rule);
 	c->conn_layer = policy_layer_name(d.layer);
 	c->provisional = d.provisional;
 	if (d.action != POLICY_ALLOW) {
 		p->stats.blocked++;
 		emit_net(c, NULL, "tcp", false, d.rule, policy_layer_name(d.layer), NULL);
-		conn_close(c, NULL);
+		proxy_conn_close(c, NULL);
 		return;
 	}
 	c->st = C_SNIFF;
@@ -1796,30 +909,29 @@ static void conn_after_preamble(struct conn *c)
 
 static void conn_pump_once(struct conn *c);
 
-static void conn_pump(struct conn *c)
+void proxy_conn_pump(struct conn *c)
 {
-	cork_depth++;
+	side_cork();
 	conn_pump_once(c);
-	if (--cork_depth == 0)
-		uncork();
+	side_uncork();
 }
 
 static void conn_pump_once(struct conn *c)
 {
 	for (int guard = 0; guard < 1024 && !c->dead; guard++) {
 		enum cstate before = c->st;
-		uint64_t progress = consumed_total;
+		uint64_t progress = side_consumed_total();
 		switch (c->st) {
 		case C_PREAMBLE: {
 			ssize_t k = proto_net_preamble_decode(buf_head(&c->c.in), buf_len(&c->c.in),
 							      &c->pre);
 			if (k == -EAGAIN) {
 				if (c->c.eof)
-					conn_close(c, "guest closed inside the preamble");
+					proxy_conn_close(c, "guest closed inside the preamble");
 				return;
 			}
 			if (k < 0) {
-				conn_close(c, "bad preamble");
+				proxy_conn_close(c, "bad preamble");
 				return;
 			}
 			side_consume(&c->c, (size_t)k);
@@ -1832,7 +944,7 @@ static void conn_pump_once(struct conn *c)
 			break;
 		case C_TLS:
 			if (c->c.eof)
-				conn_close(c, "guest closed during the TLS handshake");
+				proxy_conn_close(c, "guest closed during the TLS handshake");
 			return;
 		case C_HEAD:
 			if (c->up && (c->up->s.eof || buf_len(&c->up->s.in) > 0)) {
@@ -1866,7 +978,7 @@ static void conn_pump_once(struct conn *c)
 		case C_CLOSING:
 			return;
 		}
-		if (c->dead || (c->st == before && consumed_total == progress))
+		if (c->dead || (c->st == before && side_consumed_total() == progress))
 			break;
 	}
 	if (c->dead)
@@ -1876,7 +988,7 @@ static void conn_pump_once(struct conn *c)
 	if (c->st == C_CLOSING)
 		want = false;
 	else if ((c->st == C_REQ && !c->r.body_done) || c->st == C_TUNNEL)
-		want = !c->up || up_backlog(c->up) < HIGH_WATER;
+		want = !c->up || upstream_backlog(c->up) < HIGH_WATER;
 	side_want_read(&c->c, want);
 	if (c->up && c->up->handle_init)
 		side_want_read(&c->up->s, c->c.wq < HIGH_WATER);
@@ -1916,7 +1028,7 @@ int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
 	list_init(&c->link);
 	c->first_req = true;
 	c->t0_ms = now_ms();
-	c->t0_ns = mono_ns();
+	c->t0_ns = proxy_mono_ns();
 	int r = uv_pipe_init(p->cfg.loop, &c->c.h.pipe, 0);
 	if (r < 0) {
 		free(c);
@@ -1935,7 +1047,7 @@ int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
 	p->stats.conns_open++;
 	if (r < 0) {
 		close(fd);
-		conn_close(c, "cannot watch the connection");
+		proxy_conn_close(c, "cannot watch the connection");
 		return r;
 	}
 	if (pre) {
@@ -1953,16 +1065,15 @@ void proxy_free(struct proxy *p)
 		return;
 	p->closing = true;
 	while (!list_empty(&p->conns))
-		conn_close(list_entry(p->conns.next, struct conn, link), "capsem-vm is stopping");
-	while (!list_empty(&p->pool))
-		up_close(list_entry(p->pool.next, struct up, pool_link));
+		proxy_conn_close(list_entry(p->conns.next, struct conn, link),
+				 "capsem-vm is stopping");
+	upstream_pool_flush(p);
 	proxy_unref(p);
 }
 
 void proxy_policy_changed(struct proxy *p)
 {
-	while (!list_empty(&p->pool))
-		up_close(list_entry(p->pool.next, struct up, pool_link));
+	upstream_pool_flush(p);
 }
 
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *ret)

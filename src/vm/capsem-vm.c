@@ -6,25 +6,21 @@
  * delivers to <vmdir>/vsock_5000), waits for its HELLO, and reports to its parent. Execs do not
  * pass through here: clients connect to the guest through <vmdir>/vsock (hybrid vsock).
  *
- * Parent protocol: newline-delimited JSON on --ipc-fd (or stdout without it). Events out:
- * {"event":"ready",...}, {"event":"error","message":...}, {"event":"stopped","reason":...}
- * (reason "guest-poweroff" when the guest ended itself cleanly: QEMU exited 0 right after
- * capsem-init's PROTO_CONSOLE_POWEROFF line).
- * Commands in: {"cmd":"stop"}; EOF on the fd also means stop. SIGINT/SIGTERM/SIGHUP stop too.
- *
- * Control socket (--control PATH, the daemon's view; docs/API.md): a Unix socket (0600) any
- * number of clients (up to CONTROL_MAX_CLIENTS at once) connect to. Each first gets the current
- * state as one line ({"event":"booting"}, the ready event, or the error event while stopping
- * after a failure), then every later event; each may send {"cmd":"stop"} lines (4 KiB at most
- * per line; a client that sends more, or bytes that are not JSON, is dropped). A client's EOF
- * never stops the VM: the daemon may restart and reconnect. In this mode capsem-vm runs in its
- * own session and ignores SIGHUP; nothing depends on the process that started it. When the VM
- * stops the stopped event goes to every client, the clients are closed, the socket removed.
+ * Toward whoever runs it (vmcontrol.c): JSON events to its parent on --ipc-fd (or stdout)
+ * and, with --control PATH, to any number of clients of a Unix socket that outlives them (the
+ * daemon's view); commands ({"cmd":"stop"}) come back the same ways; EOF on the parent's fd
+ * also means stop (the stopped event's reason is "guest-poweroff" when the guest ended itself
+ * cleanly: QEMU exited 0 right after capsem-init's PROTO_CONSOLE_POWEROFF line). SIGINT/SIGTERM/
+ * SIGHUP stop too. With --control capsem-vm runs in its own
+ * session and ignores SIGHUP; nothing depends on the process that started it. When the VM stops
+ * the stopped event goes to every client, the clients are closed, the socket removed.
  * <vmdir>/supervisor.pid holds our pid (written atomically at start, removed at exit).
  *
  * Trust: everything read from the guest (control frames, serial bytes, vsock traffic in the
  * backend) is hostile. One thread: the libuv loop; no sleeping.
  */
+#include "capsem-vm.h"
+
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -55,89 +51,10 @@
 #include "qemu.h"
 #include "serial.h"
 #include "strv.h"
-#include "unixsock.h"
+#include "unixlisten.h"
 #include "vmledger.h"
 #include "vmlimits.h"
 #include "vsock.h"
-
-#define SERIAL_LOG_CAP (4u << 20)
-#define STOP_GRACE_MS 8000
-#define QUIT_GRACE_MS 3000
-#define CONTROL_MAX_CLIENTS 16
-#define CONTROL_LINE_MAX 4096
-#define PID_FILE "supervisor.pid"
-
-enum vm_state { VM_BOOTING, VM_READY, VM_STOPPING, VM_DONE };
-
-struct vm;
-
-/* A file descriptor watched by the loop; closing frees it. */
-struct watch {
-	uv_poll_t h;
-	int fd;
-	struct vm *vm;
-	void (*cb)(struct watch *w, int events);
-	struct buf in;
-};
-
-struct vm_opts {
-	const char *vmdir;
-	const char *kernel;
-	const char *initrd;
-	const char *qemu;
-	const char *append;
-	const char *hostname;
-	unsigned cpus;
-	uint64_t mem_mib;
-	unsigned tcg_tb_mib; /* --tcg-tb-mib */
-	int control_fd;	     /* --control-fd: the --control socket, already listening */
-	enum vm_accel accel;
-	uint64_t cid;
-	uint64_t boot_timeout_ms;
-	int ipc_fd;
-	int remove_vmdir;
-	const char *control; /* --control PATH, relative to the VM directory or absolute */
-	char *disk;	     /* --disk, realpath'd */
-	char *rootfs;	     /* --rootfs, realpath'd */
-	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
-	size_t n_mounts;
-	char *ledger;	  /* --ledger, absolute (owned) */
-	int no_egress;	  /* --no-egress: the guest gets no network at all */
-	char *mcp;	  /* --mcp-config, realpath'd (owned) */
-	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
-};
-
-struct vm {
-	uv_loop_t *loop;
-	struct vm_opts o;
-	enum vm_state state;
-	char *p_vhost, *p_vsock, *p_ctl, *p_serial, *p_qmp, *p_serial_log, *p_qemu_log;
-	struct vsock_backend *vsock;
-	struct serial_log serial;
-	struct watch *w_ipc, *w_serial_l, *w_serial, *w_qmp_l, *w_qmp, *w_ctl_l, *w_ctl, *w_qemu;
-	uv_timer_t boot_timer, stop_timer;
-	uv_signal_t sig[3];
-	pid_t qemu_pid;
-	int qemu_status;
-	int qemu_exited;
-	const char *stop_reason; /* "guest-poweroff" when the guest ended itself cleanly */
-	int stop_phase;
-	uint64_t t_start_ns;
-	char *error; /* first fatal error, reported to the parent */
-	char *vmdir_abs;
-	char *vsock_error; /* a vsock backend failure, judged after a grace period */
-	uv_timer_t vsock_timer;
-	int exit_code;
-	struct watch *w_control_l;
-	struct watch *w_control[CONTROL_MAX_CLIENTS];
-	char *control_path; /* the name we bound (relative to the VM directory, or absolute) */
-	char *state_line;   /* the line a new control client gets first: ready or error event */
-	int state_is_error;
-	int pid_file;	       /* we wrote supervisor.pid in the VM directory (our cwd) */
-	struct egress *egress; /* proxy (vsock 5002) and DNS (5007); NULL with --no-egress */
-	struct ledger *ledger; /* --ledger: the session database */
-	struct gateway *mcp;   /* MCP gateway (vsock 5003); NULL with --no-egress */
-};
 
 static uint64_t now_ns(void)
 {
@@ -146,64 +63,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- events to the parent and the control clients ---- */
-
-static void watch_close(struct watch **wp);
-
-/* Write a whole line to a control client without blocking: events are few and small, so a
- * client whose socket buffer is full is not reading and is dropped. */
-static void control_send(struct vm *vm, struct watch **wp, const char *line, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = send((*wp)->fd, line, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			log_debug("control client not reading or gone: dropping it");
-			watch_close(wp);
-			return;
-		}
-		line += k;
-		n -= (size_t)k;
-	}
-}
-
-static void emit(struct vm *vm, json_t *ev)
-{
-	const char *name = json_string_value(json_object_get(ev, "event"));
-	int is_error = name && streq(name, "error");
-	int keep = is_error || (name && streq(name, "ready")); /* name dies with ev */
-	char *s = json_dumps(ev, JSON_COMPACT);
-	json_decref(ev);
-	if (!s)
-		return;
-	/* a copy with the newline, NUL-terminated so that it can be replayed to new clients */
-	size_t n = strlen(s);
-	char *line = malloc(n + 2);
-	if (!line) {
-		free(s);
-		return;
-	}
-	memcpy(line, s, n);
-	line[n] = '\n';
-	line[n + 1] = 0;
-	free(s);
-	int fd = vm->o.ipc_fd >= 0 ? vm->o.ipc_fd : STDOUT_FILENO;
-	(void)fd_write_all(fd, line, n + 1);
-	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
-		if (vm->w_control[i])
-			control_send(vm, &vm->w_control[i], line, n + 1);
-	/* the first error wins over ready: a new client must learn the VM failed */
-	if (keep && !vm->state_is_error) {
-		vm->state_is_error = is_error;
-		free(vm->state_line);
-		vm->state_line = line;
-	} else {
-		free(line);
-	}
-}
-
-static void vm_stop(struct vm *vm, const char *why);
+void vm_stop(struct vm *vm, const char *why);
 
 static void vm_fail(struct vm *vm, const char *fmt, ...) _printf_(2, 3);
 static void vm_fail(struct vm *vm, const char *fmt, ...)
@@ -218,82 +78,13 @@ static void vm_fail(struct vm *vm, const char *fmt, ...)
 		vm->error = msg;
 		vm->exit_code = 1;
 		_cleanup_free_ char *tail = serial_log_tail(&vm->serial, 15);
-		emit(vm,
-		     json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message", msg,
-			       "serial_log", vm->p_serial_log, "serial_tail", tail ? tail : ""));
+		vm_emit(vm,
+			json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message", msg,
+				  "serial_log", vm->p_serial_log, "serial_tail", tail ? tail : ""));
 	} else {
 		free(msg);
 	}
 	vm_stop(vm, "error");
-}
-
-/* ---- watches ---- */
-
-static void watch_on_close(uv_handle_t *h)
-{
-	struct watch *w = h->data;
-	safe_close(w->fd);
-	buf_done(&w->in, 0);
-	free(w);
-}
-
-static void watch_close(struct watch **wp)
-{
-	struct watch *w = *wp;
-	if (!w)
-		return;
-	*wp = NULL;
-	uv_poll_stop(&w->h);
-	uv_close((uv_handle_t *)&w->h, watch_on_close);
-}
-
-static void watch_dispatch(uv_poll_t *h, int status, int events)
-{
-	struct watch *w = h->data;
-	w->cb(w, status < 0 ? UV_DISCONNECT | UV_READABLE : events);
-}
-
-static struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
-			       void (*cb)(struct watch *, int))
-{
-	struct watch *w = calloc(1, sizeof(*w));
-	if (!w) {
-		safe_close(fd);
-		return NULL;
-	}
-	w->fd = fd;
-	w->vm = vm;
-	w->cb = cb;
-	buf_init(&w->in, in_cap);
-	if (uv_poll_init(vm->loop, &w->h, fd) < 0) {
-		safe_close(fd);
-		free(w);
-		return NULL;
-	}
-	w->h.data = w;
-	uv_poll_start(&w->h, events, watch_dispatch);
-	return w;
-}
-
-/* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
-static int watch_fill(struct watch *w)
-{
-	size_t want = MIN(buf_room(&w->in), (size_t)16384);
-	uint8_t *p = want ? buf_reserve(&w->in, want) : NULL;
-	if (!p)
-		return -ENOBUFS;
-	ssize_t k = read(w->fd, p, want);
-	if (k < 0)
-		return errno == EAGAIN || errno == EINTR ? -EAGAIN : negative_errno();
-	buf_commit(&w->in, (size_t)k);
-	return k > 0;
-}
-
-/* Accept one connection from a listening watch; returns the fd or -errno. */
-static int watch_accept(struct watch *w)
-{
-	int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	return fd < 0 ? negative_errno() : fd;
 }
 
 /* ---- serial console ---- */
@@ -314,24 +105,22 @@ static void on_serial(struct watch *w, int events)
 	}
 }
 
-/* Accept a connection on a listener that serves exactly one peer (QEMU's serial and QMP
- * chardevs, the guest agent): a second one while *slot is taken is closed at once. */
-static void accept_single(struct watch *w, struct watch **slot, size_t in_cap,
+/* A connection on a listener that serves exactly one peer (QEMU's serial and QMP chardevs, the
+ * guest agent): a second one while *slot is taken is closed at once. */
+static void accept_single(struct vm *vm, int fd, struct watch **slot, size_t in_cap,
 			  void (*cb)(struct watch *, int))
 {
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
 	if (*slot) {
 		safe_close(fd);
 		return;
 	}
-	*slot = watch_new(w->vm, fd, UV_READABLE, in_cap, cb);
+	*slot = watch_new(vm, fd, UV_READABLE, in_cap, cb);
 }
 
-static void on_serial_listen(struct watch *w, int events)
+static void on_serial_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_serial, 0, on_serial);
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_serial, 0, on_serial);
 }
 
 /* ---- QMP: connected by QEMU; used to ask QEMU to quit when the guest will not power off ---- */
@@ -350,9 +139,10 @@ static void on_qmp(struct watch *w, int events)
 	}
 }
 
-static void on_qmp_listen(struct watch *w, int events)
+static void on_qmp_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_qmp, 0, on_qmp);
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_qmp, 0, on_qmp);
 }
 
 static int qmp_quit(struct vm *vm)
@@ -447,11 +237,11 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 		if (streq(h->stages[i].name, "mounts_failed"))
 			log_warn("the guest could not mount every --mount: %s", vm->p_serial_log);
 	}
-	emit(vm, json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
-			   "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms", boot_ns / 1e6,
-			   "accel", accel_name(vm->o.accel), "kernel_release", h->kernel_release,
-			   "agent_version", h->agent_version, "stages", stages, "qemu_pid",
-			   (int)vm->qemu_pid));
+	vm_emit(vm, json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
+			      "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms", boot_ns / 1e6,
+			      "accel", accel_name(vm->o.accel), "kernel_release", h->kernel_release,
+			      "agent_version", h->agent_version, "stages", stages, "qemu_pid",
+			      (int)vm->qemu_pid));
 }
 
 static void on_ctl(struct watch *w, int events)
@@ -490,191 +280,11 @@ static void on_ctl(struct watch *w, int events)
 		vm_fail(vm, "the guest agent closed its control connection before saying hello");
 }
 
-static void on_ctl_listen(struct watch *w, int events)
+static void on_ctl_listen(struct unix_listener *l, int fd)
 {
-	accept_single(w, &w->vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD, on_ctl); /* one agent */
-}
-
-/* ---- commands (parent fd and control socket) ---- */
-
-/* One command line from the parent or a control client: {"cmd":"stop"} or
- * {"cmd":"ledger","event":{...}} (an event for the session ledger, docs/LEDGER.md). Returns 1
- * for stop (the caller stops the VM: it may have to forget its client first), 0 otherwise. */
-static int vm_command(struct vm *vm, const json_t *cmd, const char *from)
-{
-	const char *c = json_string_value(json_object_get(cmd, "cmd"));
-	if (c && streq(c, "stop"))
-		return 1;
-	if (c && streq(c, "ledger")) {
-		int k = vm->ledger ? ledger_record_json(vm->ledger, json_object_get(cmd, "event"))
-				   : 0;
-		if (k < 0)
-			log_warn("the ledger refused an event from the %s: %s", from, strerror(-k));
-		return 0;
-	}
-	log_warn("ignoring unknown command from the %s", from);
-	return 0;
-}
-
-static void on_ipc(struct watch *w, int events)
-{
-	struct vm *vm = w->vm;
-	int r;
-	while ((r = watch_fill(w)) > 0) {
-		const uint8_t *nl;
-		while ((nl = memchr(buf_head(&w->in), '\n', buf_len(&w->in)))) {
-			size_t n = (size_t)(nl - buf_head(&w->in));
-			json_error_t err;
-			json_t *cmd = json_loadb((const char *)buf_head(&w->in), n, 0, &err);
-			int stop = json_is_object(cmd) && vm_command(vm, cmd, "parent");
-			if (!json_is_object(cmd))
-				log_warn("ignoring a parent command that is not a JSON object");
-			json_decref(cmd);
-			buf_consume(&w->in, n + 1);
-			if (stop)
-				vm_stop(vm, "requested");
-		}
-	}
-	if (r == -EAGAIN)
-		return;
-	if (r == -ENOBUFS)
-		log_warn("parent command too long");
-	watch_close(&vm->w_ipc);
-	vm_stop(vm, "parent closed");
-}
-
-/* ---- control socket clients (--control) ---- */
-
-static struct watch **control_slot(struct vm *vm, struct watch *w)
-{
-	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
-		if (vm->w_control[i] == w)
-			return &vm->w_control[i];
-	return NULL;
-}
-
-static void on_control(struct watch *w, int events)
-{
-	struct vm *vm = w->vm;
-	struct watch **wp = control_slot(vm, w);
-	int r;
-	if (!wp)
-		return;
-	while ((r = watch_fill(w)) > 0) {
-		const uint8_t *nl;
-		while ((nl = memchr(buf_head(&w->in), '\n', buf_len(&w->in)))) {
-			size_t n = (size_t)(nl - buf_head(&w->in));
-			json_error_t err;
-			json_t *cmd = json_loadb((const char *)buf_head(&w->in), n, 0, &err);
-			if (!json_is_object(cmd)) {
-				json_decref(cmd);
-				log_warn("control client sent a line that is not a JSON object: "
-					 "dropping it");
-				watch_close(wp);
-				return;
-			}
-			int stop = vm_command(vm, cmd, "control client");
-			json_decref(cmd);
-			buf_consume(&w->in, n + 1);
-			if (stop) {
-				vm_stop(vm, "requested");
-				if (!*wp) /* the VM finished at once and closed every client */
-					return;
-			}
-		}
-	}
-	if (r == -EAGAIN)
-		return;
-	if (r == -ENOBUFS)
-		log_warn("control client sent a line over %u bytes: dropping it", CONTROL_LINE_MAX);
-	/* EOF or error: forget the client; the VM keeps running */
-	watch_close(wp);
-}
-
-static void on_control_listen(struct watch *w, int events)
-{
-	struct vm *vm = w->vm;
-	static const char booting[] = "{\"event\":\"booting\"}\n";
-	int fd = watch_accept(w);
-	if (fd < 0)
-		return;
-	struct watch **wp = control_slot(vm, NULL);
-	if (!wp || vm->state == VM_DONE) {
-		log_warn("too many control clients: refusing one");
-		safe_close(fd);
-		return;
-	}
-	*wp = watch_new(vm, fd, UV_READABLE, CONTROL_LINE_MAX, on_control);
-	if (!*wp)
-		return;
-	if (vm->state_line)
-		control_send(vm, wp, vm->state_line, strlen(vm->state_line));
-	else
-		control_send(vm, wp, booting, sizeof(booting) - 1);
-}
-
-/* Listen on --control: a relative name is relative to the VM directory (our cwd); an absolute
- * one inside the VM directory is shortened to its base name so that sun_path fits. */
-static int control_open(struct vm *vm)
-{
-	const char *p = vm->o.control;
-	const char *slash = strrchr(p, '/');
-	if (p[0] == '/' && slash[1]) {
-		_cleanup_free_ char *dir = strndup(p, (size_t)(slash - p));
-		_cleanup_free_ char *real = dir ? realpath(*dir ? dir : "/", NULL) : NULL;
-		if (real && streq(real, vm->vmdir_abs))
-			p = slash + 1;
-	}
-	vm->control_path = strdup(p);
-	if (!vm->control_path)
-		return log_oom();
-	int fd;
-	if (vm->o.control_fd >= 0) {
-		/* socket activation: our parent bound and listens on it (fd --control-fd) */
-		int acc = 0;
-		socklen_t al = sizeof(acc);
-		fd = vm->o.control_fd;
-		vm->o.control_fd = -1;
-		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc ||
-		    fd_set_cloexec(fd, 1) < 0 || fd_set_nonblock(fd, 1) < 0) {
-			safe_close(fd);
-			fd = -ENOTSOCK;
-		}
-	} else {
-		fd = unix_listen(vm->control_path, 16);
-	}
-	if (fd < 0) {
-		free(vm->control_path);
-		vm->control_path = NULL;
-		return log_error_errno(fd, "cannot listen on --control %s", vm->o.control);
-	}
-	vm->w_control_l = watch_new(vm, fd, UV_READABLE, 0, on_control_listen);
-	if (!vm->w_control_l)
-		return log_oom();
-	return 0;
-}
-
-static void control_close(struct vm *vm)
-{
-	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
-		watch_close(&vm->w_control[i]);
-	watch_close(&vm->w_control_l);
-	if (vm->control_path) {
-		unlink(vm->control_path);
-		free(vm->control_path);
-		vm->control_path = NULL;
-	}
-}
-
-static int pid_file_write(struct vm *vm)
-{
-	char s[32];
-	int n = snprintf(s, sizeof(s), "%d\n", (int)getpid());
-	int r = write_file_atomic(PID_FILE, s, (size_t)n, 0644);
-	if (r < 0)
-		return log_error_errno(r, "cannot write %s/%s", vm->o.vmdir, PID_FILE);
-	vm->pid_file = 1;
-	return 0;
+	struct vm *vm = l->userdata;
+	accept_single(vm, fd, &vm->w_ctl, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD,
+		      on_ctl); /* one agent */
 }
 
 /* ---- lifecycle ---- */
@@ -712,11 +322,11 @@ static void vm_finish(struct vm *vm)
 	if (vm->state == VM_DONE)
 		return;
 	vm->state = VM_DONE;
-	watch_close(&vm->w_serial_l);
+	unix_listener_close(&vm->serial_l, NULL);
 	watch_close(&vm->w_serial);
-	watch_close(&vm->w_qmp_l);
+	unix_listener_close(&vm->qmp_l, NULL);
 	watch_close(&vm->w_qmp);
-	watch_close(&vm->w_ctl_l);
+	unix_listener_close(&vm->ctl_l, NULL);
 	watch_close(&vm->w_ctl);
 	watch_close(&vm->w_qemu);
 	close_handle((uv_handle_t *)&vm->boot_timer);
@@ -741,13 +351,13 @@ static void vm_finish(struct vm *vm)
 	}
 	if (vm->o.remove_vmdir)
 		rm_rf(vm->o.vmdir);
-	emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
-			   vm->error	     ? vm->error
-			   : vm->stop_reason ? vm->stop_reason
-					     : "stopped",
-			   "qemu_status", vm->qemu_status));
+	vm_emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
+			      vm->error		? vm->error
+			      : vm->stop_reason ? vm->stop_reason
+						: "stopped",
+			      "qemu_status", vm->qemu_status));
 	watch_close(&vm->w_ipc);
-	control_close(vm);
+	vm_control_close(vm);
 	if (vm->pid_file && !vm->o.remove_vmdir)
 		unlink(PID_FILE);
 	vm->pid_file = 0;
@@ -805,7 +415,7 @@ static void on_stop_timer(uv_timer_t *t)
 	kill(vm->qemu_pid, SIGKILL);
 }
 
-static void vm_stop(struct vm *vm, const char *why)
+void vm_stop(struct vm *vm, const char *why)
 {
 	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
 		return;
@@ -869,7 +479,7 @@ static int check_readable(const char *what, const char *path)
 
 static int vm_start(struct vm *vm)
 {
-	int r, fd;
+	int r;
 	_cleanup_strv_free_ char **argv = NULL;
 
 	r = mkdir_p(vm->o.vmdir, 0700);
@@ -892,11 +502,11 @@ static int vm_start(struct vm *vm)
 		return log_oom();
 
 	/* first the pid file, then the control socket: a client that connects finds both */
-	r = pid_file_write(vm);
+	r = vm_pid_file_write(vm);
 	if (r < 0)
 		return r;
 	if (vm->o.control) {
-		r = control_open(vm);
+		r = vm_control_open(vm);
 		if (r < 0)
 			return r;
 	}
@@ -907,20 +517,20 @@ static int vm_start(struct vm *vm)
 
 	struct {
 		const char *path;
-		struct watch **w;
-		void (*cb)(struct watch *, int);
+		struct unix_listener *l;
+		unix_listener_accept_cb cb;
 	} listeners[] = {
-		{ "serial.sock", &vm->w_serial_l, on_serial_listen },
-		{ "qmp.sock", &vm->w_qmp_l, on_qmp_listen },
-		{ "vsock_5000", &vm->w_ctl_l, on_ctl_listen },
+		{ "serial.sock", &vm->serial_l, on_serial_listen },
+		{ "qmp.sock", &vm->qmp_l, on_qmp_listen },
+		{ "vsock_5000", &vm->ctl_l, on_ctl_listen },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(listeners); i++) {
-		fd = unix_listen(listeners[i].path, 8);
-		if (fd < 0)
-			return log_error_errno(fd, "cannot listen on %s", listeners[i].path);
-		*listeners[i].w = watch_new(vm, fd, UV_READABLE, 0, listeners[i].cb);
-		if (!*listeners[i].w)
-			return log_oom();
+		/* one connection per readiness notice: each serves a single peer */
+		listeners[i].l->userdata = vm;
+		r = unix_listener_open(listeners[i].l, vm->loop, listeners[i].path, 8, 1,
+				       listeners[i].cb);
+		if (r < 0)
+			return log_error_errno(r, "cannot listen on %s", listeners[i].path);
 	}
 
 	if (vm->o.ledger) {
@@ -1425,7 +1035,7 @@ int main(int argc, char **argv)
 	if (vm.o.ipc_fd >= 0) {
 		fd_set_nonblock(vm.o.ipc_fd, 1);
 		fd_set_cloexec(vm.o.ipc_fd, 1);
-		vm.w_ipc = watch_new(&vm, dup(vm.o.ipc_fd), UV_READABLE, 4096, on_ipc);
+		vm.w_ipc = watch_new(&vm, dup(vm.o.ipc_fd), UV_READABLE, 4096, vm_on_ipc);
 	}
 	r = vm_start(&vm);
 	if (r < 0) {

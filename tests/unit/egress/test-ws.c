@@ -101,16 +101,16 @@ static void test_frames(void **state)
 	static char big[70000];
 	memset(big, 'b', sizeof(big));
 	f.n = 0;
-	frame(&f, 0x81, "hello", 5, 1);			     /* masked text, one frame */
-	frame(&f, 0x01, "frag", 4, 0);			     /* text, not final */
-	frame(&f, 0x89, "pi", 2, 1);			     /* a ping in between */
-	frame(&f, 0x00, "-men", 4, 0);			     /* continuation */
-	frame(&f, 0x80, "ted", 3, 0);			     /* final continuation */
-	frame(&f, 0x82, big, 300, 1);			     /* 16-bit length, binary */
-	frame(&f, 0x81, big, sizeof(big), 0);		     /* 64-bit length */
-	frame(&f, 0x81, "", 0, 1);			     /* empty message */
-	frame(&f, 0xc1, "\x01\x02", 2, 0);		     /* RSV1: compressed */
-	frame(&f, 0x88, "\x03\xe8", 2, 1);		     /* close */
+	frame(&f, 0x81, "hello", 5, 1);	      /* masked text, one frame */
+	frame(&f, 0x01, "frag", 4, 0);	      /* text, not final */
+	frame(&f, 0x89, "pi", 2, 1);	      /* a ping in between */
+	frame(&f, 0x00, "-men", 4, 0);	      /* continuation */
+	frame(&f, 0x80, "ted", 3, 0);	      /* final continuation */
+	frame(&f, 0x82, big, 300, 1);	      /* 16-bit length, binary */
+	frame(&f, 0x81, big, sizeof(big), 0); /* 64-bit length */
+	frame(&f, 0x81, "", 0, 1);	      /* empty message */
+	frame(&f, 0xc1, "\x01\x02", 2, 0);    /* RSV1: compressed */
+	frame(&f, 0x88, "\x03\xe8", 2, 1);    /* close */
 	for (size_t piece = 1; piece <= f.n; piece = piece < 8 ? piece + 1 : piece * 7) {
 		int r;
 		struct got *g = feed(&f, piece, &r);

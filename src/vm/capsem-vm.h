@@ -1,0 +1,128 @@
+/* capsem-vm.h - what capsem-vm's files share: the supervisor's state (struct vm), its watched
+ * file descriptors (watch.c), and the control side's entry points (vmcontrol.c). Not a library
+ * header: only capsem-vm's own files (and tests/unit/vm/test-vmcontrol.c) include it. Loop
+ * thread only.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "accel.h"
+#include "buf.h"
+#include "qemu.h"
+#include "serial.h"
+#include "unixlisten.h"
+
+#define SERIAL_LOG_CAP (4u << 20)
+#define STOP_GRACE_MS 8000
+#define QUIT_GRACE_MS 3000
+#define CONTROL_MAX_CLIENTS 16
+#define CONTROL_LINE_MAX 4096
+#define PID_FILE "supervisor.pid"
+
+enum vm_state { VM_BOOTING, VM_READY, VM_STOPPING, VM_DONE };
+
+struct vm;
+
+/* A file descriptor watched by the loop; closing frees it. */
+struct watch {
+	uv_poll_t h;
+	int fd;
+	struct vm *vm;
+	void (*cb)(struct watch *w, int events);
+	struct buf in;
+};
+
+struct vm_opts {
+	const char *vmdir;
+	const char *kernel;
+	const char *initrd;
+	const char *qemu;
+	const char *append;
+	const char *hostname;
+	unsigned cpus;
+	uint64_t mem_mib;
+	unsigned tcg_tb_mib; /* --tcg-tb-mib */
+	int control_fd;	     /* --control-fd: the --control socket, already listening */
+	enum vm_accel accel;
+	uint64_t cid;
+	uint64_t boot_timeout_ms;
+	int ipc_fd;
+	int remove_vmdir;
+	const char *control; /* --control PATH, relative to the VM directory or absolute */
+	char *disk;	     /* --disk, realpath'd */
+	char *rootfs;	     /* --rootfs, realpath'd */
+	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
+	size_t n_mounts;
+	char *ledger;	  /* --ledger, absolute (owned) */
+	int no_egress;	  /* --no-egress: the guest gets no network at all */
+	char *mcp;	  /* --mcp-config, realpath'd (owned) */
+	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
+};
+
+struct vm {
+	uv_loop_t *loop;
+	struct vm_opts o;
+	enum vm_state state;
+	char *p_vhost, *p_vsock, *p_ctl, *p_serial, *p_qmp, *p_serial_log, *p_qemu_log;
+	struct vsock_backend *vsock;
+	struct serial_log serial;
+	struct watch *w_ipc, *w_serial, *w_qmp, *w_ctl, *w_qemu;
+	struct unix_listener serial_l, qmp_l, ctl_l; /* QEMU's chardevs, the agent (vsock 5000) */
+	uv_timer_t boot_timer, stop_timer;
+	uv_signal_t sig[3];
+	pid_t qemu_pid;
+	int qemu_status;
+	int qemu_exited;
+	const char *stop_reason; /* "guest-poweroff" when the guest ended itself cleanly */
+	int stop_phase;
+	uint64_t t_start_ns;
+	char *error; /* first fatal error, reported to the parent */
+	char *vmdir_abs;
+	char *vsock_error; /* a vsock backend failure, judged after a grace period */
+	uv_timer_t vsock_timer;
+	int exit_code;
+	struct unix_listener control_l; /* --control */
+	struct watch *w_control[CONTROL_MAX_CLIENTS];
+	char *control_path; /* the name we bound (relative to the VM directory, or absolute) */
+	char *state_line;   /* the line a new control client gets first: ready or error event */
+	int state_is_error;
+	int pid_file;	       /* we wrote supervisor.pid in the VM directory (our cwd) */
+	struct egress *egress; /* proxy (vsock 5002) and DNS (5007); NULL with --no-egress */
+	struct ledger *ledger; /* --ledger: the session database */
+	struct gateway *mcp;   /* MCP gateway (vsock 5003); NULL with --no-egress */
+};
+
+/* ---- capsem-vm.c ---- */
+
+/* Stop the VM (SHUTDOWN to the agent, QMP quit, SIGKILL: each after a grace period); why is
+ * reported in the stopped event. Safe to call again. */
+void vm_stop(struct vm *vm, const char *why);
+
+/* ---- watch.c ---- */
+
+/* Watch fd (owned from here on, closed on failure) for events; cb runs on each. in_cap: the
+ * size of w->in (0: none). NULL on failure. */
+struct watch *watch_new(struct vm *vm, int fd, int events, size_t in_cap,
+			void (*cb)(struct watch *, int));
+/* Stop watching, close and free *wp (later, from the loop); *wp becomes NULL. NULL is fine. */
+void watch_close(struct watch **wp);
+/* Read what is available into w->in. 1 = data, 0 = EOF, -errno on error (-EAGAIN = nothing). */
+int watch_fill(struct watch *w);
+
+/* ---- vmcontrol.c ---- */
+
+/* Send the event ev (stolen) to the parent (--ipc-fd, else stdout) and every control client;
+ * ready and error events are kept for clients that connect later. */
+void vm_emit(struct vm *vm, json_t *ev);
+/* The parent's command fd (--ipc-fd) is readable: run its {"cmd":...} lines; EOF stops the VM. */
+void vm_on_ipc(struct watch *w, int events);
+/* Listen on --control (or adopt --control-fd). 0 or a negative errno (logged). */
+int vm_control_open(struct vm *vm);
+/* Close every control client and the listener; remove the socket file. */
+void vm_control_close(struct vm *vm);
+/* Write supervisor.pid in the VM directory (our cwd). 0 or a negative errno (logged). */
+int vm_pid_file_write(struct vm *vm);

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "macro.h"
@@ -20,9 +21,17 @@ struct ai_ws {
 	void *userdata;
 	struct ws_reader guest, upstream;
 	struct ai_call *cur;
+	struct ai_ws_times t;
 	struct buf msg; /* the server message being read */
 	bool msg_over;	/* it is over AI_MAX_EVENT (or compressed): not kept */
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void finish(struct ai_ws *a)
 {
@@ -30,7 +39,7 @@ static void finish(struct ai_ws *a)
 	if (!a->cur)
 		return;
 	if (ai_call_finish(a->cur, a->pricing, &ev) == 0 && a->fn)
-		a->fn(a->userdata, &ev);
+		a->fn(a->userdata, &ev, &a->t);
 	ai_call_free(a->cur);
 	a->cur = NULL;
 }
@@ -44,6 +53,7 @@ static void on_guest(void *userdata, int op, const uint8_t *p, size_t n, bool st
 	if (start) {
 		finish(a); /* a new request: the open call got no terminal event */
 		a->cur = ai_call_new(a->prov, "POST", a->path);
+		a->t = (struct ai_ws_times){ .start_ns = mono_ns() };
 		if (a->cur && compressed)
 			ai_call_response_message(a->cur, NULL, 0, true);
 	}
@@ -61,6 +71,8 @@ static void on_upstream(void *userdata, int op, const uint8_t *p, size_t n, bool
 	if (start) {
 		buf_consume(&a->msg, buf_len(&a->msg));
 		a->msg_over = compressed;
+		if (a->cur && !a->t.first_ns)
+			a->t.first_ns = mono_ns();
 	}
 	if (!a->msg_over && buf_append(&a->msg, p, n) < 0) {
 		a->msg_over = true;

@@ -24,7 +24,13 @@
 struct pricing;
 struct ai_ws;
 
-typedef void (*ai_ws_fn)(void *userdata, const struct ai_event *ev);
+/* When a call's request began and its first server message came (CLOCK_MONOTONIC ns; first_ns
+ * is 0 when none came). */
+struct ai_ws_times {
+	uint64_t start_ns, first_ns;
+};
+
+typedef void (*ai_ws_fn)(void *userdata, const struct ai_event *ev, const struct ai_ws_times *t);
 
 /* A reader for the WebSocket upgraded from a request to (p, path), or NULL when that is not a
  * model API spoken over a WebSocket (or on ENOMEM). pricing may be NULL. */

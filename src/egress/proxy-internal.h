@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "ai.h"
+#include "aiws.h"
 #include "buf.h"
 #include "http.h"
 #include "list.h"
@@ -57,6 +58,7 @@ struct req {
 	struct http_chunked ch;
 	bool body_done;
 	struct ai_call *ai;
+	struct ai_ws *aiws; /* an upgrade to a model API's WebSocket: its reader, until the 101 */
 	bool resp_head;
 	int status;
 	enum http_body rframing;
@@ -97,6 +99,8 @@ struct conn {
 	struct req r;
 	uint64_t t0_ms, t0_ns;
 	uint64_t tun_up, tun_down;
+	struct ai_ws *aiws; /* the tunnel is a model API's WebSocket: model calls read from it */
+	uint64_t ws_net_id; /* its upgrade request's net event */
 	char conn_rule[POLICY_MAX_NAME + 1];
 	const char *conn_layer;
 	bool provisional; /* allowed only if each HTTP request is allowed: no byte relay */

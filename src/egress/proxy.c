@@ -28,7 +28,8 @@
  *      body bytes unchanged, chunk by chunk: SSE is never buffered) while a copy of the decoded
  *      body feeds the AI-traffic parser on the side.
  *      `Upgrade` (WebSocket) is decided like any request, before the upgrade; after a 101 the
- *      connection is relayed as bytes.
+ *      connection is relayed as bytes (on a model API's WebSocket, read on the side for its
+ *      model calls, aiws.c, with permessage-deflate kept off).
  *   4. upstream: a host-wide (per capsem-vm) pool of idle keep-alive connections keyed by
  *      (TLS, name, port); new ones resolve the name on libuv's thread pool (or use the
  *      policy's upstream override), connect with a timeout and verify the server's certificate
@@ -197,6 +198,7 @@ static void req_reset(struct req *r)
 	free(r->method);
 	free(r->path);
 	ai_call_free(r->ai);
+	ai_ws_free(r->aiws);
 	*r = (struct req){ 0 };
 }
 
@@ -231,6 +233,9 @@ void proxy_conn_close(struct conn *c, const char *why)
 	else if (c->st == C_REQ && c->r.method)
 		emit_net(c, &c->r, c->tls ? "https" : "http", true, c->r.rule, c->r.layer,
 			 c->error ? c->error : "connection closed before the response ended");
+	/* the call still open on a model API's WebSocket, after the tunnel's net event */
+	ai_ws_free(c->aiws);
+	c->aiws = NULL;
 	c->dead = true;
 	c->st = C_CLOSING;
 	conn_unlink(c);
@@ -377,7 +382,7 @@ static void conn_start_tunnel(struct conn *c, bool tls)
 /* Serialise the request head for upstream with target (the normalised one) in its request line
  * (credentials swapped, Accept-Encoding for AI). */
 static int build_up_head(struct conn *c, const struct http_msg *m, const char *target, bool ai,
-			 struct buf *out)
+			 bool ai_ws, struct buf *out)
 {
 	struct buf h;
 	buf_init(&h, HTTP_MAX_HEAD + 512);
@@ -391,6 +396,9 @@ static int build_up_head(struct conn *c, const struct http_msg *m, const char *t
 	for (size_t i = 0; i < m->n_headers; i++) {
 		const struct http_header *x = &m->headers[i];
 		if (ai && strcasecmp(x->name, "Accept-Encoding") == 0)
+			continue;
+		/* no permessage-deflate on a model API's WebSocket: its messages are read (aiws.c) */
+		if (ai_ws && strcasecmp(x->name, "Sec-WebSocket-Extensions") == 0)
 			continue;
 		r |= buf_append(&h, x->name, strlen(x->name));
 		r |= buf_append(&h, ": ", 2);
@@ -433,6 +441,22 @@ static bool host_header_ok(const char *h, const char *host, uint16_t port)
 	if (n > 0 && h[n - 1] == '.')
 		n--;
 	return n == strlen(host) && strncasecmp(h, host, n) == 0;
+}
+
+/* A model call read from a model API's WebSocket (aiws.c): recorded like an HTTP one, linked to
+ * the upgrade request's net event. */
+static void conn_ws_model(void *userdata, const struct ai_event *ev, const struct ai_ws_times *t)
+{
+	struct conn *c = userdata;
+	struct proxy *p = c->p;
+	uint64_t now = proxy_mono_ns(), took = (now - t->start_ns) / 1000000u;
+	struct proxy_model_timing mt = {
+		.ts_ms = now_ms() - took,
+		.duration_ms = took,
+		.ttfb_ms = t->first_ns ? (int64_t)((t->first_ns - t->start_ns) / 1000000u) : -1,
+	};
+	if (p->cfg.hooks.model)
+		p->cfg.hooks.model(p->cfg.userdata, c->ws_net_id, &mt, ev);
 }
 
 /* A complete request head is at the front of c->c.in: decide, then send it upstream. */
@@ -516,12 +540,14 @@ static void conn_start_request(struct conn *c)
 	}
 
 	enum ai_provider prov = ai_provider_for(c->host, path);
-	if (prov != AI_NONE)
+	if (prov != AI_NONE && r->upgrade)
+		r->aiws = ai_ws_new(prov, target, p->cfg.pricing, conn_ws_model, c);
+	else if (prov != AI_NONE)
 		r->ai = ai_call_new(prov, m.method, target);
 
 	struct buf head;
 	buf_init(&head, HTTP_MAX_HEAD + 4096);
-	int e = build_up_head(c, &m, target, r->ai != NULL, &head);
+	int e = build_up_head(c, &m, target, r->ai != NULL, r->aiws != NULL, &head);
 	http_msg_done(&m);
 	side_consume(&c->c, (size_t)k);
 	if (e < 0) {
@@ -679,6 +705,9 @@ static void conn_pump_response(struct conn *c)
 			r->method = NULL;
 			c->st = C_TUNNEL;
 			c->tunnel_tls = c->tls;
+			c->aiws = r->aiws;
+			c->ws_net_id = r->id;
+			r->aiws = NULL;
 			memcpy(c->conn_rule, r->rule, sizeof(c->conn_rule));
 			c->conn_layer = r->layer;
 			c->t0_ms = now_ms();
@@ -754,6 +783,7 @@ static void conn_pump_tunnel(struct conn *c)
 		return;
 	if (buf_len(&c->c.in) > 0 && upstream_backlog(u) < HIGH_WATER) {
 		size_t n = buf_len(&c->c.in);
+		ai_ws_from_guest(c->aiws, buf_head(&c->c.in), n);
 		if (upstream_write(u, buf_head(&c->c.in), n) < 0) {
 			proxy_conn_close(c, "upstream write failed");
 			return;
@@ -763,6 +793,7 @@ static void conn_pump_tunnel(struct conn *c)
 	}
 	if (u->ready && buf_len(&u->s.in) > 0 && c->c.wq < HIGH_WATER) {
 		size_t n = buf_len(&u->s.in);
+		ai_ws_from_upstream(c->aiws, buf_head(&u->s.in), n);
 		if (side_write(&c->c, buf_head(&u->s.in), n) < 0) {
 			proxy_conn_close(c, "guest write failed");
 			return;

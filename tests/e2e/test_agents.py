@@ -341,9 +341,10 @@ def test_codex_exec(agents):
                                  f"'capsem-probe-{word}: hello'")
     assert f"capsem-answer-{word}" in text, text[-3000:]
     check_call(agents, "openai", nreq, nauth, since, "/v1/responses")
-    # the seeded provider speaks HTTPS only: no WebSocket upgrade was tried, so every model
-    # call went through the proxy's HTTP path, where the ledger records it
-    assert not [p for _, p, h in requests_since(agents, nreq) if header(h, "upgrade")]
+    # Codex's built-in provider speaks the Responses API over a WebSocket (first try, no
+    # fallback to HTTPS): the proxy read the call from the frames (check_call found its row)
+    ups = [h for _, p, h in requests_since(agents, nreq) if header(h, "upgrade")]
+    assert ups and header(ups[0], "upgrade").lower() == "websocket", requests_since(agents, nreq)
     assert "Falling back from WebSockets" not in text, text[-3000:]
     times("codex", v_ms, a_ms)
     # in a git repository, as in a project, no flag is needed
@@ -355,9 +356,9 @@ def test_codex_exec(agents):
 
 
 def test_codex_websocket_key_swapped_on_upgrade(agents):
-    # Codex's own WebSocket transport (off in the image: the proxy relays frames as bytes, so
-    # calls there would not be in the ledger) would authenticate: the upgrade request is an
-    # HTTP request like any other and carries the swapped key
+    # Codex's own WebSocket transport (the image's Codex speaks HTTPS, see providers.toml) works
+    # too: the upgrade request is an HTTP request like any other and carries the swapped key; the
+    # proxy keeps permessage-deflate off the socket and reads the model call from its frames
     script = r"""
 import base64, json, os, socket, ssl
 ctx = ssl.create_default_context()
@@ -366,6 +367,7 @@ s = ctx.wrap_socket(socket.create_connection(("api.openai.com", 443), timeout=30
 key = base64.b64encode(os.urandom(16)).decode()
 s.sendall(("GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\nUpgrade: websocket\r\n"
            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key +
+           "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits" +
            "\r\nAuthorization: Bearer " + os.environ["OPENAI_API_KEY"] + "\r\n\r\n").encode())
 f = s.makefile("rb")
 print(f.readline().decode().strip())
@@ -385,12 +387,20 @@ while True:
         break
 """
     nreq = len(agents.up.stats.requests)
+    since = ledger_max_id(agents, "model_call")
     r = cc.run(agents.vsock, ["/usr/bin/python3", "-c", script], io_timeout=600)
     lines = ok(r).split("\n")
     assert lines[0].startswith("HTTP/1.1 101 "), lines
     assert lines[1] == "capsem-answer-overws", lines
     up = [h for _, p, h in requests_since(agents, nreq) if header(h, "upgrade")]
     assert up and header(up[0], "authorization") == "Bearer " + KEYS["openai"], up
+    assert header(up[0], "sec-websocket-extensions") is None, up
+    rows = wait_for(lambda: [r for r in ledger_now(agents, "model_call", "id > ?", (since,))
+                             if r["model"] == "gpt-x"], 60, "the WebSocket model call")
+    row = rows[0]
+    assert (row["provider"], row["input_tokens"], row["output_tokens"], row["streamed"],
+            row["stop_reason"]) == ("openai", 321, 12, 1, "completed"), row
+    assert row["duration_ms"] >= 0 and row["ttfb_ms"] >= 0, row
 
 
 # ---- GitHub through the same credential model ----
@@ -610,3 +620,4 @@ def test_interactive_first_screens(agents, shell_home):
         t.wait(r"^rc=0\s*$", timeout=120)
     finally:
         t.run("kill-server", check=False)
+

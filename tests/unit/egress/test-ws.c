@@ -185,9 +185,10 @@ struct calls {
 	size_t n;
 };
 
-static void on_call(void *ud, const struct ai_event *ev)
+static void on_call(void *ud, const struct ai_event *ev, const struct ai_ws_times *t)
 {
 	struct calls *c = ud;
+	assert_true(t->start_ns > 0 && (t->first_ns == 0 || t->first_ns >= t->start_ns));
 	assert_true(c->n < 4);
 	c->ev[c->n++] = *ev;
 }

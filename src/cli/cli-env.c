@@ -2,6 +2,7 @@
  * emulation warning. Main thread. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clilib.h"
@@ -48,4 +49,23 @@ void cli_warn_if_emulated(const json_t *vm)
 		log_warn("no usable KVM on this host: the VM runs under TCG emulation, 10-50x "
 			 "slower "
 			 "(see 'capsem doctor')");
+}
+
+int cli_workspace_path(const char *arg, char **ret)
+{
+	struct stat st;
+	char *p = realpath(arg, NULL);
+	if (!p)
+		return log_error_errno(negative_errno(), "--workspace %s", arg);
+	if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		free(p);
+		return log_error("--workspace %s: not a directory", arg), -ENOTDIR;
+	}
+	if (strpbrk(p, ",:")) {
+		free(p);
+		return log_error("--workspace %s: the path may not contain ',' or ':'", arg),
+		       -EINVAL;
+	}
+	*ret = p;
+	return 0;
 }

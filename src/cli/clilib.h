@@ -57,3 +57,8 @@ int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd);
 /* A signalfd for the signals an exec session handles (with_winch adds SIGWINCH); the signals
  * are blocked. Returns the fd or -errno. */
 int cli_exec_signals(int with_winch);
+
+/* --workspace DIR: the real path of an existing directory without ',' or ':' (they separate
+ * fields on capsem-vm's and QEMU's command lines). 0 with *ret (malloc'ed), or -errno after
+ * saying why. */
+int cli_workspace_path(const char *arg, char **ret);

@@ -50,8 +50,9 @@ struct run_opts {
 	int interactive;
 	int shell;
 	int verbose;
-	int direct;	/* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
-	json_t *mounts; /* --mount: [{"host","guest","ro"}] (owned) */
+	int direct;	 /* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
+	json_t *mounts;	 /* --mount: [{"host","guest","ro"}] (owned) */
+	char *workspace; /* --workspace, real path (owned) */
 	char **argv;
 };
 
@@ -68,9 +69,13 @@ static void run_help(void)
 	       "  -c, --shell          run the single argument with /bin/sh -c\n"
 	       "  -e, --env KEY=VALUE  set an environment variable (repeatable; KEY alone copies\n"
 	       "                       the host's value)\n"
-	       "  -w, --workdir DIR    working directory in the guest (default /root)\n"
+	       "  -w, --workdir DIR    working directory in the guest (default the workspace,\n"
+	       "                       /root/workspace; /root without one)\n"
 	       "  -m, --mount HOST:GUEST[:ro]  share host directory HOST at GUEST in the guest\n"
 	       "                       (repeatable, up to 8; read-only with :ro)\n"
+	       "      --workspace DIR  share DIR as the workspace, /root/workspace in the guest\n"
+	       "                       (virtio-fs; the command starts there); default: the VM's\n"
+	       "                       own directory, deleted with it (--direct: none)\n"
 	       "  -i, --interactive    forward stdin even when it is a terminal (it is forwarded\n"
 	       "                       automatically when it is a pipe or a file)\n"
 	       "      --timeout SECS   kill the command and all it started after SECS seconds;\n"
@@ -106,12 +111,15 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		ARG_ACCEL,
 		ARG_BOOT,
 		ARG_DIRECT,
-		ARG_DAEMON
+		ARG_DAEMON,
+		ARG_WORKSPACE
 	};
 	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
 					      { "env", required_argument, NULL, 'e' },
 					      { "workdir", required_argument, NULL, 'w' },
 					      { "mount", required_argument, NULL, 'm' },
+					      { "workspace", required_argument, NULL,
+						ARG_WORKSPACE },
 					      { "interactive", no_argument, NULL, 'i' },
 					      { "timeout", required_argument, NULL, ARG_TIMEOUT },
 					      { "cpus", required_argument, NULL, ARG_CPUS },
@@ -171,6 +179,12 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			json_array_append_new(o->mounts, m);
 			break;
 		}
+		case ARG_WORKSPACE:
+			free(o->workspace);
+			o->workspace = NULL;
+			if (cli_workspace_path(optarg, &o->workspace) < 0)
+				return -EINVAL;
+			break;
 		case ARG_TIMEOUT:
 			if (parse_seconds_ms(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
 				return log_error("--timeout: expected seconds > 0 (e.g. 2 or 0.5), "
@@ -345,6 +359,10 @@ static int build_vm_args(const struct run_opts *o, const char *vmdir, char ***re
 		r |= strv_push(&a, "--boot-timeout");
 		r |= strv_push(&a, o->boot_timeout);
 	}
+	if (o->workspace) {
+		r |= strv_push(&a, "--workspace");
+		r |= strv_push(&a, o->workspace);
+	}
 	size_t i;
 	json_t *m;
 	json_array_foreach(o->mounts, i, m)
@@ -447,6 +465,8 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 	}
 	if (json_array_size(o->mounts))
 		json_object_set(body, "mounts", o->mounts);
+	if (o->workspace)
+		json_object_set_new(body, "workspace", json_string(o->workspace));
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	if (!text)
@@ -656,10 +676,12 @@ int cmd_run(int argc, char **argv)
 	if (r != 0) {
 		strv_free(o.env);
 		json_decref(o.mounts);
+		free(o.workspace);
 		return r > 0 ? 0 : CLI_EXIT_USAGE;
 	}
 	int st = o.direct > 0 ? run_direct(&o) : run_daemon(&o);
 	strv_free(o.env);
 	json_decref(o.mounts);
+	free(o.workspace);
 	return st;
 }

@@ -90,6 +90,9 @@ static const char create_usage[] =
 	"      --disk SIZE          size of the guest's /root disk, e.g. 4G\n"
 	"  -e, --env KEY=VALUE      environment for every command (repeatable)\n"
 	"      --mount HOST:GUEST[:ro]  share a host directory (repeatable)\n"
+	"      --workspace DIR      share DIR as the workspace, /root/workspace in the guest\n"
+	"                           (over virtio-fs; where commands start); default: the\n"
+	"                           VM's own directory under $CAPSEM_HOME\n"
 	"      --image NAME         image (default $CAPSEM_IMAGE, else debian when\n"
 	"                           installed, else minimal)\n"
 	"      --json               print the whole VM object\n"
@@ -103,6 +106,7 @@ int cmd_create(int argc, char **argv)
 					      { "disk", required_argument, NULL, 'D' },
 					      { "env", required_argument, NULL, 'e' },
 					      { "mount", required_argument, NULL, 'm' },
+					      { "workspace", required_argument, NULL, 'W' },
 					      { "image", required_argument, NULL, 'I' },
 					      { "json", no_argument, NULL, 'j' },
 					      { "help", no_argument, NULL, 'h' },
@@ -184,6 +188,14 @@ int cmd_create(int argc, char **argv)
 			}
 			json_object_set_new(body, "image", json_string(optarg));
 			break;
+		case 'W': {
+			char *ws = NULL;
+			if (cli_workspace_path(optarg, &ws) < 0)
+				goto out;
+			json_object_set_new(body, "workspace", json_string(ws));
+			free(ws);
+			break;
+		}
 		case 'j':
 			json = 1;
 			break;
@@ -345,6 +357,11 @@ int cmd_info(int argc, char **argv)
 			printf("\n");
 		}
 		printf("Directory:   %s\n", jstr(vm, "vmdir"));
+		if (json_is_string(json_object_get(vm, "workspace")))
+			printf("Workspace:   %s -> /root/workspace%s\n", jstr(vm, "workspace"),
+			       json_is_true(json_object_get(vm, "workspace_shared"))
+				       ? " (your folder)"
+				       : " (the VM's own, deleted with it)");
 		size_t i;
 		json_t *x;
 		json_array_foreach(json_object_get(vm, "env"), i, x)

@@ -86,9 +86,16 @@ json_t *registry_record_to_json(const struct vm_record *r)
 			      r->accel[0] ? r->accel : NULL, "pid",
 			      r->pid > 0 ? json_integer(r->pid) : json_null(), "vmdir", r->vmdir,
 			      "error", r->error);
+	/* the workspace: the user's folder (shared), or the VM's own directory */
+	_cleanup_free_ char *own = NULL;
+	if (!s->workspace && asprintf(&own, "%s/" VMSPEC_WORKSPACE_DIR, r->vmdir) < 0)
+		own = NULL;
 	/* the ledger session of the current (or last) boot */
 	if (j &&
-	    (json_object_set_new(j, "boot", json_integer(r->boot)) < 0 ||
+	    (json_object_set_new(j, "workspace", json_string(s->workspace ? s->workspace : own)) <
+		     0 ||
+	     json_object_set_new(j, "workspace_shared", json_boolean(s->workspace != NULL)) < 0 ||
+	     json_object_set_new(j, "boot", json_integer(r->boot)) < 0 ||
 	     json_object_set_new(j, "session", r->boot ? json_string(session) : json_null()) < 0)) {
 		json_decref(j);
 		return NULL;
@@ -184,6 +191,13 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 		}
 	} else if (json_array_size(mounts) > VMSPEC_MAX_MOUNTS) {
 		bad = 1;
+	}
+	const char *ws = json_string_value(json_object_get(j, "workspace"));
+	if (json_is_true(json_object_get(j, "workspace_shared"))) {
+		if (!ws || ws[0] != '/' || strpbrk(ws, ",:"))
+			bad = 1;
+		else if (!(r.spec.workspace = strdup(ws)))
+			bad = 1;
 	}
 	bad |= copy_ts(json_object_get(j, "created"), r.created) < 0;
 	bad |= copy_ts(json_object_get(j, "started"), r.started) < 0;

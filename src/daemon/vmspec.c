@@ -91,22 +91,23 @@ int vmspec_guest_path_valid(const char *s, size_t len)
 	return 1;
 }
 
-/* A host path for a mount: absolute, printable, no ',' or ':' (they separate fields on the
- * capsem-vm and QEMU command lines), an existing directory. */
-static int host_dir_check(const char *s, size_t len, char **ret_error)
+/* A host path for a mount or the workspace: absolute, printable, no ',' or ':' (they separate
+ * fields on the capsem-vm and QEMU command lines), an existing directory. */
+static int host_dir_check(const char *field, const char *s, size_t len, char **ret_error)
 {
 	struct stat st;
 	if (len < 1 || len > PATH_MAX_LEN || strlen(s) != len || s[0] != '/')
-		return fail(ret_error, "mounts: host path must be absolute");
+		return fail(ret_error, "%s: host path must be absolute", field);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c < 0x20 || c == 0x7f || c == ',' || c == ':')
 			return fail(ret_error,
-				    "mounts: host path may not contain ',', ':' or control "
-				    "characters");
+				    "%s: host path may not contain ',', ':' or control "
+				    "characters",
+				    field);
 	}
 	if (stat(s, &st) < 0 || !S_ISDIR(st.st_mode))
-		return fail(ret_error, "mounts: host path %s is not an existing directory", s);
+		return fail(ret_error, "%s: host path %s is not an existing directory", field, s);
 	return 0;
 }
 
@@ -148,6 +149,7 @@ void vmspec_done(struct vm_spec *s)
 		free(s->mounts[i].guest);
 	}
 	free(s->mounts);
+	free(s->workspace);
 	*s = (struct vm_spec){ 0 };
 }
 
@@ -160,6 +162,8 @@ int vmspec_copy(const struct vm_spec *s, struct vm_spec *ret)
 	if (s->name && !(c.name = strdup(s->name)))
 		bad = 1;
 	if (s->image && !(c.image = strdup(s->image)))
+		bad = 1;
+	if (s->workspace && !(c.workspace = strdup(s->workspace)))
 		bad = 1;
 	for (size_t i = 0; s->env && s->env[i]; i++)
 		bad |= strv_push(&c.env, s->env[i]) < 0;
@@ -232,7 +236,8 @@ static int parse_mounts(const json_t *v, struct vm_spec *s, char **ret_error)
 		if (!json_is_string(h) || !json_is_string(g))
 			return fail(ret_error, "mounts[%zu]: \"host\" and \"guest\" are required",
 				    i);
-		int r = host_dir_check(json_string_value(h), json_string_length(h), ret_error);
+		int r = host_dir_check("mounts", json_string_value(h), json_string_length(h),
+				       ret_error);
 		if (r < 0)
 			return r;
 		if (!vmspec_guest_path_valid(json_string_value(g), json_string_length(g)))
@@ -243,6 +248,11 @@ static int parse_mounts(const json_t *v, struct vm_spec *s, char **ret_error)
 				i);
 		if (ro && !json_is_boolean(ro))
 			return fail(ret_error, "mounts[%zu]: \"ro\" must be true or false", i);
+		if (streq(json_string_value(g), "/root/workspace"))
+			return fail(ret_error,
+				    "mounts[%zu]: /root/workspace is the workspace (give it as "
+				    "\"workspace\")",
+				    i);
 		for (size_t j = 0; j < s->n_mounts; j++)
 			if (streq(s->mounts[j].guest, json_string_value(g)))
 				return fail(ret_error, "mounts[%zu]: guest path used twice", i);
@@ -302,6 +312,17 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 			r = parse_env(v, &s.env, ret_error);
 		} else if (streq(k, "mounts")) {
 			r = parse_mounts(v, &s, ret_error);
+		} else if (streq(k, "workspace")) {
+			if (json_is_null(v))
+				continue;
+			if (!json_is_string(v)) {
+				r = fail(ret_error, "workspace: expected a host directory's path");
+				break;
+			}
+			r = host_dir_check("workspace", json_string_value(v), json_string_length(v),
+					   ret_error);
+			if (r == 0 && !(s.workspace = strdup(json_string_value(v))))
+				r = -ENOMEM;
 		} else if (streq(k, "image")) {
 			if (!json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v) ||

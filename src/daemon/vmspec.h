@@ -32,7 +32,11 @@ struct vm_spec {
 	char **env; /* NULL-terminated "KEY=VALUE" */
 	size_t n_mounts;
 	struct vm_mount *mounts;
+	char *workspace; /* the user's folder shared as the workspace, or NULL: the VM's own
+			  * <vmdir>/workspace (VMSPEC_WORKSPACE_DIR) */
 };
+
+#define VMSPEC_WORKSPACE_DIR "workspace"
 
 /* [a-z0-9][a-z0-9_.-]{0,62} */
 int vmspec_name_valid(const char *name);

@@ -56,6 +56,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "bootargs.h"
 #include "cgroup.h"
 #include "config.h"
 #include "envfile.h"
@@ -66,6 +67,7 @@
 #include "netsetup.h"
 #include "proto.h"
 #include "session.h"
+#include "spawn.h"
 #include "stages.h"
 #include "strv.h"
 
@@ -731,6 +733,20 @@ static void agent_usage(void)
 		PROTO_PORT_EXEC, PROTO_HOST_CID, PROTO_PORT_CONTROL);
 }
 
+/* An exec without a cwd starts in the workspace when the VM has one (the kernel command line
+ * names it and capsem-init mounted it), else in /root. */
+static void agent_default_cwd(void)
+{
+	_cleanup_free_ char *cmdline = NULL;
+	struct bootargs b;
+	struct stat st;
+	if (read_file_small("/proc/cmdline", 4096, &cmdline, NULL) < 0)
+		return;
+	bootargs_parse(cmdline, &b);
+	if (b.workspace[0] && stat(BOOTARGS_WORKSPACE, &st) == 0 && S_ISDIR(st.st_mode))
+		spawn_set_default_cwd(BOOTARGS_WORKSPACE);
+}
+
 int agent_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -788,6 +804,8 @@ int agent_main(int argc, char **argv)
 		log_warn("ignoring malformed --boot-stages");
 	(void)stages_add(&a.stages, "agent_start", t_start);
 	a.apply_system = !a.control_unix;
+	if (a.apply_system)
+		agent_default_cwd();
 	if (no_control)
 		a.ctrl = CTRL_OFF;
 

@@ -12,6 +12,7 @@
 #include "macro.h"
 
 #define MOUNT_KEY "capsem.mount="
+#define WORKSPACE_KEY "capsem.workspace="
 #define TAG_PREFIX "capsem9p"
 
 static int tag_ok(const char *s, size_t n)
@@ -80,6 +81,17 @@ static int parse_mount(const char *v, size_t n, struct bootargs_mount *m)
 	return 0;
 }
 
+/* A virtio-fs tag: 1..BOOTARGS_TAG_MAX-1 of [a-z0-9]. */
+static int ws_tag_ok(const char *s, size_t n)
+{
+	if (n == 0 || n >= BOOTARGS_TAG_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+			return 0;
+	return 1;
+}
+
 static int has_mount(const struct bootargs *b, const struct bootargs_mount *m)
 {
 	for (size_t i = 0; i < b->n_mounts; i++)
@@ -100,8 +112,13 @@ void bootargs_parse(const char *cmdline, struct bootargs *ret)
 		size_t n = strcspn(p, " \t\n");
 		if (n == 2 && p[0] == '-' && p[1] == '-')
 			return;
-		size_t k = strlen(MOUNT_KEY);
-		if (n >= k && strncmp(p, MOUNT_KEY, k) == 0) {
+		size_t k = strlen(MOUNT_KEY), w = strlen(WORKSPACE_KEY);
+		if (n > w && strncmp(p, WORKSPACE_KEY, w) == 0) {
+			if (ret->workspace[0] || !ws_tag_ok(p + w, n - w))
+				ret->n_invalid++;
+			else
+				memcpy(ret->workspace, p + w, n - w); /* zeroed above: terminated */
+		} else if (n >= k && strncmp(p, MOUNT_KEY, k) == 0) {
 			struct bootargs_mount m;
 			if (parse_mount(p + k, n - k, &m) < 0 ||
 			    ret->n_mounts >= BOOTARGS_MAX_MOUNTS || has_mount(ret, &m))

@@ -1,5 +1,6 @@
 /* bootargs.h - what capsem-init reads from the kernel command line (docs/PROTOCOL.md, Kernel
- * command line): the host's 9p shares, "capsem.mount=<tag>:<guest path>:ro|rw" each.
+ * command line): the host's 9p shares, "capsem.mount=<tag>:<guest path>:ro|rw" each, and the
+ * workspace's virtio-fs tag, "capsem.workspace=<tag>" (mounted on BOOTARGS_WORKSPACE).
  */
 #pragma once
 
@@ -15,10 +16,14 @@ struct bootargs_mount {
 	int readonly;
 };
 
+#define BOOTARGS_WORKSPACE "/root/workspace"
+
 struct bootargs {
+	char workspace[BOOTARGS_TAG_MAX]; /* virtio-fs tag of the workspace, or "" */
 	struct bootargs_mount mounts[BOOTARGS_MAX_MOUNTS];
 	size_t n_mounts;
-	size_t n_invalid; /* capsem.mount= entries that were malformed, repeated or too many */
+	size_t n_invalid; /* capsem.mount= entries that were malformed, repeated or too many, and
+			   * malformed or repeated capsem.workspace= */
 };
 
 /* Parse a kernel command line (the contents of /proc/cmdline). Words after a lone "--" belong

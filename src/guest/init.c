@@ -129,6 +129,7 @@ struct init {
 	int disk_mounted;  /* INIT_DISK_DIR is mounted */
 	int root_bound;	   /* /root is INIT_DISK_ROOT */
 	int swap_on;	   /* INIT_SWAPFILE is in use */
+	int ws_mounted;	   /* the workspace is mounted on BOOTARGS_WORKSPACE */
 	int in_rootfs;	   /* we chrooted into the overlay over the root image */
 	int cgroups;	   /* the cgroup tree is set up (cgroup.h) */
 	int reap_more;	   /* the last reap stopped at INIT_REAP_BATCH */
@@ -459,6 +460,31 @@ fail:
 	(void)stages_mark(&in->stages, "rootfs_failed");
 }
 
+/* The workspace: the host's virtiofsd, on BOOTARGS_WORKSPACE (inside /root, on the disk or not);
+ * "capsem.workspace=9p" when the host shares it over 9p instead (a normal user's capsem-vm). */
+static void init_workspace(struct init *in)
+{
+	const char *tag = in->args.workspace;
+	if (!tag[0])
+		return;
+	if (streq(tag, "9p")) { /* it is one of the 9p shares, mounted by init_shares */
+		for (size_t i = 0; i < in->args.n_mounts; i++)
+			if (in->share_mounted[i] &&
+			    streq(in->args.mounts[i].path, BOOTARGS_WORKSPACE))
+				(void)stages_mark(&in->stages, "workspace");
+		return;
+	}
+	int r = mkdir_p(BOOTARGS_WORKSPACE, 0755);
+	if (r < 0 || mount(tag, BOOTARGS_WORKSPACE, "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0) {
+		init_console("cannot mount the workspace (%s) on " BOOTARGS_WORKSPACE ": %s", tag,
+			     strerror(r < 0 ? -r : errno));
+		(void)stages_mark(&in->stages, "workspace_failed");
+		return;
+	}
+	in->ws_mounted = 1;
+	(void)stages_mark(&in->stages, "workspace");
+}
+
 /* The host's 9p shares, as the kernel command line lists them. */
 static void init_shares(struct init *in)
 {
@@ -468,7 +494,8 @@ static void init_shares(struct init *in)
 		return;
 	bootargs_parse(cmdline, &in->args);
 	if (in->args.n_invalid > 0) {
-		init_console("ignoring %zu malformed capsem.mount= entries", in->args.n_invalid);
+		init_console("ignoring %zu malformed capsem.mount= or capsem.workspace= entries",
+			     in->args.n_invalid);
 		failed = 1;
 	}
 	for (size_t i = 0; i < in->args.n_mounts; i++) {
@@ -486,6 +513,7 @@ static void init_shares(struct init *in)
 	}
 	if (in->args.n_mounts > 0 || failed)
 		(void)stages_mark(&in->stages, failed ? "mounts_failed" : "mounts");
+	init_workspace(in);
 }
 
 /* Before power-off, with every other process gone: leave the disk's ext4 clean. */
@@ -494,6 +522,8 @@ static void init_unmount(struct init *in)
 	for (size_t i = in->args.n_mounts; i-- > 0;)
 		if (in->share_mounted[i] && umount2(in->args.mounts[i].path, MNT_DETACH) == 0)
 			in->share_mounted[i] = 0;
+	if (in->ws_mounted && umount2(BOOTARGS_WORKSPACE, MNT_DETACH) == 0)
+		in->ws_mounted = 0;
 	if (in->root_bound && umount("/root") == 0)
 		in->root_bound = 0;
 	if (!in->disk_mounted)

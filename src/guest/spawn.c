@@ -26,6 +26,13 @@
 
 extern char **environ;
 
+static const char *spawn_default_cwd = SPAWN_DEFAULT_CWD;
+
+void spawn_set_default_cwd(const char *dir)
+{
+	spawn_default_cwd = dir;
+}
+
 #define SPAWN_PIPE_SIZE (256 * 1024)
 
 static const char *const spawn_defaults[] = {
@@ -122,7 +129,7 @@ static _noreturn_ void spawn_child(const struct proto_exec *m, char *const *argv
 			what = m->cwd;
 			goto fail_cd;
 		}
-	} else if (chdir(SPAWN_DEFAULT_CWD) < 0) {
+	} else if (chdir(spawn_default_cwd) < 0 && chdir(SPAWN_DEFAULT_CWD) < 0) {
 		(void)!chdir("/");
 	}
 

@@ -10,6 +10,10 @@
 #define SPAWN_DEFAULT_CWD "/root"
 #define SPAWN_DEFAULT_TERM "xterm-256color"
 
+/* The cwd of an exec that names none: SPAWN_DEFAULT_CWD unless the agent set another (the
+ * workspace, when the VM has one). dir must live as long as the process. */
+void spawn_set_default_cwd(const char *dir);
+
 struct spawned {
 	pid_t pid;  /* also the process group id and session id */
 	int in_fd;  /* write end of the child's stdin: pipe, or the pty master (tty) */

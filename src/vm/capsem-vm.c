@@ -53,6 +53,8 @@
 #include "strv.h"
 #include "unixlisten.h"
 #include "vmledger.h"
+#include "unixsock.h"
+#include "virtiofs.h"
 #include "vmlimits.h"
 #include "vsock.h"
 
@@ -317,6 +319,78 @@ static void close_handle(uv_handle_t *h)
 		uv_close(h, NULL);
 }
 
+/* virtiofsd ended. While the VM runs that is fatal: the guest's workspace I/O would hang. */
+static void on_virtiofsd_exit(struct watch *w, int events)
+{
+	struct vm *vm = w->vm;
+	int st = 0;
+	(void)events;
+	if (waitpid(vm->vfs_pid, &st, WNOHANG) <= 0)
+		return;
+	vm->vfs_pid = 0;
+	watch_close(&vm->w_vfs);
+	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
+		return;
+	_cleanup_free_ char *tail = NULL;
+	(void)read_file_small(VIRTIOFS_LOG, 2048, &tail, NULL);
+	if (tail)
+		tail[strcspn(tail, "\n")] = 0;
+	vm_fail(vm, "virtiofsd (the workspace's file server) %s %d%s%s; its log: %s/" VIRTIOFS_LOG,
+		WIFEXITED(st) ? "exited with status" : "was killed by signal",
+		WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), tail && *tail ? ": " : "",
+		tail ? tail : "", vm->o.vmdir);
+}
+
+/* Start virtiofsd on the --workspace directory, listening on VIRTIOFS_SOCKET (made here, handed
+ * over as fd 3, so QEMU can connect at once). */
+static int workspace_start(struct vm *vm)
+{
+	_cleanup_free_ char *bin = NULL;
+	_cleanup_strv_free_ char **argv = NULL;
+	int r = virtiofs_find(&bin);
+	if (r < 0)
+		return log_error("--workspace needs virtiofsd: not found at " VIRTIOFS_DEFAULT_BIN
+				 " or in PATH (install qemu-system-common), or set "
+				 "CAPSEM_VIRTIOFSD"),
+		       r;
+	argv = virtiofs_argv(bin, vm->o.workspace);
+	if (!argv)
+		return log_oom();
+	_cleanup_close_ int lfd = unix_listen(VIRTIOFS_SOCKET, 1);
+	if (lfd < 0)
+		return log_error_errno(lfd, "cannot listen on %s/" VIRTIOFS_SOCKET, vm->o.vmdir);
+	_cleanup_close_ int log_fd =
+		open(VIRTIOFS_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (log_fd < 0)
+		return log_error_errno(negative_errno(), "cannot create %s/" VIRTIOFS_LOG,
+				       vm->o.vmdir);
+	/* virtiofsd blocks in accept: the socket must not be non-blocking for it */
+	int fl = fcntl(lfd, F_GETFL);
+	if (fl < 0 || fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return log_error_errno(negative_errno(), "cannot prepare the virtiofsd socket");
+	int pidfd;
+	r = virtiofs_spawn(argv, lfd, log_fd, &vm->vfs_pid, &pidfd);
+	if (r < 0)
+		return log_error_errno(r, "cannot start %s", bin);
+	vm->w_vfs = watch_new(vm, pidfd, UV_READABLE, 0, on_virtiofsd_exit);
+	if (!vm->w_vfs)
+		return log_oom();
+	log_debug("virtiofsd %d serves %s", (int)vm->vfs_pid, vm->o.workspace);
+	return 0;
+}
+
+/* virtiofsd ends with the VM: it goes when QEMU closes the connection; make sure of it. */
+static void workspace_stop(struct vm *vm)
+{
+	if (vm->vfs_pid > 0) {
+		kill(vm->vfs_pid, SIGKILL);
+		(void)waitpid(vm->vfs_pid, NULL, 0);
+		vm->vfs_pid = 0;
+	}
+	watch_close(&vm->w_vfs);
+	(void)unlink(VIRTIOFS_SOCKET);
+}
+
 static void vm_finish(struct vm *vm)
 {
 	if (vm->state == VM_DONE)
@@ -329,6 +403,7 @@ static void vm_finish(struct vm *vm)
 	unix_listener_close(&vm->ctl_l, NULL);
 	watch_close(&vm->w_ctl);
 	watch_close(&vm->w_qemu);
+	workspace_stop(vm);
 	close_handle((uv_handle_t *)&vm->boot_timer);
 	close_handle((uv_handle_t *)&vm->stop_timer);
 	close_handle((uv_handle_t *)&vm->vsock_timer);
@@ -594,6 +669,12 @@ static int vm_start(struct vm *vm)
 	if (r < 0)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
 
+	if (vm->o.workspace && !vm->o.workspace_9p) {
+		r = workspace_start(vm);
+		if (r < 0)
+			return r;
+	}
+
 	struct qemu_config qc = {
 		.binary = vm->o.qemu,
 		.name = vm->o.vmdir,
@@ -611,6 +692,8 @@ static int vm_start(struct vm *vm)
 		.rootfs = vm->o.rootfs,
 		.mounts = vm->o.mounts,
 		.n_mounts = vm->o.n_mounts,
+		.vhost_fs_sock = vm->o.workspace && !vm->o.workspace_9p ? VIRTIOFS_SOCKET : NULL,
+		.workspace_9p = vm->o.workspace_9p,
 	};
 	r = qemu_build_argv(&qc, &argv);
 	if (r == -E2BIG)
@@ -665,6 +748,9 @@ static void help(void)
 	       "  --rootfs FILE        root file system image (squashfs), attached read-only;\n"
 	       "                       the guest boots into it with an overlay on top\n"
 	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
+	       "  --workspace DIR      share DIR at /root/workspace over virtio-fs (virtiofsd,\n"
+	       "                       $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN "; as a\n"
+	       "                       normal user over 9p: virtiofsd needs root)\n"
 	       "                       (read-write unless :ro; repeatable, up to 8)\n"
 	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
 	       "                       this SQLite file (docs/LEDGER.md)\n"
@@ -728,6 +814,11 @@ static int parse_mount(const char *arg, struct vm_opts *o)
 				 "components, and not /, /proc, /sys or /dev",
 				 arg, QEMU_GUEST_PATH_MAX - 1),
 		       -EINVAL;
+	if (streq(guest, VIRTIOFS_GUEST_PATH))
+		return log_error("--mount '%s': " VIRTIOFS_GUEST_PATH " is the workspace (use "
+				 "--workspace)",
+				 arg),
+		       -EINVAL;
 	for (size_t i = 0; i < o->n_mounts; i++)
 		if (streq(o->mounts[i].guest, guest))
 			return log_error("--mount '%s': %s is already a mount point", arg, guest),
@@ -761,8 +852,37 @@ static int parse_rootfs(const char *arg, char **ret)
 	return 0;
 }
 
+/* The workspace's transport. Debian's C virtiofsd must run as root: as a normal user it would
+ * need a user namespace, where it cannot drop its supplementary groups (setgroups is denied to
+ * an unprivileged user namespace), so it exits. Then the workspace is a 9p share on the same
+ * path, served by QEMU as the user (files belong to the user as with virtio-fs; slower). */
+static int workspace_transport(struct vm_opts *o)
+{
+	if (!o->workspace || geteuid() == 0)
+		return 0;
+	if (o->n_mounts >= QEMU_MAX_MOUNTS)
+		return log_error("--workspace: no room for it among %d --mounts", QEMU_MAX_MOUNTS),
+		       -EINVAL;
+	for (size_t i = 0; i < o->n_mounts; i++)
+		if (streq(o->mounts[i].guest, VIRTIOFS_GUEST_PATH))
+			return log_error("--workspace and --mount ...:" VIRTIOFS_GUEST_PATH
+					 " both name the workspace"),
+			       -EINVAL;
+	char *host = strdup(o->workspace), *guest = strdup(VIRTIOFS_GUEST_PATH);
+	if (!host || !guest) {
+		free(host);
+		free(guest);
+		return log_oom();
+	}
+	o->mounts[o->n_mounts++] = (struct qemu_mount){ .host = host, .guest = guest };
+	o->workspace_9p = 1;
+	log_info("the workspace is shared over 9p (virtiofsd needs root)");
+	return 0;
+}
+
 static void opts_free(struct vm_opts *o)
 {
+	free(o->workspace);
 	free(o->disk);
 	free(o->rootfs);
 	free(o->ledger);
@@ -799,7 +919,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_MCP_CONFIG,
 		ARG_GUEST_ENV,
 		ARG_TB,
-		ARG_CONTROL_FD
+		ARG_CONTROL_FD,
+		ARG_WORKSPACE
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -821,6 +942,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "disk", required_argument, NULL, ARG_DISK },
 		{ "rootfs", required_argument, NULL, ARG_ROOTFS },
 		{ "mount", required_argument, NULL, ARG_MOUNT },
+		{ "workspace", required_argument, NULL, ARG_WORKSPACE },
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
@@ -930,6 +1052,19 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
 			break;
+		case ARG_WORKSPACE: {
+			struct stat st;
+			if (o->workspace)
+				return log_error("--workspace: given twice"), -EINVAL;
+			o->workspace = realpath(optarg, NULL);
+			if (!o->workspace)
+				return log_error_errno(negative_errno(), "--workspace %s", optarg),
+				       -EINVAL;
+			if (stat(o->workspace, &st) < 0 || !S_ISDIR(st.st_mode))
+				return log_error("--workspace %s: not a directory", optarg),
+				       -EINVAL;
+			break;
+		}
 		case ARG_MOUNT:
 			if (o->n_mounts >= QEMU_MAX_MOUNTS)
 				return log_error("--mount: at most %d", QEMU_MAX_MOUNTS), -EINVAL;
@@ -1000,6 +1135,8 @@ int main(int argc, char **argv)
 	log_setup("capsem-vm", LOG_LVL_INFO);
 	log_setup_from_env();
 	r = parse_args(argc, argv, &vm.o);
+	if (r == 0 && workspace_transport(&vm.o) < 0)
+		r = -EINVAL;
 	if (r != 0) {
 		opts_free(&vm.o);
 		return r > 0 ? 0 : 2;

@@ -61,6 +61,8 @@ struct vm_opts {
 	int no_egress;	  /* --no-egress: the guest gets no network at all */
 	char *mcp;	  /* --mcp-config, realpath'd (owned) */
 	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
+	char *workspace;  /* --workspace, realpath'd: served by virtiofsd (owned) */
+	int workspace_9p; /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
 };
 
 struct vm {
@@ -71,6 +73,8 @@ struct vm {
 	struct vsock_backend *vsock;
 	struct serial_log serial;
 	struct watch *w_ipc, *w_serial, *w_qmp, *w_ctl, *w_qemu;
+	struct watch *w_vfs;			     /* virtiofsd's pidfd (--workspace) */
+	pid_t vfs_pid;				     /* virtiofsd, 0 when not running */
 	struct unix_listener serial_l, qmp_l, ctl_l; /* QEMU's chardevs, the agent (vsock 5000) */
 	uv_timer_t boot_timer, stop_timer;
 	uv_signal_t sig[3];

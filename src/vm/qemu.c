@@ -1,6 +1,7 @@
 /* qemu.c - QEMU command line and process spawning for capsem-vm. Main thread. The command line
  * is built from validated numbers and paths only: nothing here comes from the guest. */
 #include "qemu.h"
+#include "virtiofs.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -80,6 +81,14 @@ static int build_cmdline(const struct qemu_config *c, char **ret)
 	for (size_t i = 0; i < c->n_mounts; i++) {
 		int k = asprintf(&t, "%s capsem.mount=capsem9p%zu:%s:%s", s, i, c->mounts[i].guest,
 				 c->mounts[i].readonly ? "ro" : "rw");
+		free(s);
+		if (k < 0)
+			return -ENOMEM;
+		s = t;
+	}
+	if (c->vhost_fs_sock || c->workspace_9p) {
+		int k = asprintf(&t, "%s capsem.workspace=%s", s,
+				 c->vhost_fs_sock ? VIRTIOFS_TAG : VIRTIOFS_TAG_9P);
 		free(s);
 		if (k < 0)
 			return -ENOMEM;
@@ -212,6 +221,15 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 				i, host, c->mounts[i].readonly ? ",readonly=on" : "");
 		r |= strv_push(&v, "-device");
 		r |= strv_pushf(&v, "virtio-9p-device,fsdev=fs%zu,mount_tag=capsem9p%zu", i, i);
+	}
+	if (c->vhost_fs_sock) {
+		/* the workspace: virtiofsd (virtiofs.c) over vhost-user; the guest RAM is a shared
+		 * memfd already (vhost-user needs that) */
+		r |= strv_push(&v, "-chardev");
+		r |= strv_pushf(&v, "socket,id=vfs0,path=%s", c->vhost_fs_sock);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "vhost-user-fs-device,chardev=vfs0,tag=" VIRTIOFS_TAG
+				   ",queue-size=1024");
 	}
 	r |= strv_push(&v, "-kernel");
 	r |= strv_push(&v, c->kernel);

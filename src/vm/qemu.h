@@ -55,6 +55,10 @@ struct qemu_config {
 	const char *rootfs; /* root file system image attached read-only, serial capsem-rootfs */
 	const struct qemu_mount *mounts;
 	size_t n_mounts; /* at most QEMU_MAX_MOUNTS */
+	/* the workspace's virtiofsd socket (vhost-user-fs, tag VIRTIOFS_TAG: the guest mounts it
+	 * on /root/workspace, "capsem.workspace=" on the kernel command line), or NULL */
+	const char *vhost_fs_sock;
+	int workspace_9p; /* the workspace is one of mounts[] instead ("capsem.workspace=9p") */
 };
 
 /* Whether p may be a guest mount point: absolute, 2..QEMU_GUEST_PATH_MAX-1 characters of

@@ -1,0 +1,29 @@
+/* virtiofs.h - the workspace's file server: Debian's virtiofsd (QEMU 7.2's C virtiofsd,
+ * /usr/lib/qemu/virtiofsd) serving one host directory to the guest over vhost-user-fs.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+#define VIRTIOFS_SOCKET "virtiofs.sock" /* in the VM directory; QEMU connects to it */
+#define VIRTIOFS_LOG "virtiofsd.log"
+#define VIRTIOFS_TAG "capsemws" /* the mount tag the guest mounts on /root/workspace */
+#define VIRTIOFS_DEFAULT_BIN "/usr/lib/qemu/virtiofsd"
+#define VIRTIOFS_GUEST_PATH "/root/workspace" /* where the guest mounts the workspace */
+#define VIRTIOFS_TAG_9P "9p" /* capsem.workspace=9p: it is the 9p share on that path */
+
+/* The virtiofsd to run: $CAPSEM_VIRTIOFSD, else VIRTIOFS_DEFAULT_BIN, else "virtiofsd" in
+ * PATH. 0 with *ret (malloc'ed), -ENOENT, -ENOMEM. */
+int virtiofs_find(char **ret);
+
+/* The argv for serving source (an absolute, real directory) on the listening socket that the
+ * child gets as fd 3. Owned strv, or NULL (ENOMEM). */
+char **virtiofs_argv(const char *binary, const char *source);
+
+/* fork + exec argv with listen_fd as fd 3, stdin /dev/null, stdout and stderr to log_fd, in its
+ * own session, PR_SET_PDEATHSIG(SIGKILL). When we are not root it runs in a new user namespace
+ * where it is root, mapped to our uid and gid: what the guest's root creates in the workspace
+ * belongs to the user on the host, and virtiofsd may build its own sandbox (mount, PID and
+ * network namespaces, pivot_root into the shared directory, its seccomp filter). 0 with the pid
+ * and a pidfd, or -errno. */
+int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd);

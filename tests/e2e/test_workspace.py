@@ -1,0 +1,153 @@
+"""The workspace (issue 12, item 1): a host folder shared into the VM over virtio-fs (Debian's
+virtiofsd, supervised by capsem-vm), mounted on /root/workspace, where commands start.
+
+Both ways: a file the guest writes is on the host when the exec returns; a file the host writes
+is seen by the guest within virtiofsd's cache=auto bound (measured and printed). Without
+--workspace a VM gets its own folder in its VM directory, gone with the VM. What the guest's
+root creates belongs to the user running Capsem (this module also runs as an unprivileged user:
+Debian's C virtiofsd needs root, so there the workspace is QEMU's 9p share on the same path,
+which creates files as the user). virtiofsd killed
+under a running VM: the VM is reported crashed naming virtiofsd, nothing hangs, nothing is left.
+"""
+import json
+import os
+import time
+
+import pytest
+
+from conftest import procs_mentioning, wait_for
+from test_cli_daemon import cli, stop_daemon
+
+VISIBLE_S = 5  # the bound a host-side change must be seen in: cache=auto caches for 1 s
+
+
+@pytest.fixture(scope="module")
+def wsenv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ws")
+    home = d / "home"
+    home.mkdir()
+    yield d, home
+    p = cli(home, "list", "-a", "--json")
+    if p.returncode == 0:
+        ids = [v["id"] for v in json.loads(p.stdout)]
+        if ids:
+            cli(home, "delete", *ids, timeout=300)
+    stop_daemon(home)
+    assert not procs_mentioning(str(d)), "QEMU, capsem-vm or virtiofsd left behind"
+
+
+def sh(home, vm, script, check=0):
+    p = cli(home, "exec", vm, "--", "sh", "-c", script, timeout=300)
+    if check is not None:
+        assert p.returncode == check, (script, p)
+    return p.stdout.decode()
+
+
+def test_a_shared_folder_both_ways(wsenv):
+    d, home = wsenv
+    share = d / "project"
+    share.mkdir()
+    (share / "from-host.txt").write_text("hello from the host\n")
+    p = cli(home, "create", "-n", "ws", "--memory", "256M", "--workspace", str(share),
+            "--json", timeout=600)
+    assert p.returncode == 0, p
+    info = json.loads(p.stdout)
+    assert info["workspace"] == str(share) and info["workspace_shared"] is True, info
+    # commands start in the workspace; the guest sees the host's file
+    assert sh(home, "ws", "pwd; cat from-host.txt") == "/root/workspace\nhello from the host\n"
+    # the guest's writes are on the host when the exec returns, owned by the user, not root
+    sh(home, "ws", "echo guest > from-guest.txt; mkdir -p sub/dir; echo deep > sub/dir/f")
+    assert (share / "from-guest.txt").read_text() == "guest\n"
+    assert (share / "sub" / "dir" / "f").read_text() == "deep\n"
+    for p_ in (share / "from-guest.txt", share / "sub" / "dir"):
+        assert p_.stat().st_uid == os.getuid(), (p_, p_.stat().st_uid)
+    # the host's new file: seen within the bound (measured in the guest)
+    t0 = time.monotonic()
+    (share / "later.txt").write_text("later\n")
+    out = sh(home, "ws", f"i=0; until [ -f later.txt ]; do i=$((i+1)); "
+                         f"[ $i -gt {VISIBLE_S * 20} ] && break; sleep 0.05; done; cat later.txt")
+    took = time.monotonic() - t0
+    assert out == "later\n", out
+    # a change to an existing file is seen too
+    (share / "from-host.txt").write_text("changed on the host\n")
+    wait_for(lambda: sh(home, "ws", "cat from-host.txt") == "changed on the host\n",
+             VISIBLE_S, "the host's change in the guest")
+    # deletes both ways
+    (share / "later.txt").unlink()
+    wait_for(lambda: sh(home, "ws", "[ -e later.txt ] && echo yes || echo no") == "no\n",
+             VISIBLE_S, "the host's delete in the guest")
+    sh(home, "ws", "rm from-guest.txt")
+    assert not (share / "from-guest.txt").exists()
+    print(f"\nhost file seen by the guest {took:.2f} s after it was written (exec included)")
+    # the share outlives the VM: the user's folder is not the VM's to delete
+    assert cli(home, "delete", "ws", timeout=300).returncode == 0
+    assert (share / "from-host.txt").exists() and (share / "sub" / "dir" / "f").exists()
+
+
+def test_a_vm_has_its_own_workspace_without_one(wsenv):
+    d, home = wsenv
+    p = cli(home, "create", "-n", "own", "--memory", "256M", "--json", timeout=600)
+    assert p.returncode == 0, p
+    info = json.loads(p.stdout)
+    ws = info["workspace"]
+    assert ws == info["vmdir"] + "/workspace" and info["workspace_shared"] is False, info
+    assert sh(home, "own", "pwd; echo mine > f") == "/root/workspace\n"
+    assert open(os.path.join(ws, "f")).read() == "mine\n"
+    # it survives a restart, and goes with the VM
+    assert cli(home, "restart", "own", timeout=600).returncode == 0
+    assert sh(home, "own", "cat f") == "mine\n"
+    assert cli(home, "delete", "own", timeout=300).returncode == 0
+    assert not os.path.exists(ws)
+
+
+def test_run_with_a_workspace(wsenv):
+    d, home = wsenv
+    share = d / "run-share"
+    share.mkdir()
+    for mode in ([], ["--direct"]):
+        p = cli(home, "run", *mode, "--workspace", str(share), "--", "sh", "-c",
+                "pwd; echo ran > ran.txt", timeout=600)
+        assert p.returncode == 0 and p.stdout == b"/root/workspace\n", (mode, p)
+        assert (share / "ran.txt").read_text() == "ran\n"
+        (share / "ran.txt").unlink()
+    p = cli(home, "run", "--workspace", str(d / "missing"), "--", "true")
+    assert p.returncode == 2 and b"--workspace" in p.stderr, p
+    p = cli(home, "create", "--workspace", str(share / "nope"))
+    assert p.returncode == 2 and b"--workspace" in p.stderr, p
+    p = cli(home, "create", "--mount", f"{share}:/root/workspace")
+    assert p.returncode == 1 and b"/root/workspace is the workspace" in p.stderr, p
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a normal user the workspace is a 9p share "
+                    "(Debian's virtiofsd needs root): there is no virtiofsd to kill")
+def test_virtiofsd_killed_is_reported_and_nothing_hangs(wsenv):
+    d, home = wsenv
+    share = d / "doomed"
+    share.mkdir()
+    assert cli(home, "create", "-n", "doomed", "--memory", "256M", "--workspace", str(share),
+               timeout=600).returncode == 0
+    pids = [p for p in procs_mentioning(f"source={share}")
+            if b"virtiofsd" in open(f"/proc/{p}/cmdline", "rb").read()]
+    # virtiofsd's sandbox: a parent outside and its worker in new namespaces; kill the worker,
+    # the one that parses the guest's requests
+    def ppid(pid):
+        return int([ln for ln in open(f"/proc/{pid}/status")
+                    if ln.startswith("PPid:")][0].split()[1])
+
+    workers = [p for p in pids if ppid(p) in pids]
+    assert len(pids) == 2 and len(workers) == 1, pids
+    os.kill(workers[0], 9)
+    t0 = time.monotonic()
+
+    def state():
+        return json.loads(cli(home, "info", "doomed", "--json").stdout)
+
+    wait_for(lambda: state()["state"] == "crashed", 60, "the VM to be reported crashed")
+    took = time.monotonic() - t0
+    err = state()["error"]
+    assert "virtiofsd" in err and "virtiofsd.log" in err, err
+    p = cli(home, "exec", "doomed", "--", "true", timeout=60)
+    assert p.returncode != 0 and p.stderr.startswith(b"capsem: "), p
+    assert not procs_mentioning(str(share)), "virtiofsd or QEMU left behind"
+    print(f"\nvirtiofsd killed: VM reported crashed after {took:.2f} s")
+    assert cli(home, "delete", "doomed", timeout=300).returncode == 0

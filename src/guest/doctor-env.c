@@ -11,6 +11,7 @@
  *     venv         the image's Python venv is active: VIRTUAL_ENV names it, its bin/ leads PATH
  *                  and python3 runs inside it
  *     swap         a VM with a disk swaps to a file on it
+ *     workspace    the host's folder is mounted on /root/workspace (virtio-fs or 9p) and writable
  *     sys-tools    the image's system tools are in PATH (mount, umount, swapon, vim,
  *                  poweroff, halt, reboot)
  *   runtimes       python3, node, npm, git, curl start; git init works; pip installs a package
@@ -34,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bootargs.h"
 #include "doctor-int.h"
 #include "doctor.h"
 #include "envfile.h"
@@ -177,6 +179,40 @@ static void check_swap(struct doctor *d)
 	doctor_add(d, "swap", DOCTOR_PASS, "%s on the VM's disk: %u MiB", INIT_SWAPFILE, kib >> 10);
 }
 
+static void check_workspace(struct doctor *d)
+{
+	_cleanup_free_ char *cmdline = NULL, *m = NULL;
+	struct bootargs b;
+	char probe[] = BOOTARGS_WORKSPACE "/.capsem-doctor-XXXXXX";
+	if (read_file_small("/proc/cmdline", 4096, &cmdline, NULL) < 0)
+		cmdline = NULL;
+	bootargs_parse(cmdline ? cmdline : "", &b);
+	if (!b.workspace[0]) {
+		doctor_add(d, "workspace", DOCTOR_SKIP,
+			   "this VM has no workspace (capsem-vm alone)");
+		return;
+	}
+	const char *type = streq(b.workspace, "9p") ? " 9p " : " virtiofs ";
+	char pat[64];
+	snprintf(pat, sizeof(pat), " " BOOTARGS_WORKSPACE "%s", type);
+	if (read_file_small("/proc/mounts", 1u << 20, &m, NULL) < 0 || !strstr(m, pat)) {
+		doctor_add(d, "workspace", DOCTOR_FAIL, BOOTARGS_WORKSPACE " is not mounted (%s)",
+			   b.workspace);
+		return;
+	}
+	int fd = mkstemp(probe);
+	if (fd < 0) {
+		doctor_add(d, "workspace", DOCTOR_FAIL,
+			   "cannot write in " BOOTARGS_WORKSPACE ": %s", strerror(errno));
+		return;
+	}
+	close(fd);
+	(void)unlink(probe);
+	doctor_add(d, "workspace", DOCTOR_PASS,
+		   "the host's folder is on " BOOTARGS_WORKSPACE " (%.*s) and writable",
+		   (int)strlen(type) - 2, type + 1);
+}
+
 static void check_sys_tools(struct doctor *d)
 {
 	const struct toml_value *a = toml_table_get(d->image, "system_tools");
@@ -207,6 +243,7 @@ void doctor_environment(struct doctor *d)
 	check_etc_environment(d);
 	check_venv(d);
 	check_swap(d);
+	check_workspace(d);
 	check_sys_tools(d);
 }
 

@@ -10,7 +10,7 @@
  *                names), the redirect, TLS through the Capsem CA, an HTTP denial by the proxy,
  *                the CA in each client's trust store (doctor-net.c)
  *   environment  hostname, the VM's identity, /etc/environment in every exec, the Python venv,
- *                swap on the VM's disk, the system tools (doctor-env.c)
+ *                swap on the VM's disk, the workspace, the system tools (doctor-env.c)
  *   runtimes     python3, pip, node, npm, git, curl start and work
  *   ai           each AI CLI starts, has its settings and sees only its placeholder key; git's
  *                GitHub credential is the placeholder
@@ -52,7 +52,7 @@ static const struct group {
 	  doctor_sandbox },
 	{ "network", "interfaces, routes, IPv6, proxies, DNS, redirect, TLS, HTTP denial, CA trust",
 	  doctor_network },
-	{ "environment", "hostname, VM identity, /etc/environment, venv, swap, system tools",
+	{ "environment", "hostname, VM identity, /etc/environment, venv, swap, workspace, tools",
 	  doctor_environment },
 	{ "runtimes", "python3, pip, node, npm, git, curl", doctor_runtimes },
 	{ "ai", "AI CLIs start, are configured, hold placeholder keys; git's GitHub credential",

@@ -319,7 +319,27 @@ static void close_handle(uv_handle_t *h)
 		uv_close(h, NULL);
 }
 
-/* virtiofsd ended. While the VM runs that is fatal: the guest's workspace I/O would hang. */
+/* virtiofsd is gone while QEMU still runs: fatal, the guest's workspace I/O would hang. */
+static void virtiofsd_failed(struct vm *vm)
+{
+	_cleanup_free_ char *tail = NULL;
+	if (vm->state == VM_STOPPING || vm->state == VM_DONE || vm->qemu_exited)
+		return;
+	(void)read_file_small(VIRTIOFS_LOG, 2048, &tail, NULL);
+	if (tail)
+		tail[strcspn(tail, "\n")] = 0;
+	vm_fail(vm, "virtiofsd (the workspace's file server) %s%s%s; its log: %s/" VIRTIOFS_LOG,
+		vm->vfs_why, tail && *tail ? ": " : "", tail ? tail : "", vm->o.vmdir);
+}
+
+static void on_vfs_timer(uv_timer_t *t)
+{
+	virtiofsd_failed(t->data);
+}
+
+/* virtiofsd ended. Status 0 is its answer to QEMU closing the connection (the guest powered
+ * off, or QEMU died): QEMU's exit decides then, unless QEMU is still there a moment later. Any
+ * other end is a crash. */
 static void on_virtiofsd_exit(struct watch *w, int events)
 {
 	struct vm *vm = w->vm;
@@ -329,16 +349,13 @@ static void on_virtiofsd_exit(struct watch *w, int events)
 		return;
 	vm->vfs_pid = 0;
 	watch_close(&vm->w_vfs);
-	if (vm->state == VM_STOPPING || vm->state == VM_DONE)
-		return;
-	_cleanup_free_ char *tail = NULL;
-	(void)read_file_small(VIRTIOFS_LOG, 2048, &tail, NULL);
-	if (tail)
-		tail[strcspn(tail, "\n")] = 0;
-	vm_fail(vm, "virtiofsd (the workspace's file server) %s %d%s%s; its log: %s/" VIRTIOFS_LOG,
-		WIFEXITED(st) ? "exited with status" : "was killed by signal",
-		WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), tail && *tail ? ": " : "",
-		tail ? tail : "", vm->o.vmdir);
+	snprintf(vm->vfs_why, sizeof(vm->vfs_why), "%s %d",
+		 WIFEXITED(st) ? "exited with status" : "was killed by signal",
+		 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		uv_timer_start(&vm->vfs_timer, on_vfs_timer, VFS_QEMU_GRACE_MS, 0);
+	else
+		virtiofsd_failed(vm);
 }
 
 /* Start virtiofsd on the --workspace directory, listening on VIRTIOFS_SOCKET (made here, handed
@@ -407,6 +424,7 @@ static void vm_finish(struct vm *vm)
 	close_handle((uv_handle_t *)&vm->boot_timer);
 	close_handle((uv_handle_t *)&vm->stop_timer);
 	close_handle((uv_handle_t *)&vm->vsock_timer);
+	close_handle((uv_handle_t *)&vm->vfs_timer);
 	for (size_t i = 0; i < ELEMENTSOF(vm->sig); i++)
 		close_handle((uv_handle_t *)&vm->sig[i]);
 	vsock_backend_free(vm->vsock);
@@ -1162,7 +1180,8 @@ int main(int argc, char **argv)
 	uv_timer_init(&loop, &vm.boot_timer);
 	uv_timer_init(&loop, &vm.stop_timer);
 	uv_timer_init(&loop, &vm.vsock_timer);
-	vm.boot_timer.data = vm.stop_timer.data = vm.vsock_timer.data = &vm;
+	uv_timer_init(&loop, &vm.vfs_timer);
+	vm.boot_timer.data = vm.stop_timer.data = vm.vsock_timer.data = vm.vfs_timer.data = &vm;
 	int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
 		uv_signal_init(&loop, &vm.sig[i]);

@@ -19,6 +19,7 @@
 #define SERIAL_LOG_CAP (4u << 20)
 #define STOP_GRACE_MS 8000
 #define QUIT_GRACE_MS 3000
+#define VFS_QEMU_GRACE_MS 3000 /* virtiofsd ended cleanly: QEMU should follow in this */
 #define CONTROL_MAX_CLIENTS 16
 #define CONTROL_LINE_MAX 4096
 #define PID_FILE "supervisor.pid"
@@ -88,6 +89,8 @@ struct vm {
 	char *vmdir_abs;
 	char *vsock_error; /* a vsock backend failure, judged after a grace period */
 	uv_timer_t vsock_timer;
+	uv_timer_t vfs_timer; /* virtiofsd ended cleanly: QEMU must follow in VFS_QEMU_GRACE_MS */
+	char vfs_why[64];     /* how virtiofsd ended */
 	int exit_code;
 	struct unix_listener control_l; /* --control */
 	struct watch *w_control[CONTROL_MAX_CLIENTS];

@@ -2,9 +2,11 @@
  * (docs/LEDGER.md) through capsemd (GET /vms/{ref}/events, /sessions/{id}/events, /sessions).
  *
  * A table (id, local time, kind, a one-line summary from ledger_event_summary) or, with --json,
- * the daemon's JSON (an array; JSON lines with --follow). --follow polls every 500 ms for events
- * with a larger id, on the session it started with. VM may be a VM the daemon knows, a session
- * id, or a deleted VM's id or name (the daemon looks in $CAPSEM_HOME/sessions).
+ * the daemon's JSON (an array; JSON lines with --follow). --follow long-polls the daemon for
+ * events with a larger id (wait=FOLLOW_WAIT_S: the daemon answers as soon as the VM commits new
+ * rows), on the session it started with; between answers the CLI is blocked reading its socket.
+ * VM may be a VM the daemon knows, a session id, or a deleted VM's id or name (the daemon looks
+ * in $CAPSEM_HOME/sessions).
  *
  * Trust boundary: arguments are the user's; answers are the daemon's JSON, read defensively;
  * guest-supplied text in events is printed on one line with control characters replaced.
@@ -13,7 +15,6 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "clilib.h"
 #include "commands.h"
@@ -22,7 +23,7 @@
 #include "parse.h"
 #include "query.h"
 
-#define FOLLOW_MS 500
+#define FOLLOW_WAIT_S 30 /* the long-poll's wait=, at most the daemon's 60 */
 
 static const char usage[] =
 	"Usage: capsem events VM [OPTIONS]\n"
@@ -40,7 +41,7 @@ static const char usage[] =
 	"                       (default 100, at most 10000)\n"
 	"      --since ID       events after event id ID\n"
 	"      --session ID     a given session of the VM (default: its current boot)\n"
-	"  -f, --follow         keep printing new events (every 500 ms) until interrupted\n"
+	"  -f, --follow         keep printing new events as they are recorded until interrupted\n"
 	"      --json           JSON: the events as an array (one object per line with -f)\n"
 	"      --sessions       list the recorded sessions instead\n";
 
@@ -142,9 +143,10 @@ static int add_param(char **q, const char *k, const char *v)
 	return 0;
 }
 
-/* The URL path for one request. session (may be NULL) pins a session. */
+/* The URL path for one request. session (may be NULL) pins a session; wait_s > 0 asks for a
+ * long-poll. */
 static char *events_path(const char *ref, const char *session, const char *kinds, unsigned limit,
-			 int64_t since)
+			 int64_t since, unsigned wait_s)
 {
 	_cleanup_free_ char *q = NULL;
 	char num[32];
@@ -158,6 +160,10 @@ static char *events_path(const char *ref, const char *session, const char *kinds
 	if (since >= 0) {
 		snprintf(num, sizeof(num), "%lld", (long long)since);
 		r |= add_param(&q, "since", num);
+	}
+	if (wait_s) {
+		snprintf(num, sizeof(num), "%u", wait_s);
+		r |= add_param(&q, "wait", num);
 	}
 	if (r < 0)
 		return NULL;
@@ -278,7 +284,9 @@ int cmd_events(int argc, char **argv)
 
 	int header = 0;
 	for (;;) {
-		_cleanup_free_ char *path = events_path(ref, session, kinds, limit, since);
+		/* following: the daemon holds an empty answer until rows arrive or the wait ends */
+		_cleanup_free_ char *path =
+			events_path(ref, session, kinds, limit, since, follow ? FOLLOW_WAIT_S : 0);
 		struct api_response res;
 		if (!path)
 			return log_oom(), 1;
@@ -298,7 +306,5 @@ int cmd_events(int argc, char **argv)
 		api_response_done(&res);
 		if (!follow)
 			return 0;
-		struct timespec ts = { FOLLOW_MS / 1000, (FOLLOW_MS % 1000) * 1000000L };
-		nanosleep(&ts, NULL);
 	}
 }

@@ -6,11 +6,15 @@
 
 #include "http.h"
 #include "httpd.h"
+#include "list.h"
 #include "vmctl.h"
 
 struct api {
 	uv_loop_t *loop;
 	struct vmctl *vms;
+	/* long-polls of the events routes waiting for a commit (ledgerapi.c) */
+	struct list_link ledger_waits;
+	uint64_t ledger_seq; /* commit notices seen so far, from every VM */
 };
 
 /* httpd callbacks; userdata is a struct api. */

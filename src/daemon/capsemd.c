@@ -26,6 +26,7 @@
 #include "apiclient.h"
 #include "home.h"
 #include "httpd.h"
+#include "ledgerapi.h"
 #include "log.h"
 #include "macro.h"
 #include "unixsock.h"
@@ -255,6 +256,7 @@ int main(int argc, char **argv)
 	if (lfd < 0)
 		return log_error_errno(lfd, "cannot listen on %s", sock_path), 1;
 	struct api api = { .loop = &loop, .vms = vms };
+	ledgerapi_init(&api);
 	r = httpd_new(&loop, lfd, api_handle, api_body_cap, &api, &server);
 	if (r < 0)
 		return log_error_errno(r, "cannot serve %s", sock_path), 1;

@@ -4,7 +4,10 @@
 
 #include "api.h"
 
-/* GET /vms/{ref}/events?kind=net,dns&limit=N&since=ID&session=ID. vm may be NULL when ref names
+/* Set up a's long-polls: a's list of them, and vmctl's commit notices to wake them. Call once,
+ * before serving. */
+void ledgerapi_init(struct api *a);
+/* GET /vms/{ref}/events?kind=net,dns&limit=N&since=ID&session=ID&wait=S. vm may be NULL when ref names
  * no VM the daemon knows: the sessions directory is searched (a session id, a deleted VM's id or
  * name). */
 void ledgerapi_vm_events(struct api *a, struct httpd_conn *c, struct vm *vm, const char *ref,

@@ -78,6 +78,8 @@ struct vmctl {
 	char *home, *vms_dir, *images_dir, *vm_bin, *sessions_dir;
 	struct list_link vms; /* newest first */
 	size_t n_vms;
+	vmctl_ledger_cb on_ledger; /* vmctl_on_ledger() */
+	void *on_ledger_data;
 };
 
 /* ---- vmctl.c ---- */

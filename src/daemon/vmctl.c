@@ -219,6 +219,12 @@ const char *vmctl_sessions_dir(struct vmctl *c)
 	return c->sessions_dir;
 }
 
+void vmctl_on_ledger(struct vmctl *c, vmctl_ledger_cb cb, void *userdata)
+{
+	c->on_ledger = cb;
+	c->on_ledger_data = userdata;
+}
+
 /* The resident memory of pid in KiB, from /proc/PID/status; when parent > 0, only if pid is
  * still parent's child (a pid that was reused reports nothing). 0 or -errno. */
 static int proc_rss_kib(pid_t pid, pid_t parent, uint64_t *ret)

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "registry.h"
@@ -76,6 +77,11 @@ int vm_persist(struct vm *vm, const char *name);
 
 /* <home>/sessions */
 const char *vmctl_sessions_dir(struct vmctl *c);
+/* A VM's capsem-vm committed rows to its session ledger: session "<id>-<boot>", last_id the
+ * highest committed event id (from its "ledger" control events, at most ~10 a second). */
+typedef void (*vmctl_ledger_cb)(void *userdata, const char *session, int64_t last_id);
+/* Call cb on every such notice (NULL: stop). */
+void vmctl_on_ledger(struct vmctl *c, vmctl_ledger_cb cb, void *userdata);
 /* The VM as the API shows it: its record (registry_record_to_json) and, while its supervisor
  * runs, "host_memory": {"rss_mib", "qemu_rss_mib", "supervisor_rss_mib"} read from /proc (the
  * host memory the VM costs now: QEMU's guest RAM, device and TCG state, and capsem-vm's proxy,

@@ -13,7 +13,8 @@
  * vm.json) and capsem-vm gets --ledger <home>/sessions/<id>-<boot>.db: it is the database's
  * only writer. The daemon adds what only it knows as {"cmd":"ledger","event":...} lines on the
  * control connection: the VM's name and image at ready (vm_ledger_write). capsem-vm records
- * exec sessions itself. When a VM's supervisor is found dead, the exec rows of its session that
+ * exec sessions itself and reports each commit as a {"event":"ledger","last_id":N} line, which
+ * wakes the long-polls on that session (vmctl_on_ledger). When a VM's supervisor is found dead, the exec rows of its session that
  * never saw their end are marked so (ledger_mark_unfinished). At start-up (vmctl_recover) the
  * newest LEDGER_KEEP_SESSIONS session files are kept.
  *
@@ -217,6 +218,16 @@ static void handle_event(struct vm *vm, json_t *ev)
 			vmctl_set_str(&vm->fail, m ? m : "capsem-vm reported an error");
 		if (t)
 			vmctl_set_str(&vm->serial_tail, t);
+	} else if (streq(e, "ledger")) {
+		/* rows committed to the current boot's session ledger: wake long-polls on it */
+		json_t *v = json_object_get(ev, "last_id");
+		struct vmctl *c = vm->ctl;
+		char session[REGISTRY_ID_LEN + 16];
+		if (c->on_ledger && json_is_integer(v) && json_integer_value(v) > 0 &&
+		    vm->rec.boot > 0) {
+			snprintf(session, sizeof(session), "%s-%u", vm->rec.id, vm->rec.boot);
+			c->on_ledger(c->on_ledger_data, session, (int64_t)json_integer_value(v));
+		}
 	} else if (streq(e, "stopped")) {
 		vm->seen_stopped = 1;
 		const char *reason = json_string_value(json_object_get(ev, "reason"));

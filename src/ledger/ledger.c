@@ -9,6 +9,8 @@
  * for, or the ledger closes), takes up to batch_max events and inserts them with prepared
  * statements in one transaction, followed by a `dropped` row when events were lost since the
  * last batch. Ids are assigned here, in order, from one sequence shared by every event table.
+ * After each transaction that gave rows ids, the ledger_on_commit() callback learns the last
+ * one (capsem-vm turns it into a "ledger" event for capsemd's long-polls).
  * If a transaction fails the batch is retried one event per transaction, so one bad row does
  * not lose the others; the ones that still fail are counted as lost (reason write_error).
  *
@@ -60,6 +62,8 @@ struct ledger {
 	int flushing;
 	int closing;
 	struct ledger_stats st;
+	void (*on_commit)(void *userdata, int64_t last_id); /* ledger_on_commit() */
+	void *on_commit_data;
 
 	/* the writer thread's own */
 	sqlite3_stmt *ins[LEDGER_KIND_MAX];
@@ -311,11 +315,22 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 
 		uint64_t failed = 0;
+		int64_t id0 = l->next_id;
 		size_t written = write_batch(l, list, &failed);
 		while (list) {
 			struct lev *e = list;
 			list = e->next;
 			free(e);
+		}
+		/* rows got ids: tell whoever wants to know (without our lock), before a flush that
+		 * waits for this batch returns */
+		if (l->next_id != id0) {
+			pthread_mutex_lock(&l->mu);
+			void (*cb)(void *, int64_t) = l->on_commit;
+			void *cb_data = l->on_commit_data;
+			pthread_mutex_unlock(&l->mu);
+			if (cb)
+				cb(cb_data, l->next_id - 1);
 		}
 
 		pthread_mutex_lock(&l->mu);
@@ -643,6 +658,14 @@ fail:
 int ledger_open(const char *path, struct ledger **ret)
 {
 	return ledger_open_opts(path, NULL, ret);
+}
+
+void ledger_on_commit(struct ledger *l, void (*cb)(void *userdata, int64_t last_id), void *userdata)
+{
+	pthread_mutex_lock(&l->mu);
+	l->on_commit = cb;
+	l->on_commit_data = userdata;
+	pthread_mutex_unlock(&l->mu);
 }
 
 void ledger_flush(struct ledger *l)

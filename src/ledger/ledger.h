@@ -175,6 +175,13 @@ struct ledger_session {
 int ledger_open(const char *path, struct ledger **ret);
 /* Flush everything queued, record the session's end, join the thread, close. NULL is fine. */
 void ledger_close(struct ledger *l);
+/* Call cb(userdata, last_id) after each transaction that gave rows ids (last_id: the highest
+ * committed id; a session-row update alone does not count); NULL stops it. cb runs on the
+ * writer thread, without the ledger's lock, and must be quick and thread-safe (e.g.
+ * uv_async_send); it must not call the ledger. A flush returns only after the notice of the
+ * batch it waited for. Thread-safe (a notice under way when cb is changed may still run). */
+void ledger_on_commit(struct ledger *l, void (*cb)(void *userdata, int64_t last_id),
+		      void *userdata);
 /* Wait until every event queued before the call is committed (or counted lost). */
 void ledger_flush(struct ledger *l);
 /* Recovery, for a session whose writer died (capsem-vm killed): every exec row whose end was

@@ -436,6 +436,7 @@ static void vm_finish(struct vm *vm)
 	/* flushes: the session's last rows are on disk before "stopped" */
 	ledger_close(vm->ledger);
 	vm->ledger = NULL;
+	vm_ledger_events_stop(vm);
 	serial_log_close(&vm->serial);
 	if (vm->p_ctl) {
 		unlink(vm->p_ctl);
@@ -631,6 +632,9 @@ static int vm_start(struct vm *vm)
 		if (r < 0)
 			return log_error_errno(r, "cannot open the session ledger %s",
 					       vm->o.ledger);
+		r = vm_ledger_events_start(vm);
+		if (r < 0)
+			return log_error_errno(r, "cannot watch the session ledger's commits");
 	}
 	if (!vm->o.no_egress) {
 		char err[512] = "";

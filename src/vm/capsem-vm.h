@@ -6,6 +6,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -23,6 +24,7 @@
 #define CONTROL_MAX_CLIENTS 16
 #define CONTROL_LINE_MAX 4096
 #define PID_FILE "supervisor.pid"
+#define LEDGER_EVENT_MS 100 /* at most one "ledger" event per this many ms */
 
 enum vm_state { VM_BOOTING, VM_READY, VM_STOPPING, VM_DONE };
 
@@ -100,7 +102,13 @@ struct vm {
 	int pid_file;	       /* we wrote supervisor.pid in the VM directory (our cwd) */
 	struct egress *egress; /* proxy (vsock 5002) and DNS (5007); NULL with --no-egress */
 	struct ledger *ledger; /* --ledger: the session database */
-	struct gateway *mcp;   /* MCP gateway (vsock 5003); NULL with --no-egress */
+	/* commit notices from the ledger's writer thread, as "ledger" events (vmcontrol.c) */
+	uv_async_t ledger_async;
+	uv_timer_t ledger_timer;
+	_Atomic int64_t ledger_committed; /* the writer thread's last committed id */
+	int64_t ledger_sent;		  /* the last_id of our last "ledger" event */
+	int ledger_notify;		  /* the two handles above are initialised */
+	struct gateway *mcp;		  /* MCP gateway (vsock 5003); NULL with --no-egress */
 };
 
 /* ---- capsem-vm.c ---- */
@@ -131,5 +139,10 @@ void vm_on_ipc(struct watch *w, int events);
 int vm_control_open(struct vm *vm);
 /* Close every control client and the listener; remove the socket file. */
 void vm_control_close(struct vm *vm);
+/* Report the ledger's commits to the control clients as {"event":"ledger","last_id":N} lines,
+ * at once after a quiet spell, then at most every LEDGER_EVENT_MS. 0 or a negative errno. */
+int vm_ledger_events_start(struct vm *vm);
+/* After ledger_close(): the last commits' event (when not yet sent), then close the handles. */
+void vm_ledger_events_stop(struct vm *vm);
 /* Write supervisor.pid in the VM directory (our cwd). 0 or a negative errno (logged). */
 int vm_pid_file_write(struct vm *vm);

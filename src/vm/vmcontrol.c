@@ -13,6 +13,11 @@
  * client's EOF never stops the VM: the daemon may restart and reconnect. Events are written
  * without blocking: a client whose socket buffer is full is not reading and is dropped.
  *
+ * Ledger notices: after each commit of the session ledger (--ledger) the control clients get
+ * {"event":"ledger","last_id":N}, the highest committed event id: at once after a quiet spell,
+ * then at most one every LEDGER_EVENT_MS (the daemon wakes its long-polls on it). The parent
+ * does not get them; a new client does not get the last one replayed.
+ *
  * Trust boundary: the parent and the control clients are the host user's own processes (the
  * socket is 0600, the daemon checks peer credentials on its side); their lines are still parsed
  * strictly and capped. Thread: the libuv loop.
@@ -86,6 +91,75 @@ void vm_emit(struct vm *vm, json_t *ev)
 	} else {
 		free(line);
 	}
+}
+
+/* ---- ledger commit notices (control clients only) ---- */
+
+static void ledger_event_send(struct vm *vm, int64_t last_id)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "{\"event\":\"ledger\",\"last_id\":%lld}\n",
+			 (long long)last_id);
+	vm->ledger_sent = last_id;
+	for (size_t i = 0; i < ELEMENTSOF(vm->w_control); i++)
+		if (vm->w_control[i])
+			control_send(vm, &vm->w_control[i], line, (size_t)n);
+}
+
+static void on_ledger_timer(uv_timer_t *t);
+
+/* Send what the writer committed since the last event, unless one went out less than
+ * LEDGER_EVENT_MS ago (then the timer sends it). */
+static void ledger_event_maybe(struct vm *vm)
+{
+	int64_t last = atomic_load(&vm->ledger_committed);
+	if (last <= vm->ledger_sent || uv_is_active((uv_handle_t *)&vm->ledger_timer))
+		return;
+	ledger_event_send(vm, last);
+	uv_timer_start(&vm->ledger_timer, on_ledger_timer, LEDGER_EVENT_MS, 0);
+}
+
+static void on_ledger_timer(uv_timer_t *t)
+{
+	ledger_event_maybe(t->data);
+}
+
+static void on_ledger_async(uv_async_t *a)
+{
+	ledger_event_maybe(a->data);
+}
+
+/* The ledger's writer thread, after a commit. */
+static void on_ledger_commit(void *userdata, int64_t last_id)
+{
+	struct vm *vm = userdata;
+	atomic_store(&vm->ledger_committed, last_id);
+	uv_async_send(&vm->ledger_async);
+}
+
+int vm_ledger_events_start(struct vm *vm)
+{
+	int r = uv_async_init(vm->loop, &vm->ledger_async, on_ledger_async);
+	if (r < 0)
+		return r;
+	uv_timer_init(vm->loop, &vm->ledger_timer);
+	vm->ledger_async.data = vm->ledger_timer.data = vm;
+	vm->ledger_notify = 1;
+	ledger_on_commit(vm->ledger, on_ledger_commit, vm);
+	return 0;
+}
+
+void vm_ledger_events_stop(struct vm *vm)
+{
+	if (!vm->ledger_notify)
+		return;
+	vm->ledger_notify = 0;
+	int64_t last = atomic_load(&vm->ledger_committed);
+	if (last > vm->ledger_sent)
+		ledger_event_send(vm, last);
+	uv_timer_stop(&vm->ledger_timer);
+	uv_close((uv_handle_t *)&vm->ledger_timer, NULL);
+	uv_close((uv_handle_t *)&vm->ledger_async, NULL);
 }
 
 /* ---- commands (parent fd and control socket) ---- */

@@ -65,14 +65,16 @@ def stop_daemon(home, timeout=30):
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def gone():
         try:
             os.kill(pid, 0)
+            return False
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+            return True
+    try:
+        wait_for(gone, timeout, "capsemd to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
 
 
 def procs_mentioning(text):
@@ -152,6 +154,8 @@ def vm(tmp_path_factory):
 
 
 def wait_for(pred, timeout, what):
+    """pred()'s first true value, asked every 50 ms for at most timeout s (AssertionError
+    naming what after that). The one place the e2e tests sleep to wait for a state."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = pred()

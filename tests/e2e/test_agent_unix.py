@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(
 from capsem_client import (BOOT_CONFIG, ERROR, EXEC, EXEC_SHELL, EXEC_TTY, EXIT,  # noqa: F401
                             EXIT_CODE, EXIT_SIGNAL, EXIT_TIMEOUT, HELLO, SHUTDOWN, SIGNAL,
                             STARTED, STDERR, STDIN, STDOUT, WINSIZE, _s, exec_payload, frame)
+from conftest import wait_for  # noqa: E402
 
 MAX_PAYLOAD = 1 << 20
 
@@ -143,12 +144,14 @@ def sh(sock_path, script, **kw):
 def start_agent(tmp, *args):
     sock = os.path.join(tmp, "exec.sock")
     p = subprocess.Popen([AGENT, "--listen-unix", sock, *args], stderr=subprocess.PIPE)
-    end = time.monotonic() + 10
-    while not os.path.exists(sock):
-        if p.poll() is not None or time.monotonic() > end:
-            p.kill()
-            raise RuntimeError("agent did not start: " + p.stderr.read().decode())
-        time.sleep(0.01)
+    try:
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10,
+                 "the agent's socket")
+    except AssertionError:
+        pass
+    if not os.path.exists(sock):
+        p.kill()
+        raise RuntimeError("agent did not start: " + p.stderr.read().decode())
     return p, sock
 
 
@@ -176,12 +179,10 @@ def alive(pid):
 
 
 def wait_dead(pid, timeout=5):
-    end = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
+    try:
+        return wait_for(lambda: not alive(pid), timeout, f"{pid} to die")
+    except AssertionError:
+        return False
 
 
 # ---- exit status ----

@@ -56,6 +56,20 @@ def stop_daemon(home):
         os.kill(pid, signal.SIGKILL)
 
 
+def running_exec(home, text, exclude=()):
+    """The ledger row of an exec in VM whose argv mentions text and whose end has not been seen
+    (capsem-vm writes it when the EXEC frame passes), other than those in exclude (exec ids)."""
+    p = subprocess.run([CAPSEM, "events", VM, "--kind", "exec", "--json"], capture_output=True,
+                       env=env_for(home), timeout=60)
+    if p.returncode != 0:
+        return None
+    for e in json.loads(p.stdout):
+        if text in json.dumps(e["argv"]) and e["ts_end"] is None and e["error"] is None \
+                and e["exec_id"] not in exclude:
+            return e
+    return None
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     need_image()
@@ -425,7 +439,7 @@ def test_cancel_exec_raw(home, vm, raw):
                          "arguments": {"vm": VM, "command": "sleep 30", "timeout": 60}}})
     raw.send({"jsonrpc": "2.0", "id": 8, "method": "ping"})
     assert raw.recv() == {"jsonrpc": "2.0", "id": 8, "result": {}}
-    time.sleep(1.5)
+    first = wait_for(lambda: running_exec(home, "sleep 30"), 60, "the exec to run in the guest")
     raw.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
               "params": {"requestId": 7, "reason": "test"}})
     raw.send({"jsonrpc": "2.0", "id": 9, "method": "ping"})
@@ -434,7 +448,8 @@ def test_cancel_exec_raw(home, vm, raw):
     # an exec in flight at EOF is cancelled too, and capsem-mcp exits without answering it
     raw.send({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
               "params": {"name": "capsem_exec", "arguments": {"vm": VM, "command": "sleep 30"}}})
-    time.sleep(1)
+    wait_for(lambda: running_exec(home, "sleep 30", (first["exec_id"],)), 60,
+             "the second exec to run in the guest")
     t0 = time.monotonic()
     assert raw.close() == 0
     assert time.monotonic() - t0 < 10
@@ -449,7 +464,7 @@ def test_daemon_dies_mid_call(home, vm):
         r.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                 "params": {"name": "capsem_exec",
                            "arguments": {"vm": VM, "command": "sleep 20"}}})
-        time.sleep(1.5)
+        wait_for(lambda: running_exec(home, "sleep 20"), 60, "the exec to run in the guest")
         os.kill(daemon_pid(home), signal.SIGKILL)
         m = r.recv(30)
         assert m["id"] == 1 and m["result"]["isError"] is True, m

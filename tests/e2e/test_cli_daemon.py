@@ -206,9 +206,9 @@ def test_run_ctrl_c_deletes_the_vm(dhome):
     assert proc.stdout.readline() == b"started\n"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
-    time.sleep(0.5)
-    vms = json.loads(cli(dhome, "list", "-a", "--json", check=0).stdout)
-    assert not [v for v in vms if not v["persistent"]]
+    wait_for(lambda: not [v for v in json.loads(cli(dhome, "list", "-a", "--json",
+                                                    check=0).stdout) if not v["persistent"]],
+             30, "the ephemeral VM to be deleted")
 
 
 def test_bad_input(dhome):

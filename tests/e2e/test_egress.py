@@ -164,8 +164,9 @@ def out(r):
     return r.stdout.decode(errors="replace")
 
 
-def ledger_now(vm, table, where="1=1", args=()):
-    """Rows of a ledger table as they are now ([] while the file cannot be read)."""
+def ledger_now(vm, table, where="1=1", args=(), strict=False):
+    """Rows of a ledger table as they are now ([] while the file cannot be read; with strict,
+    an unreadable file is an error: an absence check must not pass on it)."""
     try:
         db = sqlite3.connect(f"file:{vm.ledger}?mode=ro", uri=True, timeout=5)
         db.row_factory = sqlite3.Row
@@ -173,6 +174,8 @@ def ledger_now(vm, table, where="1=1", args=()):
         db.close()
         return rows
     except sqlite3.Error:
+        if strict:
+            raise
         return []
 
 
@@ -327,12 +330,16 @@ def test_credentials_swapped_on_provider_domain_only(net):
     seen = [h for m, p, h in net.up.stats.requests if p == "/v1/messages"]
     assert seen and seen[-1].get("x-api-key") == REAL_KEY
     # the same placeholder to another host stays a placeholder
+    echo = "host = 'upstream.test' AND path = '/echo'"
+    echoes = len(ledger_now(net, "net", echo))
     r = net.sh("curl -sS --max-time 60 -H \"x-api-key: $ANTHROPIC_API_KEY\" https://upstream.test/echo")
     assert json.loads(out(r))["headers"]["x-api-key"] == placeholder
     # and the real key is nowhere in the guest's view, the VM directory or the ledger
     r = net.sh(f"grep -rl '{REAL_KEY[:30]}' /proc/*/environ /etc /root /tmp 2>/dev/null; true")
     assert out(r).strip() == ""
-    time.sleep(1)
+    # the ledger has the rows of the requests above (the last one's is written after the
+    # others): what would leak into it is on disk before the files are searched
+    wait_for(lambda: len(ledger_now(net, "net", echo)) > echoes, 60, "the last request's row")
     for root, _, files in os.walk(net.dir):
         for f in files:
             p = os.path.join(root, f)
@@ -360,13 +367,16 @@ def test_policy_reloads_without_restart(net):
     try:
         pol.write_text(orig + '\n[[rule]]\nname = "no-hello"\naction = "block"\n'
                        'hosts = ["upstream.test"]\npaths = ["/hello"]\npriority = 50\n')
-        time.sleep(1.1)
-        r = net.sh("curl -sS --max-time 60 -w '\\n%{http_code}' https://upstream.test/hello")
+        # the proxy looks at the policy files at most every 500 ms, at a request
+        r = wait_for(lambda: (lambda r: r if out(r).endswith("403") else None)(
+            net.sh("curl -sS --max-time 60 -w '\\n%{http_code}' https://upstream.test/hello")),
+            30, "the new rule to take effect")
         assert out(r).endswith("403") and "no-hello" in out(r)
     finally:
         pol.write_text(orig)
-    time.sleep(1.1)
-    r = net.sh("curl -sS --max-time 60 https://upstream.test/hello")
+    r = wait_for(lambda: (lambda r: r if out(r) == "hello from upstream\n" else None)(
+        net.sh("curl -sS --max-time 60 https://upstream.test/hello")), 30,
+        "the rule to be gone")
     assert out(r) == "hello from upstream\n"
 
 
@@ -500,4 +510,4 @@ def test_wildcard_stands_for_one_label(net):
     # deep name would be too
     rows = ledger_rows(net, "net", "host = ?", (one,))
     assert rows[-1]["decision"] == "allow" and rows[-1]["rule"] == "wild", rows
-    assert ledger_now(net, "net", "host LIKE ?", ("%" + two + "%",)) == []
+    assert ledger_now(net, "net", "host LIKE ?", ("%" + two + "%",), strict=True) == []

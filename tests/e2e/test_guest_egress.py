@@ -20,7 +20,7 @@ import time
 import pytest
 
 import capsem_client as cc
-from conftest import VM, need_image, procs_mentioning
+from conftest import VM, need_image, procs_mentioning, wait_for
 
 AGENT_HOST = os.environ.get("CAPSEM_AGENT_HOST_BIN") or os.path.join(
     os.environ.get("CAPSEM_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build")),
@@ -247,6 +247,7 @@ class FakeDNS:
             if item is None:
                 return
             due, query = item
+            # the point: a slow upstream answers late
             time.sleep(max(0.0, due - time.monotonic()))
             self._answer(c, lock, query)
 
@@ -254,7 +255,8 @@ class FakeDNS:
         buf = b""
         lock = threading.Lock()
         slow = queue.Queue()
-        threading.Thread(target=self._slow, args=(c, lock, slow), daemon=True).start()
+        slow_t = threading.Thread(target=self._slow, args=(c, lock, slow), daemon=True)
+        slow_t.start()
         try:
             while True:
                 d = c.recv(65536)
@@ -281,7 +283,7 @@ class FakeDNS:
             pass
         finally:
             slow.put(None)
-            time.sleep(1)  # let late answers go out (or fail) before the close
+            slow_t.join(5)  # late answers go out (or fail) before the close
             c.close()
 
     def close(self):
@@ -483,8 +485,9 @@ def test_dns_servfail_when_the_link_drops_then_recovers(egress):
     r = sh(egress, "nslookup fail.test")
     assert b"SERVFAIL" in r.stdout + r.stderr, r
     assert time.monotonic() - t0 < 10
-    # the proxy reconnects and the next query is answered
-    time.sleep(0.5)
+    # the proxy reconnects (ahead of the next query, after its back-off) and the next query is
+    # answered
+    wait_for(lambda: egress.dns.conns > conns, 30, "the guest's DNS proxy to reconnect")
     r = sh(egress, "nslookup again.example")
     assert FAKE_IP in r.stdout.decode(), r
     assert egress.dns.conns > conns

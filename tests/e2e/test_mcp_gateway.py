@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import wait_for
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.abspath(os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build")))
@@ -59,7 +61,7 @@ class Web:
                           "/bin": ("application/octet-stream", b"\x00\x01\x02"),
                           "/bad.html": ("text/html", b"<p>ok \xff\xfe bad \x00 nul</p>")}
                 if self.path == "/slow":
-                    time.sleep(20)
+                    time.sleep(20)  # the point: a page that takes 20 s
                 if self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", "http://elsewhere.test/")
@@ -212,6 +214,35 @@ def ledger_rows(path, sql):
         db.close()
 
 
+def ledger_now(path, sql):
+    """ledger_rows, or [] while the file cannot be read yet."""
+    try:
+        return ledger_rows(path, sql)
+    except sqlite3.Error:
+        return []
+
+
+def ledger_wait(path, sql, more_than=0, timeout=60):
+    """ledger_rows once there are more than more_than (the writer commits in batches)."""
+    return wait_for(lambda: (lambda x: x if len(x) > more_than else None)(ledger_now(path, sql)),
+                    timeout, f"ledger rows: {sql}")
+
+
+def tool_names(sock):
+    r = Raw(sock)
+    try:
+        return [t["name"] for t in r.call("tools/list")["result"]["tools"]]
+    finally:
+        r.close()
+
+
+def wait_dead(pid, timeout):
+    try:
+        wait_for(lambda: not alive(pid), timeout, f"{pid} to exit")
+    except AssertionError:
+        pass
+
+
 POLICY = """
 [[rule]]
 name = "local-test"
@@ -292,14 +323,11 @@ ports = [{web.port}]
 """)
     g.pidfile, g.stdio_log, g.ws = pidfile, log, ws
     # wait until the configured servers are up (their tools are listed)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        r = Raw(g.sock)
-        names = [t["name"] for t in r.call("tools/list")["result"]["tools"]]
-        r.close()
-        if {"test__echo", "http__echo", "sse__echo"} <= set(names):
-            break
-        time.sleep(0.2)
+    try:
+        wait_for(lambda: {"test__echo", "http__echo", "sse__echo"} <= set(tool_names(g.sock)),
+                 60, "the configured servers' tools")
+    except AssertionError:
+        pass  # the tests say which server is missing
     yield g
     assert g.stop() == 0
     for pid in pids_in(pidfile):
@@ -360,10 +388,8 @@ def test_sdk_client_through_relay(gw, web, tmp_path):
     assert not cancel["ok"], cancel
     assert ping["ok"]
     # the server saw the cancellation the SDK sent
-    wait = time.monotonic() + 10
-    while time.monotonic() < wait and "notifications/cancelled" not in gw.stdio_log.read_text():
-        time.sleep(0.1)
-    assert "notifications/cancelled" in gw.stdio_log.read_text()
+    wait_for(lambda: "notifications/cancelled" in gw.stdio_log.read_text(), 10,
+             "the server to see the cancellation")
 
 
 # ---- raw JSON: protocol errors and limits ----
@@ -462,14 +488,13 @@ def test_http_server_denied_by_policy(gw):
 
 def test_timeout_cancels_downstream(gw):
     r = Raw(gw.sock)
+    n0 = gw.stdio_log.read_text().count("notifications/cancelled")
     t0 = time.monotonic()
     e = r.tool("test__slow", {"seconds": 30})["error"]
     assert e["code"] == -32002 and "timed out" in e["message"]
     assert 2.5 < time.monotonic() - t0 < 10
-    end = time.monotonic() + 10
-    while time.monotonic() < end and gw.stdio_log.read_text().count("cancelled") < 2:
-        time.sleep(0.1)
-    assert "notifications/cancelled" in gw.stdio_log.read_text()
+    wait_for(lambda: gw.stdio_log.read_text().count("notifications/cancelled") > n0, 10,
+             "the server to see the cancellation")
     r.close()
 
 
@@ -489,8 +514,10 @@ def test_pending_limit(gw):
 def test_crashing_server(gw):
     r = Raw(gw.sock)
     before = pids_in(gw.pidfile)
+    calls = gw.stdio_log.read_text().count("tools/call")
     slow = r.request("tools/call", {"name": "test__slow", "arguments": {"seconds": 20}})
-    time.sleep(0.3)
+    wait_for(lambda: gw.stdio_log.read_text().count("tools/call") > calls, 10,
+             "the slow call to reach the server")
     crash = r.request("tools/call", {"name": "test__crash"})
     got = {}
     for _ in range(2):
@@ -499,13 +526,11 @@ def test_crashing_server(gw):
     assert got[slow]["error"]["code"] == -32603 and got[crash]["error"]["code"] == -32603
     # the gateway stays up (built-ins answer) and restarts the server with back-off
     assert "hello.txt" in text_of(r.tool("capsem__list_files", {}))
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
+    def echoed():
         m = r.tool("test__echo", {"text": "back"})
-        if "result" in m:
-            break
-        assert m["error"]["code"] == -32603
-        time.sleep(0.3)
+        assert "result" in m or m["error"]["code"] == -32603, m
+        return m if "result" in m else None
+    m = wait_for(echoed, 30, "the restarted server to answer")
     assert text_of(m) == "back"
     assert len(pids_in(gw.pidfile)) == len(before) + 1
     r.close()
@@ -535,12 +560,15 @@ def test_workspace_files(gw):
 
 
 def test_ledger_records(gw):
+    adds = "SELECT id FROM tool_call WHERE tool = 'add'"
+    n_adds = len(ledger_now(gw.ledger, adds))  # earlier tests' calls
     r = Raw(gw.sock)
     r.call("tools/list")
     r.tool("test__echo", {"text": "for the ledger"})
     r.tool("test__add", {"a": 1, "b": 1})
     r.close()
-    time.sleep(1.5)  # the ledger writer batches
+    # the ledger writer batches: the last call's row (written after the others) is there
+    ledger_wait(gw.ledger, adds, n_adds)
     rows = ledger_rows(gw.ledger, "SELECT server, tool, args_bytes, result_bytes, decision, "
                                   "rule, error FROM tool_call ORDER BY id")
     assert ("*", None) in [(s, t) for s, t, *_ in rows]  # tools/list
@@ -572,11 +600,12 @@ priority = 10
     try:
         r = Raw(g.sock)
         # the HTTP MCP server serves /mcp only: it is up because "/%6dcp" was sent as "/mcp"
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            if "enc__echo" in [t["name"] for t in r.call("tools/list")["result"]["tools"]]:
-                break
-            time.sleep(0.2)
+        try:
+            wait_for(lambda: "enc__echo" in [t["name"] for t in
+                                             r.call("tools/list")["result"]["tools"]],
+                     120, "the HTTP server's tools")
+        except AssertionError:
+            pass  # the call below says what went wrong
         assert text_of(r.tool("enc__echo", {"text": "via /mcp"})) == "via /mcp", g.log()
         before = len(web.paths)
         t = text_of(r.tool("capsem__fetch", {"url": web.url("/%70age.html")}))
@@ -592,16 +621,8 @@ priority = 10
         assert web.paths[before + 3:] == []
         r.close()
         subject = f"GET 127.0.0.1:{web.port}/secret/x"
-        end = time.monotonic() + 60
-        while time.monotonic() < end:  # the ledger writer batches
-            try:
-                pol = ledger_rows(g.ledger, "SELECT action, rule FROM policy WHERE boundary = "
-                                            f"'http' AND subject = '{subject}'")
-            except sqlite3.Error:
-                pol = []
-            if pol:
-                break
-            time.sleep(0.1)
+        pol = ledger_wait(g.ledger, "SELECT action, rule FROM policy WHERE boundary = "
+                                    f"'http' AND subject = '{subject}'")
         assert pol == [("block", "no-secret")]
     finally:
         assert g.stop() == 0
@@ -616,14 +637,7 @@ command = "{sys.executable}"
 args = ["{STDIO_SERVER}", "--pidfile", "{tmp_path / 'pids'}"]
 """, POLICY, ledger=False)
     try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            r = Raw(g.sock)
-            ok = "test__slow" in json.dumps(r.call("tools/list"))
-            r.close()
-            if ok:
-                break
-            time.sleep(0.2)
+        wait_for(lambda: "test__slow" in tool_names(g.sock), 30, "the stdio server's tools")
         p = subprocess.Popen(relay_cmd(tmp_path, g.sock), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         reqs = [{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -647,8 +661,7 @@ args = ["{STDIO_SERVER}", "--pidfile", "{tmp_path / 'pids'}"]
     finally:
         g.stop(signal.SIGKILL)
         for pid in pids_in(tmp_path / "pids"):
-            if alive(pid):  # its gateway died with SIGKILL: stdin EOF ends it
-                time.sleep(1)
+            wait_dead(pid, 1)  # its gateway died with SIGKILL: stdin EOF ends it
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -659,7 +672,7 @@ def test_stop_abandons_transfers(tmp_path, web):
     g = Gateway(tmp_path, "", POLICY, ledger=False)
     r = Raw(g.sock)
     r.request("tools/call", {"name": "capsem__fetch", "arguments": {"url": web.url("/slow")}})
-    time.sleep(0.5)
+    wait_for(lambda: "/slow" in web.paths, 10, "the fetch to reach the web server")
     t0 = time.monotonic()
     assert g.stop() == 0
     assert time.monotonic() - t0 < 5
@@ -731,15 +744,13 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}"]
              "params": {"name": "test__add", "arguments": {"a": 1, "b": 2}}},
         ]
         stdin = "".join(json.dumps(m) + "\n" for m in lines).encode()
-        end = time.monotonic() + 60
-        while True:  # the stdio server may still be starting
+        def relayed():  # the stdio server may still be starting
             res = cc.run(vs, ["capsem-mcp-relay"], stdin=stdin)
             assert res.status == 0, res
             out = {m["id"]: m for m in map(json.loads, res.stdout.decode().splitlines())}
             names = [t["name"] for t in out[2]["result"]["tools"]]
-            if "test__echo" in names or time.monotonic() > end:
-                break
-            time.sleep(0.5)
+            return (out, names) if "test__echo" in names else None
+        out, names = wait_for(relayed, 60, "the stdio server's tools through the relay")
         assert out[1]["result"]["serverInfo"]["name"] == "capsem-gateway"
         assert "capsem__fetch" in names and "test__echo" in names and "test__add" not in names
         assert out[3]["result"]["content"][0]["text"] == "from the guest"
@@ -761,18 +772,18 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
         assert g2.stdout.readline().strip() == "ready"
 
         def kill_when_called():
-            end = time.monotonic() + 60
-            while time.monotonic() < end:
-                if log.exists() and log.read_text().count("tools/call") >= 2:
-                    break
-                time.sleep(0.05)
-            g2.send_signal(signal.SIGKILL)
+            try:
+                wait_for(lambda: log.exists() and log.read_text().count("tools/call") >= 2, 60,
+                         "both calls to reach the server")
+            finally:
+                g2.send_signal(signal.SIGKILL)
 
         k = threading.Thread(target=kill_when_called)
         slow = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
                  "params": {"name": "test__slow", "arguments": {"seconds": 60}}}
                 for i in (10, "eleven")]
-        time.sleep(2)  # its stdio server lists its tools
+        wait_for(lambda: log.exists() and "tools/list" in log.read_text(), 60,
+                 "g2's stdio server to list its tools")
         k.start()
         res = cc.run(vs, ["capsem-mcp-relay", "--port", "5099"],
                      stdin="".join(json.dumps(m) + "\n" for m in slow).encode())
@@ -792,10 +803,9 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
     assert vm.returncode == 0
     rows = ledger_rows(str(ledger), "SELECT tool, decision, rule FROM tool_call ORDER BY id")
     assert ("echo", "allow", "default") in rows and ("add", "block", "no-add") in rows
-    time.sleep(1)
     for pid in pids_in(pids):
-        if alive(pid):  # g2 was SIGKILLed: its server sees stdin EOF and exits by itself
-            time.sleep(2)
+        # g2 was SIGKILLed: its server sees stdin EOF and exits by itself
+        wait_dead(pid, 3)
         assert not alive(pid), f"stdio server {pid} left behind"
     assert not procs_mentioning(str(tmp_path))
 
@@ -841,25 +851,21 @@ args = ["{STDIO_SERVER}", "--pidfile", "{pids}", "--log", "{log}"]
         ]
         script = ("cat > /tmp/steps.json && MCP_SDK_DIR=/mnt/node_modules "
                   "node /mnt/client/client.mjs /tmp/steps.json -- capsem-mcp-relay")
-        end = time.monotonic() + 90
-        while True:  # the stdio server may still be starting when the VM is up
+        def listed():  # the stdio server may still be starting when the VM is up
             r = cc.sh(ev["vsock"], script, stdin=json.dumps(steps).encode(), io_timeout=120)
             assert r.status == 0, r.stderr
             out = json.loads(r.stdout.decode().strip().splitlines()[-1])
             names = {t["name"] for t in out[1]["result"]["tools"]}
-            if "test__echo" in names or time.monotonic() > end:
-                break
-            time.sleep(1)
+            return (out, names) if "test__echo" in names else None
+        out, names = wait_for(listed, 90, "the stdio server's tools in the VM")
         conn, tools, echo, add, cancel, ping = out[:6]
         assert conn["result"]["server"]["name"] == "capsem-gateway"
         assert "test__echo" in names and "capsem__fetch" in names and "test__add" not in names
         assert echo["result"]["content"][0]["text"] == "from node in the VM"
         assert not add["ok"] and add["error"]["code"] == -32001
         assert not cancel["ok"] and ping["ok"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "notifications/cancelled" not in log.read_text():
-            time.sleep(0.1)
-        assert "notifications/cancelled" in log.read_text()
+        wait_for(lambda: "notifications/cancelled" in log.read_text(), 10,
+                 "the server to see the cancellation")
     finally:
         vm.terminate()
         try:

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BUILD
+from conftest import BUILD, wait_for
 from test_egress import REAL_KEY, policy_toml
 from upstream import Upstream, raw_echo_server
 
@@ -291,6 +291,8 @@ def test_upstream_pool_reuses_connections(host):
         s = host.tls("upstream.test")
         assert get(s, "/hello")[0] == 200
         s.close()
+        # kept: the proxy takes the upstream connection back when it reads this close, and no
+        # outside signal says when; the next request must find it in the pool
         time.sleep(0.05)
     assert host.up.stats.connections - before <= 1
 
@@ -359,7 +361,7 @@ def test_slow_client_on_http_ports_is_waited_for(host):
     time.sleep(1.0)  # well past SNIFF_MS (300 ms): the slow client this test is about
     assert get(s, "/hello")[2] == b"hello from upstream\n"
     raw = host.connect(addrs[0], 443)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the same slow client on the TLS port
     ctx = ssl.create_default_context(cafile=host.ca)
     t = ctx.wrap_socket(raw, server_hostname="upstream.test")
     assert get(t, "/hello")[2] == b"hello from upstream\n"
@@ -382,13 +384,14 @@ def test_upstream_down_502(host, tmp_path):
     try:
         pol.write_text(orig.replace(f'connect = "127.0.0.1:{host.up.https_port}"\n',
                                     f'connect = "127.0.0.1:{port}"\n', 1))
-        time.sleep(1.1)
-        s = host.tls("upstream.test")
-        st, h, b = get(s, "/hello")
+        # the proxy looks at the policy files at most every 500 ms, at a request
+        st, h, b = wait_for(lambda: (lambda r: r if r[0] == 502 else None)(
+            get(host.tls("upstream.test"), "/hello")), 30, "the new policy to take effect")
         assert st == 502 and "upstream" in json.loads(b)["error"]
     finally:
         pol.write_text(orig)
-        time.sleep(1.1)
+        wait_for(lambda: get(host.tls("upstream.test"), "/hello")[0] == 200, 30,
+                 "the policy to be restored")
 
 
 def raw_request(s, head):

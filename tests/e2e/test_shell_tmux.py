@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CAPSEM, IMAGES
+from conftest import CAPSEM, IMAGES, wait_for
 from test_cli_daemon import cli, dhome  # noqa: F401  (module-scoped private CAPSEM_HOME)
 
 
@@ -31,13 +31,22 @@ class Tmux:
         self.run("send-keys", "-t", "t", *keys)
 
     def wait(self, pattern, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            s = self.screen()
-            if re.search(pattern, s, re.M):
-                return s
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.screen()}")
+        try:
+            return wait_for(lambda: (lambda s: s if re.search(pattern, s, re.M) else None)(
+                self.screen()), timeout, repr(pattern))
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.screen()}")
+
+
+# a guest process named sleep (the exec's own sh and cat are not)
+SLEEPING = ('for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && exit 0; '
+            'done; exit 1')
+
+
+def wait_sleeping(dhome, ref):  # noqa: F811
+    """Wait until `sleep` runs in the VM: a key sent now reaches it, not the shell before it."""
+    wait_for(lambda: cli(dhome, "exec", ref, "--", "sh", "-c", SLEEPING).returncode == 0, 30,
+             "sleep to run in the guest")
 
 
 def start_tmux(dhome, *shell_args):  # noqa: F811
@@ -65,13 +74,19 @@ def test_shell_in_tmux(dhome, tmux):  # noqa: F811
     tmux.keys("stty size", "Enter")
     tmux.wait(r"^40 120\s*$")
     tmux.run("resize-window", "-t", "t", "-x", "100", "-y", "30")
-    time.sleep(0.5)
-    tmux.keys("clear; stty size", "Enter")
-    tmux.wait(r"^30 100\s*$")
+
+    def resized():  # SIGWINCH -> WINSIZE reaches the guest's pty after a moment
+        tmux.keys("clear; stty size", "Enter")
+        try:
+            return tmux.wait(r"^30 100\s*$", timeout=2)
+        except AssertionError:
+            return None
+    wait_for(resized, 30, "the guest's pty to take the new size")
 
     # Ctrl-C is a byte for the guest's pty: it interrupts sleep, not capsem
     tmux.keys("clear; sleep 100", "Enter")
-    time.sleep(1)
+    vid = json.loads(cli(dhome, "list", "-a", "--json", check=0).stdout)[0]["id"]
+    wait_sleeping(dhome, vid)
     t0 = time.monotonic()
     tmux.keys("C-c")
     tmux.keys("echo after-$((1+1))", "Enter")
@@ -95,7 +110,7 @@ def test_shell_in_named_vm_ctrl_z_and_ctrl_d(dhome):  # noqa: F811
         t.wait(r"^inside-.*-ok\s*$")
         # Ctrl-Z reaches the guest's pty: the guest shell stops its job
         t.keys("sleep 100", "Enter")
-        time.sleep(1)
+        wait_sleeping(dhome, "shelly")
         t.keys("C-z")
         t.wait(r"Stopped", timeout=20)
         t.keys("kill -9 %1; echo killed-$((2+3))", "Enter")

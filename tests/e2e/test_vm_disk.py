@@ -118,11 +118,11 @@ def test_control_clients_see_state_and_stop_the_vm(ctl_vm):
     # clients going away never stop the VM
     a.close()
     b.close()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the point: nothing happens (the VM keeps running) for a while
     assert p.poll() is None
     # SIGHUP neither (the daemon's session may go away)
     p.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    time.sleep(0.5)  # the point: nothing happens for a while
     assert p.poll() is None
     assert cc.sh(str(vmdir / "vsock"), "echo alive").stdout == b"alive\n"
 
@@ -180,7 +180,7 @@ def test_control_vm_outlives_its_starter(tmp_path):
         parent.kill()
         parent.wait()
         os.kill(pid, signal.SIGHUP)
-        time.sleep(1)
+        time.sleep(1)  # the point: the VM does not notice, for a while
         assert alive(pid)
         assert cc.sh(str(vmdir / "vsock"), "echo still here").stdout == b"still here\n"
         a.close()

@@ -410,7 +410,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             for i in range(n):
                 self._chunk(b"data: event %d t=%.3f\n\n" % (i, time.time()))
-                time.sleep(delay)
+                time.sleep(delay)  # the point: events spaced in time (streaming is tested)
             self._chunk(b"")
             return
         if p == "/gzip":

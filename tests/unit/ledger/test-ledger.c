@@ -527,6 +527,62 @@ static void test_close_and_flush(void **state)
 	ledger_close(NULL);
 }
 
+/* ---- commit notices (ledger_on_commit) ---- */
+
+struct commits {
+	pthread_mutex_t mu;
+	int64_t last;
+	unsigned calls;
+	int monotonic;
+};
+
+static void on_commit(void *userdata, int64_t last_id)
+{
+	struct commits *c = userdata;
+	pthread_mutex_lock(&c->mu);
+	if (last_id <= c->last)
+		c->monotonic = 0;
+	c->last = last_id;
+	c->calls++;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void test_on_commit(void **state)
+{
+	const char *path = db_path("commit-1");
+	struct ledger *l = NULL;
+	struct commits c = { .mu = PTHREAD_MUTEX_INITIALIZER, .monotonic = 1 };
+	assert_int_equal(ledger_open(path, &l), 0);
+	ledger_on_commit(l, on_commit, &c);
+	/* a session-row update alone gives no row an id: no notice */
+	struct ledger_session s = { .vm_name = "web", .boot = -1 };
+	assert_int_equal(ledger_session_update(l, &s), 0);
+	ledger_flush(l);
+	assert_int_equal(c.calls, 0);
+	for (int i = 0; i < 600; i++) {
+		struct ledger_dns d = LEDGER_DNS_INIT;
+		d.qname = "x.example";
+		assert_int_equal(ledger_dns(l, &d), 0);
+	}
+	ledger_flush(l); /* the notice of the last batch comes before the flush returns */
+	pthread_mutex_lock(&c.mu);
+	assert_int_equal(c.last, 600);
+	assert_true(c.calls >= 1 && c.calls <= 600);
+	assert_true(c.monotonic);
+	pthread_mutex_unlock(&c.mu);
+	/* the notice names the last committed id, the one a reader finds */
+	json_t *ev = query_all(path, 0, 599, 0);
+	assert_int_equal(json_array_size(ev), 1);
+	assert_int_equal(jint(json_array_get(ev, 0), "id"), 600);
+	json_decref(ev);
+	ledger_on_commit(l, NULL, NULL);
+	struct ledger_dns d = LEDGER_DNS_INIT;
+	d.qname = "y.example";
+	assert_int_equal(ledger_dns(l, &d), 0);
+	ledger_close(l);
+	assert_int_equal(c.last, 600);
+}
+
 /* ---- a reader while the writer writes ---- */
 
 struct producer {
@@ -988,6 +1044,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batching, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overflow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_and_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_on_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_c_api_caps, setup, teardown),

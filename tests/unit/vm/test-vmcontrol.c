@@ -4,7 +4,8 @@
  * client gets first (booting, then ready; the first error wins over ready), events to every
  * client and to the parent fd, stop commands from a client and from the parent, clients dropped
  * for a line that is not JSON or is too long, the client limit, the parent's EOF, supervisor.pid,
- * and close (clients see EOF, the socket file goes). */
+ * and close (clients see EOF, the socket file goes); the ledger's commit notices as "ledger"
+ * events to the control clients only, at once and then coalesced. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,11 +18,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "capsem-vm.h"
+#include "fdutil.h"
+#include "ledger.h"
 #include "unixsock.h"
 
 static char stopped[64];
@@ -222,11 +226,87 @@ static void test_control_fd(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void add_dns(struct ledger *l)
+{
+	struct ledger_dns d = LEDGER_DNS_INIT;
+	d.qname = "x.example";
+	assert_int_equal(ledger_dns(l, &d), 0);
+}
+
+/* Commits of a real ledger become {"event":"ledger","last_id":N} lines for the control clients
+ * (not the parent): the first at once, a burst coalesced into at most one per LEDGER_EVENT_MS,
+ * and the last one sent when the ledger closes. */
+static void test_ledger_events(void **state)
+{
+	char dir[] = "/tmp/capsem-vmctl-XXXXXX", cwd[PATH_MAX], db[PATH_MAX + 16];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chdir(dir), 0);
+	snprintf(db, sizeof(db), "%s/s/0123456789ab-1.db", dir);
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	int ipc[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ipc), 0);
+	struct vm vm = { .loop = &loop, .state = VM_READY, .vmdir_abs = dir };
+	vm.o.ipc_fd = ipc[0];
+	vm.o.control = "ctl.sock";
+	vm.o.control_fd = -1;
+	assert_int_equal(vm_control_open(&vm), 0);
+	assert_int_equal(ledger_open(db, &vm.ledger), 0);
+	assert_int_equal(vm_ledger_events_start(&vm), 0);
+	int c = unix_connect("ctl.sock", 0);
+	assert_true(c >= 0);
+	assert_string_equal(read_line(&loop, c), "{\"event\":\"booting\"}");
+
+	/* one commit: its event comes at once (well within the batch window and a loop turn) */
+	uint64_t t0 = now_ms();
+	add_dns(vm.ledger);
+	assert_string_equal(read_line(&loop, c), "{\"event\":\"ledger\",\"last_id\":1}");
+	assert_true(now_ms() - t0 < 2000);
+
+	/* a burst of commits right after: one event when the LEDGER_EVENT_MS spell ends, with
+	 * the last id */
+	for (int i = 0; i < 5; i++) {
+		add_dns(vm.ledger);
+		ledger_flush(vm.ledger);
+	}
+	assert_string_equal(read_line(&loop, c), "{\"event\":\"ledger\",\"last_id\":6}");
+
+	/* close: the last commits' event goes out before the handles close */
+	add_dns(vm.ledger);
+	ledger_close(vm.ledger);
+	vm.ledger = NULL;
+	vm_ledger_events_stop(&vm);
+	assert_string_equal(read_line(&loop, c), "{\"event\":\"ledger\",\"last_id\":7}");
+
+	/* the parent got none of them */
+	struct pollfd p = { .fd = ipc[1], .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 0), 0);
+
+	vm_control_close(&vm);
+	assert_null(read_line(&loop, c));
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	close(c);
+	close(ipc[0]);
+	close(ipc[1]);
+	assert_int_equal(chdir(cwd), 0);
+	assert_int_equal(rm_rf(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_control),
 		cmocka_unit_test(test_control_fd),
+		cmocka_unit_test(test_ledger_events),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,6 +70,7 @@ bench: image image-debian
 	$(PY) bench/bench_vm.py
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_image.py
+	$(PY) bench/bench_workspace.py
 
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import capsem_client as cc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
 IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.expanduser("~/.capsem/images"))
@@ -116,18 +118,27 @@ def stop_process(proc, timeout=60):
 
 
 class VM:
-    """A capsem-vm supervisor started directly (the path `capsem run` uses), for module reuse."""
+    """A capsem-vm supervisor started directly (the path `capsem run` uses), for module reuse:
+    an image directory's kernel, initrd and (when it has one) root file system; a private
+    CAPSEM_HOME (next to the VM directory unless given: the egress CA and policy live there);
+    env: the supervisor's environment (default ours); ledger: --ledger PATH."""
 
-    def __init__(self, vmdir, *extra):
+    def __init__(self, vmdir, *extra, image=None, home=None, env=None, ledger=None):
+        image = image or IMAGE
         self.vmdir = vmdir
-        # a private CAPSEM_HOME next to the VM directory: the egress CA and policy live there
-        home = os.path.join(os.path.dirname(str(vmdir)), "capsem-home")
-        os.makedirs(home, exist_ok=True)
+        self.ledger = ledger
+        self.home = home or os.path.join(os.path.dirname(str(vmdir)), "capsem-home")
+        os.makedirs(self.home, exist_ok=True)
+        m = json.load(open(os.path.join(image, "manifest.json")))
+        args = [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(image, "vmlinux"),
+                "--initrd", os.path.join(image, "initrd.img")]
+        if "rootfs" in m:
+            args += ["--rootfs", os.path.join(image, m["rootfs"]["file"])]
+        if ledger:
+            args += ["--ledger", str(ledger)]
         self.proc = subprocess.Popen(
-            [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinux"),
-             "--initrd", os.path.join(IMAGE, "initrd.img"), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(os.environ, CAPSEM_HOME=home))
+            args + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ if env is None else env, CAPSEM_HOME=str(self.home)))
         self.ready = None
         line = self.proc.stdout.readline()
         if not line:
@@ -138,6 +149,15 @@ class VM:
             raise RuntimeError(f"VM did not become ready: {ev}")
         self.ready = ev
         self.vsock = ev["vsock"]
+
+    def sh(self, script, timeout=None, **kw):
+        """A shell script in the guest (capsem_client.sh); timeout: its I/O timeout, seconds."""
+        if timeout is not None:
+            kw["io_timeout"] = timeout
+        return cc.sh(self.vsock, script, **kw)
+
+    def stages(self):
+        return {s["name"]: s["usec"] for s in self.ready["stages"]}
 
     def stop(self):
         return stop_process(self.proc)

@@ -27,7 +27,7 @@ import urllib.request
 import pytest
 
 import capsem_client as cc
-from conftest import CAPSEM, CAPSEM_VM, IMAGES, procs_mentioning, stop_process, wait_for
+from conftest import CAPSEM, IMAGES, VM, procs_mentioning, wait_for
 from test_cli_daemon import cli, stop_daemon
 from test_debian_image import DEBIAN, ensure_debian_image
 from test_shell_tmux import Tmux
@@ -83,31 +83,10 @@ def host_env(home):
     return env
 
 
-class AgentVM:
+def AgentVM(d, home):
     """capsem-vm started directly with the Debian image, a ledger and a private home."""
-
-    def __init__(self, d, home):
-        self.home = home
-        self.ledger = d / "session.db"
-        m = json.load(open(os.path.join(DEBIAN, "manifest.json")))
-        args = [CAPSEM_VM, "--vmdir", str(d / "vm"), "--kernel", os.path.join(DEBIAN, "vmlinux"),
-                "--initrd", os.path.join(DEBIAN, "initrd.img"),
-                "--rootfs", os.path.join(DEBIAN, m["rootfs"]["file"]), "--cpus", "2",
-                "--memory", "2G", "--ledger", str(self.ledger)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=host_env(home))
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
-        self.ready = json.loads(line)
-        assert self.ready.get("event") == "ready", self.ready
-        self.vsock = self.ready["vsock"]
-
-    def sh(self, script, timeout=600):
-        return cc.sh(self.vsock, script, io_timeout=timeout)
-
-    def stop(self):
-        return stop_process(self.proc)
+    return VM(d / "vm", "--cpus", "2", "--memory", "2G", image=DEBIAN, home=home,
+              env=host_env(home), ledger=d / "session.db")
 
 
 @pytest.fixture(scope="module")

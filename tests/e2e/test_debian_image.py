@@ -13,8 +13,10 @@ import subprocess
 
 import pytest
 
+import conftest
+
 import capsem_client as cc
-from conftest import BUILD, CAPSEM_VM, IMAGES, ROOT, procs_mentioning, stop_process
+from conftest import BUILD, IMAGES, ROOT, procs_mentioning
 
 DEBIAN = os.path.join(IMAGES, "debian")
 MINIMAL = os.path.join(IMAGES, "minimal")
@@ -34,35 +36,9 @@ def ensure_debian_image():
     assert r.returncode == 0, r.stderr.decode()[-3000:]
 
 
-class VM:
-    """capsem-vm started directly with an image directory's assets (+ --rootfs when it has one)."""
-
-    def __init__(self, vmdir, image, *extra):
-        m = json.load(open(os.path.join(image, "manifest.json")))
-        args = [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(image, "vmlinux"),
-                "--initrd", os.path.join(image, "initrd.img"), "--cpus", "2", "--memory", "1G"]
-        if "rootfs" in m:
-            args += ["--rootfs", os.path.join(image, m["rootfs"]["file"])]
-        home = os.path.join(os.path.dirname(str(vmdir)), "capsem-home")
-        os.makedirs(home, exist_ok=True)
-        self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE,
-                                     env=dict(os.environ, CAPSEM_HOME=home))
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
-        self.ready = json.loads(line)
-        assert self.ready.get("event") == "ready", self.ready
-        self.vsock = self.ready["vsock"]
-
-    def sh(self, script, **kw):
-        return cc.sh(self.vsock, script, **kw)
-
-    def stages(self):
-        return {s["name"]: s["usec"] for s in self.ready["stages"]}
-
-    def stop(self):
-        return stop_process(self.proc)
+def VM(vmdir, image, *extra):
+    """capsem-vm started directly with an image directory's assets, 2 CPUs and 1G by default."""
+    return conftest.VM(vmdir, "--cpus", "2", "--memory", "1G", *extra, image=image)
 
 
 def make_disk(path, size=128 << 20):

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import capsem_client as cc
-from conftest import CAPSEM_VM, procs_mentioning, stop_process, wait_for
+from conftest import VM, procs_mentioning, wait_for
 from test_debian_image import DEBIAN, ensure_debian_image
 from upstream import KEYS, Upstream, raw_echo_server
 
@@ -108,33 +108,12 @@ def module_policy(up, raw_port):
             f'connect = "127.0.0.1:{up.https_port}"\n')
 
 
-class EgressVM:
-    def __init__(self, d, home):
-        self.home = home
-        self.ledger = d / "session.db"
-        m = json.load(open(os.path.join(DEBIAN, "manifest.json")))
-        args = [CAPSEM_VM, "--vmdir", str(d / "vm"), "--kernel",
-                os.path.join(DEBIAN, "vmlinux"), "--initrd", os.path.join(DEBIAN, "initrd.img"),
-                "--rootfs", os.path.join(DEBIAN, m["rootfs"]["file"]), "--cpus", "2",
-                "--memory", "1G", "--ledger", str(self.ledger)]
-        env = dict(os.environ, CAPSEM_HOME=str(home))
-        env.pop("ANTHROPIC_API_KEY", None)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env)
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("capsem-vm exited: " + self.proc.stderr.read().decode())
-        self.ready = json.loads(line)
-        assert self.ready.get("event") == "ready", self.ready
-        self.vsock = self.ready["vsock"]
-        self.vmdir = d / "vm"
-
-    def sh(self, script, timeout=120):
-        r = cc.sh(self.vsock, script, io_timeout=timeout)
-        return r
-
-    def stop(self):
-        return stop_process(self.proc)
+def EgressVM(d, home):
+    """capsem-vm with the Debian image, a ledger and a private home; no host provider key."""
+    env = dict(os.environ)
+    env.pop("ANTHROPIC_API_KEY", None)
+    return VM(d / "vm", "--cpus", "2", "--memory", "1G", image=DEBIAN, home=home, env=env,
+              ledger=d / "session.db")
 
 
 @pytest.fixture(scope="module")

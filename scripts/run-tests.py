@@ -96,7 +96,8 @@ def e2e():
 #   build images with mmdebstrap, which needs root or user namespaces), test_proxy_host,
 #   test_policy_cli, test_capsem_mcp, test_agent_unix (no VM lifecycle).
 USER_MODULES = ["test_run_cli.py", "test_cli_daemon.py", "test_exec.py", "test_ledger.py",
-                "test_vm_supervisor.py", "test_shell_tmux.py", "test_workspace.py"]
+                "test_vm_supervisor.py", "test_shell_tmux.py", "test_workspace.py",
+                "test_confinement.py"]
 USER = "capsem-ci"
 
 

@@ -1,6 +1,7 @@
 /* qemu.c - QEMU command line and process spawning for capsem-vm. Main thread. The command line
  * is built from validated numbers and paths only: nothing here comes from the guest. */
 #include "qemu.h"
+#include "confine.h"
 #include "virtiofs.h"
 
 #include <fcntl.h>
@@ -167,6 +168,10 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_pushf(&v, "memory-backend-memfd,id=mem,size=%" PRIu64 "M,share=on", c->mem_mib);
 	r |= strv_push(&v, "-global");
 	r |= strv_push(&v, "virtio-mmio.force-legacy=false");
+	/* QEMU's own seccomp filter: no obsolete syscalls, no set*uid/gid, no fork/exec, no
+	 * scheduler or affinity changes */
+	r |= strv_push(&v, "-sandbox");
+	r |= strv_push(&v, QEMU_SANDBOX);
 	r |= strv_push(&v, "-nodefaults");
 	r |= strv_push(&v, "-no-user-config");
 	r |= strv_push(&v, "-no-reboot");
@@ -246,6 +251,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 {
 	pid_t parent = getpid();
+	uid_t uid = getuid();
+	gid_t gid = getgid();
 	pid_t pid = fork();
 	if (pid < 0)
 		return negative_errno();
@@ -259,6 +266,10 @@ int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
+		/* no privilege gained across exec, and no network at all: QEMU needs none (its
+		 * sockets are Unix sockets on paths, which work across network namespaces) */
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || confine_netns(uid, gid) < 0)
+			_exit(126);
 		sigset_t all;
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);

@@ -71,7 +71,10 @@ int qemu_guest_path_valid(const char *p);
  * guest mount path), -E2BIG when the kernel command line would not fit, or -ENOMEM. */
 int qemu_build_argv(const struct qemu_config *c, char ***ret_argv);
 
+#define QEMU_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
 /* fork+exec QEMU with stdin from /dev/null, stdout and stderr to log_fd, in its own session, and
- * with PR_SET_PDEATHSIG(SIGKILL) so it can never outlive capsem-vm. Returns 0 with the pid and a
+ * with PR_SET_PDEATHSIG(SIGKILL) so it can never outlive capsem-vm, no new privileges and a
+ * network namespace of its own (empty: QEMU needs no network; confine.h). Returns 0 with the pid and a
  * pidfd (O_CLOEXEC; readable when QEMU exits), or -errno. */
 int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd);

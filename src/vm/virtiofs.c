@@ -13,6 +13,8 @@
  */
 #include "virtiofs.h"
 
+#include "confine.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -61,34 +63,6 @@ char **virtiofs_argv(const char *binary, const char *source)
 	return v;
 }
 
-/* Write s to path (the child's own /proc files). 0 or -1. */
-static int write_str(const char *path, const char *s, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t k = write(fd, s, n);
-	close(fd);
-	return k == (ssize_t)n ? 0 : -1;
-}
-
-/* "0 <id> 1\n" into buf, without stdio (async-signal-safe). */
-static size_t id_map(char *buf, unsigned id)
-{
-	char digits[16];
-	size_t n = 0, k = 0;
-	do {
-		digits[k++] = (char)('0' + id % 10);
-		id /= 10;
-	} while (id && k < sizeof(digits));
-	buf[n++] = '0';
-	buf[n++] = ' ';
-	while (k > 0)
-		buf[n++] = digits[--k];
-	memcpy(buf + n, " 1\n", 3);
-	return n + 3;
-}
-
 int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 {
 	pid_t parent = getpid();
@@ -98,7 +72,6 @@ int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid,
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0) {
-		char map[40];
 		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
 		    dup2(log_fd, STDERR_FILENO) < 0)
@@ -110,13 +83,8 @@ int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid,
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
-		if (uid != 0) {
-			if (unshare(CLONE_NEWUSER) < 0 ||
-			    write_str("/proc/self/setgroups", "deny", 4) < 0 ||
-			    write_str("/proc/self/uid_map", map, id_map(map, uid)) < 0 ||
-			    write_str("/proc/self/gid_map", map, id_map(map, gid)) < 0)
-				_exit(126);
-		}
+		if (uid != 0 && confine_userns(uid, gid) < 0)
+			_exit(126);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

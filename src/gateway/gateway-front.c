@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "gateway.h"
+#include "home.h"
 #include "ledger.h"
 #include "log.h"
 
@@ -55,7 +56,10 @@ int main(int argc, char **argv)
 	(void)sigaction(SIGPIPE, &ign, NULL); /* a server that exits: EPIPE, not a signal */
 	log_setup("gateway-front", LOG_LVL_INFO);
 	log_setup_from_env();
-	cfg.capsem_home = getenv("CAPSEM_HOME");
+	/* the installation's home (home.h: $CAPSEM_HOME, else ~/.capsem) unless --home names one */
+	_cleanup_free_ char *home = NULL;
+	if (capsem_home(&home) == 0)
+		cfg.capsem_home = home;
 	cfg.corp_policy = "/nonexistent/capsem-corp.toml";
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		switch (c) {

@@ -18,6 +18,7 @@
 #include "builtin.h"
 #include "config.h"
 #include "gateway.h"
+#include "list.h"
 #include "gwcheck.h"
 #include "gwconf.h"
 #include "httpmcp.h"
@@ -47,7 +48,7 @@ struct gw_session;
 struct gw_server;
 
 struct gw_call {
-	struct gw_call *prev, *next;
+	struct list_link link; /* on gateway.calls, newest first */
 	struct gateway *g;
 	struct gw_session *s; /* NULL: internal, or the session is gone */
 	json_t *agent_id;
@@ -85,7 +86,7 @@ struct gw_wreq {
 };
 
 struct gw_session {
-	struct gw_session *prev, *next;
+	struct list_link link; /* on gateway.sessions, newest first */
 	struct gateway *g;
 	uv_pipe_t pipe;
 	struct jsonrpc_reader rd;
@@ -132,9 +133,9 @@ struct gateway {
 	struct unix_listener listen; /* the sessions' socket */
 	struct gw_server *servers;
 	size_t n_servers;
-	struct gw_session *sessions;
+	struct list_link sessions;
 	unsigned n_sessions;
-	struct gw_call *calls;
+	struct list_link calls;
 	struct builtin_env benv;
 	json_t *builtin_tools;
 	bool stopping;

@@ -232,10 +232,7 @@ struct gw_call *gw_call_new(struct gateway *g, struct gw_session *s, enum call_k
 	uv_timer_init(g->cfg.loop, &c->timer);
 	c->timer.data = c;
 	g->refs++;
-	c->next = g->calls;
-	if (g->calls)
-		g->calls->prev = c;
-	g->calls = c;
+	list_add_head(&g->calls, &c->link);
 	if (s && kind == CK_TOOL)
 		s->pending++;
 	return c;
@@ -256,20 +253,18 @@ void gw_call_finish(struct gw_call *c)
 	if (c->in_work)
 		return; /* the job's after-callback finishes it */
 	c->freed = true;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->g->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	list_del(&c->link);
 	uv_close((uv_handle_t *)&c->timer, call_free_now);
 }
 
 struct gw_call *gw_call_find_down(struct gateway *g, struct gw_server *srv, int64_t id)
 {
-	for (struct gw_call *c = g->calls; c; c = c->next)
+	struct list_link *pos;
+	list_for_each (pos, &g->calls) {
+		struct gw_call *c = list_entry(pos, struct gw_call, link);
 		if (!c->answered && c->srv == srv && c->down_id == id && c->kind != CK_CANCEL)
 			return c;
+	}
 	return NULL;
 }
 
@@ -402,8 +397,10 @@ static void session_close(struct gw_session *s)
 	if (s->closing)
 		return;
 	s->closing = true;
-	for (struct gw_call *c = s->g->calls, *n; c; c = n) {
-		n = c->next;
+	struct list_link *pos, *tmp;
+	list_for_each_safe(pos, tmp, &s->g->calls)
+	{
+		struct gw_call *c = list_entry(pos, struct gw_call, link);
 		if (c->s != s || c->answered)
 			continue;
 		gw_send_cancel(c, "the client went away");
@@ -411,12 +408,7 @@ static void session_close(struct gw_session *s)
 			       "session closed");
 		gw_call_finish(c);
 	}
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		s->g->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	list_del(&s->link);
 	uv_read_stop((uv_stream_t *)&s->pipe);
 	s->shutdown.data = s;
 	if (s->abort || uv_shutdown(&s->shutdown, (uv_stream_t *)&s->pipe, on_session_shutdown) < 0)
@@ -493,10 +485,7 @@ static void on_accept(struct unix_listener *l, int fd)
 	s->pipe.data = s;
 	g->refs++;
 	jsonrpc_reader_init(&s->rd, JSONRPC_MAX_MESSAGE);
-	s->next = g->sessions;
-	if (g->sessions)
-		g->sessions->prev = s;
-	g->sessions = s;
+	list_add_head(&g->sessions, &s->link);
 	g->n_sessions++;
 	g->stats.sessions++;
 	if (uv_pipe_open(&s->pipe, fd) < 0 ||
@@ -534,6 +523,8 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 		return -ENOMEM;
 	g->cfg = *cfg;
 	g->refs = 1;
+	list_init(&g->calls);
+	list_init(&g->sessions);
 	g->benv.workspace_fd = -1;
 	g->benv.stop = &g->stop;
 	g->socket_path = strdup(cfg->socket_path);
@@ -623,8 +614,8 @@ void gateway_stop(struct gateway *g)
 	if (g->listen.open)
 		unix_listener_close(&g->listen, on_listener_closed);
 	(void)unlink(g->socket_path);
-	while (g->sessions)
-		session_close(g->sessions);
+	while (!list_empty(&g->sessions))
+		session_close(list_entry(g->sessions.next, struct gw_session, link));
 	for (size_t i = 0; i < g->n_servers; i++) {
 		struct gw_server *srv = &g->servers[i];
 		uv_timer_stop(&srv->timer);
@@ -637,9 +628,11 @@ void gateway_stop(struct gateway *g)
 			uv_close((uv_handle_t *)&srv->timer, gw_on_server_timer_closed);
 		}
 	}
-	for (struct gw_call *c = g->calls, *n; c; c = n) {
-		n = c->next;
-		gw_call_finish(c); /* a call in a worker job is freed by its after-callback */
+	struct list_link *pos, *tmp;
+	list_for_each_safe(pos, tmp, &g->calls)
+	{
+		/* a call in a worker job is freed by its after-callback */
+		gw_call_finish(list_entry(pos, struct gw_call, link));
 	}
 	g->cfg.ledger = NULL; /* the caller closes it next: nothing is recorded after this */
 	gw_unref(g);

@@ -355,7 +355,9 @@ void gw_do_cancelled(struct gw_session *s, json_t *params)
 	json_t *rid = json_object_get(params, "requestId");
 	if (!jsonrpc_id_valid(rid))
 		return;
-	for (struct gw_call *c = s->g->calls; c; c = c->next) {
+	struct list_link *pos;
+	list_for_each (pos, &s->g->calls) {
+		struct gw_call *c = list_entry(pos, struct gw_call, link);
 		if (c->s == s && c->kind == CK_TOOL && !c->answered &&
 		    jsonrpc_id_equal(c->agent_id, rid)) {
 			gw_send_cancel(c, "cancelled by the client");

@@ -39,8 +39,10 @@ static void server_fail_calls(struct gw_server *srv, const char *why)
 {
 	char msg[300];
 	snprintf(msg, sizeof(msg), "MCP server '%s' %s", srv->conf->name, why);
-	for (struct gw_call *c = srv->g->calls, *n; c; c = n) {
-		n = c->next;
+	struct list_link *pos, *tmp;
+	list_for_each_safe(pos, tmp, &srv->g->calls)
+	{
+		struct gw_call *c = list_entry(pos, struct gw_call, link);
 		if (c->srv != srv || c->answered)
 			continue;
 		if (c->kind == CK_TOOL)
@@ -169,9 +171,12 @@ static void server_on_message(struct gw_server *srv, struct jsonrpc_msg *m)
 	if (cursor && page + 1 < GW_MAX_PAGES) {
 		if (server_send_internal(srv, CK_LIST, "tools/list",
 					 json_pack("{s:s}", "cursor", cursor)) == 0) {
-			for (struct gw_call *x = g->calls; x; x = x->next)
+			struct list_link *pos;
+			list_for_each (pos, &g->calls) {
+				struct gw_call *x = list_entry(pos, struct gw_call, link);
 				if (x->srv == srv && x->kind == CK_LIST && !x->answered)
 					x->page = page + 1;
+			}
 		}
 		return;
 	}

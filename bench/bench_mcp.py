@@ -6,7 +6,7 @@ The test stdio MCP server (tests/e2e/mcp_servers/stdio_server.py) answers tools/
 Measured the same way (one client, sequential round trips: write the request line, read the
 response line) against:
   direct   the server itself, spawned with pipes on its stdin/stdout
-  gateway  the same server behind the gateway in gateway-front (src/gateway/gateway-front.c),
+  gateway  the same server behind the gateway in gateway-front (tests/helpers/gateway-front.c),
            the client on the Unix socket the guest's relay would reach (<vmdir>/vsock_5003):
            JSON-RPC parse and checks, the tool policy, a ledger row per call, the server's pipe,
            i.e. everything but the relay and the vsock hop
@@ -29,7 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build")))
-FRONT = os.path.join(BUILD, "src", "gateway", "gateway-front")
+FRONT = os.path.join(BUILD, "tests", "helpers", "gateway-front")
 AGENT_HOST = os.path.join(BUILD, "src", "guest", "capsem-agent-host")
 SERVER = os.path.join(ROOT, "tests", "e2e", "mcp_servers", "stdio_server.py")
 

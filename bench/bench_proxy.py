@@ -6,7 +6,7 @@ One nginx HTTPS upstream (throw-away CA, TLS 1.3, keep-alive) serves /tiny (100 
   direct     the upstream itself
   mitmproxy  Debian's mitmdump as a reverse MITM (TLS terminated and re-originated, streaming
              bodies over 1 MiB): the peer baseline
-  capsem     our proxy through bench/proxy-front: each TCP connection enters proxy_accept()
+  capsem     our proxy through tests/helpers/proxy-front: each TCP connection enters proxy_accept()
              as a guest connection to NAME:443 (policy, TLS with the installation CA, HTTP
              parsing, upstream pool, upstream TLS verified against the test CA), i.e. everything
              but the vsock hop
@@ -29,7 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
-FRONT = os.path.join(BUILD, "bench", "proxy-front")
+FRONT = os.path.join(BUILD, "tests", "helpers", "proxy-front")
 UP, MITM = 18443, 18444
 
 

@@ -26,7 +26,7 @@ from conftest import wait_for
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.abspath(os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build")))
-FRONT = os.path.join(BUILD, "src", "gateway", "gateway-front")
+FRONT = os.path.join(BUILD, "tests", "helpers", "gateway-front")
 AGENT_HOST = os.path.join(BUILD, "src", "guest", "capsem-agent-host")
 SERVERS = os.path.join(HERE, "mcp_servers")
 STDIO_SERVER = os.path.join(SERVERS, "stdio_server.py")

@@ -1,4 +1,4 @@
-"""The egress service host-side, without a VM: bench/proxy-front runs the real egress service
+"""The egress service host-side, without a VM: tests/helpers/proxy-front runs the real egress service
 (egress_start: policy, CA, credentials, the DNS server and the proxy on their Unix sockets), and
 this test speaks to those sockets exactly as the guest's capsem-dns-proxy and capsem-net-proxy do
 (RFC 1035 TCP framing; the CSNP preamble, docs/PROTOCOL.md), with Python's ssl module as the TLS
@@ -23,7 +23,7 @@ from conftest import BUILD, wait_for
 from test_egress import REAL_KEY, policy_toml
 from upstream import Upstream, raw_echo_server
 
-FRONT = os.path.join(BUILD, "bench", "proxy-front")
+FRONT = os.path.join(BUILD, "tests", "helpers", "proxy-front")
 # a wildcard rule: with the shipped wildcard_max_labels = 1, "*." stands for one label
 WILD_RULE = '[[rule]]\nname = "wild"\naction = "allow"\nhosts = ["*.wild.test"]\nports = [443]\n'
 

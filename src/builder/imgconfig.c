@@ -564,11 +564,17 @@ static void check_files(struct ctx *x, const struct toml_value *pt, const char *
 		}
 		o->path = strdup(path);
 		o->content = strndup(content, clen);
+		if (!o->path || !o->content) {
+			/* not counted: the checks below compare every counted path */
+			free(o->path);
+			free(o->content);
+			*o = (struct imgcfg_file){ 0 };
+			x->oom = 1;
+			continue;
+		}
 		o->len = clen;
 		o->mode = (unsigned)mode;
 		p->n_files++;
-		if (!o->path || !o->content)
-			x->oom = 1;
 	}
 }
 

@@ -29,6 +29,7 @@ extern char **environ;
 #define SPAWN_PIPE_SIZE (256 * 1024)
 
 static const char *const spawn_defaults[] = {
+	/* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): "PATH=" SPAWN_DEFAULT_PATH is one string */
 	"PATH=" SPAWN_DEFAULT_PATH,
 	"HOME=/root",
 	"USER=root",

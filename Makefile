@@ -5,8 +5,10 @@
 #   make image-debian  the same kernel + initramfs with the Debian root of guest/config (python3,
 #                node, git, the Claude Code, Gemini and Codex CLIs; needs root; cached by layer)
 #   make demo    build + images, then run commands in microVMs (egress blocked by default)
-#   make check   style, unit, fuzz-corpus replay, the same under ASan/UBSan, threads under TSan:
-#                no images, no VMs (about 30 s once built)
+#   make check   style, clang-tidy (zero findings), unit, fuzz-corpus replay, the same under
+#                ASan/UBSan, threads under TSan: no images, no VMs (about 30 s once built)
+#   make tidy    clang-tidy (.clang-tidy) over every .c under src/, through build/'s compile
+#                database; files unchanged since they last passed are skipped (build/tidy-cache)
 #   make test    everything: make check, then end-to-end tests with real VMs
 #   make bench   benchmarks; JSON results under bench/results/
 #   make fuzz    build the libFuzzer targets (clang) into build-fuzz/
@@ -16,7 +18,7 @@ PY := /usr/bin/python3
 GUEST_BIN := build-guest/src/guest/capsem-guest
 BUILDER := build/src/builder/capsem-builder
 
-.PHONY: all build host guest image image-debian demo check test unit asan style e2e bench fuzz clean
+.PHONY: all build host guest image image-debian demo check tidy test unit asan style e2e bench fuzz clean
 
 all: build
 
@@ -60,6 +62,9 @@ demo: image image-debian
 
 check: host
 	$(PY) scripts/run-tests.py --check
+
+tidy: host
+	$(PY) scripts/tidy.py
 
 test: image image-debian
 	$(PY) scripts/run-tests.py

@@ -3,7 +3,7 @@
 # Idempotent: apt runs only when something is missing. Uses sudo when not root.
 #   --bench  also the benchmark tools (nginx-light, wrk, mitmproxy: bench/bench_proxy.py)
 set -eu
-PKGS="make gcc clang libclang-rt-14-dev clang-format meson ninja-build pkg-config
+PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-build pkg-config
  qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev
  musl-tools busybox-static cpio zstd
  libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev

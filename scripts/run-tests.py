@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """run-tests.py - the whole test suite, as `make test` (and so CI) runs it.
 
-Groups, in order: source style, unit + fuzz-corpus replay (normal build), the same under
+Groups, in order: source style, clang-tidy (scripts/tidy.py: zero findings over src/, through the
+normal build's compile database), unit + fuzz-corpus replay (normal build), the same under
 ASan+UBSan, the threaded parts under TSan, end-to-end tests with real microVMs (pytest), and, when run as root, the VM
 lifecycle modules again as an unprivileged user (USER_MODULES). With --check (make check): the
 first four groups only: no images, no VMs, a few minutes. Every group runs even when an earlier
@@ -35,6 +36,17 @@ def style():
     for check in ("format", "banned"):
         rc = step(["scripts/check-style.sh", check])
         count("style", check, "passed" if rc == 0 else "failed")
+
+
+def tidy():
+    # needs build/compile_commands.json and the depfiles of a finished build (make check builds
+    # the host first); unchanged files that passed before are skipped
+    if not os.path.exists(os.path.join("build", "build.ninja")):
+        if step(["meson", "setup", "build"]) != 0 or step(["ninja", "-C", "build", "-j" + JOBS]) != 0:
+            count("style", "tidy", "failed")
+            return
+    rc = step([sys.executable, "scripts/tidy.py"])
+    count("style", "tidy", "passed" if rc == 0 else "failed")
 
 
 def meson_suite(builddir, group, setup_args=()):
@@ -187,6 +199,7 @@ def tsan_suite():
 
 check_only = "--check" in sys.argv[1:]
 style()
+tidy()
 meson_suite("build", "unit")
 meson_suite("build-asan", "asan", ["-Db_sanitize=address,undefined", "-Db_lundef=false", "-Dbuildtype=debug"])
 tsan_suite()

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "macro.h"
+
 struct buf {
 	uint8_t *data; /* allocation; live bytes are data[off, off+len) */
 	size_t off;
@@ -21,6 +23,22 @@ struct buf {
 void buf_init(struct buf *b, size_t cap);
 /* Free storage (wiping it first when wipe != 0); the buffer is empty and reusable after. */
 void buf_done(struct buf *b, int wipe);
+
+/* An empty buffer with a hard cap, as buf_init() leaves it: for declarations with a cleanup. */
+#define BUF_INIT(c) ((struct buf){ .cap = (c) })
+
+static inline void buf_donep(struct buf *b)
+{
+	buf_done(b, 0);
+}
+static inline void buf_wipep(struct buf *b)
+{
+	buf_done(b, 1);
+}
+/* A local buffer freed when it leaves scope (_cleanup_buf_wipe_: wiped first, for secrets):
+ * _cleanup_buf_ struct buf b = BUF_INIT(cap); */
+#define _cleanup_buf_ _cleanup_(buf_donep)
+#define _cleanup_buf_wipe_ _cleanup_(buf_wipep)
 
 static inline const uint8_t *buf_head(const struct buf *b)
 {

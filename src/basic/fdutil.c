@@ -192,7 +192,7 @@ static int rm_rf_at(int dfd, const char *name)
 	while ((de = readdir(d))) {
 		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
 			continue;
-		int k = rm_rf_at(dirfd(d), de->d_name);
+		int k = rm_rf_at(fd, de->d_name); /* fd is dirfd(d): fdopendir() took it */
 		if (k < 0 && r == 0)
 			r = k;
 	}

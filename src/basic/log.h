@@ -23,9 +23,17 @@ int log_full(enum log_level lvl, int err, const char *fmt, ...) _printf_(3, 4);
 #define log_warn(...) log_full(LOG_LVL_WARN, 0, __VA_ARGS__)
 #define log_info(...) log_full(LOG_LVL_INFO, 0, __VA_ARGS__)
 #define log_debug(...) log_full(LOG_LVL_DEBUG, 0, __VA_ARGS__)
-#define log_error_errno(e, ...) log_full(LOG_LVL_ERROR, (e), __VA_ARGS__)
-#define log_warn_errno(e, ...) log_full(LOG_LVL_WARN, (e), __VA_ARGS__)
-#define log_debug_errno(e, ...) log_full(LOG_LVL_DEBUG, (e), __VA_ARGS__)
+/* These evaluate to e itself (what log_full returns), so that the static analyzer, which does not
+ * follow variadic calls, sees that "return log_error_errno(r, ...)" returns r. */
+#define log_error_errno(e, ...) log_errno_(LOG_LVL_ERROR, (e), __VA_ARGS__)
+#define log_warn_errno(e, ...) log_errno_(LOG_LVL_WARN, (e), __VA_ARGS__)
+#define log_debug_errno(e, ...) log_errno_(LOG_LVL_DEBUG, (e), __VA_ARGS__)
+#define log_errno_(lvl, e, ...)                             \
+	({                                                  \
+		int _log_e = (e);                           \
+		(void)log_full((lvl), _log_e, __VA_ARGS__); \
+		_log_e;                                     \
+	})
 
 static inline int log_oom(void)
 {

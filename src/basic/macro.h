@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,9 +87,12 @@ static inline void explicit_wipe(void *p, size_t n)
 			func(*p);               \
 	}
 
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
+#define _cleanup_closedir_ _cleanup_(closedirp)
 
 /* Return -errno of the last failed libc call, never 0 (a failing call that forgot errno). */
 static inline int negative_errno(void)

@@ -208,6 +208,7 @@ int cpio_add_symlink(struct cpio *c, const char *path, const char *target)
 	uint8_t *copy = malloc(len);
 	if (!copy)
 		return -ENOMEM;
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): a cpio symlink body is len bytes, no NUL */
 	memcpy(copy, target, len);
 	int r = prepare(c, path, 0777, &norm);
 	if (r < 0) {

@@ -395,7 +395,7 @@ int cmd_verify(int argc, char **argv)
 	r = manifest_verify(dir, &err);
 	if (r == 0)
 		r = manifest_load(dir, &m);
-	if (r < 0) {
+	if (r != 0) { /* both return 0 or -errno */
 		log_error("verify: %s", err ? err : strerror(-r));
 		if (json)
 			print_json(json_pack("{s:s, s:b, s:s}", "dir", dir, "ok", 0, "error",

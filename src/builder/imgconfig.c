@@ -11,6 +11,7 @@
  */
 #include "imgconfig.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -564,11 +565,17 @@ static void check_files(struct ctx *x, const struct toml_value *pt, const char *
 		}
 		o->path = strdup(path);
 		o->content = strndup(content, clen);
+		if (!o->path || !o->content) {
+			/* not counted: the checks below compare every counted path */
+			free(o->path);
+			free(o->content);
+			*o = (struct imgcfg_file){ 0 };
+			x->oom = 1;
+			continue;
+		}
 		o->len = clen;
 		o->mode = (unsigned)mode;
 		p->n_files++;
-		if (!o->path || !o->content)
-			x->oom = 1;
 	}
 }
 
@@ -666,13 +673,16 @@ static void check_providers(struct ctx *x, const struct toml_value *t, struct im
 		for (size_t a = 0; a < p->n_files; a++)
 			for (size_t j = 0; j < c->n_providers; j++) {
 				const struct imgcfg_provider *q = &c->providers[j];
-				for (size_t b = 0; b < q->n_files; b++)
+				for (size_t b = 0; b < q->n_files; b++) {
+					/* check_files() counts only files with a path */
+					assert(p->files[a].path && q->files[b].path);
 					if ((j != c->n_providers - 1 || b < a) &&
 					    streq(p->files[a].path, q->files[b].path))
 						diag(x, IMGCFG_E_FILE,
 						     toml_array_at(toml_table_get(pt, "files"), a),
 						     "providers.%s.files: '%s' is seeded twice",
 						     p->name, p->files[a].path);
+				}
 			}
 	}
 }

@@ -79,8 +79,6 @@ static const char *const kbuild_env_drop[] = {
 #endif
 #define DEFAULT_FRAGMENT CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
-
 void kbuild_result_done(struct kbuild_result *r)
 {
 	if (!r)
@@ -165,7 +163,7 @@ static int tree_name(const char *tarball, char **ret)
 /* The one directory inside an extraction directory. */
 static int single_subdir(const char *dir, char **ret)
 {
-	_cleanup_(closedirp) DIR *d = opendir(dir);
+	_cleanup_closedir_ DIR *d = opendir(dir);
 	struct dirent *de;
 	char *found = NULL;
 	if (!d)

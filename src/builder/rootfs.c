@@ -363,6 +363,7 @@ static int add_node(const struct imgcfg *cfg, struct layer_run *l, char **ret_re
 	if (r == 0)
 		r = step(untar_npm, l->log_fd, l->log_path, "rootfs: unpacking npm");
 	(void)unlink(node_tgz);
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): npm_pack() sets it when it returns 0 */
 	(void)unlink(npm_tgz);
 	if (r < 0)
 		return r;

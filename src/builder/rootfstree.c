@@ -6,6 +6,7 @@
  * without following symlinks or crossing mount points. nftw() has no user pointer, so the walk's
  * state is thread-local: caller's thread, one walk at a time per thread.
  */
+/* NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c): the feature-test macro of nftw() */
 #define _XOPEN_SOURCE 700
 #include "rootfstree.h"
 

@@ -90,7 +90,7 @@ static int spawn(char *const *argv, const char *cwd, char *const *envp, int in_f
 		r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, envp ? envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
-	return -r;
+	return r > 0 ? -r : r; /* the posix_spawn calls return 0 or a positive errno */
 }
 
 void run_last_line(int fd, char *buf, size_t n)
@@ -166,7 +166,7 @@ int run_capture(char *const *argv, size_t max, char **ret_out)
 	r = spawn(argv, NULL, NULL, -1, wr, devnull, &pid);
 	if (r < 0)
 		return r;
-	wr = safe_close(wr);
+	wr = safe_close(wr); /* NOLINT(clang-analyzer-deadcode.DeadStores): its cleanup reads it */
 
 	_cleanup_free_ char *out = malloc(max + 1);
 	size_t n = 0;

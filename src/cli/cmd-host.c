@@ -62,9 +62,10 @@ static int run_capture(char *const *argv, char *out, size_t cap, int show_err)
 	}
 	if (pid == 0) {
 		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(nul, STDIN_FILENO);
+		if (nul >= 0)
+			dup2(nul, STDIN_FILENO);
 		dup2(p[1], STDOUT_FILENO);
-		if (!show_err)
+		if (!show_err && nul >= 0)
 			dup2(nul, STDERR_FILENO);
 		execvp(argv[0], argv);
 		_exit(127);

@@ -112,6 +112,7 @@ int cmd_create(int argc, char **argv)
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	_cleanup_strv_free_ char **env = NULL;
+	/* NOLINTNEXTLINE(clang-analyzer-unix.StdCLibraryFunctions): glibc's getcwd(NULL, 0) allocates */
 	_cleanup_free_ char *cwd = getcwd(NULL, 0);
 	json_t *body = json_object(), *mounts = json_array();
 	/* $CAPSEM_IMAGE pins the default (else capsemd picks: debian when installed) */

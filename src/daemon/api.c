@@ -482,7 +482,8 @@ static void route_files(struct api *a, struct httpd_conn *c, struct vm *vm, cons
 			const char *query, struct buf *body)
 {
 	_cleanup_free_ char *path = NULL, *mode = NULL;
-	struct buf frame, in;
+	_cleanup_buf_ struct buf frame = BUF_INIT(PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
+	_cleanup_buf_ struct buf in = BUF_INIT(0);
 	int r = http_query_get(query, "path", &path);
 	if (r < 0 || path[0] != '/' || strlen(path) > 4095) {
 		httpd_reply_error(c, 400, "bad_request", "path: expected an absolute guest path");
@@ -513,22 +514,16 @@ static void route_files(struct api *a, struct httpd_conn *c, struct vm *vm, cons
 	struct proto_exec ex = { .flags = put ? PROTO_EXEC_SHELL : 0,
 				 .argc = put ? 3 : 2,
 				 .argv = put ? argv_put : argv_get };
-	buf_init(&frame, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
 	if (proto_exec_encode(&ex, &frame) < 0) {
-		buf_done(&frame, 0);
 		httpd_reply_error(c, 400, "bad_request", "path too long");
 		return;
 	}
 	if (put) {
 		in = *body;
 		buf_init(body, 0);
-	} else {
-		buf_init(&in, 0);
 	}
 	r = gexec_run(a->loop, vm_vsock_path(vm), &frame, &in, put ? 0 : FILES_MAX,
 		      put ? on_file_put : on_file_got, c);
-	buf_done(&frame, 0);
-	buf_done(&in, 0);
 	if (r < 0)
 		httpd_reply_error(c, 503, "vm_failed", "cannot connect to the guest: %s",
 				  strerror(-r));
@@ -538,7 +533,8 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 		       const struct http_msg *req, const struct buf *body)
 {
 	_cleanup_free_ char *err = NULL, *via = NULL;
-	struct buf frame;
+	/* gexec_splice() takes the frame's bytes (and leaves it empty) */
+	_cleanup_buf_ struct buf frame = BUF_INIT(PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
 	if (!req->upgrade || strcasecmp(req->upgrade, "capsem-exec/1") != 0) {
 		httpd_reply_error(
 			c, 400, "bad_request",
@@ -555,16 +551,13 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 	json_t *j = body_json(c, body);
 	if (!j)
 		return;
-	buf_init(&frame, PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
 	r = vmspec_exec_frame(j, vm_record(vm)->spec.env, &frame, &err);
 	json_decref(j);
 	if (r < 0) {
-		buf_done(&frame, 0);
 		httpd_reply_error(c, 400, "bad_request", "%s", err ? err : "out of memory");
 		return;
 	}
 	if (vm_record(vm)->state != VM_RUNNING) {
-		buf_done(&frame, 0);
 		httpd_reply_error(c, 409, "not_running", "the VM is %s",
 				  registry_state_name(vm_record(vm)->state));
 		return;

@@ -272,7 +272,7 @@ int main(int argc, char **argv)
 		 vmctl_count(vms), images);
 	if (ready_fd >= 0) {
 		(void)fd_write_all(ready_fd, "R", 1);
-		ready_fd = safe_close(ready_fd);
+		safe_close(ready_fd);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	/* the VMs keep running; the process exit releases everything else */

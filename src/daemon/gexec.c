@@ -210,20 +210,14 @@ static int run_write(struct run *r, char *data, size_t n)
 
 static int run_frame(struct run *r, uint16_t type, const uint8_t *p, size_t n)
 {
-	struct buf f;
-	buf_init(&f, PROTO_HDR_SIZE + n);
-	if (proto_frame_append(&f, type, p, n) < 0) {
-		buf_done(&f, 0);
+	_cleanup_buf_ struct buf f = BUF_INIT(PROTO_HDR_SIZE + n);
+	if (proto_frame_append(&f, type, p, n) < 0)
 		return -ENOMEM;
-	}
 	size_t len = buf_len(&f);
 	char *d = malloc(len ? len : 1);
-	if (!d) {
-		buf_done(&f, 0);
+	if (!d)
 		return -ENOMEM;
-	}
 	memcpy(d, buf_head(&f), len);
-	buf_done(&f, 0);
 	return run_write(r, d, len);
 }
 

@@ -76,7 +76,7 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 	char *names[256];
 	size_t n = 0;
 	const char *def = images_default(images_dir);
-	DIR *d = opendir(images_dir);
+	_cleanup_closedir_ DIR *d = opendir(images_dir);
 	struct dirent *e;
 	if (!arr)
 		return NULL;
@@ -89,7 +89,6 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 			break;
 		n++;
 	}
-	closedir(d);
 	qsort(names, n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *dir = NULL;

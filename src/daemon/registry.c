@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "fdutil.h"
+#include "jsonutil.h"
 #include "macro.h"
 #include "strv.h"
 
@@ -225,21 +226,16 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 
 int registry_save(const struct vm_record *r)
 {
-	_cleanup_free_ char *path = NULL;
-	json_t *j = registry_record_to_json(r);
+	_cleanup_free_ char *path = NULL, *s = NULL;
+	_cleanup_json_ json_t *j = registry_record_to_json(r);
 	if (!j)
 		return -ENOMEM;
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(j);
+	s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	if (!s)
 		return -ENOMEM;
-	if (asprintf(&path, "%s/%s", r->vmdir, REGISTRY_FILE) < 0) {
-		free(s);
+	if (asprintf(&path, "%s/%s", r->vmdir, REGISTRY_FILE) < 0)
 		return -ENOMEM;
-	}
-	int k = write_file_atomic(path, s, strlen(s), 0600);
-	free(s);
-	return k;
+	return write_file_atomic(path, s, strlen(s), 0600);
 }
 
 int registry_load(const char *vms_dir, const char *id, struct vm_record *ret)

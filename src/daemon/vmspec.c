@@ -259,7 +259,7 @@ static int parse_mounts(const json_t *v, struct vm_spec *s, char **ret_error)
 		struct vm_mount *vm = &s->mounts[s->n_mounts];
 		vm->host = strdup(json_string_value(h));
 		vm->guest = strdup(json_string_value(g));
-		vm->ro = ro && json_is_true(ro);
+		vm->ro = json_is_true(ro);
 		s->n_mounts++;
 		if (!vm->host || !vm->guest)
 			return -ENOMEM;

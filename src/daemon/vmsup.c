@@ -872,14 +872,13 @@ static void prune_sessions(struct vmctl *c)
 
 int vmctl_recover(struct vmctl *c)
 {
-	DIR *d = opendir(c->vms_dir);
+	_cleanup_closedir_ DIR *d = opendir(c->vms_dir);
 	if (!d)
 		return negative_errno();
 	struct dirent *de;
 	while ((de = readdir(d)))
 		if (registry_id_valid(de->d_name))
 			recover_one(c, de->d_name);
-	closedir(d);
 	/* keep the list newest first */
 	if (c->n_vms > 1) {
 		struct vm **v = calloc(c->n_vms, sizeof(*v));

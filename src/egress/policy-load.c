@@ -110,8 +110,15 @@ bool policy_has_ctl(const char *s, size_t n)
 	return false;
 }
 
-static int lfail(struct layer *l, unsigned line, const char *fmt, ...) _printf_(3, 4);
-static int lfail(struct layer *l, unsigned line, const char *fmt, ...)
+/* The failures below return -EBADMSG through a macro: the static analyzer does not follow variadic
+ * calls and would otherwise take their result for a possible success. */
+#define lfail(...)                      \
+	({                              \
+		lfail_msg(__VA_ARGS__); \
+		-EBADMSG;               \
+	})
+static void lfail_msg(struct layer *l, unsigned line, const char *fmt, ...) _printf_(3, 4);
+static void lfail_msg(struct layer *l, unsigned line, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -124,7 +131,6 @@ static int lfail(struct layer *l, unsigned line, const char *fmt, ...)
 		else
 			snprintf(l->err, l->errlen, "%s: %s", l->name, msg);
 	}
-	return -EBADMSG;
 }
 
 /* lfail() at the line of sect[idx].key, located only now that there is a message. */
@@ -215,9 +221,14 @@ struct rctx {
 	char label[POLICY_MAX_NAME + 16]; /* "rule 'name'" or "rule #3" */
 };
 
-static int rfail(struct rctx *c, const char *key, const char *elem, const char *fmt, ...)
+#define rfail(...)                      \
+	({                              \
+		rfail_msg(__VA_ARGS__); \
+		-EBADMSG;               \
+	})
+static void rfail_msg(struct rctx *c, const char *key, const char *elem, const char *fmt, ...)
 	_printf_(4, 5);
-static int rfail(struct rctx *c, const char *key, const char *elem, const char *fmt, ...)
+static void rfail_msg(struct rctx *c, const char *key, const char *elem, const char *fmt, ...)
 {
 	char msg[400];
 	va_list ap;
@@ -226,8 +237,9 @@ static int rfail(struct rctx *c, const char *key, const char *elem, const char *
 	va_end(ap);
 	unsigned line = policy_where(c->l, "rule", c->idx, key, elem);
 	if (key)
-		return lfail(c->l, line, "%s: %s: %s", c->label, key, msg);
-	return lfail(c->l, line, "%s: %s", c->label, msg);
+		lfail_msg(c->l, line, "%s: %s: %s", c->label, key, msg);
+	else
+		lfail_msg(c->l, line, "%s: %s", c->label, msg);
 }
 
 /* A list value: an array of 1..POLICY_MAX_PATTERNS elements. */

@@ -326,12 +326,9 @@ static void path_prepare(const char *target, char buf[static MAX_REQ_PATH], cons
 			/* "//", "/./", "/../", and a trailing "/." or "/.." */
 			const char *seg = s + i + 1;
 			size_t rest = n - i - 1;
-			if (seg[0] == '/')
-				amb = true;
-			else if (seg[0] == '.' && (rest == 1 || seg[1] == '/'))
-				amb = true;
-			else if (rest >= 2 && seg[0] == '.' && seg[1] == '.' &&
-				 (rest == 2 || seg[2] == '/'))
+			if (seg[0] == '/' || (seg[0] == '.' && (rest == 1 || seg[1] == '/')) ||
+			    (rest >= 2 && seg[0] == '.' && seg[1] == '.' &&
+			     (rest == 2 || seg[2] == '/')))
 				amb = true;
 		}
 	}

@@ -384,8 +384,7 @@ static void conn_start_tunnel(struct conn *c, bool tls)
 static int build_up_head(struct conn *c, const struct http_msg *m, const char *target, bool ai,
 			 bool ai_ws, struct buf *out)
 {
-	struct buf h;
-	buf_init(&h, HTTP_MAX_HEAD + 512);
+	_cleanup_buf_wipe_ struct buf h = BUF_INIT(HTTP_MAX_HEAD + 512);
 	int r = 0;
 	char line[64];
 	r |= buf_append(&h, m->method, strlen(m->method));
@@ -409,20 +408,14 @@ static int build_up_head(struct conn *c, const struct http_msg *m, const char *t
 		r |= buf_append(&h, "Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n",
 				sizeof("Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n") - 1);
 	r |= buf_append(&h, "\r\n", 2);
-	if (r < 0) {
-		buf_done(&h, 1);
+	if (r < 0)
 		return -E2BIG;
-	}
 	if (c->p->cfg.creds) {
 		int count = 0;
-		r = cred_rewrite_head(c->p->cfg.creds, c->host, (const char *)buf_head(&h),
-				      buf_len(&h), out, &count);
-		buf_done(&h, 1);
-		return r;
+		return cred_rewrite_head(c->p->cfg.creds, c->host, (const char *)buf_head(&h),
+					 buf_len(&h), out, &count);
 	}
-	r = buf_append(out, buf_head(&h), buf_len(&h));
-	buf_done(&h, 1);
-	return r;
+	return buf_append(out, buf_head(&h), buf_len(&h));
 }
 
 /* Host header (optional in HTTP/1.0) must name the connection's host, with its port or none. */
@@ -545,13 +538,12 @@ static void conn_start_request(struct conn *c)
 	else if (prov != AI_NONE)
 		r->ai = ai_call_new(prov, m.method, target);
 
-	struct buf head;
-	buf_init(&head, HTTP_MAX_HEAD + 4096);
+	/* wiped when it goes: it may hold a real key */
+	_cleanup_buf_wipe_ struct buf head = BUF_INIT(HTTP_MAX_HEAD + 4096);
 	int e = build_up_head(c, &m, target, r->ai != NULL, r->aiws != NULL, &head);
 	http_msg_done(&m);
 	side_consume(&c->c, (size_t)k);
 	if (e < 0) {
-		buf_done(&head, 1);
 		proxy_conn_close(c, "cannot rewrite the request head");
 		return;
 	}
@@ -560,7 +552,6 @@ static void conn_start_request(struct conn *c)
 	if (!c->up) {
 		c->up = upstream_get(c, c->tls, true);
 		if (!c->up) {
-			buf_done(&head, 1);
 			conn_bad_gateway(c, "cannot start the upstream connection");
 			return;
 		}
@@ -576,7 +567,6 @@ static void conn_start_request(struct conn *c)
 	}
 	c->up->served++;
 	e = upstream_write(c->up, buf_head(&head), buf_len(&head));
-	buf_done(&head, 1); /* wiped: it may hold a real key */
 	if (e < 0) {
 		proxy_conn_close(c, "upstream write failed");
 		return;

@@ -198,13 +198,14 @@ static void up_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *r
 	struct up *u = req->data;
 	u->gai_pending = false;
 	if (u->dead || status < 0 || !res) {
+		uv_freeaddrinfo(res);
 		if (!u->dead) {
 			char why[160];
 			snprintf(why, sizeof(why), "cannot resolve %s: %s", u->host,
 				 status < 0 ? uv_strerror(status) : "no address");
-			up_fail(u, why);
+			up_fail(u, why); /* closes u, and frees it when it has no handle left */
+			return;
 		}
-		uv_freeaddrinfo(res);
 		up_free_maybe(u);
 		return;
 	}

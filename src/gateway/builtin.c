@@ -603,7 +603,7 @@ static json_t *do_list(const struct builtin_env *env, const json_t *args)
 			break;
 		}
 		struct stat st;
-		bool dir = fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		bool dir = fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 			   S_ISDIR(st.st_mode);
 		char *s = NULL;
 		if (asprintf(&s, "%s%s", de->d_name, dir ? "/" : "") < 0)

@@ -61,7 +61,7 @@ uint64_t gw_mono_ms(void)
 
 static void gw_free(struct gateway *g)
 {
-	for (size_t i = 0; i < g->n_servers; i++) {
+	for (size_t i = 0; g->servers && i < g->n_servers; i++) {
 		json_decref(g->servers[i].tools);
 		json_decref(g->servers[i].tools_new);
 		free(g->servers[i].session_id);
@@ -247,8 +247,11 @@ void gw_call_finish(struct gw_call *c)
 	c->answered = true;
 	struct gw_session *s = c->s;
 	c->s = NULL;
-	if (s && c->kind == CK_TOOL && s->pending > 0 && --s->pending == 0 && s->read_eof)
-		session_close(s); /* the agent half-closed and has all its answers */
+	if (s && c->kind == CK_TOOL && s->pending > 0) {
+		s->pending--;
+		if (s->pending == 0 && s->read_eof)
+			session_close(s); /* the agent half-closed and has all its answers */
+	}
 	uv_timer_stop(&c->timer);
 	if (c->in_work)
 		return; /* the job's after-callback finishes it */

@@ -72,9 +72,7 @@ static void after_job(uv_work_t *w, int status)
 			gw_server_schedule_restart(srv);
 		}
 		gw_call_finish(c);
-	} else if (c->kind == CK_CANCEL) {
-		gw_call_finish(c);
-	} else if (c->answered || status == UV_ECANCELED) {
+	} else if (c->kind == CK_CANCEL || c->answered || status == UV_ECANCELED) {
 		gw_call_finish(c);
 	} else if (c->srv) { /* an HTTP tool call */
 		json_t *m = c->w_http.msg;

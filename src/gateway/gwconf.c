@@ -24,8 +24,16 @@ struct pctx {
 	size_t errlen;
 };
 
-static int fail(struct pctx *c, const struct toml_value *at, const char *fmt, ...) _printf_(3, 4);
-static int fail(struct pctx *c, const struct toml_value *at, const char *fmt, ...)
+/* fail() is -EBADMSG through a macro: the static analyzer does not follow variadic calls and would
+ * otherwise take their result for a possible success. */
+#define fail(...)                      \
+	({                             \
+		fail_msg(__VA_ARGS__); \
+		-EBADMSG;              \
+	})
+static void fail_msg(struct pctx *c, const struct toml_value *at, const char *fmt, ...)
+	_printf_(3, 4);
+static void fail_msg(struct pctx *c, const struct toml_value *at, const char *fmt, ...)
 {
 	char msg[300];
 	va_list ap;
@@ -39,7 +47,6 @@ static int fail(struct pctx *c, const struct toml_value *at, const char *fmt, ..
 		else
 			snprintf(c->err, c->errlen, "%s", msg);
 	}
-	return -EBADMSG;
 }
 
 static bool clean(const char *s, size_t n)

@@ -302,8 +302,10 @@ void gw_server_start(struct gw_server *srv)
 	srv->open_handles += 2;
 	g->refs += 2;
 	uv_stdio_container_t stdio[3] = {
+		/* NOLINTNEXTLINE(clang-analyzer-optin.core.EnumCastOutOfRange): libuv's flags OR */
 		{ .flags = UV_CREATE_PIPE | UV_READABLE_PIPE,
 		  .data.stream = (uv_stream_t *)&srv->in },
+		/* NOLINTNEXTLINE(clang-analyzer-optin.core.EnumCastOutOfRange): libuv's flags OR */
 		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
 		  .data.stream = (uv_stream_t *)&srv->out },
 		{ .flags = UV_INHERIT_FD, .data.fd = 2 },

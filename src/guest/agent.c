@@ -322,8 +322,8 @@ static int ca_bundle_add(const char *path, const char *pem, size_t len)
 	r = mkdir_p("/etc/ssl/certs", 0755);
 	if (r < 0)
 		return r;
-	if (asprintf(&text, "%s%s%s%s", old ? old : "", n && old[n - 1] != '\n' ? "\n" : "", pem,
-		     len && pem[len - 1] != '\n' ? "\n" : "") < 0)
+	if (asprintf(&text, "%s%s%s%s", old ? old : "", n && old && old[n - 1] != '\n' ? "\n" : "",
+		     pem, len && pem[len - 1] != '\n' ? "\n" : "") < 0)
 		return -ENOMEM;
 	return write_file_atomic(path, text, strlen(text), 0644);
 }

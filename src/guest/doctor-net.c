@@ -109,7 +109,8 @@ static void check_routes(struct doctor *d)
 		return;
 	}
 	char *line = strchr(routes, '\n');
-	while (line && *++line) {
+	while (line && line[1]) {
+		line++;
 		size_t l = strcspn(line, "\t ");
 		if (l &&
 		    !(l == strlen(NETSETUP_IFNAME) && strncmp(line, NETSETUP_IFNAME, l) == 0) &&

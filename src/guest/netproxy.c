@@ -107,6 +107,7 @@ static pid_t np_find_pid(uint64_t inode)
 		if ((pid_t)pid == self)
 			continue;
 		snprintf(path, sizeof(path), "%u/fd", pid);
+		/* NOLINTNEXTLINE(clang-analyzer-unix.StdCLibraryFunctions): dirfd() of an open DIR does not fail */
 		int dfd = openat(dirfd(proc), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0)
 			continue;
@@ -123,7 +124,8 @@ static pid_t np_find_pid(uint64_t inode)
 				continue;
 			if (++links > NP_SCAN_MAX_LINKS)
 				break;
-			ssize_t n = readlinkat(dirfd(fds), fe->d_name, link, sizeof(link));
+			ssize_t n =
+				readlinkat(dfd, fe->d_name, link, sizeof(link)); /* dirfd(fds) */
 			if (n > 0 && procnet_socket_inode(link, (size_t)n, &ino) == 0 &&
 			    ino == inode) {
 				found = (pid_t)pid;
@@ -305,7 +307,7 @@ static void *np_thread(void *arg)
 {
 	struct np_conn *c = arg;
 	struct proto_net_preamble pre = { 0 };
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer = { 0 };
 	socklen_t plen = sizeof(peer);
 	uint8_t wire[PROTO_NET_PREAMBLE_MAX];
 	ssize_t k;

@@ -62,7 +62,7 @@ static int copy_dir(int sfd, int dfd, unsigned depth, size_t *budget)
 		return negative_errno();
 	DIR *d = fdopendir(fd);
 	if (!d) {
-		close(fd);
+		safe_close(fd); /* keeps fdopendir()'s errno, which close() may overwrite */
 		return negative_errno();
 	}
 	struct dirent *e;
@@ -97,11 +97,17 @@ static int copy_dir(int sfd, int dfd, unsigned depth, size_t *budget)
 				r = negative_errno();
 				break;
 			}
+			/* each open checked on its own: a second, successful openat() may change the
+			 * errno of a failed first one */
 			_cleanup_close_ int s2 = openat(
 				sfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (s2 < 0) {
+				r = negative_errno();
+				break;
+			}
 			_cleanup_close_ int d2 = openat(
 				dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (s2 < 0 || d2 < 0)
+			if (d2 < 0)
 				r = negative_errno();
 			else
 				r = copy_dir(s2, d2, depth + 1, budget);

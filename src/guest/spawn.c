@@ -36,6 +36,7 @@ void spawn_set_default_cwd(const char *dir)
 #define SPAWN_PIPE_SIZE (256 * 1024)
 
 static const char *const spawn_defaults[] = {
+	/* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): "PATH=" SPAWN_DEFAULT_PATH is one string */
 	"PATH=" SPAWN_DEFAULT_PATH,
 	"HOME=/root",
 	"USER=root",

@@ -457,6 +457,7 @@ json_t *mcp_text_string(const void *p, size_t n)
 			k += l;
 			i += l;
 		} else {
+			/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): U+FFFD's 3 bytes mid-string */
 			memcpy(o + k, "\xef\xbf\xbd", 3);
 			k += 3;
 			i++;

@@ -623,6 +623,7 @@ ssize_t proto_net_preamble_encode(const struct proto_net_preamble *pre, void *ou
 	size_t body = PROTO_NET_BODY_FIXED + clen, total = PROTO_NET_HDR_SIZE + body;
 	if (cap < total)
 		return -ENOBUFS;
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): the 4-byte wire magic, no NUL */
 	memcpy(o, PROTO_NET_MAGIC, 4);
 	o[4] = PROTO_NET_VERSION;
 	o[5] = (uint8_t)(body >> 8);

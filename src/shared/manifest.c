@@ -173,7 +173,6 @@ int manifest_parse(const char *text, size_t len, const char *image_dir, const ch
 		json_decref(root);
 		return -ENOMEM;
 	}
-	r = 0;
 	if (!json_is_object(root)) {
 		r = set_error(ret_error, -EBADMSG, "%s: not a JSON object", mpath);
 		goto out;

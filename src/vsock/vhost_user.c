@@ -324,6 +324,8 @@ static int handle(struct vhost_user_dev *d, const struct vhost_user_msg *m, int 
 	case VHOST_USER_SET_VRING_ERR:
 		q = (unsigned)(m->u.u64 & VHOST_USER_VRING_IDX_MASK);
 		break;
+	default: /* not about one queue */
+		break;
 	}
 	if (q >= VHOST_USER_NQUEUES) {
 		if (m->request == VHOST_USER_GET_VRING_BASE) {

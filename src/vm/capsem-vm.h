@@ -116,6 +116,14 @@ struct vm {
 /* Stop the VM (SHUTDOWN to the agent, QMP quit, SIGKILL: each after a grace period); why is
  * reported in the stopped event. Safe to call again. */
 void vm_stop(struct vm *vm, const char *why);
+/* The VM failed: the first reason is kept and reported (an error event), then it stops. */
+void vm_fail(struct vm *vm, const char *fmt, ...) _printf_(2, 3);
+
+/* vmworkspace.c: start virtiofsd on --workspace (before QEMU), stop it with the VM; decide the
+ * transport after the options are parsed (9p as a normal user: one of o->mounts). */
+int vm_workspace_start(struct vm *vm);
+void vm_workspace_stop(struct vm *vm);
+int vm_workspace_transport(struct vm_opts *o);
 
 /* ---- watch.c ---- */
 

@@ -195,9 +195,7 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	}
 	const char *ws = json_string_value(json_object_get(j, "workspace"));
 	if (json_is_true(json_object_get(j, "workspace_shared"))) {
-		if (!ws || ws[0] != '/' || strpbrk(ws, ",:"))
-			bad = 1;
-		else if (!(r.spec.workspace = strdup(ws)))
+		if (!ws || ws[0] != '/' || strpbrk(ws, ",:") || !(r.spec.workspace = strdup(ws)))
 			bad = 1;
 	}
 	bad |= copy_ts(json_object_get(j, "created"), r.created) < 0;

@@ -36,8 +36,10 @@ static size_t id_map(char *buf, unsigned id)
 	buf[n++] = ' ';
 	while (k > 0)
 		buf[n++] = digits[--k];
-	memcpy(buf + n, " 1\n", 3);
-	return n + 3;
+	buf[n++] = ' ';
+	buf[n++] = '1';
+	buf[n++] = '\n'; /* a line for the kernel: not a C string */
+	return n;
 }
 
 int confine_userns(uid_t uid, gid_t gid)

@@ -316,8 +316,11 @@ def test_memory_and_swap_hog_stops_at_the_swap_limit(tmp_path_factory):
     subprocess.run([MKFS, "-q", "-F", str(disk)], check=True, capture_output=True)
     v = boot(tmp_path_factory, "--disk", str(disk))
     try:
-        sw = "/mnt/capsem-disk/swapfile"
-        r, _, _ = run(v, ["sh", "-c", f"dd if=/dev/zero of={sw} bs=1M count=256 2>/dev/null && "
+        # capsem-init swaps to the disk's own swapfile (sized to the disk's free space): the
+        # test puts its own, bigger one in its place
+        sw = "/mnt/capsem-disk/testswap"
+        r, _, _ = run(v, ["sh", "-c", "swapoff /mnt/capsem-disk/swapfile && "
+                          f"dd if=/dev/zero of={sw} bs=1M count=256 2>/dev/null && "
                           f"chmod 600 {sw} && mkswap {sw} >/dev/null && swapon {sw} && "
                           f"echo 192M > {WL}/memory.max && echo 96M > {WL}/memory.swap.max"])
         assert r.code == 0, r
@@ -326,7 +329,10 @@ def test_memory_and_swap_hog_stops_at_the_swap_limit(tmp_path_factory):
         assert (r.kind, r.code) == (cc.EXIT_SIGNAL, 9) and flags & EXIT_OOM, (r, flags)
         assert b"capsem: out of memory" in r.stderr, r
         # what stopped it was its swap limit, not the end of the swap device
-        assert field(v, WL + "/memory.swap.events", "max") > 0
+        assert field(v, WL + "/memory.swap.events", "max") > 0, (
+            cat(v, "/proc/swaps"), cat(v, WL + "/memory.swap.events"),
+            cat(v, WL + "/memory.swap.max"), cat(v, WL + "/memory.max"),
+            cat(v, WL + "/memory.swap.current"))
         meminfo = cat(v, "/proc/meminfo")
         free = int(meminfo.split("SwapFree:")[1].split()[0])
         assert free > 100 << 10, meminfo

@@ -1,15 +1,19 @@
 /* confine.c - namespaces for the processes capsem-vm starts (confine.h).
  *
- * Runs in a forked child between fork and exec: async-signal-safe calls only (open, write,
- * close, unshare), no allocation, no stdio.
+ * confine_spawn forks; the child runs only async-signal-safe calls (open, dup2, write, close,
+ * unshare, prctl, exec) between fork and exec: no allocation, no stdio.
  *
  * Trust boundary: none crossed; it only narrows what the child (QEMU, virtiofsd) can reach.
  */
 #include "confine.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Write s to path (the child's own /proc files). 0 or -1. */
@@ -58,4 +62,46 @@ int confine_netns(uid_t uid, gid_t gid)
 	if (uid != 0 && confine_userns(uid, gid) < 0)
 		return -1;
 	return unshare(CLONE_NEWNET) < 0 ? -1 : 0;
+}
+
+int confine_spawn(char *const *argv, int log_fd, int pass_fd, unsigned flags, pid_t *ret_pid,
+		  int *ret_pidfd)
+{
+	pid_t parent = getpid();
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		sigset_t none;
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
+		    dup2(log_fd, STDERR_FILENO) < 0)
+			_exit(127);
+		/* fd 3; dup2 onto itself would keep its CLOEXEC */
+		if (pass_fd >= 0 && (pass_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(pass_fd, 3)) < 0)
+			_exit(127);
+		setsid();
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if ((flags & CONFINE_NO_NEW_PRIVS) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			_exit(126);
+		if ((flags & CONFINE_NETNS) && confine_netns(uid, gid) < 0)
+			_exit(126);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		int r = -errno;
+		kill(pid, SIGKILL);
+		return r;
+	}
+	*ret_pid = pid;
+	*ret_pidfd = pidfd;
+	return 0;
 }

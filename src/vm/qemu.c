@@ -250,39 +250,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 
 int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 {
-	pid_t parent = getpid();
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	pid_t pid = fork();
-	if (pid < 0)
-		return negative_errno();
-	if (pid == 0) {
-		/* child: only async-signal-safe calls from here on */
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-		    dup2(log_fd, STDERR_FILENO) < 0)
-			_exit(127);
-		setsid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		/* no privilege gained across exec, and no network at all: QEMU needs none (its
-		 * sockets are Unix sockets on paths, which work across network namespaces) */
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || confine_netns(uid, gid) < 0)
-			_exit(126);
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		int r = negative_errno();
-		kill(pid, SIGKILL);
-		return r;
-	}
-	*ret_pid = pid;
-	*ret_pidfd = pidfd;
-	return 0;
+	/* no privilege gained across exec, and no network at all: QEMU needs none (its sockets are
+	 * Unix sockets on paths, which work across network namespaces) */
+	return confine_spawn(argv, log_fd, -1, CONFINE_NO_NEW_PRIVS | CONFINE_NETNS, ret_pid,
+			     ret_pidfd);
 }

@@ -8,23 +8,15 @@
  * and hands it over as fd 3 (`--fd=3`), so QEMU never races virtiofsd's start.
  *
  * Trust boundary: virtiofsd parses the guest's FUSE requests: it is guest-facing and confined
- * as said; capsem-vm only starts, watches and kills it. The child side runs between fork and
- * exec: async-signal-safe calls only.
+ * as said; capsem-vm only starts (confine_spawn), watches and kills it.
  */
 #include "virtiofs.h"
 
-#include "confine.h"
-
-#include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "confine.h"
 #include "fdutil.h"
 #include "macro.h"
 #include "strv.h"
@@ -65,39 +57,6 @@ char **virtiofs_argv(const char *binary, const char *source)
 
 int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 {
-	pid_t parent = getpid();
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	pid_t pid = fork();
-	if (pid < 0)
-		return negative_errno();
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-		    dup2(log_fd, STDERR_FILENO) < 0)
-			_exit(127);
-		/* fd 3, inherited; dup2 onto itself would keep its CLOEXEC */
-		if (listen_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(listen_fd, 3) < 0)
-			_exit(127);
-		setsid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (uid != 0 && confine_userns(uid, gid) < 0)
-			_exit(126);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		int r = negative_errno();
-		kill(pid, SIGKILL);
-		return r;
-	}
-	*ret_pid = pid;
-	*ret_pidfd = pidfd;
-	return 0;
+	/* root only (vmworkspace.c): virtiofsd builds its own namespaces and seccomp filter */
+	return confine_spawn(argv, log_fd, listen_fd, 0, ret_pid, ret_pidfd);
 }

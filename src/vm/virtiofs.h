@@ -20,10 +20,8 @@ int virtiofs_find(char **ret);
  * child gets as fd 3. Owned strv, or NULL (ENOMEM). */
 char **virtiofs_argv(const char *binary, const char *source);
 
-/* fork + exec argv with listen_fd as fd 3, stdin /dev/null, stdout and stderr to log_fd, in its
- * own session, PR_SET_PDEATHSIG(SIGKILL). When we are not root it runs in a new user namespace
- * where it is root, mapped to our uid and gid: what the guest's root creates in the workspace
- * belongs to the user on the host, and virtiofsd may build its own sandbox (mount, PID and
- * network namespaces, pivot_root into the shared directory, its seccomp filter). 0 with the pid
- * and a pidfd, or -errno. */
+/* Start argv (virtiofs_argv) with listen_fd as fd 3 and its output to log_fd (confine_spawn);
+ * as root only: virtiofsd builds its own sandbox (mount, PID and network namespaces,
+ * pivot_root into the shared directory, its seccomp filter). 0 with the pid and a pidfd, or
+ * -errno. */
 int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd);

@@ -371,13 +371,15 @@ def test_background_fork_bomb_does_not_stop_exec(fresh):
     assert (r.kind, r.code) == (cc.EXIT_CODE, 0) and b"forked" in r.stdout or oom & EXIT_OOM, r
     print(f"a shell's fork next to the bomb: {dt:.1f} s")
     # an exec without a timeout leaves its background processes (here: the bomb) running, unless
-    # the bomb met the memory limit first: then the OOM killer took all of it (memory.oom.group)
+    # the bomb met the memory limit first (the OOM killer took all of it: memory.oom.group) or
+    # burned out (its processes exit once their forks fail at the task limit)
     if exists(fresh, CG + group):
         # the way to stop them
         r, _, _ = run(fresh, ["sh", "-c", f"echo 1 > {CG}{group}/cgroup.kill"])
         assert r.code == 0, r
     else:
-        assert field(fresh, WL + "/memory.events", "oom_group_kill") > 0
+        ooms = field(fresh, WL + "/memory.events", "oom_group_kill")
+        print(f"the bomb was gone already ({'OOM group kill' if ooms else 'burned out'})")
     wait_for(lambda: not exists(fresh, CG + group), SLOW, "the agent to remove the bomb's group")
     print(f"bomb stopped and its group removed {time.monotonic() - t0:.1f} s later")
 

@@ -451,15 +451,12 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		r |= strv_pushf(&a, "%s:%s%s", s->mounts[i].host, s->mounts[i].guest,
 				s->mounts[i].ro ? ":ro" : "");
 	}
-	/* the workspace: the user's folder, or the VM's own (made here when missing) */
+	/* the workspace: the user's folder, or the VM's own (launch() makes it) */
 	r |= strv_push(&a, "--workspace");
-	if (s->workspace) {
+	if (s->workspace)
 		r |= strv_push(&a, s->workspace);
-	} else {
+	else
 		r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
-		if (r == 0 && mkdir(a[strv_length(a) - 1], 0700) < 0 && errno != EEXIST)
-			log_warn_errno(negative_errno(), "cannot make %s", a[strv_length(a) - 1]);
-	}
 	r |= strv_push(&a, "--ledger");
 	r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
 	/* who the guest is, in every exec's environment */
@@ -543,6 +540,12 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 	int r;
 
 	next_boot(vm);
+	if (!vm->rec.spec.workspace) { /* the VM's own workspace, kept across boots */
+		_cleanup_free_ char *ws = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
+		if (!ws || (mkdir(ws, 0700) < 0 && errno != EEXIST))
+			log_warn_errno(ws ? negative_errno() : -ENOMEM, "cannot make %s/%s",
+				       vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
+	}
 	if (build_argv(vm, kernel, initrd, rootfs, &argv) < 0) {
 		boot_fail(vm, "out of memory");
 		return;

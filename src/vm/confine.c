@@ -46,7 +46,7 @@ static size_t id_map(char *buf, unsigned id)
 	return n;
 }
 
-int confine_userns(uid_t uid, gid_t gid)
+static int confine_userns(uid_t uid, gid_t gid)
 {
 	char map[40];
 	if (unshare(CLONE_NEWUSER) < 0 || write_str("/proc/self/setgroups", "deny", 4) < 0 ||

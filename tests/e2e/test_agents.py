@@ -28,7 +28,7 @@ import pytest
 
 import capsem_client as cc
 from conftest import CAPSEM, IMAGES, VM, procs_mentioning, wait_for
-from test_cli_daemon import cli, stop_daemon
+from test_cli_daemon import clean_home, cli
 from test_debian_image import DEBIAN, ensure_debian_image
 from test_shell_tmux import Tmux
 from upstream import KEYS, Upstream
@@ -291,24 +291,16 @@ def test_placeholders_in_the_guest(agents):
     assert ok(agents.sh("stat -c %a /root/.codex/auth.json")).strip() == "600"
 
 
-def test_claude_print(agents):
+@pytest.mark.parametrize("cli,provider,path", [("claude", "anthropic", "/v1/messages"),
+                                               ("gemini", "gemini", "/v1beta/models/")])
+def test_print_mode(agents, cli, provider, path):
     word = secrets.token_hex(6)
     nreq, nauth = len(agents.up.stats.requests), len(agents.up.stats.auth)
     since = ledger_max_id(agents, "model_call")
-    text, v_ms, a_ms = run_agent(agents, "claude", f"claude -p 'capsem-probe-{word}: hello'")
+    text, v_ms, a_ms = run_agent(agents, cli, f"{cli} -p 'capsem-probe-{word}: hello'")
     assert f"capsem-answer-{word}" in text, text[-3000:]
-    check_call(agents, "anthropic", nreq, nauth, since, "/v1/messages")
-    times("claude", v_ms, a_ms)
-
-
-def test_gemini_print(agents):
-    word = secrets.token_hex(6)
-    nreq, nauth = len(agents.up.stats.requests), len(agents.up.stats.auth)
-    since = ledger_max_id(agents, "model_call")
-    text, v_ms, a_ms = run_agent(agents, "gemini", f"gemini -p 'capsem-probe-{word}: hello'")
-    assert f"capsem-answer-{word}" in text, text[-3000:]
-    check_call(agents, "gemini", nreq, nauth, since, "/v1beta/models/")
-    times("gemini", v_ms, a_ms)
+    check_call(agents, provider, nreq, nauth, since, path)
+    times(cli, v_ms, a_ms)
 
 
 def test_codex_exec(agents):
@@ -555,13 +547,7 @@ def shell_home(tmp_path_factory, agents):
     h.mkdir()
     write_home(h, agents.up)
     yield h
-    p = cli(h, "list", "-a", "--json")
-    if p.returncode == 0:
-        ids = [v["id"] for v in json.loads(p.stdout)]
-        if ids:
-            cli(h, "delete", *ids)
-    stop_daemon(h)
-    left = procs_mentioning(str(h))
+    left = clean_home(h)
     assert not left, f"processes left behind: {left}"
 
 

@@ -20,17 +20,22 @@ def dhome(tmp_path_factory):
     h = tmp_path_factory.mktemp("cli") / "home"
     h.mkdir()
     yield h
-    # VMs outlive the daemon by design: delete them all first
+    left = clean_home(h)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}"
+
+
+def clean_home(h, under=None):
+    """The end of a test's daemon home: delete every VM (they outlive the daemon by design),
+    stop the daemon; the pids of processes still mentioning `under` (default h)."""
     p = cli(h, "list", "-a", "--json")
     if p.returncode == 0:
         ids = [v["id"] for v in json.loads(p.stdout)]
         if ids:
-            cli(h, "delete", *ids)
+            cli(h, "delete", *ids, timeout=300)
     stop_daemon(h)
-    left = procs_mentioning(str(h))
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left behind: {left}"
+    return procs_mentioning(str(under or h))
 
 
 def stop_daemon(h):

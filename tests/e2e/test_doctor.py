@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from test_cli_daemon import cli, stop_daemon
+from test_cli_daemon import clean_home, cli
 from test_debian_image import ensure_debian_image
 
 NAME = "doc_vm"  # its hostname is doc-vm: '_' is not a hostname character
@@ -53,8 +53,7 @@ def home(tmp_path_factory):
     p = cli(h, "create", "-n", NAME, "--image", "debian", "--memory", "2G", timeout=900)
     assert p.returncode == 0, p.stderr
     yield h
-    cli(h, "delete", NAME, timeout=300)
-    stop_daemon(h)
+    assert not clean_home(h), "QEMU, capsem-vm or virtiofsd left behind"
 
 
 def doctor(home, *args):

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import procs_mentioning, wait_for
-from test_cli_daemon import cli, stop_daemon
+from test_cli_daemon import clean_home, cli
 
 VISIBLE_S = 5  # the bound a host-side change must be seen in: cache=auto caches for 1 s
 
@@ -27,13 +27,7 @@ def wsenv(tmp_path_factory):
     home = d / "home"
     home.mkdir()
     yield d, home
-    p = cli(home, "list", "-a", "--json")
-    if p.returncode == 0:
-        ids = [v["id"] for v in json.loads(p.stdout)]
-        if ids:
-            cli(home, "delete", *ids, timeout=300)
-    stop_daemon(home)
-    assert not procs_mentioning(str(d)), "QEMU, capsem-vm or virtiofsd left behind"
+    assert not clean_home(home, under=d), "QEMU, capsem-vm or virtiofsd left behind"
 
 
 def sh(home, vm, script, check=0):

@@ -18,6 +18,10 @@ static const char *const v_decision[] = { "allow", "block", NULL };
 static const char *const v_scheme[] = { "https", "http", "tls", "tcp", NULL };
 static const char *const v_boundary[] = { "dns", "conn", "http", "tool", NULL };
 static const char *const v_reason[] = { "queue_full", "write_error", NULL };
+static const char *const v_fs_action[] = { "created", "modified", "deleted",
+					   "renamed", "summary",  NULL };
+static const char *const v_fs_type[] = { "file", "dir", "symlink", "other", NULL };
+static const char *const v_fs_source[] = { "watch", "scan", NULL };
 
 /* the inside of a struct col: { NUM("x") } */
 #define TS "ts", COL_INT, COL_REQUIRED, I64, NULL
@@ -120,6 +124,18 @@ static const struct col c_policy[] = {
 	{ TEXT("request_id", 64) },
 };
 
+static const struct col c_fs[] = {
+	{ TS },
+	{ "action", COL_TEXT, COL_REQUIRED, 16, v_fs_action },
+	{ "path", COL_TEXT, COL_REQUIRED, 4096, NULL },
+	{ TEXT("old_path", 4096) },
+	{ "type", COL_TEXT, 0, 8, v_fs_type },
+	{ NUM("size") },
+	{ NUM("count") },
+	{ TEXT("detail", 256) },
+	{ "source", COL_TEXT, 0, 8, v_fs_source },
+};
+
 static const struct col c_dropped[] = {
 	{ TS },
 	{ "count", COL_INT, COL_REQUIRED, I64, NULL },
@@ -138,6 +154,7 @@ static const struct kind_desc kinds[LEDGER_KIND_MAX] = {
 	[LEDGER_MODEL_CALL] = KIND("model_call", c_model),
 	[LEDGER_TOOL_CALL] = KIND("tool_call", c_tool),
 	[LEDGER_POLICY] = KIND("policy", c_policy),
+	[LEDGER_FS] = KIND("fs", c_fs),
 	[LEDGER_DROPPED] = KIND("dropped", c_dropped),
 };
 

@@ -432,6 +432,22 @@ int ledger_policy(struct ledger *l, const struct ledger_policy *ev)
 	return submit(l, &b);
 }
 
+int ledger_fs(struct ledger *l, const struct ledger_fs *ev)
+{
+	struct builder b;
+	b_init(&b, LEDGER_FS);
+	b_int(&b, "ts", ev->ts);
+	b_text(&b, "action", ev->action);
+	b_text(&b, "path", ev->path);
+	b_text(&b, "old_path", ev->old_path);
+	b_text(&b, "type", ev->type);
+	b_int(&b, "size", ev->size);
+	b_int(&b, "count", ev->count);
+	b_text(&b, "detail", ev->detail);
+	b_text(&b, "source", ev->source);
+	return submit(l, &b);
+}
+
 int ledger_session_update(struct ledger *l, const struct ledger_session *s)
 {
 	struct builder b;

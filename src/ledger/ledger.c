@@ -429,19 +429,26 @@ static int apply_schema(sqlite3 *db)
 		return -EPROTONOSUPPORT;
 	if (v == LEDGER_SCHEMA_VERSION)
 		return 0;
-	if (v == 1 || v == 2) {
+	if (v >= 1 && v <= 3) {
 		/* version 2: the index that completes an exec row, model_call.ttfb_ms; version 3:
-		 * exec.oom_killed */
+		 * exec.oom_killed; version 4: the fs table */
 		r = exec_sql(db, "BEGIN IMMEDIATE");
 		if (r == 0 && v == 1)
 			r = exec_sql(
 				db, "CREATE UNIQUE INDEX IF NOT EXISTS exec_by_exec_id ON exec "
 				    "(exec_id); ALTER TABLE model_call ADD COLUMN ttfb_ms INTEGER");
+		if (r == 0 && v <= 2)
+			r = exec_sql(db, "ALTER TABLE exec ADD COLUMN oom_killed INTEGER NOT NULL "
+					 "DEFAULT 0 CHECK (oom_killed IN (0, 1))");
 		if (r == 0)
 			r = exec_sql(
-				db, "ALTER TABLE exec ADD COLUMN oom_killed INTEGER NOT NULL "
-				    "DEFAULT 0 CHECK (oom_killed IN (0, 1)); PRAGMA user_version = "
-				    "3; COMMIT");
+				db,
+				"CREATE TABLE fs (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, action "
+				"TEXT NOT NULL CHECK (action IN ('created', 'modified', 'deleted', "
+				"'renamed', 'summary')), path TEXT NOT NULL, old_path TEXT, type TEXT "
+				"CHECK (type IS NULL OR type IN ('file', 'dir', 'symlink', 'other')), "
+				"size INTEGER, count INTEGER, detail TEXT, source TEXT CHECK (source IS "
+				"NULL OR source IN ('watch', 'scan'))); PRAGMA user_version = 4; COMMIT");
 		if (r < 0)
 			exec_sql(db, "ROLLBACK");
 		return r;
@@ -630,7 +637,8 @@ int ledger_open_opts(const char *path, const struct ledger_opts *o, struct ledge
 			"max(id) FROM net), 0), coalesce((SELECT max(id) FROM dns), 0), "
 			"coalesce((SELECT max(id) FROM model_call), 0), coalesce((SELECT "
 			"max(id) FROM tool_call), 0), coalesce((SELECT max(id) FROM policy), "
-			"0), coalesce((SELECT max(id) FROM dropped), 0))",
+			"0), coalesce((SELECT max(id) FROM fs), 0), coalesce((SELECT max(id) "
+			"FROM dropped), 0))",
 			&l->next_id);
 	if (r < 0)
 		goto fail;
@@ -731,7 +739,8 @@ int ledger_mark_unfinished(const char *path, const char *reason, unsigned *ret_c
 			"UPDATE exec SET error = ?1, id = (SELECT max(id) FROM (SELECT id FROM "
 			"exec UNION ALL SELECT id FROM net UNION ALL SELECT id FROM dns UNION ALL "
 			"SELECT id FROM model_call UNION ALL SELECT id FROM tool_call UNION ALL "
-			"SELECT id FROM policy UNION ALL SELECT id FROM dropped)) + 1 WHERE id = "
+			"SELECT id FROM policy UNION ALL SELECT id FROM fs UNION ALL SELECT id FROM "
+			"dropped)) + 1 WHERE id = "
 			"(SELECT min(id) FROM exec WHERE ts_end IS NULL AND error IS NULL)",
 			&st);
 	while (r == 0) {

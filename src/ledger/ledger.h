@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 #define LEDGER_QUEUE_MAX 8192u	       /* events waiting for the writer */
 #define LEDGER_QUEUE_BYTES (32u << 20) /* their size */
 #define LEDGER_BATCH_MAX 256u	       /* events per transaction */
@@ -34,12 +34,14 @@ enum ledger_kind {
 	LEDGER_MODEL_CALL,
 	LEDGER_TOOL_CALL,
 	LEDGER_POLICY,
+	LEDGER_FS,
 	LEDGER_DROPPED, /* written by the ledger itself */
 	LEDGER_KIND_MAX
 };
 #define LEDGER_KINDS_ALL ((1u << LEDGER_KIND_MAX) - 1u)
 
-/* "exec", "net", "dns", "model_call", "tool_call", "policy", "dropped" (also the table names). */
+/* "exec", "net", "dns", "model_call", "tool_call", "policy", "fs", "dropped" (also the table
+ * names). */
 const char *ledger_kind_name(enum ledger_kind k);
 /* A kind by name; "model" and "tool" are accepted for model_call and tool_call. The kind, or
  * -EINVAL. */
@@ -160,6 +162,23 @@ struct ledger_policy {
 		.ts = -1   \
 	}
 
+/* A change to a file of the workspace, seen by the host's file audit (src/workspace/wsaudit.c). */
+struct ledger_fs {
+	int64_t ts;
+	const char *action;   /* "created", "modified", "deleted", "renamed" or "summary" (required) */
+	const char *path;     /* relative to the workspace (required) */
+	const char *old_path; /* renamed: where it was */
+	const char *type;     /* "file", "dir", "symlink" or "other" */
+	int64_t size;	      /* bytes now (created, modified); summary: bytes now in its changes */
+	int64_t count;	      /* summary: the changes below path that this row stands for */
+	const char *detail;   /* summary: "created N, modified N, deleted N, renamed N" */
+	const char *source;   /* "watch" (inotify) or "scan" (found by a reconciliation pass) */
+};
+#define LEDGER_FS_INIT                             \
+	{                                          \
+		.ts = -1, .size = -1, .count = -1 \
+	}
+
 /* The session row's descriptive fields (NULL: leave as is). */
 struct ledger_session {
 	const char *vm_id;
@@ -199,10 +218,11 @@ int ledger_dns(struct ledger *l, const struct ledger_dns *ev);
 int ledger_model_call(struct ledger *l, const struct ledger_model_call *ev);
 int ledger_tool_call(struct ledger *l, const struct ledger_tool_call *ev);
 int ledger_policy(struct ledger *l, const struct ledger_policy *ev);
+int ledger_fs(struct ledger *l, const struct ledger_fs *ev);
 int ledger_session_update(struct ledger *l, const struct ledger_session *s);
 
 /* Queue an event given as JSON: {"kind": K, <column>: value, ...} as docs/LEDGER.md lists
- * (K one of exec, net, dns, model_call, tool_call, policy, or "session" for the session row's
+ * (K one of exec, net, dns, model_call, tool_call, policy, fs, or "session" for the session row's
  * vm_name/image). Strict: unknown keys, wrong types, values out of range and text over its cap
  * are refused (-EINVAL, -EMSGSIZE for sizes); null means unknown. The value is only read. */
 int ledger_record_json(struct ledger *l, const json_t *ev);

@@ -109,6 +109,16 @@ static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
 	return rc == SQLITE_OK ? 0 : sql_err(rc);
 }
 
+/* 1 when the database has this table (a ledger written by an older schema may lack one). */
+static int has_table(sqlite3 *db, const char *name)
+{
+	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	if (prep(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", &st) < 0)
+		return 0;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	return sqlite3_step(st) == SQLITE_ROW;
+}
+
 static int open_ro(const char *path, sqlite3 **ret)
 {
 	struct stat st;
@@ -261,7 +271,7 @@ int ledger_query(const char *path, const struct ledger_query *q, json_t **ret)
 	for (int k = 0; k < LEDGER_KIND_MAX && r == 0; k++) {
 		char sql[160];
 		_cleanup_stmt_ sqlite3_stmt *st = NULL;
-		if (!(kinds & (1u << k)))
+		if (!(kinds & (1u << k)) || !has_table(db, cols_kind(k)->name))
 			continue;
 		snprintf(sql, sizeof(sql), "SELECT * FROM %s WHERE id > ?1 ORDER BY id %s LIMIT ?2",
 			 cols_kind(k)->name, tail ? "DESC" : "ASC");
@@ -379,6 +389,8 @@ int ledger_session_info(const char *path, int with_counts, json_t **ret)
 		for (int k = 0; ev && k < LEDGER_KIND_MAX; k++) {
 			char sql[96];
 			_cleanup_stmt_ sqlite3_stmt *c = NULL;
+			if (!has_table(db, cols_kind(k)->name))
+				continue;
 			snprintf(sql, sizeof(sql), "SELECT count(*), coalesce(max(id), 0) FROM %s",
 				 cols_kind(k)->name);
 			if (prep(db, sql, &c) < 0 || sqlite3_step(c) != SQLITE_ROW)
@@ -822,6 +834,28 @@ static void sum_policy(struct sb *b, const json_t *ev)
 		sb_printf(b, "  layer %s", js(ev, "layer"));
 }
 
+static void sum_fs(struct sb *b, const json_t *ev)
+{
+	json_int_t x;
+	const char *action = strempty(js(ev, "action"));
+	if (streq(action, "renamed"))
+		sb_printf(b, "renamed %s -> %s", js(ev, "old_path") ? js(ev, "old_path") : "?",
+			  strempty(js(ev, "path")));
+	else
+		sb_printf(b, "%s %s%s", action, strempty(js(ev, "path")),
+			  streq(strempty(js(ev, "type")), "dir") ? "/" : "");
+	if (streq(action, "summary")) {
+		if (ji(ev, "count", &x))
+			sb_printf(b, "  %lld changes", (long long)x);
+		if (js(ev, "detail"))
+			sb_printf(b, " (%s)", js(ev, "detail"));
+	}
+	if (ji(ev, "size", &x) && !streq(strempty(js(ev, "type")), "dir"))
+		sb_bytes(b, "size", x);
+	if (streq(strempty(js(ev, "source")), "scan"))
+		sb_printf(b, "  (found at reconciliation)");
+}
+
 void ledger_event_summary(const json_t *ev, char *out, size_t n)
 {
 	struct sb b = { .p = out, .n = n };
@@ -849,6 +883,9 @@ void ledger_event_summary(const json_t *ev, char *out, size_t n)
 		break;
 	case LEDGER_POLICY:
 		sum_policy(&b, ev);
+		break;
+	case LEDGER_FS:
+		sum_fs(&b, ev);
 		break;
 	case LEDGER_DROPPED:
 		sb_printf(&b, "%lld events lost (%s)", ji(ev, "count", &x) ? (long long)x : 0LL,

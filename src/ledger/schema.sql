@@ -1,4 +1,4 @@
--- schema.sql - the session ledger, schema version 2 (docs/LEDGER.md documents every column).
+-- schema.sql - the session ledger, schema version 4 (docs/LEDGER.md documents every column).
 --
 -- One database per VM session: $CAPSEM_HOME/sessions/<vm-id>-<boot>.db, written by that VM's
 -- capsem-vm only (one writer thread, batched transactions, WAL). Compiled into the ledger
@@ -124,6 +124,20 @@ CREATE TABLE policy (
 	rule TEXT,
 	layer TEXT,
 	request_id TEXT
+);
+
+-- A change to a file of the workspace (the host's file audit): paths relative to the workspace.
+CREATE TABLE fs (
+	id INTEGER PRIMARY KEY,
+	ts INTEGER NOT NULL,
+	action TEXT NOT NULL CHECK (action IN ('created', 'modified', 'deleted', 'renamed', 'summary')),
+	path TEXT NOT NULL,
+	old_path TEXT,
+	type TEXT CHECK (type IS NULL OR type IN ('file', 'dir', 'symlink', 'other')),
+	size INTEGER,
+	count INTEGER,
+	detail TEXT,
+	source TEXT CHECK (source IS NULL OR source IN ('watch', 'scan'))
 );
 
 CREATE TABLE dropped (

@@ -370,8 +370,8 @@ static void test_bad_files(void **state)
 	assert_int_equal(ledger_query(path, &q, &j), -EPROTONOSUPPORT);
 }
 
-/* A version 2 ledger (before exec.oom_killed) is upgraded in place by the next writer; its rows
- * keep their values and read oom_killed 0. */
+/* A version 2 ledger (before exec.oom_killed and the fs table) is read as it is, and upgraded in
+ * place by the next writer; its rows keep their values and read oom_killed 0. */
 static void test_upgrade_from_v2(void **state)
 {
 	const char *path = db_path("upgrade-1");
@@ -386,16 +386,31 @@ static void test_upgrade_from_v2(void **state)
 	ledger_close(l);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
-				      "ALTER TABLE exec DROP COLUMN oom_killed; "
+				      "ALTER TABLE exec DROP COLUMN oom_killed; DROP TABLE fs; "
 				      "PRAGMA user_version = 2",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(db);
+	json_t *old = query_all(path, 0, -1, 0); /* every kind: the missing table is no error */
+	assert_int_equal(json_array_size(old), 1);
+	json_decref(old);
 	assert_int_equal(ledger_open(path, &l), 0);
 	ex.exec_id = "new";
 	ex.oom_killed = 1;
 	assert_int_equal(ledger_exec(l, &ex), 0);
+	struct ledger_fs fs = LEDGER_FS_INIT;
+	fs.action = "created";
+	fs.path = "a/b.txt";
+	fs.type = "file";
+	fs.size = 5;
+	assert_int_equal(ledger_fs(l, &fs), 0);
 	ledger_close(l);
+	json_t *f = query_all(path, 1u << LEDGER_FS, -1, 0);
+	assert_int_equal(json_array_size(f), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(f, 0), "path")),
+			    "a/b.txt");
+	assert_int_equal(jint(json_array_get(f, 0), "size"), 5);
+	json_decref(f);
 	json_t *ev = query_all(path, 1u << LEDGER_EXEC, -1, 0);
 	assert_int_equal(json_array_size(ev), 2);
 	assert_int_equal(jint(json_array_get(ev, 0), "exit_code"), 3);

@@ -330,6 +330,7 @@ static void vm_finish(struct vm *vm)
 	watch_close(&vm->w_ctl);
 	watch_close(&vm->w_qemu);
 	vm_workspace_stop(vm);
+	vm_audit_stop(vm); /* its last rows: before the ledger closes */
 	close_handle((uv_handle_t *)&vm->boot_timer);
 	close_handle((uv_handle_t *)&vm->stop_timer);
 	close_handle((uv_handle_t *)&vm->vsock_timer);
@@ -544,6 +545,9 @@ static int vm_start(struct vm *vm)
 		r = vm_ledger_events_start(vm);
 		if (r < 0)
 			return log_error_errno(r, "cannot watch the session ledger's commits");
+		r = vm_audit_start(vm);
+		if (r < 0)
+			return r;
 	}
 	if (!vm->o.no_egress) {
 		char err[512] = "";
@@ -573,6 +577,7 @@ static int vm_start(struct vm *vm)
 		struct gateway_config gc = { .loop = vm->loop,
 					     .socket_path = "vsock_5003",
 					     .config_path = mcp_config,
+					     .workspace = vm->o.workspace,
 					     .capsem_home = home,
 					     .ledger = vm->ledger,
 					     .policy = egress_current_policy,

@@ -109,7 +109,17 @@ struct vm {
 	int64_t ledger_sent;		  /* the last_id of our last "ledger" event */
 	int ledger_notify;		  /* the two handles above are initialised */
 	struct gateway *mcp;		  /* MCP gateway (vsock 5003); NULL with --no-egress */
+	struct wsaudit *audit;		  /* the workspace's file audit (--workspace and --ledger) */
+	uv_poll_t audit_poll;		  /* its inotify fd */
+	uv_timer_t audit_timer;		  /* the next touched path due */
 };
+
+/* ---- vmworkspace.c ---- */
+
+/* The workspace's file audit into the ledger (with --workspace and --ledger): started after the
+ * ledger, stopped (with a reconciliation pass) once QEMU is gone, before the ledger closes. */
+int vm_audit_start(struct vm *vm);
+void vm_audit_stop(struct vm *vm);
 
 /* ---- capsem-vm.c ---- */
 

@@ -2,8 +2,12 @@
  * (virtiofs.c builds its command line and spawns it), watched through its pidfd and stopped with
  * the VM; as a normal user the folder becomes a 9p share instead.
  *
+ * The file audit (src/workspace/wsaudit.c) watches the same folder from the host and writes its
+ * changes to the session ledger as fs rows.
+ *
  * Trust boundary: virtiofsd parses the guest's FUSE requests and confines itself; here it is
- * only started, watched and killed. Its log is read (capped) for the error message. Loop thread.
+ * only started, watched and killed. Its log is read (capped) for the error message. The audit
+ * reads the guest's file names through wstree's safe lookups. Loop thread.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +24,9 @@
 #include "macro.h"
 #include "strv.h"
 #include "unixsock.h"
+#include "ledger.h"
 #include "virtiofs.h"
+#include "wsaudit.h"
 
 /* virtiofsd is gone while QEMU still runs: fatal, the guest's workspace I/O would hang. */
 static void virtiofsd_failed(struct vm *vm)
@@ -137,4 +143,96 @@ int vm_workspace_transport(struct vm_opts *o)
 	o->workspace_9p = 1;
 	log_info("the workspace is shared over 9p (virtiofsd needs root)");
 	return 0;
+}
+
+/* ---- the file audit ---- */
+
+static void on_audit_change(const struct wsaudit_change *c, void *userdata)
+{
+	struct vm *vm = userdata;
+	struct ledger_fs ev = LEDGER_FS_INIT;
+	ev.ts = c->ts;
+	ev.action = c->action;
+	ev.path = c->path;
+	ev.old_path = c->old_path;
+	ev.type = c->type;
+	ev.size = c->size;
+	ev.count = c->count;
+	ev.detail = c->detail;
+	ev.source = c->source;
+	(void)ledger_fs(vm->ledger, &ev); /* a full queue is counted by the ledger itself */
+}
+
+static void on_audit_timer(uv_timer_t *t);
+
+static void audit_flush(struct vm *vm)
+{
+	int64_t next = wsaudit_flush(vm->audit, ledger_now_ms(), 0);
+	if (next >= 0)
+		uv_timer_start(&vm->audit_timer, on_audit_timer, (uint64_t)next + 1, 0);
+	else
+		uv_timer_stop(&vm->audit_timer);
+}
+
+static void on_audit_timer(uv_timer_t *t)
+{
+	audit_flush(t->data);
+}
+
+static void on_audit_readable(uv_poll_t *p, int status, int events)
+{
+	struct vm *vm = p->data;
+	(void)events;
+	if (status < 0)
+		return;
+	(void)wsaudit_read(vm->audit, ledger_now_ms());
+	audit_flush(vm);
+}
+
+int vm_audit_start(struct vm *vm)
+{
+	if (!vm->ledger || !vm->o.workspace)
+		return 0;
+	_cleanup_close_ int fd = open(vm->o.workspace, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return log_error_errno(negative_errno(), "--workspace %s", vm->o.workspace);
+	int r = wsaudit_new(fd, on_audit_change, vm, &vm->audit);
+	if (r < 0) {
+		/* the VM runs without it: say what is not recorded */
+		log_warn_errno(r, "the workspace's file audit is off (cannot watch %s)",
+			       vm->o.workspace);
+		return 0;
+	}
+	struct wsaudit_stats st;
+	wsaudit_get_stats(vm->audit, &st);
+	if (st.unwatched)
+		log_warn("file audit: %llu directories of the workspace are beyond the kernel's "
+			 "inotify watch limit (fs.inotify.max_user_watches): their changes are found "
+			 "at stop",
+			 (unsigned long long)st.unwatched);
+	uv_timer_init(vm->loop, &vm->audit_timer);
+	vm->audit_timer.data = vm;
+	uv_poll_init(vm->loop, &vm->audit_poll, wsaudit_fd(vm->audit));
+	vm->audit_poll.data = vm;
+	uv_poll_start(&vm->audit_poll, UV_READABLE, on_audit_readable);
+	log_debug("file audit on %s: %llu paths, %llu directories watched", vm->o.workspace,
+		  (unsigned long long)st.indexed, (unsigned long long)st.watches);
+	return 0;
+}
+
+/* The guest can write no more: what inotify still holds, then a walk for anything missed. */
+void vm_audit_stop(struct vm *vm)
+{
+	if (!vm->audit)
+		return;
+	uv_poll_stop(&vm->audit_poll);
+	uv_close((uv_handle_t *)&vm->audit_poll, NULL);
+	uv_close((uv_handle_t *)&vm->audit_timer, NULL);
+	int64_t now = ledger_now_ms();
+	(void)wsaudit_read(vm->audit, now);
+	int r = wsaudit_reconcile(vm->audit, now);
+	if (r < 0)
+		log_warn_errno(r, "file audit: the last pass over %s failed", vm->o.workspace);
+	wsaudit_free(vm->audit);
+	vm->audit = NULL;
 }

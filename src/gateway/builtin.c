@@ -10,9 +10,10 @@
  * bytes).
  *
  * File tools: every path goes through gw_path_check() (relative, no "..") and then
- * openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) from the workspace directory, so neither
- * ".." nor an absolute or symbolic link (the guest can create links in a shared directory) can
- * leave it; write_file also refuses a symlink as the last component (O_NOFOLLOW).
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) from the workspace
+ * directory, like every host-side access to the workspace (src/workspace/wstree.h): no symlink is
+ * followed at all, so neither ".." nor a link the guest planted (it writes the shared directory,
+ * and may swap a directory for a link between two calls) can take a lookup outside it.
  *
  * Trust boundary: tool arguments come from the guest's agent; fetched pages from the web. Runs
  * on the gateway's worker threads; no shared state (libcurl is initialised once by the caller).
@@ -567,7 +568,8 @@ static int ws_open(const struct builtin_env *env, const char *path, int flags, m
 		return r;
 	struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC | O_NOCTTY),
 				.mode = (flags & O_CREAT) ? mode : 0,
-				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+					   RESOLVE_NO_MAGICLINKS };
 	long fd = syscall(SYS_openat2, env->workspace_fd, path, &how, sizeof(how));
 	return fd < 0 ? negative_errno() : (int)fd;
 }
@@ -648,7 +650,9 @@ static json_t *do_read(const struct builtin_env *env, const json_t *args)
 	_cleanup_close_ int fd = ws_open(env, path, O_RDONLY, 0);
 	if (fd < 0)
 		return errorf("read_file %s: %s", path,
-			      fd == -EXDEV ? "outside the workspace" : strerror(-fd));
+			      fd == -EXDEV   ? "outside the workspace"
+			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
+					     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return errorf("read_file %s: not a regular file", path);
@@ -676,7 +680,7 @@ static json_t *do_write(const struct builtin_env *env, const json_t *args)
 	if (fd < 0)
 		return errorf("write_file %s: %s", path,
 			      fd == -EXDEV   ? "outside the workspace"
-			      : fd == -ELOOP ? "is a symbolic link"
+			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
 					     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))

@@ -556,6 +556,11 @@ def test_workspace_files(gw):
             assert res["isError"], (tool, bad, res)
     assert not (gw.tmp / "escape.txt").exists()
     assert r.tool("capsem__list_files", {"path": "etc-link"})["result"]["isError"]
+    # no symlink is followed, even one that stays inside (the guest could swap its target
+    # for a directory outside between two calls)
+    os.symlink("sub", gw.ws / "inside-link")
+    res = r.tool("capsem__read_file", {"path": "inside-link/new.txt"})["result"]
+    assert res["isError"] and "symbolic link" in res["content"][0]["text"], res
     r.close()
 
 

@@ -39,8 +39,9 @@
 
 #define IOBUF_SIZE (256u * 1024u)
 #define HASH_ATTEMPTS 5
-#define RACY_WINDOW_NS 1000000000LL /* a ctime this far past the clock is a clock step, not a race */
-#define JSON_FILE_MAX (1ull << 30)  /* a manifest of SNAPSTORE_ENTRIES_MAX entries fits */
+#define RACY_WINDOW_NS \
+	1000000000LL		   /* a ctime this far past the clock is a clock step, not a race */
+#define JSON_FILE_MAX (1ull << 30) /* a manifest of SNAPSTORE_ENTRIES_MAX entries fits */
 #define OBJ_TMP "obj.tmp"
 #define INDEX_FILE "index.json"
 #define CACHE_FILE "statcache.json"
@@ -259,7 +260,8 @@ static int index_load(struct snapstore *s, json_t **ret)
 	json_t *v;
 	if (!json_is_array(snaps) || !json_is_integer(json_object_get(j, "next_seq")))
 		goto bad;
-	json_array_foreach (snaps, i, v) {
+	json_array_foreach(snaps, i, v)
+	{
 		const char *name = json_string_value(json_object_get(v, "name"));
 		if (!name || strlen(name) > SNAPSTORE_NAME_MAX ||
 		    !json_is_integer(json_object_get(v, "seq")) || strchr(name, '/') ||
@@ -277,12 +279,13 @@ static json_t *index_find(json_t *idx, const char *name, size_t *ret_i)
 {
 	size_t i;
 	json_t *v;
-	json_array_foreach (json_object_get(idx, "snapshots"), i, v)
-		if (streq(json_string_value(json_object_get(v, "name")), name)) {
-			if (ret_i)
-				*ret_i = i;
-			return v;
-		}
+	json_array_foreach(json_object_get(idx, "snapshots"), i,
+			   v) if (streq(json_string_value(json_object_get(v, "name")), name))
+	{
+		if (ret_i)
+			*ret_i = i;
+		return v;
+	}
 	return NULL;
 }
 
@@ -291,10 +294,10 @@ static json_t *index_newest(json_t *idx)
 {
 	json_t *best = NULL, *v;
 	size_t i;
-	json_array_foreach (json_object_get(idx, "snapshots"), i, v)
-		if (!best || json_integer_value(json_object_get(v, "seq")) >
-				     json_integer_value(json_object_get(best, "seq")))
-			best = v;
+	json_array_foreach(json_object_get(idx, "snapshots"), i,
+			   v) if (!best || json_integer_value(json_object_get(v, "seq")) >
+						   json_integer_value(json_object_get(best, "seq")))
+		best = v;
 	return best;
 }
 
@@ -367,13 +370,15 @@ static int manifest_load(struct snapstore *s, const char *name, struct manifest 
 	snprintf(fn, sizeof(fn), "%s.json", name);
 	int r = json_read_at(s->snapsfd, fn, &j);
 	if (r < 0)
-		return r == -ENOENT ? -EBADMSG : r; /* listed in the index: its manifest must exist */
+		return r == -ENOENT ? -EBADMSG
+				    : r; /* listed in the index: its manifest must exist */
 	json_t *arr = json_object_get(j, "entries");
 	if (!json_is_array(arr) || json_array_size(arr) > SNAPSTORE_ENTRIES_MAX)
 		return -EBADMSG;
 	size_t i;
 	json_t *v;
-	json_array_foreach (arr, i, v) {
+	json_array_foreach(arr, i, v)
+	{
 		struct ent *e = manifest_add(&m);
 		if (!e) {
 			r = -ENOMEM;
@@ -436,7 +441,7 @@ static int tree_hash(const struct manifest *m, char ret[SHA256_HEX_LEN + 1])
 		if (r == 0)
 			r = sha256_field_str(&h, mode);
 		if (r == 0)
-			r = sha256_field_str(&h, e->type == ENT_FILE	? e->sha
+			r = sha256_field_str(&h, e->type == ENT_FILE	  ? e->sha
 						 : e->type == ENT_SYMLINK ? e->target
 									  : "");
 	}
@@ -636,7 +641,8 @@ int snapstore_name_valid(const char *name)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
-		int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		int alnum =
+			(c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
 			return 0;
 	}
@@ -713,13 +719,8 @@ void snapstore_free(struct snapstore *s)
 	free(s);
 }
 
-static inline void snapstore_freep(struct snapstore **s)
-{
-	snapstore_free(*s);
-}
-
-int snapstore_open(const char *store_dir, const char *workspace_dir,
-		   const struct snapstore_opts *o, struct snapstore **ret)
+int snapstore_open(const char *store_dir, const char *workspace_dir, const struct snapstore_opts *o,
+		   struct snapstore **ret)
 {
 	_cleanup_(snapstore_freep) struct snapstore *s = calloc(1, sizeof(*s));
 	struct stat ws, ss;
@@ -745,9 +746,10 @@ int snapstore_open(const char *store_dir, const char *workspace_dir,
 		if (r != 0)
 			return r < 0 ? r : -EINVAL;
 	}
-	r = mkdir_p(store_dir, 0700);
-	if (r < 0)
-		return r;
+	/* only the store itself is made: a parent that went away (a VM deleted meanwhile) is an
+	 * error, not something to re-create */
+	if (mkdir(store_dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
 	s->storefd = open(store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->storefd < 0)
 		return -errno;
@@ -883,8 +885,8 @@ static int create_cb(const struct wst_entry *we, void *ud)
 		return r; /* the store's side failed (no space, ...): no snapshot */
 	if (r < 0) {
 		e->unstable = 1;
-		return list_push(r == -EAGAIN ? w->unstable : w->unreadable,
-				 json_string(we->path), &w->trunc);
+		return list_push(r == -EAGAIN ? w->unstable : w->unreadable, json_string(we->path),
+				 &w->trunc);
 	}
 	memcpy(e->sha, h.sha, sizeof(e->sha));
 	e->size = (uint64_t)h.st.st_size;
@@ -990,13 +992,13 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 	const char *sname = name ? name : aname;
 	int64_t now = clock_ns(CLOCK_REALTIME);
 	iso_time(now, iso);
-	json_t *summary = json_pack(
-		"{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname, "auto",
-		!name, "seq", seq, "time", iso, "time_ns", (json_int_t)now, "files",
-		(json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks", (json_int_t)w.symlinks,
-		"bytes", (json_int_t)w.bytes, "unstable",
-		(json_int_t)(json_array_size(w.unstable) + json_array_size(w.unreadable)), "tree",
-		tree);
+	json_t *summary =
+		json_pack("{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname,
+			  "auto", !name, "seq", seq, "time", iso, "time_ns", (json_int_t)now,
+			  "files", (json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks",
+			  (json_int_t)w.symlinks, "bytes", (json_int_t)w.bytes, "unstable",
+			  (json_int_t)(json_array_size(w.unstable) + json_array_size(w.unreadable)),
+			  "tree", tree);
 	json_t *entries = json_array();
 	if (!summary || !entries || !(man = json_deep_copy(summary)) ||
 	    json_object_set_new(man, "version", json_integer(STORE_VERSION)) < 0 ||
@@ -1031,18 +1033,19 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 		json_t *arr = json_object_get(idx, "snapshots");
 		size_t autos = 0, i;
 		json_t *v;
-		json_array_foreach (arr, i, v)
-			autos += json_is_true(json_object_get(v, "auto"));
+		json_array_foreach(arr, i, v) autos += json_is_true(json_object_get(v, "auto"));
 		while (autos > s->auto_keep) {
 			size_t oldest = SIZE_MAX;
-			json_array_foreach (arr, i, v)
-				if (json_is_true(json_object_get(v, "auto")) &&
-				    (oldest == SIZE_MAX ||
-				     json_integer_value(json_object_get(v, "seq")) <
-					     json_integer_value(json_object_get(
-						     json_array_get(arr, oldest), "seq"))))
-					oldest = i;
-			json_array_append(pruned, json_object_get(json_array_get(arr, oldest), "name"));
+			json_array_foreach(
+				arr, i,
+				v) if (json_is_true(json_object_get(v, "auto")) &&
+				       (oldest == SIZE_MAX ||
+					json_integer_value(json_object_get(v, "seq")) <
+						json_integer_value(json_object_get(
+							json_array_get(arr, oldest), "seq"))))
+				oldest = i;
+			json_array_append(pruned,
+					  json_object_get(json_array_get(arr, oldest), "name"));
 			drop_snapshot(s, idx, oldest);
 			autos--;
 		}
@@ -1088,8 +1091,8 @@ int snapstore_list(struct snapstore *s, json_t **ret)
 	/* newest first: the index is in creation order */
 	for (size_t i = json_array_size(snaps); arr && i > 0; i--)
 		json_array_append(arr, json_array_get(snaps, i - 1));
-	json_t *res = json_pack("{s:o, s:I}", "snapshots", arr, "auto_keep",
-				(json_int_t)s->auto_keep);
+	json_t *res =
+		json_pack("{s:o, s:I}", "snapshots", arr, "auto_keep", (json_int_t)s->auto_keep);
 	if (!res)
 		return -ENOMEM;
 	*ret = res;
@@ -1369,10 +1372,10 @@ int snapstore_history(struct snapstore *s, const char *path, json_t **ret)
 		if (r < 0)
 			break;
 		const struct ent *e = manifest_find(&m, path);
-		json_t *v = json_pack("{s:O, s:O, s:O, s:b}", "snapshot",
-				      json_object_get(sum, "name"), "auto",
-				      json_object_get(sum, "auto"), "time",
-				      json_object_get(sum, "time"), "present", e != NULL);
+		json_t *v =
+			json_pack("{s:O, s:O, s:O, s:b}", "snapshot", json_object_get(sum, "name"),
+				  "auto", json_object_get(sum, "auto"), "time",
+				  json_object_get(sum, "time"), "present", e != NULL);
 		if (v && e) {
 			json_object_set_new(v, "type", json_string(type_names[e->type]));
 			json_object_set_new(v, "mode", json_integer(e->mode));
@@ -1392,7 +1395,7 @@ int snapstore_history(struct snapstore *s, const char *path, json_t **ret)
 		}
 		int changed = !prev;
 		if (prev) {
-			static const char *const keys[] = { "present", "type", "mode", "size",
+			static const char *const keys[] = { "present", "type",	 "mode",    "size",
 							    "sha256",  "target", "unstable" };
 			for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
 				json_t *a = json_object_get(prev, keys[k]),
@@ -1589,11 +1592,10 @@ static int restore_leaf(struct revert *rv, const struct ent *e)
 				/* set-id bits are never restored */
 				if (r == 0 && fchmod(fd, e->mode & 01777) < 0)
 					r = -errno;
-				struct timespec ts[2] = {
-					{ .tv_nsec = UTIME_OMIT },
-					{ .tv_sec = e->mtime_ns / 1000000000LL,
-					  .tv_nsec = e->mtime_ns % 1000000000LL }
-				};
+				struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+							  { .tv_sec = e->mtime_ns / 1000000000LL,
+							    .tv_nsec =
+								    e->mtime_ns % 1000000000LL } };
 				if (r == 0 && e->mtime_ns >= 0 && futimens(fd, ts) < 0)
 					r = -errno;
 				if (r == 0 && fsync(fd) < 0)

@@ -35,21 +35,26 @@
 struct snapstore;
 
 struct snapstore_opts {
-	unsigned auto_keep; /* automatic snapshots kept (the ring); 0 = SNAPSTORE_AUTO_KEEP_DEFAULT */
+	unsigned
+		auto_keep; /* automatic snapshots kept (the ring); 0 = SNAPSTORE_AUTO_KEEP_DEFAULT */
 };
 
 /* 1 when name may be given to a named snapshot: [A-Za-z0-9][A-Za-z0-9._-]{0,63}, not starting
  * with "auto-" (the automatic snapshots' names). */
 int snapstore_name_valid(const char *name);
 
-/* Open (creating it, 0700, when missing) the store store_dir for the workspace directory
- * workspace_dir (which must exist). -EINVAL when the store is inside the workspace or the
+/* Open (creating it, 0700, when missing; its parent must exist) the store store_dir for the
+ * workspace directory workspace_dir (which must exist). -EINVAL when the store is inside the workspace or the
  * workspace inside the store (compared by device and inode up to "/", never by string). o may be
  * NULL (defaults). 0 with *ret (free with snapstore_free). */
-int snapstore_open(const char *store_dir, const char *workspace_dir,
-		   const struct snapstore_opts *o, struct snapstore **ret);
+int snapstore_open(const char *store_dir, const char *workspace_dir, const struct snapstore_opts *o,
+		   struct snapstore **ret);
 /* Close the handle (accepts NULL). */
 void snapstore_free(struct snapstore *s);
+static inline void snapstore_freep(struct snapstore **s)
+{
+	snapstore_free(*s);
+}
 
 /* Take a snapshot. name NULL: an automatic one, "auto-<seq>", in the ring of auto_keep (older
  * automatic ones are deleted and their unreferenced objects compacted); skipped when the

@@ -106,7 +106,8 @@ static int has_path(json_t *arr, const char *path)
 {
 	size_t i;
 	json_t *v;
-	json_array_foreach (arr, i, v) {
+	json_array_foreach(arr, i, v)
+	{
 		const char *p = json_is_string(v) ? json_string_value(v)
 						  : json_string_value(json_object_get(v, "path"));
 		if (p && strcmp(p, path) == 0)
@@ -481,9 +482,9 @@ static void test_concurrent_writer(void **state)
 		_cleanup_json_ json_t *c = NULL, *h = NULL;
 		assert_int_equal(snapstore_create(s, name, &c), 0);
 		if (json_array_size(json_object_get(c, "unstable"))) {
-			assert_string_equal(
-				json_string_value(json_array_get(json_object_get(c, "unstable"), 0)),
-				"hot");
+			assert_string_equal(json_string_value(json_array_get(
+						    json_object_get(c, "unstable"), 0)),
+					    "hot");
 			unstable++;
 			continue;
 		}

@@ -51,6 +51,8 @@ static const struct command commands[] = {
 	{ "events", NULL, cmd_events, "events VM [--kind K] [--json] [-f]",
 	  "what a VM did: execs, network, DNS, AI calls, policy" },
 	{ "cp", NULL, cmd_cp, "cp SRC DST", "copy a file between host and VM (VM:/path)" },
+	{ "snapshot", NULL, cmd_snapshot, "snapshot CMD VM [ARGS]",
+	  "workspace snapshots: create list diff revert history rm compact" },
 	{ "doctor", NULL, doctor, "doctor [VM [-k GROUP]] [--json]",
 	  "check the host, or a VM inside" },
 	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },

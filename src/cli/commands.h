@@ -18,6 +18,7 @@ int cmd_persist(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 /* capsem doctor: the host's checks (cmd-host.c), or with a VM, capsem-doctor inside it

@@ -1,6 +1,6 @@
 /* api.c - capsemd's routes (docs/API.md): VMs (create, list, info, stop, start, restart,
  * persist, delete, purge, logs, files, exec upgrade), images (list, delete), version and
- * health.
+ * health; the snapshot routes are snapapi.c's.
  *
  * Trust boundary: API clients. Paths, query strings and JSON bodies are validated here (with
  * vmspec.c for VM shapes and commands) before anything reaches vmctl or a guest; the JSON
@@ -22,6 +22,7 @@
 #include "macro.h"
 #include "parse.h"
 #include "proto.h"
+#include "snapapi.h"
 
 #define FILES_MAX (256ull << 20)
 #define LOG_MAX (8u << 20)
@@ -648,6 +649,11 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			route_create(a, c, body);
 		else
 			httpd_reply_error(c, 405, "method_not_allowed", "use GET or POST for /vms");
+	} else if ((n == 3 || n == 4) && streq(seg[0], "vms") && ref_valid(seg[1]) &&
+		   streq(seg[2], "snapshots")) {
+		struct vm *vm = find_vm(a, c, seg[1]);
+		if (vm)
+			snapapi_handle(a, c, vm, m, n == 4 ? seg[3] : NULL, req->query, body);
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
 		static const char *const acts[] = { "stop", "start", "restart", "persist",

@@ -9,12 +9,15 @@
 #include "list.h"
 #include "vmctl.h"
 
+struct snapapi;
+
 struct api {
 	uv_loop_t *loop;
 	struct vmctl *vms;
 	/* long-polls of the events routes waiting for a commit (ledgerapi.c) */
 	struct list_link ledger_waits;
-	uint64_t ledger_seq; /* commit notices seen so far, from every VM */
+	uint64_t ledger_seq;  /* commit notices seen so far, from every VM */
+	struct snapapi *snap; /* automatic workspace snapshots (snapapi.c) */
 };
 
 /* httpd callbacks; userdata is a struct api. */

@@ -28,6 +28,7 @@
 #include "httpd.h"
 #include "ledgerapi.h"
 #include "log.h"
+#include "snapapi.h"
 #include "macro.h"
 #include "unixsock.h"
 #include "vmctl.h"
@@ -257,6 +258,8 @@ int main(int argc, char **argv)
 		return log_error_errno(lfd, "cannot listen on %s", sock_path), 1;
 	struct api api = { .loop = &loop, .vms = vms };
 	ledgerapi_init(&api);
+	if (snapapi_init(&api) < 0)
+		return 1;
 	r = httpd_new(&loop, lfd, api_handle, api_body_cap, &api, &server);
 	if (r < 0)
 		return log_error_errno(r, "cannot serve %s", sock_path), 1;

@@ -254,6 +254,8 @@ int initramfs_layout(struct cpio *c, const struct initramfs_inputs *in)
 	if (r == 0)
 		r = cpio_add_symlink(c, "/usr/bin/capsem-mcp-relay", "/init");
 	if (r == 0)
+		r = cpio_add_symlink(c, "/usr/bin/capsem-snapshots", "/init");
+	if (r == 0)
 		r = cpio_add_file(c, "/bin/busybox", 0755, in->busybox, in->busybox_len);
 	if (r == 0)
 		r = cpio_add_chardev(c, "/dev/console", 0600, 5, 1);

@@ -31,7 +31,7 @@
  *         VM's /root), /etc/environment, /etc/profile.d/capsem.sh (variables, banner for
  *         interactive shells), /etc/gitconfig (git's credential helper for github.com: the
  *         GH_TOKEN placeholder), /etc/capsem/image.json (config + versions) and image.toml (what
- *         capsem-doctor reads), /usr/local/bin/capsem-doctor and capsem-mcp-relay ->
+ *         capsem-doctor reads), /usr/local/bin/capsem-doctor, capsem-mcp-relay, capsem-snapshots ->
  *         /proc/1/exe (the initramfs's capsem-guest, reachable from the chroot through PID 1);
  *         every setuid/setgid bit
  *         cleared and find(1) must confirm none remain; mksquashfs -comp zstd -all-root, or
@@ -901,10 +901,13 @@ static int build_image(const struct imgcfg *cfg, const char *cache, struct rootf
 		(void)unlink(link);
 		r = symlink("/proc/1/exe", link) < 0 ? negative_errno() : 0;
 	}
-	if (r == 0) { /* the agents' MCP server (mcprelay.c), the same multi-call binary */
+	/* the agents' MCP server (mcprelay.c) and the snapshots command (snapcmd.c): the same
+	 * multi-call binary */
+	static const char *const applets[] = { "capsem-mcp-relay", "capsem-snapshots" };
+	for (size_t i = 0; i < ELEMENTSOF(applets) && r == 0; i++) {
 		free(link);
 		link = NULL;
-		if (asprintf(&link, "%s/usr/local/bin/capsem-mcp-relay", l.root) < 0)
+		if (asprintf(&link, "%s/usr/local/bin/%s", l.root, applets[i]) < 0)
 			goto oom;
 		(void)unlink(link);
 		r = symlink("/proc/1/exe", link) < 0 ? negative_errno() : 0;

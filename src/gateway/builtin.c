@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 
 #include "gwcheck.h"
+#include "gwsnap.h"
 #include "html.h"
 #include "jsonrpc.h"
 #include "httpmcp.h"
@@ -708,6 +709,8 @@ json_t *builtin_call(const struct builtin_env *env, const char *tool, const json
 		return do_grep(env, args);
 	if (streq(tool, "headers"))
 		return do_headers(env, args);
+	if (env->snap_store && env->workspace_path && gwsnap_is_tool(tool))
+		return gwsnap_call(env->snap_store, env->workspace_path, tool, args);
 	if (env->workspace_fd >= 0) {
 		if (streq(tool, "list_files"))
 			return do_list(env, args);

@@ -23,6 +23,8 @@
 
 struct builtin_env {
 	int workspace_fd;	/* O_PATH directory, or -1: no file tools */
+	char *workspace_path;	/* its absolute path (owned by the gateway) */
+	char *snap_store;	/* the workspace's snapshot store, or NULL: no snapshot tools */
 	const atomic_int *stop; /* non-zero: abandon transfers (the gateway is stopping) */
 };
 

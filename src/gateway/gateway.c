@@ -38,6 +38,7 @@
 
 #include "config.h"
 #include "gwcheck.h"
+#include "gwsnap.h"
 #include "ledger.h"
 #include "log.h"
 #include "parse.h"
@@ -72,6 +73,8 @@ static void gw_free(struct gateway *g)
 	policy_free(g->policy);
 	json_decref(g->builtin_tools);
 	safe_close(g->benv.workspace_fd);
+	free(g->benv.workspace_path);
+	free(g->benv.snap_store);
 	free(g->socket_path);
 	free(g->conf_dir);
 	free(g->home);
@@ -566,7 +569,21 @@ int gateway_start(const struct gateway_config *cfg, struct gateway **ret, char *
 			goto fail_quiet;
 		}
 	}
+	if (ws && cfg->snapshot_store) {
+		g->benv.workspace_path = realpath(ws, NULL);
+		g->benv.snap_store = strdup(cfg->snapshot_store);
+		if (!g->benv.workspace_path || !g->benv.snap_store) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
 	g->builtin_tools = builtin_tools(g->benv.workspace_fd >= 0);
+	if (g->builtin_tools && g->benv.snap_store) {
+		json_t *snap = gwsnap_tools();
+		if (!snap || json_array_extend(g->builtin_tools, snap) < 0)
+			json_decref(TAKE_PTR(g->builtin_tools));
+		json_decref(snap);
+	}
 	g->servers = calloc(g->conf->n_servers ? g->conf->n_servers : 1, sizeof(*g->servers));
 	if (!g->builtin_tools || !g->servers) {
 		r = -ENOMEM;

@@ -20,6 +20,7 @@ struct gateway_config {
 	const char *socket_path; /* listen here */
 	const char *config_path; /* --mcp-config TOML (gwconf.h), NULL = defaults */
 	const char *workspace;	 /* overrides [builtin] workspace when not NULL */
+	const char *snapshot_store; /* the workspace's snapshot store: the snapshots_* tools */
 	const char *capsem_home; /* the user policy is <home>/user.toml */
 	const char *corp_policy; /* NULL = POLICY_CORP_PATH */
 	struct ledger *ledger;	 /* NULL = nothing recorded */

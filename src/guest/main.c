@@ -3,7 +3,8 @@
  * Dispatch on the basename of argv[0]: "init" or "capsem-init" runs PID 1 (init.c), a name
  * starting with "capsem-agent" runs the agent (agent.c), "capsem-doctor" the guest's self-check
  * (doctor.c), "capsem-net-proxy" and
- * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c), "capsem-mcp-relay" the
+ * "capsem-dns-proxy" the egress proxies (netproxy.c, dnsproxy.c), "capsem-snapshots" the
+ * workspace's snapshots through the MCP gateway (snapcmd.c), "capsem-mcp-relay" the
  * agents' MCP server (mcprelay.c), "poweroff", "halt" and "reboot" PID 1's clean shutdown
  * (init.c); "capsem-guest init|agent|net-proxy|dns-proxy|mcp-relay ..."
  * selects one explicitly. Trust boundary: none (argv comes from the
@@ -16,6 +17,7 @@
 #include "macro.h"
 #include "mcprelay.h"
 #include "netproxy.h"
+#include "snapcmd.h"
 
 static const char *base_name(const char *p)
 {
@@ -41,12 +43,16 @@ int main(int argc, char **argv)
 		return dnsproxy_main(argc, argv);
 	if (streq(name, "capsem-mcp-relay"))
 		return mcprelay_main(argc, argv);
+	if (streq(name, "capsem-snapshots"))
+		return snapcmd_main(argc, argv);
 	if (argc >= 2 && streq(argv[1], "mcp-relay"))
 		return mcprelay_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "net-proxy"))
 		return netproxy_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "dns-proxy"))
 		return dnsproxy_main(argc - 1, argv + 1);
+	if (argc >= 2 && streq(argv[1], "snapshots"))
+		return snapcmd_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "doctor"))
 		return doctor_main(argc - 1, argv + 1);
 	if (argc >= 2 && streq(argv[1], "init"))

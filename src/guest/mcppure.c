@@ -7,6 +7,7 @@
 #include "mcppure.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,48 @@ static uint32_t hex4(const char *t)
 	return v;
 }
 
+/* Decode the JSON string t[0..n) (quotes included, syntax already checked by scan_string) into
+ * out, at most cap bytes (the rest is dropped): escapes decoded, a surrogate pair joined, a lone
+ * surrogate U+FFFD, and \u0000 (when nul_ok is false) '?'. The bytes written. Never more than
+ * n - 1: an escape decodes to fewer bytes than it takes. */
+static size_t decode_string(const char *t, size_t n, char *out, size_t cap, bool nul_ok)
+{
+	size_t k = 0;
+	for (size_t i = 1; i + 1 < n;) {
+		char tmp[4];
+		size_t w = 1;
+		if (t[i] != '\\') {
+			tmp[0] = t[i++];
+		} else if (t[i + 1] != 'u') {
+			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+			const char *f = strchr(from, t[i + 1]);
+			tmp[0] = f ? to[f - from] : t[i + 1];
+			i += 2;
+		} else {
+			uint32_t cp = hex4(t + i + 2);
+			i += 6;
+			if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < n && t[i] == '\\' &&
+			    t[i + 1] == 'u') {
+				uint32_t lo = hex4(t + i + 2);
+				if (lo >= 0xDC00 && lo <= 0xDFFF) {
+					cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+					i += 6;
+				}
+			}
+			if (cp >= 0xD800 && cp <= 0xDFFF)
+				cp = 0xFFFD;
+			if (cp == 0 && !nul_ok)
+				cp = '?';
+			w = put_utf8(cp, tmp);
+		}
+		if (k + w <= cap) {
+			memcpy(out + k, tmp, w);
+			k += w;
+		}
+	}
+	return k;
+}
+
 /* The matching key of an id's JSON text (already checked by scan_string or scan_number):
  * 's' + the string's decoded bytes, or 'n' + the number. A key is never longer than its text:
  * the quotes pay for the 's', and an escape decodes to fewer bytes than it takes (a lone
@@ -233,41 +276,15 @@ static uint32_t hex4(const char *t)
 static void id_key(struct mcppure_id *id)
 {
 	const char *t = id->text;
-	size_t n = id->text_len, k = 0;
+	size_t n = id->text_len;
 	if (t[0] != '"') {
 		id->key[0] = 'n';
 		memcpy(id->key + 1, t, n);
 		id->key_len = n + 1;
 		return;
 	}
-	id->key[k++] = 's';
-	for (size_t i = 1; i + 1 < n;) {
-		if (t[i] != '\\') {
-			id->key[k++] = t[i++];
-			continue;
-		}
-		char e = t[i + 1];
-		if (e != 'u') {
-			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-			const char *f = strchr(from, e);
-			id->key[k++] = f ? to[f - from] : e;
-			i += 2;
-			continue;
-		}
-		uint32_t cp = hex4(t + i + 2);
-		i += 6;
-		if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < n && t[i] == '\\' && t[i + 1] == 'u') {
-			uint32_t lo = hex4(t + i + 2);
-			if (lo >= 0xDC00 && lo <= 0xDFFF) {
-				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-				i += 6;
-			}
-		}
-		if (cp >= 0xD800 && cp <= 0xDFFF)
-			cp = 0xFFFD;
-		k += put_utf8(cp, id->key + k);
-	}
-	id->key_len = k;
+	id->key[0] = 's';
+	id->key_len = 1 + decode_string(t, n, id->key + 1, sizeof(id->key) - 1, true);
 }
 
 static bool key_is(const char *p, size_t st, size_t end, const char *want)
@@ -424,4 +441,36 @@ ssize_t mcppure_preamble(uint32_t pid, const char *comm, char *out, size_t cap)
 	if (r < 0 || (size_t)r >= cap)
 		return -ENOBUFS;
 	return r;
+}
+
+static const char *find_in(const char *p, const char *end, const char *needle)
+{
+	size_t k = strlen(needle);
+	for (; p && end - p >= (ptrdiff_t)k; p++)
+		if (memcmp(p, needle, k) == 0)
+			return p + k;
+	return NULL;
+}
+
+ssize_t mcppure_result_text(const char *line, size_t n, char *out, size_t cap, bool *ret_error)
+{
+	struct mcppure_msg m;
+	const char *end = line + n;
+	if (cap == 0 || mcppure_scan(line, n, &m) != MCPPURE_RESPONSE)
+		return -EBADMSG;
+	const char *p = find_in(line, end, "\"result\":");
+	p = find_in(p, end, "\"content\":[");
+	p = find_in(p, end, "\"text\":\"");
+	if (!p)
+		return -EBADMSG;
+	/* the string's extent (the line's syntax is checked: it is closed) */
+	const char *q = p;
+	while (q < end && *q != '"')
+		q += *q == '\\' ? 2 : 1;
+	if (q >= end)
+		return -EBADMSG;
+	size_t len = decode_string(p - 1, (size_t)(q - p) + 2, out, cap - 1, false);
+	out[len] = 0;
+	*ret_error = find_in(line, end, "\"isError\":true") != NULL;
+	return (ssize_t)len;
 }

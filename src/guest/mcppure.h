@@ -67,3 +67,11 @@ ssize_t mcppure_error_line(const char *id, size_t id_len, int code, const char *
  * "CAPSEM-MCP-RELAY/1 pid=<ppid> comm=<name>\n", the name reduced to [A-Za-z0-9._+-] (others
  * become '_', at most 15 bytes, "-" when empty). Returns the length or -ENOBUFS. */
 ssize_t mcppure_preamble(uint32_t pid, const char *comm, char *out, size_t cap);
+
+/* The first text content of a tools/call response line (its "result" "content" array's first
+ * "text" string, JSON escapes decoded: \uXXXX and surrogate pairs to UTF-8; a \u0000 becomes
+ * '?'), into out (NUL-terminated, cut at cap - 1 bytes), and whether "isError" is true. The
+ * gateway writes these lines compactly (jansson); members are found by their quoted names in
+ * order, after a check of the line's JSON syntax. The text's length, -EBADMSG when the line is
+ * not a result with a text content. */
+ssize_t mcppure_result_text(const char *line, size_t n, char *out, size_t cap, bool *ret_error);

@@ -574,10 +574,16 @@ static int vm_start(struct vm *vm)
 		const char *mcp_config = vm->o.mcp		       ? vm->o.mcp
 					 : access(home_mcp, F_OK) == 0 ? home_mcp
 								       : NULL;
+		/* the workspace's snapshots: <vmdir>/snapshots, as capsemd keeps them */
+		_cleanup_free_ char *snap_store =
+			vm->o.workspace ? path_in(vm->vmdir_abs, "snapshots") : NULL;
+		if (vm->o.workspace && !snap_store)
+			return log_oom();
 		struct gateway_config gc = { .loop = vm->loop,
 					     .socket_path = "vsock_5003",
 					     .config_path = mcp_config,
 					     .workspace = vm->o.workspace,
+					     .snapshot_store = snap_store,
 					     .capsem_home = home,
 					     .ledger = vm->ledger,
 					     .policy = egress_current_policy,

@@ -184,6 +184,33 @@ static void test_lines(void **state)
 	(void)state;
 }
 
+/* capsem-snapshots prints the first text content of the tools/call answer */
+static void test_result_text(void **state)
+{
+	(void)state;
+	char out[64];
+	bool err = true;
+	const char *ok = "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[{\"type\":"
+			 "\"text\",\"text\":\"a\\\"b\\n\\u00e9\\ud83d\\ude00\\u0000\"}],"
+			 "\"isError\":false}}";
+	assert_int_equal(mcppure_result_text(ok, strlen(ok), out, sizeof(out), &err), 11);
+	assert_string_equal(out, "a\"b\n\xc3\xa9\xf0\x9f\x98\x80?");
+	assert_false(err);
+	const char *bad = "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[{\"type\":"
+			  "\"text\",\"text\":\"no\"}],\"isError\":true}}";
+	assert_int_equal(mcppure_result_text(bad, strlen(bad), out, sizeof(out), &err), 2);
+	assert_true(err);
+	/* cut at the buffer's size, still terminated */
+	assert_int_equal(mcppure_result_text(ok, strlen(ok), out, 3, &err), 2);
+	assert_string_equal(out, "a\"");
+	const char *rpcerr = "{\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32603,"
+			     "\"message\":\"x\"}}";
+	assert_int_equal(mcppure_result_text(rpcerr, strlen(rpcerr), out, sizeof(out), &err),
+			 -EBADMSG);
+	const char *cut = "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[{\"text\":\"ab";
+	assert_int_equal(mcppure_result_text(cut, strlen(cut), out, sizeof(out), &err), -EBADMSG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_pending),
 		cmocka_unit_test(test_lines),
+		cmocka_unit_test(test_result_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -130,17 +130,9 @@ bool gwsnap_is_tool(const char *tool)
 
 /* ---- output ---- */
 
-/* The first member of o that is an array: the list the tool pages. */
-static const char *list_key(const json_t *o)
-{
-	const char *k;
-	json_t *v;
-	json_object_foreach((json_t *)o, k, v)
-	if (json_is_array(v))
-		return k;
-	return NULL;
-}
-
+/* Every list in o (snapshots; added, modified, deleted; versions) cut to [offset, offset+limit);
+ * "total_<list>" says how long it was, "next_offset" where the next page starts when one was
+ * cut. */
 static int page(json_t *o, const json_t *args, char *err, size_t errlen)
 {
 	json_int_t off = 0, lim = PAGE_DEFAULT;
@@ -155,21 +147,33 @@ static int page(json_t *o, const json_t *args, char *err, size_t errlen)
 		snprintf(err, errlen, "'limit' must be an integer from 1 to %d", PAGE_MAX);
 		return -EINVAL;
 	}
-	const char *k = list_key(o);
-	if (!k)
-		return 0;
-	json_t *all = json_object_get(o, k);
-	size_t n = json_array_size(all);
-	json_t *part = json_array();
-	if (!part)
+	_cleanup_json_ json_t *totals = json_object();
+	const char *k;
+	int more = 0;
+	if (!totals)
 		return -ENOMEM;
-	for (size_t i = (size_t)off; i < n && i < (size_t)(off + lim); i++)
-		json_array_append(part, json_array_get(all, i));
-	json_object_set_new(o, "total", json_integer((json_int_t)n));
+	json_object_foreach(o, k, v)
+	{
+		if (!json_is_array(v))
+			continue;
+		size_t n = json_array_size(v);
+		json_t *part = json_array();
+		if (!part)
+			return -ENOMEM;
+		for (size_t i = (size_t)off; i < n && i < (size_t)(off + lim); i++)
+			json_array_append(part, json_array_get(v, i));
+		char tk[80];
+		snprintf(tk, sizeof(tk), "total_%s", k);
+		json_object_set_new(totals, tk, json_integer((json_int_t)n));
+		more |= (size_t)(off + lim) < n;
+		json_object_set_new(o, k, part); /* replaces v: same key, the iteration goes on */
+	}
+	if (json_object_size(totals) == 0)
+		return 0;
+	json_object_update(o, totals);
 	json_object_set_new(o, "offset", json_integer(off));
-	if ((size_t)(off + lim) < n)
+	if (more)
 		json_object_set_new(o, "next_offset", json_integer(off + lim));
-	json_object_set_new(o, k, part);
 	return 0;
 }
 
@@ -203,6 +207,7 @@ static void text_value(struct buf *b, const json_t *v)
 	}
 }
 
+/* The plain members as "key: value" lines, then each list: "key:" and one line per item. */
 static json_t *render(json_t *o, const json_t *args)
 {
 	const char *fmt = json_string_value(json_object_get(args, "format"));
@@ -211,21 +216,24 @@ static json_t *render(json_t *o, const json_t *args)
 		return s ? builtin_text_result(s, strlen(s), false) : NULL;
 	}
 	_cleanup_buf_ struct buf b = BUF_INIT(BUILTIN_MAX_LENGTH);
-	const char *k, *lk = list_key(o);
+	const char *k;
 	json_t *v;
 	json_object_foreach(o, k, v)
 	{
-		if (lk && streq(k, lk))
+		if (json_is_array(v))
 			continue;
 		bprintf(&b, "%s: ", k);
 		text_value(&b, v);
 		bprintf(&b, "\n");
 	}
-	if (lk) {
+	json_object_foreach(o, k, v)
+	{
 		size_t i;
 		json_t *it;
-		bprintf(&b, "%s:\n", lk);
-		json_array_foreach(json_object_get(o, lk), i, it)
+		if (!json_is_array(v))
+			continue;
+		bprintf(&b, "%s:%s\n", k, json_array_size(v) ? "" : " none");
+		json_array_foreach(v, i, it)
 		{
 			bprintf(&b, "-");
 			if (json_is_object(it)) {

@@ -165,6 +165,59 @@ def test_file_audit_records_each_change(wsenv):
     assert cli(home, "delete", "au", timeout=300).returncode == 0
 
 
+def test_the_agent_snapshots_its_workspace(wsenv):
+    """Issue 12 item 4: inside the guest, capsem-snapshots (an MCP client of the host's gateway
+    through capsem-mcp-relay, like an agent's snapshot tools) takes, compares and reverts
+    snapshots of /root/workspace; each call is a tool_call row in the ledger."""
+    d, home = wsenv
+    share = d / "agent-snap"
+    share.mkdir()
+    p = cli(home, "create", "-n", "asn", "--memory", "256M", "--workspace", str(share),
+            timeout=600)
+    assert p.returncode == 0, p
+
+    def snap(*args, check=0):
+        p = cli(home, "exec", "asn", "--", "capsem-snapshots", *args, timeout=300)
+        if check is not None:
+            assert p.returncode == check, (args, p)
+        return p
+
+    sh(home, "asn", "printf one > keep.txt; printf gone > doomed.txt")
+    made = json.loads(snap("create", "first", "--json").stdout)
+    assert made["created"] is True and made["snapshot"]["name"] == "first", made
+    assert snap("create", "first", check=1).stderr.decode().strip(), "a duplicate is refused"
+    sh(home, "asn", "printf two > keep.txt; rm doomed.txt; printf new > added.txt")
+    ch = json.loads(snap("changes", "first", "--json").stdout)
+    assert [c["path"] for c in ch["added"]] == ["added.txt"], ch
+    assert [c["path"] for c in ch["modified"]] == ["keep.txt"], ch
+    assert [c["path"] for c in ch["deleted"]] == ["doomed.txt"], ch
+    text = snap("changes", "first").stdout.decode()
+    assert "path=added.txt" in text and "path=doomed.txt" in text, text
+    snap("revert", "keep.txt", "doomed.txt", "added.txt", "--from", "first")
+    # on the host at once; in the guest within virtio-fs's cache bound
+    assert (share / "keep.txt").read_text() == "one" and (share / "doomed.txt").read_text() \
+        == "gone" and not (share / "added.txt").exists()
+    wait_for(lambda: sh(home, "asn", "cat keep.txt doomed.txt; [ -e added.txt ] && echo still "
+                                     "|| :") == "onegone", VISIBLE_S, "the revert in the guest")
+    hist = json.loads(snap("history", "keep.txt", "--json").stdout)
+    assert hist["versions"][0]["snapshot"] == "first", hist
+    lst = json.loads(snap("list", "--json", "--limit", "1").stdout)
+    assert [x["name"] for x in lst["snapshots"]] == ["first"] and lst["total_snapshots"] == 1
+    assert "invalid" in snap("create", "../x", check=1).stderr.decode()
+    snap("delete", "first")
+    assert json.loads(snap("list", "--json").stdout)["snapshots"] == []
+    # the host sees the same store
+    p = cli(home, "snapshot", "list", "asn", "--json", timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["snapshots"] == [], p
+    # each call went through the gateway: tool_call rows with the tool's name
+    p = cli(home, "events", "asn", "--kind", "tool", "--json", "-n", "1000", timeout=60)
+    tools = [e["tool"] for e in json.loads(p.stdout)]
+    for t in ("snapshots_create", "snapshots_changes", "snapshots_revert",
+              "snapshots_history", "snapshots_list", "snapshots_delete"):
+        assert t in tools, (t, tools)
+    assert cli(home, "delete", "asn", timeout=300).returncode == 0
+
+
 def test_a_vm_has_its_own_workspace_without_one(wsenv):
     d, home = wsenv
     p = cli(home, "create", "-n", "own", "--memory", "256M", "--json", timeout=600)

@@ -22,6 +22,7 @@
 #include "apiclient.h"
 #include "fdutil.h"
 #include "home.h"
+#include "jsonutil.h"
 #include "macro.h"
 #include "mcptools.h"
 #include "base64.h"
@@ -401,6 +402,70 @@ static json_t *tool_events(struct mcp_ctx *ctx, json_t *args)
 	api_response_done(&res);
 	json_t *r = o ? mcp_result_json(o) : NULL;
 	return r ? r : oom();
+}
+
+/* ---- workspace snapshots ---- */
+
+static json_t *tool_snapshots(struct mcp_ctx *ctx, json_t *args)
+{
+	const char *action = arg_str(args, "action"), *name = arg_str(args, "name");
+	const char *snap = arg_str(args, "snapshot"), *path = arg_str(args, "path");
+	_cleanup_free_ char *sfx = NULL, *vpath = NULL, *esc = NULL;
+	_cleanup_json_ json_t *body = NULL;
+	const char *method = "GET";
+	struct api_response res;
+	int r = 0;
+
+	if (streq(action, "list")) {
+		r = asprintf(&sfx, "/snapshots");
+	} else if (streq(action, "create")) {
+		if (!name)
+			return mcp_result_error("create: 'name' is required");
+		method = "POST";
+		body = json_pack("{s:s}", "name", name);
+		r = body ? asprintf(&sfx, "/snapshots") : -1;
+	} else if (streq(action, "changes")) {
+		esc = snap ? api_escape(snap) : NULL;
+		if (snap && !esc)
+			return oom();
+		r = asprintf(&sfx, "/snapshots/changes%s%s", esc ? "?snap=" : "", esc ? esc : "");
+	} else if (streq(action, "revert")) {
+		json_t *paths = json_object_get(args, "paths");
+		if (!paths)
+			return mcp_result_error("revert: 'paths' is required");
+		method = "POST";
+		body = json_pack("{s:O}", "paths", paths);
+		if (body && snap)
+			json_object_set_new(body, "from", json_string(snap));
+		r = body ? asprintf(&sfx, "/snapshots/revert") : -1;
+	} else if (streq(action, "history")) {
+		if (!path)
+			return mcp_result_error("history: 'path' is required");
+		if (!(esc = api_escape(path)))
+			return oom();
+		r = asprintf(&sfx, "/snapshots/history?path=%s", esc);
+	} else if (streq(action, "delete")) {
+		if (!name)
+			return mcp_result_error("delete: 'name' is required");
+		method = "DELETE";
+		if (!(esc = api_escape(name)))
+			return oom();
+		r = asprintf(&sfx, "/snapshots/%s", esc);
+	} else { /* compact: the schema allows nothing else */
+		method = "POST";
+		r = asprintf(&sfx, "/snapshots/compact");
+	}
+	if (r < 0 || !(vpath = api_vm_path(arg_str(args, "vm"), sfx)))
+		return oom();
+	if (ctx_json(ctx, method, vpath, body, &res) < 0)
+		return ctx_fail(ctx);
+	if (streq(action, "delete") && !json_is_object(res.json)) {
+		api_response_done(&res);
+		json_t *o = json_pack("{s:s, s:b}", "name", name, "deleted", 1);
+		json_t *out = o ? mcp_result_json(o) : NULL;
+		return out ? out : oom();
+	}
+	return object_result(ctx, &res);
 }
 
 /* ---- files ---- */
@@ -833,6 +898,7 @@ static const struct {
 	{ "capsem_delete", tool_delete },
 	{ "capsem_logs", tool_logs },
 	{ "capsem_events", tool_events },
+	{ "capsem_snapshots", tool_snapshots },
 };
 
 static struct mcp_tool table[ELEMENTSOF(impls)];

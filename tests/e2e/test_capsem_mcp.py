@@ -25,7 +25,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
 VM = "mcp-web"
 TOOLS = {"capsem_create", "capsem_list", "capsem_info", "capsem_exec", "capsem_run",
          "capsem_read_file", "capsem_write_file", "capsem_stop", "capsem_start",
-         "capsem_delete", "capsem_logs", "capsem_events"}
+         "capsem_delete", "capsem_logs", "capsem_events", "capsem_snapshots"}
 
 
 def env_for(home):
@@ -411,6 +411,34 @@ def test_logs_and_events(home, vm):
     since = events[-2]["id"]
     later = ok(call(home, "capsem_events", {"vm": VM, "since": since}))["events"]
     assert [e["id"] for e in later][:1] == [events[-1]["id"]]
+
+
+def test_snapshots_tool(home, vm):
+    """capsem_snapshots: the host agent snapshots the VM's workspace, sees the guest's change,
+    reverts it; bad arguments are refused by the schema."""
+    def sh(cmd):
+        return ok(call(home, "capsem_exec", {"vm": VM, "command": cmd}))
+
+    sh("printf v1 > /root/workspace/notes.txt")
+    made = ok(call(home, "capsem_snapshots", {"vm": VM, "action": "create", "name": "mcp-1"}))
+    assert made["created"] is True, made
+    sh("printf v2 > /root/workspace/notes.txt")
+    ch = ok(call(home, "capsem_snapshots", {"vm": VM, "action": "changes", "snapshot": "mcp-1"}))
+    assert [c["path"] for c in ch["modified"]] == ["notes.txt"], ch
+    ok(call(home, "capsem_snapshots", {"vm": VM, "action": "revert", "paths": ["notes.txt"],
+                                       "snapshot": "mcp-1"}))
+    wait_for(lambda: sh("cat /root/workspace/notes.txt")["stdout"] == "v1", 10,
+             "the reverted file in the guest")
+    hist = ok(call(home, "capsem_snapshots", {"vm": VM, "action": "history",
+                                              "path": "notes.txt"}))
+    assert hist["versions"][0]["snapshot"] == "mcp-1", hist
+    names = [s["name"] for s in ok(call(home, "capsem_snapshots",
+                                        {"vm": VM, "action": "list"}))["snapshots"]]
+    assert "mcp-1" in names
+    ok(call(home, "capsem_snapshots", {"vm": VM, "action": "delete", "name": "mcp-1"}))
+    ok(call(home, "capsem_snapshots", {"vm": VM, "action": "compact"}))
+    res = call(home, "capsem_snapshots", {"vm": VM, "action": "create", "name": "../x"})
+    assert "error" in res or res.get("isError"), res
 
 
 def test_cancel_exec_sdk(home, vm):

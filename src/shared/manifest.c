@@ -41,6 +41,12 @@ void manifest_free(struct manifest *m)
 	manifest_asset_done(&m->kernel);
 	manifest_asset_done(&m->initrd);
 	manifest_asset_done(&m->rootfs);
+	manifest_asset_done(&m->disk);
+	manifest_asset_done(&m->workspace);
+	free(m->base);
+	free(m->base_dir);
+	free(m->parent_vm);
+	free(m->description);
 	free(m);
 }
 
@@ -50,6 +56,15 @@ void manifest_now(char ret[32])
 	struct tm tm;
 	if (!gmtime_r(&t, &tm) || strftime(ret, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		snprintf(ret, 32, "1970-01-01T00:00:00Z");
+}
+
+int manifest_image_name_valid(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > MANIFEST_IMAGE_NAME_MAX || !((s[0] >= 'a' && s[0] <= 'z') ||
+						       (s[0] >= '0' && s[0] <= '9')))
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
 }
 
 /* A plain file name: [A-Za-z0-9._+-], 1..255 bytes, not starting with '.'. */
@@ -193,6 +208,50 @@ int manifest_parse(const char *text, size_t len, const char *image_dir, const ch
 		if (r < 0)
 			goto out;
 	}
+	json_t *base = json_object_get(root, "base");
+	if (base) {
+		_cleanup_free_ char *bsha = NULL;
+		r = json_is_object(base) ? get_text(base, "name", &m->base) : -EBADMSG;
+		if (r == 0 && !manifest_image_name_valid(m->base))
+			r = -EBADMSG;
+		if (r == 0)
+			r = get_text(base, "manifest_sha256", &bsha);
+		if (r == 0 && !sha256_hex_valid(bsha))
+			r = -EBADMSG;
+		if (r == -EBADMSG)
+			r = set_error(ret_error, r,
+				      "%s: \"base\" must be {\"name\": an image name, "
+				      "\"manifest_sha256\": 64 lowercase hex digits}",
+				      mpath);
+		if (r < 0)
+			goto out;
+		memcpy(m->base_sha256, bsha, SHA256_HEX_LEN + 1);
+		if (json_object_get(root, "kernel") || json_object_get(root, "initrd") ||
+		    json_object_get(root, "rootfs")) {
+			r = set_error(ret_error, -EBADMSG,
+				      "%s: a fork image has no kernel, initrd or rootfs of its own",
+				      mpath);
+			goto out;
+		}
+		r = parse_asset(root, "disk", image_dir, 0, &m->disk, ret_error, mpath);
+		if (r == 0 && json_object_get(root, "workspace"))
+			r = parse_asset(root, "workspace", image_dir, 0, &m->workspace, ret_error,
+					mpath);
+		for (size_t i = 0; r == 0 && i < 2; i++) {
+			const char *k = i ? "description" : "parent_vm";
+			if (json_object_get(root, k)) {
+				r = get_text(root, k, i ? &m->description : &m->parent_vm);
+				if (r == -EBADMSG)
+					r = set_error(ret_error, r, "%s: \"%s\" must be a string",
+						      mpath, k);
+			}
+		}
+		if (r < 0)
+			goto out;
+		m->dir = strdup(image_dir);
+		r = m->dir ? 0 : -ENOMEM;
+		goto out;
+	}
 	r = parse_asset(root, "kernel", image_dir, 1, &m->kernel, ret_error, mpath);
 	if (r < 0)
 		goto out;
@@ -217,7 +276,7 @@ out:
 	return 0;
 }
 
-static int load_full(const char *image_dir, struct manifest **ret, char **ret_error)
+static int read_manifest(const char *image_dir, struct manifest **ret, char **ret_error)
 {
 	_cleanup_free_ char *mpath = NULL, *text = NULL;
 	size_t len = 0;
@@ -238,14 +297,95 @@ static int load_full(const char *image_dir, struct manifest **ret, char **ret_er
 	return manifest_parse(text, len, image_dir, mpath, ret, ret_error);
 }
 
+/* A fork's base: <parent of image_dir>/<base>, loaded, never a fork itself; its kernel, initrd
+ * and rootfs become the fork's. */
+static int load_base(struct manifest *m, char **ret_error)
+{
+	_cleanup_manifest_ struct manifest *b = NULL;
+	const char *slash = strrchr(m->dir, '/');
+	int r = slash ? asprintf(&m->base_dir, "%.*s/%s", (int)(slash - m->dir), m->dir, m->base)
+		      : asprintf(&m->base_dir, "%s", m->base);
+	if (r < 0) {
+		m->base_dir = NULL;
+		return -ENOMEM;
+	}
+	r = read_manifest(m->base_dir, &b, ret_error);
+	if (r == -ENOENT)
+		return set_error(ret_error, r,
+				 "%s: the base image '%s' of this fork is not installed (%s)",
+				 m->dir, m->base, m->base_dir);
+	if (r < 0)
+		return r;
+	if (b->base)
+		return set_error(ret_error, -EBADMSG,
+				 "%s: its base '%s' is itself a fork (a fork names its first base)",
+				 m->dir, m->base);
+	m->kernel = b->kernel;
+	m->initrd = b->initrd;
+	m->rootfs = b->rootfs;
+	memset(&b->kernel, 0, sizeof(b->kernel));
+	memset(&b->initrd, 0, sizeof(b->initrd));
+	memset(&b->rootfs, 0, sizeof(b->rootfs));
+	return 0;
+}
+
+static int load_full(const char *image_dir, struct manifest **ret, char **ret_error)
+{
+	_cleanup_manifest_ struct manifest *m = NULL;
+	int r = read_manifest(image_dir, &m, ret_error);
+	if (r == 0 && m->base)
+		r = load_base(m, ret_error);
+	if (r == 0)
+		*ret = TAKE_PTR(m);
+	return r;
+}
+
 int manifest_load(const char *image_dir, struct manifest **ret)
 {
 	return load_full(image_dir, ret, NULL);
 }
 
-static int verify_asset(const struct manifest_asset *a, char **ret_error)
+/* ---- the verification cache: <dir>/.verified ---- */
+
+#define VCACHE_FILE ".verified"
+#define VCACHE_MAX (64 * 1024)
+
+/* The key of a file's state: inode, size, mtime and ctime (nanoseconds). */
+static void vcache_key(const struct stat *st, char out[128])
 {
-	char hex[SHA256_HEX_LEN + 1];
+	snprintf(out, 128, "%llu:%llu:%lld.%09ld:%lld.%09ld", (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
+		 st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+}
+
+static json_t *vcache_load(const char *dir)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	size_t len = 0;
+	if (asprintf(&path, "%s/" VCACHE_FILE, dir) < 0 ||
+	    read_file_small(path, VCACHE_MAX, &text, &len) < 0)
+		return NULL;
+	json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static void vcache_save(const char *dir, json_t *c)
+{
+	_cleanup_free_ char *path = NULL, *text = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
+	if (text && asprintf(&path, "%s/" VCACHE_FILE, dir) >= 0)
+		(void)write_file_atomic(path, text, strlen(text), 0644); /* best effort */
+}
+
+/* Verify one asset; *cache (per directory, may be NULL) says what was verified before and gets
+ * what is verified now; *dirty is set when it changed. */
+static int verify_asset(const struct manifest_asset *a, json_t *cache, int *dirty,
+			char **ret_error)
+{
+	char hex[SHA256_HEX_LEN + 1], key[128];
 	struct stat st;
 	uint64_t hashed = 0;
 	int r;
@@ -268,6 +408,11 @@ static int verify_asset(const struct manifest_asset *a, char **ret_error)
 				 "%s: size %llu bytes, manifest says %llu (truncated or replaced?)",
 				 a->path, (unsigned long long)st.st_size,
 				 (unsigned long long)a->size);
+	vcache_key(&st, key);
+	json_t *e = cache ? json_object_get(cache, a->file) : NULL;
+	if (json_is_string(json_object_get(e, key)) &&
+	    streq(json_string_value(json_object_get(e, key)), a->sha256))
+		return 0; /* this very file was hashed before: unchanged since */
 	r = sha256_hex_fd(fd, hex, &hashed);
 	if (r < 0)
 		return set_error(ret_error, r, "%s: cannot hash: %s", a->path, strerror(-r));
@@ -279,7 +424,26 @@ static int verify_asset(const struct manifest_asset *a, char **ret_error)
 				 "%s: sha256 mismatch (file %.16s..., manifest %.16s...): tampered "
 				 "or corrupted",
 				 a->path, hex, a->sha256);
+	if (cache && json_object_set_new(cache, a->file, json_pack("{s:s}", key, hex)) == 0)
+		*dirty = 1;
 	return 0;
+}
+
+/* Verify the assets of one directory (dir), with its cache. */
+static int verify_dir(const char *dir, const struct manifest_asset *const *as, size_t n,
+		      char **ret_error)
+{
+	json_t *cache = vcache_load(dir);
+	int dirty = 0, r = 0;
+	if (!cache)
+		cache = json_object();
+	for (size_t i = 0; i < n && r == 0; i++)
+		if (as[i]->file)
+			r = verify_asset(as[i], cache, &dirty, ret_error);
+	if (r == 0 && dirty)
+		vcache_save(dir, cache);
+	json_decref(cache);
+	return r;
 }
 
 int manifest_verify(const char *image_dir, char **ret_error)
@@ -287,12 +451,30 @@ int manifest_verify(const char *image_dir, char **ret_error)
 	_cleanup_manifest_ struct manifest *m = NULL;
 	_cleanup_free_ char *err = NULL;
 	int r = load_full(image_dir, &m, &err);
-	if (r == 0)
-		r = verify_asset(&m->kernel, &err);
-	if (r == 0)
-		r = verify_asset(&m->initrd, &err);
-	if (r == 0 && m->rootfs.file)
-		r = verify_asset(&m->rootfs, &err);
+	if (r == 0 && m->base) {
+		/* the base the fork was made on, not a rebuilt one */
+		_cleanup_free_ char *bm = NULL;
+		char hex[SHA256_HEX_LEN + 1];
+		if (asprintf(&bm, "%s/%s", m->base_dir, MANIFEST_FILENAME) < 0) {
+			bm = NULL;
+			r = -ENOMEM;
+		}
+		if (r == 0)
+			r = sha256_hex_file(bm, hex, NULL);
+		if (r == 0 && !streq(hex, m->base_sha256))
+			r = set_error(&err, -EBADMSG,
+				      "%s: its base image '%s' changed since the fork was made (it "
+				      "was rebuilt or replaced): the fork's disk belongs to the "
+				      "old one",
+				      image_dir, m->base);
+		const struct manifest_asset *own[] = { &m->disk, &m->workspace };
+		if (r == 0)
+			r = verify_dir(m->dir, own, ELEMENTSOF(own), &err);
+	}
+	if (r == 0) {
+		const struct manifest_asset *sys[] = { &m->kernel, &m->initrd, &m->rootfs };
+		r = verify_dir(m->base ? m->base_dir : m->dir, sys, ELEMENTSOF(sys), &err);
+	}
 	if (r < 0) {
 		if (ret_error) {
 			if (!err && asprintf(&err, "%s: %s", image_dir, strerror(-r)) < 0)
@@ -341,22 +523,60 @@ static json_t *asset_json(const struct manifest_asset *a)
 	return o;
 }
 
+/* The fork-specific members of a fork manifest. */
+static json_t *fork_json(const struct manifest *m)
+{
+	json_t *root = json_pack("{s:i, s:s, s:s, s:{s:s, s:s}}", "format", MANIFEST_FORMAT,
+				 "name", m->name, "arch", m->arch, "base", "name", m->base,
+				 "manifest_sha256", m->base_sha256);
+	json_t *d = asset_json(&m->disk);
+	if (!root || !d || json_object_set_new(root, "disk", d) < 0) {
+		json_decref(root);
+		return NULL;
+	}
+	if (m->workspace.file &&
+	    json_object_set_new(root, "workspace", asset_json(&m->workspace)) < 0)
+		goto oom;
+	if (m->parent_vm && json_object_set_new(root, "parent_vm", json_string(m->parent_vm)) < 0)
+		goto oom;
+	if (m->description &&
+	    json_object_set_new(root, "description", json_string(m->description)) < 0)
+		goto oom;
+	return root;
+oom:
+	json_decref(root);
+	return NULL;
+}
+
 int manifest_write(const char *image_dir, const struct manifest *m)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
 	char now[32];
-	json_t *root, *k, *i, *rf = NULL;
+	json_t *root = NULL, *k, *i, *rf = NULL;
 
-	if (!m->name || !m->arch || !m->kernel.file || !m->initrd.file || !m->kernel.version ||
-	    !text_valid(m->name) || !text_valid(m->arch) || !file_name_valid(m->kernel.file) ||
-	    !file_name_valid(m->initrd.file) || !sha256_hex_valid(m->kernel.sha256) ||
-	    !sha256_hex_valid(m->initrd.sha256))
+	if (!m->name || !m->arch || !text_valid(m->name) || !text_valid(m->arch))
+		return -EINVAL;
+	if (m->base) {
+		if (!manifest_image_name_valid(m->base) || !sha256_hex_valid(m->base_sha256) ||
+		    !m->disk.file || !file_name_valid(m->disk.file) ||
+		    !sha256_hex_valid(m->disk.sha256) ||
+		    (m->workspace.file && (!file_name_valid(m->workspace.file) ||
+					   !sha256_hex_valid(m->workspace.sha256))) ||
+		    (m->parent_vm && !text_valid(m->parent_vm)) ||
+		    (m->description && !text_valid(m->description)))
+			return -EINVAL;
+		root = fork_json(m);
+		if (!root)
+			return -ENOMEM;
+		goto created;
+	}
+	if (!m->kernel.file || !m->initrd.file || !m->kernel.version ||
+	    !file_name_valid(m->kernel.file) || !file_name_valid(m->initrd.file) ||
+	    !sha256_hex_valid(m->kernel.sha256) || !sha256_hex_valid(m->initrd.sha256))
 		return -EINVAL;
 	if (m->rootfs.file &&
 	    (!file_name_valid(m->rootfs.file) || !sha256_hex_valid(m->rootfs.sha256)))
 		return -EINVAL;
-	if (!m->created)
-		manifest_now(now);
 	k = asset_json(&m->kernel);
 	i = asset_json(&m->initrd);
 	if (m->rootfs.file)
@@ -373,8 +593,14 @@ int manifest_write(const char *image_dir, const struct manifest *m)
 		json_decref(rf);
 		return -ENOMEM;
 	}
-	if ((rf && json_object_set_new(root, "rootfs", rf) < 0) ||
-	    json_object_set_new(root, "created", json_string(m->created ? m->created : now)) < 0) {
+	if (rf && json_object_set_new(root, "rootfs", rf) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+created:
+	if (!m->created)
+		manifest_now(now);
+	if (json_object_set_new(root, "created", json_string(m->created ? m->created : now)) < 0) {
 		json_decref(root);
 		return -ENOMEM;
 	}

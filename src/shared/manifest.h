@@ -16,6 +16,29 @@
  *
  * "rootfs" is optional: an image with one boots into that squashfs root file system (capsem-vm
  * --rootfs); manifests without it (the minimal image) stay valid.
+ *
+ * A fork image (`capsem fork VM IMAGE`) has no kernel, initrd or rootfs of its own: it names its
+ * base, a sibling directory, and the SHA-256 of the base's manifest.json when the fork was made,
+ * and carries the VM's disk as a template (and, when the VM owned its workspace, an archive of
+ * it):
+ *
+ *   {"format": 1, "name": "py-env", "arch": "x86_64", "created": "...",
+ *    "base": {"name": "debian", "manifest_sha256": "<64 hex>"},
+ *    "disk": {"file": "disk.img", "sha256": "...", "size": 4294967296},
+ *    "workspace": {"file": "workspace.tar", "sha256": "...", "size": 10240},
+ *    "parent_vm": "dev (3f2a...)", "description": "python 3.12 and the repo cloned"}
+ *
+ * Loading a fork loads its base too: kernel, initrd and rootfs are the base's (their paths in the
+ * base's directory), so a caller that boots images needs nothing else. A base is never a fork
+ * (flat genealogy: a fork of a fork names the first fork's base). Verifying a fork verifies its
+ * own files, that the base's manifest.json still hashes to what the fork recorded (a rebuilt
+ * base is refused: the fork's disk was made on the old one), and the base's files.
+ *
+ * Verification hashes every file; to keep boots fast, manifest_verify() remembers each file it
+ * verified in <image_dir>/.verified (inode, size, mtime and ctime with the hash) and hashes a
+ * file again only when one of those changed. ctime cannot be set by a process, so a file
+ * changed after its verification is hashed again; whoever can write the image directory could
+ * edit the manifest itself, so the cache adds no trust.
  * "file" is a plain name inside the image directory (no '/', not starting with '.'); "size" is in
  * bytes; "sha256" is lowercase hex; "created" is UTC ISO 8601. Unknown keys are ignored, so a
  * later writer may add fields; a different "format" is refused. manifest.json is at most 64 KiB.
@@ -54,7 +77,18 @@ struct manifest {
 	struct manifest_asset kernel;
 	struct manifest_asset initrd;
 	struct manifest_asset rootfs; /* optional: rootfs.file is NULL when the image has none */
+	/* fork images: kernel, initrd and rootfs above are the base's */
+	char *base;			      /* the base image's name; NULL for a base image */
+	char base_sha256[SHA256_HEX_LEN + 1]; /* of the base's manifest.json when forked */
+	char *base_dir;			      /* the base's directory (sibling of dir) */
+	struct manifest_asset disk;	      /* the VM disk template (required in a fork) */
+	struct manifest_asset workspace;      /* an archive of the VM's own workspace, optional */
+	char *parent_vm, *description;	      /* optional */
 };
+
+#define MANIFEST_IMAGE_NAME_MAX 64
+/* 1 when s may name an image: [a-z0-9][a-z0-9_.-]{0,63} (a directory under the images dir). */
+int manifest_image_name_valid(const char *s);
 
 /* Parse and validate <image_dir>/manifest.json (its syntax and fields, not the files it names).
  * On success *ret is a new manifest owned by the caller (manifest_free()); kernel.path and
@@ -81,7 +115,9 @@ int manifest_asset_from_file(struct manifest_asset *a, const char *dir, const ch
 			     const char *version);
 
 /* Write m as <image_dir>/manifest.json atomically (temp file + rename, mode 0644). m->created
- * NULL means "now". m->dir is ignored. 0 or -errno. */
+ * NULL means "now". m->dir is ignored. With m->base set it is a fork manifest: base, disk and
+ * the optional workspace, parent_vm and description are written, kernel/initrd/rootfs are not.
+ * 0 or -errno. */
 int manifest_write(const char *image_dir, const struct manifest *m);
 
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SSZ". */

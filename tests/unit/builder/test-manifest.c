@@ -235,12 +235,111 @@ static void test_write_rejects(void **state)
 	manifest_free(NULL);
 }
 
+/* A fork image: no kernel of its own, its base's files, its own disk; a changed base, a missing
+ * base, a tampered disk and a fork named as a base are all refused. */
+static void test_fork(void **state)
+{
+	char top[] = "/tmp/capsem-test-fork-XXXXXX";
+	_cleanup_free_ char *base = NULL, *fork = NULL, *fork2 = NULL, *p = NULL;
+	struct manifest m = { .name = "base", .arch = "x86_64" };
+	char *err = NULL;
+	assert_non_null(mkdtemp(top));
+	assert_true(asprintf(&base, "%s/base", top) > 0);
+	assert_true(asprintf(&fork, "%s/fork", top) > 0);
+	assert_true(asprintf(&fork2, "%s/fork2", top) > 0);
+	assert_int_equal(mkdir(base, 0755), 0);
+	assert_int_equal(mkdir(fork, 0755), 0);
+	assert_int_equal(mkdir(fork2, 0755), 0);
+#define PUT(d, n, t)                                                                    \
+	do {                                                                            \
+		free(p);                                                                \
+		assert_true(asprintf(&p, "%s/%s", d, n) > 0);                           \
+		assert_int_equal(write_file_atomic(p, t, strlen(t), 0644), 0);          \
+	} while (0)
+	PUT(base, "vmlinuz", "kernel");
+	PUT(base, "initrd.img", "initrd");
+	assert_int_equal(manifest_asset_from_file(&m.kernel, base, "vmlinuz", "6.1"), 0);
+	assert_int_equal(manifest_asset_from_file(&m.initrd, base, "initrd.img", NULL), 0);
+	assert_int_equal(manifest_write(base, &m), 0);
+	manifest_asset_done(&m.kernel);
+	manifest_asset_done(&m.initrd);
+
+	struct manifest f = { .name = "fork", .arch = "x86_64", .base = "base",
+			      .parent_vm = "dev", .description = "with tools" };
+	free(p);
+	assert_true(asprintf(&p, "%s/manifest.json", base) > 0);
+	assert_int_equal(sha256_hex_file(p, f.base_sha256, NULL), 0);
+	PUT(fork, "disk.img", "disk bytes");
+	PUT(fork, "workspace.tar", "tar bytes");
+	assert_int_equal(manifest_asset_from_file(&f.disk, fork, "disk.img", NULL), 0);
+	assert_int_equal(manifest_asset_from_file(&f.workspace, fork, "workspace.tar", NULL), 0);
+	assert_int_equal(manifest_write(fork, &f), 0);
+
+	_cleanup_manifest_ struct manifest *l = NULL;
+	assert_int_equal(manifest_load(fork, &l), 0);
+	assert_string_equal(l->base, "base");
+	assert_string_equal(l->description, "with tools");
+	assert_non_null(strstr(l->kernel.path, "/base/vmlinuz")); /* the base's kernel */
+	assert_non_null(strstr(l->disk.path, "/fork/disk.img"));
+	assert_int_equal(manifest_verify(fork, &err), 0);
+	assert_null(err);
+	free(p);
+	assert_true(asprintf(&p, "%s/.verified", fork) > 0);
+	assert_int_equal(access(p, F_OK), 0); /* the next boot hashes nothing unchanged */
+	assert_int_equal(manifest_verify(fork, &err), 0);
+
+	/* the disk tampered with (same size): hashed again, refused */
+	PUT(fork, "disk.img", "DISK bytes");
+	assert_int_equal(manifest_verify(fork, &err), -EBADMSG);
+	assert_non_null(strstr(err, "disk.img"));
+	free(err);
+	err = NULL;
+	PUT(fork, "disk.img", "disk bytes");
+	assert_int_equal(manifest_verify(fork, &err), 0);
+
+	/* a fork cannot be the base of another fork */
+	struct manifest f2 = f;
+	f2.name = "fork2";
+	f2.base = "fork";
+	f2.workspace = (struct manifest_asset){ 0 };
+	assert_int_equal(manifest_asset_from_file(&f2.disk, fork2, "disk.img", NULL), -ENOENT);
+	PUT(fork2, "disk.img", "x");
+	assert_int_equal(manifest_asset_from_file(&f2.disk, fork2, "disk.img", NULL), 0);
+	assert_int_equal(manifest_write(fork2, &f2), 0);
+	assert_int_equal(manifest_verify(fork2, &err), -EBADMSG);
+	assert_non_null(strstr(err, "itself a fork"));
+	free(err);
+	err = NULL;
+	manifest_asset_done(&f2.disk);
+
+	/* the base rebuilt: its manifest changed, the fork is refused */
+	m.created = "2030-01-01T00:00:00Z";
+	assert_int_equal(manifest_asset_from_file(&m.kernel, base, "vmlinuz", "6.1"), 0);
+	assert_int_equal(manifest_asset_from_file(&m.initrd, base, "initrd.img", NULL), 0);
+	assert_int_equal(manifest_write(base, &m), 0);
+	manifest_asset_done(&m.kernel);
+	manifest_asset_done(&m.initrd);
+	assert_int_equal(manifest_verify(fork, &err), -EBADMSG);
+	assert_non_null(strstr(err, "changed since the fork"));
+	free(err);
+	err = NULL;
+	/* the base gone */
+	assert_int_equal(rm_rf(base), 0);
+	assert_int_equal(manifest_verify(fork, &err), -ENOENT);
+	assert_non_null(strstr(err, "not installed"));
+	free(err);
+	manifest_asset_done(&f.disk);
+	manifest_asset_done(&f.workspace);
+	assert_int_equal(rm_rf(top), 0);
+#undef PUT
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_tampered),
 		cmocka_unit_test(test_bad_manifests), cmocka_unit_test(test_rootfs),
-		cmocka_unit_test(test_write_rejects),
+		cmocka_unit_test(test_write_rejects), cmocka_unit_test(test_fork),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,12 +3,14 @@
 #include "macro.h"
 
 #include <dirent.h>
+#include <linux/fs.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -263,4 +265,54 @@ int signalfd_for(const int *sigs, size_t n)
 	sigaction(SIGPIPE, &sa, NULL);
 	int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	return fd < 0 ? negative_errno() : fd;
+}
+
+int copy_sparse(int in, int out)
+{
+	struct stat st;
+	if (fstat(in, &st) < 0)
+		return negative_errno();
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	for (off_t off = 0; off < st.st_size;) {
+		off_t d = lseek(in, off, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				break;
+			return negative_errno();
+		}
+		off_t e = lseek(in, d, SEEK_HOLE);
+		if (e < 0)
+			e = st.st_size;
+		off_t pos_in = d, pos_out = d;
+		while (pos_in < e) {
+			ssize_t k = copy_file_range(in, &pos_in, out, &pos_out, (size_t)(e - pos_in), 0);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP)) {
+				char buf[65536];
+				ssize_t n = pread(in, buf, (size_t)MIN((off_t)sizeof(buf), e - pos_in),
+						  pos_in);
+				if (n <= 0)
+					return n < 0 ? negative_errno() : -EIO;
+				for (ssize_t w = 0; w < n;) {
+					ssize_t x = pwrite(out, buf + w, (size_t)(n - w), pos_out + w);
+					if (x < 0 && errno == EINTR)
+						continue;
+					if (x <= 0)
+						return x < 0 ? negative_errno() : -EIO;
+					w += x;
+				}
+				pos_in += n;
+				pos_out += n;
+				continue;
+			}
+			if (k <= 0)
+				return k < 0 ? negative_errno() : -EIO;
+		}
+		off = e;
+	}
+	return ftruncate(out, st.st_size) < 0 ? negative_errno() : 0;
 }

@@ -29,6 +29,10 @@ int open_regular_file(const char *path, struct stat *st, char *err, size_t errle
 int write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
 /* mkdir -p with the given mode for each created component. */
 int mkdir_p(const char *path, unsigned mode);
+/* Copy the regular file in to out (both open, out empty) keeping its holes: only data extents
+ * (SEEK_DATA/SEEK_HOLE) are copied, with copy_file_range (or read/write), then out is sized like
+ * in. A reflink (FICLONE) is tried first. 0 or -errno. */
+int copy_sparse(int in, int out);
 /* Remove a directory tree (no symlink following). 0 or -errno of the first failure. */
 int rm_rf(const char *path);
 /* The path of an executable program: name itself when it holds a '/', else the first match in

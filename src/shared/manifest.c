@@ -153,6 +153,11 @@ static int parse_asset(json_t *root, const char *key, const char *dir, int want_
 		return set_error(ret_error, -EBADMSG, "%s: %s.size must be a non-negative integer",
 				 mpath, key);
 	a->size = (uint64_t)json_integer_value(sz);
+	json_t *hash = json_object_get(o, "hash");
+	if (hash && !(json_is_string(hash) && streq(json_string_value(hash), "sparse-64k")))
+		return set_error(ret_error, -EBADMSG, "%s: %s.hash must be \"sparse-64k\"", mpath,
+				 key);
+	a->sparse = hash != NULL;
 	if (want_version) {
 		r = get_text(o, "version", &a->version);
 		if (r == -ENOMEM)
@@ -413,7 +418,7 @@ static int verify_asset(const struct manifest_asset *a, json_t *cache, int *dirt
 	if (json_is_string(json_object_get(e, key)) &&
 	    streq(json_string_value(json_object_get(e, key)), a->sha256))
 		return 0; /* this very file was hashed before: unchanged since */
-	r = sha256_hex_fd(fd, hex, &hashed);
+	r = a->sparse ? sha256_hex_fd_sparse(fd, hex, &hashed) : sha256_hex_fd(fd, hex, &hashed);
 	if (r < 0)
 		return set_error(ret_error, r, "%s: cannot hash: %s", a->path, strerror(-r));
 	if (hashed != a->size)
@@ -512,10 +517,35 @@ int manifest_asset_from_file(struct manifest_asset *a, const char *dir, const ch
 	return 0;
 }
 
+int manifest_asset_from_sparse_file(struct manifest_asset *a, const char *dir, const char *name)
+{
+	struct manifest_asset n = { .sparse = 1 };
+	if (!file_name_valid(name))
+		return -EINVAL;
+	n.file = strdup(name);
+	if (!n.file || asprintf(&n.path, "%s/%s", dir, name) < 0) {
+		n.path = NULL;
+		manifest_asset_done(&n);
+		return -ENOMEM;
+	}
+	_cleanup_close_ int fd = open(n.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int r = fd < 0 ? negative_errno() : sha256_hex_fd_sparse(fd, n.sha256, &n.size);
+	if (r < 0) {
+		manifest_asset_done(&n);
+		return r;
+	}
+	*a = n;
+	return 0;
+}
+
 static json_t *asset_json(const struct manifest_asset *a)
 {
 	json_t *o = json_pack("{s:s, s:s, s:I}", "file", a->file, "sha256", a->sha256, "size",
 			      (json_int_t)a->size);
+	if (o && a->sparse && json_object_set_new(o, "hash", json_string("sparse-64k")) < 0) {
+		json_decref(o);
+		return NULL;
+	}
 	if (o && a->version && json_object_set_new(o, "version", json_string(a->version)) < 0) {
 		json_decref(o);
 		return NULL;

@@ -67,6 +67,7 @@ struct manifest_asset {
 	char sha256[SHA256_HEX_LEN + 1];
 	uint64_t size;
 	char *version; /* kernel release for the kernel ("6.1.192-capsem"); NULL for the initrd */
+	int sparse;    /* "hash": "sparse-64k": sha256 is sha256_hex_fd_sparse()'s (VM disks) */
 };
 
 struct manifest {
@@ -113,6 +114,8 @@ int manifest_verify(const char *image_dir, char **ret_error);
  * contents; version is copied when not NULL. The asset must be zeroed or released before. */
 int manifest_asset_from_file(struct manifest_asset *a, const char *dir, const char *name,
 			     const char *version);
+/* The same for a large sparse file (a disk): its digest is sha256_hex_fd_sparse()'s. */
+int manifest_asset_from_sparse_file(struct manifest_asset *a, const char *dir, const char *name);
 
 /* Write m as <image_dir>/manifest.json atomically (temp file + rename, mode 0644). m->created
  * NULL means "now". m->dir is ignored. With m->base set it is a fork manifest: base, disk and

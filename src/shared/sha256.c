@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fdutil.h"
 #include "macro.h"
@@ -139,4 +141,75 @@ int sha256_hex_valid(const char *s)
 		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return 0;
 	return i == SHA256_HEX_LEN;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+int sha256_hex_fd_sparse(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size)
+{
+	struct sha256 h = { 0 };
+	struct stat st;
+	_cleanup_free_ uint8_t *chunk = malloc(SHA256_SPARSE_CHUNK);
+	if (!chunk)
+		return -ENOMEM;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	uint64_t size = (uint64_t)st.st_size;
+	int r = sha256_init(&h);
+	for (uint64_t off = 0; r == 0 && off < size;) {
+		off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+		if (d < 0) {
+			if (errno != ENXIO)
+				r = negative_errno();
+			break; /* ENXIO: only a hole is left */
+		}
+		/* the chunk holding the data's start; a hole inside a chunk reads as zeros */
+		uint64_t c = (uint64_t)d / SHA256_SPARSE_CHUNK * SHA256_SPARSE_CHUNK;
+		off_t e = lseek(fd, d, SEEK_HOLE);
+		uint64_t end = e < 0 ? size : (uint64_t)e;
+		for (; r == 0 && c < end; c += SHA256_SPARSE_CHUNK) {
+			size_t want = (size_t)MIN((uint64_t)SHA256_SPARSE_CHUNK, size - c);
+			size_t got = 0;
+			while (got < want) {
+				ssize_t k = pread(fd, chunk + got, want - got, (off_t)(c + got));
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k <= 0) {
+					r = k < 0 ? negative_errno() : -EIO;
+					break;
+				}
+				got += (size_t)k;
+			}
+			if (r < 0 || all_zero(chunk, want))
+				continue;
+			uint8_t be[8];
+			for (int i = 0; i < 8; i++)
+				be[i] = (uint8_t)(c >> (56 - 8 * i));
+			r = sha256_update(&h, be, sizeof(be));
+			if (r == 0)
+				r = sha256_field(&h, chunk, want);
+		}
+		off = MAX(end, c);
+	}
+	uint8_t be[8];
+	for (int i = 0; i < 8; i++)
+		be[i] = (uint8_t)(size >> (56 - 8 * i));
+	if (r == 0)
+		r = sha256_update(&h, be, sizeof(be));
+	char hex[SHA256_HEX_LEN + 1];
+	if (r == 0)
+		r = sha256_final_hex(&h, hex);
+	sha256_done(&h);
+	if (r < 0)
+		return r;
+	memcpy(ret, hex, sizeof(hex));
+	if (ret_size)
+		*ret_size = size;
+	return 0;
 }

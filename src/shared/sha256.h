@@ -31,5 +31,13 @@ int sha256_hex_buf(const void *p, size_t n, char ret[SHA256_HEX_LEN + 1]);
  * bytes hashed when ret_size is not NULL. */
 int sha256_hex_fd(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size);
 int sha256_hex_file(const char *path, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size);
+/* The digest of a large, mostly empty file (a VM disk) that costs what its data costs: the file
+ * is read as 64 KiB chunks; each chunk that is not all zeros is hashed as a field with its
+ * offset (8 bytes big-endian) before it, and the file's size ends the stream. Holes are skipped
+ * with SEEK_DATA/SEEK_HOLE, and a chunk of written zeros hashes like a hole, so every copy of
+ * the file hashes the same whatever its sparseness. From offset 0, whatever fd's offset;
+ * *ret_size gets the file's size. */
+#define SHA256_SPARSE_CHUNK (64u << 10)
+int sha256_hex_fd_sparse(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size);
 /* 1 when s is exactly 64 lowercase hex digits. */
 int sha256_hex_valid(const char *s);

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <stdlib.h>
 
@@ -132,12 +134,59 @@ static void test_initramfs_key(void **state)
 	assert_string_not_equal(k0, k);
 }
 
+/* A disk's digest costs what its data costs, and every copy of it hashes the same: holes,
+ * written zeros and a sparse copy (copy_sparse) agree; a changed byte does not. */
+static void test_sparse(void **state)
+{
+	char a[] = "/tmp/capsem-sparse-a-XXXXXX", b[] = "/tmp/capsem-sparse-b-XXXXXX";
+	char ha[SHA256_HEX_LEN + 1], hb[SHA256_HEX_LEN + 1], hc[SHA256_HEX_LEN + 1];
+	uint64_t size = 0;
+	int fa = mkstemp(a), fb = mkstemp(b);
+	assert_true(fa >= 0 && fb >= 0);
+	/* a: 64 MiB with data at 1 MiB and at the very end; b: the same, zeros written out */
+	assert_int_equal(ftruncate(fa, 64 << 20), 0);
+	assert_int_equal(pwrite(fa, "data", 4, 1 << 20), 4);
+	assert_int_equal(pwrite(fa, "tail", 4, (64 << 20) - 4), 4);
+	static char zeros[1 << 20];
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(write(fb, zeros, sizeof(zeros)), (ssize_t)sizeof(zeros));
+	assert_int_equal(pwrite(fb, "data", 4, 1 << 20), 4);
+	assert_int_equal(pwrite(fb, "tail", 4, (64 << 20) - 4), 4);
+	assert_int_equal(sha256_hex_fd_sparse(fa, ha, &size), 0);
+	assert_int_equal(size, 64 << 20);
+	assert_int_equal(sha256_hex_fd_sparse(fb, hb, NULL), 0);
+	assert_string_equal(ha, hb);
+	/* a sparse copy: same digest, same bytes, holes kept */
+	assert_int_equal(ftruncate(fb, 0), 0);
+	assert_int_equal(copy_sparse(fa, fb), 0);
+	assert_int_equal(sha256_hex_fd_sparse(fb, hc, NULL), 0);
+	assert_string_equal(ha, hc);
+	struct stat st;
+	assert_int_equal(fstat(fb, &st), 0);
+	assert_int_equal(st.st_size, 64 << 20);
+	assert_true(st.st_blocks * 512 < (4 << 20)); /* not 64 MiB of blocks */
+	char got[4];
+	assert_int_equal(pread(fb, got, 4, (64 << 20) - 4), 4);
+	assert_memory_equal(got, "tail", 4);
+	/* one byte changed, or the size: another digest */
+	assert_int_equal(pwrite(fb, "X", 1, 5 << 20), 1);
+	assert_int_equal(sha256_hex_fd_sparse(fb, hc, NULL), 0);
+	assert_string_not_equal(ha, hc);
+	assert_int_equal(ftruncate(fa, (64 << 20) + 1), 0);
+	assert_int_equal(sha256_hex_fd_sparse(fa, hc, NULL), 0);
+	assert_string_not_equal(ha, hc);
+	close(fa);
+	close(fb);
+	unlink(a);
+	unlink(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),	      cmocka_unit_test(test_fields),
 		cmocka_unit_test(test_file),	      cmocka_unit_test(test_kernel_key),
-		cmocka_unit_test(test_initramfs_key),
+		cmocka_unit_test(test_initramfs_key), cmocka_unit_test(test_sparse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

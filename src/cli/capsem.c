@@ -56,6 +56,7 @@ static const struct command commands[] = {
 	{ "doctor", NULL, doctor, "doctor [VM [-k GROUP]] [--json]",
 	  "check the host, or a VM inside" },
 	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },
+	{ "fork", NULL, cmd_fork, "fork VM IMAGE [-d TEXT]", "make an image from a VM's changes" },
 	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
 	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },

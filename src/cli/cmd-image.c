@@ -57,7 +57,10 @@ static void image_help(void)
 	       "  build  build an image config (default guest/config: Debian with python3, node,\n"
 	       "         git and the Claude Code, Gemini and Codex CLIs) with capsem-builder and\n"
 	       "         install it; needs root to build the root file system with mmdebstrap\n"
-	       "  rm     delete images (refused while a running VM uses one)\n");
+	       "  rm     delete images (refused while a running VM uses one, or while fork\n"
+	       "         images are based on it; removing a fork never touches its base)\n"
+	       "\n"
+	       "Fork images ('capsem fork VM IMAGE') show their base in the BASE column.\n");
 }
 
 static int image_list(int argc, char **argv)
@@ -79,8 +82,8 @@ static int image_list(int argc, char **argv)
 	} else {
 		size_t i;
 		json_t *im;
-		printf("%-16s  %-7s  %9s  %-16s  %-20s  %s\n", "NAME", "DEFAULT", "SIZE", "KERNEL",
-		       "CREATED", "IN USE");
+		printf("%-16s  %-7s  %9s  %-16s  %-20s  %-10s  %s\n", "NAME", "DEFAULT", "SIZE",
+		       "KERNEL", "CREATED", "BASE", "IN USE");
 		json_array_foreach(res.json, i, im)
 		{
 			char size[32] = "-";
@@ -88,9 +91,10 @@ static int image_list(int argc, char **argv)
 			if (json_is_integer(size_v))
 				cli_format_mib((uint64_t)json_integer_value(size_v) >> 20, size,
 					       sizeof(size));
-			printf("%-16s  %-7s  %9s  %-16s  %-20s  %zu VM%s%s%s\n", js(im, "name"),
+			printf("%-16s  %-7s  %9s  %-16s  %-20s  %-10s  %zu VM%s%s%s\n",
+			       js(im, "name"),
 			       json_is_true(json_object_get(im, "default")) ? "yes" : "", size,
-			       js(im, "kernel"), js(im, "created"),
+			       js(im, "kernel"), js(im, "created"), js(im, "base"),
 			       json_array_size(json_object_get(im, "in_use")),
 			       json_array_size(json_object_get(im, "in_use")) == 1 ? "" : "s",
 			       json_object_get(im, "error") ? "  error: " : "",
@@ -300,4 +304,71 @@ int cmd_doctor_vm(int argc, char **argv)
 	int st = cli_exec_run(ref, &e, sigfd);
 	safe_close(sigfd);
 	return st;
+}
+
+/* ---- fork ---- */
+
+int cmd_fork(int argc, char **argv)
+{
+	static const struct option opts[] = { { "description", required_argument, NULL, 'd' },
+					      { "json", no_argument, NULL, 'j' },
+					      { "help", no_argument, NULL, 'h' },
+					      {} };
+	const char *desc = NULL;
+	int json = 0, c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'd':
+			desc = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			printf("Usage: capsem fork VM IMAGE [--description TEXT] [--json]\n"
+			       "\n"
+			       "Make a new image from a named VM: its system changes (installed\n"
+			       "packages, edited configuration), its /root (logins, clones,\n"
+			       "virtualenvs) and its own workspace. A folder shared with --workspace\n"
+			       "is not copied: it stays where it is. A running VM is synced first and\n"
+			       "keeps running. New VMs boot from the image with\n"
+			       "'capsem create --image IMAGE' or 'capsem run --image IMAGE', each with\n"
+			       "its own copy. The image depends on its base image only (a fork of a\n"
+			       "fork too): 'capsem image rm' keeps a base while forks use it.\n"
+			       "\n"
+			       "  -d, --description TEXT  a line saying what is in the image\n"
+			       "      --json              the new image as JSON\n");
+			return 0;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2)
+		return log_error("fork: expected VM and IMAGE (see 'capsem fork --help')"),
+		       CLI_EXIT_USAGE;
+	const char *image = argv[optind + 1];
+	if (!image_name_ok(image))
+		return log_error("fork: '%s' is not an image name", image), CLI_EXIT_USAGE;
+	_cleanup_free_ char *path = api_vm_path(argv[optind], "/fork");
+	json_t *body = json_pack("{s:s}", "image", image);
+	if (body && desc)
+		json_object_set_new(body, "description", json_string(desc));
+	struct api_response res;
+	int r = path && body ? cli_api("POST", path, body, &res) : -ENOMEM;
+	json_decref(body);
+	if (r < 0)
+		return 1;
+	if (json) {
+		cli_print_json(res.json);
+	} else {
+		json_t *ms = json_object_get(res.json, "elapsed_ms");
+		json_t *used = json_object_get(res.json, "disk_used");
+		printf("%s (base %s, %.1f MiB of disk data) made in %.2f s\n", js(res.json, "image"),
+		       js(res.json, "base"),
+		       json_is_integer(used) ? (double)json_integer_value(used) / 1048576.0 : 0.0,
+		       json_is_number(ms) ? json_number_value(ms) / 1000.0 : 0.0);
+	}
+	api_response_done(&res);
+	return 0;
 }

@@ -25,6 +25,7 @@ int cmd_doctor(int argc, char **argv);
  * (cmd-image.c); capsem.c picks one. */
 int cmd_doctor_vm(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_fork(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
 int cmd_policy(int argc, char **argv);

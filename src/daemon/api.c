@@ -8,6 +8,7 @@
  * sent from vmctl's waiter callbacks. Thread: the loop.
  */
 #include "api.h"
+#include "fork.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -212,6 +213,10 @@ static void route_image_delete(struct api *a, struct httpd_conn *c, const char *
 		httpd_reply_error(c, 404, "not_found", "no image '%s'", name);
 	else if (r == -EBUSY)
 		httpd_reply_error(c, 409, "image_in_use", "image '%s' is used by running VMs: %s",
+				  name, strempty(users));
+	else if (r == -ENOTEMPTY)
+		httpd_reply_error(c, 409, "image_in_use",
+				  "image '%s' is the base of fork images: %s (remove them first)",
 				  name, strempty(users));
 	else
 		httpd_reply_error(c, 500, "internal", "cannot delete image '%s': %s", name,
@@ -656,8 +661,8 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			snapapi_handle(a, c, vm, m, n == 4 ? seg[3] : NULL, req->query, body);
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
-		static const char *const acts[] = { "stop", "start", "restart", "persist",
-						    "logs", "files", "exec",	"events" };
+		static const char *const acts[] = { "stop",  "start", "restart", "persist", "logs",
+						    "files", "exec",  "events",	 "fork" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);
@@ -714,6 +719,8 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			route_logs(c, vm, req->query);
 		else if (streq(act, "files"))
 			route_files(a, c, vm, m, req->query, body);
+		else if (streq(act, "fork"))
+			fork_route(a, c, vm, body);
 		else
 			route_exec(a, c, vm, req, body);
 	} else {

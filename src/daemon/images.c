@@ -65,6 +65,35 @@ static json_t *in_use_json(struct vmctl *vms, const char *image)
 	return a;
 }
 
+/* The fork images whose base is name, as "a, b" (NULL when none). */
+static char *forks_of(const char *images_dir, const char *name)
+{
+	char *s = NULL;
+	_cleanup_closedir_ DIR *d = opendir(images_dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		_cleanup_free_ char *dir = NULL;
+		_cleanup_manifest_ struct manifest *m = NULL;
+		if (e->d_name[0] == '.' || streq(e->d_name, name) ||
+		    asprintf(&dir, "%s/%s", images_dir, e->d_name) < 0)
+			continue;
+		/* the fork's own manifest only: loading it would load the base too */
+		_cleanup_free_ char *mp = NULL, *text = NULL;
+		size_t len = 0;
+		if (asprintf(&mp, "%s/" MANIFEST_FILENAME, dir) < 0 ||
+		    read_file_small(mp, MANIFEST_MAX_BYTES, &text, &len) < 0 ||
+		    manifest_parse(text, len, dir, mp, &m, NULL) < 0 || !m->base ||
+		    !streq(m->base, name))
+			continue;
+		char *t = NULL;
+		if (asprintf(&t, "%s%s%s", strempty(s), s ? ", " : "", e->d_name) < 0)
+			break;
+		free(s);
+		s = t;
+	}
+	return s;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -104,15 +133,21 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 		if (r < 0) {
 			o = json_pack("{s:s, s:s, s:b, s:s}", "name", names[i], "dir", dir,
 				      "default", 0, "error",
-				      r == -ENOENT ? "no manifest.json"
+				      r == -ENOENT ? "no manifest.json, or a fork whose base image is "
+						     "not installed"
 						   : "unreadable manifest.json");
 		} else {
-			uint64_t size = m->kernel.size + m->initrd.size + m->rootfs.size;
-			o = json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o}", "name",
-				      names[i], "dir", dir, "default", streq(names[i], def), "arch",
-				      m->arch, "created", m->created, "kernel", m->kernel.version,
-				      "rootfs", m->rootfs.file, "size", (json_int_t)size, "in_use",
-				      in_use_json(vms, names[i]));
+			/* a fork's size is its own files; its base's are counted with the base */
+			uint64_t size = m->base ? m->disk.size + m->workspace.size
+						: m->kernel.size + m->initrd.size + m->rootfs.size;
+			o = json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o, s:s?, s:s?, "
+				      "s:s?}",
+				      "name", names[i], "dir", dir, "default", streq(names[i], def),
+				      "arch", m->arch, "created", m->created, "kernel",
+				      m->kernel.version, "rootfs", m->rootfs.file, "size",
+				      (json_int_t)size, "in_use", in_use_json(vms, names[i]), "base",
+				      m->base, "parent_vm", m->parent_vm, "description",
+				      m->description);
 		}
 		free(names[i]);
 		if (o)
@@ -137,6 +172,12 @@ int images_delete(const char *images_dir, const char *name, struct vmctl *vms, c
 	if (users) {
 		*ret_users = TAKE_PTR(users);
 		return -EBUSY;
+	}
+	/* a base stays while a fork image needs it; removing a fork never touches its base */
+	users = forks_of(images_dir, name);
+	if (users) {
+		*ret_users = TAKE_PTR(users);
+		return -ENOTEMPTY;
 	}
 	return rm_rf(dir);
 }

@@ -45,6 +45,9 @@ struct prepjob {
 	uv_work_t w;
 	struct vm *vm;
 	char *imgdir, *disk, *kernel, *initrd, *rootfs, *error; /* rootfs: NULL when none */
+	char *disk_template; /* a fork image's disk: the VM's disk starts as a copy of it */
+	char *ws_archive;    /* a fork image's workspace archive, unpacked into the VM's own */
+	char *workspace;     /* the VM's own workspace directory (NULL: a user's folder) */
 	uint64_t disk_mib;
 	int want_disk;
 	int r;
@@ -63,6 +66,7 @@ struct vm {
 	int guest_stopped; /* capsem-vm reported the guest's own clean power-off */
 	int delete_on_stop;
 	int never_ready; /* created but not yet booted once: a failed first boot leaves nothing */
+	int has_disk;	 /* boots with <vmdir>/disk.img: named, or made from a fork image */
 	int seen_stopped;
 	int proc_gone;	 /* the supervisor process exited (or was never started) */
 	int ctl_closed;	 /* its control connection ended (or never existed) */

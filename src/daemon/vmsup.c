@@ -442,7 +442,7 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 			*h = '-';
 	r |= strv_push(&a, "--hostname");
 	r |= strv_push(&a, host);
-	if (vm->rec.persistent) {
+	if (vm->rec.persistent || vm->has_disk) {
 		r |= strv_push(&a, "--disk");
 		r |= strv_pushf(&a, "%s/disk.img", vm->rec.vmdir);
 	}
@@ -590,11 +590,76 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 
 /* ---- boot preparation (worker thread) ---- */
 
+/* The VM's disk from a fork image's template: a sparse copy, renamed into place when whole. */
+static int copy_disk(struct prepjob *j)
+{
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.new", j->disk) < 0)
+		return -ENOMEM;
+	_cleanup_close_ int in = open(j->disk_template, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (in < 0)
+		return negative_errno();
+	_cleanup_close_ int out =
+		open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out < 0)
+		return negative_errno();
+	int r = copy_sparse(in, out);
+	if (r == 0 && rename(tmp, j->disk) < 0)
+		r = negative_errno();
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* A program from e2fsprogs or tar, run with stdio on /dev/null; its exit status as 0 or -EIO. */
+static int run_quiet(char *const *argv)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		return -r;
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+/* A fork image's workspace archive, unpacked once into the VM's own (new, empty) workspace.
+ * The archive was made by capsemd from a workspace the guest wrote: GNU tar refuses absolute
+ * names and "..", and keeps no owner it is not told to. */
+static int seed_workspace(struct prepjob *j)
+{
+	_cleanup_free_ char *mark = NULL, *tar = NULL;
+	if (asprintf(&mark, "%s/.capsem-seeded", j->workspace) < 0)
+		return -ENOMEM;
+	if (access(mark, F_OK) == 0)
+		return 0;
+	if (mkdir(j->workspace, 0700) < 0 && errno != EEXIST)
+		return negative_errno();
+	int r = find_program("tar", &tar);
+	if (r < 0)
+		return r;
+	char *argv[] = { tar, "--no-same-owner", "--no-overwrite-dir", "-C", j->workspace,
+			 "-xf", j->ws_archive, NULL };
+	r = run_quiet(argv);
+	if (r == 0)
+		r = write_file_atomic(mark, "", 0, 0600);
+	return r;
+}
+
 static int make_disk(struct prepjob *j)
 {
 	struct stat st;
 	if (stat(j->disk, &st) == 0)
 		return 0;
+	if (j->disk_template)
+		return copy_disk(j);
 	_cleanup_free_ char *tmp = NULL;
 	if (asprintf(&tmp, "%s.new", j->disk) < 0)
 		return -ENOMEM;
@@ -617,24 +682,10 @@ static int make_disk(struct prepjob *j)
 		return fr;
 	}
 	char *argv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	pid_t pid;
-	int r = posix_spawn(&pid, mkfs, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0) {
+	int r = run_quiet(argv);
+	if (r < 0) {
 		unlink(tmp);
-		return -r;
-	}
-	int st2 = 0;
-	while (waitpid(pid, &st2, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(st2) || WEXITSTATUS(st2) != 0) {
-		unlink(tmp);
-		return -EIO;
+		return r;
 	}
 	if (rename(tmp, j->disk) < 0) {
 		r = negative_errno();
@@ -678,6 +729,15 @@ static void prep_work(uv_work_t *w)
 	j->initrd = strdup(m->initrd.path);
 	j->rootfs = m->rootfs.file ? strdup(m->rootfs.path) : NULL;
 	int oom = m->rootfs.file && !j->rootfs;
+	if (m->disk.file) { /* a fork image: its disk is where its changes are */
+		j->disk_template = strdup(m->disk.path);
+		j->want_disk = 1;
+		oom |= !j->disk_template;
+	}
+	if (m->workspace.file && j->workspace) {
+		j->ws_archive = strdup(m->workspace.path);
+		oom |= !j->ws_archive;
+	}
 	manifest_free(m);
 	if (!j->kernel || !j->initrd || oom) {
 		j->r = -ENOMEM;
@@ -686,10 +746,25 @@ static void prep_work(uv_work_t *w)
 	if (j->want_disk) {
 		r = make_disk(j);
 		if (r < 0) {
-			(void)!asprintf(&j->error, "cannot create the VM's disk (mkfs.ext4): %s",
-					r == -ENOENT ? "mkfs.ext4 not found in PATH, /usr/sbin or "
-						       "/sbin (install e2fsprogs)"
-						     : strerror(-r));
+			if (j->disk_template)
+				(void)!asprintf(&j->error, "cannot copy the image's disk %s: %s",
+						j->disk_template, strerror(-r));
+			else
+				(void)!asprintf(&j->error,
+						"cannot create the VM's disk (mkfs.ext4): %s",
+						r == -ENOENT ? "mkfs.ext4 not found in PATH, "
+							       "/usr/sbin or /sbin (install "
+							       "e2fsprogs)"
+							     : strerror(-r));
+			j->r = r;
+			return;
+		}
+	}
+	if (j->ws_archive) {
+		r = seed_workspace(j);
+		if (r < 0) {
+			(void)!asprintf(&j->error, "cannot unpack the image's workspace %s: %s",
+					j->ws_archive, strerror(-r));
 			j->r = r;
 			return;
 		}
@@ -709,9 +784,13 @@ static void prep_done(uv_work_t *w, int status)
 		} else if (j->r < 0 || status < 0) {
 			boot_fail(vm, j->error ? j->error : "cannot prepare the VM");
 		} else {
+			vm->has_disk = j->want_disk;
 			launch(vm, j->kernel, j->initrd, j->rootfs);
 		}
 	}
+	free(j->disk_template);
+	free(j->ws_archive);
+	free(j->workspace);
 	free(j->imgdir);
 	free(j->disk);
 	free(j->kernel);
@@ -732,7 +811,10 @@ int vmsup_boot(struct vm *vm)
 	j->disk = vmctl_path_join(vm->rec.vmdir, "disk.img");
 	j->disk_mib = vm->rec.spec.disk_mib;
 	j->want_disk = vm->rec.persistent;
-	if (!j->imgdir || !j->disk) {
+	if (!vm->rec.spec.workspace)
+		j->workspace = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
+	if (!j->imgdir || !j->disk || (!vm->rec.spec.workspace && !j->workspace)) {
+		free(j->workspace);
 		free(j->imgdir);
 		free(j->disk);
 		free(j);
@@ -741,6 +823,7 @@ int vmsup_boot(struct vm *vm)
 	j->w.data = j;
 	int r = uv_queue_work(c->loop, &j->w, prep_work, prep_done);
 	if (r < 0) {
+		free(j->workspace);
 		free(j->imgdir);
 		free(j->disk);
 		free(j);

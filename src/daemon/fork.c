@@ -6,10 +6,18 @@
  * (never a user's folder shared with --workspace: that one stays where it is). A VM created
  * from the image starts with a copy of the template (vmsup.c) and its workspace unpacked.
  *
- * A running VM is synced first (`sync` in the guest, through the exec protocol): the copy is
- * then what a crash at that moment would leave, which ext4's journal makes consistent; a writer
- * still busy during the copy may lose its last writes in the fork, never the VM. A stopped VM is
- * copied as it is. An ephemeral VM keeps its changes in guest memory, and is refused for now.
+ * A named VM's changes are on its disk. Running, it is synced first (`sync` in the guest,
+ * through the exec protocol): the copy is then what a crash at that moment would leave, which
+ * ext4's journal makes consistent; a writer still busy during the copy may lose its last writes
+ * in the fork, never the VM. A stopped VM is copied as it is.
+ *
+ * An ephemeral VM keeps its changes in guest memory (the overlay's upper directory on a tmpfs,
+ * /root included). The guest streams that directory out as a tar archive (GNU tar in the image,
+ * with the overlay's xattrs) over an exec, written to a file by a worker thread; the host
+ * unpacks it (as root, into a 0700 directory: owners, modes and the overlay's whiteouts are part
+ * of it) into the layout of a VM disk (overlay/upper, with /root moved to root/) and makes the
+ * template with `mkfs.ext4 -d`. GNU tar refuses absolute and ".." names and defers symlinks, so
+ * the archive cannot write outside that directory.
  *
  * Trust boundary: API clients (image name and description validated); the disk and the
  * workspace are the guest's bytes, copied as opaque data (the disk) or archived by GNU tar
@@ -39,6 +47,7 @@
 #include "manifest.h"
 #include "proto.h"
 #include "strv.h"
+#include "unixsock.h"
 #include "vmspec.h"
 
 #define FORK_DESC_MAX 256
@@ -49,6 +58,8 @@ struct forkjob {
 	struct httpd_conn *c;
 	char *images_dir, *image, *description, *parent;
 	char *src_image_dir, *disk, *workspace; /* workspace: the VM's own, NULL for a user's */
+	char *vsock;				/* ephemeral: the VM's exec socket */
+	uint64_t disk_mib;
 	int synced;
 	int pushed; /* j->image is on forking */
 	int r;
@@ -92,6 +103,7 @@ static void job_free(struct forkjob *j)
 	free(j->src_image_dir);
 	free(j->disk);
 	free(j->workspace);
+	free(j->vsock);
 	free(j->error);
 	json_decref(j->result);
 	free(j);
@@ -150,6 +162,139 @@ static int archive_dir(const char *src, const char *dst)
 	return WIFEXITED(st) && WEXITSTATUS(st) <= 1 ? 0 : -EIO;
 }
 
+/* Run argv in the guest (blocking, on a worker thread) with stdin closed, its stdout written to
+ * out_fd; stderr's first bytes go into err. The exit code (>= 0), or -errno. */
+static int guest_exec_to_fd(const char *vsock, char **argv, int out_fd, char *err, size_t errlen)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD);
+	struct proto_exec ex = { .argc = (uint32_t)strv_length(argv), .argv = argv };
+	size_t elen = 0;
+	err[0] = 0;
+	int r = proto_exec_encode(&ex, &b);
+	if (r == 0)
+		r = proto_frame_append(&b, PROTO_STDIN, NULL, 0);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = hvsock_connect(vsock, PROTO_PORT_EXEC, "api", 10000);
+	if (fd < 0)
+		return fd;
+	r = fd_write_all(fd, buf_head(&b), buf_len(&b));
+	buf_consume(&b, buf_len(&b));
+	while (r == 0) {
+		uint16_t type;
+		const uint8_t *pl;
+		uint32_t len;
+		ssize_t k = proto_frame_parse(buf_head(&b), buf_len(&b), &type, &pl, &len);
+		if (k < 0)
+			return (int)k;
+		if (k == 0) {
+			uint8_t *w = buf_reserve(&b, 65536);
+			if (!w)
+				return -EMSGSIZE;
+			ssize_t n = fd_read_some(fd, w, 65536);
+			if (n <= 0)
+				return n < 0 ? (int)n : -ECONNRESET;
+			buf_commit(&b, (size_t)n);
+			continue;
+		}
+		switch (type) {
+		case PROTO_STDOUT:
+			r = fd_write_all(out_fd, pl, len);
+			break;
+		case PROTO_STDERR:
+			if (elen + 1 < errlen) {
+				size_t t = MIN((size_t)len, errlen - 1 - elen);
+				memcpy(err + elen, pl, t);
+				elen += t;
+				err[elen] = 0;
+			}
+			break;
+		case PROTO_EXIT: {
+			struct proto_exit e;
+			if (proto_exit_decode(pl, len, &e) < 0)
+				return -EBADMSG;
+			return e.kind == PROTO_EXIT_CODE ? (int)e.code : 128 + (int)e.code;
+		}
+		case PROTO_ERROR: {
+			struct proto_error e;
+			if (proto_error_decode(pl, len, &e) == 0)
+				snprintf(err, errlen, "%s", e.message);
+			return -EREMOTEIO;
+		}
+		default:
+			break;
+		}
+		buf_consume(&b, (size_t)k);
+	}
+	return r;
+}
+
+static int run_tool(char **argv)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		return -r;
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* An ephemeral VM's overlay, streamed out by the guest, made into a disk template at disk. */
+static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
+{
+	_cleanup_free_ char *arch = NULL, *tree = NULL, *upper = NULL, *root = NULL, *proot = NULL,
+			    *tar = NULL, *mkfs = NULL;
+	char err[1024];
+	if (asprintf(&arch, "%s/upper.tar", tmp) < 0 || asprintf(&tree, "%s/tree", tmp) < 0 ||
+	    asprintf(&upper, "%s/overlay/upper", tree) < 0 || asprintf(&root, "%s/root", tree) < 0 ||
+	    asprintf(&proot, "%s/root", upper) < 0)
+		return -ENOMEM;
+	int r = find_program("tar", &tar);
+	if (r == 0)
+		r = find_program("mkfs.ext4", &mkfs);
+	if (r < 0)
+		return fail(j, r, "fork needs tar and mkfs.ext4 on the host (%s)", strerror(-r));
+	_cleanup_close_ int out = open(arch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return negative_errno();
+	char *gargv[] = { "tar", "--numeric-owner", "--xattrs", "--xattrs-include=trusted.overlay.*",
+			  "-C", "/mnt/capsem-overlay/upper", "-cf", "-", ".", NULL };
+	r = guest_exec_to_fd(j->vsock, gargv, out, err, sizeof(err));
+	if (r != 0 && r != 1) /* 1: a file changed while read */
+		return fail(j, r < 0 ? r : -EIO, "the guest could not stream its changes (tar: %s)",
+			    r < 0 ? strerror(-r) : err);
+	if (mkdir_p(upper, 0755) < 0 || mkdir_p(root, 0700) < 0)
+		return negative_errno();
+	char *xargv[] = { tar,	  "--numeric-owner", "--same-owner", "--same-permissions",
+			  "--xattrs", "--xattrs-include=trusted.overlay.*", "-C", upper,
+			  "-xf",      arch,		    NULL };
+	r = run_tool(xargv);
+	if (r != 0)
+		return fail(j, -EIO, "cannot unpack the guest's changes (tar exited with %d)", r);
+	(void)unlink(arch);
+	/* /root is the disk's root/ in a VM with a disk: it moves out of the overlay */
+	struct stat st;
+	if (lstat(proot, &st) == 0 && S_ISDIR(st.st_mode) &&
+	    (rmdir(root) < 0 || rename(proot, root) < 0))
+		return negative_errno();
+	char size[32];
+	snprintf(size, sizeof(size), "%lluM", (unsigned long long)j->disk_mib);
+	char *margv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", "-d", tree,
+			  (char *)disk, size, NULL };
+	r = run_tool(margv);
+	if (r != 0)
+		return fail(j, -EIO, "mkfs.ext4 -d could not make the disk (exit %d)", r);
+	return rm_rf(tree);
+}
+
 static int copy_file(const char *src, const char *dst)
 {
 	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -184,9 +329,21 @@ static int do_fork(struct forkjob *j, const char *tmp)
 		return fail(j, r, "cannot hash %s: %s", bman, strerror(-r));
 	if (asprintf(&disk, "%s/disk.img", tmp) < 0)
 		return -ENOMEM;
-	r = copy_file(j->disk, disk);
-	if (r < 0)
-		return fail(j, r, "cannot copy the VM's disk %s: %s", j->disk, strerror(-r));
+	if (j->vsock) {
+		if (!src->rootfs.file)
+			return fail(j, -EOPNOTSUPP,
+				    "the image '%s' has no root file system: an ephemeral VM of it "
+				    "has no changes to fork but its own workspace",
+				    f.base);
+		r = disk_from_guest(j, tmp, disk);
+		if (r < 0)
+			return r;
+	} else {
+		r = copy_file(j->disk, disk);
+		if (r < 0)
+			return fail(j, r, "cannot copy the VM's disk %s: %s", j->disk,
+				    strerror(-r));
+	}
 	r = manifest_asset_from_sparse_file(&f.disk, tmp, "disk.img");
 	if (r == 0 && j->workspace && access(j->workspace, F_OK) == 0) {
 		if (asprintf(&ws, "%s/workspace.tar", tmp) < 0)
@@ -343,11 +500,16 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 		httpd_reply_error(c, 409, "name_taken", "an image named '%s' exists", image);
 		return;
 	}
-	if (!rec->persistent) {
+	if (!rec->persistent && !vm_has_disk(vm) && rec->state != VM_RUNNING) {
+		httpd_reply_error(c, 409, "busy", "the ephemeral VM is %s: fork it while it runs",
+				  registry_state_name(rec->state));
+		return;
+	}
+	if (!rec->persistent && !vm_has_disk(vm) && geteuid() != 0) {
 		httpd_reply_error(c, 409, "not_supported",
-				  "'%s' is ephemeral: its changes live in the guest's memory; fork a "
-				  "named VM (capsem create -n NAME, or capsem persist)",
-				  rec->id);
+				  "forking an ephemeral VM (its changes are in guest memory) needs a "
+				  "daemon running as root, to keep owners and overlay whiteouts; fork "
+				  "a named VM instead (capsem create -n NAME)");
 		return;
 	}
 	if (rec->state != VM_RUNNING && rec->state != VM_STOPPED && rec->state != VM_CRASHED) {
@@ -372,6 +534,13 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 	j->disk = join(rec->vmdir, "disk.img");
 	if (!rec->spec.workspace)
 		j->workspace = join(rec->vmdir, VMSPEC_WORKSPACE_DIR);
+	j->disk_mib = rec->spec.disk_mib ? rec->spec.disk_mib : VMSPEC_DEFAULT_DISK_MIB;
+	int ephemeral = !rec->persistent && !vm_has_disk(vm);
+	if (ephemeral && !(j->vsock = strdup(vm_vsock_path(vm)))) {
+		httpd_reply_error(c, 500, "internal", "out of memory");
+		job_free(j);
+		return;
+	}
 	if (!j->images_dir || !j->image || (d && !j->description) || !j->parent ||
 	    !j->src_image_dir || !j->disk || (!rec->spec.workspace && !j->workspace) ||
 	    strv_push(&forking, image) < 0) {
@@ -380,7 +549,7 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 		return;
 	}
 	j->pushed = 1;
-	if (rec->state != VM_RUNNING) {
+	if (rec->state != VM_RUNNING || ephemeral) { /* (a tmpfs needs no sync) */
 		start_work(j);
 		return;
 	}

@@ -325,6 +325,16 @@ const char *vm_serial_tail(const struct vm *vm)
 	return vm->serial_tail;
 }
 
+int vm_has_disk(const struct vm *vm)
+{
+	_cleanup_free_ char *disk = NULL;
+	if (vm->rec.persistent || vm->has_disk)
+		return 1;
+	/* (an ephemeral VM from a fork image, re-adopted after a daemon restart) */
+	disk = vmctl_path_join(vm->rec.vmdir, "disk.img");
+	return disk && access(disk, F_OK) == 0;
+}
+
 int vm_busy(const struct vm *vm)
 {
 	return vm->job || vm->rec.state == VM_CREATING || vm->rec.state == VM_STOPPING;

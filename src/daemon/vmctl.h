@@ -46,6 +46,8 @@ const char *vm_vsock_path(const struct vm *vm);
 const char *vm_serial_tail(const struct vm *vm);
 /* Whether a start/stop is already under way. */
 int vm_busy(const struct vm *vm);
+/* The VM boots with <vmdir>/disk.img: it is named, or was made from a fork image. */
+int vm_has_disk(const struct vm *vm);
 
 /* The images directory (vmctl_config.images_dir). */
 const char *vmctl_images_dir(struct vmctl *c);

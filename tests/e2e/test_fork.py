@@ -119,6 +119,21 @@ def test_fork_and_boot_from_it(env):
     assert p.returncode != 0 and b"exists" in p.stderr, p
 
     cli(env, "delete", "tmpl", "a", "b", "c", check=0)
+
+    # an ephemeral VM: its changes live in guest memory; the guest streams them out
+    p = cli(env, "create", "--image", "debian", "--memory", "384M", check=0)
+    eph = p.stdout.decode().strip()
+    sh(env, eph, "echo from-memory > /etc/eph.conf; rm /etc/motd; echo hi > /root/.eph; "
+                 "echo ws > /root/workspace/eph.txt")
+    p = cli(env, "fork", eph, "eph-img", "--json", check=0)
+    assert json.loads(p.stdout)["base"] == "debian"
+    cli(env, "delete", eph, check=0)
+    p = cli(env, "run", "--image", "eph-img", "--memory", "384M", "--", "sh", "-c",
+            "cat /etc/eph.conf /root/.eph /root/workspace/eph.txt; "
+            "[ -e /etc/motd ] && echo motd-back || echo motd-gone", check=0)
+    # the deleted file stays deleted: the overlay's whiteout came along
+    assert p.stdout == b"from-memory\nhi\nws\nmotd-gone\n", p
+    cli(env, "image", "rm", "eph-img", check=0)
     cli(env, "image", "rm", "tool-v2", "tool-img", check=0)
     assert (images / "debian" / "manifest.json").exists()
     assert not (images / "tool-img").exists()

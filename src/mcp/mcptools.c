@@ -404,6 +404,47 @@ static json_t *tool_events(struct mcp_ctx *ctx, json_t *args)
 	return r ? r : oom();
 }
 
+/* ---- fork, persist, purge ---- */
+
+/* method path-suffix on the VM named by args.vm with a JSON body; the answer is the result. */
+static json_t *vm_with_body(struct mcp_ctx *ctx, json_t *args, const char *sfx, json_t *body)
+{
+	_cleanup_free_ char *path = api_vm_path(arg_str(args, "vm"), sfx);
+	struct api_response res;
+	if (!path || !body) {
+		json_decref(body);
+		return oom();
+	}
+	int r = ctx_json(ctx, "POST", path, body, &res);
+	json_decref(body);
+	if (r < 0)
+		return ctx_fail(ctx);
+	return object_result(ctx, &res);
+}
+
+static json_t *tool_fork(struct mcp_ctx *ctx, json_t *args)
+{
+	json_t *body = json_pack("{s:s}", "image", arg_str(args, "image"));
+	const char *desc = arg_str(args, "description");
+	if (body && desc)
+		json_object_set_new(body, "description", json_string(desc));
+	return vm_with_body(ctx, args, "/fork", body);
+}
+
+static json_t *tool_persist(struct mcp_ctx *ctx, json_t *args)
+{
+	return vm_with_body(ctx, args, "/persist", json_pack("{s:s}", "name", arg_str(args, "name")));
+}
+
+static json_t *tool_purge(struct mcp_ctx *ctx, json_t *args)
+{
+	struct api_response res;
+	(void)args;
+	if (ctx_json(ctx, "POST", "/purge", NULL, &res) < 0)
+		return ctx_fail(ctx);
+	return object_result(ctx, &res);
+}
+
 /* ---- workspace snapshots ---- */
 
 static json_t *tool_snapshots(struct mcp_ctx *ctx, json_t *args)
@@ -896,6 +937,9 @@ static const struct {
 	{ "capsem_stop", tool_stop },
 	{ "capsem_start", tool_start },
 	{ "capsem_delete", tool_delete },
+	{ "capsem_fork", tool_fork },
+	{ "capsem_persist", tool_persist },
+	{ "capsem_purge", tool_purge },
 	{ "capsem_logs", tool_logs },
 	{ "capsem_events", tool_events },
 	{ "capsem_snapshots", tool_snapshots },

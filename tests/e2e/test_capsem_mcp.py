@@ -25,7 +25,8 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
 VM = "mcp-web"
 TOOLS = {"capsem_create", "capsem_list", "capsem_info", "capsem_exec", "capsem_run",
          "capsem_read_file", "capsem_write_file", "capsem_stop", "capsem_start",
-         "capsem_delete", "capsem_logs", "capsem_events", "capsem_snapshots"}
+         "capsem_delete", "capsem_logs", "capsem_events", "capsem_snapshots",
+         "capsem_fork", "capsem_persist", "capsem_purge"}
 
 
 def env_for(home):
@@ -439,6 +440,32 @@ def test_snapshots_tool(home, vm):
     ok(call(home, "capsem_snapshots", {"vm": VM, "action": "compact"}))
     res = call(home, "capsem_snapshots", {"vm": VM, "action": "create", "name": "../x"})
     assert "error" in res or res.get("isError"), res
+
+
+def test_fork_persist_purge(home, vm):
+    """The rest of the lifecycle: fork the VM into an image and boot from it, name an ephemeral
+    VM, purge."""
+    subprocess.run([CAPSEM, "image", "rm", "mcp-img"], env=env_for(home), capture_output=True,
+                   timeout=60)  # a leftover of an interrupted run
+    ok(call(home, "capsem_exec", {"vm": VM, "command": "echo forked > /root/mark"}))
+    img = ok(call(home, "capsem_fork", {"vm": VM, "image": "mcp-img",
+                                        "description": "from the MCP test"}))
+    assert img["image"] == "mcp-img" and img["base"] == "minimal", img
+    res = call(home, "capsem_fork", {"vm": VM, "image": "mcp-img"})
+    assert res.get("isError") and "exists" in text(res), res
+    res = call(home, "capsem_fork", {"vm": VM, "image": "Bad"})
+    assert "error" in res or res.get("isError"), res
+    eph = ok(call(home, "capsem_create", {"image": "mcp-img", "memory": "256M"}))
+    out = ok(call(home, "capsem_exec", {"vm": eph["id"], "command": "cat /root/mark"}))
+    assert out["stdout"] == "forked\n", out
+    named = ok(call(home, "capsem_persist", {"vm": eph["id"], "name": "kept"}))
+    assert named["name"] == "kept" and named["persistent"] is True, named
+    ok(call(home, "capsem_stop", {"vm": "kept"}))
+    gone = ok(call(home, "capsem_purge", {}))
+    assert named["id"] in gone["deleted"], gone
+    p = subprocess.run([CAPSEM, "image", "rm", "mcp-img"], env=env_for(home),
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p
 
 
 def test_cancel_exec_sdk(home, vm):

@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *p, size_t n)
@@ -288,17 +290,20 @@ int copy_sparse(int in, int out)
 			e = st.st_size;
 		off_t pos_in = d, pos_out = d;
 		while (pos_in < e) {
-			ssize_t k = copy_file_range(in, &pos_in, out, &pos_out, (size_t)(e - pos_in), 0);
+			ssize_t k = copy_file_range(in, &pos_in, out, &pos_out,
+						    (size_t)(e - pos_in), 0);
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP)) {
 				char buf[65536];
-				ssize_t n = pread(in, buf, (size_t)MIN((off_t)sizeof(buf), e - pos_in),
-						  pos_in);
+				ssize_t n =
+					pread(in, buf, (size_t)MIN((off_t)sizeof(buf), e - pos_in),
+					      pos_in);
 				if (n <= 0)
 					return n < 0 ? negative_errno() : -EIO;
 				for (ssize_t w = 0; w < n;) {
-					ssize_t x = pwrite(out, buf + w, (size_t)(n - w), pos_out + w);
+					ssize_t x =
+						pwrite(out, buf + w, (size_t)(n - w), pos_out + w);
 					if (x < 0 && errno == EINTR)
 						continue;
 					if (x <= 0)
@@ -315,4 +320,25 @@ int copy_sparse(int in, int out)
 		off = e;
 	}
 	return ftruncate(out, st.st_size) < 0 ? negative_errno() : 0;
+}
+
+extern char **environ;
+
+int run_program_quiet(char *const *argv)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		return -r;
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return negative_errno();
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

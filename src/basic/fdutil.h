@@ -33,6 +33,10 @@ int mkdir_p(const char *path, unsigned mode);
  * (SEEK_DATA/SEEK_HOLE) are copied, with copy_file_range (or read/write), then out is sized like
  * in. A reflink (FICLONE) is tried first. 0 or -errno. */
 int copy_sparse(int in, int out);
+/* Run the program argv[0] (a path) with argv, stdin/stdout/stderr on /dev/null, and wait for it.
+ * Its exit status (>= 0; 128 + N when killed by signal N), or -errno when it could not start.
+ * Blocking: a worker thread, never an event loop. */
+int run_program_quiet(char *const *argv);
 /* Remove a directory tree (no symlink following). 0 or -errno of the first failure. */
 int rm_rf(const char *path);
 /* The path of an executable program: name itself when it holds a '/', else the first match in

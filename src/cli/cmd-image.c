@@ -330,11 +330,15 @@ int cmd_fork(int argc, char **argv)
 			       "\n"
 			       "Make a new image from a named VM: its system changes (installed\n"
 			       "packages, edited configuration), its /root (logins, clones,\n"
-			       "virtualenvs) and its own workspace. A folder shared with --workspace\n"
-			       "is not copied: it stays where it is. A running VM is synced first and\n"
+			       "virtualenvs) and its own workspace. A folder shared with "
+			       "--workspace\n"
+			       "is not copied: it stays where it is. A running VM is synced first "
+			       "and\n"
 			       "keeps running. New VMs boot from the image with\n"
-			       "'capsem create --image IMAGE' or 'capsem run --image IMAGE', each with\n"
-			       "its own copy. The image depends on its base image only (a fork of a\n"
+			       "'capsem create --image IMAGE' or 'capsem run --image IMAGE', each "
+			       "with\n"
+			       "its own copy. The image depends on its base image only (a fork of "
+			       "a\n"
 			       "fork too): 'capsem image rm' keeps a base while forks use it.\n"
 			       "\n"
 			       "  -d, --description TEXT  a line saying what is in the image\n"
@@ -364,8 +368,8 @@ int cmd_fork(int argc, char **argv)
 	} else {
 		json_t *ms = json_object_get(res.json, "elapsed_ms");
 		json_t *used = json_object_get(res.json, "disk_used");
-		printf("%s (base %s, %.1f MiB of disk data) made in %.2f s\n", js(res.json, "image"),
-		       js(res.json, "base"),
+		printf("%s (base %s, %.1f MiB of disk data) made in %.2f s\n",
+		       js(res.json, "image"), js(res.json, "base"),
 		       json_is_integer(used) ? (double)json_integer_value(used) / 1048576.0 : 0.0,
 		       json_is_number(ms) ? json_number_value(ms) / 1000.0 : 0.0);
 	}

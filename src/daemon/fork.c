@@ -28,13 +28,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,24 +140,14 @@ static int archive_dir(const char *src, const char *dst)
 	int r = find_program("tar", &tar);
 	if (r < 0)
 		return r;
-	char *argv[] = { tar,	       "--numeric-owner", "--sort=name", "--exclude=./.capsem-seeded",
-			 "-C",	       (char *)src,	  "-cf",	 (char *)dst,
-			 ".",	       NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	pid_t pid;
-	r = posix_spawn(&pid, tar, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0)
-		return -r;
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
+	char *argv[] = { tar,		"--numeric-owner",
+			 "--sort=name", "--exclude=./.capsem-seeded",
+			 "-C",		(char *)src,
+			 "-cf",		(char *)dst,
+			 ".",		NULL };
+	r = run_program_quiet(argv);
 	/* 1: "some files differ" (changed while read): the archive is still whole */
-	return WIFEXITED(st) && WEXITSTATUS(st) <= 1 ? 0 : -EIO;
+	return r == 0 || r == 1 ? 0 : r < 0 ? r : -EIO;
 }
 
 /* Run argv in the guest (blocking, on a worker thread) with stdin closed, its stdout written to
@@ -229,24 +217,6 @@ static int guest_exec_to_fd(const char *vsock, char **argv, int out_fd, char *er
 	return r;
 }
 
-static int run_tool(char **argv)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	pid_t pid;
-	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0)
-		return -r;
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* An ephemeral VM's overlay, streamed out by the guest, made into a disk template at disk. */
 static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 {
@@ -254,8 +224,8 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 			    *tar = NULL, *mkfs = NULL;
 	char err[1024];
 	if (asprintf(&arch, "%s/upper.tar", tmp) < 0 || asprintf(&tree, "%s/tree", tmp) < 0 ||
-	    asprintf(&upper, "%s/overlay/upper", tree) < 0 || asprintf(&root, "%s/root", tree) < 0 ||
-	    asprintf(&proot, "%s/root", upper) < 0)
+	    asprintf(&upper, "%s/overlay/upper", tree) < 0 ||
+	    asprintf(&root, "%s/root", tree) < 0 || asprintf(&proot, "%s/root", upper) < 0)
 		return -ENOMEM;
 	int r = find_program("tar", &tar);
 	if (r == 0)
@@ -265,18 +235,29 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 	_cleanup_close_ int out = open(arch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0)
 		return negative_errno();
-	char *gargv[] = { "tar", "--numeric-owner", "--xattrs", "--xattrs-include=trusted.overlay.*",
-			  "-C", "/mnt/capsem-overlay/upper", "-cf", "-", ".", NULL };
+	char *gargv[] = { "tar",      "--numeric-owner",
+			  "--xattrs", "--xattrs-include=trusted.overlay.*",
+			  "-C",	      "/mnt/capsem-overlay/upper",
+			  "-cf",      "-",
+			  ".",	      NULL };
 	r = guest_exec_to_fd(j->vsock, gargv, out, err, sizeof(err));
 	if (r != 0 && r != 1) /* 1: a file changed while read */
 		return fail(j, r < 0 ? r : -EIO, "the guest could not stream its changes (tar: %s)",
 			    r < 0 ? strerror(-r) : err);
 	if (mkdir_p(upper, 0755) < 0 || mkdir_p(root, 0700) < 0)
 		return negative_errno();
-	char *xargv[] = { tar,	  "--numeric-owner", "--same-owner", "--same-permissions",
-			  "--xattrs", "--xattrs-include=trusted.overlay.*", "-C", upper,
-			  "-xf",      arch,		    NULL };
-	r = run_tool(xargv);
+	char *xargv[] = { tar,
+			  "--numeric-owner",
+			  "--same-owner",
+			  "--same-permissions",
+			  "--xattrs",
+			  "--xattrs-include=trusted.overlay.*",
+			  "-C",
+			  upper,
+			  "-xf",
+			  arch,
+			  NULL };
+	r = run_program_quiet(xargv);
 	if (r != 0)
 		return fail(j, -EIO, "cannot unpack the guest's changes (tar exited with %d)", r);
 	(void)unlink(arch);
@@ -287,9 +268,9 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 		return negative_errno();
 	char size[32];
 	snprintf(size, sizeof(size), "%lluM", (unsigned long long)j->disk_mib);
-	char *margv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", "-d", tree,
-			  (char *)disk, size, NULL };
-	r = run_tool(margv);
+	char *margv[] = { mkfs,		 "-q", "-F", "-m",	   "0",	 "-L",
+			  "capsem-root", "-d", tree, (char *)disk, size, NULL };
+	r = run_program_quiet(margv);
 	if (r != 0)
 		return fail(j, -EIO, "mkfs.ext4 -d could not make the disk (exit %d)", r);
 	return rm_rf(tree);
@@ -401,8 +382,8 @@ static void fork_work(uv_work_t *w)
 		return;
 	}
 	if (mkdir_p(j->images_dir, 0755) < 0 || !mkdtemp(tmp)) {
-		j->r = fail(j, negative_errno(), "cannot make a directory in %s: %s",
-			    j->images_dir, strerror(errno));
+		j->r = fail(j, negative_errno(), "cannot make a directory in %s: %s", j->images_dir,
+			    strerror(errno));
 		return;
 	}
 	(void)chmod(tmp, 0755);
@@ -482,10 +463,11 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 		return;
 	}
 	const char *d = desc ? json_string_value(desc) : NULL;
-	if (desc && (!d || strlen(d) > FORK_DESC_MAX || !*d ||
-		     strcspn(d, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
-				"\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f") !=
-			     strlen(d))) {
+	if (desc &&
+	    (!d || strlen(d) > FORK_DESC_MAX || !*d ||
+	     strcspn(d, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
+			"\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f") !=
+		     strlen(d))) {
 		httpd_reply_error(c, 400, "bad_request",
 				  "description: one line of text, at most %d bytes", FORK_DESC_MAX);
 		return;
@@ -506,14 +488,16 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 		return;
 	}
 	if (!rec->persistent && !vm_has_disk(vm) && geteuid() != 0) {
-		httpd_reply_error(c, 409, "not_supported",
-				  "forking an ephemeral VM (its changes are in guest memory) needs a "
-				  "daemon running as root, to keep owners and overlay whiteouts; fork "
-				  "a named VM instead (capsem create -n NAME)");
+		httpd_reply_error(
+			c, 409, "not_supported",
+			"forking an ephemeral VM (its changes are in guest memory) needs a "
+			"daemon running as root, to keep owners and overlay whiteouts; fork "
+			"a named VM instead (capsem create -n NAME)");
 		return;
 	}
 	if (rec->state != VM_RUNNING && rec->state != VM_STOPPED && rec->state != VM_CRASHED) {
-		httpd_reply_error(c, 409, "busy", "the VM is %s: fork it when it runs or is stopped",
+		httpd_reply_error(c, 409, "busy",
+				  "the VM is %s: fork it when it runs or is stopped",
 				  registry_state_name(rec->state));
 		return;
 	}

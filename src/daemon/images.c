@@ -133,21 +133,22 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 		if (r < 0) {
 			o = json_pack("{s:s, s:s, s:b, s:s}", "name", names[i], "dir", dir,
 				      "default", 0, "error",
-				      r == -ENOENT ? "no manifest.json, or a fork whose base image is "
-						     "not installed"
-						   : "unreadable manifest.json");
+				      r == -ENOENT
+					      ? "no manifest.json, or a fork whose base image is "
+						"not installed"
+					      : "unreadable manifest.json");
 		} else {
 			/* a fork's size is its own files; its base's are counted with the base */
 			uint64_t size = m->base ? m->disk.size + m->workspace.size
 						: m->kernel.size + m->initrd.size + m->rootfs.size;
-			o = json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o, s:s?, s:s?, "
-				      "s:s?}",
-				      "name", names[i], "dir", dir, "default", streq(names[i], def),
-				      "arch", m->arch, "created", m->created, "kernel",
-				      m->kernel.version, "rootfs", m->rootfs.file, "size",
-				      (json_int_t)size, "in_use", in_use_json(vms, names[i]), "base",
-				      m->base, "parent_vm", m->parent_vm, "description",
-				      m->description);
+			o = json_pack(
+				"{s:s, s:s, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o, s:s?, s:s?, "
+				"s:s?}",
+				"name", names[i], "dir", dir, "default", streq(names[i], def),
+				"arch", m->arch, "created", m->created, "kernel", m->kernel.version,
+				"rootfs", m->rootfs.file, "size", (json_int_t)size, "in_use",
+				in_use_json(vms, names[i]), "base", m->base, "parent_vm",
+				m->parent_vm, "description", m->description);
 		}
 		free(names[i]);
 		if (o)

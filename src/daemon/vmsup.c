@@ -611,23 +611,11 @@ static int copy_disk(struct prepjob *j)
 	return r;
 }
 
-/* A program from e2fsprogs or tar, run with stdio on /dev/null; its exit status as 0 or -EIO. */
+/* A program from e2fsprogs or tar, run with stdio on /dev/null: 0, -EIO when it failed. */
 static int run_quiet(char *const *argv)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	pid_t pid;
-	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0)
-		return -r;
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+	int r = run_program_quiet(argv);
+	return r == 0 ? 0 : r < 0 ? r : -EIO;
 }
 
 /* A fork image's workspace archive, unpacked once into the VM's own (new, empty) workspace.
@@ -636,6 +624,8 @@ static int run_quiet(char *const *argv)
 static int seed_workspace(struct prepjob *j)
 {
 	_cleanup_free_ char *mark = NULL, *tar = NULL;
+	if (!j->workspace)
+		return -EINVAL;
 	if (asprintf(&mark, "%s/.capsem-seeded", j->workspace) < 0)
 		return -ENOMEM;
 	if (access(mark, F_OK) == 0)
@@ -645,8 +635,14 @@ static int seed_workspace(struct prepjob *j)
 	int r = find_program("tar", &tar);
 	if (r < 0)
 		return r;
-	char *argv[] = { tar, "--no-same-owner", "--no-overwrite-dir", "-C", j->workspace,
-			 "-xf", j->ws_archive, NULL };
+	char *argv[] = { tar,
+			 "--no-same-owner",
+			 "--no-overwrite-dir",
+			 "-C",
+			 j->workspace,
+			 "-xf",
+			 j->ws_archive,
+			 NULL };
 	r = run_quiet(argv);
 	if (r == 0)
 		r = write_file_atomic(mark, "", 0, 0600);

@@ -52,8 +52,7 @@ json_t *builtin_text_result(const char *text, size_t len, bool is_error)
 			 is_error);
 }
 
-static json_t *errorf(const char *fmt, ...) _printf_(1, 2);
-static json_t *errorf(const char *fmt, ...)
+json_t *builtin_errorf(const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -350,16 +349,16 @@ static int fetch_text(const struct builtin_env *env, const char *url, bool raw, 
 	char ct[128], err[300];
 	_cleanup_free_ char *loc = NULL;
 	if (http_get(env, url, false, &pg, &status, ct, sizeof(ct), &loc, err, sizeof(err)) < 0) {
-		*ret_err = errorf("fetching %s failed: %s", url, err);
+		*ret_err = builtin_errorf("fetching %s failed: %s", url, err);
 		goto fail;
 	}
 	if (status >= 300 && status < 400 && loc) {
-		*ret_err = errorf("%s redirects (HTTP %ld) to %s: fetch that URL instead", url,
+		*ret_err = builtin_errorf("%s redirects (HTTP %ld) to %s: fetch that URL instead", url,
 				  status, loc);
 		goto fail;
 	}
 	if (!raw && !ctype_text(ct)) {
-		*ret_err = errorf("%s is not text (Content-Type: %s, HTTP %ld)", url, ct, status);
+		*ret_err = builtin_errorf("%s is not text (Content-Type: %s, HTTP %ld)", url, ct, status);
 		goto fail;
 	}
 	*ret_status = status;
@@ -368,7 +367,7 @@ static int fetch_text(const struct builtin_env *env, const char *url, bool raw, 
 		free(pg.body);
 		free(pg.hdrs);
 		if (r < 0)
-			*ret_err = errorf("out of memory");
+			*ret_err = builtin_errorf("out of memory");
 		return r;
 	}
 	*ret = pg.body ? pg.body : strdup("");
@@ -430,7 +429,7 @@ static json_t *paged(const char *head, const char *text, size_t len, uint64_t of
 	else
 		k = snprintf(h, sizeof(h), "%sLength: %zu\nShowing: %zu..%zu\n\n", head, len, a, b);
 	if (k < 0 || (size_t)k >= sizeof(h))
-		return errorf("header too long");
+		return builtin_errorf("header too long");
 	size_t hl = (size_t)k;
 	_cleanup_free_ char *all = malloc(hl + (b - a) + 1);
 	if (!all)
@@ -446,10 +445,10 @@ static json_t *do_fetch(const struct builtin_env *env, const json_t *args)
 	uint64_t off, max;
 	const json_t *raw = json_object_get(args, "raw");
 	if (!url)
-		return errorf("fetch: 'url' (a string) is required");
+		return builtin_errorf("fetch: 'url' (a string) is required");
 	if (!get_uint(args, "offset", 0, UINT32_MAX, &off) ||
 	    !get_uint(args, "max_length", BUILTIN_DEFAULT_LENGTH, BUILTIN_MAX_LENGTH, &max))
-		return errorf("fetch: offset and max_length must be non-negative integers");
+		return builtin_errorf("fetch: offset and max_length must be non-negative integers");
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
 	long status = 0;
@@ -468,20 +467,20 @@ static json_t *do_grep(const struct builtin_env *env, const json_t *args)
 	uint64_t max;
 	regex_t re;
 	if (!url || !pattern)
-		return errorf("grep: 'url' and 'pattern' (strings) are required");
+		return builtin_errorf("grep: 'url' and 'pattern' (strings) are required");
 	if (strlen(pattern) > 512)
-		return errorf("grep: the pattern is longer than 512 bytes");
+		return builtin_errorf("grep: the pattern is longer than 512 bytes");
 	for (const char *q = pattern; *q; q++)
 		if (q[0] == '\\' && q[1] >= '1' && q[1] <= '9')
-			return errorf("grep: back-references are not supported");
+			return builtin_errorf("grep: back-references are not supported");
 	if (!get_uint(args, "max_matches", 50, 1000, &max))
-		return errorf("grep: max_matches must be a non-negative integer");
+		return builtin_errorf("grep: max_matches must be a non-negative integer");
 	int flags = REG_EXTENDED | REG_NOSUB | REG_NEWLINE | (json_is_false(ic) ? 0 : REG_ICASE);
 	int rc = regcomp(&re, pattern, flags);
 	if (rc != 0) {
 		char m[200];
 		regerror(rc, &re, m, sizeof(m));
-		return errorf("grep: bad pattern: %s", m);
+		return builtin_errorf("grep: bad pattern: %s", m);
 	}
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
@@ -538,11 +537,11 @@ static json_t *do_headers(const struct builtin_env *env, const json_t *args)
 	long status = 0;
 	char ct[128], err[300];
 	if (!url)
-		return errorf("headers: 'url' (a string) is required");
+		return builtin_errorf("headers: 'url' (a string) is required");
 	if (http_get(env, url, true, &pg, &status, ct, sizeof(ct), NULL, err, sizeof(err)) < 0) {
 		free(pg.body);
 		free(pg.hdrs);
-		return errorf("headers of %s failed: %s", url, err);
+		return builtin_errorf("headers of %s failed: %s", url, err);
 	}
 	char head[600];
 	int hk = snprintf(head, sizeof(head), "URL: %.400s\nStatus: %ld\n\n", url, status);
@@ -584,15 +583,15 @@ static json_t *do_list(const struct builtin_env *env, const json_t *args)
 {
 	const char *path = json_object_get(args, "path") ? get_string(args, "path") : ".";
 	if (!path)
-		return errorf("list_files: 'path' must be a string");
+		return builtin_errorf("list_files: 'path' must be a string");
 	int fd = ws_open(env, path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
-		return errorf("list_files %s: %s", path,
+		return builtin_errorf("list_files %s: %s", path,
 			      fd == -EXDEV ? "outside the workspace" : strerror(-fd));
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		safe_close(fd);
-		return errorf("list_files %s: %s", path, strerror(errno));
+		return builtin_errorf("list_files %s: %s", path, strerror(errno));
 	}
 	char **names = calloc(BUILTIN_MAX_LIST, sizeof(*names));
 	size_t n = 0;
@@ -644,25 +643,25 @@ static json_t *do_read(const struct builtin_env *env, const json_t *args)
 	const char *path = get_string(args, "path");
 	uint64_t off, max;
 	if (!path)
-		return errorf("read_file: 'path' (a string) is required");
+		return builtin_errorf("read_file: 'path' (a string) is required");
 	if (!get_uint(args, "offset", 0, INT64_MAX, &off) ||
 	    !get_uint(args, "max_length", BUILTIN_DEFAULT_LENGTH, BUILTIN_MAX_LENGTH, &max))
-		return errorf("read_file: offset and max_length must be non-negative integers");
+		return builtin_errorf("read_file: offset and max_length must be non-negative integers");
 	_cleanup_close_ int fd = ws_open(env, path, O_RDONLY, 0);
 	if (fd < 0)
-		return errorf("read_file %s: %s", path,
+		return builtin_errorf("read_file %s: %s", path,
 			      fd == -EXDEV   ? "outside the workspace"
 			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
 					     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return errorf("read_file %s: not a regular file", path);
+		return builtin_errorf("read_file %s: not a regular file", path);
 	_cleanup_free_ char *b = malloc(max + 1);
 	if (!b)
 		return NULL;
 	ssize_t k = pread(fd, b, max, (off_t)off);
 	if (k < 0)
-		return errorf("read_file %s: %s", path, strerror(errno));
+		return builtin_errorf("read_file %s: %s", path, strerror(errno));
 	return builtin_text_result(b, (size_t)k, false);
 }
 
@@ -671,21 +670,21 @@ static json_t *do_write(const struct builtin_env *env, const json_t *args)
 	const char *path = get_string(args, "path");
 	const json_t *c = json_object_get(args, "content");
 	if (!path || !json_is_string(c))
-		return errorf("write_file: 'path' and 'content' (strings) are required");
+		return builtin_errorf("write_file: 'path' and 'content' (strings) are required");
 	size_t len = json_string_length(c);
 	if (len > BUILTIN_MAX_WRITE)
-		return errorf("write_file: content larger than %u bytes", BUILTIN_MAX_WRITE);
+		return builtin_errorf("write_file: content larger than %u bytes", BUILTIN_MAX_WRITE);
 	int flags = O_WRONLY | O_CREAT | O_NOFOLLOW |
 		    (json_is_true(json_object_get(args, "append")) ? O_APPEND : O_TRUNC);
 	_cleanup_close_ int fd = ws_open(env, path, flags, 0644);
 	if (fd < 0)
-		return errorf("write_file %s: %s", path,
+		return builtin_errorf("write_file %s: %s", path,
 			      fd == -EXDEV   ? "outside the workspace"
 			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
 					     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return errorf("write_file %s: not a regular file", path);
+		return builtin_errorf("write_file %s: not a regular file", path);
 	const char *p = json_string_value(c);
 	size_t done = 0;
 	while (done < len) {
@@ -693,7 +692,7 @@ static json_t *do_write(const struct builtin_env *env, const json_t *args)
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
-			return errorf("write_file %s: %s", path, strerror(errno));
+			return builtin_errorf("write_file %s: %s", path, strerror(errno));
 		done += (size_t)k;
 	}
 	char msg[300];
@@ -719,5 +718,5 @@ json_t *builtin_call(const struct builtin_env *env, const char *tool, const json
 		if (streq(tool, "write_file"))
 			return do_write(env, args);
 	}
-	return errorf("unknown tool '%.128s'", tool);
+	return builtin_errorf("unknown tool '%.128s'", tool);
 }

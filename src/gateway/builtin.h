@@ -54,3 +54,5 @@ json_t *builtin_call(const struct builtin_env *env, const char *tool, const json
 /* A CallToolResult with one text content: {"content":[{"type":"text","text":...}],
  * "isError":is_error}. */
 json_t *builtin_text_result(const char *text, size_t len, bool is_error);
+/* The same with isError true and a printf-formatted message (cut at 1 KiB). */
+json_t *builtin_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -31,17 +31,6 @@
 #define PAGE_MAX 1000
 #define PATHS_MAX 256
 
-static json_t *errorf(const char *fmt, ...) _printf_(1, 2);
-static json_t *errorf(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	return builtin_text_result(msg, strlen(msg), true);
-}
-
 /* ---- definitions ---- */
 
 static json_t *tool(const char *name, const char *desc, json_t *props, json_t *required)
@@ -137,8 +126,8 @@ static int page(json_t *o, const json_t *args, char *err, size_t errlen)
 {
 	json_int_t off = 0, lim = PAGE_DEFAULT;
 	json_t *v;
-	if ((v = json_object_get(args, "offset")) && (!json_is_integer(v) ||
-						      (off = json_integer_value(v)) < 0)) {
+	if ((v = json_object_get(args, "offset")) &&
+	    (!json_is_integer(v) || (off = json_integer_value(v)) < 0)) {
 		snprintf(err, errlen, "'offset' must be an integer >= 0");
 		return -EINVAL;
 	}
@@ -264,18 +253,17 @@ static const char *opt_str(const json_t *args, const char *k, int *bad)
 	return json_string_value(v);
 }
 
-json_t *gwsnap_call(const char *store, const char *workspace, const char *tool,
-		    const json_t *args)
+json_t *gwsnap_call(const char *store, const char *workspace, const char *tool, const json_t *args)
 {
 	struct snapstore *s = NULL;
 	json_t *res = NULL;
 	int bad = 0, r;
 	const char *fmt = opt_str(args, "format", &bad);
 	if (bad || (fmt && !streq(fmt, "text") && !streq(fmt, "json")))
-		return errorf("%s: 'format' must be \"text\" or \"json\"", tool);
+		return builtin_errorf("%s: 'format' must be \"text\" or \"json\"", tool);
 	r = snapstore_open(store, workspace, NULL, &s);
 	if (r < 0)
-		return errorf("%s: the snapshot store cannot be opened: %s", tool, strerror(-r));
+		return builtin_errorf("%s: the snapshot store cannot be opened: %s", tool, strerror(-r));
 	if (streq(tool, "snapshots_list")) {
 		r = snapstore_list(s, &res);
 	} else if (streq(tool, "snapshots_create")) {
@@ -317,19 +305,19 @@ json_t *gwsnap_call(const char *store, const char *workspace, const char *tool,
 	snapstore_free(s);
 	if (r < 0 || !res) {
 		json_decref(res);
-		return r == -ENOSYS   ? errorf("unknown tool '%.128s'", tool)
-		       : r == -EINVAL ? errorf("%s: invalid arguments (a name is letters, digits, "
+		return r == -ENOSYS   ? builtin_errorf("unknown tool '%.128s'", tool)
+		       : r == -EINVAL ? builtin_errorf("%s: invalid arguments (a name is letters, digits, "
 					       "'.', '_', '-'; paths are relative to the "
 					       "workspace, without '..')",
 					       tool)
-		       : r == -ENOENT ? errorf("%s: no such snapshot or path", tool)
-		       : r == -EEXIST ? errorf("%s: a snapshot of that name exists", tool)
-		       : r == -ELOOP  ? errorf("%s: a symbolic link on the way (not followed)", tool)
-				      : errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
+		       : r == -ENOENT ? builtin_errorf("%s: no such snapshot or path", tool)
+		       : r == -EEXIST ? builtin_errorf("%s: a snapshot of that name exists", tool)
+		       : r == -ELOOP ? builtin_errorf("%s: a symbolic link on the way (not followed)", tool)
+				     : builtin_errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
 	}
 	char err[128];
 	r = page(res, args, err, sizeof(err));
-	json_t *out = r == -EINVAL ? errorf("%s: %s", tool, err) : r < 0 ? NULL : render(res, args);
+	json_t *out = r == -EINVAL ? builtin_errorf("%s: %s", tool, err) : r < 0 ? NULL : render(res, args);
 	json_decref(res);
 	return out;
 }

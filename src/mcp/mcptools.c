@@ -433,7 +433,8 @@ static json_t *tool_fork(struct mcp_ctx *ctx, json_t *args)
 
 static json_t *tool_persist(struct mcp_ctx *ctx, json_t *args)
 {
-	return vm_with_body(ctx, args, "/persist", json_pack("{s:s}", "name", arg_str(args, "name")));
+	return vm_with_body(ctx, args, "/persist",
+			    json_pack("{s:s}", "name", arg_str(args, "name")));
 }
 
 static json_t *tool_purge(struct mcp_ctx *ctx, json_t *args)

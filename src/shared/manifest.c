@@ -61,8 +61,8 @@ void manifest_now(char ret[32])
 int manifest_image_name_valid(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
-	if (n == 0 || n > MANIFEST_IMAGE_NAME_MAX || !((s[0] >= 'a' && s[0] <= 'z') ||
-						       (s[0] >= '0' && s[0] <= '9')))
+	if (n == 0 || n > MANIFEST_IMAGE_NAME_MAX ||
+	    !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
 		return 0;
 	return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
 }
@@ -387,8 +387,7 @@ static void vcache_save(const char *dir, json_t *c)
 
 /* Verify one asset; *cache (per directory, may be NULL) says what was verified before and gets
  * what is verified now; *dirty is set when it changed. */
-static int verify_asset(const struct manifest_asset *a, json_t *cache, int *dirty,
-			char **ret_error)
+static int verify_asset(const struct manifest_asset *a, json_t *cache, int *dirty, char **ret_error)
 {
 	char hex[SHA256_HEX_LEN + 1], key[128];
 	struct stat st;
@@ -556,8 +555,8 @@ static json_t *asset_json(const struct manifest_asset *a)
 /* The fork-specific members of a fork manifest. */
 static json_t *fork_json(const struct manifest *m)
 {
-	json_t *root = json_pack("{s:i, s:s, s:s, s:{s:s, s:s}}", "format", MANIFEST_FORMAT,
-				 "name", m->name, "arch", m->arch, "base", "name", m->base,
+	json_t *root = json_pack("{s:i, s:s, s:s, s:{s:s, s:s}}", "format", MANIFEST_FORMAT, "name",
+				 m->name, "arch", m->arch, "base", "name", m->base,
 				 "manifest_sha256", m->base_sha256);
 	json_t *d = asset_json(&m->disk);
 	if (!root || !d || json_object_set_new(root, "disk", d) < 0) {

@@ -250,11 +250,11 @@ static void test_fork(void **state)
 	assert_int_equal(mkdir(base, 0755), 0);
 	assert_int_equal(mkdir(fork, 0755), 0);
 	assert_int_equal(mkdir(fork2, 0755), 0);
-#define PUT(d, n, t)                                                                    \
-	do {                                                                            \
-		free(p);                                                                \
-		assert_true(asprintf(&p, "%s/%s", d, n) > 0);                           \
-		assert_int_equal(write_file_atomic(p, t, strlen(t), 0644), 0);          \
+#define PUT(d, n, t)                                                           \
+	do {                                                                   \
+		free(p);                                                       \
+		assert_true(asprintf(&p, "%s/%s", d, n) > 0);                  \
+		assert_int_equal(write_file_atomic(p, t, strlen(t), 0644), 0); \
 	} while (0)
 	PUT(base, "vmlinuz", "kernel");
 	PUT(base, "initrd.img", "initrd");
@@ -264,8 +264,11 @@ static void test_fork(void **state)
 	manifest_asset_done(&m.kernel);
 	manifest_asset_done(&m.initrd);
 
-	struct manifest f = { .name = "fork", .arch = "x86_64", .base = "base",
-			      .parent_vm = "dev", .description = "with tools" };
+	struct manifest f = { .name = "fork",
+			      .arch = "x86_64",
+			      .base = "base",
+			      .parent_vm = "dev",
+			      .description = "with tools" };
 	free(p);
 	assert_true(asprintf(&p, "%s/manifest.json", base) > 0);
 	assert_int_equal(sha256_hex_file(p, f.base_sha256, NULL), 0);

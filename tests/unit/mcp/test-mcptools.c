@@ -134,7 +134,7 @@ static void test_tool_table(void **state)
 				       "capsem_exec",	    "capsem_run",  "capsem_read_file",
 				       "capsem_write_file", "capsem_stop", "capsem_start",
 				       "capsem_delete",	    "capsem_logs", "capsem_events",
-				       "capsem_snapshots", "capsem_fork", "capsem_persist",
+				       "capsem_snapshots",  "capsem_fork", "capsem_persist",
 				       "capsem_purge" };
 	for (size_t i = 0; i < ELEMENTSOF(names); i++)
 		assert_non_null(mcp_tool_find(names[i]));

@@ -1,0 +1,233 @@
+/* test-chanmux.c - the channel mux (src/proto/chanmux.c): a host and a guest mux wired back to
+ * back in memory; streams both ways, flow control by credit, half close, refusal, and the
+ * peer's misuse of a stream resetting that stream only. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "chanmux.h"
+#include "macro.h"
+
+struct side {
+	struct chanmux *m;
+	struct buf out; /* frames to the other side */
+	struct chanmux_ev ev[64];
+	size_t n_ev;
+	uint8_t rx[1 << 20];
+	size_t n_rx;
+};
+
+static struct side host, guest;
+
+/* Deliver what from sent to to (all whole frames), recording to's events. */
+static void pump(struct side *from, struct side *to)
+{
+	while (buf_len(&from->out)) {
+		struct chanmux_frame f;
+		ssize_t k = chanmux_frame_parse(buf_head(&from->out), buf_len(&from->out), &f);
+		assert_true(k > 0);
+		struct chanmux_ev ev;
+		assert_int_equal(chanmux_input(to->m, &f, &to->out, &ev), 0);
+		if (ev.type == CHANMUX_EV_DATA) {
+			assert_true(to->n_rx + ev.len <= sizeof(to->rx));
+			memcpy(to->rx + to->n_rx, ev.data, ev.len);
+			to->n_rx += ev.len;
+		}
+		if (ev.type != CHANMUX_EV_NONE && to->n_ev < ELEMENTSOF(to->ev))
+			to->ev[to->n_ev++] = ev;
+		buf_consume(&from->out, (size_t)k);
+	}
+}
+
+static void both(void)
+{
+	for (int i = 0; i < 4; i++) {
+		pump(&host, &guest);
+		pump(&guest, &host);
+	}
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	memset(&host, 0, sizeof(host));
+	memset(&guest, 0, sizeof(guest));
+	buf_init(&host.out, 16u << 20);
+	buf_init(&guest.out, 16u << 20);
+	assert_int_equal(chanmux_new(CHANMUX_SIDE_HOST, &host.out, &host.m), 0);
+	assert_int_equal(chanmux_new(CHANMUX_SIDE_GUEST, &guest.out, &guest.m), 0);
+	both(); /* HELLOs */
+	assert_int_equal(host.n_ev + guest.n_ev, 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	chanmux_free(host.m);
+	chanmux_free(guest.m);
+	buf_done(&host.out, 0);
+	buf_done(&guest.out, 0);
+	return 0;
+}
+
+static void test_stream_both_ways(void **state)
+{
+	(void)state;
+	uint32_t id;
+	assert_int_equal(chanmux_open(host.m, 5001, "cli", &host.out, &id), 0);
+	assert_int_equal(id & CHANMUX_GUEST_BIT, 0);
+	assert_int_equal(chanmux_room(host.m, id), 0); /* not before ACCEPT */
+	pump(&host, &guest);
+	assert_int_equal(guest.n_ev, 1);
+	assert_int_equal(guest.ev[0].type, CHANMUX_EV_OPEN);
+	assert_int_equal(guest.ev[0].port, 5001);
+	assert_string_equal(guest.ev[0].tag, "cli");
+	assert_int_equal(chanmux_accept(guest.m, id, &guest.out), 0);
+	assert_int_equal(chanmux_send(guest.m, id, "hello", 5, &guest.out), 5);
+	pump(&guest, &host);
+	assert_int_equal(host.ev[0].type, CHANMUX_EV_ACCEPTED);
+	assert_int_equal(host.ev[1].type, CHANMUX_EV_DATA);
+	assert_memory_equal(host.rx, "hello", 5);
+	assert_int_equal(chanmux_room(host.m, id), CHANMUX_WINDOW);
+	/* half close one way; the other goes on */
+	assert_int_equal(chanmux_shutdown(host.m, id, &host.out), 0);
+	assert_int_equal(chanmux_send(host.m, id, "x", 1, &host.out), -EPIPE);
+	pump(&host, &guest);
+	assert_int_equal(guest.ev[1].type, CHANMUX_EV_EOF);
+	assert_int_equal(chanmux_send(guest.m, id, " world", 6, &guest.out), 6);
+	assert_int_equal(chanmux_close(guest.m, id, 0, &guest.out), 0);
+	pump(&guest, &host);
+	assert_memory_equal(host.rx, "hello world", 11);
+	assert_int_equal(host.ev[host.n_ev - 1].type, CHANMUX_EV_CLOSED);
+	assert_int_equal(chanmux_count(host.m) + chanmux_count(guest.m), 0);
+}
+
+/* The window: a sender stops at CHANMUX_WINDOW bytes until the reader's consumption comes back
+ * as credit; 1 MiB crosses intact. */
+static void test_flow_control(void **state)
+{
+	(void)state;
+	static uint8_t big[1 << 20];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 31 + 7);
+	uint32_t id;
+	assert_int_equal(chanmux_open(guest.m, 5002, "", &guest.out, &id), 0);
+	assert_int_equal(id & CHANMUX_GUEST_BIT, CHANMUX_GUEST_BIT);
+	pump(&guest, &host);
+	assert_int_equal(chanmux_accept(host.m, id, &host.out), 0);
+	pump(&host, &guest);
+	size_t sent = 0;
+	int rounds = 0;
+	while (sent < sizeof(big)) {
+		ssize_t k = chanmux_send(guest.m, id, big + sent, sizeof(big) - sent, &guest.out);
+		assert_true(k >= 0);
+		assert_true((size_t)k <= CHANMUX_WINDOW);
+		sent += (size_t)k;
+		size_t before = host.n_rx;
+		pump(&guest, &host);
+		/* the host's reader takes it all; its credit goes back */
+		assert_int_equal(chanmux_consumed(host.m, id, host.n_rx - before, &host.out), 0);
+		pump(&host, &guest);
+		rounds++;
+		assert_true(rounds < 100);
+	}
+	assert_int_equal(host.n_rx, sizeof(big));
+	assert_memory_equal(host.rx, big, sizeof(big));
+	assert_true(rounds >= 4); /* it did wait for credit */
+	assert_int_equal(chanmux_consumed(host.m, id, 1, &host.out), -EINVAL); /* no more came */
+}
+
+/* Misuse resets the stream, not the mux: over-sending, data after SHUTW, an id of our half. */
+static void test_misuse_resets(void **state)
+{
+	(void)state;
+	uint32_t id;
+	assert_int_equal(chanmux_open(host.m, 5001, "", &host.out, &id), 0);
+	pump(&host, &guest);
+	assert_int_equal(chanmux_accept(guest.m, id, &guest.out), 0);
+	pump(&guest, &host);
+	/* a forged DATA past the window from the guest */
+	static uint8_t junk[CHANMUX_MAX_DATA];
+	struct chanmux_frame f = {
+		.type = CHANMUX_DATA, .id = id, .data = junk, .len = CHANMUX_MAX_DATA
+	};
+	struct buf forged = BUF_INIT(16u << 20);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(chanmux_frame_append(&forged, &f), 0);
+	struct chanmux_ev ev;
+	struct buf reply = BUF_INIT(1 << 16);
+	const uint8_t *p = buf_head(&forged);
+	for (int i = 0; i < 5; i++) {
+		struct chanmux_frame g;
+		ssize_t k = chanmux_frame_parse(p, buf_len(&forged), &g);
+		assert_true(k > 0);
+		assert_int_equal(chanmux_input(host.m, &g, &reply, &ev), 0);
+		p += k;
+		if (i < 4)
+			assert_int_equal(ev.type, CHANMUX_EV_DATA);
+	}
+	assert_int_equal(ev.type, CHANMUX_EV_CLOSED); /* the fifth was over the window */
+	assert_int_equal(ev.flags, CHANMUX_CLOSE_RESET);
+	assert_true(buf_len(&reply) > 0); /* a CLOSE went back */
+	/* the guest opening an id of the host's half */
+	struct chanmux_frame o = { .type = CHANMUX_OPEN, .id = 77, .value = 5000 };
+	buf_consume(&reply, buf_len(&reply));
+	assert_int_equal(chanmux_input(host.m, &o, &reply, &ev), 0);
+	assert_int_equal(ev.type, CHANMUX_EV_NONE);
+	assert_true(buf_len(&reply) > 0);
+	/* a second HELLO breaks the mux itself */
+	struct chanmux_frame h = { .type = CHANMUX_HELLO, .value = CHANMUX_VERSION };
+	assert_int_equal(chanmux_input(host.m, &h, &reply, &ev), -EPROTO);
+	buf_done(&forged, 0);
+	buf_done(&reply, 0);
+	/* refused opens free their id on both sides */
+	assert_int_equal(chanmux_open(host.m, 9999, "", &host.out, &id), 0);
+	pump(&host, &guest);
+	assert_int_equal(chanmux_refuse(guest.m, id, ECONNREFUSED, &guest.out), 0);
+	host.n_ev = 0;
+	pump(&guest, &host);
+	assert_int_equal(host.ev[0].type, CHANMUX_EV_REFUSED);
+	assert_int_equal(host.ev[0].value, ECONNREFUSED);
+	assert_null(NULL);
+}
+
+static void test_frames(void **state)
+{
+	(void)state;
+	uint8_t bad[CHANMUX_HDR] = { 9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
+	struct chanmux_frame f;
+	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG); /* type 9 */
+	bad[0] = CHANMUX_DATA;
+	bad[8] = 1; /* 16 MiB */
+	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG);
+	bad[8] = 0;
+	bad[11] = 3;
+	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), 0); /* wants 3 more bytes */
+	struct buf b = BUF_INIT(1024);
+	struct chanmux_frame o = { .type = CHANMUX_OPEN, .id = 5, .value = 5003 };
+	memcpy(o.tag, "bad tag!", 9);
+	assert_int_equal(chanmux_frame_append(&b, &o), -EINVAL);
+	memcpy(o.tag, "mcp-relay", 10);
+	assert_int_equal(chanmux_frame_append(&b, &o), 0);
+	assert_int_equal(chanmux_frame_parse(buf_head(&b), buf_len(&b), &f), (ssize_t)buf_len(&b));
+	assert_string_equal(f.tag, "mcp-relay");
+	assert_int_equal(f.value, 5003);
+	buf_done(&b, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stream_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_misuse_resets, setup, teardown),
+		cmocka_unit_test(test_frames),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -238,7 +238,7 @@ def test_ten_thousand_files_one_changed(env):
         sub = many / f"d{i:03d}"
         sub.mkdir()
         for k in range(100):
-            (sub / f"f{k:03d}.txt").write_bytes(os.urandom(1024 + (i * 100 + k) % 8192))
+            (sub / f"f{k:03d}.txt").write_bytes(os.urandom(1024 + (i * 100 + k) * 37 % 32768))
     time.sleep(0.05)  # past the clock tick of the last write
     t0 = time.monotonic()
     first = snapj(home, "create", "snap", "big0")

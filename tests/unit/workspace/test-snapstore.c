@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -433,9 +434,9 @@ static void test_store_placement(void **state)
 #define BIG (1u << 20)
 struct writer {
 	char path[512];
-	volatile int stop;
-	volatile unsigned writes;
-	volatile int calm; /* pause now and then (else write without a break) */
+	atomic_int stop;
+	atomic_uint writes;
+	atomic_int calm; /* pause now and then (else write without a break) */
 	char *a, *b;
 };
 

@@ -76,6 +76,7 @@ bench: image image-debian
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_image.py
 	$(PY) bench/bench_workspace.py
+	$(PY) bench/bench_snapshots.py
 
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true

@@ -109,7 +109,7 @@ def e2e():
 #   test_policy_cli, test_capsem_mcp, test_agent_unix (no VM lifecycle).
 USER_MODULES = ["test_run_cli.py", "test_cli_daemon.py", "test_exec.py", "test_ledger.py",
                 "test_vm_supervisor.py", "test_shell_tmux.py", "test_workspace.py",
-                "test_confinement.py"]
+                "test_snapshots.py", "test_confinement.py"]
 USER = "capsem-ci"
 
 
@@ -169,7 +169,8 @@ def e2e_unprivileged():
 
 # the threaded parts under ThreadSanitizer: the ledger's writer thread, capsem-mcp's worker
 # threads, the gateway's libuv jobs and libcurl workers
-TSAN_TESTS = ["ledger", "mcp-tools", "gateway", "gateway-httpmcp", "gateway-builtin"]
+TSAN_TESTS = ["ledger", "mcp-tools", "gateway", "gateway-httpmcp", "gateway-builtin",
+              "workspace-snapstore"]
 
 
 def tsan_suite():

@@ -31,10 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "fdutil.h"
 #include "jsonutil.h"
 #include "macro.h"
 #include "sha256.h"
+#include "utf8.h"
 #include "wstree.h"
 
 #define IOBUF_SIZE (256u * 1024u)
@@ -43,6 +45,7 @@
 	1000000000LL		   /* a ctime this far past the clock is a clock step, not a race */
 #define JSON_FILE_MAX (1ull << 30) /* a manifest of SNAPSTORE_ENTRIES_MAX entries fits */
 #define OBJ_TMP "obj.tmp"
+#define SYNC_EACH_MAX 64
 #define INDEX_FILE "index.json"
 #define CACHE_FILE "statcache.json"
 #define STORE_VERSION 1
@@ -184,11 +187,21 @@ static int json_read_at(int dirfd, const char *name, json_t **ret)
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	int r = read_fd_small(fd, JSON_FILE_MAX, &text, &len);
+	/* sized from fstat (read_fd_small() would allocate the cap up front); a file that grew
+	 * meanwhile is not ours to read: the store's files are replaced by rename, never grown */
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > JSON_FILE_MAX)
+		return -EBADMSG;
+	size_t len = (size_t)st.st_size;
+	_cleanup_free_ char *text = malloc(len + 1);
+	if (!text)
+		return -ENOMEM;
+	int r = fd_read_exact(fd, text, len);
 	if (r < 0)
-		return r;
+		return r == -EPIPE ? -EBADMSG : r;
+	text[len] = 0;
 	json_error_t err;
 	json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
 	if (!j)
@@ -321,12 +334,90 @@ static int u32_field(json_t *o, const char *k, uint32_t *ret)
 	return 0;
 }
 
+/* Names in the workspace are bytes, JSON strings are UTF-8: a path or symlink target is stored
+ * as key when it is valid UTF-8, else as key_b64 (base64 of its bytes). */
+static int bytes_set(json_t *o, const char *key, const char *v)
+{
+	size_t n = strlen(v);
+	if (utf8_valid(v, n))
+		return json_object_set_new(o, key, json_stringn(v, n)) < 0 ? -ENOMEM : 0;
+	char k[32];
+	snprintf(k, sizeof(k), "%s_b64", key);
+	_cleanup_free_ char *b = base64_encode(v, n);
+	if (!b)
+		return -ENOMEM;
+	return json_object_set_new(o, k, json_string(b)) < 0 ? -ENOMEM : 0;
+}
+
+/* The value bytes_set() stored (malloc'ed, no NUL inside, at most WST_PATH_MAX bytes). */
+static int bytes_get(json_t *o, const char *key, char **ret)
+{
+	char k[32];
+	json_t *v = json_object_get(o, key);
+	if (json_is_string(v)) {
+		if (json_string_length(v) > WST_PATH_MAX ||
+		    strlen(json_string_value(v)) != json_string_length(v))
+			return -EBADMSG;
+		*ret = strdup(json_string_value(v));
+		return *ret ? 0 : -ENOMEM;
+	}
+	snprintf(k, sizeof(k), "%s_b64", key);
+	v = json_object_get(o, k);
+	uint8_t *b = NULL;
+	size_t n = 0;
+	if (!json_is_string(v) ||
+	    base64_decode(json_string_value(v), json_string_length(v), &b, &n) < 0)
+		return -EBADMSG;
+	if (n > WST_PATH_MAX || memchr(b, 0, n)) {
+		free(b);
+		return -EBADMSG;
+	}
+	char *r = realloc(b, n + 1);
+	if (!r) {
+		free(b);
+		return -ENOMEM;
+	}
+	r[n] = 0;
+	*ret = r;
+	return 0;
+}
+
+/* A workspace path (or target) for a result: itself when valid UTF-8, else with every byte of an
+ * invalid sequence written as \xNN (for display; such a name is restored by reverting its
+ * directory). */
+static json_t *path_json(const char *p)
+{
+	size_t n = strlen(p);
+	if (utf8_valid(p, n))
+		return json_stringn(p, n);
+	_cleanup_free_ char *o = malloc(n * 4 + 1);
+	size_t k = 0;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_seq(p + i, n - i);
+		if (l) {
+			memcpy(o + k, p + i, l);
+			k += l;
+			i += l;
+		} else {
+			snprintf(o + k, 5, "\\x%02x", (unsigned char)p[i]);
+			k += 4;
+			i++;
+		}
+	}
+	return json_stringn(o, k);
+}
+
 static int ent_from_json(json_t *o, struct ent *e)
 {
-	const char *path = json_string_value(json_object_get(o, "path"));
+	_cleanup_free_ char *path = NULL;
 	const char *type = json_string_value(json_object_get(o, "type"));
 	json_t *size = json_object_get(o, "size"), *mt = json_object_get(o, "mtime_ns");
-	if (!path || wst_path_check(path, 0) < 0 || !type)
+	int r = bytes_get(o, "path", &path);
+	if (r < 0)
+		return r;
+	if (wst_path_check(path, 0) < 0 || !type)
 		return -EBADMSG;
 	if (streq(type, "file"))
 		e->type = ENT_FILE;
@@ -350,14 +441,11 @@ static int ent_from_json(json_t *o, struct ent *e)
 		memcpy(e->sha, sha, sizeof(e->sha));
 	}
 	if (e->type == ENT_SYMLINK) {
-		json_t *t = json_object_get(o, "target");
-		if (!json_is_string(t) || json_string_length(t) > WST_PATH_MAX ||
-		    strlen(json_string_value(t)) != json_string_length(t) ||
-		    !(e->target = strdup(json_string_value(t))))
-			return json_is_string(t) ? -ENOMEM : -EBADMSG;
+		r = bytes_get(o, "target", &e->target);
+		if (r < 0)
+			return r;
 	}
-	if (!(e->path = strdup(path)))
-		return -ENOMEM;
+	e->path = TAKE_PTR(path);
 	return 0;
 }
 
@@ -404,13 +492,16 @@ static int manifest_load(struct snapstore *s, const char *name, struct manifest 
 
 static json_t *ent_to_json(const struct ent *e)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "path", e->path, "type",
-			      type_names[e->type], "mode", (json_int_t)e->mode, "uid",
-			      (json_int_t)e->uid, "gid", (json_int_t)e->gid, "mtime_ns",
-			      (json_int_t)e->mtime_ns);
-	if (!o)
+	json_t *o = json_object();
+	if (!o || bytes_set(o, "path", e->path) < 0) {
+		json_decref(o);
 		return NULL;
-	int r = 0;
+	}
+	int r = json_object_set_new(o, "type", json_string(type_names[e->type]));
+	r |= json_object_set_new(o, "mode", json_integer((json_int_t)e->mode));
+	r |= json_object_set_new(o, "uid", json_integer((json_int_t)e->uid));
+	r |= json_object_set_new(o, "gid", json_integer((json_int_t)e->gid));
+	r |= json_object_set_new(o, "mtime_ns", json_integer((json_int_t)e->mtime_ns));
 	if (e->type != ENT_DIR)
 		r |= json_object_set_new(o, "size", json_integer((json_int_t)e->size));
 	if (e->type == ENT_FILE && e->unstable)
@@ -418,7 +509,7 @@ static json_t *ent_to_json(const struct ent *e)
 	else if (e->type == ENT_FILE)
 		r |= json_object_set_new(o, "sha256", json_string(e->sha));
 	if (e->type == ENT_SYMLINK)
-		r |= json_object_set_new(o, "target", json_string(e->target));
+		r |= bytes_set(o, "target", e->target);
 	if (r) {
 		json_decref(o);
 		return NULL;
@@ -483,6 +574,8 @@ static const char *cache_get(json_t *cache, const char *path, const struct stat 
 
 static int cache_put(json_t *cache, const char *path, const struct stat *st, const char *sha)
 {
+	if (!utf8_valid(path, strlen(path)))
+		return 0; /* not a JSON key: such a file is read at every snapshot */
 	json_t *a = json_pack("[I, I, I, I, I, s]", (json_int_t)st->st_dev, (json_int_t)st->st_ino,
 			      (json_int_t)st->st_size, (json_int_t)st_mtime_ns(st),
 			      (json_int_t)st_ctime_ns(st), sha);
@@ -556,7 +649,7 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		_cleanup_close_ int fd = wst_open(dirfd, name, O_RDONLY | O_NONBLOCK, 0);
 		if (fd < 0)
 			return fd;
-		struct stat st1, st2;
+		struct stat st1, st2 = { 0 };
 		if (fstat(fd, &st1) < 0)
 			return -errno;
 		if (!S_ISREG(st1.st_mode))
@@ -592,7 +685,7 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		read_total += total;
 		if (r == 0 && fstat(fd, &st2) < 0)
 			r = -errno;
-		int64_t ct = st_ctime_ns(&st2);
+		int64_t ct = r == 0 ? st_ctime_ns(&st2) : 0;
 		int stable = r == 0 && same_stat(&st1, &st2) && total == (uint64_t)st1.st_size &&
 			     (ct < t0 || ct - t0 >= RACY_WINDOW_NS);
 		if (stable)
@@ -608,7 +701,6 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		}
 		ret->new_obj = 0;
 		if (store) {
-			tfd = safe_close(tfd);
 			r = obj_commit(s, ret->sha, &ret->new_obj);
 			if (r < 0) {
 				unlinkat(s->tmpfd, OBJ_TMP, 0);
@@ -813,6 +905,8 @@ struct createwalk {
 	struct manifest m;
 	json_t *old_cache, *new_cache, *unstable, *unreadable;
 	uint64_t hashed_files, hashed_bytes, cached_files, new_objects, new_object_bytes, special;
+	/* the first SYNC_EACH_MAX new objects, fsync'ed one by one; more: one syncfs */
+	char new_shas[SYNC_EACH_MAX][SHA256_HEX_LEN + 1];
 	uint64_t files, dirs, symlinks, bytes;
 	int trunc;
 };
@@ -863,8 +957,10 @@ static int create_cb(const struct wst_entry *we, void *ud)
 	}
 	e->type = ENT_FILE;
 	e->size = (uint64_t)st->st_size;
+	/* a cache entry names an object that exists: compaction drops the entries of the objects
+	 * it deletes */
 	const char *sha = cache_get(w->old_cache, we->path, st);
-	if (sha && obj_exists(w->s, sha)) {
+	if (sha) {
 		memcpy(e->sha, sha, sizeof(e->sha));
 		w->cached_files++;
 		w->files++;
@@ -885,7 +981,7 @@ static int create_cb(const struct wst_entry *we, void *ud)
 		return r; /* the store's side failed (no space, ...): no snapshot */
 	if (r < 0) {
 		e->unstable = 1;
-		return list_push(r == -EAGAIN ? w->unstable : w->unreadable, json_string(we->path),
+		return list_push(r == -EAGAIN ? w->unstable : w->unreadable, path_json(we->path),
 				 &w->trunc);
 	}
 	memcpy(e->sha, h.sha, sizeof(e->sha));
@@ -896,6 +992,8 @@ static int create_cb(const struct wst_entry *we, void *ud)
 	e->mtime_ns = st_mtime_ns(&h.st);
 	w->bytes += e->size;
 	if (h.new_obj) {
+		if (w->new_objects < SYNC_EACH_MAX)
+			memcpy(w->new_shas[w->new_objects], h.sha, sizeof(h.sha));
 		w->new_objects++;
 		w->new_object_bytes += e->size;
 	}
@@ -923,6 +1021,31 @@ static void drop_snapshot(struct snapstore *s, json_t *idx, size_t i)
 }
 
 static int compact_locked(struct snapstore *s, json_t **ret);
+
+/* Make this snapshot's new objects durable: a few one by one (a syncfs would also wait for
+ * whatever else the file system has to write, the guest's work included), many with one syncfs. */
+static int objects_sync(struct snapstore *s, const struct createwalk *w)
+{
+	if (w->new_objects > SYNC_EACH_MAX)
+		return syncfs(s->storefd) < 0 ? -errno : 0;
+	for (uint64_t i = 0; i < w->new_objects; i++) {
+		char p[SHA256_HEX_LEN + 4];
+		int r = obj_path(w->new_shas[i], p);
+		if (r < 0)
+			return r;
+		_cleanup_close_ int fd = openat(s->objfd, p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || fsync(fd) < 0)
+			return -errno;
+		p[2] = 0;
+		_cleanup_close_ int dfd =
+			openat(s->objfd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (dfd < 0 || fsync(dfd) < 0)
+			return -errno;
+	}
+	if (w->new_objects && fsync(s->objfd) < 0)
+		return -errno;
+	return 0;
+}
 
 int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 {
@@ -992,13 +1115,13 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 	const char *sname = name ? name : aname;
 	int64_t now = clock_ns(CLOCK_REALTIME);
 	iso_time(now, iso);
-	json_t *summary =
-		json_pack("{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname,
-			  "auto", !name, "seq", seq, "time", iso, "time_ns", (json_int_t)now,
-			  "files", (json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks",
-			  (json_int_t)w.symlinks, "bytes", (json_int_t)w.bytes, "unstable",
-			  (json_int_t)(json_array_size(w.unstable) + json_array_size(w.unreadable)),
-			  "tree", tree);
+	json_t *summary = json_pack(
+		"{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname, "auto",
+		!name, "seq", seq, "time", iso, "time_ns", (json_int_t)now, "files",
+		(json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks", (json_int_t)w.symlinks,
+		"bytes", (json_int_t)w.bytes, "unstable",
+		(json_int_t)json_array_size(w.unstable) + (json_int_t)json_array_size(w.unreadable),
+		"tree", tree);
 	json_t *entries = json_array();
 	if (!summary || !entries || !(man = json_deep_copy(summary)) ||
 	    json_object_set_new(man, "version", json_integer(STORE_VERSION)) < 0 ||
@@ -1014,9 +1137,9 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 			goto out;
 		}
 	/* objects reach the disk before the manifest naming them */
-	if (w.new_objects && syncfs(s->storefd) < 0) {
+	r = objects_sync(s, &w);
+	if (r < 0) {
 		json_decref(summary);
-		r = -errno;
 		goto out;
 	}
 	char fn[SNAPSTORE_NAME_MAX + 8];
@@ -1195,6 +1318,21 @@ static int compact_locked(struct snapstore *s, json_t **ret)
 	}
 	/* temporary files: every writer holds the exclusive lock we hold */
 	unlinkat(s->tmpfd, OBJ_TMP, 0);
+	/* the stat cache must not vouch for a deleted object */
+	if (removed) {
+		_cleanup_json_ json_t *cache = cache_load(s);
+		const char *k;
+		json_t *v, *tmp;
+		json_object_foreach_safe(cache, tmp, k, v)
+		{
+			const char *sha = json_string_value(json_array_get(v, 5));
+			if (!sha || !json_object_get(refs, sha))
+				json_object_del(cache, k);
+		}
+		r = json_write_at(s->storefd, CACHE_FILE, cache, 1);
+		if (r < 0)
+			unlinkat(s->storefd, CACHE_FILE, 0); /* no cache is a correct cache */
+	}
 	json_t *res = json_pack("{s:I, s:I, s:I}", "removed_objects", (json_int_t)removed,
 				"kept_objects", (json_int_t)kept, "freed_bytes", (json_int_t)freed);
 	if (!res)
@@ -1226,8 +1364,8 @@ struct changewalk {
 
 static json_t *change_json(const char *path, int type, uint64_t size)
 {
-	return json_pack("{s:s, s:s, s:I}", "path", path, "type", type_names[type], "size",
-			 (json_int_t)size);
+	return json_pack("{s:o, s:s, s:I}", "path", path_json(path), "type", type_names[type],
+			 "size", (json_int_t)size);
 }
 
 /* Is the current regular file (dirfd/name, stat st) the snapshot's entry e? 1, 0, or -errno. */
@@ -1386,7 +1524,7 @@ int snapstore_history(struct snapstore *s, const char *path, json_t **ret)
 			if (e->type == ENT_FILE && e->unstable)
 				json_object_set_new(v, "unstable", json_true());
 			if (e->type == ENT_SYMLINK)
-				json_object_set_new(v, "target", json_string(e->target));
+				json_object_set_new(v, "target", path_json(e->target));
 		}
 		manifest_done(&m);
 		if (!v) {
@@ -1414,7 +1552,7 @@ int snapstore_history(struct snapstore *s, const char *path, json_t **ret)
 	json_t *out = json_array();
 	for (size_t i = json_array_size(versions); out && i > 0; i--)
 		json_array_append(out, json_array_get(versions, i - 1));
-	json_t *res = json_pack("{s:s, s:o}", "path", path, "versions", out);
+	json_t *res = json_pack("{s:o, s:o}", "path", path_json(path), "versions", out);
 	if (!res)
 		return -ENOMEM;
 	*ret = res;
@@ -1436,7 +1574,7 @@ static int rv_error(struct revert *rv, const char *path, int err, const char *wh
 {
 	char msg[256];
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(-err));
-	return list_push(rv->errors, json_pack("{s:s, s:s}", "path", path, "error", msg),
+	return list_push(rv->errors, json_pack("{s:o, s:s}", "path", path_json(path), "error", msg),
 			 &rv->trunc);
 }
 
@@ -1747,7 +1885,7 @@ static int revert_one(struct revert *rv, const char *path)
 			r = rm_tree(s->rootfd, path);
 		if (r < 0)
 			return rv_error(rv, path, r, "cannot delete");
-		return list_push(rv->deleted, json_string(path), &rv->trunc);
+		return list_push(rv->deleted, path_json(path), &rv->trunc);
 	}
 	if (*path) {
 		r = ensure_parents(rv, path);
@@ -1773,7 +1911,7 @@ static int revert_one(struct revert *rv, const char *path)
 				while (i + 1 < hi && path_under(m->e[i + 1].path, e->path))
 					i++;
 		} else if (e->type != ENT_DIR) {
-			r = list_push(rv->written, json_string(e->path), &rv->trunc);
+			r = list_push(rv->written, path_json(e->path), &rv->trunc);
 		}
 		if (r < 0)
 			return r;
@@ -1786,7 +1924,7 @@ static int revert_one(struct revert *rv, const char *path)
 			if (r >= 0) {
 				int k = rm_tree(s->rootfd, w.paths[i]);
 				r = k < 0 ? rv_error(rv, w.paths[i], k, "cannot delete")
-					  : list_push(rv->deleted, json_string(w.paths[i]),
+					  : list_push(rv->deleted, path_json(w.paths[i]),
 						      &rv->trunc);
 			}
 			free(w.paths[i]);

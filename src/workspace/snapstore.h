@@ -35,8 +35,8 @@
 struct snapstore;
 
 struct snapstore_opts {
-	unsigned
-		auto_keep; /* automatic snapshots kept (the ring); 0 = SNAPSTORE_AUTO_KEEP_DEFAULT */
+	/* automatic snapshots kept (the ring); 0 = SNAPSTORE_AUTO_KEEP_DEFAULT */
+	unsigned auto_keep;
 };
 
 /* 1 when name may be given to a named snapshot: [A-Za-z0-9][A-Za-z0-9._-]{0,63}, not starting

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -376,6 +377,37 @@ static void test_names_delete_compact(void **state)
 	snapstore_free(s);
 }
 
+/* Names are bytes: a file and a symlink target that are not UTF-8 are snapshotted, listed and
+ * restored like any other. */
+static void test_non_utf8_names(void **state)
+{
+	(void)state;
+	put("ws/bad\xff.txt", "latin-1 name");
+	char l[512];
+	path_of(l, sizeof(l), "ws/link\xfe");
+	assert_int_equal(symlink("target\xfd", l), 0);
+	struct snapstore *s = open_store();
+	_cleanup_json_ json_t *c = NULL, *ch = NULL, *rv = NULL, *c2 = NULL;
+	assert_int_equal(snapstore_create(s, "n", &c), 0);
+	assert_int_equal(jint(json_object_get(c, "snapshot"), "files"), 1);
+	put("ws/bad\xff.txt", "changed");
+	assert_int_equal(unlink(l), 0);
+	assert_int_equal(snapstore_changes(s, NULL, &ch), 0);
+	assert_true(has_path(json_object_get(ch, "modified"), "bad\\xff.txt"));
+	assert_true(has_path(json_object_get(ch, "deleted"), "link\\xfe"));
+	char *all[] = { ".", NULL };
+	assert_int_equal(snapstore_revert(s, NULL, all, &rv), 0);
+	assert_int_equal(json_array_size(json_object_get(rv, "errors")), 0);
+	_cleanup_free_ char *f = get("ws/bad\xff.txt");
+	assert_string_equal(f, "latin-1 name");
+	char t[64] = { 0 };
+	assert_true(readlink(l, t, sizeof(t) - 1) > 0);
+	assert_string_equal(t, "target\xfd");
+	assert_int_equal(snapstore_create(s, NULL, &c2), 0);
+	assert_true(json_is_false(json_object_get(c2, "created")));
+	snapstore_free(s);
+}
+
 static void test_ring(void **state)
 {
 	(void)state;
@@ -433,9 +465,9 @@ static void test_store_placement(void **state)
 #define BIG (1u << 20)
 struct writer {
 	char path[512];
-	volatile int stop;
-	volatile unsigned writes;
-	volatile int calm; /* pause now and then (else write without a break) */
+	atomic_int stop;
+	atomic_uint writes;
+	atomic_int calm; /* pause now and then (else write without a break) */
 	char *a, *b;
 };
 
@@ -581,6 +613,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dedup_and_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlinked_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_delete_compact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_non_utf8_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_placement, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_writer, setup, teardown),

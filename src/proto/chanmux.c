@@ -394,7 +394,10 @@ int chanmux_input(struct chanmux *m, const struct chanmux_frame *f, struct buf *
 					    : emit(out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
 			break;
 		}
-		s = add(m, f->id, ST_OPENING_IN);
+		if (!add(m, f->id, ST_OPENING_IN)) {
+			r = emit(out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
+			break;
+		}
 		ev = (struct chanmux_ev){
 			.type = CHANMUX_EV_OPEN, .id = f->id, .port = f->value, .tag = f->tag
 		};

@@ -221,15 +221,17 @@ int manifest_parse(const char *text, size_t len, const char *image_dir, const ch
 			r = -EBADMSG;
 		if (r == 0)
 			r = get_text(base, "manifest_sha256", &bsha);
-		if (r == 0 && !sha256_hex_valid(bsha))
+		if (r == 0 && (!bsha || !sha256_hex_valid(bsha)))
 			r = -EBADMSG;
 		if (r == -EBADMSG)
 			r = set_error(ret_error, r,
 				      "%s: \"base\" must be {\"name\": an image name, "
 				      "\"manifest_sha256\": 64 lowercase hex digits}",
 				      mpath);
-		if (r < 0)
+		if (r < 0 || !bsha) {
+			r = r < 0 ? r : -EBADMSG;
 			goto out;
+		}
 		memcpy(m->base_sha256, bsha, SHA256_HEX_LEN + 1);
 		if (json_object_get(root, "kernel") || json_object_get(root, "initrd") ||
 		    json_object_get(root, "rootfs")) {

@@ -281,7 +281,8 @@ static int copy_file(const char *src, const char *dst)
 	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (in < 0)
 		return negative_errno();
-	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	/* 0600: the disk holds the VM's /root (logins, keys) */
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0)
 		return negative_errno();
 	int r = copy_sparse(in, out);
@@ -325,6 +326,7 @@ static int do_fork(struct forkjob *j, const char *tmp)
 			return fail(j, r, "cannot copy the VM's disk %s: %s", j->disk,
 				    strerror(-r));
 	}
+	(void)chmod(disk, 0600);
 	r = manifest_asset_from_sparse_file(&f.disk, tmp, "disk.img");
 	if (r == 0 && j->workspace && access(j->workspace, F_OK) == 0) {
 		if (asprintf(&ws, "%s/workspace.tar", tmp) < 0)
@@ -332,6 +334,8 @@ static int do_fork(struct forkjob *j, const char *tmp)
 		else if ((r = archive_dir(j->workspace, ws)) < 0)
 			r = fail(j, r, "cannot archive the VM's workspace %s: %s", j->workspace,
 				 strerror(-r));
+		else if (chmod(ws, 0600) < 0)
+			r = negative_errno();
 		else
 			r = manifest_asset_from_file(&f.workspace, tmp, "workspace.tar", NULL);
 	}
@@ -386,7 +390,7 @@ static void fork_work(uv_work_t *w)
 			    strerror(errno));
 		return;
 	}
-	(void)chmod(tmp, 0755);
+	(void)chmod(tmp, 0700); /* the VM's /root is in there */
 	j->r = do_fork(j, tmp);
 	if (j->r < 0)
 		(void)rm_rf(tmp);

@@ -451,6 +451,13 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		r |= strv_pushf(&a, "%s:%s%s", s->mounts[i].host, s->mounts[i].guest,
 				s->mounts[i].ro ? ":ro" : "");
 	}
+	/* the channel mux over virtio-serial instead of vsock (experimental: the transport a
+	 * migratable VM will need; docs/PROTOCOL.md §10) */
+	const char *chan = getenv("CAPSEM_CHANNEL");
+	if (chan && streq(chan, "serial")) {
+		r |= strv_push(&a, "--channel");
+		r |= strv_push(&a, "serial");
+	}
 	/* the workspace: the user's folder, or the VM's own (launch() makes it) */
 	r |= strv_push(&a, "--workspace");
 	if (s->workspace)

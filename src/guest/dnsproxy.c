@@ -33,6 +33,7 @@
 #include "buf.h"
 #include "dnsmap.h"
 #include "fdutil.h"
+#include "hostconn.h"
 #include "log.h"
 #include "macro.h"
 #include "netsetup.h"
@@ -172,17 +173,17 @@ static void dp_host_down(struct dp *d, const char *why, int err)
 
 static void dp_host_connect(struct dp *d)
 {
-	struct sockaddr_vm sa = { .svm_family = AF_VSOCK,
-				  .svm_cid = PROTO_HOST_CID,
-				  .svm_port = PROTO_PORT_DNS };
-	d->host_fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	union hostconn_addr sa;
+	socklen_t len;
+	hostconn_addr(PROTO_PORT_DNS, &sa, &len);
+	d->host_fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (d->host_fd < 0) {
 		dp_host_down(d, "socket", negative_errno());
 		return;
 	}
 	buf_init(&d->host_in, DP_HOST_BUF);
 	buf_init(&d->host_out, DP_HOST_BUF);
-	if (connect(d->host_fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+	if (connect(d->host_fd, &sa.sa, len) == 0) {
 		d->host = HOST_UP;
 		d->backoff_ms = DP_BACKOFF_MIN_MS;
 		return;

@@ -56,6 +56,7 @@
  * Runs as PID 1, single-threaded; signals are blocked and read from a signalfd.
  */
 #include "init.h"
+#include "hostconn.h"
 
 #include <fcntl.h>
 #include <net/if.h>
@@ -115,7 +116,7 @@ struct init_daemon {
 	unsigned fails; /* quick exits in a row */
 };
 
-enum { INIT_NET_PROXY, INIT_DNS_PROXY, INIT_N_DAEMONS };
+enum { INIT_CHAN, INIT_NET_PROXY, INIT_DNS_PROXY, INIT_N_DAEMONS };
 
 struct init {
 	struct stages stages;
@@ -593,6 +594,30 @@ static void init_resources(struct init *in)
 
 /* ---- the network ---- */
 
+/* The host channel when it is a virtio-serial port named "capsem.chan" (docs/PROTOCOL.md §10):
+ * opened once here, handed to capsem-chan (restarted like the proxies). -1 when the VM has
+ * vsock instead. */
+static int init_chan_port(void)
+{
+	_cleanup_closedir_ DIR *d = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char p[320], name[64] = "";
+		if (e->d_name[0] == '.' || strlen(e->d_name) > 64)
+			continue;
+		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%.64s/name", e->d_name);
+		_cleanup_free_ char *t = NULL;
+		if (read_file_small(p, sizeof(name), &t, NULL) < 0)
+			continue;
+		t[strcspn(t, "\n")] = 0;
+		if (!streq(t, "capsem.chan"))
+			continue;
+		snprintf(p, sizeof(p), "/dev/%.64s", e->d_name);
+		return open(p, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	}
+	return -1;
+}
+
 /* In the initramfs: lo, capsem0, nft started, the proxies' sockets. */
 static void init_net_start(struct init *in)
 {
@@ -605,6 +630,8 @@ static void init_net_start(struct init *in)
 	*dp = (struct init_daemon){ .name = "capsem-dns-proxy",
 				    .args = { "--udp-fd", "3", "--tcp-fd", "4" },
 				    .fds = { -1, -1 } };
+	in->daemons[INIT_CHAN] =
+		(struct init_daemon){ .name = "capsem-chan", .fds = { init_chan_port(), -1 } };
 	r = init_loopback();
 	if (r < 0) {
 		init_console("cannot bring up lo: %s", strerror(-r));
@@ -780,9 +807,17 @@ static int init_daemon_restarts(struct init *in)
 static int init_spawn_agent(struct init *in)
 {
 	char list[4096];
-	char *argv[] = { (char *)"capsem-agent", (char *)"--boot-stages", list, NULL };
+	char *argv[] = {
+		(char *)"capsem-agent", (char *)"--boot-stages", list, NULL, NULL, NULL, NULL, NULL
+	};
 	sigset_t none;
 
+	if (in->daemons[INIT_CHAN].fds[0] >= 0) { /* the host channel is capsem-chan's */
+		argv[3] = (char *)"--listen-unix";
+		argv[4] = (char *)HOSTCONN_EXEC_LISTEN;
+		argv[5] = (char *)"--control-unix";
+		argv[6] = (char *)HOSTCONN_DIR "/5000";
+	}
 	(void)stages_mark(&in->stages, "agent_spawn");
 	if (stages_format(&in->stages, list, sizeof(list)) < 0)
 		list[0] = 0;

@@ -11,6 +11,7 @@
  * kernel, capsem-init or a developer).
  */
 #include "agent.h"
+#include "chan.h"
 #include "dnsproxy.h"
 #include "doctor.h"
 #include "init.h"
@@ -43,6 +44,8 @@ int main(int argc, char **argv)
 		return dnsproxy_main(argc, argv);
 	if (streq(name, "capsem-mcp-relay"))
 		return mcprelay_main(argc, argv);
+	if (streq(name, "capsem-chan"))
+		return chan_main(argc, argv);
 	if (streq(name, "capsem-snapshots"))
 		return snapcmd_main(argc, argv);
 	if (argc >= 2 && streq(argv[1], "mcp-relay"))

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "fdutil.h"
+#include "hostconn.h"
 #include "log.h"
 #include "macro.h"
 #include "mcppure.h"
@@ -188,13 +189,13 @@ static void mr_drain(struct mr *m, int timeout_ms)
 
 static int mr_connect_vsock(uint32_t port)
 {
-	struct sockaddr_vm sa = { .svm_family = AF_VSOCK,
-				  .svm_cid = PROTO_HOST_CID,
-				  .svm_port = port };
-	_cleanup_close_ int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	union hostconn_addr sa;
+	socklen_t len;
+	hostconn_addr(port, &sa, &len);
+	_cleanup_close_ int fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	if (connect(fd, &sa.sa, len) < 0)
 		return negative_errno();
 	return TAKE_FD(fd);
 }

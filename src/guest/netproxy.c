@@ -42,6 +42,7 @@
 #include <sys/socket.h>
 
 #include "fdutil.h"
+#include "hostconn.h"
 #include "log.h"
 #include "macro.h"
 #include "netsetup.h"
@@ -221,13 +222,13 @@ static int np_original_dst(int fd, int family, struct proto_net_preamble *pre)
 
 static int np_connect_host(void)
 {
-	struct sockaddr_vm sa = { .svm_family = AF_VSOCK,
-				  .svm_cid = PROTO_HOST_CID,
-				  .svm_port = PROTO_PORT_NET };
-	_cleanup_close_ int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	union hostconn_addr sa;
+	socklen_t len;
+	hostconn_addr(PROTO_PORT_NET, &sa, &len);
+	_cleanup_close_ int fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	if (connect(fd, &sa.sa, len) < 0)
 		return negative_errno();
 	return TAKE_FD(fd);
 }

@@ -339,6 +339,7 @@ static void vm_finish(struct vm *vm)
 		close_handle((uv_handle_t *)&vm->sig[i]);
 	vsock_backend_free(vm->vsock);
 	vm->vsock = NULL;
+	vm_chan_stop(vm);      /* its exec taps write the ledger: before it closes */
 	gateway_stop(vm->mcp); /* records its last calls: before the ledger closes */
 	vm->mcp = NULL;
 	egress_stop(vm->egress);
@@ -607,9 +608,12 @@ static int vm_start(struct vm *vm)
 		vc.tap_close = vm_exec_tap_close;
 		vc.tap_userdata = vm->ledger;
 	}
-	r = vsock_backend_new(vm->loop, &vc, &vm->vsock);
-	if (r < 0)
+	if (vm->o.chan_serial)
+		r = vm_chan_start(vm);
+	else if ((r = vsock_backend_new(vm->loop, &vc, &vm->vsock)) < 0)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
+	if (r < 0)
+		return r;
 
 	if (vm->o.workspace && !vm->o.workspace_9p) {
 		r = vm_workspace_start(vm);
@@ -630,6 +634,7 @@ static int vm_start(struct vm *vm)
 		.serial_sock = "serial.sock",
 		.qmp_sock = "qmp.sock",
 		.vhost_vsock_sock = "vhost-vsock.sock",
+		.chan_sock = vm->o.chan_serial ? "chan.sock" : NULL,
 		.disk = vm->o.disk,
 		.rootfs = vm->o.rootfs,
 		.mounts = vm->o.mounts,
@@ -690,6 +695,9 @@ static void help(void)
 	       "  --rootfs FILE        root file system image (squashfs), attached read-only;\n"
 	       "                       the guest boots into it with an overlay on top\n"
 	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
+	       "  --channel vsock|serial  the host<->guest ports over the vhost-user vsock device\n"
+	       "                       (default) or multiplexed over a virtio-serial port, which\n"
+	       "                       QEMU can migrate (docs/PROTOCOL.md §10; experimental)\n"
 	       "  --workspace DIR      share DIR at /root/workspace over virtio-fs (virtiofsd,\n"
 	       "                       $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN "; as a\n"
 	       "                       normal user over 9p: virtiofsd needs root)\n"
@@ -834,7 +842,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_GUEST_ENV,
 		ARG_TB,
 		ARG_CONTROL_FD,
-		ARG_WORKSPACE
+		ARG_WORKSPACE,
+		ARG_CHANNEL
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -857,6 +866,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "rootfs", required_argument, NULL, ARG_ROOTFS },
 		{ "mount", required_argument, NULL, ARG_MOUNT },
 		{ "workspace", required_argument, NULL, ARG_WORKSPACE },
+		{ "channel", required_argument, NULL, ARG_CHANNEL },
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
@@ -965,6 +975,12 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--rootfs: given twice"), -EINVAL;
 			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
+			break;
+		case ARG_CHANNEL:
+			if (!streq(optarg, "vsock") && !streq(optarg, "serial"))
+				return log_error("--channel: vsock or serial, not '%s'", optarg),
+				       -EINVAL;
+			o->chan_serial = streq(optarg, "serial");
 			break;
 		case ARG_WORKSPACE: {
 			struct stat st;

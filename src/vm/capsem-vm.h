@@ -66,6 +66,7 @@ struct vm_opts {
 	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
 	char *workspace;  /* --workspace, realpath'd: served by virtiofsd (owned) */
 	int workspace_9p; /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
+	int chan_serial;  /* --channel serial: the ports over virtio-serial (vmchan.c) */
 };
 
 struct vm {
@@ -112,7 +113,16 @@ struct vm {
 	struct wsaudit *audit;	/* the workspace's file audit (--workspace and --ledger) */
 	uv_poll_t audit_poll;	/* its inotify fd */
 	uv_timer_t audit_timer; /* the next touched path due */
+	struct vmchan *chan;	/* --channel serial: the mux thread (vmchan.c) */
 };
+
+/* ---- vmchan.c ---- */
+
+/* --channel serial: listen on chan.sock (QEMU's virtio-serial chardev) and on the hybrid socket
+ * vsock, and run the channel mux on its own thread. Before QEMU starts. 0 or -errno (logged). */
+int vm_chan_start(struct vm *vm);
+/* Stop the thread, close every stream. NULL-safe (no channel: nothing). */
+void vm_chan_stop(struct vm *vm);
 
 /* ---- vmworkspace.c ---- */
 

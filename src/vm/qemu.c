@@ -122,8 +122,13 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	    c->tcg_tb_mib > QEMU_TCG_TB_MIB_MAX)
 		return -EINVAL;
 	/* QEMU option values use ',' as a separator: refuse paths that would inject options */
-	const char *paths[] = { c->kernel,   c->initrd,		  c->serial_sock,
-				c->qmp_sock, c->vhost_vsock_sock, c->name ? c->name : "" };
+	const char *paths[] = { c->kernel,
+				c->initrd,
+				c->serial_sock,
+				c->qmp_sock,
+				c->vhost_vsock_sock,
+				c->name ? c->name : "",
+				c->chan_sock ? c->chan_sock : "" };
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
 			return -EINVAL;
@@ -186,9 +191,17 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_push(&v, "-mon");
 	r |= strv_push(&v, "chardev=qmp0,mode=control");
 	r |= strv_push(&v, "-chardev");
-	r |= strv_pushf(&v, "socket,id=vsk0,path=%s", c->vhost_vsock_sock);
-	r |= strv_push(&v, "-device");
-	r |= strv_push(&v, "vhost-user-vsock-device,chardev=vsk0");
+	if (c->chan_sock) {
+		r |= strv_pushf(&v, "socket,id=chan0,path=%s", c->chan_sock);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "virtio-serial-device,max_ports=2");
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "virtserialport,chardev=chan0,name=capsem.chan");
+	} else {
+		r |= strv_pushf(&v, "socket,id=vsk0,path=%s", c->vhost_vsock_sock);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "vhost-user-vsock-device,chardev=vsk0");
+	}
 	r |= strv_push(&v, "-object");
 	r |= strv_push(&v, "rng-random,id=rng0,filename=/dev/urandom");
 	r |= strv_push(&v, "-device");

@@ -51,6 +51,9 @@ struct qemu_config {
 	const char *serial_sock;
 	const char *qmp_sock;
 	const char *vhost_vsock_sock;
+	/* instead of the vsock device: a virtio-serial port "capsem.chan" whose chardev connects
+	 * to this socket (the channel mux, docs/PROTOCOL.md §10); NULL = vsock */
+	const char *chan_sock;
 	const char *disk;   /* raw disk image attached read-write, serial capsem-disk, or NULL */
 	const char *rootfs; /* root file system image attached read-only, serial capsem-rootfs */
 	const struct qemu_mount *mounts;

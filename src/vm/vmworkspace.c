@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,13 +118,42 @@ void vm_workspace_stop(struct vm *vm)
 	(void)unlink(VIRTIOFS_SOCKET);
 }
 
-/* The workspace's transport. Debian's C virtiofsd must run as root: as a normal user it would
- * need a user namespace, where it cannot drop its supplementary groups (setgroups is denied to
- * an unprivileged user namespace), so it exits. Then the workspace is a 9p share on the same
- * path, served by QEMU as the user (files belong to the user as with virtio-fs; slower). */
+/* Can virtiofsd hold an fd for every inode the guest caches? It keeps an O_PATH fd per inode
+ * the guest holds (C virtiofsd has no file handles), so it needs far more than the usual 1024;
+ * it raises its own limit, which takes a high hard limit or CAP_SYS_RESOURCE. We try to raise
+ * ours (it inherits it); a host that allows neither (a container without CAP_SYS_RESOURCE)
+ * gets the 9p share instead of a virtio-fs that fails with EMFILE on a large repository. */
+static int nofile_ok(rlim_t *ret_hard)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1; /* nothing known: let virtiofsd try */
+	*ret_hard = rl.rlim_max;
+	if (rl.rlim_max >= VIRTIOFS_MIN_NOFILE)
+		return 1;
+	struct rlimit want = { VIRTIOFS_MIN_NOFILE, VIRTIOFS_MIN_NOFILE };
+	return setrlimit(RLIMIT_NOFILE, &want) == 0;
+}
+
+/* The workspace's transport (CAPSEM_WORKSPACE_TRANSPORT=auto|virtiofs|9p, default auto).
+ * Debian's C virtiofsd must run as root: as a normal user it would need a user namespace, where
+ * it cannot drop its supplementary groups (setgroups is denied to an unprivileged user
+ * namespace), so it exits; and it needs a high open-file limit (nofile_ok). Otherwise the
+ * workspace is a 9p share on the same path, served by QEMU as the user (files belong to the
+ * user as with virtio-fs; slower). */
 int vm_workspace_transport(struct vm_opts *o)
 {
-	if (!o->workspace || geteuid() == 0)
+	const char *want = getenv("CAPSEM_WORKSPACE_TRANSPORT");
+	rlim_t hard = 0;
+	if (!o->workspace)
+		return 0;
+	if (want && *want && !streq(want, "auto") && !streq(want, "virtiofs") && !streq(want, "9p"))
+		return log_error("CAPSEM_WORKSPACE_TRANSPORT: auto, virtiofs or 9p, not '%s'", want),
+		       -EINVAL;
+	int forced_vfs = want && streq(want, "virtiofs");
+	if (forced_vfs && geteuid() != 0)
+		log_warn("CAPSEM_WORKSPACE_TRANSPORT=virtiofs: virtiofsd needs root; using 9p");
+	if (geteuid() == 0 && (forced_vfs || (!(want && streq(want, "9p")) && nofile_ok(&hard))))
 		return 0;
 	if (o->n_mounts >= QEMU_MAX_MOUNTS)
 		return log_error("--workspace: no room for it among %d --mounts", QEMU_MAX_MOUNTS),
@@ -141,7 +171,15 @@ int vm_workspace_transport(struct vm_opts *o)
 	}
 	o->mounts[o->n_mounts++] = (struct qemu_mount){ .host = host, .guest = guest };
 	o->workspace_9p = 1;
-	log_info("the workspace is shared over 9p (virtiofsd needs root)");
+	if (want && streq(want, "9p"))
+		log_info("the workspace is shared over 9p (CAPSEM_WORKSPACE_TRANSPORT=9p)");
+	else if (geteuid() != 0)
+		log_info("the workspace is shared over 9p (virtiofsd needs root)");
+	else
+		log_warn("the workspace is shared over 9p: this host lets a process open only %llu "
+			 "files and cannot raise it (no CAP_SYS_RESOURCE); virtiofsd holds one per "
+			 "file the guest caches and would fail on large trees",
+			 (unsigned long long)hard);
 	return 0;
 }
 

@@ -26,7 +26,15 @@ def wsenv(tmp_path_factory):
     d = tmp_path_factory.mktemp("ws")
     home = d / "home"
     home.mkdir()
+    # virtio-fs is this module's subject: asked for explicitly, since a host whose root cannot
+    # raise the open-file limit (this kind of machine: no CAP_SYS_RESOURCE) gets 9p by default
+    saved = os.environ.get("CAPSEM_WORKSPACE_TRANSPORT")
+    os.environ["CAPSEM_WORKSPACE_TRANSPORT"] = "virtiofs"
     yield d, home
+    if saved is None:
+        os.environ.pop("CAPSEM_WORKSPACE_TRANSPORT", None)
+    else:
+        os.environ["CAPSEM_WORKSPACE_TRANSPORT"] = saved
     assert not clean_home(home, under=d), "QEMU, capsem-vm or virtiofsd left behind"
 
 

@@ -18,7 +18,8 @@
 /* Capsem's home (capsem_home(): $CAPSEM_HOME, $HOME/.capsem, the passwd entry's). malloc'ed;
  * NULL after logging why. */
 char *cli_capsem_home(void);
-/* The directory of image NAME: $CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME. malloc'ed. */
+/* The directory of image NAME: the user's ($CAPSEM_IMAGES_DIR/NAME, else <home>/images/NAME)
+ * when it has a manifest, else the package's (capsem_image_find()). malloc'ed. */
 char *cli_image_dir(const char *name);
 /* The image of a VM that names none: $CAPSEM_IMAGE, else "debian" when it is installed, else
  * "minimal" (capsemd picks the same when a client sends no image). Static or environment
@@ -62,3 +63,55 @@ int cli_exec_signals(int with_winch);
  * fields on capsem-vm's and QEMU's command lines). 0 with *ret (malloc'ed), or -errno after
  * saying why. */
 int cli_workspace_path(const char *arg, char **ret);
+
+/* ---- the host (cli-host.c): checks shared by doctor and setup, services, image builds ---- */
+
+/* Run argv (PATH search), capturing up to cap bytes of stdout (NUL-terminated; out may be NULL),
+ * stderr to /dev/null unless show_err. Its exit status (127 when it could not run), or -errno. */
+int cli_run_capture(char *const *argv, char *out, size_t cap, int show_err);
+
+enum { CLI_CHECK_OK = 0, CLI_CHECK_WARN = 1, CLI_CHECK_FAIL = 2 };
+struct cli_check {
+	const char *name;
+	int required;
+	int status; /* CLI_CHECK_* */
+	char detail[512];
+};
+/* Each fills c->status and a one-line c->detail that says what to do when it is not OK. */
+void cli_check_qemu(struct cli_check *c);
+/* KVM only when /dev/kvm opens read-write AND the CPU has vmx/svm; else TCG (a warning). */
+void cli_check_accel(struct cli_check *c);
+void cli_check_image(struct cli_check *c, const char *name);
+void cli_check_binary(struct cli_check *c, const char *name, const char *env, const char *sub);
+/* Free space where CAPSEM_HOME is (or would be): fail under 512 MiB, warn under want_mib. */
+void cli_check_disk(struct cli_check *c, uint64_t want_mib);
+/* Whether this user can open /dev/kvm, and the adduser command when not. */
+void cli_check_groups(struct cli_check *c);
+/* MiB available to the caller on the file system of path's nearest existing ancestor, or
+ * -errno. */
+int64_t cli_free_mib(const char *path);
+
+/* 1 when a systemd user manager answers `systemctl --user` (PID 1 need not be systemd). */
+int cli_systemd_user_available(void);
+/* ~/.config/systemd/user/capsemd.service (or under $XDG_CONFIG_HOME). malloc'ed or NULL. */
+char *cli_user_unit_path(void);
+/* Install capsemd as a systemd user service: the package's unit when it is installed and
+ * CAPSEM_HOME is the default, else a unit written for this home; then enable and start it. 1
+ * when it runs under systemd, 0 when installed but left to the on-demand start (no user
+ * manager: said on stderr), -errno (logged). */
+int cli_service_install(void);
+/* Stop, disable and (when capsem wrote it) remove the user unit. 1 when something was removed
+ * or disabled, 0 when there was nothing, -errno (logged). */
+int cli_service_remove(void);
+
+/* The static guest binary: $CAPSEM_GUEST_BIN, the source tree's build-guest/, else the
+ * package's <libexecdir>/capsem/capsem-guest. malloc'ed or NULL. */
+char *cli_guest_bin(void);
+/* Build image config (NULL: capsem-builder's default, the 'debian' image) into the user's
+ * images directory with capsem-builder, its progress on our stderr (stdout: the builder's
+ * result, JSON with json). Without the kernel source (an installed package) the kernel and
+ * initramfs come from the package's 'minimal' image. 0, or -errno (logged). */
+int cli_image_build(const char *config, const char *name, int json);
+/* Stop every VM of this home (through capsemd when it runs; never starts it), capsemd itself,
+ * and any capsem-vm supervisor left under <home>/vms. The number of VMs stopped. */
+int cli_stop_everything(const char *home);

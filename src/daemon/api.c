@@ -16,6 +16,7 @@
 #include "config.h"
 #include "fdutil.h"
 #include "gexec.h"
+#include "home.h"
 #include "images.h"
 #include "ledgerapi.h"
 #include "log.h"
@@ -213,6 +214,10 @@ static void route_image_delete(struct api *a, struct httpd_conn *c, const char *
 	else if (r == -EBUSY)
 		httpd_reply_error(c, 409, "image_in_use", "image '%s' is used by running VMs: %s",
 				  name, strempty(users));
+	else if (r == -EPERM)
+		httpd_reply_error(c, 403, "system_image",
+				  "image '%s' is the package's (%s): it goes with the package", name,
+				  capsem_system_images_dir());
 	else
 		httpd_reply_error(c, 500, "internal", "cannot delete image '%s': %s", name,
 				  strerror(-r));

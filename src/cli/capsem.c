@@ -56,8 +56,13 @@ static const struct command commands[] = {
 	{ "doctor", NULL, doctor, "doctor [VM [-k GROUP]] [--json]",
 	  "check the host, or a VM inside" },
 	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },
+	{ "setup", NULL, cmd_setup, "setup [-n] [--force]",
+	  "first run: check the host, keys, image, service, test VM" },
+	{ "update", NULL, cmd_update, "update [--yes] [--rollback] [--json]",
+	  "check the release channel; install verified updates" },
 	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
-	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
+	{ "uninstall", NULL, cmd_uninstall, "uninstall [--purge]",
+	  "remove the service (--purge: and ~/.capsem)" },
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
 	{ "policy", NULL, cmd_policy, "policy check URL | show | defaults",
 	  "explain the egress policy (no daemon needed)" },
@@ -73,8 +78,8 @@ static void help(void)
 	       "\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		printf("  %-34s %s\n", commands[i].synopsis, commands[i].summary);
-	printf("  %-34s %s\n", "help [COMMAND]", "show help");
+		printf("  %-34s  %s\n", commands[i].synopsis, commands[i].summary);
+	printf("  %-34s  %s\n", "help [COMMAND]", "show help");
 	printf("\n"
 	       "VM is a name, an id or a unique id prefix. Listing and info commands take --json.\n"
 	       "Run 'capsem COMMAND --help' for a command's options.\n"

@@ -15,6 +15,10 @@
 
 /* ---- the environment (cli-env.c) ---- */
 
+/* $CAPSEM_HOME/setup.json: written by capsem setup (what it did); its absence tells capsem run
+ * that this user never ran setup. */
+#define CLI_SETUP_RECORD "setup.json"
+
 /* Capsem's home (capsem_home(): $CAPSEM_HOME, $HOME/.capsem, the passwd entry's). malloc'ed;
  * NULL after logging why. */
 char *cli_capsem_home(void);
@@ -115,3 +119,36 @@ int cli_image_build(const char *config, const char *name, int json);
 /* Stop every VM of this home (through capsemd when it runs; never starts it), capsemd itself,
  * and any capsem-vm supervisor left under <home>/vms. The number of VMs stopped. */
 int cli_stop_everything(const char *home);
+
+/* ---- the release channel (cli-release.c), beneath capsem update ---- */
+
+struct release;
+struct release_image;
+/* <image>/release.json: {"version", "channel"} of an image installed from a channel. */
+#define CLI_RELEASE_FILE "release.json"
+/* The public key manifests must be signed with: $CAPSEM_UPDATE_KEY (tests), else
+ * <datadir>/capsem/update.pub. */
+const char *cli_update_key(void);
+/* Fetch url and url.sig, verify the signature over the exact bytes with cli_update_key(), then
+ * parse. 0 with *ret (release_free), -EBADMSG (unsigned, wrongly signed or invalid), -EIO,
+ * -errno; err says why. Nothing is written anywhere. */
+int cli_release_load(const char *url, struct release **ret, char *err, size_t errlen);
+/* The channel version an installed image came from (its release.json), or NULL (built here,
+ * or none). malloc'ed. */
+char *cli_image_release_version(const char *images, const char *name);
+/* Download one file with resume and retry and verify its size and SHA-256 (progress on a
+ * terminal's stderr). fetch_verified()'s results. */
+int cli_fetch_file(const char *url, const char *path, uint64_t size, const char *sha256,
+		   char *err, size_t errlen);
+/* Download image im of rel (asset URLs relative to base_url) into a new staging directory under
+ * images, verify every asset and then the image's manifest.json, write its release.json. 0 with
+ * *ret_stage (malloc'ed); on failure the stage is gone, -errno and err. Nothing in use is
+ * touched. */
+int cli_image_stage(const char *images, const char *base_url, const struct release *rel,
+		    const struct release_image *im, char **ret_stage, char *err, size_t errlen);
+/* Make stage the image name in one exchange; the image it replaces becomes .<name>.previous
+ * (an older previous one is deleted). 0 or -errno. */
+int cli_image_commit(const char *images, const char *name, const char *stage);
+/* Exchange .<name>.previous and <name> (a second rollback goes forward again). 0, -ENOENT
+ * when there is no previous image, -errno. */
+int cli_image_rollback(const char *images, const char *name);

@@ -28,3 +28,5 @@ int cmd_image(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
+int cmd_setup(int argc, char **argv);
+int cmd_update(int argc, char **argv);

@@ -670,6 +670,40 @@ out:
 	return status;
 }
 
+/* A machine where `capsem setup` never ran (no $CAPSEM_HOME/setup.json): run anyway when the
+ * image is there (the package's 'minimal' one is), with one line about setup on a terminal;
+ * when the image is missing, say what to do instead of failing in the daemon. Setup is never
+ * started from here: it asks questions, builds for many minutes and may need root. */
+static int first_run_check(const struct run_opts *o)
+{
+	_cleanup_free_ char *home = cli_capsem_home(), *rec = NULL, *dir = NULL, *m = NULL;
+	if (!home || asprintf(&rec, "%s/" CLI_SETUP_RECORD, home) < 0)
+		return -ENOMEM;
+	int set_up = access(rec, F_OK) == 0;
+	if (o->kernel && o->initrd)
+		return 0;
+	dir = cli_image_dir(o->image);
+	if (!dir || asprintf(&m, "%s/manifest.json", dir) < 0)
+		return log_oom();
+	if (access(m, F_OK) < 0) {
+		if (set_up)
+			log_error("image '%s' is not installed (%s): 'capsem image list' shows what "
+				  "is; 'capsem setup --force' installs it",
+				  o->image, dir);
+		else
+			log_error("image '%s' is not installed (%s): run 'capsem setup' first (it "
+				  "checks this host and installs the images), or 'make image' in a "
+				  "source tree",
+				  o->image, dir);
+		return -ENOENT;
+	}
+	if (!set_up && isatty(STDERR_FILENO))
+		log_info("first run: 'capsem setup' checks this host, stores provider keys and "
+			 "installs the full 'debian' image (using '%s' meanwhile)",
+			 o->image);
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
@@ -680,7 +714,9 @@ int cmd_run(int argc, char **argv)
 		free(o.workspace);
 		return r > 0 ? 0 : CLI_EXIT_USAGE;
 	}
-	int st = o.direct > 0 ? run_direct(&o) : run_daemon(&o);
+	int st = first_run_check(&o) < 0 ? CLI_EXIT_FAILURE
+		 : o.direct > 0		  ? run_direct(&o)
+					  : run_daemon(&o);
 	strv_free(o.env);
 	json_decref(o.mounts);
 	free(o.workspace);

@@ -244,7 +244,9 @@ static int step_keys(const struct setup_opts *o, const char *home, struct step *
 		_cleanup_free_ char *q = NULL;
 		if (asprintf(&q, "  store the %s key from $%s in %s?", name, src, path) < 0)
 			return log_oom();
-		if (o->store_keys || ask(o, 1, q)) {
+		/* without a terminal (or with -n) only --store-keys stores: a script never
+		 * writes a secret to disk by default */
+		if (o->store_keys || (o->interactive && ask(o, 1, q))) {
 			store |= 1u << p;
 			say(o, "  %-9s from %s: storing\n", name, src);
 		} else {

@@ -186,7 +186,7 @@ void cli_check_disk(struct cli_check *c, uint64_t want_mib)
 			 strerror((int)-mib));
 		return;
 	}
-	c->status = (uint64_t)mib < 512		? CLI_CHECK_FAIL
+	c->status = (uint64_t)mib < 512	       ? CLI_CHECK_FAIL
 		    : (uint64_t)mib < want_mib ? CLI_CHECK_WARN
 					       : CLI_CHECK_OK;
 	snprintf(c->detail, sizeof(c->detail), "%" PRId64 " MiB free in %s%s", mib, home,
@@ -341,9 +341,10 @@ int cli_service_install(void)
 			return r;
 	}
 	if (!cli_systemd_user_available() || systemctl("daemon-reload", NULL, NULL) != 0) {
-		log_warn("no systemd user manager here (systemctl --user does not answer): the "
-			 "service is not enabled; capsem starts capsemd on demand instead. In a "
-			 "login session with systemd, run 'systemctl --user enable --now capsemd'.");
+		log_warn(
+			"no systemd user manager here (systemctl --user does not answer): the "
+			"service is not enabled; capsem starts capsemd on demand instead. In a "
+			"login session with systemd, run 'systemctl --user enable --now capsemd'.");
 		return 0;
 	}
 	if (systemctl("enable", "--now", "capsemd") != 0) {

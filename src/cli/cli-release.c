@@ -53,8 +53,9 @@ int cli_release_load(const char *url, struct release **ret, char *err, size_t er
 	r = fetch_small(sigurl, 4096, &sig, &sn, err, errlen);
 	if (r < 0) {
 		size_t l = strlen(err);
-		snprintf(err + l, errlen - l, " (the manifest's signature: an unsigned manifest is "
-					      "never used)");
+		snprintf(err + l, errlen - l,
+			 " (the manifest's signature: an unsigned manifest is "
+			 "never used)");
 		return -EBADMSG;
 	}
 	/* the signature over the exact bytes, before a byte of them is parsed */
@@ -90,8 +91,8 @@ static void progress(void *ud, uint64_t done, uint64_t total)
 	}
 }
 
-int cli_fetch_file(const char *url, const char *path, uint64_t size, const char *sha256,
-		   char *err, size_t errlen)
+int cli_fetch_file(const char *url, const char *path, uint64_t size, const char *sha256, char *err,
+		   size_t errlen)
 {
 	int last = -1;
 	log_info("downloading %s", url);

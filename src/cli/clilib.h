@@ -138,8 +138,8 @@ int cli_release_load(const char *url, struct release **ret, char *err, size_t er
 char *cli_image_release_version(const char *images, const char *name);
 /* Download one file with resume and retry and verify its size and SHA-256 (progress on a
  * terminal's stderr). fetch_verified()'s results. */
-int cli_fetch_file(const char *url, const char *path, uint64_t size, const char *sha256,
-		   char *err, size_t errlen);
+int cli_fetch_file(const char *url, const char *path, uint64_t size, const char *sha256, char *err,
+		   size_t errlen);
 /* Download image im of rel (asset URLs relative to base_url) into a new staging directory under
  * images, verify every asset and then the image's manifest.json, write its release.json. 0 with
  * *ret_stage (malloc'ed); on failure the stage is gone, -errno and err. Nothing in use is

@@ -160,7 +160,8 @@ int cmd_install(int argc, char **argv)
 		"Usage: capsem install\n\nRun capsemd as a systemd user service and start it: the "
 		"package's unit\n(/usr/lib/systemd/user/capsemd.service) when it is installed and "
 		"CAPSEM_HOME is\nthe default, else a unit written to "
-		"~/.config/systemd/user/capsemd.service.\nWithout a systemd user manager nothing is "
+		"~/.config/systemd/user/capsemd.service.\nWithout a systemd user manager nothing "
+		"is "
 		"enabled: capsem starts capsemd on\ndemand instead (it always can).\n");
 	if (r)
 		return r == 1 ? 0 : r;
@@ -177,7 +178,8 @@ int cmd_uninstall(int argc, char **argv)
 		"system's package manager: sudo apt remove capsem (purge: also /etc/capsem).\n\n"
 		"  --purge   also stop every VM and delete CAPSEM_HOME (~/.capsem): VMs and their\n"
 		"            disks, images, session ledgers, the CA, user.toml, credentials\n"
-		"  --yes     do not ask before --purge deletes (needed when stdin is not a terminal)\n"
+		"  --yes     do not ask before --purge deletes (needed when stdin is not a "
+		"terminal)\n"
 		"  --json    {\"service_removed\", \"purged\", \"vms_stopped\", \"home\"}\n";
 	static const struct option opts[] = { { "purge", no_argument, NULL, 'p' },
 					      { "yes", no_argument, NULL, 'y' },
@@ -213,7 +215,8 @@ int cmd_uninstall(int argc, char **argv)
 	if (purge && !yes) {
 		char line[16];
 		if (!isatty(STDIN_FILENO))
-			return log_error("uninstall --purge deletes %s: add --yes to confirm", home),
+			return log_error("uninstall --purge deletes %s: add --yes to confirm",
+					 home),
 			       CLI_EXIT_USAGE;
 		fprintf(stderr, "Delete %s (VMs, disks, images, sessions, CA, keys)? [y/N] ", home);
 		if (!fgets(line, sizeof(line), stdin) || (line[0] != 'y' && line[0] != 'Y'))

@@ -687,9 +687,10 @@ static int first_run_check(const struct run_opts *o)
 		return log_oom();
 	if (access(m, F_OK) < 0) {
 		if (set_up)
-			log_error("image '%s' is not installed (%s): 'capsem image list' shows what "
-				  "is; 'capsem setup --force' installs it",
-				  o->image, dir);
+			log_error(
+				"image '%s' is not installed (%s): 'capsem image list' shows what "
+				"is; 'capsem setup --force' installs it",
+				o->image, dir);
 		else
 			log_error("image '%s' is not installed (%s): run 'capsem setup' first (it "
 				  "checks this host and installs the images), or 'make image' in a "
@@ -715,8 +716,8 @@ int cmd_run(int argc, char **argv)
 		return r > 0 ? 0 : CLI_EXIT_USAGE;
 	}
 	int st = first_run_check(&o) < 0 ? CLI_EXIT_FAILURE
-		 : o.direct > 0		  ? run_direct(&o)
-					  : run_daemon(&o);
+		 : o.direct > 0		 ? run_direct(&o)
+					 : run_daemon(&o);
 	strv_free(o.env);
 	json_decref(o.mounts);
 	free(o.workspace);

@@ -63,7 +63,8 @@ static void setup_help(void)
 	       "           are offered for $CAPSEM_HOME/credentials (mode 0600); keys are never\n"
 	       "           printed. Keys in the environment work without storing them.\n"
 	       "  image    the 'debian' image (python3, node, git, the AI CLIs), built by\n"
-	       "           capsem-builder with mmdebstrap and npm: needs root and the network, and\n"
+	       "           capsem-builder with mmdebstrap and npm: needs root and the network, "
+	       "and\n"
 	       "           takes 10-30 minutes the first time (later runs reuse its cache). As a\n"
 	       "           normal user setup prints the commands to run with sudo. The package's\n"
 	       "           'minimal' image works without this step.\n"
@@ -81,7 +82,8 @@ static void setup_help(void)
 	       "      --no-image         skip the image step\n"
 	       "      --no-service       skip the service step\n"
 	       "      --no-smoke         skip the test VM\n"
-	       "      --json             print the summary as JSON: {\"ok\", \"steps\": [{\"step\",\n"
+	       "      --json             print the summary as JSON: {\"ok\", \"steps\": "
+	       "[{\"step\",\n"
 	       "                         \"status\", \"detail\"}]}; progress stays on stderr\n"
 	       "  -h, --help             this text\n"
 	       "\n"
@@ -91,8 +93,15 @@ static void setup_help(void)
 
 static int parse_setup_args(int argc, char **argv, struct setup_opts *o)
 {
-	enum { ARG_STORE = 0x100, ARG_NOKEYS, ARG_IMAGE, ARG_NOIMAGE, ARG_NOSVC, ARG_NOSMOKE,
-	       ARG_JSON };
+	enum {
+		ARG_STORE = 0x100,
+		ARG_NOKEYS,
+		ARG_IMAGE,
+		ARG_NOIMAGE,
+		ARG_NOSVC,
+		ARG_NOSMOKE,
+		ARG_JSON
+	};
 	static const struct option opts[] = {
 		{ "non-interactive", no_argument, NULL, 'n' },
 		{ "force", no_argument, NULL, 'f' },
@@ -251,8 +260,9 @@ static int step_keys(const struct setup_opts *o, const char *home, struct step *
 			say(o, "  %-9s from %s: storing\n", name, src);
 		} else {
 			kept++;
-			say(o, "  %-9s from %s: not stored (used from the environment while it is "
-			       "set%s)\n",
+			say(o,
+			    "  %-9s from %s: not stored (used from the environment while it is "
+			    "set%s)\n",
 			    name, src, o->interactive ? "" : "; --store-keys stores it");
 		}
 	}
@@ -313,12 +323,13 @@ static int step_image(const struct setup_opts *o, struct step *s)
 	if (geteuid() != 0) {
 		_cleanup_free_ char *home = cli_capsem_home();
 		s->status = "missing";
-		snprintf(s->detail, sizeof(s->detail),
-			 "building the 'debian' image needs root (mmdebstrap makes device nodes and "
-			 "files of other owners); run:  sudo env CAPSEM_IMAGES_DIR=%s/images capsem "
-			 "image build && sudo chown -R %s: %s/images   (the 'minimal' image works "
-			 "meanwhile)",
-			 strempty(home), strempty(getenv("USER")), strempty(home));
+		snprintf(
+			s->detail, sizeof(s->detail),
+			"building the 'debian' image needs root (mmdebstrap makes device nodes and "
+			"files of other owners); run:  sudo env CAPSEM_IMAGES_DIR=%s/images capsem "
+			"image build && sudo chown -R %s: %s/images   (the 'minimal' image works "
+			"meanwhile)",
+			strempty(home), strempty(getenv("USER")), strempty(home));
 		say(o, "  %s\n", s->detail);
 		return -EPERM;
 	}
@@ -328,15 +339,15 @@ static int step_image(const struct setup_opts *o, struct step *s)
 	int r = cli_image_build(NULL, NULL, 0);
 	if (r < 0) {
 		s->status = "failed";
-		snprintf(s->detail, sizeof(s->detail),
-			 "capsem-builder failed (its messages are above); the 'minimal' image works "
-			 "meanwhile; retry with 'capsem setup --force' or 'capsem image build'");
+		snprintf(
+			s->detail, sizeof(s->detail),
+			"capsem-builder failed (its messages are above); the 'minimal' image works "
+			"meanwhile; retry with 'capsem setup --force' or 'capsem image build'");
 		return r;
 	}
 	_cleanup_free_ char *dir = cli_image_dir("debian");
 	s->status = "done";
-	snprintf(s->detail, sizeof(s->detail), "built and installed 'debian' in %s",
-		 strempty(dir));
+	snprintf(s->detail, sizeof(s->detail), "built and installed 'debian' in %s", strempty(dir));
 	return 0;
 }
 
@@ -357,7 +368,7 @@ static int step_service(const struct setup_opts *o, struct step *s)
 	int r = cli_service_install();
 	s->status = r > 0 ? "done" : r == 0 ? "skipped" : "failed";
 	snprintf(s->detail, sizeof(s->detail), "%s",
-		 r > 0	  ? "capsemd runs as a systemd user service (systemctl --user status capsemd)"
+		 r > 0 ? "capsemd runs as a systemd user service (systemctl --user status capsemd)"
 		 : r == 0 ? "unit installed, not running: capsem starts capsemd on demand"
 			  : "could not install the service (see above)");
 	return r < 0 ? r : 0;
@@ -377,11 +388,13 @@ static int step_smoke(const struct setup_opts *o, const char *image, struct step
 	json_decref(body);
 	if (r < 0) {
 		s->status = "failed";
-		snprintf(s->detail, sizeof(s->detail), "the VM did not start (see above; 'capsem "
-						       "doctor' checks the host)");
+		snprintf(s->detail, sizeof(s->detail),
+			 "the VM did not start (see above; 'capsem "
+			 "doctor' checks the host)");
 		return r;
 	}
-	_cleanup_free_ char *id = strdup(strempty(json_string_value(json_object_get(res.json, "id"))));
+	_cleanup_free_ char *id =
+		strdup(strempty(json_string_value(json_object_get(res.json, "id"))));
 	const char *accel = json_string_value(json_object_get(res.json, "accel"));
 	double boot = json_number_value(json_object_get(res.json, "boot_ms"));
 	snprintf(s->detail, sizeof(s->detail), "VM booted in %.0f ms (%s)", boot,
@@ -409,8 +422,7 @@ static int step_smoke(const struct setup_opts *o, const char *image, struct step
 	if (path && cli_api("DELETE", path, NULL, &d) == 0)
 		api_response_done(&d);
 	size_t n = strlen(s->detail);
-	snprintf(s->detail + n, sizeof(s->detail) - n, "; uname -a %s",
-		 st == 0 ? "ran" : "FAILED");
+	snprintf(s->detail + n, sizeof(s->detail) - n, "; uname -a %s", st == 0 ? "ran" : "FAILED");
 	s->status = st == 0 ? "done" : "failed";
 	return st == 0 ? 0 : -EIO;
 }
@@ -424,9 +436,9 @@ static void write_record(const char *home, const struct step *steps, size_t n, i
 	json_t *a = json_array();
 	manifest_now(now);
 	for (size_t i = 0; a && i < n; i++)
-		json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "step", steps[i].name,
-						   "status", steps[i].status, "detail",
-						   steps[i].detail));
+		json_array_append_new(a,
+				      json_pack("{s:s, s:s, s:s}", "step", steps[i].name, "status",
+						steps[i].status, "detail", steps[i].detail));
 	json_t *o = json_pack("{s:s, s:s, s:b, s:o}", "version", CAPSEM_VERSION, "when", now, "ok",
 			      ok, "steps", a);
 	if (!o || asprintf(&path, "%s/" CLI_SETUP_RECORD, home) < 0 ||
@@ -446,8 +458,10 @@ int cmd_setup(int argc, char **argv)
 	if (!home)
 		return 1;
 	struct step steps[5] = {
-		{ "host", "skipped", "" },    { "keys", "skipped", "--no-keys" },
-		{ "image", "skipped", "--no-image" }, { "service", "skipped", "--no-service" },
+		{ "host", "skipped", "" },
+		{ "keys", "skipped", "--no-keys" },
+		{ "image", "skipped", "--no-image" },
+		{ "service", "skipped", "--no-service" },
 		{ "smoke", "skipped", "--no-smoke" },
 	};
 	say(&o, "Setting up Capsem %s for %s (CAPSEM_HOME=%s)\n", CAPSEM_VERSION,
@@ -473,9 +487,8 @@ int cmd_setup(int argc, char **argv)
 	if (o.json) {
 		json_t *a = json_array();
 		for (size_t i = 0; a && i < ELEMENTSOF(steps); i++)
-			json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "step",
-							   steps[i].name, "status",
-							   steps[i].status, "detail",
+			json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "step", steps[i].name,
+							   "status", steps[i].status, "detail",
 							   steps[i].detail));
 		json_t *j = json_pack("{s:b, s:s, s:o}", "ok", ok, "home", home, "steps", a);
 		cli_print_json(j);

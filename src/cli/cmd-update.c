@@ -155,9 +155,9 @@ static int do_rollback(const struct update_opts *o, const char *images, struct r
 		if (!name)
 			return log_oom();
 		if (!o->yes) {
-			json_array_append_new(rp->images, json_pack("{s:s, s:s}", "name", name,
-								     "action",
-								     "rollback available"));
+			json_array_append_new(rp->images,
+					      json_pack("{s:s, s:s}", "name", name, "action",
+							"rollback available"));
 			continue;
 		}
 		int r = cli_image_rollback(images, name);
@@ -179,8 +179,8 @@ static int do_rollback(const struct update_opts *o, const char *images, struct r
 
 /* ---- the package ---- */
 
-static int install_package(const struct update_opts *o, const struct release *rel,
-			   const char *home, int downgrade, struct report *rp)
+static int install_package(const struct update_opts *o, const struct release *rel, const char *home,
+			   int downgrade, struct report *rp)
 {
 	_cleanup_free_ char *url = release_resolve_url(o->channel, rel->package.url);
 	_cleanup_free_ char *dir = NULL, *path = NULL, *cmd = NULL;
@@ -215,7 +215,7 @@ static int install_package(const struct update_opts *o, const struct release *re
 		return 0;
 	}
 	char *argv[] = { "apt-get", "install", "-y", downgrade ? "--allow-downgrades" : "-q",
-			 path, NULL };
+			 path,	    NULL };
 	log_info("installing the package: %s", cmd);
 	r = cli_run_capture(argv, NULL, 0, 1);
 	if (r == 127) {
@@ -252,8 +252,8 @@ static const char *image_action(const char *images, const struct release *rel,
 	return release_version_cmp(rel->version, *ret_installed) > 0 ? "update" : "current";
 }
 
-static int update_images(const struct update_opts *o, const struct release *rel,
-			 const char *images, struct report *rp)
+static int update_images(const struct update_opts *o, const struct release *rel, const char *images,
+			 struct report *rp)
 {
 	char *stages[RELEASE_MAX_IMAGES] = {};
 	const char *actions[RELEASE_MAX_IMAGES] = {};
@@ -333,8 +333,8 @@ static void print_report(const struct update_opts *o, struct report *rp)
 		       json_string_value(json_object_get(im, "action")), inst ? ", installed " : "",
 		       inst ? inst : "");
 	}
-	int todo = pkg && strstr(strempty(json_string_value(json_object_get(pkg, "action"))),
-				 "available");
+	int todo = pkg &&
+		   strstr(strempty(json_string_value(json_object_get(pkg, "action"))), "available");
 	json_array_foreach(rp->images, i, im)
 	{
 		const char *a = json_string_value(json_object_get(im, "action"));
@@ -342,7 +342,7 @@ static void print_report(const struct update_opts *o, struct report *rp)
 	}
 	if (!o->yes && !rp->failed)
 		printf("%s\n", todo ? "run 'capsem update --yes' to install what is newer"
-				     : "nothing to install");
+				    : "nothing to install");
 }
 
 int cmd_update(int argc, char **argv)

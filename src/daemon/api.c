@@ -216,8 +216,8 @@ static void route_image_delete(struct api *a, struct httpd_conn *c, const char *
 				  name, strempty(users));
 	else if (r == -EPERM)
 		httpd_reply_error(c, 403, "system_image",
-				  "image '%s' is the package's (%s): it goes with the package", name,
-				  capsem_system_images_dir());
+				  "image '%s' is the package's (%s): it goes with the package",
+				  name, capsem_system_images_dir());
 	else
 		httpd_reply_error(c, 500, "internal", "cannot delete image '%s': %s", name,
 				  strerror(-r));

@@ -117,14 +117,13 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 		json_t *o;
 		if (r < 0) {
 			o = json_pack("{s:s, s:s, s:b, s:b, s:s}", "name", names[i], "dir", dir,
-				      "default", 0, "system", sys,
-				      "error",
+				      "default", 0, "system", sys, "error",
 				      r == -ENOENT ? "no manifest.json"
 						   : "unreadable manifest.json");
 		} else {
 			uint64_t size = m->kernel.size + m->initrd.size + m->rootfs.size;
-			o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o}", "name",
-				      names[i], "dir", dir, "default", streq(names[i], def),
+			o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:s?, s:s?, s:s?, s:I, s:o}",
+				      "name", names[i], "dir", dir, "default", streq(names[i], def),
 				      "system", sys, "arch", m->arch, "created", m->created,
 				      "kernel", m->kernel.version, "rootfs", m->rootfs.file, "size",
 				      (json_int_t)size, "in_use", in_use_json(vms, names[i]));

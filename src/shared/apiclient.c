@@ -215,8 +215,8 @@ static int systemd_unit_matches(const char *home)
 		r = asprintf(&unit, "%s/.config/systemd/user/capsemd.service", h);
 	if (r < 0)
 		unit = NULL;
-	if (unit && access(unit, F_OK) < 0 && h && *h &&
-	    asprintf(&def, "%s/.capsem", h) >= 0 && streq(def, home) &&
+	if (unit && access(unit, F_OK) < 0 && h && *h && asprintf(&def, "%s/.capsem", h) >= 0 &&
+	    streq(def, home) &&
 	    asprintf(&wants, "%.*s/default.target.wants/capsemd.service",
 		     (int)(strrchr(unit, '/') - unit), unit) >= 0 &&
 	    access(CAPSEM_USER_UNIT_DIR "/capsemd.service", F_OK) == 0)

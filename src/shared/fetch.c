@@ -120,8 +120,9 @@ int fetch_verified(const char *url, const char *path, uint64_t size, const char 
 		snprintf(err, errlen, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	struct sink s = { .fd = fd, .have = (uint64_t)st.st_size, .size = size,
-			  .progress = progress, .ud = ud };
+	struct sink s = {
+		.fd = fd, .have = (uint64_t)st.st_size, .size = size, .progress = progress, .ud = ud
+	};
 	if (s.have > size) {
 		/* not a prefix of what we want */
 		if (ftruncate(fd, 0) < 0)
@@ -195,8 +196,7 @@ static size_t on_mem(char *p, size_t sz, size_t n, void *ud)
 	return len;
 }
 
-int fetch_small(const char *url, size_t max, char **ret, size_t *ret_len, char *err,
-		size_t errlen)
+int fetch_small(const char *url, size_t max, char **ret, size_t *ret_len, char *err, size_t errlen)
 {
 	struct mem m = { .p = malloc(max + 1), .max = max };
 	long status = 0;
@@ -224,8 +224,7 @@ int fetch_small(const char *url, size_t max, char **ret, size_t *ret_len, char *
 	if (m.too_big || rc != CURLE_OK) {
 		if (err && errlen)
 			snprintf(err, errlen, "%s: %s", url,
-				 m.too_big ? "larger than expected"
-					   : curl_easy_strerror(rc));
+				 m.too_big ? "larger than expected" : curl_easy_strerror(rc));
 		free(m.p);
 		return m.too_big ? -EFBIG : -EIO;
 	}

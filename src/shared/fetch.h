@@ -24,5 +24,4 @@ int fetch_verified(const char *url, const char *path, uint64_t size, const char 
 int fetch_init(void);
 /* A small file (a manifest, a signature) into memory: at most max bytes, no resume. 0 with *ret
  * (malloc'ed, NUL-terminated after *ret_len bytes), -EFBIG, -EIO; err says why. */
-int fetch_small(const char *url, size_t max, char **ret, size_t *ret_len, char *err,
-		size_t errlen);
+int fetch_small(const char *url, size_t max, char **ret, size_t *ret_len, char *err, size_t errlen);

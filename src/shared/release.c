@@ -207,10 +207,11 @@ static int parse_file(json_t *o, int image, struct release_file *f, const char *
 
 static int parse_root(json_t *root, struct release *r, char *err, size_t errlen)
 {
-	static const char *const top_keys[] = { "format", "channel", "version", "released",
-						"package", "images", NULL };
+	static const char *const top_keys[] = { "format",  "channel", "version", "released",
+						"package", "images",  NULL };
 	const char *bad = NULL, *k;
-	json_t *v, *images = json_object_get(root, "images"), *pkg = json_object_get(root, "package");
+	json_t *v, *images = json_object_get(root, "images"),
+		   *pkg = json_object_get(root, "package");
 	int rr;
 	if (!json_is_object(root))
 		return fail(err, errlen, "the manifest is not a JSON object");
@@ -246,9 +247,8 @@ static int parse_root(json_t *root, struct release *r, char *err, size_t errlen)
 			return fail(err, errlen, "invalid image name '%.64s'", k);
 		if (!json_is_object(v) || json_object_size(v) != 1 || !json_is_array(assets) ||
 		    json_array_size(assets) == 0 || json_array_size(assets) > RELEASE_MAX_ASSETS)
-			return fail(err, errlen,
-				    "image %s: expected {\"assets\": [1..%d files]}", k,
-				    RELEASE_MAX_ASSETS);
+			return fail(err, errlen, "image %s: expected {\"assets\": [1..%d files]}",
+				    k, RELEASE_MAX_ASSETS);
 		struct release_image *im = &r->images[r->n_images++];
 		if (!(im->name = strdup(k)))
 			return -ENOMEM;
@@ -316,8 +316,8 @@ int release_verify(const void *msg, size_t len, const void *sig, size_t siglen,
 	}
 	EVP_PKEY_free(key);
 	if (!ok && siglen != RELEASE_SIG_LEN)
-		return fail(err, errlen, "the signature is %zu bytes, not the %d of Ed25519", siglen,
-			    RELEASE_SIG_LEN);
+		return fail(err, errlen, "the signature is %zu bytes, not the %d of Ed25519",
+			    siglen, RELEASE_SIG_LEN);
 	if (!ok)
 		return fail(err, errlen, "the signature does not verify with the key %s",
 			    pubkey_path);

@@ -166,8 +166,8 @@ static int base_image(const char *dir, struct kbuild_result *kr, struct ibuild_r
 	int r = manifest_verify(dir, &err);
 	if (r == 0)
 		r = manifest_load(dir, &m);
-	if (r < 0)
-		return log_error_errno(r, "image: --base-image %s: %s", dir,
+	if (r < 0 || !m)
+		return log_error_errno(r < 0 ? r : -EINVAL, "image: --base-image %s: %s", dir,
 				       err ? err : "cannot load its manifest");
 	if (!m->kernel.version)
 		return log_error("image: --base-image %s: the kernel has no version", dir), -EINVAL;

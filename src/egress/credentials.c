@@ -114,7 +114,7 @@ static int set_key(struct cred_store *s, enum cred_provider p, const char *v, si
 		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
 			return -EBADMSG;
 	struct cred_key *k = &s->k[p];
-	explicit_wipe(k, sizeof(*k));
+	explicit_bzero(k, sizeof(*k)); /* k is never NULL: not explicit_wipe() */
 	memcpy(k->key, v, n);
 	k->key[n] = 0;
 	k->len = n;

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <stdarg.h>
 #include <jansson.h>
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -259,11 +260,13 @@ static int parse_root(json_t *root, struct release *r, char *err, size_t errlen)
 			im->n_assets = i + 1;
 			if (rr < 0)
 				return rr;
+			const char *fi = im->assets[i].file;
+			if (!fi)
+				return -ENOMEM;
 			for (size_t j = 0; j < i; j++)
-				if (streq(im->assets[j].file, im->assets[i].file))
-					return fail(err, errlen, "image %s: %s twice", k,
-						    im->assets[i].file);
-			has_manifest |= streq(im->assets[i].file, "manifest.json");
+				if (im->assets[j].file && streq(im->assets[j].file, fi))
+					return fail(err, errlen, "image %s: %s twice", k, fi);
+			has_manifest |= streq(fi, "manifest.json");
 		}
 		if (!has_manifest)
 			return fail(err, errlen, "image %s: no manifest.json among its assets", k);
@@ -292,15 +295,18 @@ int release_parse(const char *text, size_t len, struct release **ret, char *err,
 int release_verify(const void *msg, size_t len, const void *sig, size_t siglen,
 		   const char *pubkey_path, char *err, size_t errlen)
 {
-	_cleanup_fclose_ FILE *f = fopen(pubkey_path, "re");
-	if (!f) {
-		int r = negative_errno();
+	_cleanup_free_ char *pem = NULL;
+	size_t pemlen = 0;
+	int r = read_file_small(pubkey_path, 16384, &pem, &pemlen);
+	if (r < 0) {
 		if (err && errlen)
 			snprintf(err, errlen, "cannot read the update key %s: %s", pubkey_path,
 				 strerror(-r));
 		return r;
 	}
-	EVP_PKEY *key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+	BIO *bio = BIO_new_mem_buf(pem, (int)pemlen);
+	EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
 	if (!key || EVP_PKEY_id(key) != EVP_PKEY_ED25519) {
 		EVP_PKEY_free(key);
 		if (err && errlen)

@@ -556,7 +556,7 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		_cleanup_close_ int fd = wst_open(dirfd, name, O_RDONLY | O_NONBLOCK, 0);
 		if (fd < 0)
 			return fd;
-		struct stat st1, st2;
+		struct stat st1, st2 = { 0 }; /* st2 is read (and ignored) when r != 0 */
 		if (fstat(fd, &st1) < 0)
 			return -errno;
 		if (!S_ISREG(st1.st_mode))
@@ -608,7 +608,8 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		}
 		ret->new_obj = 0;
 		if (store) {
-			tfd = safe_close(tfd);
+			/* closed before the commit renames it; -1 for the cleanup */
+			safe_close(TAKE_FD(tfd));
 			r = obj_commit(s, ret->sha, &ret->new_obj);
 			if (r < 0) {
 				unlinkat(s->tmpfd, OBJ_TMP, 0);
@@ -992,13 +993,13 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 	const char *sname = name ? name : aname;
 	int64_t now = clock_ns(CLOCK_REALTIME);
 	iso_time(now, iso);
-	json_t *summary =
-		json_pack("{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname,
-			  "auto", !name, "seq", seq, "time", iso, "time_ns", (json_int_t)now,
-			  "files", (json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks",
-			  (json_int_t)w.symlinks, "bytes", (json_int_t)w.bytes, "unstable",
-			  (json_int_t)(json_array_size(w.unstable) + json_array_size(w.unreadable)),
-			  "tree", tree);
+	json_t *summary = json_pack(
+		"{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname, "auto",
+		!name, "seq", seq, "time", iso, "time_ns", (json_int_t)now, "files",
+		(json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks", (json_int_t)w.symlinks,
+		"bytes", (json_int_t)w.bytes, "unstable",
+		(json_int_t)json_array_size(w.unstable) + (json_int_t)json_array_size(w.unreadable),
+		"tree", tree);
 	json_t *entries = json_array();
 	if (!summary || !entries || !(man = json_deep_copy(summary)) ||
 	    json_object_set_new(man, "version", json_integer(STORE_VERSION)) < 0 ||

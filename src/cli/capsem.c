@@ -83,8 +83,11 @@ static void help(void)
 	printf("\n"
 	       "VM is a name, an id or a unique id prefix. Listing and info commands take --json.\n"
 	       "Run 'capsem COMMAND --help' for a command's options.\n"
+	       "First time here? 'capsem setup' checks the host and installs the images.\n"
 	       "Environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_DEBUG=1 for debug logs,\n"
-	       "CAPSEM_NO_DAEMON=1 to run 'capsem run' without the daemon.\n");
+	       "CAPSEM_NO_DAEMON=1 to run 'capsem run' without the daemon. Images: the user's\n"
+	       "($CAPSEM_IMAGES_DIR, default $CAPSEM_HOME/images), then the package's\n"
+	       "(" CAPSEM_DATADIR "/images, or $CAPSEM_SYSTEM_IMAGES_DIR).\n");
 }
 
 static const struct command *find_command(const char *name)

@@ -227,7 +227,12 @@ void cli_check_groups(struct cli_check *c)
 	struct group *g = getgrgid(st.st_gid);
 	const char *gname = g ? g->gr_name : "kvm";
 	c->status = CLI_CHECK_WARN;
-	if (in_group(gname) == 1)
+	if (st.st_gid == 0)
+		snprintf(c->detail, sizeof(c->detail),
+			 "/dev/kvm belongs to group root (mode %04o): Debian's udev rule gives it "
+			 "to group 'kvm'; never join 'root' for it",
+			 (unsigned)(st.st_mode & 07777));
+	else if (in_group(gname) == 1)
 		snprintf(c->detail, sizeof(c->detail),
 			 "in group '%s' but /dev/kvm is not usable yet: log in again", gname);
 	else

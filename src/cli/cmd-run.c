@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "cliutil.h"
 #include "fdutil.h"
+#include "home.h"
 #include "ledger.h"
 #include "log.h"
 #include "manifest.h"
@@ -689,14 +690,14 @@ static int first_run_check(const struct run_opts *o)
 	if (access(m, F_OK) < 0) {
 		if (set_up)
 			log_error(
-				"image '%s' is not installed (%s): 'capsem image list' shows what "
-				"is; 'capsem setup --force' installs it",
-				o->image, dir);
+				"image '%s' not found in %s or %s: 'capsem image list' shows the "
+				"installed ones; 'capsem setup --force' installs the default ones",
+				o->image, dir, capsem_system_images_dir());
 		else
-			log_error("image '%s' is not installed (%s): run 'capsem setup' first (it "
+			log_error("image '%s' not found in %s or %s: run 'capsem setup' first (it "
 				  "checks this host and installs the images), or 'make image' in a "
 				  "source tree",
-				  o->image, dir);
+				  o->image, dir, capsem_system_images_dir());
 		return -ENOENT;
 	}
 	if (!set_up && isatty(STDERR_FILENO))

@@ -12,13 +12,15 @@
 #   make test    everything: make check, then end-to-end tests with real VMs
 #   make bench   benchmarks; JSON results under bench/results/
 #   make fuzz    build the libFuzzer targets (clang) into build-fuzz/
+#   make deb     dist/capsem_<version>_amd64.deb (scripts/mkdeb.py: build-deb/, build-deb-guest/;
+#                reproducible: SOURCE_DATE_EPOCH is the commit's time)
 
 JOBS ?= $(shell nproc)
 PY := /usr/bin/python3
 GUEST_BIN := build-guest/src/guest/capsem-guest
 BUILDER := build/src/builder/capsem-builder
 
-.PHONY: all build host guest image image-debian demo check tidy test unit asan style e2e bench fuzz clean
+.PHONY: all build host guest image image-debian demo check tidy test unit asan style e2e bench fuzz clean deb
 
 all: build
 
@@ -79,9 +81,13 @@ bench: image image-debian
 	$(PY) bench/bench_fork.py
 	$(PY) bench/bench_snapshots.py
 
+deb:
+	$(PY) scripts/mkdeb.py
+
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true
 	ninja -C build-fuzz -j$(JOBS)
 
 clean:
-	rm -rf build build-guest build-guest-cross build-asan build-tsan build-fuzz bin
+	rm -rf build build-guest build-guest-cross build-asan build-tsan build-fuzz bin \
+		build-deb build-deb-guest build-deb-guest-cross dist

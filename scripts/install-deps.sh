@@ -10,7 +10,8 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-b
  python3 python3-pytest e2fsprogs tmux
  golang-github-burntsushi-toml-dev
  mmdebstrap squashfs-tools erofs-utils
- libsqlite3-dev nftables openssl curl libcurl4-openssl-dev"
+ libsqlite3-dev nftables openssl curl libcurl4-openssl-dev
+ dpkg-dev lintian man-db"
 [ "${1:-}" = --bench ] && PKGS="$PKGS nginx-light wrk mitmproxy"
 missing=""
 for p in $PKGS; do

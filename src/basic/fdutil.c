@@ -110,11 +110,21 @@ int open_regular_file(const char *path, struct stat *st, char *err, size_t errle
 
 int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_free_ char *s = malloc(max + 1);
+	/* the buffer grows as bytes arrive (a cap of 1 GiB must not cost 1 GiB for a small
+	 * file); one byte past max tells a file that is too large */
+	size_t cap = MIN(max, (size_t)65536), n = 0;
+	_cleanup_free_ char *s = malloc(cap + 1);
 	if (!s)
 		return -ENOMEM;
-	size_t n = 0;
 	for (;;) {
+		if (n == cap && cap < max) {
+			size_t ncap = cap > max / 2 ? max : cap * 2;
+			char *t = realloc(s, ncap + 1);
+			if (!t)
+				return -ENOMEM;
+			s = t;
+			cap = ncap;
+		}
 		if (n == max) {
 			char c;
 			ssize_t k = fd_read_some(fd, &c, 1);
@@ -124,7 +134,7 @@ int read_fd_small(int fd, size_t max, char **ret, size_t *ret_len)
 				return -EFBIG;
 			break;
 		}
-		ssize_t k = fd_read_some(fd, s + n, max - n);
+		ssize_t k = fd_read_some(fd, s + n, cap - n);
 		if (k < 0)
 			return (int)k;
 		if (k == 0)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "macro.h"
 
 int user_home(char **ret)
@@ -74,4 +75,37 @@ int capsem_images_dir(char **ret)
 		return -ENOMEM;
 	*ret = p;
 	return 0;
+}
+
+const char *capsem_system_images_dir(void)
+{
+	const char *d = getenv("CAPSEM_SYSTEM_IMAGES_DIR");
+	return d && *d ? d : CAPSEM_DATADIR "/images";
+}
+
+/* 1 when DIR/NAME/manifest.json exists */
+static int has_manifest(const char *dir, const char *name)
+{
+	_cleanup_free_ char *m = NULL;
+	if (asprintf(&m, "%s/%s/manifest.json", dir, name) < 0)
+		return -ENOMEM;
+	return access(m, F_OK) == 0;
+}
+
+int capsem_image_find(const char *images_dir, const char *name, char **ret)
+{
+	const char *sys = capsem_system_images_dir();
+	int user = has_manifest(images_dir, name), system = 0;
+	char *p = NULL;
+	if (user < 0)
+		return user;
+	if (!user) {
+		system = has_manifest(sys, name);
+		if (system < 0)
+			return system;
+	}
+	if (asprintf(&p, "%s/%s", system ? sys : images_dir, name) < 0)
+		return -ENOMEM;
+	*ret = p;
+	return system;
 }

@@ -158,6 +158,29 @@ static int install(const char *images, const char *name, const struct kbuild_res
 	return 0;
 }
 
+/* --base-image DIR: the kernel and initramfs of an installed image, verified, as if built. */
+static int base_image(const char *dir, struct kbuild_result *kr, struct ibuild_result *ir)
+{
+	_cleanup_manifest_ struct manifest *m = NULL;
+	_cleanup_free_ char *err = NULL;
+	int r = manifest_verify(dir, &err);
+	if (r == 0)
+		r = manifest_load(dir, &m);
+	if (r < 0 || !m)
+		return log_error_errno(r < 0 ? r : -EINVAL, "image: --base-image %s: %s", dir,
+				       err ? err : "cannot load its manifest");
+	if (!m->kernel.version)
+		return log_error("image: --base-image %s: the kernel has no version", dir), -EINVAL;
+	if (!(kr->path = strdup(m->kernel.path)) || !(kr->release = strdup(m->kernel.version)) ||
+	    !(ir->path = strdup(m->initrd.path)))
+		return log_oom();
+	snprintf(kr->key, sizeof(kr->key), "%s", m->kernel.sha256);
+	snprintf(ir->key, sizeof(ir->key), "%s", m->initrd.sha256);
+	kr->cached = ir->cached = 1;
+	log_info("image: kernel %s and initramfs from %s", kr->release, dir);
+	return 0;
+}
+
 static void image_help(void)
 {
 	printf("Usage: capsem-builder image --guest-bin FILE [OPTIONS]\n"
@@ -183,6 +206,10 @@ static void image_help(void)
 	       "                           the default image config (see capsem-builder rootfs)\n"
 	       "      --config DIR         the same from image config DIR (implies --rootfs; the\n"
 	       "                           name defaults to the config's image.name)\n"
+	       "      --base-image DIR     take the kernel and the initramfs from the installed\n"
+	       "                           image DIR (verified against its manifest) instead of\n"
+	       "                           building them: an installed package has no kernel\n"
+	       "                           source (--guest-bin is then not needed)\n"
 	       "      --json               print "
 	       "{\"dir\",\"name\",\"kernel\",\"initrd\",[\"rootfs\",]\"seconds\"}\n"
 	       "  -h, --help               this help\n",
@@ -213,7 +240,8 @@ int cmd_image(int argc, char **argv)
 		ARG_CACHE,
 		ARG_JSON,
 		ARG_ROOTFS,
-		ARG_CONFIG
+		ARG_CONFIG,
+		ARG_BASE
 	};
 	static const struct option opts[] = { { "name", required_argument, NULL, ARG_NAME },
 					      { "guest-bin", required_argument, NULL, ARG_GUEST },
@@ -228,9 +256,10 @@ int cmd_image(int argc, char **argv)
 					      { "rootfs", no_argument, NULL, ARG_ROOTFS },
 					      { "with-rootfs", no_argument, NULL, ARG_ROOTFS },
 					      { "config", required_argument, NULL, ARG_CONFIG },
+					      { "base-image", required_argument, NULL, ARG_BASE },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
-	const char *config = NULL;
+	const char *config = NULL, *base = NULL;
 	int with_rootfs = 0;
 	struct kbuild_opts ko = { .fragment = CAPSEM_SOURCE_ROOT "/guest/kernel/x86_64.config",
 				  .source = UTIL_DEFAULT_TARBALL,
@@ -286,6 +315,9 @@ int cmd_image(int argc, char **argv)
 			config = optarg;
 			with_rootfs = 1;
 			break;
+		case ARG_BASE:
+			base = optarg;
+			break;
 		case 'h':
 			image_help();
 			return 0;
@@ -311,7 +343,7 @@ int cmd_image(int argc, char **argv)
 			  name);
 		return 2;
 	}
-	if (!io.guest_bin) {
+	if (!io.guest_bin && !base) {
 		log_error("image: --guest-bin FILE is required (the static capsem-guest binary)");
 		return 2;
 	}
@@ -326,7 +358,8 @@ int cmd_image(int argc, char **argv)
 	struct ibuild_result ir = { 0 };
 	struct rootfs_result rr = { 0 };
 	/* the initramfs first: it takes a second and fails fast on a bad --guest-bin */
-	if (ibuild_run(&io, &ir) < 0 || kbuild_run(&ko, &kr) < 0 ||
+	if ((base ? base_image(base, &kr, &ir) < 0
+		  : ibuild_run(&io, &ir) < 0 || kbuild_run(&ko, &kr) < 0) ||
 	    (with_rootfs && rootfs_run(cfg, cache, &rr) < 0) ||
 	    install(images, name, &kr, &ir, with_rootfs ? &rr : NULL, &dir) < 0)
 		goto out;

@@ -57,8 +57,13 @@ static const struct command commands[] = {
 	  "check the host, or a VM inside" },
 	{ "image", NULL, cmd_image, "image list|build|rm", "manage guest images" },
 	{ "fork", NULL, cmd_fork, "fork VM IMAGE [-d TEXT]", "make an image from a VM's changes" },
+	{ "setup", NULL, cmd_setup, "setup [-n] [--force]",
+	  "first run: check the host, keys, image, service, test VM" },
+	{ "update", NULL, cmd_update, "update [--yes] [--rollback] [--json]",
+	  "check the release channel; install verified updates" },
 	{ "install", NULL, cmd_install, "install", "run capsemd as a systemd user service" },
-	{ "uninstall", NULL, cmd_uninstall, "uninstall", "remove that service" },
+	{ "uninstall", NULL, cmd_uninstall, "uninstall [--purge]",
+	  "remove the service (--purge: and ~/.capsem)" },
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
 	{ "policy", NULL, cmd_policy, "policy check URL | show | defaults",
 	  "explain the egress policy (no daemon needed)" },
@@ -74,13 +79,16 @@ static void help(void)
 	       "\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		printf("  %-34s %s\n", commands[i].synopsis, commands[i].summary);
-	printf("  %-34s %s\n", "help [COMMAND]", "show help");
+		printf("  %-34s  %s\n", commands[i].synopsis, commands[i].summary);
+	printf("  %-34s  %s\n", "help [COMMAND]", "show help");
 	printf("\n"
 	       "VM is a name, an id or a unique id prefix. Listing and info commands take --json.\n"
 	       "Run 'capsem COMMAND --help' for a command's options.\n"
+	       "First time here? 'capsem setup' checks the host and installs the images.\n"
 	       "Environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_DEBUG=1 for debug logs,\n"
-	       "CAPSEM_NO_DAEMON=1 to run 'capsem run' without the daemon.\n");
+	       "CAPSEM_NO_DAEMON=1 to run 'capsem run' without the daemon. Images: the user's\n"
+	       "($CAPSEM_IMAGES_DIR, default $CAPSEM_HOME/images), then the package's\n"
+	       "(" CAPSEM_DATADIR "/images, or $CAPSEM_SYSTEM_IMAGES_DIR).\n");
 }
 
 static const struct command *find_command(const char *name)

@@ -25,9 +25,9 @@ char *cli_image_dir(const char *name)
 {
 	_cleanup_free_ char *d = NULL;
 	char *p = NULL;
-	if (capsem_images_dir(&d) < 0)
+	if (capsem_images_dir(&d) < 0 || capsem_image_find(d, name, &p) < 0)
 		return NULL;
-	return asprintf(&p, "%s/%s", d, name) < 0 ? NULL : p;
+	return p;
 }
 
 const char *cli_default_image(void)

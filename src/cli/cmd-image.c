@@ -12,7 +12,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -26,8 +25,6 @@
 #include "macro.h"
 #include "strv.h"
 #include "vmproc.h"
-
-extern char **environ;
 
 #define DOCTOR_TIMEOUT_MS (10u * 60u * 1000u)
 
@@ -142,34 +139,6 @@ static int image_rm(int argc, char **argv)
 	return failed;
 }
 
-/* The static guest binary: $CAPSEM_GUEST_BIN, else <source>/build-guest/src/guest/capsem-guest
- * next to the build tree capsem runs from (build/src/cli/capsem). malloc'ed or NULL. */
-static char *guest_bin(void)
-{
-	const char *e = getenv("CAPSEM_GUEST_BIN");
-	char self[PATH_MAX];
-	char *p = NULL;
-	if (e && *e)
-		return strdup(e);
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0)
-		return NULL;
-	self[n] = 0;
-	for (int up = 0; up < 4; up++) {
-		char *sl = strrchr(self, '/');
-		if (!sl)
-			return NULL;
-		*sl = 0;
-	}
-	if (asprintf(&p, "%s/build-guest/src/guest/capsem-guest", self) < 0)
-		return NULL;
-	if (access(p, X_OK) < 0) {
-		free(p);
-		return NULL;
-	}
-	return p;
-}
-
 static int image_build(int argc, char **argv)
 {
 	enum { ARG_CONFIG = 0x100, ARG_NAME, ARG_JSON };
@@ -206,52 +175,7 @@ static int image_build(int argc, char **argv)
 	if (optind < argc)
 		return log_error("image build: unexpected argument '%s'", argv[optind]),
 		       CLI_EXIT_USAGE;
-	_cleanup_free_ char *builder =
-		find_helper_binary("capsem-builder", "CAPSEM_BUILDER_BIN", "builder");
-	_cleanup_free_ char *guest = guest_bin(), *images = cli_image_dir("x");
-	_cleanup_strv_free_ char **a = NULL;
-	if (!builder)
-		return log_error("cannot find capsem-builder (set CAPSEM_BUILDER_BIN)"), 1;
-	if (!guest)
-		return log_error("cannot find the static guest binary (run 'make guest' or set "
-				 "CAPSEM_GUEST_BIN)"),
-		       1;
-	if (!images)
-		return log_oom(), 1;
-	images[strlen(images) - 2] = 0; /* ".../images/x" -> ".../images" */
-	int r = strv_push(&a, builder);
-	r |= strv_push(&a, "image");
-	r |= strv_push(&a, "--rootfs");
-	if (config) {
-		r |= strv_push(&a, "--config");
-		r |= strv_push(&a, config);
-	}
-	if (name) {
-		r |= strv_push(&a, "--name");
-		r |= strv_push(&a, name);
-	}
-	r |= strv_push(&a, "--guest-bin");
-	r |= strv_push(&a, guest);
-	r |= strv_push(&a, "--images-dir");
-	r |= strv_push(&a, images);
-	if (json)
-		r |= strv_push(&a, "--json");
-	if (r < 0)
-		return log_oom(), 1;
-	log_info("building with %s (progress below; a first build takes several minutes)", builder);
-	pid_t pid;
-	r = posix_spawn(&pid, builder, NULL, NULL, a, environ);
-	if (r != 0)
-		return log_error("cannot run %s: %s", builder, strerror(r)), 1;
-	int ws;
-	while (waitpid(pid, &ws, 0) < 0)
-		if (errno != EINTR)
-			return log_error_errno(negative_errno(), "waitpid"), 1;
-	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
-		return 0;
-	log_error("capsem-builder failed (%s %d)", WIFEXITED(ws) ? "exit status" : "signal",
-		  WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
-	return 1;
+	return cli_image_build(config, name, json) < 0 ? 1 : 0;
 }
 
 int cmd_image(int argc, char **argv)

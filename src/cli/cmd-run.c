@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "cliutil.h"
 #include "fdutil.h"
+#include "home.h"
 #include "ledger.h"
 #include "log.h"
 #include "manifest.h"
@@ -82,8 +83,9 @@ static void run_help(void)
 	       "                       capsem then exits with 124\n"
 	       "      --cpus N         virtual CPUs (default 1)\n"
 	       "      --memory SIZE    guest RAM, e.g. 512M or 2G (default 512M)\n"
-	       "      --image NAME     image under $CAPSEM_HOME/images (default $CAPSEM_IMAGE,\n"
-	       "                       else debian when installed, else minimal)\n"
+	       "      --image NAME     image in $CAPSEM_HOME/images, else the package's\n"
+	       "                       (default $CAPSEM_IMAGE, else debian when installed,\n"
+	       "                       else minimal)\n"
 	       "      --kernel FILE    boot this kernel instead of the image's\n"
 	       "      --initrd FILE    boot this initramfs instead of the image's\n"
 	       "      --accel MODE     auto (default), kvm or tcg\n"
@@ -670,6 +672,41 @@ out:
 	return status;
 }
 
+/* A machine where `capsem setup` never ran (no $CAPSEM_HOME/setup.json): run anyway when the
+ * image is there (the package's 'minimal' one is), with one line about setup on a terminal;
+ * when the image is missing, say what to do instead of failing in the daemon. Setup is never
+ * started from here: it asks questions, builds for many minutes and may need root. */
+static int first_run_check(const struct run_opts *o)
+{
+	_cleanup_free_ char *home = cli_capsem_home(), *rec = NULL, *dir = NULL, *m = NULL;
+	if (!home || asprintf(&rec, "%s/" CLI_SETUP_RECORD, home) < 0)
+		return -ENOMEM;
+	int set_up = access(rec, F_OK) == 0;
+	if (o->kernel && o->initrd)
+		return 0;
+	dir = cli_image_dir(o->image);
+	if (!dir || asprintf(&m, "%s/manifest.json", dir) < 0)
+		return log_oom();
+	if (access(m, F_OK) < 0) {
+		if (set_up)
+			log_error(
+				"image '%s' not found in %s or %s: 'capsem image list' shows the "
+				"installed ones; 'capsem setup --force' installs the default ones",
+				o->image, dir, capsem_system_images_dir());
+		else
+			log_error("image '%s' not found in %s or %s: run 'capsem setup' first (it "
+				  "checks this host and installs the images), or 'make image' in a "
+				  "source tree",
+				  o->image, dir, capsem_system_images_dir());
+		return -ENOENT;
+	}
+	if (!set_up && isatty(STDERR_FILENO))
+		log_info("first run: 'capsem setup' checks this host, stores provider keys and "
+			 "installs the full 'debian' image (using '%s' meanwhile)",
+			 o->image);
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
@@ -680,7 +717,9 @@ int cmd_run(int argc, char **argv)
 		free(o.workspace);
 		return r > 0 ? 0 : CLI_EXIT_USAGE;
 	}
-	int st = o.direct > 0 ? run_direct(&o) : run_daemon(&o);
+	int st = first_run_check(&o) < 0 ? CLI_EXIT_FAILURE
+		 : o.direct > 0		 ? run_direct(&o)
+					 : run_daemon(&o);
 	strv_free(o.env);
 	json_decref(o.mounts);
 	free(o.workspace);

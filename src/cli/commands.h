@@ -29,3 +29,5 @@ int cmd_fork(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
+int cmd_setup(int argc, char **argv);
+int cmd_update(int argc, char **argv);

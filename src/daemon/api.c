@@ -17,6 +17,7 @@
 #include "config.h"
 #include "fdutil.h"
 #include "gexec.h"
+#include "home.h"
 #include "images.h"
 #include "ledgerapi.h"
 #include "log.h"
@@ -218,6 +219,10 @@ static void route_image_delete(struct api *a, struct httpd_conn *c, const char *
 		httpd_reply_error(c, 409, "image_in_use",
 				  "image '%s' is the base of fork images: %s (remove them first)",
 				  name, strempty(users));
+	else if (r == -EPERM)
+		httpd_reply_error(c, 403, "system_image",
+				  "image '%s' is the package's (%s): it goes with the package",
+				  name, capsem_system_images_dir());
 	else
 		httpd_reply_error(c, 500, "internal", "cannot delete image '%s': %s", name,
 				  strerror(-r));

@@ -59,7 +59,9 @@ static void help(void)
 	       "Without --foreground the daemon detaches, logs to <home>/run/capsemd.log, and\n"
 	       "the starting process exits 0 once the API socket accepts connections, 3 when\n"
 	       "another daemon already serves this home, 1 when start-up failed.\n"
-	       "Environment: CAPSEM_IMAGES_DIR (default <home>/images), CAPSEM_VM_BIN.\n");
+	       "Environment: CAPSEM_IMAGES_DIR (default <home>/images; the package's images in\n"
+	       "$CAPSEM_SYSTEM_IMAGES_DIR, default " CAPSEM_DATADIR "/images, come after it),\n"
+	       "CAPSEM_VM_BIN.\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)

@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "fdutil.h"
+#include "home.h"
 #include "ledger.h"
 #include "list.h"
 #include "log.h"
@@ -810,7 +811,9 @@ int vmsup_boot(struct vm *vm)
 	if (!j)
 		return -ENOMEM;
 	j->vm = vm;
-	j->imgdir = vmctl_path_join(c->images_dir, vm->rec.spec.image);
+	/* the user's image of that name, else the package's (capsem_image_find) */
+	if (capsem_image_find(c->images_dir, vm->rec.spec.image, &j->imgdir) < 0)
+		j->imgdir = NULL;
 	j->disk = vmctl_path_join(vm->rec.vmdir, "disk.img");
 	j->disk_mib = vm->rec.spec.disk_mib;
 	j->want_disk = vm->rec.persistent;

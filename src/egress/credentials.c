@@ -114,7 +114,7 @@ static int set_key(struct cred_store *s, enum cred_provider p, const char *v, si
 		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
 			return -EBADMSG;
 	struct cred_key *k = &s->k[p];
-	explicit_wipe(k, sizeof(*k));
+	explicit_bzero(k, sizeof(*k)); /* k is never NULL: not explicit_wipe() */
 	memcpy(k->key, v, n);
 	k->key[n] = 0;
 	k->len = n;
@@ -314,6 +314,54 @@ int cred_load(const char *path, char *const *envp, struct cred_store **ret, char
 	}
 	*ret = s;
 	return 0;
+}
+
+int cred_file_store(const char *path, const struct cred_store *from, unsigned mask, char *err,
+		    size_t errlen)
+{
+	char dummy[1];
+	char *const noenv[] = { NULL };
+	_cleanup_cred_free_ struct cred_store *s = NULL;
+	if (!err || !errlen) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = 0;
+	/* what the file holds now (never the environment's keys), then the new ones */
+	int r = cred_load(path, noenv, &s, err, errlen);
+	if (r < 0)
+		return r;
+	for (int p = 0; p < CRED_N_PROVIDERS; p++) {
+		if (!(mask & (1u << p)) || !cred_has_key(from, (enum cred_provider)p))
+			continue;
+		s->k[p] = from->k[p];
+		s->k[p].source = "credentials file";
+	}
+	/* one buffer, reserved once, wiped before it is released */
+	size_t cap = CRED_N_PROVIDERS * (2 * CRED_MAX_KEY + 64) + 128, n = 0;
+	char *text = malloc(cap);
+	if (!text)
+		return -ENOMEM;
+	n = (size_t)snprintf(text, cap, "# Capsem provider keys (docs/POLICY.md); mode 0600\n");
+	for (int p = 0; p < CRED_N_PROVIDERS; p++) {
+		if (!s->k[p].set)
+			continue;
+		n += (size_t)snprintf(text + n, cap - n, "[%s]\napi_key = \"", providers[p].name);
+		/* a TOML basic string: keys are printable ASCII, only '"' and '\\' need escapes */
+		for (size_t i = 0; i < s->k[p].len; i++) {
+			char c = s->k[p].key[i];
+			if (c == '"' || c == '\\')
+				text[n++] = '\\';
+			text[n++] = c;
+		}
+		n += (size_t)snprintf(text + n, cap - n, "\"\n");
+	}
+	r = write_file_atomic(path, text, n, 0600);
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	explicit_wipe(text, cap);
+	free(text);
+	return r;
 }
 
 int cred_guest_env(const struct cred_store *s, unsigned flags, char ***ret_env)

@@ -51,6 +51,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct cred_store *, cred_free)
 /* Wipe and forget every key; the store stays usable (and empty). */
 void cred_clear(struct cred_store *s);
 
+/* Store the keys of from for the providers in mask (bit 1 << provider) in the credentials file
+ * at path, keeping the file's other keys (the environment's are never copied in unless they are
+ * from's): the whole file is rewritten atomically with mode 0600 and the text wiped. 0, or
+ * -errno with one line in err that never contains a key (the file's own load errors as
+ * cred_load's). */
+int cred_file_store(const char *path, const struct cred_store *from, unsigned mask, char *err,
+		    size_t errlen);
 /* Whether a real key is configured for p, and where it came from: the environment variable's
  * name, "credentials file", or NULL. */
 bool cred_has_key(const struct cred_store *s, enum cred_provider p);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "apiclient.h"
+#include "config.h"
 #include "fdutil.h"
 #include "home.h"
 #include "http.h"
@@ -201,11 +202,12 @@ static int run_quiet(char *const *argv)
 }
 
 /* Is a systemd user unit installed for this CAPSEM_HOME? (capsem install writes the line
- * "Environment=CAPSEM_HOME=<home>" into it.) */
+ * "Environment=CAPSEM_HOME=<home>" into it.) The package's unit (CAPSEM_USER_UNIT_DIR) serves
+ * ~/.capsem only, and counts once the user enabled it (the default.target.wants link). */
 static int systemd_unit_matches(const char *home)
 {
 	const char *xdg = getenv("XDG_CONFIG_HOME"), *h = getenv("HOME");
-	_cleanup_free_ char *unit = NULL, *text = NULL, *want = NULL;
+	_cleanup_free_ char *unit = NULL, *text = NULL, *want = NULL, *wants = NULL, *def = NULL;
 	int r = -1;
 	if (xdg && *xdg)
 		r = asprintf(&unit, "%s/systemd/user/capsemd.service", xdg);
@@ -213,6 +215,12 @@ static int systemd_unit_matches(const char *home)
 		r = asprintf(&unit, "%s/.config/systemd/user/capsemd.service", h);
 	if (r < 0)
 		unit = NULL;
+	if (unit && access(unit, F_OK) < 0 && h && *h && asprintf(&def, "%s/.capsem", h) >= 0 &&
+	    streq(def, home) &&
+	    asprintf(&wants, "%.*s/default.target.wants/capsemd.service",
+		     (int)(strrchr(unit, '/') - unit), unit) >= 0 &&
+	    access(CAPSEM_USER_UNIT_DIR "/capsemd.service", F_OK) == 0)
+		return access(wants, F_OK) == 0;
 	if (!unit || read_file_small(unit, 65536, &text, NULL) < 0)
 		return 0;
 	if (asprintf(&want, "\nEnvironment=CAPSEM_HOME=%s\n", home) < 0)

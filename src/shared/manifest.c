@@ -16,6 +16,7 @@
 
 #include "fdutil.h"
 #include "log.h"
+#include "parse.h"
 
 #define NAME_MAX_LEN 255
 #define FIELD_MAX_LEN 256
@@ -52,7 +53,11 @@ void manifest_free(struct manifest *m)
 
 void manifest_now(char ret[32])
 {
-	time_t t = time(NULL);
+	/* reproducible builds (the package): the time of the commit, not of the build */
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	uint64_t epoch;
+	time_t t = sde && parse_u64(sde, &epoch) == 0 && epoch < (1ULL << 40) ? (time_t)epoch
+									      : time(NULL);
 	struct tm tm;
 	if (!gmtime_r(&t, &tm) || strftime(ret, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		snprintf(ret, 32, "1970-01-01T00:00:00Z");

@@ -123,7 +123,8 @@ int manifest_asset_from_sparse_file(struct manifest_asset *a, const char *dir, c
  * 0 or -errno. */
 int manifest_write(const char *image_dir, const struct manifest *m);
 
-/* Current UTC time as "YYYY-MM-DDTHH:MM:SSZ". */
+/* Current UTC time as "YYYY-MM-DDTHH:MM:SSZ"; $SOURCE_DATE_EPOCH instead when set (a
+ * reproducible build records the commit's time). */
 void manifest_now(char ret[32]);
 
 void manifest_asset_done(struct manifest_asset *a);

@@ -429,13 +429,42 @@ static void test_wipe(void **state)
 	cred_free(s);
 }
 
+/* cred_file_store: the chosen keys into the file (0600, escaped), the file's others kept, the
+ * environment's other keys never copied in */
+static void test_file_store(void **state)
+{
+	_cleanup_free_ char *dir = tmpdir(), *path = NULL, *text = NULL;
+	char err[256];
+	assert_true(asprintf(&path, "%s/credentials", dir) > 0);
+	const char *old = "[openai]\napi_key = \"" OAI_KEY "\"\n";
+	assert_int_equal(write_file_atomic(path, old, strlen(old), 0600), 0);
+	char *env[] = { "ANTHROPIC_API_KEY=sk-ant-with\"quote\\slash", "GEMINI_API_KEY=" GEM_KEY,
+			NULL };
+	_cleanup_cred_free_ struct cred_store *from = load_env(env), *back = NULL;
+	assert_int_equal(cred_file_store(path, from, 1u << CRED_ANTHROPIC, err, sizeof(err)), 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(read_file_small(path, 65536, &text, NULL), 0);
+	assert_null(strstr(text, GEM_KEY)); /* not chosen */
+	assert_non_null(strstr(text, OAI_KEY));
+	char *noenv[] = { NULL };
+	assert_int_equal(cred_load(path, noenv, &back, err, sizeof(err)), 0);
+	assert_true(cred_has_key(back, CRED_ANTHROPIC));
+	assert_true(cred_has_key(back, CRED_OPENAI));
+	assert_false(cred_has_key(back, CRED_GEMINI));
+	assert_string_equal(cred_key_source(back, CRED_ANTHROPIC), "credentials file");
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_providers),   cmocka_unit_test(test_env_and_file),
 		cmocka_unit_test(test_file_errors), cmocka_unit_test(test_guest_env),
 		cmocka_unit_test(test_rewrite),	    cmocka_unit_test(test_rewrite_github),
-		cmocka_unit_test(test_wipe),
+		cmocka_unit_test(test_wipe),	    cmocka_unit_test(test_file_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

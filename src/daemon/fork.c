@@ -38,6 +38,7 @@
 
 #include "fdutil.h"
 #include "gexec.h"
+#include "home.h"
 #include "images.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -518,7 +519,8 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 	j->description = d ? strdup(d) : NULL;
 	if (asprintf(&j->parent, "%s (%s)", rec->spec.name ? rec->spec.name : "-", rec->id) < 0)
 		j->parent = NULL;
-	j->src_image_dir = join(images_dir, rec->spec.image);
+	if (capsem_image_find(images_dir, rec->spec.image, &j->src_image_dir) < 0)
+		j->src_image_dir = NULL;
 	j->disk = join(rec->vmdir, "disk.img");
 	if (!rec->spec.workspace)
 		j->workspace = join(rec->vmdir, VMSPEC_WORKSPACE_DIR);

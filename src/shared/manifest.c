@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "fdutil.h"
+#include "home.h"
 #include "log.h"
 #include "parse.h"
 
@@ -321,7 +322,18 @@ static int load_base(struct manifest *m, char **ret_error)
 		m->base_dir = NULL;
 		return -ENOMEM;
 	}
-	r = read_manifest(m->base_dir, &b, ret_error);
+	r = read_manifest(m->base_dir, &b, NULL);
+	if (r == -ENOENT) { /* not beside the fork: the package's images (capsem_image_find) */
+		const char *sys = capsem_system_images_dir();
+		free(m->base_dir);
+		if (asprintf(&m->base_dir, "%s/%s", sys, m->base) < 0) {
+			m->base_dir = NULL;
+			return -ENOMEM;
+		}
+		r = read_manifest(m->base_dir, &b, NULL);
+	}
+	if (r < 0 && r != -ENOENT)
+		r = read_manifest(m->base_dir, &b, ret_error); /* again, for the message */
 	if (r == -ENOENT)
 		return set_error(ret_error, r,
 				 "%s: the base image '%s' of this fork is not installed (%s)",

@@ -13,6 +13,7 @@
 
 #include "accel.h"
 #include "buf.h"
+#include "hostcg.h"
 #include "qemu.h"
 #include "serial.h"
 #include "unixlisten.h"
@@ -112,6 +113,8 @@ struct vm {
 	struct wsaudit *audit;		  /* the workspace's file audit (--workspace and --ledger) */
 	uv_poll_t audit_poll;		  /* its inotify fd */
 	uv_timer_t audit_timer;		  /* the next touched path due */
+	struct hostcg cg;		  /* QEMU's cgroup (vmconfine.c) */
+	char **mcp_prefix;		  /* the MCP servers' launcher (vm_mcp_prefix) */
 };
 
 /* ---- vmworkspace.c ---- */

@@ -1,0 +1,13 @@
+/* cfprobe.h - a test hook for the host confinement (tests/e2e/test_confinement.py).
+ *
+ * When $CAPSEM_CONFINE_PROBE is set, cfprobe_run() tries each probe it lists from inside the
+ * caller's confinement and writes one line per probe to stderr:
+ *   "confine-probe WHO KIND:ARG: ok" or "... : EACCES" (the errno's name) or "... : signal N".
+ * Probes, ';'-separated: open:PATH (read), create:DIR (make a file in DIR), exec:PATH,
+ * connect:IPV4:PORT (TCP), ptrace:PID (attach). Each runs in a forked child, so one that the
+ * seccomp filter kills reports "signal 31" instead of ending the caller. Unset: nothing.
+ * Production code calls it at the point its confinement is complete; it is for tests only.
+ */
+#pragma once
+
+void cfprobe_run(const char *who);

@@ -1,0 +1,409 @@
+/* vmconfine.c - capsem-vm's host confinement (docs/ARCHITECTURE.md, "Host confinement"):
+ *
+ *   - QEMU's cgroup (memory = guest RAM + TCG translation cache + a measured margin; pids), made
+ *     before capsem-vm confines itself, joined by QEMU between fork and exec, removed when QEMU
+ *     has exited;
+ *   - capsem-vm itself, once its VM directory, sockets and virtiofsd exist and before any thread
+ *     does: no new privileges, a Landlock ruleset (the system, its VM directory, workspace,
+ *     mounts and disk, the image files read-only, the parts of $CAPSEM_HOME it uses, the
+ *     binaries it runs, what its MCP servers need) and a seccomp allow-list on every thread.
+ *     Its children inherit all three and narrow them (QEMU: qemu_landlock; MCP servers:
+ *     vm_mcp_exec);
+ *   - the MCP stdio servers' launcher (capsem-vm --mcp-exec): no new privileges and a ruleset
+ *     with nothing of $CAPSEM_HOME;
+ *   - why QEMU died: its cgroup's OOM killer, or seccomp (SIGSYS, with the syscall's name from
+ *     the kernel's audit record when readable).
+ *
+ * A layer the host lacks (Landlock, cgroup write access) is skipped with one warning line
+ * naming it. CAPSEM_CONFINE=0 turns off the layers added here, for benchmarks only.
+ *
+ * Trust boundary: none crossed; everything here narrows what the VM's processes can reach. Main
+ * thread, before the loop runs (and in the launcher, a process of its own).
+ */
+#include "vmconfine.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "capsem-vm.h"
+#include "cfprobe.h"
+#include "fdutil.h"
+#include "gwconf.h"
+#include "home.h"
+#include "hostcg.h"
+#include "landlock.h"
+#include "log.h"
+#include "macro.h"
+#include "scfilter.h"
+#include "strv.h"
+
+/* capsem-vm's syscalls, with those of what it runs (QEMU, the MCP servers: Python, Node)
+ * since a seccomp filter is inherited: measured by running the e2e suite with
+ * CAPSEM_SECCOMP=log (docs/ARCHITECTURE.md), most frequent first. Anything else: ENOSYS. */
+static const int allow[] = {
+	SYS_read, SYS_write, SYS_epoll_wait, SYS_epoll_pwait, SYS_futex, SYS_recvmsg,
+	SYS_sendmsg, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv, SYS_pwritev,
+	SYS_preadv2, SYS_pwritev2, SYS_recvfrom, SYS_sendto, SYS_recvmmsg, SYS_sendmmsg,
+	SYS_poll, SYS_ppoll, SYS_select, SYS_pselect6, SYS_epoll_ctl, SYS_epoll_create,
+	SYS_epoll_create1, SYS_epoll_pwait2, SYS_clock_gettime, SYS_clock_getres,
+	SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday, SYS_time, SYS_io_uring_setup,
+	SYS_io_uring_enter, SYS_io_uring_register, SYS_io_setup, SYS_io_submit, SYS_io_getevents,
+	SYS_io_destroy, SYS_io_cancel, SYS_io_pgetevents,
+	/* files */
+	SYS_close, SYS_close_range, SYS_dup, SYS_dup2, SYS_dup3, SYS_fcntl, SYS_ioctl, SYS_lseek,
+	SYS_fstat, SYS_newfstatat, SYS_statx, SYS_stat, SYS_lstat, SYS_fstatfs, SYS_statfs,
+	SYS_openat, SYS_open, SYS_openat2, SYS_creat, SYS_access, SYS_faccessat, SYS_faccessat2,
+	SYS_readlink, SYS_readlinkat, SYS_getdents64, SYS_getdents, SYS_getcwd, SYS_chdir,
+	SYS_fchdir, SYS_mkdir, SYS_mkdirat, SYS_rmdir, SYS_unlink, SYS_unlinkat, SYS_rename,
+	SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat, SYS_fchmod,
+	SYS_fchmodat, SYS_chmod, SYS_fchown, SYS_fchownat, SYS_lchown, SYS_chown, SYS_ftruncate,
+	SYS_truncate, SYS_fsync, SYS_fdatasync, SYS_syncfs, SYS_fallocate, SYS_sync_file_range,
+	SYS_utimensat, SYS_futimesat, SYS_utimes, SYS_utime, SYS_flock, SYS_copy_file_range,
+	SYS_sendfile, SYS_splice, SYS_tee, SYS_umask, SYS_fadvise64, SYS_readahead,
+	SYS_getxattr, SYS_lgetxattr, SYS_fgetxattr, SYS_listxattr, SYS_llistxattr,
+	SYS_flistxattr, SYS_setxattr, SYS_lsetxattr, SYS_fsetxattr, SYS_removexattr,
+	SYS_lremovexattr, SYS_fremovexattr, SYS_inotify_init1, SYS_inotify_add_watch,
+	SYS_inotify_rm_watch, SYS_mknodat, SYS_mknod,
+	/* memory */
+	SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap, SYS_madvise, SYS_brk, SYS_msync,
+	SYS_mlock, SYS_mlock2, SYS_munlock, SYS_mincore, SYS_memfd_create, SYS_membarrier,
+	SYS_mbind, SYS_get_mempolicy, SYS_set_mempolicy, SYS_pkey_mprotect, SYS_pkey_alloc,
+	SYS_pkey_free,
+	/* sockets, pipes, events */
+	SYS_socket, SYS_socketpair, SYS_bind, SYS_listen, SYS_accept, SYS_accept4, SYS_connect,
+	SYS_getsockname, SYS_getpeername, SYS_setsockopt, SYS_getsockopt, SYS_shutdown,
+	SYS_pipe, SYS_pipe2, SYS_eventfd, SYS_eventfd2, SYS_signalfd, SYS_signalfd4,
+	SYS_timerfd_create, SYS_timerfd_settime, SYS_timerfd_gettime,
+	/* signals, processes, threads */
+	SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigtimedwait,
+	SYS_rt_sigsuspend, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_rt_sigpending,
+	SYS_sigaltstack, SYS_kill, SYS_tgkill, SYS_tkill, SYS_pidfd_open, SYS_pidfd_send_signal,
+	SYS_clone, SYS_clone3, SYS_fork, SYS_vfork, SYS_execve, SYS_execveat, SYS_wait4,
+	SYS_waitid, SYS_exit, SYS_exit_group, SYS_set_tid_address, SYS_set_robust_list,
+	SYS_get_robust_list, SYS_rseq, SYS_arch_prctl, SYS_prctl, SYS_prlimit64, SYS_getrlimit,
+	SYS_setrlimit, SYS_getrusage, SYS_sched_yield, SYS_sched_getaffinity,
+	SYS_sched_setaffinity, SYS_sched_getparam, SYS_sched_getscheduler, SYS_sched_setscheduler,
+	SYS_sched_get_priority_max, SYS_sched_get_priority_min, SYS_getpriority,
+	SYS_setpriority, SYS_alarm, SYS_setitimer, SYS_getitimer, SYS_pause, SYS_restart_syscall,
+	SYS_getpid, SYS_getppid, SYS_gettid, SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid,
+	SYS_getgroups, SYS_getresuid, SYS_getresgid, SYS_setsid, SYS_getsid, SYS_getpgid,
+	SYS_getpgrp, SYS_setpgid, SYS_capget, SYS_uname, SYS_sysinfo, SYS_getrandom, SYS_getcpu,
+	SYS_times, SYS_ioprio_get, SYS_ioprio_set,
+	/* QEMU's confinement, applied in its child and by QEMU itself; the MCP launcher's */
+	SYS_unshare, SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule,
+	SYS_landlock_restrict_self,
+};
+
+/* never needed by the VM's processes, and the usual first steps of an escape or of a hold on
+ * the host: the process is killed (SIGSYS), and the VM's log says so */
+static const int kill_list[] = {
+	SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_bpf,
+	SYS_perf_event_open, SYS_userfaultfd, SYS_kexec_load, SYS_kexec_file_load,
+	SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_add_key, SYS_request_key,
+	SYS_keyctl, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_quotactl,
+	SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_iopl,
+	SYS_ioperm, SYS_open_by_handle_at, SYS_name_to_handle_at, SYS_mount, SYS_umount2,
+	SYS_pivot_root, SYS_chroot, SYS_setns, SYS_fsopen, SYS_fsmount, SYS_fsconfig,
+	SYS_fspick, SYS_move_mount, SYS_open_tree, SYS_mount_setattr, SYS_lookup_dcookie,
+	SYS_vhangup, SYS_sethostname, SYS_setdomainname,
+};
+
+/* QEMU's cgroup limit beyond the guest's RAM and the translation cache (measured: see
+ * docs/ARCHITECTURE.md), and its threads (vCPUs, I/O workers, RCU, 9p) */
+#define QEMU_CG_MARGIN_MIB 256u
+#define QEMU_CG_PIDS 256u
+
+int vm_confine_enabled(void)
+{
+	const char *e = getenv("CAPSEM_CONFINE");
+	return !(e && streq(e, "0"));
+}
+
+uint64_t vm_cgroup_mem_mib(const struct vm_opts *o)
+{
+	uint64_t tb = 0;
+	if (o->accel == VM_ACCEL_TCG)
+		tb = o->tcg_tb_mib ? o->tcg_tb_mib : 1024; /* 0: QEMU's default, 1 GiB */
+	return o->mem_mib + tb + QEMU_CG_MARGIN_MIB;
+}
+
+void vm_cgroup_setup(struct vm *vm)
+{
+	if (!vm_confine_enabled())
+		return;
+	char name[64], why[600] = "";
+	snprintf(name, sizeof(name), "capsem-vm-%d", (int)getpid());
+	uint64_t mib = vm_cgroup_mem_mib(&vm->o);
+	int r = hostcg_create(&vm->cg, name, mib << 20, QEMU_CG_PIDS, why, sizeof(why));
+	if (r < 0)
+		log_warn("confinement: QEMU's cgroup limits (%s) not enforced: %s",
+			 vm->cg.dir[HOSTCG_MEM]	   ? "pids"
+			 : vm->cg.dir[HOSTCG_PIDS] ? "memory"
+						   : "memory, pids",
+			 why);
+	else
+		log_debug("QEMU's cgroup: %s, %" PRIu64 " MiB, %u tasks", hostcg_mem_dir(&vm->cg),
+			  mib, QEMU_CG_PIDS);
+}
+
+/* ---- the MCP servers' file access: shared by their launcher and capsem-vm's own ruleset ---- */
+
+static int under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+/* a path p that, when it names something, the server may read (an absolute argument: its
+ * script, its package), not inside capsem_home */
+static int allow_arg(struct ll_ruleset *rs, const char *p, const char *capsem_home)
+{
+	char real[4096], dir[4096];
+	if (p[0] != '/' || !realpath(p, real) || under(real, capsem_home))
+		return 0;
+	struct stat st;
+	if (stat(real, &st) < 0)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s", real);
+	if (!S_ISDIR(st.st_mode)) {
+		char *sl = strrchr(dir, '/');
+		if (sl && sl != dir)
+			*sl = 0;
+	}
+	if (streq(dir, "/") || under(capsem_home, dir))
+		return ll_allow(rs, real, LL_RX); /* the file alone */
+	return ll_allow(rs, dir, LL_RX);
+}
+
+/* What one MCP stdio server gets: the system (read, execute), /proc, its working directory
+ * (read-write, unless inside $CAPSEM_HOME), the directories of absolute arguments (read), the
+ * package managers' caches in $HOME (~/.npm, ~/.cache, ~/.local: npx, uvx, pip) and its private
+ * temporary directory (read-write). Nothing else of $HOME, nothing of $CAPSEM_HOME. */
+static int mcp_rules(struct ll_ruleset *rs, char *const *argv, const char *cwd,
+		     const char *capsem_home, const char *tmpdir)
+{
+	int r = ll_allow_system(rs, LL_SYS_EXEC | LL_SYS_PROC);
+	if (r >= 0 && cwd && !under(cwd, capsem_home) && !under(capsem_home, cwd))
+		r = ll_allow(rs, cwd, LL_RW);
+	for (size_t i = 0; r >= 0 && argv && argv[i]; i++)
+		r = allow_arg(rs, argv[i], capsem_home);
+	_cleanup_free_ char *home = NULL;
+	if (r >= 0 && user_home(&home) >= 0) {
+		static const char *const caches[] = { ".npm", ".cache", ".local" };
+		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(caches); i++) {
+			char p[4096];
+			snprintf(p, sizeof(p), "%s/%s", home, caches[i]);
+			if (!under(p, capsem_home))
+				r = ll_allow(rs, p, LL_RW);
+			if (r == -ENOENT)
+				r = 0;
+		}
+	}
+	if (r >= 0 && tmpdir)
+		r = ll_allow(rs, tmpdir, LL_RW);
+	return r == -ENOENT ? 0 : r;
+}
+
+int vm_mcp_exec(int argc, char **argv)
+{
+	/* capsem-vm --mcp-exec CAPSEM_HOME TMPDIR -- COMMAND ARGS... */
+	if (argc < 6 || !streq(argv[1], "--mcp-exec") || !streq(argv[4], "--"))
+		return log_error("usage: capsem-vm --mcp-exec HOME TMPDIR -- COMMAND ARGS..."), 2;
+	const char *capsem_home = argv[2], *tmpdir = argv[3];
+	char **cmd = argv + 5;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return log_error_errno(negative_errno(), "mcp: no_new_privs"), 126;
+	(void)mkdir(tmpdir, 0700);
+	struct ll_ruleset rs;
+	int r = ll_ruleset_new(&rs, LL_SCOPE_SIGNAL | LL_SCOPE_ABSTRACT);
+	char cwd[4096];
+	if (r >= 0 && rs.fd >= 0)
+		r = mcp_rules(&rs, cmd, getcwd(cwd, sizeof(cwd)) ? cwd : NULL, capsem_home, tmpdir);
+	if (r >= 0)
+		r = ll_restrict_self(rs.fd);
+	ll_ruleset_done(&rs);
+	if (r < 0)
+		return log_error_errno(r, "mcp: cannot apply the Landlock ruleset"), 126;
+	setenv("TMPDIR", tmpdir, 1);
+	cfprobe_run("mcp");
+	execvp(cmd[0], cmd);
+	return log_error_errno(negative_errno(), "mcp: cannot run %s", cmd[0]), 127;
+}
+
+char **vm_mcp_prefix(struct vm *vm)
+{
+	if (!vm_confine_enabled())
+		return NULL;
+	_cleanup_free_ char *home = NULL, *self = realpath("/proc/self/exe", NULL);
+	_cleanup_strv_free_ char **v = NULL;
+	if (capsem_home(&home) < 0 || !self)
+		return NULL;
+	int r = strv_push(&v, self);
+	r |= strv_push(&v, "--mcp-exec");
+	r |= strv_push(&v, home);
+	r |= strv_pushf(&v, "%s/mcp-tmp", vm->vmdir_abs);
+	r |= strv_push(&v, "--");
+	return r < 0 ? NULL : TAKE_PTR(v);
+}
+
+/* ---- capsem-vm itself ---- */
+
+static int allow_opt(struct ll_ruleset *rs, const char *p, unsigned access)
+{
+	if (!p)
+		return 0;
+	int r = ll_allow(rs, p, access);
+	return r == -ENOENT ? 0 : r;
+}
+
+static int dirname_of(const char *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", p);
+	char *sl = strrchr(buf, '/');
+	if (!sl)
+		return -EINVAL;
+	sl[sl == buf] = 0;
+	return 0;
+}
+
+static int self_rules(struct vm *vm, struct ll_ruleset *rs)
+{
+	const struct vm_opts *o = &vm->o;
+	_cleanup_free_ char *home = NULL, *self = realpath("/proc/self/exe", NULL);
+	int r = capsem_home(&home);
+	if (r < 0)
+		return r;
+	r = ll_allow_system(rs, LL_SYS_EXEC | LL_SYS_PROC);
+	if (r >= 0)
+		r = ll_allow(rs, vm->vmdir_abs, LL_RW);
+	if (r >= 0)
+		r = allow_opt(rs, self, LL_RX);
+	if (r >= 0)
+		r = ll_allow(rs, o->kernel, LL_READ);
+	if (r >= 0)
+		r = ll_allow(rs, o->initrd, LL_READ);
+	if (r >= 0)
+		r = allow_opt(rs, o->rootfs, LL_READ);
+	if (r >= 0)
+		r = allow_opt(rs, o->disk, LL_RW);
+	if (r >= 0)
+		r = allow_opt(rs, o->workspace, LL_RW);
+	for (size_t i = 0; r >= 0 && i < o->n_mounts; i++)
+		r = ll_allow(rs, o->mounts[i].host, o->mounts[i].readonly ? LL_READ : LL_RW);
+	if (r >= 0 && o->qemu && o->qemu[0] == '/')
+		r = allow_opt(rs, o->qemu, LL_RX);
+	/* QEMU's extra needs (it runs inside this domain): /dev/kvm, host facts; the kernel's log
+	 * for the name of a syscall seccomp refused (scf_describe_sigsys) */
+	if (r >= 0 && o->accel == VM_ACCEL_KVM)
+		r = allow_opt(rs, "/dev/kvm", LL_DEV);
+	if (r >= 0)
+		r = allow_opt(rs, "/sys/devices/system/cpu", LL_READ);
+	if (r >= 0)
+		r = allow_opt(rs, "/sys/kernel/mm", LL_READ);
+	if (r >= 0)
+		r = allow_opt(rs, "/dev/kmsg", LL_READ);
+	/* QEMU's cgroup is removed through its parent directory */
+	for (int k = 0; r >= 0 && k < HOSTCG_N; k++) {
+		char parent[4096];
+		if (vm->cg.dir[k] && dirname_of(vm->cg.dir[k], parent, sizeof(parent)) == 0)
+			r = allow_opt(rs, parent, LL_RMDIR);
+	}
+	/* $CAPSEM_HOME: only the CA (made here when missing), the user policy, the credentials,
+	 * the MCP configuration and the ledger's directory (sessions/) */
+	char p[4096];
+	if (r >= 0 && !o->no_egress) {
+		snprintf(p, sizeof(p), "%s/ca", home);
+		(void)mkdir_p(p, 0700);
+		r = allow_opt(rs, p, LL_RW);
+		static const char *const files[] = { "user.toml", "credentials", "mcp.toml" };
+		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(files); i++) {
+			snprintf(p, sizeof(p), "%s/%s", home, files[i]);
+			r = allow_opt(rs, p, LL_READ);
+		}
+		if (r >= 0)
+			r = allow_opt(rs, o->mcp, LL_READ);
+	}
+	if (r >= 0 && o->ledger && dirname_of(o->ledger, p, sizeof(p)) == 0)
+		r = allow_opt(rs, p, LL_RW);
+	/* the MCP servers run inside this domain: what their own rulesets grant */
+	if (r >= 0 && !o->no_egress) {
+		snprintf(p, sizeof(p), "%s/mcp.toml", home);
+		const char *conf = o->mcp ? o->mcp : access(p, F_OK) == 0 ? p : NULL;
+		struct gwconf *gc = NULL;
+		char err[256], tmp[4096], confdir[4096];
+		snprintf(tmp, sizeof(tmp), "%s/mcp-tmp", vm->vmdir_abs);
+		if (conf && gwconf_load(conf, &gc, err, sizeof(err)) == 0) {
+			_cleanup_free_ char *rc = realpath(conf, NULL);
+			if (!rc || dirname_of(rc, confdir, sizeof(confdir)) < 0)
+				confdir[0] = 0;
+			for (size_t i = 0; r >= 0 && i < gc->n_servers; i++)
+				if (gc->servers[i].argv)
+					r = mcp_rules(rs, gc->servers[i].argv,
+						      gc->servers[i].cwd ? gc->servers[i].cwd
+						      : *confdir	 ? confdir
+									 : NULL,
+						      home, tmp);
+			gwconf_free(gc);
+		}
+	}
+	return r;
+}
+
+int vm_confine_self(struct vm *vm)
+{
+	if (!vm_confine_enabled()) {
+		log_warn("confinement: off (CAPSEM_CONFINE=0, for measurements only): capsem-vm, "
+			 "QEMU and the MCP servers run without Landlock, seccomp and cgroup limits");
+		return 0;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return log_error_errno(negative_errno(), "cannot set no_new_privs");
+	struct ll_ruleset rs;
+	int r = ll_ruleset_new(&rs, 0);
+	if (r < 0)
+		return log_error_errno(r, "cannot create a Landlock ruleset");
+	if (rs.fd < 0) {
+		log_warn("confinement: Landlock not enforced (%s): capsem-vm, QEMU and the MCP "
+			 "servers can open any file the user can",
+			 ll_describe());
+	} else {
+		r = self_rules(vm, &rs);
+		if (r >= 0)
+			r = ll_restrict_self(rs.fd);
+		ll_ruleset_done(&rs);
+		if (r < 0)
+			return log_error_errno(r, "cannot apply capsem-vm's Landlock ruleset");
+	}
+	const char *mode = getenv("CAPSEM_SECCOMP");
+	r = scf_install(allow, ELEMENTSOF(allow), kill_list, ELEMENTSOF(kill_list),
+			mode && streq(mode, "log") ? SCF_LOG : SCF_ENFORCE);
+	if (r < 0)
+		log_warn_errno(r, "confinement: seccomp allow-list not enforced for capsem-vm");
+	cfprobe_run("capsem-vm");
+	return 0;
+}
+
+void vm_describe_death(struct vm *vm, int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status)) {
+		snprintf(buf, len, "status %d", WEXITSTATUS(status));
+		return;
+	}
+	int sig = WTERMSIG(status);
+	if (sig == SIGSYS) {
+		scf_describe_sigsys((int)vm->qemu_pid, buf, len);
+		return;
+	}
+	if (sig == SIGKILL && hostcg_oom_killed(&vm->cg) > 0) {
+		snprintf(buf, len,
+			 "killed by its cgroup's OOM killer: over its memory limit of %" PRIu64
+			 " MiB (guest RAM + translation cache + margin)",
+			 vm_cgroup_mem_mib(&vm->o));
+		return;
+	}
+	snprintf(buf, len, "signal %d", sig);
+}

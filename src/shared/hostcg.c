@@ -157,6 +157,19 @@ int hostcg_create(struct hostcg *cg, const char *name, uint64_t mem_bytes, unsig
 	return first;
 }
 
+int hostcg_own_dir(int k, char *buf, size_t len)
+{
+	char mnt[256], own[2048];
+	if (k < 0 || k >= HOSTCG_N)
+		return -EINVAL;
+	int r = own_cgroup(controller[k], mnt, sizeof(mnt), own, sizeof(own));
+	if (r < 0)
+		return r;
+	if (snprintf(buf, len, "%s%s", mnt, own) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 int hostcg_join(const struct hostcg *cg)
 {
 	for (int k = 0; k < HOSTCG_N; k++)

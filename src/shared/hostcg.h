@@ -29,6 +29,10 @@ struct hostcg {
 int hostcg_create(struct hostcg *cg, const char *name, uint64_t mem_bytes, unsigned pids_max,
 		  char *why, size_t why_len);
 
+/* The directory of our own cgroup for controller k (HOSTCG_MEM, HOSTCG_PIDS), where
+ * hostcg_create makes its cgroups. 0 or -ENOENT. */
+int hostcg_own_dir(int k, char *buf, size_t len);
+
 /* Move the calling process into every created cgroup (writes "0" to the cgroup.procs fds).
  * Async-signal-safe. 0 or -1 (errno). */
 int hostcg_join(const struct hostcg *cg);

@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "confinfo.h"
 #include "accel.h"
 #include "apiclient.h"
 #include "buf.h"
@@ -680,7 +681,12 @@ static int vm_start(struct vm *vm)
 	}
 	vm->t_start_ns = now_ns();
 	int pidfd;
-	r = qemu_spawn(argv, log_fd, rs.fd, &vm->cg, &vm->qemu_pid, &pidfd);
+	/* the empty network namespace needs a user namespace as a normal user */
+	int netns = confinfo_userns_ok();
+	if (!netns)
+		log_warn("confinement: QEMU's empty network namespace not enforced: no unprivileged "
+			 "user namespaces (Landlock still denies it TCP where ABI >= 4)");
+	r = qemu_spawn(argv, log_fd, rs.fd, &vm->cg, netns, &vm->qemu_pid, &pidfd);
 	ll_ruleset_done(&rs);
 	if (r < 0)
 		return log_error_errno(r, "cannot start %s", argv[0]);

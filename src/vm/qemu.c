@@ -289,12 +289,12 @@ int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_rule
 	return r;
 }
 
-int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg,
+int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg, int netns,
 	       pid_t *ret_pid, int *ret_pidfd)
 {
 	/* no privilege gained across exec, and no network at all: QEMU needs none (its sockets are
 	 * Unix sockets on paths, which work across network namespaces) */
-	struct confine_opts o = { .flags = CONFINE_NO_NEW_PRIVS | CONFINE_NETNS,
+	struct confine_opts o = { .flags = CONFINE_NO_NEW_PRIVS | (netns ? CONFINE_NETNS : 0),
 				  .landlock_fd = landlock_fd,
 				  .cg = cg };
 	return confine_spawn(argv, log_fd, -1, &o, ret_pid, ret_pidfd);

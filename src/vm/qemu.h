@@ -86,8 +86,8 @@ int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_rule
 
 /* fork+exec QEMU with stdin from /dev/null, stdout and stderr to log_fd, in its own session, and
  * with PR_SET_PDEATHSIG(SIGKILL) so it can never outlive capsem-vm: in cgroup cg (or NULL), no
- * new privileges, a network namespace of its own (empty: QEMU needs no network; confine.h), the
- * Landlock ruleset landlock_fd (or -1). Returns 0 with the pid and a pidfd (O_CLOEXEC; readable
- * when QEMU exits), or -errno. */
-int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg,
+ * new privileges, with netns a network namespace of its own (empty: QEMU needs no network;
+ * confine.h), the Landlock ruleset landlock_fd (or -1). Returns 0 with the pid and a pidfd
+ * (O_CLOEXEC; readable when QEMU exits), or -errno. */
+int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg, int netns,
 	       pid_t *ret_pid, int *ret_pidfd);

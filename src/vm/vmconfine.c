@@ -280,6 +280,10 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 	r = ll_allow_system(rs, LL_SYS_EXEC | LL_SYS_PROC);
 	if (r >= 0)
 		r = ll_allow(rs, vm->vmdir_abs, LL_RW);
+	/* --rm: the VM directory itself goes at the end (only empty directories beside it could) */
+	char parent[4096];
+	if (r >= 0 && o->remove_vmdir && dirname_of(vm->vmdir_abs, parent, sizeof(parent)) == 0)
+		r = ll_allow(rs, parent, LL_RMDIR);
 	if (r >= 0)
 		r = allow_opt(rs, self, LL_RX);
 	if (r >= 0)
@@ -307,11 +311,9 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 	if (r >= 0)
 		r = allow_opt(rs, "/dev/kmsg", LL_READ);
 	/* QEMU's cgroup is removed through its parent directory */
-	for (int k = 0; r >= 0 && k < HOSTCG_N; k++) {
-		char parent[4096];
+	for (int k = 0; r >= 0 && k < HOSTCG_N; k++)
 		if (vm->cg.dir[k] && dirname_of(vm->cg.dir[k], parent, sizeof(parent)) == 0)
 			r = allow_opt(rs, parent, LL_RMDIR);
-	}
 	/* $CAPSEM_HOME: only the CA (made here when missing), the user policy, the credentials,
 	 * the MCP configuration and the ledger's directory (sessions/) */
 	char p[4096];

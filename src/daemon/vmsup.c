@@ -47,6 +47,7 @@
 #include "manifest.h"
 #include "parse.h"
 #include "query.h"
+#include "scfilter.h"
 #include "strv.h"
 #include "unixsock.h"
 
@@ -115,6 +116,23 @@ static void pidwatch_closed(uv_handle_t *h)
 	free(pw);
 }
 
+/* capsem-vm was killed by its seccomp filter: say so in its log (capsem logs VM --source vm)
+ * and as the VM's error, with the syscall's name when the kernel's audit record is readable */
+static void report_sigsys(struct vm *vm, pid_t pid)
+{
+	char how[256], line[512];
+	scf_describe_sigsys((int)pid, how, sizeof(how));
+	log_warn("VM %s: capsem-vm (pid %d) %s", vm->rec.id, (int)pid, how);
+	_cleanup_free_ char *logp = vmctl_path_join(vm->rec.vmdir, "vm.log");
+	_cleanup_close_ int fd =
+		logp ? open(logp, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW) : -1;
+	int n = snprintf(line, sizeof(line), "capsemd: capsem-vm %s\n", how);
+	if (fd >= 0 && n > 0)
+		(void)fd_write_all(fd, line, MIN((size_t)n, sizeof(line) - 1));
+	if (!vm->fail && asprintf(&vm->fail, "capsem-vm %s", how) < 0)
+		vm->fail = NULL;
+}
+
 static void on_pid(uv_poll_t *h, int status, int events)
 {
 	struct pidwatch *pw = h->data;
@@ -131,6 +149,8 @@ static void on_pid(uv_poll_t *h, int status, int events)
 	struct vm *vm = pw->vm;
 	if (!vm)
 		return;
+	if (code == 128 + SIGSYS)
+		report_sigsys(vm, pw->pid);
 	vm->pw = NULL;
 	vm->proc_gone = 1;
 	vm->exit_status = code;

@@ -12,10 +12,13 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fdutil.h"
 #include "macro.h"
+#include "scfilter.h"
 
 /* errno of one probe (0 = it succeeded), in the child */
 static int probe(const char *kind, const char *arg)
@@ -68,8 +71,8 @@ static int probe(const char *kind, const char *arg)
 
 void cfprobe_run(const char *who)
 {
-	const char *env = getenv("CAPSEM_CONFINE_PROBE");
-	if (!env || !*env)
+	const char *env = getenv("CAPSEM_CONFINE_PROBE"), *only = getenv("CAPSEM_PROBE_ONLY");
+	if (!env || !*env || (only && *only && !streq(only, who)))
 		return;
 	_cleanup_free_ char *list = strdup(env);
 	if (!list)
@@ -80,6 +83,30 @@ void cfprobe_run(const char *who)
 		if (!colon)
 			continue;
 		*colon = 0;
+		if (streq(p, "status")) {
+			/* the caller's own no_new_privs and seccomp mode */
+			_cleanup_free_ char *st = NULL;
+			const char *nnp = NULL, *sc = NULL;
+			if (read_file_small("/proc/self/status", 1u << 16, &st, NULL) == 0) {
+				nnp = strstr(st, "NoNewPrivs:\t");
+				sc = strstr(st, "\nSeccomp:\t");
+			}
+			fprintf(stderr, "confine-probe %s status:: NoNewPrivs=%c Seccomp=%c\n", who,
+				nnp ? nnp[strlen("NoNewPrivs:\t")] : '?',
+				sc ? sc[strlen("\nSeccomp:\t")] : '?');
+			*colon = ':';
+			continue;
+		}
+		if (streq(p, "die")) {
+			/* the syscall in this very process: seccomp's kill ends it (SIGSYS) */
+			fflush(stderr);
+			long nr = scf_syscall_nr(colon + 1);
+			if (nr >= 0)
+				syscall(nr, 0, 0, 0, 0);
+			fprintf(stderr, "confine-probe %s die:%s: survived\n", who, colon + 1);
+			*colon = ':';
+			continue;
+		}
 		pid_t pid = fork();
 		if (pid == 0) {
 			/* an exec probe that succeeds runs the program: it must exit 0 */

@@ -406,12 +406,15 @@ static void on_qemu_exit(struct watch *w, int events)
 		}
 		char how[256];
 		vm_describe_death(vm, st, how, sizeof(how));
+		/* also in our log (capsem logs VM --source vm): the event may have no reader */
+		if (WIFSIGNALED(st))
+			log_error("QEMU %s", how);
 		vm_fail(vm, "QEMU exited unexpectedly (%s)%s%s; serial log: %s", how,
 			qlog && *qlog ? ": " : "", qlog ? qlog : "", vm->p_serial_log);
 	} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
 		char how[256];
 		vm_describe_death(vm, st, how, sizeof(how));
-		log_warn("QEMU %s", how);
+		log_error("QEMU %s", how);
 	}
 	hostcg_remove(&vm->cg);
 	vm_finish(vm);
@@ -717,7 +720,7 @@ static void help(void)
 	       "  --boot-timeout SECS  give up when the agent has not said hello (default 60)\n"
 	       "  --hostname NAME      guest hostname (default capsem)\n"
 	       "  --append ARGS        extra kernel command line\n"
-	       "  --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+	       "  --qemu PATH          QEMU binary (default $CAPSEM_QEMU, else qemu-system-x86_64)\n"
 	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
 	       "  --disk FILE          raw disk image (ext4 inside) for the guest's /root,\n"
 	       "                       attached read-write\n"
@@ -910,6 +913,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       .ipc_fd = -1,
 			       .hostname = "capsem",
 			       .accel = VM_ACCEL_AUTO };
+	/* the environment's QEMU (tests put a stand-in there through capsemd); --qemu wins */
+	if (getenv("CAPSEM_QEMU") && *getenv("CAPSEM_QEMU"))
+		o->qemu = getenv("CAPSEM_QEMU");
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
 		case ARG_VMDIR:

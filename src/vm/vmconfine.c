@@ -158,31 +158,54 @@ static int under(const char *path, const char *dir)
 	return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/');
 }
 
-/* a path p that, when it names something, the server may read (an absolute argument: its
- * script, its package), not inside capsem_home */
-static int allow_arg(struct ll_ruleset *rs, const char *p, const char *capsem_home)
+/* An absolute argument of an MCP server (or its command), outside $CAPSEM_HOME: a directory
+ * is read-write (a file server's root), a file makes its directory readable and executable (a
+ * script beside its modules; for a command in some prefix's bin/, the whole prefix: an
+ * interpreter's library), a path that does not exist yet makes its directory read-write (a file
+ * the server writes). Never "/" nor an ancestor of $CAPSEM_HOME: then only the file itself. */
+static int allow_arg(struct ll_ruleset *rs, const char *p, int is_command, const char *capsem_home)
 {
 	char real[4096], dir[4096];
-	if (p[0] != '/' || !realpath(p, real) || under(real, capsem_home))
+	if (p[0] != '/')
 		return 0;
 	struct stat st;
-	if (stat(real, &st) < 0)
-		return 0;
-	snprintf(dir, sizeof(dir), "%s", real);
-	if (!S_ISDIR(st.st_mode)) {
-		char *sl = strrchr(dir, '/');
-		if (sl && sl != dir)
-			*sl = 0;
+	unsigned access = LL_RX;
+	if (realpath(p, real) && stat(real, &st) == 0) {
+		snprintf(dir, sizeof(dir), "%s", real);
+		if (S_ISDIR(st.st_mode)) {
+			access = LL_RW | LL_EXEC;
+		} else {
+			char *sl = strrchr(dir, '/');
+			if (sl && sl != dir)
+				*sl = 0;
+			sl = strrchr(dir, '/');
+			if (is_command && sl && sl != dir && streq(sl, "/bin"))
+				*sl = 0;
+		}
+	} else {
+		/* not there yet: its directory, when that exists */
+		snprintf(real, sizeof(real), "%s", p);
+		char *sl = strrchr(real, '/');
+		if (!sl || sl == real)
+			return 0;
+		*sl = 0;
+		if (!realpath(real, dir) || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+			return 0;
+		snprintf(real, sizeof(real), "%s", dir);
+		access = LL_RW;
 	}
+	if (under(real, capsem_home) || under(dir, capsem_home))
+		return 0;
 	if (streq(dir, "/") || under(capsem_home, dir))
-		return ll_allow(rs, real, LL_RX); /* the file alone */
-	return ll_allow(rs, dir, LL_RX);
+		return streq(real, dir) ? 0 : ll_allow(rs, real, LL_RX); /* the file alone */
+	return ll_allow(rs, dir, access);
 }
 
 /* What one MCP stdio server gets: the system (read, execute), /proc, its working directory
- * (read-write, unless inside $CAPSEM_HOME), the directories of absolute arguments (read), the
- * package managers' caches in $HOME (~/.npm, ~/.cache, ~/.local: npx, uvx, pip) and its private
- * temporary directory (read-write). Nothing else of $HOME, nothing of $CAPSEM_HOME. */
+ * (read-write, unless inside $CAPSEM_HOME), what its absolute arguments name (allow_arg), the
+ * package managers' caches in $HOME (~/.npm, ~/.cache: npx, uvx, pip) and its private
+ * temporary directory <vmdir>/mcp-tmp (read-write). Nothing else of $HOME, nothing of
+ * $CAPSEM_HOME. */
 static int mcp_rules(struct ll_ruleset *rs, char *const *argv, const char *cwd,
 		     const char *capsem_home, const char *tmpdir)
 {
@@ -190,10 +213,10 @@ static int mcp_rules(struct ll_ruleset *rs, char *const *argv, const char *cwd,
 	if (r >= 0 && cwd && !under(cwd, capsem_home) && !under(capsem_home, cwd))
 		r = ll_allow(rs, cwd, LL_RW);
 	for (size_t i = 0; r >= 0 && argv && argv[i]; i++)
-		r = allow_arg(rs, argv[i], capsem_home);
+		r = allow_arg(rs, argv[i], i == 0, capsem_home);
 	_cleanup_free_ char *home = NULL;
 	if (r >= 0 && user_home(&home) >= 0) {
-		static const char *const caches[] = { ".npm", ".cache", ".local" };
+		static const char *const caches[] = { ".npm", ".cache" };
 		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(caches); i++) {
 			char p[4096];
 			snprintf(p, sizeof(p), "%s/%s", home, caches[i]);
@@ -229,7 +252,6 @@ int vm_mcp_exec(int argc, char **argv)
 	if (r < 0)
 		return log_error_errno(r, "mcp: cannot apply the Landlock ruleset"), 126;
 	setenv("TMPDIR", tmpdir, 1);
-	cfprobe_run("mcp");
 	execvp(cmd[0], cmd);
 	return log_error_errno(negative_errno(), "mcp: cannot run %s", cmd[0]), 127;
 }
@@ -311,9 +333,13 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 	if (r >= 0)
 		r = allow_opt(rs, "/dev/kmsg", LL_READ);
 	/* QEMU's cgroup is removed through its parent directory */
-	for (int k = 0; r >= 0 && k < HOSTCG_N; k++)
+	for (int k = 0; r >= 0 && k < HOSTCG_N; k++) {
 		if (vm->cg.dir[k] && dirname_of(vm->cg.dir[k], parent, sizeof(parent)) == 0)
 			r = allow_opt(rs, parent, LL_RMDIR);
+		/* its counters: was QEMU killed by the OOM killer? */
+		if (r >= 0 && vm->cg.dir[k])
+			r = allow_opt(rs, vm->cg.dir[k], LL_READ);
+	}
 	/* $CAPSEM_HOME: only the CA (made here when missing), the user policy, the credentials,
 	 * the MCP configuration and the ledger's directory (sessions/) */
 	char p[4096];

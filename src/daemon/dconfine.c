@@ -84,6 +84,13 @@ static int self_rules(struct ll_ruleset *rs, const char *home, const char *image
 		r = allow_opt(rs, images, LL_READ);
 	if (r >= 0)
 		r = ll_allow(rs, vm_bin, LL_RX);
+	/* the binaries capsem-vm runs when the environment names them (else they are in /usr) */
+	static const char *const bins[] = { "CAPSEM_QEMU", "CAPSEM_VIRTIOFSD" };
+	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(bins); i++) {
+		const char *b = getenv(bins[i]);
+		if (b && b[0] == '/')
+			r = allow_opt(rs, b, LL_RX);
+	}
 	if (r >= 0)
 		r = allow_home(rs);
 	/* workspaces and shares in temporary directories */
@@ -98,6 +105,9 @@ static int self_rules(struct ll_ruleset *rs, const char *home, const char *image
 					   "/dev/kmsg" };
 	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(ro); i++)
 		r = allow_opt(rs, ro[i], LL_READ);
+	/* QEMU's child maps its user namespace (/proc/<pid>/uid_map; capsem-vm runs as us) */
+	if (r >= 0)
+		r = allow_opt(rs, "/proc", LL_READ | LL_WRFILE);
 	for (int k = 0; r >= 0 && k < HOSTCG_N; k++) {
 		char cg[4096];
 		if (hostcg_own_dir(k, cg, sizeof(cg)) == 0 && access(cg, W_OK) == 0)

@@ -135,6 +135,8 @@ static uint64_t rights_of(unsigned access)
 		r |= LANDLOCK_ACCESS_FS_REMOVE_DIR;
 	if (access & LL_MKSOCK)
 		r |= LANDLOCK_ACCESS_FS_MAKE_SOCK;
+	if (access & LL_WRFILE)
+		r |= LANDLOCK_ACCESS_FS_WRITE_FILE;
 	return r;
 }
 

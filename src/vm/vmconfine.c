@@ -332,6 +332,10 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 		r = allow_opt(rs, "/sys/kernel/mm", LL_READ);
 	if (r >= 0)
 		r = allow_opt(rs, "/dev/kmsg", LL_READ);
+	/* as a normal user QEMU's child maps its user namespace (/proc/<pid>/uid_map): a
+	 * process's own /proc files are the only ones there a normal user may write */
+	if (r >= 0 && geteuid() != 0)
+		r = allow_opt(rs, "/proc", LL_READ | LL_WRFILE);
 	/* QEMU's cgroup is removed through its parent directory */
 	for (int k = 0; r >= 0 && k < HOSTCG_N; k++) {
 		if (vm->cg.dir[k] && dirname_of(vm->cg.dir[k], parent, sizeof(parent)) == 0)

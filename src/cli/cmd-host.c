@@ -252,7 +252,11 @@ int cmd_doctor(int argc, char **argv)
 		"[--json] "
 		"[--list]\n\nCheck the host: QEMU, acceleration, the image, capsem's binaries, "
 		"free "
-		"disk\nspace (exit status 1 when a required check fails; needs no daemon).\n\nWith "
+		"disk\nspace (exit status 1 when a required check fails; needs no daemon), and "
+		"each host\n"
+		"confinement layer (Landlock, seccomp, cgroups, user namespaces, the audit log) "
+		"as\n"
+		"on or off for this host and user.\n\nWith "
 		"a VM, run capsem-doctor inside it, by groups: sandbox (read-only root,\nno "
 		"setuid, "
 		"modules, /dev/mem, kcore, kallsyms, debugfs; kernel hardening; limits),\nnetwork "
@@ -297,8 +301,8 @@ int cmd_doctor(int argc, char **argv)
 					     : ch[i].status == 1 ? "warn"
 								 : "fail",
 					     "required", ch[i].required, "detail", ch[i].detail));
-		json_t *o = json_pack("{s:b, s:o, s:o}", "ok", !failed, "checks", a, "confinement",
-				      cl);
+		json_t *o =
+			json_pack("{s:b, s:o, s:o}", "ok", !failed, "checks", a, "confinement", cl);
 		cli_print_json(o);
 		json_decref(o);
 	} else {

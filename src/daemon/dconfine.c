@@ -102,7 +102,7 @@ static int self_rules(struct ll_ruleset *rs, const char *home, const char *image
 	if (r >= 0)
 		r = allow_opt(rs, "/dev/kvm", LL_DEV);
 	static const char *const ro[] = { "/sys/devices/system/cpu", "/sys/kernel/mm",
-					   "/dev/kmsg" };
+					  "/dev/kmsg" };
 	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(ro); i++)
 		r = allow_opt(rs, ro[i], LL_READ);
 	/* QEMU's child maps its user namespace (/proc/<pid>/uid_map; capsem-vm runs as us) */

@@ -17,13 +17,13 @@ struct policy;
 
 struct gateway_config {
 	uv_loop_t *loop;
-	const char *socket_path; /* listen here */
-	const char *config_path; /* --mcp-config TOML (gwconf.h), NULL = defaults */
-	const char *workspace;	 /* overrides [builtin] workspace when not NULL */
+	const char *socket_path;    /* listen here */
+	const char *config_path;    /* --mcp-config TOML (gwconf.h), NULL = defaults */
+	const char *workspace;	    /* overrides [builtin] workspace when not NULL */
 	const char *snapshot_store; /* the workspace's snapshot store: the snapshots_* tools */
-	const char *capsem_home; /* the user policy is <home>/user.toml */
-	const char *corp_policy; /* NULL = POLICY_CORP_PATH */
-	struct ledger *ledger;	 /* NULL = nothing recorded */
+	const char *capsem_home;    /* the user policy is <home>/user.toml */
+	const char *corp_policy;    /* NULL = POLICY_CORP_PATH */
+	struct ledger *ledger;	    /* NULL = nothing recorded */
 	/* The current policy, kept and reloaded by the caller (capsem-vm: its egress service's,
 	 * so the files are loaded once per VM). NULL: the gateway loads capsem_home's and
 	 * corp_policy's files itself and reloads them when they change. */

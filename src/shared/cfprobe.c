@@ -18,6 +18,7 @@
 
 #include "fdutil.h"
 #include "macro.h"
+#include "parse.h"
 #include "scfilter.h"
 
 /* errno of one probe (0 = it succeeded), in the child */
@@ -50,8 +51,11 @@ static int probe(const char *kind, const char *arg)
 			return EINVAL;
 		memcpy(host, arg, (size_t)(colon - arg));
 		host[colon - arg] = 0;
+		uint32_t port;
+		if (parse_u32(colon + 1, &port) < 0 || port > 65535)
+			return EINVAL;
 		struct sockaddr_in sa = { .sin_family = AF_INET,
-					  .sin_port = htons((uint16_t)strtoul(colon + 1, NULL, 10)) };
+					  .sin_port = htons((uint16_t)port) };
 		if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 			return EINVAL;
 		int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -61,8 +65,10 @@ static int probe(const char *kind, const char *arg)
 		return r < 0 ? errno : 0;
 	}
 	if (streq(kind, "ptrace")) {
-		pid_t pid = (pid_t)strtol(arg, NULL, 10);
-		if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) < 0)
+		uint32_t pid;
+		if (parse_u32(arg, &pid) < 0)
+			return EINVAL;
+		if (ptrace(PTRACE_ATTACH, (pid_t)pid, NULL, NULL) < 0)
 			return errno;
 		return 0;
 	}
@@ -124,7 +130,8 @@ void cfprobe_run(const char *who)
 		else if (WEXITSTATUS(st) == 0)
 			snprintf(res, sizeof(res), "ok");
 		else
-			snprintf(res, sizeof(res), "%s", strerrorname_np(WEXITSTATUS(st)) ?: "error");
+			snprintf(res, sizeof(res), "%s",
+				 strerrorname_np(WEXITSTATUS(st)) ?: "error");
 		fprintf(stderr, "confine-probe %s %s:%s: %s\n", who, p, colon + 1, res);
 		*colon = ':';
 	}

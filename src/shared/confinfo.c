@@ -55,9 +55,9 @@ size_t confinfo_probe(struct confinfo_layer *out)
 
 	l++;
 	_cleanup_free_ char *acts = NULL;
-	int sc = read_file_small("/proc/sys/kernel/seccomp/actions_avail", 4096, &acts, NULL) ==
-			 0 &&
-		 strstr(acts, "kill_process");
+	int sc =
+		read_file_small("/proc/sys/kernel/seccomp/actions_avail", 4096, &acts, NULL) == 0 &&
+		strstr(acts, "kill_process");
 	*l = (struct confinfo_layer){ .name = "seccomp", .on = sc };
 	snprintf(l->detail, sizeof(l->detail), "%s",
 		 sc ? "on: QEMU's -sandbox, capsem-vm's allow-list (inherited by its children)"
@@ -76,7 +76,9 @@ size_t confinfo_probe(struct confinfo_layer *out)
 			 "on: QEMU's memory and pids limits (a cgroup per VM beneath %s)", own);
 	else
 		snprintf(l->detail, sizeof(l->detail), "off: QEMU runs without %s limits: %.400s",
-			 cg.dir[HOSTCG_MEM] ? "pids" : cg.dir[HOSTCG_PIDS] ? "memory" : "memory, pids",
+			 cg.dir[HOSTCG_MEM]    ? "pids"
+			 : cg.dir[HOSTCG_PIDS] ? "memory"
+					       : "memory, pids",
 			 why);
 	hostcg_remove(&cg);
 
@@ -85,9 +87,9 @@ size_t confinfo_probe(struct confinfo_layer *out)
 	*l = (struct confinfo_layer){ .name = "userns", .on = ns };
 	snprintf(l->detail, sizeof(l->detail), "%s",
 		 geteuid() == 0 ? "on: not needed as root (QEMU's empty network namespace)"
-		 : ns	       ? "on: QEMU's empty network namespace inside a user namespace"
-			       : "off: no unprivileged user namespaces: QEMU keeps the host's "
-				 "network namespace (Landlock still denies it TCP)");
+		 : ns		? "on: QEMU's empty network namespace inside a user namespace"
+				: "off: no unprivileged user namespaces: QEMU keeps the host's "
+				  "network namespace (Landlock still denies it TCP)");
 
 	l++;
 	int kfd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);

@@ -21,6 +21,7 @@
 
 #include "fdutil.h"
 #include "macro.h"
+#include "parse.h"
 
 #define CG_ROOT "/sys/fs/cgroup"
 
@@ -28,8 +29,7 @@ static const char *const controller[HOSTCG_N] = { "memory", "pids" };
 
 /* Our cgroup path in controller c's hierarchy, and that hierarchy's mount ("" for v2 unified).
  * 0 or -ENOENT. */
-static int own_cgroup(const char *c, char *ret_mnt, size_t mnt_len, char *ret_path,
-		      size_t path_len)
+static int own_cgroup(const char *c, char *ret_mnt, size_t mnt_len, char *ret_path, size_t path_len)
 {
 	_cleanup_free_ char *s = NULL;
 	int r = read_file_small("/proc/self/cgroup", 1u << 16, &s, NULL);
@@ -114,8 +114,8 @@ static int make_one(struct hostcg *cg, int k, const char *name, uint64_t mem_byt
 		snprintf(val, sizeof(val), "%" PRIu64, mem_bytes);
 		r = write_at(dir, v2 ? "memory.max" : "memory.limit_in_bytes", val);
 		/* no swapping around the limit: v1 with swap accounting, v2 */
-		if (r >= 0 && !v2 && access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
-					    F_OK) == 0)
+		if (r >= 0 && !v2 &&
+		    access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0)
 			r = write_at(dir, "memory.memsw.limit_in_bytes", val);
 		if (r >= 0 && v2)
 			(void)write_at(dir, "memory.swap.max", "0");
@@ -195,8 +195,9 @@ int hostcg_oom_killed(const struct hostcg *cg)
 	int r = read_file_small(p, 4096, &s, NULL);
 	if (r < 0)
 		return r;
-	const char *k = strstr(s, "oom_kill ");
-	return k && strtoull(k + strlen("oom_kill "), NULL, 10) > 0;
+	const char *k = strstr(s, "oom_kill "), *end;
+	uint32_t n = 0;
+	return k && parse_u32_prefix(k + strlen("oom_kill "), &n, &end) == 0 && n > 0;
 }
 
 void hostcg_remove(struct hostcg *cg)

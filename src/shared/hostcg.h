@@ -15,11 +15,14 @@
 enum { HOSTCG_MEM, HOSTCG_PIDS, HOSTCG_N };
 
 struct hostcg {
-	char *dir[HOSTCG_N]; /* the created cgroup's directory per controller, or NULL */
+	char *dir[HOSTCG_N];	/* the created cgroup's directory per controller, or NULL */
 	int procs_fd[HOSTCG_N]; /* its cgroup.procs, O_WRONLY|O_CLOEXEC, or -1 */
 };
 
-#define HOSTCG_INIT { .procs_fd = { -1, -1 } }
+#define HOSTCG_INIT                    \
+	{                              \
+		.procs_fd = { -1, -1 } \
+	}
 
 /* Create cgroup `name` (one path component) under our own cgroup of each controller, with
  * memory limited to mem_bytes (memory + swap on v1 when swap is accounted: no swapping past it)

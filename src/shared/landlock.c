@@ -43,17 +43,17 @@ struct ll_attr {
 	uint64_t scoped;
 };
 
-#define LL_FS_ABI1                                                                             \
-	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |                          \
-	 LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR |                          \
-	 LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |                      \
-	 LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |                          \
-	 LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |                          \
-	 LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |                        \
+#define LL_FS_ABI1                                                        \
+	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |     \
+	 LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR |     \
+	 LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
+	 LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |     \
+	 LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |     \
+	 LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |   \
 	 LANDLOCK_ACCESS_FS_MAKE_SYM)
 /* the rights a rule on a file (not a directory) may carry */
-#define LL_FS_FILE                                                                             \
-	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |                          \
+#define LL_FS_FILE                                                    \
+	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | \
 	 LANDLOCK_ACCESS_FS_READ_FILE | LL_FS_TRUNCATE | LL_FS_IOCTL_DEV)
 
 static uint64_t fs_rights_for_abi(int abi)
@@ -129,8 +129,7 @@ static uint64_t rights_of(unsigned access)
 		     LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO |
 		     LANDLOCK_ACCESS_FS_MAKE_SYM | LANDLOCK_ACCESS_FS_REFER;
 	if (access & LL_DEV)
-		r |= LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
-		     LL_FS_IOCTL_DEV;
+		r |= LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE | LL_FS_IOCTL_DEV;
 	if (access & LL_RMDIR)
 		r |= LANDLOCK_ACCESS_FS_REMOVE_DIR;
 	if (access & LL_MKSOCK)
@@ -179,18 +178,44 @@ void ll_ruleset_done(struct ll_ruleset *rs)
 
 /* read by libc, the loader, TLS libraries, Python and Node on this kind of host */
 static const char *const etc_read[] = {
-	"/etc/ld.so.cache",   "/etc/ld.so.conf",   "/etc/ld.so.conf.d", "/etc/ld.so.preload",
-	"/etc/localtime",     "/etc/timezone",	   "/etc/nsswitch.conf", "/etc/passwd",
-	"/etc/group",	      "/etc/hosts",	   "/etc/host.conf",	 "/etc/resolv.conf",
-	"/etc/gai.conf",      "/etc/services",	   "/etc/protocols",	 "/etc/ssl",
-	"/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/pki", "/etc/crypto-policies",
-	"/etc/gnutls",	      "/etc/alternatives", "/etc/mime.types",	 "/etc/os-release",
-	"/etc/debian_version", "/etc/locale.alias", "/etc/environment",	 "/etc/python3",
-	"/etc/python3.11",    "/etc/nodejs",	   "/etc/npmrc",	 "/etc/gitconfig",
-	"/etc/magic",	      "/etc/capsem",	   "/etc/mke2fs.conf",
+	"/etc/ld.so.cache",
+	"/etc/ld.so.conf",
+	"/etc/ld.so.conf.d",
+	"/etc/ld.so.preload",
+	"/etc/localtime",
+	"/etc/timezone",
+	"/etc/nsswitch.conf",
+	"/etc/passwd",
+	"/etc/group",
+	"/etc/hosts",
+	"/etc/host.conf",
+	"/etc/resolv.conf",
+	"/etc/gai.conf",
+	"/etc/services",
+	"/etc/protocols",
+	"/etc/ssl",
+	"/etc/ca-certificates",
+	"/etc/ca-certificates.conf",
+	"/etc/pki",
+	"/etc/crypto-policies",
+	"/etc/gnutls",
+	"/etc/alternatives",
+	"/etc/mime.types",
+	"/etc/os-release",
+	"/etc/debian_version",
+	"/etc/locale.alias",
+	"/etc/environment",
+	"/etc/python3",
+	"/etc/python3.11",
+	"/etc/nodejs",
+	"/etc/npmrc",
+	"/etc/gitconfig",
+	"/etc/magic",
+	"/etc/capsem",
+	"/etc/mke2fs.conf",
 };
-static const char *const sys_dirs[] = { "/usr", "/lib", "/lib32", "/lib64", "/libx32",
-					"/bin", "/sbin", "/opt" };
+static const char *const sys_dirs[] = { "/usr",	   "/lib", "/lib32", "/lib64",
+					"/libx32", "/bin", "/sbin",  "/opt" };
 static const char *const dev_rw[] = { "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
 				      "/dev/urandom" };
 

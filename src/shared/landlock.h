@@ -13,13 +13,13 @@
 
 /* What a rule grants on a path (or a file): combinations of these. */
 enum {
-	LL_READ = 1u << 0,    /* read files, list directories */
-	LL_EXEC = 1u << 1,    /* execute files */
-	LL_WRITE = 1u << 2,   /* write/truncate files, create and remove entries, rename in */
-	LL_DEV = 1u << 3,     /* read/write device nodes and their ioctls (/dev/kvm) */
-	LL_RMDIR = 1u << 4,   /* only remove directories beneath (a cgroup parent) */
-	LL_MKSOCK = 1u << 5,  /* only create sockets beneath */
-	LL_WRFILE = 1u << 6,  /* only write existing files (/proc/<pid>/uid_map) */
+	LL_READ = 1u << 0,   /* read files, list directories */
+	LL_EXEC = 1u << 1,   /* execute files */
+	LL_WRITE = 1u << 2,  /* write/truncate files, create and remove entries, rename in */
+	LL_DEV = 1u << 3,    /* read/write device nodes and their ioctls (/dev/kvm) */
+	LL_RMDIR = 1u << 4,  /* only remove directories beneath (a cgroup parent) */
+	LL_MKSOCK = 1u << 5, /* only create sockets beneath */
+	LL_WRFILE = 1u << 6, /* only write existing files (/proc/<pid>/uid_map) */
 	LL_RX = LL_READ | LL_EXEC,
 	LL_RW = LL_READ | LL_WRITE,
 };
@@ -27,8 +27,8 @@ enum {
 /* What a ruleset handles (denies unless a rule allows it), beyond every file-system right the
  * kernel knows. */
 enum {
-	LL_NO_TCP = 1u << 0,	 /* no TCP bind or connect at all (ABI 4) */
-	LL_SCOPE_SIGNAL = 1u << 1, /* no signals to processes outside the domain (ABI 6) */
+	LL_NO_TCP = 1u << 0,	     /* no TCP bind or connect at all (ABI 4) */
+	LL_SCOPE_SIGNAL = 1u << 1,   /* no signals to processes outside the domain (ABI 6) */
 	LL_SCOPE_ABSTRACT = 1u << 2, /* no abstract Unix sockets outside the domain (ABI 6) */
 };
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "parse.h"
 
 extern const char *const scf_names[];
 extern const size_t scf_names_len;
@@ -54,7 +55,8 @@ int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill
 	for (size_t k = 0; k < n; k++) {
 		int nr = k < n_kill ? kill[k] : allow[k - n_kill];
 		/* equal: the next instruction (the return); else skip it */
-		p[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1);
+		p[i++] =
+			(struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1);
 		p[i++] = (struct sock_filter)BPF_STMT(
 			BPF_RET | BPF_K, k < n_kill ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ALLOW);
 	}
@@ -101,10 +103,12 @@ void scf_describe_sigsys(int pid, char *buf, size_t len)
 			if (k <= 0)
 				break;
 			rec[k] = 0;
-			const char *sc = strstr(rec, " syscall=");
-			if (strstr(rec, "type=1326") && strstr(rec, want) && strstr(rec, " sig=31") &&
-			    sc)
-				nr = strtol(sc + strlen(" syscall="), NULL, 10);
+			const char *sc = strstr(rec, " syscall="), *end;
+			uint32_t v;
+			if (strstr(rec, "type=1326") && strstr(rec, want) &&
+			    strstr(rec, " sig=31") && sc &&
+			    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
+				nr = (long)v;
 		}
 	}
 	const char *name = scf_syscall_name(nr);

@@ -687,8 +687,9 @@ static int vm_start(struct vm *vm)
 	/* the empty network namespace needs a user namespace as a normal user */
 	int netns = confinfo_userns_ok();
 	if (!netns)
-		log_warn("confinement: QEMU's empty network namespace not enforced: no unprivileged "
-			 "user namespaces (Landlock still denies it TCP where ABI >= 4)");
+		log_warn(
+			"confinement: QEMU's empty network namespace not enforced: no unprivileged "
+			"user namespaces (Landlock still denies it TCP where ABI >= 4)");
 	r = qemu_spawn(argv, log_fd, rs.fd, &vm->cg, netns, &vm->qemu_pid, &pidfd);
 	ll_ruleset_done(&rs);
 	if (r < 0)
@@ -720,7 +721,8 @@ static void help(void)
 	       "  --boot-timeout SECS  give up when the agent has not said hello (default 60)\n"
 	       "  --hostname NAME      guest hostname (default capsem)\n"
 	       "  --append ARGS        extra kernel command line\n"
-	       "  --qemu PATH          QEMU binary (default $CAPSEM_QEMU, else qemu-system-x86_64)\n"
+	       "  --qemu PATH          QEMU binary (default $CAPSEM_QEMU, else "
+	       "qemu-system-x86_64)\n"
 	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
 	       "  --disk FILE          raw disk image (ext4 inside) for the guest's /root,\n"
 	       "                       attached read-write\n"

@@ -110,11 +110,11 @@ struct vm {
 	int64_t ledger_sent;		  /* the last_id of our last "ledger" event */
 	int ledger_notify;		  /* the two handles above are initialised */
 	struct gateway *mcp;		  /* MCP gateway (vsock 5003); NULL with --no-egress */
-	struct wsaudit *audit;		  /* the workspace's file audit (--workspace and --ledger) */
-	uv_poll_t audit_poll;		  /* its inotify fd */
-	uv_timer_t audit_timer;		  /* the next touched path due */
-	struct hostcg cg;		  /* QEMU's cgroup (vmconfine.c) */
-	char **mcp_prefix;		  /* the MCP servers' launcher (vm_mcp_prefix) */
+	struct wsaudit *audit;	/* the workspace's file audit (--workspace and --ledger) */
+	uv_poll_t audit_poll;	/* its inotify fd */
+	uv_timer_t audit_timer; /* the next touched path due */
+	struct hostcg cg;	/* QEMU's cgroup (vmconfine.c) */
+	char **mcp_prefix;	/* the MCP servers' launcher (vm_mcp_prefix) */
 };
 
 /* ---- vmworkspace.c ---- */

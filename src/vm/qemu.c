@@ -278,7 +278,7 @@ int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_rule
 		r = ll_allow(rs, "/dev/kvm", LL_DEV);
 	/* QEMU reads its own /proc entries and the host's CPU and memory facts in /sys */
 	for (const char *const *p = (const char *const[]){ "/proc", "/sys/devices/system/cpu",
-							    "/sys/kernel/mm", NULL };
+							   "/sys/kernel/mm", NULL };
 	     r >= 0 && *p; p++) {
 		r = ll_allow(rs, *p, LL_READ);
 		if (r == -ENOENT)

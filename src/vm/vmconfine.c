@@ -40,77 +40,7 @@
 #include "macro.h"
 #include "scfilter.h"
 #include "strv.h"
-
-/* capsem-vm's syscalls, with those of what it runs (QEMU, the MCP servers: Python, Node)
- * since a seccomp filter is inherited: measured by running the e2e suite with
- * CAPSEM_SECCOMP=log (docs/ARCHITECTURE.md), most frequent first. Anything else: ENOSYS. */
-static const int allow[] = {
-	SYS_read, SYS_write, SYS_epoll_wait, SYS_epoll_pwait, SYS_futex, SYS_recvmsg,
-	SYS_sendmsg, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv, SYS_pwritev,
-	SYS_preadv2, SYS_pwritev2, SYS_recvfrom, SYS_sendto, SYS_recvmmsg, SYS_sendmmsg,
-	SYS_poll, SYS_ppoll, SYS_select, SYS_pselect6, SYS_epoll_ctl, SYS_epoll_create,
-	SYS_epoll_create1, SYS_epoll_pwait2, SYS_clock_gettime, SYS_clock_getres,
-	SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday, SYS_time, SYS_io_uring_setup,
-	SYS_io_uring_enter, SYS_io_uring_register, SYS_io_setup, SYS_io_submit, SYS_io_getevents,
-	SYS_io_destroy, SYS_io_cancel, SYS_io_pgetevents,
-	/* files */
-	SYS_close, SYS_close_range, SYS_dup, SYS_dup2, SYS_dup3, SYS_fcntl, SYS_ioctl, SYS_lseek,
-	SYS_fstat, SYS_newfstatat, SYS_statx, SYS_stat, SYS_lstat, SYS_fstatfs, SYS_statfs,
-	SYS_openat, SYS_open, SYS_openat2, SYS_creat, SYS_access, SYS_faccessat, SYS_faccessat2,
-	SYS_readlink, SYS_readlinkat, SYS_getdents64, SYS_getdents, SYS_getcwd, SYS_chdir,
-	SYS_fchdir, SYS_mkdir, SYS_mkdirat, SYS_rmdir, SYS_unlink, SYS_unlinkat, SYS_rename,
-	SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat, SYS_fchmod,
-	SYS_fchmodat, SYS_chmod, SYS_fchown, SYS_fchownat, SYS_lchown, SYS_chown, SYS_ftruncate,
-	SYS_truncate, SYS_fsync, SYS_fdatasync, SYS_syncfs, SYS_fallocate, SYS_sync_file_range,
-	SYS_utimensat, SYS_futimesat, SYS_utimes, SYS_utime, SYS_flock, SYS_copy_file_range,
-	SYS_sendfile, SYS_splice, SYS_tee, SYS_umask, SYS_fadvise64, SYS_readahead,
-	SYS_getxattr, SYS_lgetxattr, SYS_fgetxattr, SYS_listxattr, SYS_llistxattr,
-	SYS_flistxattr, SYS_setxattr, SYS_lsetxattr, SYS_fsetxattr, SYS_removexattr,
-	SYS_lremovexattr, SYS_fremovexattr, SYS_inotify_init1, SYS_inotify_add_watch,
-	SYS_inotify_rm_watch, SYS_mknodat, SYS_mknod,
-	/* memory */
-	SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap, SYS_madvise, SYS_brk, SYS_msync,
-	SYS_mlock, SYS_mlock2, SYS_munlock, SYS_mincore, SYS_memfd_create, SYS_membarrier,
-	SYS_mbind, SYS_get_mempolicy, SYS_set_mempolicy, SYS_pkey_mprotect, SYS_pkey_alloc,
-	SYS_pkey_free,
-	/* sockets, pipes, events */
-	SYS_socket, SYS_socketpair, SYS_bind, SYS_listen, SYS_accept, SYS_accept4, SYS_connect,
-	SYS_getsockname, SYS_getpeername, SYS_setsockopt, SYS_getsockopt, SYS_shutdown,
-	SYS_pipe, SYS_pipe2, SYS_eventfd, SYS_eventfd2, SYS_signalfd, SYS_signalfd4,
-	SYS_timerfd_create, SYS_timerfd_settime, SYS_timerfd_gettime,
-	/* signals, processes, threads */
-	SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigtimedwait,
-	SYS_rt_sigsuspend, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_rt_sigpending,
-	SYS_sigaltstack, SYS_kill, SYS_tgkill, SYS_tkill, SYS_pidfd_open, SYS_pidfd_send_signal,
-	SYS_clone, SYS_clone3, SYS_fork, SYS_vfork, SYS_execve, SYS_execveat, SYS_wait4,
-	SYS_waitid, SYS_exit, SYS_exit_group, SYS_set_tid_address, SYS_set_robust_list,
-	SYS_get_robust_list, SYS_rseq, SYS_arch_prctl, SYS_prctl, SYS_prlimit64, SYS_getrlimit,
-	SYS_setrlimit, SYS_getrusage, SYS_sched_yield, SYS_sched_getaffinity,
-	SYS_sched_setaffinity, SYS_sched_getparam, SYS_sched_getscheduler, SYS_sched_setscheduler,
-	SYS_sched_get_priority_max, SYS_sched_get_priority_min, SYS_getpriority,
-	SYS_setpriority, SYS_alarm, SYS_setitimer, SYS_getitimer, SYS_pause, SYS_restart_syscall,
-	SYS_getpid, SYS_getppid, SYS_gettid, SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid,
-	SYS_getgroups, SYS_getresuid, SYS_getresgid, SYS_setsid, SYS_getsid, SYS_getpgid,
-	SYS_getpgrp, SYS_setpgid, SYS_capget, SYS_uname, SYS_sysinfo, SYS_getrandom, SYS_getcpu,
-	SYS_times, SYS_ioprio_get, SYS_ioprio_set,
-	/* QEMU's confinement, applied in its child and by QEMU itself; the MCP launcher's */
-	SYS_unshare, SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule,
-	SYS_landlock_restrict_self,
-};
-
-/* never needed by the VM's processes, and the usual first steps of an escape or of a hold on
- * the host: the process is killed (SIGSYS), and the VM's log says so */
-static const int kill_list[] = {
-	SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_bpf,
-	SYS_perf_event_open, SYS_userfaultfd, SYS_kexec_load, SYS_kexec_file_load,
-	SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_add_key, SYS_request_key,
-	SYS_keyctl, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_quotactl,
-	SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_iopl,
-	SYS_ioperm, SYS_open_by_handle_at, SYS_name_to_handle_at, SYS_mount, SYS_umount2,
-	SYS_pivot_root, SYS_chroot, SYS_setns, SYS_fsopen, SYS_fsmount, SYS_fsconfig,
-	SYS_fspick, SYS_move_mount, SYS_open_tree, SYS_mount_setattr, SYS_lookup_dcookie,
-	SYS_vhangup, SYS_sethostname, SYS_setdomainname,
-};
+#include "vmseccomp.h"
 
 /* QEMU's cgroup limit beyond the guest's RAM and the translation cache (measured: see
  * docs/ARCHITECTURE.md), and its threads (vCPUs, I/O workers, RCU, 9p) */
@@ -388,8 +318,9 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 int vm_confine_self(struct vm *vm)
 {
 	if (!vm_confine_enabled()) {
-		log_warn("confinement: off (CAPSEM_CONFINE=0, for measurements only): capsem-vm, "
-			 "QEMU and the MCP servers run without Landlock, seccomp and cgroup limits");
+		log_warn(
+			"confinement: off (CAPSEM_CONFINE=0, for measurements only): capsem-vm, "
+			"QEMU and the MCP servers run without Landlock, seccomp and cgroup limits");
 		return 0;
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -411,8 +342,7 @@ int vm_confine_self(struct vm *vm)
 			return log_error_errno(r, "cannot apply capsem-vm's Landlock ruleset");
 	}
 	const char *mode = getenv("CAPSEM_SECCOMP");
-	r = scf_install(allow, ELEMENTSOF(allow), kill_list, ELEMENTSOF(kill_list),
-			mode && streq(mode, "log") ? SCF_LOG : SCF_ENFORCE);
+	r = vm_seccomp_install(mode && streq(mode, "log") ? SCF_LOG : SCF_ENFORCE);
 	if (r < 0)
 		log_warn_errno(r, "confinement: seccomp allow-list not enforced for capsem-vm");
 	cfprobe_run("capsem-vm");

@@ -47,15 +47,15 @@ int cachekey_initramfs(const char *compression, const void *guest, size_t guest_
 #define CACHEKEY_ROOTFS_NPM_RECIPE                                                           \
 	"capsem-rootfs-npm/1: base.tar unpacked, npm install -g --no-audit --no-fund under " \
 	"unshare --mount-proc + chroot with the image's node, npm cache removed, usr/local tar"
-#define CACHEKEY_ROOTFS_IMAGE_RECIPE                                                            \
-	"capsem-rootfs-image/5: base + npm layers unpacked, seeded files (and /root copies in " \
-	"/usr/local/share/capsem/root), /etc/environment, /etc/profile.d/capsem.sh, banner, "   \
-	"/etc/gitconfig (github.com credential helper: x-access-token, $GH_TOKEN), "            \
-	"python3 -m venv --system-site-packages --without-pip + bin/pip{,3}, copied to the "    \
-	"seed, /etc/capsem/image.{json,toml} (tools, system_tools, venv, providers' domains, "  \
-	"api_key_env, files), capsem-doctor, capsem-mcp-relay, capsem-snapshots -> /proc/1/exe, "              \
-	"/usr/local/sbin/{halt,poweroff,reboot} -> /proc/1/exe, "                               \
-	"setuid/setgid cleared, "                                                               \
+#define CACHEKEY_ROOTFS_IMAGE_RECIPE                                                              \
+	"capsem-rootfs-image/5: base + npm layers unpacked, seeded files (and /root copies in "   \
+	"/usr/local/share/capsem/root), /etc/environment, /etc/profile.d/capsem.sh, banner, "     \
+	"/etc/gitconfig (github.com credential helper: x-access-token, $GH_TOKEN), "              \
+	"python3 -m venv --system-site-packages --without-pip + bin/pip{,3}, copied to the "      \
+	"seed, /etc/capsem/image.{json,toml} (tools, system_tools, venv, providers' domains, "    \
+	"api_key_env, files), capsem-doctor, capsem-mcp-relay, capsem-snapshots -> /proc/1/exe, " \
+	"/usr/local/sbin/{halt,poweroff,reboot} -> /proc/1/exe, "                                 \
+	"setuid/setgid cleared, "                                                                 \
 	"mksquashfs -comp zstd -all-root | mkfs.erofs -z lz4[hc] --all-root"
 
 /* Base layer key over (recipe, suite, arch, sorted package names, node version, npm version). */

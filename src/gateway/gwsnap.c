@@ -137,8 +137,8 @@ static int page(json_t *o, const json_t *args, char *err, size_t errlen)
 {
 	json_int_t off = 0, lim = PAGE_DEFAULT;
 	json_t *v;
-	if ((v = json_object_get(args, "offset")) && (!json_is_integer(v) ||
-						      (off = json_integer_value(v)) < 0)) {
+	if ((v = json_object_get(args, "offset")) &&
+	    (!json_is_integer(v) || (off = json_integer_value(v)) < 0)) {
 		snprintf(err, errlen, "'offset' must be an integer >= 0");
 		return -EINVAL;
 	}
@@ -264,8 +264,7 @@ static const char *opt_str(const json_t *args, const char *k, int *bad)
 	return json_string_value(v);
 }
 
-json_t *gwsnap_call(const char *store, const char *workspace, const char *tool,
-		    const json_t *args)
+json_t *gwsnap_call(const char *store, const char *workspace, const char *tool, const json_t *args)
 {
 	struct snapstore *s = NULL;
 	json_t *res = NULL;
@@ -324,8 +323,8 @@ json_t *gwsnap_call(const char *store, const char *workspace, const char *tool,
 					       tool)
 		       : r == -ENOENT ? errorf("%s: no such snapshot or path", tool)
 		       : r == -EEXIST ? errorf("%s: a snapshot of that name exists", tool)
-		       : r == -ELOOP  ? errorf("%s: a symbolic link on the way (not followed)", tool)
-				      : errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
+		       : r == -ELOOP ? errorf("%s: a symbolic link on the way (not followed)", tool)
+				     : errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
 	}
 	char err[128];
 	r = page(res, args, err, sizeof(err));

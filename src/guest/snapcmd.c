@@ -225,7 +225,8 @@ int snapcmd_main(int argc, char **argv)
 		if (mcppure_scan(line, n, &m) == MCPPURE_RESPONSE && streq(m.id.text, "2")) {
 			ssize_t t = mcppure_result_text(line, n, text, SC_OUT_MAX, &is_error);
 			if (t < 0) {
-				fprintf(stderr, "capsem-snapshots: %.*s\n", (int)MIN(n, 2000u), line);
+				fprintf(stderr, "capsem-snapshots: %.*s\n", (int)MIN(n, 2000u),
+					line);
 				return 1;
 			}
 			FILE *f = is_error ? stderr : stdout;

@@ -443,12 +443,17 @@ static int apply_schema(sqlite3 *db)
 		if (r == 0)
 			r = exec_sql(
 				db,
-				"CREATE TABLE fs (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, action "
+				"CREATE TABLE fs (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, "
+				"action "
 				"TEXT NOT NULL CHECK (action IN ('created', 'modified', 'deleted', "
-				"'renamed', 'summary')), path TEXT NOT NULL, old_path TEXT, type TEXT "
-				"CHECK (type IS NULL OR type IN ('file', 'dir', 'symlink', 'other')), "
-				"size INTEGER, count INTEGER, detail TEXT, source TEXT CHECK (source IS "
-				"NULL OR source IN ('watch', 'scan'))); PRAGMA user_version = 4; COMMIT");
+				"'renamed', 'summary')), path TEXT NOT NULL, old_path TEXT, type "
+				"TEXT "
+				"CHECK (type IS NULL OR type IN ('file', 'dir', 'symlink', "
+				"'other')), "
+				"size INTEGER, count INTEGER, detail TEXT, source TEXT CHECK "
+				"(source IS "
+				"NULL OR source IN ('watch', 'scan'))); PRAGMA user_version = 4; "
+				"COMMIT");
 		if (r < 0)
 			exec_sql(db, "ROLLBACK");
 		return r;
@@ -739,7 +744,8 @@ int ledger_mark_unfinished(const char *path, const char *reason, unsigned *ret_c
 			"UPDATE exec SET error = ?1, id = (SELECT max(id) FROM (SELECT id FROM "
 			"exec UNION ALL SELECT id FROM net UNION ALL SELECT id FROM dns UNION ALL "
 			"SELECT id FROM model_call UNION ALL SELECT id FROM tool_call UNION ALL "
-			"SELECT id FROM policy UNION ALL SELECT id FROM fs UNION ALL SELECT id FROM "
+			"SELECT id FROM policy UNION ALL SELECT id FROM fs UNION ALL SELECT id "
+			"FROM "
 			"dropped)) + 1 WHERE id = "
 			"(SELECT min(id) FROM exec WHERE ts_end IS NULL AND error IS NULL)",
 			&st);

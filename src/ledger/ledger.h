@@ -165,8 +165,9 @@ struct ledger_policy {
 /* A change to a file of the workspace, seen by the host's file audit (src/workspace/wsaudit.c). */
 struct ledger_fs {
 	int64_t ts;
-	const char *action;   /* "created", "modified", "deleted", "renamed" or "summary" (required) */
-	const char *path;     /* relative to the workspace (required) */
+	const char
+		*action;  /* "created", "modified", "deleted", "renamed" or "summary" (required) */
+	const char *path; /* relative to the workspace (required) */
 	const char *old_path; /* renamed: where it was */
 	const char *type;     /* "file", "dir", "symlink" or "other" */
 	int64_t size;	      /* bytes now (created, modified); summary: bytes now in its changes */
@@ -174,8 +175,8 @@ struct ledger_fs {
 	const char *detail;   /* summary: "created N, modified N, deleted N, renamed N" */
 	const char *source;   /* "watch" (inotify) or "scan" (found by a reconciliation pass) */
 };
-#define LEDGER_FS_INIT                             \
-	{                                          \
+#define LEDGER_FS_INIT                            \
+	{                                         \
 		.ts = -1, .size = -1, .count = -1 \
 	}
 

@@ -18,7 +18,7 @@
 
 #define API_MAX_HEAD (64u * 1024u)
 #define API_MAX_HEADERS 100u
-#define API_MAX_BODY (16u << 20) /* a buffered (JSON, text) response body: 10,000 events */
+#define API_MAX_BODY (16u << 20)	 /* a buffered (JSON, text) response body: 10,000 events */
 #define API_MAX_FILE_BODY (256ull << 20) /* a streamed file body (GET /vms/{ref}/files) */
 #define API_START_TIMEOUT_MS 10000
 /* capsemd's exit status when another capsemd already serves the home */

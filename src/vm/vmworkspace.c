@@ -207,7 +207,8 @@ int vm_audit_start(struct vm *vm)
 	wsaudit_get_stats(vm->audit, &st);
 	if (st.unwatched)
 		log_warn("file audit: %llu directories of the workspace are beyond the kernel's "
-			 "inotify watch limit (fs.inotify.max_user_watches): their changes are found "
+			 "inotify watch limit (fs.inotify.max_user_watches): their changes are "
+			 "found "
 			 "at stop",
 			 (unsigned long long)st.unwatched);
 	uv_timer_init(vm->loop, &vm->audit_timer);

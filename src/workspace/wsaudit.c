@@ -26,8 +26,8 @@
 #include "siphash.h"
 #include "wstree.h"
 
-#define WATCH_MASK                                                                           \
-	(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM |    \
+#define WATCH_MASK                                                                        \
+	(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | \
 	 IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
 #define READ_BUF (64u << 10)
 #define READS_PER_CALL 16
@@ -375,8 +375,9 @@ static void report_noise(struct wsaudit *a)
 	for (size_t i = 0; i < a->n_noise; i++) {
 		struct noise *s = &a->noise[i];
 		char detail[160];
-		snprintf(detail, sizeof(detail), "created %lld, modified %lld, deleted %lld, "
-						 "renamed %lld",
+		snprintf(detail, sizeof(detail),
+			 "created %lld, modified %lld, deleted %lld, "
+			 "renamed %lld",
 			 (long long)s->created, (long long)s->modified, (long long)s->deleted,
 			 (long long)s->renamed);
 		struct wsaudit_change c = { .ts = s->last,
@@ -435,9 +436,9 @@ static void resolve(struct wsaudit *a, const char *path, int64_t ts)
 	}
 	struct node old = *n;
 	node_fill(n, &st);
-	if (old.type != n->type || (n->type != T_DIR && (old.size != n->size ||
-							  old.mtime_ns != n->mtime_ns ||
-							  old.ino != n->ino || old.mode != n->mode)))
+	if (old.type != n->type ||
+	    (n->type != T_DIR && (old.size != n->size || old.mtime_ns != n->mtime_ns ||
+				  old.ino != n->ino || old.mode != n->mode)))
 		report(a, ts, "modified", path, NULL, n->type, n->size);
 	if (n->type == T_DIR && n->wd < 0)
 		n->wd = watch_dir(a, path);

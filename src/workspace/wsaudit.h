@@ -42,14 +42,14 @@ struct wsaudit_change {
 typedef void (*wsaudit_cb)(const struct wsaudit_change *c, void *userdata);
 
 struct wsaudit_stats {
-	uint64_t events;      /* inotify events read */
-	uint64_t changes;     /* changes reported (a summary counts once) */
-	uint64_t overflows;   /* queue overflows (each followed by a reconciliation) */
-	uint64_t scans;	      /* reconciliation passes */
-	uint64_t unwatched;   /* directories without a watch (the kernel's limit) */
-	uint64_t untracked;   /* paths left out of the index (WSAUDIT_MAX_INDEX) */
-	uint64_t watches;     /* directories watched now */
-	uint64_t indexed;     /* paths in the index now */
+	uint64_t events;    /* inotify events read */
+	uint64_t changes;   /* changes reported (a summary counts once) */
+	uint64_t overflows; /* queue overflows (each followed by a reconciliation) */
+	uint64_t scans;	    /* reconciliation passes */
+	uint64_t unwatched; /* directories without a watch (the kernel's limit) */
+	uint64_t untracked; /* paths left out of the index (WSAUDIT_MAX_INDEX) */
+	uint64_t watches;   /* directories watched now */
+	uint64_t indexed;   /* paths in the index now */
 };
 
 struct wsaudit;

@@ -170,10 +170,9 @@ static int walk_dir(struct walk *w, int dfd, size_t plen, int depth)
 		if (plen)
 			w->path[plen] = '/';
 		memcpy(w->path + (plen ? plen + 1 : 0), names[i], nl + 1);
-		struct wst_entry e = { .path = w->path,
-				       .name = w->path + len - nl,
-				       .dirfd = dfd,
-				       .depth = depth };
+		struct wst_entry e = {
+			.path = w->path, .name = w->path + len - nl, .dirfd = dfd, .depth = depth
+		};
 		if (fstatat(dfd, names[i], &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				continue; /* gone meanwhile */

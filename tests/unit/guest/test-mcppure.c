@@ -214,10 +214,8 @@ static void test_result_text(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_scan),
-		cmocka_unit_test(test_keys),
-		cmocka_unit_test(test_pending),
-		cmocka_unit_test(test_lines),
+		cmocka_unit_test(test_scan),	    cmocka_unit_test(test_keys),
+		cmocka_unit_test(test_pending),	    cmocka_unit_test(test_lines),
 		cmocka_unit_test(test_result_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -268,7 +268,8 @@ static void test_overflow_loses_nothing(void **state)
 	settle();
 	size_t created = 0;
 	for (size_t i = 0; i < n_rows; i++)
-		created += streq(rows[i].action, "created") && strncmp(rows[i].path, "many/", 5) == 0;
+		created +=
+			streq(rows[i].action, "created") && strncmp(rows[i].path, "many/", 5) == 0;
 	assert_int_equal(created, 10000);
 	assert_int_equal(n_rows, 10000);
 	wsaudit_get_stats(au, &after);

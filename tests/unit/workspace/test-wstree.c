@@ -127,7 +127,9 @@ static int collect(const struct wst_entry *e, void *ud)
 	struct seen *s = ud;
 	size_t l = strlen(s->list);
 	snprintf(s->list + l, sizeof(s->list) - l, "%s%s:%d:%c", l ? " " : "", e->path, e->depth,
-		 S_ISDIR(e->st.st_mode) ? 'd' : S_ISLNK(e->st.st_mode) ? 'l' : 'f');
+		 S_ISDIR(e->st.st_mode)	  ? 'd'
+		 : S_ISLNK(e->st.st_mode) ? 'l'
+					  : 'f');
 	return s->skip_b && strcmp(e->path, "b") == 0 ? WST_SKIP : 0;
 }
 

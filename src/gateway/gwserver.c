@@ -303,7 +303,7 @@ void gw_server_start(struct gw_server *srv)
 		pr |= strv_push(&argv, *p);
 	for (char *const *p = srv->conf->argv; *p; p++)
 		pr |= strv_push(&argv, *p);
-	if (pr < 0)
+	if (pr < 0 || !argv)
 		return gw_server_schedule_restart(srv);
 	uv_pipe_init(g->cfg.loop, &srv->in, 0);
 	uv_pipe_init(g->cfg.loop, &srv->out, 0);

@@ -916,8 +916,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       .hostname = "capsem",
 			       .accel = VM_ACCEL_AUTO };
 	/* the environment's QEMU (tests put a stand-in there through capsemd); --qemu wins */
-	if (getenv("CAPSEM_QEMU") && *getenv("CAPSEM_QEMU"))
-		o->qemu = getenv("CAPSEM_QEMU");
+	const char *env_qemu = getenv("CAPSEM_QEMU");
+	if (env_qemu && *env_qemu)
+		o->qemu = env_qemu;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
 		case ARG_VMDIR:

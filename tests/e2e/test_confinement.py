@@ -318,6 +318,15 @@ def capsemd_probes(tmp_path, victim):
         assert b"QEMU killed by seccomp (SIGSYS)" in logs.stdout, (p, logs)
         if kmsg_readable():
             assert b"syscall ptrace" in logs.stdout, logs
+        # and a capsem-vm killed so: capsemd writes it into the VM's log and error
+        stop_daemon(ch)
+        p = cli(ch, home, "start", "sigsys",
+                env={"CAPSEM_CONFINE_PROBE": "die:ptrace", "CAPSEM_PROBE_ONLY": "capsem-vm"})
+        assert p.returncode != 0, p
+        logs = cli(ch, home, "logs", "sigsys", "--source", "vm")
+        assert b"capsemd: capsem-vm killed by seccomp (SIGSYS)" in logs.stdout, (p, logs)
+        info = cli(ch, home, "info", "sigsys", "--json")
+        assert b"killed by seccomp (SIGSYS)" in info.stdout, info
     finally:
         cli(ch, home, "delete", "sigsys")
         stop_daemon(ch)

@@ -16,6 +16,7 @@
 #include "clilib.h"
 #include "commands.h"
 #include "config.h"
+#include "confinfo.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -98,7 +99,11 @@ int cmd_doctor(int argc, char **argv)
 		"[--json] "
 		"[--list]\n\nCheck the host: QEMU, acceleration, the image, capsem's binaries, "
 		"free "
-		"disk\nspace (exit status 1 when a required check fails; needs no daemon).\n\nWith "
+		"disk\nspace (exit status 1 when a required check fails; needs no daemon), and "
+		"each host\n"
+		"confinement layer (Landlock, seccomp, cgroups, user namespaces, the audit log) "
+		"as\n"
+		"on or off for this host and user.\n\nWith "
 		"a VM, run capsem-doctor inside it, by groups: sandbox (read-only root,\nno "
 		"setuid, "
 		"modules, /dev/mem, kcore, kallsyms, debugfs; kernel hardening; limits),\nnetwork "
@@ -125,7 +130,16 @@ int cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; i < ELEMENTSOF(ch); i++)
 		if (ch[i].required && ch[i].status == 2)
 			failed = 1;
+	/* the host confinement layers for this host and user (docs/ARCHITECTURE.md): reported,
+	 * never failing the check (each one degrades to a warning where it is missing) */
+	struct confinfo_layer layers[CONFINFO_LAYERS];
+	size_t n_layers = confinfo_probe(layers);
 	if (json) {
+		json_t *cl = json_array();
+		for (size_t i = 0; i < n_layers; i++)
+			json_array_append_new(cl, json_pack("{s:s, s:b, s:s}", "layer",
+							    layers[i].name, "on", layers[i].on,
+							    "detail", layers[i].detail));
 		json_t *a = json_array();
 		for (size_t i = 0; i < ELEMENTSOF(ch); i++)
 			json_array_append_new(
@@ -134,7 +148,8 @@ int cmd_doctor(int argc, char **argv)
 					     : ch[i].status == 1 ? "warn"
 								 : "fail",
 					     "required", ch[i].required, "detail", ch[i].detail));
-		json_t *o = json_pack("{s:b, s:o}", "ok", !failed, "checks", a);
+		json_t *o =
+			json_pack("{s:b, s:o, s:o}", "ok", !failed, "checks", a, "confinement", cl);
 		cli_print_json(o);
 		json_decref(o);
 	} else {
@@ -145,6 +160,10 @@ int cmd_doctor(int argc, char **argv)
 			       : ch[i].status == 1 ? "warn"
 						   : "FAIL",
 			       ch[i].detail);
+		printf("\n%-10s  %-6s  %s\n", "CONFINE", "STATE", "DETAIL");
+		for (size_t i = 0; i < n_layers; i++)
+			printf("%-10s  %-6s  %s\n", layers[i].name, layers[i].on ? "on" : "off",
+			       layers[i].detail);
 		printf("%s\n",
 		       failed ? "Some required checks failed." : "All required checks passed.");
 	}

@@ -22,6 +22,8 @@
 
 #include "config.h"
 #include "api.h"
+#include "cfprobe.h"
+#include "dconfine.h"
 #include "fdutil.h"
 #include "apiclient.h"
 #include "home.h"
@@ -241,6 +243,11 @@ int main(int argc, char **argv)
 	if (asprintf(&pid_text, "%d\n", (int)getpid()) < 0 ||
 	    write_file_atomic(pid_path, pid_text, strlen(pid_text), 0644) < 0)
 		log_warn("cannot write %s", pid_path);
+
+	/* before any thread exists: Landlock applies to the calling thread and its descendants */
+	if (dconfine_self(o.home, images, vm_bin) < 0)
+		return 1;
+	cfprobe_run("capsemd");
 
 	struct sigaction sa = { .sa_handler = SIG_IGN };
 	sigaction(SIGPIPE, &sa, NULL);

@@ -29,6 +29,9 @@ struct gateway_config {
 	 * corp_policy's files itself and reloads them when they change. */
 	const struct policy *(*policy)(void *userdata);
 	void *policy_userdata;
+	/* put before each stdio server's command (capsem-vm's confining launcher: "capsem-vm
+	 * --mcp-exec HOME TMPDIR --"), or NULL; the caller keeps it alive */
+	char *const *spawn_prefix;
 };
 
 struct gateway;

@@ -296,6 +296,15 @@ void gw_server_start(struct gw_server *srv)
 	_cleanup_strv_free_ char **env = server_env(srv->conf);
 	if (!env)
 		return gw_server_schedule_restart(srv);
+	/* the confining launcher first, when the caller gave one (capsem-vm --mcp-exec) */
+	_cleanup_strv_free_ char **argv = NULL;
+	int pr = 0;
+	for (char *const *p = g->cfg.spawn_prefix; p && *p; p++)
+		pr |= strv_push(&argv, *p);
+	for (char *const *p = srv->conf->argv; *p; p++)
+		pr |= strv_push(&argv, *p);
+	if (pr < 0 || !argv)
+		return gw_server_schedule_restart(srv);
 	uv_pipe_init(g->cfg.loop, &srv->in, 0);
 	uv_pipe_init(g->cfg.loop, &srv->out, 0);
 	srv->in.data = srv->out.data = srv->proc.data = srv;
@@ -312,8 +321,8 @@ void gw_server_start(struct gw_server *srv)
 	};
 	uv_process_options_t o = {
 		.exit_cb = on_server_exit,
-		.file = srv->conf->argv[0],
-		.args = srv->conf->argv,
+		.file = argv[0],
+		.args = argv,
 		.env = env,
 		.cwd = srv->conf->cwd ? srv->conf->cwd : g->conf_dir,
 		.stdio_count = 3,

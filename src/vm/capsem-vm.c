@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "confinfo.h"
 #include "accel.h"
 #include "apiclient.h"
 #include "buf.h"
@@ -43,6 +44,7 @@
 #include "fdutil.h"
 #include "gateway.h"
 #include "home.h"
+#include "landlock.h"
 #include "ledger.h"
 #include "log.h"
 #include "macro.h"
@@ -52,6 +54,7 @@
 #include "serial.h"
 #include "strv.h"
 #include "unixlisten.h"
+#include "vmconfine.h"
 #include "vmledger.h"
 #include "virtiofs.h"
 #include "vmlimits.h"
@@ -237,11 +240,15 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 		if (streq(h->stages[i].name, "mounts_failed"))
 			log_warn("the guest could not mount every --mount: %s", vm->p_serial_log);
 	}
-	vm_emit(vm, json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
-			      "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms",
-			      (double)boot_ns / 1e6, "accel", accel_name(vm->o.accel),
-			      "kernel_release", h->kernel_release, "agent_version",
-			      h->agent_version, "stages", stages, "qemu_pid", (int)vm->qemu_pid));
+	json_t *ev = json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
+			       "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms",
+			       (double)boot_ns / 1e6, "accel", accel_name(vm->o.accel),
+			       "kernel_release", h->kernel_release, "agent_version",
+			       h->agent_version, "stages", stages, "qemu_pid", (int)vm->qemu_pid);
+	/* QEMU's memory cgroup, when it has one (tests lower its limit) */
+	if (ev && hostcg_mem_dir(&vm->cg))
+		json_object_set_new(ev, "qemu_cgroup", json_string(hostcg_mem_dir(&vm->cg)));
+	vm_emit(vm, ev);
 }
 
 static void on_ctl(struct watch *w, int events)
@@ -398,11 +405,19 @@ static void on_qemu_exit(struct watch *w, int events)
 			while (n > 0 && qlog[n - 1] == '\n')
 				qlog[--n] = 0;
 		}
-		vm_fail(vm, "QEMU exited unexpectedly (%s %d)%s%s; serial log: %s",
-			WIFEXITED(st) ? "status" : "signal",
-			WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), qlog && *qlog ? ": " : "",
-			qlog ? qlog : "", vm->p_serial_log);
+		char how[256];
+		vm_describe_death(vm, st, how, sizeof(how));
+		/* also in our log (capsem logs VM --source vm): the event may have no reader */
+		if (WIFSIGNALED(st))
+			log_error("QEMU %s", how);
+		vm_fail(vm, "QEMU exited unexpectedly (%s)%s%s; serial log: %s", how,
+			qlog && *qlog ? ": " : "", qlog ? qlog : "", vm->p_serial_log);
+	} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
+		char how[256];
+		vm_describe_death(vm, st, how, sizeof(how));
+		log_error("QEMU %s", how);
 	}
+	hostcg_remove(&vm->cg);
 	vm_finish(vm);
 }
 
@@ -538,6 +553,21 @@ static int vm_start(struct vm *vm)
 			return log_error_errno(r, "cannot listen on %s", listeners[i].path);
 	}
 
+	/* virtiofsd builds its own sandbox (mount namespace, pivot_root), which a Landlocked
+	 * process may not: it starts before capsem-vm confines itself */
+	if (vm->o.workspace && !vm->o.workspace_9p) {
+		r = vm_workspace_start(vm);
+		if (r < 0)
+			return r;
+	}
+	/* QEMU's cgroup, then capsem-vm's own confinement, before any thread exists (the ledger's
+	 * writer, libuv's pool, libcurl's): all of them, and every child, inherit it */
+	vm_cgroup_setup(vm);
+	r = vm_confine_self(vm);
+	if (r < 0)
+		return r;
+	vm->mcp_prefix = vm_mcp_prefix(vm);
+
 	if (vm->o.ledger) {
 		r = ledger_open(vm->o.ledger, &vm->ledger);
 		if (r < 0)
@@ -588,7 +618,8 @@ static int vm_start(struct vm *vm)
 					     .capsem_home = home,
 					     .ledger = vm->ledger,
 					     .policy = egress_current_policy,
-					     .policy_userdata = vm->egress };
+					     .policy_userdata = vm->egress,
+					     .spawn_prefix = vm->mcp_prefix };
 		r = gateway_start(&gc, &vm->mcp, err, sizeof(err));
 		if (r < 0)
 			return log_error("cannot start the MCP gateway: %s", err), r;
@@ -614,12 +645,6 @@ static int vm_start(struct vm *vm)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
 	if (r < 0)
 		return r;
-
-	if (vm->o.workspace && !vm->o.workspace_9p) {
-		r = vm_workspace_start(vm);
-		if (r < 0)
-			return r;
-	}
 
 	struct qemu_config qc = {
 		.binary = vm->o.qemu,
@@ -656,9 +681,22 @@ static int vm_start(struct vm *vm)
 		open(vm->p_qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (log_fd < 0)
 		return log_error_errno(negative_errno(), "cannot create %s", vm->p_qemu_log);
+	struct ll_ruleset rs = { .fd = -1 };
+	if (vm_confine_enabled()) {
+		r = qemu_landlock(&qc, vm->vmdir_abs, &rs);
+		if (r < 0)
+			return log_error_errno(r, "cannot build QEMU's Landlock ruleset");
+	}
 	vm->t_start_ns = now_ns();
 	int pidfd;
-	r = qemu_spawn(argv, log_fd, &vm->qemu_pid, &pidfd);
+	/* the empty network namespace needs a user namespace as a normal user */
+	int netns = confinfo_userns_ok();
+	if (!netns)
+		log_warn(
+			"confinement: QEMU's empty network namespace not enforced: no unprivileged "
+			"user namespaces (Landlock still denies it TCP where ABI >= 4)");
+	r = qemu_spawn(argv, log_fd, rs.fd, &vm->cg, netns, &vm->qemu_pid, &pidfd);
+	ll_ruleset_done(&rs);
 	if (r < 0)
 		return log_error_errno(r, "cannot start %s", argv[0]);
 	vm->w_qemu = watch_new(vm, pidfd, UV_READABLE, 0, on_qemu_exit);
@@ -688,7 +726,8 @@ static void help(void)
 	       "  --boot-timeout SECS  give up when the agent has not said hello (default 60)\n"
 	       "  --hostname NAME      guest hostname (default capsem)\n"
 	       "  --append ARGS        extra kernel command line\n"
-	       "  --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+	       "  --qemu PATH          QEMU binary (default $CAPSEM_QEMU, else "
+	       "qemu-system-x86_64)\n"
 	       "  --ipc-fd N           JSON events/commands on fd N instead of stdout\n"
 	       "  --disk FILE          raw disk image (ext4 inside) for the guest's /root,\n"
 	       "                       attached read-write\n"
@@ -886,6 +925,10 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			       .ipc_fd = -1,
 			       .hostname = "capsem",
 			       .accel = VM_ACCEL_AUTO };
+	/* the environment's QEMU (tests put a stand-in there through capsemd); --qemu wins */
+	const char *env_qemu = getenv("CAPSEM_QEMU");
+	if (env_qemu && *env_qemu)
+		o->qemu = env_qemu;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		switch (c) {
 		case ARG_VMDIR:
@@ -1065,6 +1108,9 @@ int main(int argc, char **argv)
 
 	log_setup("capsem-vm", LOG_LVL_INFO);
 	log_setup_from_env();
+	if (argc > 1 && streq(argv[1], "--mcp-exec"))
+		return vm_mcp_exec(argc, argv);
+	vm.cg = (struct hostcg)HOSTCG_INIT;
 	r = parse_args(argc, argv, &vm.o);
 	if (r == 0 && vm_workspace_transport(&vm.o) < 0)
 		r = -EINVAL;
@@ -1120,6 +1166,8 @@ int main(int argc, char **argv)
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
+	hostcg_remove(&vm.cg);
+	strv_free(vm.mcp_prefix);
 	free(vm.error);
 	free(vm.vmdir_abs);
 	free(vm.vsock_error);

@@ -13,6 +13,7 @@
 
 #include "accel.h"
 #include "buf.h"
+#include "hostcg.h"
 #include "qemu.h"
 #include "serial.h"
 #include "unixlisten.h"
@@ -114,6 +115,8 @@ struct vm {
 	uv_poll_t audit_poll;	/* its inotify fd */
 	uv_timer_t audit_timer; /* the next touched path due */
 	struct vmchan *chan;	/* --channel serial: the mux thread (vmchan.c) */
+	struct hostcg cg;	/* QEMU's cgroup (vmconfine.c) */
+	char **mcp_prefix;	/* the MCP servers' launcher (vm_mcp_prefix) */
 };
 
 /* ---- vmchan.c ---- */

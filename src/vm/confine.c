@@ -1,11 +1,14 @@
-/* confine.c - namespaces for the processes capsem-vm starts (confine.h).
+/* confine.c - spawning the processes capsem-vm starts inside their confinement (confine.h).
  *
  * confine_spawn forks; the child runs only async-signal-safe calls (open, dup2, write, close,
- * unshare, prctl, exec) between fork and exec: no allocation, no stdio.
+ * unshare, prctl, the Landlock syscall, exec) between fork and exec: no allocation, no stdio.
+ * The cgroup's fds and the Landlock ruleset were made by the caller before the fork.
  *
  * Trust boundary: none crossed; it only narrows what the child (QEMU, virtiofsd) can reach.
  */
 #include "confine.h"
+#include "hostcg.h"
+#include "landlock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,9 +67,10 @@ int confine_netns(uid_t uid, gid_t gid)
 	return unshare(CLONE_NEWNET) < 0 ? -1 : 0;
 }
 
-int confine_spawn(char *const *argv, int log_fd, int pass_fd, unsigned flags, pid_t *ret_pid,
-		  int *ret_pidfd)
+int confine_spawn(char *const *argv, int log_fd, int pass_fd, const struct confine_opts *o,
+		  pid_t *ret_pid, int *ret_pidfd)
 {
+	unsigned flags = o ? o->flags : 0;
 	pid_t parent = getpid();
 	uid_t uid = getuid();
 	gid_t gid = getgid();
@@ -86,9 +90,13 @@ int confine_spawn(char *const *argv, int log_fd, int pass_fd, unsigned flags, pi
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
+		if (o && o->cg && hostcg_join(o->cg) < 0)
+			_exit(126);
 		if ((flags & CONFINE_NO_NEW_PRIVS) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			_exit(126);
 		if ((flags & CONFINE_NETNS) && confine_netns(uid, gid) < 0)
+			_exit(126);
+		if (o && o->landlock_fd >= 0 && ll_restrict_self(o->landlock_fd) < 0)
 			_exit(126);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

@@ -2,6 +2,8 @@
  * is built from validated numbers and paths only: nothing here comes from the guest. */
 #include "qemu.h"
 #include "confine.h"
+#include "fdutil.h"
+#include "landlock.h"
 #include "virtiofs.h"
 
 #include <fcntl.h>
@@ -261,10 +263,52 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	return 0;
 }
 
-int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd)
+int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_ruleset *rs)
+{
+	int r = ll_ruleset_new(rs, LL_NO_TCP | LL_SCOPE_SIGNAL | LL_SCOPE_ABSTRACT);
+	if (r < 0 || rs->fd < 0)
+		return r;
+	/* the system read-only; executable: only QEMU's binary and the loader */
+	_cleanup_free_ char *bin = NULL;
+	r = find_program(c->binary ? c->binary : "qemu-system-x86_64", &bin);
+	if (r >= 0)
+		r = ll_allow_system(rs, 0);
+	if (r >= 0)
+		r = ll_allow(rs, bin, LL_RX);
+	if (r >= 0)
+		r = ll_allow(rs, vmdir, LL_RW);
+	if (r >= 0)
+		r = ll_allow(rs, c->kernel, LL_READ);
+	if (r >= 0)
+		r = ll_allow(rs, c->initrd, LL_READ);
+	if (r >= 0 && c->rootfs)
+		r = ll_allow(rs, c->rootfs, LL_READ);
+	if (r >= 0 && c->disk)
+		r = ll_allow(rs, c->disk, LL_RW);
+	for (size_t i = 0; r >= 0 && i < c->n_mounts; i++)
+		r = ll_allow(rs, c->mounts[i].host, c->mounts[i].readonly ? LL_READ : LL_RW);
+	if (r >= 0 && c->accel == VM_ACCEL_KVM)
+		r = ll_allow(rs, "/dev/kvm", LL_DEV);
+	/* QEMU reads its own /proc entries and the host's CPU and memory facts in /sys */
+	for (const char *const *p = (const char *const[]){ "/proc", "/sys/devices/system/cpu",
+							   "/sys/kernel/mm", NULL };
+	     r >= 0 && *p; p++) {
+		r = ll_allow(rs, *p, LL_READ);
+		if (r == -ENOENT)
+			r = 0;
+	}
+	if (r < 0)
+		ll_ruleset_done(rs);
+	return r;
+}
+
+int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg, int netns,
+	       pid_t *ret_pid, int *ret_pidfd)
 {
 	/* no privilege gained across exec, and no network at all: QEMU needs none (its sockets are
 	 * Unix sockets on paths, which work across network namespaces) */
-	return confine_spawn(argv, log_fd, -1, CONFINE_NO_NEW_PRIVS | CONFINE_NETNS, ret_pid,
-			     ret_pidfd);
+	struct confine_opts o = { .flags = CONFINE_NO_NEW_PRIVS | (netns ? CONFINE_NETNS : 0),
+				  .landlock_fd = landlock_fd,
+				  .cg = cg };
+	return confine_spawn(argv, log_fd, -1, &o, ret_pid, ret_pidfd);
 }

@@ -76,8 +76,21 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv);
 
 #define QEMU_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
+struct ll_ruleset;
+struct hostcg;
+
+/* QEMU's Landlock ruleset (landlock.h) for config c run in vmdir: read the system (execute only
+ * QEMU's binary and the dynamic loader), read the kernel, initrd and root file system, read and
+ * write vmdir and the disk, each --mount with its own mode, /dev/kvm under KVM, read /proc and
+ * the host's CPU and memory facts in /sys; no TCP (ABI 4), no signals or abstract sockets out of
+ * its domain (ABI 6). 0 with the ruleset (rs->fd -1 without Landlock: rs->abi says why) or
+ * -errno (-ENOENT: a named file is missing). */
+int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_ruleset *rs);
+
 /* fork+exec QEMU with stdin from /dev/null, stdout and stderr to log_fd, in its own session, and
- * with PR_SET_PDEATHSIG(SIGKILL) so it can never outlive capsem-vm, no new privileges and a
- * network namespace of its own (empty: QEMU needs no network; confine.h). Returns 0 with the pid and a
- * pidfd (O_CLOEXEC; readable when QEMU exits), or -errno. */
-int qemu_spawn(char *const *argv, int log_fd, pid_t *ret_pid, int *ret_pidfd);
+ * with PR_SET_PDEATHSIG(SIGKILL) so it can never outlive capsem-vm: in cgroup cg (or NULL), no
+ * new privileges, with netns a network namespace of its own (empty: QEMU needs no network;
+ * confine.h), the Landlock ruleset landlock_fd (or -1). Returns 0 with the pid and a pidfd
+ * (O_CLOEXEC; readable when QEMU exits), or -errno. */
+int qemu_spawn(char *const *argv, int log_fd, int landlock_fd, const struct hostcg *cg, int netns,
+	       pid_t *ret_pid, int *ret_pidfd);

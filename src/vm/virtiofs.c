@@ -57,6 +57,8 @@ char **virtiofs_argv(const char *binary, const char *source)
 
 int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd)
 {
-	/* root only (vmworkspace.c): virtiofsd builds its own namespaces and seccomp filter */
-	return confine_spawn(argv, log_fd, listen_fd, 0, ret_pid, ret_pidfd);
+	/* root only (vmworkspace.c): virtiofsd builds its own namespaces and seccomp filter; it
+	 * keeps root's capabilities, but gains nothing across its exec */
+	struct confine_opts o = { .flags = CONFINE_NO_NEW_PRIVS, .landlock_fd = -1 };
+	return confine_spawn(argv, log_fd, listen_fd, &o, ret_pid, ret_pidfd);
 }

@@ -34,3 +34,299 @@ def test_qemu_has_no_network(vm):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r
     assert "connected" not in r.stdout, r.stdout
+
+
+# ---- the layers added on top (issue 18): Landlock, cgroups, capsem-vm's own confinement, the
+# MCP servers', capsemd's, and what is reported when seccomp kills a process ----
+
+import json
+import signal
+
+import pytest
+
+from conftest import (BUILD, CAPSEM, CAPSEM_VM, IMAGE, IMAGES, need_image, procs_mentioning,
+                      stop_process, wait_for)
+
+PROBE = os.path.join(BUILD, "tests", "helpers", "confine-probe")
+ROOT = os.geteuid() == 0
+
+
+def kmsg_readable():
+    """Whether the kernel's log can be read here (dmesg_restrict lets only root, whatever the
+    device node's mode says): seccomp kills then name their syscall."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def landlock_abi():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
+
+
+def layout(tmp_path):
+    """A fake user: $HOME with an SSH key, $CAPSEM_HOME (in it, as by default) with a
+    credentials file, and another VM's directory with a log: what a confined process must not
+    open."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret\n")
+    ch = home / ".capsem"
+    ch.mkdir()
+    (ch / "credentials").write_text('[anthropic]\napi_key = "sk-ant-test"\n')
+    os.chmod(ch / "credentials", 0o600)
+    other = ch / "vms" / "other"
+    other.mkdir(parents=True)
+    (other / "serial.log").write_text("another VM\n")
+    return home, ch, other
+
+
+@pytest.fixture(scope="module")
+def victim():
+    """A process of the test's user outside every confinement: what a ptrace probe attaches to
+    (never the test itself: an attach that succeeds stops its target)."""
+    p = subprocess.Popen(["sleep", "3600"])
+    yield p.pid
+    p.kill()
+    p.wait()
+
+
+def probes(home, ch, other, victim, extra=()):
+    return ";".join([f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                     f"open:{other}/serial.log", f"create:{other}", "exec:/bin/true",
+                     "connect:1.1.1.1:443", "connect:127.0.0.1:22", f"ptrace:{victim}",
+                     "status:", *extra])
+
+
+def results(text, who):
+    """{probe: result} of confine-probe lines for who."""
+    out = {}
+    for ln in text.splitlines():
+        if ln.startswith(f"confine-probe {who} "):
+            what, _, res = ln[len(f"confine-probe {who} "):].rpartition(": ")
+            out[what] = res
+    return out
+
+
+def start_vm(vmdir, home, ch, *extra, env=None):
+    m = json.load(open(os.path.join(IMAGE, "manifest.json")))
+    args = [CAPSEM_VM, "--vmdir", str(vmdir), "--kernel", os.path.join(IMAGE, "vmlinux"),
+            "--initrd", os.path.join(IMAGE, "initrd.img"), "--memory", "256M"]
+    if "rootfs" in m:
+        args += ["--rootfs", os.path.join(IMAGE, m["rootfs"]["file"])]
+    e = dict(os.environ, HOME=str(home), CAPSEM_HOME=str(ch))
+    e.update(env or {})
+    return subprocess.Popen(args + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=e)
+
+
+def test_capsem_vm_is_confined(vm):
+    st = status(vm.proc.pid)
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+
+
+def test_qemu_cgroup_limits(vm):
+    cg = vm.ready.get("qemu_cgroup")
+    if not ROOT:
+        assert cg is None  # no delegated cgroups here: capsem-vm warned and went on
+        return
+    assert cg and os.path.isdir(cg), vm.ready
+    assert str(vm.ready["qemu_pid"]) in open(os.path.join(cg, "cgroup.procs")).read().split()
+    # 768 MiB of guest RAM + the 256 MiB translation cache (TCG) + the 256 MiB margin
+    limit = int(open(os.path.join(cg, "memory.limit_in_bytes")).read())
+    assert limit == (768 + 256 + 256) << 20, limit
+    pids = [ln for ln in open(f"/proc/{vm.ready['qemu_pid']}/cgroup") if ":pids:" in ln]
+    assert pids and pids[0].rstrip().endswith(os.path.basename(cg)), pids
+
+
+def test_qemu_and_capsem_vm_probes(tmp_path, victim):
+    """confine-probe started as QEMU (--qemu): it runs in QEMU's confinement exactly (cgroup,
+    no_new_privs, network namespace, Landlock, inside capsem-vm's seccomp filter); capsem-vm
+    probes from its own confinement too."""
+    need_image()
+    home, ch, other = layout(tmp_path)
+    vmdir = ch / "vms" / "this"
+    p = start_vm(vmdir, home, ch, "--qemu", PROBE, "--boot-timeout", "20",
+                 env={"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim,
+                                                     [f"open:{vmdir}/qemu.log"])})
+    out, err = p.communicate(timeout=120)
+    qlog = (vmdir / "qemu.log").read_text()
+    q, v = results(qlog, "helper"), results(err.decode(), "capsem-vm")
+    assert q and v, (qlog, err)
+    assert q["status:"] == "NoNewPrivs=1 Seccomp=2", q
+    assert v["status:"] == "NoNewPrivs=1 Seccomp=2", v
+    # the probe was killed by seccomp (ptrace is on the kill list) or refused
+    assert q[f"ptrace:{victim}"] in ("signal 31", "EPERM"), q
+    assert v[f"ptrace:{victim}"] == "signal 31", v
+    # QEMU: no TCP out, neither through its namespace nor Landlock
+    assert q["connect:1.1.1.1:443"] != "ok" and q["connect:127.0.0.1:22"] != "ok", q
+    if landlock_abi() <= 0:
+        pytest.skip("no Landlock on this kernel: the file probes are not enforced")
+    assert q[f"open:{vmdir}/qemu.log"] == "ok", q  # its own VM directory
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                 f"open:{other}/serial.log", f"create:{other}", "exec:/bin/true"):
+        assert q[what] == "EACCES", (what, q)
+    # capsem-vm: neither the SSH key nor another VM; the credentials it needs; it may exec
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{other}/serial.log",
+                 f"create:{other}"):
+        assert v[what] == "EACCES", (what, v)
+    assert v[f"open:{ch}/credentials"] == "ok", v
+    assert v["exec:/bin/true"] == "ok", v
+    assert not procs_mentioning(str(tmp_path))
+
+
+def test_mcp_server_probes(tmp_path, victim):
+    """confine-probe as an MCP stdio server: capsem-vm's launcher gives it no_new_privs and a
+    ruleset with nothing of $CAPSEM_HOME or the VM directory."""
+    need_image()
+    home, ch, other = layout(tmp_path)
+    vmdir = ch / "vms" / "this"
+    conf = tmp_path / "mcp.toml"
+    env = {"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim, [f"open:{ch}/mcp.toml"]),
+           "CAPSEM_PROBE_ONLY": "mcp"}
+    conf.write_text(f'[servers.probe]\ncommand = "{PROBE}"\n'
+                    f'env = {{ {", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items())} }}\n')
+    (ch / "mcp.toml").write_text("# not readable by the servers\n")
+    p = start_vm(vmdir, home, ch, "--mcp-config", str(conf))
+    try:
+        ev = json.loads(p.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", ev
+    finally:
+        assert stop_process(p) == 0
+    m = results(p.stderr.read().decode(), "mcp")
+    assert m, "the probe server never ran"
+    assert m["status:"] == "NoNewPrivs=1 Seccomp=2", m
+    assert m[f"ptrace:{victim}"] == "signal 31", m
+    if landlock_abi() <= 0:
+        pytest.skip("no Landlock on this kernel")
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                 f"open:{ch}/mcp.toml", f"open:{other}/serial.log", f"create:{other}"):
+        assert m[what] == "EACCES", (what, m)
+    assert m["exec:/bin/true"] == "ok", m
+
+
+def test_qemu_killed_by_seccomp_is_reported(tmp_path):
+    """A QEMU that makes a syscall on the kill list dies of SIGSYS; capsem-vm's error and log
+    name it (with the syscall when the kernel's audit record is readable)."""
+    need_image()
+    home, ch, _ = layout(tmp_path)
+    p = start_vm(ch / "vms" / "this", home, ch, "--qemu", PROBE,
+                 env={"CAPSEM_CONFINE_PROBE": "die:ptrace", "CAPSEM_PROBE_ONLY": "helper"})
+    out, err = p.communicate(timeout=120)
+    ev = [json.loads(ln) for ln in out.decode().splitlines() if ln.startswith("{")]
+    msg = [e["message"] for e in ev if e["event"] == "error"]
+    assert msg and "killed by seccomp (SIGSYS)" in msg[0], (ev, err)
+    assert b"QEMU killed by seccomp (SIGSYS)" in err, err
+    if kmsg_readable():
+        assert "syscall ptrace" in msg[0], msg
+
+
+def test_qemu_cgroup_kills_qemu_not_the_host(tmp_path):
+    """Lower QEMU's cgroup limit under what the guest then touches: the kernel's OOM killer
+    ends QEMU alone, capsem-vm reports it, the host goes on."""
+    if not ROOT:
+        pytest.skip("cgroups need root here (no delegation on this host)")
+    need_image()
+    home, ch, _ = layout(tmp_path)
+    p = start_vm(ch / "vms" / "this", home, ch, "--cpus", "1")
+    ev = json.loads(p.stdout.readline() or b"{}")
+    try:
+        assert ev.get("event") == "ready", ev
+        cg = ev["qemu_cgroup"]
+        used = int(open(os.path.join(cg, "memory.usage_in_bytes")).read())
+        open(os.path.join(cg, "memory.limit_in_bytes"), "w").write(str(used + (32 << 20)))
+        import capsem_client as cc
+        # 200 MiB into the guest's tmpfs: guest RAM QEMU must now back
+        try:
+            cc.sh(ev["vsock"], "head -c 200000000 /dev/zero > /tmp/fill; echo done",
+                  io_timeout=60)
+        except Exception:
+            pass  # the VM went away under the exec: that is the point
+        out, err = p.communicate(timeout=60)
+    finally:
+        stop_process(p)
+    evs = [json.loads(ln) for ln in out.decode().splitlines() if ln.startswith("{")]
+    msg = [e["message"] for e in evs if e["event"] == "error"]
+    assert msg and "OOM killer" in msg[0], (evs, err)
+    assert not os.path.exists(cg), "the cgroup outlived its VM"
+    assert not procs_mentioning(str(tmp_path))
+
+
+def cli(h, home, *args, env=None, timeout=180):
+    e = dict(os.environ, CAPSEM_HOME=str(h), CAPSEM_IMAGES_DIR=IMAGES, HOME=str(home))
+    e.pop("CAPSEM_NO_DAEMON", None)
+    e.update(env or {})
+    return subprocess.run([CAPSEM, *args], capture_output=True, env=e, timeout=timeout)
+
+
+def stop_daemon(h):
+    try:
+        pid = int((h / "run" / "capsemd.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, "capsemd to exit")
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def test_capsemd_is_confined(tmp_path, victim):
+    """capsemd: no_new_privs always; Landlock as a normal user (as root virtiofsd needs
+    pivot_root, which Landlock forbids); a seccomp kill of capsem-vm is in `capsem logs`."""
+    need_image()
+    # outside /tmp: capsemd may reach /tmp and /var/tmp (workspaces and shares live there)
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    try:
+        capsemd_probes(__import__("pathlib").Path(base), victim)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert not procs_mentioning(base)
+
+
+def capsemd_probes(tmp_path, victim):
+    home, ch, other = layout(tmp_path)
+    env = {"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim),
+           "CAPSEM_PROBE_ONLY": "capsemd"}
+    try:
+        p = cli(ch, home, "list", env=env)
+        assert p.returncode == 0, p
+        pid = int((ch / "run" / "capsemd.pid").read_text().split()[0])
+        st = status(pid)
+        assert st["NoNewPrivs"] == "1", st
+        d = results((ch / "run" / "capsemd.log").read_text(), "capsemd")
+        assert d["status:"].startswith("NoNewPrivs=1"), d
+        if not ROOT and landlock_abi() > 0:
+            assert d[f"open:{home}/.ssh/id_ed25519"] == "EACCES", d
+            assert d[f"open:{ch}/credentials"] == "ok", d  # its own home
+        # a named VM booted by this daemon (its VMs run inside the daemon's confinement)
+        p = cli(ch, home, "create", "-n", "sigsys")
+        assert p.returncode == 0, p
+        assert cli(ch, home, "stop", "sigsys").returncode == 0
+        stop_daemon(ch)
+        # booted again under a daemon whose QEMU makes a syscall on the kill list: the start
+        # fails naming seccomp, and capsem logs VM --source vm says so
+        p = cli(ch, home, "start", "sigsys",
+                env={"CAPSEM_QEMU": PROBE, "CAPSEM_CONFINE_PROBE": "die:ptrace",
+                     "CAPSEM_PROBE_ONLY": "helper"})
+        assert p.returncode != 0 and b"killed by seccomp (SIGSYS)" in p.stderr, p
+        logs = cli(ch, home, "logs", "sigsys", "--source", "vm")
+        assert b"QEMU killed by seccomp (SIGSYS)" in logs.stdout, (p, logs)
+        if kmsg_readable():
+            assert b"syscall ptrace" in logs.stdout, logs
+        # and a capsem-vm killed so: capsemd writes it into the VM's log and error
+        stop_daemon(ch)
+        p = cli(ch, home, "start", "sigsys",
+                env={"CAPSEM_CONFINE_PROBE": "die:ptrace", "CAPSEM_PROBE_ONLY": "capsem-vm"})
+        assert p.returncode != 0, p
+        logs = cli(ch, home, "logs", "sigsys", "--source", "vm")
+        assert b"capsemd: capsem-vm killed by seccomp (SIGSYS)" in logs.stdout, (p, logs)
+        info = cli(ch, home, "info", "sigsys", "--json")
+        assert b"killed by seccomp (SIGSYS)" in info.stdout, info
+    finally:
+        cli(ch, home, "delete", "sigsys")
+        stop_daemon(ch)

@@ -718,7 +718,10 @@ def test_relay_in_vm(tmp_path):
     home = tmp_path / "capsem-home"
     home.mkdir()
     (home / "user.toml").write_text(POLICY)
-    pids = tmp_path / "pids"
+    # the server's files beside, not above, $CAPSEM_HOME: a confined MCP server may not write
+    # into an ancestor of $CAPSEM_HOME (that would reach it)
+    (tmp_path / "srv").mkdir()
+    pids = tmp_path / "srv" / "pids"
     (tmp_path / "mcp.toml").write_text(f"""
 [servers.test]
 command = "{sys.executable}"
@@ -829,7 +832,8 @@ def test_sdk_client_in_debian_vm(tmp_path):
     home = tmp_path / "capsem-home"
     home.mkdir()
     (home / "user.toml").write_text(POLICY)
-    pids, log = tmp_path / "pids", tmp_path / "stdio.log"
+    (tmp_path / "srv").mkdir()  # beside $CAPSEM_HOME, not above it (see test_relay_in_vm)
+    pids, log = tmp_path / "srv" / "pids", tmp_path / "srv" / "stdio.log"
     (tmp_path / "mcp.toml").write_text(f"""
 [servers.test]
 command = "{sys.executable}"

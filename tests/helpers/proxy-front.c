@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -30,6 +31,7 @@
 #include "egress.h"
 #include "fakeip.h"
 #include "parse.h"
+#include "vmseccomp.h"
 
 static struct proxy *proxy;
 static struct proto_net_preamble pre;
@@ -58,7 +60,9 @@ int main(int argc, char **argv)
 					      { "name", required_argument, NULL, 'n' },
 					      { "port", required_argument, NULL, 'p' },
 					      { "dns-socket", required_argument, NULL, 'd' },
+					      { "seccomp", no_argument, NULL, 's' },
 					      {} };
+	int seccomp = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -74,6 +78,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			dns_socket = optarg;
+			break;
+		case 's':
+			seccomp = 1; /* capsem-vm's filter, as the proxy has inside capsem-vm */
 			break;
 		default:
 			fprintf(stderr,
@@ -98,6 +105,11 @@ int main(int argc, char **argv)
 	struct egress *e;
 	if (egress_start(&ec, &e, err, sizeof(err)) < 0) {
 		fprintf(stderr, "proxy-front: %s\n", err);
+		return 1;
+	}
+	if (seccomp &&
+	    (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || vm_seccomp_install(SCF_ENFORCE) < 0)) {
+		fprintf(stderr, "proxy-front: cannot install the seccomp filter\n");
 		return 1;
 	}
 	proxy = egress_proxy(e);

@@ -1,0 +1,103 @@
+/* confinfo.c - probing the host's confinement layers (confinfo.h).
+ *
+ * Each probe asks the kernel rather than guessing from versions: the Landlock ABI syscall,
+ * the seccomp actions the kernel offers, a cgroup made and removed where capsem-vm would make
+ * QEMU's, a child that makes a user and a network namespace, /dev/kmsg opened for reading.
+ *
+ * Trust boundary: none. Any thread (the userns probe forks: the child makes only
+ * async-signal-safe calls).
+ */
+#include "confinfo.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fdutil.h"
+#include "hostcg.h"
+#include "landlock.h"
+#include "macro.h"
+
+int confinfo_userns_ok(void)
+{
+	if (geteuid() == 0)
+		return 1;
+	pid_t pid = fork();
+	if (pid < 0)
+		return 0;
+	if (pid == 0)
+		_exit(unshare(CLONE_NEWUSER) == 0 && unshare(CLONE_NEWNET) == 0 ? 0 : 1);
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+size_t confinfo_probe(struct confinfo_layer *out)
+{
+	struct confinfo_layer *l = out;
+	int abi = ll_abi();
+	*l = (struct confinfo_layer){ .name = "landlock", .on = abi > 0 };
+	if (abi > 0)
+		snprintf(l->detail, sizeof(l->detail),
+			 "on: %s (files%s%s%s) for QEMU, capsem-vm, the MCP servers, mkfs%s",
+			 ll_describe(), abi >= 3 ? ", truncate" : "", abi >= 4 ? ", TCP" : "",
+			 abi >= 6 ? ", signal and abstract-socket scopes" : "",
+			 geteuid() == 0 ? " (capsemd: not as root, for virtiofsd)" : ", capsemd");
+	else
+		snprintf(l->detail, sizeof(l->detail),
+			 "off: Landlock %s: processes can open any file the user can",
+			 ll_describe());
+
+	l++;
+	_cleanup_free_ char *acts = NULL;
+	int sc =
+		read_file_small("/proc/sys/kernel/seccomp/actions_avail", 4096, &acts, NULL) == 0 &&
+		strstr(acts, "kill_process");
+	*l = (struct confinfo_layer){ .name = "seccomp", .on = sc };
+	snprintf(l->detail, sizeof(l->detail), "%s",
+		 sc ? "on: QEMU's -sandbox, capsem-vm's allow-list (inherited by its children)"
+		    : "off: the kernel offers no seccomp filters");
+
+	l++;
+	char why[512] = "", name[64];
+	struct hostcg cg = HOSTCG_INIT;
+	snprintf(name, sizeof(name), "capsem-doctor-%d", (int)getpid());
+	int r = hostcg_create(&cg, name, 64u << 20, 16, why, sizeof(why));
+	*l = (struct confinfo_layer){ .name = "cgroups", .on = r == 0 };
+	char own[2048] = "";
+	(void)hostcg_own_dir(HOSTCG_MEM, own, sizeof(own));
+	if (r == 0)
+		snprintf(l->detail, sizeof(l->detail),
+			 "on: QEMU's memory and pids limits (a cgroup per VM beneath %s)", own);
+	else
+		snprintf(l->detail, sizeof(l->detail), "off: QEMU runs without %s limits: %.400s",
+			 cg.dir[HOSTCG_MEM]    ? "pids"
+			 : cg.dir[HOSTCG_PIDS] ? "memory"
+					       : "memory, pids",
+			 why);
+	hostcg_remove(&cg);
+
+	l++;
+	int ns = confinfo_userns_ok();
+	*l = (struct confinfo_layer){ .name = "userns", .on = ns };
+	snprintf(l->detail, sizeof(l->detail), "%s",
+		 geteuid() == 0 ? "on: not needed as root (QEMU's empty network namespace)"
+		 : ns		? "on: QEMU's empty network namespace inside a user namespace"
+				: "off: no unprivileged user namespaces: QEMU keeps the host's "
+				  "network namespace (Landlock still denies it TCP)");
+
+	l++;
+	int kfd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	*l = (struct confinfo_layer){ .name = "audit-log", .on = kfd >= 0 };
+	snprintf(l->detail, sizeof(l->detail), "%s",
+		 kfd >= 0 ? "on: a process killed by seccomp is reported with its syscall's name"
+			  : "off: /dev/kmsg unreadable: seccomp kills are reported without the "
+			    "syscall's name");
+	safe_close(kfd);
+	return CONFINFO_LAYERS;
+}

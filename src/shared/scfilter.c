@@ -1,0 +1,119 @@
+/* scfilter.c - a seccomp-BPF allow-list (scfilter.h).
+ *
+ * The program: load the architecture, kill unless x86-64; load the syscall number, kill the
+ * x32 range (bit 30); then per listed syscall a JEQ and its return (the kill list first, then
+ * the allow list in the caller's order, so the hottest syscalls should come first: it is a
+ * linear scan), and the default action. No jump spans more than one instruction, so the lists
+ * may be as long as BPF_MAXINSNS allows (-E2BIG beyond).
+ *
+ * Trust boundary: none crossed; it narrows what this process (and its children) may ask of the
+ * kernel. Called on the main thread; TSYNC applies it to every thread.
+ */
+#include "scfilter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "parse.h"
+
+extern const char *const scf_names[];
+extern const size_t scf_names_len;
+
+#define X32_BIT 0x40000000u
+
+int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		enum scf_mode mode)
+{
+	size_t n = n_allow + n_kill;
+	/* 6 head + two per listed syscall + the default */
+	size_t len = 6 + 2 * n + 1;
+	if (len > BPF_MAXINSNS)
+		return -E2BIG;
+	_cleanup_free_ struct sock_filter *p = calloc(len, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	size_t i = 0;
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+					      offsetof(struct seccomp_data, arch));
+	p[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+					      offsetof(struct seccomp_data, nr));
+	p[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_BIT, 0, 1);
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+	for (size_t k = 0; k < n; k++) {
+		int nr = k < n_kill ? kill[k] : allow[k - n_kill];
+		/* equal: the next instruction (the return); else skip it */
+		p[i++] =
+			(struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1);
+		p[i++] = (struct sock_filter)BPF_STMT(
+			BPF_RET | BPF_K, k < n_kill ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ALLOW);
+	}
+	p[i++] = (struct sock_filter)BPF_STMT(
+		BPF_RET | BPF_K, mode == SCF_LOG ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | ENOSYS);
+	struct sock_fprog prog = { .len = (unsigned short)len, .filter = p };
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+			 SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_LOG, &prog);
+	if (r < 0)
+		return negative_errno();
+	if (r > 0)
+		return -ESRCH; /* the thread id that could not be synchronised */
+	return 0;
+}
+
+const char *scf_syscall_name(long nr)
+{
+	if (nr < 0 || (size_t)nr >= scf_names_len)
+		return NULL;
+	return scf_names[nr];
+}
+
+long scf_syscall_nr(const char *name)
+{
+	for (size_t i = 0; i < scf_names_len; i++)
+		if (scf_names[i] && streq(scf_names[i], name))
+			return (long)i;
+	return -1;
+}
+
+void scf_describe_sigsys(int pid, char *buf, size_t len)
+{
+	long nr = -1;
+	char want[32];
+	snprintf(want, sizeof(want), " pid=%d ", pid);
+	_cleanup_close_ int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0) {
+		/* one record per read; the last matching one wins */
+		char rec[8192];
+		for (int i = 0; i < 1 << 20; i++) {
+			ssize_t k = read(fd, rec, sizeof(rec) - 1);
+			if (k < 0 && errno == EPIPE)
+				continue; /* overwritten while we read: go on */
+			if (k <= 0)
+				break;
+			rec[k] = 0;
+			const char *sc = strstr(rec, " syscall="), *end;
+			uint32_t v;
+			if (strstr(rec, "type=1326") && strstr(rec, want) &&
+			    strstr(rec, " sig=31") && sc &&
+			    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
+				nr = (long)v;
+		}
+	}
+	const char *name = scf_syscall_name(nr);
+	if (name)
+		snprintf(buf, len, "killed by seccomp (SIGSYS): syscall %s", name);
+	else
+		snprintf(buf, len, "killed by seccomp (SIGSYS)");
+}

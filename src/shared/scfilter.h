@@ -1,0 +1,34 @@
+/* scfilter.h - a seccomp-BPF allow-list built from syscall numbers (raw <linux/filter.h>).
+ *
+ * The filter checks the architecture (x86-64 only; anything else, x32 included, is killed),
+ * kills the process on the syscalls of `kill`, allows those of `allow`, and gives every other
+ * syscall the default action: an error (ENOSYS, so libc falls back as on an older kernel) when
+ * enforcing, or "log and allow" (SECCOMP_RET_LOG: the kernel's audit log names it) while an
+ * allow-list is being measured. A filter is inherited by every child and kept across exec.
+ */
+#pragma once
+
+#include <stddef.h>
+
+enum scf_mode {
+	SCF_ENFORCE, /* not listed: ENOSYS */
+	SCF_LOG,     /* not listed: allowed and logged (measurement only) */
+};
+
+/* Install the filter on every thread of the process (SECCOMP_FILTER_FLAG_TSYNC). Needs
+ * PR_SET_NO_NEW_PRIVS already set. 0, -E2BIG (lists too long for one program), -ESRCH (a
+ * thread could not be synchronised) or -errno. */
+int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		enum scf_mode mode);
+
+/* The x86-64 name of syscall nr ("openat"), or NULL when unknown. */
+const char *scf_syscall_name(long nr);
+
+/* The number of an x86-64 syscall name, or -1. */
+long scf_syscall_nr(const char *name);
+
+/* Describe the death of process pid by SIGSYS: "killed by seccomp (SIGSYS): syscall ptrace"
+ * when the kernel's audit record of it can be read in /dev/kmsg (needs root or
+ * kernel.dmesg_restrict=0, and no auditd taking the records), else "killed by seccomp
+ * (SIGSYS)". Writes a NUL-terminated line into buf. */
+void scf_describe_sigsys(int pid, char *buf, size_t len);

@@ -1,0 +1,10 @@
+/* vmseccomp.h - capsem-vm's seccomp allow-list (vmseccomp.c). */
+#pragma once
+
+#include "scfilter.h"
+
+/* Install capsem-vm's filter on every thread of the calling process (needs no_new_privs):
+ * listed syscalls allowed, the kill list killing (SIGSYS), the rest ENOSYS (SCF_ENFORCE) or
+ * logged and allowed (SCF_LOG). 0 or -errno (scf_install). Also used by
+ * tests/helpers/proxy-front --seccomp, to measure the filter's cost on the proxy. */
+int vm_seccomp_install(enum scf_mode mode);

@@ -29,3 +29,4 @@ int cmd_fork(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
+int cmd_ui(int argc, char **argv);

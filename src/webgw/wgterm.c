@@ -101,28 +101,36 @@ static void on_exec_written(uv_write_t *w, int status)
 	free(w);
 }
 
-/* Send a frame to the guest (or hold it until the exec is up). */
-static void term_send(struct term *t, uint16_t type, const void *p, size_t n)
+/* Send framed bytes (taken: b is emptied) to the guest, or hold them until the exec is up. */
+static void term_write(struct term *t, struct buf *b)
 {
 	if (!t->exec) {
-		if (proto_frame_append(&t->pending, type, p, n) < 0)
+		if (buf_append(&t->pending, buf_head(b), buf_len(b)) < 0)
 			log_debug("terminal %s: input dropped before the shell started", t->ref);
+		buf_done(b, 0);
 		return;
 	}
-	struct buf b = BUF_INIT(PROTO_HDR_SIZE + PROTO_MAX_DATA + 16);
-	if (proto_frame_append(&b, type, p, n) < 0)
-		return;
 	uv_write_t *w = malloc(sizeof(*w));
 	if (!w) {
-		buf_done(&b, 0);
+		buf_done(b, 0);
 		return;
 	}
-	w->data = b.data; /* buf keeps its bytes at data + off: off is 0 after appends only */
-	uv_buf_t ub = uv_buf_init((char *)buf_head(&b), (unsigned)buf_len(&b));
+	w->data = b->data; /* a buf written by appends only starts at data (off 0) */
+	uv_buf_t ub = uv_buf_init((char *)buf_head(b), (unsigned)buf_len(b));
 	if (uv_write(w, (uv_stream_t *)t->exec, &ub, 1, on_exec_written) < 0) {
 		free(w);
-		buf_done(&b, 0);
+		buf_done(b, 0);
 	}
+	*b = BUF_INIT(b->cap); /* the bytes belong to the write now */
+}
+
+/* Send one frame to the guest. */
+static void term_send(struct term *t, uint16_t type, const void *p, size_t n)
+{
+	struct buf b = BUF_INIT(PROTO_HDR_SIZE + PROTO_MAX_DATA + 16);
+	if (proto_frame_append(&b, type, p, n) == 0)
+		term_write(t, &b);
+	buf_done(&b, 0);
 }
 
 static void exec_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
@@ -242,8 +250,8 @@ static void on_ws_text(void *ud, const char *p, size_t n)
 	if (wg_parse_resize(p, n, &rows, &cols) < 0)
 		return; /* not a resize: ignored */
 	struct buf b = BUF_INIT(16);
-	if (proto_winsize_encode(rows, cols, &b) == 0)
-		term_send(t, PROTO_WINSIZE, buf_head(&b), buf_len(&b));
+	if (proto_winsize_encode(rows, cols, &b) == 0) /* a whole WINSIZE frame */
+		term_write(t, &b);
 	buf_done(&b, 0);
 }
 

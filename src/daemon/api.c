@@ -673,7 +673,7 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 		const char *act = n == 3 ? seg[2] : NULL;
 		static const char *const acts[] = { "stop",  "start",  "restart", "persist",
 						    "logs",  "files",  "exec",	  "events",
-						    "fork",  "stats", "activity" };
+						    "fork",  "stats", "activity", "tree" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);
@@ -689,7 +689,7 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 				return;
 			}
 		} else if (streq(act, "logs") || streq(act, "events") || streq(act, "stats") ||
-			   streq(act, "activity")) {
+			   streq(act, "activity") || streq(act, "tree")) {
 			METHOD("GET");
 		} else if (streq(act, "files")) {
 			if (!streq(m, "GET") && !streq(m, "PUT")) {
@@ -737,6 +737,8 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			uiapi_vm_stats(a, c, vm, req->query);
 		else if (streq(act, "activity"))
 			uiapi_vm_activity(a, c, vm, req->query);
+		else if (streq(act, "tree"))
+			uiapi_vm_tree(a, c, vm);
 		else
 			route_exec(a, c, vm, req, body);
 	} else {

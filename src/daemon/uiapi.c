@@ -17,6 +17,7 @@
  */
 #include "uiapi.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -28,6 +29,7 @@
 #include "parse.h"
 #include "query.h"
 #include "vmproc.h"
+#include "wstree.h"
 
 #define STATUS_WAIT_MAX_S 60
 #define GW_BACKOFF_MAX_MS 30000
@@ -333,6 +335,95 @@ void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const
 	j->offset = (unsigned)o;
 	j->limit = (unsigned)l;
 	vm_job_start(a, c, vm, j);
+}
+
+/* ---- the workspace tree ---- */
+
+#define TREE_MAX_ENTRIES 5000
+
+struct tree_job {
+	uv_work_t w;
+	struct httpd_conn *c;
+	char *root;
+	json_t *entries;
+	int truncated;
+	int r;
+};
+
+static int tree_cb(const struct wst_entry *e, void *ud)
+{
+	struct tree_job *j = ud;
+	if (json_array_size(j->entries) >= TREE_MAX_ENTRIES) {
+		j->truncated = 1;
+		return -ENOSPC;
+	}
+	const char *type = S_ISDIR(e->st.st_mode)   ? "dir"
+			   : S_ISREG(e->st.st_mode) ? "file"
+			   : S_ISLNK(e->st.st_mode) ? "symlink"
+						    : "other";
+	json_array_append_new(j->entries,
+			      json_pack("{s:s, s:s, s:I, s:I}", "path", e->path, "type", type, "size",
+					(json_int_t)e->st.st_size, "mtime",
+					(json_int_t)e->st.st_mtim.tv_sec));
+	/* skip the bulky directories agents leave around */
+	if (S_ISDIR(e->st.st_mode) && (!strcmp(e->name, ".git") || !strcmp(e->name, "node_modules")))
+		return WST_SKIP;
+	return 0;
+}
+
+static void tree_work(uv_work_t *w)
+{
+	struct tree_job *j = w->data;
+	int fd = open(j->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		j->r = -errno;
+		return;
+	}
+	j->r = wst_walk(fd, "", tree_cb, j);
+	if (j->r == -ENOSPC)
+		j->r = 0;
+	close(fd);
+}
+
+static void tree_done(uv_work_t *w, int st)
+{
+	struct tree_job *j = w->data;
+	if (j->r < 0)
+		httpd_reply_error(j->c, j->r == -ENOENT ? 404 : 500,
+				  j->r == -ENOENT ? "not_found" : "internal",
+				  "cannot read the workspace: %s", strerror(-j->r));
+	else
+		httpd_reply_json(j->c, 200,
+				 json_pack("{s:s, s:o, s:b}", "guest_root", "/root/workspace",
+					   "entries", TAKE_PTR(j->entries), "truncated",
+					   j->truncated));
+	json_decref(j->entries);
+	free(j->root);
+	free(j);
+}
+
+void uiapi_vm_tree(struct api *a, struct httpd_conn *c, struct vm *vm)
+{
+	_cleanup_json_ json_t *vj = vm_to_json(vm); /* the workspace as the API shows it */
+	const char *root = json_string_value(json_object_get(vj, "workspace"));
+	struct tree_job *j = calloc(1, sizeof(*j));
+	if (!j || !root || !(j->root = strdup(root)) || !(j->entries = json_array())) {
+		if (j) {
+			free(j->root);
+			free(j);
+		}
+		httpd_reply_error(c, root ? 500 : 404, root ? "internal" : "not_found",
+				  root ? "out of memory" : "this VM has no workspace");
+		return;
+	}
+	j->c = c;
+	j->w.data = j;
+	if (uv_queue_work(a->loop, &j->w, tree_work, tree_done) < 0) {
+		json_decref(j->entries);
+		free(j->root);
+		free(j);
+		httpd_reply_error(c, 500, "internal", "cannot queue the walk");
+	}
 }
 
 /* ---- settings ---- */

@@ -13,5 +13,8 @@ int uiapi_init(struct api *a, int gateway_port);
 void uiapi_status(struct api *a, struct httpd_conn *c, const char *query);
 void uiapi_vm_stats(struct api *a, struct httpd_conn *c, struct vm *vm, const char *query);
 void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const char *query);
+/* GET /vms/{ref}/tree: the VM's workspace folder (host side, walked with wstree.c: never
+ * through a symlink), at most 5000 entries. */
+void uiapi_vm_tree(struct api *a, struct httpd_conn *c, struct vm *vm);
 void uiapi_settings(struct api *a, struct httpd_conn *c);
 void uiapi_gateway(struct api *a, struct httpd_conn *c);

@@ -8,6 +8,7 @@
  * sent from vmctl's waiter callbacks. Thread: the loop.
  */
 #include "api.h"
+#include "policyapi.h"
 #include "uiapi.h"
 #include "fork.h"
 
@@ -635,6 +636,12 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 	} else if (n == 1 && streq(seg[0], "status")) {
 		METHOD("GET");
 		uiapi_status(a, c, req->query);
+	} else if (n == 1 && streq(seg[0], "policy")) {
+		METHOD("GET");
+		policyapi_show(a, c);
+	} else if (n == 2 && streq(seg[0], "policy") && streq(seg[1], "check")) {
+		METHOD("POST");
+		policyapi_check(a, c, body);
 	} else if (n == 1 && streq(seg[0], "settings")) {
 		METHOD("GET");
 		uiapi_settings(a, c);

@@ -277,6 +277,11 @@ static void handle(struct httpd_conn *c, const struct http_msg *req, struct buf 
 			httpd_reply(c, 200, f->ctype, f->data, f->len, NULL);
 			return;
 		}
+		if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/events") != 0 &&
+		    strncmp(path, "/terminal/", 10) != 0) {
+			httpd_reply_error(c, 404, "not_found", "no such file");
+			return;
+		}
 	}
 	/* 3. everything else: the token */
 	bool ws = strcmp(path, "/events") == 0 || strncmp(path, "/terminal/", 10) == 0;

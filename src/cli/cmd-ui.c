@@ -32,8 +32,10 @@ int cmd_ui(int argc, char **argv)
 		case 'h':
 			printf("Usage: capsem ui [--open]\n"
 			       "\n"
-			       "Start the web dashboard (capsemd runs capsem-gateway on 127.0.0.1,\n"
-			       "port $CAPSEM_GATEWAY_PORT, default 19222, or any free one) and print its\n"
+			       "Start the web dashboard (capsemd runs capsem-gateway on "
+			       "127.0.0.1,\n"
+			       "port $CAPSEM_GATEWAY_PORT, default 19222, or any free one) and "
+			       "print its\n"
 			       "address with the access token; --open opens it in the browser.\n");
 			return 0;
 		default:

@@ -678,9 +678,9 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			snapapi_handle(a, c, vm, m, n == 4 ? seg[3] : NULL, req->query, body);
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
-		static const char *const acts[] = { "stop",  "start",  "restart", "persist",
-						    "logs",  "files",  "exec",	  "events",
-						    "fork",  "stats", "activity", "tree" };
+		static const char *const acts[] = { "stop", "start", "restart",	 "persist",
+						    "logs", "files", "exec",	 "events",
+						    "fork", "stats", "activity", "tree" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);

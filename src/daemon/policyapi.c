@@ -18,6 +18,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "macro.h"
+#include "parse.h"
 #include "policy.h"
 
 struct pjob {
@@ -58,8 +59,9 @@ static void pjob_work(uv_work_t *w)
 		return;
 	}
 	if (j->check) {
-		struct policy_request rq = { .host = j->host, .port = j->port,
-					     .method = j->method, .path = j->path };
+		struct policy_request rq = {
+			.host = j->host, .port = j->port, .method = j->method, .path = j->path
+		};
 		struct policy_decision d;
 		policy_decide(p, &rq, &d);
 		char norm[POLICY_MAX_PATH + 1];
@@ -79,16 +81,17 @@ static void pjob_work(uv_work_t *w)
 				 ri->n_ports ? " (ports)" : "", ri->n_methods ? " " : "",
 				 ri->n_methods ? ri->methods[0] : "");
 			json_array_append_new(
-				rules,
-				json_pack("{s:s, s:s*, s:s, s:s, s:I, s:b, s:s, s:i, s:o, s:o, s:o, s:s}",
-					  "name", ri->name, "description", ri->description, "action",
-					  policy_action_name(ri->action), "layer",
-					  policy_layer_name(ri->layer), "priority",
-					  (json_int_t)ri->priority, "locked",
-					  ri->layer == POLICY_LAYER_CORP, "source", ri->source, "line",
-					  (int)ri->line, "hosts", strv(ri->hosts, ri->n_hosts),
-					  "methods", strv(ri->methods, ri->n_methods), "paths",
-					  strv(ri->paths, ri->n_paths), "match", match));
+				rules, json_pack("{s:s, s:s*, s:s, s:s, s:I, s:b, s:s, s:i, s:o, "
+						 "s:o, s:o, s:s}",
+						 "name", ri->name, "description", ri->description,
+						 "action", policy_action_name(ri->action), "layer",
+						 policy_layer_name(ri->layer), "priority",
+						 (json_int_t)ri->priority, "locked",
+						 ri->layer == POLICY_LAYER_CORP, "source",
+						 ri->source, "line", (int)ri->line, "hosts",
+						 strv(ri->hosts, ri->n_hosts), "methods",
+						 strv(ri->methods, ri->n_methods), "paths",
+						 strv(ri->paths, ri->n_paths), "match", match));
 		}
 		enum policy_layer dl;
 		enum policy_action da = policy_default_action(p, &dl);
@@ -97,8 +100,8 @@ static void pjob_work(uv_work_t *w)
 			json_array_append_new(warn, json_string(*wv));
 		j->res = json_pack("{s:o, s:s, s:s, s:o, s:s, s:s}", "rules", rules,
 				   "default_action", policy_action_name(da), "default_layer",
-				   policy_layer_name(dl), "warnings", warn, "corp", POLICY_CORP_PATH,
-				   "user", user);
+				   policy_layer_name(dl), "warnings", warn, "corp",
+				   POLICY_CORP_PATH, "user", user);
 	}
 	j->status = j->res ? 200 : 500;
 	policy_free(p);
@@ -155,9 +158,9 @@ static int parse_url(const char *url, struct pjob *j)
 	j->host[hl] = 0;
 	rest += hl;
 	if (*rest == ':') {
-		char *end;
-		unsigned long p = strtoul(rest + 1, &end, 10);
-		if (end == rest + 1 || p == 0 || p > 65535)
+		const char *end;
+		uint32_t p;
+		if (parse_u32_prefix(rest + 1, &p, &end) < 0 || p == 0 || p > 65535)
 			return -EINVAL;
 		port = (uint16_t)p;
 		rest = end;

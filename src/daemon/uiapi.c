@@ -84,17 +84,15 @@ static void status_done(uv_work_t *w, int st)
 			stopped++;
 		}
 		json_t *m = json_object_get(s, "model"), *n = json_object_get(s, "net");
-		json_t *u = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I}", "model_calls",
-				      json_integer_value(json_object_get(m, "calls")),
-				      "input_tokens",
-				      json_integer_value(json_object_get(m, "input_tokens")),
-				      "output_tokens",
-				      json_integer_value(json_object_get(m, "output_tokens")),
-				      "cost_usd", json_number_value(json_object_get(m, "cost_usd")),
-				      "requests",
-				      json_integer_value(json_object_get(n, "allow")) +
-					      json_integer_value(json_object_get(n, "block")),
-				      "blocked", json_integer_value(json_object_get(n, "block")));
+		json_t *u = json_pack(
+			"{s:I, s:I, s:I, s:f, s:I, s:I}", "model_calls",
+			json_integer_value(json_object_get(m, "calls")), "input_tokens",
+			json_integer_value(json_object_get(m, "input_tokens")), "output_tokens",
+			json_integer_value(json_object_get(m, "output_tokens")), "cost_usd",
+			json_number_value(json_object_get(m, "cost_usd")), "requests",
+			json_integer_value(json_object_get(n, "allow")) +
+				json_integer_value(json_object_get(n, "block")),
+			"blocked", json_integer_value(json_object_get(n, "block")));
 		calls += json_integer_value(json_object_get(m, "calls"));
 		in += json_integer_value(json_object_get(m, "input_tokens"));
 		out += json_integer_value(json_object_get(m, "output_tokens"));
@@ -106,13 +104,13 @@ static void status_done(uv_work_t *w, int st)
 		json_decref(s);
 		free(j->paths[i]);
 	}
-	json_t *o = json_pack(
-		"{s:I, s:s, s:O, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}",
-		"rev", (json_int_t)j->rev, "version", CAPSEM_VERSION, "vms", j->vms, "counts",
-		"total", (json_int_t)j->n, "running", running, "stopped", stopped, "crashed",
-		crashed, "totals", "cpus", cpus, "memory_mib", mem, "model_calls", calls,
-		"input_tokens", in, "output_tokens", out, "requests", reqs, "blocked", blocked,
-		"cost_usd", cost);
+	json_t *o = json_pack("{s:I, s:s, s:O, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, "
+			      "s:I, s:I, s:f}}",
+			      "rev", (json_int_t)j->rev, "version", CAPSEM_VERSION, "vms", j->vms,
+			      "counts", "total", (json_int_t)j->n, "running", running, "stopped",
+			      stopped, "crashed", crashed, "totals", "cpus", cpus, "memory_mib",
+			      mem, "model_calls", calls, "input_tokens", in, "output_tokens", out,
+			      "requests", reqs, "blocked", blocked, "cost_usd", cost);
 	if (o)
 		httpd_reply_json(j->c, 200, o);
 	else
@@ -361,12 +359,12 @@ static int tree_cb(const struct wst_entry *e, void *ud)
 			   : S_ISREG(e->st.st_mode) ? "file"
 			   : S_ISLNK(e->st.st_mode) ? "symlink"
 						    : "other";
-	json_array_append_new(j->entries,
-			      json_pack("{s:s, s:s, s:I, s:I}", "path", e->path, "type", type, "size",
-					(json_int_t)e->st.st_size, "mtime",
-					(json_int_t)e->st.st_mtim.tv_sec));
+	json_array_append_new(j->entries, json_pack("{s:s, s:s, s:I, s:I}", "path", e->path, "type",
+						    type, "size", (json_int_t)e->st.st_size,
+						    "mtime", (json_int_t)e->st.st_mtim.tv_sec));
 	/* skip the bulky directories agents leave around */
-	if (S_ISDIR(e->st.st_mode) && (!strcmp(e->name, ".git") || !strcmp(e->name, "node_modules")))
+	if (S_ISDIR(e->st.st_mode) &&
+	    (!strcmp(e->name, ".git") || !strcmp(e->name, "node_modules")))
 		return WST_SKIP;
 	return 0;
 }
@@ -441,8 +439,7 @@ void uiapi_settings(struct api *a, struct httpd_conn *c)
 	for (size_t i = 0; prov && i < ELEMENTSOF(keys); i++) {
 		const char *v = getenv(keys[i][1]);
 		json_array_append_new(prov, json_pack("{s:s, s:s, s:b}", "provider", keys[i][0],
-						      "env", keys[i][1], "configured",
-						      v && *v));
+						      "env", keys[i][1], "configured", v && *v));
 	}
 	json_t *o = json_pack("{s:s, s:i, s:o, s:s, s:s}", "version", CAPSEM_VERSION, "api", 1,
 			      "providers", prov, "images_dir", vmctl_images_dir(a->vms),
@@ -462,8 +459,8 @@ static struct {
 	uv_process_t *proc;
 	uv_pipe_t *ctl; /* our end of the socketpair */
 	uv_timer_t restart;
-	unsigned port;	    /* > 0 once it listens */
-	int want_port;	    /* what to ask for */
+	unsigned port; /* > 0 once it listens */
+	int want_port; /* what to ask for */
 	uint64_t backoff_ms;
 	struct list_link waits;
 	char line[16];
@@ -542,7 +539,8 @@ static void gw_start(void)
 {
 	if (gw.proc)
 		return;
-	_cleanup_free_ char *bin = find_helper_binary("capsem-gateway", "CAPSEM_GATEWAY_BIN", "webgw");
+	_cleanup_free_ char *bin =
+		find_helper_binary("capsem-gateway", "CAPSEM_GATEWAY_BIN", "webgw");
 	if (!bin) {
 		gw_answer(0, "the capsem-gateway binary is not installed");
 		return;
@@ -561,8 +559,9 @@ static void gw_start(void)
 		{ .flags = UV_INHERIT_FD, .data.fd = 2 },
 		{ .flags = UV_INHERIT_FD, .data.fd = sv[1] },
 	};
-	uv_process_options_t o = { .file = bin, .args = argv, .exit_cb = on_gw_exit,
-				   .stdio = stdio, .stdio_count = 4 };
+	uv_process_options_t o = {
+		.file = bin, .args = argv, .exit_cb = on_gw_exit, .stdio = stdio, .stdio_count = 4
+	};
 	gw.proc = calloc(1, sizeof(*gw.proc));
 	gw.ctl = calloc(1, sizeof(*gw.ctl));
 	int r = gw.proc && gw.ctl ? uv_spawn(gw.a->loop, gw.proc, &o) : -ENOMEM;

@@ -922,7 +922,8 @@ static const struct page_sql page_sqls[] = {
 	  "coalesce(rule,'') || ' ' || coalesce(comm,'')",
 	  1 },
 	{ LEDGER_DNS, "dns", "qname || ' ' || coalesce(rule,'')", 1 },
-	{ LEDGER_MODEL_CALL, "model_call", "coalesce(provider,'') || ' ' || coalesce(model,'')", 0 },
+	{ LEDGER_MODEL_CALL, "model_call", "coalesce(provider,'') || ' ' || coalesce(model,'')",
+	  0 },
 	{ LEDGER_TOOL_CALL, "tool_call",
 	  "coalesce(server,'') || ' ' || coalesce(tool,'') || ' ' || coalesce(rule,'')", 1 },
 	{ LEDGER_POLICY, "policy", "coalesce(subject,'') || ' ' || coalesce(rule,'')", 0 },
@@ -954,8 +955,9 @@ int ledger_page(const char *path, enum ledger_kind k, const char *filter, const 
 	/* only fixed text goes into the SQL: the filter and decision are bound parameters */
 	const char *dcol = k == LEDGER_POLICY ? "action" : "decision";
 	_cleanup_free_ char *where = NULL, *count_sql = NULL, *rows_sql = NULL;
-	if (asprintf(&where, "WHERE (?1 IS NULL OR instr(lower(%s), lower(?1)) > 0) AND "
-			     "(?2 IS NULL OR %s = ?2)",
+	if (asprintf(&where,
+		     "WHERE (?1 IS NULL OR instr(lower(%s), lower(?1)) > 0) AND "
+		     "(?2 IS NULL OR %s = ?2)",
 		     ps->text, decision ? dcol : "?2") < 0 ||
 	    asprintf(&count_sql, "SELECT count(*) FROM %s %s", ps->table, where) < 0 ||
 	    asprintf(&rows_sql, "SELECT * FROM %s %s ORDER BY id DESC LIMIT ?3 OFFSET ?4",
@@ -1005,7 +1007,8 @@ static int rows_into(sqlite3 *db, const char *sql, json_t *arr)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		json_t *o = json_object();
 		for (int i = 0; o && i < sqlite3_column_count(st); i++)
-			json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i, NULL));
+			json_object_set_new(o, sqlite3_column_name(st, i),
+					    column_json(st, i, NULL));
 		if (!o || json_array_append_new(arr, o) < 0)
 			return -ENOMEM;
 	}
@@ -1014,9 +1017,9 @@ static int rows_into(sqlite3 *db, const char *sql, json_t *arr)
 
 int ledger_stats(const char *path, unsigned bucket_s, json_t **ret)
 {
-	_cleanup_json_ json_t *o = json_pack("{s:{}, s:[], s:[], s:[], s:I}", "counts", "by_model",
-					     "tokens_series", "net_series", "bucket_s",
-					     (json_int_t)(bucket_s ? bucket_s : 60));
+	_cleanup_json_ json_t *o =
+		json_pack("{s:{}, s:[], s:[], s:[], s:I}", "counts", "by_model", "tokens_series",
+			  "net_series", "bucket_s", (json_int_t)(bucket_s ? bucket_s : 60));
 	if (!o)
 		return -ENOMEM;
 	bucket_s = bucket_s ? MIN(MAX(bucket_s, 1u), 86400u) : 60u;
@@ -1050,12 +1053,13 @@ int ledger_stats(const char *path, unsigned bucket_s, json_t **ret)
 			  "sum(cost_usd) AS cost_usd, avg(duration_ms) AS avg_ms "
 			  "FROM model_call GROUP BY provider, model ORDER BY calls DESC LIMIT 100",
 			  json_object_get(o, "by_model"));
-		snprintf(sql, sizeof(sql),
-			 "SELECT (ts / 1000 / %u) * %u AS t, model, "
-			 "coalesce(sum(input_tokens),0) + coalesce(sum(output_tokens),0) AS tokens, "
-			 "coalesce(sum(cost_usd),0) AS cost_usd FROM model_call "
-			 "GROUP BY t, model ORDER BY t LIMIT 5000",
-			 bucket_s, bucket_s);
+		snprintf(
+			sql, sizeof(sql),
+			"SELECT (ts / 1000 / %u) * %u AS t, model, "
+			"coalesce(sum(input_tokens),0) + coalesce(sum(output_tokens),0) AS tokens, "
+			"coalesce(sum(cost_usd),0) AS cost_usd FROM model_call "
+			"GROUP BY t, model ORDER BY t LIMIT 5000",
+			bucket_s, bucket_s);
 		rows_into(db, sql, json_object_get(o, "tokens_series"));
 	}
 	if (has_table(db, "net")) {
@@ -1069,16 +1073,18 @@ int ledger_stats(const char *path, unsigned bucket_s, json_t **ret)
 		if (prep(db, "SELECT sum(decision = 'allow'), sum(decision = 'block') FROM net",
 			 &st) == 0 &&
 		    sqlite3_step(st) == SQLITE_ROW)
-			json_object_set_new(o, "net", json_pack("{s:I, s:I}", "allow",
-								(json_int_t)sqlite3_column_int64(st, 0),
-								"block",
-								(json_int_t)sqlite3_column_int64(st, 1)));
+			json_object_set_new(o, "net",
+					    json_pack("{s:I, s:I}", "allow",
+						      (json_int_t)sqlite3_column_int64(st, 0),
+						      "block",
+						      (json_int_t)sqlite3_column_int64(st, 1)));
 	}
 	if (has_table(db, "model_call")) {
 		_cleanup_stmt_ sqlite3_stmt *st = NULL;
 		if (prep(db,
 			 "SELECT count(*), coalesce(sum(input_tokens),0), "
-			 "coalesce(sum(output_tokens),0), coalesce(sum(cost_usd),0) FROM model_call",
+			 "coalesce(sum(output_tokens),0), coalesce(sum(cost_usd),0) FROM "
+			 "model_call",
 			 &st) == 0 &&
 		    sqlite3_step(st) == SQLITE_ROW)
 			json_object_set_new(

@@ -137,7 +137,9 @@ static int ui_load(const char *dir, const char *prefix, unsigned depth)
 		int r = read_file_small(p, UI_MAX_BYTES - ui_bytes, &data, &len);
 		if (r < 0)
 			return r;
-		ui[n_ui++] = (struct uifile){ .path = TAKE_PTR(rel), .data = data, .len = len,
+		ui[n_ui++] = (struct uifile){ .path = TAKE_PTR(rel),
+					      .data = data,
+					      .len = len,
 					      .ctype = ctype_of(e->d_name) };
 		ui_bytes += len;
 	}
@@ -195,8 +197,8 @@ static void on_proxied(void *ud, int err, int status, const char *ctype, struct 
 		else if (err == -EFBIG)
 			httpd_reply_error(c, 502, "too_large", "capsemd's answer is too large");
 		else
-			httpd_reply_error(c, 502, "daemon_unavailable", "capsemd is not reachable: %s",
-					  strerror(-err));
+			httpd_reply_error(c, 502, "daemon_unavailable",
+					  "capsemd is not reachable: %s", strerror(-err));
 		return;
 	}
 	/* the body is handed over as is (a buf's bytes start at data + off) */
@@ -224,7 +226,9 @@ static void proxy(struct httpd_conn *c, const struct http_msg *req, struct buf *
 	struct wgup_req rq = {
 		.method = req->method,
 		.target = target,
-		.content_type = buf_len(body) || strcmp(req->method, "GET") ? (ct ? ct : "application/json") : NULL,
+		.content_type = buf_len(body) || strcmp(req->method, "GET")
+					? (ct ? ct : "application/json")
+					: NULL,
 		.body = buf_head(body),
 		.body_len = buf_len(body),
 		.timeout_ms = route == WG_ROUTE_JSON ? TIMEOUT_MS : LONG_TIMEOUT_MS,
@@ -256,7 +260,8 @@ static void handle(struct httpd_conn *c, const struct http_msg *req, struct buf 
 	if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) {
 		if (strcmp(path, "/health") == 0) {
 			char s[128];
-			snprintf(s, sizeof(s), "{\"ok\":true,\"version\":\"%s\",\"terminals\":%u}\n",
+			snprintf(s, sizeof(s),
+				 "{\"ok\":true,\"version\":\"%s\",\"terminals\":%u}\n",
 				 CAPSEM_VERSION, wgterm_count());
 			reply_json_str(c, 200, s);
 			return;
@@ -289,7 +294,8 @@ static void handle(struct httpd_conn *c, const struct http_msg *req, struct buf 
 		bool limited = wg_ratelimit_limited(&ratelimit, now_ms());
 		wg_ratelimit_fail(&ratelimit, now_ms());
 		if (limited)
-			httpd_reply_error(c, 429, "too_many_attempts", "too many failed auth attempts");
+			httpd_reply_error(c, 429, "too_many_attempts",
+					  "too many failed auth attempts");
 		else
 			httpd_reply_error(c, 401, "unauthorized", "a valid bearer token is needed");
 		return;
@@ -415,7 +421,8 @@ static char *find_ui_dir(void)
 		if (slash) {
 			*slash = 0;
 			/* build/src/webgw/capsem-gateway -> build/ui/dist; installed: ../share */
-			static const char *const rel[] = { "ui", "../../ui/dist", "../share/capsem/ui" };
+			static const char *const rel[] = { "ui", "../../ui/dist",
+							   "../share/capsem/ui" };
 			for (size_t i = 0; i < ELEMENTSOF(rel); i++) {
 				char *p = NULL;
 				if (asprintf(&p, "%s/%s/index.html", self, rel[i]) < 0)
@@ -474,7 +481,9 @@ int main(int argc, char **argv)
 			else if (strcmp(optarg, "debug") == 0)
 				level = LOG_LVL_DEBUG;
 			else
-				return log_error("--log-level: expected error, warn, info or debug"), 2;
+				return log_error(
+					       "--log-level: expected error, warn, info or debug"),
+				       2;
 			break;
 		case 'h':
 			help();

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/sha.h>
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -124,10 +123,10 @@ enum wg_route wg_route_allowed(const char *method, const char *path)
 {
 	bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
 	bool del = strcmp(method, "DELETE") == 0, put = strcmp(method, "PUT") == 0;
-	if (get && (!strcmp(path, "/version") || !strcmp(path, "/health") ||
-		    !strcmp(path, "/vms") || !strcmp(path, "/images") ||
-		    !strcmp(path, "/sessions") || !strcmp(path, "/policy") ||
-		    !strcmp(path, "/settings")))
+	if (get &&
+	    (!strcmp(path, "/version") || !strcmp(path, "/health") || !strcmp(path, "/vms") ||
+	     !strcmp(path, "/images") || !strcmp(path, "/sessions") || !strcmp(path, "/policy") ||
+	     !strcmp(path, "/settings")))
 		return WG_ROUTE_JSON;
 	if (get && !strcmp(path, "/status"))
 		return WG_ROUTE_LONG;
@@ -148,9 +147,8 @@ enum wg_route wg_route_allowed(const char *method, const char *path)
 		return WG_ROUTE_NONE;
 	if (!*sub)
 		return get || del ? WG_ROUTE_JSON : WG_ROUTE_NONE;
-	if (post && (!strcmp(sub, "/stop") || !strcmp(sub, "/start") ||
-		     !strcmp(sub, "/restart") || !strcmp(sub, "/persist") ||
-		     !strcmp(sub, "/fork")))
+	if (post && (!strcmp(sub, "/stop") || !strcmp(sub, "/start") || !strcmp(sub, "/restart") ||
+		     !strcmp(sub, "/persist") || !strcmp(sub, "/fork")))
 		return WG_ROUTE_LONG;
 	if (get && (!strcmp(sub, "/logs") || !strcmp(sub, "/stats") || !strcmp(sub, "/tree")))
 		return WG_ROUTE_JSON;
@@ -163,12 +161,30 @@ enum wg_route wg_route_allowed(const char *method, const char *path)
 	return WG_ROUTE_NONE; /* exec above all: terminals go through /terminal/{id} */
 }
 
-/* parse "HHHHHHHH:PPPP" (IPv4 as the kernel prints it: host byte order of a __be32) */
-static int parse_addr(const char *s, uint32_t *ret_addr, uint16_t *ret_port)
+/* n hex digits at s (exactly) into *ret. 0 or -EBADMSG. */
+static int hexn(const char *s, size_t n, uint32_t *ret)
 {
-	unsigned a, p;
-	int used = 0;
-	if (sscanf(s, "%8x:%4x%n", &a, &p, &used) != 2 || used != 13)
+	uint32_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		int d = c >= '0' && c <= '9'   ? c - '0'
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10
+					       : -1;
+		if (d < 0)
+			return -EBADMSG;
+		v = v << 4 | (uint32_t)d;
+	}
+	*ret = v;
+	return 0;
+}
+
+/* "HHHHHHHH:PPPP" (an IPv4 socket address as the kernel prints it: the s_addr integer in hex,
+ * the port in host order) of exactly that length. */
+static int parse_addr(const char *s, size_t n, uint32_t *ret_addr, uint16_t *ret_port)
+{
+	uint32_t a, p;
+	if (n != 13 || s[8] != ':' || hexn(s, 8, &a) < 0 || hexn(s + 9, 4, &p) < 0)
 		return -EBADMSG;
 	*ret_addr = a;
 	*ret_port = (uint16_t)p;
@@ -179,32 +195,40 @@ int wg_proc_tcp_uid(const char *text, size_t n, uint32_t addr, uint16_t port, ui
 		    uint16_t rport, uid_t *ret_uid)
 {
 	const char *p = text, *end = text + n;
-	/* /proc prints the __be32 as a host-order integer: on little-endian machines the bytes
-	 * appear reversed; comparing the integers read back is exact either way */
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		char line[512];
-		if (len < sizeof(line)) {
-			memcpy(line, p, len);
-			line[len] = 0;
-			unsigned slot, st;
-			char la[32], ra[32];
-			unsigned long txq, rxq, tr, tm, retr, uid;
-			if (sscanf(line, " %u: %31s %31s %x %lx:%lx %lx:%lx %lx %lu", &slot, la, ra, &st,
-				   &txq, &rxq, &tr, &tm, &retr, &uid) == 10) {
-				uint32_t a1, a2;
-				uint16_t p1, p2;
-				if (parse_addr(la, &a1, &p1) == 0 && parse_addr(ra, &a2, &p2) == 0 &&
-				    a1 == addr && p1 == port && a2 == raddr && p2 == rport) {
-					if (uid > 0xffffffffUL)
-						return -EBADMSG;
-					*ret_uid = (uid_t)uid;
-					return 0;
-				}
-			}
+		const char *le = nl ? nl : end;
+		/* fields: "sl:" local remote st tx:rx tr:when retrnsmt uid ... */
+		const char *f[8];
+		size_t fl[8], nf = 0;
+		for (const char *q = p; q < le && nf < 8;) {
+			while (q < le && (*q == ' ' || *q == '\t'))
+				q++;
+			if (q >= le)
+				break;
+			f[nf] = q;
+			while (q < le && *q != ' ' && *q != '\t')
+				q++;
+			fl[nf] = (size_t)(q - f[nf]);
+			nf++;
 		}
-		p += len + 1;
+		uint32_t a1, a2;
+		uint16_t p1, p2;
+		if (nf == 8 && parse_addr(f[1], fl[1], &a1, &p1) == 0 &&
+		    parse_addr(f[2], fl[2], &a2, &p2) == 0 && a1 == addr && p1 == port &&
+		    a2 == raddr && p2 == rport) {
+			char num[16];
+			uint32_t uid;
+			if (fl[7] >= sizeof(num))
+				return -EBADMSG;
+			memcpy(num, f[7], fl[7]);
+			num[fl[7]] = 0;
+			if (parse_u32(num, &uid) < 0)
+				return -EBADMSG;
+			*ret_uid = (uid_t)uid;
+			return 0;
+		}
+		p = le + 1;
 	}
 	return -ENOENT;
 }

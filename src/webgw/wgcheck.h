@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define WG_TOKEN_LEN 64		 /* [A-Za-z0-9] characters */
-#define WG_AUTH_FAIL_MAX 20	 /* failures in WG_AUTH_WINDOW_MS before 429 */
+#define WG_TOKEN_LEN 64	    /* [A-Za-z0-9] characters */
+#define WG_AUTH_FAIL_MAX 20 /* failures in WG_AUTH_WINDOW_MS before 429 */
 #define WG_AUTH_WINDOW_MS 60000u
 #define WG_RING_SIZE (64u * 1024u) /* terminal output replayed on (re)connect */
 
@@ -40,10 +40,10 @@ void wg_ratelimit_fail(struct wg_ratelimit *r, uint64_t now_ms);
 bool wg_ratelimit_limited(const struct wg_ratelimit *r, uint64_t now_ms);
 
 enum wg_route {
-	WG_ROUTE_NONE = 0,  /* not proxied: 404 */
-	WG_ROUTE_JSON,	    /* a JSON route: request body <= WG_BODY_MAX */
-	WG_ROUTE_UPLOAD,    /* PUT /vms/{ref}/files: body <= WG_UPLOAD_MAX */
-	WG_ROUTE_LONG,	    /* may take long (create, start, fork, long-polls): a longer timeout */
+	WG_ROUTE_NONE = 0, /* not proxied: 404 */
+	WG_ROUTE_JSON,	   /* a JSON route: request body <= WG_BODY_MAX */
+	WG_ROUTE_UPLOAD,   /* PUT /vms/{ref}/files: body <= WG_UPLOAD_MAX */
+	WG_ROUTE_LONG,	   /* may take long (create, start, fork, long-polls): a longer timeout */
 };
 #define WG_BODY_MAX (1u << 20)
 #define WG_UPLOAD_MAX (64u << 20)

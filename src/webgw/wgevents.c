@@ -98,10 +98,10 @@ static void on_events(void *ud, int err, int status, const char *ctype, struct b
 	struct follower *f = ud;
 	f->up = NULL;
 	json_error_t je;
-	_cleanup_json_ json_t *j = err == 0 && status == 200
-					   ? json_loadb((const char *)buf_head(body), buf_len(body),
-							0, &je)
-					   : NULL;
+	_cleanup_json_ json_t *j =
+		err == 0 && status == 200
+			? json_loadb((const char *)buf_head(body), buf_len(body), 0, &je)
+			: NULL;
 	if (!json_is_array(j)) {
 		if (f->retry)
 			uv_timer_start(f->retry, on_follower_retry, RETRY_MS, 0);
@@ -109,12 +109,13 @@ static void on_events(void *ud, int err, int status, const char *ctype, struct b
 	}
 	size_t n = json_array_size(j);
 	if (n) {
-		json_int_t last = json_integer_value(json_object_get(json_array_get(j, n - 1), "id"));
+		json_int_t last =
+			json_integer_value(json_object_get(json_array_get(j, n - 1), "id"));
 		int first = f->since < 0;
 		f->since = last;
 		if (!first) { /* the first answer only says where the ledger is */
-			_cleanup_json_ json_t *m =
-				json_pack("{s:s, s:s, s:O}", "type", "ledger", "vm", f->id, "events", j);
+			_cleanup_json_ json_t *m = json_pack("{s:s, s:s, s:O}", "type", "ledger",
+							     "vm", f->id, "events", j);
 			_cleanup_free_ char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
 			if (s)
 				broadcast(f->e, s);
@@ -150,8 +151,8 @@ static void follower_next(struct follower *f)
 static void sync_followers(struct wgevents *e, json_t *vms)
 {
 	struct list_link *l, *tmp;
-	list_for_each(l, &e->followers)
-	list_entry(l, struct follower, link)->seen = 0;
+	list_for_each (l, &e->followers)
+		list_entry(l, struct follower, link)->seen = 0;
 	size_t i;
 	json_t *vm;
 	json_array_foreach(vms, i, vm)
@@ -161,8 +162,7 @@ static void sync_followers(struct wgevents *e, json_t *vms)
 		if (!id || !st || strcmp(st, "running") != 0 || strlen(id) >= 64)
 			continue;
 		struct follower *f = NULL;
-		list_for_each(l, &e->followers)
-		{
+		list_for_each (l, &e->followers) {
 			struct follower *x = list_entry(l, struct follower, link);
 			if (strcmp(x->id, id) == 0)
 				f = x;
@@ -208,14 +208,15 @@ static void on_status(void *ud, int err, int status, const char *ctype, struct b
 	struct wgevents *e = ud;
 	e->status_up = NULL;
 	json_error_t je;
-	_cleanup_json_ json_t *j = err == 0 && status == 200
-					   ? json_loadb((const char *)buf_head(body), buf_len(body),
-							0, &je)
-					   : NULL;
+	_cleanup_json_ json_t *j =
+		err == 0 && status == 200
+			? json_loadb((const char *)buf_head(body), buf_len(body), 0, &je)
+			: NULL;
 	if (!json_is_object(j)) {
 		if (e->rev != -1) { /* tell the browsers once that capsemd is away */
 			e->rev = -1;
-			broadcast(e, "{\"type\":\"status\",\"payload\":null,\"daemon\":\"unavailable\"}");
+			broadcast(e, "{\"type\":\"status\",\"payload\":null,\"daemon\":"
+				     "\"unavailable\"}");
 		}
 		uv_timer_start(&e->retry, on_retry, RETRY_MS, 0);
 		return;

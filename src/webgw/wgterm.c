@@ -36,12 +36,12 @@ struct term {
 	struct list_link link;
 	struct wgterm_ctx *ctx;
 	char ref[64];
-	struct wgup *up;      /* the exec request, until its 101 */
-	uv_pipe_t *exec;      /* the exec connection after the 101 */
-	struct buf in;	      /* exec frames read, not yet parsed */
-	struct buf pending;   /* STDIN/WINSIZE frames to send once the exec is up */
+	struct wgup *up;    /* the exec request, until its 101 */
+	uv_pipe_t *exec;    /* the exec connection after the 101 */
+	struct buf in;	    /* exec frames read, not yet parsed */
+	struct buf pending; /* STDIN/WINSIZE frames to send once the exec is up */
 	struct wg_ring ring;
-	struct wgws *ws;      /* the attached browser, or NULL */
+	struct wgws *ws; /* the attached browser, or NULL */
 	uv_timer_t *linger;
 	int reading;
 	int ended;
@@ -162,8 +162,8 @@ static void term_frames(struct term *t)
 			return;
 		} else if (type == PROTO_ERROR) {
 			struct proto_error e;
-			const char *msg = proto_error_decode(pl, len, &e) == 0 ? e.message
-									       : "exec failed";
+			const char *msg =
+				proto_error_decode(pl, len, &e) == 0 ? e.message : "exec failed";
 			term_end(t, "error", json_pack("{s:s}", "message", msg));
 			return;
 		}
@@ -289,8 +289,7 @@ static struct term *term_find(const char *ref)
 	struct list_link *l;
 	if (!terms.next)
 		list_init(&terms);
-	list_for_each(l, &terms)
-	{
+	list_for_each (l, &terms) {
 		struct term *t = list_entry(l, struct term, link);
 		if (strcmp(t->ref, ref) == 0)
 			return t;

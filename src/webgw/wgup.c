@@ -35,7 +35,7 @@ struct wgup {
 	struct buf body;
 	uint64_t max_response;
 	int upgrade;
-	int done; /* callback called or cancelled */
+	int done;    /* callback called or cancelled */
 	int handles; /* open uv handles still to close */
 };
 
@@ -232,7 +232,8 @@ int wgup_start(uv_loop_t *loop, const char *sock_path, const struct wgup_req *rq
 	u->userdata = userdata;
 	u->upgrade = rq->upgrade != NULL;
 	u->max_response = rq->max_response;
-	buf_init(&u->in, HTTP_MAX_HEAD + 65536 + (size_t)MIN(rq->max_response, (uint64_t)SIZE_MAX / 2));
+	buf_init(&u->in,
+		 HTTP_MAX_HEAD + 65536 + (size_t)MIN(rq->max_response, (uint64_t)SIZE_MAX / 2));
 	buf_init(&u->body, (size_t)rq->max_response);
 	char *head = NULL;
 	int n = asprintf(&head,

@@ -13,7 +13,7 @@
 #include "httpd.h"
 
 #define WGWS_TEXT_MAX 4096u
-#define WGWS_QUEUE_MAX (8u << 20) /* bytes queued toward the browser before it is dropped */
+#define WGWS_QUEUE_MAX (8u << 20)  /* bytes queued toward the browser before it is dropped */
 #define WGWS_QUEUE_HIGH (1u << 20) /* producers should pause above this (wgws_queued) */
 
 struct wgws;

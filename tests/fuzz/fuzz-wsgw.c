@@ -45,7 +45,8 @@ static void on_data(void *ud, int op, const uint8_t *p, size_t n, bool start, bo
 		memcpy(s->text + s->tlen, p, n), s->tlen += n;
 	if (end && !s->over) {
 		uint16_t r, c;
-		if (wg_parse_resize(s->text, s->tlen, &r, &c) == 0 && (!r || !c || r > 1000 || c > 1000))
+		if (wg_parse_resize(s->text, s->tlen, &r, &c) == 0 &&
+		    (!r || !c || r > 1000 || c > 1000))
 			__builtin_trap();
 	}
 }

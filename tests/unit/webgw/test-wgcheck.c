@@ -93,20 +93,20 @@ static void test_routes(void **state)
 static void test_proc_tcp(void **state)
 {
 	const char *t =
-		"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+		"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid "
+		" "
 		"timeout inode\n"
 		"   0: 0100007F:4B36 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0 "
 		"       0 1 1 0000000000000000 100 0 0 10 0\n"
 		"   1: 0100007F:D2F0 0100007F:4B36 01 00000000:00000000 00:00000000 00000000  1001 "
 		"       0 2 1 0000000000000000 20 4 30 10 -1\n";
 	uid_t uid = 0;
-	assert_int_equal(wg_proc_tcp_uid(t, strlen(t), 0x0100007F, 0xD2F0, 0x0100007F, 0x4B36,
-					 &uid),
-			 0);
+	assert_int_equal(
+		wg_proc_tcp_uid(t, strlen(t), 0x0100007F, 0xD2F0, 0x0100007F, 0x4B36, &uid), 0);
 	assert_int_equal(uid, 1001);
-	assert_int_equal(wg_proc_tcp_uid(t, strlen(t), 0x0100007F, 0xD2F1, 0x0100007F, 0x4B36,
-					 &uid),
-			 -ENOENT);
+	assert_int_equal(
+		wg_proc_tcp_uid(t, strlen(t), 0x0100007F, 0xD2F1, 0x0100007F, 0x4B36, &uid),
+		-ENOENT);
 }
 
 static void test_ws_accept(void **state)
@@ -141,7 +141,9 @@ static void test_ring(void **state)
 	wg_ring_put(&r, big, sizeof(big));
 	wg_ring_spans(&r, &p1, &n1, &p2, &n2);
 	assert_int_equal(n1 + n2, WG_RING_SIZE);
-	assert_int_equal(p2[n2 ? n2 - 1 : 0] == big[sizeof(big) - 1] || p1[n1 - 1] == big[sizeof(big) - 1], 1);
+	assert_int_equal(p2[n2 ? n2 - 1 : 0] == big[sizeof(big) - 1] ||
+				 p1[n1 - 1] == big[sizeof(big) - 1],
+			 1);
 	memset(&r, 0, sizeof(r));
 	for (int i = 0; i < 100; i++)
 		wg_ring_put(&r, big, 1000);

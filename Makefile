@@ -88,6 +88,7 @@ bench: image image-debian
 	$(PY) bench/bench_image.py
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_fork.py
+	$(PY) bench/bench_webgw.py
 
 fuzz:
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true

@@ -70,7 +70,7 @@ static void pjob_work(uv_work_t *w)
 				   policy_action_name(d.action), "rule", d.rule, "layer",
 				   policy_layer_name(d.layer), "host", j->host, "port", j->port,
 				   "method", j->method, "normalized_path",
-				   k > 0 && strcmp(norm, j->path) ? norm : NULL);
+				   k > 0 && strcmp(norm, j->path) != 0 ? norm : NULL);
 	} else {
 		json_t *rules = json_array();
 		for (size_t i = 0; rules && i < policy_n_rules(p); i++) {

@@ -311,7 +311,7 @@ void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const
 	}
 	if (http_query_get(query, "q", &q) == -EBADMSG ||
 	    http_query_get(query, "decision", &dec) == -EBADMSG ||
-	    (dec && strcmp(dec, "allow") && strcmp(dec, "block")) ||
+	    (dec && strcmp(dec, "allow") != 0 && strcmp(dec, "block") != 0) ||
 	    (http_query_get(query, "offset", &off) == 0 &&
 	     (parse_u64(off, &o) < 0 || o > 100000000)) ||
 	    (http_query_get(query, "limit", &lim) == 0 &&

@@ -909,9 +909,9 @@ static void jsonp_free(json_t **j)
 #define _cleanup_json_ _cleanup_(jsonp_free)
 
 struct page_sql {
-	enum ledger_kind kind;
 	const char *table;
 	const char *text; /* the columns a filter looks in, concatenated */
+	enum ledger_kind kind;
 	int has_decision;
 };
 

@@ -916,18 +916,29 @@ struct page_sql {
 };
 
 static const struct page_sql page_sqls[] = {
-	{ LEDGER_EXEC, "exec", "coalesce(argv,'') || ' ' || coalesce(cwd,'')", 0 },
-	{ LEDGER_NET, "net",
-	  "coalesce(method,'') || ' ' || coalesce(host,'') || coalesce(path,'') || ' ' || "
-	  "coalesce(rule,'') || ' ' || coalesce(comm,'')",
-	  1 },
-	{ LEDGER_DNS, "dns", "qname || ' ' || coalesce(rule,'')", 1 },
-	{ LEDGER_MODEL_CALL, "model_call", "coalesce(provider,'') || ' ' || coalesce(model,'')",
-	  0 },
-	{ LEDGER_TOOL_CALL, "tool_call",
-	  "coalesce(server,'') || ' ' || coalesce(tool,'') || ' ' || coalesce(rule,'')", 1 },
-	{ LEDGER_POLICY, "policy", "coalesce(subject,'') || ' ' || coalesce(rule,'')", 0 },
-	{ LEDGER_FS, "fs", "path || ' ' || coalesce(old_path,'')", 0 },
+	{ .kind = LEDGER_EXEC,
+	  .table = "exec",
+	  .text = "coalesce(argv,'') || ' ' || coalesce(cwd,'')" },
+	{ .kind = LEDGER_NET,
+	  .table = "net",
+	  .text = "coalesce(method,'') || ' ' || coalesce(host,'') || coalesce(path,'') || ' ' || "
+		  "coalesce(rule,'') || ' ' || coalesce(comm,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_DNS,
+	  .table = "dns",
+	  .text = "qname || ' ' || coalesce(rule,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_MODEL_CALL,
+	  .table = "model_call",
+	  .text = "coalesce(provider,'') || ' ' || coalesce(model,'')" },
+	{ .kind = LEDGER_TOOL_CALL,
+	  .table = "tool_call",
+	  .text = "coalesce(server,'') || ' ' || coalesce(tool,'') || ' ' || coalesce(rule,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_POLICY,
+	  .table = "policy",
+	  .text = "coalesce(subject,'') || ' ' || coalesce(rule,'')" },
+	{ .kind = LEDGER_FS, .table = "fs", .text = "path || ' ' || coalesce(old_path,'')" },
 };
 
 int ledger_page(const char *path, enum ledger_kind k, const char *filter, const char *decision,

@@ -636,6 +636,8 @@ static int run_quiet(char *const *argv)
 static int seed_workspace(struct prepjob *j)
 {
 	_cleanup_free_ char *mark = NULL, *tar = NULL;
+	if (!j->workspace)
+		return -EINVAL;
 	if (asprintf(&mark, "%s/.capsem-seeded", j->workspace) < 0)
 		return -ENOMEM;
 	if (access(mark, F_OK) == 0)

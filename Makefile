@@ -1,5 +1,6 @@
 # Capsem - thin wrapper over meson/ninja and the asset builder. See README.md.
-#   make build   host binaries (build/) and static musl guest binaries (build-guest/)
+#   make build   host binaries (build/), static musl guest binaries (build-guest/) and the web UI
+#                (ui/, built with npm from its lockfile into build/ui/dist, served by capsem-gateway)
 #   make image   guest kernel + minimal initramfs, cached in ~/.cache/capsem, installed as the
 #                'minimal' image in $CAPSEM_HOME/images (default ~/.capsem/images)
 #   make image-debian  the same kernel + initramfs with the Debian root of guest/config (python3,
@@ -20,11 +21,20 @@ PY := /usr/bin/python3
 GUEST_BIN := build-guest/src/guest/capsem-guest
 BUILDER := build/src/builder/capsem-builder
 
-.PHONY: all build host guest image image-debian demo check tidy test unit asan style e2e bench fuzz clean deb
+UI_SRC := $(wildcard ui/src/*.* ui/src/lib/*.* ui/index.html ui/vite.config.js ui/package-lock.json)
+
+.PHONY: all build host guest ui image image-debian demo check tidy test unit asan style e2e bench fuzz clean deb
 
 all: build
 
-build: host guest
+build: host guest ui
+
+# the web UI: npm ci (the lockfile's exact versions) when node_modules is older than the lockfile,
+# then vite build into build/ui/dist (capsem-gateway finds it next to its binary)
+ui: build/ui/dist/index.html
+build/ui/dist/index.html: $(UI_SRC)
+	@[ ui/node_modules/.package-lock.json -nt ui/package-lock.json ] || (cd ui && npm ci --no-audit --no-fund)
+	cd ui && CAPSEM_UI_OUT=../build/ui/dist npx vite build --logLevel warn
 
 host:
 	@[ -f build/build.ninja ] || meson setup build
@@ -32,7 +42,8 @@ host:
 	@mkdir -p bin && ln -sfn ../build/src/cli/capsem bin/capsem && \
 		ln -sfn ../build/src/vm/capsem-vm bin/capsem-vm && \
 		ln -sfn ../build/src/builder/capsem-builder bin/capsem-builder && \
-		ln -sfn ../build/src/mcp/capsem-mcp bin/capsem-mcp
+		ln -sfn ../build/src/mcp/capsem-mcp bin/capsem-mcp && \
+		ln -sfn ../build/src/webgw/capsem-gateway bin/capsem-gateway
 
 guest:
 	@[ -f build-guest/build.ninja ] || { scripts/gen-musl-cross.sh build-guest-cross && \
@@ -80,6 +91,7 @@ bench: image image-debian
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_fork.py
 	$(PY) bench/bench_snapshots.py
+	$(PY) bench/bench_webgw.py
 
 deb:
 	$(PY) scripts/mkdeb.py

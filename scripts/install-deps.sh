@@ -1,6 +1,8 @@
 #!/bin/sh
 # install-deps.sh: install the Debian/Ubuntu packages Capsem needs to build, run and test.
 # Idempotent: apt runs only when something is missing. Uses sudo when not root.
+# The web UI is built with npm (its packages from the npm registry, pinned by ui/package-lock.json);
+# its tests drive Debian's chromium through playwright-core.
 #   --bench  also the benchmark tools (nginx-light, wrk, mitmproxy: bench/bench_proxy.py)
 set -eu
 PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-build pkg-config
@@ -11,7 +13,7 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-b
  golang-github-burntsushi-toml-dev
  mmdebstrap squashfs-tools erofs-utils
  libsqlite3-dev nftables openssl curl libcurl4-openssl-dev
- dpkg-dev lintian man-db"
+ dpkg-dev lintian man-db chromium fonts-dejavu-core"
 [ "${1:-}" = --bench ] && PKGS="$PKGS nginx-light wrk mitmproxy"
 missing=""
 for p in $PKGS; do

@@ -106,7 +106,9 @@ def e2e():
 #   test_debian_image, test_egress, test_guest_egress, test_mcp_gateway (the Debian image: 700
 #   MiB more to copy, 10+ minutes more under TCG), test_images_cli and test_image_config (they
 #   build images with mmdebstrap, which needs root or user namespaces), test_proxy_host,
-#   test_policy_cli, test_capsem_mcp, test_agent_unix (no VM lifecycle).
+#   test_policy_cli, test_capsem_mcp, test_agent_unix (no VM lifecycle), test_webgw (runs a
+#   request as capsem-ci with runuser: needs root) and test_webui (chromium and ui/node_modules,
+#   which `make build` installs in the source tree).
 USER_MODULES = ["test_run_cli.py", "test_cli_daemon.py", "test_exec.py", "test_ledger.py",
                 "test_vm_supervisor.py", "test_shell_tmux.py", "test_workspace.py",
                 "test_snapshots.py", "test_confinement.py"]

@@ -67,6 +67,7 @@ static const struct command commands[] = {
 	{ "version", NULL, cmd_version, "version [--json]", "versions of capsem and capsemd" },
 	{ "policy", NULL, cmd_policy, "policy check URL | show | defaults",
 	  "explain the egress policy (no daemon needed)" },
+	{ "ui", NULL, cmd_ui, "ui [--open]", "the web dashboard's address (starts its gateway)" },
 };
 
 static void help(void)

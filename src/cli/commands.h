@@ -31,3 +31,4 @@ int cmd_uninstall(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_setup(int argc, char **argv);
 int cmd_update(int argc, char **argv);
+int cmd_ui(int argc, char **argv);

@@ -8,6 +8,8 @@
  * sent from vmctl's waiter callbacks. Thread: the loop.
  */
 #include "api.h"
+#include "policyapi.h"
+#include "uiapi.h"
 #include "fork.h"
 
 #include <fcntl.h>
@@ -636,6 +638,21 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 	} else if (n == 1 && streq(seg[0], "health")) {
 		METHOD("GET");
 		route_health(a, c);
+	} else if (n == 1 && streq(seg[0], "status")) {
+		METHOD("GET");
+		uiapi_status(a, c, req->query);
+	} else if (n == 1 && streq(seg[0], "policy")) {
+		METHOD("GET");
+		policyapi_show(a, c);
+	} else if (n == 2 && streq(seg[0], "policy") && streq(seg[1], "check")) {
+		METHOD("POST");
+		policyapi_check(a, c, body);
+	} else if (n == 1 && streq(seg[0], "settings")) {
+		METHOD("GET");
+		uiapi_settings(a, c);
+	} else if (n == 1 && streq(seg[0], "gateway")) {
+		METHOD("POST");
+		uiapi_gateway(a, c);
 	} else if (n == 1 && streq(seg[0], "purge")) {
 		METHOD("POST");
 		route_purge(a, c);
@@ -666,8 +683,9 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			snapapi_handle(a, c, vm, m, n == 4 ? seg[3] : NULL, req->query, body);
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
-		static const char *const acts[] = { "stop",  "start", "restart", "persist", "logs",
-						    "files", "exec",  "events",	 "fork" };
+		static const char *const acts[] = { "stop", "start", "restart",	 "persist",
+						    "logs", "files", "exec",	 "events",
+						    "fork", "stats", "activity", "tree" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);
@@ -682,7 +700,8 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 						  "use GET or DELETE for %s", req->path);
 				return;
 			}
-		} else if (streq(act, "logs") || streq(act, "events")) {
+		} else if (streq(act, "logs") || streq(act, "events") || streq(act, "stats") ||
+			   streq(act, "activity") || streq(act, "tree")) {
 			METHOD("GET");
 		} else if (streq(act, "files")) {
 			if (!streq(m, "GET") && !streq(m, "PUT")) {
@@ -726,6 +745,12 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			route_files(a, c, vm, m, req->query, body);
 		else if (streq(act, "fork"))
 			fork_route(a, c, vm, body);
+		else if (streq(act, "stats"))
+			uiapi_vm_stats(a, c, vm, req->query);
+		else if (streq(act, "activity"))
+			uiapi_vm_activity(a, c, vm, req->query);
+		else if (streq(act, "tree"))
+			uiapi_vm_tree(a, c, vm);
 		else
 			route_exec(a, c, vm, req, body);
 	} else {

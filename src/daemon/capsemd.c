@@ -31,12 +31,15 @@
 #include "ledgerapi.h"
 #include "log.h"
 #include "snapapi.h"
+#include "uiapi.h"
 #include "macro.h"
+#include "parse.h"
 #include "unixsock.h"
 #include "vmctl.h"
 #include "vmproc.h"
 
 struct opts {
+	int gateway_port; /* -1: only on request (POST /gateway) */
 	char *home;
 	int foreground;
 	enum log_level level;
@@ -55,6 +58,8 @@ static void help(void)
 	       "\n"
 	       "  --home DIR           state directory (default $CAPSEM_HOME, else ~/.capsem)\n"
 	       "  --foreground         stay attached, log to stderr (systemd, debugging)\n"
+	       "  --gateway-port N     start the web gateway (capsem-gateway) now on port N\n"
+	       "                       (0: any); else on the first POST /gateway (capsem ui)\n"
 	       "  --log-level LEVEL    error, warn, info (default) or debug\n"
 	       "  -h, --help           this text\n"
 	       "\n"
@@ -68,10 +73,11 @@ static void help(void)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { ARG_HOME = 256, ARG_FG, ARG_LEVEL };
+	enum { ARG_HOME = 256, ARG_FG, ARG_LEVEL, ARG_GW };
 	static const struct option opts[] = { { "home", required_argument, NULL, ARG_HOME },
 					      { "foreground", no_argument, NULL, ARG_FG },
 					      { "log-level", required_argument, NULL, ARG_LEVEL },
+					      { "gateway-port", required_argument, NULL, ARG_GW },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	int c;
@@ -86,6 +92,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case ARG_FG:
 			o->foreground = 1;
 			break;
+		case ARG_GW: {
+			uint32_t p;
+			if (parse_u32(optarg, &p) < 0 || p > 65535)
+				return log_error("--gateway-port: expected 0..65535"), -EINVAL;
+			o->gateway_port = (int)p;
+			break;
+		}
 		case ARG_LEVEL:
 			if (streq(optarg, "error"))
 				o->level = LOG_LVL_ERROR;
@@ -192,7 +205,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .level = LOG_LVL_INFO };
+	struct opts o = { .level = LOG_LVL_INFO, .gateway_port = -1 };
 	_cleanup_free_ char *run_dir = NULL, *images = NULL, *vm_bin = NULL, *log_path = NULL;
 	_cleanup_close_ int lock_fd = -1;
 	int ready_fd = -1, r;
@@ -269,6 +282,7 @@ int main(int argc, char **argv)
 	ledgerapi_init(&api);
 	if (snapapi_init(&api) < 0)
 		return 1;
+	uiapi_init(&api, o.gateway_port);
 	r = httpd_new(&loop, lfd, api_handle, api_body_cap, &api, &server);
 	if (r < 0)
 		return log_error_errno(r, "cannot serve %s", sock_path), 1;

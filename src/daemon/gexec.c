@@ -564,11 +564,12 @@ static void sp_handshake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		return;
 	}
 	struct buf leftover;
-	uv_pipe_t *client;
+	uv_stream_t *cs;
 	httpd_detach(sp->conn,
 		     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: capsem-exec/1\r\n"
 		     "Connection: Upgrade\r\n\r\n",
-		     &client, &leftover);
+		     &cs, &leftover);
+	uv_pipe_t *client = (uv_pipe_t *)cs; /* capsemd serves a Unix socket */
 	sp->conn = NULL;
 	client->data = sp;
 	sp->side[TO_CLIENT] = client;

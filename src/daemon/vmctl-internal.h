@@ -84,7 +84,13 @@ struct vmctl {
 	size_t n_vms;
 	vmctl_ledger_cb on_ledger; /* vmctl_on_ledger() */
 	void *on_ledger_data;
+	uint64_t rev; /* bumped on every change of a record (vmctl_rev) */
+	void (*on_change)(void *userdata);
+	void *on_change_data;
 };
+
+/* A record changed: bump the revision and tell the listener. */
+void vmctl_changed(struct vmctl *c);
 
 /* ---- vmctl.c ---- */
 

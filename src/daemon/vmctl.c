@@ -54,11 +54,30 @@ void vmctl_handle_free_cb(uv_handle_t *h)
 	free(h);
 }
 
+void vmctl_changed(struct vmctl *c)
+{
+	c->rev++;
+	if (c->on_change)
+		c->on_change(c->on_change_data);
+}
+
+uint64_t vmctl_rev(struct vmctl *c)
+{
+	return c->rev;
+}
+
+void vmctl_on_change(struct vmctl *c, void (*cb)(void *userdata), void *userdata)
+{
+	c->on_change = cb;
+	c->on_change_data = userdata;
+}
+
 void vmctl_vm_save(struct vm *vm)
 {
 	int r = registry_save(&vm->rec);
 	if (r < 0)
 		log_warn_errno(r, "cannot write the registry entry of VM %s", vm->rec.id);
+	vmctl_changed(vm->ctl);
 }
 
 void vmctl_remove_sockets(const char *vmdir)
@@ -79,6 +98,7 @@ static void vm_link(struct vmctl *c, struct vm *vm)
 	vm->ctl = c;
 	list_add_head(&c->vms, &vm->link);
 	c->n_vms++;
+	vmctl_changed(c);
 }
 
 void vmctl_vm_free(struct vm *vm)
@@ -86,6 +106,7 @@ void vmctl_vm_free(struct vm *vm)
 	struct vmctl *c = vm->ctl;
 	list_del(&vm->link);
 	c->n_vms--;
+	vmctl_changed(c);
 	if (vm->pw)
 		vm->pw->vm = NULL; /* it still reaps the process */
 	if (vm->cc) {

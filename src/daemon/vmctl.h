@@ -89,5 +89,10 @@ void vmctl_on_ledger(struct vmctl *c, vmctl_ledger_cb cb, void *userdata);
  * host memory the VM costs now: QEMU's guest RAM, device and TCG state, and capsem-vm's proxy,
  * gateway and ledger), else null. NULL on ENOMEM. */
 json_t *vm_to_json(const struct vm *vm);
+
+/* The registry's revision: bumped whenever a VM is added, changed (state, name, ...) or
+ * removed. cb (one listener; NULL to stop) is called on the loop after each bump. */
+uint64_t vmctl_rev(struct vmctl *c);
+void vmctl_on_change(struct vmctl *c, void (*cb)(void *userdata), void *userdata);
 /* The database of the VM's current (or last) boot, malloc'ed. 0, -ENOENT (never booted). */
 int vm_session_path(const struct vm *vm, char **ret);

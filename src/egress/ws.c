@@ -55,6 +55,8 @@ static int frame_start(struct ws_reader *w)
 	w->masked = (b1 & 0x80) != 0;
 	if (b0 & 0x30)
 		return fail(w); /* RSV2/RSV3: no extension we allow uses them */
+	if (w->require_mask && (!w->masked || (b0 & 0x40)))
+		return fail(w);
 	if (l7 == 126) {
 		w->left = (uint64_t)w->hdr[2] << 8 | w->hdr[3];
 		i = 4;
@@ -71,6 +73,7 @@ static int frame_start(struct ws_reader *w)
 	if (w->masked)
 		memcpy(w->mask, w->hdr + i, 4);
 	w->mask_pos = 0;
+	w->ctl_len = 0;
 	w->control = op >= 8;
 	if (w->control) {
 		if (op > WS_OP_PONG || !w->fin || w->left > 125 || (b0 & 0x40))
@@ -138,10 +141,17 @@ int ws_reader_feed(struct ws_reader *w, const void *data, size_t n)
 		}
 		size_t k = (size_t)MIN((uint64_t)n, w->left);
 		w->left -= k;
-		if (!w->control)
+		if (!w->control) {
 			deliver(w, p, k, w->left == 0);
+		} else if (w->on_control) {
+			for (size_t i = 0; i < k && w->ctl_len < sizeof(w->ctl); i++, w->ctl_len++)
+				w->ctl[w->ctl_len] =
+					w->masked ? p[i] ^ w->mask[w->ctl_len & 3] : p[i];
+		}
 		p += k;
 		n -= k;
+		if (w->left == 0 && w->control && w->on_control)
+			w->on_control(w->userdata, w->hdr[0] & 0x0f, w->ctl, w->ctl_len);
 		if (w->left == 0) {
 			w->in_frame = false;
 			w->hdr_len = 0;

@@ -5,7 +5,8 @@
  *
  * Trust boundary: the bytes come from the guest (client frames) or an upstream server; every
  * length is checked and the first protocol error stops the reader for good (it then ignores the
- * rest). Pure: no I/O, no allocation. One reader per direction; not thread-safe.
+ * rest). Pure: no I/O, no allocation. One reader per direction; not thread-safe. The web
+ * gateway (src/webgw) reads its browsers' frames with it too (require_mask, on_control).
  */
 #pragma once
 
@@ -28,6 +29,9 @@ enum {
 typedef void (*ws_data_fn)(void *userdata, int opcode, const uint8_t *p, size_t n, bool start,
 			   bool end, bool compressed);
 
+/* A complete control frame (close, ping, pong), unmasked: at most 125 bytes. */
+typedef void (*ws_control_fn)(void *userdata, int opcode, const uint8_t *p, size_t n);
+
 struct ws_reader {
 	uint8_t hdr[14];
 	size_t hdr_len;
@@ -42,6 +46,12 @@ struct ws_reader {
 	uint64_t messages;
 	ws_data_fn on_data;
 	void *userdata;
+	/* set after ws_reader_init, both optional: */
+	ws_control_fn on_control; /* control frames are handed on (else only skipped) */
+	bool require_mask;	  /* a server reading a client: an unmasked frame or RSV1 (no
+				   * extension was negotiated) is a protocol error (RFC 6455 5.1) */
+	uint8_t ctl[125];
+	size_t ctl_len;
 };
 
 void ws_reader_init(struct ws_reader *w, ws_data_fn fn, void *userdata);

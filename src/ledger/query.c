@@ -899,3 +899,213 @@ void ledger_event_summary(const json_t *ev, char *out, size_t n)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
 }
+
+/* ---- pages and aggregates (the web UI: GET /vms/{ref}/activity, /stats) ---- */
+
+static void jsonp_free(json_t **j)
+{
+	json_decref(*j);
+}
+#define _cleanup_json_ _cleanup_(jsonp_free)
+
+struct page_sql {
+	const char *table;
+	const char *text; /* the columns a filter looks in, concatenated */
+	enum ledger_kind kind;
+	int has_decision;
+};
+
+static const struct page_sql page_sqls[] = {
+	{ .kind = LEDGER_EXEC,
+	  .table = "exec",
+	  .text = "coalesce(argv,'') || ' ' || coalesce(cwd,'')" },
+	{ .kind = LEDGER_NET,
+	  .table = "net",
+	  .text = "coalesce(method,'') || ' ' || coalesce(host,'') || coalesce(path,'') || ' ' || "
+		  "coalesce(rule,'') || ' ' || coalesce(comm,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_DNS,
+	  .table = "dns",
+	  .text = "qname || ' ' || coalesce(rule,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_MODEL_CALL,
+	  .table = "model_call",
+	  .text = "coalesce(provider,'') || ' ' || coalesce(model,'')" },
+	{ .kind = LEDGER_TOOL_CALL,
+	  .table = "tool_call",
+	  .text = "coalesce(server,'') || ' ' || coalesce(tool,'') || ' ' || coalesce(rule,'')",
+	  .has_decision = 1 },
+	{ .kind = LEDGER_POLICY,
+	  .table = "policy",
+	  .text = "coalesce(subject,'') || ' ' || coalesce(rule,'')" },
+	{ .kind = LEDGER_FS, .table = "fs", .text = "path || ' ' || coalesce(old_path,'')" },
+};
+
+int ledger_page(const char *path, enum ledger_kind k, const char *filter, const char *decision,
+		unsigned offset, unsigned limit, json_t **ret)
+{
+	const struct page_sql *ps = NULL;
+	for (size_t i = 0; i < ELEMENTSOF(page_sqls); i++)
+		if (page_sqls[i].kind == k)
+			ps = &page_sqls[i];
+	if (!ps || (decision && !ps->has_decision && k != LEDGER_POLICY))
+		return -EINVAL;
+	limit = limit ? MIN(limit, 1000u) : 50u;
+	_cleanup_db_ sqlite3 *db = NULL;
+	int r = open_ro(path, &db);
+	if (r == -ENODATA) {
+		*ret = json_pack("{s:i, s:[]}", "total", 0, "rows");
+		return *ret ? 0 : -ENOMEM;
+	}
+	if (r < 0)
+		return r;
+	if (!has_table(db, ps->table)) {
+		*ret = json_pack("{s:i, s:[]}", "total", 0, "rows");
+		return *ret ? 0 : -ENOMEM;
+	}
+	/* only fixed text goes into the SQL: the filter and decision are bound parameters */
+	const char *dcol = k == LEDGER_POLICY ? "action" : "decision";
+	_cleanup_free_ char *where = NULL, *count_sql = NULL, *rows_sql = NULL;
+	if (asprintf(&where,
+		     "WHERE (?1 IS NULL OR instr(lower(%s), lower(?1)) > 0) AND "
+		     "(?2 IS NULL OR %s = ?2)",
+		     ps->text, decision ? dcol : "?2") < 0 ||
+	    asprintf(&count_sql, "SELECT count(*) FROM %s %s", ps->table, where) < 0 ||
+	    asprintf(&rows_sql, "SELECT * FROM %s %s ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+		     ps->table, where) < 0)
+		return -ENOMEM;
+	_cleanup_stmt_ sqlite3_stmt *cs = NULL, *rs = NULL;
+	if ((r = prep(db, count_sql, &cs)) < 0 || (r = prep(db, rows_sql, &rs)) < 0)
+		return r;
+	sqlite3_stmt *sts[2] = { cs, rs };
+	for (int i = 0; i < 2; i++) {
+		if (filter && *filter)
+			sqlite3_bind_text(sts[i], 1, filter, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(sts[i], 1);
+		if (decision)
+			sqlite3_bind_text(sts[i], 2, decision, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(sts[i], 2);
+	}
+	sqlite3_bind_int64(rs, 3, limit);
+	sqlite3_bind_int64(rs, 4, offset);
+	int rc = sqlite3_step(cs);
+	if (rc != SQLITE_ROW)
+		return sql_err(rc);
+	int64_t total = sqlite3_column_int64(cs, 0);
+	_cleanup_json_ json_t *rows = json_array();
+	if (!rows)
+		return -ENOMEM;
+	while ((rc = sqlite3_step(rs)) == SQLITE_ROW) {
+		json_t *o = row_json(rs, k);
+		if (!o || json_array_append_new(rows, o) < 0)
+			return -ENOMEM;
+	}
+	if (rc != SQLITE_DONE)
+		return sql_err(rc);
+	*ret = json_pack("{s:I, s:O}", "total", (json_int_t)total, "rows", rows);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Run sql (fixed text) and append each row as an object of its columns to arr. */
+static int rows_into(sqlite3 *db, const char *sql, json_t *arr)
+{
+	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	int r = prep(db, sql, &st), rc;
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *o = json_object();
+		for (int i = 0; o && i < sqlite3_column_count(st); i++)
+			json_object_set_new(o, sqlite3_column_name(st, i),
+					    column_json(st, i, NULL));
+		if (!o || json_array_append_new(arr, o) < 0)
+			return -ENOMEM;
+	}
+	return rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+int ledger_stats(const char *path, unsigned bucket_s, json_t **ret)
+{
+	_cleanup_json_ json_t *o =
+		json_pack("{s:{}, s:[], s:[], s:[], s:I}", "counts", "by_model", "tokens_series",
+			  "net_series", "bucket_s", (json_int_t)(bucket_s ? bucket_s : 60));
+	if (!o)
+		return -ENOMEM;
+	bucket_s = bucket_s ? MIN(MAX(bucket_s, 1u), 86400u) : 60u;
+	_cleanup_db_ sqlite3 *db = NULL;
+	int r = open_ro(path, &db);
+	if (r == -ENODATA) {
+		*ret = TAKE_PTR(o);
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	json_t *counts = json_object_get(o, "counts");
+	for (size_t i = 0; i < ELEMENTSOF(page_sqls); i++) {
+		if (!has_table(db, page_sqls[i].table))
+			continue;
+		_cleanup_free_ char *sql = NULL;
+		_cleanup_stmt_ sqlite3_stmt *st = NULL;
+		if (asprintf(&sql, "SELECT count(*) FROM %s", page_sqls[i].table) < 0)
+			return -ENOMEM;
+		if (prep(db, sql, &st) == 0 && sqlite3_step(st) == SQLITE_ROW)
+			json_object_set_new(counts, page_sqls[i].table,
+					    json_integer(sqlite3_column_int64(st, 0)));
+	}
+	/* ts is in milliseconds since the epoch (docs/LEDGER.md); series buckets in seconds */
+	char sql[512];
+	if (has_table(db, "model_call")) {
+		rows_into(db,
+			  "SELECT provider, model, count(*) AS calls, "
+			  "coalesce(sum(input_tokens),0) AS input_tokens, "
+			  "coalesce(sum(output_tokens),0) AS output_tokens, "
+			  "sum(cost_usd) AS cost_usd, avg(duration_ms) AS avg_ms "
+			  "FROM model_call GROUP BY provider, model ORDER BY calls DESC LIMIT 100",
+			  json_object_get(o, "by_model"));
+		snprintf(
+			sql, sizeof(sql),
+			"SELECT (ts / 1000 / %u) * %u AS t, model, "
+			"coalesce(sum(input_tokens),0) + coalesce(sum(output_tokens),0) AS tokens, "
+			"coalesce(sum(cost_usd),0) AS cost_usd FROM model_call "
+			"GROUP BY t, model ORDER BY t LIMIT 5000",
+			bucket_s, bucket_s);
+		rows_into(db, sql, json_object_get(o, "tokens_series"));
+	}
+	if (has_table(db, "net")) {
+		snprintf(sql, sizeof(sql),
+			 "SELECT (ts / 1000 / %u) * %u AS t, "
+			 "sum(decision = 'allow') AS allow, sum(decision = 'block') AS block "
+			 "FROM net GROUP BY t ORDER BY t LIMIT 5000",
+			 bucket_s, bucket_s);
+		rows_into(db, sql, json_object_get(o, "net_series"));
+		_cleanup_stmt_ sqlite3_stmt *st = NULL;
+		if (prep(db, "SELECT sum(decision = 'allow'), sum(decision = 'block') FROM net",
+			 &st) == 0 &&
+		    sqlite3_step(st) == SQLITE_ROW)
+			json_object_set_new(o, "net",
+					    json_pack("{s:I, s:I}", "allow",
+						      (json_int_t)sqlite3_column_int64(st, 0),
+						      "block",
+						      (json_int_t)sqlite3_column_int64(st, 1)));
+	}
+	if (has_table(db, "model_call")) {
+		_cleanup_stmt_ sqlite3_stmt *st = NULL;
+		if (prep(db,
+			 "SELECT count(*), coalesce(sum(input_tokens),0), "
+			 "coalesce(sum(output_tokens),0), coalesce(sum(cost_usd),0) FROM "
+			 "model_call",
+			 &st) == 0 &&
+		    sqlite3_step(st) == SQLITE_ROW)
+			json_object_set_new(
+				o, "model",
+				json_pack("{s:I, s:I, s:I, s:f}", "calls",
+					  (json_int_t)sqlite3_column_int64(st, 0), "input_tokens",
+					  (json_int_t)sqlite3_column_int64(st, 1), "output_tokens",
+					  (json_int_t)sqlite3_column_int64(st, 2), "cost_usd",
+					  sqlite3_column_double(st, 3)));
+	}
+	*ret = TAKE_PTR(o);
+	return 0;
+}

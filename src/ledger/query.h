@@ -66,3 +66,17 @@ int ledger_sessions_prune(const char *dir, unsigned keep, char *const *keep_ids)
 /* One line describing an event (without id, time and kind), e.g. "exit 3  12 ms  sh -c 'exit
  * 3'" or "block GET https://example.com/x  403  rule deny-all". Always NUL-terminates. */
 void ledger_event_summary(const json_t *ev, char *out, size_t n);
+
+/* A page of kind k's rows, newest first, for the web UI's activity tabs: {"total": N,
+ * "rows": [event, ...]} with the rows whose text columns contain filter (case-insensitive;
+ * NULL or "": any) and whose decision (policy: action) is decision ("allow"/"block"; NULL: any;
+ * -EINVAL for a kind without one); limit 0 = 50, at most 1000. Kinds: exec, net, dns,
+ * model_call, tool_call, policy, fs. -errno as ledger_query. */
+int ledger_page(const char *path, enum ledger_kind k, const char *filter, const char *decision,
+		unsigned offset, unsigned limit, json_t **ret);
+/* Aggregates of a session for the web UI: {"counts": {table: N}, "model": {calls,
+ * input_tokens, output_tokens, cost_usd}, "net": {allow, block}, "by_model": [{provider, model,
+ * calls, input_tokens, output_tokens, cost_usd, avg_ms}], "tokens_series": [{t, model, tokens,
+ * cost_usd}], "net_series": [{t, allow, block}], "bucket_s"} (t: bucket start, Unix seconds;
+ * bucket_s 0 = 60). -errno as ledger_query. */
+int ledger_stats(const char *path, unsigned bucket_s, json_t **ret);

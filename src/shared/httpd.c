@@ -1,7 +1,8 @@
-/* httpd.c - the HTTP/1.1 server of capsemd on its Unix socket.
+/* httpd.c - the HTTP/1.1 server of capsemd on its Unix socket, and of capsem-gateway on its
+ * loopback TCP port (httpd.h).
  *
- * Accepts connections (peer uid checked with SO_PEERCRED: only the daemon's own user may talk
- * to it), frames requests with the pure parser in http.c, gathers bodies (Content-Length or
+ * Accepts connections (on a Unix socket the peer uid is checked with SO_PEERCRED: only the
+ * daemon's own user may talk to it; on TCP the caller authenticates requests itself), frames requests with the pure parser in http.c, gathers bodies (Content-Length or
  * chunked, capped per route), calls the API handler, writes responses and keeps connections
  * alive. Upgraded connections (exec) are handed over as raw streams.
  *
@@ -26,9 +27,18 @@ enum conn_state { C_HEAD, C_BODY, C_HANDLING, C_DRAIN, C_CLOSING };
 
 #define DRAIN_MAX (300ull << 20)
 
+/* a connection's stream: a Unix socket or a TCP connection */
+union hstream {
+	uv_handle_t handle;
+	uv_stream_t stream;
+	uv_pipe_t pipe;
+	uv_tcp_t tcp;
+};
+
 struct httpd {
 	uv_loop_t *loop;
-	uv_pipe_t listener;
+	union hstream listener;
+	struct httpd_opts opts;
 	httpd_handler_t handler;
 	httpd_body_cap_t body_cap;
 	void *userdata;
@@ -38,7 +48,8 @@ struct httpd {
 };
 
 struct httpd_conn {
-	uv_pipe_t *stream;
+	uv_stream_t *stream;
+	uv_timer_t *timer; /* idle timeout (opts.idle_ms), NULL without */
 	struct httpd *h;
 	struct list_link link; /* on h->conns */
 	enum conn_state state;
@@ -70,8 +81,15 @@ static void stream_closed(uv_handle_t *hd)
 	free(hd);
 }
 
+static void timer_closed(uv_handle_t *hd)
+{
+	free(hd);
+}
+
 static void conn_free(struct httpd_conn *c)
 {
+	if (c->timer)
+		uv_close((uv_handle_t *)c->timer, timer_closed);
 	list_del(&c->link);
 	c->h->n_conns--;
 	buf_done(&c->in, 0);
@@ -99,8 +117,26 @@ static void alloc_cb(uv_handle_t *hd, size_t suggested, uv_buf_t *b)
 	*b = uv_buf_init((char *)p, p ? READ_CHUNK : 0);
 }
 
+static void on_idle(uv_timer_t *t)
+{
+	struct httpd_conn *c = t->data;
+	if (c->state == C_HANDLING || c->state == C_CLOSING || c->writes > 0) {
+		uv_timer_again(t); /* a handler or a write is still at work: not idle */
+		return;
+	}
+	conn_close(c);
+}
+
+/* Arm (or push back) the idle timeout. */
+static void idle_kick(struct httpd_conn *c)
+{
+	if (c->timer)
+		uv_timer_start(c->timer, on_idle, c->h->opts.idle_ms, c->h->opts.idle_ms);
+}
+
 static void read_start(struct httpd_conn *c)
 {
+	idle_kick(c);
 	if (!c->reading && c->stream) {
 		c->reading = 1;
 		uv_read_start((uv_stream_t *)c->stream, alloc_cb, on_read);
@@ -186,10 +222,10 @@ static void reply_raw(struct httpd_conn *c, int status, const char *ctype, void 
 	char *head = NULL;
 	c->keep_alive = keep_alive;
 	if (asprintf(&head,
-		     "HTTP/1.1 %d %s\r\nServer: capsemd\r\nContent-Type: %s\r\n"
-		     "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
-		     status, http_status_text(status), ctype, n,
-		     keep_alive ? "keep-alive" : "close") < 0) {
+		     "HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: %s\r\n"
+		     "Content-Length: %zu\r\n%sConnection: %s\r\n\r\n",
+		     status, http_status_text(status), c->h->opts.server_name, ctype, n,
+		     c->h->opts.extra_headers, keep_alive ? "keep-alive" : "close") < 0) {
 		if (free_body)
 			free_body(body);
 		conn_close(c);
@@ -258,10 +294,10 @@ void httpd_reply_error(struct httpd_conn *c, int status, const char *code, const
 	free(msg);
 }
 
-void httpd_detach(struct httpd_conn *c, const char *response_head, uv_pipe_t **ret_stream,
+void httpd_detach(struct httpd_conn *c, const char *response_head, uv_stream_t **ret_stream,
 		  struct buf *ret_leftover)
 {
-	uv_pipe_t *s = c->stream;
+	uv_stream_t *s = c->stream;
 	char *head = strdup(response_head);
 	read_stop(c);
 	*ret_leftover = c->in;
@@ -406,25 +442,32 @@ static void on_connection(uv_stream_t *l, int status)
 	struct httpd *h = l->data;
 	if (status < 0)
 		return;
-	uv_pipe_t *s = calloc(1, sizeof(*s));
-	if (!s || uv_pipe_init(h->loop, s, 0) < 0) {
-		free(s);
+	union hstream *hs = calloc(1, sizeof(*hs));
+	if (!hs)
+		return;
+	int r = h->opts.tcp ? uv_tcp_init(h->loop, &hs->tcp) : uv_pipe_init(h->loop, &hs->pipe, 0);
+	if (r < 0) {
+		free(hs);
 		return;
 	}
-	if (uv_accept(l, (uv_stream_t *)s) < 0) {
+	uv_stream_t *s = &hs->stream;
+	if (uv_accept(l, s) < 0) {
 		uv_close((uv_handle_t *)s, stream_closed);
 		return;
 	}
+	if (h->opts.tcp)
+		uv_tcp_nodelay(&hs->tcp, 1);
 	uv_os_fd_t fd;
 	struct ucred cred = { .uid = (uid_t)-1 };
 	socklen_t cl = sizeof(cred);
-	if (uv_fileno((uv_handle_t *)s, &fd) < 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid()) {
+	if (h->opts.check_peer_uid &&
+	    (uv_fileno((uv_handle_t *)s, &fd) < 0 ||
+	     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid())) {
 		log_warn("refusing a connection from uid %d", (int)cred.uid);
 		uv_close((uv_handle_t *)s, stream_closed);
 		return;
 	}
-	if (h->n_conns >= MAX_CONNS) {
+	if (h->n_conns >= h->opts.max_conns) {
 		log_warn("too many API connections: refusing one");
 		uv_close((uv_handle_t *)s, stream_closed);
 		return;
@@ -433,6 +476,16 @@ static void on_connection(uv_stream_t *l, int status)
 	if (!c) {
 		uv_close((uv_handle_t *)s, stream_closed);
 		return;
+	}
+	if (h->opts.idle_ms) {
+		c->timer = calloc(1, sizeof(*c->timer));
+		if (!c->timer || uv_timer_init(h->loop, c->timer) < 0) {
+			free(c->timer);
+			free(c);
+			uv_close((uv_handle_t *)s, stream_closed);
+			return;
+		}
+		c->timer->data = c;
 	}
 	c->stream = s;
 	c->h = h;
@@ -446,6 +499,14 @@ static void on_connection(uv_stream_t *l, int status)
 int httpd_new(uv_loop_t *loop, int listen_fd, httpd_handler_t handler, httpd_body_cap_t body_cap,
 	      void *userdata, struct httpd **ret)
 {
+	struct httpd_opts o = { .check_peer_uid = 1 };
+	return httpd_new_opts(loop, listen_fd, &o, handler, body_cap, userdata, ret);
+}
+
+int httpd_new_opts(uv_loop_t *loop, int listen_fd, const struct httpd_opts *opts,
+		   httpd_handler_t handler, httpd_body_cap_t body_cap, void *userdata,
+		   struct httpd **ret)
+{
 	struct httpd *h = calloc(1, sizeof(*h));
 	if (!h) {
 		safe_close(listen_fd);
@@ -456,12 +517,21 @@ int httpd_new(uv_loop_t *loop, int listen_fd, httpd_handler_t handler, httpd_bod
 	h->handler = handler;
 	h->body_cap = body_cap;
 	h->userdata = userdata;
-	int r = uv_pipe_init(loop, &h->listener, 0);
+	h->opts = *opts;
+	if (!h->opts.max_conns)
+		h->opts.max_conns = MAX_CONNS;
+	if (!h->opts.server_name)
+		h->opts.server_name = "capsemd";
+	if (!h->opts.extra_headers)
+		h->opts.extra_headers = "";
+	int r = opts->tcp ? uv_tcp_init(loop, &h->listener.tcp)
+			  : uv_pipe_init(loop, &h->listener.pipe, 0);
 	if (r == 0)
-		r = uv_pipe_open(&h->listener, listen_fd);
+		r = opts->tcp ? uv_tcp_open(&h->listener.tcp, listen_fd)
+			      : uv_pipe_open(&h->listener.pipe, listen_fd);
 	if (r == 0) {
-		h->listener.data = h;
-		r = uv_listen((uv_stream_t *)&h->listener, 128, on_connection);
+		h->listener.handle.data = h;
+		r = uv_listen(&h->listener.stream, 128, on_connection);
 	}
 	if (r < 0) {
 		safe_close(listen_fd);
@@ -482,5 +552,13 @@ void httpd_free(struct httpd *h)
 {
 	if (!h)
 		return;
-	uv_close((uv_handle_t *)&h->listener, listener_closed);
+	uv_close(&h->listener.handle, listener_closed);
+}
+
+int httpd_conn_fd(struct httpd_conn *c)
+{
+	uv_os_fd_t fd;
+	if (!c->stream || uv_fileno((uv_handle_t *)c->stream, &fd) < 0)
+		return -EBADF;
+	return fd;
 }

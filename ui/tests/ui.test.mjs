@@ -1,0 +1,223 @@
+// The dashboard in a real browser (Debian's chromium through playwright-core) against the real
+// gateway and capsemd with a real VM: create from the dialog, the terminal (echo hi, resize),
+// upload a file and read it back from the guest, a blocked request in the HTTP tab with its
+// rule, charts, policy check, settings, stop and delete from the dashboard; axe-core on every
+// view (no serious or critical violation); a screenshot of each view in $ARTIFACTS; the
+// keystroke-to-echo latency of the terminal protocol from inside the page (bench JSON).
+//   node tests/ui.test.mjs 'http://127.0.0.1:PORT/#token=...'
+import { chromium } from "playwright-core";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const url = process.argv[2];
+const out = process.env.ARTIFACTS || "artifacts";
+const vmName = process.env.UI_VM || "uitest";
+mkdirSync(out, { recursive: true });
+const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const origin = new URL(url).origin;
+const token = new URL(url).hash.match(/token=(\w+)/)[1];
+let failures = 0;
+
+function log(...a) { console.log(new Date().toISOString().slice(11, 23), ...a); }
+async function step(name, fn) {
+  if (failures) { log("skipped:", name); return; } // the steps build on each other
+  log("step:", name);
+  try { await fn(); log("  ok"); }
+  catch (e) { failures++; log("  FAILED:", e.stack || e); await shot(page, "failed").catch(() => {}); }
+}
+async function shot(page, name) { await page.screenshot({ path: `${out}/${name}.png` }); }
+async function axe(page, view) {
+  await page.addScriptTag({ content: axeSource });
+  const r = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  writeFileSync(`${out}/axe-${view}.json`, JSON.stringify(r.violations, null, 1));
+  if (bad.length) throw new Error(`axe (${view}): ` + bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target).join(", ")})`).join("; "));
+}
+async function api(path, opts = {}) {
+  const r = await fetch(origin + "/api" + path, { ...opts, headers: { Authorization: `Bearer ${token}`, ...(opts.headers || {}) } });
+  return r;
+}
+async function termText(page) {
+  return page.evaluate(() => [...document.querySelectorAll(".xterm-rows > div")].map((d) => d.textContent).join("\n"));
+}
+async function typeCmd(page, cmd) {
+  await page.locator(".xterm-helper-textarea").focus();
+  await page.keyboard.type(cmd);
+  await page.keyboard.press("Enter");
+}
+async function waitTerm(page, re, timeout = 60000) {
+  await page.waitForFunction((src) => {
+    const t = [...document.querySelectorAll(".xterm-rows > div")].map((d) => d.textContent).join("\n");
+    return new RegExp(src, "m").test(t);
+  }, re.source, { timeout, polling: 100 });
+}
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
+// bypassCSP: only so that axe-core can be injected; the app itself runs under the gateway's CSP
+const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light", bypassCSP: true });
+const page = await ctx.newPage();
+page.on("console", (m) => m.type() === "error" && log("console:", m.text()));
+page.on("pageerror", (e) => { failures++; log("page error:", e.message); });
+
+await step("dashboard loads (token from the URL fragment)", async () => {
+  await page.goto(url);
+  await page.getByRole("heading", { name: "Sandboxes" }).waitFor();
+  if (page.url().includes("token=")) throw new Error("the token stayed in the address bar");
+  await shot(page, "01-dashboard-empty");
+  await axe(page, "dashboard");
+});
+
+await step("create a VM from the dialog", async () => {
+  await page.getByRole("button", { name: "New sandbox" }).click();
+  const dlg = page.getByRole("dialog", { name: "New sandbox" });
+  await dlg.getByLabel("Name").fill(vmName);
+  await dlg.getByLabel("Memory").fill("256M");
+  await shot(page, "02-create-dialog");
+  await axe(page, "create-dialog");
+  await dlg.getByRole("button", { name: "Create" }).click();
+  await page.locator(`tr[data-vm="${vmName}"] .badge.s-running`).waitFor({ timeout: 300000 });
+  await shot(page, "03-dashboard-running");
+});
+
+await step("terminal: echo hi", async () => {
+  await page.getByRole("link", { name: vmName }).click();
+  await page.locator(".xterm-rows").waitFor();
+  await page.getByText("connected", { exact: false }).first().waitFor();
+  await waitTerm(page, /[#$]\s*$/, 60000);
+  await typeCmd(page, "echo hi");
+  await waitTerm(page, /^hi\s*$/);
+  await shot(page, "04-terminal");
+  await axe(page, "terminal");
+});
+
+await step("terminal: resize", async () => {
+  await typeCmd(page, "stty size");
+  await waitTerm(page, /^\d+ \d+\s*$/);
+  const before = (await termText(page)).match(/^(\d+ \d+)\s*$/m)[1];
+  await page.setViewportSize({ width: 1000, height: 700 });
+  await page.waitForTimeout(500);
+  await typeCmd(page, "clear; stty size");
+  await page.waitForFunction((b) => {
+    const t = [...document.querySelectorAll(".xterm-rows > div")].map((d) => d.textContent).join("\n");
+    const m = t.match(/^(\d+ \d+)\s*$/m);
+    return m && m[1] !== b;
+  }, before, { timeout: 30000 });
+  const after = (await termText(page)).match(/^(\d+ \d+)\s*$/m)[1];
+  log(`  stty size ${before} -> ${after}`);
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
+await step("a blocked request made in the VM", async () => {
+  await typeCmd(page, "clear; (wget -q -T 5 -O- http://93.184.216.34/ || nc -w 5 93.184.216.34 80 </dev/null) >/dev/null 2>&1; echo req=done");
+  await waitTerm(page, /^req=done\s*$/, 60000);
+});
+
+await step("files: upload, see it in the guest, view it", async () => {
+  await page.getByRole("tab", { name: "Files" }).click();
+  const content = "print('hello from the browser')\n";
+  await page.getByTestId("upload").setInputFiles({ name: "hello.py", mimeType: "text/x-python", buffer: Buffer.from(content) });
+  await page.getByText("uploaded hello.py").waitFor({ timeout: 60000 });
+  const r = await api(`/vms/${vmName}/files?path=${encodeURIComponent("/root/workspace/hello.py")}`);
+  const got = await r.text();
+  if (got !== content) throw new Error(`the guest has ${JSON.stringify(got)}`);
+  await page.getByRole("button", { name: "hello.py", exact: true }).click();
+  await page.locator(".viewer .hljs").waitFor();
+  await shot(page, "05-files");
+  await axe(page, "files");
+});
+
+await step("the HTTP tab shows the blocked request with its rule", async () => {
+  await page.getByRole("tab", { name: "Activity" }).click();
+  await page.getByRole("button", { name: "HTTP" }).click();
+  const row = page.locator("tr[data-kind=net]", { hasText: "direct-ip" }).first();
+  await row.waitFor({ timeout: 60000 });
+  if (!(await row.textContent()).includes("block")) throw new Error("not shown as blocked");
+  await row.getByRole("button", { name: /Details/ }).click();
+  await page.getByRole("complementary", { name: "Row details" }).waitFor();
+  await shot(page, "06-activity-http");
+  await axe(page, "activity");
+  await page.getByRole("button", { name: "Close" }).click();
+  await page.getByRole("button", { name: "Commands" }).click();
+  await page.locator("tr[data-kind=exec]").first().waitFor({ timeout: 30000 });
+  await shot(page, "07-activity-commands");
+});
+
+await step("charts", async () => {
+  await page.getByRole("tab", { name: "Charts" }).click();
+  await page.getByText("Requests allowed / blocked").waitFor();
+  await page.waitForTimeout(300);
+  await shot(page, "08-charts");
+  await axe(page, "charts");
+});
+
+await step("keystroke-to-echo latency through the gateway's terminal socket", async () => {
+  const res = await page.evaluate(async ({ vm, tok, n }) => {
+    const id = (await (await fetch(`/api/vms/${vm}`, { headers: { Authorization: `Bearer ${tok}` } })).json()).id;
+    // a second shell would be a new exec; this measures the same path as the page's terminal
+    const ws = new WebSocket(`ws://${location.host}/terminal/${id}?token=${tok}`);
+    ws.binaryType = "arraybuffer";
+    await new Promise((r) => (ws.onopen = r));
+    let waiting = null;
+    ws.onmessage = (e) => { if (waiting && typeof e.data !== "string") { const t = new TextDecoder().decode(e.data); if (t.includes(waiting.c)) { const w = waiting; waiting = null; w.done(); } } };
+    await new Promise((r) => setTimeout(r, 500));
+    const lat = [];
+    const enc = new TextEncoder();
+    for (let i = 0; i < n; i++) {
+      const c = "abcdefghijklmnopqrstuvwxyz"[i % 26];
+      const t0 = performance.now();
+      await new Promise((done) => { waiting = { c, done }; ws.send(enc.encode(c)); });
+      lat.push(performance.now() - t0);
+    }
+    ws.send(enc.encode("\x15")); // ^U: clear the line
+    ws.close();
+    lat.sort((a, b) => a - b);
+    return { n, p50_ms: lat[Math.floor(n * 0.5)], p99_ms: lat[Math.min(n - 1, Math.floor(n * 0.99))] };
+  }, { vm: vmName, tok: token, n: Number(process.env.LAT_N || 200) });
+  log("  browser terminal latency", JSON.stringify(res));
+  writeFileSync(`${out}/latency-browser.json`, JSON.stringify(res));
+});
+
+await step("policy view and the check form", async () => {
+  await page.getByRole("link", { name: "Policy" }).click();
+  await page.getByRole("heading", { name: "Egress policy" }).waitFor();
+  await page.getByLabel("URL").fill("https://93.184.216.34/");
+  await page.getByRole("button", { name: "Would this be allowed?" }).click();
+  await page.getByRole("status").getByText("Blocked").waitFor();
+  await shot(page, "09-policy");
+  await axe(page, "policy");
+});
+
+await step("settings", async () => {
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("heading", { name: "Provider keys" }).waitFor();
+  await page.getByRole("table", { name: "Images" }).getByText("minimal").first().waitFor();
+  await shot(page, "10-settings");
+  await axe(page, "settings");
+});
+
+await step("dark theme", async () => {
+  await page.getByLabel("Theme").selectOption("dark");
+  await page.getByRole("link", { name: "Dashboard" }).click();
+  await page.getByRole("heading", { name: "Sandboxes" }).waitFor();
+  await shot(page, "11-dashboard-dark");
+  await axe(page, "dashboard-dark");
+  await page.getByLabel("Theme").selectOption("light");
+});
+
+await step("stop and delete from the dashboard", async () => {
+  await page.getByRole("button", { name: `Stop ${vmName}` }).click();
+  await page.locator(`tr[data-vm="${vmName}"] .badge.s-stopped`).waitFor({ timeout: 120000 });
+  await page.getByRole("button", { name: `Delete ${vmName}` }).click();
+  await page.getByRole("dialog", { name: `Delete ${vmName}?` }).getByRole("button", { name: "Delete" }).click();
+  await page.locator(`tr[data-vm="${vmName}"]`).waitFor({ state: "detached", timeout: 120000 });
+  await shot(page, "12-dashboard-after-delete");
+});
+
+if (failures) { // leave nothing behind
+  await api(`/vms/${vmName}`, { method: "DELETE" }).catch(() => {});
+}
+await browser.close();
+log(failures ? `${failures} step(s) failed` : "all steps passed");
+process.exit(failures ? 1 : 0);

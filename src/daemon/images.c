@@ -160,8 +160,8 @@ json_t *images_list(const char *images_dir, struct vmctl *vms)
 				      "name", names[i], "dir", dir, "default", streq(names[i], def),
 				      "system", sys, "arch", m->arch, "created", m->created,
 				      "kernel", m->kernel.version, "rootfs", m->rootfs.file, "size",
-				      (json_int_t)size, "in_use", in_use_json(vms, names[i]), "base",
-				      m->base, "parent_vm", m->parent_vm, "description",
+				      (json_int_t)size, "in_use", in_use_json(vms, names[i]),
+				      "base", m->base, "parent_vm", m->parent_vm, "description",
 				      m->description);
 		}
 		free(names[i]);

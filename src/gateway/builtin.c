@@ -353,12 +353,13 @@ static int fetch_text(const struct builtin_env *env, const char *url, bool raw, 
 		goto fail;
 	}
 	if (status >= 300 && status < 400 && loc) {
-		*ret_err = builtin_errorf("%s redirects (HTTP %ld) to %s: fetch that URL instead", url,
-				  status, loc);
+		*ret_err = builtin_errorf("%s redirects (HTTP %ld) to %s: fetch that URL instead",
+					  url, status, loc);
 		goto fail;
 	}
 	if (!raw && !ctype_text(ct)) {
-		*ret_err = builtin_errorf("%s is not text (Content-Type: %s, HTTP %ld)", url, ct, status);
+		*ret_err = builtin_errorf("%s is not text (Content-Type: %s, HTTP %ld)", url, ct,
+					  status);
 		goto fail;
 	}
 	*ret_status = status;
@@ -587,7 +588,7 @@ static json_t *do_list(const struct builtin_env *env, const json_t *args)
 	int fd = ws_open(env, path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return builtin_errorf("list_files %s: %s", path,
-			      fd == -EXDEV ? "outside the workspace" : strerror(-fd));
+				      fd == -EXDEV ? "outside the workspace" : strerror(-fd));
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		safe_close(fd);
@@ -646,13 +647,14 @@ static json_t *do_read(const struct builtin_env *env, const json_t *args)
 		return builtin_errorf("read_file: 'path' (a string) is required");
 	if (!get_uint(args, "offset", 0, INT64_MAX, &off) ||
 	    !get_uint(args, "max_length", BUILTIN_DEFAULT_LENGTH, BUILTIN_MAX_LENGTH, &max))
-		return builtin_errorf("read_file: offset and max_length must be non-negative integers");
+		return builtin_errorf(
+			"read_file: offset and max_length must be non-negative integers");
 	_cleanup_close_ int fd = ws_open(env, path, O_RDONLY, 0);
 	if (fd < 0)
 		return builtin_errorf("read_file %s: %s", path,
-			      fd == -EXDEV   ? "outside the workspace"
-			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
-					     : strerror(-fd));
+				      fd == -EXDEV   ? "outside the workspace"
+				      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
+						     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return builtin_errorf("read_file %s: not a regular file", path);
@@ -673,15 +675,16 @@ static json_t *do_write(const struct builtin_env *env, const json_t *args)
 		return builtin_errorf("write_file: 'path' and 'content' (strings) are required");
 	size_t len = json_string_length(c);
 	if (len > BUILTIN_MAX_WRITE)
-		return builtin_errorf("write_file: content larger than %u bytes", BUILTIN_MAX_WRITE);
+		return builtin_errorf("write_file: content larger than %u bytes",
+				      BUILTIN_MAX_WRITE);
 	int flags = O_WRONLY | O_CREAT | O_NOFOLLOW |
 		    (json_is_true(json_object_get(args, "append")) ? O_APPEND : O_TRUNC);
 	_cleanup_close_ int fd = ws_open(env, path, flags, 0644);
 	if (fd < 0)
 		return builtin_errorf("write_file %s: %s", path,
-			      fd == -EXDEV   ? "outside the workspace"
-			      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
-					     : strerror(-fd));
+				      fd == -EXDEV   ? "outside the workspace"
+				      : fd == -ELOOP ? "a symbolic link on the way (not followed)"
+						     : strerror(-fd));
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return builtin_errorf("write_file %s: not a regular file", path);

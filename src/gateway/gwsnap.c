@@ -263,7 +263,8 @@ json_t *gwsnap_call(const char *store, const char *workspace, const char *tool, 
 		return builtin_errorf("%s: 'format' must be \"text\" or \"json\"", tool);
 	r = snapstore_open(store, workspace, NULL, &s);
 	if (r < 0)
-		return builtin_errorf("%s: the snapshot store cannot be opened: %s", tool, strerror(-r));
+		return builtin_errorf("%s: the snapshot store cannot be opened: %s", tool,
+				      strerror(-r));
 	if (streq(tool, "snapshots_list")) {
 		r = snapstore_list(s, &res);
 	} else if (streq(tool, "snapshots_create")) {
@@ -305,19 +306,24 @@ json_t *gwsnap_call(const char *store, const char *workspace, const char *tool, 
 	snapstore_free(s);
 	if (r < 0 || !res) {
 		json_decref(res);
-		return r == -ENOSYS   ? builtin_errorf("unknown tool '%.128s'", tool)
-		       : r == -EINVAL ? builtin_errorf("%s: invalid arguments (a name is letters, digits, "
-					       "'.', '_', '-'; paths are relative to the "
-					       "workspace, without '..')",
-					       tool)
+		return r == -ENOSYS ? builtin_errorf("unknown tool '%.128s'", tool)
+		       : r == -EINVAL
+			       ? builtin_errorf("%s: invalid arguments (a name is letters, digits, "
+						"'.', '_', '-'; paths are relative to the "
+						"workspace, without '..')",
+						tool)
 		       : r == -ENOENT ? builtin_errorf("%s: no such snapshot or path", tool)
 		       : r == -EEXIST ? builtin_errorf("%s: a snapshot of that name exists", tool)
-		       : r == -ELOOP ? builtin_errorf("%s: a symbolic link on the way (not followed)", tool)
-				     : builtin_errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
+		       : r == -ELOOP
+			       ? builtin_errorf("%s: a symbolic link on the way (not followed)",
+						tool)
+			       : builtin_errorf("%s: %s", tool, strerror(r < 0 ? -r : ENOMEM));
 	}
 	char err[128];
 	r = page(res, args, err, sizeof(err));
-	json_t *out = r == -EINVAL ? builtin_errorf("%s: %s", tool, err) : r < 0 ? NULL : render(res, args);
+	json_t *out = r == -EINVAL ? builtin_errorf("%s: %s", tool, err)
+		      : r < 0	   ? NULL
+				   : render(res, args);
 	json_decref(res);
 	return out;
 }

@@ -9,7 +9,7 @@
 #define VIRTIOFS_LOG "virtiofsd.log"
 #define VIRTIOFS_TAG "capsemws" /* the mount tag the guest mounts on /root/workspace */
 #define VIRTIOFS_DEFAULT_BIN "/usr/lib/qemu/virtiofsd"
-#define VIRTIOFS_MIN_NOFILE 262144 /* open files virtiofsd should be able to reach */
+#define VIRTIOFS_MIN_NOFILE 262144	      /* open files virtiofsd should be able to reach */
 #define VIRTIOFS_GUEST_PATH "/root/workspace" /* where the guest mounts the workspace */
 #define VIRTIOFS_TAG_9P "9p" /* capsem.workspace=9p: it is the 9p share on that path */
 

@@ -148,7 +148,8 @@ int vm_workspace_transport(struct vm_opts *o)
 	if (!o->workspace)
 		return 0;
 	if (want && *want && !streq(want, "auto") && !streq(want, "virtiofs") && !streq(want, "9p"))
-		return log_error("CAPSEM_WORKSPACE_TRANSPORT: auto, virtiofs or 9p, not '%s'", want),
+		return log_error("CAPSEM_WORKSPACE_TRANSPORT: auto, virtiofs or 9p, not '%s'",
+				 want),
 		       -EINVAL;
 	int forced_vfs = want && streq(want, "virtiofs");
 	if (forced_vfs && geteuid() != 0)

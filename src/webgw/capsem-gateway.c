@@ -165,7 +165,7 @@ static uint64_t now_ms(void)
  * client's end (both ends are on this machine: we listen on loopback only). */
 static bool peer_is_us(int fd)
 {
-	struct sockaddr_in self, peer;
+	struct sockaddr_in self = { 0 }, peer = { 0 };
 	socklen_t sl = sizeof(self), pl = sizeof(peer);
 	if (getsockname(fd, (struct sockaddr *)&self, &sl) < 0 ||
 	    getpeername(fd, (struct sockaddr *)&peer, &pl) < 0 || peer.sin_family != AF_INET)
@@ -226,7 +226,7 @@ static void proxy(struct httpd_conn *c, const struct http_msg *req, struct buf *
 	struct wgup_req rq = {
 		.method = req->method,
 		.target = target,
-		.content_type = buf_len(body) || strcmp(req->method, "GET")
+		.content_type = buf_len(body) || strcmp(req->method, "GET") != 0
 					? (ct ? ct : "application/json")
 					: NULL,
 		.body = buf_head(body),

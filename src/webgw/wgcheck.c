@@ -308,7 +308,7 @@ int wg_parse_resize(const char *p, size_t n, uint16_t *ret_rows, uint16_t *ret_c
 	json_error_t err;
 	json_t *j = json_loadb(p, n, JSON_REJECT_DUPLICATES, &err);
 	json_int_t rows = 0, cols = 0;
-	int ok = j && json_is_object(j) && json_is_integer(json_object_get(j, "rows")) &&
+	int ok = json_is_object(j) && json_is_integer(json_object_get(j, "rows")) &&
 		 json_is_integer(json_object_get(j, "cols"));
 	if (ok) {
 		rows = json_integer_value(json_object_get(j, "rows"));

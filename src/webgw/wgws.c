@@ -140,8 +140,8 @@ static void close_with(struct wgws *w, uint16_t code, const char *reason, int no
 	size_t rn = reason ? MIN(strlen(reason), sizeof(pl) - 2) : 0;
 	pl[0] = (uint8_t)(code >> 8);
 	pl[1] = (uint8_t)code;
-	if (rn)
-		memcpy(pl + 2, reason, rn);
+	for (size_t i = 0; i < rn; i++) /* not a C string on the wire: no terminator */
+		pl[2 + i] = (uint8_t)reason[i];
 	(void)send_frame(w, WS_OP_CLOSE, pl, 2 + rn);
 	if (notify && !w->closing && w->ops.on_close) {
 		w->closing = 1;

@@ -122,6 +122,11 @@ static int seccomp_kill_child(void *arg)
 
 static void test_seccomp(void **state)
 {
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan's runtime makes syscalls (its own mmaps, sigaltstack...) a filter this small does
+	 * not allow; the plain and TSan-free builds run this test */
+	skip();
+#endif
 	int st = in_child(seccomp_errno_child, NULL);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);

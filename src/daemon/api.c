@@ -44,8 +44,7 @@ static void reply_deleted(struct httpd_conn *c, const char *id)
 	httpd_reply_json(c, 200, json_pack("{s:s}", "deleted", id));
 }
 
-/* Parse a JSON body (empty = {}). NULL after answering 400. */
-static json_t *body_json(struct httpd_conn *c, const struct buf *body)
+json_t *api_body_json(struct httpd_conn *c, const struct buf *body)
 {
 	json_error_t err;
 	if (buf_len(body) == 0)
@@ -166,7 +165,7 @@ static void route_create(struct api *a, struct httpd_conn *c, const struct buf *
 	_cleanup_free_ char *err = NULL;
 	struct vm_spec spec;
 	struct vm *vm;
-	json_t *j = body_json(c, body);
+	json_t *j = api_body_json(c, body);
 	if (!j)
 		return;
 	/* no image named: the full image once it is installed, else the minimal one */
@@ -277,7 +276,7 @@ static void route_restart(struct httpd_conn *c, struct vm *vm)
 static void route_persist(struct api *a, struct httpd_conn *c, struct vm *vm,
 			  const struct buf *body)
 {
-	json_t *j = body_json(c, body);
+	json_t *j = api_body_json(c, body);
 	if (!j)
 		return;
 	json_t *n = json_object_get(j, "name");
@@ -561,7 +560,7 @@ static void route_exec(struct api *a, struct httpd_conn *c, struct vm *vm,
 		httpd_reply_error(c, 400, "bad_request", "via: expected cli, api or mcp");
 		return;
 	}
-	json_t *j = body_json(c, body);
+	json_t *j = api_body_json(c, body);
 	if (!j)
 		return;
 	r = vmspec_exec_frame(j, vm_record(vm)->spec.env, &frame, &err);

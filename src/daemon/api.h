@@ -20,6 +20,10 @@ struct api {
 	struct snapapi *snap; /* automatic workspace snapshots (snapapi.c) */
 };
 
+/* Parse a request's JSON body (empty = {}; nesting capped at HTTP_MAX_JSON_DEPTH, duplicate
+ * keys refused). A new reference, or NULL after answering 400 on c. */
+json_t *api_body_json(struct httpd_conn *c, const struct buf *body);
+
 /* httpd callbacks; userdata is a struct api. */
 void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *body, void *userdata);
 uint64_t api_body_cap(const struct http_msg *req, void *userdata);

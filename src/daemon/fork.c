@@ -442,11 +442,9 @@ static void on_synced(struct gexec_result *res, void *ud)
 void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct buf *body)
 {
 	const struct vm_record *rec = vm_record(vm);
-	_cleanup_json_ json_t *in = NULL;
-	json_error_t je;
-	if (buf_len(body))
-		in = json_loadb((const char *)buf_head(body), buf_len(body), JSON_REJECT_DUPLICATES,
-				&je);
+	_cleanup_json_ json_t *in = api_body_json(c, body);
+	if (!in)
+		return; /* answered */
 	const char *image = json_string_value(json_object_get(in, "image"));
 	json_t *desc = json_object_get(in, "description");
 	if (!json_is_object(in) || !image) {

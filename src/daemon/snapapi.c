@@ -304,25 +304,11 @@ void snapapi_done(struct api *a)
 
 /* ---- routes ---- */
 
-/* A JSON body (empty = {}); NULL after answering 400. */
+/* A JSON object body (empty = {}); NULL after answering 400. */
 static json_t *body_object(struct httpd_conn *c, const struct buf *body)
 {
-	json_error_t err;
-	if (buf_len(body) == 0)
-		return json_object();
-	if (http_json_depth_check(buf_head(body), buf_len(body), HTTP_MAX_JSON_DEPTH) < 0) {
-		httpd_reply_error(c, 400, "bad_request", "JSON nested deeper than %u",
-				  HTTP_MAX_JSON_DEPTH);
-		return NULL;
-	}
-	json_t *j = json_loadb((const char *)buf_head(body), buf_len(body), JSON_REJECT_DUPLICATES,
-			       &err);
-	if (!j) {
-		httpd_reply_error(c, 400, "bad_request", "malformed JSON: %s (line %d)", err.text,
-				  err.line);
-		return NULL;
-	}
-	if (!json_is_object(j)) {
+	json_t *j = api_body_json(c, body);
+	if (j && !json_is_object(j)) {
 		json_decref(j);
 		httpd_reply_error(c, 400, "bad_request", "expected a JSON object");
 		return NULL;

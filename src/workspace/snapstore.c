@@ -184,11 +184,21 @@ static int json_read_at(int dirfd, const char *name, json_t **ret)
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	int r = read_fd_small(fd, JSON_FILE_MAX, &text, &len);
+	/* sized from fstat (read_fd_small() would allocate the cap up front); a file that grew
+	 * meanwhile is not ours to read: the store's files are replaced by rename, never grown */
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > JSON_FILE_MAX)
+		return -EBADMSG;
+	size_t len = (size_t)st.st_size;
+	_cleanup_free_ char *text = malloc(len + 1);
+	if (!text)
+		return -ENOMEM;
+	int r = fd_read_exact(fd, text, len);
 	if (r < 0)
-		return r;
+		return r == -EPIPE ? -EBADMSG : r;
+	text[len] = 0;
 	json_error_t err;
 	json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
 	if (!j)
@@ -556,7 +566,7 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		_cleanup_close_ int fd = wst_open(dirfd, name, O_RDONLY | O_NONBLOCK, 0);
 		if (fd < 0)
 			return fd;
-		struct stat st1, st2;
+		struct stat st1, st2 = { 0 };
 		if (fstat(fd, &st1) < 0)
 			return -errno;
 		if (!S_ISREG(st1.st_mode))
@@ -592,7 +602,7 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		read_total += total;
 		if (r == 0 && fstat(fd, &st2) < 0)
 			r = -errno;
-		int64_t ct = st_ctime_ns(&st2);
+		int64_t ct = r == 0 ? st_ctime_ns(&st2) : 0;
 		int stable = r == 0 && same_stat(&st1, &st2) && total == (uint64_t)st1.st_size &&
 			     (ct < t0 || ct - t0 >= RACY_WINDOW_NS);
 		if (stable)
@@ -608,7 +618,6 @@ static int hash_file(struct snapstore *s, int dirfd, const char *name, int store
 		}
 		ret->new_obj = 0;
 		if (store) {
-			tfd = safe_close(tfd);
 			r = obj_commit(s, ret->sha, &ret->new_obj);
 			if (r < 0) {
 				unlinkat(s->tmpfd, OBJ_TMP, 0);
@@ -992,13 +1001,13 @@ int snapstore_create(struct snapstore *s, const char *name, json_t **ret)
 	const char *sname = name ? name : aname;
 	int64_t now = clock_ns(CLOCK_REALTIME);
 	iso_time(now, iso);
-	json_t *summary =
-		json_pack("{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname,
-			  "auto", !name, "seq", seq, "time", iso, "time_ns", (json_int_t)now,
-			  "files", (json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks",
-			  (json_int_t)w.symlinks, "bytes", (json_int_t)w.bytes, "unstable",
-			  (json_int_t)(json_array_size(w.unstable) + json_array_size(w.unreadable)),
-			  "tree", tree);
+	json_t *summary = json_pack(
+		"{s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "name", sname, "auto",
+		!name, "seq", seq, "time", iso, "time_ns", (json_int_t)now, "files",
+		(json_int_t)w.files, "dirs", (json_int_t)w.dirs, "symlinks", (json_int_t)w.symlinks,
+		"bytes", (json_int_t)w.bytes, "unstable",
+		(json_int_t)json_array_size(w.unstable) + (json_int_t)json_array_size(w.unreadable),
+		"tree", tree);
 	json_t *entries = json_array();
 	if (!summary || !entries || !(man = json_deep_copy(summary)) ||
 	    json_object_set_new(man, "version", json_integer(STORE_VERSION)) < 0 ||

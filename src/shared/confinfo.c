@@ -73,7 +73,7 @@ size_t confinfo_probe(struct confinfo_layer *out)
 	(void)hostcg_own_dir(HOSTCG_MEM, own, sizeof(own));
 	if (r == 0)
 		snprintf(l->detail, sizeof(l->detail),
-			 "on: QEMU's memory and pids limits (a cgroup per VM beneath %s)", own);
+			 "on: QEMU's memory and pids limits (a cgroup per VM beneath %.400s)", own);
 	else
 		snprintf(l->detail, sizeof(l->detail), "off: QEMU runs without %s limits: %.400s",
 			 cg.dir[HOSTCG_MEM]    ? "pids"

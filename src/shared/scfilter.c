@@ -17,6 +17,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ extern const char *const scf_names[];
 extern const size_t scf_names_len;
 
 #define X32_BIT 0x40000000u
+#define SIGSYS_WAIT_MS 500u /* for the audit record of a kill (scf_describe_sigsys) */
 
 int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
 		enum scf_mode mode)
@@ -93,23 +95,30 @@ void scf_describe_sigsys(int pid, char *buf, size_t len)
 	char want[32];
 	snprintf(want, sizeof(want), " pid=%d ", pid);
 	_cleanup_close_ int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0) {
-		/* one record per read; the last matching one wins */
+	/* one record per read; of those already there the last of that pid wins (a pid may have
+	 * been used before), else the next: the kernel's audit thread prints the record a moment
+	 * after the kill, so it is waited for on the fd, at most SIGSYS_WAIT_MS */
+	uint64_t waited = 0;
+	while (fd >= 0) {
 		char rec[8192];
-		for (int i = 0; i < 1 << 20; i++) {
-			ssize_t k = read(fd, rec, sizeof(rec) - 1);
-			if (k < 0 && errno == EPIPE)
-				continue; /* overwritten while we read: go on */
-			if (k <= 0)
+		ssize_t k = read(fd, rec, sizeof(rec) - 1);
+		if (k < 0 && errno == EPIPE)
+			continue; /* overwritten while we read: go on */
+		if (k < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = fd, .events = POLLIN };
+			if (nr >= 0 || waited >= SIGSYS_WAIT_MS || poll(&pf, 1, 50) < 0)
 				break;
-			rec[k] = 0;
-			const char *sc = strstr(rec, " syscall="), *end;
-			uint32_t v;
-			if (strstr(rec, "type=1326") && strstr(rec, want) &&
-			    strstr(rec, " sig=31") && sc &&
-			    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
-				nr = (long)v;
+			waited += 50;
+			continue;
 		}
+		if (k <= 0)
+			break;
+		rec[k] = 0;
+		const char *sc = strstr(rec, " syscall="), *end;
+		uint32_t v;
+		if (strstr(rec, "type=1326") && strstr(rec, want) && strstr(rec, " sig=31") && sc &&
+		    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
+			nr = (long)v;
 	}
 	const char *name = scf_syscall_name(nr);
 	if (name)

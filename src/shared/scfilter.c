@@ -1,9 +1,12 @@
 /* scfilter.c - a seccomp-BPF allow-list (scfilter.h).
  *
  * The program: load the architecture, kill unless x86-64; load the syscall number, kill the
- * x32 range (bit 30); then per listed syscall a JEQ and its return (the kill list first, then
- * the allow list in the caller's order, so the hottest syscalls should come first: it is a
- * linear scan), and the default action. No jump spans more than one instruction, so the lists
+ * x32 range (bit 30); then per listed syscall a JEQ and its return (the allow list in the
+ * caller's order, so the hottest syscalls should come first: it is a linear scan; then the kill
+ * list, disjoint from it), and the default action. Kills are in the kernel's audit log; ENOSYS
+ * answers are not (SECCOMP_FILTER_FLAG_LOG would log them, and QEMU's io_uring probe at every
+ * start then uses up the kernel's rate limit that the kill records share): SCF_LOG is the
+ * measuring mode. No jump spans more than one instruction, so the lists
  * may be as long as BPF_MAXINSNS allows (-E2BIG beyond).
  *
  * Trust boundary: none crossed; it narrows what this process (and its children) may ask of the
@@ -55,18 +58,19 @@ int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill
 	p[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_BIT, 0, 1);
 	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
 	for (size_t k = 0; k < n; k++) {
-		int nr = k < n_kill ? kill[k] : allow[k - n_kill];
+		/* the allow list first (disjoint from the kill list): hot syscalls match early */
+		int nr = k < n_allow ? allow[k] : kill[k - n_allow];
 		/* equal: the next instruction (the return); else skip it */
 		p[i++] =
 			(struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1);
-		p[i++] = (struct sock_filter)BPF_STMT(
-			BPF_RET | BPF_K, k < n_kill ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ALLOW);
+		p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+						      k < n_allow ? SECCOMP_RET_ALLOW
+								  : SECCOMP_RET_KILL_PROCESS);
 	}
 	p[i++] = (struct sock_filter)BPF_STMT(
 		BPF_RET | BPF_K, mode == SCF_LOG ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | ENOSYS);
 	struct sock_fprog prog = { .len = (unsigned short)len, .filter = p };
-	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-			 SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_LOG, &prog);
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
 	if (r < 0)
 		return negative_errno();
 	if (r > 0)

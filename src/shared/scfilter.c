@@ -1,9 +1,12 @@
 /* scfilter.c - a seccomp-BPF allow-list (scfilter.h).
  *
  * The program: load the architecture, kill unless x86-64; load the syscall number, kill the
- * x32 range (bit 30); then per listed syscall a JEQ and its return (the kill list first, then
- * the allow list in the caller's order, so the hottest syscalls should come first: it is a
- * linear scan), and the default action. No jump spans more than one instruction, so the lists
+ * x32 range (bit 30); then per listed syscall a JEQ and its return (the allow list in the
+ * caller's order, so the hottest syscalls should come first: it is a linear scan; then the kill
+ * list, disjoint from it), and the default action. Kills are in the kernel's audit log; ENOSYS
+ * answers are not (SECCOMP_FILTER_FLAG_LOG would log them, and QEMU's io_uring probe at every
+ * start then uses up the kernel's rate limit that the kill records share): SCF_LOG is the
+ * measuring mode. No jump spans more than one instruction, so the lists
  * may be as long as BPF_MAXINSNS allows (-E2BIG beyond).
  *
  * Trust boundary: none crossed; it narrows what this process (and its children) may ask of the
@@ -17,6 +20,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,7 @@ extern const char *const scf_names[];
 extern const size_t scf_names_len;
 
 #define X32_BIT 0x40000000u
+#define SIGSYS_WAIT_MS 500u /* for the audit record of a kill (scf_describe_sigsys) */
 
 int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
 		enum scf_mode mode)
@@ -53,18 +58,19 @@ int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill
 	p[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_BIT, 0, 1);
 	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
 	for (size_t k = 0; k < n; k++) {
-		int nr = k < n_kill ? kill[k] : allow[k - n_kill];
+		/* the allow list first (disjoint from the kill list): hot syscalls match early */
+		int nr = k < n_allow ? allow[k] : kill[k - n_allow];
 		/* equal: the next instruction (the return); else skip it */
 		p[i++] =
 			(struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1);
-		p[i++] = (struct sock_filter)BPF_STMT(
-			BPF_RET | BPF_K, k < n_kill ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ALLOW);
+		p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+						      k < n_allow ? SECCOMP_RET_ALLOW
+								  : SECCOMP_RET_KILL_PROCESS);
 	}
 	p[i++] = (struct sock_filter)BPF_STMT(
 		BPF_RET | BPF_K, mode == SCF_LOG ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | ENOSYS);
 	struct sock_fprog prog = { .len = (unsigned short)len, .filter = p };
-	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-			 SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_LOG, &prog);
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
 	if (r < 0)
 		return negative_errno();
 	if (r > 0)
@@ -93,23 +99,30 @@ void scf_describe_sigsys(int pid, char *buf, size_t len)
 	char want[32];
 	snprintf(want, sizeof(want), " pid=%d ", pid);
 	_cleanup_close_ int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0) {
-		/* one record per read; the last matching one wins */
+	/* one record per read; of those already there the last of that pid wins (a pid may have
+	 * been used before), else the next: the kernel's audit thread prints the record a moment
+	 * after the kill, so it is waited for on the fd, at most SIGSYS_WAIT_MS */
+	uint64_t waited = 0;
+	while (fd >= 0) {
 		char rec[8192];
-		for (int i = 0; i < 1 << 20; i++) {
-			ssize_t k = read(fd, rec, sizeof(rec) - 1);
-			if (k < 0 && errno == EPIPE)
-				continue; /* overwritten while we read: go on */
-			if (k <= 0)
+		ssize_t k = read(fd, rec, sizeof(rec) - 1);
+		if (k < 0 && errno == EPIPE)
+			continue; /* overwritten while we read: go on */
+		if (k < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = fd, .events = POLLIN };
+			if (nr >= 0 || waited >= SIGSYS_WAIT_MS || poll(&pf, 1, 50) < 0)
 				break;
-			rec[k] = 0;
-			const char *sc = strstr(rec, " syscall="), *end;
-			uint32_t v;
-			if (strstr(rec, "type=1326") && strstr(rec, want) &&
-			    strstr(rec, " sig=31") && sc &&
-			    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
-				nr = (long)v;
+			waited += 50;
+			continue;
 		}
+		if (k <= 0)
+			break;
+		rec[k] = 0;
+		const char *sc = strstr(rec, " syscall="), *end;
+		uint32_t v;
+		if (strstr(rec, "type=1326") && strstr(rec, want) && strstr(rec, " sig=31") && sc &&
+		    parse_u32_prefix(sc + strlen(" syscall="), &v, &end) == 0)
+			nr = (long)v;
 	}
 	const char *name = scf_syscall_name(nr);
 	if (name)

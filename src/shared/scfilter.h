@@ -30,5 +30,6 @@ long scf_syscall_nr(const char *name);
 /* Describe the death of process pid by SIGSYS: "killed by seccomp (SIGSYS): syscall ptrace"
  * when the kernel's audit record of it can be read in /dev/kmsg (needs root or
  * kernel.dmesg_restrict=0, and no auditd taking the records), else "killed by seccomp
- * (SIGSYS)". Writes a NUL-terminated line into buf. */
+ * (SIGSYS)". The record is printed by the kernel's audit thread a moment after the kill: this
+ * waits for it on /dev/kmsg for at most half a second. Writes a NUL-terminated line into buf. */
 void scf_describe_sigsys(int pid, char *buf, size_t len);

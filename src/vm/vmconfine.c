@@ -289,8 +289,11 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 		if (r >= 0)
 			r = allow_opt(rs, o->mcp, LL_READ);
 	}
-	if (r >= 0 && o->ledger && dirname_of(o->ledger, p, sizeof(p)) == 0)
+	/* the ledger's directory (made now when missing: a rule needs a directory to bind to) */
+	if (r >= 0 && o->ledger && dirname_of(o->ledger, p, sizeof(p)) == 0) {
+		(void)mkdir_p(p, 0700);
 		r = allow_opt(rs, p, LL_RW);
+	}
 	/* the MCP servers run inside this domain: what their own rulesets grant */
 	if (r >= 0 && !o->no_egress) {
 		snprintf(p, sizeof(p), "%s/mcp.toml", home);

@@ -94,15 +94,26 @@ static void test_landlock(void **state)
 	rmdir(d.base);
 }
 
-static const int allow[] = { SYS_read,	 SYS_write, SYS_exit_group, SYS_exit,
-			     SYS_getpid, SYS_brk,   SYS_mmap,	    SYS_munmap };
+/* every syscall but getppid (left to the default: ENOSYS) and ptrace (killed): the sanitizers'
+ * runtimes make their own syscalls in the child */
+static int allow[470];
+static size_t n_allow;
+
+static void allow_init(void)
+{
+	n_allow = 0;
+	for (int nr = 0; nr < 470; nr++)
+		if (nr != SYS_getppid && nr != SYS_ptrace)
+			allow[n_allow++] = nr;
+}
+
 static const int kill_list[] = { SYS_ptrace };
 
 static int seccomp_errno_child(void *arg)
 {
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return 10;
-	if (scf_install(allow, sizeof(allow) / sizeof(allow[0]), kill_list, 1, SCF_ENFORCE) < 0)
+	if (scf_install(allow, n_allow, kill_list, 1, SCF_ENFORCE) < 0)
 		return 11;
 	if (syscall(SYS_getpid) <= 0)
 		return 12; /* listed */
@@ -114,7 +125,7 @@ static int seccomp_errno_child(void *arg)
 static int seccomp_kill_child(void *arg)
 {
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    scf_install(allow, sizeof(allow) / sizeof(allow[0]), kill_list, 1, SCF_ENFORCE) < 0)
+	    scf_install(allow, n_allow, kill_list, 1, SCF_ENFORCE) < 0)
 		return 10;
 	syscall(SYS_ptrace, 0, 0, 0, 0);
 	return 11; /* not reached */
@@ -122,11 +133,7 @@ static int seccomp_kill_child(void *arg)
 
 static void test_seccomp(void **state)
 {
-#if defined(__SANITIZE_ADDRESS__)
-	/* ASan's runtime makes syscalls (its own mmaps, sigaltstack...) a filter this small does
-	 * not allow; the plain and TSan-free builds run this test */
-	skip();
-#endif
+	allow_init();
 	int st = in_child(seccomp_errno_child, NULL);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);

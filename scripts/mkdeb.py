@@ -67,7 +67,7 @@ def build_host(env):
         run(["meson", "setup", BUILD, "--prefix=/usr", "--libexecdir=libexec",
              "-Dpackaged=true", "-Dbuildtype=debugoptimized", f"-Dc_args={cflags}"], cwd=ROOT, env=env)
     targets = ["src/cli/capsem", "src/daemon/capsemd", "src/vm/capsem-vm",
-               "src/builder/capsem-builder", "src/mcp/capsem-mcp"]
+               "src/builder/capsem-builder", "src/mcp/capsem-mcp", "src/webgw/capsem-gateway"]
     run(["ninja", "-C", BUILD, "-j" + JOBS, *targets], env=env)
 
 
@@ -96,7 +96,8 @@ def stage_tree(version, env):
     run(["strip", "-o", guest, os.path.join(GBUILD, "src/guest/capsem-guest")])
     # as dh_strip does: no .comment (compiler versions) or .note sections
     for b in ("usr/bin/capsem", "usr/bin/capsemd", "usr/bin/capsem-mcp", "usr/bin/capsem-builder",
-              "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-guest"):
+              "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-guest",
+              "usr/libexec/capsem/capsem-gateway"):
         run(["strip", "--remove-section=.comment", "--remove-section=.note",
              os.path.join(STAGE, b)])
     share = os.path.join(STAGE, "usr/share/capsem")
@@ -194,7 +195,7 @@ def control(version, env):
         "Source: capsem\n\nPackage: capsem\nArchitecture: amd64\n")
     elves = [os.path.join(STAGE, p) for p in
              ("usr/bin/capsem", "usr/bin/capsemd", "usr/bin/capsem-mcp", "usr/bin/capsem-builder",
-              "usr/libexec/capsem/capsem-vm")]
+              "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-gateway")]
     shl = out(["dpkg-shlibdeps", "-O", "-e" + elves[0], *["-e" + e for e in elves[1:]]],
               cwd=work, env=env)
     shlibs = re.search(r"shlibs:Depends=(.*)", shl).group(1).strip()

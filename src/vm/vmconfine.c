@@ -38,6 +38,7 @@
 #include "landlock.h"
 #include "log.h"
 #include "macro.h"
+#include "policy.h"
 #include "scfilter.h"
 #include "strv.h"
 #include "vmseccomp.h"
@@ -288,6 +289,16 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 		}
 		if (r >= 0)
 			r = allow_opt(rs, o->mcp, LL_READ);
+		/* the policy's extra upstream CA ([upstream] ca_file), read when the first upstream
+		 * TLS connection is made: anywhere the policy says (a file named by a later reload
+		 * is not covered) */
+		struct policy *pol = NULL;
+		char err[256];
+		snprintf(p, sizeof(p), "%s/user.toml", home);
+		if (r >= 0 && policy_load(POLICY_CORP_PATH, p, &pol, err, sizeof(err)) == 0) {
+			r = allow_opt(rs, policy_upstream_ca_file(pol), LL_READ);
+			policy_free(pol);
+		}
 	}
 	/* the ledger's directory (made now when missing: a rule needs a directory to bind to) */
 	if (r >= 0 && o->ledger && dirname_of(o->ledger, p, sizeof(p)) == 0) {

@@ -109,6 +109,11 @@ def stage_tree(version, env):
          "--guest-bin", guest, "--images-dir", images,
          "--fragment", os.path.join(ROOT, "guest/kernel/x86_64.config"), "--jobs", JOBS],
         env=env)
+    # the verification cache (.verified: inode numbers and times of this build) is per machine:
+    # never packaged (it would make two builds differ)
+    for d, _, files in os.walk(images):
+        if ".verified" in files:
+            os.unlink(os.path.join(d, ".verified"))
     shutil.copy(os.path.join(PKG, "update.pub"), os.path.join(share, "update.pub"))
     # systemd user unit, corp policy example, completion, man pages
     unitdir = os.path.join(STAGE, "usr/lib/systemd/user")

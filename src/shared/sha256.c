@@ -36,16 +36,36 @@ int sha256_update(struct sha256 *h, const void *p, size_t n)
 	return EVP_DigestUpdate(h->ctx, p, n) == 1 ? 0 : -EIO;
 }
 
+/* v as 8 bytes, big-endian: how lengths and offsets enter a digest */
+static int update_be64(struct sha256 *h, uint64_t v)
+{
+	uint8_t b[8];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (56 - 8 * i));
+	return sha256_update(h, b, sizeof(b));
+}
+
 int sha256_field(struct sha256 *h, const void *p, size_t n)
 {
-	uint8_t len[8];
-	uint64_t v = n;
-	for (int i = 7; i >= 0; i--) {
-		len[i] = (uint8_t)(v & 0xff);
-		v >>= 8;
-	}
-	int r = sha256_update(h, len, sizeof(len));
+	int r = update_be64(h, n);
 	return r < 0 ? r : sha256_update(h, p, n);
+}
+
+/* The end of a whole-stream digest: finish h (when r is still 0), release it, and on success
+ * copy the hex into ret and size into *ret_size (may be NULL). r or 0. */
+static int finish(struct sha256 *h, int r, char ret[SHA256_HEX_LEN + 1], uint64_t size,
+		  uint64_t *ret_size)
+{
+	char hex[SHA256_HEX_LEN + 1];
+	if (r == 0)
+		r = sha256_final_hex(h, hex);
+	sha256_done(h);
+	if (r < 0)
+		return r;
+	memcpy(ret, hex, sizeof(hex));
+	if (ret_size)
+		*ret_size = size;
+	return 0;
 }
 
 int sha256_field_str(struct sha256 *h, const char *s)
@@ -114,16 +134,7 @@ int sha256_hex_fd(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size)
 		total += (uint64_t)k;
 		r = sha256_update(&h, chunk, (size_t)k);
 	}
-	char hex[SHA256_HEX_LEN + 1];
-	if (r == 0)
-		r = sha256_final_hex(&h, hex);
-	sha256_done(&h);
-	if (r < 0)
-		return r;
-	memcpy(ret, hex, sizeof(hex));
-	if (ret_size)
-		*ret_size = total;
-	return 0;
+	return finish(&h, r, ret, total, ret_size);
 }
 
 int sha256_hex_file(const char *path, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_size)
@@ -188,28 +199,13 @@ int sha256_hex_fd_sparse(int fd, char ret[SHA256_HEX_LEN + 1], uint64_t *ret_siz
 			}
 			if (r < 0 || all_zero(chunk, want))
 				continue;
-			uint8_t be[8];
-			for (int i = 0; i < 8; i++)
-				be[i] = (uint8_t)(c >> (56 - 8 * i));
-			r = sha256_update(&h, be, sizeof(be));
+			r = update_be64(&h, c);
 			if (r == 0)
 				r = sha256_field(&h, chunk, want);
 		}
 		off = MAX(end, c);
 	}
-	uint8_t be[8];
-	for (int i = 0; i < 8; i++)
-		be[i] = (uint8_t)(size >> (56 - 8 * i));
 	if (r == 0)
-		r = sha256_update(&h, be, sizeof(be));
-	char hex[SHA256_HEX_LEN + 1];
-	if (r == 0)
-		r = sha256_final_hex(&h, hex);
-	sha256_done(&h);
-	if (r < 0)
-		return r;
-	memcpy(ret, hex, sizeof(hex));
-	if (ret_size)
-		*ret_size = size;
-	return 0;
+		r = update_be64(&h, size);
+	return finish(&h, r, ret, size, ret_size);
 }

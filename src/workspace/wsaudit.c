@@ -12,6 +12,7 @@
 #include "wsaudit.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -410,6 +411,15 @@ static void delete_subtree(struct wsaudit *a, const char *dir, int64_t ts)
 		}
 }
 
+/* n (just refilled from a stat) differs from old in a way the ledger reports: another type, or
+ * a file's size, mtime, inode or mode (a directory's own changes are its entries'). */
+static bool node_changed(const struct node *old, const struct node *n)
+{
+	return old->type != n->type ||
+	       (n->type != T_DIR && (old->size != n->size || old->mtime_ns != n->mtime_ns ||
+				     old->ino != n->ino || old->mode != n->mode));
+}
+
 /* Compare path's state now with the index and report the difference. */
 static void resolve(struct wsaudit *a, const char *path, int64_t ts)
 {
@@ -436,9 +446,7 @@ static void resolve(struct wsaudit *a, const char *path, int64_t ts)
 	}
 	struct node old = *n;
 	node_fill(n, &st);
-	if (old.type != n->type ||
-	    (n->type != T_DIR && (old.size != n->size || old.mtime_ns != n->mtime_ns ||
-				  old.ino != n->ino || old.mode != n->mode)))
+	if (node_changed(&old, n))
 		report(a, ts, "modified", path, NULL, n->type, n->size);
 	if (n->type == T_DIR && n->wd < 0)
 		n->wd = watch_dir(a, path);
@@ -714,9 +722,7 @@ static int scan_cb(const struct wst_entry *e, void *ud)
 	} else {
 		struct node old = *n;
 		node_fill(n, &e->st);
-		if (old.type != n->type ||
-		    (n->type != T_DIR && (old.size != n->size || old.mtime_ns != n->mtime_ns ||
-					  old.ino != n->ino || old.mode != n->mode)))
+		if (node_changed(&old, n))
 			report(a, s->now, "modified", e->path, NULL, n->type, n->size);
 	}
 	if (n) {

@@ -109,3 +109,10 @@ static inline int streq(const char *a, const char *b)
 {
 	return strcmp(a, b) == 0;
 }
+
+/* S without its leading PREFIX, or NULL when S does not start with it. */
+static inline const char *startswith(const char *s, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}

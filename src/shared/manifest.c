@@ -382,12 +382,28 @@ static void vcache_key(const struct stat *st, char out[128])
 		 st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
 }
 
+/* Where the cache of DIR lives: DIR/.verified for the user's own images; for the package's
+ * (under capsem_system_images_dir(), read-only and shared by every user, removed by the package
+ * manager) <capsem home>/cache/verified/<name>.json, so that a boot never writes into /usr.
+ * 0 with *ret, or -ENOENT (no place to keep it: verify without a cache), -ENOMEM. */
+static int vcache_path(const char *dir, char **ret)
+{
+	const char *sys = capsem_system_images_dir(), *rest = startswith(dir, sys);
+	_cleanup_free_ char *h = NULL;
+	int r;
+	if (!rest || rest[0] != '/' || !file_name_valid(rest + 1))
+		return asprintf(ret, "%s/" VCACHE_FILE, dir) < 0 ? -ENOMEM : 0;
+	r = capsem_home(&h);
+	if (r < 0)
+		return r;
+	return asprintf(ret, "%s/cache/verified/%s.json", h, rest + 1) < 0 ? -ENOMEM : 0;
+}
+
 static json_t *vcache_load(const char *dir)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
 	size_t len = 0;
-	if (asprintf(&path, "%s/" VCACHE_FILE, dir) < 0 ||
-	    read_file_small(path, VCACHE_MAX, &text, &len) < 0)
+	if (vcache_path(dir, &path) < 0 || read_file_small(path, VCACHE_MAX, &text, &len) < 0)
 		return NULL;
 	json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(j)) {
@@ -400,7 +416,13 @@ static json_t *vcache_load(const char *dir)
 static void vcache_save(const char *dir, json_t *c)
 {
 	_cleanup_free_ char *path = NULL, *text = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
-	if (text && asprintf(&path, "%s/" VCACHE_FILE, dir) >= 0)
+	if (!text || vcache_path(dir, &path) < 0)
+		return;
+	char *slash = strrchr(path, '/');
+	*slash = '\0';
+	int r = mkdir_p(path, 0700);
+	*slash = '/';
+	if (r == 0)
 		(void)write_file_atomic(path, text, strlen(text), 0644); /* best effort */
 }
 

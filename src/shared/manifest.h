@@ -36,7 +36,9 @@
  *
  * Verification hashes every file; to keep boots fast, manifest_verify() remembers each file it
  * verified in <image_dir>/.verified (inode, size, mtime and ctime with the hash) and hashes a
- * file again only when one of those changed. ctime cannot be set by a process, so a file
+ * file again only when one of those changed. The package's images (read-only, in /usr) keep
+ * theirs in the caller's <capsem home>/cache/verified/<name>.json instead: a boot never writes
+ * into the system's directories. ctime cannot be set by a process, so a file
  * changed after its verification is hashed again; whoever can write the image directory could
  * edit the manifest itself, so the cache adds no trust.
  * "file" is a plain name inside the image directory (no '/', not starting with '.'); "size" is in

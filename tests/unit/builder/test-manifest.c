@@ -337,12 +337,48 @@ static void test_fork(void **state)
 #undef PUT
 }
 
+/* The package's images (read-only, shared) never get a cache file: it lives in the caller's
+ * Capsem home, and tampering is still found. */
+static void test_system_image_cache(void **state)
+{
+	char top[] = "/tmp/capsem-test-syscache-XXXXXX";
+	_cleanup_free_ char *sys = NULL, *home = NULL, *img = NULL, *p = NULL;
+	char *err = NULL;
+	assert_non_null(mkdtemp(top));
+	assert_true(asprintf(&sys, "%s/sys", top) > 0);
+	assert_true(asprintf(&home, "%s/home", top) > 0);
+	assert_true(asprintf(&img, "%s/sys/minimal", top) > 0);
+	assert_int_equal(mkdir_p(img, 0755), 0);
+	assert_true(asprintf(&p, "cp -a %s/. %s/", dir, img) > 0);
+	assert_int_equal(system(p), 0);
+	free(p);
+	assert_true(asprintf(&p, "%s/.verified", img) > 0);
+	unlink(p);
+	setenv("CAPSEM_SYSTEM_IMAGES_DIR", sys, 1);
+	setenv("CAPSEM_HOME", home, 1);
+	assert_int_equal(manifest_verify(img, &err), 0);
+	assert_int_equal(access(p, F_OK), -1); /* nothing written into the system's directory */
+	free(p);
+	assert_true(asprintf(&p, "%s/cache/verified/minimal.json", home) > 0);
+	assert_int_equal(access(p, F_OK), 0);
+	free(p);
+	assert_true(asprintf(&p, "%s/vmlinuz", img) > 0);
+	assert_int_equal(write_file_atomic(p, "KERNEL bytes", 12, 0644), 0);
+	assert_int_equal(manifest_verify(img, &err), -EBADMSG);
+	assert_non_null(strstr(err, "vmlinuz"));
+	free(err);
+	unsetenv("CAPSEM_SYSTEM_IMAGES_DIR");
+	unsetenv("CAPSEM_HOME");
+	assert_int_equal(rm_rf(top), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_tampered),
-		cmocka_unit_test(test_bad_manifests), cmocka_unit_test(test_rootfs),
-		cmocka_unit_test(test_write_rejects), cmocka_unit_test(test_fork),
+		cmocka_unit_test(test_roundtrip),	   cmocka_unit_test(test_tampered),
+		cmocka_unit_test(test_bad_manifests),	   cmocka_unit_test(test_rootfs),
+		cmocka_unit_test(test_write_rejects),	   cmocka_unit_test(test_fork),
+		cmocka_unit_test(test_system_image_cache),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

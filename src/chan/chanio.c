@@ -49,6 +49,7 @@ struct chanio {
 	struct chanio_ops ops;
 	struct cs **v;
 	size_t n, cap;
+	bool peer_paused; /* (host) PAUSED arrived */
 	uint8_t rd[CHANIO_READ];
 };
 
@@ -104,6 +105,12 @@ static void cs_drop(struct chanio *c, struct cs *s, const char *why)
 	free(s);
 }
 
+static void drop_all(struct chanio *c, const char *why)
+{
+	while (c->n)
+		cs_drop(c, c->v[0], why);
+}
+
 /* Reset s on both sides. */
 static void cs_reset(struct chanio *c, struct cs *s, const char *why)
 {
@@ -139,8 +146,7 @@ void chanio_free(struct chanio *c)
 {
 	if (!c)
 		return;
-	while (c->n)
-		cs_drop(c, c->v[0], "the channel ended");
+	drop_all(c, "the channel ended");
 	free(c->v);
 	chanmux_free(c->m);
 	buf_done(&c->in, 0);
@@ -154,9 +160,40 @@ size_t chanio_count(const struct chanio *c)
 	return c->n;
 }
 
+int chanio_pause(struct chanio *c)
+{
+	int r = chanmux_pause(c->m, &c->out);
+	if (r == 0)
+		drop_all(c, "the VM is being suspended");
+	return r;
+}
+
+bool chanio_paused(const struct chanio *c)
+{
+	return c->peer_paused;
+}
+
+int chanio_restart(struct chanio *c)
+{
+	struct chanmux *m = NULL;
+	drop_all(c, "the channel restarted");
+	buf_consume(&c->in, buf_len(&c->in)); /* the old session's bytes */
+	int r = chanmux_new(c->side, &c->out, &m);
+	if (r < 0)
+		return r;
+	chanmux_free(c->m);
+	c->m = m;
+	c->peer_paused = false;
+	return 0;
+}
+
 int chanio_connect(struct chanio *c, int fd, uint32_t port, const char *tag, bool ok_line)
 {
 	uint32_t id;
+	if (chanmux_is_paused(c->m)) { /* no new stream in a session that is ending */
+		safe_close(fd);
+		return -EAGAIN;
+	}
 	int r = fd_set_nonblock(fd, 1);
 	if (r == 0)
 		r = chanmux_open(c->m, port, tag ? tag : "", &c->out, &id);
@@ -291,6 +328,16 @@ static void on_event(struct chanio *c, const struct chanmux_ev *ev)
 	case CHANMUX_EV_CLOSED:
 		if (s)
 			cs_drop(c, s, ev->flags ? "reset by the peer" : NULL);
+		return;
+	case CHANMUX_EV_PAUSE: /* (guest) the host is saving the VM or going away */
+		drop_all(c, "the host paused the channel");
+		(void)chanmux_paused(c->m, &c->out);
+		return;
+	case CHANMUX_EV_PAUSED:
+		c->peer_paused = true;
+		return;
+	case CHANMUX_EV_RESET: /* (guest) a new host session: everything before it is gone */
+		drop_all(c, "the channel restarted");
 		return;
 	default:
 		return;

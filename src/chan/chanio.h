@@ -54,5 +54,14 @@ size_t chanio_fds(struct chanio *c, struct pollfd *p, size_t n);
  * away or broke the protocol): free the chanio then. */
 int chanio_ready(struct chanio *c, int fd, short revents);
 
+/* (host) End the mux session before the VM is saved: PAUSE sent, every stream closed, no new one
+ * accepted; chanio_paused() is true once the guest answered (its last byte is read). 0 or a buf
+ * error. */
+int chanio_pause(struct chanio *c);
+bool chanio_paused(const struct chanio *c);
+/* (host) A new session on the same mux fd (HELLO sent; every stream closed): after a failed
+ * save, the guest is told to start over. 0 or -ENOMEM. */
+int chanio_restart(struct chanio *c);
+
 /* Streams open now. */
 size_t chanio_count(const struct chanio *c);

@@ -37,7 +37,8 @@
  * Test mode: --listen-unix PATH serves exec sessions on a Unix socket and --control-unix PATH
  * connects the control channel to one (or --no-control skips it), so the same session code runs
  * on a development host. BOOT_CONFIG and SHUTDOWN only touch the system when the control channel
- * is the real vsock one; otherwise they are logged (and SHUTDOWN makes the agent exit).
+ * is the real vsock one, or with --guest (capsem-init's agent when the host channel is
+ * capsem-chan's Unix sockets); otherwise they are logged (and SHUTDOWN makes the agent exit).
  */
 #include "agent.h"
 
@@ -122,6 +123,7 @@ struct agent {
 	enum ctrl_state ctrl;
 	int ctrl_fd;
 	unsigned ctrl_attempts;
+	int ctrl_was_up;	/* reconnecting after a lost connection: never give up */
 	uint64_t ctrl_retry_at; /* CLOCK_MONOTONIC ms */
 	struct frame_reader ctrl_rd;
 	struct buf ctrl_out;
@@ -196,7 +198,7 @@ static void ctrl_close(struct agent *a)
 static void ctrl_retry_later(struct agent *a)
 {
 	a->ctrl_fd = safe_close(a->ctrl_fd);
-	if (++a->ctrl_attempts >= AGENT_CTRL_ATTEMPTS) {
+	if (++a->ctrl_attempts >= AGENT_CTRL_ATTEMPTS && !a->ctrl_was_up) {
 		log_warn("giving up on the control connection after %u attempts", a->ctrl_attempts);
 		a->ctrl = CTRL_OFF;
 		return;
@@ -205,6 +207,19 @@ static void ctrl_retry_later(struct agent *a)
 	unsigned shift = MIN(a->ctrl_attempts - 1, 6u);
 	a->ctrl_retry_at = mono_msec() + MIN(5u << shift, 250u);
 	a->ctrl = CTRL_RETRY;
+}
+
+/* The host went away. In a guest that is a save (the channel mux paused, docs/PROTOCOL.md §10)
+ * or the VM's end: connect again, for as long as it takes, and say HELLO to whoever restores
+ * the VM (it sends the wall clock again). Outside a guest the connection just ends. */
+static void ctrl_lost(struct agent *a)
+{
+	ctrl_close(a);
+	if (!a->apply_system)
+		return;
+	a->ctrl_was_up = 1;
+	a->ctrl_attempts = 0;
+	ctrl_retry_later(a);
 }
 
 static int ctrl_send_hello(struct agent *a)
@@ -478,12 +493,12 @@ static void ctrl_event(struct agent *a, short revents)
 		ssize_t k = frame_reader_fill(&a->ctrl_rd, a->ctrl_fd);
 		if (k == 0) {
 			log_info("the host closed the control connection");
-			ctrl_close(a);
+			ctrl_lost(a);
 			return;
 		}
 		if (k < 0 && k != -EAGAIN) {
 			log_warn_errno((int)k, "control connection");
-			ctrl_close(a);
+			ctrl_lost(a);
 			return;
 		}
 		if (ctrl_frames(a) < 0) {
@@ -496,7 +511,7 @@ static void ctrl_event(struct agent *a, short revents)
 		int r = buf_flush_fd(&a->ctrl_out, a->ctrl_fd);
 		if (r < 0 && r != -EAGAIN) {
 			log_warn_errno(r, "control connection");
-			ctrl_close(a);
+			ctrl_lost(a);
 		}
 	}
 }
@@ -728,7 +743,7 @@ static void agent_usage(void)
 {
 	fprintf(stderr,
 		"usage: capsem-agent [--boot-stages LIST] [--listen-unix PATH]\n"
-		"                    [--control-unix PATH | --no-control] [--debug]\n"
+		"                    [--control-unix PATH [--guest] | --no-control] [--debug]\n"
 		"  (no options: serve exec on vsock port %u, control to CID %u port %u)\n",
 		PROTO_PORT_EXEC, PROTO_HOST_CID, PROTO_PORT_CONTROL);
 }
@@ -754,6 +769,7 @@ int agent_main(int argc, char **argv)
 		{ "listen-unix", required_argument, NULL, 'l' },
 		{ "control-unix", required_argument, NULL, 'c' },
 		{ "no-control", no_argument, NULL, 'n' },
+		{ "guest", no_argument, NULL, 'g' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -765,7 +781,7 @@ int agent_main(int argc, char **argv)
 	const char *stage_list = NULL;
 	struct sigaction ign = { .sa_handler = SIG_IGN };
 	sigset_t chld;
-	int c, r, no_control = 0;
+	int c, r, no_control = 0, guest = 0;
 
 	/* capsem-init execs /proc/self/exe, which would make our comm "exe" */
 	(void)prctl(PR_SET_NAME, "capsem-agent", 0, 0, 0);
@@ -781,6 +797,9 @@ int agent_main(int argc, char **argv)
 			break;
 		case 'c':
 			a.control_unix = optarg;
+			break;
+		case 'g':
+			guest = 1;
 			break;
 		case 'n':
 			no_control = 1;
@@ -803,7 +822,7 @@ int agent_main(int argc, char **argv)
 	if (stage_list && stages_parse(stage_list, &a.stages) < 0)
 		log_warn("ignoring malformed --boot-stages");
 	(void)stages_add(&a.stages, "agent_start", t_start);
-	a.apply_system = !a.control_unix;
+	a.apply_system = !a.control_unix || guest;
 	if (a.apply_system)
 		agent_default_cwd();
 	if (no_control)

@@ -807,9 +807,15 @@ static int init_daemon_restarts(struct init *in)
 static int init_spawn_agent(struct init *in)
 {
 	char list[4096];
-	char *argv[] = {
-		(char *)"capsem-agent", (char *)"--boot-stages", list, NULL, NULL, NULL, NULL, NULL
-	};
+	char *argv[] = { (char *)"capsem-agent",
+			 (char *)"--boot-stages",
+			 list,
+			 NULL,
+			 NULL,
+			 NULL,
+			 NULL,
+			 NULL,
+			 NULL };
 	sigset_t none;
 
 	if (in->daemons[INIT_CHAN].fds[0] >= 0) { /* the host channel is capsem-chan's */
@@ -817,6 +823,7 @@ static int init_spawn_agent(struct init *in)
 		argv[4] = (char *)HOSTCONN_EXEC_LISTEN;
 		argv[5] = (char *)"--control-unix";
 		argv[6] = (char *)HOSTCONN_DIR "/5000";
+		argv[7] = (char *)"--guest"; /* still the guest's own agent: apply BOOT_CONFIG */
 	}
 	(void)stages_mark(&in->stages, "agent_spawn");
 	if (stages_format(&in->stages, list, sizeof(list)) < 0)

@@ -31,6 +31,8 @@ struct stream {
 struct chanmux {
 	enum chanmux_side side;
 	int hello_seen;
+	int quiet;	 /* we sent PAUSE / PAUSED: emit nothing more (see chanmux.h) */
+	int peer_paused; /* (host) PAUSED arrived */
 	uint32_t next_id;
 	uint16_t free_head;
 	size_t count;
@@ -101,6 +103,8 @@ ssize_t chanmux_frame_parse(const uint8_t *p, size_t n, struct chanmux_frame *re
 	case CHANMUX_ACCEPT:
 	case CHANMUX_SHUTW:
 	case CHANMUX_CLOSE:
+	case CHANMUX_PAUSE:
+	case CHANMUX_PAUSED:
 		if (len != 0)
 			return -EBADMSG;
 		break;
@@ -160,6 +164,13 @@ static int emit(struct buf *out, uint8_t type, uint32_t id, uint32_t value, uint
 	return chanmux_frame_append(out, &f);
 }
 
+/* A frame of a stream: nothing once the session is paused (its streams are doomed). */
+static int emit_s(const struct chanmux *m, struct buf *out, uint8_t type, uint32_t id,
+		  uint32_t value, uint8_t flags)
+{
+	return m->quiet ? 0 : emit(out, type, id, value, flags);
+}
+
 /* ---- streams ---- */
 
 static uint16_t *chain(struct chanmux *m, uint32_t id)
@@ -205,6 +216,21 @@ static void drop(struct chanmux *m, struct stream *s)
 	m->count--;
 }
 
+/* Every stream forgotten, a fresh session (ids count on: a late frame of an old stream finds no
+ * stream, as after a CLOSE). */
+static void reset_all(struct chanmux *m)
+{
+	for (size_t i = 0; i < NBUCKETS; i++)
+		m->bucket[i] = NONE;
+	for (uint16_t i = 0; i < CHANMUX_MAX_STREAMS; i++) {
+		m->s[i].state = 0;
+		m->s[i].next = (unsigned)i + 1 < CHANMUX_MAX_STREAMS ? (uint16_t)(i + 1) : NONE;
+	}
+	m->free_head = 0;
+	m->count = 0;
+	m->quiet = m->peer_paused = 0;
+}
+
 int chanmux_new(enum chanmux_side side, struct buf *out, struct chanmux **ret)
 {
 	struct chanmux *m = calloc(1, sizeof(*m));
@@ -212,11 +238,7 @@ int chanmux_new(enum chanmux_side side, struct buf *out, struct chanmux **ret)
 		return -ENOMEM;
 	m->side = side;
 	m->next_id = 1;
-	for (size_t i = 0; i < NBUCKETS; i++)
-		m->bucket[i] = NONE;
-	for (uint16_t i = 0; i < CHANMUX_MAX_STREAMS; i++)
-		m->s[i].next = (unsigned)i + 1 < CHANMUX_MAX_STREAMS ? (uint16_t)(i + 1) : NONE;
-	m->free_head = 0;
+	reset_all(m);
 	int r = emit(out, CHANMUX_HELLO, 0, CHANMUX_VERSION, 0);
 	if (r < 0) {
 		free(m);
@@ -234,6 +256,35 @@ void chanmux_free(struct chanmux *m)
 size_t chanmux_count(const struct chanmux *m)
 {
 	return m->count;
+}
+
+int chanmux_pause(struct chanmux *m, struct buf *out)
+{
+	if (m->side != CHANMUX_SIDE_HOST)
+		return -EINVAL;
+	if (m->quiet)
+		return 0;
+	int r = emit(out, CHANMUX_PAUSE, 0, 0, 0);
+	if (r == 0)
+		m->quiet = 1;
+	return r;
+}
+
+int chanmux_paused(struct chanmux *m, struct buf *out)
+{
+	if (m->side != CHANMUX_SIDE_GUEST)
+		return -EINVAL;
+	if (m->quiet)
+		return 0;
+	int r = emit(out, CHANMUX_PAUSED, 0, 0, 0);
+	if (r == 0)
+		m->quiet = 1;
+	return r;
+}
+
+int chanmux_is_paused(const struct chanmux *m)
+{
+	return m->quiet;
 }
 
 /* ids this side opens */
@@ -255,7 +306,7 @@ int chanmux_open(struct chanmux *m, uint32_t port, const char *tag, struct buf *
 	} while ((id & ~CHANMUX_GUEST_BIT) == 0 || find(m, id));
 	struct chanmux_frame f = { .type = CHANMUX_OPEN, .id = id, .value = port };
 	memcpy(f.tag, tag, strlen(tag) + 1);
-	int r = chanmux_frame_append(out, &f);
+	int r = m->quiet ? 0 : chanmux_frame_append(out, &f);
 	if (r < 0)
 		return r;
 	if (!add(m, id, ST_OPENING_OUT))
@@ -269,7 +320,7 @@ int chanmux_accept(struct chanmux *m, uint32_t id, struct buf *out)
 	struct stream *s = find(m, id);
 	if (!s || s->state != ST_OPENING_IN)
 		return -ENOENT;
-	int r = emit(out, CHANMUX_ACCEPT, id, 0, 0);
+	int r = emit_s(m, out, CHANMUX_ACCEPT, id, 0, 0);
 	if (r == 0) {
 		s->state = ST_OPEN;
 		s->tx_room = CHANMUX_WINDOW;
@@ -282,7 +333,7 @@ int chanmux_refuse(struct chanmux *m, uint32_t id, uint32_t err, struct buf *out
 	struct stream *s = find(m, id);
 	if (!s || s->state != ST_OPENING_IN)
 		return -ENOENT;
-	int r = emit(out, CHANMUX_REFUSE, id, err, 0);
+	int r = emit_s(m, out, CHANMUX_REFUSE, id, err, 0);
 	drop(m, s);
 	return r;
 }
@@ -290,7 +341,7 @@ int chanmux_refuse(struct chanmux *m, uint32_t id, uint32_t err, struct buf *out
 size_t chanmux_room(const struct chanmux *m, uint32_t id)
 {
 	const struct stream *s = find(m, id);
-	return s && s->state == ST_OPEN && !s->we_shut ? s->tx_room : 0;
+	return s && s->state == ST_OPEN && !s->we_shut && !m->quiet ? s->tx_room : 0;
 }
 
 ssize_t chanmux_send(struct chanmux *m, uint32_t id, const void *p, size_t n, struct buf *out)
@@ -300,7 +351,7 @@ ssize_t chanmux_send(struct chanmux *m, uint32_t id, const void *p, size_t n, st
 		return -ENOENT;
 	if (s->we_shut)
 		return -EPIPE;
-	size_t take = n < s->tx_room ? n : s->tx_room, done = 0;
+	size_t take = m->quiet ? 0 : n < s->tx_room ? n : s->tx_room, done = 0;
 	while (done < take) {
 		size_t k = take - done < CHANMUX_MAX_DATA ? take - done : CHANMUX_MAX_DATA;
 		struct chanmux_frame f = { .type = CHANMUX_DATA,
@@ -326,7 +377,7 @@ int chanmux_consumed(struct chanmux *m, uint32_t id, size_t n, struct buf *out)
 	s->rx_done += (uint32_t)n;
 	if (s->rx_done < CHANMUX_WINDOW / 2 || s->peer_shut)
 		return 0;
-	int r = emit(out, CHANMUX_CREDIT, id, s->rx_done, 0);
+	int r = emit_s(m, out, CHANMUX_CREDIT, id, s->rx_done, 0);
 	if (r == 0) {
 		s->rx_allow += s->rx_done;
 		s->rx_done = 0;
@@ -341,7 +392,7 @@ int chanmux_shutdown(struct chanmux *m, uint32_t id, struct buf *out)
 		return -ENOENT;
 	if (s->we_shut)
 		return 0;
-	int r = emit(out, CHANMUX_SHUTW, id, 0, 0);
+	int r = emit_s(m, out, CHANMUX_SHUTW, id, 0, 0);
 	if (r == 0)
 		s->we_shut = 1;
 	return r;
@@ -352,7 +403,7 @@ int chanmux_close(struct chanmux *m, uint32_t id, int reset, struct buf *out)
 	struct stream *s = find(m, id);
 	if (!s)
 		return -ENOENT;
-	int r = emit(out, CHANMUX_CLOSE, id, 0, reset ? CHANMUX_CLOSE_RESET : 0);
+	int r = emit_s(m, out, CHANMUX_CLOSE, id, 0, reset ? CHANMUX_CLOSE_RESET : 0);
 	drop(m, s);
 	return r;
 }
@@ -366,7 +417,7 @@ static int reset(struct chanmux *m, uint32_t id, struct buf *out, struct chanmux
 	*ev = (struct chanmux_ev){ .type = s ? CHANMUX_EV_CLOSED : CHANMUX_EV_NONE,
 				   .id = id,
 				   .flags = CHANMUX_CLOSE_RESET };
-	return emit(out, CHANMUX_CLOSE, id, 0, CHANMUX_CLOSE_RESET);
+	return emit_s(m, out, CHANMUX_CLOSE, id, 0, CHANMUX_CLOSE_RESET);
 }
 
 int chanmux_input(struct chanmux *m, const struct chanmux_frame *f, struct buf *out,
@@ -380,8 +431,33 @@ int chanmux_input(struct chanmux *m, const struct chanmux_frame *f, struct buf *
 		*ret = ev;
 		return 0;
 	}
-	if (f->type == CHANMUX_HELLO)
-		return -EPROTO;
+	if (f->type == CHANMUX_HELLO) {
+		/* a new session after ours paused (the guest's side only) */
+		if (m->side != CHANMUX_SIDE_GUEST || !m->quiet || f->id != 0 ||
+		    f->value != CHANMUX_VERSION)
+			return -EPROTO;
+		reset_all(m);
+		*ret = (struct chanmux_ev){ .type = CHANMUX_EV_RESET };
+		return emit(out, CHANMUX_HELLO, 0, CHANMUX_VERSION, 0);
+	}
+	if (f->type == CHANMUX_PAUSE || f->type == CHANMUX_PAUSED) {
+		/* PAUSE only from the host, PAUSED only in answer to ours; id 0 */
+		int ok = f->id == 0 &&
+			 (f->type == CHANMUX_PAUSE
+				  ? m->side == CHANMUX_SIDE_GUEST
+				  : m->side == CHANMUX_SIDE_HOST && m->quiet && !m->peer_paused);
+		if (!ok)
+			return -EPROTO;
+		if (f->type == CHANMUX_PAUSED)
+			m->peer_paused = 1;
+		*ret = (struct chanmux_ev){ .type = f->type == CHANMUX_PAUSE ? CHANMUX_EV_PAUSE
+									     : CHANMUX_EV_PAUSED };
+		return 0;
+	}
+	if (m->quiet) { /* what crossed our PAUSE / PAUSED: its streams are doomed */
+		*ret = ev;
+		return 0;
+	}
 	struct stream *s = find(m, f->id);
 	int r = 0;
 	/* ids the peer opens are of its half; ours are of ours */
@@ -391,11 +467,11 @@ int chanmux_input(struct chanmux *m, const struct chanmux_frame *f, struct buf *
 		if (!peer_half || (f->id & ~CHANMUX_GUEST_BIT) == 0 || s ||
 		    m->count >= CHANMUX_MAX_STREAMS) {
 			r = s || !peer_half ? reset(m, f->id, out, &ev)
-					    : emit(out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
+					    : emit_s(m, out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
 			break;
 		}
 		if (!add(m, f->id, ST_OPENING_IN)) {
-			r = emit(out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
+			r = emit_s(m, out, CHANMUX_REFUSE, f->id, ENOSPC, 0);
 			break;
 		}
 		ev = (struct chanmux_ev){

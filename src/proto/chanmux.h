@@ -15,6 +15,14 @@
  *   SHUTW   either  the sender sends no more DATA (half close); the other direction goes on
  *   CLOSE   either  the stream is gone (flags 1: reset, data may have been lost); the id is free
  *                   once both sides sent CLOSE or one answered the other's
+ *   PAUSE   host    (id 0) this mux session ends: every stream will be reset. The host sends
+ *                   nothing after it; the guest answers PAUSED and from then on sends nothing
+ *   PAUSED  guest   (id 0) the answer: no byte of the guest follows it. The byte stream now has
+ *                   a clean frame boundary both ways (a VM is saved here, docs/PROTOCOL.md §10)
+ *
+ * After PAUSED the guest waits for a HELLO (from the same host after a failed save, or a new one
+ * after a restore): it forgets every stream and answers HELLO, and a new session begins. A HELLO
+ * at any other time breaks the mux.
  *
  * A peer that breaks the rules on a stream (DATA over its credit, DATA after SHUTW, a frame for
  * an id it may not use) gets that stream reset, not the whole mux; a malformed frame ends the
@@ -46,6 +54,8 @@ enum chanmux_type {
 	CHANMUX_CREDIT = 6,
 	CHANMUX_SHUTW = 7,
 	CHANMUX_CLOSE = 8,
+	CHANMUX_PAUSE = 9,
+	CHANMUX_PAUSED = 10,
 };
 #define CHANMUX_CLOSE_RESET 1u /* CLOSE flags */
 
@@ -77,6 +87,9 @@ enum chanmux_event {
 	CHANMUX_EV_WRITABLE, /* credit arrived: chanmux_room() grew */
 	CHANMUX_EV_EOF,	     /* the peer sends no more data on the stream */
 	CHANMUX_EV_CLOSED,   /* the peer closed (ev.flags: reset) or we were reset: stream gone */
+	CHANMUX_EV_PAUSE,    /* (guest) the host pauses: answer chanmux_paused() */
+	CHANMUX_EV_PAUSED,   /* (host) the guest sends nothing more */
+	CHANMUX_EV_RESET,    /* (guest) a new session began: every stream is gone, HELLO sent */
 };
 
 struct chanmux_ev {
@@ -107,7 +120,8 @@ int chanmux_open(struct chanmux *m, uint32_t port, const char *tag, struct buf *
 int chanmux_accept(struct chanmux *m, uint32_t id, struct buf *out);
 int chanmux_refuse(struct chanmux *m, uint32_t id, uint32_t err, struct buf *out);
 
-/* Bytes that may be sent on id now (0 for an unknown, unopened or shut stream). */
+/* Bytes that may be sent on id now (0 for an unknown, unopened or shut stream, or once
+ * paused). */
 size_t chanmux_room(const struct chanmux *m, uint32_t id);
 /* Send up to n bytes as DATA frames, at most chanmux_room(). The bytes taken (>= 0), or -ENOENT
  * (no such open stream), -EPIPE (we shut it). */
@@ -119,6 +133,14 @@ int chanmux_consumed(struct chanmux *m, uint32_t id, size_t n, struct buf *out);
 int chanmux_shutdown(struct chanmux *m, uint32_t id, struct buf *out);
 /* We are done with id (CLOSE, reset when set): it is forgotten here. */
 int chanmux_close(struct chanmux *m, uint32_t id, int reset, struct buf *out);
+
+/* (host) End the session: PAUSE appended; from now on nothing is sent (every call that would
+ * emit a frame emits nothing: the streams are doomed). 0, -EINVAL on the guest's side. */
+int chanmux_pause(struct chanmux *m, struct buf *out);
+/* (guest) Answer EV_PAUSE: PAUSED appended, then nothing more until the next HELLO. */
+int chanmux_paused(struct chanmux *m, struct buf *out);
+/* 1 once this side sent PAUSE or PAUSED (and no HELLO began a new session since). */
+int chanmux_is_paused(const struct chanmux *m);
 
 /* Open streams now. */
 size_t chanmux_count(const struct chanmux *m);

@@ -145,7 +145,10 @@ static void on_qmp(struct watch *w, int events)
 static void on_qmp_listen(struct unix_listener *l, int fd)
 {
 	struct vm *vm = l->userdata;
+	int first = !vm->w_qmp;
 	accept_single(vm, fd, &vm->w_qmp, 0, on_qmp);
+	if (first && vm->w_qmp && vm->o.incoming && vm->state == VM_BOOTING)
+		(void)vm_incoming(vm); /* a restore: the state goes in before anything runs */
 }
 
 static int qmp_quit(struct vm *vm)
@@ -240,11 +243,14 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 		if (streq(h->stages[i].name, "mounts_failed"))
 			log_warn("the guest could not mount every --mount: %s", vm->p_serial_log);
 	}
-	json_t *ev = json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i}", "event", "ready",
-			       "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms",
-			       (double)boot_ns / 1e6, "accel", accel_name(vm->o.accel),
-			       "kernel_release", h->kernel_release, "agent_version",
-			       h->agent_version, "stages", stages, "qemu_pid", (int)vm->qemu_pid);
+	json_t *ev =
+		json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:i, s:b}", "event", "ready",
+			  "vmdir", vm->o.vmdir, "vsock", vm->p_vsock, "boot_ms",
+			  (double)boot_ns / 1e6, "accel", accel_name(vm->o.accel), "kernel_release",
+			  h->kernel_release, "agent_version", h->agent_version, "stages", stages,
+			  "qemu_pid", (int)vm->qemu_pid, "resumed", vm->o.incoming != NULL);
+	if (ev && vm->o.incoming)
+		json_object_set_new(ev, "restore_ms", json_real(vm->restore_ms));
 	/* QEMU's memory cgroup, when it has one (tests lower its limit) */
 	if (ev && hostcg_mem_dir(&vm->cg))
 		json_object_set_new(ev, "qemu_cgroup", json_string(hostcg_mem_dir(&vm->cg)));
@@ -361,7 +367,7 @@ static void vm_finish(struct vm *vm)
 		unlink(vm->p_serial);
 		unlink(vm->p_qmp);
 	}
-	if (vm->o.remove_vmdir)
+	if (vm->o.remove_vmdir && !(vm->stop_reason && streq(vm->stop_reason, "suspended")))
 		rm_rf(vm->o.vmdir);
 	vm_emit(vm, json_pack("{s:s, s:s, s:i}", "event", "stopped", "reason",
 			      vm->error		? vm->error
@@ -459,6 +465,23 @@ void vm_stop(struct vm *vm, const char *why)
 		grace = 0; /* no agent to ask: go straight to QMP */
 	}
 	uv_timer_start(&vm->stop_timer, on_stop_timer, grace, 0);
+}
+
+void vm_quit(struct vm *vm, const char *why)
+{
+	if (vm->state == VM_DONE)
+		return;
+	vm->state = VM_STOPPING;
+	vm->stop_reason = why;
+	uv_timer_stop(&vm->boot_timer);
+	if (vm->qemu_pid <= 0 || vm->qemu_exited) {
+		vm_finish(vm);
+		return;
+	}
+	vm->stop_phase = 2;
+	if (qmp_quit(vm) < 0)
+		kill(vm->qemu_pid, SIGKILL);
+	uv_timer_start(&vm->stop_timer, on_stop_timer, QUIT_GRACE_MS, 0);
 }
 
 static void on_boot_timeout(uv_timer_t *t)
@@ -666,6 +689,7 @@ static int vm_start(struct vm *vm)
 		.n_mounts = vm->o.n_mounts,
 		.vhost_fs_sock = vm->o.workspace && !vm->o.workspace_9p ? VIRTIOFS_SOCKET : NULL,
 		.workspace_9p = vm->o.workspace_9p,
+		.incoming = vm->o.incoming != NULL,
 	};
 	r = qemu_build_argv(&qc, &argv);
 	if (r == -E2BIG)
@@ -736,7 +760,11 @@ static void help(void)
 	       "  --mount HOST:GUEST[:ro]  share host directory HOST at GUEST over 9p\n"
 	       "  --channel vsock|serial  the host<->guest ports over the vhost-user vsock device\n"
 	       "                       (default) or multiplexed over a virtio-serial port, which\n"
-	       "                       QEMU can migrate (docs/PROTOCOL.md §10; experimental)\n"
+	       "                       QEMU can save: {\"cmd\":\"suspend\"} (docs/PROTOCOL.md "
+	       "§10)\n"
+	       "  --incoming FILE      resume the VM saved in FILE (by suspend, with the same\n"
+	       "                       options) instead of booting it; FILE is removed once "
+	       "loaded\n"
 	       "  --workspace DIR      share DIR at /root/workspace over virtio-fs (virtiofsd,\n"
 	       "                       $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN "; as a\n"
 	       "                       normal user over 9p: virtiofsd needs root)\n"
@@ -754,7 +782,8 @@ static void help(void)
 	       "  --rm                 remove the VM directory on exit\n"
 	       "  -h, --help           this text\n"
 	       "\n"
-	       "Events (one JSON object per line): ready, error, stopped. Stop with SIGTERM,\n"
+	       "Events (one JSON object per line): ready, error, stopped, suspended,\n"
+	       "suspend_failed. Stop with SIGTERM,\n"
 	       "SIGINT, {\"cmd\":\"stop\"} on the IPC fd or a --control connection, or by closing\n"
 	       "the IPC fd (closing a --control connection does not stop the VM).\n",
 	       QEMU_TCG_TB_MIB_DEFAULT);
@@ -844,6 +873,7 @@ static int parse_rootfs(const char *arg, char **ret)
 static void opts_free(struct vm_opts *o)
 {
 	free(o->workspace);
+	free(o->incoming);
 	free(o->disk);
 	free(o->rootfs);
 	free(o->ledger);
@@ -882,7 +912,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_TB,
 		ARG_CONTROL_FD,
 		ARG_WORKSPACE,
-		ARG_CHANNEL
+		ARG_CHANNEL,
+		ARG_INCOMING
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -906,6 +937,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "mount", required_argument, NULL, ARG_MOUNT },
 		{ "workspace", required_argument, NULL, ARG_WORKSPACE },
 		{ "channel", required_argument, NULL, ARG_CHANNEL },
+		{ "incoming", required_argument, NULL, ARG_INCOMING },
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
@@ -1018,6 +1050,13 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--rootfs: given twice"), -EINVAL;
 			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
+			break;
+		case ARG_INCOMING:
+			free(o->incoming);
+			o->incoming = realpath(optarg, NULL);
+			if (!o->incoming)
+				return log_error_errno(negative_errno(), "--incoming %s", optarg),
+				       -EINVAL;
 			break;
 		case ARG_CHANNEL:
 			if (!streq(optarg, "vsock") && !streq(optarg, "serial"))

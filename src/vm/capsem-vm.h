@@ -68,6 +68,7 @@ struct vm_opts {
 	char *workspace;  /* --workspace, realpath'd: served by virtiofsd (owned) */
 	int workspace_9p; /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
 	int chan_serial;  /* --channel serial: the ports over virtio-serial (vmchan.c) */
+	char *incoming;	  /* --incoming FILE, realpath'd: restore this saved state (owned) */
 };
 
 struct vm {
@@ -117,6 +118,9 @@ struct vm {
 	struct vmchan *chan;	/* --channel serial: the mux thread (vmchan.c) */
 	struct hostcg cg;	/* QEMU's cgroup (vmconfine.c) */
 	char **mcp_prefix;	/* the MCP servers' launcher (vm_mcp_prefix) */
+	int64_t qmp_id;		/* the last QMP command's id (vmsuspend.c) */
+	int qmp_negotiated;	/* qmp_capabilities done */
+	double restore_ms;	/* --incoming: how long the load took */
 };
 
 /* ---- vmchan.c ---- */
@@ -126,6 +130,23 @@ struct vm {
 int vm_chan_start(struct vm *vm);
 /* Stop the thread, close every stream. NULL-safe (no channel: nothing). */
 void vm_chan_stop(struct vm *vm);
+/* Before a save: end the mux session (PAUSE, every stream closed) and wait until the guest
+ * answered PAUSED, so that no byte of it is left in flight. Blocks the loop thread up to
+ * timeout_ms. 0, -ETIMEDOUT, -ENOTCONN (no channel up). */
+int vm_chan_pause(struct vm *vm, int timeout_ms);
+/* After a failed save: a new session (HELLO; the guest drops its old streams). 0 or -errno. */
+int vm_chan_restart(struct vm *vm);
+
+/* ---- vmsuspend.c ---- */
+
+#define SUSPEND_STATE "suspend.state" /* in the VM directory: QEMU's saved state */
+#define SUSPEND_INFO "suspend.json"   /* beside it: when, how big, how long */
+
+/* {"cmd":"suspend"}: save the VM to SUSPEND_STATE and quit (stopped reason "suspended"), or emit
+ * "suspend_failed" with the reason and run on. */
+void vm_suspend(struct vm *vm);
+/* --incoming: QEMU is on QMP: load the state, let the guest run. 0, or -errno (vm_fail'ed). */
+int vm_incoming(struct vm *vm);
 
 /* ---- vmworkspace.c ---- */
 
@@ -139,6 +160,9 @@ void vm_audit_stop(struct vm *vm);
 /* Stop the VM (SHUTDOWN to the agent, QMP quit, SIGKILL: each after a grace period); why is
  * reported in the stopped event. Safe to call again. */
 void vm_stop(struct vm *vm, const char *why);
+/* Ask QEMU to quit now (QMP), without the guest's shutdown; the stopped event says why (a static
+ * string). SIGKILL after QUIT_GRACE_MS. */
+void vm_quit(struct vm *vm, const char *why);
 /* The VM failed: the first reason is kept and reported (an error event), then it stops. */
 void vm_fail(struct vm *vm, const char *fmt, ...) _printf_(2, 3);
 

@@ -251,6 +251,10 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 		r |= strv_push(&v, "vhost-user-fs-device,chardev=vfs0,tag=" VIRTIOFS_TAG
 				   ",queue-size=1024");
 	}
+	if (c->incoming) {
+		r |= strv_push(&v, "-incoming");
+		r |= strv_push(&v, "defer");
+	}
 	r |= strv_push(&v, "-kernel");
 	r |= strv_push(&v, c->kernel);
 	r |= strv_push(&v, "-initrd");

@@ -62,6 +62,7 @@ struct qemu_config {
 	 * on /root/workspace, "capsem.workspace=" on the kernel command line), or NULL */
 	const char *vhost_fs_sock;
 	int workspace_9p; /* the workspace is one of mounts[] instead ("capsem.workspace=9p") */
+	int incoming;	  /* -incoming defer: the guest's state comes over QMP (a restore) */
 };
 
 /* Whether p may be a guest mount point: absolute, 2..QEMU_GUEST_PATH_MAX-1 characters of

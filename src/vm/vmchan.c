@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,9 +46,14 @@ struct pending { /* a host process that has not finished its CONNECT line yet */
 	char line[LINE_MAX_];
 };
 
+enum { CHAN_CMD_NONE, CHAN_CMD_PAUSE, CHAN_CMD_RESTART };
+
 struct vmchan {
 	pthread_t thread;
 	int stop_fd, qemu_l, hybrid_l;
+	int cmd_fd, done_fd; /* the loop's requests (eventfd + cmd) and their answers */
+	_Atomic int cmd;
+	int waiting_paused; /* PAUSE sent: answer done_fd when the guest's PAUSED arrives */
 	struct chanio *io;
 	struct pending pend[PENDING_MAX];
 	size_t n_pend;
@@ -109,13 +115,43 @@ static void pend_read(struct vmchan *ch, size_t i)
 	(void)chanio_connect(ch->io, fd, port, tag, true); /* closes fd on failure */
 }
 
+static void answer(struct vmchan *ch, uint64_t v)
+{
+	(void)!write(ch->done_fd, &v, sizeof(v));
+}
+
+/* A request of the loop thread (vm_chan_pause / vm_chan_restart). */
+static void on_cmd(struct vmchan *ch)
+{
+	uint64_t v;
+	(void)!read(ch->cmd_fd, &v, sizeof(v));
+	int cmd = atomic_exchange(&ch->cmd, CHAN_CMD_NONE);
+	if (!ch->io) {
+		answer(ch, 2); /* no channel: the guest never connected, or it broke the mux */
+		return;
+	}
+	if (cmd == CHAN_CMD_PAUSE) {
+		while (ch->n_pend) /* half-told CONNECTs: refused, like every new stream now */
+			pend_drop(ch, 0);
+		if (chanio_pause(ch->io) < 0) {
+			answer(ch, 2);
+			return;
+		}
+		ch->waiting_paused = 1;
+	} else if (cmd == CHAN_CMD_RESTART) {
+		ch->waiting_paused = 0;
+		answer(ch, chanio_restart(ch->io) < 0 ? 2 : 1);
+	}
+}
+
 static void *chan_thread(void *arg)
 {
 	struct vmchan *ch = arg;
-	static struct pollfd p[3 + PENDING_MAX + CHANIO_MAX_FDS];
+	static struct pollfd p[4 + PENDING_MAX + CHANIO_MAX_FDS];
 	for (;;) {
 		size_t n = 0;
 		p[n++] = (struct pollfd){ .fd = ch->stop_fd, .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = ch->cmd_fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = ch->io ? -1 : ch->qemu_l, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = ch->n_pend < PENDING_MAX ? ch->hybrid_l : -1,
 					  .events = POLLIN };
@@ -131,20 +167,22 @@ static void *chan_thread(void *arg)
 		}
 		if (p[0].revents)
 			break;
-		if (p[1].revents & POLLIN) { /* QEMU's chardev connects once */
+		if (p[1].revents & POLLIN)
+			on_cmd(ch);
+		if (p[2].revents & POLLIN) { /* QEMU's chardev connects once */
 			int fd = accept4(ch->qemu_l, NULL, NULL, SOCK_CLOEXEC);
 			if (fd >= 0 && chanio_new(CHANMUX_SIDE_HOST, fd, &ch->ops, &ch->io) < 0)
 				safe_close(fd);
 		}
-		if (p[2].revents & POLLIN) {
+		if (p[3].revents & POLLIN) {
 			int fd = accept4(ch->hybrid_l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			if (fd >= 0)
 				ch->pend[ch->n_pend++] = (struct pending){ .fd = fd };
 		}
 		/* pending lines: walk backwards, entries move when one is dropped */
-		for (size_t i = first; i-- > 3;)
-			if (p[i].revents && i - 3 < ch->n_pend && ch->pend[i - 3].fd == p[i].fd)
-				pend_read(ch, i - 3);
+		for (size_t i = first; i-- > 4;)
+			if (p[i].revents && i - 4 < ch->n_pend && ch->pend[i - 4].fd == p[i].fd)
+				pend_read(ch, i - 4);
 		for (size_t i = first; ch->io && i < n; i++) {
 			if (p[i].fd < 0 || !p[i].revents)
 				continue;
@@ -153,8 +191,15 @@ static void *chan_thread(void *arg)
 				log_debug("the host channel ended");
 				chanio_free(ch->io);
 				ch->io = NULL;
+				if (ch->waiting_paused)
+					answer(ch, 2);
+				ch->waiting_paused = 0;
 				break;
 			}
+		}
+		if (ch->waiting_paused && ch->io && chanio_paused(ch->io)) {
+			ch->waiting_paused = 0;
+			answer(ch, 1);
 		}
 	}
 	return NULL;
@@ -165,7 +210,7 @@ int vm_chan_start(struct vm *vm)
 	struct vmchan *ch = calloc(1, sizeof(*ch));
 	if (!ch)
 		return log_oom();
-	ch->stop_fd = ch->qemu_l = ch->hybrid_l = -1;
+	ch->stop_fd = ch->qemu_l = ch->hybrid_l = ch->cmd_fd = ch->done_fd = -1;
 	ch->ops.open_local = open_local;
 	if (vm->ledger) {
 		ch->ops.userdata = vm->ledger;
@@ -174,13 +219,19 @@ int vm_chan_start(struct vm *vm)
 		ch->ops.tap_close = vm_exec_tap_close;
 	}
 	ch->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ch->cmd_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ch->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	ch->qemu_l = unix_listen(CHAN_SOCKET, 1);
 	ch->hybrid_l = unix_listen(HYBRID_SOCKET, 64);
-	int r = ch->stop_fd < 0 ? negative_errno() : ch->qemu_l < 0 ? ch->qemu_l : ch->hybrid_l;
+	int r = ch->stop_fd < 0 || ch->cmd_fd < 0 || ch->done_fd < 0 ? -EMFILE
+		: ch->qemu_l < 0				     ? ch->qemu_l
+								     : ch->hybrid_l;
 	if (r >= 0)
 		r = -pthread_create(&ch->thread, NULL, chan_thread, ch);
 	if (r < 0) {
 		safe_close(ch->stop_fd);
+		safe_close(ch->cmd_fd);
+		safe_close(ch->done_fd);
 		safe_close(ch->qemu_l);
 		safe_close(ch->hybrid_l);
 		free(ch);
@@ -202,10 +253,45 @@ void vm_chan_stop(struct vm *vm)
 	while (ch->n_pend)
 		pend_drop(ch, 0);
 	safe_close(ch->stop_fd);
+	safe_close(ch->cmd_fd);
+	safe_close(ch->done_fd);
 	safe_close(ch->qemu_l);
 	safe_close(ch->hybrid_l);
 	(void)unlink(CHAN_SOCKET);
 	(void)unlink(HYBRID_SOCKET);
 	free(ch);
 	vm->chan = NULL;
+}
+
+/* Ask the thread for cmd and wait up to timeout_ms for its answer (the loop thread blocks: only
+ * around a save, while the guest is quiet). */
+static int chan_request(struct vm *vm, int cmd, int timeout_ms)
+{
+	struct vmchan *ch = vm->chan;
+	uint64_t v = 1;
+	if (!ch)
+		return -ENOTCONN;
+	while (read(ch->done_fd, &v, sizeof(v)) > 0) /* a stale answer */
+		;
+	atomic_store(&ch->cmd, cmd);
+	v = 1;
+	if (write(ch->cmd_fd, &v, sizeof(v)) < 0)
+		return negative_errno();
+	struct pollfd p = { .fd = ch->done_fd, .events = POLLIN };
+	int k = poll(&p, 1, timeout_ms);
+	if (k == 0)
+		return -ETIMEDOUT;
+	if (k < 0 || read(ch->done_fd, &v, sizeof(v)) != sizeof(v))
+		return -EIO;
+	return v == 1 ? 0 : -ENOTCONN;
+}
+
+int vm_chan_pause(struct vm *vm, int timeout_ms)
+{
+	return chan_request(vm, CHAN_CMD_PAUSE, timeout_ms);
+}
+
+int vm_chan_restart(struct vm *vm)
+{
+	return chan_request(vm, CHAN_CMD_RESTART, 1000);
 }

@@ -164,7 +164,7 @@ void vm_ledger_events_stop(struct vm *vm)
 
 /* ---- commands (parent fd and control socket) ---- */
 
-/* One command line from the parent or a control client: {"cmd":"stop"} or
+/* One command line from the parent or a control client: {"cmd":"stop"}, {"cmd":"suspend"} or
  * {"cmd":"ledger","event":{...}} (an event for the session ledger, docs/LEDGER.md). Returns 1
  * for stop (the caller stops the VM: it may have to forget its client first), 0 otherwise. */
 static int vm_command(struct vm *vm, const json_t *cmd, const char *from)
@@ -172,6 +172,10 @@ static int vm_command(struct vm *vm, const json_t *cmd, const char *from)
 	const char *c = json_string_value(json_object_get(cmd, "cmd"));
 	if (c && streq(c, "stop"))
 		return 1;
+	if (c && streq(c, "suspend")) {
+		vm_suspend(vm);
+		return 0;
+	}
 	if (c && streq(c, "ledger")) {
 		int k = vm->ledger ? ledger_record_json(vm->ledger, json_object_get(cmd, "event"))
 				   : 0;

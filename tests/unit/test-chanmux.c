@@ -197,12 +197,73 @@ static void test_misuse_resets(void **state)
 	assert_null(NULL);
 }
 
+/* A save: the host pauses, the guest answers and falls silent; frames that crossed are dropped;
+ * a HELLO (a new host after the restore) starts a new session with no stream left. A HELLO
+ * before a pause, a PAUSE from the guest or a PAUSED never asked for breaks the mux. */
+static void test_pause_and_new_session(void **state)
+{
+	(void)state;
+	uint32_t a, b;
+	struct chanmux_ev ev;
+	assert_int_equal(chanmux_open(host.m, 5001, "", &host.out, &a), 0);
+	both();
+	assert_int_equal(chanmux_accept(guest.m, a, &guest.out), 0);
+	assert_int_equal(chanmux_open(guest.m, 5002, "", &guest.out, &b), 0);
+	both();
+	host.n_ev = guest.n_ev = 0;
+	/* crossing the PAUSE: the guest's data, in flight when the host paused */
+	assert_int_equal(chanmux_send(guest.m, a, "late", 4, &guest.out), 4);
+	assert_int_equal(chanmux_pause(host.m, &host.out), 0);
+	assert_true(chanmux_is_paused(host.m));
+	assert_int_equal(chanmux_room(host.m, a), 0);
+	assert_int_equal(chanmux_send(host.m, a, "x", 1, &host.out), 0); /* nothing goes out */
+	pump(&guest, &host);
+	assert_int_equal(host.n_ev, 0); /* the late data is dropped */
+	pump(&host, &guest);
+	assert_int_equal(guest.ev[0].type, CHANMUX_EV_PAUSE);
+	assert_int_equal(chanmux_paused(guest.m, &guest.out), 0);
+	size_t before = buf_len(&guest.out);
+	assert_int_equal(chanmux_close(guest.m, b, 1, &guest.out), 0);
+	assert_int_equal(chanmux_consumed(guest.m, a, 0, &guest.out), 0);
+	assert_int_equal(buf_len(&guest.out), before); /* silent after PAUSED */
+	pump(&guest, &host);
+	assert_int_equal(host.ev[0].type, CHANMUX_EV_PAUSED);
+
+	/* the restored guest meets a new host */
+	struct side h2 = { 0 };
+	buf_init(&h2.out, 1 << 16);
+	assert_int_equal(chanmux_new(CHANMUX_SIDE_HOST, &h2.out, &h2.m), 0);
+	guest.n_ev = 0;
+	pump(&h2, &guest);
+	assert_int_equal(guest.ev[0].type, CHANMUX_EV_RESET);
+	assert_int_equal(chanmux_count(guest.m), 0);
+	assert_false(chanmux_is_paused(guest.m));
+	pump(&guest, &h2); /* the guest's HELLO */
+	assert_int_equal(chanmux_open(guest.m, 5000, "", &guest.out, &b), 0);
+	pump(&guest, &h2);
+	assert_int_equal(h2.ev[0].type, CHANMUX_EV_OPEN);
+	assert_int_equal(h2.ev[0].port, 5000);
+
+	/* a second HELLO now (not paused) breaks the mux; so does a PAUSE toward the host */
+	struct chanmux_frame hello = { .type = CHANMUX_HELLO, .value = CHANMUX_VERSION };
+	struct chanmux_frame pause = { .type = CHANMUX_PAUSE };
+	struct chanmux_frame paused = { .type = CHANMUX_PAUSED };
+	assert_int_equal(chanmux_input(guest.m, &hello, &guest.out, &ev), -EPROTO);
+	assert_int_equal(chanmux_input(h2.m, &pause, &h2.out, &ev), -EPROTO);
+	assert_int_equal(chanmux_input(h2.m, &paused, &h2.out, &ev), -EPROTO); /* not asked */
+	assert_int_equal(chanmux_input(h2.m, &hello, &h2.out, &ev), -EPROTO);
+	assert_int_equal(chanmux_pause(guest.m, &guest.out), -EINVAL);
+	assert_int_equal(chanmux_paused(h2.m, &h2.out), -EINVAL);
+	chanmux_free(h2.m);
+	buf_done(&h2.out, 0);
+}
+
 static void test_frames(void **state)
 {
 	(void)state;
-	uint8_t bad[CHANMUX_HDR] = { 9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
+	uint8_t bad[CHANMUX_HDR] = { 11, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
 	struct chanmux_frame f;
-	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG); /* type 9 */
+	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG); /* type 11 */
 	bad[0] = CHANMUX_DATA;
 	bad[8] = 1; /* 16 MiB */
 	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG);
@@ -227,6 +288,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stream_both_ways, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_misuse_resets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_and_new_session, setup, teardown),
 		cmocka_unit_test(test_frames),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,14 @@ void vm_stop(struct vm *vm, const char *why)
 	n_stops++;
 }
 
+/* the stub: vmsuspend.c's vm_suspend (a command reaches it) */
+static int n_suspends;
+void vm_suspend(struct vm *vm)
+{
+	(void)vm;
+	n_suspends++;
+}
+
 /* Run the loop until fd has a whole line (returned, without the newline) or is closed (NULL). */
 static char *read_line(uv_loop_t *loop, int fd)
 {
@@ -120,11 +128,13 @@ static void test_control(void **state)
 	}
 
 	/* a client's stop command (a ledger event without a ledger is ignored) */
-	const char *cmds = "{\"cmd\":\"ledger\",\"event\":{}}\n{\"cmd\":\"stop\"}\n";
+	const char *cmds = "{\"cmd\":\"ledger\",\"event\":{}}\n{\"cmd\":\"suspend\"}\n"
+			   "{\"cmd\":\"stop\"}\n";
 	assert_int_equal(write(c1, cmds, strlen(cmds)), (ssize_t)strlen(cmds));
 	for (int i = 0; i < 200 && n_stops == 0; i++)
 		spin(&loop);
 	assert_int_equal(n_stops, 1);
+	assert_int_equal(n_suspends, 1); /* a suspend is not a stop */
 	assert_string_equal(stopped, "requested");
 
 	/* a line that is not JSON, or one that is too long: that client is dropped */

@@ -1,0 +1,367 @@
+/* vmsuspend.c - save a running VM to a file and bring it back (docs/ARCHITECTURE.md "Suspend").
+ *
+ * Save ({"cmd":"suspend"}): the channel mux is paused first (PAUSE/PAUSED, docs/PROTOCOL.md §10),
+ * so the byte stream has a clean frame boundary both ways; then QMP stop, getfd (the state file,
+ * passed over the QMP socket with SCM_RIGHTS: QEMU may not open files or spawn, and 7.2 has no
+ * file: target), migrate to fd:, query-migrate until it completes. The state goes to
+ * <vmdir>/suspend.state.tmp, is fsynced and renamed to SUSPEND_STATE with SUSPEND_INFO beside
+ * it; then QEMU quits and capsem-vm ends with the stopped reason "suspended". When anything
+ * fails the guest runs on (cont) and the mux starts a new session: its streams are reset.
+ *
+ * Restore (--incoming FILE): QEMU starts with -incoming defer and the same devices; once it is
+ * on QMP the file is passed the same way to migrate-incoming; the guest was stopped for the save,
+ * so it comes back paused, and cont runs it. The file is then removed (the guest's disk moves on: that state is stale). The
+ * guest's capsem-chan is paused; our HELLO starts a new mux session, the agent reconnects its
+ * control connection and says HELLO, and the ready event carries "resumed": true. The agent sets
+ * the wall clock from the BOOT_CONFIG that follows.
+ *
+ * The QMP exchanges here are synchronous: the loop thread blocks while the guest is stopped or
+ * not yet running (every other host service of this VM waits on the guest anyway). QMP replies
+ * are matched by id; events and the greeting are skipped. Trust: QEMU's replies are bounded and
+ * parsed as JSON; the state file is ours (0600 in the VM directory).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "capsem-vm.h"
+#include "fdutil.h"
+#include "log.h"
+#include "macro.h"
+
+#define QMP_LINE_MAX (64u * 1024u)
+#define QMP_CALL_MS 10000
+#define SAVE_MAX_MS (10 * 60 * 1000) /* a save of several GiB under TCG */
+#define PAUSE_MS 5000
+#define STATE_TMP "suspend.state.tmp"
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Write all of text on QMP's socket, with fd passed alongside when >= 0. */
+static int qmp_write(int sock, const char *text, int fd)
+{
+	size_t n = strlen(text), done = 0;
+	while (done < n) {
+		struct iovec iov = { .iov_base = (char *)text + done, .iov_len = n - done };
+		union {
+			char b[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+		if (fd >= 0 && done == 0) {
+			memset(&u, 0, sizeof(u));
+			m.msg_control = u.b;
+			m.msg_controllen = sizeof(u.b);
+			struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		}
+		ssize_t k = sendmsg(sock, &m, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN) {
+			struct pollfd p = { .fd = sock, .events = POLLOUT };
+			if (poll(&p, 1, QMP_CALL_MS) <= 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (k <= 0)
+			return k < 0 ? negative_errno() : -EPIPE;
+		done += (size_t)k;
+	}
+	return 0;
+}
+
+/* Run one QMP command (args stolen, may be NULL) and wait for its reply: 0 with *ret (the
+ * "return" value, may be NULL when not wanted), -EIO with err set to QEMU's description. */
+static int qmp_call(struct vm *vm, const char *cmd, json_t *args, int fd, json_t **ret, char *err,
+		    size_t errlen)
+{
+	int sock = vm->w_qmp ? vm->w_qmp->fd : -1;
+	static char line[QMP_LINE_MAX];
+	size_t n = 0;
+	if (sock < 0) {
+		json_decref(args);
+		snprintf(err, errlen, "QEMU's monitor is not connected");
+		return -ENOTCONN;
+	}
+	json_int_t id = ++vm->qmp_id;
+	json_t *j = json_pack("{s:s, s:I}", "execute", cmd, "id", id);
+	if (j && args)
+		json_object_set_new(j, "arguments", args);
+	else
+		json_decref(args);
+	_cleanup_free_ char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	_cleanup_free_ char *textnl = NULL;
+	if (!text || asprintf(&textnl, "%s\n", text) < 0)
+		return -ENOMEM;
+	int r = qmp_write(sock, textnl, fd);
+	if (r < 0) {
+		snprintf(err, errlen, "QEMU's monitor: %s", strerror(-r));
+		return r;
+	}
+	uint64_t until = mono_ms() + QMP_CALL_MS;
+	for (;;) {
+		char *nl = memchr(line, '\n', n);
+		if (!nl) {
+			uint64_t now = mono_ms();
+			struct pollfd p = { .fd = sock, .events = POLLIN };
+			if (n == sizeof(line) || now >= until ||
+			    poll(&p, 1, (int)(until - now)) <= 0) {
+				snprintf(err, errlen, "QEMU's monitor did not answer '%s'", cmd);
+				return -ETIMEDOUT;
+			}
+			ssize_t k = read(sock, line + n, sizeof(line) - n);
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k <= 0) {
+				snprintf(err, errlen, "QEMU's monitor closed (QEMU exited?)");
+				return -EPIPE;
+			}
+			n += (size_t)k;
+			continue;
+		}
+		size_t len = (size_t)(nl - line);
+		json_t *reply = json_loadb(line, len, 0, NULL);
+		memmove(line, nl + 1, n - len - 1);
+		n -= len + 1;
+		json_t *rid = json_object_get(reply, "id");
+		if (!json_is_integer(rid) || json_integer_value(rid) != id) {
+			json_decref(reply); /* the greeting, an event, an old reply */
+			continue;
+		}
+		json_t *e = json_object_get(reply, "error");
+		if (e) {
+			snprintf(err, errlen, "%s",
+				 json_string_value(json_object_get(e, "desc"))
+					 ? json_string_value(json_object_get(e, "desc"))
+					 : "QEMU refused the command");
+			json_decref(reply);
+			return -EIO;
+		}
+		if (ret)
+			*ret = json_incref(json_object_get(reply, "return"));
+		json_decref(reply);
+		return 0;
+	}
+}
+
+static int qmp_negotiate(struct vm *vm, char *err, size_t errlen)
+{
+	if (vm->qmp_negotiated)
+		return 0;
+	int r = qmp_call(vm, "qmp_capabilities", NULL, -1, NULL, err, errlen);
+	if (r == 0)
+		vm->qmp_negotiated = 1;
+	return r;
+}
+
+/* Why this VM cannot be saved, or NULL. */
+static const char *cannot_save(const struct vm *vm)
+{
+	if (!vm->o.chan_serial)
+		return "its host channel is the vhost-user vsock device, which QEMU 7.2 cannot "
+		       "save "
+		       "(the serial channel can: --channel serial)";
+	if (vm->o.workspace)
+		return "its workspace is shared live (virtio-fs or 9p), and QEMU 7.2 cannot save a "
+		       "VM "
+		       "with a mounted share";
+	if (vm->o.n_mounts)
+		return "it has --mount shares (9p), and QEMU 7.2 cannot save a VM with a mounted "
+		       "share";
+	if (vm->state != VM_READY)
+		return "it is not running (booting or stopping)";
+	return NULL;
+}
+
+static void suspend_failed(struct vm *vm, const char *msg)
+{
+	log_warn("suspend failed: %s", msg);
+	vm_emit(vm, json_pack("{s:s, s:s}", "event", "suspend_failed", "message", msg));
+}
+
+/* Save the stopped guest into fd: migrate, then wait for the end. */
+static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
+{
+	int r = qmp_call(vm, "stop", NULL, -1, NULL, err, errlen);
+	/* a stopped guest has no downtime to protect: no bandwidth cap (QEMU's default is
+	 * 32 MiB/s) */
+	if (r == 0)
+		r = qmp_call(vm, "migrate-set-parameters",
+			     json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), -1, NULL,
+			     err, errlen);
+	if (r == 0)
+		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-save"), fd, NULL,
+			     err, errlen);
+	if (r == 0)
+		r = qmp_call(vm, "migrate", json_pack("{s:s}", "uri", "fd:capsem-save"), -1, NULL,
+			     err, errlen);
+	uint64_t until = mono_ms() + SAVE_MAX_MS;
+	while (r == 0) {
+		json_t *st = NULL;
+		r = qmp_call(vm, "query-migrate", NULL, -1, &st, err, errlen);
+		const char *s = r == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+		if (s && streq(s, "completed")) {
+			json_decref(st);
+			return 0;
+		}
+		if (s && (streq(s, "failed") || streq(s, "cancelled"))) {
+			const char *d = json_string_value(json_object_get(st, "error-desc"));
+			snprintf(err, errlen, "QEMU could not save the VM: %s", d ? d : s);
+			r = -EIO;
+		}
+		json_decref(st);
+		if (r == 0 && mono_ms() > until) {
+			snprintf(err, errlen, "the save did not end within %d s",
+				 SAVE_MAX_MS / 1000);
+			(void)qmp_call(vm, "migrate_cancel", NULL, -1, NULL, err + strlen(err), 0);
+			r = -ETIMEDOUT;
+		}
+		if (r == 0)
+			(void)poll(NULL, 0, 10);
+	}
+	return r;
+}
+
+void vm_suspend(struct vm *vm)
+{
+	char err[512] = "";
+	const char *why = cannot_save(vm);
+	if (why) {
+		snprintf(err, sizeof(err), "this VM cannot be suspended: %s", why);
+		suspend_failed(vm, err);
+		return;
+	}
+	uint64_t t0 = mono_ms();
+	(void)unlink(STATE_TMP);
+	_cleanup_close_ int fd =
+		open(STATE_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, sizeof(err), "cannot create %s/%s: %s", vm->vmdir_abs, STATE_TMP,
+			 strerror(errno));
+		suspend_failed(vm, err);
+		return;
+	}
+	int r = vm_chan_pause(vm, PAUSE_MS);
+	if (r < 0) {
+		snprintf(err, sizeof(err),
+			 r == -ETIMEDOUT ? "the guest did not quiesce its channel within 5 s"
+					 : "the host channel is not up");
+		(void)vm_chan_restart(vm);
+		(void)unlink(STATE_TMP);
+		suspend_failed(vm, err);
+		return;
+	}
+	uint64_t t_paused = mono_ms();
+	r = qmp_negotiate(vm, err, sizeof(err));
+	if (r == 0)
+		r = save_to(vm, fd, err, sizeof(err));
+	struct stat st = { 0 };
+	if (r == 0 &&
+	    (fsync(fd) < 0 || fstat(fd, &st) < 0 || rename(STATE_TMP, SUSPEND_STATE) < 0)) {
+		r = negative_errno();
+		snprintf(err, sizeof(err), "cannot keep the saved state: %s", strerror(-r));
+	}
+	if (r < 0) {
+		char e2[128];
+		(void)unlink(STATE_TMP);
+		(void)qmp_call(vm, "cont", NULL, -1, NULL, e2, sizeof(e2));
+		(void)vm_chan_restart(vm);
+		suspend_failed(vm, err);
+		return;
+	}
+	uint64_t t_saved = mono_ms();
+	time_t now = time(NULL);
+	struct tm tm;
+	char when[32];
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_t *info = json_pack("{s:s, s:I, s:I, s:i, s:f, s:f}", "saved_at", when, "bytes",
+				 (json_int_t)st.st_size, "memory_mib", (json_int_t)vm->o.mem_mib,
+				 "cpus", (int)vm->o.cpus, "pause_ms", (double)(t_paused - t0),
+				 "save_ms", (double)(t_saved - t_paused));
+	_cleanup_free_ char *text = info ? json_dumps(info, JSON_COMPACT) : NULL;
+	if (!text || write_file_atomic(SUSPEND_INFO, text, strlen(text), 0600) < 0)
+		log_warn("cannot write %s/%s", vm->vmdir_abs, SUSPEND_INFO);
+	if (info)
+		json_object_set_new(info, "event", json_string("suspended"));
+	if (info)
+		json_object_set_new(info, "state", json_string(SUSPEND_STATE));
+	vm_emit(vm, info);
+	log_info("suspended: %lld bytes of state in %.2f s", (long long)st.st_size,
+		 (double)(t_saved - t0) / 1000.0);
+	vm_quit(vm, "suspended");
+}
+
+int vm_incoming(struct vm *vm)
+{
+	char err[512] = "";
+	uint64_t t0 = mono_ms();
+	_cleanup_close_ int fd = open(vm->o.incoming, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		vm_fail(vm, "cannot open the saved state %s: %s", vm->o.incoming, strerror(errno));
+		return -EIO;
+	}
+	int r = qmp_negotiate(vm, err, sizeof(err));
+	if (r == 0)
+		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-load"), fd, NULL,
+			     err, sizeof(err));
+	if (r == 0)
+		r = qmp_call(vm, "migrate-incoming", json_pack("{s:s}", "uri", "fd:capsem-load"),
+			     -1, NULL, err, sizeof(err));
+	uint64_t until = mono_ms() + SAVE_MAX_MS;
+	while (r == 0) { /* QEMU runs the guest itself once the state is in */
+		json_t *st = NULL;
+		r = qmp_call(vm, "query-status", NULL, -1, &st, err, sizeof(err));
+		const char *s = r == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+		int running = s && streq(s, "running");
+		if (s && streq(s, "paused")) {
+			/* loaded: the guest was stopped for the save, so it comes back stopped */
+			json_decref(st);
+			r = qmp_call(vm, "cont", NULL, -1, NULL, err, sizeof(err));
+			continue;
+		}
+		if (s && !running && !streq(s, "inmigrate") && !streq(s, "prelaunch")) {
+			snprintf(err, sizeof(err),
+				 "QEMU could not load the saved state (status %s)", s);
+			r = -EIO;
+		}
+		json_decref(st);
+		if (running)
+			break;
+		if (r == 0 && mono_ms() > until) {
+			snprintf(err, sizeof(err), "the restore did not end within %d s",
+				 SAVE_MAX_MS / 1000);
+			r = -ETIMEDOUT;
+		}
+		if (r == 0)
+			(void)poll(NULL, 0, 5);
+	}
+	if (r < 0) {
+		vm_fail(vm, "cannot resume the VM from %s: %s", vm->o.incoming, err);
+		return r;
+	}
+	vm->restore_ms = (double)(mono_ms() - t0);
+	/* the guest runs: its disk moves on, so that state can never be loaded again */
+	if (unlink(vm->o.incoming) < 0)
+		log_warn("cannot remove the used state %s: %s", vm->o.incoming, strerror(errno));
+	(void)unlink(SUSPEND_INFO);
+	return 0;
+}

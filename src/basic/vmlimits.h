@@ -28,6 +28,11 @@
 #define VM_BLK_SERIAL_DISK "capsem-disk"     /* persistent ext4 disk, read-write: /root */
 #define VM_BLK_SERIAL_ROOTFS "capsem-rootfs" /* root file system image (squashfs), read-only */
 
+/* A suspended VM's files in its directory (capsem-vm writes them, capsemd reads them): QEMU's
+ * saved state, and what it was saved with (JSON: time, size, the image's manifest hash) */
+#define VM_SUSPEND_STATE "suspend.state"
+#define VM_SUSPEND_INFO "suspend.json"
+
 /* What a bad --cpus / --memory value is told, the same from every command. */
 #define VM_CPUS_USAGE "--cpus: expected " VM_CPUS_RANGE_TEXT
 #define VM_MEMORY_USAGE \

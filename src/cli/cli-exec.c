@@ -4,6 +4,7 @@
  * Trust boundary: the exec frames come from the guest through the daemon and are parsed with
  * proto.h's decoders under their caps (relay.c). Main thread.
  */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/signalfd.h>
@@ -20,6 +21,31 @@ int cli_exec_signals(int with_winch)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGQUIT };
 	return signalfd_for(sigs, with_winch ? 5 : 3);
+}
+
+/* The session's connection was lost: when that was a suspend of the VM, say so (the suspend
+ * ends the VM's sessions first, then saves it: wait a little for its state). */
+static void say_if_suspended(const char *ref)
+{
+	_cleanup_free_ char *path = api_vm_path(ref, "");
+	for (int i = 0; path && i < 50; i++) {
+		struct api_response res;
+		if (cli_api("GET", path, NULL, &res) < 0)
+			return;
+		const char *st = json_string_value(json_object_get(res.json, "state"));
+		int suspended = st && streq(st, "suspended");
+		int busy = json_is_true(json_object_get(res.json, "suspending"));
+		api_response_done(&res);
+		if (suspended) {
+			log_error("the VM was suspended, which ends its sessions; its other "
+				  "processes go on after 'capsem resume %s'",
+				  ref);
+			return;
+		}
+		if (!busy)
+			return;
+		(void)poll(NULL, 0, 200);
+	}
 }
 
 int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
@@ -79,6 +105,8 @@ int cli_exec_run(const char *ref, const struct cli_exec *e, int sigfd)
 		tty_restore();
 	if (r == -EINTR || r == 0)
 		status = relay_exit_status(&rl, r, e->timeout_ms);
+	else if (r == -EPIPE)
+		say_if_suspended(ref);
 out:
 	relay_done(&rl);
 	api_conn_close(&c);

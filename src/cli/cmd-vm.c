@@ -95,6 +95,10 @@ static const char create_usage[] =
 	"                           VM's own directory under $CAPSEM_HOME\n"
 	"      --image NAME         image (default $CAPSEM_IMAGE, else debian when\n"
 	"                           installed, else minimal)\n"
+	"      --suspendable        a VM that 'capsem suspend' can save: no live share with\n"
+	"                           the host (its /root/workspace is on its own disk; no\n"
+	"                           --workspace, --mount, file audit or workspace snapshots),\n"
+	"                           its host channel over virtio-serial; needs --name\n"
 	"      --json               print the whole VM object\n"
 	"  -h, --help               this text\n";
 
@@ -108,6 +112,7 @@ int cmd_create(int argc, char **argv)
 					      { "mount", required_argument, NULL, 'm' },
 					      { "workspace", required_argument, NULL, 'W' },
 					      { "image", required_argument, NULL, 'I' },
+					      { "suspendable", no_argument, NULL, 'S' },
 					      { "json", no_argument, NULL, 'j' },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
@@ -197,6 +202,9 @@ int cmd_create(int argc, char **argv)
 			free(ws);
 			break;
 		}
+		case 'S':
+			json_object_set_new(body, "suspendable", json_true());
+			break;
 		case 'j':
 			json = 1;
 			break;
@@ -358,6 +366,9 @@ int cmd_info(int argc, char **argv)
 			printf("\n");
 		}
 		printf("Directory:   %s\n", jstr(vm, "vmdir"));
+		printf("Suspend:     %s\n", json_is_true(json_object_get(vm, "can_suspend"))
+						    ? "yes"
+						    : jstr(vm, "suspend_blocker"));
 		if (json_is_string(json_object_get(vm, "workspace")))
 			printf("Workspace:   %s -> /root/workspace%s\n", jstr(vm, "workspace"),
 			       json_is_true(json_object_get(vm, "workspace_shared"))
@@ -413,6 +424,28 @@ int cmd_start(int argc, char **argv)
 {
 	return vm_action(argc, argv, "Usage: capsem start VM\n\nBoot a stopped VM again.\n", "POST",
 			 "/start", 0);
+}
+
+int cmd_suspend(int argc, char **argv)
+{
+	return vm_action(
+		argc, argv,
+		"Usage: capsem suspend VM\n\nSave a running VM (memory and devices) to its "
+		"directory and free its CPU\nand RAM; 'capsem resume' brings it back with "
+		"every process. Open shells and\nexecs end; the guest's network "
+		"connections are reset. Only a VM created with\n--suspendable can be "
+		"suspended ('capsem info' says why not).\n",
+		"POST", "/suspend", 0);
+}
+
+int cmd_resume(int argc, char **argv)
+{
+	return vm_action(
+		argc, argv,
+		"Usage: capsem resume VM\n\nBring a suspended VM back: its processes run on "
+		"from where they were, the\nguest clock is set again. ('capsem stop' on a "
+		"suspended VM discards the saved\nstate instead.)\n",
+		"POST", "/resume", 0);
 }
 
 int cmd_restart(int argc, char **argv)

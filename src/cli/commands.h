@@ -11,6 +11,8 @@ int cmd_exec(int argc, char **argv);
 int cmd_shell(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_start(int argc, char **argv);
+int cmd_suspend(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 int cmd_restart(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_purge(int argc, char **argv);

@@ -256,6 +256,46 @@ static void route_start(struct httpd_conn *c, struct vm *vm)
 		httpd_reply_error(c, 409, "conflict", "cannot start the VM: %s", strerror(-r));
 }
 
+static void on_suspended(struct vm *vm, int ok, void *ud)
+{
+	if (ok)
+		reply_vm(ud, 200, vm);
+	else
+		httpd_reply_error(ud, 409, "suspend_failed", "%s",
+				  vm_suspend_error(vm)	 ? vm_suspend_error(vm)
+				  : vm_record(vm)->error ? vm_record(vm)->error
+							 : "the suspend failed");
+}
+
+static void route_suspend(struct httpd_conn *c, struct vm *vm)
+{
+	const struct vm_record *rec = vm_record(vm);
+	int r = vm_suspend(vm, on_suspended, c);
+	if (r == -ENOTCONN)
+		httpd_reply_error(c, 409, "not_running", "the VM is %s",
+				  registry_state_name(rec->state));
+	else if (r == -EPERM)
+		httpd_reply_error(c, 409, "cannot_suspend", "this VM cannot be suspended: %s",
+				  !rec->persistent ? VMSPEC_SUSPEND_EPHEMERAL
+						   : VMSPEC_SUSPEND_SHARED);
+	else if (r == -EALREADY)
+		httpd_reply_error(c, 409, "conflict",
+				  "the VM is already being suspended or stopped");
+	else if (r < 0)
+		httpd_reply_error(c, 500, "internal", "%s", strerror(-r));
+}
+
+static void route_resume(struct httpd_conn *c, struct vm *vm)
+{
+	const struct vm_record *rec = vm_record(vm);
+	if (rec->state != VM_SUSPENDED) {
+		httpd_reply_error(c, 409, "not_suspended", "the VM is %s",
+				  registry_state_name(rec->state));
+		return;
+	}
+	route_start(c, vm);
+}
+
 static void route_restart(struct httpd_conn *c, struct vm *vm)
 {
 	const struct vm_record *rec = vm_record(vm);
@@ -306,7 +346,7 @@ static void route_delete(struct httpd_conn *c, struct vm *vm)
 	char id[REGISTRY_ID_LEN + 1];
 	memcpy(id, vm_record(vm)->id, sizeof(id));
 	enum vm_state st = vm_record(vm)->state;
-	if (st == VM_STOPPED || st == VM_CRASHED) {
+	if (st == VM_STOPPED || st == VM_CRASHED || st == VM_SUSPENDED) {
 		int r = vm_delete(vm);
 		if (r < 0)
 			httpd_reply_error(c, 500, "internal", "cannot delete the VM: %s",
@@ -682,9 +722,10 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			snapapi_handle(a, c, vm, m, n == 4 ? seg[3] : NULL, req->query, body);
 	} else if ((n == 2 || n == 3) && streq(seg[0], "vms") && ref_valid(seg[1])) {
 		const char *act = n == 3 ? seg[2] : NULL;
-		static const char *const acts[] = { "stop", "start", "restart",	 "persist",
-						    "logs", "files", "exec",	 "events",
-						    "fork", "stats", "activity", "tree" };
+		static const char *const acts[] = { "stop",    "start", "restart",  "persist",
+						    "logs",    "files", "exec",	    "events",
+						    "fork",    "stats", "activity", "tree",
+						    "suspend", "resume" };
 		int known = !act;
 		for (size_t i = 0; act && i < ELEMENTSOF(acts); i++)
 			known |= streq(act, acts[i]);
@@ -736,6 +777,10 @@ void api_handle(struct httpd_conn *c, const struct http_msg *req, struct buf *bo
 			route_start(c, vm);
 		else if (streq(act, "restart"))
 			route_restart(c, vm);
+		else if (streq(act, "suspend"))
+			route_suspend(c, vm);
+		else if (streq(act, "resume"))
+			route_resume(c, vm);
 		else if (streq(act, "persist"))
 			route_persist(a, c, vm, body);
 		else if (streq(act, "logs"))

@@ -23,7 +23,7 @@
 
 static const char *const state_names[] = {
 	[VM_CREATING] = "creating", [VM_RUNNING] = "running", [VM_STOPPING] = "stopping",
-	[VM_STOPPED] = "stopped",   [VM_CRASHED] = "crashed",
+	[VM_STOPPED] = "stopped",   [VM_CRASHED] = "crashed", [VM_SUSPENDED] = "suspended",
 };
 
 const char *registry_state_name(enum vm_state s)
@@ -93,9 +93,18 @@ json_t *registry_record_to_json(const struct vm_record *r)
 		own = NULL;
 	/* the ledger session of the current (or last) boot */
 	if (j &&
-	    (json_object_set_new(j, "workspace", json_string(s->workspace ? s->workspace : own)) <
-		     0 ||
+	    (json_object_set_new(j, "workspace",
+				 s->suspendable
+					 ? json_null()
+					 : json_string(s->workspace ? s->workspace : own)) < 0 ||
 	     json_object_set_new(j, "workspace_shared", json_boolean(s->workspace != NULL)) < 0 ||
+	     json_object_set_new(j, "suspendable", json_boolean(s->suspendable)) < 0 ||
+	     json_object_set_new(j, "can_suspend", json_boolean(s->suspendable && r->persistent)) <
+		     0 ||
+	     json_object_set_new(j, "suspend_blocker",
+				 s->suspendable && r->persistent ? json_null()
+				 : !r->persistent ? json_string(VMSPEC_SUSPEND_EPHEMERAL)
+						  : json_string(VMSPEC_SUSPEND_SHARED)) < 0 ||
 	     json_object_set_new(j, "boot", json_integer(r->boot)) < 0 ||
 	     json_object_set_new(j, "session", r->boot ? json_string(session) : json_null()) < 0)) {
 		json_decref(j);
@@ -140,6 +149,7 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	memcpy(r.id, id, REGISTRY_ID_LEN + 1);
 	bad |= registry_state_from_name(state, &r.state) < 0;
 	r.persistent = json_is_true(json_object_get(j, "persistent"));
+	r.spec.suspendable = json_is_true(json_object_get(j, "suspendable"));
 	v = json_object_get(j, "name");
 	if (json_is_string(v)) {
 		bad |= !vmspec_name_valid(json_string_value(v));

@@ -10,7 +10,7 @@
 #define REGISTRY_ID_LEN 12
 #define REGISTRY_FILE "vm.json"
 
-enum vm_state { VM_CREATING, VM_RUNNING, VM_STOPPING, VM_STOPPED, VM_CRASHED };
+enum vm_state { VM_CREATING, VM_RUNNING, VM_STOPPING, VM_STOPPED, VM_CRASHED, VM_SUSPENDED };
 
 struct vm_record {
 	char id[REGISTRY_ID_LEN + 1];

@@ -51,6 +51,7 @@ struct prepjob {
 	uint64_t disk_mib;
 	int want_disk;
 	int r;
+	char image_sha256[65]; /* the image's manifest.json, hashed ("" when unknown) */
 };
 
 struct vm {
@@ -68,10 +69,14 @@ struct vm {
 	int never_ready; /* created but not yet booted once: a failed first boot leaves nothing */
 	int has_disk;	 /* boots with <vmdir>/disk.img: named, or made from a fork image */
 	int seen_stopped;
-	int proc_gone;	 /* the supervisor process exited (or was never started) */
-	int ctl_closed;	 /* its control connection ended (or never existed) */
-	int exit_status; /* -1 unknown */
-	pid_t qemu_pid;	 /* from the ready event; checked to be the supervisor's child when read */
+	int resuming;	     /* this boot restores <vmdir>/VM_SUSPEND_STATE */
+	int suspending;	     /* a suspend was asked for and has not ended yet */
+	int suspended;	     /* capsem-vm saved the VM ("suspended" event) */
+	char *suspend_error; /* why the last suspend failed ("suspend_failed" event) */
+	int proc_gone;	     /* the supervisor process exited (or was never started) */
+	int ctl_closed;	     /* its control connection ended (or never existed) */
+	int exit_status;     /* -1 unknown */
+	pid_t qemu_pid; /* from the ready event; checked to be the supervisor's child when read */
 	char *fail;
 	char *serial_tail;
 	struct waiter *waiters;
@@ -91,6 +96,11 @@ struct vmctl {
 
 /* A record changed: bump the revision and tell the listener. */
 void vmctl_changed(struct vmctl *c);
+
+/* ---- vmsup.c ---- */
+
+/* {"cmd":"suspend"} to the supervisor. 0 or -errno. */
+int vmsup_send_suspend(struct vm *vm);
 
 /* ---- vmctl.c ---- */
 

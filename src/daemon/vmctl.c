@@ -126,6 +126,7 @@ void vmctl_vm_free(struct vm *vm)
 	free(vm->vsock);
 	free(vm->fail);
 	free(vm->serial_tail);
+	free(vm->suspend_error);
 	free(vm);
 }
 
@@ -297,7 +298,8 @@ json_t *vm_to_json(const struct vm *vm)
 				have_q ? json_integer((json_int_t)(q / 1024)) : json_null(),
 				"rss_mib", (json_int_t)((s + q) / 1024));
 	}
-	if (j && (!mem || json_object_set_new(j, "host_memory", mem) < 0)) {
+	if (j && (!mem || json_object_set_new(j, "host_memory", mem) < 0 ||
+		  json_object_set_new(j, "suspending", json_boolean(vm->suspending)) < 0)) {
 		json_decref(j);
 		return NULL;
 	}
@@ -445,13 +447,15 @@ int vmctl_create(struct vmctl *c, const struct vm_spec *spec, vm_waiter_cb cb, v
 
 int vm_start(struct vm *vm, vm_waiter_cb cb, void *userdata)
 {
-	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED)
+	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED &&
+	    vm->rec.state != VM_SUSPENDED)
 		return -EALREADY;
 	if (vm->job || vm->pw || vm->cc)
 		return -EBUSY;
 	int r = add_waiter(vm, VM_WAIT_READY, cb, userdata);
 	if (r < 0)
 		return r;
+	vm->resuming = vm->rec.state == VM_SUSPENDED;
 	r = vmsup_boot(vm);
 	if (r < 0)
 		vmctl_notify(vm, VM_WAIT_READY, 0);
@@ -463,8 +467,55 @@ int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata)
 	return add_waiter(vm, what, cb, userdata);
 }
 
+/* A suspended VM's saved state, thrown away: it is stopped. */
+static void discard_state(struct vm *vm)
+{
+	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO };
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		_cleanup_free_ char *p = vmctl_path_join(vm->rec.vmdir, files[i]);
+		if (p && unlink(p) < 0 && errno != ENOENT)
+			log_warn_errno(negative_errno(), "cannot remove %s", p);
+	}
+	vm->rec.state = VM_STOPPED;
+	vmctl_set_str(&vm->rec.error, NULL);
+	vmctl_vm_save(vm);
+	log_info("VM %s: its saved state was discarded: stopped", vm->rec.id);
+}
+
+int vm_suspend(struct vm *vm, vm_waiter_cb cb, void *userdata)
+{
+	if (vm->rec.state != VM_RUNNING)
+		return -ENOTCONN;
+	if (!vm->rec.spec.suspendable || !vm->rec.persistent)
+		return -EPERM;
+	if (vm->suspending || vm->stop_requested)
+		return -EALREADY;
+	int r = add_waiter(vm, VM_WAIT_SUSPENDED, cb, userdata);
+	if (r < 0)
+		return r;
+	vmctl_set_str(&vm->suspend_error, NULL);
+	r = vmsup_send_suspend(vm);
+	if (r < 0) {
+		vmctl_set_str(&vm->suspend_error, "the supervisor is not reachable");
+		vmctl_notify(vm, VM_WAIT_SUSPENDED, 0);
+		return 0;
+	}
+	vm->suspending = 1;
+	return 0;
+}
+
+const char *vm_suspend_error(const struct vm *vm)
+{
+	return vm->suspend_error;
+}
+
 int vm_stop(struct vm *vm, vm_waiter_cb cb, void *userdata)
 {
+	if (vm->rec.state == VM_SUSPENDED && !vm->job && !vm->pw && !vm->cc) {
+		discard_state(vm);
+		cb(vm, 1, userdata);
+		return 0;
+	}
 	if (vm->rec.state != VM_CREATING && vm->rec.state != VM_RUNNING &&
 	    vm->rec.state != VM_STOPPING)
 		return -ENOTCONN;
@@ -493,7 +544,8 @@ void vm_delete_when_stopped(struct vm *vm)
 
 int vm_delete(struct vm *vm)
 {
-	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED)
+	if (vm->rec.state != VM_STOPPED && vm->rec.state != VM_CRASHED &&
+	    vm->rec.state != VM_SUSPENDED)
 		return -EBUSY;
 	if (vm->job || vm->pw || vm->cc)
 		return -EBUSY;

@@ -22,8 +22,9 @@ struct vmctl_config {
 };
 
 enum vm_wait {
-	VM_WAIT_READY,	 /* running (ok = 1), or the boot failed / the VM went away (ok = 0) */
-	VM_WAIT_STOPPED, /* no longer running: stopped, crashed or deleted (ok = 1) */
+	VM_WAIT_READY,	   /* running (ok = 1), or the boot failed / the VM went away (ok = 0) */
+	VM_WAIT_STOPPED,   /* no longer running: stopped, crashed or deleted (ok = 1) */
+	VM_WAIT_SUSPENDED, /* saved (ok = 1), or the suspend failed (ok = 0: vm_suspend_error) */
 };
 
 /* ok: see enum vm_wait. The VM's record tells the rest (state, error). */
@@ -61,11 +62,20 @@ int vmctl_name_taken(struct vmctl *c, const char *name);
  * *ret, or -errno (-EEXIST: name taken). */
 int vmctl_create(struct vmctl *c, const struct vm_spec *spec, vm_waiter_cb cb, void *userdata,
 		 struct vm **ret);
-/* Boot a stopped/crashed VM. -EALREADY when it is running or busy. */
+/* Boot a stopped/crashed VM, or resume a suspended one. -EALREADY when it is running or
+ * busy. */
 int vm_start(struct vm *vm, vm_waiter_cb cb, void *userdata);
-/* Stop a running VM (cb with VM_WAIT_STOPPED). Ephemeral VMs are deleted when they stop.
- * -ENOTCONN when it is not running. */
+/* Stop a running VM (cb with VM_WAIT_STOPPED). Ephemeral VMs are deleted when they stop. A
+ * suspended VM's saved state is discarded (it is stopped at once). -ENOTCONN when it is not
+ * running. */
 int vm_stop(struct vm *vm, vm_waiter_cb cb, void *userdata);
+/* Save a running VM to its directory and free its CPU and RAM (cb with VM_WAIT_SUSPENDED); the
+ * VM is then "suspended" until vm_start (a resume: same session) or vm_stop (the state is
+ * discarded). -ENOTCONN when not running, -EPERM when it cannot be saved (the record's
+ * "suspend_blocker" says why), -EALREADY while a suspend is under way. */
+int vm_suspend(struct vm *vm, vm_waiter_cb cb, void *userdata);
+/* Why the last suspend failed, or NULL. */
+const char *vm_suspend_error(const struct vm *vm);
 /* Wait for a VM to reach a state without acting. */
 int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata);
 /* Delete a stopped/crashed VM: directory and registry entry; vm is freed. -EBUSY if running. */

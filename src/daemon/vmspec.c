@@ -157,7 +157,8 @@ int vmspec_copy(const struct vm_spec *s, struct vm_spec *ret)
 {
 	struct vm_spec c = { .cpus = s->cpus,
 			     .memory_mib = s->memory_mib,
-			     .disk_mib = s->disk_mib };
+			     .disk_mib = s->disk_mib,
+			     .suspendable = s->suspendable };
 	int bad = 0;
 	if (s->name && !(c.name = strdup(s->name)))
 		bad = 1;
@@ -323,6 +324,12 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 					   ret_error);
 			if (r == 0 && !(s.workspace = strdup(json_string_value(v))))
 				r = -ENOMEM;
+		} else if (streq(k, "suspendable")) {
+			if (!json_is_boolean(v)) {
+				r = fail(ret_error, "suspendable: expected true or false");
+				break;
+			}
+			s.suspendable = json_is_true(v);
 		} else if (streq(k, "image")) {
 			if (!json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v) ||
@@ -342,6 +349,14 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 	}
 	if (r == 0 && !s.image && !(s.image = strdup("minimal")))
 		r = -ENOMEM;
+	if (r == 0 && s.suspendable && !s.name)
+		r = fail(ret_error, "suspendable: only a named VM can be suspended (an ephemeral "
+				    "one is deleted when it stops): give it a name");
+	if (r == 0 && s.suspendable && (s.workspace || s.n_mounts))
+		r = fail(ret_error,
+			 "suspendable: a suspendable VM has no live share (QEMU 7.2 cannot save a "
+			 "VM with a mounted one): drop \"%s\"",
+			 s.workspace ? "workspace" : "mounts");
 	if (r < 0) {
 		vmspec_done(&s);
 		return r;

@@ -59,6 +59,13 @@ static void mark_unfinished_execs(struct vm *vm, const char *why);
 /* ---- the end of a supervisor run ---- */
 
 /* Both the process and its control connection are gone: settle the VM's state. */
+/* <vmdir>/VM_SUSPEND_STATE exists */
+static int state_saved(const struct vm *vm)
+{
+	_cleanup_free_ char *p = vmctl_path_join(vm->rec.vmdir, VM_SUSPEND_STATE);
+	return p && access(p, F_OK) == 0;
+}
+
 static void vm_settle(struct vm *vm)
 {
 	if (!vm->proc_gone || !vm->ctl_closed || vm->job)
@@ -68,7 +75,17 @@ static void vm_settle(struct vm *vm)
 		return;
 	uv_timer_stop(vm->timer);
 	vm->rec.pid = 0;
-	if ((vm->stop_requested || vm->guest_stopped) && !vm->fail) {
+	int resume_failed = vm->resuming && vm->fail && state_saved(vm);
+	vm->resuming = vm->suspending = 0;
+	if (vm->suspended && !vm->fail && !vm->stop_requested) {
+		vm->rec.state = VM_SUSPENDED; /* its state is in <vmdir>/VM_SUSPEND_STATE */
+		vmctl_set_str(&vm->rec.error, NULL);
+		log_info("VM %s suspended", vm->rec.id);
+	} else if (resume_failed) { /* still suspended: the saved state is intact */
+		vm->rec.state = VM_SUSPENDED;
+		vmctl_set_str(&vm->rec.error, vm->fail);
+		log_warn("VM %s: the resume failed: %s", vm->rec.id, vm->fail);
+	} else if ((vm->stop_requested || vm->guest_stopped) && !vm->fail) {
 		vm->rec.state = VM_STOPPED;
 		vmctl_set_str(&vm->rec.error, NULL);
 	} else {
@@ -92,7 +109,9 @@ static void vm_settle(struct vm *vm)
 		mark_unfinished_execs(vm, strempty(why));
 	}
 	vmctl_remove_sockets(vm->rec.vmdir);
-	int del = !vm->rec.persistent || vm->delete_on_stop || vm->never_ready;
+	int del = (!vm->rec.persistent || vm->delete_on_stop || vm->never_ready) &&
+		  vm->rec.state != VM_SUSPENDED;
+	vm->suspended = 0;
 	if (del) {
 		/* gone from disk before anyone is told */
 		int r = rm_rf(vm->rec.vmdir);
@@ -103,6 +122,7 @@ static void vm_settle(struct vm *vm)
 		vmctl_vm_save(vm);
 	}
 	vmctl_notify(vm, VM_WAIT_READY, 0);
+	vmctl_notify(vm, VM_WAIT_SUSPENDED, vm->rec.state == VM_SUSPENDED && !resume_failed);
 	vmctl_notify(vm, VM_WAIT_STOPPED, 1);
 	if (del)
 		vmctl_vm_free(vm);
@@ -252,9 +272,21 @@ static void handle_event(struct vm *vm, json_t *ev)
 			snprintf(session, sizeof(session), "%s-%u", vm->rec.id, vm->rec.boot);
 			c->on_ledger(c->on_ledger_data, session, (int64_t)json_integer_value(v));
 		}
+	} else if (streq(e, "suspended")) {
+		vm->suspended = 1;
+	} else if (streq(e, "suspend_failed")) {
+		const char *m = json_string_value(json_object_get(ev, "message"));
+		vm->suspending = 0;
+		vmctl_set_str(&vm->suspend_error, m ? m : "the suspend failed");
+		if (vm->rec.state == VM_STOPPING && !vm->stop_requested)
+			vm->rec.state = VM_RUNNING;
+		vmctl_vm_save(vm);
+		vmctl_notify(vm, VM_WAIT_SUSPENDED, 0);
 	} else if (streq(e, "stopped")) {
 		vm->seen_stopped = 1;
 		const char *reason = json_string_value(json_object_get(ev, "reason"));
+		if (reason && streq(reason, "suspended") && vm->suspended)
+			return; /* what vm_settle turns into "suspended" */
 		/* the guest's own halt/poweroff/reboot is a stop; any other stop nobody asked for
 		 * is a crash, with the supervisor's reason */
 		if (reason && streq(reason, "guest-poweroff"))
@@ -338,19 +370,30 @@ static void on_write_done(uv_write_t *w, int status)
 	free(w);
 }
 
-int vmsup_send_stop(struct vm *vm)
+static int send_cmd(struct vm *vm, char *cmd, size_t n)
 {
-	static char cmd[] = "{\"cmd\":\"stop\"}\n";
 	if (!vm->cc)
 		return -ENOTCONN;
 	uv_write_t *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	uv_buf_t b = uv_buf_init(cmd, sizeof(cmd) - 1);
+	uv_buf_t b = uv_buf_init(cmd, (unsigned)n);
 	int r = uv_write(w, (uv_stream_t *)&vm->cc->h, &b, 1, on_write_done);
 	if (r < 0)
 		free(w);
 	return r;
+}
+
+int vmsup_send_suspend(struct vm *vm)
+{
+	static char cmd[] = "{\"cmd\":\"suspend\"}\n";
+	return send_cmd(vm, cmd, sizeof(cmd) - 1);
+}
+
+int vmsup_send_stop(struct vm *vm)
+{
+	static char cmd[] = "{\"cmd\":\"stop\"}\n";
+	return send_cmd(vm, cmd, sizeof(cmd) - 1);
 }
 
 struct owned_write {
@@ -433,7 +476,7 @@ void vmsup_on_stop_timeout(uv_timer_t *t)
 /* ---- spawning capsem-vm ---- */
 
 static int build_argv(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs,
-		      char ***ret)
+		      const char *image_sha256, char ***ret)
 {
 	struct vmctl *c = vm->ctl;
 	const struct vm_spec *s = &vm->rec.spec;
@@ -478,16 +521,27 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 	/* the channel mux over virtio-serial instead of vsock (experimental: the transport a
 	 * migratable VM will need; docs/PROTOCOL.md §10) */
 	const char *chan = getenv("CAPSEM_CHANNEL");
-	if (chan && streq(chan, "serial")) {
+	if (s->suspendable || (chan && streq(chan, "serial"))) {
 		r |= strv_push(&a, "--channel");
 		r |= strv_push(&a, "serial");
 	}
-	/* the workspace: the user's folder, or the VM's own (launch() makes it) */
-	r |= strv_push(&a, "--workspace");
-	if (s->workspace)
-		r |= strv_push(&a, s->workspace);
-	else
-		r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
+	/* the workspace: the user's folder, or the VM's own (launch() makes it); a suspendable VM
+	 * has none shared (its /root/workspace is on its own disk) */
+	if (!s->suspendable) {
+		r |= strv_push(&a, "--workspace");
+		if (s->workspace)
+			r |= strv_push(&a, s->workspace);
+		else
+			r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
+	}
+	if (vm->resuming) { /* the state vm_suspend saved, and the image it was saved with */
+		r |= strv_push(&a, "--incoming");
+		r |= strv_pushf(&a, "%s/" VM_SUSPEND_STATE, vm->rec.vmdir);
+	}
+	if (image_sha256 && *image_sha256) {
+		r |= strv_push(&a, "--image-sha256");
+		r |= strv_push(&a, image_sha256);
+	}
 	r |= strv_push(&a, "--ledger");
 	r |= strv_pushf(&a, "%s/%s-%u.db", c->sessions_dir, vm->rec.id, vm->rec.boot);
 	/* who the guest is, in every exec's environment */
@@ -563,21 +617,24 @@ static void next_boot(struct vm *vm)
 	}
 }
 
-static void launch(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs)
+static void launch(struct vm *vm, const char *kernel, const char *initrd, const char *rootfs,
+		   const char *image_sha256)
 {
 	struct vmctl *c = vm->ctl;
 	_cleanup_strv_free_ char **argv = NULL;
 	pid_t pid;
 	int r;
 
-	next_boot(vm);
-	if (!vm->rec.spec.workspace) { /* the VM's own workspace, kept across boots */
+	if (!vm->resuming) /* a resume continues the session of the boot it saved */
+		next_boot(vm);
+	if (!vm->rec.spec.workspace && !vm->rec.spec.suspendable) {
+		/* the VM's own workspace, kept across boots */
 		_cleanup_free_ char *ws = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
 		if (!ws || (mkdir(ws, 0700) < 0 && errno != EEXIST))
 			log_warn_errno(ws ? negative_errno() : -ENOMEM, "cannot make %s/%s",
 				       vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
 	}
-	if (build_argv(vm, kernel, initrd, rootfs, &argv) < 0) {
+	if (build_argv(vm, kernel, initrd, rootfs, image_sha256, &argv) < 0) {
 		boot_fail(vm, "out of memory");
 		return;
 	}
@@ -777,6 +834,10 @@ static void prep_work(uv_work_t *w)
 		j->r = r;
 		return;
 	}
+	/* which image exactly: a saved state may only go back onto the one it was saved with */
+	_cleanup_free_ char *mpath = vmctl_path_join(j->imgdir, MANIFEST_FILENAME);
+	if (!mpath || sha256_hex_file(mpath, j->image_sha256, NULL) < 0)
+		j->image_sha256[0] = 0;
 	j->kernel = strdup(m->kernel.path);
 	j->initrd = strdup(m->initrd.path);
 	j->rootfs = m->rootfs.file ? strdup(m->rootfs.path) : NULL;
@@ -837,7 +898,7 @@ static void prep_done(uv_work_t *w, int status)
 			boot_fail(vm, j->error ? j->error : "cannot prepare the VM");
 		} else {
 			vm->has_disk = j->want_disk;
-			launch(vm, j->kernel, j->initrd, j->rootfs);
+			launch(vm, j->kernel, j->initrd, j->rootfs, j->image_sha256);
 		}
 	}
 	free(j->disk_template);
@@ -970,6 +1031,20 @@ static void recover_one(struct vmctl *c, const char *id)
 			 "it",
 			 vm->rec.id, vm->rec.pid);
 		vmsup_signal(vm, SIGKILL);
+	}
+	if (live && state_saved(vm)) {
+		/* a suspend (or a resume that never loaded) ended while capsemd was down */
+		vm->rec.state = VM_SUSPENDED;
+		vm->rec.pid = 0;
+		vmctl_set_str(&vm->rec.error, NULL);
+		log_info("VM %s: suspended while capsemd was down", vm->rec.id);
+		live = 0;
+		vmctl_vm_save(vm);
+	} else if (vm->rec.state == VM_SUSPENDED && !state_saved(vm)) {
+		vm->rec.state = VM_STOPPED;
+		vmctl_set_str(&vm->rec.error, "its saved state is gone: stopped");
+		log_warn("VM %s: suspended, but its saved state is gone: stopped", vm->rec.id);
+		vmctl_vm_save(vm);
 	}
 	if (live) {
 		vm->rec.state = VM_CRASHED;

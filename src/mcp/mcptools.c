@@ -199,7 +199,8 @@ static json_t *create_body(json_t *args, int with_name)
 	if ((with_name && copy_arg(b, args, "name") < 0) || copy_arg(b, args, "image") < 0 ||
 	    copy_arg(b, args, "cpus") < 0 || copy_arg(b, args, "memory") < 0 ||
 	    (with_name && copy_arg(b, args, "disk") < 0) ||
-	    (with_name && copy_arg(b, args, "mounts") < 0)) {
+	    (with_name && copy_arg(b, args, "mounts") < 0) ||
+	    (with_name && copy_arg(b, args, "suspendable") < 0)) {
 		json_decref(b);
 		return NULL;
 	}
@@ -335,6 +336,16 @@ static json_t *tool_stop(struct mcp_ctx *ctx, json_t *args)
 static json_t *tool_start(struct mcp_ctx *ctx, json_t *args)
 {
 	return vm_simple(ctx, args, "POST", "/start");
+}
+
+static json_t *tool_suspend(struct mcp_ctx *ctx, json_t *args)
+{
+	return vm_simple(ctx, args, "POST", "/suspend");
+}
+
+static json_t *tool_resume(struct mcp_ctx *ctx, json_t *args)
+{
+	return vm_simple(ctx, args, "POST", "/resume");
 }
 
 static json_t *tool_delete(struct mcp_ctx *ctx, json_t *args)
@@ -937,6 +948,8 @@ static const struct {
 	{ "capsem_write_file", tool_write_file },
 	{ "capsem_stop", tool_stop },
 	{ "capsem_start", tool_start },
+	{ "capsem_suspend", tool_suspend },
+	{ "capsem_resume", tool_resume },
 	{ "capsem_delete", tool_delete },
 	{ "capsem_fork", tool_fork },
 	{ "capsem_persist", tool_persist },

@@ -913,7 +913,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_CONTROL_FD,
 		ARG_WORKSPACE,
 		ARG_CHANNEL,
-		ARG_INCOMING
+		ARG_INCOMING,
+		ARG_IMAGE_SHA
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -938,6 +939,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "workspace", required_argument, NULL, ARG_WORKSPACE },
 		{ "channel", required_argument, NULL, ARG_CHANNEL },
 		{ "incoming", required_argument, NULL, ARG_INCOMING },
+		{ "image-sha256", required_argument, NULL, ARG_IMAGE_SHA },
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
@@ -1050,6 +1052,12 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--rootfs: given twice"), -EINVAL;
 			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
+			break;
+		case ARG_IMAGE_SHA:
+			if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64)
+				return log_error("--image-sha256: 64 lowercase hex digits"),
+				       -EINVAL;
+			o->image_sha256 = optarg;
 			break;
 		case ARG_INCOMING:
 			free(o->incoming);

@@ -17,6 +17,7 @@
 #include "qemu.h"
 #include "serial.h"
 #include "unixlisten.h"
+#include "vmlimits.h"
 
 #define SERIAL_LOG_CAP (4u << 20)
 #define STOP_GRACE_MS 8000
@@ -69,6 +70,7 @@ struct vm_opts {
 	int workspace_9p; /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
 	int chan_serial;  /* --channel serial: the ports over virtio-serial (vmchan.c) */
 	char *incoming;	  /* --incoming FILE, realpath'd: restore this saved state (owned) */
+	const char *image_sha256; /* --image-sha256: the image's manifest hash, kept with a save */
 };
 
 struct vm {
@@ -139,8 +141,8 @@ int vm_chan_restart(struct vm *vm);
 
 /* ---- vmsuspend.c ---- */
 
-#define SUSPEND_STATE "suspend.state" /* in the VM directory: QEMU's saved state */
-#define SUSPEND_INFO "suspend.json"   /* beside it: when, how big, how long */
+#define SUSPEND_STATE VM_SUSPEND_STATE /* in the VM directory: QEMU's saved state */
+#define SUSPEND_INFO VM_SUSPEND_INFO   /* beside it: when, how big, how long, which image */
 
 /* {"cmd":"suspend"}: save the VM to SUSPEND_STATE and quit (stopped reason "suspended"), or emit
  * "suspend_failed" with the reason and run on. */

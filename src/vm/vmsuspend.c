@@ -297,6 +297,8 @@ void vm_suspend(struct vm *vm)
 				 (json_int_t)st.st_size, "memory_mib", (json_int_t)vm->o.mem_mib,
 				 "cpus", (int)vm->o.cpus, "pause_ms", (double)(t_paused - t0),
 				 "save_ms", (double)(t_saved - t_paused));
+	if (info && vm->o.image_sha256)
+		json_object_set_new(info, "image_sha256", json_string(vm->o.image_sha256));
 	_cleanup_free_ char *text = info ? json_dumps(info, JSON_COMPACT) : NULL;
 	if (!text || write_file_atomic(SUSPEND_INFO, text, strlen(text), 0600) < 0)
 		log_warn("cannot write %s/%s", vm->vmdir_abs, SUSPEND_INFO);
@@ -318,6 +320,22 @@ int vm_incoming(struct vm *vm)
 	if (fd < 0) {
 		vm_fail(vm, "cannot open the saved state %s: %s", vm->o.incoming, strerror(errno));
 		return -EIO;
+	}
+	if (vm->o.image_sha256) { /* the state belongs to the image it was saved with */
+		_cleanup_free_ char *text = NULL;
+		json_t *info = NULL;
+		if (read_file_small(SUSPEND_INFO, 64 * 1024, &text, NULL) == 0)
+			info = json_loads(text, 0, NULL);
+		const char *saved = json_string_value(json_object_get(info, "image_sha256"));
+		int same = saved && streq(saved, vm->o.image_sha256);
+		json_decref(info);
+		if (!same) {
+			vm_fail(vm,
+				"cannot resume the VM: its image changed since it was suspended "
+				"(rebuilt or replaced), and the saved state belongs to the old one "
+				"(stop the VM to discard it)");
+			return -ESTALE;
+		}
 	}
 	int r = qmp_negotiate(vm, err, sizeof(err));
 	if (r == 0)

@@ -148,7 +148,8 @@ enum wg_route wg_route_allowed(const char *method, const char *path)
 	if (!*sub)
 		return get || del ? WG_ROUTE_JSON : WG_ROUTE_NONE;
 	if (post && (!strcmp(sub, "/stop") || !strcmp(sub, "/start") || !strcmp(sub, "/restart") ||
-		     !strcmp(sub, "/persist") || !strcmp(sub, "/fork")))
+		     !strcmp(sub, "/persist") || !strcmp(sub, "/fork") ||
+		     !strcmp(sub, "/suspend") || !strcmp(sub, "/resume")))
 		return WG_ROUTE_LONG;
 	if (get && (!strcmp(sub, "/logs") || !strcmp(sub, "/stats") || !strcmp(sub, "/tree")))
 		return WG_ROUTE_JSON;

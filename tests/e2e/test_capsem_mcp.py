@@ -26,7 +26,7 @@ VM = "mcp-web"
 TOOLS = {"capsem_create", "capsem_list", "capsem_info", "capsem_exec", "capsem_run",
          "capsem_read_file", "capsem_write_file", "capsem_stop", "capsem_start",
          "capsem_delete", "capsem_logs", "capsem_events", "capsem_snapshots",
-         "capsem_fork", "capsem_persist", "capsem_purge"}
+         "capsem_fork", "capsem_persist", "capsem_purge", "capsem_suspend", "capsem_resume"}
 
 
 def env_for(home):

@@ -6,6 +6,7 @@ wall clock is set again. A VM that cannot be saved (a live workspace share) says
 Timings (TCG here): suspend, and resume to first exec against a cold boot to first exec.
 """
 import json
+import signal
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import VM, need_image, procs_mentioning, wait_for
+from conftest import CAPSEM, VM, need_image, procs_mentioning, wait_for
 
 MEM = "256M"
 
@@ -134,3 +135,83 @@ def test_a_vm_with_a_live_share_says_why_and_runs_on(tmp_path_factory):
         assert v.sh("echo still").stdout == b"still\n"
     finally:
         assert v.stop() == 0
+
+
+# ---- through capsemd: capsem create --suspendable, suspend, list, restart of capsemd, resume ----
+
+def test_suspend_and_resume_through_capsemd(tmp_path_factory):
+    from test_cli_daemon import cli, clean_home, stop_daemon
+    need_image()
+    d = tmp_path_factory.mktemp("dsuspend")
+    h = d / "home"
+    h.mkdir()
+    try:
+        # a default VM (a live workspace share) says why it cannot be suspended
+        cli(h, "create", "-n", "plain", "--memory", MEM, check=0)
+        info = json.loads(cli(h, "info", "plain", "--json", check=0).stdout)
+        assert info["can_suspend"] is False and "--suspendable" in info["suspend_blocker"]
+        p = cli(h, "suspend", "plain")
+        assert p.returncode != 0 and b"--suspendable" in p.stderr, p
+        p = cli(h, "create", "--suspendable", "--memory", MEM)
+        assert p.returncode != 0 and b"named VM" in p.stderr, p
+        cli(h, "delete", "plain", check=0)
+
+        cli(h, "create", "-n", "s", "--suspendable", "--memory", MEM, check=0)
+        info = json.loads(cli(h, "info", "s", "--json", check=0).stdout)
+        assert info["can_suspend"] is True and info["workspace"] is None, info
+        session = info["session"]
+        cli(h, "exec", "s", "--", "sh", "-c",
+            "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/c.n; "
+            "mv /tmp/c.n /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &", check=0)
+
+        def count():
+            p = cli(h, "exec", "s", "--", "cat", "/tmp/count")
+            return int(p.stdout) if p.returncode == 0 and p.stdout.strip() else -1
+        wait_for(lambda: count() > 5, 30, "the counter")
+        # an open session gets a clear message when the VM is suspended under it
+        held = subprocess.Popen([CAPSEM, "exec", "s", "--", "sleep", "600"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ, CAPSEM_HOME=str(h)))
+        time.sleep(1)
+        before = count()
+        t = time.monotonic()
+        cli(h, "suspend", "s", check=0)
+        took = time.monotonic() - t
+        _, err = held.communicate(timeout=60)
+        assert held.returncode != 0 and b"suspended" in err, err
+        vms = {v["name"]: v for v in json.loads(cli(h, "list", "-a", "--json", check=0).stdout)}
+        assert vms["s"]["state"] == "suspended", vms["s"]
+        vmdir = vms["s"]["vmdir"]
+        assert os.path.exists(os.path.join(vmdir, "suspend.state"))
+        assert not procs_mentioning(vmdir + "/"), "QEMU or capsem-vm still run when suspended"
+        p = cli(h, "exec", "s", "--", "true")
+        assert p.returncode != 0 and b"suspended" in p.stderr, p
+
+        # capsemd dies hard and comes back: the VM is still suspended, and resumes
+        pid = int((h / "run" / "capsemd.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, "capsemd to die")
+        vms = {v["name"]: v for v in json.loads(cli(h, "list", "-a", "--json", check=0).stdout)}
+        assert vms["s"]["state"] == "suspended", vms["s"]
+        t = time.monotonic()
+        cli(h, "resume", "s", check=0)
+        after = count()
+        resume = time.monotonic() - t
+        assert before <= after < before + 60, (before, after)
+        wait_for(lambda: count() > after, 10, "the counter to go on")
+        info = json.loads(cli(h, "info", "s", "--json", check=0).stdout)
+        assert info["state"] == "running" and info["session"] == session, info
+        ev = cli(h, "events", "s", "--kind", "exec", "--json", check=0).stdout
+        assert b"/tmp/count" in ev  # execs before and after the suspend, one session
+
+        # stop on a suspended VM discards its state; start boots it cold
+        cli(h, "suspend", "s", check=0)
+        cli(h, "stop", "s", check=0)
+        assert not os.path.exists(os.path.join(vmdir, "suspend.state"))
+        cli(h, "start", "s", check=0)
+        assert count() == -1, "a cold boot has no /tmp/count"
+        print(f"\ncapsem suspend {took:.2f} s; capsem resume to first exec {resume:.2f} s (TCG)")
+    finally:
+        assert not clean_home(h, under=d), "QEMU or capsem-vm left behind"
+

@@ -129,13 +129,13 @@ static void test_tool_table(void **state)
 	size_t n;
 	assert_int_equal(mcp_tools_init(), 0);
 	const struct mcp_tool *t = mcp_tools(&n);
-	assert_int_equal(n, 16);
-	static const char *names[] = { "capsem_create",	    "capsem_list", "capsem_info",
-				       "capsem_exec",	    "capsem_run",  "capsem_read_file",
-				       "capsem_write_file", "capsem_stop", "capsem_start",
-				       "capsem_delete",	    "capsem_logs", "capsem_events",
-				       "capsem_snapshots",  "capsem_fork", "capsem_persist",
-				       "capsem_purge" };
+	assert_int_equal(n, 18);
+	static const char *names[] = { "capsem_create",	    "capsem_list",    "capsem_info",
+				       "capsem_exec",	    "capsem_run",     "capsem_read_file",
+				       "capsem_write_file", "capsem_stop",    "capsem_start",
+				       "capsem_delete",	    "capsem_logs",    "capsem_events",
+				       "capsem_snapshots",  "capsem_fork",    "capsem_persist",
+				       "capsem_purge",	    "capsem_suspend", "capsem_resume" };
 	for (size_t i = 0; i < ELEMENTSOF(names); i++)
 		assert_non_null(mcp_tool_find(names[i]));
 	assert_null(mcp_tool_find("capsem_nope"));

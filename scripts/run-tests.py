@@ -111,7 +111,7 @@ def e2e():
 #   which `make build` installs in the source tree).
 USER_MODULES = ["test_run_cli.py", "test_cli_daemon.py", "test_exec.py", "test_ledger.py",
                 "test_vm_supervisor.py", "test_shell_tmux.py", "test_workspace.py",
-                "test_snapshots.py", "test_confinement.py"]
+                "test_snapshots.py", "test_confinement.py", "test_suspend.py"]
 USER = "capsem-ci"
 
 

@@ -470,7 +470,7 @@ int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata)
 /* A suspended VM's saved state, thrown away: it is stopped. */
 static void discard_state(struct vm *vm)
 {
-	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO };
+	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO, VM_RAM_FILE };
 	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
 		_cleanup_free_ char *p = vmctl_path_join(vm->rec.vmdir, files[i]);
 		if (p && unlink(p) < 0 && errno != ENOENT)

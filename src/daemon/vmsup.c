@@ -66,6 +66,13 @@ static int state_saved(const struct vm *vm)
 	return p && access(p, F_OK) == 0;
 }
 
+static void drop_ram_file(struct vm *vm)
+{
+	_cleanup_free_ char *ram = vmctl_path_join(vm->rec.vmdir, VM_RAM_FILE);
+	if (ram && unlink(ram) < 0 && errno != ENOENT)
+		log_warn_errno(negative_errno(), "cannot remove %s", ram);
+}
+
 static void vm_settle(struct vm *vm)
 {
 	if (!vm->proc_gone || !vm->ctl_closed || vm->job)
@@ -88,6 +95,7 @@ static void vm_settle(struct vm *vm)
 	} else if ((vm->stop_requested || vm->guest_stopped) && !vm->fail) {
 		vm->rec.state = VM_STOPPED;
 		vmctl_set_str(&vm->rec.error, NULL);
+		drop_ram_file(vm); /* the guest RAM of a stopped VM is nothing to keep */
 	} else {
 		char *why = NULL;
 		if (vm->fail)
@@ -534,6 +542,12 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		else
 			r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
 	}
+	if (s->suspendable) {
+		/* the guest RAM in a file of the VM directory: a suspend saves only the device state
+		 * and a resume maps the file (docs/ARCHITECTURE.md "Suspend and resume") */
+		r |= strv_push(&a, "--ram-file");
+		r |= strv_push(&a, VM_RAM_FILE);
+	}
 	if (vm->resuming) { /* the state vm_suspend saved, and the image it was saved with */
 		r |= strv_push(&a, "--incoming");
 		r |= strv_pushf(&a, "%s/" VM_SUSPEND_STATE, vm->rec.vmdir);
@@ -627,6 +641,8 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 
 	if (!vm->resuming) /* a resume continues the session of the boot it saved */
 		next_boot(vm);
+	if (!vm->resuming) /* a cold boot starts with fresh RAM */
+		drop_ram_file(vm);
 	if (!vm->rec.spec.workspace && !vm->rec.spec.suspendable) {
 		/* the VM's own workspace, kept across boots */
 		_cleanup_free_ char *ws = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);

@@ -585,6 +585,14 @@ static int vm_start(struct vm *vm)
 	}
 	/* QEMU's cgroup, then capsem-vm's own confinement, before any thread exists (the ledger's
 	 * writer, libuv's pool, libcurl's): all of them, and every child, inherit it */
+	if (vm->o.ram_file) { /* QEMU sizes it; it must exist for QEMU's Landlock rule,
+				 * and be made before our own confinement */
+		_cleanup_close_ int rf = open(
+			vm->o.ram_file,
+			O_RDWR | O_CLOEXEC | O_NOFOLLOW | (vm->o.ram_private ? 0 : O_CREAT), 0600);
+		if (rf < 0)
+			return log_error_errno(negative_errno(), "--ram-file %s", vm->o.ram_file);
+	}
 	vm_cgroup_setup(vm);
 	r = vm_confine_self(vm);
 	if (r < 0)
@@ -690,6 +698,8 @@ static int vm_start(struct vm *vm)
 		.vhost_fs_sock = vm->o.workspace && !vm->o.workspace_9p ? VIRTIOFS_SOCKET : NULL,
 		.workspace_9p = vm->o.workspace_9p,
 		.incoming = vm->o.incoming != NULL,
+		.ram_file = vm->o.ram_file,
+		.ram_private = vm->o.ram_private,
 	};
 	r = qemu_build_argv(&qc, &argv);
 	if (r == -E2BIG)
@@ -874,6 +884,7 @@ static void opts_free(struct vm_opts *o)
 {
 	free(o->workspace);
 	free(o->incoming);
+	free(o->ram_file);
 	free(o->disk);
 	free(o->rootfs);
 	free(o->ledger);
@@ -914,7 +925,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_WORKSPACE,
 		ARG_CHANNEL,
 		ARG_INCOMING,
-		ARG_IMAGE_SHA
+		ARG_IMAGE_SHA,
+		ARG_RAM_FILE,
+		ARG_RAM_PRIVATE
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -940,6 +953,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "channel", required_argument, NULL, ARG_CHANNEL },
 		{ "incoming", required_argument, NULL, ARG_INCOMING },
 		{ "image-sha256", required_argument, NULL, ARG_IMAGE_SHA },
+		{ "ram-file", required_argument, NULL, ARG_RAM_FILE },
+		{ "ram-private", no_argument, NULL, ARG_RAM_PRIVATE },
 		{ "ledger", required_argument, NULL, ARG_LEDGER },
 		{ "no-egress", no_argument, NULL, ARG_NO_EGRESS },
 		{ "mcp-config", required_argument, NULL, ARG_MCP_CONFIG },
@@ -1052,6 +1067,23 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 				return log_error("--rootfs: given twice"), -EINVAL;
 			if (parse_rootfs(optarg, &o->rootfs) < 0)
 				return -EINVAL;
+			break;
+		case ARG_RAM_FILE:
+			/* absolute, or a file name in the VM directory (our cwd later) */
+			if (optarg[0] != '/' &&
+			    (strchr(optarg, '/') || !*optarg || optarg[0] == '.'))
+				return log_error(
+					       "--ram-file: an absolute path or a file name in the "
+					       "VM directory, not '%s'",
+					       optarg),
+				       -EINVAL;
+			free(o->ram_file);
+			o->ram_file = strdup(optarg);
+			if (!o->ram_file)
+				return log_oom();
+			break;
+		case ARG_RAM_PRIVATE:
+			o->ram_private = 1;
 			break;
 		case ARG_IMAGE_SHA:
 			if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64)

@@ -71,6 +71,8 @@ struct vm_opts {
 	int chan_serial;  /* --channel serial: the ports over virtio-serial (vmchan.c) */
 	char *incoming;	  /* --incoming FILE, realpath'd: restore this saved state (owned) */
 	const char *image_sha256; /* --image-sha256: the image's manifest hash, kept with a save */
+	char *ram_file;		  /* --ram-file: guest RAM in this file (absolute; owned) */
+	int ram_private;	  /* --ram-private: mapped copy-on-write, the file stays as it is */
 };
 
 struct vm {

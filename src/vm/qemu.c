@@ -130,7 +130,8 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 				c->qmp_sock,
 				c->vhost_vsock_sock,
 				c->name ? c->name : "",
-				c->chan_sock ? c->chan_sock : "" };
+				c->chan_sock ? c->chan_sock : "",
+				c->ram_file ? c->ram_file : "" };
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
 			return -EINVAL;
@@ -172,7 +173,13 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	r |= strv_push(&v, "-m");
 	r |= strv_pushf(&v, "%" PRIu64 "M", c->mem_mib);
 	r |= strv_push(&v, "-object");
-	r |= strv_pushf(&v, "memory-backend-memfd,id=mem,size=%" PRIu64 "M,share=on", c->mem_mib);
+	if (c->ram_file)
+		r |= strv_pushf(&v,
+				"memory-backend-file,id=mem,size=%" PRIu64 "M,mem-path=%s,share=%s",
+				c->mem_mib, c->ram_file, c->ram_private ? "off" : "on");
+	else
+		r |= strv_pushf(&v, "memory-backend-memfd,id=mem,size=%" PRIu64 "M,share=on",
+				c->mem_mib);
 	r |= strv_push(&v, "-global");
 	r |= strv_push(&v, "virtio-mmio.force-legacy=false");
 	/* QEMU's own seccomp filter: no obsolete syscalls, no set*uid/gid, no fork/exec, no
@@ -289,6 +296,8 @@ int qemu_landlock(const struct qemu_config *c, const char *vmdir, struct ll_rule
 		r = ll_allow(rs, c->rootfs, LL_READ);
 	if (r >= 0 && c->disk)
 		r = ll_allow(rs, c->disk, LL_RW);
+	if (r >= 0 && c->ram_file && c->ram_file[0] == '/') /* (a relative one is in vmdir) */
+		r = ll_allow(rs, c->ram_file, LL_RW);
 	for (size_t i = 0; r >= 0 && i < c->n_mounts; i++)
 		r = ll_allow(rs, c->mounts[i].host, c->mounts[i].readonly ? LL_READ : LL_RW);
 	if (r >= 0 && c->accel == VM_ACCEL_KVM)

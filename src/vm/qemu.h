@@ -63,6 +63,11 @@ struct qemu_config {
 	const char *vhost_fs_sock;
 	int workspace_9p; /* the workspace is one of mounts[] instead ("capsem.workspace=9p") */
 	int incoming;	  /* -incoming defer: the guest's state comes over QMP (a restore) */
+	/* guest RAM in this file (memory-backend-file) instead of an anonymous memfd: shared
+	 * (MAP_SHARED: the file is the RAM, a save leaves it out of the stream: x-ignore-shared), or
+	 * private (MAP_PRIVATE: copy-on-write over a saved RAM image, which stays untouched) */
+	const char *ram_file;
+	int ram_private;
 };
 
 /* Whether p may be a guest mount point: absolute, 2..QEMU_GUEST_PATH_MAX-1 characters of

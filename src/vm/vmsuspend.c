@@ -3,7 +3,9 @@
  * Save ({"cmd":"suspend"}): the channel mux is paused first (PAUSE/PAUSED, docs/PROTOCOL.md §10),
  * so the byte stream has a clean frame boundary both ways; then QMP stop, getfd (the state file,
  * passed over the QMP socket with SCM_RIGHTS: QEMU may not open files or spawn, and 7.2 has no
- * file: target), migrate to fd:, query-migrate until it completes. The state goes to
+ * file: target), migrate to fd:, query-migrate until it completes. With --ram-file the guest RAM
+ * is that file (shared), left out of the stream (x-ignore-shared) and written back with
+ * fdatasync; the stream is then only the device state (~130 KiB). The state goes to
  * <vmdir>/suspend.state.tmp, is fsynced and renamed to SUSPEND_STATE with SUSPEND_INFO beside
  * it; then QEMU quits and capsem-vm ends with the stopped reason "suspended". When anything
  * fails the guest runs on (cont) and the mux starts a new session: its streams are reset.
@@ -197,6 +199,18 @@ static void suspend_failed(struct vm *vm, const char *msg)
 	vm_emit(vm, json_pack("{s:s, s:s}", "event", "suspend_failed", "message", msg));
 }
 
+/* With --ram-file the guest RAM is a shared file already: the stream leaves it out
+ * (x-ignore-shared; a restore maps the same file). Both sides set it. */
+static int ignore_shared(struct vm *vm, char *err, size_t errlen)
+{
+	if (!vm->o.ram_file)
+		return 0;
+	return qmp_call(vm, "migrate-set-capabilities",
+			json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+				  "x-ignore-shared", "state", 1),
+			-1, NULL, err, errlen);
+}
+
 /* Save the stopped guest into fd: migrate, then wait for the end. */
 static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 {
@@ -207,6 +221,8 @@ static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 		r = qmp_call(vm, "migrate-set-parameters",
 			     json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), -1, NULL,
 			     err, errlen);
+	if (r == 0)
+		r = ignore_shared(vm, err, errlen);
 	if (r == 0)
 		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-save"), fd, NULL,
 			     err, errlen);
@@ -273,6 +289,15 @@ void vm_suspend(struct vm *vm)
 	r = qmp_negotiate(vm, err, sizeof(err));
 	if (r == 0)
 		r = save_to(vm, fd, err, sizeof(err));
+	if (r == 0 && vm->o.ram_file && !vm->o.ram_private) {
+		/* the RAM is the file (left out of the stream): on disk before the state says so */
+		_cleanup_close_ int rf = open(vm->o.ram_file, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (rf < 0 || fdatasync(rf) < 0) {
+			r = negative_errno();
+			snprintf(err, sizeof(err), "cannot write the guest RAM file back: %s",
+				 strerror(-r));
+		}
+	}
 	struct stat st = { 0 };
 	if (r == 0 &&
 	    (fsync(fd) < 0 || fstat(fd, &st) < 0 || rename(STATE_TMP, SUSPEND_STATE) < 0)) {
@@ -338,6 +363,8 @@ int vm_incoming(struct vm *vm)
 		}
 	}
 	int r = qmp_negotiate(vm, err, sizeof(err));
+	if (r == 0)
+		r = ignore_shared(vm, err, sizeof(err));
 	if (r == 0)
 		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-load"), fd, NULL,
 			     err, sizeof(err));

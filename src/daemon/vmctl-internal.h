@@ -52,6 +52,12 @@ struct prepjob {
 	int want_disk;
 	int r;
 	char image_sha256[65]; /* the image's manifest.json, hashed ("" when unknown) */
+	/* snapshot start (snapstart.c): set by vmsup_boot, filled by the worker */
+	int snapstart;	 /* try to start restored from a saved state */
+	int snapstarted; /* ... and it is prepared */
+	char *vmdir, *home, *vm_bin;
+	unsigned cpus;
+	uint64_t memory_mib;
 };
 
 struct vm {
@@ -70,6 +76,7 @@ struct vm {
 	int has_disk;	 /* boots with <vmdir>/disk.img: named, or made from a fork image */
 	int seen_stopped;
 	int resuming;	     /* this boot restores <vmdir>/VM_SUSPEND_STATE */
+	int snapstarted;     /* this boot restores the saved state of its kind (snapstart.c) */
 	int suspending;	     /* a suspend was asked for and has not ended yet */
 	int suspended;	     /* capsem-vm saved the VM ("suspended" event) */
 	char *suspend_error; /* why the last suspend failed ("suspend_failed" event) */
@@ -101,6 +108,21 @@ void vmctl_changed(struct vmctl *c);
 
 /* {"cmd":"suspend"} to the supervisor. 0 or -errno. */
 int vmsup_send_suspend(struct vm *vm);
+/* The VM's disk j->disk (worker thread): kept when it exists, else a copy of j->disk_template,
+ * else a new ext4 of j->disk_mib MiB. 0 or -errno. */
+int vmsup_make_disk(struct prepjob *j);
+
+/* ---- snapstart.c (worker thread) ---- */
+
+/* Files of a VM started from a saved state, in its directory */
+#define SNAPSTART_RAM "snapstart.ram"	  /* a hard link to the saved RAM: mapped private */
+#define SNAPSTART_STATE "snapstart.state" /* a copy of the saved device state */
+
+/* Prepare a start of j's VM restored from the saved, booted state of its kind (image, CPUs,
+ * memory, disk size), making that state first when there is none (a cold boot of a template VM
+ * saved right after its agent said hello). 0 with SNAPSTART_* (and the disk) in the VM's
+ * directory; -errno with *ret_error when it cannot (the caller boots cold). */
+int snapstart_prepare(struct prepjob *j, char **ret_error);
 
 /* ---- vmctl.c ---- */
 

@@ -68,9 +68,12 @@ static int state_saved(const struct vm *vm)
 
 static void drop_ram_file(struct vm *vm)
 {
-	_cleanup_free_ char *ram = vmctl_path_join(vm->rec.vmdir, VM_RAM_FILE);
-	if (ram && unlink(ram) < 0 && errno != ENOENT)
-		log_warn_errno(negative_errno(), "cannot remove %s", ram);
+	const char *files[] = { VM_RAM_FILE, SNAPSTART_RAM, SNAPSTART_STATE };
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		_cleanup_free_ char *f = vmctl_path_join(vm->rec.vmdir, files[i]);
+		if (f && unlink(f) < 0 && errno != ENOENT)
+			log_warn_errno(negative_errno(), "cannot remove %s", f);
+	}
 }
 
 static void vm_settle(struct vm *vm)
@@ -86,6 +89,11 @@ static void vm_settle(struct vm *vm)
 	vm->resuming = vm->suspending = 0;
 	if (vm->suspended && !vm->fail && !vm->stop_requested) {
 		vm->rec.state = VM_SUSPENDED; /* its state is in <vmdir>/VM_SUSPEND_STATE */
+		if (vm->snapstarted) { /* its RAM went into the stream: the link is not needed */
+			_cleanup_free_ char *f = vmctl_path_join(vm->rec.vmdir, SNAPSTART_RAM);
+			if (f)
+				(void)unlink(f);
+		}
 		vmctl_set_str(&vm->rec.error, NULL);
 		log_info("VM %s suspended", vm->rec.id);
 	} else if (resume_failed) { /* still suspended: the saved state is intact */
@@ -542,7 +550,15 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		else
 			r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
 	}
-	if (s->suspendable) {
+	if (vm->snapstarted) {
+		/* restored from the saved state of its kind: its RAM a private mapping of the saved
+		 * RAM (snapstart.c) */
+		r |= strv_push(&a, "--ram-file");
+		r |= strv_push(&a, SNAPSTART_RAM);
+		r |= strv_push(&a, "--ram-private");
+		r |= strv_push(&a, "--incoming");
+		r |= strv_pushf(&a, "%s/" SNAPSTART_STATE, vm->rec.vmdir);
+	} else if (s->suspendable) {
 		/* the guest RAM in a file of the VM directory: a suspend saves only the device state
 		 * and a resume maps the file (docs/ARCHITECTURE.md "Suspend and resume") */
 		r |= strv_push(&a, "--ram-file");
@@ -641,7 +657,7 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 
 	if (!vm->resuming) /* a resume continues the session of the boot it saved */
 		next_boot(vm);
-	if (!vm->resuming) /* a cold boot starts with fresh RAM */
+	if (!vm->resuming && !vm->snapstarted) /* a cold boot starts with fresh RAM */
 		drop_ram_file(vm);
 	if (!vm->rec.spec.workspace && !vm->rec.spec.suspendable) {
 		/* the VM's own workspace, kept across boots */
@@ -753,7 +769,7 @@ static int seed_workspace(struct prepjob *j)
 	return r;
 }
 
-static int make_disk(struct prepjob *j)
+int vmsup_make_disk(struct prepjob *j)
 {
 	struct stat st;
 	if (stat(j->disk, &st) == 0)
@@ -872,8 +888,20 @@ static void prep_work(uv_work_t *w)
 		j->r = -ENOMEM;
 		return;
 	}
-	if (j->want_disk) {
-		r = make_disk(j);
+	if (j->snapstart && j->want_disk && access(j->disk, F_OK) < 0 && !j->disk_template) {
+		/* a new suspendable VM: restored from the saved state of its kind (which brings its
+		 * disk), else booted cold */
+		char *serr = NULL;
+		r = snapstart_prepare(j, &serr);
+		if (r == 0)
+			j->snapstarted = 1;
+		else
+			log_warn("snapshot start not possible, booting cold: %s",
+				 serr ? serr : strerror(-r));
+		free(serr);
+	}
+	if (j->want_disk && !j->snapstarted) {
+		r = vmsup_make_disk(j);
 		if (r < 0) {
 			if (j->disk_template)
 				(void)!asprintf(&j->error, "cannot copy the image's disk %s: %s",
@@ -914,10 +942,14 @@ static void prep_done(uv_work_t *w, int status)
 			boot_fail(vm, j->error ? j->error : "cannot prepare the VM");
 		} else {
 			vm->has_disk = j->want_disk;
+			vm->snapstarted = j->snapstarted;
 			launch(vm, j->kernel, j->initrd, j->rootfs, j->image_sha256);
 		}
 	}
 	free(j->disk_template);
+	free(j->vmdir);
+	free(j->home);
+	free(j->vm_bin);
 	free(j->ws_archive);
 	free(j->workspace);
 	free(j->imgdir);
@@ -942,21 +974,30 @@ int vmsup_boot(struct vm *vm)
 	j->disk = vmctl_path_join(vm->rec.vmdir, "disk.img");
 	j->disk_mib = vm->rec.spec.disk_mib;
 	j->want_disk = vm->rec.persistent;
+	const char *ss = getenv("CAPSEM_SNAPSHOT_START");
+	if (vm->rec.spec.suspendable && !vm->resuming && !(ss && streq(ss, "0"))) {
+		j->snapstart = 1;
+		j->cpus = vm->rec.spec.cpus;
+		j->memory_mib = vm->rec.spec.memory_mib;
+		j->vmdir = strdup(vm->rec.vmdir);
+		j->home = strdup(c->home);
+		j->vm_bin = strdup(c->vm_bin);
+		if (!j->vmdir || !j->home || !j->vm_bin)
+			j->snapstart = 0; /* (freed in prep_done) */
+	}
 	if (!vm->rec.spec.workspace)
 		j->workspace = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
-	if (!j->imgdir || !j->disk || (!vm->rec.spec.workspace && !j->workspace)) {
-		free(j->workspace);
-		free(j->imgdir);
-		free(j->disk);
-		free(j);
-		return -ENOMEM;
-	}
+	int r = !j->imgdir || !j->disk || (!vm->rec.spec.workspace && !j->workspace) ? -ENOMEM : 0;
 	j->w.data = j;
-	int r = uv_queue_work(c->loop, &j->w, prep_work, prep_done);
+	if (r == 0)
+		r = uv_queue_work(c->loop, &j->w, prep_work, prep_done);
 	if (r < 0) {
 		free(j->workspace);
 		free(j->imgdir);
 		free(j->disk);
+		free(j->vmdir);
+		free(j->home);
+		free(j->vm_bin);
 		free(j);
 		return r;
 	}

@@ -47,7 +47,9 @@
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/random.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -217,6 +219,7 @@ static void ctrl_lost(struct agent *a)
 	ctrl_close(a);
 	if (!a->apply_system)
 		return;
+	a->config_done = 0; /* the next host sends its own: execs wait for it */
 	a->ctrl_was_up = 1;
 	a->ctrl_attempts = 0;
 	ctrl_retry_later(a);
@@ -401,8 +404,28 @@ static void agent_load_environment(struct agent *a)
 			log_oom();
 }
 
+/* The host's random bytes into the kernel's pool, credited, and the CRNG reseeded from it at
+ * once: VMs restored from one saved state start with one RNG state, and must not give the
+ * same bytes. */
+static void ctrl_reseed(struct agent *a, const uint8_t *seed)
+{
+	struct {
+		int entropy_count, buf_size;
+		uint8_t buf[PROTO_BOOT_SEED_LEN];
+	} e = { .entropy_count = PROTO_BOOT_SEED_LEN * 8, .buf_size = PROTO_BOOT_SEED_LEN };
+	memcpy(e.buf, seed, sizeof(e.buf));
+	if (!a->apply_system)
+		return;
+	_cleanup_close_ int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &e) < 0 || ioctl(fd, RNDRESEEDCRNG) < 0)
+		log_warn_errno(negative_errno(), "cannot reseed the kernel's RNG");
+	explicit_wipe(&e, sizeof(e));
+}
+
 static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 {
+	if (c->has_seed)
+		ctrl_reseed(a, c->seed);
 	if (c->unix_time_ns) {
 		struct timespec ts = {
 			.tv_sec = (time_t)(c->unix_time_ns / 1000000000u),
@@ -425,10 +448,10 @@ static void ctrl_boot_config(struct agent *a, const struct proto_boot_config *c)
 		else if (netsetup_write_hosts(c->hostname) < 0)
 			log_warn("cannot write /etc/hosts or /etc/hostname");
 	}
-	if (a->config_done) {
-		log_warn("ignoring a second boot config's CA and environment");
-		return;
-	}
+	/* every BOOT_CONFIG replaces the last one's environment: after a restore from a saved
+	 * state the VM is another one (its CAPSEM_VM_ID, ...) */
+	strv_free(a->boot_env);
+	a->boot_env = NULL;
 	a->config_done = 1;
 	if (a->apply_system)
 		agent_load_environment(a);

@@ -128,6 +128,12 @@ static void wr_str(struct wr *w, const char *s, size_t max)
 		w->bad = 1;
 }
 
+static void wr_bytes(struct wr *w, const void *p, size_t n)
+{
+	if (!w->bad && buf_append(&w->b, p, n) < 0)
+		w->bad = 1;
+}
+
 static int wr_finish(struct wr *w, uint16_t type, struct buf *out)
 {
 	int r = w->bad ? -EINVAL : proto_frame_append(out, type, buf_head(&w->b), buf_len(&w->b));
@@ -236,11 +242,13 @@ int proto_boot_config_encode(const struct proto_boot_config *m, struct buf *out)
 	wr_str(&w, m->hostname, PROTO_NAME_MAX - 1);
 	/* the extension only when there is something in it: the payload stays the original form
 	 * (and readable by older guests) otherwise */
-	if (ca_len > 0 || m->envc > 0) {
+	if (ca_len > 0 || m->envc > 0 || m->has_seed) {
 		wr_str(&w, m->ca_pem, PROTO_BOOT_CA_MAX);
 		wr_be(&w, m->envc, 4);
 		for (uint32_t i = 0; i < m->envc; i++)
 			wr_str(&w, m->envp[i], PROTO_BOOT_ENV_MAX);
+		if (m->has_seed)
+			wr_bytes(&w, m->seed, PROTO_BOOT_SEED_LEN);
 	}
 	return wr_finish(&w, PROTO_BOOT_CONFIG, out);
 }
@@ -271,6 +279,10 @@ int proto_boot_config_decode(const uint8_t *p, size_t n, struct proto_boot_confi
 		if (!s || !boot_env_ok(s, len))
 			return -EBADMSG;
 		strbytes += len + 1;
+	}
+	if (r.n == PROTO_BOOT_SEED_LEN) { /* the second extension */
+		memcpy(m.seed, rd_take(&r, PROTO_BOOT_SEED_LEN), PROTO_BOOT_SEED_LEN);
+		m.has_seed = 1;
 	}
 	if (rd_end(&r) < 0)
 		return -EBADMSG;

@@ -89,6 +89,8 @@ struct proto_hello {
 	struct proto_stage stages[PROTO_MAX_STAGES];
 };
 
+#define PROTO_BOOT_SEED_LEN 32
+
 struct proto_boot_config {
 	uint64_t unix_time_ns; /* host wall clock, 0 = leave the guest clock alone */
 	char hostname[PROTO_NAME_MAX];
@@ -96,6 +98,11 @@ struct proto_boot_config {
 	char *ca_pem;  /* Capsem CA certificate, PEM; NULL or "" = none */
 	uint32_t envc; /* <= PROTO_BOOT_MAX_ENV */
 	char **envp;   /* "KEY=VALUE" entries added to every exec's environment, NULL-terminated */
+	/* Second extension (optional: after the env entries): random bytes from the host that the
+	 * agent mixes into the kernel's RNG and reseeds it with, so that VMs restored from one
+	 * saved state do not share their random numbers. */
+	int has_seed;
+	uint8_t seed[PROTO_BOOT_SEED_LEN];
 };
 
 enum {

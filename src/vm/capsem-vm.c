@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -197,6 +198,8 @@ static void send_boot_config(struct vm *vm)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	bc.unix_time_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 	snprintf(bc.hostname, sizeof(bc.hostname), "%s", vm->o.hostname);
+	/* the guest reseeds its RNG with this (a VM restored from a shared saved state) */
+	bc.has_seed = getrandom(bc.seed, sizeof(bc.seed), 0) == (ssize_t)sizeof(bc.seed);
 	_cleanup_strv_free_ char **env = NULL;
 	int r = 0;
 	if (vm->egress) {

@@ -199,15 +199,21 @@ static void suspend_failed(struct vm *vm, const char *msg)
 	vm_emit(vm, json_pack("{s:s, s:s}", "event", "suspend_failed", "message", msg));
 }
 
-/* With --ram-file the guest RAM is a shared file already: the stream leaves it out
- * (x-ignore-shared; a restore maps the same file). Both sides set it. */
-static int ignore_shared(struct vm *vm, char *err, size_t errlen)
+/* The guest RAM is in the stream unless it is a shared file (--ram-file without
+ * --ram-private): then the stream leaves it out (x-ignore-shared) and a restore maps the same
+ * file. A restore sets the capability as the save did (suspend.json "ram_in_stream"). */
+static int ram_in_stream(const struct vm *vm)
 {
-	if (!vm->o.ram_file)
-		return 0;
+	return !vm->o.ram_file || vm->o.ram_private;
+}
+
+static int ignore_shared(struct vm *vm, int in_stream, char *err, size_t errlen)
+{
+	/* set either way: a QEMU that was restored with it on keeps it on for its own save, and
+	 * the stream records it (a restore must set it the same) */
 	return qmp_call(vm, "migrate-set-capabilities",
 			json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-				  "x-ignore-shared", "state", 1),
+				  "x-ignore-shared", "state", !in_stream),
 			-1, NULL, err, errlen);
 }
 
@@ -222,7 +228,7 @@ static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 			     json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), -1, NULL,
 			     err, errlen);
 	if (r == 0)
-		r = ignore_shared(vm, err, errlen);
+		r = ignore_shared(vm, ram_in_stream(vm), err, errlen);
 	if (r == 0)
 		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-save"), fd, NULL,
 			     err, errlen);
@@ -324,6 +330,8 @@ void vm_suspend(struct vm *vm)
 				 "save_ms", (double)(t_saved - t_paused));
 	if (info && vm->o.image_sha256)
 		json_object_set_new(info, "image_sha256", json_string(vm->o.image_sha256));
+	if (info)
+		json_object_set_new(info, "ram_in_stream", json_boolean(ram_in_stream(vm)));
 	_cleanup_free_ char *text = info ? json_dumps(info, JSON_COMPACT) : NULL;
 	if (!text || write_file_atomic(SUSPEND_INFO, text, strlen(text), 0600) < 0)
 		log_warn("cannot write %s/%s", vm->vmdir_abs, SUSPEND_INFO);
@@ -346,25 +354,30 @@ int vm_incoming(struct vm *vm)
 		vm_fail(vm, "cannot open the saved state %s: %s", vm->o.incoming, strerror(errno));
 		return -EIO;
 	}
-	if (vm->o.image_sha256) { /* the state belongs to the image it was saved with */
-		_cleanup_free_ char *text = NULL;
-		json_t *info = NULL;
-		if (read_file_small(SUSPEND_INFO, 64 * 1024, &text, NULL) == 0)
-			info = json_loads(text, 0, NULL);
-		const char *saved = json_string_value(json_object_get(info, "image_sha256"));
-		int same = saved && streq(saved, vm->o.image_sha256);
-		json_decref(info);
-		if (!same) {
-			vm_fail(vm,
-				"cannot resume the VM: its image changed since it was suspended "
-				"(rebuilt or replaced), and the saved state belongs to the old one "
-				"(stop the VM to discard it)");
-			return -ESTALE;
-		}
+	_cleanup_free_ char *text = NULL;
+	json_t *info = NULL;
+	if (read_file_small(SUSPEND_INFO, 64 * 1024, &text, NULL) == 0)
+		info = json_loads(text, 0, NULL);
+	const char *saved = json_string_value(json_object_get(info, "image_sha256"));
+	/* how it was saved: without a record, the RAM was in the stream unless it was a file */
+	json_t *in_stream = json_object_get(info, "ram_in_stream");
+	int ram_streamed = json_is_boolean(in_stream) ? json_is_true(in_stream) : !vm->o.ram_file;
+	int same = !vm->o.image_sha256 || (saved && streq(saved, vm->o.image_sha256));
+	json_decref(info);
+	if (!same) { /* the state belongs to the image it was saved with */
+		vm_fail(vm, "cannot resume the VM: its image changed since it was suspended "
+			    "(rebuilt or replaced), and the saved state belongs to the old one "
+			    "(stop the VM to discard it)");
+		return -ESTALE;
+	}
+	if (!ram_streamed && !vm->o.ram_file) {
+		vm_fail(vm, "cannot resume the VM: its RAM was saved in a file (--ram-file) that "
+			    "this start does not name");
+		return -EINVAL;
 	}
 	int r = qmp_negotiate(vm, err, sizeof(err));
 	if (r == 0)
-		r = ignore_shared(vm, err, sizeof(err));
+		r = ignore_shared(vm, ram_streamed, err, sizeof(err));
 	if (r == 0)
 		r = qmp_call(vm, "getfd", json_pack("{s:s}", "fdname", "capsem-load"), fd, NULL,
 			     err, sizeof(err));

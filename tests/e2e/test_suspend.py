@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import CAPSEM, VM, need_image, procs_mentioning, wait_for
+from conftest import CAPSEM, IMAGES, VM, need_image, procs_mentioning, wait_for
 
 MEM = "256M"
 
@@ -214,9 +214,94 @@ def test_suspend_and_resume_through_capsemd(tmp_path_factory):
         assert count() == -1, "a cold boot has no /tmp/count"
         cold = time.monotonic() - t
         assert not os.path.exists(os.path.join(vmdir, "suspend.state"))
-        print(f"\ncapsem suspend {took:.2f} s; capsem resume to first exec {resume:.2f} s vs "
-              f"capsem start (cold) to first exec {cold:.2f} s: {resume / cold:.2f}x (TCG, RAM "
-              "in a file: the state holds only the devices)")
+        # booted cold, its RAM is its own file: the state holds only the devices
+        cli(h, "exec", "s", "--", "sh", "-c", "echo kept > /tmp/k", check=0)
+        t = time.monotonic()
+        cli(h, "suspend", "s", check=0)
+        took2 = time.monotonic() - t
+        size2 = os.path.getsize(os.path.join(vmdir, "suspend.state"))
+        t = time.monotonic()
+        cli(h, "resume", "s", check=0)
+        assert cli(h, "exec", "s", "--", "cat", "/tmp/k", check=0).stdout == b"kept\n"
+        resume2 = time.monotonic() - t
+        assert size2 < 4 << 20, size2
+        print(f"\nfirst boot restored from a saved state (its RAM a private mapping, so the "
+              f"state carries it): capsem suspend {took:.2f} s, resume to first exec "
+              f"{resume:.2f} s; after a cold boot (RAM in its own file, {size2 >> 10} KiB of "
+              f"state): suspend {took2:.2f} s, resume to first exec {resume2:.2f} s; cold "
+              f"start to first exec {cold:.2f} s: resume {resume2 / cold:.2f}x (TCG)")
     finally:
         assert not clean_home(h, under=d), "QEMU or capsem-vm left behind"
 
+
+
+# ---- snapshot start: new suspendable VMs restored from the saved, booted state of their kind ----
+
+def test_snapshot_start_gives_each_vm_its_own_identity(tmp_path_factory):
+    from test_cli_daemon import cli, clean_home
+    need_image()
+    d = tmp_path_factory.mktemp("snapstart")
+    h = d / "home"
+    h.mkdir()
+    probe = ("hostname; echo $CAPSEM_VM_NAME; date +%s; "
+             "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
+             "grep -m1 ' _stext$' /proc/kallsyms | cut -d' ' -f1")
+    try:
+        # the first VM of its kind makes the saved state (a cold boot, then a save)
+        t = time.monotonic()
+        cli(h, "create", "-n", "first", "--suspendable", "--memory", MEM, check=0)
+        first = time.monotonic() - t
+        kinds = os.listdir(h / "cache" / "snapstart")
+        assert len(kinds) == 1 and os.path.exists(h / "cache" / "snapstart" / kinds[0] / "ram")
+        outs = {}
+        for name in ("a", "b"):
+            t = time.monotonic()
+            cli(h, "create", "-n", name, "--suspendable", "--memory", MEM, check=0)
+            r = cli(h, "exec", name, "--", "sh", "-c", probe, check=0)
+            outs[name] = (r.stdout.decode().split("\n"), time.monotonic() - t)
+        a, b = outs["a"][0], outs["b"][0]
+        assert a[0] == "a" and b[0] == "b", (a, b)            # hostnames
+        assert a[1] == "a" and b[1] == "b", (a, b)            # the VMs' own environment
+        assert abs(int(a[2]) - time.time()) < 5 and abs(int(b[2]) - time.time()) < 5
+        assert a[3] != b[3], "two restored VMs gave the same random bytes"
+        # each has its own copy-on-write memory and disk
+        cli(h, "exec", "a", "--", "sh", "-c", "echo mine > /root/f; echo ram > /tmp/f", check=0)
+        assert cli(h, "exec", "b", "--", "cat", "/root/f").returncode != 0
+        assert cli(h, "exec", "b", "--", "cat", "/tmp/f").returncode != 0
+        saved = h / "cache" / "snapstart" / kinds[0] / "ram"
+        before = hashlib_file(saved)
+        # they suspend and resume like any suspendable VM (their RAM goes into the stream)
+        cli(h, "suspend", "a", check=0)
+        cli(h, "resume", "a", check=0)
+        assert cli(h, "exec", "a", "--", "cat", "/tmp/f", check=0).stdout == b"ram\n"
+        assert hashlib_file(saved) == before, "a restored VM wrote the saved RAM"
+        restored = max(outs["a"][1], outs["b"][1])
+    finally:
+        assert not clean_home(h, under=d), "QEMU or capsem-vm left behind"
+    # a cold create of the same kind, in a home of its own without snapshot starts
+    h2 = d / "cold"
+    h2.mkdir()
+    try:
+        t = time.monotonic()
+        p = subprocess.run([CAPSEM, "create", "-n", "c", "--suspendable", "--memory", MEM],
+                           env=dict(os.environ, CAPSEM_HOME=str(h2), CAPSEM_IMAGES_DIR=IMAGES,
+                                    CAPSEM_SNAPSHOT_START="0"),
+                           capture_output=True)
+        assert p.returncode == 0, p
+        cli(h2, "exec", "c", "--", "true", check=0)
+        cold = time.monotonic() - t
+        assert not (h2 / "cache" / "snapstart").exists()
+    finally:
+        assert not clean_home(h2, under=d)
+    print(f"\nsnapshot start: create to first exec {restored:.2f} s vs cold {cold:.2f} s: "
+          f"{restored / cold:.2f}x; the first create of a kind (cold boot + save + restore) "
+          f"{first:.2f} s (TCG)")
+
+
+def hashlib_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

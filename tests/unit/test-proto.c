@@ -324,6 +324,26 @@ static void test_boot_config_extension(void **state)
 		proto_boot_config_done(&d);
 	}
 
+	/* the seed: alone, and after the environment; any other trailing length is refused */
+	for (int with_env = 0; with_env < 2; with_env++) {
+		struct proto_boot_config sd = { .has_seed = 1 };
+		for (int i = 0; i < PROTO_BOOT_SEED_LEN; i++)
+			sd.seed[i] = (uint8_t)(i * 7 + 1);
+		if (with_env) {
+			sd.envc = 1;
+			sd.envp = env;
+		}
+		buf_consume(&b, buf_len(&b));
+		assert_int_equal(proto_boot_config_encode(&sd, &b), 0);
+		pl = one_frame(&b, PROTO_BOOT_CONFIG, &len);
+		assert_int_equal(proto_boot_config_decode(pl, len, &d), 0);
+		assert_true(d.has_seed);
+		assert_memory_equal(d.seed, sd.seed, PROTO_BOOT_SEED_LEN);
+		assert_int_equal(d.envc, (uint32_t)with_env);
+		proto_boot_config_done(&d);
+		assert_int_equal(proto_boot_config_decode(pl, len - 1, &d), -EBADMSG);
+	}
+
 	/* nothing in the extension: the original form, byte for byte */
 	struct proto_boot_config empty = { .unix_time_ns = 1, .ca_pem = "" };
 	snprintf(empty.hostname, sizeof(empty.hostname), "h");

@@ -68,8 +68,8 @@ static void status_work(uv_work_t *w)
 static void status_done(uv_work_t *w, int st)
 {
 	struct status_job *j = w->data;
-	json_int_t running = 0, stopped = 0, crashed = 0, cpus = 0, mem = 0, calls = 0, in = 0,
-		   out = 0, reqs = 0, blocked = 0;
+	json_int_t running = 0, stopped = 0, crashed = 0, suspended = 0, cpus = 0, mem = 0,
+		   calls = 0, in = 0, out = 0, reqs = 0, blocked = 0;
 	double cost = 0;
 	for (size_t i = 0; i < j->n; i++) {
 		json_t *vm = json_array_get(j->vms, i), *s = j->stats[i];
@@ -80,6 +80,8 @@ static void status_done(uv_work_t *w, int st)
 			mem += json_integer_value(json_object_get(vm, "memory_mib"));
 		} else if (state && !strcmp(state, "crashed")) {
 			crashed++;
+		} else if (state && !strcmp(state, "suspended")) {
+			suspended++;
 		} else {
 			stopped++;
 		}
@@ -104,13 +106,14 @@ static void status_done(uv_work_t *w, int st)
 		json_decref(s);
 		free(j->paths[i]);
 	}
-	json_t *o = json_pack("{s:I, s:s, s:O, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, "
-			      "s:I, s:I, s:f}}",
+	json_t *o = json_pack("{s:I, s:s, s:O, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, "
+			      "s:I, s:I, s:I, s:f}}",
 			      "rev", (json_int_t)j->rev, "version", CAPSEM_VERSION, "vms", j->vms,
 			      "counts", "total", (json_int_t)j->n, "running", running, "stopped",
-			      stopped, "crashed", crashed, "totals", "cpus", cpus, "memory_mib",
-			      mem, "model_calls", calls, "input_tokens", in, "output_tokens", out,
-			      "requests", reqs, "blocked", blocked, "cost_usd", cost);
+			      stopped, "crashed", crashed, "suspended", suspended, "totals", "cpus",
+			      cpus, "memory_mib", mem, "model_calls", calls, "input_tokens", in,
+			      "output_tokens", out, "requests", reqs, "blocked", blocked,
+			      "cost_usd", cost);
 	if (o)
 		httpd_reply_json(j->c, 200, o);
 	else

@@ -206,17 +206,55 @@ await step("dark theme", async () => {
   await page.getByLabel("Theme").selectOption("light");
 });
 
+await step("fork a running sandbox into an image", async () => {
+  await page.getByRole("button", { name: `Fork ${vmName}` }).click();
+  const dlg = page.getByRole("dialog", { name: `Fork ${vmName}` });
+  await dlg.getByLabel("Image name").fill(`${vmName}-img`);
+  await dlg.getByLabel("Description").fill("from the dashboard");
+  await axe(page, "fork-dialog");
+  await dlg.getByRole("button", { name: "Fork" }).click();
+  await dlg.waitFor({ state: "detached", timeout: 120000 });
+  const imgs = await (await api("/images")).json();
+  const im = imgs.find((i) => i.name === `${vmName}-img`);
+  if (!im || im.description !== "from the dashboard") throw new Error(`no fork image: ${JSON.stringify(imgs)}`);
+});
+
+await step("a suspendable sandbox: suspend and resume from the dashboard", async () => {
+  const s = `${vmName}-s`;
+  await page.getByRole("button", { name: "New sandbox" }).click();
+  const dlg = page.getByRole("dialog", { name: "New sandbox" });
+  await dlg.getByLabel("Name").fill(s);
+  await dlg.getByLabel("Memory").fill("256M");
+  await dlg.getByLabel(/Suspendable/).check();
+  await dlg.getByRole("button", { name: "Create" }).click();
+  await page.locator(`tr[data-vm="${s}"] .badge.s-running`).waitFor({ timeout: 300000 });
+  await page.getByRole("button", { name: `Suspend ${s}` }).click();
+  await page.locator(`tr[data-vm="${s}"] .badge.s-suspended`).waitFor({ timeout: 120000 });
+  await shot(page, "12-dashboard-suspended");
+  await axe(page, "dashboard-suspended");
+  const info = await (await api(`/vms/${s}`)).json();
+  if (info.state !== "suspended" || info.host_memory !== null) throw new Error(`not suspended: ${JSON.stringify(info)}`);
+  await page.getByRole("button", { name: `Resume ${s}` }).click();
+  await page.locator(`tr[data-vm="${s}"] .badge.s-running`).waitFor({ timeout: 120000 });
+  await page.getByRole("button", { name: `Delete ${s}` }).click();
+  await page.getByRole("dialog", { name: `Delete ${s}?` }).getByRole("button", { name: "Delete" }).click();
+  await page.locator(`tr[data-vm="${s}"]`).waitFor({ state: "detached", timeout: 120000 });
+});
+
 await step("stop and delete from the dashboard", async () => {
   await page.getByRole("button", { name: `Stop ${vmName}` }).click();
   await page.locator(`tr[data-vm="${vmName}"] .badge.s-stopped`).waitFor({ timeout: 120000 });
   await page.getByRole("button", { name: `Delete ${vmName}` }).click();
   await page.getByRole("dialog", { name: `Delete ${vmName}?` }).getByRole("button", { name: "Delete" }).click();
   await page.locator(`tr[data-vm="${vmName}"]`).waitFor({ state: "detached", timeout: 120000 });
-  await shot(page, "12-dashboard-after-delete");
+  await shot(page, "13-dashboard-after-delete");
+  await api(`/images/${vmName}-img`, { method: "DELETE" });
 });
 
 if (failures) { // leave nothing behind
   await api(`/vms/${vmName}`, { method: "DELETE" }).catch(() => {});
+  await api(`/vms/${vmName}-s`, { method: "DELETE" }).catch(() => {});
+  await api(`/images/${vmName}-img`, { method: "DELETE" }).catch(() => {});
 }
 await browser.close();
 log(failures ? `${failures} step(s) failed` : "all steps passed");

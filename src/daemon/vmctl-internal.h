@@ -126,6 +126,9 @@ int snapstart_prepare(struct prepjob *j, char **ret_error);
 
 /* ---- vmctl.c ---- */
 
+/* Remove the files names (NULL-terminated) of the VM's directory; a failure other than ENOENT
+ * is logged. */
+void vmctl_unlink_in(const struct vm *vm, const char *const *names);
 /* a/b, allocated; NULL on ENOMEM. */
 char *vmctl_path_join(const char *a, const char *b);
 /* *dst = a copy of s (NULL: none), the old value freed. */

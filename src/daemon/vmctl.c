@@ -467,15 +467,20 @@ int vm_wait(struct vm *vm, enum vm_wait what, vm_waiter_cb cb, void *userdata)
 	return add_waiter(vm, what, cb, userdata);
 }
 
-/* A suspended VM's saved state, thrown away: it is stopped. */
-static void discard_state(struct vm *vm)
+void vmctl_unlink_in(const struct vm *vm, const char *const *names)
 {
-	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO, VM_RAM_FILE };
-	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-		_cleanup_free_ char *p = vmctl_path_join(vm->rec.vmdir, files[i]);
+	for (; *names; names++) {
+		_cleanup_free_ char *p = vmctl_path_join(vm->rec.vmdir, *names);
 		if (p && unlink(p) < 0 && errno != ENOENT)
 			log_warn_errno(negative_errno(), "cannot remove %s", p);
 	}
+}
+
+/* A suspended VM's saved state, thrown away: it is stopped. */
+static void discard_state(struct vm *vm)
+{
+	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO, VM_RAM_FILE, NULL };
+	vmctl_unlink_in(vm, files);
 	vm->rec.state = VM_STOPPED;
 	vmctl_set_str(&vm->rec.error, NULL);
 	vmctl_vm_save(vm);

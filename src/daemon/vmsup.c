@@ -68,12 +68,8 @@ static int state_saved(const struct vm *vm)
 
 static void drop_ram_file(struct vm *vm)
 {
-	const char *files[] = { VM_RAM_FILE, SNAPSTART_RAM, SNAPSTART_STATE };
-	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-		_cleanup_free_ char *f = vmctl_path_join(vm->rec.vmdir, files[i]);
-		if (f && unlink(f) < 0 && errno != ENOENT)
-			log_warn_errno(negative_errno(), "cannot remove %s", f);
-	}
+	const char *files[] = { VM_RAM_FILE, SNAPSTART_RAM, SNAPSTART_STATE, NULL };
+	vmctl_unlink_in(vm, files);
 }
 
 static void vm_settle(struct vm *vm)
@@ -89,11 +85,8 @@ static void vm_settle(struct vm *vm)
 	vm->resuming = vm->suspending = 0;
 	if (vm->suspended && !vm->fail && !vm->stop_requested) {
 		vm->rec.state = VM_SUSPENDED; /* its state is in <vmdir>/VM_SUSPEND_STATE */
-		if (vm->snapstarted) { /* its RAM went into the stream: the link is not needed */
-			_cleanup_free_ char *f = vmctl_path_join(vm->rec.vmdir, SNAPSTART_RAM);
-			if (f)
-				(void)unlink(f);
-		}
+		if (vm->snapstarted) /* its RAM went into the stream: the link is not needed */
+			vmctl_unlink_in(vm, (const char *const[]){ SNAPSTART_RAM, NULL });
 		vmctl_set_str(&vm->rec.error, NULL);
 		log_info("VM %s suspended", vm->rec.id);
 	} else if (resume_failed) { /* still suspended: the saved state is intact */

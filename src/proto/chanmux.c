@@ -258,28 +258,27 @@ size_t chanmux_count(const struct chanmux *m)
 	return m->count;
 }
 
-int chanmux_pause(struct chanmux *m, struct buf *out)
+/* PAUSE (the host) or PAUSED (the guest): the last frame of this side's session. */
+static int end_session(struct chanmux *m, enum chanmux_side side, uint8_t type, struct buf *out)
 {
-	if (m->side != CHANMUX_SIDE_HOST)
+	if (m->side != side)
 		return -EINVAL;
 	if (m->quiet)
 		return 0;
-	int r = emit(out, CHANMUX_PAUSE, 0, 0, 0);
+	int r = emit(out, type, 0, 0, 0);
 	if (r == 0)
 		m->quiet = 1;
 	return r;
 }
 
+int chanmux_pause(struct chanmux *m, struct buf *out)
+{
+	return end_session(m, CHANMUX_SIDE_HOST, CHANMUX_PAUSE, out);
+}
+
 int chanmux_paused(struct chanmux *m, struct buf *out)
 {
-	if (m->side != CHANMUX_SIDE_GUEST)
-		return -EINVAL;
-	if (m->quiet)
-		return 0;
-	int r = emit(out, CHANMUX_PAUSED, 0, 0, 0);
-	if (r == 0)
-		m->quiet = 1;
-	return r;
+	return end_session(m, CHANMUX_SIDE_GUEST, CHANMUX_PAUSED, out);
 }
 
 int chanmux_is_paused(const struct chanmux *m)

@@ -4,7 +4,8 @@
 // reading its exec connection (frames in order: output reaches the FIFOs before the exit).
 //
 // Where things live:
-//   host  <run>/<namespace>/<sandbox>/            the pod directory, a shared (rshared) bind mount
+//   host  <run>/<namespace>/<sandbox>.vm, .home   the VM's id and Capsem home (for Cleanup)
+//         <run>/<namespace>/<sandbox>/            the pod directory, a shared (rshared) bind mount
 //         <pod>/c/<container>                     each container's root file system, bound here
 //         <pod>/.capsem/capsem-ctr-init           the guest helper, copied in once
 //   guest /capsem-pod/...                         the pod directory over 9p (capsemd "mounts")
@@ -18,6 +19,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +50,7 @@ const (
 	annoMemory    = "io.capsem.memory"
 	annoCPUs      = "io.capsem.cpus"
 	annoGroup     = "io.containerd.runc.v2.group"
+	annoPolicy    = "io.capsem.policy"
 	defaultRunDir = "/run/capsem-shim"
 )
 
@@ -205,8 +208,12 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 	_ = unix.Unmount(filepath.Join(pod, "c", id), unix.MNT_DETACH)
 	_ = os.Remove(filepath.Join(pod, "c", id))
 	if ents, _ := os.ReadDir(filepath.Join(pod, "c")); len(ents) == 0 {
-		if b, err := os.ReadFile(filepath.Join(pod, "vm.id")); err == nil {
-			d := newDaemon(capsemHome())
+		if b, err := os.ReadFile(pod + ".vm"); err == nil {
+			home := capsemHome()
+			if h, err := os.ReadFile(pod + ".home"); err == nil {
+				home = strings.TrimSpace(string(h))
+			}
+			d := newDaemon(home)
 			_ = d.call(ctx, "DELETE", "/vms/"+strings.TrimSpace(string(b)), nil, nil)
 		}
 		removePod(pod)
@@ -214,9 +221,37 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 	return &taskAPI.DeleteResponse{ExitedAt: time.Now(), ExitStatus: 128 + uint32(unix.SIGKILL)}, nil
 }
 
+// removePod detaches the pod directory's bind mount (and every root file system still bound
+// beneath it), then removes what is left: the helper and empty mount points. The VM's id and
+// home are kept beside the pod directory, never in it: the guest can write the share.
 func removePod(pod string) {
 	_ = unix.Unmount(pod, unix.MNT_DETACH)
 	_ = os.RemoveAll(pod)
+	_ = os.Remove(pod + ".vm")
+	_ = os.Remove(pod + ".home")
+}
+
+var profileName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// policyHome is the Capsem home whose capsemd runs the sandbox's VM. The egress policy, the
+// credentials and the MCP configuration belong to a Capsem home ($CAPSEM_HOME/user.toml, ...;
+// /etc/capsem/corp.toml over all of them): the annotation io.capsem.policy=NAME picks the
+// profile home $CAPSEM_HOME/profiles/NAME (made by the operator, with its user.toml), served
+// by a capsemd of its own; without it the installation's home.
+func policyHome(anno map[string]string) (string, error) {
+	name, ok := anno[annoPolicy]
+	if !ok || name == "" || name == "default" {
+		return capsemHome(), nil
+	}
+	if !profileName.MatchString(name) {
+		return "", fmt.Errorf("%w: bad %s %q", errdefs.ErrInvalidArgument, annoPolicy, name)
+	}
+	h := filepath.Join(capsemHome(), "profiles", name)
+	if _, err := os.Stat(filepath.Join(h, "user.toml")); err != nil {
+		return "", fmt.Errorf("%w: policy profile %q: no %s", errdefs.ErrInvalidArgument, name,
+			filepath.Join(h, "user.toml"))
+	}
+	return h, nil
 }
 
 // ensureVM boots the sandbox's VM on its first container: the pod directory becomes an
@@ -226,6 +261,15 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 	if s.vm != "" {
 		return nil
 	}
+	home, err := policyHome(anno)
+	if err != nil {
+		return err
+	}
+	if home != capsemHome() && os.Getenv("CAPSEM_IMAGES_DIR") == "" {
+		// a profile's capsemd boots the installation's images
+		os.Setenv("CAPSEM_IMAGES_DIR", filepath.Join(capsemHome(), "images"))
+	}
+	s.d = newDaemon(home)
 	pod := filepath.Join(runDir(), ns, s.id)
 	if err := os.MkdirAll(filepath.Join(pod, "c"), 0o711); err != nil {
 		return err
@@ -255,7 +299,8 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 		removePod(pod)
 		return fmt.Errorf("creating the Capsem VM: %w", err)
 	}
-	_ = os.WriteFile(filepath.Join(pod, "vm.id"), []byte(vm.ID+"\n"), 0o600)
+	_ = os.WriteFile(pod+".vm", []byte(vm.ID+"\n"), 0o600)
+	_ = os.WriteFile(pod+".home", []byte(home+"\n"), 0o600)
 	s.vm, s.podDir = vm.ID, pod
 	log.G(ctx).WithField("vm", vm.ID).Info("capsem VM ready")
 	return nil

@@ -75,6 +75,11 @@ class Containerd:
         self.up = Upstream(d)
         with open(os.path.join(self.home, "user.toml"), "w") as f:
             f.write(POLICY.format(ca=self.up.ca, port=self.up.https_port))
+        # a policy profile (annotation io.capsem.policy=strict): upstream.test is not allowed
+        self.strict = os.path.join(self.home, "profiles", "strict")
+        os.makedirs(self.strict)
+        with open(os.path.join(self.strict, "user.toml"), "w") as f:
+            f.write('[policy]\ndefault = "block"\n')
         self.sock = os.path.join(d, "containerd.sock")
         self.shimrun = os.path.join(d, "shimrun")
         cfg = os.path.join(d, "config.toml")
@@ -132,6 +137,7 @@ def ctd(tmp_path_factory):
         wait_for(lambda: not procs_mentioning(c.sock), 30, "the shims to exit")
     except AssertionError:
         pass
+    clean_home(pathlib.Path(c.strict))
     left = clean_home(pathlib.Path(c.home), under=d)
     shim_left = procs_mentioning(c.sock)
     for pid in left + shim_left:
@@ -316,3 +322,20 @@ def test_https_to_an_allowed_host_through_the_proxy(ctd):
     p = ctd.run("https-noca", "curl", "-sS", "--max-time", "120", "--cacert",
                 "/etc/ssl/debian-roots.pem", "https://upstream.test/hello")
     assert p.returncode == 60, p  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_policy_chosen_by_the_sandbox_annotation(ctd):
+    p = ctd.run("strict", "sh", "-c",
+                "echo $CAPSEM_VM_ID; curl -sS --max-time 60 https://upstream.test/hello; echo rc=$?",
+                opts=("--annotation", "io.capsem.policy=strict"))
+    lines = p.stdout.decode().split()
+    assert lines[-1] == "rc=6", p  # the profile does not allow upstream.test: NXDOMAIN
+    # its ledger is in the profile's home (its own capsemd), not the installation's
+    old, ctd.home = ctd.home, ctd.strict
+    try:
+        assert _ledger(ctd, lines[0], "dns", "qname = ? AND decision = 'block'", ("upstream.test",))
+    finally:
+        ctd.home = old
+    assert not os.path.exists(os.path.join(ctd.home, "sessions", lines[0] + "-1.db"))
+    p = ctd.run("nosuch", "true", opts=("--annotation", "io.capsem.policy=nosuch"))
+    assert p.returncode != 0 and b"policy profile" in p.stderr, p

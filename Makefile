@@ -94,6 +94,7 @@ bench: image image-debian
 	$(PY) bench/bench_image.py
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_fork.py
+	$(PY) bench/bench_containerd.py
 	$(PY) bench/bench_snapshots.py
 	$(PY) bench/bench_webgw.py
 

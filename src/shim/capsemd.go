@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/containerd/containerd/sys/reaper"
 )
 
 // exec frame types (docs/PROTOCOL.md §4)
@@ -91,13 +93,21 @@ func (d *daemon) ensure() error {
 	if err := os.MkdirAll(d.home, 0o700); err != nil {
 		return err
 	}
+	// containerd's shim library reaps every child on SIGCHLD (the shim is a subreaper), so the
+	// exit status is taken from its reaper, never from a wait of our own (ECHILD)
+	var out bytes.Buffer
 	cmd := exec.Command(daemonBin(), "--home", d.home)
-	out, err := cmd.CombinedOutput()
+	cmd.Stdout, cmd.Stderr = &out, &out
+	ec, err := reaper.Default.Start(cmd)
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
-			return nil
-		}
-		return fmt.Errorf("starting capsemd: %v: %s", err, bytes.TrimSpace(out))
+		return fmt.Errorf("starting capsemd: %w", err)
+	}
+	status, err := reaper.Default.WaitTimeout(cmd, ec, 2*time.Minute)
+	if err != nil {
+		return fmt.Errorf("starting capsemd: %w", err)
+	}
+	if status != 0 && status != 3 {
+		return fmt.Errorf("starting capsemd: exit %d: %s", status, bytes.TrimSpace(out.Bytes()))
 	}
 	return nil
 }

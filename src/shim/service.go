@@ -205,6 +205,7 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 		grouping = g
 	}
 	pod := filepath.Join(runDir(), ns, grouping)
+	unmountVolumes(pod, id)
 	_ = unix.Unmount(filepath.Join(pod, "c", id), unix.MNT_DETACH)
 	_ = os.Remove(filepath.Join(pod, "c", id))
 	if ents, _ := os.ReadDir(filepath.Join(pod, "c")); len(ents) == 0 {
@@ -395,6 +396,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	if err := unix.Mount(rootfs, pp, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fail(fmt.Errorf("bind rootfs into the pod: %w", err))
+	}
+	if err := prepareMounts(s.podDir, r.ID, sp.Mounts); err != nil {
+		_ = unix.Unmount(pp, unix.MNT_DETACH)
+		_ = os.Remove(pp)
+		return fail(err)
 	}
 	c := &container{id: r.ID, bundle: r.Bundle, rootfs: rootfs, podPath: pp,
 		guest: guestPod + "/c/" + r.ID, execs: map[string]*process{}}
@@ -639,13 +645,14 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	delete(s.containers, r.ID)
 	last := len(s.containers) == 0
-	vm := s.vm
+	vm, pod := s.vm, s.podDir
 	s.mu.Unlock()
 	if vm != "" {
 		if _, err := s.d.run(vm, []string{guestPod + "/.capsem/" + helperName, "cleanup", c.guest}); err != nil {
 			log.G(ctx).WithError(err).Warn("guest cleanup")
 		}
 	}
+	unmountVolumes(pod, c.id)
 	_ = unix.Unmount(c.podPath, unix.MNT_DETACH)
 	_ = os.Remove(c.podPath)
 	_ = mount.UnmountAll(c.rootfs, 0)

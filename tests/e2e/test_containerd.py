@@ -339,3 +339,44 @@ def test_policy_chosen_by_the_sandbox_annotation(ctd):
     assert not os.path.exists(os.path.join(ctd.home, "sessions", lines[0] + "-1.db"))
     p = ctd.run("nosuch", "true", opts=("--annotation", "io.capsem.policy=nosuch"))
     assert p.returncode != 0 and b"policy profile" in p.stderr, p
+
+
+def test_volumes_bind_ro_rw_and_tmpfs(ctd, tmp_path):
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "f").write_text("from the host\n")
+    single = tmp_path / "single.conf"
+    single.write_text("one file\n")
+    p = ctd.run("vol", "sh", "-c",
+                "cat /data/f; echo x > /data/g 2>/dev/null && echo wrote-ro; "
+                "echo from-container > /out/h; cat /etc/single.conf; "
+                "grep -c ' /scratch tmpfs ' /proc/mounts",
+                opts=("--mount", f"type=bind,src={ro},dst=/data,options=rbind:ro",
+                      "--mount", f"type=bind,src={rw},dst=/out,options=rbind:rw",
+                      "--mount", f"type=bind,src={single},dst=/etc/single.conf,options=bind:ro",
+                      "--mount", "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m"), check=0)
+    assert p.stdout == b"from the host\none file\n1\n", p
+    assert (rw / "h").read_text() == "from-container\n"
+    assert not (ro / "g").exists()
+    # nothing of the volumes stays mounted on the host
+    assert not [l for l in open("/proc/self/mounts") if str(tmp_path) in l]
+
+
+def test_oom_is_reported(ctd):
+    ev = subprocess.Popen(["ctr", "-a", ctd.sock, "events"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, env=ctd.env)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(iter(ev.stdout.readline, b"")), daemon=True).start()
+    try:
+        p = ctd.run("oom", "sh", "-c", 'a=$(head -c 400000000 /dev/zero | tr "\\0" x); echo survived',
+                    opts=("--annotation", "io.capsem.memory=256M"))
+        assert p.returncode == 137 and b"survived" not in p.stdout, p
+        assert b"out of memory" in p.stderr
+        # the container's removal is the last event of the run: the OOM event came before it
+        wait_for(lambda: any(b"/containers/delete" in l and b'"oom"' in l for l in lines), 60,
+                 "the container's delete event")
+    finally:
+        ev.terminate()
+        ev.wait(30)
+    assert any(b"/tasks/oom" in l and b'"container_id":"oom"' in l for l in lines), lines

@@ -6,6 +6,7 @@
 //
 //	capsem-ctr-init run ROOTFS UID GID GROUPS CWD -- ARGV...   (GROUPS: comma list or "-")
 //	capsem-ctr-init cleanup ROOTFS      undo the guest-side mounts before the host unmounts it
+//	(ROOTFS is <pod>/c/<id>; the container's volumes are listed in <pod>/m/<id>.json)
 //	capsem-ctr-init freeze PID 1|0      freeze or thaw the cgroup the agent made for PID
 //	capsem-ctr-init stats PID           that cgroup's counters as JSON
 package main
@@ -52,6 +53,7 @@ func setup(root string) {
 		_ = syscall.Mount("sysfs", filepath.Join(root, "sys"), "sysfs",
 			syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
 	}
+	mountVolumes(root)
 	for _, f := range []string{"etc/resolv.conf", "etc/hosts"} {
 		dst := filepath.Join(root, f)
 		if st, err := os.Stat(dst); err == nil && st.Size() > 0 {
@@ -95,7 +97,74 @@ func setup(root string) {
 	}
 }
 
+// volume is an entry of <pod>/m/<container>.json, written by the shim (volumes.go).
+type volume struct {
+	Source string   `json:"source"`
+	Dest   string   `json:"dest"`
+	Type   string   `json:"type"`
+	File   bool     `json:"file"`
+	RO     bool     `json:"ro"`
+	Opts   []string `json:"options"`
+}
+
+// volumes reads the container's mount list: ROOT is <pod>/c/<id>, the list <pod>/m/<id>.json.
+func volumes(root string) []volume {
+	pod := filepath.Dir(filepath.Dir(root))
+	b, err := os.ReadFile(filepath.Join(pod, "m", filepath.Base(root)+".json"))
+	if err != nil {
+		return nil
+	}
+	var v []volume
+	if json.Unmarshal(b, &v) != nil {
+		die("bad mount list")
+	}
+	return v
+}
+
+// mountVolumes mounts the container's volumes once per VM (a marker in the guest's /run).
+func mountVolumes(root string) {
+	marker := filepath.Join("/run/capsem-ctr", filepath.Base(root)+".mounted")
+	if exists(marker) {
+		return
+	}
+	for _, v := range volumes(root) {
+		dst := filepath.Join(root, v.Dest)
+		if v.File {
+			_ = os.MkdirAll(filepath.Dir(dst), 0o755)
+			if !exists(dst) {
+				_ = os.WriteFile(dst, nil, 0o644)
+			}
+		} else {
+			_ = os.MkdirAll(dst, 0o755)
+		}
+		switch v.Type {
+		case "bind":
+			if err := syscall.Mount(v.Source, dst, "", syscall.MS_BIND, ""); err != nil {
+				die("bind %s: %v", v.Dest, err)
+			}
+			if v.RO {
+				_ = syscall.Mount("", dst, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, "")
+			}
+		case "tmpfs":
+			var flags uintptr = syscall.MS_NOSUID | syscall.MS_NODEV
+			if v.RO {
+				flags |= syscall.MS_RDONLY
+			}
+			if err := syscall.Mount("tmpfs", dst, "tmpfs", flags, strings.Join(v.Opts, ",")); err != nil {
+				die("tmpfs %s: %v", v.Dest, err)
+			}
+		}
+	}
+	_ = os.MkdirAll(filepath.Dir(marker), 0o700)
+	_ = os.WriteFile(marker, nil, 0o600)
+}
+
 func cleanup(root string) {
+	v := volumes(root)
+	for i := len(v) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(filepath.Join(root, v[i].Dest), syscall.MNT_DETACH)
+	}
+	_ = os.Remove(filepath.Join("/run/capsem-ctr", filepath.Base(root)+".mounted"))
 	for _, m := range []string{"sys", "dev", "proc"} {
 		_ = syscall.Unmount(filepath.Join(root, m), syscall.MNT_DETACH)
 	}

@@ -380,3 +380,20 @@ def test_oom_is_reported(ctd):
         ev.terminate()
         ev.wait(30)
     assert any(b"/tasks/oom" in l and b'"container_id":"oom"' in l for l in lines), lines
+
+
+def test_a_killed_shim_leaves_no_vm(ctd):
+    _start(ctd, "crash")
+    shims = [pid for pid in procs_mentioning(ctd.sock)
+             if b"\0-id\0crash\0" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(shims) == 1
+    assert vm_procs(ctd)
+    os.kill(shims[0], signal.SIGKILL)
+    # containerd sees the shim go and runs `containerd-shim-capsem-v2 delete` (Cleanup): the
+    # sandbox's VM is deleted, its mounts are gone
+    wait_for(lambda: not vm_procs(ctd), 120, "the VM of the dead shim to go")
+    ctd.ctr("tasks", "delete", "-f", "crash", check=None)
+    ctd.ctr("containers", "delete", "crash", check=None)
+    wait_for(lambda: not [l for l in open("/proc/self/mounts") if ctd.shimrun in l], 60,
+             "the pod directory's mounts to go")
+    assert not os.path.exists(os.path.join(ctd.shimrun, "default", "crash"))

@@ -577,6 +577,18 @@ func (s *service) reader(c *container, p *process, stdout, stderr io.WriteCloser
 		}
 	}
 	p.x.close()
+	if p.id == "" {
+		// the container ends with its init process: what it left running and its execs go too
+		s.mu.Lock()
+		vm := s.vm
+		s.mu.Unlock()
+		if vm != "" {
+			if _, err := s.d.run(vm, []string{guestPod + "/.capsem/" + helperName, "killall",
+				c.guest}); err != nil {
+				log.L.WithError(err).Warn("killall in the guest")
+			}
+		}
+	}
 	if stdout != nil {
 		stdout.Close()
 	}

@@ -397,3 +397,17 @@ def test_a_killed_shim_leaves_no_vm(ctd):
     wait_for(lambda: not [l for l in open("/proc/self/mounts") if ctd.shimrun in l], 60,
              "the pod directory's mounts to go")
     assert not os.path.exists(os.path.join(ctd.shimrun, "default", "crash"))
+
+
+def test_a_container_ends_with_its_init_process(ctd):
+    # two containers of one pod see each other's processes (one VM): when the second one's init
+    # exits, the background process it left is gone too
+    pod = ("--annotation", "io.kubernetes.cri.sandbox-id=pod2")
+    _start(ctd, "pod2", *pod)
+    try:
+        ctd.ctr("run", "--rm", "--runtime", RUNTIME, *pod, ctd.image, "pod2-bg",
+                "sh", "-c", "sleep 777 & echo started", check=0)
+        out = _exec(ctd, "pod2", "ps -o args").stdout.decode()
+        assert "sleep 777" not in out, out
+    finally:
+        _stop(ctd, "pod2")

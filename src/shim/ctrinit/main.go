@@ -7,6 +7,7 @@
 //	capsem-ctr-init run ROOTFS UID GID GROUPS CWD -- ARGV...   (GROUPS: comma list or "-")
 //	capsem-ctr-init cleanup ROOTFS      undo the guest-side mounts before the host unmounts it
 //	(ROOTFS is <pod>/c/<id>; the container's volumes are listed in <pod>/m/<id>.json)
+//	capsem-ctr-init killall ROOTFS      SIGKILL every process whose root is the container's
 //	capsem-ctr-init freeze PID 1|0      freeze or thaw the cgroup the agent made for PID
 //	capsem-ctr-init stats PID           that cgroup's counters as JSON
 package main
@@ -170,6 +171,33 @@ func cleanup(root string) {
 	}
 }
 
+// killall SIGKILLs every process whose root is the container's (what runc gets from the end of
+// the container's PID namespace): a container's life ends with its init process, background
+// processes and execs included. A few rounds, for processes forked meanwhile.
+func killall(root string) {
+	self := strconv.Itoa(os.Getpid())
+	for round := 0; round < 10; round++ {
+		found := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || e.Name() == self {
+				continue
+			}
+			r, err := os.Readlink("/proc/" + e.Name() + "/root")
+			if err != nil || (r != root && !strings.HasPrefix(r, root+"/")) {
+				continue
+			}
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				found++
+			}
+		}
+		if found == 0 {
+			return
+		}
+	}
+}
+
 // lookPath resolves argv[0] with the container's PATH, inside the new root.
 func lookPath(name string) string {
 	if strings.Contains(name, "/") {
@@ -290,6 +318,8 @@ func main() {
 		run(os.Args[2:])
 	case "cleanup":
 		cleanup(os.Args[2])
+	case "killall":
+		killall(filepath.Clean(os.Args[2]))
 	case "freeze":
 		if len(os.Args) != 4 {
 			die("usage: freeze PID 1|0")

@@ -1,9 +1,10 @@
 #!/bin/sh
-# build-shim.sh BUILD_DIR: build containerd-shim-capsem-v2 and its guest helper capsem-ctr-init
+# build-shim.sh BUILD_DIR [--test]: build containerd-shim-capsem-v2 and its guest helper capsem-ctr-init
 # (Go, src/shim) into BUILD_DIR/src/shim with Debian's Go and Debian's containerd shim library
 # (/usr/share/gocode: GOPATH mode, no module download). Skips with a message, successfully, when
 # Go or the library is missing (scripts/install-deps.sh installs both). Both binaries are
 # static (CGO_ENABLED=0): the helper runs inside the guest, which has no libc of ours.
+# --test: also gofmt, go vet and go test (make check).
 set -eu
 out="$(realpath -m "${1:-build}")/src/shim"
 src="$(cd "$(dirname "$0")/.." && pwd)/src/shim"
@@ -18,3 +19,10 @@ export GOPATH="$out/gopath:$gocode" GO111MODULE=off CGO_ENABLED=0 GOCACHE="$out/
 cd "$out/gopath/src/capsem.dev/shim"
 go build -o "$out/containerd-shim-capsem-v2" .
 go build -o "$out/capsem-ctr-init" ./ctrinit
+if [ "${2:-}" = --test ]; then
+	# the Go side of `make check`: formatting, vet and the unit tests of src/shim
+	unformatted=$(gofmt -l "$src")
+	[ -z "$unformatted" ] || { echo "build-shim: not gofmt'ed: $unformatted" >&2; exit 1; }
+	go vet . ./ctrinit
+	go test . ./ctrinit
+fi

@@ -214,7 +214,7 @@ func (d *daemon) startExec(vm string, req *execReq) (*execConn, error) {
 		c.Close()
 		return nil, err
 	}
-	r := bufio.NewReaderSize(c, 64<<10)
+	r := newReader(c)
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
 		c.Close()
@@ -231,6 +231,8 @@ func (d *daemon) startExec(vm string, req *execReq) (*execConn, error) {
 	}
 	return &execConn{c: c, r: r}, nil
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 64<<10) }
 
 func (x *execConn) send(typ uint16, payload []byte) error {
 	var h [6]byte
@@ -313,6 +315,9 @@ func errorInfo(p []byte) string {
 	return string(p[8 : 8+n])
 }
 
+// maxRunOutput caps what run keeps of a helper's output: the guest writes it.
+const maxRunOutput = 1 << 20
+
 // run runs a short command in the VM and returns its stdout (stderr folded into the error).
 func (d *daemon) run(vm string, argv []string) ([]byte, error) {
 	x, err := d.startExec(vm, &execReq{Argv: argv})
@@ -325,6 +330,9 @@ func (d *daemon) run(vm string, argv []string) ([]byte, error) {
 		t, p, err := x.recv()
 		if err != nil {
 			return nil, err
+		}
+		if out.Len()+serr.Len()+len(p) > maxRunOutput {
+			return nil, fmt.Errorf("%s: more than %d bytes of output", argv[0], maxRunOutput)
 		}
 		switch t {
 		case frameStdout:

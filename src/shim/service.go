@@ -659,7 +659,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	last := len(s.containers) == 0
 	vm, pod := s.vm, s.podDir
 	s.mu.Unlock()
-	if vm != "" {
+	if vm != "" && !last { // the last container's VM is deleted with its mounts
 		if _, err := s.d.run(vm, []string{guestPod + "/.capsem/" + helperName, "cleanup", c.guest}); err != nil {
 			log.G(ctx).WithError(err).Warn("guest cleanup")
 		}

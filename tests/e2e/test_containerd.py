@@ -24,7 +24,7 @@ import pytest
 from conftest import BUILD, IMAGE, IMAGES, need_image, procs_mentioning, wait_for
 from ociimage import build_archive
 from test_cli_daemon import clean_home
-from upstream import Upstream
+from upstream import KEYS, Upstream
 
 SHIM_DIR = os.path.join(BUILD, "src", "shim")
 SHIM = os.path.join(SHIM_DIR, "containerd-shim-capsem-v2")
@@ -54,7 +54,7 @@ default = "block"
 [[rule]]
 name = "test-upstream"
 action = "allow"
-hosts = ["upstream.test"]
+hosts = ["upstream.test", "api.anthropic.com"]
 ports = [443]
 
 [upstream]
@@ -62,6 +62,11 @@ ca_file = "{ca}"
 
 [[upstream.override]]
 host = "upstream.test"
+port = 443
+connect = "127.0.0.1:{port}"
+
+[[upstream.override]]
+host = "api.anthropic.com"
 port = 443
 connect = "127.0.0.1:{port}"
 """
@@ -75,6 +80,10 @@ class Containerd:
         self.up = Upstream(d)
         with open(os.path.join(self.home, "user.toml"), "w") as f:
             f.write(POLICY.format(ca=self.up.ca, port=self.up.https_port))
+        cred = os.path.join(self.home, "credentials")
+        with open(cred, "w") as f:
+            f.write(f'[anthropic]\napi_key = "{KEYS["anthropic"]}"\n')
+        os.chmod(cred, 0o600)
         # a policy profile (annotation io.capsem.policy=strict): upstream.test is not allowed
         self.strict = os.path.join(self.home, "profiles", "strict")
         os.makedirs(self.strict)
@@ -411,3 +420,17 @@ def test_a_container_ends_with_its_init_process(ctd):
         assert "sleep 777" not in out, out
     finally:
         _stop(ctd, "pod2")
+
+
+def test_provider_placeholder_in_the_container_and_swapped_by_the_proxy(ctd):
+    real = KEYS["anthropic"]
+    p = ctd.run("cred", "sh", "-c",
+                'echo "$ANTHROPIC_API_KEY"; curl -sS --max-time 120 -o /dev/null -w "%{http_code}\\n" '
+                '-H "x-api-key: $ANTHROPIC_API_KEY" -H "content-type: application/json" '
+                '-d \'{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}\' '
+                'https://api.anthropic.com/v1/messages', check=0)
+    placeholder, code = p.stdout.decode().split()
+    assert placeholder and real not in placeholder
+    assert code == "200", p
+    seen = [h for m, path, h in ctd.up.stats.requests if path == "/v1/messages"]
+    assert seen and seen[-1].get("x-api-key") == real

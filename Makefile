@@ -23,11 +23,15 @@ BUILDER := build/src/builder/capsem-builder
 
 UI_SRC := $(wildcard ui/src/*.* ui/src/lib/*.* ui/index.html ui/vite.config.js ui/package-lock.json)
 
-.PHONY: all build host guest ui image image-debian demo check tidy test unit asan style e2e bench fuzz clean deb
+.PHONY: all build host guest ui shim image image-debian demo check tidy test unit asan style e2e bench fuzz clean deb
 
 all: build
 
-build: host guest ui
+build: host guest ui shim
+
+# containerd-shim-capsem-v2 and capsem-ctr-init (Go; skipped with a message without Go)
+shim: host
+	scripts/build-shim.sh build
 
 # the web UI: npm ci (the lockfile's exact versions) when node_modules is older than the lockfile,
 # then vite build into build/ui/dist (capsem-gateway finds it next to its binary)
@@ -91,6 +95,7 @@ bench: image image-debian
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_fork.py
 	$(PY) bench/bench_suspend.py
+	$(PY) bench/bench_containerd.py
 	$(PY) bench/bench_snapshots.py
 	$(PY) bench/bench_webgw.py
 

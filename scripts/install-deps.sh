@@ -11,6 +11,7 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-b
  libuv1-dev libjansson-dev libcmocka-dev zlib1g-dev
  python3 python3-pytest e2fsprogs tmux
  golang-github-burntsushi-toml-dev
+ golang-go golang-github-containerd-containerd-dev containerd
  mmdebstrap squashfs-tools erofs-utils
  libsqlite3-dev nftables openssl curl libcurl4-openssl-dev
  dpkg-dev lintian man-db chromium fonts-dejavu-core"

@@ -2,7 +2,7 @@
 """run-tests.py - the whole test suite, as `make test` (and so CI) runs it.
 
 Groups, in order: source style, clang-tidy (scripts/tidy.py: zero findings over src/, through the
-normal build's compile database), unit + fuzz-corpus replay (normal build), the same under
+normal build's compile database), the containerd shim's gofmt/vet/go test (scripts/build-shim.sh), unit + fuzz-corpus replay (normal build), the same under
 ASan+UBSan, the threaded parts under TSan, end-to-end tests with real microVMs (pytest), and, when run as root, the VM
 lifecycle modules again as an unprivileged user (USER_MODULES). With --check (make check): the
 first four groups only: no images, no VMs, a few minutes. Every group runs even when an earlier
@@ -47,6 +47,16 @@ def tidy():
             return
     rc = step([sys.executable, "scripts/tidy.py"])
     count("style", "tidy", "passed" if rc == 0 else "failed")
+
+
+def shim():
+    # the containerd shim (Go, src/shim): gofmt, go vet, go test; skipped without Go
+    import shutil
+    if not shutil.which("go"):
+        count("shim", "go test (Go is not installed)", "skipped")
+        return
+    rc = step(["scripts/build-shim.sh", "build", "--test"])
+    count("shim", "go vet + go test", "passed" if rc == 0 else "failed")
 
 
 def meson_suite(builddir, group, setup_args=()):
@@ -203,6 +213,7 @@ def tsan_suite():
 check_only = "--check" in sys.argv[1:]
 style()
 tidy()
+shim()
 meson_suite("build", "unit")
 meson_suite("build-asan", "asan", ["-Db_sanitize=address,undefined", "-Db_lundef=false", "-Dbuildtype=debug"])
 tsan_suite()

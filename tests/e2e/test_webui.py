@@ -1,6 +1,8 @@
 """The web dashboard in a real browser: ui/tests/ui.test.mjs (playwright-core driving Debian's
 chromium) against a real capsemd, its gateway (capsem ui) and a real VM. Screenshots of every
-view and the axe-core reports land in build/ui-artifacts/; the terminal's keystroke-to-echo
+view and the axe-core reports land in build/ui-artifacts/; a model call made in a Debian VM
+through the proxy to the local provider stand-in (tests/e2e/upstream.py) is looked up in the
+Model calls tab with its tokens and cost; the terminal's keystroke-to-echo
 latency in build/ui-artifacts/latency-browser.json."""
 import json
 import os
@@ -11,13 +13,32 @@ import subprocess
 import pytest
 
 from conftest import CAPSEM, IMAGES, ROOT, need_image, procs_mentioning, wait_for
+from test_debian_image import ensure_debian_image
 from test_webgw import cli, stop_daemon
+from upstream import KEYS, Upstream
 
 ARTIFACTS = os.path.join(ROOT, "build", "ui-artifacts")
 
 
+def model_call_vm(h, up):
+    """A Debian VM (curl) makes one Anthropic call through the proxy to the local stand-in,
+    which answers with token usage: the browser must find it in the Model calls tab."""
+    p = cli(h, "create", "-n", "uimodel", "--image", "debian", "--memory", "1G")
+    assert p.returncode == 0, p.stderr
+    body = ('{"model":"claude-sonnet-4-5","max_tokens":20,'
+            '"messages":[{"role":"user","content":"capsem-probe-ui"}]}')
+    p = cli(h, "exec", "uimodel", "--", "sh", "-c",
+            "curl -sS --max-time 120 -H \"x-api-key: $ANTHROPIC_API_KEY\" "
+            "-H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' "
+            f"-d '{body}' https://api.anthropic.com/v1/messages")
+    assert p.returncode == 0 and b"capsem-answer-ui" in p.stdout, (p.stdout, p.stderr)
+    assert any(path == "/v1/messages" and hd.get("x-api-key") == KEYS["anthropic"]
+               for _, path, hd in up.stats.requests), "the stand-in did not get the real key"
+
+
 def test_dashboard_in_chromium(tmp_path):
     need_image()
+    ensure_debian_image()
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not os.path.exists(chromium):
         pytest.fail("chromium is missing: scripts/install-deps.sh installs it")
@@ -25,14 +46,37 @@ def test_dashboard_in_chromium(tmp_path):
         pytest.fail("ui/node_modules is missing: `make build` runs npm ci in ui/")
     h = tmp_path / "home"
     h.mkdir()
+    # the provider's API is the local stand-in (its own CA), reached through the policy's
+    # override; the host holds the real key, the guest only the placeholder
+    up = Upstream(str(tmp_path))
+    (h / "user.toml").write_text(f"""
+[[rule]]
+name = "ui-anthropic"
+action = "allow"
+hosts = ["api.anthropic.com"]
+ports = [443]
+
+[upstream]
+ca_file = "{up.ca}"
+
+[[upstream.override]]
+host = "api.anthropic.com"
+port = 443
+connect = "127.0.0.1:{up.https_port}"
+""")
+    cred = h / "credentials"
+    cred.write_text(f'[anthropic]\napi_key = "{KEYS["anthropic"]}"\n')
+    cred.chmod(0o600)
     try:
+        model_call_vm(h, up)
         p = cli(h, "ui")
         assert p.returncode == 0, p.stderr
         url = p.stdout.decode().strip()
         assert re.match(r"http://127\.0\.0\.1:\d+/#token=\w{64}$", url)
         os.makedirs(ARTIFACTS, exist_ok=True)
         r = subprocess.run(["node", "tests/ui.test.mjs", url], cwd=os.path.join(ROOT, "ui"),
-                           env=dict(os.environ, ARTIFACTS=ARTIFACTS, CHROMIUM=chromium),
+                           env=dict(os.environ, ARTIFACTS=ARTIFACTS, CHROMIUM=chromium,
+                                    UI_MODEL_VM="uimodel"),
                            capture_output=True, timeout=900)
         out = r.stdout.decode() + r.stderr.decode()
         print(out)
@@ -48,5 +92,6 @@ def test_dashboard_in_chromium(tmp_path):
             if ids:
                 cli(h, "delete", *ids)
         stop_daemon(h)
+        up.close()
     left = procs_mentioning(str(h))
     assert not left, f"processes left behind: {left}"

@@ -144,6 +144,25 @@ await step("the HTTP tab shows the blocked request with its rule", async () => {
   await shot(page, "07-activity-commands");
 });
 
+await step("a model call appears with its tokens and cost", async () => {
+  const m = process.env.UI_MODEL_VM;
+  if (!m) throw new Error("UI_MODEL_VM is not set: test_webui.py makes the call");
+  await page.goto(`${origin}/#/vm/${m}/activity`);
+  await page.getByRole("button", { name: "Model calls" }).click();
+  const row = page.locator("tr[data-kind=model_call]", { hasText: "anthropic" }).first();
+  await row.waitFor({ timeout: 60000 });
+  const text = await row.textContent();
+  const rows = await (await api(`/vms/${m}/activity?kind=model_call`)).json();
+  const r0 = rows.rows[0];
+  if (!r0 || !(r0.input_tokens > 0) || !(r0.output_tokens > 0) || !(r0.cost_usd > 0))
+    throw new Error(`no tokens or cost in ${JSON.stringify(r0)}`);
+  if (!text.includes(String(r0.input_tokens)) || !text.includes(String(r0.output_tokens)))
+    throw new Error(`the row does not show the tokens: ${text}`);
+  await shot(page, "06b-activity-model");
+  await axe(page, "activity-model");
+  await page.goto(`${origin}/#/vm/${vmName}/activity`);
+});
+
 await step("charts", async () => {
   await page.getByRole("tab", { name: "Charts" }).click();
   await page.getByText("Requests allowed / blocked").waitFor();
@@ -251,6 +270,7 @@ await step("stop and delete from the dashboard", async () => {
   await api(`/images/${vmName}-img`, { method: "DELETE" });
 });
 
+await api(`/vms/${process.env.UI_MODEL_VM || "uimodel"}`, { method: "DELETE" }).catch(() => {});
 if (failures) { // leave nothing behind
   await api(`/vms/${vmName}`, { method: "DELETE" }).catch(() => {});
   await api(`/vms/${vmName}-s`, { method: "DELETE" }).catch(() => {});

@@ -98,6 +98,7 @@ bench: image image-debian
 	$(PY) bench/bench_containerd.py
 	$(PY) bench/bench_snapshots.py
 	$(PY) bench/bench_webgw.py
+	$(PY) bench/bench_dashboard.py
 
 deb:
 	$(PY) scripts/mkdeb.py

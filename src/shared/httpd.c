@@ -178,7 +178,15 @@ static void on_write(uv_write_t *w, int status)
 		/* let the client finish sending the refused body so that it reads our answer */
 		c->state = C_DRAIN;
 		c->drain_left = MIN(c->drain_left, DRAIN_MAX);
-		buf_consume(&c->in, MIN((uint64_t)buf_len(&c->in), c->drain_left));
+		/* what of the body came with the head counts too, or the drain never ends and the
+		 * client waits for our close until the idle timeout */
+		size_t k = (size_t)MIN((uint64_t)buf_len(&c->in), c->drain_left);
+		buf_consume(&c->in, k);
+		c->drain_left -= k;
+		if (c->drain_left == 0) {
+			conn_close(c);
+			return;
+		}
 		read_start(c);
 		return;
 	}

@@ -4,7 +4,8 @@
  * request counts, plus counts by state and totals; the ledgers are read on libuv's worker pool.
  * With rev=N&wait=S the request is held until the registry's revision (vmctl_rev: bumped on
  * every record change) differs from N, or S seconds pass: the gateway's /events follows it
- * without polling. GET /vms/{ref}/stats and /activity read the VM's current session (or
+ * without polling (each session's stats are kept while its ledger files do not change:
+ * cached_stats). GET /vms/{ref}/stats and /activity read the VM's current session (or
  * ?session=) with ledger_stats() / ledger_page() on the worker pool.
  *
  * The gateway: POST /gateway (capsem ui) or --gateway-port starts capsem-gateway as our child
@@ -18,8 +19,10 @@
 #include "uiapi.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "jsonutil.h"
@@ -57,12 +60,87 @@ struct status_job {
 	uint64_t rev;
 };
 
+/* The stats of a session ledger, kept while its files do not change: a stopped VM's ledger
+ * never changes, and a running one's only when it records something (its WAL moves), so the
+ * dashboard's /status does not scan every session's tables at each request. Shared by the
+ * worker threads (a mutex). */
+#define STATS_CACHE_MAX 256
+
+struct stats_entry {
+	char *path;
+	struct stat db, wal;
+	json_t *stats;
+	uint64_t used; /* the cache's clock at the last hit: the least recent one is replaced */
+};
+
+static struct stats_entry stats_cache[STATS_CACHE_MAX];
+static uint64_t stats_clock;
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void ledger_files(const char *path, struct stat *db, struct stat *wal)
+{
+	char w[4096];
+	*db = (struct stat){ 0 };
+	*wal = (struct stat){ 0 };
+	(void)stat(path, db);
+	if ((size_t)snprintf(w, sizeof(w), "%s-wal", path) < sizeof(w))
+		(void)stat(w, wal);
+}
+
+static json_t *cached_stats(const char *path)
+{
+	struct stat db, wal;
+	json_t *s = NULL;
+	ledger_files(path, &db, &wal);
+	pthread_mutex_lock(&stats_lock);
+	struct stats_entry *e = NULL, *victim = &stats_cache[0];
+	for (size_t i = 0; i < STATS_CACHE_MAX; i++) {
+		struct stats_entry *x = &stats_cache[i];
+		if (x->path && streq(x->path, path)) {
+			e = x;
+			break;
+		}
+		if (!x->path || (victim->path && x->used < victim->used))
+			victim = x;
+	}
+	if (e && same_file(&e->db, &db) && same_file(&e->wal, &wal)) {
+		e->used = ++stats_clock;
+		s = json_incref(e->stats);
+	}
+	pthread_mutex_unlock(&stats_lock);
+	if (s)
+		return s;
+	if (ledger_stats(path, 3600, &s) < 0)
+		return NULL;
+	pthread_mutex_lock(&stats_lock);
+	if (!e) { /* (another worker may have added it meanwhile: then it is updated twice) */
+		e = victim;
+		free(e->path);
+		json_decref(e->stats);
+		*e = (struct stats_entry){ .path = strdup(path) };
+	}
+	if (e->path && streq(e->path, path)) {
+		json_decref(e->stats);
+		e->stats = json_incref(s);
+		e->db = db;
+		e->wal = wal;
+		e->used = ++stats_clock;
+	}
+	pthread_mutex_unlock(&stats_lock);
+	return s;
+}
+
 static void status_work(uv_work_t *w)
 {
 	struct status_job *j = w->data;
 	for (size_t i = 0; i < j->n; i++)
-		if (j->paths[i] && ledger_stats(j->paths[i], 3600, &j->stats[i]) < 0)
-			j->stats[i] = NULL;
+		j->stats[i] = j->paths[i] ? cached_stats(j->paths[i]) : NULL;
 }
 
 static void status_done(uv_work_t *w, int st)

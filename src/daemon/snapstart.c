@@ -202,13 +202,18 @@ int snapstart_prepare(struct prepjob *j, char **ret_error)
 	if (asprintf(&kind, "%s/cache/snapstart/%.16s-%uc-%llum-%llud", j->home, j->image_sha256,
 		     j->cpus, (unsigned long long)j->memory_mib,
 		     (unsigned long long)(j->want_disk ? j->disk_mib : 0)) < 0 ||
-	    asprintf(&tmp, "%s.new-%d", kind, (int)getpid()) < 0 ||
-	    !(state = join(kind, VM_SUSPEND_STATE)))
+	    asprintf(&tmp, "%s.new-XXXXXX", kind) < 0 || !(state = join(kind, VM_SUSPEND_STATE)))
 		return -ENOMEM;
 	if (access(state, F_OK) < 0) {
 		log_info("snapshot start: making the saved state %s (a cold boot, once)", kind);
-		(void)rm_rf(tmp);
-		r = mkdir_p(tmp, 0700);
+		_cleanup_free_ char *parent = strdup(kind);
+		char *slash = parent ? strrchr(parent, '/') : NULL;
+		if (slash)
+			*slash = 0;
+		/* a directory of its own: two creates of one kind may make it at the same time */
+		r = !slash ? -ENOMEM : mkdir_p(parent, 0700);
+		if (r == 0 && !mkdtemp(tmp))
+			r = negative_errno();
 		if (r == 0 && j->want_disk) {
 			struct prepjob d = { .disk = join(tmp, "disk.img"),
 					     .disk_mib = j->disk_mib };

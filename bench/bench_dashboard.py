@@ -28,11 +28,7 @@ import tempfile
 import shutil
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
-IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.join(
-    os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images"))
-CAPSEM = os.path.join(BUILD, "src", "cli", "capsem")
+from benchlib import CAPSEM, IMAGES, save
 
 
 def ms(fn, n):
@@ -156,14 +152,7 @@ def main():
         shutil.rmtree(home, ignore_errors=True)
     for k in ("status_ms", "activity_first_ms", "activity_last_ms"):
         res[k.replace("_ms", "_ratio")] = res["large_" + k]["p50"] / res["small_" + k]["p50"]
-    for k, v in res.items():
-        print(f"{k:26} {json.dumps(v)}")
-    out = os.path.join(ROOT, "bench", "results",
-                       time.strftime("dashboard-%Y%m%dT%H%M%SZ.json", time.gmtime()))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"results: {out}")
+    save("dashboard", res, 26)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
-IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.join(
-    os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images"))
-CAPSEM = os.path.join(BUILD, "src", "cli", "capsem")
+from benchlib import CAPSEM, IMAGES, accel, save
 
 
 def main():
@@ -70,8 +66,7 @@ def main():
         cli("delete", vid)
         return dt
 
-    r = {"mib": a.mib, "accel": "tcg" if "vmx" not in open("/proc/cpuinfo").read()
-         and "svm" not in open("/proc/cpuinfo").read() else "kvm?"}
+    r = {"mib": a.mib, "accel": accel()}
     try:
         cli("create", "-n", "src", "--image", "debian", "--memory", "512M")
         fill("src")
@@ -97,14 +92,7 @@ def main():
         except (OSError, ValueError, IndexError):
             pass
         shutil.rmtree(tmp, ignore_errors=True)
-    for k, v in r.items():
-        print(f"{k:20} {v:.3f}" if isinstance(v, float) else f"{k:20} {v}")
-    out = os.path.join(ROOT, "bench", "results",
-                       time.strftime("fork-%Y%m%dT%H%M%SZ.json", time.gmtime()))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(r, f, indent=2)
-    print(f"results: {out}")
+    save("fork", r, 20)
 
 
 if __name__ == "__main__":

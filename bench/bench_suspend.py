@@ -25,11 +25,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("CAPSEM_BUILD", os.path.join(ROOT, "build"))
-IMAGES = os.environ.get("CAPSEM_IMAGES_DIR", os.path.join(
-    os.environ.get("CAPSEM_HOME") or os.path.expanduser("~/.capsem"), "images"))
-CAPSEM = os.path.join(BUILD, "src", "cli", "capsem")
+from benchlib import CAPSEM, IMAGES, accel, save
 
 
 class Home:
@@ -79,8 +75,7 @@ def main():
                        "--memory", a.memory)
     first_exec = lambda name: ("exec", name, "--", "true")
     r = {"image": a.image, "memory": a.memory,
-         "accel": "tcg" if "vmx" not in open("/proc/cpuinfo").read()
-         and "svm" not in open("/proc/cpuinfo").read() else "kvm?"}
+         "accel": accel()}
     try:
         r["create_cold_all"] = [cold.timed(mk(f"c{i}"), first_exec(f"c{i}"))
                                 for i in range(a.runs)]
@@ -105,14 +100,7 @@ def main():
         r[k + "_s"] = statistics.median(r[k + "_all"])
     r["create_restored_ratio"] = r["create_restored_s"] / r["create_cold_s"]
     r["resume_ratio"] = r["resume_s"] / r["create_cold_s"]
-    for k, v in r.items():
-        print(f"{k:22} {v:.3f}" if isinstance(v, float) else f"{k:22} {v}")
-    out = os.path.join(ROOT, "bench", "results",
-                       time.strftime("suspend-%Y%m%dT%H%M%SZ.json", time.gmtime()))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(r, f, indent=2)
-    print(f"results: {out}")
+    save("suspend", r, 22)
 
 
 if __name__ == "__main__":

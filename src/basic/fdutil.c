@@ -1,11 +1,13 @@
 /* fdutil.c - file descriptor and small file helpers. Caller's thread. */
 #include "fdutil.h"
+#include "clockutil.h"
 #include "macro.h"
 
 #include <dirent.h>
 #include <linux/fs.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,6 +44,32 @@ ssize_t fd_read_some(int fd, void *p, size_t n)
 		if (errno != EINTR)
 			return negative_errno();
 	}
+}
+
+ssize_t fd_read_line(int fd, char *buf, size_t cap, size_t *len, uint64_t until_ms)
+{
+	for (;;) {
+		char *nl = memchr(buf, '\n', *len);
+		if (nl)
+			return nl - buf;
+		uint64_t now = clock_ms(CLOCK_MONOTONIC);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (*len == cap || now >= until_ms ||
+		    poll(&p, 1, (int)MIN(until_ms - now, INT_MAX)) <= 0)
+			return -ETIMEDOUT;
+		ssize_t k = fd_read_some(fd, buf + *len, cap - *len);
+		if (k == -EAGAIN)
+			continue;
+		if (k <= 0)
+			return k < 0 ? k : -EPIPE;
+		*len += (size_t)k;
+	}
+}
+
+void fd_line_consume(char *buf, size_t *len, size_t k)
+{
+	memmove(buf, buf + k + 1, *len - k - 1);
+	*len -= k + 1;
 }
 
 int fd_read_exact(int fd, void *p, size_t n)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -11,6 +12,12 @@ int fd_write_all(int fd, const void *p, size_t n);
 int fd_read_exact(int fd, void *p, size_t n);
 /* Read up to n bytes, retrying EINTR. Bytes read (0 = EOF) or -errno. */
 ssize_t fd_read_some(int fd, void *p, size_t n);
+/* The next '\n'-terminated line of fd (blocking or not), read into buf (cap bytes; *len bytes
+ * are there between calls) until until_ms (CLOCK_MONOTONIC): its length k, the line being
+ * buf[0..k) with buf[k] == '\n'; pass k to fd_line_consume() once it is used. -ETIMEDOUT (also
+ * for a line longer than cap), -EPIPE at EOF, or -errno. */
+ssize_t fd_read_line(int fd, char *buf, size_t cap, size_t *len, uint64_t until_ms);
+void fd_line_consume(char *buf, size_t *len, size_t k);
 int fd_set_nonblock(int fd, int on);
 /* Block the n signals of sigs (before any thread starts, so that only the descriptor sees them),
  * ignore SIGPIPE, and return a non-blocking CLOEXEC signalfd for them, or -errno. */

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockutil.h"
 #include "fdutil.h"
 #include "gexec.h"
 #include "home.h"
@@ -106,13 +107,6 @@ static void job_free(struct forkjob *j)
 	free(j->error);
 	json_decref(j->result);
 	free(j);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int fail(struct forkjob *j, int r, const char *fmt, ...) _printf_(3, 4);
@@ -369,7 +363,7 @@ static int do_fork(struct forkjob *j, const char *tmp)
 				      j->parent, "description", j->description, "disk_size",
 				      (json_int_t)f.disk.size, "disk_used", (json_int_t)used,
 				      "workspace", f.workspace.file != NULL, "elapsed_ms",
-				      (double)(now_ns() - j->t0_ns) / 1e6);
+				      (double)(clock_ns(CLOCK_MONOTONIC) - j->t0_ns) / 1e6);
 		if (!j->result)
 			r = -ENOMEM;
 	}
@@ -511,7 +505,7 @@ void fork_route(struct api *a, struct httpd_conn *c, struct vm *vm, const struct
 	}
 	j->a = a;
 	j->c = c;
-	j->t0_ns = now_ns();
+	j->t0_ns = clock_ns(CLOCK_MONOTONIC);
 	j->images_dir = strdup(images_dir);
 	j->image = strdup(image);
 	j->description = d ? strdup(d) : NULL;

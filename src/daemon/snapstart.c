@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockutil.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -42,44 +43,23 @@
 
 extern char **environ;
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The next event line from the template's capsem-vm (its "event" in ev, at most n bytes), or
  * -ETIMEDOUT / -EPIPE. */
 static int next_event(int fd, char *buf, size_t cap, size_t *len, uint64_t until, char *ev,
 		      size_t n)
 {
-	for (;;) {
-		char *nl = memchr(buf, '\n', *len);
-		if (nl) {
-			size_t l = (size_t)(nl - buf);
-			json_t *j = json_loadb(buf, l, 0, NULL);
-			const char *e = json_string_value(json_object_get(j, "event"));
-			const char *m = json_string_value(json_object_get(j, "message"));
-			if (!m)
-				m = json_string_value(json_object_get(j, "reason"));
-			snprintf(ev, n, "%s%s%s", e ? e : "?", m ? ": " : "", m ? m : "");
-			json_decref(j);
-			memmove(buf, nl + 1, *len - l - 1);
-			*len -= l + 1;
-			return 0;
-		}
-		uint64_t now = mono_ms();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (*len == cap || now >= until || poll(&p, 1, (int)(until - now)) <= 0)
-			return -ETIMEDOUT;
-		ssize_t k = read(fd, buf + *len, cap - *len);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -EPIPE;
-		*len += (size_t)k;
-	}
+	ssize_t l = fd_read_line(fd, buf, cap, len, until);
+	if (l < 0)
+		return l == -ETIMEDOUT ? -ETIMEDOUT : -EPIPE;
+	json_t *j = json_loadb(buf, (size_t)l, 0, NULL);
+	const char *e = json_string_value(json_object_get(j, "event"));
+	const char *m = json_string_value(json_object_get(j, "message"));
+	if (!m)
+		m = json_string_value(json_object_get(j, "reason"));
+	snprintf(ev, n, "%s%s%s", e ? e : "?", m ? ": " : "", m ? m : "");
+	json_decref(j);
+	fd_line_consume(buf, len, (size_t)l);
+	return 0;
 }
 
 /* Boot a template VM in dir and suspend it once it is ready. */
@@ -143,7 +123,7 @@ static int make_template(struct prepjob *j, const char *dir, char **ret_error)
 		return nullfd < 0 ? -EMFILE : negative_errno();
 	char buf[16384], ev[512] = "";
 	size_t len = 0;
-	uint64_t until = mono_ms() + TEMPLATE_BOOT_MS;
+	uint64_t until = clock_ms(CLOCK_MONOTONIC) + TEMPLATE_BOOT_MS;
 	while ((r = next_event(fd, buf, sizeof(buf), &len, until, ev, sizeof(ev))) == 0 &&
 	       strncmp(ev, "ready", 5) != 0 && strncmp(ev, "error", 5) != 0 &&
 	       strncmp(ev, "stopped", 7) != 0)

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clockutil.h"
 #include "credentials.h"
 #include "dns.h"
 #include "fakeip.h"
@@ -65,13 +66,6 @@ struct egress {
 	bool stopping;
 	int handles;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* ---- policy ---- */
 
@@ -185,7 +179,7 @@ static void dns_answer(struct dns_conn *d, const uint8_t *q, size_t qn)
 		inet_ntop(AF_INET, &a, ip, sizeof(ip));
 	}
 	struct egress_dns_event ev = {
-		.ts_ms = now_ms(),
+		.ts_ms = clock_ms(CLOCK_REALTIME),
 		.qname = pq.name,
 		.qtype = pq.qtype,
 		.rcode = info.rcode,

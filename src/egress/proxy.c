@@ -61,6 +61,7 @@
 
 #include "ai.h"
 #include "buf.h"
+#include "clockutil.h"
 #include "credentials.h"
 #include "fakeip.h"
 #include "http.h"
@@ -70,13 +71,6 @@
 #include "parse.h"
 #include "policy.h"
 #include "tls.h"
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 uint64_t proxy_mono_ns(void)
 {
@@ -444,7 +438,7 @@ static void conn_ws_model(void *userdata, const struct ai_event *ev, const struc
 	struct proxy *p = c->p;
 	uint64_t now = proxy_mono_ns(), took = (now - t->start_ns) / 1000000u;
 	struct proxy_model_timing mt = {
-		.ts_ms = now_ms() - took,
+		.ts_ms = clock_ms(CLOCK_REALTIME) - took,
 		.duration_ms = took,
 		.ttfb_ms = t->first_ns ? (int64_t)((t->first_ns - t->start_ns) / 1000000u) : -1,
 	};
@@ -470,7 +464,7 @@ static void conn_start_request(struct conn *c)
 	struct req *r = &c->r;
 	req_reset(r);
 	r->id = ++p->next_id;
-	r->t0_ms = now_ms();
+	r->t0_ms = clock_ms(CLOCK_REALTIME);
 	r->t0_ns = proxy_mono_ns();
 	if (k < 0) {
 		int st = http_error_status((int)k);
@@ -700,7 +694,7 @@ static void conn_pump_response(struct conn *c)
 			r->aiws = NULL;
 			memcpy(c->conn_rule, r->rule, sizeof(c->conn_rule));
 			c->conn_layer = r->layer;
-			c->t0_ms = now_ms();
+			c->t0_ms = clock_ms(CLOCK_REALTIME);
 			c->t0_ns = proxy_mono_ns();
 			return;
 		}
@@ -1048,7 +1042,7 @@ int proxy_accept(struct proxy *p, int fd, const struct proto_net_preamble *pre)
 	c->p = p;
 	list_init(&c->link);
 	c->first_req = true;
-	c->t0_ms = now_ms();
+	c->t0_ms = clock_ms(CLOCK_REALTIME);
 	c->t0_ns = proxy_mono_ns();
 	int r = uv_pipe_init(p->cfg.loop, &c->c.h.pipe, 0);
 	if (r < 0) {

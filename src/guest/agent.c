@@ -61,6 +61,7 @@
 
 #include "bootargs.h"
 #include "cgroup.h"
+#include "clockutil.h"
 #include "config.h"
 #include "envfile.h"
 #include "fdutil.h"
@@ -131,13 +132,6 @@ struct agent {
 	struct buf ctrl_out;
 };
 
-static uint64_t mono_msec(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Unix socket address for path; -ENAMETOOLONG if it does not fit. */
 static int unix_addr(const char *path, struct sockaddr_un *sa, socklen_t *len)
 {
@@ -207,7 +201,7 @@ static void ctrl_retry_later(struct agent *a)
 	}
 	/* 5, 10, 20, ... ms, then every 250 ms */
 	unsigned shift = MIN(a->ctrl_attempts - 1, 6u);
-	a->ctrl_retry_at = mono_msec() + MIN(5u << shift, 250u);
+	a->ctrl_retry_at = clock_ms(CLOCK_MONOTONIC) + MIN(5u << shift, 250u);
 	a->ctrl = CTRL_RETRY;
 }
 
@@ -246,7 +240,7 @@ static void ctrl_connected(struct agent *a)
 {
 	int r;
 	a->ctrl = CTRL_UP;
-	a->config_wait_until = mono_msec() + AGENT_CONFIG_WAIT_MS;
+	a->config_wait_until = clock_ms(CLOCK_MONOTONIC) + AGENT_CONFIG_WAIT_MS;
 	frame_reader_init(&a->ctrl_rd);
 	buf_init(&a->ctrl_out, AGENT_CTRL_OUT_CAP);
 	r = ctrl_send_hello(a);
@@ -695,7 +689,7 @@ static int agent_exec_ready(const struct agent *a, int *timeout)
 	/* (test mode, a Unix control socket, does not wait: its tests drive the order) */
 	if (a->config_done || a->ctrl != CTRL_UP || !a->apply_system)
 		return 1;
-	uint64_t now = mono_msec();
+	uint64_t now = clock_ms(CLOCK_MONOTONIC);
 	if (now >= a->config_wait_until)
 		return 1;
 	int left = (int)(a->config_wait_until - now);
@@ -712,7 +706,7 @@ static int agent_loop(struct agent *a)
 		short cev = 0;
 
 		if (a->ctrl == CTRL_RETRY) {
-			uint64_t now = mono_msec();
+			uint64_t now = clock_ms(CLOCK_MONOTONIC);
 			if (now >= a->ctrl_retry_at) {
 				ctrl_connect(a);
 				continue;

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clockutil.h"
 #include "dnsmap.h"
 #include "fdutil.h"
 #include "hostconn.h"
@@ -74,13 +75,6 @@ struct dp {
 	struct dnsmap map;
 	uint8_t msg[DP_FRAME_MAX];
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* ---- answering clients ---- */
 
@@ -165,7 +159,7 @@ static void dp_host_down(struct dp *d, const char *why, int err)
 	buf_done(&d->host_in, 0);
 	buf_done(&d->host_out, 0);
 	d->host = HOST_DOWN;
-	d->retry_at = now_ms() + d->backoff_ms;
+	d->retry_at = clock_ms(CLOCK_MONOTONIC) + d->backoff_ms;
 	d->backoff_ms = MIN(d->backoff_ms * 2, DP_BACKOFF_MAX_MS);
 	/* every query in flight is lost with the link: fail them now rather than in 5 s */
 	dnsmap_flush(&d->map, dp_servfail_entry, d);
@@ -215,10 +209,11 @@ static void dp_query(struct dp *d, const struct dnsmap_client *c, const uint8_t 
 	uint16_t id;
 	if (!dnsmap_is_query(q, n))
 		return; /* not a query: nothing sensible to answer */
-	if (d->host == HOST_DOWN && now_ms() >= d->retry_at)
+	if (d->host == HOST_DOWN && clock_ms(CLOCK_MONOTONIC) >= d->retry_at)
 		dp_host_connect(d);
 	if (d->host == HOST_DOWN ||
-	    dnsmap_add(&d->map, dnsmap_get_id(q), c, q, n, now_ms() + DP_TIMEOUT_MS, &id) < 0) {
+	    dnsmap_add(&d->map, dnsmap_get_id(q), c, q, n,
+		       clock_ms(CLOCK_MONOTONIC) + DP_TIMEOUT_MS, &id) < 0) {
 		dp_servfail(d, c, q, n);
 		return;
 	}
@@ -338,7 +333,7 @@ static void dp_tcp_accept(struct dp *d)
 		t->fd = fd;
 		t->eof = 0;
 		t->pending = 0;
-		t->last_ms = now_ms();
+		t->last_ms = clock_ms(CLOCK_MONOTONIC);
 		buf_init(&t->in, DP_CLIENT_BUF);
 		buf_init(&t->out, DP_CLIENT_BUF);
 	}
@@ -346,7 +341,7 @@ static void dp_tcp_accept(struct dp *d)
 
 static void dp_tcp_event(struct dp *d, struct dp_tcp *t, short revents)
 {
-	t->last_ms = now_ms();
+	t->last_ms = clock_ms(CLOCK_MONOTONIC);
 	if (revents & (POLLIN | POLLHUP | POLLERR)) {
 		uint8_t *p = buf_reserve(&t->in, 16384);
 		ssize_t n = p ? recv(t->fd, p, 16384, 0) : -1;
@@ -395,7 +390,7 @@ static int dp_loop(struct dp *d)
 	struct dp_tcp *who[DP_MAX_TCP];
 
 	for (;;) {
-		uint64_t now = now_ms(), wake = dnsmap_next_deadline(&d->map);
+		uint64_t now = clock_ms(CLOCK_MONOTONIC), wake = dnsmap_next_deadline(&d->map);
 		struct dnsmap_entry e;
 		unsigned n = P_CLIENTS;
 		int timeout;

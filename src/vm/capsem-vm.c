@@ -36,6 +36,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "clockutil.h"
 #include "config.h"
 #include "confinfo.h"
 #include "accel.h"
@@ -60,13 +61,6 @@
 #include "virtiofs.h"
 #include "vmlimits.h"
 #include "vsock.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void vm_stop(struct vm *vm, const char *why);
 
@@ -222,7 +216,7 @@ static void send_boot_config(struct vm *vm)
 
 static void on_hello(struct vm *vm, const struct proto_hello *h)
 {
-	uint64_t boot_ns = now_ns() - vm->t_start_ns;
+	uint64_t boot_ns = clock_ns(CLOCK_MONOTONIC) - vm->t_start_ns;
 	if (h->version != PROTO_VERSION) {
 		vm_fail(vm, "the guest agent speaks protocol version %u, this host speaks %u",
 			h->version, PROTO_VERSION);
@@ -724,7 +718,7 @@ static int vm_start(struct vm *vm)
 		if (r < 0)
 			return log_error_errno(r, "cannot build QEMU's Landlock ruleset");
 	}
-	vm->t_start_ns = now_ns();
+	vm->t_start_ns = clock_ns(CLOCK_MONOTONIC);
 	int pidfd;
 	/* the empty network namespace needs a user namespace as a normal user */
 	int netns = confinfo_userns_ok();

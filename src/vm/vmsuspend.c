@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "capsem-vm.h"
+#include "clockutil.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -44,13 +45,6 @@
 #define SAVE_MAX_MS (10 * 60 * 1000) /* a save of several GiB under TCG */
 #define PAUSE_MS 5000
 #define STATE_TMP "suspend.state.tmp"
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Write all of text on QMP's socket, with fd passed alongside when >= 0. */
 static int qmp_write(int sock, const char *text, int fd)
@@ -118,31 +112,19 @@ static int qmp_call(struct vm *vm, const char *cmd, json_t *args, int fd, json_t
 		snprintf(err, errlen, "QEMU's monitor: %s", strerror(-r));
 		return r;
 	}
-	uint64_t until = mono_ms() + QMP_CALL_MS;
+	uint64_t until = clock_ms(CLOCK_MONOTONIC) + QMP_CALL_MS;
 	for (;;) {
-		char *nl = memchr(line, '\n', n);
-		if (!nl) {
-			uint64_t now = mono_ms();
-			struct pollfd p = { .fd = sock, .events = POLLIN };
-			if (n == sizeof(line) || now >= until ||
-			    poll(&p, 1, (int)(until - now)) <= 0) {
-				snprintf(err, errlen, "QEMU's monitor did not answer '%s'", cmd);
-				return -ETIMEDOUT;
-			}
-			ssize_t k = read(sock, line + n, sizeof(line) - n);
-			if (k < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (k <= 0) {
-				snprintf(err, errlen, "QEMU's monitor closed (QEMU exited?)");
-				return -EPIPE;
-			}
-			n += (size_t)k;
-			continue;
+		ssize_t len = fd_read_line(sock, line, sizeof(line), &n, until);
+		if (len == -ETIMEDOUT) {
+			snprintf(err, errlen, "QEMU's monitor did not answer '%s'", cmd);
+			return -ETIMEDOUT;
 		}
-		size_t len = (size_t)(nl - line);
-		json_t *reply = json_loadb(line, len, 0, NULL);
-		memmove(line, nl + 1, n - len - 1);
-		n -= len + 1;
+		if (len < 0) {
+			snprintf(err, errlen, "QEMU's monitor closed (QEMU exited?)");
+			return -EPIPE;
+		}
+		json_t *reply = json_loadb(line, (size_t)len, 0, NULL);
+		fd_line_consume(line, &n, (size_t)len);
 		json_t *rid = json_object_get(reply, "id");
 		if (!json_is_integer(rid) || json_integer_value(rid) != id) {
 			json_decref(reply); /* the greeting, an event, an old reply */
@@ -235,7 +217,7 @@ static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 	if (r == 0)
 		r = qmp_call(vm, "migrate", json_pack("{s:s}", "uri", "fd:capsem-save"), -1, NULL,
 			     err, errlen);
-	uint64_t until = mono_ms() + SAVE_MAX_MS;
+	uint64_t until = clock_ms(CLOCK_MONOTONIC) + SAVE_MAX_MS;
 	while (r == 0) {
 		json_t *st = NULL;
 		r = qmp_call(vm, "query-migrate", NULL, -1, &st, err, errlen);
@@ -250,7 +232,7 @@ static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 			r = -EIO;
 		}
 		json_decref(st);
-		if (r == 0 && mono_ms() > until) {
+		if (r == 0 && clock_ms(CLOCK_MONOTONIC) > until) {
 			snprintf(err, errlen, "the save did not end within %d s",
 				 SAVE_MAX_MS / 1000);
 			(void)qmp_call(vm, "migrate_cancel", NULL, -1, NULL, err + strlen(err), 0);
@@ -271,7 +253,7 @@ void vm_suspend(struct vm *vm)
 		suspend_failed(vm, err);
 		return;
 	}
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = clock_ms(CLOCK_MONOTONIC);
 	(void)unlink(STATE_TMP);
 	_cleanup_close_ int fd =
 		open(STATE_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -291,7 +273,7 @@ void vm_suspend(struct vm *vm)
 		suspend_failed(vm, err);
 		return;
 	}
-	uint64_t t_paused = mono_ms();
+	uint64_t t_paused = clock_ms(CLOCK_MONOTONIC);
 	r = qmp_negotiate(vm, err, sizeof(err));
 	if (r == 0)
 		r = save_to(vm, fd, err, sizeof(err));
@@ -318,7 +300,7 @@ void vm_suspend(struct vm *vm)
 		suspend_failed(vm, err);
 		return;
 	}
-	uint64_t t_saved = mono_ms();
+	uint64_t t_saved = clock_ms(CLOCK_MONOTONIC);
 	time_t now = time(NULL);
 	struct tm tm;
 	char when[32];
@@ -348,7 +330,7 @@ void vm_suspend(struct vm *vm)
 int vm_incoming(struct vm *vm)
 {
 	char err[512] = "";
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = clock_ms(CLOCK_MONOTONIC);
 	_cleanup_close_ int fd = open(vm->o.incoming, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		vm_fail(vm, "cannot open the saved state %s: %s", vm->o.incoming, strerror(errno));
@@ -384,7 +366,7 @@ int vm_incoming(struct vm *vm)
 	if (r == 0)
 		r = qmp_call(vm, "migrate-incoming", json_pack("{s:s}", "uri", "fd:capsem-load"),
 			     -1, NULL, err, sizeof(err));
-	uint64_t until = mono_ms() + SAVE_MAX_MS;
+	uint64_t until = clock_ms(CLOCK_MONOTONIC) + SAVE_MAX_MS;
 	while (r == 0) { /* QEMU runs the guest itself once the state is in */
 		json_t *st = NULL;
 		r = qmp_call(vm, "query-status", NULL, -1, &st, err, sizeof(err));
@@ -404,7 +386,7 @@ int vm_incoming(struct vm *vm)
 		json_decref(st);
 		if (running)
 			break;
-		if (r == 0 && mono_ms() > until) {
+		if (r == 0 && clock_ms(CLOCK_MONOTONIC) > until) {
 			snprintf(err, sizeof(err), "the restore did not end within %d s",
 				 SAVE_MAX_MS / 1000);
 			r = -ETIMEDOUT;
@@ -416,7 +398,7 @@ int vm_incoming(struct vm *vm)
 		vm_fail(vm, "cannot resume the VM from %s: %s", vm->o.incoming, err);
 		return r;
 	}
-	vm->restore_ms = (double)(mono_ms() - t0);
+	vm->restore_ms = (double)(clock_ms(CLOCK_MONOTONIC) - t0);
 	/* the guest runs: its disk moves on, so that state can never be loaded again */
 	if (unlink(vm->o.incoming) < 0)
 		log_warn("cannot remove the used state %s: %s", vm->o.incoming, strerror(errno));

@@ -27,7 +27,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,8 +39,6 @@
 #include "vmlimits.h"
 
 #define TEMPLATE_BOOT_MS (5 * 60 * 1000) /* a Debian image under TCG on a busy machine */
-
-extern char **environ;
 
 /* The next event line from the template's capsem-vm (its "event" in ev, at most n bytes), or
  * -ETIMEDOUT / -EPIPE. */
@@ -102,25 +99,13 @@ static int make_template(struct prepjob *j, const char *dir, char **ret_error)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return negative_errno();
-	_cleanup_close_ int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	pid_t pid = nullfd < 0 ? -1 : fork();
-	if (pid == 0) {
-		/* async-signal-safe calls only */
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		setsid();
-		if (dup2(nullfd, 0) < 0 || dup2(nullfd, 1) < 0 || dup2(nullfd, 2) < 0 ||
-		    dup2(sv[1], 3) < 0)
-			_exit(127);
-		syscall(SYS_close_range, 4, ~0u, 0);
-		execve(a[0], a, environ);
-		_exit(127);
-	}
-	safe_close(sv[1]);
 	_cleanup_close_ int fd = sv[0];
-	if (pid < 0)
-		return nullfd < 0 ? -EMFILE : negative_errno();
+	_cleanup_close_ int nullfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	pid_t pid;
+	r = nullfd < 0 ? negative_errno() : vmsup_spawn(a, nullfd, sv[1], &pid);
+	safe_close(sv[1]);
+	if (r < 0)
+		return r;
 	char buf[16384], ev[512] = "";
 	size_t len = 0;
 	uint64_t until = clock_ms(CLOCK_MONOTONIC) + TEMPLATE_BOOT_MS;

@@ -106,6 +106,9 @@ void vmctl_changed(struct vmctl *c);
 
 /* ---- vmsup.c ---- */
 
+/* fork + exec argv in its own session: stdin /dev/null, stdout and stderr out_fd, fd3 as its
+ * fd 3, no other descriptor, default signal handling. 0 with *ret_pid (our child) or -errno. */
+int vmsup_spawn(char **argv, int out_fd, int fd3, pid_t *ret_pid);
 /* {"cmd":"suspend"} to the supervisor. 0 or -errno. */
 int vmsup_send_suspend(struct vm *vm);
 /* The VM's disk j->disk (worker thread): kept when it exists, else a copy of j->disk_template,

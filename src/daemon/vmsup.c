@@ -582,15 +582,8 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 
 /* fork + exec capsem-vm in its own session: stdin /dev/null, stdout/stderr appended to
  * <vmdir>/vm.log, the listening control socket ctl_fd as fd 3, no other descriptor. */
-static int spawn_supervisor(struct vm *vm, char **argv, int ctl_fd, pid_t *ret_pid)
+int vmsup_spawn(char **argv, int out_fd, int fd3, pid_t *ret_pid)
 {
-	_cleanup_free_ char *logp = vmctl_path_join(vm->rec.vmdir, "vm.log");
-	if (!logp)
-		return -ENOMEM;
-	_cleanup_close_ int logfd =
-		open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (logfd < 0)
-		return negative_errno();
 	_cleanup_close_ int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nullfd < 0)
 		return negative_errno();
@@ -606,10 +599,10 @@ static int spawn_supervisor(struct vm *vm, char **argv, int ctl_fd, pid_t *ret_p
 			sigaction(s, &dfl, NULL);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setsid();
-		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+		if (dup2(nullfd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
 			_exit(127);
-		/* fd 3 = the control socket, inherited (dup2 clears CLOEXEC; fcntl when it is 3) */
-		if (ctl_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(ctl_fd, 3) < 0)
+		/* fd 3, inherited (dup2 clears CLOEXEC; fcntl when it is 3 already) */
+		if (fd3 == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(fd3, 3) < 0)
 			_exit(127);
 		syscall(SYS_close_range, 4, ~0u, 0);
 		execve(argv[0], argv, environ);
@@ -617,6 +610,20 @@ static int spawn_supervisor(struct vm *vm, char **argv, int ctl_fd, pid_t *ret_p
 	}
 	*ret_pid = pid;
 	return 0;
+}
+
+/* capsem-vm with stdout/stderr appended to <vmdir>/vm.log and the listening control socket
+ * ctl_fd as fd 3. */
+static int spawn_supervisor(struct vm *vm, char **argv, int ctl_fd, pid_t *ret_pid)
+{
+	_cleanup_free_ char *logp = vmctl_path_join(vm->rec.vmdir, "vm.log");
+	if (!logp)
+		return -ENOMEM;
+	_cleanup_close_ int logfd =
+		open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (logfd < 0)
+		return negative_errno();
+	return vmsup_spawn(argv, logfd, ctl_fd, ret_pid);
 }
 
 static void boot_fail(struct vm *vm, const char *msg)

@@ -32,7 +32,8 @@
  * saved state, and what it was saved with (JSON: time, size, the image's manifest hash) */
 #define VM_SUSPEND_STATE "suspend.state"
 #define VM_SUSPEND_INFO "suspend.json"
-#define VM_RAM_FILE "ram" /* a suspendable VM's guest RAM (capsem-vm --ram-file) */
+#define VM_WS_STATE "ws9p.state" /* the workspace's 9p server (fids, held replies), beside it */
+#define VM_RAM_FILE "ram"	 /* a suspendable VM's guest RAM (capsem-vm --ram-file) */
 
 /* What a bad --cpus / --memory value is told, the same from every command. */
 #define VM_CPUS_USAGE "--cpus: expected " VM_CPUS_RANGE_TEXT

@@ -91,14 +91,16 @@ static const char create_usage[] =
 	"  -e, --env KEY=VALUE      environment for every command (repeatable)\n"
 	"      --mount HOST:GUEST[:ro]  share a host directory (repeatable)\n"
 	"      --workspace DIR      share DIR as the workspace, /root/workspace in the guest\n"
-	"                           (over virtio-fs; where commands start); default: the\n"
-	"                           VM's own directory under $CAPSEM_HOME\n"
+	"                           (where commands start); default: the VM's own directory\n"
+	"                           under $CAPSEM_HOME\n"
 	"      --image NAME         image (default $CAPSEM_IMAGE, else debian when\n"
 	"                           installed, else minimal)\n"
-	"      --suspendable        a VM that 'capsem suspend' can save: no live share with\n"
-	"                           the host (its /root/workspace is on its own disk; no\n"
-	"                           --workspace, --mount, file audit or workspace snapshots),\n"
-	"                           its host channel over virtio-serial; needs --name\n"
+	"      --suspendable        a VM that 'capsem suspend' can save (the default for a\n"
+	"                           named VM without --mount): its host channel and its\n"
+	"                           workspace go over virtio-serial ports, and its first boot\n"
+	"                           is restored from a saved boot of its kind\n"
+	"      --no-suspendable     the workspace over virtio-fs and the host channel over\n"
+	"                           vsock instead: faster file I/O, but no suspend\n"
 	"      --json               print the whole VM object\n"
 	"  -h, --help               this text\n";
 
@@ -113,6 +115,7 @@ int cmd_create(int argc, char **argv)
 					      { "workspace", required_argument, NULL, 'W' },
 					      { "image", required_argument, NULL, 'I' },
 					      { "suspendable", no_argument, NULL, 'S' },
+					      { "no-suspendable", no_argument, NULL, 'N' },
 					      { "json", no_argument, NULL, 'j' },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
@@ -203,7 +206,8 @@ int cmd_create(int argc, char **argv)
 			break;
 		}
 		case 'S':
-			json_object_set_new(body, "suspendable", json_true());
+		case 'N':
+			json_object_set_new(body, "suspendable", json_boolean(c == 'S'));
 			break;
 		case 'j':
 			json = 1;
@@ -433,8 +437,8 @@ int cmd_suspend(int argc, char **argv)
 		"Usage: capsem suspend VM\n\nSave a running VM (memory and devices) to its "
 		"directory and free its CPU\nand RAM; 'capsem resume' brings it back with "
 		"every process. Open shells and\nexecs end; the guest's network "
-		"connections are reset. Only a VM created with\n--suspendable can be "
-		"suspended ('capsem info' says why not).\n",
+		"connections are reset. A VM created with --no-suspendable or\n--mount "
+		"cannot be suspended ('capsem info' says why not).\n",
 		"POST", "/suspend", 0);
 }
 

@@ -93,10 +93,8 @@ json_t *registry_record_to_json(const struct vm_record *r)
 		own = NULL;
 	/* the ledger session of the current (or last) boot */
 	if (j &&
-	    (json_object_set_new(j, "workspace",
-				 s->suspendable
-					 ? json_null()
-					 : json_string(s->workspace ? s->workspace : own)) < 0 ||
+	    (json_object_set_new(j, "workspace", json_string(s->workspace ? s->workspace : own)) <
+		     0 ||
 	     json_object_set_new(j, "workspace_shared", json_boolean(s->workspace != NULL)) < 0 ||
 	     json_object_set_new(j, "suspendable", json_boolean(s->suspendable)) < 0 ||
 	     json_object_set_new(j, "can_suspend", json_boolean(s->suspendable && r->persistent)) <

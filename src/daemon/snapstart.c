@@ -94,8 +94,17 @@ static int make_template(struct prepjob *j, const char *dir, char **ret_error)
 		r |= strv_push(&a, "--disk");
 		r |= strv_pushf(&a, "%s/disk.img", dir);
 	}
+	/* a workspace like every VM's, over the port (its server's fids are restored in the
+	 * clone's own folder, found by path) */
+	r |= strv_push(&a, "--workspace");
+	r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, dir);
 	if (r < 0)
 		return -ENOMEM;
+	_cleanup_free_ char *ws = vmctl_path_join(dir, VMSPEC_WORKSPACE_DIR);
+	if (!ws)
+		return -ENOMEM;
+	if (mkdir(ws, 0700) < 0 && errno != EEXIST)
+		return negative_errno();
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return negative_errno();
@@ -164,7 +173,8 @@ int snapstart_prepare(struct prepjob *j, char **ret_error)
 	int r;
 	if (!j->image_sha256[0])
 		return -ENOENT;
-	if (asprintf(&kind, "%s/cache/snapstart/%.16s-%uc-%llum-%llud", j->home, j->image_sha256,
+	/* "-ws": the device model with the workspace's port (states of older models stay unused) */
+	if (asprintf(&kind, "%s/cache/snapstart/%.16s-%uc-%llum-%llud-ws", j->home, j->image_sha256,
 		     j->cpus, (unsigned long long)j->memory_mib,
 		     (unsigned long long)(j->want_disk ? j->disk_mib : 0)) < 0 ||
 	    asprintf(&tmp, "%s.new-XXXXXX", kind) < 0 || !(state = join(kind, VM_SUSPEND_STATE)))
@@ -202,9 +212,8 @@ int snapstart_prepare(struct prepjob *j, char **ret_error)
 		const char *from, *to;
 		int link;
 	} files[] = {
-		{ VM_RAM_FILE, SNAPSTART_RAM, 1 },
-		{ VM_SUSPEND_STATE, SNAPSTART_STATE, 0 },
-		{ VM_SUSPEND_INFO, VM_SUSPEND_INFO, 0 },
+		{ VM_RAM_FILE, SNAPSTART_RAM, 1 },	 { VM_SUSPEND_STATE, SNAPSTART_STATE, 0 },
+		{ VM_SUSPEND_INFO, VM_SUSPEND_INFO, 0 }, { VM_WS_STATE, VM_WS_STATE, 0 },
 		{ "disk.img", "disk.img", 0 },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(files); i++) {

@@ -479,7 +479,7 @@ void vmctl_unlink_in(const struct vm *vm, const char *const *names)
 /* A suspended VM's saved state, thrown away: it is stopped. */
 static void discard_state(struct vm *vm)
 {
-	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO, VM_RAM_FILE, NULL };
+	const char *files[] = { VM_SUSPEND_STATE, VM_SUSPEND_INFO, VM_WS_STATE, VM_RAM_FILE, NULL };
 	vmctl_unlink_in(vm, files);
 	vm->rec.state = VM_STOPPED;
 	vmctl_set_str(&vm->rec.error, NULL);

@@ -329,7 +329,7 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 				r = fail(ret_error, "suspendable: expected true or false");
 				break;
 			}
-			s.suspendable = json_is_true(v);
+			s.suspendable = json_is_true(v) ? 1 : -1;
 		} else if (streq(k, "image")) {
 			if (!json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v) ||
@@ -349,14 +349,17 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 	}
 	if (r == 0 && !s.image && !(s.image = strdup("minimal")))
 		r = -ENOMEM;
-	if (r == 0 && s.suspendable && !s.name)
+	/* named VMs can be saved unless told otherwise or given --mounts (QEMU's 9p) */
+	if (r == 0 && s.suspendable == 0)
+		s.suspendable = s.name && !s.n_mounts ? 1 : -1;
+	if (r == 0 && s.suspendable > 0 && !s.name)
 		r = fail(ret_error, "suspendable: only a named VM can be suspended (an ephemeral "
 				    "one is deleted when it stops): give it a name");
-	if (r == 0 && s.suspendable && (s.workspace || s.n_mounts))
+	if (r == 0 && s.suspendable > 0 && s.n_mounts)
 		r = fail(ret_error,
-			 "suspendable: a suspendable VM has no live share (QEMU 7.2 cannot save a "
-			 "VM with a mounted one): drop \"%s\"",
-			 s.workspace ? "workspace" : "mounts");
+			 "suspendable: a VM with \"mounts\" cannot be suspended (they "
+			 "are QEMU's 9p shares, which QEMU 7.2 cannot save while mounted)");
+	s.suspendable = s.suspendable > 0;
 	if (r < 0) {
 		vmspec_done(&s);
 		return r;

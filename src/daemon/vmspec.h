@@ -34,15 +34,16 @@ struct vm_spec {
 	struct vm_mount *mounts;
 	char *workspace; /* the user's folder shared as the workspace, or NULL: the VM's own
 			  * <vmdir>/workspace (VMSPEC_WORKSPACE_DIR) */
-	int suspendable; /* "suspendable": the serial channel and no live share (no workspace
-			  * share, no mounts): QEMU 7.2 can save it (docs/ARCHITECTURE.md) */
+	/* "suspendable" (the default for a named VM without mounts): the serial channel, the
+	 * workspace over capsem-vm's own 9p server on a virtio-serial port, no --mount (QEMU's
+	 * 9p): QEMU 7.2 can save it (docs/ARCHITECTURE.md "Suspend and resume") */
+	int suspendable;
 };
 
 /* Why a VM cannot be suspended (the API's "suspend_blocker"). */
-#define VMSPEC_SUSPEND_SHARED                                                                     \
-	"its workspace is a live share (9p or virtio-fs) and QEMU 7.2 cannot save a VM with a "   \
-	"mounted share: create it with --suspendable (its /root/workspace then lives on its own " \
-	"disk, not shared with the host)"
+#define VMSPEC_SUSPEND_SHARED                                                                    \
+	"it was created with --no-suspendable or with --mount shares: its shares are virtio-fs " \
+	"or QEMU's 9p, and QEMU 7.2 cannot save a VM with such a share mounted"
 #define VMSPEC_SUSPEND_EPHEMERAL "an ephemeral VM is deleted when it stops: persist it first"
 
 #define VMSPEC_WORKSPACE_DIR "workspace"

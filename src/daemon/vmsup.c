@@ -534,15 +534,13 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		r |= strv_push(&a, "--channel");
 		r |= strv_push(&a, "serial");
 	}
-	/* the workspace: the user's folder, or the VM's own (launch() makes it); a suspendable VM
-	 * has none shared (its /root/workspace is on its own disk) */
-	if (!s->suspendable) {
-		r |= strv_push(&a, "--workspace");
-		if (s->workspace)
-			r |= strv_push(&a, s->workspace);
-		else
-			r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
-	}
+	/* the workspace: the user's folder, or the VM's own (launch() makes it); on the serial
+	 * channel capsem-vm serves it itself over a virtio-serial port, which QEMU can save */
+	r |= strv_push(&a, "--workspace");
+	if (s->workspace)
+		r |= strv_push(&a, s->workspace);
+	else
+		r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
 	if (vm->snapstarted) {
 		/* restored from the saved state of its kind: its RAM a private mapping of the saved
 		 * RAM (snapstart.c) */
@@ -659,7 +657,7 @@ static void launch(struct vm *vm, const char *kernel, const char *initrd, const 
 		next_boot(vm);
 	if (!vm->resuming && !vm->snapstarted) /* a cold boot starts with fresh RAM */
 		drop_ram_file(vm);
-	if (!vm->rec.spec.workspace && !vm->rec.spec.suspendable) {
+	if (!vm->rec.spec.workspace) {
 		/* the VM's own workspace, kept across boots */
 		_cleanup_free_ char *ws = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
 		if (!ws || (mkdir(ws, 0700) < 0 && errno != EEXIST))

@@ -86,6 +86,7 @@
 #include "netsetup.h"
 #include "proto.h"
 #include "stages.h"
+#include "wsrelay.h"
 #include "vmlimits.h"
 
 #define INIT_GRACE_MS 1000
@@ -97,6 +98,8 @@
 #define INIT_NEWROOT "/mnt/capsem-root"
 #define INIT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define INIT_9P_OPTS "trans=virtio,version=9p2000.L,msize=262144"
+/* the workspace over the port "capsem.ws" (capsem-vm's 9p server, src/workspace/ws9p.c) */
+#define INIT_9P_FD_OPTS "trans=fd,rfdno=%d,wfdno=%d,version=9p2000.L,msize=262144"
 #define INIT_NFT_WAIT_MS 10000
 #define INIT_RESTART_MIN_MS 100u
 #define INIT_RESTART_MAX_MS 5000u
@@ -461,6 +464,30 @@ fail:
 	(void)stages_mark(&in->stages, "rootfs_failed");
 }
 
+/* The virtio-serial port named name, opened read-write, or -1: "capsem.chan", the host channel
+ * when it is a port (docs/PROTOCOL.md §10; handed to capsem-chan, restarted like the proxies;
+ * -1 when the VM has vsock instead), or "capsem.ws", the workspace's 9p. */
+static int init_port(const char *name)
+{
+	_cleanup_closedir_ DIR *d = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char p[320];
+		if (e->d_name[0] == '.' || strlen(e->d_name) > 64)
+			continue;
+		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%.64s/name", e->d_name);
+		_cleanup_free_ char *t = NULL;
+		if (read_file_small(p, 64, &t, NULL) < 0)
+			continue;
+		t[strcspn(t, "\n")] = 0;
+		if (!streq(t, name))
+			continue;
+		snprintf(p, sizeof(p), "/dev/%.64s", e->d_name);
+		return open(p, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	}
+	return -1;
+}
+
 /* The workspace: the host's virtiofsd, on BOOTARGS_WORKSPACE (inside /root, on the disk or not);
  * "capsem.workspace=9p" when the host shares it over 9p instead (a normal user's capsem-vm). */
 static void init_workspace(struct init *in)
@@ -476,12 +503,36 @@ static void init_workspace(struct init *in)
 		return;
 	}
 	int r = mkdir_p(BOOTARGS_WORKSPACE, 0755);
+	if (r == 0 && streq(tag, "serial")) {
+		/* the host's own 9p server on the port "capsem.ws" (a VM that can be saved),
+		 * through a relay: the 9p fd transport cannot use the port itself (wsrelay.h) */
+		int port = init_port("capsem.ws"), sv[2] = { -1, -1 };
+		if (port < 0)
+			r = -ENODEV;
+		else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			r = negative_errno();
+		if (r < 0)
+			safe_close(port);
+		else if ((r = wsrelay_spawn(port, sv[1])) > 0)
+			r = 0;
+		if (r == 0) {
+			char opts[128];
+			snprintf(opts, sizeof(opts), INIT_9P_FD_OPTS, sv[0], sv[0]);
+			r = mount("capsem.ws", BOOTARGS_WORKSPACE, "9p", MS_NOSUID | MS_NODEV,
+				  opts);
+			r = r < 0 ? negative_errno() : 0;
+		}
+		safe_close(sv[0]); /* the mount holds its own reference */
+		if (r == 0)
+			goto mounted;
+	}
 	if (r < 0 || mount(tag, BOOTARGS_WORKSPACE, "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0) {
 		init_console("cannot mount the workspace (%s) on " BOOTARGS_WORKSPACE ": %s", tag,
 			     strerror(r < 0 ? -r : errno));
 		(void)stages_mark(&in->stages, "workspace_failed");
 		return;
 	}
+mounted:
 	in->ws_mounted = 1;
 	(void)stages_mark(&in->stages, "workspace");
 }
@@ -594,30 +645,6 @@ static void init_resources(struct init *in)
 
 /* ---- the network ---- */
 
-/* The host channel when it is a virtio-serial port named "capsem.chan" (docs/PROTOCOL.md §10):
- * opened once here, handed to capsem-chan (restarted like the proxies). -1 when the VM has
- * vsock instead. */
-static int init_chan_port(void)
-{
-	_cleanup_closedir_ DIR *d = opendir("/sys/class/virtio-ports");
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		char p[320], name[64] = "";
-		if (e->d_name[0] == '.' || strlen(e->d_name) > 64)
-			continue;
-		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%.64s/name", e->d_name);
-		_cleanup_free_ char *t = NULL;
-		if (read_file_small(p, sizeof(name), &t, NULL) < 0)
-			continue;
-		t[strcspn(t, "\n")] = 0;
-		if (!streq(t, "capsem.chan"))
-			continue;
-		snprintf(p, sizeof(p), "/dev/%.64s", e->d_name);
-		return open(p, O_RDWR | O_CLOEXEC | O_NOCTTY);
-	}
-	return -1;
-}
-
 /* In the initramfs: lo, capsem0, nft started, the proxies' sockets. */
 static void init_net_start(struct init *in)
 {
@@ -630,8 +657,8 @@ static void init_net_start(struct init *in)
 	*dp = (struct init_daemon){ .name = "capsem-dns-proxy",
 				    .args = { "--udp-fd", "3", "--tcp-fd", "4" },
 				    .fds = { -1, -1 } };
-	in->daemons[INIT_CHAN] =
-		(struct init_daemon){ .name = "capsem-chan", .fds = { init_chan_port(), -1 } };
+	in->daemons[INIT_CHAN] = (struct init_daemon){ .name = "capsem-chan",
+						       .fds = { init_port("capsem.chan"), -1 } };
 	r = init_loopback();
 	if (r < 0) {
 		init_console("cannot bring up lo: %s", strerror(-r));

@@ -340,6 +340,7 @@ static void vm_finish(struct vm *vm)
 	watch_close(&vm->w_ctl);
 	watch_close(&vm->w_qemu);
 	vm_workspace_stop(vm);
+	vm_ws_stop(vm);	   /* the guest's last writes are in: before the audit's last pass */
 	vm_audit_stop(vm); /* its last rows: before the ledger closes */
 	close_handle((uv_handle_t *)&vm->boot_timer);
 	close_handle((uv_handle_t *)&vm->stop_timer);
@@ -575,7 +576,7 @@ static int vm_start(struct vm *vm)
 
 	/* virtiofsd builds its own sandbox (mount namespace, pivot_root), which a Landlocked
 	 * process may not: it starts before capsem-vm confines itself */
-	if (vm->o.workspace && !vm->o.workspace_9p) {
+	if (vm->o.workspace && !vm->o.workspace_9p && !vm->o.workspace_serial) {
 		r = vm_workspace_start(vm);
 		if (r < 0)
 			return r;
@@ -673,6 +674,8 @@ static int vm_start(struct vm *vm)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
 	if (r < 0)
 		return r;
+	if (vm->o.workspace_serial && (r = vm_ws_start(vm)) < 0) /* confined: after Landlock */
+		return r;
 
 	struct qemu_config qc = {
 		.binary = vm->o.qemu,
@@ -692,8 +695,11 @@ static int vm_start(struct vm *vm)
 		.rootfs = vm->o.rootfs,
 		.mounts = vm->o.mounts,
 		.n_mounts = vm->o.n_mounts,
-		.vhost_fs_sock = vm->o.workspace && !vm->o.workspace_9p ? VIRTIOFS_SOCKET : NULL,
+		.vhost_fs_sock = vm->o.workspace && !vm->o.workspace_9p && !vm->o.workspace_serial
+					 ? VIRTIOFS_SOCKET
+					 : NULL,
 		.workspace_9p = vm->o.workspace_9p,
+		.ws_sock = vm->o.workspace_serial ? WS_SOCKET : NULL,
 		.incoming = vm->o.incoming != NULL,
 		.ram_file = vm->o.ram_file,
 		.ram_private = vm->o.ram_private,
@@ -772,10 +778,12 @@ static void help(void)
 	       "  --incoming FILE      resume the VM saved in FILE (by suspend, with the same\n"
 	       "                       options) instead of booting it; FILE is removed once "
 	       "loaded\n"
-	       "  --workspace DIR      share DIR at /root/workspace over virtio-fs (virtiofsd,\n"
-	       "                       $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN "; as a\n"
-	       "                       normal user over 9p: virtiofsd needs root)\n"
-	       "                       (read-write unless :ro; repeatable, up to 8)\n"
+	       "  --workspace DIR      share DIR at /root/workspace: with --channel serial over\n"
+	       "                       a virtio-serial port served by capsem-vm's own 9p server\n"
+	       "                       (a VM that can be saved); else over virtio-fs\n"
+	       "                       (virtiofsd, $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN ")\n"
+	       "                       or, as a normal user, QEMU's 9p (virtiofsd needs root);\n"
+	       "                       CAPSEM_WORKSPACE_TRANSPORT=serial|virtiofs|9p chooses\n"
 	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
 	       "                       this SQLite file (docs/LEDGER.md)\n"
 	       "  --no-egress          no network for the guest at all (no proxy, no DNS, no MCP)\n"

@@ -62,14 +62,15 @@ struct vm_opts {
 	char *rootfs;	     /* --rootfs, realpath'd */
 	struct qemu_mount mounts[QEMU_MAX_MOUNTS]; /* --mount; host realpath'd (owned) */
 	size_t n_mounts;
-	char *ledger;	  /* --ledger, absolute (owned) */
-	int no_egress;	  /* --no-egress: the guest gets no network at all */
-	char *mcp;	  /* --mcp-config, realpath'd (owned) */
-	char **guest_env; /* --guest-env KEY=VALUE (owned strv) */
-	char *workspace;  /* --workspace, realpath'd: served by virtiofsd (owned) */
-	int workspace_9p; /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
-	int chan_serial;  /* --channel serial: the ports over virtio-serial (vmchan.c) */
-	char *incoming;	  /* --incoming FILE, realpath'd: restore this saved state (owned) */
+	char *ledger;	      /* --ledger, absolute (owned) */
+	int no_egress;	      /* --no-egress: the guest gets no network at all */
+	char *mcp;	      /* --mcp-config, realpath'd (owned) */
+	char **guest_env;     /* --guest-env KEY=VALUE (owned strv) */
+	char *workspace;      /* --workspace, realpath'd: served by virtiofsd (owned) */
+	int workspace_9p;     /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
+	int workspace_serial; /* ... or by our 9p server over a virtio-serial port (vmws.c) */
+	int chan_serial;      /* --channel serial: the ports over virtio-serial (vmchan.c) */
+	char *incoming;	      /* --incoming FILE, realpath'd: restore this saved state (owned) */
 	const char *image_sha256; /* --image-sha256: the image's manifest hash, kept with a save */
 	char *ram_file;		  /* --ram-file: guest RAM in this file (absolute; owned) */
 	int ram_private;	  /* --ram-private: mapped copy-on-write, the file stays as it is */
@@ -120,11 +121,12 @@ struct vm {
 	uv_poll_t audit_poll;	/* its inotify fd */
 	uv_timer_t audit_timer; /* the next touched path due */
 	struct vmchan *chan;	/* --channel serial: the mux thread (vmchan.c) */
-	struct hostcg cg;	/* QEMU's cgroup (vmconfine.c) */
-	char **mcp_prefix;	/* the MCP servers' launcher (vm_mcp_prefix) */
-	int64_t qmp_id;		/* the last QMP command's id (vmsuspend.c) */
-	int qmp_negotiated;	/* qmp_capabilities done */
-	double restore_ms;	/* --incoming: how long the load took */
+	struct vmws *ws;    /* the workspace over virtio-serial: the 9p server's thread (vmws.c) */
+	struct hostcg cg;   /* QEMU's cgroup (vmconfine.c) */
+	char **mcp_prefix;  /* the MCP servers' launcher (vm_mcp_prefix) */
+	int64_t qmp_id;	    /* the last QMP command's id (vmsuspend.c) */
+	int qmp_negotiated; /* qmp_capabilities done */
+	double restore_ms;  /* --incoming: how long the load took */
 };
 
 /* ---- vmchan.c ---- */
@@ -140,6 +142,24 @@ void vm_chan_stop(struct vm *vm);
 int vm_chan_pause(struct vm *vm, int timeout_ms);
 /* After a failed save: a new session (HELLO; the guest drops its old streams). 0 or -errno. */
 int vm_chan_restart(struct vm *vm);
+
+/* ---- vmws.c ---- */
+
+#define WS_SOCKET "ws.sock"  /* QEMU's chardev of the port "capsem.ws" connects here */
+#define WS_STATE VM_WS_STATE /* the 9p server's state, beside SUSPEND_STATE */
+
+/* Serve --workspace over the port (before QEMU starts; with --incoming, from WS_STATE). 0 or
+ * -errno (logged). */
+int vm_ws_start(struct vm *vm);
+/* Stop the thread, close the connection. NULL-safe. */
+void vm_ws_stop(struct vm *vm);
+/* The guest is stopped (QMP stop): serve what QEMU still hands over, write no more, wait until
+ * QEMU took every reply byte, and write WS_STATE. Then vm_ws_check() after the save (nothing
+ * arrived since) and vm_ws_thaw() when the save failed. 0, or -errno with err set. No
+ * workspace over the port: 0. */
+int vm_ws_quiesce(struct vm *vm, char *err, size_t errlen);
+int vm_ws_check(struct vm *vm, char *err, size_t errlen);
+void vm_ws_thaw(struct vm *vm);
 
 /* ---- vmsuspend.c ---- */
 

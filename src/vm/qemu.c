@@ -89,9 +89,11 @@ static int build_cmdline(const struct qemu_config *c, char **ret)
 			return -ENOMEM;
 		s = t;
 	}
-	if (c->vhost_fs_sock || c->workspace_9p) {
+	if (c->vhost_fs_sock || c->workspace_9p || c->ws_sock) {
 		int k = asprintf(&t, "%s capsem.workspace=%s", s,
-				 c->vhost_fs_sock ? VIRTIOFS_TAG : VIRTIOFS_TAG_9P);
+				 c->vhost_fs_sock ? VIRTIOFS_TAG
+				 : c->ws_sock	  ? VIRTIOFS_TAG_SERIAL
+						  : VIRTIOFS_TAG_9P);
 		free(s);
 		if (k < 0)
 			return -ENOMEM;
@@ -131,6 +133,7 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 				c->vhost_vsock_sock,
 				c->name ? c->name : "",
 				c->chan_sock ? c->chan_sock : "",
+				c->ws_sock ? c->ws_sock : "",
 				c->ram_file ? c->ram_file : "" };
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++)
 		if (strchr(paths[i], ','))
@@ -203,13 +206,24 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret_argv)
 	if (c->chan_sock) {
 		r |= strv_pushf(&v, "socket,id=chan0,path=%s", c->chan_sock);
 		r |= strv_push(&v, "-device");
-		r |= strv_push(&v, "virtio-serial-device,max_ports=2");
+		r |= strv_push(&v, c->ws_sock ? "virtio-serial-device,max_ports=3"
+					      : "virtio-serial-device,max_ports=2");
 		r |= strv_push(&v, "-device");
 		r |= strv_push(&v, "virtserialport,chardev=chan0,name=capsem.chan");
 	} else {
 		r |= strv_pushf(&v, "socket,id=vsk0,path=%s", c->vhost_vsock_sock);
 		r |= strv_push(&v, "-device");
 		r |= strv_push(&v, "vhost-user-vsock-device,chardev=vsk0");
+	}
+	if (c->ws_sock) { /* the workspace's 9p (vmws.c), after the channel's port */
+		if (!c->chan_sock) {
+			r |= strv_push(&v, "-device");
+			r |= strv_push(&v, "virtio-serial-device,max_ports=2");
+		}
+		r |= strv_push(&v, "-chardev");
+		r |= strv_pushf(&v, "socket,id=ws0,path=%s", c->ws_sock);
+		r |= strv_push(&v, "-device");
+		r |= strv_push(&v, "virtserialport,chardev=ws0,name=capsem.ws");
 	}
 	r |= strv_push(&v, "-object");
 	r |= strv_push(&v, "rng-random,id=rng0,filename=/dev/urandom");

@@ -62,7 +62,10 @@ struct qemu_config {
 	 * on /root/workspace, "capsem.workspace=" on the kernel command line), or NULL */
 	const char *vhost_fs_sock;
 	int workspace_9p; /* the workspace is one of mounts[] instead ("capsem.workspace=9p") */
-	int incoming;	  /* -incoming defer: the guest's state comes over QMP (a restore) */
+	/* or a virtio-serial port "capsem.ws" whose chardev connects to this socket, served by
+	 * capsem-vm's own 9p server ("capsem.workspace=serial"; migratable) */
+	const char *ws_sock;
+	int incoming; /* -incoming defer: the guest's state comes over QMP (a restore) */
 	/* guest RAM in this file (memory-backend-file) instead of an anonymous memfd: shared
 	 * (MAP_SHARED: the file is the RAM, a save leaves it out of the stream: x-ignore-shared), or
 	 * private (MAP_PRIVATE: copy-on-write over a saved RAM image, which stays untouched) */

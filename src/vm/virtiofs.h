@@ -11,7 +11,8 @@
 #define VIRTIOFS_DEFAULT_BIN "/usr/lib/qemu/virtiofsd"
 #define VIRTIOFS_MIN_NOFILE 262144	      /* open files virtiofsd should be able to reach */
 #define VIRTIOFS_GUEST_PATH "/root/workspace" /* where the guest mounts the workspace */
-#define VIRTIOFS_TAG_9P "9p" /* capsem.workspace=9p: it is the 9p share on that path */
+#define VIRTIOFS_TAG_9P "9p"	     /* capsem.workspace=9p: it is the 9p share on that path */
+#define VIRTIOFS_TAG_SERIAL "serial" /* capsem.workspace=serial: 9p on the port "capsem.ws" */
 
 /* The virtiofsd to run: $CAPSEM_VIRTIOFSD, else VIRTIOFS_DEFAULT_BIN, else "virtiofsd" in
  * PATH. 0 with *ret (malloc'ed), -ENOENT, -ENOMEM. */

@@ -163,10 +163,10 @@ static const char *cannot_save(const struct vm *vm)
 		return "its host channel is the vhost-user vsock device, which QEMU 7.2 cannot "
 		       "save "
 		       "(the serial channel can: --channel serial)";
-	if (vm->o.workspace)
-		return "its workspace is shared live (virtio-fs or 9p), and QEMU 7.2 cannot save a "
-		       "VM "
-		       "with a mounted share";
+	if (vm->o.workspace && !vm->o.workspace_serial)
+		return "its workspace is shared over virtio-fs or QEMU's 9p, and QEMU 7.2 cannot "
+		       "save a VM with such a share mounted (CAPSEM_WORKSPACE_TRANSPORT=serial "
+		       "can)";
 	if (vm->o.n_mounts)
 		return "it has --mount shares (9p), and QEMU 7.2 cannot save a VM with a mounted "
 		       "share";
@@ -203,6 +203,9 @@ static int ignore_shared(struct vm *vm, int in_stream, char *err, size_t errlen)
 static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 {
 	int r = qmp_call(vm, "stop", NULL, -1, NULL, err, errlen);
+	/* the workspace's 9p server: what QEMU still hands over is served, its state written */
+	if (r == 0)
+		r = vm_ws_quiesce(vm, err, errlen);
 	/* a stopped guest has no downtime to protect: no bandwidth cap (QEMU's default is
 	 * 32 MiB/s) */
 	if (r == 0)
@@ -224,7 +227,7 @@ static int save_to(struct vm *vm, int fd, char *err, size_t errlen)
 		const char *s = r == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
 		if (s && streq(s, "completed")) {
 			json_decref(st);
-			return 0;
+			return vm_ws_check(vm, err, errlen); /* nothing arrived since the quiesce */
 		}
 		if (s && (streq(s, "failed") || streq(s, "cancelled"))) {
 			const char *d = json_string_value(json_object_get(st, "error-desc"));
@@ -295,6 +298,7 @@ void vm_suspend(struct vm *vm)
 	if (r < 0) {
 		char e2[128];
 		(void)unlink(STATE_TMP);
+		vm_ws_thaw(vm); /* before the guest runs: its replies go out again */
 		(void)qmp_call(vm, "cont", NULL, -1, NULL, e2, sizeof(e2));
 		(void)vm_chan_restart(vm);
 		suspend_failed(vm, err);
@@ -403,5 +407,6 @@ int vm_incoming(struct vm *vm)
 	if (unlink(vm->o.incoming) < 0)
 		log_warn("cannot remove the used state %s: %s", vm->o.incoming, strerror(errno));
 	(void)unlink(SUSPEND_INFO);
+	(void)unlink(WS_STATE); /* loaded by vm_ws_start() */
 	return 0;
 }

@@ -147,10 +147,18 @@ int vm_workspace_transport(struct vm_opts *o)
 	rlim_t hard = 0;
 	if (!o->workspace)
 		return 0;
-	if (want && *want && !streq(want, "auto") && !streq(want, "virtiofs") && !streq(want, "9p"))
-		return log_error("CAPSEM_WORKSPACE_TRANSPORT: auto, virtiofs or 9p, not '%s'",
+	if (want && *want && !streq(want, "auto") && !streq(want, "virtiofs") &&
+	    !streq(want, "9p") && !streq(want, "serial"))
+		return log_error("CAPSEM_WORKSPACE_TRANSPORT: auto, serial, virtiofs or 9p, not "
+				 "'%s'",
 				 want),
 		       -EINVAL;
+	/* a VM on the serial channel is one that can be saved: its workspace must be too */
+	if ((want && streq(want, "serial")) ||
+	    ((!want || !*want || streq(want, "auto")) && o->chan_serial)) {
+		o->workspace_serial = 1;
+		return 0;
+	}
 	int forced_vfs = want && streq(want, "virtiofs");
 	if (forced_vfs && geteuid() != 0)
 		log_warn("CAPSEM_WORKSPACE_TRANSPORT=virtiofs: virtiofsd needs root; using 9p");

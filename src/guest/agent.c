@@ -160,6 +160,14 @@ static int agent_listen(struct agent *a)
 		r = unix_addr(a->listen_unix, &addr.un, &len);
 		if (r < 0)
 			return r;
+		/* its directory: capsem-chan, started beside us, may not have made it yet */
+		char dir[sizeof(addr.un.sun_path)];
+		snprintf(dir, sizeof(dir), "%s", a->listen_unix);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			(void)mkdir_p(dir, 0755);
+		}
 		/* a stale socket from an earlier run; never remove anything else */
 		if (lstat(a->listen_unix, &st) == 0 && S_ISSOCK(st.st_mode))
 			(void)unlink(a->listen_unix);

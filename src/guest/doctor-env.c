@@ -192,7 +192,9 @@ static void check_workspace(struct doctor *d)
 			   "this VM has no workspace (capsem-vm alone)");
 		return;
 	}
-	const char *type = streq(b.workspace, "9p") ? " 9p " : " virtiofs ";
+	/* QEMU's 9p, capsem-vm's 9p over the port "capsem.ws", or virtio-fs */
+	const char *type =
+		streq(b.workspace, "9p") || streq(b.workspace, "serial") ? " 9p " : " virtiofs ";
 	char pat[64];
 	snprintf(pat, sizeof(pat), " " BOOTARGS_WORKSPACE "%s", type);
 	if (read_file_small("/proc/mounts", 1u << 20, &m, NULL) < 0 || !strstr(m, pat)) {

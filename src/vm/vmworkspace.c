@@ -135,8 +135,9 @@ static int nofile_ok(rlim_t *ret_hard)
 	return setrlimit(RLIMIT_NOFILE, &want) == 0;
 }
 
-/* The workspace's transport (CAPSEM_WORKSPACE_TRANSPORT=auto|virtiofs|9p, default auto).
- * Debian's C virtiofsd must run as root: as a normal user it would need a user namespace, where
+/* The workspace's transport: on the serial channel (a VM that can be saved) capsem-vm's own 9p
+ * server over a port (vmws.c); for the others CAPSEM_WORKSPACE_TRANSPORT=auto|serial|virtiofs|9p,
+ * default auto. Debian's C virtiofsd must run as root: as a normal user it would need a user namespace, where
  * it cannot drop its supplementary groups (setgroups is denied to an unprivileged user
  * namespace), so it exits; and it needs a high open-file limit (nofile_ok). Otherwise the
  * workspace is a 9p share on the same path, served by QEMU as the user (files belong to the
@@ -153,9 +154,9 @@ int vm_workspace_transport(struct vm_opts *o)
 				 "'%s'",
 				 want),
 		       -EINVAL;
-	/* a VM on the serial channel is one that can be saved: its workspace must be too */
-	if ((want && streq(want, "serial")) ||
-	    ((!want || !*want || streq(want, "auto")) && o->chan_serial)) {
+	/* a VM on the serial channel is one that can be saved: its workspace must be too, so
+	 * the variable chooses only for the others */
+	if (o->chan_serial || (want && streq(want, "serial"))) {
 		o->workspace_serial = 1;
 		return 0;
 	}

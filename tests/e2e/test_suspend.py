@@ -2,7 +2,9 @@
 saved to a file ({"cmd":"suspend"}), its QEMU and supervisor end, and a new capsem-vm started with
 --incoming FILE brings it back: a process that counted in the background counts on from where it
 was (not restarted), a file in the guest's RAM is still there, exec works at once, the guest's
-wall clock is set again. A VM that cannot be saved (a live workspace share) says why and runs on.
+wall clock is set again. A live workspace over capsem-vm's own 9p server (the port "capsem.ws")
+is saved with the VM: a process writing to an open file in it writes on after the resume, and the
+host sees it. A VM that cannot be saved (a virtio-fs workspace) says why and runs on.
 Timings (TCG here): suspend, and resume to first exec against a cold boot to first exec.
 """
 import json
@@ -119,19 +121,67 @@ def test_suspend_and_resume(tmp_path_factory):
           f"{resume / cold:.2f}x")
 
 
-def test_a_vm_with_a_live_share_says_why_and_runs_on(tmp_path_factory):
+def test_a_live_workspace_is_saved_with_the_vm(tmp_path_factory):
     need_image()
+    d = tmp_path_factory.mktemp("wsuspend")
+    ws = d / "ws"
+    ws.mkdir()
+    (ws / "host.txt").write_text("from the host\n")
+    args = ["--channel", "serial", "--memory", MEM, "--control", "control.sock",
+            "--workspace", str(ws)]
+    v = VM(d / "vm", *args)
+    w = None
+    try:
+        r = v.sh("grep ' /root/workspace ' /proc/mounts; cat /root/workspace/host.txt")
+        assert b" 9p " in r.stdout and b"trans=fd" in r.stdout, r
+        assert r.stdout.endswith(b"from the host\n"), r
+        # a process keeps a file of the workspace open (and its cwd there) across the save
+        v.sh("cd /root/workspace && setsid sh -c 'exec 3>>log; i=0; while :; do "
+             "i=$((i+1)); echo $i >&3; sleep 0.1; done' </dev/null >/dev/null 2>&1 &")
+        def lines():
+            return len((ws / "log").read_text().split()) if (ws / "log").exists() else 0
+        wait_for(lambda: lines() > 5, 30, "the writer")
+        c = command(d / "vm", {"cmd": "suspend"})
+        evs = events(v, {"suspend_failed", "stopped"})
+        c.close()
+        assert [e["event"] for e in evs][-2:] == ["suspended", "stopped"], evs
+        assert v.proc.wait(timeout=60) == 0
+        at_save = lines()
+        assert (d / "vm" / "ws9p.state").exists()
+        time.sleep(1)
+        assert lines() == at_save, "the guest wrote while suspended"
+        (ws / "while-away.txt").write_text("written while suspended\n")
+        w = VM(d / "vm", *args, "--incoming", str(d / "vm" / "suspend.state"))
+        wait_for(lambda: lines() > at_save + 5, 30, "the writer to go on after the resume")
+        nums = [int(x) for x in (ws / "log").read_text().split()]
+        assert nums == list(range(1, len(nums) + 1)), "lines lost or repeated across the save"
+        r = w.sh("cat /root/workspace/while-away.txt; echo after > /root/workspace/after.txt")
+        assert r.stdout == b"written while suspended\n", r
+        assert (ws / "after.txt").read_text() == "after\n"
+        assert not (d / "vm" / "ws9p.state").exists(), "the used state is removed"
+    finally:
+        if w and w.ready:
+            assert w.stop() == 0
+        elif v.ready and v.proc.poll() is None:
+            v.stop()
+
+
+def test_a_vm_on_vsock_with_virtiofs_says_why_and_runs_on(tmp_path_factory):
+    need_image()
+    if os.geteuid() != 0:
+        pytest.skip("virtiofsd needs root: a normal user's workspace is QEMU's 9p, which "
+                    "blocks a save the same way (covered as root)")
     d = tmp_path_factory.mktemp("nosuspend")
     ws = d / "ws"
     ws.mkdir()
-    v = VM(d / "vm", "--channel", "serial", "--memory", MEM, "--control", "control.sock",
-           "--workspace", str(ws))
+    v = VM(d / "vm", "--memory", MEM, "--control", "control.sock", "--workspace", str(ws),
+           env=dict(os.environ, CAPSEM_WORKSPACE_TRANSPORT="virtiofs"))
     try:
         c = command(d / "vm", {"cmd": "suspend"})
         evs = events(v, {"suspend_failed", "stopped"})
         c.close()
         assert evs[-1]["event"] == "suspend_failed", evs
-        assert "workspace" in evs[-1]["message"] and "QEMU 7.2" in evs[-1]["message"]
+        assert "vsock" in evs[-1]["message"] and "QEMU 7.2" in evs[-1]["message"], evs
         assert v.sh("echo still").stdout == b"still\n"
     finally:
         assert v.stop() == 0
@@ -146,20 +196,23 @@ def test_suspend_and_resume_through_capsemd(tmp_path_factory):
     h = d / "home"
     h.mkdir()
     try:
-        # a default VM (a live workspace share) says why it cannot be suspended
-        cli(h, "create", "-n", "plain", "--memory", MEM, check=0)
+        # a VM created --no-suspendable (virtio-fs, vsock) says why it cannot be suspended
+        cli(h, "create", "-n", "plain", "--no-suspendable", "--memory", MEM, check=0)
         info = json.loads(cli(h, "info", "plain", "--json", check=0).stdout)
-        assert info["can_suspend"] is False and "--suspendable" in info["suspend_blocker"]
+        assert info["can_suspend"] is False and "--no-suspendable" in info["suspend_blocker"]
         p = cli(h, "suspend", "plain")
-        assert p.returncode != 0 and b"--suspendable" in p.stderr, p
+        assert p.returncode != 0 and b"--no-suspendable" in p.stderr, p
         p = cli(h, "create", "--suspendable", "--memory", MEM)
         assert p.returncode != 0 and b"named VM" in p.stderr, p
         cli(h, "delete", "plain", check=0)
 
-        cli(h, "create", "-n", "s", "--suspendable", "--memory", MEM, check=0)
+        # a default named VM can be: its workspace is shared live all the same
+        cli(h, "create", "-n", "s", "--memory", MEM, check=0)
         info = json.loads(cli(h, "info", "s", "--json", check=0).stdout)
-        assert info["can_suspend"] is True and info["workspace"] is None, info
+        assert info["can_suspend"] is True and info["workspace"], info
+        ws = info["workspace"]
         session = info["session"]
+        cli(h, "exec", "s", "--", "sh", "-c", "echo before > /root/workspace/b.txt", check=0)
         cli(h, "exec", "s", "--", "sh", "-c",
             "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/c.n; "
             "mv /tmp/c.n /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &", check=0)
@@ -204,6 +257,15 @@ def test_suspend_and_resume_through_capsemd(tmp_path_factory):
         assert info["state"] == "running" and info["session"] == session, info
         ev = cli(h, "events", "s", "--kind", "exec", "--json", check=0).stdout
         assert b"/tmp/count" in ev  # execs before and after the suspend, one session
+        # the workspace: the guest's file from before, the host's from while it was away
+        with open(os.path.join(ws, "h.txt"), "w") as f:
+            f.write("host\n")
+        p = cli(h, "exec", "s", "--", "sh", "-c", "cat b.txt h.txt; echo after > a.txt", check=0)
+        assert p.stdout == b"before\nhost\n", p
+        assert open(os.path.join(ws, "a.txt")).read() == "after\n"
+        # the file audit goes on across the save
+        wait_for(lambda: b"a.txt" in cli(h, "events", "s", "--kind", "fs", "--json").stdout,
+                 30, "the audit's row for a file made after the resume")
 
         # stop on a suspended VM discards its state; start boots it cold
         cli(h, "suspend", "s", check=0)

@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""bench_workspace.py - the workspace's I/O inside the guest: virtio-fs vs 9p vs the VM's ext4 disk.
+"""bench_workspace.py - the workspace's I/O inside the guest: the serial port's 9p (a suspendable
+VM's workspace) vs virtio-fs vs QEMU's 9p vs the VM's ext4 disk.
 
-One named Debian VM (capsemd, this tree's build, a private CAPSEM_HOME) with its workspace on
-virtio-fs (/root/workspace, virtiofsd with cache=auto), a 9p share of another host folder
-(/mnt/p9, QEMU's 9p, as `--mount` makes it) and its /root on the VM's ext4 disk (virtio-blk).
-In each of the three places the same guest-side program (python3, in the image) measures:
+One named Debian VM created --no-suspendable (capsemd, this tree's build, a private CAPSEM_HOME)
+with its workspace on virtio-fs (/root/workspace, virtiofsd with cache=auto), a 9p share of
+another host folder (/mnt/p9, QEMU's 9p, as `--mount` makes it) and its /root on the VM's ext4
+disk (virtio-blk); then a default (suspendable) named VM whose workspace is capsem-vm's own 9p
+server over a virtio-serial port ("serial"). In each of the four places the same guest-side
+program (python3, in the image) measures:
 
   meta_10k_s       create + stat + delete of N small files (default 10,000), seconds
   randwrite_iops   4 KiB writes at random offsets of a 64 MiB file, each fdatasync'ed
@@ -146,17 +149,21 @@ def main():
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="capsem-bench-ws-")
     home = os.path.join(tmp, "home")
-    ws, p9 = os.path.join(tmp, "ws"), os.path.join(tmp, "p9")
-    for d in (home, ws, p9):
+    ws, wss, p9 = (os.path.join(tmp, x) for x in ("ws", "ws-serial", "p9"))
+    for d in (home, ws, wss, p9):
         os.makedirs(d)
     res = {"files": a.files, "accel": "tcg", "places": {}}
     try:
-        cli(home, "create", "-n", "bench", "--image", "debian", "--memory", "2G", "--cpus", "2",
-            "--workspace", ws, "--mount", f"{p9}:/mnt/p9")
-        for name, d in (("disk", "/root/bench"), ("virtiofs", "/root/workspace/bench"),
-                        ("9p", "/mnt/p9/bench")):
+        cli(home, "create", "-n", "bench", "--no-suspendable", "--image", "debian", "--memory",
+            "2G", "--cpus", "2", "--workspace", ws, "--mount", f"{p9}:/mnt/p9")
+        cli(home, "create", "-n", "bench-s", "--image", "debian", "--memory", "2G", "--cpus",
+            "2", "--workspace", wss)
+        for vm, name, d in (("bench", "disk", "/root/bench"),
+                            ("bench", "virtiofs", "/root/workspace/bench"),
+                            ("bench", "9p", "/mnt/p9/bench"),
+                            ("bench-s", "serial", "/root/workspace/bench")):
             t = time.monotonic()
-            out = cli(home, "exec", "bench", "--", "python3", "-c", GUEST, d, str(a.files))
+            out = cli(home, "exec", vm, "--", "python3", "-c", GUEST, d, str(a.files))
             r = ast.literal_eval(out.strip().splitlines()[-1])  # the dict GUEST printed
             r["wall_s"] = time.monotonic() - t
             res["places"][name] = r
@@ -171,8 +178,13 @@ def main():
                                  for p, v in res["places"].items() if p != "disk"}
         res["virtiofs_vs_9p"] = {k: ratio(res["places"]["virtiofs"].get(k),
                                           res["places"]["9p"].get(k)) for k in keys}
+        res["serial_vs_9p"] = {k: ratio(res["places"]["serial"].get(k),
+                                        res["places"]["9p"].get(k)) for k in keys}
+        res["serial_vs_virtiofs"] = {k: ratio(res["places"]["serial"].get(k),
+                                              res["places"]["virtiofs"].get(k)) for k in keys}
         res["errors"] = {p: v["git_error"] for p, v in res["places"].items() if "git_error" in v}
         cli(home, "delete", "bench")
+        cli(home, "delete", "bench-s")
         res["boot_run_with_workspace_s"] = boot_s(home, ["--workspace", ws], a.boots)
         res["boot_run_direct_no_workspace_s"] = boot_s(home, ["--direct"], a.boots)
         res["boot_run_daemon_own_workspace_s"] = boot_s(home, [], a.boots)

@@ -303,3 +303,106 @@ def test_virtiofsd_killed_is_reported_and_nothing_hangs(wsenv):
     assert not procs_mentioning(str(share)), "virtiofsd or QEMU left behind"
     print(f"\nvirtiofsd killed: VM reported crashed after {took:.2f} s")
     assert cli(home, "delete", "doomed", timeout=300).returncode == 0
+
+
+RAW9P = r"""
+import glob, json, os, struct, sys, time
+outside = sys.argv[1]
+port = [p for p in glob.glob("/sys/class/virtio-ports/*")
+        if open(p + "/name").read().strip() == "capsem.ws"][0].rsplit("/", 1)[1]
+for pid in filter(str.isdigit, os.listdir("/proc")):  # root in the guest takes the port over
+    try:
+        if open("/proc/%s/comm" % pid).read().strip() == "capsem-wsrelay":
+            os.kill(int(pid), 9)
+    except OSError:
+        pass
+fd = None
+for _ in range(100):
+    try:
+        fd = os.open("/dev/" + port, os.O_RDWR)
+        break
+    except OSError:
+        time.sleep(0.05)
+def s(x):
+    x = x.encode()
+    return struct.pack("<H", len(x)) + x
+def readn(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(fd, n - len(b))
+        if not c:
+            time.sleep(0.01)
+        b += c
+    return b
+def rpc(t, body):
+    os.write(fd, struct.pack("<IBH", 7 + len(body), t, 1) + body)
+    size, rt, _ = struct.unpack("<IBH", readn(7))
+    data = readn(size - 7)
+    if rt == 7:
+        return "err", struct.unpack("<I", data[:4])[0]
+    return rt, data
+def walk(fid, newfid, names):
+    rt, d = rpc(110, struct.pack("<IIH", fid, newfid, len(names)) + b"".join(map(s, names)))
+    return ("err", d) if rt == "err" else ("qids", struct.unpack("<H", d[:2])[0])
+r = {}
+r["version"] = rpc(100, struct.pack("<I", 8192) + s("9P2000.L"))[0]
+r["attach"] = rpc(104, struct.pack("<II", 1, 0xFFFFFFFF) + s("root") + s("") +
+                  struct.pack("<I", 0))[0]
+r["dotdot"] = walk(1, 2, ["..", "..", "secret.txt"])
+r["abs_link"] = walk(1, 3, ["esc", "secret.txt"])
+r["up_link"] = walk(1, 4, ["up", "secret.txt"])
+r["link_itself"] = walk(1, 5, ["esc"])
+r["open_link"] = rpc(12, struct.pack("<II", 5, 0))
+r["create_via_link"] = rpc(14, struct.pack("<I", 5) + s("pwned") + struct.pack("<III", 0o101, 0o644, 0))
+r["chmod_link"] = rpc(26, struct.pack("<II", 5, 1) + struct.pack("<III", 0o777, 0, 0) +
+                      struct.pack("<QQQQQ", 0, 0, 0, 0, 0))
+walk(1, 6, [])
+r["mknod_chr"] = rpc(18, struct.pack("<I", 6) + s("tty0") + struct.pack("<IIII", 0o20666, 4, 0, 0))
+walk(1, 7, ["in.txt"])
+r["setuid"] = rpc(26, struct.pack("<II", 7, 1) + struct.pack("<III", 0o4755, 0, 0) +
+                  struct.pack("<QQQQQ", 0, 0, 0, 0, 0))[0]
+print(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in r.items()},
+                 default=lambda b: b.hex()))
+"""
+
+
+def test_a_guest_speaking_9p_itself_cannot_leave_the_share(tmp_path_factory):
+    """Red team: the guest's root kills the relay, takes the port over and sends its own 9p to
+    capsem-vm's server: walks over "..", through symlinks it planted (absolute and relative),
+    opens, creates and chmods through them, a device node, a set-user-ID bit. Nothing outside the
+    workspace is reached or changed, and the host file keeps its mode."""
+    from test_debian_image import DEBIAN, ensure_debian_image
+    from conftest import VM
+    ensure_debian_image()
+    d = tmp_path_factory.mktemp("raw9p")
+    ws, outside = d / "ws", d / "outside"
+    ws.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret\n")
+    os.chmod(outside, 0o755)
+    (ws / "in.txt").write_text("in\n")
+    v = VM(d / "vm", "--channel", "serial", "--memory", "512M", "--workspace", str(ws),
+           image=DEBIAN)
+    try:
+        r = v.sh(f"ln -s {outside} /root/workspace/esc && ln -s .. /root/workspace/up")
+        assert r.code == 0, r
+        assert "'" not in RAW9P  # it goes in single quotes
+        r = v.sh(f"python3 -c '{RAW9P}' {outside}", timeout=120)
+        assert r.code == 0, r
+        res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    finally:
+        v.stop()
+    assert res["version"] == 101 and res["attach"] == 105, res
+    # ".." at the root stays at the root: "secret.txt" is not found there
+    assert res["dotdot"][0] == "err" or res["dotdot"][1] < 3, res
+    for k in ("abs_link", "up_link"):  # never through a symlink
+        assert res[k][0] == "err" or res[k][1] < 2, (k, res)
+    assert res["link_itself"] == ["qids", 1], res
+    for k in ("open_link", "create_via_link", "chmod_link", "mknod_chr"):
+        assert res[k][0] == "err", (k, res)
+    assert res["setuid"] == 27, res  # accepted, but the bit is never set on the host
+    assert not (ws / "in.txt").stat().st_mode & 0o6000
+    assert not (outside / "pwned").exists() and not (ws / "tty0").exists()
+    assert (outside.stat().st_mode & 0o777) == 0o755
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    print(f"\nraw 9p from the guest: {res}")

@@ -3,7 +3,7 @@
  *
  * A saved state belongs to one kind of VM: the image (its manifest's SHA-256, so a rebuilt image
  * or kernel makes a new one), CPUs, memory and disk size, with the devices of a suspendable VM
- * (the serial channel, no live share). It lives in <home>/cache/snapstart/<kind>/: ram (the guest
+ * (the serial channel, the workspace's port). It lives in <home>/cache/snapstart/<kind>/: ram (the guest
  * RAM file), suspend.state (the devices, ~130 KiB), suspend.json, disk.img (the disk as the boot
  * left it). It is made once, by a template VM: capsem-vm boots cold into a temporary directory
  * with its RAM in a file, and is suspended as soon as its agent says hello; the directory is then

@@ -95,9 +95,10 @@ pid_t wsrelay_spawn(int port_fd, int sock_fd)
 	if (pid == 0) {
 		(void)setsid();
 		(void)prctl(PR_SET_NAME, "capsem-wsrelay", 0, 0, 0);
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
 		for (int sig = 1; sig < 32; sig++) /* init's handlers are not ours */
 			if (sig != SIGKILL && sig != SIGSTOP)
-				(void)signal(sig, SIG_DFL);
+				(void)sigaction(sig, &dfl, NULL);
 		sigset_t all;
 		sigemptyset(&all);
 		(void)sigprocmask(SIG_SETMASK, &all, NULL);

@@ -10,23 +10,22 @@
  * The mux runs on its own thread with a poll(2) loop (src/chan/chanio.c does the splicing):
  * chanio closes sockets while it works, which libuv's watchers must never see. It shares
  * nothing with the loop thread but the tap callbacks (per-stream state and the thread-safe
- * ledger); the loop stops it through an eventfd and joins it. Trust boundary: the guest's mux
+ * ledger); the loop stops it (threadreq.h) and joins it. Trust boundary: the guest's mux
  * frames (chanio/chanmux check them) and the CONNECT lines of local processes (bounded).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "capsem-vm.h"
+#include "threadreq.h"
 #include "chanio.h"
 #include "fdutil.h"
 #include "log.h"
@@ -46,14 +45,13 @@ struct pending { /* a host process that has not finished its CONNECT line yet */
 	char line[LINE_MAX_];
 };
 
-enum { CHAN_CMD_NONE, CHAN_CMD_PAUSE, CHAN_CMD_RESTART };
+enum { CHAN_CMD_PAUSE = 1, CHAN_CMD_RESTART };
 
 struct vmchan {
 	pthread_t thread;
-	int stop_fd, qemu_l, hybrid_l;
-	int cmd_fd, done_fd; /* the loop's requests (eventfd + cmd) and their answers */
-	_Atomic int cmd;
-	int waiting_paused; /* PAUSE sent: answer done_fd when the guest's PAUSED arrives */
+	int qemu_l, hybrid_l;
+	struct threadreq req; /* the loop's requests (stop, pause, restart) and their answers */
+	int waiting_paused;   /* PAUSE sent: answer done_fd when the guest's PAUSED arrives */
 	struct chanio *io;
 	struct pending pend[PENDING_MAX];
 	size_t n_pend;
@@ -117,15 +115,13 @@ static void pend_read(struct vmchan *ch, size_t i)
 
 static void answer(struct vmchan *ch, uint64_t v)
 {
-	(void)!write(ch->done_fd, &v, sizeof(v));
+	treq_answer(&ch->req, v);
 }
 
 /* A request of the loop thread (vm_chan_pause / vm_chan_restart). */
 static void on_cmd(struct vmchan *ch)
 {
-	uint64_t v;
-	(void)!read(ch->cmd_fd, &v, sizeof(v));
-	int cmd = atomic_exchange(&ch->cmd, CHAN_CMD_NONE);
+	int cmd = treq_take(&ch->req);
 	if (!ch->io) {
 		answer(ch, 2); /* no channel: the guest never connected, or it broke the mux */
 		return;
@@ -150,8 +146,8 @@ static void *chan_thread(void *arg)
 	static struct pollfd p[4 + PENDING_MAX + CHANIO_MAX_FDS];
 	for (;;) {
 		size_t n = 0;
-		p[n++] = (struct pollfd){ .fd = ch->stop_fd, .events = POLLIN };
-		p[n++] = (struct pollfd){ .fd = ch->cmd_fd, .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = ch->req.stop_fd, .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = ch->req.cmd_fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = ch->io ? -1 : ch->qemu_l, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = ch->n_pend < PENDING_MAX ? ch->hybrid_l : -1,
 					  .events = POLLIN };
@@ -210,7 +206,7 @@ int vm_chan_start(struct vm *vm)
 	struct vmchan *ch = calloc(1, sizeof(*ch));
 	if (!ch)
 		return log_oom();
-	ch->stop_fd = ch->qemu_l = ch->hybrid_l = ch->cmd_fd = ch->done_fd = -1;
+	ch->qemu_l = ch->hybrid_l = -1;
 	ch->ops.open_local = open_local;
 	if (vm->ledger) {
 		ch->ops.userdata = vm->ledger;
@@ -218,20 +214,18 @@ int vm_chan_start(struct vm *vm)
 		ch->ops.tap_data = vm_exec_tap_data;
 		ch->ops.tap_close = vm_exec_tap_close;
 	}
-	ch->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	ch->cmd_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	ch->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int r = treq_init(&ch->req);
+	if (r < 0) {
+		free(ch);
+		return log_error_errno(r, "cannot set up the host channel in %s", vm->o.vmdir);
+	}
 	ch->qemu_l = unix_listen(CHAN_SOCKET, 1);
 	ch->hybrid_l = unix_listen(HYBRID_SOCKET, 64);
-	int r = ch->stop_fd < 0 || ch->cmd_fd < 0 || ch->done_fd < 0 ? -EMFILE
-		: ch->qemu_l < 0				     ? ch->qemu_l
-								     : ch->hybrid_l;
+	r = ch->qemu_l < 0 ? ch->qemu_l : ch->hybrid_l;
 	if (r >= 0)
 		r = -pthread_create(&ch->thread, NULL, chan_thread, ch);
 	if (r < 0) {
-		safe_close(ch->stop_fd);
-		safe_close(ch->cmd_fd);
-		safe_close(ch->done_fd);
+		treq_done(&ch->req);
 		safe_close(ch->qemu_l);
 		safe_close(ch->hybrid_l);
 		free(ch);
@@ -246,15 +240,12 @@ void vm_chan_stop(struct vm *vm)
 	struct vmchan *ch = vm->chan;
 	if (!ch)
 		return;
-	uint64_t one = 1;
-	(void)!write(ch->stop_fd, &one, sizeof(one));
+	treq_stop(&ch->req);
 	pthread_join(ch->thread, NULL);
 	chanio_free(ch->io);
 	while (ch->n_pend)
 		pend_drop(ch, 0);
-	safe_close(ch->stop_fd);
-	safe_close(ch->cmd_fd);
-	safe_close(ch->done_fd);
+	treq_done(&ch->req);
 	safe_close(ch->qemu_l);
 	safe_close(ch->hybrid_l);
 	(void)unlink(CHAN_SOCKET);
@@ -267,23 +258,13 @@ void vm_chan_stop(struct vm *vm)
  * around a save, while the guest is quiet). */
 static int chan_request(struct vm *vm, int cmd, int timeout_ms)
 {
-	struct vmchan *ch = vm->chan;
-	uint64_t v = 1;
-	if (!ch)
+	uint64_t v = 0;
+	if (!vm->chan)
 		return -ENOTCONN;
-	while (read(ch->done_fd, &v, sizeof(v)) > 0) /* a stale answer */
-		;
-	atomic_store(&ch->cmd, cmd);
-	v = 1;
-	if (write(ch->cmd_fd, &v, sizeof(v)) < 0)
-		return negative_errno();
-	struct pollfd p = { .fd = ch->done_fd, .events = POLLIN };
-	int k = poll(&p, 1, timeout_ms);
-	if (k == 0)
-		return -ETIMEDOUT;
-	if (k < 0 || read(ch->done_fd, &v, sizeof(v)) != sizeof(v))
-		return -EIO;
-	return v == 1 ? 0 : -ENOTCONN;
+	int r = treq_call(&vm->chan->req, cmd, timeout_ms, &v);
+	if (r == -ETIMEDOUT)
+		return r;
+	return r < 0 ? -EIO : v == 1 ? 0 : -ENOTCONN;
 }
 
 int vm_chan_pause(struct vm *vm, int timeout_ms)

@@ -23,16 +23,15 @@
 #include <linux/sockios.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "capsem-vm.h"
+#include "threadreq.h"
 #include "clockutil.h"
 #include "fdutil.h"
 #include "log.h"
@@ -44,13 +43,13 @@
 #define WS_QUIET_MS 30	 /* a quiesce: no byte from QEMU for this long */
 #define WS_DRAIN_MS 3000 /* a quiesce: QEMU takes every reply byte written within this */
 
-enum { WS_CMD_NONE, WS_CMD_QUIESCE, WS_CMD_THAW, WS_CMD_CHECK };
+enum { WS_CMD_QUIESCE = 1, WS_CMD_THAW, WS_CMD_CHECK };
 
 struct vmws {
 	pthread_t thread;
-	int stop_fd, cmd_fd, done_fd, lfd, conn;
-	_Atomic int cmd;
-	int frozen; /* quiesced: no read, no write until a thaw */
+	int lfd, conn;
+	struct threadreq req; /* the loop's requests (stop, quiesce, thaw, check), answers */
+	int frozen;	      /* quiesced: no read, no write until a thaw */
 	struct ws9p *srv;
 	uint8_t *carry; /* bytes read that the server did not take yet (output full) */
 	size_t n_carry;
@@ -109,11 +108,6 @@ static void ws_drop(struct vmws *w)
 	w->n_carry = 0;
 }
 
-static void answer(struct vmws *w, uint64_t v)
-{
-	(void)!write(w->done_fd, &v, sizeof(v));
-}
-
 /* Bytes QEMU has not read yet from our side of the socket (0 once it took them all). */
 static int outq(int fd)
 {
@@ -168,9 +162,7 @@ static int ws_check(struct vmws *w)
 
 static void on_cmd(struct vmws *w)
 {
-	uint64_t v;
-	(void)!read(w->cmd_fd, &v, sizeof(v));
-	int cmd = atomic_exchange(&w->cmd, WS_CMD_NONE);
+	int cmd = treq_take(&w->req);
 	int r = 0;
 	w->err[0] = 0;
 	if (cmd == WS_CMD_QUIESCE)
@@ -179,7 +171,7 @@ static void on_cmd(struct vmws *w)
 		w->frozen = 0;
 	else if (cmd == WS_CMD_CHECK)
 		r = ws_check(w);
-	answer(w, r < 0 ? 2 : 1);
+	treq_answer(&w->req, r < 0 ? 2 : 1);
 }
 
 static void *ws_thread(void *arg)
@@ -189,8 +181,8 @@ static void *ws_thread(void *arg)
 		size_t n_out = 0;
 		(void)ws9p_output(w->srv, &n_out);
 		struct pollfd p[4] = {
-			{ .fd = w->stop_fd, .events = POLLIN },
-			{ .fd = w->cmd_fd, .events = POLLIN },
+			{ .fd = w->req.stop_fd, .events = POLLIN },
+			{ .fd = w->req.cmd_fd, .events = POLLIN },
 			{ .fd = w->conn < 0 ? w->lfd : -1, .events = POLLIN },
 			{ .fd = w->frozen ? -1 : w->conn,
 			  .events = (short)((w->n_carry ? 0 : POLLIN) | (n_out ? POLLOUT : 0)) },
@@ -231,9 +223,7 @@ static void ws_free(struct vmws *w)
 {
 	if (!w)
 		return;
-	safe_close(w->stop_fd);
-	safe_close(w->cmd_fd);
-	safe_close(w->done_fd);
+	treq_done(&w->req);
 	safe_close(w->lfd);
 	safe_close(w->conn);
 	ws9p_free(w->srv);
@@ -260,7 +250,8 @@ int vm_ws_start(struct vm *vm)
 	struct vmws *w = calloc(1, sizeof(*w));
 	if (!w)
 		return log_oom();
-	w->stop_fd = w->cmd_fd = w->done_fd = w->lfd = w->conn = -1;
+	w->req = (struct threadreq){ .stop_fd = -1, .cmd_fd = -1, .done_fd = -1 };
+	w->lfd = w->conn = -1;
 	_cleanup_close_ int root = open(vm->o.workspace, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	int r = root < 0 ? negative_errno() : ws9p_new(root, &w->srv);
 	if (r < 0) {
@@ -268,13 +259,9 @@ int vm_ws_start(struct vm *vm)
 		return log_error_errno(r, "cannot serve the workspace %s", vm->o.workspace);
 	}
 	w->carry = malloc(WS_READ_CHUNK);
-	w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	w->cmd_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	w->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	w->lfd = unix_listen(WS_SOCKET, 1);
-	r = !w->carry						? -ENOMEM
-	    : w->stop_fd < 0 || w->cmd_fd < 0 || w->done_fd < 0 ? -EMFILE
-								: w->lfd;
+	r = !w->carry ? -ENOMEM : treq_init(&w->req);
+	if (r >= 0)
+		r = w->lfd = unix_listen(WS_SOCKET, 1);
 	if (r >= 0 && vm->o.incoming)
 		r = ws_load(w, vm->o.vmdir);
 	if (r >= 0)
@@ -292,8 +279,7 @@ void vm_ws_stop(struct vm *vm)
 	struct vmws *w = vm->ws;
 	if (!w)
 		return;
-	uint64_t one = 1;
-	(void)!write(w->stop_fd, &one, sizeof(one));
+	treq_stop(&w->req);
 	pthread_join(w->thread, NULL);
 	ws_free(w);
 	(void)unlink(WS_SOCKET);
@@ -305,18 +291,10 @@ void vm_ws_stop(struct vm *vm)
 static int ws_request(struct vm *vm, int cmd, int timeout_ms, char *err, size_t errlen)
 {
 	struct vmws *w = vm->ws;
-	uint64_t v = 1;
+	uint64_t v = 0;
 	if (!w)
 		return 0;
-	while (read(w->done_fd, &v, sizeof(v)) > 0) /* a stale answer */
-		;
-	atomic_store(&w->cmd, cmd);
-	v = 1;
-	if (write(w->cmd_fd, &v, sizeof(v)) < 0)
-		return negative_errno();
-	struct pollfd p = { .fd = w->done_fd, .events = POLLIN };
-	int k = poll(&p, 1, timeout_ms);
-	if (k <= 0 || read(w->done_fd, &v, sizeof(v)) != sizeof(v)) {
+	if (treq_call(&w->req, cmd, timeout_ms, &v) < 0) {
 		snprintf(err, errlen, "the workspace server did not answer");
 		return -ETIMEDOUT;
 	}

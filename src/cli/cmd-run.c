@@ -51,9 +51,10 @@ struct run_opts {
 	int interactive;
 	int shell;
 	int verbose;
-	int direct;	 /* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
-	json_t *mounts;	 /* --mount: [{"host","guest","ro"}] (owned) */
-	char *workspace; /* --workspace, real path (owned) */
+	int direct;	    /* 1 = --direct (or implied), -1 = --daemon, 0 = the default */
+	json_t *mounts;	    /* --mount: [{"host","guest","ro"}] (owned) */
+	char *workspace;    /* --workspace, real path (owned) */
+	int no_suspendable; /* --no-suspendable: vsock and virtio-fs, a cold boot */
 	char **argv;
 };
 
@@ -75,8 +76,12 @@ static void run_help(void)
 	       "  -m, --mount HOST:GUEST[:ro]  share host directory HOST at GUEST in the guest\n"
 	       "                       (repeatable, up to 8; read-only with :ro)\n"
 	       "      --workspace DIR  share DIR as the workspace, /root/workspace in the guest\n"
-	       "                       (virtio-fs; the command starts there); default: the VM's\n"
-	       "                       own directory, deleted with it (--direct: none)\n"
+	       "                       (the command starts there); default: the VM's own\n"
+	       "                       directory, deleted with it (--direct: none)\n"
+	       "      --no-suspendable  the host channel over vsock and the workspace over\n"
+	       "                       virtio-fs, booted cold (by default the VM is restored\n"
+	       "                       from a saved boot of its kind, with both over\n"
+	       "                       virtio-serial ports: a faster start, slower file I/O)\n"
 	       "  -i, --interactive    forward stdin even when it is a terminal (it is forwarded\n"
 	       "                       automatically when it is a pipe or a file)\n"
 	       "      --timeout SECS   kill the command and all it started after SECS seconds;\n"
@@ -114,7 +119,8 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		ARG_BOOT,
 		ARG_DIRECT,
 		ARG_DAEMON,
-		ARG_WORKSPACE
+		ARG_WORKSPACE,
+		ARG_NO_SUSP
 	};
 	static const struct option opts[] = { { "shell", no_argument, NULL, 'c' },
 					      { "env", required_argument, NULL, 'e' },
@@ -134,6 +140,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 					      { "verbose", no_argument, NULL, 'v' },
 					      { "direct", no_argument, NULL, ARG_DIRECT },
 					      { "daemon", no_argument, NULL, ARG_DAEMON },
+					      { "no-suspendable", no_argument, NULL, ARG_NO_SUSP },
 					      { "help", no_argument, NULL, 'h' },
 					      {} };
 	uint64_t v;
@@ -182,6 +189,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			json_array_append_new(o->mounts, m);
 			break;
 		}
+		case ARG_NO_SUSP:
+			o->no_suspendable = 1;
+			break;
 		case ARG_WORKSPACE:
 			free(o->workspace);
 			o->workspace = NULL;
@@ -470,6 +480,8 @@ static int create_ephemeral(const struct run_opts *o, int sigfd, char **ret_id)
 		json_object_set(body, "mounts", o->mounts);
 	if (o->workspace)
 		json_object_set_new(body, "workspace", json_string(o->workspace));
+	if (o->no_suspendable)
+		json_object_set_new(body, "suspendable", json_false());
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	if (!text)

@@ -349,12 +349,11 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 	}
 	if (r == 0 && !s.image && !(s.image = strdup("minimal")))
 		r = -ENOMEM;
-	/* named VMs can be saved unless told otherwise or given --mounts (QEMU's 9p) */
+	/* every VM has the devices QEMU can save (so its first boot can be restored from a saved
+	 * one) unless told otherwise or given --mounts (QEMU's 9p); an ephemeral one can be
+	 * suspended once persisted */
 	if (r == 0 && s.suspendable == 0)
-		s.suspendable = s.name && !s.n_mounts ? 1 : -1;
-	if (r == 0 && s.suspendable > 0 && !s.name)
-		r = fail(ret_error, "suspendable: only a named VM can be suspended (an ephemeral "
-				    "one is deleted when it stops): give it a name");
+		s.suspendable = s.n_mounts ? -1 : 1;
 	if (r == 0 && s.suspendable > 0 && s.n_mounts)
 		r = fail(ret_error,
 			 "suspendable: a VM with \"mounts\" cannot be suspended (they "

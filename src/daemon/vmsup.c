@@ -886,9 +886,10 @@ static void prep_work(uv_work_t *w)
 		j->r = -ENOMEM;
 		return;
 	}
-	if (j->snapstart && j->want_disk && access(j->disk, F_OK) < 0 && !j->disk_template) {
-		/* a new suspendable VM: restored from the saved state of its kind (which brings its
-		 * disk), else booted cold */
+	if (j->snapstart && (!j->want_disk || access(j->disk, F_OK) < 0) && !j->disk_template) {
+		/* the first boot of a suspendable VM (a named one has no disk yet, an ephemeral one
+		 * boots once): restored from the saved state of its kind (which brings its disk),
+		 * else booted cold */
 		char *serr = NULL;
 		r = snapstart_prepare(j, &serr);
 		if (r == 0)

@@ -6,12 +6,17 @@ Through capsem-gateway (what the browser does), with a private CAPSEM_HOME:
   status_ms             GET /api/status: every VM record with its session's usage (the
                         dashboard's list; its live updates are this request, held until a change)
   activity_first_ms     GET /api/vms/{ref}/activity?kind=net&limit=50: the newest page
-  activity_last_ms      the same at offset total-50: the oldest page
+  activity_last_ms      the same at offset total-50: the oldest page, the older way (OFFSET:
+                        SQLite steps over every newer row)
+  activity_keyset_ms    the oldest page by its keyset cursor (before=ID, what the UI's Older
+                        button sends: a range of the primary key)
 each measured twice: small (one running VM, a handful of ledger rows) and large (--records VM
 records, --running of them running, and --rows rows in one VM's session ledger). The large ones
 are made cheaply: the stopped records are copies of a real stopped VM's record written while
-capsemd is down, the rows copies of one blocked request's row written into the session ledger. Ratios large/small: server-side paging
-should keep the activity pages flat. Results: bench/results/dashboard-<UTC time>.json.
+capsemd is down, the rows copies of one blocked request's row written into the session ledger.
+Ratios large/small, and large_keyset_vs_first (the oldest page by cursor / the newest page, in
+the large run): server-side keyset paging should keep the activity pages flat. Results:
+bench/results/dashboard-<UTC time>.json.
 """
 import argparse
 import http.client
@@ -104,6 +109,13 @@ def main():
     def measure(get, vm, label):
         total = get(f"/api/vms/{vm}/activity?kind=net&limit=1")["total"]
         last = max(0, total - 50)
+        # the oldest page's cursor: one above its newest row (after=0 reads the oldest rows)
+        oldest = get(f"/api/vms/{vm}/activity?kind=net&limit=50&after=0")["rows"]
+        before = oldest[0]["id"] + 1
+        by_cursor = get(f"/api/vms/{vm}/activity?kind=net&limit=50&before={before}")
+        by_offset = get(f"/api/vms/{vm}/activity?kind=net&limit=50&offset={last}")
+        if [r["id"] for r in by_cursor["rows"]] != [r["id"] for r in by_offset["rows"]]:
+            sys.exit("bench_dashboard: the oldest page by cursor and by offset differ")
         return {
             f"{label}_net_rows": total,
             f"{label}_vm_records": len(get("/api/status")["vms"]),
@@ -112,6 +124,9 @@ def main():
                 ms(lambda: get(f"/api/vms/{vm}/activity?kind=net&limit=50"), a.calls),
             f"{label}_activity_last_ms":
                 ms(lambda: get(f"/api/vms/{vm}/activity?kind=net&limit=50&offset={last}"),
+                   a.calls),
+            f"{label}_activity_keyset_ms":
+                ms(lambda: get(f"/api/vms/{vm}/activity?kind=net&limit=50&before={before}"),
                    a.calls),
         }
 
@@ -150,8 +165,11 @@ def main():
                                timeout=600)
         stop_daemon()
         shutil.rmtree(home, ignore_errors=True)
-    for k in ("status_ms", "activity_first_ms", "activity_last_ms"):
+    for k in ("status_ms", "activity_first_ms", "activity_last_ms", "activity_keyset_ms"):
         res[k.replace("_ms", "_ratio")] = res["large_" + k]["p50"] / res["small_" + k]["p50"]
+    for k in ("last", "keyset"):
+        res[f"large_{k}_vs_first"] = (res[f"large_activity_{k}_ms"]["p50"] /
+                                      res["large_activity_first_ms"]["p50"])
     save("dashboard", res, 26)
 
 

@@ -4,13 +4,17 @@
 Steps (each incremental: the build directories and capsem-builder's cache are reused):
   1. host binaries: meson setup build-deb --prefix=/usr -Dpackaged=true, compiled with
      -ffile-prefix-map so no build path reaches a binary; only the installed targets are built
-  2. the static guest binary: build-deb-guest (musl cross file of scripts/gen-musl-cross.sh)
+  2. the static guest binary: build-deb-guest (musl cross file of scripts/gen-musl-cross.sh);
+     the containerd shim and its guest helper (Go, static: scripts/build-shim.sh --package,
+     into build-deb/src/shim; reproducible with -trimpath, no build id, no VCS stamp)
   3. the 'minimal' image (kernel from Debian's linux-source-6.1 + initramfs) with
      capsem-builder into the package's /usr/share/capsem/images (kernel cached by content)
   4. the tree: meson install --strip; man pages and completion generated from --help
      (scripts/gen-man.py, gen-completion.py); the systemd user unit, /etc/capsem/corp.toml
      (a conffile), guest/config and the kernel fragment (what capsem-builder builds from),
-     update.pub, copyright, changelog, lintian overrides (packaging/)
+     update.pub, copyright, changelog, lintian overrides (packaging/); the shim in /usr/bin
+     (containerd finds containerd-shim-capsem-v2 on PATH), capsem-ctr-init in
+     /usr/libexec/capsem, the shim's man page (section 8) and deploy/kubernetes/ as examples
   5. DEBIAN/control with Depends from dpkg-shlibdeps, conffiles, md5sums
   6. dpkg-deb --root-owner-group, with SOURCE_DATE_EPOCH = the commit's time, every mtime set
      to it and modes normalised, so two builds of one commit give the same bytes
@@ -84,6 +88,10 @@ def build_guest(env):
     run(["ninja", "-C", GBUILD, "-j" + JOBS], env=env)
 
 
+def build_shim(env):
+    run(["scripts/build-shim.sh", BUILD, "--package", "/usr/libexec/capsem"], cwd=ROOT, env=env)
+
+
 def stage_tree(version, env):
     shutil.rmtree(STAGE, ignore_errors=True)
     run(["meson", "install", "-C", BUILD, "--no-rebuild", "--strip", "--destdir", STAGE,
@@ -94,6 +102,11 @@ def stage_tree(version, env):
     os.makedirs(gdir, exist_ok=True)
     guest = os.path.join(gdir, "capsem-guest")
     run(["strip", "-o", guest, os.path.join(GBUILD, "src/guest/capsem-guest")])
+    # the containerd shim (on containerd's PATH) and its guest helper (copied into each pod's
+    # VM; the shim looks for it here: -X main.helperDir), linked stripped by build-shim.sh
+    shim = os.path.join(BUILD, "src/shim")
+    shutil.copy(os.path.join(shim, "containerd-shim-capsem-v2"), os.path.join(STAGE, "usr/bin"))
+    shutil.copy(os.path.join(shim, "capsem-ctr-init"), gdir)
     # as dh_strip does: no .comment (compiler versions) or .note sections
     for b in ("usr/bin/capsem", "usr/bin/capsemd", "usr/bin/capsem-mcp", "usr/bin/capsem-builder",
               "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-guest",
@@ -142,9 +155,19 @@ def stage_tree(version, env):
     os.makedirs(man1)
     for page in sorted(os.listdir(mandir)):
         gz(os.path.join(mandir, page), os.path.join(man1, page + ".gz"))
+    # the shim's page is written by hand (containerd runs it with containerd's flags)
+    man8 = os.path.join(STAGE, "usr/share/man/man8")
+    os.makedirs(man8)
+    date = time.strftime("%Y-%m-%d", time.gmtime(int(env["SOURCE_DATE_EPOCH"])))
+    text = open(os.path.join(PKG, "containerd-shim-capsem-v2.8.in")).read()
+    gz(None, os.path.join(man8, "containerd-shim-capsem-v2.8.gz"),
+       text.replace("@VERSION@", version).replace("@DATE@", date).encode())
     doc = os.path.join(STAGE, "usr/share/doc/capsem")
     os.makedirs(doc)
     shutil.copy(os.path.join(PKG, "copyright"), doc)
+    # a node's containerd and Kubernetes snippets (docs/SCALE-OUT.md), not installed anywhere live
+    shutil.copytree(os.path.join(ROOT, "deploy/kubernetes"),
+                    os.path.join(doc, "examples/kubernetes"))
     ov = os.path.join(STAGE, "usr/share/lintian/overrides")
     os.makedirs(ov)
     overrides = "".join(l for l in open(os.path.join(PKG, "lintian-overrides"))
@@ -243,6 +266,7 @@ def main():
     if not a.skip_build:
         build_host(env)
         build_guest(env)
+        build_shim(env)
         stage_tree(version, env)
     pkg_version = a.version or version
     changelog(pkg_version, epoch)

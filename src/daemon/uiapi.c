@@ -306,9 +306,8 @@ struct vm_job {
 	char *path;
 	int stats; /* else a page */
 	unsigned bucket_s;
-	enum ledger_kind kind;
+	struct ledger_page_req page; /* its filter and decision are owned here */
 	char *filter, *decision;
-	unsigned offset, limit;
 	json_t *res;
 	int r;
 };
@@ -316,9 +315,10 @@ struct vm_job {
 static void vm_job_work(uv_work_t *w)
 {
 	struct vm_job *j = w->data;
+	j->page.filter = j->filter;
+	j->page.decision = j->decision;
 	j->r = j->stats ? ledger_stats(j->path, j->bucket_s, &j->res)
-			: ledger_page(j->path, j->kind, j->filter, j->decision, j->offset, j->limit,
-				      &j->res);
+			: ledger_page(j->path, &j->page, &j->res);
 }
 
 static void vm_job_done(uv_work_t *w, int st)
@@ -381,8 +381,9 @@ void uiapi_vm_stats(struct api *a, struct httpd_conn *c, struct vm *vm, const ch
 
 void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const char *query)
 {
-	_cleanup_free_ char *kind = NULL, *q = NULL, *dec = NULL, *off = NULL, *lim = NULL;
-	uint64_t o = 0, l = 50;
+	_cleanup_free_ char *kind = NULL, *q = NULL, *dec = NULL, *off = NULL, *lim = NULL,
+			    *bef = NULL, *aft = NULL;
+	uint64_t o = 0, l = 50, cur = 0;
 	int kr = http_query_get(query, "kind", &kind);
 	int k = kr == 0 ? ledger_kind_from_name(kind) : -1;
 	if (k < 0 || k == LEDGER_DROPPED) {
@@ -390,17 +391,22 @@ void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const
 				  "kind: exec, net, dns, model_call, tool_call, policy or fs");
 		return;
 	}
+	int br = http_query_get(query, "before", &bef), ar = http_query_get(query, "after", &aft);
 	if (http_query_get(query, "q", &q) == -EBADMSG ||
-	    http_query_get(query, "decision", &dec) == -EBADMSG ||
-	    (dec && strcmp(dec, "allow") != 0 && strcmp(dec, "block") != 0) ||
+	    http_query_get(query, "decision", &dec) == -EBADMSG || br == -EBADMSG ||
+	    ar == -EBADMSG || (dec && strcmp(dec, "allow") != 0 && strcmp(dec, "block") != 0) ||
 	    (http_query_get(query, "offset", &off) == 0 &&
 	     (parse_u64(off, &o) < 0 || o > 100000000)) ||
 	    (http_query_get(query, "limit", &lim) == 0 &&
 	     (parse_u64(lim, &l) < 0 || l < 1 || l > 1000)) ||
-	    (q && strlen(q) > 256)) {
-		httpd_reply_error(c, 400, "bad_request",
-				  "q: up to 256 bytes; decision: allow or block; offset: a number; "
-				  "limit: 1..1000");
+	    (q && strlen(q) > 256) || (bef && aft) || ((bef || aft) && o) ||
+	    (bef && (parse_u64(bef, &cur) < 0 || cur < 1 || cur > INT64_MAX)) ||
+	    (aft && (parse_u64(aft, &cur) < 0 || cur >= INT64_MAX))) {
+		httpd_reply_error(
+			c, 400, "bad_request",
+			"q: up to 256 bytes; decision: allow or block; before: a row id "
+			"(older rows), or after: a row id (newer rows), or offset: a number; "
+			"limit: 1..1000");
 		return;
 	}
 	struct vm_job *j = calloc(1, sizeof(*j));
@@ -408,11 +414,13 @@ void uiapi_vm_activity(struct api *a, struct httpd_conn *c, struct vm *vm, const
 		httpd_reply_error(c, 500, "internal", "out of memory");
 		return;
 	}
-	j->kind = (enum ledger_kind)k;
+	j->page.kind = (enum ledger_kind)k;
+	j->page.from = bef ? LEDGER_PAGE_BEFORE : aft ? LEDGER_PAGE_AFTER : LEDGER_PAGE_NEWEST;
+	j->page.cursor = (int64_t)cur;
+	j->page.offset = (unsigned)o;
+	j->page.limit = (unsigned)l;
 	j->filter = TAKE_PTR(q);
 	j->decision = TAKE_PTR(dec);
-	j->offset = (unsigned)o;
-	j->limit = (unsigned)l;
 	vm_job_start(a, c, vm, j);
 }
 

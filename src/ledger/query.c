@@ -941,70 +941,147 @@ static const struct page_sql page_sqls[] = {
 	{ .kind = LEDGER_FS, .table = "fs", .text = "path || ' ' || coalesce(old_path,'')" },
 };
 
-int ledger_page(const char *path, enum ledger_kind k, const char *filter, const char *decision,
-		unsigned offset, unsigned limit, json_t **ret)
+/* Rewind one of ledger_page()'s row statements (its filter bindings stay) and bind the page:
+ * ?3 limit, ?4 offset, ?5 the cursor. 0 or -errno. */
+static int page_bind(sqlite3_stmt *st, int64_t cursor, unsigned limit, unsigned offset)
+{
+	int rc;
+	sqlite3_reset(st);
+	if ((rc = sqlite3_bind_int64(st, 3, limit)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(st, 4, offset)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(st, 5, cursor)) != SQLITE_OK)
+		return sql_err(rc);
+	return 0;
+}
+
+/* 1 when st (bound to a filter) has a row on its side of cursor, 0 when not, -errno. */
+static int page_probe(sqlite3_stmt *st, int64_t cursor)
+{
+	int r = page_bind(st, cursor, 1, 0);
+	if (r < 0)
+		return r;
+	int rc = sqlite3_step(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+static json_t *json_id_or_null(int has, int64_t id)
+{
+	return has ? json_integer((json_int_t)id) : json_null();
+}
+
+int ledger_page(const char *path, const struct ledger_page_req *rq, json_t **ret)
 {
 	const struct page_sql *ps = NULL;
+	enum ledger_kind k = rq->kind;
 	for (size_t i = 0; i < ELEMENTSOF(page_sqls); i++)
 		if (page_sqls[i].kind == k)
 			ps = &page_sqls[i];
-	if (!ps || (decision && !ps->has_decision && k != LEDGER_POLICY))
+	if (!ps || (rq->decision && !ps->has_decision && k != LEDGER_POLICY))
 		return -EINVAL;
-	limit = limit ? MIN(limit, 1000u) : 50u;
+	if ((rq->from == LEDGER_PAGE_BEFORE && rq->cursor < 1) ||
+	    (rq->from == LEDGER_PAGE_AFTER && (rq->cursor < 0 || rq->cursor == INT64_MAX)) ||
+	    (rq->from != LEDGER_PAGE_NEWEST && rq->offset))
+		return -EINVAL;
+	unsigned limit = rq->limit ? MIN(rq->limit, 1000u) : 50u;
 	_cleanup_db_ sqlite3 *db = NULL;
 	int r = open_ro(path, &db);
-	if (r == -ENODATA) {
-		*ret = json_pack("{s:i, s:[]}", "total", 0, "rows");
+	if (r == -ENODATA || (r == 0 && !has_table(db, ps->table))) {
+		*ret = json_pack("{s:i, s:[], s:n, s:n}", "total", 0, "rows", "next_before",
+				 "prev_after");
 		return *ret ? 0 : -ENOMEM;
 	}
 	if (r < 0)
 		return r;
-	if (!has_table(db, ps->table)) {
-		*ret = json_pack("{s:i, s:[]}", "total", 0, "rows");
-		return *ret ? 0 : -ENOMEM;
-	}
-	/* only fixed text goes into the SQL: the filter and decision are bound parameters */
+	/* only fixed text goes into the SQL: the filter, decision and cursor are bound parameters.
+	 * The cursor is a range of the primary key (id is the rowid): EXPLAIN QUERY PLAN says
+	 * "SEARCH <table> USING INTEGER PRIMARY KEY (rowid<?)", so a page reads about `limit`
+	 * rows (more when a filter skips some), wherever it is. */
 	const char *dcol = k == LEDGER_POLICY ? "action" : "decision";
-	_cleanup_free_ char *where = NULL, *count_sql = NULL, *rows_sql = NULL;
+	/* every row: a count without a WHERE, which SQLite answers faster (no row is decoded) */
+	int any = !(rq->filter && *rq->filter) && !rq->decision;
+	_cleanup_free_ char *where = NULL, *count_sql = NULL, *older_sql = NULL, *newer_sql = NULL;
 	if (asprintf(&where,
-		     "WHERE (?1 IS NULL OR instr(lower(%s), lower(?1)) > 0) AND "
-		     "(?2 IS NULL OR %s = ?2)",
-		     ps->text, decision ? dcol : "?2") < 0 ||
-	    asprintf(&count_sql, "SELECT count(*) FROM %s %s", ps->table, where) < 0 ||
-	    asprintf(&rows_sql, "SELECT * FROM %s %s ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+		     "(?1 IS NULL OR instr(lower(%s), lower(?1)) > 0) AND (?2 IS NULL OR %s = ?2)",
+		     ps->text, rq->decision ? dcol : "?2") < 0 ||
+	    asprintf(&count_sql, "SELECT count(*) FROM %s%s%s", ps->table, any ? "" : " WHERE ",
+		     any ? "" : where) < 0 ||
+	    asprintf(&older_sql,
+		     "SELECT * FROM %s WHERE id < ?5 AND %s ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+		     ps->table, where) < 0 ||
+	    asprintf(&newer_sql,
+		     "SELECT * FROM %s WHERE id > ?5 AND %s ORDER BY id ASC LIMIT ?3 OFFSET ?4",
 		     ps->table, where) < 0)
 		return -ENOMEM;
-	_cleanup_stmt_ sqlite3_stmt *cs = NULL, *rs = NULL;
-	if ((r = prep(db, count_sql, &cs)) < 0 || (r = prep(db, rows_sql, &rs)) < 0)
+	_cleanup_stmt_ sqlite3_stmt *cs = NULL, *older = NULL, *newer = NULL;
+	if ((r = prep(db, count_sql, &cs)) < 0 || (r = prep(db, older_sql, &older)) < 0 ||
+	    (r = prep(db, newer_sql, &newer)) < 0)
 		return r;
-	sqlite3_stmt *sts[2] = { cs, rs };
-	for (int i = 0; i < 2; i++) {
-		if (filter && *filter)
-			sqlite3_bind_text(sts[i], 1, filter, -1, SQLITE_STATIC);
+	sqlite3_stmt *sts[3] = { older, newer, any ? NULL : cs };
+	for (int i = 0; i < 3 && sts[i]; i++) {
+		if (rq->filter && *rq->filter)
+			sqlite3_bind_text(sts[i], 1, rq->filter, -1, SQLITE_STATIC);
 		else
 			sqlite3_bind_null(sts[i], 1);
-		if (decision)
-			sqlite3_bind_text(sts[i], 2, decision, -1, SQLITE_STATIC);
+		if (rq->decision)
+			sqlite3_bind_text(sts[i], 2, rq->decision, -1, SQLITE_STATIC);
 		else
 			sqlite3_bind_null(sts[i], 2);
 	}
-	sqlite3_bind_int64(rs, 3, limit);
-	sqlite3_bind_int64(rs, 4, offset);
 	int rc = sqlite3_step(cs);
 	if (rc != SQLITE_ROW)
 		return sql_err(rc);
 	int64_t total = sqlite3_column_int64(cs, 0);
+
+	/* one row more than the page tells whether there is a page beyond it */
+	int up = rq->from == LEDGER_PAGE_AFTER;
+	sqlite3_stmt *st = up ? newer : older;
+	int64_t cursor = rq->from == LEDGER_PAGE_NEWEST ? INT64_MAX : rq->cursor;
+	if ((r = page_bind(st, cursor, limit + 1, rq->offset)) < 0)
+		return r;
 	_cleanup_json_ json_t *rows = json_array();
 	if (!rows)
 		return -ENOMEM;
-	while ((rc = sqlite3_step(rs)) == SQLITE_ROW) {
-		json_t *o = row_json(rs, k);
-		if (!o || json_array_append_new(rows, o) < 0)
+	unsigned n = 0;
+	int64_t first = 0, last = 0; /* the newest and the oldest id of the page */
+	int beyond = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			beyond = 1;
+			break;
+		}
+		int64_t id = sqlite3_column_int64(st, 0);
+		json_t *o = row_json(st, k);
+		/* the newer page is read oldest first: each row goes in front */
+		if (!o ||
+		    (up ? json_array_insert_new(rows, 0, o) : json_array_append_new(rows, o)) < 0)
 			return -ENOMEM;
+		if (n == 0)
+			first = last = id;
+		first = MAX(first, id);
+		last = MIN(last, id);
+		n++;
 	}
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return sql_err(rc);
-	*ret = json_pack("{s:I, s:O}", "total", (json_int_t)total, "rows", rows);
+	/* the other side: is there a matching row past the page's edge (or past the cursor, for an
+	 * empty page)? */
+	int has_older = 0, has_newer = 0;
+	int64_t older_edge = n ? last : cursor + 1, newer_edge = n ? first : cursor - 1;
+	if (up) {
+		has_newer = beyond;
+		has_older = page_probe(older, older_edge);
+	} else {
+		has_older = beyond;
+		if (rq->from == LEDGER_PAGE_BEFORE || (rq->offset && n))
+			has_newer = page_probe(newer, newer_edge);
+	}
+	if (has_older < 0)
+		return has_older;
+	if (has_newer < 0)
+		return has_newer;
+	*ret = json_pack("{s:I, s:O, s:o, s:o}", "total", (json_int_t)total, "rows", rows,
+			 "next_before", json_id_or_null(has_older, older_edge), "prev_after",
+			 json_id_or_null(has_newer, newer_edge));
 	return *ret ? 0 : -ENOMEM;
 }
 

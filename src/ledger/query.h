@@ -67,13 +67,33 @@ int ledger_sessions_prune(const char *dir, unsigned keep, char *const *keep_ids)
  * 3'" or "block GET https://example.com/x  403  rule deny-all". Always NUL-terminates. */
 void ledger_event_summary(const json_t *ev, char *out, size_t n);
 
-/* A page of kind k's rows, newest first, for the web UI's activity tabs: {"total": N,
- * "rows": [event, ...]} with the rows whose text columns contain filter (case-insensitive;
- * NULL or "": any) and whose decision (policy: action) is decision ("allow"/"block"; NULL: any;
- * -EINVAL for a kind without one); limit 0 = 50, at most 1000. Kinds: exec, net, dns,
- * model_call, tool_call, policy, fs. -errno as ledger_query. */
-int ledger_page(const char *path, enum ledger_kind k, const char *filter, const char *decision,
-		unsigned offset, unsigned limit, json_t **ret);
+/* Where a page starts. Keyset paging: a page is the `limit` matching rows on one side of a row
+ * id, found by a range of the primary key, so the oldest page costs what the newest does. */
+enum ledger_page_from {
+	LEDGER_PAGE_NEWEST, /* the newest rows (then `offset` rows skipped: the older way) */
+	LEDGER_PAGE_BEFORE, /* the newest rows with id < cursor: the next, older page */
+	LEDGER_PAGE_AFTER,  /* the oldest rows with id > cursor: the previous, newer page */
+};
+
+struct ledger_page_req {
+	enum ledger_kind kind; /* exec, net, dns, model_call, tool_call, policy or fs */
+	const char
+		*filter; /* a case-insensitive substring of the kind's text columns; NULL/"": any */
+	const char *decision; /* "allow"/"block" (policy: its action); NULL: any */
+	enum ledger_page_from from;
+	int64_t cursor;	 /* a row id: BEFORE 1..INT64_MAX, AFTER 0..INT64_MAX-1 */
+	unsigned offset; /* rows skipped, LEDGER_PAGE_NEWEST only */
+	unsigned limit;	 /* 0 = 50, at most 1000 */
+};
+
+/* A page of rows for the web UI's activity tabs, newest first whatever its direction:
+ * {"total": N, "rows": [event, ...], "next_before": ID|null, "prev_after": ID|null}. total
+ * counts every matching row; next_before is the cursor of the older page (its rows have
+ * id < next_before), null when no older row matches; prev_after that of the newer page (id >
+ * prev_after), null when no newer row matches (for an empty page the cursors lead back across
+ * the given one). -EINVAL for a decision on a kind without one, a cursor out of range or an
+ * offset with a cursor; -errno as ledger_query. *ret (the caller's) is set on success only. */
+int ledger_page(const char *path, const struct ledger_page_req *rq, json_t **ret);
 /* Aggregates of a session for the web UI: {"counts": {table: N}, "model": {calls,
  * input_tokens, output_tokens, cost_usd}, "net": {allow, block}, "by_model": [{provider, model,
  * calls, input_tokens, output_tokens, cost_usd, avg_ms}], "tokens_series": [{t, model, tokens,

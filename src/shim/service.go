@@ -7,7 +7,8 @@
 //   host  <run>/<namespace>/<sandbox>.vm, .home   the VM's id and Capsem home (for Cleanup)
 //         <run>/<namespace>/<sandbox>/            the pod directory, a shared (rshared) bind mount
 //         <pod>/c/<container>                     each container's root file system, bound here
-//         <pod>/.capsem/capsem-ctr-init           the guest helper, copied in once
+//         <pod>/.capsem/capsem-ctr-init           the guest helper, copied in once (from beside
+//                                                 the shim, or the package's libexec directory)
 //   guest /capsem-pod/...                         the pod directory over 9p (capsemd "mounts")
 
 package main
@@ -307,16 +308,30 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 	return nil
 }
 
-// installHelper copies capsem-ctr-init (next to the shim, or $CAPSEM_CTR_INIT) into dir.
-func installHelper(dir string) error {
-	src := os.Getenv("CAPSEM_CTR_INIT")
-	if src == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		src = filepath.Join(filepath.Dir(self), helperName)
+// helperDir is where the Debian package installs capsem-ctr-init (a guest binary, so not on
+// PATH): set at link time by scripts/build-shim.sh --package (-X main.helperDir=...), empty in a
+// build tree, whose helper is always next to its shim.
+var helperDir string
+
+// helperPath finds capsem-ctr-init: $CAPSEM_CTR_INIT, next to the shim (self), else in helperDir.
+func helperPath(self string) string {
+	if p := os.Getenv("CAPSEM_CTR_INIT"); p != "" {
+		return p
 	}
+	p := filepath.Join(filepath.Dir(self), helperName)
+	if _, err := os.Stat(p); err != nil && helperDir != "" {
+		return filepath.Join(helperDir, helperName)
+	}
+	return p
+}
+
+// installHelper copies capsem-ctr-init (helperPath) into dir.
+func installHelper(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	src := helperPath(self)
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("the guest helper: %w", err)

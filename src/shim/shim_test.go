@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/binary"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -131,5 +133,33 @@ func TestOwnedByHelper(t *testing.T) {
 		if ownedByHelper(d) {
 			t.Errorf("%s", d)
 		}
+	}
+}
+
+func TestHelperPath(t *testing.T) {
+	dir := t.TempDir()
+	self := filepath.Join(dir, "containerd-shim-capsem-v2")
+	t.Setenv("CAPSEM_CTR_INIT", "")
+	defer func(d string) { helperDir = d }(helperDir)
+	// a build tree: beside the shim, whether or not it is there yet
+	helperDir = ""
+	if p := helperPath(self); p != filepath.Join(dir, helperName) {
+		t.Errorf("build tree: %s", p)
+	}
+	// the package: /usr/bin holds no helper, the libexec directory does
+	helperDir = "/usr/libexec/capsem"
+	if p := helperPath(self); p != "/usr/libexec/capsem/"+helperName {
+		t.Errorf("package: %s", p)
+	}
+	// one beside the shim wins (a shim copied by hand with its helper)
+	if err := os.WriteFile(filepath.Join(dir, helperName), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if p := helperPath(self); p != filepath.Join(dir, helperName) {
+		t.Errorf("beside the shim: %s", p)
+	}
+	t.Setenv("CAPSEM_CTR_INIT", "/x/helper")
+	if p := helperPath(self); p != "/x/helper" {
+		t.Errorf("CAPSEM_CTR_INIT: %s", p)
 	}
 }

@@ -86,7 +86,13 @@ def test_contents_and_depends(deb, unpacked):
                  "./usr/share/bash-completion/completions/capsem",
                  "./usr/share/zsh/vendor-completions/_capsem", "./etc/capsem/corp.toml",
                  "./usr/share/doc/capsem/copyright", "./usr/share/doc/capsem/changelog.gz",
-                 "./usr/share/man/man1/capsem.1.gz", "./usr/share/man/man1/capsem-setup.1.gz"):
+                 "./usr/share/man/man1/capsem.1.gz", "./usr/share/man/man1/capsem-setup.1.gz",
+                 "./usr/bin/containerd-shim-capsem-v2", "./usr/libexec/capsem/capsem-ctr-init",
+                 "./usr/share/man/man8/containerd-shim-capsem-v2.8.gz",
+                 "./usr/share/doc/capsem/examples/kubernetes/containerd-config.toml",
+                 "./usr/share/doc/capsem/examples/kubernetes/containerd-capsem.conf",
+                 "./usr/share/doc/capsem/examples/kubernetes/runtimeclass.yaml",
+                 "./usr/share/doc/capsem/examples/kubernetes/pod-example.yaml"):
         assert re.search(r"\s" + re.escape(path) + r"(\s|$)", files, re.M), path
     # owners and times fixed: root/root, the commit's time
     assert all(" root/root " in l for l in files.splitlines()), "owners must be root/root"
@@ -107,8 +113,18 @@ def test_contents_and_depends(deb, unpacked):
     assert json.loads(v)["client"]["version"] == meson.group(1)
     # no build path in any binary
     for b in ("usr/bin/capsem", "usr/bin/capsemd", "usr/bin/capsem-builder",
-              "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-guest"):
+              "usr/libexec/capsem/capsem-vm", "usr/libexec/capsem/capsem-guest",
+              "usr/bin/containerd-shim-capsem-v2", "usr/libexec/capsem/capsem-ctr-init"):
         assert ROOT.encode() not in (unpacked / b).read_bytes(), b
+    # the shim (Go): static, no VCS stamp, and it looks for its guest helper where the package
+    # puts it (-X main.helperDir); it runs (-v: containerd's shim library answers)
+    shim = unpacked / "usr/bin/containerd-shim-capsem-v2"
+    assert b"/usr/libexec/capsem" in shim.read_bytes()
+    if shutil.which("go"):
+        info = run(["go", "version", "-m", str(shim)]).stdout
+        assert "-trimpath=true" in info and "vcs" not in info, info
+    assert "Go version" in run([str(shim), "-v"]).stdout
+    assert "containerd" in field(deb, "Suggests")
     # size and the biggest contributors
     sizes = []
     for dirpath, _, fs in os.walk(unpacked):
@@ -140,8 +156,10 @@ def test_man_pages_render(unpacked):
             assert f"capsem-{c}.1.gz" in pages, c
     for p in ("capsem.1.gz", "capsemd.1.gz", "capsem-mcp.1.gz", "capsem-builder.1.gz"):
         assert p in pages
-    for p in pages:
-        r = run(["man", "--warnings", "-l", str(man1 / p)],
+    # the shim's page (section 8, written by hand) renders the same way
+    shim_page = unpacked / "usr/share/man/man8/containerd-shim-capsem-v2.8.gz"
+    for p in [man1 / p for p in pages] + [shim_page]:
+        r = run(["man", "--warnings", "-l", str(p)],
                 env=dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MANPAGER="cat"))
         assert not r.stderr.strip(), (p, r.stderr)
         assert "NAME" in r.stdout and "SYNOPSIS" in r.stdout, p
@@ -485,6 +503,14 @@ def test_installed_setup_and_run(installed):
     p = r.sh("capsem --help && capsem setup --help && man -w capsem-setup && "
              "bash -c 'source /usr/share/bash-completion/completions/capsem && complete -p capsem'")
     assert "capsem setup" in p.stdout
+    # the containerd shim is where containerd looks (PATH), beside the capsemd it starts, with
+    # its guest helper where it looks for it (not beside it: /usr/bin is for commands)
+    p = r.sh("command -v containerd-shim-capsem-v2 && command -v capsemd && "
+             "man -w 8 containerd-shim-capsem-v2 "
+             "&& test -x /usr/libexec/capsem/capsem-ctr-init && "
+             "test ! -e /usr/bin/capsem-ctr-init && containerd-shim-capsem-v2 -v")
+    assert p.stdout.split()[:2] == ["/usr/bin/containerd-shim-capsem-v2", "/usr/bin/capsemd"], \
+        p.stdout
     # setup, non-interactive: a key in the environment is found, not stored without
     # --store-keys, never printed; the debian image step (root, but no mmdebstrap here:
     # Recommends) is asked for the minimal one; no systemd user manager in a chroot

@@ -347,6 +347,23 @@ def test_vm_terminal_status_stats(gw):
     assert st == 200 and page["total"] >= 1 and page["rows"][0]["kind"] == "exec"
     st, page = api(gw, "GET", "/vms/webt/activity?kind=net&decision=maybe")
     assert st == 400
+    # keyset paging: two more commands, then one row a page, older by next_before, back by
+    # prev_after
+    for _ in range(2):
+        assert cli(gw["home"], "exec", "webt", "--", "true").returncode == 0
+    st, p1 = api(gw, "GET", "/vms/webt/activity?kind=exec&limit=1")
+    assert st == 200 and p1["total"] >= 3 and p1["prev_after"] is None and len(p1["rows"]) == 1
+    assert p1["next_before"] == p1["rows"][0]["id"]
+    st, p2 = api(gw, "GET", f"/vms/webt/activity?kind=exec&limit=1&before={p1['next_before']}")
+    assert st == 200 and p2["rows"][0]["id"] < p1["rows"][0]["id"]
+    assert p2["prev_after"] == p2["rows"][0]["id"] and p2["next_before"] is not None
+    st, back = api(gw, "GET", f"/vms/webt/activity?kind=exec&limit=1&after={p2['prev_after']}")
+    assert st == 200 and back["rows"] == p1["rows"] and back["prev_after"] is None
+    st, old = api(gw, "GET", "/vms/webt/activity?kind=exec&limit=1&after=0")
+    assert st == 200 and old["next_before"] is None and old["rows"][0]["id"] < p2["rows"][0]["id"]
+    for bad in ("before=0", "after=-1", "before=5&after=3", "before=5&offset=2", "before=x"):
+        st, _ = api(gw, "GET", f"/vms/webt/activity?kind=exec&{bad}")
+        assert st == 400, bad
     # /events pushes the status, then the state change of a stop
     ev = WS(p, f"/events?token={t}", timeout=120)
     assert ev.status == 101

@@ -2,13 +2,16 @@
 chromium) against a real capsemd, its gateway (capsem ui) and a real VM. Screenshots of every
 view and the axe-core reports land in build/ui-artifacts/; a model call made in a Debian VM
 through the proxy to the local provider stand-in (tests/e2e/upstream.py) is looked up in the
-Model calls tab with its tokens and cost; the terminal's keystroke-to-echo
-latency in build/ui-artifacts/latency-browser.json."""
+Model calls tab with its tokens and cost; the pager walks that VM's ledger, given PAGE_ROWS
+more requests, by its keyset cursors; the terminal's keystroke-to-echo latency in
+build/ui-artifacts/latency-browser.json."""
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -18,6 +21,7 @@ from test_webgw import cli, stop_daemon
 from upstream import KEYS, Upstream
 
 ARTIFACTS = os.path.join(ROOT, "build", "ui-artifacts")
+PAGE_ROWS = 130  # blocked requests added to the model VM's ledger: three pages of 50 to walk
 
 
 def model_call_vm(h, up):
@@ -34,6 +38,19 @@ def model_call_vm(h, up):
     assert p.returncode == 0 and b"capsem-answer-ui" in p.stdout, (p.stdout, p.stderr)
     assert any(path == "/v1/messages" and hd.get("x-api-key") == KEYS["anthropic"]
                for _, path, hd in up.stats.requests), "the stand-in did not get the real key"
+
+
+def seed_pages(h, vm, n):
+    """n blocked requests written into the VM's session ledger (SQLite's locking serialises
+    this writer with the VM's own), so that the HTTP tab has pages to walk."""
+    info = json.loads(cli(h, "info", vm, "--json").stdout)
+    db = sqlite3.connect(os.path.join(h, "sessions", info["session"] + ".db"), timeout=30)
+    now = int(time.time() * 1000)
+    db.executemany("INSERT INTO net (ts, scheme, method, host, path, decision, rule) "
+                   "VALUES (?, 'https', 'GET', 'paging.example', ?, 'block', 'ui-paging')",
+                   [(now + i, f"/p{i}") for i in range(n)])
+    db.commit()
+    db.close()
 
 
 def test_dashboard_in_chromium(tmp_path):
@@ -69,6 +86,7 @@ connect = "127.0.0.1:{up.https_port}"
     cred.chmod(0o600)
     try:
         model_call_vm(h, up)
+        seed_pages(h, "uimodel", PAGE_ROWS)
         p = cli(h, "ui")
         assert p.returncode == 0, p.stderr
         url = p.stdout.decode().strip()
@@ -76,7 +94,7 @@ connect = "127.0.0.1:{up.https_port}"
         os.makedirs(ARTIFACTS, exist_ok=True)
         r = subprocess.run(["node", "tests/ui.test.mjs", url], cwd=os.path.join(ROOT, "ui"),
                            env=dict(os.environ, ARTIFACTS=ARTIFACTS, CHROMIUM=chromium,
-                                    UI_MODEL_VM="uimodel"),
+                                    UI_MODEL_VM="uimodel", UI_PAGE_ROWS=str(PAGE_ROWS)),
                            capture_output=True, timeout=900)
         out = r.stdout.decode() + r.stderr.decode()
         print(out)

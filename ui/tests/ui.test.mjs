@@ -1,9 +1,10 @@
 // The dashboard in a real browser (Debian's chromium through playwright-core) against the real
 // gateway and capsemd with a real VM: create from the dialog, the terminal (echo hi, resize),
 // upload a file and read it back from the guest, a blocked request in the HTTP tab with its
-// rule, charts, policy check, settings, stop and delete from the dashboard; axe-core on every
-// view (no serious or critical violation); a screenshot of each view in $ARTIFACTS; the
-// keystroke-to-echo latency of the terminal protocol from inside the page (bench JSON).
+// rule, paging a long ledger by keyset cursors (older, oldest, newer, newest), charts, policy
+// check, settings, stop and delete from the dashboard; axe-core on every view (no serious or
+// critical violation); a screenshot of each view in $ARTIFACTS; the keystroke-to-echo latency
+// of the terminal protocol from inside the page (bench JSON).
 //   node tests/ui.test.mjs 'http://127.0.0.1:PORT/#token=...'
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
@@ -160,6 +161,50 @@ await step("a model call appears with its tokens and cost", async () => {
     throw new Error(`the row does not show the tokens: ${text}`);
   await shot(page, "06b-activity-model");
   await axe(page, "activity-model");
+});
+
+await step("activity pages: older, oldest, newer, newest by their cursors", async () => {
+  // test_webui.py put UI_PAGE_ROWS blocked requests in this VM's ledger: three pages and more
+  const m = process.env.UI_MODEL_VM, seeded = Number(process.env.UI_PAGE_ROWS || 0);
+  if (seeded < 101) throw new Error("UI_PAGE_ROWS is not set: test_webui.py writes the rows");
+  const asked = [];
+  const onReq = (r) => r.url().includes("/activity?") && asked.push(new URL(r.url()).searchParams);
+  page.on("request", onReq);
+  await page.goto(`${origin}/#/vm/${m}/activity`);
+  await page.getByRole("button", { name: "HTTP" }).click();
+  const pager = page.getByRole("navigation", { name: "Pages" });
+  const shown = pager.locator("span");
+  await shown.getByText(/^1–50 of \d+$/).waitFor({ timeout: 60000 });
+  const total = Number((await shown.textContent()).match(/of (\d+)/)[1]);
+  if (total < seeded) throw new Error(`${total} rows, ${seeded} written`);
+  const ids = () => page.locator("tr[data-kind=net] td button").evaluateAll(
+    (bs) => bs.map((b) => Number(b.getAttribute("aria-label").match(/\d+$/)[0])));
+  const descending = (a) => a.every((x, i) => i === 0 || x < a[i - 1]);
+  const p1 = await ids();
+  if (p1.length !== 50 || !descending(p1)) throw new Error(`newest page: ${p1}`);
+  if (!(await pager.getByRole("button", { name: "Newer" }).isDisabled())) throw new Error("Newer on the newest page");
+  await pager.getByRole("button", { name: "Older" }).click();
+  await shown.getByText(new RegExp(`^51–100 of ${total}$`)).waitFor();
+  const p2 = await ids();
+  if (p2.length !== 50 || !descending(p2) || p2[0] >= p1[49]) throw new Error(`second page ${p2} after ${p1}`);
+  await pager.getByRole("button", { name: "Oldest" }).click();
+  await shown.getByText(new RegExp(`^${total - 49}–${total} of ${total}$`)).waitFor();
+  const last = await ids();
+  if (!(await pager.getByRole("button", { name: "Older" }).isDisabled())) throw new Error("Older on the oldest page");
+  await pager.scrollIntoViewIfNeeded();
+  await shot(page, "06c-activity-oldest");
+  await axe(page, "activity-pages");
+  await pager.getByRole("button", { name: "Newer" }).click();
+  await shown.getByText(new RegExp(`^${total - 99}–${total - 50} of ${total}$`)).waitFor();
+  const above = await ids();
+  if (above.length !== 50 || above[49] <= last[0]) throw new Error(`newer page ${above} above ${last}`);
+  await pager.getByRole("button", { name: "Newest" }).click();
+  await shown.getByText(new RegExp(`^1–50 of ${total}$`)).waitFor();
+  if ((await ids())[0] !== p1[0]) throw new Error("Newest is not the first page again");
+  page.off("request", onReq);
+  // keyset paging: the pager sends cursors, never an offset
+  if (!asked.some((q) => q.has("before")) || !asked.some((q) => q.has("after")) || asked.some((q) => q.has("offset")))
+    throw new Error(`the pages asked: ${asked.map((q) => q.toString()).join(" ")}`);
   await page.goto(`${origin}/#/vm/${vmName}/activity`);
 });
 

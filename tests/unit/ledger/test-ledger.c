@@ -1,7 +1,7 @@
 /* test-ledger.c - the session ledger against real SQLite files in a temporary directory: every
  * event kind written and read back, batching, queue overflow and the dropped rows, a reader
  * while the writer writes (WAL), validation of JSON events, file modes, close and flush, one
- * writer per file, the sessions directory, and summaries. */
+ * writer per file, the sessions directory, summaries, and the web UI's keyset pages. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1048,6 +1048,160 @@ static void test_summary(void **state)
 	assert_int_equal(strlen(s), 11);
 }
 
+/* ---- pages for the web UI (keyset paging) ---- */
+
+static json_t *page(const char *path, const char *decision, enum ledger_page_from from,
+		    int64_t cursor, unsigned offset, unsigned limit)
+{
+	struct ledger_page_req rq = { .kind = LEDGER_NET,
+				      .decision = decision,
+				      .from = from,
+				      .cursor = cursor,
+				      .offset = offset,
+				      .limit = limit };
+	json_t *j = NULL;
+	assert_int_equal(ledger_page(path, &rq, &j), 0);
+	assert_true(json_is_array(json_object_get(j, "rows")));
+	return j;
+}
+
+/* the ids of a page's rows (newest first, checked) appended to ids; returns how many */
+static size_t page_ids(const json_t *pg, json_int_t *ids, size_t n)
+{
+	json_t *rows = json_object_get(pg, "rows"), *r;
+	size_t i;
+	json_array_foreach(rows, i, r)
+	{
+		ids[n + i] = jint(r, "id");
+		if (i)
+			assert_true(ids[n + i] < ids[n + i - 1]);
+	}
+	return json_array_size(rows);
+}
+
+/* a cursor of a page: its value, or -1 for null */
+static json_int_t cur(const json_t *pg, const char *k)
+{
+	json_t *v = json_object_get(pg, k);
+	assert_true(json_is_null(v) || json_is_integer(v));
+	return json_is_null(v) ? -1 : json_integer_value(v);
+}
+
+static void test_page(void **state)
+{
+	const char *path = db_path("page-1");
+	struct ledger *l = NULL;
+	json_int_t net[25], blocked[12], got[32];
+	size_t nb = 0;
+	assert_int_equal(ledger_open(path, &l), 0);
+	for (int i = 0; i < 25; i++) {
+		/* a DNS row between two requests: the ids of net have gaps (one id space) */
+		struct ledger_dns d = LEDGER_DNS_INIT;
+		d.qname = "x.example";
+		assert_int_equal(ledger_dns(l, &d), 0);
+		struct ledger_net n = LEDGER_NET_INIT;
+		n.decision = i % 2 ? "block" : "allow";
+		assert_int_equal(ledger_net(l, &n), 0);
+		net[24 - i] = 2 * i + 2; /* newest first */
+		if (i % 2)
+			blocked[11 - nb++] = 2 * i + 2;
+	}
+	ledger_close(l);
+	assert_int_equal(nb, 12);
+
+	/* the newest page, then older ones by next_before until there is none */
+	json_t *pg = page(path, NULL, LEDGER_PAGE_NEWEST, 0, 0, 10);
+	assert_int_equal(jint(pg, "total"), 25);
+	assert_int_equal(cur(pg, "prev_after"), -1);
+	size_t n = page_ids(pg, got, 0), pages = 1;
+	while (cur(pg, "next_before") >= 0) {
+		json_int_t b = cur(pg, "next_before");
+		assert_int_equal(b, got[n - 1]);
+		json_decref(pg);
+		pg = page(path, NULL, LEDGER_PAGE_BEFORE, b, 0, 10);
+		size_t k = page_ids(pg, got, n);
+		assert_int_equal(cur(pg, "prev_after"), got[n]); /* its newest row */
+		n += k;
+		pages++;
+	}
+	assert_int_equal(pages, 3);
+	assert_int_equal(n, 25);
+	assert_memory_equal(got, net, sizeof(net));
+	/* the oldest page (5 rows) leads back: prev_after gives the page above it */
+	json_int_t pa = cur(pg, "prev_after");
+	assert_int_equal(pa, got[20]);
+	json_decref(pg);
+	pg = page(path, NULL, LEDGER_PAGE_AFTER, pa, 0, 10);
+	assert_int_equal(page_ids(pg, got, 0), 10);
+	assert_memory_equal(got, &net[10], 10 * sizeof(json_int_t));
+	assert_int_equal(cur(pg, "next_before"), net[19]);
+	assert_int_equal(cur(pg, "prev_after"), net[10]);
+	pa = cur(pg, "prev_after");
+	json_decref(pg);
+	pg = page(path, NULL, LEDGER_PAGE_AFTER, pa, 0, 10);
+	assert_int_equal(page_ids(pg, got, 0), 10);
+	assert_memory_equal(got, net, 10 * sizeof(json_int_t));
+	assert_int_equal(cur(pg, "prev_after"), -1); /* the newest again */
+	assert_int_equal(cur(pg, "next_before"), net[9]);
+	json_decref(pg);
+
+	/* after=0: the oldest rows */
+	pg = page(path, NULL, LEDGER_PAGE_AFTER, 0, 0, 10);
+	assert_int_equal(page_ids(pg, got, 0), 10);
+	assert_memory_equal(got, &net[15], 10 * sizeof(json_int_t));
+	assert_int_equal(cur(pg, "next_before"), -1);
+	json_decref(pg);
+
+	/* the older way: an offset gives the same rows, and the cursors */
+	pg = page(path, NULL, LEDGER_PAGE_NEWEST, 0, 10, 10);
+	assert_int_equal(page_ids(pg, got, 0), 10);
+	assert_memory_equal(got, &net[10], 10 * sizeof(json_int_t));
+	assert_int_equal(cur(pg, "prev_after"), net[10]);
+	assert_int_equal(cur(pg, "next_before"), net[19]);
+	json_decref(pg);
+
+	/* a filter: the blocked ones only, both ways */
+	pg = page(path, "block", LEDGER_PAGE_NEWEST, 0, 0, 5);
+	assert_int_equal(jint(pg, "total"), 12);
+	n = page_ids(pg, got, 0);
+	while (cur(pg, "next_before") >= 0) {
+		json_int_t b = cur(pg, "next_before");
+		json_decref(pg);
+		pg = page(path, "block", LEDGER_PAGE_BEFORE, b, 0, 5);
+		n += page_ids(pg, got, n);
+	}
+	assert_int_equal(n, 12);
+	assert_memory_equal(got, blocked, sizeof(json_int_t) * 12);
+	json_decref(pg);
+
+	/* past either end: an empty page whose cursor leads back */
+	pg = page(path, NULL, LEDGER_PAGE_BEFORE, 1, 0, 10);
+	assert_int_equal(json_array_size(json_object_get(pg, "rows")), 0);
+	assert_int_equal(cur(pg, "next_before"), -1);
+	assert_int_equal(cur(pg, "prev_after"), 0);
+	json_decref(pg);
+	pg = page(path, NULL, LEDGER_PAGE_AFTER, 1000, 0, 10);
+	assert_int_equal(json_array_size(json_object_get(pg, "rows")), 0);
+	assert_int_equal(cur(pg, "prev_after"), -1);
+	assert_int_equal(cur(pg, "next_before"), 1001);
+	json_decref(pg);
+
+	/* bad requests */
+	json_t *j = NULL;
+	struct ledger_page_req rq = { .kind = LEDGER_NET, .from = LEDGER_PAGE_BEFORE, .cursor = 0 };
+	assert_int_equal(ledger_page(path, &rq, &j), -EINVAL);
+	rq.cursor = 5;
+	rq.offset = 3;
+	assert_int_equal(ledger_page(path, &rq, &j), -EINVAL);
+	rq = (struct ledger_page_req){ .kind = LEDGER_NET,
+				       .from = LEDGER_PAGE_AFTER,
+				       .cursor = INT64_MAX };
+	assert_int_equal(ledger_page(path, &rq, &j), -EINVAL);
+	rq = (struct ledger_page_req){ .kind = LEDGER_EXEC, .decision = "allow" };
+	assert_int_equal(ledger_page(path, &rq, &j), -EINVAL);
+	assert_null(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1066,6 +1220,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_exec_completion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_page, setup, teardown),
 		cmocka_unit_test(test_summary),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,8 +19,9 @@
  *
  * Trust boundary: every input byte is the guest's (hostile): sizes, counts, strings and fids are
  * checked before use; a malformed message is answered with Rlerror(EPROTO) when its size and tag
- * can be read, and a size over msize ends the session (ws9p_input() returns -EPROTO). Single
- * thread per server; no global state.
+ * can be read, and a size over msize ends the session (ws9p_input() returns -EPROTO). Errors
+ * are Rlerror with the Linux errno; a fid the server does not know is EBADF. Single thread per
+ * server; no global state.
  */
 #pragma once
 
@@ -42,7 +43,8 @@ void ws9p_free(struct ws9p *s); /* closes every fd it holds; NULL is fine */
 /* Take n transport bytes: every complete message is served at once and its reply appended to
  * the output. Returns how many bytes were taken (fewer than n only when the output holds more
  * than WS9P_OUT_MAX: drain it, then offer the rest again), or -EPROTO when the stream cannot go
- * on (a size field below 7 or over the negotiated msize): the caller drops the transport. */
+ * on (a size field below 7 or over the negotiated msize; every later call too), or -ENOMEM when
+ * a reply cannot be allocated: the caller drops the transport. */
 ssize_t ws9p_input(struct ws9p *s, const uint8_t *p, size_t n);
 
 /* The replies not yet handed out: a pointer to *ret_n bytes (NULL when none), valid until the
@@ -53,10 +55,12 @@ void ws9p_consume(struct ws9p *s, size_t n);
 /* Open fids now (for tests and the VM's info). */
 size_t ws9p_fid_count(const struct ws9p *s);
 
-/* Write the state (fids with paths, open flags and directory offsets; the incomplete request;
- * the pending replies; msize) to fd as JSON. 0 or -errno. */
+/* Write the state (fids with paths and open flags; the incomplete request; the pending replies;
+ * msize) to fd as JSON. Nothing else is needed: I/O is at each request's offset and Treaddir
+ * seeks to the offset it is given. 0 or -errno. */
 int ws9p_save(const struct ws9p *s, int fd);
-/* Load a state saved by ws9p_save() into a server that has served nothing yet. 0, or -EINVAL for
- * a state that does not parse (nothing loaded), or -errno. A fid whose path cannot be opened any
- * more is kept as stale (ESTALE to every request but Tclunk). */
+/* Load a state saved by ws9p_save() into a server that has served nothing yet (else -EBUSY). 0,
+ * or -EINVAL for a state that does not parse (nothing loaded), or -errno. A fid whose path cannot
+ * be opened (or, unopened, found) any more is kept as stale (ESTALE to every request; Tclunk and
+ * Tremove clunk it). */
 int ws9p_restore(struct ws9p *s, int fd);

@@ -674,7 +674,7 @@ static int vm_start(struct vm *vm)
 		return log_error_errno(r, "cannot start the vsock backend in %s", vm->o.vmdir);
 	if (r < 0)
 		return r;
-	if (vm->o.workspace_serial && (r = vm_ws_start(vm)) < 0) /* confined: after Landlock */
+	if (vm->o.workspace_serial && (r = vm_ws_start(vm)) < 0) /* a confined child */
 		return r;
 
 	struct qemu_config qc = {
@@ -1194,6 +1194,8 @@ int main(int argc, char **argv)
 	log_setup_from_env();
 	if (argc > 1 && streq(argv[1], "--mcp-exec"))
 		return vm_mcp_exec(argc, argv);
+	if (argc > 1 && streq(argv[1], "--ws9p-serve"))
+		return vm_ws9p_serve(argc, argv);
 	vm.cg = (struct hostcg)HOSTCG_INIT;
 	r = parse_args(argc, argv, &vm.o);
 	if (r == 0 && vm_workspace_transport(&vm.o) < 0)

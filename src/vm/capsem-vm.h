@@ -148,18 +148,21 @@ int vm_chan_restart(struct vm *vm);
 #define WS_SOCKET "ws.sock"  /* QEMU's chardev of the port "capsem.ws" connects here */
 #define WS_STATE VM_WS_STATE /* the 9p server's state, beside SUSPEND_STATE */
 
-/* Serve --workspace over the port (before QEMU starts; with --incoming, from WS_STATE). 0 or
- * -errno (logged). */
+/* Serve --workspace over the port: start the server process (capsem-vm --ws9p-serve, ws9pd.c)
+ * before QEMU, with the state saved in WS_STATE on a resume. 0 or -errno (logged). */
 int vm_ws_start(struct vm *vm);
-/* Stop the thread, close the connection. NULL-safe. */
+/* Stop the server. NULL-safe. */
 void vm_ws_stop(struct vm *vm);
-/* The guest is stopped (QMP stop): serve what QEMU still hands over, write no more, wait until
- * QEMU took every reply byte, and write WS_STATE. Then vm_ws_check() after the save (nothing
- * arrived since) and vm_ws_thaw() when the save failed. 0, or -errno with err set. No
- * workspace over the port: 0. */
+/* The guest is stopped (QMP stop): the server serves what QEMU still hands over, writes no
+ * more, waits until QEMU took every reply byte, and its state goes to WS_STATE. Then
+ * vm_ws_check() after the save (nothing arrived since) and vm_ws_thaw() when the save failed.
+ * 0, or -errno with err set. No workspace over the port: 0. */
 int vm_ws_quiesce(struct vm *vm, char *err, size_t errlen);
 int vm_ws_check(struct vm *vm, char *err, size_t errlen);
 void vm_ws_thaw(struct vm *vm);
+
+/* ws9pd.c: capsem-vm --ws9p-serve DIR, the server process itself. Its exit status. */
+int vm_ws9p_serve(int argc, char **argv);
 
 /* ---- vmsuspend.c ---- */
 

@@ -8,3 +8,8 @@
  * logged and allowed (SCF_LOG). 0 or -errno (scf_install). Also used by
  * tests/helpers/proxy-front --seccomp, to measure the filter's cost on the proxy. */
 int vm_seccomp_install(enum scf_mode mode);
+
+/* The same for the workspace's 9p server (capsem-vm --ws9p-serve, ws9pd.c): a much shorter list
+ * (files below its root, its sockets, memory; no socket(), connect() or exec), the same kill
+ * list. */
+int vm_seccomp_install_ws9p(enum scf_mode mode);

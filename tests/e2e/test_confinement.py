@@ -330,3 +330,44 @@ def capsemd_probes(tmp_path, victim):
     finally:
         cli(ch, home, "delete", "sigsys")
         stop_daemon(ch)
+
+
+def test_workspace_server_probes(tmp_path, victim):
+    """The workspace's 9p server of a suspendable VM (capsem-vm --ws9p-serve) parses the
+    guest's bytes: it runs in a process of its own, with no new privileges, capsem-vm's seccomp
+    filter and a narrower one of its own, and a Landlock ruleset that holds the workspace and
+    nothing of $CAPSEM_HOME, the VM directory, $HOME or another VM; no exec, no TCP."""
+    need_image()
+    home, ch, other = layout(tmp_path)
+    vmdir = ch / "vms" / "this"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    env = {"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim,
+                                          [f"create:{ws}", f"open:{vmdir}/serial.log"]),
+           "CAPSEM_PROBE_ONLY": "ws9p"}
+    p = start_vm(vmdir, home, ch, "--channel", "serial", "--workspace", str(ws), env=env)
+    try:
+        ev = json.loads(p.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", ev
+        log = (vmdir / "ws9p.log").read_text()
+        servers = [pid for pid in procs_mentioning("--ws9p-serve")
+                   if str(ws).encode() in open(f"/proc/{pid}/cmdline", "rb").read()]
+        assert len(servers) == 1, servers
+        st = status(servers[0])
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+        assert int(st.get("Seccomp_filters", "2")) >= 2, st  # capsem-vm's and its own
+    finally:
+        assert stop_process(p) == 0
+    w = results(log, "ws9p")
+    assert w, log
+    assert w["status:"] == "NoNewPrivs=1 Seccomp=2", w
+    assert w[f"ptrace:{victim}"] == "signal 31", w
+    assert w["connect:1.1.1.1:443"] != "ok" and w["connect:127.0.0.1:22"] != "ok", w
+    if landlock_abi() <= 0:
+        pytest.skip("no Landlock on this kernel: the file probes are not enforced")
+    assert w[f"create:{ws}"] == "ok", w
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                 f"open:{other}/serial.log", f"create:{other}", f"open:{vmdir}/serial.log",
+                 "exec:/bin/true"):
+        assert w[what] == "EACCES", (what, w)
+    assert not procs_mentioning(str(tmp_path))

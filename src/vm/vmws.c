@@ -127,14 +127,19 @@ int vm_ws_start(struct vm *vm)
 {
 	char err[256];
 	_cleanup_free_ char *self = realpath("/proc/self/exe", NULL);
+	if (!self)
+		return log_error_errno(negative_errno(), "cannot find capsem-vm's own binary");
 	_cleanup_close_ int lfd = unix_listen(WS_SOCKET, 1);
+	if (lfd < 0)
+		return log_error_errno(lfd, "cannot listen on %s/" WS_SOCKET, vm->o.vmdir);
 	_cleanup_close_ int log_fd =
 		open(WS_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (log_fd < 0)
+		return log_error_errno(negative_errno(), "cannot create %s/" WS_LOG, vm->o.vmdir);
 	int sv[2] = { -1, -1 }, pidfd = -1;
-	if (!self || lfd < 0 || log_fd < 0 ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return log_error_errno(lfd < 0 ? lfd : negative_errno(),
-				       "cannot set up the workspace server in %s", vm->o.vmdir);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return log_error_errno(negative_errno(),
+				       "cannot make the workspace server's socket");
 	struct vmws *w = calloc(1, sizeof(*w));
 	if (!w) {
 		safe_close(sv[0]);

@@ -256,7 +256,8 @@ int vm_ws9p_serve(int argc, char **argv)
 	v->lfd = v->conn = -1;
 	_cleanup_close_ int root = open(argv[2], O_PATH | O_DIRECTORY | O_CLOEXEC);
 	int r = root < 0 ? negative_errno() : 0;
-	if (r == 0 && getenv("CAPSEM_CONFINE") && streq(getenv("CAPSEM_CONFINE"), "0"))
+	const char *conf = getenv("CAPSEM_CONFINE");
+	if (r == 0 && conf && streq(conf, "0"))
 		log_debug("ws9p: confinement off (CAPSEM_CONFINE=0)");
 	else if (r == 0)
 		r = confine(argv[2]);

@@ -744,6 +744,8 @@ static int t_lcreate(struct ws9p *s, struct rd *r, struct wr *w)
 		return fd;
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR; /* open(2) refuses O_CREAT on a directory too */
 	if (made && (st.st_mode & 07777) != m && fchmod(fd, m) == 0)
 		st.st_mode = (st.st_mode & S_IFMT) | m; /* the server's umask does not apply */
 	fid_close(d);

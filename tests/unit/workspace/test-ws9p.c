@@ -648,6 +648,18 @@ static void test_files(void **state)
 	assert_int_equal(a.gid, 0);
 	assert_int_equal(c_fid_op(s, TFSYNC, 1), 0);
 	assert_int_equal(c_lcreate(s, 0, "a.txt", L_RDWR | L_CREAT | L_EXCL, 0640), -EEXIST);
+	/* O_CREAT without O_EXCL opens what is there, but never a directory */
+	assert_int_equal(c_clone(s, 0, 2), 0);
+	assert_int_equal(c_lcreate(s, 2, "a.txt", L_RDONLY | L_CREAT, 0600), 0);
+	assert_int_equal(c_read(s, 2, 0, 5, buf, sizeof(buf)), 5);
+	assert_string_equal(buf, "hello");
+	assert_int_equal(c_fid_op(s, TCLUNK, 2), 0);
+	assert_int_equal(c_mkdir(s, 0, "dd", 0755), 0);
+	assert_int_equal(c_clone(s, 0, 2), 0);
+	assert_int_equal(c_lcreate(s, 2, "dd", L_RDONLY | L_CREAT, 0600), -EISDIR);
+	assert_int_equal(c_lcreate(s, 2, "dd", L_RDWR | L_CREAT, 0600), -EISDIR);
+	assert_int_equal(c_fid_op(s, TCLUNK, 2), 0);
+	assert_int_equal(c_unlinkat(s, 0, "dd", 0x200), 0);
 	/* walk: qids, clones, errors */
 	assert_int_equal(c_walk(s, 0, 2, &q, "a.txt"), 1);
 	assert_int_equal(q.type, 0);

@@ -19,6 +19,12 @@ ssize_t fd_read_some(int fd, void *p, size_t n);
 ssize_t fd_read_line(int fd, char *buf, size_t cap, size_t *len, uint64_t until_ms);
 void fd_line_consume(char *buf, size_t *len, size_t k);
 int fd_set_nonblock(int fd, int on);
+/* sendmsg(MSG_NOSIGNAL) of up to n bytes of p, with fd passed alongside (SCM_RIGHTS) when fd >= 0.
+ * The bytes sent (all, on a SOCK_SEQPACKET socket), or -errno. */
+ssize_t fd_send_with_fd(int sock, const void *p, size_t n, int fd);
+/* recvmsg of at most n bytes into p, and an fd passed alongside in *ret_fd (O_CLOEXEC; -1 when
+ * none came). The bytes read (0: end of stream), or -errno. */
+ssize_t fd_recv_with_fd(int sock, void *p, size_t n, int *ret_fd);
 /* Block the n signals of sigs (before any thread starts, so that only the descriptor sees them),
  * ignore SIGPIPE, and return a non-blocking CLOEXEC signalfd for them, or -errno. */
 int signalfd_for(const int *sigs, size_t n);

@@ -51,33 +51,17 @@ static int qmp_write(int sock, const char *text, int fd)
 {
 	size_t n = strlen(text), done = 0;
 	while (done < n) {
-		struct iovec iov = { .iov_base = (char *)text + done, .iov_len = n - done };
-		union {
-			char b[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
-		if (fd >= 0 && done == 0) {
-			memset(&u, 0, sizeof(u));
-			m.msg_control = u.b;
-			m.msg_controllen = sizeof(u.b);
-			struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(c), &fd, sizeof(int));
-		}
-		ssize_t k = sendmsg(sock, &m, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
+		ssize_t k = fd_send_with_fd(sock, text + done, n - done, done == 0 ? fd : -1);
+		if (k == -EINTR)
 			continue;
-		if (k < 0 && errno == EAGAIN) {
+		if (k == -EAGAIN) {
 			struct pollfd p = { .fd = sock, .events = POLLOUT };
 			if (poll(&p, 1, QMP_CALL_MS) <= 0)
 				return -ETIMEDOUT;
 			continue;
 		}
 		if (k <= 0)
-			return k < 0 ? negative_errno() : -EPIPE;
+			return k < 0 ? (int)k : -EPIPE;
 		done += (size_t)k;
 	}
 	return 0;

@@ -51,23 +51,8 @@ struct vmws {
 static int ws_call(struct vmws *w, const char *word, int fd, int timeout_ms, char *err,
 		   size_t errlen)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u = { 0 };
-	struct iovec iov = { .iov_base = (char *)word, .iov_len = strlen(word) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (fd >= 0) {
-		m.msg_control = u.b;
-		m.msg_controllen = sizeof(u.b);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
 	char ans[256];
-	if (sendmsg(w->ctl, &m, MSG_NOSIGNAL) < 0) {
+	if (fd_send_with_fd(w->ctl, word, strlen(word), fd) < 0) {
 		snprintf(err, errlen, "the workspace server is gone");
 		return -EPIPE;
 	}

@@ -153,26 +153,11 @@ static int quiesce(struct srv *v, int state_fd)
 	return r;
 }
 
-/* One control message: the word in buf, an fd (or -1). 0 on EOF. */
+/* One control message: the word in buf (NUL-terminated), an fd (or -1). 0 on EOF. */
 static ssize_t ctl_recv(int ctl, char *buf, size_t cap, int *ret_fd)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = buf, .iov_len = cap - 1 };
-	struct msghdr m = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b)
-	};
-	*ret_fd = -1;
-	ssize_t k = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
-	if (k < 0)
-		return negative_errno();
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
-	buf[k] = 0;
+	ssize_t k = fd_recv_with_fd(ctl, buf, cap - 1, ret_fd);
+	buf[k > 0 ? k : 0] = 0;
 	return k;
 }
 

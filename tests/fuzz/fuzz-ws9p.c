@@ -1,4 +1,4 @@
-/* fuzz-ws9p.c - the workspace's 9P2000.L server (src/workspace/ws9p.c) fed arbitrary bytes as
+/* fuzz-ws9p.c - the workspace's 9P2000.L server (src/workspace/ws9p*.c) fed arbitrary bytes as
  * the guest's stream, after a valid Tversion + Tattach (fid 0 is the root), on a small real tree
  * rebuilt before every input: a file, a directory, and symlinks to a canary file and a directory
  * outside the root.
@@ -20,6 +20,7 @@
 #include "fdutil.h"
 #include "macro.h"
 #include "ws9p.h"
+#include "ws9pwire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -118,11 +119,10 @@ static void drain(struct ws9p *s)
 	size_t n;
 	const uint8_t *o = ws9p_output(s, &n);
 	for (size_t i = 0; i < n;) {
-		if (n - i < 7)
+		if (n - i < P9_HDR)
 			__builtin_trap();
-		uint32_t sz = (uint32_t)o[i] | (uint32_t)o[i + 1] << 8 | (uint32_t)o[i + 2] << 16 |
-			      (uint32_t)o[i + 3] << 24;
-		if (sz < 7 || sz > WS9P_MSIZE_MAX || sz > n - i)
+		uint32_t sz = p9_le32(o + i);
+		if (sz < P9_HDR || sz > WS9P_MSIZE_MAX || sz > n - i)
 			__builtin_trap();
 		i += sz;
 	}

@@ -1,4 +1,4 @@
-/* test-ws9p.c - the workspace's 9P2000.L server (src/workspace/ws9p.c) driven by a tiny client
+/* test-ws9p.c - the workspace's 9P2000.L server (src/workspace/ws9p*.c) driven by a tiny client
  * on a real directory: every message the Linux client sends, symlinks and swapped directories
  * planted on the host never followed, malformed and split input, limits, and a state saved and
  * restored into a new server on a copy of the tree. */
@@ -20,102 +20,55 @@
 #include "fdutil.h"
 #include "macro.h"
 #include "ws9p.h"
-
-enum {
-	RLERROR = 7,
-	TSTATFS = 8,
-	TLOPEN = 12,
-	TLCREATE = 14,
-	TSYMLINK = 16,
-	TMKNOD = 18,
-	TRENAME = 20,
-	TREADLINK = 22,
-	TGETATTR = 24,
-	TSETATTR = 26,
-	TXATTRWALK = 30,
-	TREADDIR = 40,
-	TFSYNC = 50,
-	TLOCK = 52,
-	TGETLOCK = 54,
-	TLINK = 70,
-	TMKDIR = 72,
-	TRENAMEAT = 74,
-	TUNLINKAT = 76,
-	TVERSION = 100,
-	TAUTH = 102,
-	TATTACH = 104,
-	TFLUSH = 108,
-	TWALK = 110,
-	TREAD = 116,
-	TWRITE = 118,
-	TCLUNK = 120,
-	TREMOVE = 122,
-};
-
-/* 9P2000.L open flags */
-#define L_RDONLY 0u
-#define L_WRONLY 01u
-#define L_RDWR 02u
-#define L_CREAT 0100u
-#define L_EXCL 0200u
-#define L_TRUNC 01000u
-#define L_APPEND 02000u
-#define L_DIRECTORY 0200000u
+#include "ws9pwire.h"
 
 #define MSIZE 65536u
-#define NOFID 0xffffffffu
 
 static char base[64];
 static char root[128];
 
-/* ---- the client: one message being built, one reply being read ---- */
+/* ---- the client: one message being built, one reply being read (ws9pwire.h) ---- */
 
-struct msg {
+static struct {
 	uint8_t b[MSIZE + 64];
-	size_t n;
-};
-
-static struct msg M;
-
-static void m_put(const void *p, size_t n)
-{
-	assert_true(M.n + n <= sizeof(M.b));
-	memcpy(M.b + M.n, p, n);
-	M.n += n;
-}
+	struct p9wr w;
+} M;
 
 static void m_u8(uint8_t v)
 {
-	m_put(&v, 1);
+	p9wr_u8(&M.w, v);
 }
 
 static void m_u16(uint16_t v)
 {
-	uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
-	m_put(b, 2);
+	p9wr_u16(&M.w, v);
 }
 
 static void m_u32(uint32_t v)
 {
-	for (int i = 0; i < 4; i++)
-		m_u8((uint8_t)(v >> (8 * i)));
+	p9wr_u32(&M.w, v);
 }
 
 static void m_u64(uint64_t v)
 {
-	m_u32((uint32_t)v);
-	m_u32((uint32_t)(v >> 32));
+	p9wr_u64(&M.w, v);
 }
 
 static void m_str(const char *s)
 {
-	m_u16((uint16_t)strlen(s));
-	m_put(s, strlen(s));
+	p9wr_str(&M.w, s, strlen(s));
+}
+
+static void m_put(const void *p, size_t n)
+{
+	uint8_t *q = p9wr_take(&M.w, n);
+	if (q)
+		memcpy(q, p, n);
 }
 
 static void m_begin(uint8_t type)
 {
-	M.n = 0;
+	M.w = (struct p9wr){ .p = M.b, .cap = sizeof(M.b) };
 	m_u32(0);
 	m_u8(type);
 	m_u16(1); /* tag */
@@ -123,63 +76,94 @@ static void m_begin(uint8_t type)
 
 static void m_end(void)
 {
-	uint32_t n = (uint32_t)M.n;
-	for (int i = 0; i < 4; i++)
-		M.b[i] = (uint8_t)(n >> (8 * i));
+	assert_false(M.w.over);
+	p9_put32(M.b, (uint32_t)M.w.n);
 }
 
-struct reply {
-	uint8_t b[MSIZE + 64];
-	size_t n, off;
-	uint8_t type;
-};
+/* Begin a message of type with the fields fmt lists, one character a field: 1, 2 or 4 a number
+ * of that many bytes (an int or unsigned argument), 8 one of eight (a uint64_t argument), s a
+ * string. */
+static void m_vmsg(uint8_t type, const char *fmt, va_list ap)
+{
+	m_begin(type);
+	for (const char *c = fmt; *c; c++) {
+		switch (*c) {
+		case '1':
+			m_u8((uint8_t)va_arg(ap, unsigned));
+			break;
+		case '2':
+			m_u16((uint16_t)va_arg(ap, unsigned));
+			break;
+		case '4':
+			m_u32(va_arg(ap, uint32_t));
+			break;
+		case '8':
+			m_u64(va_arg(ap, uint64_t));
+			break;
+		case 's':
+			m_str(va_arg(ap, const char *));
+			break;
+		default:
+			fail_msg("m_msg: field '%c'", *c);
+		}
+	}
+}
 
-static struct reply R;
+static void m_msg(uint8_t type, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	m_vmsg(type, fmt, ap);
+	va_end(ap);
+}
+
+static struct {
+	uint8_t b[MSIZE + 64];
+	struct p9rd r;
+	uint8_t type;
+} R;
+
+/* The next k bytes of the reply: reading past its end fails the test. */
+static const uint8_t *r_take(size_t k)
+{
+	const uint8_t *q = p9rd_take(&R.r, k);
+	assert_non_null(q);
+	return q;
+}
 
 static uint8_t r_u8(void)
 {
-	assert_true(R.off + 1 <= R.n);
-	return R.b[R.off++];
+	return *r_take(1);
 }
 
 static uint16_t r_u16(void)
 {
-	uint16_t v = r_u8();
-	return (uint16_t)(v | r_u8() << 8);
+	return p9_le16(r_take(2));
 }
 
 static uint32_t r_u32(void)
 {
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)r_u8() << (8 * i);
-	return v;
+	return p9_le32(r_take(4));
 }
 
 static uint64_t r_u64(void)
 {
-	uint64_t v = r_u32();
-	return v | (uint64_t)r_u32() << 32;
+	return p9_le64(r_take(8));
 }
 
 /* A string of the reply, copied NUL-terminated into out (cap bytes). */
 static void r_str(char *out, size_t cap)
 {
 	uint16_t n = r_u16();
-	assert_true(R.off + n <= R.n && n < cap);
-	memcpy(out, R.b + R.off, n);
+	const uint8_t *q = r_take(n);
+	assert_true(n < cap);
+	memcpy(out, q, n);
 	out[n] = 0;
-	R.off += n;
 }
 
-struct qid {
-	uint8_t type;
-	uint64_t path;
-};
-
-static struct qid r_qid(void)
+static struct p9qid r_qid(void)
 {
-	struct qid q = { .type = r_u8() };
+	struct p9qid q = { .type = r_u8() };
 	(void)r_u32();
 	q.path = r_u64();
 	return q;
@@ -191,15 +175,13 @@ static void next_reply(struct ws9p *s)
 	size_t n;
 	const uint8_t *o = ws9p_output(s, &n);
 	assert_non_null(o);
-	assert_true(n >= 7);
-	uint32_t size =
-		(uint32_t)o[0] | (uint32_t)o[1] << 8 | (uint32_t)o[2] << 16 | (uint32_t)o[3] << 24;
-	assert_true(size >= 7 && size <= n && size <= sizeof(R.b));
+	assert_true(n >= P9_HDR);
+	uint32_t size = p9_le32(o);
+	assert_true(size >= P9_HDR && size <= n && size <= sizeof(R.b));
 	memcpy(R.b, o, size);
-	R.n = size;
-	R.off = 7;
+	R.r = (struct p9rd){ .p = R.b, .n = size, .off = P9_HDR };
 	R.type = o[4];
-	assert_int_equal(o[5] | o[6] << 8, 1); /* the tag */
+	assert_int_equal(p9_le16(o + 5), 1); /* the tag */
 	ws9p_consume(s, size);
 }
 
@@ -207,12 +189,12 @@ static void next_reply(struct ws9p *s)
 static int call(struct ws9p *s)
 {
 	m_end();
-	assert_int_equal(ws9p_input(s, M.b, M.n), (ssize_t)M.n);
+	assert_int_equal(ws9p_input(s, M.b, M.w.n), (ssize_t)M.w.n);
 	next_reply(s);
 	size_t left;
 	ws9p_output(s, &left);
 	assert_int_equal(left, 0);
-	if (R.type == RLERROR) {
+	if (R.type == P9_RLERROR) {
 		uint32_t e = r_u32();
 		assert_true(e > 0);
 		return -(int)e;
@@ -221,15 +203,22 @@ static int call(struct ws9p *s)
 	return 0;
 }
 
+/* m_msg() and call() in one. */
+static int c_msg(struct ws9p *s, uint8_t type, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	m_vmsg(type, fmt, ap);
+	va_end(ap);
+	return call(s);
+}
+
 /* ---- one helper per message ---- */
 
 static int c_version(struct ws9p *s, uint32_t msize, const char *v, uint32_t *ret_msize,
 		     char ret_v[32])
 {
-	m_begin(TVERSION);
-	m_u32(msize);
-	m_str(v);
-	int e = call(s);
+	int e = c_msg(s, P9_TVERSION, "4s", msize, v);
 	if (e == 0) {
 		*ret_msize = r_u32();
 		r_str(ret_v, 32);
@@ -237,15 +226,9 @@ static int c_version(struct ws9p *s, uint32_t msize, const char *v, uint32_t *re
 	return e;
 }
 
-static int c_attach(struct ws9p *s, uint32_t fid, struct qid *q)
+static int c_attach(struct ws9p *s, uint32_t fid, struct p9qid *q)
 {
-	m_begin(TATTACH);
-	m_u32(fid);
-	m_u32(NOFID);
-	m_str("root");
-	m_str("");
-	m_u32(0);
-	int e = call(s);
+	int e = c_msg(s, P9_TATTACH, "44ss4", fid, P9_NOFID, "root", "", 0);
 	if (e == 0 && q)
 		*q = r_qid();
 	return e;
@@ -253,15 +236,12 @@ static int c_attach(struct ws9p *s, uint32_t fid, struct qid *q)
 
 /* Twalk of the names (NULL-terminated): the number of qids or -errno; the last qid in *q. */
 static int c_walkv(struct ws9p *s, uint32_t fid, uint32_t newfid, const char *const *names,
-		   struct qid *q)
+		   struct p9qid *q)
 {
 	uint16_t n = 0;
 	while (names[n])
 		n++;
-	m_begin(TWALK);
-	m_u32(fid);
-	m_u32(newfid);
-	m_u16(n);
+	m_msg(P9_TWALK, "442", fid, newfid, n);
 	for (uint16_t i = 0; i < n; i++)
 		m_str(names[i]);
 	int e = call(s);
@@ -269,7 +249,7 @@ static int c_walkv(struct ws9p *s, uint32_t fid, uint32_t newfid, const char *co
 		return e;
 	uint16_t k = r_u16();
 	for (uint16_t i = 0; i < k; i++) {
-		struct qid x = r_qid();
+		struct p9qid x = r_qid();
 		if (q)
 			*q = x;
 	}
@@ -284,14 +264,11 @@ static int c_clone(struct ws9p *s, uint32_t fid, uint32_t newfid)
 	return c_walkv(s, fid, newfid, (const char *const[]){ NULL }, NULL);
 }
 
-static int c_lopen(struct ws9p *s, uint32_t fid, uint32_t flags, struct qid *q)
+static int c_lopen(struct ws9p *s, uint32_t fid, uint32_t flags, struct p9qid *q)
 {
-	m_begin(TLOPEN);
-	m_u32(fid);
-	m_u32(flags);
-	int e = call(s);
+	int e = c_msg(s, P9_TLOPEN, "44", fid, flags);
 	if (e == 0) {
-		struct qid x = r_qid();
+		struct p9qid x = r_qid();
 		if (q)
 			*q = x;
 		(void)r_u32();
@@ -301,22 +278,27 @@ static int c_lopen(struct ws9p *s, uint32_t fid, uint32_t flags, struct qid *q)
 
 static int c_lcreate(struct ws9p *s, uint32_t fid, const char *name, uint32_t flags, uint32_t mode)
 {
-	m_begin(TLCREATE);
-	m_u32(fid);
-	m_str(name);
-	m_u32(flags);
-	m_u32(mode);
-	m_u32(0);
-	return call(s);
+	return c_msg(s, P9_TLCREATE, "4s444", fid, name, flags, mode, 0);
 }
 
 static int c_write(struct ws9p *s, uint32_t fid, uint64_t off, const char *data)
 {
-	m_begin(TWRITE);
-	m_u32(fid);
-	m_u64(off);
-	m_u32((uint32_t)strlen(data));
+	m_msg(P9_TWRITE, "484", fid, off, (uint32_t)strlen(data));
 	m_put(data, strlen(data));
+	int e = call(s);
+	return e < 0 ? e : (int)r_u32();
+}
+
+/* A Tread or Treaddir: fid[4] offset[8] count[4]. */
+static void m_io(uint8_t type, uint32_t fid, uint64_t off, uint32_t count)
+{
+	m_msg(type, "484", fid, off, count);
+}
+
+/* Send a Tread or Treaddir: its reply's count (R at the data) or -errno. */
+static int c_io(struct ws9p *s, uint8_t type, uint32_t fid, uint64_t off, uint32_t count)
+{
+	m_io(type, fid, off, count);
 	int e = call(s);
 	return e < 0 ? e : (int)r_u32();
 }
@@ -324,35 +306,27 @@ static int c_write(struct ws9p *s, uint32_t fid, uint64_t off, const char *data)
 /* Tread into out (NUL-terminated, cap bytes): the count or -errno. */
 static int c_read(struct ws9p *s, uint32_t fid, uint64_t off, uint32_t count, char *out, size_t cap)
 {
-	m_begin(TREAD);
-	m_u32(fid);
-	m_u64(off);
-	m_u32(count);
-	int e = call(s);
-	if (e < 0)
-		return e;
-	uint32_t k = r_u32();
-	assert_true(R.off + k <= R.n);
+	int k = c_io(s, P9_TREAD, fid, off, count);
+	if (k < 0)
+		return k;
+	const uint8_t *data = r_take((size_t)k);
 	if (out) {
-		assert_true(k < cap);
-		memcpy(out, R.b + R.off, k);
+		assert_true((size_t)k < cap);
+		memcpy(out, data, (size_t)k);
 		out[k] = 0;
 	}
-	return (int)k;
+	return k;
 }
 
 struct attr {
-	struct qid qid;
+	struct p9qid qid;
 	uint32_t mode, uid, gid;
 	uint64_t nlink, size, atime, atime_ns, mtime, mtime_ns;
 };
 
 static int c_getattr(struct ws9p *s, uint32_t fid, struct attr *a)
 {
-	m_begin(TGETATTR);
-	m_u32(fid);
-	m_u64(0x7ff);
-	int e = call(s);
+	int e = c_msg(s, P9_TGETATTR, "48", fid, (uint64_t)0x7ff);
 	if (e < 0)
 		return e;
 	assert_int_equal(r_u64(), 0x7ff);
@@ -369,25 +343,15 @@ static int c_getattr(struct ws9p *s, uint32_t fid, struct attr *a)
 	a->atime_ns = r_u64();
 	a->mtime = r_u64();
 	a->mtime_ns = r_u64();
-	assert_int_equal(R.n - R.off, 6 * 8);
+	assert_int_equal(R.r.n - R.r.off, 6 * 8);
 	return 0;
 }
 
 static int c_setattr(struct ws9p *s, uint32_t fid, uint32_t valid, uint32_t mode, uint64_t size,
 		     uint64_t at, uint64_t mt)
 {
-	m_begin(TSETATTR);
-	m_u32(fid);
-	m_u32(valid);
-	m_u32(mode);
-	m_u32(1000); /* uid */
-	m_u32(1000); /* gid */
-	m_u64(size);
-	m_u64(at);
-	m_u64(5);
-	m_u64(mt);
-	m_u64(7);
-	return call(s);
+	return c_msg(s, P9_TSETATTR, "4444488888", fid, valid, mode, 1000 /* uid */, 1000 /* gid */,
+		     size, at, (uint64_t)5, mt, (uint64_t)7);
 }
 
 /* Treaddir: the names (space-separated, appended to out) and the last offset in *next; the
@@ -395,18 +359,12 @@ static int c_setattr(struct ws9p *s, uint32_t fid, uint32_t valid, uint32_t mode
 static int c_readdir(struct ws9p *s, uint32_t fid, uint64_t off, uint32_t count, char *out,
 		     size_t cap, uint64_t *next)
 {
-	m_begin(TREADDIR);
-	m_u32(fid);
-	m_u64(off);
-	m_u32(count);
-	int e = call(s);
-	if (e < 0)
-		return e;
-	uint32_t k = r_u32();
-	size_t end = R.off + k;
-	assert_int_equal(end, R.n);
+	int k = c_io(s, P9_TREADDIR, fid, off, count);
+	if (k < 0)
+		return k;
+	assert_int_equal(R.r.off + (size_t)k, R.r.n);
 	int n = 0;
-	while (R.off < end) {
+	while (R.r.off < R.r.n) {
 		(void)r_qid();
 		*next = r_u64();
 		(void)r_u8();
@@ -419,70 +377,40 @@ static int c_readdir(struct ws9p *s, uint32_t fid, uint64_t off, uint32_t count,
 	return n;
 }
 
-static int c_dirop(struct ws9p *s, uint8_t type, uint32_t dfid, const char *name, uint32_t mode)
-{
-	m_begin(type);
-	m_u32(dfid);
-	m_str(name);
-	m_u32(mode);
-	if (type == TMKNOD) {
-		m_u32(1); /* major */
-		m_u32(3); /* minor */
-	}
-	if (type != TUNLINKAT)
-		m_u32(0); /* gid */
-	return call(s);
-}
-
 static int c_mkdir(struct ws9p *s, uint32_t dfid, const char *name, uint32_t mode)
 {
-	return c_dirop(s, TMKDIR, dfid, name, mode);
+	return c_msg(s, P9_TMKDIR, "4s44", dfid, name, mode, 0);
 }
 
 static int c_unlinkat(struct ws9p *s, uint32_t dfid, const char *name, uint32_t flags)
 {
-	return c_dirop(s, TUNLINKAT, dfid, name, flags);
+	return c_msg(s, P9_TUNLINKAT, "4s4", dfid, name, flags);
 }
 
+/* Tmknod (major 1, minor 3: the server ignores them) */
 static int c_mknod(struct ws9p *s, uint32_t dfid, const char *name, uint32_t mode)
 {
-	return c_dirop(s, TMKNOD, dfid, name, mode);
+	return c_msg(s, P9_TMKNOD, "4s4444", dfid, name, mode, 1, 3, 0);
 }
 
 static int c_renameat(struct ws9p *s, uint32_t ofid, const char *on, uint32_t nfid, const char *nn)
 {
-	m_begin(TRENAMEAT);
-	m_u32(ofid);
-	m_str(on);
-	m_u32(nfid);
-	m_str(nn);
-	return call(s);
+	return c_msg(s, P9_TRENAMEAT, "4s4s", ofid, on, nfid, nn);
 }
 
 static int c_symlink(struct ws9p *s, uint32_t dfid, const char *name, const char *target)
 {
-	m_begin(TSYMLINK);
-	m_u32(dfid);
-	m_str(name);
-	m_str(target);
-	m_u32(0);
-	return call(s);
+	return c_msg(s, P9_TSYMLINK, "4ss4", dfid, name, target, 0);
 }
 
 static int c_link(struct ws9p *s, uint32_t dfid, uint32_t fid, const char *name)
 {
-	m_begin(TLINK);
-	m_u32(dfid);
-	m_u32(fid);
-	m_str(name);
-	return call(s);
+	return c_msg(s, P9_TLINK, "44s", dfid, fid, name);
 }
 
 static int c_fid_op(struct ws9p *s, uint8_t type, uint32_t fid)
 {
-	m_begin(type);
-	m_u32(fid);
-	return call(s);
+	return c_msg(s, type, "4", fid);
 }
 
 /* ---- fixtures ---- */
@@ -496,10 +424,7 @@ static void put(const char *rel, const char *content)
 {
 	char p[512];
 	host_path(p, sizeof(p), rel);
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(fd_write_all(fd, content, strlen(content)), 0);
-	close(fd);
+	assert_int_equal(write_file_atomic(p, content, strlen(content), 0644), 0);
 }
 
 static void mkd(const char *rel)
@@ -601,28 +526,16 @@ static void test_version(void **state)
 	assert_string_equal(v, "unknown");
 	assert_int_equal(c_version(s, 512, "9P2000.L", &msize, v), -EINVAL);
 	assert_int_equal(c_version(s, MSIZE, "9P2000.L", &msize, v), 0);
-	struct qid q;
+	struct p9qid q;
 	assert_int_equal(c_attach(s, 0, &q), 0);
 	assert_int_equal(q.type, 0x80);
 	assert_int_equal(c_attach(s, 0, &q), -EEXIST);
 	/* Tauth and xattrs are not supported; unknown types neither; Tflush is answered */
-	m_begin(TAUTH);
-	m_u32(5);
-	m_str("u");
-	m_str("");
-	m_u32(0);
-	assert_int_equal(call(s), -EOPNOTSUPP);
-	m_begin(TXATTRWALK);
-	m_u32(0);
-	m_u32(9);
-	m_str("user.x");
-	assert_int_equal(call(s), -EOPNOTSUPP);
-	m_begin(200);
-	assert_int_equal(call(s), -EOPNOTSUPP);
-	m_begin(TFLUSH);
-	m_u16(7);
-	assert_int_equal(call(s), 0);
-	assert_int_equal(R.n, 7);
+	assert_int_equal(c_msg(s, P9_TAUTH, "4ss4", 5, "u", "", 0), -EOPNOTSUPP);
+	assert_int_equal(c_msg(s, P9_TXATTRWALK, "44s", 0, 9, "user.x"), -EOPNOTSUPP);
+	assert_int_equal(c_msg(s, 200, ""), -EOPNOTSUPP);
+	assert_int_equal(c_msg(s, P9_TFLUSH, "2", 7), 0);
+	assert_int_equal(R.r.n, P9_HDR);
 	ws9p_free(s);
 	ws9p_free(NULL);
 }
@@ -631,12 +544,12 @@ static void test_files(void **state)
 {
 	(void)state;
 	struct ws9p *s = server();
-	struct qid q;
+	struct p9qid q;
 	struct attr a;
 	char buf[4096];
 	/* create, write, read */
 	assert_int_equal(c_clone(s, 0, 1), 0);
-	assert_int_equal(c_lcreate(s, 1, "a.txt", L_RDWR | L_CREAT, 0640), 0);
+	assert_int_equal(c_lcreate(s, 1, "a.txt", P9_L_RDWR | P9_L_CREATE, 0640), 0);
 	assert_int_equal(c_write(s, 1, 0, "hello world"), 11);
 	assert_int_equal(c_read(s, 1, 6, 100, buf, sizeof(buf)), 5);
 	assert_string_equal(buf, "world");
@@ -646,19 +559,20 @@ static void test_files(void **state)
 	assert_int_equal(a.size, 11);
 	assert_int_equal(a.uid, 0);
 	assert_int_equal(a.gid, 0);
-	assert_int_equal(c_fid_op(s, TFSYNC, 1), 0);
-	assert_int_equal(c_lcreate(s, 0, "a.txt", L_RDWR | L_CREAT | L_EXCL, 0640), -EEXIST);
+	assert_int_equal(c_fid_op(s, P9_TFSYNC, 1), 0);
+	assert_int_equal(c_lcreate(s, 0, "a.txt", P9_L_RDWR | P9_L_CREATE | P9_L_EXCL, 0640),
+			 -EEXIST);
 	/* O_CREAT without O_EXCL opens what is there, but never a directory */
 	assert_int_equal(c_clone(s, 0, 2), 0);
-	assert_int_equal(c_lcreate(s, 2, "a.txt", L_RDONLY | L_CREAT, 0600), 0);
+	assert_int_equal(c_lcreate(s, 2, "a.txt", P9_L_RDONLY | P9_L_CREATE, 0600), 0);
 	assert_int_equal(c_read(s, 2, 0, 5, buf, sizeof(buf)), 5);
 	assert_string_equal(buf, "hello");
-	assert_int_equal(c_fid_op(s, TCLUNK, 2), 0);
+	assert_int_equal(c_fid_op(s, P9_TCLUNK, 2), 0);
 	assert_int_equal(c_mkdir(s, 0, "dd", 0755), 0);
 	assert_int_equal(c_clone(s, 0, 2), 0);
-	assert_int_equal(c_lcreate(s, 2, "dd", L_RDONLY | L_CREAT, 0600), -EISDIR);
-	assert_int_equal(c_lcreate(s, 2, "dd", L_RDWR | L_CREAT, 0600), -EISDIR);
-	assert_int_equal(c_fid_op(s, TCLUNK, 2), 0);
+	assert_int_equal(c_lcreate(s, 2, "dd", P9_L_RDONLY | P9_L_CREATE, 0600), -EISDIR);
+	assert_int_equal(c_lcreate(s, 2, "dd", P9_L_RDWR | P9_L_CREATE, 0600), -EISDIR);
+	assert_int_equal(c_fid_op(s, P9_TCLUNK, 2), 0);
 	assert_int_equal(c_unlinkat(s, 0, "dd", 0x200), 0);
 	/* walk: qids, clones, errors */
 	assert_int_equal(c_walk(s, 0, 2, &q, "a.txt"), 1);
@@ -674,22 +588,22 @@ static void test_files(void **state)
 	assert_int_equal(c_walk(s, 0, 3, &q, ""), -EINVAL);
 	/* reading an unopened fid, a directory */
 	assert_int_equal(c_read(s, 2, 0, 10, NULL, 0), -EBADF);
-	assert_int_equal(c_lopen(s, 2, L_RDONLY, &q), 0);
+	assert_int_equal(c_lopen(s, 2, P9_L_RDONLY, &q), 0);
 	assert_int_equal(c_read(s, 2, 0, 100, buf, sizeof(buf)), 11);
 	assert_int_equal(c_write(s, 2, 0, "x"), -EBADF); /* opened read-only */
-	assert_int_equal(c_lopen(s, 2, L_RDONLY, &q), -EINVAL);
-	assert_int_equal(c_fid_op(s, TCLUNK, 2), 0);
-	assert_int_equal(c_fid_op(s, TCLUNK, 2), -EBADF);
+	assert_int_equal(c_lopen(s, 2, P9_L_RDONLY, &q), -EINVAL);
+	assert_int_equal(c_fid_op(s, P9_TCLUNK, 2), 0);
+	assert_int_equal(c_fid_op(s, P9_TCLUNK, 2), -EBADF);
 	/* mkdir, a file in it, readdir */
 	assert_int_equal(c_mkdir(s, 0, "d", 0750), 0);
 	assert_int_equal(c_walk(s, 0, 3, &q, "d"), 1);
 	assert_int_equal(q.type, 0x80);
 	assert_int_equal(c_clone(s, 3, 4), 0);
-	assert_int_equal(c_lcreate(s, 4, "f", L_WRONLY | L_CREAT, 0600), 0);
+	assert_int_equal(c_lcreate(s, 4, "f", P9_L_WRONLY | P9_L_CREATE, 0600), 0);
 	assert_int_equal(c_write(s, 4, 0, "in d"), 4);
 	assert_int_equal(c_read(s, 3, 0, 10, NULL, 0), -EBADF);
-	assert_int_equal(c_lopen(s, 3, L_RDWR, NULL), -EISDIR);
-	assert_int_equal(c_lopen(s, 3, L_RDONLY | L_DIRECTORY, NULL), 0);
+	assert_int_equal(c_lopen(s, 3, P9_L_RDWR, NULL), -EISDIR);
+	assert_int_equal(c_lopen(s, 3, P9_L_RDONLY | P9_L_DIRECTORY, NULL), 0);
 	assert_int_equal(c_read(s, 3, 0, 10, NULL, 0), -EISDIR);
 	char names[1024] = "";
 	uint64_t next = 0;
@@ -700,7 +614,7 @@ static void test_files(void **state)
 	assert_int_equal(c_readdir(s, 3, next, 8192, names, sizeof(names), &next), 0);
 	/* page by page with a small count: the same entries */
 	assert_int_equal(c_clone(s, 0, 5), 0);
-	assert_int_equal(c_lopen(s, 5, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 5, P9_L_RDONLY, NULL), 0);
 	for (int i = 0; i < 20; i++) {
 		char nm[16];
 		snprintf(nm, sizeof(nm), "file%02d", i);
@@ -722,33 +636,25 @@ static void test_files(void **state)
 	assert_false(hexists("root/d"));
 	assert_int_equal(c_getattr(s, 6, &a), 0);
 	assert_int_equal(a.size, 4);
-	assert_int_equal(c_lopen(s, 6, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 6, P9_L_RDONLY, NULL), 0);
 	assert_int_equal(c_read(s, 6, 0, 100, buf, sizeof(buf)), 4);
 	assert_string_equal(buf, "in d");
 	assert_int_equal(c_walk(s, 3, 7, NULL, "f"), 1); /* fid 3 is e now */
 	/* Trename moves a fid's own file */
 	assert_int_equal(c_walk(s, 0, 8, NULL, "e"), 1);
-	m_begin(TRENAME);
-	m_u32(7);
-	m_u32(0);
-	m_str("moved");
-	assert_int_equal(call(s), 0);
+	assert_int_equal(c_msg(s, P9_TRENAME, "44s", 7, 0, "moved"), 0);
 	assert_true(hexists("root/moved"));
 	assert_int_equal(c_getattr(s, 7, &a), 0);
 	assert_int_equal(a.size, 4);
-	m_begin(TRENAME);
-	m_u32(0);
-	m_u32(0);
-	m_str("x");
-	assert_int_equal(call(s), -EBUSY);
+	assert_int_equal(c_msg(s, P9_TRENAME, "44s", 0, 0, "x"), -EBUSY);
 	/* symlink, readlink, link */
 	assert_int_equal(c_symlink(s, 0, "sl", "../../etc/passwd"), 0);
 	assert_int_equal(c_walk(s, 0, 9, &q, "sl"), 1);
 	assert_int_equal(q.type, 0x02);
-	assert_int_equal(c_fid_op(s, TREADLINK, 9), 0);
+	assert_int_equal(c_fid_op(s, P9_TREADLINK, 9), 0);
 	r_str(buf, sizeof(buf));
 	assert_string_equal(buf, "../../etc/passwd");
-	assert_int_equal(c_fid_op(s, TREADLINK, 0), -EINVAL);
+	assert_int_equal(c_fid_op(s, P9_TREADLINK, 0), -EINVAL);
 	assert_int_equal(c_link(s, 0, 7, "hard"), 0);
 	assert_int_equal(c_link(s, 8, 7, "hard2"), 0);
 	assert_int_equal(c_getattr(s, 7, &a), 0);
@@ -784,7 +690,7 @@ static void test_files(void **state)
 	hstat("root/sgid", &st);
 	assert_int_equal(st.st_mode & 07777, 0775);
 	assert_int_equal(c_clone(s, 0, 10), 0);
-	assert_int_equal(c_lcreate(s, 10, "suid", L_WRONLY | L_CREAT, 04777), 0);
+	assert_int_equal(c_lcreate(s, 10, "suid", P9_L_WRONLY | P9_L_CREATE, 04777), 0);
 	hstat("root/suid", &st);
 	assert_int_equal(st.st_mode & 07777, 0777);
 	/* mknod: regular, FIFO and socket; no devices */
@@ -799,27 +705,14 @@ static void test_files(void **state)
 	assert_int_equal(c_mknod(s, 0, "blk", S_IFBLK | 0666), -EPERM);
 	assert_false(hexists("root/chr"));
 	/* statfs, lock, getlock */
-	assert_int_equal(c_fid_op(s, TSTATFS, 0), 0);
+	assert_int_equal(c_fid_op(s, P9_TSTATFS, 0), 0);
 	assert_int_equal(r_u32(), 0x01021997);
 	assert_true(r_u32() > 0); /* bsize */
-	m_begin(TLOCK);
-	m_u32(1);
-	m_u8(1);
-	m_u32(0);
-	m_u64(0);
-	m_u64(10);
-	m_u32(42);
-	m_str("client");
-	assert_int_equal(call(s), 0);
+	assert_int_equal(
+		c_msg(s, P9_TLOCK, "414884s", 1, 1, 0, (uint64_t)0, (uint64_t)10, 42, "client"), 0);
 	assert_int_equal(r_u8(), 0);
-	m_begin(TGETLOCK);
-	m_u32(1);
-	m_u8(1);
-	m_u64(3);
-	m_u64(10);
-	m_u32(42);
-	m_str("client");
-	assert_int_equal(call(s), 0);
+	assert_int_equal(
+		c_msg(s, P9_TGETLOCK, "41884s", 1, 1, (uint64_t)3, (uint64_t)10, 42, "client"), 0);
 	assert_int_equal(r_u8(), 2);
 	assert_int_equal(r_u64(), 3);
 	assert_int_equal(r_u64(), 10);
@@ -839,14 +732,14 @@ static void test_files(void **state)
 	assert_int_equal(c_getattr(s, 1, &a), 0);
 	/* remove: clunks, even when it fails */
 	size_t before = ws9p_fid_count(s);
-	assert_int_equal(c_fid_op(s, TREMOVE, 7), 0);
+	assert_int_equal(c_fid_op(s, P9_TREMOVE, 7), 0);
 	assert_false(hexists("root/moved"));
 	assert_int_equal(ws9p_fid_count(s), before - 1);
-	assert_int_equal(c_fid_op(s, TREMOVE, 8), -ENOTEMPTY); /* e still holds f */
+	assert_int_equal(c_fid_op(s, P9_TREMOVE, 8), -ENOTEMPTY); /* e still holds f */
 	assert_int_equal(ws9p_fid_count(s), before - 2);
-	assert_int_equal(c_fid_op(s, TREMOVE, 8), -EBADF);
+	assert_int_equal(c_fid_op(s, P9_TREMOVE, 8), -EBADF);
 	assert_int_equal(c_clone(s, 0, 12), 0);
-	assert_int_equal(c_fid_op(s, TREMOVE, 12), -EBUSY);
+	assert_int_equal(c_fid_op(s, P9_TREMOVE, 12), -EBUSY);
 	assert_true(hexists("root/e"));
 	ws9p_free(s);
 }
@@ -866,7 +759,7 @@ static void test_escapes(void **state)
 	struct stat secret0;
 	hstat("outside/secret", &secret0);
 	struct ws9p *s = server();
-	struct qid rootq, q;
+	struct p9qid rootq, q;
 	struct attr a;
 	char buf[256];
 	/* ".." never goes above the root */
@@ -888,19 +781,21 @@ static void test_escapes(void **state)
 	assert_int_equal(c_walk(s, 0, 6, &q, "esc", "ld", "f"), 2); /* a partial walk */
 	assert_int_equal(ws9p_fid_count(s), 6);			    /* 6 was not made */
 	/* opening them */
-	assert_int_equal(c_lopen(s, 4, L_RDONLY, NULL), -ELOOP);
-	assert_int_equal(c_lopen(s, 4, L_WRONLY | L_TRUNC, NULL), -ELOOP);
-	assert_int_equal(c_lopen(s, 5, L_RDONLY | L_DIRECTORY, NULL), -ELOOP);
+	assert_int_equal(c_lopen(s, 4, P9_L_RDONLY, NULL), -ELOOP);
+	assert_int_equal(c_lopen(s, 4, P9_L_WRONLY | P9_L_TRUNC, NULL), -ELOOP);
+	assert_int_equal(c_lopen(s, 5, P9_L_RDONLY | P9_L_DIRECTORY, NULL), -ELOOP);
 	/* creating in them or over them */
 	assert_int_equal(c_clone(s, 5, 6), 0);
-	assert_int_equal(c_lcreate(s, 6, "new", L_WRONLY | L_CREAT, 0644), -ELOOP);
+	assert_int_equal(c_lcreate(s, 6, "new", P9_L_WRONLY | P9_L_CREATE, 0644), -ELOOP);
 	assert_int_equal(c_mkdir(s, 5, "new", 0755), -ELOOP);
 	assert_int_equal(c_symlink(s, 5, "new", "x"), -ELOOP);
 	assert_int_equal(c_mknod(s, 5, "new", S_IFREG | 0644), -ELOOP);
 	assert_false(hexists("outside/dir/new"));
 	assert_int_equal(c_clone(s, 2, 7), 0);
-	assert_int_equal(c_lcreate(s, 7, "lf", L_WRONLY | L_CREAT | L_TRUNC, 0644), -ELOOP);
-	assert_int_equal(c_lcreate(s, 7, "lf", L_WRONLY | L_CREAT | L_EXCL, 0644), -EEXIST);
+	assert_int_equal(c_lcreate(s, 7, "lf", P9_L_WRONLY | P9_L_CREATE | P9_L_TRUNC, 0644),
+			 -ELOOP);
+	assert_int_equal(c_lcreate(s, 7, "lf", P9_L_WRONLY | P9_L_CREATE | P9_L_EXCL, 0644),
+			 -EEXIST);
 	/* attributes of a symlink: its own, never its target's */
 	assert_int_equal(c_getattr(s, 4, &a), 0);
 	assert_true(S_ISLNK(a.mode));
@@ -937,14 +832,14 @@ static void test_escapes(void **state)
 	host_path(p, sizeof(p), "outside/dir");
 	lnk(p, "root/sw");
 	put("outside/dir/f", "outside");
-	assert_int_equal(c_lopen(s, 9, L_RDONLY, NULL), -ELOOP);
+	assert_int_equal(c_lopen(s, 9, P9_L_RDONLY, NULL), -ELOOP);
 	assert_int_equal(c_getattr(s, 9, &a), -ELOOP);
 	assert_int_equal(c_setattr(s, 9, 0x8, 0, 0, 0, 0), -ELOOP);
-	assert_int_equal(c_lopen(s, 10, L_RDONLY, NULL), -ELOOP);
+	assert_int_equal(c_lopen(s, 10, P9_L_RDONLY, NULL), -ELOOP);
 	assert_int_equal(c_clone(s, 10, 11), 0);
-	assert_int_equal(c_lcreate(s, 11, "f", L_RDWR | L_CREAT, 0644), -ELOOP);
+	assert_int_equal(c_lcreate(s, 11, "f", P9_L_RDWR | P9_L_CREATE, 0644), -ELOOP);
 	assert_int_equal(c_unlinkat(s, 10, "f", 0), -ELOOP);
-	assert_int_equal(c_fid_op(s, TREMOVE, 9), -ELOOP);
+	assert_int_equal(c_fid_op(s, P9_TREMOVE, 9), -ELOOP);
 	_cleanup_free_ char *of = hread("outside/dir/f");
 	assert_string_equal(of, "outside");
 	/* a FIFO is never opened (it would block the server) */
@@ -952,10 +847,10 @@ static void test_escapes(void **state)
 	host_path(f, sizeof(f), "root/fifo2");
 	assert_int_equal(mkfifo(f, 0644), 0);
 	assert_int_equal(c_walk(s, 0, 12, NULL, "fifo2"), 1);
-	assert_int_equal(c_lopen(s, 12, L_RDONLY, NULL), -ENXIO);
-	assert_int_equal(c_lopen(s, 12, L_WRONLY, NULL), -ENXIO);
+	assert_int_equal(c_lopen(s, 12, P9_L_RDONLY, NULL), -ENXIO);
+	assert_int_equal(c_lopen(s, 12, P9_L_WRONLY, NULL), -ENXIO);
 	assert_int_equal(c_clone(s, 0, 13), 0);
-	assert_int_equal(c_lcreate(s, 13, "fifo2", L_WRONLY | L_CREAT, 0644), -ENXIO);
+	assert_int_equal(c_lcreate(s, 13, "fifo2", P9_L_WRONLY | P9_L_CREATE, 0644), -ENXIO);
 	(void)buf;
 	ws9p_free(s);
 }
@@ -965,7 +860,7 @@ static int raw(struct ws9p *s, const uint8_t *p, size_t n)
 {
 	assert_int_equal(ws9p_input(s, p, n), (ssize_t)n);
 	next_reply(s);
-	return R.type == RLERROR ? -(int)r_u32() : 0;
+	return R.type == P9_RLERROR ? -(int)r_u32() : 0;
 }
 
 static void test_malformed(void **state)
@@ -974,60 +869,44 @@ static void test_malformed(void **state)
 	struct ws9p *s = server();
 	put("root/m.txt", "malformed");
 	/* truncated: Twalk promising two names, carrying one */
-	m_begin(TWALK);
-	m_u32(0);
-	m_u32(1);
-	m_u16(2);
-	m_str("m.txt");
+	m_msg(P9_TWALK, "442s", 0, 1, 2, "m.txt");
 	m_end();
-	assert_int_equal(raw(s, M.b, M.n), -EPROTO);
+	assert_int_equal(raw(s, M.b, M.w.n), -EPROTO);
 	/* a string longer than the message */
-	m_begin(TWALK);
-	m_u32(0);
-	m_u32(1);
-	m_u16(1);
-	m_u16(300);
+	m_msg(P9_TWALK, "4422", 0, 1, 1, 300);
 	m_put("m.txt", 5);
 	m_end();
-	assert_int_equal(raw(s, M.b, M.n), -EPROTO);
+	assert_int_equal(raw(s, M.b, M.w.n), -EPROTO);
 	/* too many names */
-	m_begin(TWALK);
-	m_u32(0);
-	m_u32(1);
-	m_u16(17);
+	m_msg(P9_TWALK, "442", 0, 1, 17);
 	for (int i = 0; i < 17; i++)
 		m_str("a");
 	m_end();
-	assert_int_equal(raw(s, M.b, M.n), -EINVAL);
+	assert_int_equal(raw(s, M.b, M.w.n), -EINVAL);
 	/* every request type, cut short after its header: Rlerror, never a crash */
 	for (int t = 0; t < 256; t++) {
 		m_begin((uint8_t)t);
 		m_end();
-		assert_true(raw(s, M.b, M.n) < 0);
+		assert_true(raw(s, M.b, M.w.n) < 0);
 	}
 	/* a Twrite claiming more bytes than it carries */
 	assert_int_equal(c_walk(s, 0, 1, NULL, "m.txt"), 1);
-	assert_int_equal(c_lopen(s, 1, L_RDWR, NULL), 0);
-	m_begin(TWRITE);
-	m_u32(1);
-	m_u64(0);
-	m_u32(1000);
+	assert_int_equal(c_lopen(s, 1, P9_L_RDWR, NULL), 0);
+	m_msg(P9_TWRITE, "484", 1, (uint64_t)0, 1000);
 	m_put("abc", 3);
 	m_end();
-	assert_int_equal(raw(s, M.b, M.n), -EPROTO);
+	assert_int_equal(raw(s, M.b, M.w.n), -EPROTO);
 	/* huge counts are capped */
 	assert_int_equal(c_read(s, 1, 0, 0xffffffffu, NULL, 0), 9);
 	char names[1024] = "";
 	uint64_t next;
 	assert_int_equal(c_readdir(s, 0, 0, 100, names, sizeof(names), &next), -EBADF);
 	assert_int_equal(c_clone(s, 0, 2), 0);
-	assert_int_equal(c_lopen(s, 2, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 2, P9_L_RDONLY, NULL), 0);
 	assert_int_equal(c_readdir(s, 2, 0, 0xffffffffu, names, sizeof(names), &next), 3);
 	assert_int_equal(c_read(s, 1, UINT64_MAX, 10, NULL, 0), -EINVAL);
 	/* a name with a NUL or too long */
-	m_begin(TMKDIR);
-	m_u32(0);
-	m_u16(3);
+	m_msg(P9_TMKDIR, "42", 0, 3);
 	m_put("a\0b", 3);
 	m_u32(0755);
 	m_u32(0);
@@ -1055,71 +934,37 @@ static void test_malformed(void **state)
 static size_t session(uint8_t *out, size_t cap)
 {
 	size_t n = 0;
-#define ADD()                                \
-	do {                                 \
-		m_end();                     \
-		assert_true(n + M.n <= cap); \
-		memcpy(out + n, M.b, M.n);   \
-		n += M.n;                    \
+#define ADD()                                  \
+	do {                                   \
+		m_end();                       \
+		assert_true(n + M.w.n <= cap); \
+		memcpy(out + n, M.b, M.w.n);   \
+		n += M.w.n;                    \
 	} while (0)
-	m_begin(TVERSION);
-	m_u32(MSIZE);
-	m_str("9P2000.L");
+	m_msg(P9_TVERSION, "4s", MSIZE, "9P2000.L");
 	ADD();
-	m_begin(TATTACH);
-	m_u32(0);
-	m_u32(NOFID);
-	m_str("u");
-	m_str("");
-	m_u32(0);
+	m_msg(P9_TATTACH, "44ss4", 0, P9_NOFID, "u", "", 0);
 	ADD();
-	m_begin(TWALK);
-	m_u32(0);
-	m_u32(1);
-	m_u16(2);
-	m_str("sd");
-	m_str("s.txt");
+	m_msg(P9_TWALK, "442ss", 0, 1, 2, "sd", "s.txt");
 	ADD();
-	m_begin(TLOPEN);
-	m_u32(1);
-	m_u32(L_RDWR);
+	m_msg(P9_TLOPEN, "44", 1, P9_L_RDWR);
 	ADD();
-	m_begin(TWRITE);
-	m_u32(1);
-	m_u64(0);
-	m_u32(4);
+	m_msg(P9_TWRITE, "484", 1, (uint64_t)0, 4);
 	m_put("same", 4);
 	ADD();
-	m_begin(TREAD);
-	m_u32(1);
-	m_u64(0);
-	m_u32(100);
+	m_io(P9_TREAD, 1, 0, 100);
 	ADD();
-	m_begin(TWALK); /* truncated */
-	m_u32(0);
-	m_u32(2);
-	m_u16(1);
+	m_msg(P9_TWALK, "442", 0, 2, 1); /* truncated */
 	ADD();
-	m_begin(TWALK);
-	m_u32(0);
-	m_u32(2);
-	m_u16(1);
-	m_str("sd");
+	m_msg(P9_TWALK, "442s", 0, 2, 1, "sd");
 	ADD();
-	m_begin(TLOPEN);
-	m_u32(2);
-	m_u32(L_RDONLY);
+	m_msg(P9_TLOPEN, "44", 2, P9_L_RDONLY);
 	ADD();
-	m_begin(TREADDIR);
-	m_u32(2);
-	m_u64(0);
-	m_u32(4000);
+	m_io(P9_TREADDIR, 2, 0, 4000);
 	ADD();
-	m_begin(TCLUNK);
-	m_u32(1);
+	m_msg(P9_TCLUNK, "4", 1);
 	ADD();
-	m_begin(TCLUNK);
-	m_u32(1);
+	m_msg(P9_TCLUNK, "4", 1);
 	ADD();
 #undef ADD
 	return n;
@@ -1166,12 +1011,9 @@ static void test_limits(void **state)
 	struct ws9p *s = server();
 	/* fids: up to WS9P_FIDS_MAX */
 	for (uint32_t i = 1; i < WS9P_FIDS_MAX; i++) {
-		m_begin(TWALK);
-		m_u32(0);
-		m_u32(i);
-		m_u16(0);
+		m_msg(P9_TWALK, "442", 0, i, 0);
 		m_end();
-		assert_int_equal(ws9p_input(s, M.b, M.n), (ssize_t)M.n);
+		assert_int_equal(ws9p_input(s, M.b, M.w.n), (ssize_t)M.w.n);
 		size_t n;
 		ws9p_output(s, &n);
 		ws9p_consume(s, n);
@@ -1184,11 +1026,9 @@ static void test_limits(void **state)
 	ws9p_free(s);
 	/* the output: past WS9P_OUT_MAX the server stops taking bytes until drained */
 	s = server();
-	m_begin(TGETATTR);
-	m_u32(0);
-	m_u64(0x7ff);
+	m_msg(P9_TGETATTR, "48", 0, (uint64_t)0x7ff);
 	m_end();
-	size_t one = M.n, count = WS9P_OUT_MAX / 100;
+	size_t one = M.w.n, count = WS9P_OUT_MAX / 100;
 	uint8_t *in = malloc(one * count);
 	assert_non_null(in);
 	for (size_t i = 0; i < count; i++)
@@ -1225,35 +1065,29 @@ static void test_save_restore(void **state)
 	put("root/sr/\xff\xfe", "not utf-8");
 	struct ws9p *s = server();
 	assert_int_equal(c_walk(s, 0, 1, NULL, "sr", "file"), 2);
-	assert_int_equal(c_lopen(s, 1, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 1, P9_L_RDONLY, NULL), 0);
 	assert_int_equal(c_walk(s, 0, 2, NULL, "sr", "sub"), 2);
 	assert_int_equal(c_walk(s, 0, 3, NULL, "sr", "gone"), 2);
 	assert_int_equal(c_walk(s, 0, 4, NULL, "sr", "\xff\xfe"), 2);
-	assert_int_equal(c_lopen(s, 4, L_RDWR | L_APPEND, NULL), 0);
+	assert_int_equal(c_lopen(s, 4, P9_L_RDWR | P9_L_APPEND, NULL), 0);
 	assert_int_equal(c_walk(s, 0, 5, NULL, "sr", "gone"), 2);
-	assert_int_equal(c_lopen(s, 5, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 5, P9_L_RDONLY, NULL), 0);
 	assert_int_equal(c_walk(s, 0, 6, NULL, "sr"), 1);
-	assert_int_equal(c_lopen(s, 6, L_RDONLY, NULL), 0);
+	assert_int_equal(c_lopen(s, 6, P9_L_RDONLY, NULL), 0);
 	/* a reply not handed out yet */
-	m_begin(TREAD);
-	m_u32(1);
-	m_u64(8);
-	m_u32(100);
+	m_io(P9_TREAD, 1, 8, 100);
 	m_end();
-	assert_int_equal(ws9p_input(s, M.b, M.n), (ssize_t)M.n);
+	assert_int_equal(ws9p_input(s, M.b, M.w.n), (ssize_t)M.w.n);
 	size_t pending;
 	const uint8_t *o = ws9p_output(s, &pending);
 	uint8_t saved_out[64];
 	assert_true(pending < sizeof(saved_out));
 	memcpy(saved_out, o, pending);
 	/* a request half sent */
-	m_begin(TREAD);
-	m_u32(1);
-	m_u64(0);
-	m_u32(100);
+	m_io(P9_TREAD, 1, 0, 100);
 	m_end();
 	uint8_t req[64];
-	size_t reqn = M.n;
+	size_t reqn = M.w.n;
 	memcpy(req, M.b, reqn);
 	assert_int_equal(ws9p_input(s, req, 9), 9);
 	int sfd = memfd_create("state", MFD_CLOEXEC);
@@ -1288,12 +1122,12 @@ static void test_save_restore(void **state)
 	assert_memory_equal(o, saved_out, pending);
 	next_reply(s);
 	assert_int_equal(r_u32(), 2);
-	assert_memory_equal(R.b + R.off, "me", 2);
+	assert_memory_equal(r_take(2), "me", 2);
 	assert_int_equal(ws9p_input(s, req + 9, reqn - 9), (ssize_t)(reqn - 9));
 	next_reply(s);
-	assert_int_equal(R.type, TREAD + 1);
+	assert_int_equal(R.type, P9_TREAD + 1);
 	assert_int_equal(r_u32(), 10);
-	assert_memory_equal(R.b + R.off, "restore me", 10);
+	assert_memory_equal(r_take(10), "restore me", 10);
 	/* the others */
 	char buf[256];
 	struct attr a;
@@ -1301,7 +1135,7 @@ static void test_save_restore(void **state)
 	assert_int_equal(c_getattr(s, 3, &a), -ESTALE);
 	assert_int_equal(c_read(s, 5, 0, 10, buf, sizeof(buf)), -ESTALE);
 	assert_int_equal(c_walk(s, 3, 9, NULL, ".."), -ESTALE);
-	assert_int_equal(c_fid_op(s, TCLUNK, 3), 0);
+	assert_int_equal(c_fid_op(s, P9_TCLUNK, 3), 0);
 	assert_int_equal(c_write(s, 4, 0, "!"), 1);
 	assert_int_equal(c_read(s, 4, 0, 100, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "not utf-8!");
@@ -1359,14 +1193,11 @@ static void test_save_restore(void **state)
 
 int main(void)
 {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_version, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_files, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_save_restore, setup, teardown),
+		T(test_version), T(test_files),	 T(test_escapes),      T(test_malformed),
+		T(test_split),	 T(test_limits), T(test_save_restore),
 	};
+#undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -196,6 +196,10 @@ void vm_fail(struct vm *vm, const char *fmt, ...) _printf_(2, 3);
 /* vmworkspace.c: start virtiofsd on --workspace (before QEMU), stop it with the VM; decide the
  * transport after the options are parsed (9p as a normal user: one of o->mounts). */
 int vm_workspace_start(struct vm *vm);
+/* A helper's files in the VM directory (our cwd): a socket listening on sock (backlog 1, for
+ * the one QEMU connection) and log, created 0600 and truncated. 0 with both fds, or -errno
+ * (logged). */
+int vm_helper_files(struct vm *vm, const char *sock, const char *log, int *ret_lfd, int *ret_log);
 void vm_workspace_stop(struct vm *vm);
 int vm_workspace_transport(struct vm_opts *o);
 

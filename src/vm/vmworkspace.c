@@ -83,14 +83,10 @@ int vm_workspace_start(struct vm *vm)
 	argv = virtiofs_argv(bin, vm->o.workspace);
 	if (!argv)
 		return log_oom();
-	_cleanup_close_ int lfd = unix_listen(VIRTIOFS_SOCKET, 1);
-	if (lfd < 0)
-		return log_error_errno(lfd, "cannot listen on %s/" VIRTIOFS_SOCKET, vm->o.vmdir);
-	_cleanup_close_ int log_fd =
-		open(VIRTIOFS_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (log_fd < 0)
-		return log_error_errno(negative_errno(), "cannot create %s/" VIRTIOFS_LOG,
-				       vm->o.vmdir);
+	_cleanup_close_ int lfd = -1, log_fd = -1;
+	r = vm_helper_files(vm, VIRTIOFS_SOCKET, VIRTIOFS_LOG, &lfd, &log_fd);
+	if (r < 0)
+		return r;
 	/* virtiofsd blocks in accept: the socket must not be non-blocking for it */
 	int fl = fcntl(lfd, F_GETFL);
 	if (fl < 0 || fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK) < 0)
@@ -103,6 +99,19 @@ int vm_workspace_start(struct vm *vm)
 	if (!vm->w_vfs)
 		return log_oom();
 	log_debug("virtiofsd %d serves %s", (int)vm->vfs_pid, vm->o.workspace);
+	return 0;
+}
+
+int vm_helper_files(struct vm *vm, const char *sock, const char *log, int *ret_lfd, int *ret_log)
+{
+	_cleanup_close_ int lfd = unix_listen(sock, 1);
+	if (lfd < 0)
+		return log_error_errno(lfd, "cannot listen on %s/%s", vm->o.vmdir, sock);
+	int log_fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (log_fd < 0)
+		return log_error_errno(negative_errno(), "cannot create %s/%s", vm->o.vmdir, log);
+	*ret_lfd = TAKE_FD(lfd);
+	*ret_log = log_fd;
 	return 0;
 }
 

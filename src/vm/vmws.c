@@ -114,13 +114,10 @@ int vm_ws_start(struct vm *vm)
 	_cleanup_free_ char *self = realpath("/proc/self/exe", NULL);
 	if (!self)
 		return log_error_errno(negative_errno(), "cannot find capsem-vm's own binary");
-	_cleanup_close_ int lfd = unix_listen(WS_SOCKET, 1);
-	if (lfd < 0)
-		return log_error_errno(lfd, "cannot listen on %s/" WS_SOCKET, vm->o.vmdir);
-	_cleanup_close_ int log_fd =
-		open(WS_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (log_fd < 0)
-		return log_error_errno(negative_errno(), "cannot create %s/" WS_LOG, vm->o.vmdir);
+	_cleanup_close_ int lfd = -1, log_fd = -1;
+	int r = vm_helper_files(vm, WS_SOCKET, WS_LOG, &lfd, &log_fd);
+	if (r < 0)
+		return r;
 	int sv[2] = { -1, -1 }, pidfd = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return log_error_errno(negative_errno(),
@@ -134,7 +131,7 @@ int vm_ws_start(struct vm *vm)
 	w->ctl = sv[0];
 	char *argv[] = { self, (char *)"--ws9p-serve", vm->o.workspace, NULL };
 	struct confine_opts co = { .flags = CONFINE_NO_NEW_PRIVS, .landlock_fd = -1 };
-	int r = confine_spawn(argv, log_fd, sv[1], &co, &w->pid, &pidfd);
+	r = confine_spawn(argv, log_fd, sv[1], &co, &w->pid, &pidfd);
 	safe_close(sv[1]);
 	if (r < 0) {
 		ws_free(w);

@@ -107,8 +107,9 @@ q = dict(cwd=g, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
 try:
     subprocess.run(["git", "init", "-q"], **q)
     subprocess.run(["git", "add", "-A"], **q)
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "x"],
-                   **q)
+    # no background gc (it would race the rm -rf below)
+    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "-c", "gc.auto=0",
+                    "-c", "maintenance.auto=false", "commit", "-qm", "x"], **q)
     with open(os.path.join(g, "d0", "f0"), "a") as fh:
         fh.write("changed\n")
     drop()
@@ -119,7 +120,10 @@ except subprocess.CalledProcessError as e:
     # (virtio-fs on a host that caps open files: virtiofsd runs out of fds)
     r["git_status_s"] = None
     r["git_error"] = e.stderr.decode(errors="replace").strip()[-200:]
-subprocess.run(["rm", "-rf", g], check=True)
+for _ in range(10):  # (a straggling git process may still write into .git)
+    if subprocess.run(["rm", "-rf", g]).returncode == 0:
+        break
+    time.sleep(1)
 print(r)
 """
 

@@ -198,6 +198,12 @@ def main():
             time.sleep(1)
         except (OSError, ValueError):
             pass
+        for pid in filter(str.isdigit, os.listdir("/proc")):  # VMs a failed run left behind
+            try:
+                if tmp.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({k: v for k, v in res.items() if k != "places"}, indent=1))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

@@ -364,13 +364,34 @@ int cred_file_store(const char *path, const struct cred_store *from, unsigned ma
 	return r;
 }
 
-int cred_guest_env(const struct cred_store *s, unsigned flags, char ***ret_env)
+unsigned cred_key_mask(const struct cred_store *s)
+{
+	unsigned mask = 0;
+	for (int p = 0; p < CRED_N_PROVIDERS; p++)
+		if (cred_has_key(s, (enum cred_provider)p))
+			mask |= 1u << p;
+	return mask;
+}
+
+void cred_env_scrub(void)
+{
+	for (int p = 0; p < CRED_N_PROVIDERS; p++)
+		for (const char *const *e = providers[p].env; *e; e++) {
+			char *v = getenv(*e);
+			if (!v)
+				continue;
+			explicit_bzero(v, strlen(v));
+			(void)unsetenv(*e);
+		}
+}
+
+int cred_guest_env(unsigned mask, unsigned flags, char ***ret_env)
 {
 	_cleanup_strv_free_ char **env = calloc(1, sizeof(char *));
 	if (!env)
 		return -ENOMEM;
 	for (int p = 0; p < CRED_N_PROVIDERS; p++) {
-		if (!(flags & CRED_ENV_ALL) && !cred_has_key(s, (enum cred_provider)p))
+		if (!(flags & CRED_ENV_ALL) && !(mask & (1u << p)))
 			continue;
 		int k = strv_pushf(&env, "%s=%s", providers[p].guest_env, providers[p].placeholder);
 		if (k < 0)
@@ -589,8 +610,7 @@ static int rewrite(const char *head, size_t len, const char *ph, const struct cr
 	return count;
 }
 
-/* The provider whose domain host is, or -1. */
-static int provider_for_host(const char *host)
+int cred_provider_for_host(const char *host)
 {
 	size_t n = host ? strnlen(host, 256) : 0;
 	if (n && host[n - 1] == '.')
@@ -607,7 +627,7 @@ static int provider_for_host(const char *host)
 int cred_rewrite_head(const struct cred_store *s, const char *host, const char *head, size_t len,
 		      struct buf *out, int *ret_count)
 {
-	int p = provider_for_host(host);
+	int p = cred_provider_for_host(host);
 	const struct cred_key *k = p >= 0 && s && s->k[p].set ? &s->k[p] : NULL;
 	struct emit e = { NULL, 0 };
 	int count = 0;

@@ -63,11 +63,25 @@ int cred_file_store(const char *path, const struct cred_store *from, unsigned ma
 bool cred_has_key(const struct cred_store *s, enum cred_provider p);
 const char *cred_key_source(const struct cred_store *s, enum cred_provider p);
 
-/* The guest environment: "GUEST_ENV=placeholder" for each provider that has a real key (all
- * providers with CRED_ENV_ALL). A malloc'ed NULL-terminated vector in *ret_env (strv_free), which
- * may be empty ({ NULL }). 0 or -ENOMEM. */
+/* Which providers have a real key in s: bit 1 << provider. */
+unsigned cred_key_mask(const struct cred_store *s);
+/* The provider one of whose own API domains host is (a bare DNS name, any case, maybe with a
+ * trailing dot; exact names only), or -1. */
+int cred_provider_for_host(const char *host);
+
+/* Wipe the providers' key variables (ANTHROPIC_API_KEY, ...) from this process's environment:
+ * the value's bytes are overwritten where they lie (so /proc/PID/environ shows zeros) and the
+ * variable is unset. For a process that hands its keys to the key broker (keyd.h) and must not
+ * keep them, nor pass them to what it runs. Main thread, before other threads read the
+ * environment. */
+void cred_env_scrub(void);
+
+/* The guest environment: "GUEST_ENV=placeholder" for each provider in mask (bit 1 << provider:
+ * those with a real key on the host, cred_key_mask; all providers with CRED_ENV_ALL). A
+ * malloc'ed NULL-terminated vector in *ret_env (strv_free), which may be empty ({ NULL }). 0 or
+ * -ENOMEM. */
 #define CRED_ENV_ALL 1u
-int cred_guest_env(const struct cred_store *s, unsigned flags, char ***ret_env);
+int cred_guest_env(unsigned mask, unsigned flags, char ***ret_env);
 
 /* Rewrite an HTTP/1.1 request head (request line and header lines, normally ending in CRLFCRLF)
  * bound for host (a bare DNS name, any case, maybe with a trailing dot): when host is one of a

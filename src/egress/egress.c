@@ -30,6 +30,7 @@
 #include "clockutil.h"
 #include "credentials.h"
 #include "dns.h"
+#include "keyd.h"
 #include "fakeip.h"
 #include "log.h"
 #include "macro.h"
@@ -51,12 +52,12 @@ struct dns_conn {
 
 struct egress {
 	struct egress_config cfg;
-	char *corp_path, *user_path, *cred_path;
+	char *corp_path, *user_path;
 	struct policy *policy;
 	uint64_t policy_checked_ms;
 	struct fakeip *fakeip;
 	struct tls_ca *ca;
-	struct cred_store *creds;
+	unsigned key_mask; /* providers with a key (the broker's hello) */
 	struct pricing *pricing;
 	struct proxy *proxy;
 	struct unix_listener proxy_listen, dns_listen;
@@ -302,7 +303,7 @@ static int guest_env_build(struct egress *e)
 {
 	/* placeholders only for providers with a real key on the host: a placeholder without a
 	 * key would make the CLIs prefer it over their own login (docs/POLICY.md) */
-	return cred_guest_env(e->creds, 0, &e->guest_env);
+	return cred_guest_env(e->key_mask, 0, &e->guest_env);
 }
 
 int egress_start(const struct egress_config *cfg, struct egress **ret, char *err, size_t errlen)
@@ -315,9 +316,7 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 	e->corp_path = strdup(cfg->corp_policy ? cfg->corp_policy : POLICY_CORP_PATH);
 	if (asprintf(&e->user_path, "%s/%s", cfg->capsem_home, POLICY_USER_FILE) < 0)
 		e->user_path = NULL;
-	if (asprintf(&e->cred_path, "%s/credentials", cfg->capsem_home) < 0)
-		e->cred_path = NULL;
-	if (!e->corp_path || !e->user_path || !e->cred_path)
+	if (!e->corp_path || !e->user_path)
 		goto fail;
 
 	r = policy_load(e->corp_path, e->user_path, &e->policy, err, errlen);
@@ -336,8 +335,8 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 			 r == -EPERM ? " (ca.pem must be readable by its owner only)" : "");
 		goto fail;
 	}
-	r = cred_load(e->cred_path, NULL, &e->creds, err, errlen);
-	if (r < 0)
+	if (cfg->keyd_ctl >= 0 &&
+	    (r = keyd_hello(cfg->keyd_ctl, KEYD_CONNECT_MS, &e->key_mask, err, errlen)) < 0)
 		goto fail;
 	r = pricing_load_default(&e->pricing);
 	if (r < 0) {
@@ -355,7 +354,8 @@ int egress_start(const struct egress_config *cfg, struct egress **ret, char *err
 		.ca = e->ca,
 		.policy = egress_current_policy,
 		.fakeip = e->fakeip,
-		.creds = e->creds,
+		.keyd = cfg->keyd_ctl,
+		.key_mask = e->key_mask,
 		.pricing = e->pricing,
 		.hooks = { .net = on_proxy_net, .model = on_proxy_model },
 		.userdata = e,
@@ -398,7 +398,7 @@ void egress_stop(struct egress *e)
 		if (e->dns[i])
 			dns_conn_close(e->dns[i]);
 	proxy_free(e->proxy);
-	/* the proxy keeps pointers to the CA, map, credentials and pricing until its handles
+	/* the proxy keeps pointers to the CA, map and pricing until its handles
 	 * close: those live as long as the process (capsem-vm exits after its loop ends) */
 	policy_free(e->policy);
 	e->policy = NULL;

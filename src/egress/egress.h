@@ -1,6 +1,7 @@
 /* egress.h - the host side of one VM's network: policy (reloaded when its files change), the
  * fake-IP DNS server (guest vsock port 5007), the MITM proxy (guest vsock port 5002), the
- * installation CA and the provider credentials. capsem-vm starts one per VM on its loop.
+ * installation CA and the provider keys' placeholders (the keys themselves are the key
+ * broker's, keyd.h). capsem-vm starts one per VM on its loop.
  */
 #pragma once
 
@@ -33,6 +34,7 @@ struct egress_config {
 	const char *corp_policy;  /* NULL = POLICY_CORP_PATH */
 	const char *proxy_socket; /* Unix socket path the vsock backend delivers port 5002 to */
 	const char *dns_socket;	  /* ... and port 5007 */
+	int keyd_ctl; /* the key broker's control socket (keyd.h; the caller's), or -1: no keys */
 	struct egress_hooks hooks;
 	void *userdata;
 };

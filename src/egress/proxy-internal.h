@@ -69,8 +69,8 @@ struct req {
 	uint64_t bytes_up, bytes_down;
 	char rule[POLICY_MAX_NAME + 1]; /* copied: the policy may be reloaded meanwhile */
 	const char *layer;		/* static */
-	/* a safe, bodiless request sent on a reused upstream connection, kept (it may hold a real
-	 * key: wiped when dropped) until the response starts: when that connection turns out to
+	/* a safe, bodiless request sent on a reused upstream connection, kept (placeholders only:
+	 * still wiped when dropped) until the response starts: when that connection turns out to
 	 * have been closed by the server meanwhile, the request is sent once more on a new one */
 	char *replay;
 	size_t replay_len;
@@ -115,8 +115,11 @@ struct up {
 	char *host;
 	uint16_t port;
 	bool tls;
+	bool keyed;	  /* through the key broker (keyd.h): a stream, writes framed */
+	bool status_wait; /* keyed: the broker's "ok" has not come yet */
 	bool ready;
 	bool failed;
+	const char *fail_why; /* static: a failure reported from the timer (up_start's) */
 	bool in_pool;
 	bool gai_pending;
 	bool dead;
@@ -176,6 +179,8 @@ void upstream_release(struct up *u);
 void upstream_close(struct up *u);
 /* Queue n bytes to u (held in u->pending until it is connected). 0 or -errno. */
 int upstream_write(struct up *u, const void *data, size_t n);
+/* The same for a request head (the key broker swaps its placeholders: a frame of its own). */
+int upstream_write_head(struct up *u, const void *head, size_t n);
 /* Bytes queued to u and not yet written. */
 size_t upstream_backlog(const struct up *u);
 /* Close every idle upstream in p's pool. */

@@ -21,8 +21,7 @@
  *      (policy_path_normalize: encoded unreserved characters decoded, hex upper-cased) and that
  *      one form is decided, recorded and forwarded: the upstream never reads a path the policy
  *      did not. Request-level policy (method, path); blocked -> 403 with a JSON body naming
- *      the rule. Allowed: the head is re-serialised (the normalised target; credential
- *      placeholders swapped for the provider's real key on that provider's hosts only;
+ *      the rule. Allowed: the head is re-serialised (the normalised target;
  *      Accept-Encoding set to identity on AI provider requests so the side parser reads plain
  *      bytes), the body streamed, the response forwarded AS IT ARRIVES (head bytes unchanged,
  *      body bytes unchanged, chunk by chunk: SSE is never buffered) while a copy of the decoded
@@ -43,8 +42,10 @@
  * (sockets, TLS over memory BIOs, write queues) are side.c.
  *
  * Trust: the guest is hostile (preamble, TLS, HTTP: all parsed by capped, fuzzed code); upstream
- * servers are hostile too (responses are parsed with the same parser). Real API keys exist only
- * in the head written upstream. Thread: the libuv loop thread only.
+ * servers are hostile too (responses are parsed with the same parser). The real API keys are
+ * never in this process: a request to a provider's own API domain (the provider having a key)
+ * goes over TLS through the key broker (keyd.h, upstream.c), which swaps the guest's
+ * placeholders in the head it is handed. Thread: the libuv loop thread only.
  */
 #include "proxy-internal.h"
 
@@ -62,7 +63,6 @@
 #include "ai.h"
 #include "buf.h"
 #include "clockutil.h"
-#include "credentials.h"
 #include "fakeip.h"
 #include "http.h"
 #include "log.h"
@@ -330,7 +330,7 @@ void proxy_conn_up_failed(struct conn *c, const char *why)
 		c->r.replay = NULL;
 		c->r.replay_len = 0;
 		c->up = upstream_get(c, c->tls, false);
-		int e = c->up ? upstream_write(c->up, head, n) : -ENOMEM;
+		int e = c->up ? upstream_write_head(c->up, head, n) : -ENOMEM;
 		explicit_bzero(head, n);
 		free(head);
 		if (e == 0) {
@@ -374,18 +374,18 @@ static void conn_start_tunnel(struct conn *c, bool tls)
 }
 
 /* Serialise the request head for upstream with target (the normalised one) in its request line
- * (credentials swapped, Accept-Encoding for AI). */
-static int build_up_head(struct conn *c, const struct http_msg *m, const char *target, bool ai,
-			 bool ai_ws, struct buf *out)
+ * (Accept-Encoding for AI; placeholders stay: the key broker swaps them on a keyed upstream). */
+static int build_up_head(const struct http_msg *m, const char *target, bool ai, bool ai_ws,
+			 struct buf *out)
 {
-	_cleanup_buf_wipe_ struct buf h = BUF_INIT(HTTP_MAX_HEAD + 512);
-	int r = 0;
+	struct buf *h = out;
 	char line[64];
-	r |= buf_append(&h, m->method, strlen(m->method));
-	r |= buf_append(&h, " ", 1);
-	r |= buf_append(&h, target, strlen(target));
+	int r = 0;
+	r |= buf_append(h, m->method, strlen(m->method));
+	r |= buf_append(h, " ", 1);
+	r |= buf_append(h, target, strlen(target));
 	snprintf(line, sizeof(line), " HTTP/1.%d\r\n", m->minor);
-	r |= buf_append(&h, line, strlen(line));
+	r |= buf_append(h, line, strlen(line));
 	for (size_t i = 0; i < m->n_headers; i++) {
 		const struct http_header *x = &m->headers[i];
 		if (ai && strcasecmp(x->name, "Accept-Encoding") == 0)
@@ -393,23 +393,16 @@ static int build_up_head(struct conn *c, const struct http_msg *m, const char *t
 		/* no permessage-deflate on a model API's WebSocket: its messages are read (aiws.c) */
 		if (ai_ws && strcasecmp(x->name, "Sec-WebSocket-Extensions") == 0)
 			continue;
-		r |= buf_append(&h, x->name, strlen(x->name));
-		r |= buf_append(&h, ": ", 2);
-		r |= buf_append(&h, x->value, strlen(x->value));
-		r |= buf_append(&h, "\r\n", 2);
+		r |= buf_append(h, x->name, strlen(x->name));
+		r |= buf_append(h, ": ", 2);
+		r |= buf_append(h, x->value, strlen(x->value));
+		r |= buf_append(h, "\r\n", 2);
 	}
 	if (ai)
-		r |= buf_append(&h, "Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n",
+		r |= buf_append(h, "Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n",
 				sizeof("Accept-Encoding: " AI_ACCEPT_ENCODING "\r\n") - 1);
-	r |= buf_append(&h, "\r\n", 2);
-	if (r < 0)
-		return -E2BIG;
-	if (c->p->cfg.creds) {
-		int count = 0;
-		return cred_rewrite_head(c->p->cfg.creds, c->host, (const char *)buf_head(&h),
-					 buf_len(&h), out, &count);
-	}
-	return buf_append(out, buf_head(&h), buf_len(&h));
+	r |= buf_append(h, "\r\n", 2);
+	return r < 0 ? -E2BIG : 0;
 }
 
 /* Host header (optional in HTTP/1.0) must name the connection's host, with its port or none. */
@@ -532,9 +525,8 @@ static void conn_start_request(struct conn *c)
 	else if (prov != AI_NONE)
 		r->ai = ai_call_new(prov, m.method, target);
 
-	/* wiped when it goes: it may hold a real key */
-	_cleanup_buf_wipe_ struct buf head = BUF_INIT(HTTP_MAX_HEAD + 4096);
-	int e = build_up_head(c, &m, target, r->ai != NULL, r->aiws != NULL, &head);
+	_cleanup_buf_ struct buf head = BUF_INIT(HTTP_MAX_HEAD + 4096);
+	int e = build_up_head(&m, target, r->ai != NULL, r->aiws != NULL, &head);
 	http_msg_done(&m);
 	side_consume(&c->c, (size_t)k);
 	if (e < 0) {
@@ -560,7 +552,7 @@ static void conn_start_request(struct conn *c)
 		}
 	}
 	c->up->served++;
-	e = upstream_write(c->up, buf_head(&head), buf_len(&head));
+	e = upstream_write_head(c->up, buf_head(&head), buf_len(&head));
 	if (e < 0) {
 		proxy_conn_close(c, "upstream write failed");
 		return;

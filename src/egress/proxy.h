@@ -13,7 +13,6 @@
 struct tls_ca;
 struct policy;
 struct fakeip;
-struct cred_store;
 struct pricing;
 struct ai_event;
 
@@ -60,9 +59,13 @@ struct proxy_config {
 	struct tls_ca *ca;
 	/* the current policy (the host reloads it; the proxy asks per connection and request) */
 	const struct policy *(*policy)(void *userdata);
-	struct fakeip *fakeip;		/* name <-> address map shared with the DNS server */
-	const struct cred_store *creds; /* may be NULL: no substitution */
-	const struct pricing *pricing;	/* may be NULL: costs unknown */
+	struct fakeip *fakeip; /* name <-> address map shared with the DNS server */
+	/* the key broker's control socket (keyd.h), -1 for none; key_mask (its hello) says which
+	 * providers have a key: TLS requests to those providers' own API domains go through it,
+	 * which swaps their placeholders for the keys this process never holds */
+	int keyd;
+	unsigned key_mask;
+	const struct pricing *pricing; /* may be NULL: costs unknown */
 	struct proxy_hooks hooks;
 	void *userdata; /* for policy() and the hooks */
 };

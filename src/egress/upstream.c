@@ -12,6 +12,12 @@
  * upstream stays with one guest connection while that is open; any byte or EOF from an idle one
  * closes it. The pool is flushed when the policy changes.
  *
+ * Keyed upstreams: a TLS connection to a provider's own API domain, when that provider has a key,
+ * is the key broker's (keyd.h): here it is a plain stream to the broker, which answers "ok" (or
+ * "error WHY") once it is connected and verified, then relays the server's plaintext; what is
+ * written to it goes in frames, heads apart (upstream_write_head), so the broker swaps their
+ * placeholders. Everything else (pool, timeouts, flow control) is the same as for any upstream.
+ *
  * Trust boundary: upstream servers are hostile (their bytes are read by proxy.c with the same
  * capped parser as the guest's); the names connected to passed the policy. Thread: the libuv
  * loop thread only.
@@ -25,11 +31,17 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "credentials.h"
+#include "fdutil.h"
+#include "keyd.h"
+#include "log.h"
 #include "macro.h"
 #include "parse.h"
 #include "tls.h"
 
 static void up_free_maybe(struct up *u);
+static void up_mark_ready(struct up *u);
+static void up_fail(struct up *u, const char *why);
 
 static void pool_remove(struct up *u)
 {
@@ -84,9 +96,45 @@ void upstream_close(struct up *u)
 	up_free_maybe(u);
 }
 
+#define KEYD_STATUS_MAX 400 /* "error WHY\n" */
+
+/* The broker's first line: "ok" makes u ready, anything else fails it. 1 while it has not come. */
+static int up_keyed_status(struct up *u)
+{
+	const char *p = (const char *)buf_head(&u->s.in);
+	size_t n = buf_len(&u->s.in);
+	const char *nl = memchr(p, '\n', MIN(n, (size_t)KEYD_STATUS_MAX));
+	if (!nl) {
+		if (!u->s.eof && n < KEYD_STATUS_MAX)
+			return 1;
+		up_fail(u,
+			"the key broker ended the connection (see keyd.log in the VM directory)");
+		return -EPIPE;
+	}
+	size_t ll = (size_t)(nl - p);
+	if (ll == 2 && memcmp(p, "ok", 2) == 0) {
+		side_consume(&u->s, ll + 1);
+		u->status_wait = false;
+		up_mark_ready(u);
+		return u->dead ? -EPIPE : 0;
+	}
+	char why[KEYD_STATUS_MAX + 32];
+	bool err = ll > 6 && memcmp(p, "error ", 6) == 0;
+	size_t k = 0;
+	for (size_t i = err ? 6 : 0; i < ll && k < KEYD_STATUS_MAX; i++) /* printable only */
+		why[k++] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
+	why[k] = 0;
+	up_fail(u, err ? why : "the key broker's answer is garbled");
+	return -EPROTO;
+}
+
 static void up_on_data(struct side *s)
 {
 	struct up *u = s->owner;
+	if (u->status_wait && up_keyed_status(u) != 0)
+		return;
+	if (buf_len(&s->in) == 0 && !s->eof)
+		return;
 	if (u->conn) {
 		proxy_conn_pump(u->conn);
 		return;
@@ -226,6 +274,10 @@ static void up_on_timeout(uv_timer_t *t)
 		upstream_close(u);
 		return;
 	}
+	if (u->fail_why) {
+		up_fail(u, u->fail_why);
+		return;
+	}
 	if (!u->ready) {
 		char why[160];
 		snprintf(why, sizeof(why), "upstream %s:%u did not answer within %d s", u->host,
@@ -259,6 +311,46 @@ static int parse_hostport(const char *s, struct sockaddr_storage *ss)
 	return -EINVAL;
 }
 
+/* Whether a TLS upstream to host goes through the key broker: a provider's own API domain,
+ * that provider having a key. */
+static bool host_keyed(const struct proxy *p, const char *host)
+{
+	int k = cred_provider_for_host(host);
+	return p->cfg.keyd >= 0 && k >= 0 && (p->cfg.key_mask & (1u << k));
+}
+
+/* A keyed upstream: a stream from the broker, read like a plain upstream once it said "ok".
+ * A broker that is gone fails u from the timer (a 502 naming it), as a failed connect would. */
+static int up_start_keyed(struct up *u)
+{
+	int fd = -1;
+	int r = keyd_connect(u->p->cfg.keyd, u->host, u->port, &fd);
+	if (r < 0) {
+		log_error_errno(r, "cannot reach the key broker");
+		u->fail_why = "the key broker is not running (see keyd.log in the VM directory)";
+		if (!u->timer_init)
+			return r;
+		uv_timer_start(&u->timer, up_on_timeout, 0, 0);
+		return 0;
+	}
+	r = uv_pipe_init(u->p->cfg.loop, &u->s.h.pipe, 0);
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	side_init_common(&u->s, &up_ops, u);
+	u->handle_init = true;
+	u->handles++;
+	r = uv_pipe_open(&u->s.h.pipe, fd);
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	u->status_wait = true;
+	side_want_read(&u->s, true);
+	return 0;
+}
+
 static struct up *up_new(struct proxy *p, const char *host, uint16_t port, bool tls)
 {
 	struct up *u = calloc(1, sizeof(*u));
@@ -269,6 +361,7 @@ static struct up *up_new(struct proxy *p, const char *host, uint16_t port, bool 
 	u->host = strdup(host);
 	u->port = port;
 	u->tls = tls;
+	u->keyed = tls && host_keyed(p, host);
 	buf_init(&u->pending, PENDING_CAP);
 	if (!u->host) {
 		free(u);
@@ -290,6 +383,8 @@ static int up_start(struct up *u)
 	struct proxy *p = u->p;
 	if (u->timer_init)
 		uv_timer_start(&u->timer, up_on_timeout, CONNECT_TIMEOUT_MS, 0);
+	if (u->keyed)
+		return up_start_keyed(u);
 	char over[300];
 	if (policy_upstream_override(proxy_cur_policy(p), u->host, u->port, over, sizeof(over)) ==
 	    0) {
@@ -368,11 +463,44 @@ void upstream_release(struct up *u)
 	side_want_read(&u->s, true); /* notice a close while idle */
 }
 
-int upstream_write(struct up *u, const void *data, size_t n)
+static int up_put(struct up *u, const void *data, size_t n)
 {
 	if (!u->ready)
 		return buf_append(&u->pending, data, n);
 	return side_write(&u->s, data, n);
+}
+
+/* One frame to the key broker (header and payload both queued, or neither). */
+static int up_frame(struct up *u, enum keyd_frame t, const void *data, size_t n)
+{
+	uint8_t hdr[KEYD_HDR];
+	if (n > KEYD_FRAME_MAX)
+		return -E2BIG;
+	if (!u->ready && buf_room(&u->pending) < sizeof(hdr) + n)
+		return -ENOBUFS;
+	keyd_frame_header(hdr, t, n);
+	int r = up_put(u, hdr, sizeof(hdr));
+	return r < 0 ? r : up_put(u, data, n);
+}
+
+int upstream_write(struct up *u, const void *data, size_t n)
+{
+	if (!u->keyed)
+		return up_put(u, data, n);
+	const uint8_t *p = data;
+	int r = 0;
+	while (n > 0 && r == 0) {
+		size_t k = MIN(n, (size_t)KEYD_FRAME_MAX);
+		r = up_frame(u, KEYD_DATA, p, k);
+		p += k;
+		n -= k;
+	}
+	return r;
+}
+
+int upstream_write_head(struct up *u, const void *head, size_t n)
+{
+	return u->keyed ? up_frame(u, KEYD_HEAD, head, n) : up_put(u, head, n);
 }
 
 size_t upstream_backlog(const struct up *u)

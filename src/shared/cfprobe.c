@@ -4,6 +4,7 @@
 #include "cfprobe.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -29,7 +30,7 @@ static int probe(const char *kind, const char *arg)
 		return fd < 0 ? errno : 0;
 	}
 	if (streq(kind, "create")) {
-		char p[4096];
+		char p[4200];
 		snprintf(p, sizeof(p), "%s/.capsem-probe-%d", arg, (int)getpid());
 		int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0)
@@ -75,6 +76,64 @@ static int probe(const char *kind, const char *arg)
 	return EINVAL;
 }
 
+/* The pid of a child of ours whose command line holds name (its arguments are NUL-separated:
+ * each is matched), or -1. */
+static int child_with(const char *name)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int found = -1;
+	while (d && found < 0 && (e = readdir(d))) {
+		uint32_t pid;
+		char p[64];
+		_cleanup_free_ char *st = NULL, *cmd = NULL;
+		size_t n = 0;
+		if (parse_u32(e->d_name, &pid) < 0)
+			continue;
+		snprintf(p, sizeof(p), "/proc/%u/stat", pid);
+		if (read_file_small(p, 4096, &st, NULL) < 0)
+			continue;
+		/* "pid (comm) S ppid ...": the third field after the command */
+		const char *rp = strrchr(st, ')');
+		char ppid_s[16];
+		uint32_t ppid;
+		if (!rp || strlen(rp) < 5)
+			continue;
+		size_t k = strspn(rp + 4, "0123456789");
+		if (k == 0 || k >= sizeof(ppid_s))
+			continue;
+		memcpy(ppid_s, rp + 4, k);
+		ppid_s[k] = 0;
+		if (parse_u32(ppid_s, &ppid) < 0 || ppid != (uint32_t)getpid())
+			continue;
+		snprintf(p, sizeof(p), "/proc/%u/cmdline", pid);
+		if (read_file_small(p, 65536, &cmd, &n) < 0)
+			continue;
+		for (size_t i = 0; i < n && found < 0; i += strlen(cmd + i) + 1)
+			if (streq(cmd + i, name))
+				found = (int)pid;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* arg with "{child=NAME}" replaced by that child's pid (child_with; -1 when there is none):
+ * the test cannot know it in advance. */
+static void expand(const char *arg, char *out, size_t len)
+{
+	const char *t = strstr(arg, "{child=");
+	const char *end = t ? strchr(t, '}') : NULL;
+	if (!end) {
+		snprintf(out, len, "%s", arg);
+		return;
+	}
+	char name[256];
+	size_t nl = (size_t)(end - t) - strlen("{child=");
+	snprintf(name, sizeof(name), "%.*s", (int)MIN(nl, sizeof(name) - 1), t + strlen("{child="));
+	snprintf(out, len, "%.*s%d%s", (int)(t - arg), arg, child_with(name), end + 1);
+}
+
 void cfprobe_run(const char *who)
 {
 	const char *env = getenv("CAPSEM_CONFINE_PROBE"), *only = getenv("CAPSEM_PROBE_ONLY");
@@ -113,10 +172,12 @@ void cfprobe_run(const char *who)
 			*colon = ':';
 			continue;
 		}
+		char arg[4096];
+		expand(colon + 1, arg, sizeof(arg));
 		pid_t pid = fork();
 		if (pid == 0) {
 			/* an exec probe that succeeds runs the program: it must exit 0 */
-			_exit(probe(p, colon + 1) & 0xff);
+			_exit(probe(p, arg) & 0xff);
 		}
 		int st = 0;
 		if (pid > 0)
@@ -132,7 +193,7 @@ void cfprobe_run(const char *who)
 		else
 			snprintf(res, sizeof(res), "%s",
 				 strerrorname_np(WEXITSTATUS(st)) ?: "error");
-		fprintf(stderr, "confine-probe %s %s:%s: %s\n", who, p, colon + 1, res);
+		fprintf(stderr, "confine-probe %s %s:%s: %s\n", who, p, arg, res);
 		*colon = ':';
 	}
 	fflush(stderr);

@@ -21,11 +21,13 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -129,4 +131,17 @@ void scf_describe_sigsys(int pid, char *buf, size_t len)
 		snprintf(buf, len, "killed by seccomp (SIGSYS): syscall %s", name);
 	else
 		snprintf(buf, len, "killed by seccomp (SIGSYS)");
+}
+
+void scf_describe_exit(int pid, int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+		char how[200];
+		scf_describe_sigsys(pid, how, sizeof(how));
+		snprintf(buf, len, "was %s", how);
+	} else if (WIFSIGNALED(status)) {
+		snprintf(buf, len, "was killed by signal %d", WTERMSIG(status));
+	} else {
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	}
 }

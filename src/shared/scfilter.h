@@ -33,3 +33,7 @@ long scf_syscall_nr(const char *name);
  * (SIGSYS)". The record is printed by the kernel's audit thread a moment after the kill: this
  * waits for it on /dev/kmsg for at most half a second. Writes a NUL-terminated line into buf. */
 void scf_describe_sigsys(int pid, char *buf, size_t len);
+
+/* How process pid ended, from its wait status, for a log line after its name: "exited with
+ * status N", "was killed by signal N", or "was killed by seccomp (SIGSYS)..." as above. */
+void scf_describe_exit(int pid, int status, char *buf, size_t len);

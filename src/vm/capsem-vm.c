@@ -19,6 +19,7 @@
  * Trust: everything read from the guest (control frames, serial bytes, vsock traffic in the
  * backend) is hostile. One thread: the libuv loop; no sleeping.
  */
+#include "keydmain.h"
 #include "capsem-vm.h"
 
 #include <fcntl.h>
@@ -355,6 +356,7 @@ static void vm_finish(struct vm *vm)
 	vm->mcp = NULL;
 	egress_stop(vm->egress);
 	vm->egress = NULL;
+	vm_keyd_stop(vm);
 	/* flushes: the session's last rows are on disk before "stopped" */
 	ledger_close(vm->ledger);
 	vm->ledger = NULL;
@@ -574,6 +576,11 @@ static int vm_start(struct vm *vm)
 			return log_error_errno(r, "cannot listen on %s", listeners[i].path);
 	}
 
+	/* the key broker first: before any helper that would inherit the keys in our environment,
+	 * and outside the Landlock domain we enter below */
+	r = vm_keyd_start(vm);
+	if (r < 0)
+		return r;
 	/* virtiofsd builds its own sandbox (mount namespace, pivot_root), which a Landlocked
 	 * process may not: it starts before capsem-vm confines itself */
 	if (vm->o.workspace && !vm->o.workspace_9p && !vm->o.workspace_serial) {
@@ -618,6 +625,7 @@ static int vm_start(struct vm *vm)
 			.capsem_home = home,
 			.proxy_socket = "vsock_5002",
 			.dns_socket = "vsock_5007",
+			.keyd_ctl = vm->keyd_ctl,
 			.hooks = vm_ledger_hooks(),
 			.userdata = vm->ledger,
 		};
@@ -1196,6 +1204,8 @@ int main(int argc, char **argv)
 		return vm_mcp_exec(argc, argv);
 	if (argc > 1 && streq(argv[1], "--ws9p-serve"))
 		return vm_ws9p_serve(argc, argv);
+	if (argc > 1 && streq(argv[1], "--keyd"))
+		return keyd_process_main(argc, argv);
 	vm.cg = (struct hostcg)HOSTCG_INIT;
 	r = parse_args(argc, argv, &vm.o);
 	if (r == 0 && vm_workspace_transport(&vm.o) < 0)
@@ -1222,6 +1232,7 @@ int main(int argc, char **argv)
 	uv_loop_init(&loop);
 	vm.loop = &loop;
 	vm.qemu_pid = -1;
+	vm.keyd_ctl = -1;
 	uv_timer_init(&loop, &vm.boot_timer);
 	uv_timer_init(&loop, &vm.stop_timer);
 	uv_timer_init(&loop, &vm.vsock_timer);

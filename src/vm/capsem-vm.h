@@ -100,7 +100,7 @@ struct vm {
 	char *vsock_error; /* a vsock backend failure, judged after a grace period */
 	uv_timer_t vsock_timer;
 	uv_timer_t vfs_timer; /* virtiofsd ended cleanly: QEMU must follow in VFS_QEMU_GRACE_MS */
-	char vfs_why[64];     /* how virtiofsd ended */
+	char vfs_why[256];    /* how virtiofsd ended */
 	int exit_code;
 	struct unix_listener control_l; /* --control */
 	struct watch *w_control[CONTROL_MAX_CLIENTS];
@@ -121,7 +121,10 @@ struct vm {
 	uv_poll_t audit_poll;	/* its inotify fd */
 	uv_timer_t audit_timer; /* the next touched path due */
 	struct vmchan *chan;	/* --channel serial: the mux thread (vmchan.c) */
-	struct vmws *ws;    /* the workspace over virtio-serial: the 9p server's thread (vmws.c) */
+	struct vmws *ws; /* the workspace over virtio-serial: the 9p server's process (vmws.c) */
+	int keyd_ctl;	 /* the key broker's control socket, -1 without (vmkeyd.c) */
+	pid_t keyd_pid;	 /* the key broker, 0 when not running */
+	struct watch *w_keyd;
 	struct hostcg cg;   /* QEMU's cgroup (vmconfine.c) */
 	char **mcp_prefix;  /* the MCP servers' launcher (vm_mcp_prefix) */
 	int64_t qmp_id;	    /* the last QMP command's id (vmsuspend.c) */
@@ -151,6 +154,11 @@ int vm_chan_restart(struct vm *vm);
 /* Serve --workspace over the port: start the server process (capsem-vm --ws9p-serve, ws9pd.c)
  * before QEMU, with the state saved in WS_STATE on a resume. 0 or -errno (logged). */
 int vm_ws_start(struct vm *vm);
+/* Start the key broker (capsem-vm --keyd, keydmain.c) and wipe the provider keys from our own
+ * environment, before any guest byte is read and before QEMU or any helper is started (they
+ * would inherit the environment). Without egress only the wipe. 0 or -errno (logged). */
+int vm_keyd_start(struct vm *vm);
+void vm_keyd_stop(struct vm *vm);
 /* Stop the server. NULL-safe. */
 void vm_ws_stop(struct vm *vm);
 /* The guest is stopped (QMP stop): the server serves what QEMU still hands over, writes no

@@ -275,14 +275,15 @@ static int self_rules(struct vm *vm, struct ll_ruleset *rs)
 		if (r >= 0 && vm->cg.dir[k])
 			r = allow_opt(rs, vm->cg.dir[k], LL_READ);
 	}
-	/* $CAPSEM_HOME: only the CA (made here when missing), the user policy, the credentials,
-	 * the MCP configuration and the ledger's directory (sessions/) */
+	/* $CAPSEM_HOME: only the CA (made here when missing), the user policy, the MCP
+	 * configuration and the ledger's directory (sessions/); not the credentials: the keys are
+	 * the key broker's (vmkeyd.c), which runs outside this domain */
 	char p[4096];
 	if (r >= 0 && !o->no_egress) {
 		snprintf(p, sizeof(p), "%s/ca", home);
 		(void)mkdir_p(p, 0700);
 		r = allow_opt(rs, p, LL_RW);
-		static const char *const files[] = { "user.toml", "credentials", "mcp.toml" };
+		static const char *const files[] = { "user.toml", "mcp.toml" };
 		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(files); i++) {
 			snprintf(p, sizeof(p), "%s/%s", home, files[i]);
 			r = allow_opt(rs, p, LL_READ);

@@ -381,3 +381,80 @@ int vm_seccomp_install_ws9p(enum scf_mode mode)
 	return scf_install(ws9p_allow, ELEMENTSOF(ws9p_allow), kill_list, ELEMENTSOF(kill_list),
 			   mode);
 }
+
+/* The key broker (capsem-vm --keyd, keydmain.c): the control socket, TCP connections out and
+ * name resolution (glibc's: UDP to the resolver, a netlink socket for AI_ADDRCONFIG), reading
+ * its files (credentials, policy, trust store), threads, memory. No exec, no file writes beyond
+ * its inherited log, no process control. */
+static const int keyd_allow[] = {
+	SYS_read,
+	SYS_write,
+	SYS_readv,
+	SYS_writev,
+	SYS_pread64,
+	SYS_poll,
+	SYS_ppoll,
+	SYS_recvmsg,
+	SYS_sendmsg,
+	SYS_recvfrom,
+	SYS_sendto,
+	SYS_recvmmsg,
+	SYS_sendmmsg,
+	SYS_socket,
+	SYS_connect,
+	SYS_bind, /* the resolver's netlink socket */
+	SYS_getsockname,
+	SYS_getpeername,
+	SYS_getsockopt,
+	SYS_setsockopt,
+	SYS_shutdown,
+	SYS_close,
+	SYS_fstat,
+	SYS_newfstatat,
+	SYS_statx,
+	SYS_openat,
+	SYS_lseek,
+	SYS_getdents64,
+	SYS_fcntl,
+	SYS_ioctl, /* FIONREAD in the resolver */
+	SYS_brk,
+	SYS_mmap,
+	SYS_munmap,
+	SYS_mremap,
+	SYS_madvise,
+	SYS_mprotect,
+	SYS_clone,
+	SYS_clone3,
+	SYS_set_robust_list,
+	SYS_rseq,
+	SYS_futex,
+	SYS_sched_yield,
+	SYS_sched_getaffinity,
+	SYS_rt_sigreturn,
+	SYS_rt_sigprocmask,
+	SYS_rt_sigaction,
+	SYS_sigaltstack,
+	SYS_clock_gettime,
+	SYS_clock_getres,
+	SYS_clock_nanosleep,
+	SYS_nanosleep,
+	SYS_gettimeofday,
+	SYS_getuid,
+	SYS_geteuid,
+	SYS_getgid,
+	SYS_getegid,
+	SYS_getpid,
+	SYS_gettid,
+	SYS_uname,
+	SYS_sysinfo, /* measured: the resolver's path */
+	SYS_getrandom,
+	SYS_restart_syscall,
+	SYS_exit,
+	SYS_exit_group,
+};
+
+int vm_seccomp_install_keyd(enum scf_mode mode)
+{
+	return scf_install(keyd_allow, ELEMENTSOF(keyd_allow), kill_list, ELEMENTSOF(kill_list),
+			   mode);
+}

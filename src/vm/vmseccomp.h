@@ -13,3 +13,8 @@ int vm_seccomp_install(enum scf_mode mode);
  * (files below its root, its sockets, memory; no socket(), connect() or exec), the same kill
  * list. */
 int vm_seccomp_install_ws9p(enum scf_mode mode);
+
+/* The same for the key broker (capsem-vm --keyd, keydmain.c): its control socket, TCP
+ * connections out and name resolution, reading files, threads, memory; no exec, no process
+ * control. */
+int vm_seccomp_install_keyd(enum scf_mode mode);

@@ -23,6 +23,7 @@
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
+#include "scfilter.h"
 #include "strv.h"
 #include "unixsock.h"
 #include "ledger.h"
@@ -57,11 +58,9 @@ static void on_virtiofsd_exit(struct watch *w, int events)
 	(void)events;
 	if (waitpid(vm->vfs_pid, &st, WNOHANG) <= 0)
 		return;
+	scf_describe_exit(vm->vfs_pid, st, vm->vfs_why, sizeof(vm->vfs_why));
 	vm->vfs_pid = 0;
 	watch_close(&vm->w_vfs);
-	snprintf(vm->vfs_why, sizeof(vm->vfs_why), "%s %d",
-		 WIFEXITED(st) ? "exited with status" : "was killed by signal",
-		 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		uv_timer_start(&vm->vfs_timer, on_vfs_timer, VFS_QEMU_GRACE_MS, 0);
 	else

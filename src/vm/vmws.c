@@ -84,13 +84,8 @@ static void on_ws_exit(struct watch *wt, int events)
 	watch_close(&w->w_pid);
 	if (vm->state == VM_STOPPING || vm->state == VM_DONE || vm->qemu_exited)
 		return;
-	char how[160];
-	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
-		scf_describe_sigsys(pid, how, sizeof(how));
-	else
-		snprintf(how, sizeof(how), "%s %d",
-			 WIFEXITED(st) ? "exited with status" : "was killed by signal",
-			 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	char how[256];
+	scf_describe_exit(pid, st, how, sizeof(how));
 	vm_fail(vm, "the workspace's 9p server (capsem-vm --ws9p-serve) %s; its log: %s/" WS_LOG,
 		how, vm->o.vmdir);
 }

@@ -124,6 +124,79 @@ def start_vm(vmdir, home, ch, *extra, env=None):
                             env=e)
 
 
+def memory_holds(pid, needle):
+    """Whether any readable mapping of process pid holds needle (read as root through
+    /proc/PID/mem; a mapping that cannot be read is skipped)."""
+    found = False
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for ln in maps:
+            f = ln.split()
+            if "r" not in f[1] or (len(f) > 5 and f[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            prev = b""
+            for off in range(lo, hi, 1 << 20):
+                try:
+                    mem.seek(off)
+                    chunk = mem.read(min(1 << 20, hi - off))
+                except OSError:
+                    break
+                if needle in prev[-len(needle):] + chunk:
+                    found = True
+                prev = chunk
+    return found
+
+
+def children(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                st = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            if int(st.rpartition(")")[2].split()[1]) == pid:
+                out.append(int(p))
+    return out
+
+
+def cmdline(pid):
+    return open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+
+
+def test_provider_keys_live_only_in_the_key_broker(tmp_path):
+    """The keys (one from the environment, one from the credentials file) are in the key
+    broker's memory and nowhere in capsem-vm's (the process whose proxy parses the guest's
+    HTTP), nor in its environment or QEMU's. The broker is seccomp-filtered, without new
+    privileges. The positive control (the broker's memory holds them) proves the
+    scan reads what it should."""
+    if not ROOT:
+        pytest.skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
+    need_image()
+    home, ch, _ = layout(tmp_path)
+    env_key, file_key = b"sk-ant-ENVKEY-" + os.urandom(8).hex().encode(), \
+        b"sk-FILEKEY-" + os.urandom(8).hex().encode()
+    (ch / "credentials").write_text(f'[openai]\napi_key = "{file_key.decode()}"\n')
+    p = start_vm(ch / "vms" / "this", home, ch, env={"ANTHROPIC_API_KEY": env_key.decode()})
+    try:
+        ev = json.loads(p.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", (ev, p.stderr.read1())
+        kids = {c: cmdline(c) for c in children(p.pid)}
+        keyd = [c for c, a in kids.items() if b"--keyd" in a]
+        assert len(keyd) == 1, kids
+        keyd = keyd[0]
+        st = status(keyd)
+        assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1", st
+        for k in (env_key, file_key):
+            assert memory_holds(keyd, k), "the positive control failed: the scan is blind"
+            assert not memory_holds(p.pid, k), "a provider key is in capsem-vm's memory"
+            for pid in [p.pid, ev["qemu_pid"]]:
+                assert k not in open(f"/proc/{pid}/environ", "rb").read(), pid
+    finally:
+        assert stop_process(p) == 0
+    assert not procs_mentioning(str(tmp_path))
+
+
 def test_capsem_vm_is_confined(vm):
     st = status(vm.proc.pid)
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
@@ -152,11 +225,17 @@ def test_qemu_and_capsem_vm_probes(tmp_path, victim):
     vmdir = ch / "vms" / "this"
     p = start_vm(vmdir, home, ch, "--qemu", PROBE, "--boot-timeout", "20",
                  env={"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim,
-                                                     [f"open:{vmdir}/qemu.log"])})
+                                                     [f"open:{vmdir}/qemu.log",
+                                                      "open:/proc/{child=--keyd}/mem"])})
     out, err = p.communicate(timeout=120)
     qlog = (vmdir / "qemu.log").read_text()
     q, v = results(qlog, "helper"), results(err.decode(), "capsem-vm")
-    assert q and v, (qlog, err)
+    k = results((vmdir / "keyd.log").read_text(), "keyd")
+    assert q and v and k, (qlog, err)
+    # (the key broker cannot read its own /proc/self/status: no /proc in its ruleset; its
+    # NoNewPrivs and Seccomp are checked from outside, test_provider_keys_live_only_in_...)
+    keyd_mem = [w for w in v if w.startswith("open:/proc/") and w.endswith("/mem")]
+    assert keyd_mem and keyd_mem[0] != "open:/proc/-1/mem", v
     assert q["status:"] == "NoNewPrivs=1 Seccomp=2", q
     assert v["status:"] == "NoNewPrivs=1 Seccomp=2", v
     # the probe was killed by seccomp (ptrace is on the kill list) or refused
@@ -170,12 +249,18 @@ def test_qemu_and_capsem_vm_probes(tmp_path, victim):
     for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
                  f"open:{other}/serial.log", f"create:{other}", "exec:/bin/true"):
         assert q[what] == "EACCES", (what, q)
-    # capsem-vm: neither the SSH key nor another VM; the credentials it needs; it may exec
+    # capsem-vm: neither the SSH key nor another VM nor the credentials (the key broker's);
+    # nor the key broker's memory (outside its Landlock domain: root or not); it may exec
     for what in (f"open:{home}/.ssh/id_ed25519", f"open:{other}/serial.log",
-                 f"create:{other}"):
+                 f"create:{other}", f"open:{ch}/credentials", keyd_mem[0]):
         assert v[what] == "EACCES", (what, v)
-    assert v[f"open:{ch}/credentials"] == "ok", v
     assert v["exec:/bin/true"] == "ok", v
+    # the key broker: the credentials only; nothing else of $HOME, no exec, no writes
+    assert k[f"open:{ch}/credentials"] == "ok", k
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{other}/serial.log",
+                 f"create:{other}", "exec:/bin/true"):
+        assert k[what] == "EACCES", (what, k)
+    assert k[f"ptrace:{victim}"] == "EPERM", k
     assert not procs_mentioning(str(tmp_path))
 
 

@@ -12,6 +12,8 @@
  *
  * The egress service runs whole (egress_start): its DNS server listens on --dns-socket (the
  * benchmark measures it there) and its proxy socket next to it.
+ * Keys go through the key broker as in capsem-vm: `proxy-front --keyd ...` is the broker's
+ * process (keydmain.c), started here with the same confinement.
  * Prints "ready" on stdout once listening; runs until SIGTERM/SIGINT. Not installed.
  */
 #include <arpa/inet.h>
@@ -28,9 +30,13 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "confine.h"
+#include "credentials.h"
 #include "egress.h"
 #include "fakeip.h"
+#include "keydmain.h"
 #include "parse.h"
+#include "policy.h"
 #include "vmseccomp.h"
 
 static struct proxy *proxy;
@@ -52,8 +58,33 @@ static void on_signal(uv_signal_t *s, int signum)
 	uv_stop(s->loop);
 }
 
+/* The key broker, as capsem-vm starts it (vmkeyd.c): its control socket, or -1. */
+static int start_keyd(const char *home)
+{
+	char *self = realpath("/proc/self/exe", NULL);
+	int sv[2], pidfd = -1;
+	pid_t pid;
+	if (!self || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(self);
+		return -1;
+	}
+	char *argv[] = { self, (char *)"--keyd", (char *)home, (char *)POLICY_CORP_PATH, NULL };
+	struct confine_opts co = { .flags = CONFINE_NO_NEW_PRIVS, .landlock_fd = -1 };
+	int r = confine_spawn(argv, STDERR_FILENO, sv[1], &co, &pid, &pidfd);
+	close(sv[1]);
+	free(self);
+	cred_env_scrub();
+	if (r < 0) {
+		close(sv[0]);
+		return -1;
+	}
+	return sv[0];
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--keyd") == 0)
+		return keyd_process_main(argc, argv);
 	const char *listen_at = "127.0.0.1:0", *name = "localhost", *dns_socket = NULL;
 	uint32_t port = 443;
 	static const struct option opts[] = { { "listen", required_argument, NULL, 'l' },
@@ -101,7 +132,12 @@ int main(int argc, char **argv)
 	struct egress_config ec = { .loop = loop,
 				    .capsem_home = home,
 				    .proxy_socket = proxy_socket,
-				    .dns_socket = dns_socket };
+				    .dns_socket = dns_socket,
+				    .keyd_ctl = start_keyd(home) };
+	if (ec.keyd_ctl < 0) {
+		fprintf(stderr, "proxy-front: cannot start the key broker\n");
+		return 1;
+	}
 	struct egress *e;
 	if (egress_start(&ec, &e, err, sizeof(err)) < 0) {
 		fprintf(stderr, "proxy-front: %s\n", err);

@@ -175,11 +175,11 @@ static void test_guest_env(void **state)
 	char *env[] = { "ANTHROPIC_API_KEY=" ANT_KEY, NULL };
 	struct cred_store *s = load_env(env);
 	char **ge = NULL;
-	assert_int_equal(cred_guest_env(s, 0, &ge), 0);
+	assert_int_equal(cred_guest_env(cred_key_mask(s), 0, &ge), 0);
 	assert_int_equal(strv_length(ge), 1);
 	assert_string_equal(ge[0], "ANTHROPIC_API_KEY=sk-ant-capsem-placeholder");
 	strv_free(ge);
-	assert_int_equal(cred_guest_env(s, CRED_ENV_ALL, &ge), 0);
+	assert_int_equal(cred_guest_env(cred_key_mask(s), CRED_ENV_ALL, &ge), 0);
 	assert_int_equal(strv_length(ge), 4);
 	assert_string_equal(ge[1], "OPENAI_API_KEY=sk-capsem-placeholder");
 	assert_string_equal(ge[2], "GEMINI_API_KEY=AIza-capsem-placeholder");
@@ -191,7 +191,7 @@ static void test_guest_env(void **state)
 
 	char *none[] = { NULL };
 	s = load_env(none);
-	assert_int_equal(cred_guest_env(s, 0, &ge), 0);
+	assert_int_equal(cred_guest_env(cred_key_mask(s), 0, &ge), 0);
 	assert_non_null(ge);
 	assert_null(ge[0]);
 	strv_free(ge);

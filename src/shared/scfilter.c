@@ -39,8 +39,8 @@ extern const size_t scf_names_len;
 #define X32_BIT 0x40000000u
 #define SIGSYS_WAIT_MS 500u /* for the audit record of a kill (scf_describe_sigsys) */
 
-int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
-		enum scf_mode mode)
+static int install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		   enum scf_mode mode, unsigned flags)
 {
 	size_t n = n_allow + n_kill;
 	/* 6 head + two per listed syscall + the default */
@@ -72,12 +72,24 @@ int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill
 	p[i++] = (struct sock_filter)BPF_STMT(
 		BPF_RET | BPF_K, mode == SCF_LOG ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | ENOSYS);
 	struct sock_fprog prog = { .len = (unsigned short)len, .filter = p };
-	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
 	if (r < 0)
 		return negative_errno();
 	if (r > 0)
 		return -ESRCH; /* the thread id that could not be synchronised */
 	return 0;
+}
+
+int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		enum scf_mode mode)
+{
+	return install(allow, n_allow, kill, n_kill, mode, SECCOMP_FILTER_FLAG_TSYNC);
+}
+
+int scf_install_thread(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		       enum scf_mode mode)
+{
+	return install(allow, n_allow, kill, n_kill, mode, 0);
 }
 
 const char *scf_syscall_name(long nr)

@@ -21,6 +21,11 @@ enum scf_mode {
 int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
 		enum scf_mode mode);
 
+/* The same for the calling thread only (and the threads and processes it creates later): a
+ * narrower list for one thread, stacked on the process's filter. */
+int scf_install_thread(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
+		       enum scf_mode mode);
+
 /* The x86-64 name of syscall nr ("openat"), or NULL when unknown. */
 const char *scf_syscall_name(long nr);
 

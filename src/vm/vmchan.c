@@ -11,7 +11,10 @@
  * chanio closes sockets while it works, which libuv's watchers must never see. It shares
  * nothing with the loop thread but the tap callbacks (per-stream state and the thread-safe
  * ledger); the loop stops it (threadreq.h) and joins it. Trust boundary: the guest's mux
- * frames (chanio/chanmux check them) and the CONNECT lines of local processes (bounded).
+ * frames (chanio/chanmux check them) and the CONNECT lines of local processes (bounded). So the
+ * thread confines itself further before it reads a byte (both layers bind this thread only):
+ * a Landlock domain that allows no file at all and no TCP, and its own seccomp list
+ * (vm_seccomp_install_chan_thread: sockets, memory, futex; no open, exec or clone).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,11 +23,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "capsem-vm.h"
+#include "cfprobe.h"
+#include "landlock.h"
+#include "vmconfine.h"
+#include "vmseccomp.h"
 #include "threadreq.h"
 #include "chanio.h"
 #include "fdutil.h"
@@ -36,6 +44,7 @@
 
 #define CHAN_SOCKET "chan.sock"
 #define HYBRID_SOCKET "vsock"
+#define CHAN_THREAD_NAME "capsem-vm-chan" /* its comm (/proc/PID/task/TID/comm) */
 #define LINE_MAX_ 128
 #define PENDING_MAX 64
 
@@ -140,10 +149,33 @@ static void on_cmd(struct vmchan *ch)
 	}
 }
 
+/* This thread's own layers (on top of capsem-vm's). A layer that cannot be applied is one
+ * warning: the process's confinement still holds. */
+static void chan_thread_confine(void)
+{
+	if (!vm_confine_enabled())
+		return;
+	struct ll_ruleset rs;
+	int r = ll_ruleset_new(&rs, LL_NO_TCP | LL_SCOPE_SIGNAL | LL_SCOPE_ABSTRACT);
+	if (r >= 0)
+		r = ll_restrict_self(rs.fd);
+	ll_ruleset_done(&rs);
+	if (r < 0)
+		log_warn_errno(r, "confinement: the channel thread's Landlock domain not enforced");
+	/* the tests' probes fork, which the thread's own filter has no room for */
+	cfprobe_run(CHAN_THREAD_NAME);
+	const char *mode = getenv("CAPSEM_SECCOMP");
+	r = vm_seccomp_install_chan_thread(mode && streq(mode, "log") ? SCF_LOG : SCF_ENFORCE);
+	if (r < 0)
+		log_warn_errno(r, "confinement: the channel thread's seccomp list not enforced");
+}
+
 static void *chan_thread(void *arg)
 {
 	struct vmchan *ch = arg;
 	static struct pollfd p[4 + PENDING_MAX + CHANIO_MAX_FDS];
+	(void)prctl(PR_SET_NAME, CHAN_THREAD_NAME, 0, 0, 0);
+	chan_thread_confine();
 	for (;;) {
 		size_t n = 0;
 		p[n++] = (struct pollfd){ .fd = ch->req.stop_fd, .events = POLLIN };

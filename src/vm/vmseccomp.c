@@ -458,3 +458,56 @@ int vm_seccomp_install_keyd(enum scf_mode mode)
 	return scf_install(keyd_allow, ELEMENTSOF(keyd_allow), kill_list, ELEMENTSOF(kill_list),
 			   mode);
 }
+
+/* The channel mux's thread (vmchan.c, a suspendable VM's host<->guest streams over the
+ * virtio-serial port): it parses the guest's mux frames, so it gets less than the rest of
+ * capsem-vm: its sockets (QEMU's chardev, the local processes' connections, connecting to the
+ * VM directory's vsock_PORT sockets), memory and the ledger's queue (futex). No open, exec,
+ * clone, process or file-system calls (its Landlock domain allows no file either). */
+static const int chan_allow[] = {
+	SYS_poll,
+	SYS_ppoll,
+	SYS_read,
+	SYS_write,
+	SYS_readv,
+	SYS_writev,
+	SYS_recvmsg,
+	SYS_sendmsg,
+	SYS_recvfrom,
+	SYS_sendto,
+	SYS_accept,
+	SYS_accept4,
+	SYS_socket,
+	SYS_connect,
+	SYS_shutdown,
+	SYS_getsockopt,
+	SYS_setsockopt,
+	SYS_ioctl, /* SIOCOUTQ, FIONREAD */
+	SYS_fcntl,
+	SYS_close,
+	SYS_futex,
+	SYS_brk,
+	SYS_mmap,
+	SYS_munmap,
+	SYS_mremap,
+	SYS_madvise,
+	SYS_mprotect,
+	SYS_clock_gettime,
+	SYS_clock_nanosleep,
+	SYS_nanosleep,
+	SYS_getpid,
+	SYS_gettid,
+	SYS_getrandom,
+	SYS_rt_sigprocmask,
+	SYS_rt_sigreturn,
+	SYS_sched_yield,
+	SYS_restart_syscall,
+	SYS_exit,
+	SYS_exit_group,
+};
+
+int vm_seccomp_install_chan_thread(enum scf_mode mode)
+{
+	return scf_install_thread(chan_allow, ELEMENTSOF(chan_allow), kill_list,
+				  ELEMENTSOF(kill_list), mode);
+}

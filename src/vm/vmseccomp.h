@@ -18,3 +18,7 @@ int vm_seccomp_install_ws9p(enum scf_mode mode);
  * connections out and name resolution, reading files, threads, memory; no exec, no process
  * control. */
 int vm_seccomp_install_keyd(enum scf_mode mode);
+
+/* The calling thread's own narrower filter: the channel mux's thread (vmchan.c): its sockets,
+ * memory, futex; no open, exec or clone. Stacked on capsem-vm's. */
+int vm_seccomp_install_chan_thread(enum scf_mode mode);

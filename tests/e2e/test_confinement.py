@@ -197,6 +197,41 @@ def test_provider_keys_live_only_in_the_key_broker(tmp_path):
     assert not procs_mentioning(str(tmp_path))
 
 
+def test_channel_thread_confined_apart(tmp_path, victim):
+    """On the serial channel (a suspendable VM's), the thread that parses the guest's mux
+    frames has a Landlock domain of its own that allows no file at all (not even its VM
+    directory, which the rest of capsem-vm may write) and one more seccomp filter than the
+    process's other threads; the VM still boots and runs."""
+    need_image()
+    home, ch, other = layout(tmp_path)
+    vmdir = ch / "vms" / "this"
+    p = start_vm(vmdir, home, ch, "--channel", "serial",
+                 env={"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim,
+                                                     [f"open:{vmdir}/serial.log"]),
+                      "CAPSEM_PROBE_ONLY": "capsem-vm-chan"})
+    try:
+        ev = json.loads(p.stdout.readline() or b"{}")
+        assert ev.get("event") == "ready", ev
+        filters = {}
+        for t in os.listdir(f"/proc/{p.pid}/task"):
+            st = status(f"{p.pid}/task/{t}")
+            filters[open(f"/proc/{p.pid}/task/{t}/comm").read().strip()] = \
+                int(st["Seccomp_filters"])
+        main = filters["capsem-vm"]
+        assert filters.get("capsem-vm-chan") == main + 1, filters
+    finally:
+        assert stop_process(p) == 0
+    t = results(p.stderr.read().decode(), "capsem-vm-chan")
+    assert t, "the channel thread did not probe"
+    assert t["connect:1.1.1.1:443"] != "ok", t
+    if landlock_abi() <= 0:
+        pytest.skip("no Landlock on this kernel: the file probes are not enforced")
+    for what in (f"open:{vmdir}/serial.log", f"open:{home}/.ssh/id_ed25519",
+                 f"open:{ch}/credentials", "exec:/bin/true", f"create:{other}"):
+        assert t[what] == "EACCES", (what, t)
+    assert not procs_mentioning(str(tmp_path))
+
+
 def test_capsem_vm_is_confined(vm):
     st = status(vm.proc.pid)
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st

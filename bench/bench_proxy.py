@@ -10,6 +10,10 @@ One nginx HTTPS upstream (throw-away CA, TLS 1.3, keep-alive) serves /tiny (100 
              as a guest connection to NAME:443 (policy, TLS with the installation CA, HTTP
              parsing, upstream pool, upstream TLS verified against the test CA), i.e. everything
              but the vsock hop
+  keyed      the same front end for a provider's API domain (api.anthropic.com, overridden to
+             the same upstream) with a key configured: each upstream connection goes through
+             the key broker (capsem-vm --keyd's process: a Unix-socket hop, heads rewritten,
+             the upstream TLS in the broker)
 Reported: requests/s at c=64, latency p50/p99 at c=1 and c=64, bulk MiB/s, and the ratios
 against direct. DNS: queries/s answered by the egress DNS server over its Unix socket (the
 socket the vsock backend delivers the guest's port 5007 to), pipelined from one stream.
@@ -43,16 +47,17 @@ def make_certs(d):
        "-subj", "/CN=bench-ca")
     sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
        "-keyout", f"{d}/up.key", "-out", f"{d}/up.csr", "-subj", "/CN=localhost")
-    open(f"{d}/ext", "w").write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    open(f"{d}/ext", "w").write(
+        "subjectAltName=DNS:localhost,DNS:api.anthropic.com,IP:127.0.0.1\n")
     sh("openssl", "x509", "-req", "-in", f"{d}/up.csr", "-CA", f"{d}/ca.crt", "-CAkey",
        f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/up.crt", "-days", "2",
        "-extfile", f"{d}/ext")
 
 
-def wait_url(url, timeout=20):
+def wait_url(url, host="localhost", timeout=20):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        r = subprocess.run(["curl", "-sk", "-H", "Host: localhost", "-o", "/dev/null", "-w",
+        r = subprocess.run(["curl", "-sk", "-H", f"Host: {host}", "-o", "/dev/null", "-w",
                             "%{http_code}", url], capture_output=True)
         if r.stdout == b"200":
             return
@@ -68,10 +73,10 @@ def us(v):
     return float(v) * 1e6
 
 
-def wrk(url, conns, secs):
-    # Host: localhost everywhere: the proxy refuses a Host that is not the connection's name
+def wrk(url, conns, secs, host):
+    # the proxy refuses a Host that is not the connection's name
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency",
-                          "-H", "Host: localhost", url],
+                          "-H", f"Host: {host}", url],
                          capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"{url}: errors under load:\n{out}")
@@ -82,9 +87,10 @@ def wrk(url, conns, secs):
 
 
 def measure(name, base, secs):
-    rps64, p50_64, p99_64 = wrk(base + "/tiny", 64, secs)
-    _, p50_1, p99_1 = wrk(base + "/tiny", 1, secs)
-    r = subprocess.run(["curl", "-sk", "-H", "Host: localhost", "-o", "/dev/null", "-w",
+    host = "api.anthropic.com" if name == "keyed" else "localhost"
+    rps64, p50_64, p99_64 = wrk(base + "/tiny", 64, secs, host)
+    _, p50_1, p99_1 = wrk(base + "/tiny", 1, secs, host)
+    r = subprocess.run(["curl", "-sk", "-H", f"Host: {host}", "-o", "/dev/null", "-w",
                         "%{speed_download}", base + "/big"], capture_output=True, text=True,
                        check=True)
     bulk = float(r.stdout) / 1048576
@@ -163,7 +169,7 @@ default = "block"
 [[rule]]
 name = "bench"
 action = "allow"
-hosts = ["localhost"]
+hosts = ["localhost", "api.anthropic.com"]
 ports = [443]
 [upstream]
 ca_file = "{d}/ca.crt"
@@ -171,27 +177,40 @@ ca_file = "{d}/ca.crt"
 host = "localhost"
 port = 443
 connect = "127.0.0.1:{UP}"
+[[upstream.override]]
+host = "api.anthropic.com"
+port = 443
+connect = "127.0.0.1:{UP}"
 """)
-        front = subprocess.Popen([FRONT, "--listen", "127.0.0.1:0", "--name", "localhost",
-                                  "--dns-socket", f"{d}/dns.sock"],
-                                 stdout=subprocess.PIPE, env=dict(os.environ, CAPSEM_HOME=home))
-        procs.append(front)
-        port = int(front.stdout.readline().split()[1])
+        open(f"{home}/credentials", "w").write('[anthropic]\napi_key = "sk-ant-bench"\n')
+        os.chmod(f"{home}/credentials", 0o600)
+        env = dict(os.environ, CAPSEM_HOME=home)
+        env.pop("ANTHROPIC_API_KEY", None)
+        ports = {}
+        for name, sock in (("localhost", "dns.sock"), ("api.anthropic.com", "dns2.sock")):
+            front = subprocess.Popen([FRONT, "--listen", "127.0.0.1:0", "--name", name,
+                                      "--dns-socket", f"{d}/{sock}"],
+                                     stdout=subprocess.PIPE, env=env)
+            procs.append(front)
+            ports[name] = int(front.stdout.readline().split()[1])
         urls = {"direct": f"https://127.0.0.1:{UP}", "mitmproxy": f"https://127.0.0.1:{MITM}",
-                "capsem": f"https://127.0.0.1:{port}"}
-        for u in urls.values():
-            wait_url(u + "/tiny")
+                "capsem": f"https://127.0.0.1:{ports['localhost']}",
+                "keyed": f"https://127.0.0.1:{ports['api.anthropic.com']}"}
+        for k, u in urls.items():
+            wait_url(u + "/tiny", "api.anthropic.com" if k == "keyed" else "localhost")
         print("proxy benchmark (host-side; TLS both ways; same upstream):", file=sys.stderr)
         res = {k: measure(k, u, args.seconds) for k, u in urls.items()}
         res["dns_qps"] = dns_qps(f"{d}/dns.sock")
         print(f"  dns        {res['dns_qps']} queries/s (pipelined, one stream)", file=sys.stderr)
         dct = res["direct"]
-        for k in ("mitmproxy", "capsem"):
+        for k in ("mitmproxy", "capsem", "keyed"):
             r = res[k]
             r["rps_vs_direct"] = round(r["rps_c64"] / dct["rps_c64"], 3)
             r["added_p50_us_c1"] = round(r["p50_us_c1"] - dct["p50_us_c1"], 1)
             r["added_p50_us_c64"] = round(r["p50_us_c64"] - dct["p50_us_c64"], 1)
             r["bulk_vs_direct"] = round(r["bulk_mib_s"] / max(dct["bulk_mib_s"], 0.1), 3)
+        res["keyed"]["rps_vs_capsem"] = round(res["keyed"]["rps_c64"] /
+                                              res["capsem"]["rps_c64"], 3)
         res["goals"] = {"rps_vs_direct>=0.5": res["capsem"]["rps_vs_direct"] >= 0.5,
                         "added_p50_c1<=250us": res["capsem"]["added_p50_us_c1"] <= 250,
                         "bulk_vs_direct>=0.7": res["capsem"]["bulk_vs_direct"] >= 0.7}

@@ -31,38 +31,13 @@
 #include "macro.h"
 #include "manifest.h"
 #include "release.h"
-
-const char *cli_update_key(void)
-{
-	const char *k = getenv("CAPSEM_UPDATE_KEY");
-	return k && *k ? k : CAPSEM_DATADIR "/update.pub";
-}
+#include "relload.h"
 
 int cli_release_load(const char *url, struct release **ret, char *err, size_t errlen)
 {
-	_cleanup_free_ char *text = NULL, *sig = NULL, *sigurl = NULL;
-	size_t n = 0, sn = 0;
-	int r;
 	if (fetch_init() < 0)
 		return snprintf(err, errlen, "cannot initialise libcurl"), -EIO;
-	r = fetch_small(url, RELEASE_MAX_BYTES, &text, &n, err, errlen);
-	if (r < 0)
-		return r;
-	if (asprintf(&sigurl, "%s.sig", url) < 0)
-		return -ENOMEM;
-	r = fetch_small(sigurl, 4096, &sig, &sn, err, errlen);
-	if (r < 0) {
-		size_t l = strlen(err);
-		snprintf(err + l, errlen - l,
-			 " (the manifest's signature: an unsigned manifest is "
-			 "never used)");
-		return -EBADMSG;
-	}
-	/* the signature over the exact bytes, before a byte of them is parsed */
-	r = release_verify(text, n, sig, sn, cli_update_key(), err, errlen);
-	if (r < 0)
-		return r;
-	return release_parse(text, n, ret, err, errlen);
+	return release_load(url, release_key_path(), ret, err, errlen);
 }
 
 char *cli_image_release_version(const char *images, const char *name)

@@ -126,10 +126,7 @@ struct release;
 struct release_image;
 /* <image>/release.json: {"version", "channel"} of an image installed from a channel. */
 #define CLI_RELEASE_FILE "release.json"
-/* The public key manifests must be signed with: $CAPSEM_UPDATE_KEY (tests), else
- * <datadir>/capsem/update.pub. */
-const char *cli_update_key(void);
-/* Fetch url and url.sig, verify the signature over the exact bytes with cli_update_key(), then
+/* Fetch url and url.sig, verify the signature over the exact bytes with release_key_path(), then
  * parse. 0 with *ret (release_free), -EBADMSG (unsigned, wrongly signed or invalid), -EIO,
  * -errno; err says why. Nothing is written anywhere. */
 int cli_release_load(const char *url, struct release **ret, char *err, size_t errlen);

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "home.h"
+#include "relload.h"
 #include "clilib.h"
 #include "commands.h"
 #include "config.h"
@@ -68,9 +70,13 @@ int cmd_version(int argc, char **argv)
 		api_response_done(&res);
 		api_conn_close(&c);
 	}
+	/* the daemon's last periodic update check (capsem update --auto), when it made one */
+	_cleanup_free_ char *home = NULL;
+	json_t *upd = capsem_home(&home) == 0 ? updcheck_last(home) : NULL;
 	if (json) {
-		json_t *o = json_pack("{s:{s:s, s:i}, s:o?}", "client", "version", CAPSEM_VERSION,
-				      "protocol", 1, "daemon", daemon);
+		json_t *o =
+			json_pack("{s:{s:s, s:i}, s:o?, s:o?}", "client", "version", CAPSEM_VERSION,
+				  "protocol", 1, "daemon", daemon, "update", upd);
 		cli_print_json(o);
 		json_decref(o);
 		return 0;
@@ -84,6 +90,11 @@ int cmd_version(int argc, char **argv)
 		       json_integer_value(json_object_get(daemon, "api")));
 	else
 		printf("capsemd: not running\n");
+	if (json_is_true(json_object_get(upd, "newer")))
+		printf("update: Capsem %s is available (checked %s): capsem update\n",
+		       strempty(json_string_value(json_object_get(upd, "latest"))),
+		       strempty(json_string_value(json_object_get(upd, "checked_at"))));
+	json_decref(upd);
 	json_decref(daemon);
 	return 0;
 }

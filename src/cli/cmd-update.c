@@ -26,9 +26,11 @@
 #include "log.h"
 #include "macro.h"
 #include "release.h"
+#include "relload.h"
 
 struct update_opts {
 	const char *channel;
+	const char *auto_check; /* --auto: write the daemon's setting, nothing else */
 	int yes;
 	int rollback;
 	int json;
@@ -39,6 +41,7 @@ struct update_opts {
 static void update_help(void)
 {
 	printf("Usage: capsem update [--channel URL] [--yes] [--rollback] [--json]\n"
+	       "       capsem update --auto off|daily|weekly [--channel URL]\n"
 	       "\n"
 	       "Check the release channel for a newer Capsem and newer images, and with --yes\n"
 	       "install them. The channel is a JSON manifest (version; each image's files with\n"
@@ -65,17 +68,22 @@ static void update_help(void)
 	       "      --json         {\"installed\", \"channel_version\", \"newer\", \"package\":\n"
 	       "                     {\"action\", ...}, \"images\": [{\"name\", \"installed\",\n"
 	       "                     \"available\", \"action\"}], \"changed\", \"error\"}\n"
+	       "      --auto WHEN    let capsemd check the channel WHEN (off, the default;\n"
+	       "                     daily; weekly) and say what it found in `capsem version`,\n"
+	       "                     the API's /settings and the dashboard; it never installs\n"
+	       "                     anything (written to $CAPSEM_HOME/settings.toml, [update])\n"
 	       "  -h, --help         this text\n"
 	       "\n"
 	       "Exit status: 0 when it did what was asked (also when nothing is newer), 1 when a\n"
 	       "check or a download failed (nothing was changed), 2 for bad options.\n",
-	       cli_update_key(), *CAPSEM_UPDATE_URL ? CAPSEM_UPDATE_URL : "none: use --channel");
+	       release_key_path(), *CAPSEM_UPDATE_URL ? CAPSEM_UPDATE_URL : "none: use --channel");
 }
 
 static int parse_update_args(int argc, char **argv, struct update_opts *o)
 {
-	enum { ARG_CHANNEL = 0x100, ARG_ROLLBACK, ARG_JSON, ARG_NOPKG, ARG_NOIMG };
+	enum { ARG_CHANNEL = 0x100, ARG_ROLLBACK, ARG_JSON, ARG_NOPKG, ARG_NOIMG, ARG_AUTO };
 	static const struct option opts[] = { { "channel", required_argument, NULL, ARG_CHANNEL },
+					      { "auto", required_argument, NULL, ARG_AUTO },
 					      { "yes", no_argument, NULL, 'y' },
 					      { "rollback", no_argument, NULL, ARG_ROLLBACK },
 					      { "no-package", no_argument, NULL, ARG_NOPKG },
@@ -89,6 +97,14 @@ static int parse_update_args(int argc, char **argv, struct update_opts *o)
 		switch (c) {
 		case ARG_CHANNEL:
 			o->channel = optarg;
+			break;
+		case ARG_AUTO:
+			if (!streq(optarg, "off") && !streq(optarg, "daily") &&
+			    !streq(optarg, "weekly"))
+				return log_error("update: --auto is off, daily or weekly, not '%s'",
+						 optarg),
+				       CLI_EXIT_USAGE;
+			o->auto_check = optarg;
 			break;
 		case 'y':
 			o->yes = 1;
@@ -114,10 +130,14 @@ static int parse_update_args(int argc, char **argv, struct update_opts *o)
 	}
 	if (optind < argc)
 		return log_error("update: unexpected argument '%s'", argv[optind]), CLI_EXIT_USAGE;
-	if (!o->channel) {
-		const char *e = getenv("CAPSEM_UPDATE_URL");
-		o->channel = e && *e ? e : *CAPSEM_UPDATE_URL ? CAPSEM_UPDATE_URL : NULL;
-	}
+	if (o->auto_check && (o->yes || o->rollback))
+		return log_error("update: --auto only sets the daemon's check: no --yes or "
+				 "--rollback with it"),
+		       CLI_EXIT_USAGE;
+	if (o->auto_check)
+		return 0;
+	if (!o->channel)
+		o->channel = release_channel_url();
 	if (!o->channel && !o->rollback)
 		return log_error("update: no release channel configured: pass --channel URL or set "
 				 "CAPSEM_UPDATE_URL"),
@@ -354,6 +374,26 @@ int cmd_update(int argc, char **argv)
 	_cleanup_free_ char *home = cli_capsem_home(), *images = NULL;
 	if (!home || capsem_images_dir(&images) < 0)
 		return 1;
+	if (o.auto_check) {
+		r = updcheck_settings_write(home, o.auto_check, o.channel);
+		if (r < 0)
+			return log_error_errno(r, "cannot write %s/" UPDCHECK_SETTINGS, home), 1;
+		const char *url = o.channel ? o.channel : release_channel_url();
+		if (streq(o.auto_check, "off")) {
+			printf("capsemd will not check for updates\n");
+			return 0;
+		}
+		if (!url)
+			return log_error("capsemd will check %s once a release channel is "
+					 "configured: "
+					 "capsem update --auto %s --channel URL",
+					 o.auto_check, o.auto_check),
+			       1;
+		printf("capsemd checks for updates %s (channel %s); `capsem version` says what it "
+		       "found\n",
+		       o.auto_check, url);
+		return 0;
+	}
 	struct report rp = { .o = json_object(), .images = json_array() };
 	if (!rp.o || !rp.images)
 		return log_oom(), 1;

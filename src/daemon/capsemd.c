@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "fetch.h"
+#include "updcheck.h"
 #include "config.h"
 #include "api.h"
 #include "cfprobe.h"
@@ -265,6 +267,10 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = SIG_IGN };
 	sigaction(SIGPIPE, &sa, NULL);
 	uv_loop_init(&loop);
+	/* libcurl's global state, before any thread: the periodic update check's downloads */
+	struct updcheck *upd = NULL;
+	if (fetch_init() < 0 || updcheck_start(&loop, o.home, &upd) < 0)
+		log_warn("the periodic update check cannot run (libcurl or memory)");
 
 	struct vmctl *vms = NULL;
 	struct vmctl_config cfg = { .home = o.home, .images_dir = images, .vm_bin = vm_bin };

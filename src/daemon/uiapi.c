@@ -16,6 +16,7 @@
  * Trust boundary: API clients (the daemon's own user; query values validated). Thread: the
  * loop, except the ledger reads.
  */
+#include "relload.h"
 #include "uiapi.h"
 
 #include <fcntl.h>
@@ -530,9 +531,22 @@ void uiapi_settings(struct api *a, struct httpd_conn *c)
 		json_array_append_new(prov, json_pack("{s:s, s:s, s:b}", "provider", keys[i][0],
 						      "env", keys[i][1], "configured", v && *v));
 	}
-	json_t *o = json_pack("{s:s, s:i, s:o, s:s, s:s}", "version", CAPSEM_VERSION, "api", 1,
+	/* the periodic update check: its setting and what it last found */
+	struct updcheck_settings us;
+	char err[512] = "";
+	const char *home = vmctl_home(a->vms);
+	int ur = updcheck_settings(home, &us, err, sizeof(err));
+	const char *url = ur == 0 && us.channel[0] ? us.channel : release_channel_url();
+	json_t *upd = json_pack("{s:s, s:s?, s:s?, s:o}", "check",
+				ur < 0			  ? "invalid"
+				: us.period_s == 0	  ? "off"
+				: us.period_s > 24 * 3600 ? "weekly"
+							  : "daily",
+				"channel", url, "error", ur < 0 ? err : NULL, "last",
+				updcheck_last(home) ?: json_null());
+	json_t *o = json_pack("{s:s, s:i, s:o, s:s, s:s, s:o}", "version", CAPSEM_VERSION, "api", 1,
 			      "providers", prov, "images_dir", vmctl_images_dir(a->vms),
-			      "sessions_dir", vmctl_sessions_dir(a->vms));
+			      "sessions_dir", vmctl_sessions_dir(a->vms), "update", upd);
 	httpd_reply_json(c, o ? 200 : 500, o);
 }
 

@@ -241,6 +241,11 @@ const char *vmctl_sessions_dir(struct vmctl *c)
 	return c->sessions_dir;
 }
 
+const char *vmctl_home(struct vmctl *c)
+{
+	return c->home;
+}
+
 void vmctl_on_ledger(struct vmctl *c, vmctl_ledger_cb cb, void *userdata)
 {
 	c->on_ledger = cb;

@@ -89,6 +89,8 @@ int vm_persist(struct vm *vm, const char *name);
 
 /* <home>/sessions */
 const char *vmctl_sessions_dir(struct vmctl *c);
+/* $CAPSEM_HOME. */
+const char *vmctl_home(struct vmctl *c);
 /* A VM's capsem-vm committed rows to its session ledger: session "<id>-<boot>", last_id the
  * highest committed event id (from its "ledger" control events, at most ~10 a second). */
 typedef void (*vmctl_ledger_cb)(void *userdata, const char *session, int64_t last_id);

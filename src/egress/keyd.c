@@ -497,7 +497,7 @@ static void on_connect(struct keyd *k, const char *args, int fd)
 int keyd_serve(int ctl, const char *home, const char *corp_policy)
 {
 	struct keyd k = { .mu = PTHREAD_MUTEX_INITIALIZER };
-	char load_err[512] = "";
+	char load_err[CTL_MSG_MAX - 16] = "";
 	_cleanup_free_ char *cred_path = NULL;
 	if (asprintf(&cred_path, "%s/" CRED_FILE, home) < 0 ||
 	    asprintf(&k.user, "%s/%s", home, POLICY_USER_FILE) < 0 ||

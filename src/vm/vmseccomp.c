@@ -306,9 +306,17 @@ int vm_seccomp_install(enum scf_mode mode)
 	return scf_install(allow, ELEMENTSOF(allow), kill_list, ELEMENTSOF(kill_list), mode);
 }
 
+/* Groups the helpers' and threads' lists below share (each list: one syscall or group a
+ * line). */
+#define SC_MEMORY SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap, SYS_madvise, SYS_mprotect
+#define SC_SLEEP SYS_clock_gettime, SYS_clock_nanosleep, SYS_nanosleep
+#define SC_IDS SYS_getpid, SYS_gettid
+#define SC_END SYS_getrandom, SYS_restart_syscall, SYS_exit, SYS_exit_group
+
 /* The workspace's 9p server (ws9pd.c): files below its root, its sockets (QEMU's connection is
  * accepted on the listening socket it was given), memory. No socket, connect, bind or exec: it
  * reaches nothing but the fds it was given. */
+/* clang-format off */
 static const int ws9p_allow[] = {
 	SYS_read,
 	SYS_write,
@@ -347,34 +355,24 @@ static const int ws9p_allow[] = {
 	SYS_ioctl,
 	SYS_fcntl,
 	SYS_dup,
-	SYS_brk,
-	SYS_mmap,
-	SYS_munmap,
-	SYS_mremap,
-	SYS_madvise,
-	SYS_mprotect,
+	SC_MEMORY,
 	SYS_rt_sigreturn,
 	SYS_rt_sigprocmask,
 	SYS_rt_sigaction,
 	SYS_futex,
-	SYS_clock_gettime,
-	SYS_clock_nanosleep,
-	SYS_nanosleep,
+	SC_SLEEP,
 	SYS_getuid,
 	SYS_geteuid,
 	SYS_getgid,
 	SYS_getegid,
-	SYS_getpid,
-	SYS_gettid,
-	SYS_getrandom,
-	SYS_restart_syscall,
-	SYS_exit,
-	SYS_exit_group,
+	SC_IDS,
+	SC_END,
 	SYS_sched_yield,
 	SYS_getrlimit,
 	SYS_prlimit64,
 	SYS_accept4,
 };
+/* clang-format on */
 
 int vm_seccomp_install_ws9p(enum scf_mode mode)
 {
@@ -386,6 +384,7 @@ int vm_seccomp_install_ws9p(enum scf_mode mode)
  * name resolution (glibc's: UDP to the resolver, a netlink socket for AI_ADDRCONFIG), reading
  * its files (credentials, policy, trust store), threads, memory. No exec, no file writes beyond
  * its inherited log, no process control. */
+/* clang-format off */
 static const int keyd_allow[] = {
 	SYS_read,
 	SYS_write,
@@ -417,12 +416,7 @@ static const int keyd_allow[] = {
 	SYS_getdents64,
 	SYS_fcntl,
 	SYS_ioctl, /* FIONREAD in the resolver */
-	SYS_brk,
-	SYS_mmap,
-	SYS_munmap,
-	SYS_mremap,
-	SYS_madvise,
-	SYS_mprotect,
+	SC_MEMORY,
 	SYS_clone,
 	SYS_clone3,
 	SYS_set_robust_list,
@@ -434,24 +428,19 @@ static const int keyd_allow[] = {
 	SYS_rt_sigprocmask,
 	SYS_rt_sigaction,
 	SYS_sigaltstack,
-	SYS_clock_gettime,
+	SC_SLEEP,
 	SYS_clock_getres,
-	SYS_clock_nanosleep,
-	SYS_nanosleep,
 	SYS_gettimeofday,
 	SYS_getuid,
 	SYS_geteuid,
 	SYS_getgid,
 	SYS_getegid,
-	SYS_getpid,
-	SYS_gettid,
+	SC_IDS,
 	SYS_uname,
 	SYS_sysinfo, /* measured: the resolver's path */
-	SYS_getrandom,
-	SYS_restart_syscall,
-	SYS_exit,
-	SYS_exit_group,
+	SC_END,
 };
+/* clang-format on */
 
 int vm_seccomp_install_keyd(enum scf_mode mode)
 {
@@ -464,6 +453,7 @@ int vm_seccomp_install_keyd(enum scf_mode mode)
  * capsem-vm: its sockets (QEMU's chardev, the local processes' connections, connecting to the
  * VM directory's vsock_PORT sockets), memory and the ledger's queue (futex). No open, exec,
  * clone, process or file-system calls (its Landlock domain allows no file either). */
+/* clang-format off */
 static const int chan_allow[] = {
 	SYS_poll,
 	SYS_ppoll,
@@ -486,25 +476,15 @@ static const int chan_allow[] = {
 	SYS_fcntl,
 	SYS_close,
 	SYS_futex,
-	SYS_brk,
-	SYS_mmap,
-	SYS_munmap,
-	SYS_mremap,
-	SYS_madvise,
-	SYS_mprotect,
-	SYS_clock_gettime,
-	SYS_clock_nanosleep,
-	SYS_nanosleep,
-	SYS_getpid,
-	SYS_gettid,
-	SYS_getrandom,
+	SC_MEMORY,
+	SC_SLEEP,
+	SC_IDS,
+	SC_END,
 	SYS_rt_sigprocmask,
 	SYS_rt_sigreturn,
 	SYS_sched_yield,
-	SYS_restart_syscall,
-	SYS_exit,
-	SYS_exit_group,
 };
+/* clang-format on */
 
 int vm_seccomp_install_chan_thread(enum scf_mode mode)
 {

@@ -90,6 +90,7 @@ int keyd_process_main(int argc, char **argv)
 		return log_error("usage: capsem-vm --keyd CAPSEM_HOME CORP_POLICY"), 2;
 	log_setup("capsem-keyd", LOG_LVL_INFO);
 	log_setup_from_env();
+	(void)prctl(PR_SET_NAME, "capsem-keyd", 0, 0, 0); /* ps, top, the kernel's audit lines */
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	const char *conf = getenv("CAPSEM_CONFINE");
 	if (conf && streq(conf, "0")) {

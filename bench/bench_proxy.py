@@ -73,7 +73,7 @@ def us(v):
     return float(v) * 1e6
 
 
-def wrk(url, conns, secs, host):
+def wrk(url, conns, secs, host="localhost"):
     # the proxy refuses a Host that is not the connection's name
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency",
                           "-H", f"Host: {host}", url],

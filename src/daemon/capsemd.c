@@ -3,9 +3,11 @@
  *
  * Start-up: take run/capsemd.lock (flock: one daemon per home; a second one exits with a clear
  * message), detach unless --foreground (double fork + setsid, logs to run/capsemd.log; the
- * first process exits 0 only once the socket is listening, so a caller can connect right after),
- * write run/capsemd.pid, replace a stale socket, recover the registry (re-adopting supervisors
- * that outlived a previous daemon), then serve. SIGTERM/SIGINT end the daemon but not the VMs:
+ * first process exits 0 only once the socket is listening, so a caller can connect right after,
+ * and says when seccomp killed the daemon before that), write run/capsemd.pid (a pid file left
+ * by a daemon that did not end cleanly is reported first: killed by seccomp?), confine itself
+ * (dconfine.c: no_new_privs, Landlock, its seccomp allow-list), replace a stale socket, recover
+ * the registry (re-adopting supervisors that outlived a previous daemon), then serve. SIGTERM/SIGINT end the daemon but not the VMs:
  * each capsem-vm runs in its own session and is re-adopted by the next daemon.
  *
  * Trust boundary: the API socket (0600 in a 0700 directory, and every peer's uid checked) and
@@ -17,7 +19,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <uv.h>
 
 #include "fetch.h"
@@ -36,6 +40,7 @@
 #include "uiapi.h"
 #include "macro.h"
 #include "parse.h"
+#include "scfilter.h"
 #include "unixsock.h"
 #include "vmctl.h"
 #include "vmproc.h"
@@ -154,13 +159,40 @@ static int take_lock(const char *run_dir)
 	return fd;
 }
 
+/* The daemon died before it was ready (the first process's view): reap it (it was reparented
+ * to us, the subreaper) and, when seccomp killed it, say so on stderr and in its log with the
+ * syscall's name where the kernel's log can be read. */
+static void report_startup_death(pid_t middle, const char *log_path)
+{
+	int st = 0;
+	pid_t pid;
+	while ((pid = waitpid(-1, &st, 0)) != -1 || errno == EINTR) {
+		if (pid <= 0 || pid == middle)
+			continue;
+		if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSYS)
+			continue;
+		char how[256], line[400];
+		scf_describe_sigsys((int)pid, how, sizeof(how));
+		int n = snprintf(line, sizeof(line), "capsemd: the daemon (pid %d) was %s\n",
+				 (int)pid, how);
+		fputs(line, stderr);
+		_cleanup_close_ int lf =
+			open(log_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+		if (lf >= 0 && n > 0)
+			(void)fd_write_all(lf, line, MIN((size_t)n, sizeof(line) - 1));
+	}
+}
+
 /* Detach: the caller's process waits on a pipe for the daemon's "ready" byte. Returns the write
- * end of that pipe in the daemon (the grandchild); the original process never returns. */
+ * end of that pipe in the daemon (the grandchild); the original process never returns. It is
+ * the daemon's subreaper until then, so that a daemon dead before it was ready is its child
+ * and how it died can be told (report_startup_death). */
 static int daemonize(const char *log_path)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return log_error_errno(negative_errno(), "pipe");
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	pid_t pid = fork();
 	if (pid < 0)
 		return log_error_errno(negative_errno(), "fork");
@@ -170,6 +202,7 @@ static int daemonize(const char *log_path)
 		ssize_t k = fd_read_some(p[0], &c, 1);
 		if (k == 1 && c == 'R')
 			_exit(0);
+		report_startup_death(pid, log_path);
 		fprintf(stderr, "capsemd: start-up failed; see %s\n", log_path);
 		_exit(1);
 	}
@@ -193,6 +226,30 @@ static int daemonize(const char *log_path)
 	if (chdir("/") < 0)
 		_exit(1);
 	return p[1];
+}
+
+/* The pid file of a daemon that did not end cleanly (a clean end removes it): when seccomp
+ * killed it, the log says so, with the syscall's name where the kernel's log can be read. */
+static void report_previous_death(void)
+{
+	_cleanup_free_ char *text = NULL;
+	uint32_t pid;
+	if (read_file_small(pid_path, 64, &text, NULL) < 0)
+		return;
+	text[strcspn(text, "\n")] = 0;
+	if (parse_u32(text, &pid) < 0 || pid == 0 || pid == (uint32_t)getpid() ||
+	    kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		return;
+	long nr = scf_sigsys_find((int)pid, "capsemd", 0);
+	const char *name = scf_syscall_name(nr);
+	if (name)
+		log_warn("the previous capsemd (pid %u) was killed by seccomp (SIGSYS): syscall %s",
+			 pid, name);
+	else
+		log_warn("the previous capsemd (pid %u) did not exit cleanly%s", pid,
+			 nr == -ENOENT ? ""
+				       : " (the kernel's log, which would say whether seccomp "
+					 "killed it, cannot be read)");
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -254,6 +311,7 @@ int main(int argc, char **argv)
 			return 1;
 	}
 
+	report_previous_death();
 	_cleanup_free_ char *pid_text = NULL;
 	if (asprintf(&pid_text, "%d\n", (int)getpid()) < 0 ||
 	    write_file_atomic(pid_path, pid_text, strlen(pid_text), 0644) < 0)

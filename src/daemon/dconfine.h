@@ -1,15 +1,33 @@
 /* dconfine.h - capsemd's host confinement and its mkfs.ext4's (dconfine.c). */
 #pragma once
 
-struct ll_ruleset;
+#include <stddef.h>
 
-/* Confine capsemd: no_new_privs, and (unless it would break the VMs' virtiofsd, see dconfine.c)
- * a Landlock ruleset: the system, home (read-write), the images (read), the capsem-vm binary,
- * the user's non-dot entries of $HOME, /tmp and what capsem-vm and QEMU need beneath it
- * (/dev/kvm, cgroups). Call on the main thread before any other thread exists. A missing layer
- * is one warning line. 0 or -errno (a layer that exists could not be applied). */
+/* Confine capsemd, as a normal user and as root: no_new_privs, a Landlock ruleset (the system,
+ * home (read-write), the images (read-write), the capsem-vm and capsem-gateway binaries, the
+ * user's non-dot entries of $HOME, /tmp and what capsem-vm and QEMU need beneath it: /dev/kvm,
+ * cgroups), then capsemd's seccomp allow-list (dseccomp.h), which everything it starts
+ * inherits. Call on the main thread before any other thread exists. A missing layer is one
+ * warning line. 0 or -errno (a layer that exists could not be applied). */
 int dconfine_self(const char *home, const char *images, const char *vm_bin);
 
-/* mkfs.ext4's ruleset: the system read-only, executing only mkfs (and the loader), writing only
- * target. 0 with rs (rs->fd -1 without Landlock or with CAPSEM_CONFINE=0), or -errno. */
-int dconfine_mkfs_ruleset(const char *mkfs, const char *target, struct ll_ruleset *rs);
+/* Can capsemd open path, a folder the user shares with a VM (its workspace, a --mount)? What it
+ * cannot open, capsem-vm, QEMU and the workspace's servers beneath it cannot either. 0, or
+ * -errno with why saying so: under Landlock, which folders capsemd's ruleset holds. Blocking
+ * (an open): a worker thread. */
+int dconfine_check_shared(const char *path, char *why, size_t why_len);
+
+/* The mkfs.ext4 to run: $CAPSEM_MKFS when it is an absolute path (tests: capsemd's ruleset lets
+ * it be executed), else mkfs.ext4 in PATH, /usr/sbin or /sbin. 0 with *ret (malloc'ed),
+ * -ENOENT or -ENOMEM. */
+int dconfine_find_mkfs(char **ret);
+
+/* Run mkfs.ext4 (argv[0], an absolute path) confined: stdin and stdout on /dev/null, no new
+ * privileges, a Landlock ruleset (the system read-only, executing only argv[0] and the loader,
+ * writing only target, reading src_dir when not NULL: mkfs -d) and mkfs's seccomp allow-list,
+ * all applied between fork and exec. Blocks until it exits: a worker thread. 0; -EIO when it
+ * failed, with why (NUL-terminated) saying how: "exit status 1: <its first line of stderr>",
+ * "killed by seccomp (SIGSYS): syscall NAME", "killed by signal N", and its stderr in the log;
+ * or -errno when it could not be started (why empty). */
+int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir, char *why,
+		      size_t why_len);

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "clockutil.h"
+#include "dconfine.h"
 #include "fdutil.h"
 #include "gexec.h"
 #include "home.h"
@@ -224,7 +225,7 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 		return -ENOMEM;
 	int r = find_program("tar", &tar);
 	if (r == 0)
-		r = find_program("mkfs.ext4", &mkfs);
+		r = dconfine_find_mkfs(&mkfs);
 	if (r < 0)
 		return fail(j, r, "fork needs tar and mkfs.ext4 on the host (%s)", strerror(-r));
 	_cleanup_close_ int out = open(arch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -265,9 +266,16 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 	snprintf(size, sizeof(size), "%lluM", (unsigned long long)j->disk_mib);
 	char *margv[] = { mkfs,		 "-q", "-F", "-m",	   "0",	 "-L",
 			  "capsem-root", "-d", tree, (char *)disk, size, NULL };
-	r = run_program_quiet(margv);
-	if (r != 0)
-		return fail(j, -EIO, "mkfs.ext4 -d could not make the disk (exit %d)", r);
+	/* confined (dconfine.h): it reads the tree and writes only the disk, made here first
+	 * for its Landlock rule to bind to */
+	_cleanup_close_ int dfd = open(disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (dfd < 0)
+		return negative_errno();
+	char why[512];
+	r = dconfine_run_mkfs(margv, disk, tree, why, sizeof(why));
+	if (r < 0)
+		return fail(j, r, "mkfs.ext4 -d could not make the disk (%s)",
+			    *why ? why : strerror(-r));
 	return rm_rf(tree);
 }
 

@@ -194,6 +194,9 @@ int snapstart_prepare(struct prepjob *j, char **ret_error)
 					     .disk_mib = j->disk_mib };
 			r = d.disk ? vmsup_make_disk(&d) : -ENOMEM;
 			free(d.disk);
+			if (d.error && !*ret_error)
+				*ret_error = TAKE_PTR(d.error);
+			free(d.error);
 		}
 		if (r == 0)
 			r = make_template(j, tmp, ret_error);

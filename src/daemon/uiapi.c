@@ -21,6 +21,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include "macro.h"
 #include "parse.h"
 #include "query.h"
+#include "scfilter.h"
 #include "vmproc.h"
 #include "wstree.h"
 
@@ -625,7 +627,14 @@ static void on_restart(uv_timer_t *t)
 
 static void on_gw_exit(uv_process_t *p, int64_t status, int sig)
 {
-	log_warn("capsem-gateway exited (status %lld, signal %d)", (long long)status, sig);
+	if (sig == SIGSYS) {
+		/* its seccomp filter (or capsemd's) killed it: which syscall, where readable */
+		char how[256];
+		scf_describe_sigsys(p->pid, how, sizeof(how));
+		log_warn("capsem-gateway (pid %d) %s", p->pid, how);
+	} else {
+		log_warn("capsem-gateway exited (status %lld, signal %d)", (long long)status, sig);
+	}
 	uv_close((uv_handle_t *)p, handle_free);
 	gw.proc = NULL;
 	if (gw.ctl) {

@@ -48,6 +48,7 @@ struct prepjob {
 	char *disk_template; /* a fork image's disk: the VM's disk starts as a copy of it */
 	char *ws_archive;    /* a fork image's workspace archive, unpacked into the VM's own */
 	char *workspace;     /* the VM's own workspace directory (NULL: a user's folder) */
+	char **shared;	     /* the user's folders it shares (workspace, mounts): reachable? */
 	uint64_t disk_mib;
 	int want_disk;
 	int r;

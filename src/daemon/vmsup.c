@@ -787,44 +787,24 @@ int vmsup_make_disk(struct prepjob *j)
 		return r;
 	}
 	safe_close(fd);
-	/* mkfs.ext4 from e2fsprogs (in /usr/sbin, which a normal user's PATH may lack), output
-	 * discarded; the worker waits for it */
+	/* mkfs.ext4 from e2fsprogs (in /usr/sbin, which a normal user's PATH may lack), confined
+	 * (no new privileges, Landlock: write only the new disk, its seccomp allow-list); the
+	 * worker waits for it */
 	_cleanup_free_ char *mkfs = NULL;
-	int fr = find_program("mkfs.ext4", &mkfs);
+	int fr = dconfine_find_mkfs(&mkfs);
 	if (fr < 0) {
 		unlink(tmp);
 		return fr;
 	}
 	char *argv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
-	/* no new privileges; Landlock: the system read-only, write only the new disk */
-	struct ll_ruleset rs;
-	int r = dconfine_mkfs_ruleset(mkfs, tmp, &rs);
+	char why[512];
+	int r = dconfine_run_mkfs(argv, tmp, NULL, why, sizeof(why));
 	if (r < 0) {
 		unlink(tmp);
+		if (*why && !j->error)
+			(void)!asprintf(&j->error, "cannot create the VM's disk (mkfs.ext4): %s",
+					why);
 		return r;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* async-signal-safe only: this is a worker thread of a threaded process */
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
-		    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || ll_restrict_self(rs.fd) < 0)
-			_exit(126);
-		execve(mkfs, argv, environ);
-		_exit(127);
-	}
-	r = pid < 0 ? negative_errno() : 0;
-	ll_ruleset_done(&rs);
-	if (r < 0) {
-		unlink(tmp);
-		return r;
-	}
-	int st2 = 0;
-	while (waitpid(pid, &st2, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(st2) || WEXITSTATUS(st2) != 0) {
-		unlink(tmp);
-		return -EIO;
 	}
 	if (rename(tmp, j->disk) < 0) {
 		r = negative_errno();
@@ -840,6 +820,17 @@ static void prep_work(uv_work_t *w)
 	struct manifest *m = NULL;
 	char *err = NULL;
 	int r;
+
+	/* the user's folders: inside what capsemd (and so capsem-vm) may open? */
+	for (size_t i = 0; j->shared && j->shared[i]; i++) {
+		char why[768];
+		r = dconfine_check_shared(j->shared[i], why, sizeof(why));
+		if (r < 0) {
+			j->error = strdup(why);
+			j->r = r;
+			return;
+		}
+	}
 
 	if (access(j->imgdir, F_OK) < 0) {
 		const char *slash = strrchr(j->imgdir, '/');
@@ -902,10 +893,11 @@ static void prep_work(uv_work_t *w)
 	if (j->want_disk && !j->snapstarted) {
 		r = vmsup_make_disk(j);
 		if (r < 0) {
-			if (j->disk_template)
+			/* else vmsup_make_disk said how mkfs failed */
+			if (!j->error && j->disk_template)
 				(void)!asprintf(&j->error, "cannot copy the image's disk %s: %s",
 						j->disk_template, strerror(-r));
-			else
+			else if (!j->error)
 				(void)!asprintf(&j->error,
 						"cannot create the VM's disk (mkfs.ext4): %s",
 						r == -ENOENT ? "mkfs.ext4 not found in PATH, "
@@ -951,6 +943,7 @@ static void prep_done(uv_work_t *w, int status)
 	free(j->vm_bin);
 	free(j->ws_archive);
 	free(j->workspace);
+	strv_free(j->shared);
 	free(j->imgdir);
 	free(j->disk);
 	free(j->kernel);
@@ -987,10 +980,15 @@ int vmsup_boot(struct vm *vm)
 	if (!vm->rec.spec.workspace)
 		j->workspace = vmctl_path_join(vm->rec.vmdir, VMSPEC_WORKSPACE_DIR);
 	int r = !j->imgdir || !j->disk || (!vm->rec.spec.workspace && !j->workspace) ? -ENOMEM : 0;
+	if (r == 0 && vm->rec.spec.workspace)
+		r = strv_push(&j->shared, vm->rec.spec.workspace);
+	for (size_t i = 0; r == 0 && i < vm->rec.spec.n_mounts; i++)
+		r = strv_push(&j->shared, vm->rec.spec.mounts[i].host);
 	j->w.data = j;
 	if (r == 0)
 		r = uv_queue_work(c->loop, &j->w, prep_work, prep_done);
 	if (r < 0) {
+		strv_free(j->shared);
 		free(j->workspace);
 		free(j->imgdir);
 		free(j->disk);

@@ -136,6 +136,8 @@ static uint64_t rights_of(unsigned access)
 		r |= LANDLOCK_ACCESS_FS_MAKE_SOCK;
 	if (access & LL_WRFILE)
 		r |= LANDLOCK_ACCESS_FS_WRITE_FILE;
+	if (access & LL_MKCHAR)
+		r |= LANDLOCK_ACCESS_FS_MAKE_CHAR;
 	return r;
 }
 

@@ -20,6 +20,7 @@ enum {
 	LL_RMDIR = 1u << 4,  /* only remove directories beneath (a cgroup parent) */
 	LL_MKSOCK = 1u << 5, /* only create sockets beneath */
 	LL_WRFILE = 1u << 6, /* only write existing files (/proc/<pid>/uid_map) */
+	LL_MKCHAR = 1u << 7, /* only create character devices beneath (overlay whiteouts, 0/0) */
 	LL_RX = LL_READ | LL_EXEC,
 	LL_RW = LL_READ | LL_WRITE,
 };

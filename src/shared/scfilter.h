@@ -26,6 +26,42 @@ int scf_install(const int *allow, size_t n_allow, const int *kill, size_t n_kill
 int scf_install_thread(const int *allow, size_t n_allow, const int *kill, size_t n_kill,
 		       enum scf_mode mode);
 
+/* A filter built ahead of time, to be loaded in a child between fork and exec (a threaded
+ * parent's child may only make async-signal-safe calls: scf_load is one syscall). */
+struct scf_prog {
+	void *insns; /* struct sock_filter[len], owned */
+	unsigned short len;
+};
+#define SCF_PROG_INIT                   \
+	{                               \
+		.insns = NULL, .len = 0 \
+	}
+
+/* Build the program of scf_install into *ret (scf_prog_free it). 0, -E2BIG or -ENOMEM; on
+ * failure *ret is untouched. */
+int scf_build(const int *allow, size_t n_allow, const int *kill, size_t n_kill, enum scf_mode mode,
+	      struct scf_prog *ret);
+
+/* Load a built filter on the calling thread (tsync 0: a child about to exec, single-threaded)
+ * or on every thread of the process (tsync 1). Needs PR_SET_NO_NEW_PRIVS. Async-signal-safe.
+ * 0, -ESRCH (a thread could not be synchronised) or -errno. A program with no instructions
+ * (never built: the layer is off) loads nothing and returns 0. */
+int scf_load(const struct scf_prog *p, int tsync);
+
+/* Free the program (NULL-safe, idempotent). */
+void scf_prog_free(struct scf_prog *p);
+
+/* The kill list every filter of capsemd and capsem-gateway starts from: the syscalls that are
+ * the usual first steps of an escape or of a hold on the host (ptrace, process_vm_*, bpf,
+ * perf_event_open, userfaultfd, kexec, modules, keys, reboot, swap, accounting, quotas,
+ * clock setting, port I/O, open_by_handle_at, mount and the new mount API, pivot_root, chroot,
+ * setns, vhangup, host and domain names). n_ret gets its length. Static storage. */
+const int *scf_kill_escape(size_t *n_ret);
+
+/* Whether the kernel offers seccomp filters that can kill a process (SECCOMP_RET_KILL_PROCESS):
+ * 1 or 0. */
+int scf_available(void);
+
 /* The x86-64 name of syscall nr ("openat"), or NULL when unknown. */
 const char *scf_syscall_name(long nr);
 
@@ -42,3 +78,10 @@ void scf_describe_sigsys(int pid, char *buf, size_t len);
 /* How process pid ended, from its wait status, for a log line after its name: "exited with
  * status N", "was killed by signal N", or "was killed by seccomp (SIGSYS)..." as above. */
 void scf_describe_exit(int pid, int status, char *buf, size_t len);
+
+/* The syscall whose seccomp kill (SIGSYS) ended process pid, from the kernel's audit record in
+ * /dev/kmsg (the last of that pid; with comm non-NULL only a record of a process of that name,
+ * comm="capsemd"), waiting at most wait_ms for it to be printed. The syscall's number (>= 0),
+ * -ENOENT when no such record is there, or -errno when /dev/kmsg cannot be read (-EACCES/-EPERM:
+ * kernel.dmesg_restrict). */
+long scf_sigsys_find(int pid, const char *comm, unsigned wait_ms);

@@ -19,11 +19,15 @@
 int virtiofs_find(char **ret);
 
 /* The argv for serving source (an absolute, real directory) on the listening socket that the
- * child gets as fd 3. Owned strv, or NULL (ENOMEM). */
-char **virtiofs_argv(const char *binary, const char *source);
+ * child gets as fd 3, sandboxed with chroot (chroot_sandbox, under Landlock:
+ * confinfo_virtiofsd_chroot()) or with its namespaces. Owned strv, or NULL (ENOMEM). */
+char **virtiofs_argv(const char *binary, const char *source, int chroot_sandbox);
 
-/* Start argv (virtiofs_argv) with listen_fd as fd 3 and its output to log_fd (confine_spawn);
- * as root only: virtiofsd builds its own sandbox (mount, PID and network namespaces,
- * pivot_root into the shared directory, its seccomp filter). 0 with the pid and a pidfd, or
- * -errno. */
-int virtiofs_spawn(char *const *argv, int listen_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd);
+/* Start argv (virtiofs_argv, argv[0] absolute) with listen_fd as fd 3 and its output to log_fd
+ * (confine_spawn); as root only. With chroot_sandbox: in an empty network namespace and a
+ * Landlock ruleset that holds source (read-write), the system and /proc (read) and argv[0];
+ * else virtiofsd builds its own namespace sandbox (mount, PID and network namespaces,
+ * pivot_root into source). Either way no_new_privs and its own seccomp filter. 0 with the pid
+ * and a pidfd, or -errno. */
+int virtiofs_spawn(char *const *argv, const char *source, int chroot_sandbox, int listen_fd,
+		   int log_fd, pid_t *ret_pid, int *ret_pidfd);

@@ -5,8 +5,9 @@
  * The file audit (src/workspace/wsaudit.c) watches the same folder from the host and writes its
  * changes to the session ledger as fs rows.
  *
- * Trust boundary: virtiofsd parses the guest's FUSE requests and confines itself; here it is
- * only started, watched and killed. Its log is read (capped) for the error message. The audit
+ * Trust boundary: virtiofsd parses the guest's FUSE requests and is confined (virtiofs.c: its
+ * chroot inside a Landlock ruleset of its own, or its namespace sandbox); here it is only
+ * started, watched and killed. Its log is read (capped) for the error message. The audit
  * reads the guest's file names through wstree's safe lookups. Loop thread.
  */
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "capsem-vm.h"
+#include "confinfo.h"
 #include "fdutil.h"
 #include "log.h"
 #include "macro.h"
@@ -79,7 +81,9 @@ int vm_workspace_start(struct vm *vm)
 				 " or in PATH (install qemu-system-common), or set "
 				 "CAPSEM_VIRTIOFSD"),
 		       r;
-	argv = virtiofs_argv(bin, vm->o.workspace);
+	/* under Landlock (capsemd's domain forbids pivot_root) it chroots, see virtiofs.c */
+	int chroot_sandbox = confinfo_virtiofsd_chroot();
+	argv = virtiofs_argv(bin, vm->o.workspace, chroot_sandbox);
 	if (!argv)
 		return log_oom();
 	_cleanup_close_ int lfd = -1, log_fd = -1;
@@ -91,13 +95,15 @@ int vm_workspace_start(struct vm *vm)
 	if (fl < 0 || fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK) < 0)
 		return log_error_errno(negative_errno(), "cannot prepare the virtiofsd socket");
 	int pidfd;
-	r = virtiofs_spawn(argv, lfd, log_fd, &vm->vfs_pid, &pidfd);
+	r = virtiofs_spawn(argv, vm->o.workspace, chroot_sandbox, lfd, log_fd, &vm->vfs_pid,
+			   &pidfd);
 	if (r < 0)
 		return log_error_errno(r, "cannot start %s", bin);
 	vm->w_vfs = watch_new(vm, pidfd, UV_READABLE, 0, on_virtiofsd_exit);
 	if (!vm->w_vfs)
 		return log_oom();
-	log_debug("virtiofsd %d serves %s", (int)vm->vfs_pid, vm->o.workspace);
+	log_debug("virtiofsd %d serves %s (%s sandbox)", (int)vm->vfs_pid, vm->o.workspace,
+		  chroot_sandbox ? "chroot + Landlock" : "namespace");
 	return 0;
 }
 

@@ -17,7 +17,8 @@
  * can make the browser send requests to it: the token, the Origin/Host checks and the /token
  * owner check are the boundary. Thread: one libuv loop; no blocking call after start-up.
  * Lifetime: with --parent-fd (capsemd starts it), EOF on that fd ends the gateway; the port is
- * written there once listening.
+ * written there once listening. Confinement: once everything is open, no new privileges,
+ * Landlock and a seccomp allow-list (wgconfine.c).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -42,6 +43,7 @@
 #include "macro.h"
 #include "parse.h"
 #include "wgcheck.h"
+#include "wgconfine.h"
 #include "wgevents.h"
 #include "wgterm.h"
 #include "wgup.h"
@@ -560,6 +562,10 @@ int main(int argc, char **argv)
 		uv_signal_start(&sigs[i], on_signal, signums[i]);
 		uv_unref((uv_handle_t *)&sigs[i]);
 	}
+	/* everything is open: from here on only sockets (wgconfine.c); confined before capsemd
+	 * hears that it is ready */
+	if (wg_confine(run_dir) < 0)
+		return 1;
 	if (have_parent) {
 		(void)fd_write_all((int)parent_fd, ptext, strlen(ptext));
 		fd_set_nonblock((int)parent_fd, 1);

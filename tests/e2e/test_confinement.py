@@ -393,16 +393,23 @@ def stop_daemon(h):
         pass
 
 
-def test_capsemd_is_confined(tmp_path, victim):
-    """capsemd: no_new_privs always; Landlock as a normal user (as root virtiofsd needs
-    pivot_root, which Landlock forbids); a seccomp kill of capsem-vm is in `capsem logs`."""
-    need_image()
-    # outside /tmp: capsemd may reach /tmp and /var/tmp (workspaces and shares live there)
-    import shutil
+def shm_base():
+    """A directory outside /tmp and /var/tmp (capsemd's ruleset holds those: workspaces and
+    shares live there), so that what the probes must not open is out of every rule."""
     import tempfile
-    base = tempfile.mkdtemp(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    return tempfile.mkdtemp(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+
+
+def test_capsemd_is_confined(tmp_path, victim):
+    """capsemd: no_new_privs, Landlock (as root too: the workspace's virtiofsd chroots instead of
+    pivot_root) and its seccomp allow-list, which all it starts inherits; a seccomp kill of
+    capsem-vm is in `capsem logs`."""
+    need_image()
+    import pathlib
+    import shutil
+    base = shm_base()
     try:
-        capsemd_probes(__import__("pathlib").Path(base), victim)
+        capsemd_probes(pathlib.Path(base), victim)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert not procs_mentioning(base)
@@ -417,12 +424,22 @@ def capsemd_probes(tmp_path, victim):
         assert p.returncode == 0, p
         pid = int((ch / "run" / "capsemd.pid").read_text().split()[0])
         st = status(pid)
-        assert st["NoNewPrivs"] == "1", st
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
         d = results((ch / "run" / "capsemd.log").read_text(), "capsemd")
-        assert d["status:"].startswith("NoNewPrivs=1"), d
-        if not ROOT and landlock_abi() > 0:
+        assert d["status:"] == "NoNewPrivs=1 Seccomp=2", d
+        # ptrace is on its kill list: the probe's child was killed, capsemd goes on
+        assert d[f"ptrace:{victim}"] == "signal 31", d
+        assert d["exec:/bin/true"] == "ok", d  # it starts programs
+        if landlock_abi() > 0:
+            # as root too now: the SSH key is outside its rules, its own home is not
             assert d[f"open:{home}/.ssh/id_ed25519"] == "EACCES", d
-            assert d[f"open:{ch}/credentials"] == "ok", d  # its own home
+            assert d[f"open:{ch}/credentials"] == "ok", d
+            # a folder outside its rules cannot be shared: said at create, not by a guest
+            # that finds its workspace unreadable
+            outside = tmp_path / "outside"
+            outside.mkdir()
+            p = cli(ch, home, "create", "--workspace", str(outside))
+            assert p.returncode != 0 and b"is outside what capsemd may open" in p.stderr, p
         # a named VM booted by this daemon (its VMs run inside the daemon's confinement)
         p = cli(ch, home, "create", "-n", "sigsys")
         assert p.returncode == 0, p
@@ -450,6 +467,182 @@ def capsemd_probes(tmp_path, victim):
     finally:
         cli(ch, home, "delete", "sigsys")
         stop_daemon(ch)
+
+
+def test_capsemd_killed_by_seccomp_is_reported(tmp_path):
+    """capsemd cannot report its own death: the process that started it does (it is the
+    daemon's subreaper until the daemon is ready), in capsemd.log and on the CLI's stderr; a
+    later CLI that finds the daemon dead says so too, and so does the next daemon in its log,
+    with the syscall where the kernel's log can be read."""
+    home, ch, _ = layout(tmp_path)
+    p = cli(ch, home, "list", env={"CAPSEM_CONFINE_PROBE": "die:ptrace",
+                                   "CAPSEM_PROBE_ONLY": "capsemd"})
+    assert p.returncode != 0, p
+    assert b"killed by seccomp (SIGSYS)" in p.stderr, p
+    assert b"capsemd could not start" in p.stderr, p
+    log = (ch / "run" / "capsemd.log").read_text()
+    assert "was killed by seccomp (SIGSYS)" in log, log
+    dead = int((ch / "run" / "capsemd.pid").read_text().split()[0])
+    if kmsg_readable():
+        assert b"syscall ptrace" in p.stderr and "syscall ptrace" in log, (p, log)
+    try:
+        # the next command finds the dead daemon's pid file and starts a new one
+        p = cli(ch, home, "list")
+        assert p.returncode == 0, p
+        if kmsg_readable():
+            want = f"capsemd (pid {dead}) was killed by seccomp (SIGSYS): syscall ptrace"
+            assert want.encode() in p.stderr, p
+            log = (ch / "run" / "capsemd.log").read_text()
+            assert f"the previous {want}" in log, log
+    finally:
+        stop_daemon(ch)
+
+
+def test_mkfs_is_confined(tmp_path):
+    """The mkfs.ext4 that capsemd runs for a VM's disk: no_new_privs, its Landlock ruleset and
+    its own seccomp allow-list on top of capsemd's (a probe stands in for it: CAPSEM_MKFS); it
+    cannot even make a process; a syscall on the kill list kills it, and the VM's create error
+    says so."""
+    need_image()
+    home, ch, _ = layout(tmp_path)
+    env = {"CAPSEM_MKFS": PROBE, "CAPSEM_CONFINE_PROBE":
+           f"status:;open:{home}/.ssh/id_ed25519;die:ptrace", "CAPSEM_PROBE_ONLY": "helper"}
+    try:
+        p = cli(ch, home, "create", "-n", "disk", "--no-suspendable", env=env)
+        assert p.returncode != 0, p
+        assert b"cannot create the VM's disk (mkfs.ext4): killed by seccomp (SIGSYS)" in \
+            p.stderr, p
+        if kmsg_readable():
+            assert b"syscall ptrace" in p.stderr, p
+        # its stderr is in capsemd's log when it fails
+        m = results((ch / "run" / "capsemd.log").read_text().replace(
+            "capsemd: warning: mkfs.ext4: ", ""), "helper")
+        assert m["status:"] == "NoNewPrivs=1 Seccomp=2", m
+        # the probe's child: mkfs's filter has no clone
+        assert m[f"open:{home}/.ssh/id_ed25519"] == "fork ENOSYS", m
+    finally:
+        cli(ch, home, "delete", "disk")
+        stop_daemon(ch)
+    assert not procs_mentioning(str(tmp_path))
+
+
+def test_gateway_is_confined(tmp_path, victim):
+    """capsem-gateway, started by capsemd (capsem ui): no_new_privs, its own Landlock ruleset
+    (its run directory; no TCP connect) and seccomp allow-list (no exec) on top of capsemd's; a
+    gateway killed by seccomp is in capsemd's log."""
+    import pathlib
+    import shutil
+    base = pathlib.Path(shm_base())
+    try:
+        home, ch, other = layout(base)
+        env = {"CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim),
+               "CAPSEM_PROBE_ONLY": "capsem-gateway", "CAPSEM_GATEWAY_PORT": "0"}
+        p = cli(ch, home, "ui", env=env)
+        assert p.returncode == 0, p
+        gws = [pid for pid in procs_mentioning("capsem-gateway")
+               if str(ch).encode() in open(f"/proc/{pid}/environ", "rb").read()]
+        assert len(gws) == 1, gws
+        st = status(gws[0])
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+        assert int(st.get("Seccomp_filters", "2")) >= 2, st  # capsemd's and its own
+        g = results((ch / "run" / "capsemd.log").read_text(), "capsem-gateway")
+        assert g["status:"] == "NoNewPrivs=1 Seccomp=2", g
+        assert g[f"ptrace:{victim}"] == "signal 31", g
+        assert g["exec:/bin/true"] == "signal 31", g  # execve is on its kill list
+        if landlock_abi() > 0:
+            for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                         f"open:{other}/serial.log", f"create:{other}"):
+                assert g[what] == "EACCES", (what, g)
+        if landlock_abi() >= 4:
+            assert g["connect:1.1.1.1:443"] == "EACCES", g
+            assert g["connect:127.0.0.1:22"] == "EACCES", g
+        stop_daemon(ch)
+        # a gateway that makes a syscall on its kill list: killed, capsemd says so
+        p = cli(ch, home, "ui", env={"CAPSEM_CONFINE_PROBE": "die:ptrace",
+                                     "CAPSEM_PROBE_ONLY": "capsem-gateway",
+                                     "CAPSEM_GATEWAY_PORT": "0"})
+        assert p.returncode != 0, p
+        log = (ch / "run" / "capsemd.log").read_text()
+        assert "capsem-gateway (pid" in log and "killed by seccomp (SIGSYS)" in log, log
+        if kmsg_readable():
+            assert "killed by seccomp (SIGSYS): syscall ptrace" in log, log
+    finally:
+        stop_daemon(ch)
+        shutil.rmtree(base, ignore_errors=True)
+    assert not procs_mentioning(str(base))
+
+
+@pytest.mark.skipif(not ROOT, reason="virtiofsd runs as root only (a normal user's workspace "
+                    "is 9p)")
+def test_virtiofsd_chroot_under_landlock(tmp_path, victim):
+    """Under a Landlocked capsemd (root too now) the workspace's virtiofsd of a
+    --no-suspendable VM chroots into the workspace inside a ruleset of its own and an empty
+    network namespace, with its seccomp filter on top of capsemd's; a probe started as
+    virtiofsd (CAPSEM_VIRTIOFSD) finds only the workspace."""
+    if landlock_abi() <= 0:
+        pytest.skip("no Landlock: virtiofsd keeps its namespace sandbox")
+    need_image()
+    home, ch, other = layout(tmp_path)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    env = {"CAPSEM_WORKSPACE_TRANSPORT": "virtiofs"}
+    try:
+        p = cli(ch, home, "create", "-n", "vfs", "--no-suspendable", "--memory", "256M",
+                "--workspace", str(ws), env=env)
+        assert p.returncode == 0, p
+        vfs = [pid for pid in procs_mentioning(f"source={ws}")
+               if b"virtiofsd" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        assert len(vfs) == 1, vfs  # chroot: no namespace parent
+        assert b"sandbox=chroot" in open(f"/proc/{vfs[0]}/cmdline", "rb").read()
+        st = status(vfs[0])
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+        assert int(st.get("Seccomp_filters", "2")) >= 2, st  # capsemd's and its own
+        assert os.readlink(f"/proc/{vfs[0]}/root") == str(ws)
+        assert os.readlink(f"/proc/{vfs[0]}/ns/net") != os.readlink("/proc/self/ns/net")
+        # the guest's files arrive through it
+        p = cli(ch, home, "exec", "vfs", "--", "sh", "-c",
+                "grep -c ' /root/workspace virtiofs ' /proc/mounts; echo hi > hi.txt")
+        assert p.returncode == 0 and p.stdout.startswith(b"1"), p
+        assert (ws / "hi.txt").read_text() == "hi\n"
+    finally:
+        cli(ch, home, "delete", "vfs")
+        stop_daemon(ch)
+    # a probe in virtiofsd's place (capsem-vm started directly): its ruleset and namespace
+    vmdir = ch / "vms" / "probe"
+    p = start_vm(vmdir, home, ch, "--workspace", str(ws), "--boot-timeout", "20",
+                 env={"CAPSEM_WORKSPACE_TRANSPORT": "virtiofs", "CAPSEM_VIRTIOFSD": PROBE,
+                      "CAPSEM_CONFINE_PROBE": probes(home, ch, other, victim,
+                                                     [f"create:{ws}",
+                                                      f"open:{vmdir}/serial.log"]),
+                      "CAPSEM_PROBE_ONLY": "helper"})
+    p.communicate(timeout=120)
+    v = results((vmdir / "virtiofsd.log").read_text(), "helper")
+    assert v, (vmdir / "virtiofsd.log").read_text()
+    assert v["status:"].startswith("NoNewPrivs=1"), v
+    assert v[f"create:{ws}"] == "ok", v
+    for what in (f"open:{home}/.ssh/id_ed25519", f"open:{ch}/credentials",
+                 f"open:{other}/serial.log", f"open:{vmdir}/serial.log", "exec:/bin/true"):
+        assert v[what] == "EACCES", (what, v)
+    assert v["connect:1.1.1.1:443"] != "ok" and v["connect:127.0.0.1:22"] != "ok", v
+    assert not procs_mentioning(str(tmp_path))
+
+
+def test_doctor_lists_the_layers():
+    """capsem doctor: each kernel layer and each confined process outside a VM, on or off."""
+    p = subprocess.run([CAPSEM, "doctor", "--json"], capture_output=True, timeout=120)
+    d = json.loads(p.stdout)
+    layers = {l["layer"]: l for l in d["confinement"]}
+    assert set(layers) >= {"landlock", "seccomp", "cgroups", "userns", "audit-log", "capsemd",
+                           "mkfs", "gateway", "virtiofsd"}, layers
+    for name in ("capsemd", "mkfs", "gateway"):
+        on = layers["landlock"]["on"] and layers["seccomp"]["on"]
+        assert layers[name]["on"] == on, layers[name]
+        assert layers[name]["detail"].startswith("on: no_new_privs" if on else "off: "), \
+            layers[name]
+    p = subprocess.run([CAPSEM, "doctor", "--json"], capture_output=True, timeout=120,
+                       env=dict(os.environ, CAPSEM_CONFINE="0"))
+    layers = {l["layer"]: l for l in json.loads(p.stdout)["confinement"]}
+    assert not layers["capsemd"]["on"] and "not enforced" in layers["capsemd"]["detail"], layers
 
 
 def test_workspace_server_probes(tmp_path, victim):

@@ -351,6 +351,9 @@ def test_vm_terminal_status_stats(gw):
     # prev_after
     for _ in range(2):
         assert cli(gw["home"], "exec", "webt", "--", "true").returncode == 0
+    # the ledger's writer commits in batches: the last exec's row may land a moment later
+    wait_for(lambda: api(gw, "GET", "/vms/webt/activity?kind=exec&limit=1")[1]["total"] >= 3,
+             10, "the exec rows in the ledger")
     st, p1 = api(gw, "GET", "/vms/webt/activity?kind=exec&limit=1")
     assert st == 200 and p1["total"] >= 3 and p1["prev_after"] is None and len(p1["rows"]) == 1
     assert p1["next_before"] == p1["rows"][0]["id"]

@@ -3,8 +3,9 @@
  * a Landlock ruleset allows its directory and refuses a sibling (and exec, and with ABI 4 a TCP
  * connect); the seccomp allow-list lets listed syscalls through, answers ENOSYS for others and
  * kills (SIGSYS) on the kill list, whose report names the syscall when the kernel log is
- * readable; syscall names both ways; the cgroup module refuses a bad name and cleans up after
- * itself. Layers the kernel lacks are skipped, as the code skips them. */
+ * readable; a filter built ahead and loaded in a child (one syscall) acts the same; the shared
+ * kill list holds the escape kit; syscall names both ways; the cgroup module refuses a bad name
+ * and cleans up after itself. Layers the kernel lacks are skipped, as the code skips them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -21,6 +22,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <linux/filter.h>
 
 #include "hostcg.h"
 #include "landlock.h"
@@ -109,6 +112,9 @@ static void allow_init(void)
 
 static const int kill_list[] = { SYS_ptrace };
 
+#define BPF_MAXINSNS_TEST (BPF_MAXINSNS / 2)
+#define ELEMENTSOF_TEST(a) (sizeof(a) / sizeof((a)[0]))
+
 static int seccomp_errno_child(void *arg)
 {
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -151,7 +157,81 @@ static void test_seccomp(void **state)
 	if (kmsg >= 0) {
 		close(kmsg);
 		assert_string_equal(how, "killed by seccomp (SIGSYS): syscall ptrace");
+		/* found by pid, and by pid and the process's name; not by another name */
+		assert_int_equal(scf_sigsys_find((int)pid, NULL, 0), SYS_ptrace);
+		char comm[64] = "";
+		int cf = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+		ssize_t k = cf >= 0 ? read(cf, comm, sizeof(comm) - 1) : -1;
+		if (cf >= 0)
+			close(cf);
+		if (k > 0) {
+			comm[strcspn(comm, "\n")] = 0;
+			assert_int_equal(scf_sigsys_find((int)pid, comm, 0), SYS_ptrace);
+		}
+		assert_int_equal(scf_sigsys_find((int)pid, "no-such-comm", 0), -ENOENT);
+	} else {
+		assert_true(scf_sigsys_find((int)pid, NULL, 0) < 0);
 	}
+}
+
+/* built in the parent, loaded in the child with one syscall (as between fork and exec) */
+static struct scf_prog built = SCF_PROG_INIT;
+
+static int seccomp_built_child(void *arg)
+{
+	int die = arg != NULL;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || scf_load(&built, 0) < 0)
+		return 10;
+	if (syscall(SYS_getpid) <= 0)
+		return 11;
+	if (syscall(SYS_getppid) != -1 || errno != ENOSYS)
+		return 12;
+	if (die)
+		syscall(SYS_ptrace, 0, 0, 0, 0);
+	return 0;
+}
+
+static void test_seccomp_built(void **state)
+{
+	allow_init();
+	assert_true(scf_available());
+	/* an empty program loads nothing */
+	struct scf_prog none = SCF_PROG_INIT;
+	assert_int_equal(scf_load(&none, 0), 0);
+	scf_prog_free(&none);
+	scf_prog_free(NULL);
+	/* too long for one program: refused, *ret untouched */
+	static int many[BPF_MAXINSNS_TEST];
+	assert_int_equal(scf_build(many, ELEMENTSOF_TEST(many), kill_list, 1, SCF_ENFORCE, &none),
+			 -E2BIG);
+	assert_null(none.insns);
+	assert_int_equal(scf_build(allow, n_allow, kill_list, 1, SCF_ENFORCE, &built), 0);
+	assert_non_null(built.insns);
+	int st = in_child(seccomp_built_child, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	st = in_child(seccomp_built_child, (void *)1);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+	scf_prog_free(&built);
+	assert_null(built.insns);
+}
+
+/* the kill list shared by capsemd, mkfs and the gateway: the escape kit, nothing everyday */
+static void test_kill_escape(void **state)
+{
+	size_t n = 0;
+	const int *k = scf_kill_escape(&n);
+	assert_true(n >= 40);
+	int has_ptrace = 0, has_mount = 0, has_setns = 0;
+	for (size_t i = 0; i < n; i++) {
+		has_ptrace |= k[i] == SYS_ptrace;
+		has_mount |= k[i] == SYS_mount;
+		has_setns |= k[i] == SYS_setns;
+		assert_true(k[i] != SYS_read && k[i] != SYS_execve && k[i] != SYS_clone &&
+			    k[i] != SYS_unshare && k[i] != SYS_seccomp);
+	}
+	assert_true(has_ptrace && has_mount && has_setns);
 }
 
 static void test_syscall_names(void **state)
@@ -197,10 +277,9 @@ static void test_cgroup_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_landlock),
-		cmocka_unit_test(test_seccomp),
-		cmocka_unit_test(test_syscall_names),
-		cmocka_unit_test(test_cgroup_names),
+		cmocka_unit_test(test_landlock),      cmocka_unit_test(test_seccomp),
+		cmocka_unit_test(test_seccomp_built), cmocka_unit_test(test_kill_escape),
+		cmocka_unit_test(test_syscall_names), cmocka_unit_test(test_cgroup_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,12 @@
 /* virtiofs.c - spawning the workspace's virtiofsd (virtiofs.h).
  *
  * virtiofsd runs with `-o sandbox=namespace` (its own mount, PID and network namespaces,
- * pivot_root into the shared directory, so it cannot name a host path outside it) and its
- * built-in seccomp filter; `-o cache=auto` (metadata cached for 1 s: a host-side change is
+ * pivot_root into the shared directory, so it cannot name a host path outside it; it makes its
+ * namespace's mounts slaves of ours, so a host mount made below a shared (rshared) folder later
+ * still reaches the guest: the containerd shim's pod directory) and its built-in seccomp filter; `-o cache=auto` (metadata cached for 1 s: a host-side change is
  * visible in the guest within that; a guest write reaches the host file at once, no writeback
- * cache); no xattrs, no POSIX locks passed to the host. capsem-vm creates the listening socket
+ * cache); no xattrs, no POSIX locks passed to the host; host mounts below the folder announced
+ * to the guest as submounts. capsem-vm creates the listening socket
  * and hands it over as fd 3 (`--fd=3`), so QEMU never races virtiofsd's start.
  *
  * Trust boundary: virtiofsd parses the guest's FUSE requests: it is guest-facing and confined
@@ -46,6 +48,12 @@ char **virtiofs_argv(const char *binary, const char *source)
 	r |= strv_push(&v, "sandbox=namespace");
 	r |= strv_push(&v, "-o");
 	r |= strv_push(&v, "no_posix_lock");
+	/* a host mount below the shared folder (a containerd pod's container roots and volumes,
+	 * bound in while the VM runs) is a submount in the guest: its own st_dev, as on the host
+	 * (no inode numbers of two file systems mixed under one device), and one the guest can
+	 * unmount, which makes it forget the inodes virtiofsd holds an fd for */
+	r |= strv_push(&v, "-o");
+	r |= strv_push(&v, "announce_submounts");
 	r |= strv_push(&v, "-o");
 	r |= strv_push(&v, "log_level=warn");
 	if (r < 0) {

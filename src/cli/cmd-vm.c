@@ -388,9 +388,7 @@ int cmd_info(int argc, char **argv)
 					       ? "9p (QEMU's)"
 					       : "9p over a virtio-serial port (capsem-vm's)");
 			if (json_is_false(json_object_get(vm, "workspace_audit")))
-				printf("Audit:       off for the workspace (no file rows, no "
-				       "automatic "
-				       "snapshots)\n");
+				puts("Audit:       off (no file rows, no automatic snapshots)");
 		}
 		size_t i;
 		json_t *x;

@@ -374,11 +374,22 @@ int cmd_info(int argc, char **argv)
 		printf("Suspend:     %s\n", json_is_true(json_object_get(vm, "can_suspend"))
 						    ? "yes"
 						    : jstr(vm, "suspend_blocker"));
-		if (json_is_string(json_object_get(vm, "workspace")))
+		if (json_is_string(json_object_get(vm, "workspace"))) {
+			const char *wt =
+				json_string_value(json_object_get(vm, "workspace_transport"));
 			printf("Workspace:   %s -> /root/workspace%s\n", jstr(vm, "workspace"),
 			       json_is_true(json_object_get(vm, "workspace_shared"))
 				       ? " (your folder)"
 				       : " (the VM's own, deleted with it)");
+			if (wt)
+				printf("Shared over: %s\n",
+				       streq(wt, "virtiofs") ? "virtio-fs (virtiofsd)"
+				       : streq(wt, "9p")
+					       ? "9p (QEMU's)"
+					       : "9p over a virtio-serial port (capsem-vm's)");
+			if (json_is_false(json_object_get(vm, "workspace_audit")))
+				puts("Audit:       off (no file rows, no automatic snapshots)");
+		}
 		size_t i;
 		json_t *x;
 		json_array_foreach(json_object_get(vm, "env"), i, x)

@@ -61,6 +61,11 @@ int registry_new_id(char ret[REGISTRY_ID_LEN + 1])
 	return 0;
 }
 
+int registry_ws_transport_valid(const char *s)
+{
+	return streq(s, "virtiofs") || streq(s, "9p") || streq(s, "serial");
+}
+
 void registry_now(char ret[32])
 {
 	time_t t = time(NULL);
@@ -96,6 +101,10 @@ json_t *registry_record_to_json(const struct vm_record *r)
 	    (json_object_set_new(j, "workspace", json_string(s->workspace ? s->workspace : own)) <
 		     0 ||
 	     json_object_set_new(j, "workspace_shared", json_boolean(s->workspace != NULL)) < 0 ||
+	     json_object_set_new(j, "workspace_transport",
+				 r->ws_transport[0] ? json_string(r->ws_transport) : json_null()) <
+		     0 ||
+	     json_object_set_new(j, "workspace_audit", json_boolean(!s->no_ws_audit)) < 0 ||
 	     json_object_set_new(j, "suspendable", json_boolean(s->suspendable)) < 0 ||
 	     json_object_set_new(j, "can_suspend", json_boolean(s->suspendable && r->persistent)) <
 		     0 ||
@@ -148,6 +157,7 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	bad |= registry_state_from_name(state, &r.state) < 0;
 	r.persistent = json_is_true(json_object_get(j, "persistent"));
 	r.spec.suspendable = json_is_true(json_object_get(j, "suspendable"));
+	r.spec.no_ws_audit = json_is_false(json_object_get(j, "workspace_audit")); /* absent: on */
 	v = json_object_get(j, "name");
 	if (json_is_string(v)) {
 		bad |= !vmspec_name_valid(json_string_value(v));
@@ -212,6 +222,9 @@ int registry_record_from_json(const json_t *j, struct vm_record *ret)
 	const char *accel = json_string_value(json_object_get(j, "accel"));
 	if (accel && (streq(accel, "kvm") || streq(accel, "tcg")))
 		snprintf(r.accel, sizeof(r.accel), "%s", accel);
+	const char *wt = json_string_value(json_object_get(j, "workspace_transport"));
+	if (wt && registry_ws_transport_valid(wt))
+		snprintf(r.ws_transport, sizeof(r.ws_transport), "%s", wt);
 	v = json_object_get(j, "boot"); /* absent in records written before the ledger */
 	if (v &&
 	    (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 999999))

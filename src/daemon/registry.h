@@ -21,6 +21,9 @@ struct vm_record {
 	char started[32]; /* "" until first ready */
 	double boot_ms;
 	char accel[8]; /* "kvm" or "tcg" once booted, "" before */
+	/* what serves the workspace, as capsem-vm chose at the last boot: "virtiofs", "9p" or
+	 * "serial"; "" before */
+	char ws_transport[12];
 	int pid;       /* capsem-vm's pid, 0 when none */
 	unsigned boot; /* boots so far (capsem-vm starts); session "<id>-<boot>" (docs/LEDGER.md) */
 	char *vmdir;
@@ -30,6 +33,8 @@ struct vm_record {
 const char *registry_state_name(enum vm_state s);
 int registry_state_from_name(const char *s, enum vm_state *ret);
 int registry_id_valid(const char *id);
+/* "virtiofs", "9p" or "serial" (a workspace transport capsem-vm reports). */
+int registry_ws_transport_valid(const char *s);
 /* A fresh random id (12 lowercase hex digits). 0 or -errno. */
 int registry_new_id(char ret[REGISTRY_ID_LEN + 1]);
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SSZ". */

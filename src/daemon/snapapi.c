@@ -239,8 +239,8 @@ static void on_tick(uv_timer_t *t)
 	struct snapapi *sa = a->snap;
 	for (struct vm *vm = vmctl_first(a->vms); vm; vm = vmctl_next(vm)) {
 		const struct vm_record *rec = vm_record(vm);
-		if (rec->state != VM_RUNNING)
-			continue;
+		if (rec->state != VM_RUNNING || rec->spec.no_ws_audit)
+			continue; /* not running, or a workspace that is not the agent's work */
 		int busy = 0;
 		for (char **p = sa->busy; p && *p; p++)
 			busy |= streq(*p, rec->id);

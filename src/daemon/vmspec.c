@@ -158,7 +158,8 @@ int vmspec_copy(const struct vm_spec *s, struct vm_spec *ret)
 	struct vm_spec c = { .cpus = s->cpus,
 			     .memory_mib = s->memory_mib,
 			     .disk_mib = s->disk_mib,
-			     .suspendable = s->suspendable };
+			     .suspendable = s->suspendable,
+			     .no_ws_audit = s->no_ws_audit };
 	int bad = 0;
 	if (s->name && !(c.name = strdup(s->name)))
 		bad = 1;
@@ -330,6 +331,12 @@ int vmspec_from_json(const json_t *body, struct vm_spec *ret, char **ret_error)
 				break;
 			}
 			s.suspendable = json_is_true(v) ? 1 : -1;
+		} else if (streq(k, "workspace_audit")) {
+			if (!json_is_boolean(v)) {
+				r = fail(ret_error, "workspace_audit: expected true or false");
+				break;
+			}
+			s.no_ws_audit = json_is_false(v);
 		} else if (streq(k, "image")) {
 			if (!json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v) ||

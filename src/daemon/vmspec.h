@@ -38,6 +38,9 @@ struct vm_spec {
 	 * workspace over capsem-vm's own 9p server on a virtio-serial port, no --mount (QEMU's
 	 * 9p): QEMU 7.2 can save it (docs/ARCHITECTURE.md "Suspend and resume") */
 	int suspendable;
+	/* "workspace_audit": false: the workspace is not the agent's work (a containerd pod's
+	 * container roots): no file audit rows in the ledger, no automatic snapshots */
+	int no_ws_audit;
 };
 
 /* Why a VM cannot be suspended (the API's "suspend_blocker"). */

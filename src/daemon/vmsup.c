@@ -258,6 +258,10 @@ static void handle_event(struct vm *vm, json_t *ev)
 			snprintf(vm->rec.accel, sizeof(vm->rec.accel), "%s",
 				 accel && (streq(accel, "kvm") || streq(accel, "tcg")) ? accel
 										       : "");
+			const char *wt =
+				json_string_value(json_object_get(ev, "workspace_transport"));
+			snprintf(vm->rec.ws_transport, sizeof(vm->rec.ws_transport), "%s",
+				 wt && registry_ws_transport_valid(wt) ? wt : "");
 			vmctl_set_str(&vm->rec.error, NULL);
 			vmctl_vm_save(vm);
 			ledger_send_session(vm);
@@ -541,6 +545,8 @@ static int build_argv(struct vm *vm, const char *kernel, const char *initrd, con
 		r |= strv_push(&a, s->workspace);
 	else
 		r |= strv_pushf(&a, "%s/" VMSPEC_WORKSPACE_DIR, vm->rec.vmdir);
+	if (s->no_ws_audit)
+		r |= strv_push(&a, "--no-workspace-audit");
 	if (vm->snapstarted) {
 		/* restored from the saved state of its kind: its RAM a private mapping of the saved
 		 * RAM (snapstart.c) */

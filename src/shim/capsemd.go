@@ -171,13 +171,22 @@ type vmCreate struct {
 	Memory string    `json:"memory,omitempty"`
 	Env    []string  `json:"env,omitempty"`
 	Mounts []vmMount `json:"mounts,omitempty"`
+	// the pod directory as the VM's workspace: over virtio-fs when capsem-vm can run
+	// virtiofsd, else QEMU's 9p; a suspendable VM's workspace would go over the slow
+	// virtio-serial port instead
+	Workspace   string `json:"workspace,omitempty"`
+	Suspendable *bool  `json:"suspendable,omitempty"`
+	// false: no file audit rows, no automatic snapshots (container roots are not the
+	// agent's work, and hashing them every 5 minutes would cost the node)
+	WorkspaceAudit *bool `json:"workspace_audit,omitempty"`
 }
 
 type vmInfo struct {
-	ID      string `json:"id"`
-	State   string `json:"state"`
-	Session string `json:"session"`
-	Error   string `json:"error"`
+	ID                 string `json:"id"`
+	State              string `json:"state"`
+	Session            string `json:"session"`
+	Error              string `json:"error"`
+	WorkspaceTransport string `json:"workspace_transport"`
 }
 
 // execReq is the body of POST /vms/{ref}/exec.

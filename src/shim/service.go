@@ -5,11 +5,18 @@
 //
 // Where things live:
 //   host  <run>/<namespace>/<sandbox>.vm, .home   the VM's id and Capsem home (for Cleanup)
+//         <run>/<namespace>/<sandbox>.stage/      where a read-only volume is made read-only
+//                                                 before it enters the pod (volumes.go)
 //         <run>/<namespace>/<sandbox>/            the pod directory, a shared (rshared) bind mount
-//         <pod>/c/<container>                     each container's root file system, bound here
+//         <pod>/c/<key>                           each container's root file system, bound here
+//                                                 (key: the container's id; <id>~N when the id
+//                                                 was used before in this VM, see rootKey)
+//         <pod>/m/<key>/<n>, <pod>/m/<key>.json   its volumes and their list (volumes.go)
 //         <pod>/.capsem/capsem-ctr-init           the guest helper, copied in once (from beside
 //                                                 the shim, or the package's libexec directory)
-//   guest /capsem-pod/...                         the pod directory over 9p (capsemd "mounts")
+//   guest /root/workspace/...                     the pod directory: the VM's workspace (capsemd
+//                                                 "workspace"), over virtio-fs where capsem-vm
+//                                                 can run virtiofsd, else QEMU's 9p
 
 package main
 
@@ -44,7 +51,7 @@ import (
 )
 
 const (
-	guestPod      = "/capsem-pod"
+	guestPod      = "/root/workspace" // the pod directory in the guest: the VM's workspace
 	helperName    = "capsem-ctr-init"
 	annoSandbox   = "io.kubernetes.cri.sandbox-id"
 	annoImage     = "io.capsem.image"
@@ -76,6 +83,7 @@ type process struct {
 
 type container struct {
 	id      string
+	key     string // its name in the pod directory: c/<key>, m/<key> (rootKey)
 	bundle  string
 	rootfs  string // host: the bundle's rootfs mount
 	podPath string // host: where it is bound in the pod directory
@@ -93,6 +101,8 @@ type service struct {
 	d          *daemon
 	vm         string
 	podDir     string
+	transport  string          // what shares the pod directory: "virtiofs" or "9p"
+	used       map[string]bool // keys of c/ used in this VM, never reused (rootKey)
 	containers map[string]*container
 }
 
@@ -206,9 +216,17 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 		grouping = g
 	}
 	pod := filepath.Join(runDir(), ns, grouping)
-	unmountVolumes(pod, id)
-	_ = unix.Unmount(filepath.Join(pod, "c", id), unix.MNT_DETACH)
-	_ = os.Remove(filepath.Join(pod, "c", id))
+	keys := []string{id}
+	if more, err := filepath.Glob(filepath.Join(pod, "c", id+"~*")); err == nil {
+		for _, m := range more {
+			keys = append(keys, filepath.Base(m))
+		}
+	}
+	for _, k := range keys {
+		unmountVolumes(pod, k)
+		_ = unix.Unmount(filepath.Join(pod, "c", k), unix.MNT_DETACH)
+		_ = os.Remove(filepath.Join(pod, "c", k))
+	}
 	if ents, _ := os.ReadDir(filepath.Join(pod, "c")); len(ents) == 0 {
 		if b, err := os.ReadFile(pod + ".vm"); err == nil {
 			home := capsemHome()
@@ -231,6 +249,7 @@ func removePod(pod string) {
 	_ = os.RemoveAll(pod)
 	_ = os.Remove(pod + ".vm")
 	_ = os.Remove(pod + ".home")
+	_ = os.Remove(pod + ".stage") // empty: each read-only volume's stage goes at once
 }
 
 var profileName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
@@ -257,8 +276,13 @@ func policyHome(anno map[string]string) (string, error) {
 }
 
 // ensureVM boots the sandbox's VM on its first container: the pod directory becomes an
-// rshared bind mount (so the root file systems bound into it later reach QEMU's 9p server too)
-// and is shared into the VM; the helper is copied into it.
+// rshared bind mount (so the root file systems bound into it later reach the VM's file server
+// too: virtiofsd's mount namespace is a slave of ours, QEMU's 9p shares ours) and is the VM's
+// workspace; the helper is copied into it. The VM is not suspendable (a suspendable VM's
+// workspace goes over its virtio-serial port, far slower: docs/ARCHITECTURE.md "The
+// workspace"), so capsem-vm serves the workspace over virtio-fs, or over QEMU's 9p where
+// virtiofsd cannot run (no root, or an open-file limit it cannot raise), and says which.
+// No file audit or automatic snapshots of it: container roots are not the agent's work.
 func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]string) error {
 	if s.vm != "" {
 		return nil
@@ -291,8 +315,9 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 		removePod(pod)
 		return err
 	}
-	req := vmCreate{Image: anno[annoImage], Memory: anno[annoMemory],
-		Mounts: []vmMount{{Host: pod, Guest: guestPod}}}
+	no := false
+	req := vmCreate{Image: anno[annoImage], Memory: anno[annoMemory], Workspace: pod,
+		Suspendable: &no, WorkspaceAudit: &no}
 	if c, err := strconv.Atoi(anno[annoCPUs]); err == nil {
 		req.CPUs = c
 	}
@@ -303,9 +328,28 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 	}
 	_ = os.WriteFile(pod+".vm", []byte(vm.ID+"\n"), 0o600)
 	_ = os.WriteFile(pod+".home", []byte(home+"\n"), 0o600)
-	s.vm, s.podDir = vm.ID, pod
-	log.G(ctx).WithField("vm", vm.ID).Info("capsem VM ready")
+	s.vm, s.podDir, s.transport, s.used = vm.ID, pod, vm.WorkspaceTransport, map[string]bool{}
+	l := log.G(ctx).WithField("vm", vm.ID).WithField("transport", vm.WorkspaceTransport)
+	if vm.WorkspaceTransport == "virtiofs" {
+		l.Info("capsem VM ready: the pod directory is shared over virtio-fs")
+	} else {
+		l.Warn("capsem VM ready: the pod directory is shared over QEMU's 9p, not virtio-fs " +
+			"(capsem-vm could not run virtiofsd here; `capsem logs " + vm.ID + "` says why)")
+	}
 	return nil
+}
+
+// rootKey is the name of a new container's root in the pod directory (c/<key>): its id, or
+// <id>~N when the id was used before in this VM. The guest caches a name it looked up (its
+// dentry) for up to a second over virtio-fs (cache=auto), so a root bound anew under a name the
+// guest saw could show it the old one; a name never repeats instead. Called with s.mu held.
+func (s *service) rootKey(id string) string {
+	key := id
+	for n := 1; s.used[key]; n++ {
+		key = id + "~" + strconv.Itoa(n)
+	}
+	s.used[key] = true
+	return key
 }
 
 // helperDir is where the Debian package installs capsem-ctr-init (a guest binary, so not on
@@ -405,20 +449,21 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err := s.ensureVM(ctx, ns, sp.Annotations); err != nil {
 		return fail(err)
 	}
-	pp := filepath.Join(s.podDir, "c", r.ID)
+	key := s.rootKey(r.ID)
+	pp := filepath.Join(s.podDir, "c", key)
 	if err := os.MkdirAll(pp, 0o755); err != nil {
 		return fail(err)
 	}
 	if err := unix.Mount(rootfs, pp, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fail(fmt.Errorf("bind rootfs into the pod: %w", err))
 	}
-	if err := prepareMounts(s.podDir, r.ID, sp.Mounts); err != nil {
+	if err := prepareMounts(s.podDir, key, s.podDir+".stage", sp.Mounts); err != nil {
 		_ = unix.Unmount(pp, unix.MNT_DETACH)
 		_ = os.Remove(pp)
 		return fail(err)
 	}
-	c := &container{id: r.ID, bundle: r.Bundle, rootfs: rootfs, podPath: pp,
-		guest: guestPod + "/c/" + r.ID, execs: map[string]*process{}}
+	c := &container{id: r.ID, key: key, bundle: r.Bundle, rootfs: rootfs, podPath: pp,
+		guest: guestPod + "/c/" + key, execs: map[string]*process{}}
 	c.init = &process{spec: sp.Process, terminal: r.Terminal, stdin: r.Stdin, stdout: r.Stdout,
 		stderr: r.Stderr, status: task.StatusCreated, done: make(chan struct{})}
 	s.containers[r.ID] = c
@@ -679,7 +724,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			log.G(ctx).WithError(err).Warn("guest cleanup")
 		}
 	}
-	unmountVolumes(pod, c.id)
+	unmountVolumes(pod, c.key)
 	_ = unix.Unmount(c.podPath, unix.MNT_DETACH)
 	_ = os.Remove(c.podPath)
 	_ = mount.UnmountAll(c.rootfs, 0)
@@ -703,7 +748,7 @@ func (s *service) stopVM(ctx context.Context) {
 		log.G(ctx).WithError(err).Warn("delete the VM")
 	}
 	removePod(s.podDir)
-	s.vm, s.podDir = "", ""
+	s.vm, s.podDir, s.transport, s.used = "", "", "", nil
 }
 
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {

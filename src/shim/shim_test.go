@@ -91,11 +91,11 @@ func TestFrames(t *testing.T) {
 }
 
 func TestHelperArgv(t *testing.T) {
-	c := &container{guest: "/capsem-pod/c/x"}
+	c := &container{guest: "/root/workspace/c/x"}
 	p := &specs.Process{Args: []string{"sh", "-c", "id"}, Cwd: "/w",
 		User: specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{5, 6}}}
 	got := helperArgv(c, p)
-	want := []string{"/capsem-pod/.capsem/capsem-ctr-init", "run", "/capsem-pod/c/x", "1000", "100",
+	want := []string{"/root/workspace/.capsem/capsem-ctr-init", "run", "/root/workspace/c/x", "1000", "100",
 		"5,6", "/w", "--", "sh", "-c", "id"}
 	if len(got) != len(want) {
 		t.Fatalf("got %v", got)
@@ -161,5 +161,16 @@ func TestHelperPath(t *testing.T) {
 	t.Setenv("CAPSEM_CTR_INIT", "/x/helper")
 	if p := helperPath(self); p != "/x/helper" {
 		t.Errorf("CAPSEM_CTR_INIT: %s", p)
+	}
+}
+
+func TestRootKeyNeverRepeats(t *testing.T) {
+	s := &service{used: map[string]bool{}}
+	got := []string{s.rootKey("a"), s.rootKey("b"), s.rootKey("a"), s.rootKey("a"), s.rootKey("a~1")}
+	want := []string{"a", "b", "a~1", "a~2", "a~1~1"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
 	}
 }

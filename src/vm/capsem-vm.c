@@ -249,6 +249,10 @@ static void on_hello(struct vm *vm, const struct proto_hello *h)
 			  "qemu_pid", (int)vm->qemu_pid, "resumed", vm->o.incoming != NULL);
 	if (ev && vm->o.incoming)
 		json_object_set_new(ev, "restore_ms", json_real(vm->restore_ms));
+	/* what serves the workspace (capsemd's "workspace_transport") */
+	if (ev && vm_workspace_transport_name(&vm->o))
+		json_object_set_new(ev, "workspace_transport",
+				    json_string(vm_workspace_transport_name(&vm->o)));
 	/* QEMU's memory cgroup, when it has one (tests lower its limit) */
 	if (ev && hostcg_mem_dir(&vm->cg))
 		json_object_set_new(ev, "qemu_cgroup", json_string(hostcg_mem_dir(&vm->cg)));
@@ -792,6 +796,8 @@ static void help(void)
 	       "                       (virtiofsd, $CAPSEM_VIRTIOFSD or " VIRTIOFS_DEFAULT_BIN ")\n"
 	       "                       or, as a normal user, QEMU's 9p (virtiofsd needs root);\n"
 	       "                       CAPSEM_WORKSPACE_TRANSPORT=serial|virtiofs|9p chooses\n"
+	       "  --no-workspace-audit no file audit of the workspace in the ledger (a folder\n"
+	       "                       that is not the agent's work, e.g. containers' roots)\n"
 	       "  --ledger FILE        record the session (execs, network, DNS, model calls) in\n"
 	       "                       this SQLite file (docs/LEDGER.md)\n"
 	       "  --no-egress          no network for the guest at all (no proxy, no DNS, no MCP)\n"
@@ -940,7 +946,8 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		ARG_INCOMING,
 		ARG_IMAGE_SHA,
 		ARG_RAM_FILE,
-		ARG_RAM_PRIVATE
+		ARG_RAM_PRIVATE,
+		ARG_NO_WS_AUDIT
 	};
 	static const struct option opts[] = {
 		{ "vmdir", required_argument, NULL, ARG_VMDIR },
@@ -963,6 +970,7 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 		{ "rootfs", required_argument, NULL, ARG_ROOTFS },
 		{ "mount", required_argument, NULL, ARG_MOUNT },
 		{ "workspace", required_argument, NULL, ARG_WORKSPACE },
+		{ "no-workspace-audit", no_argument, NULL, ARG_NO_WS_AUDIT },
 		{ "channel", required_argument, NULL, ARG_CHANNEL },
 		{ "incoming", required_argument, NULL, ARG_INCOMING },
 		{ "image-sha256", required_argument, NULL, ARG_IMAGE_SHA },
@@ -1151,6 +1159,9 @@ static int parse_args(int argc, char **argv, struct vm_opts *o)
 			break;
 		case ARG_NO_EGRESS:
 			o->no_egress = 1;
+			break;
+		case ARG_NO_WS_AUDIT:
+			o->no_ws_audit = 1;
 			break;
 		case ARG_GUEST_ENV: {
 			const char *eq = strchr(optarg, '=');

@@ -69,6 +69,7 @@ struct vm_opts {
 	char *workspace;      /* --workspace, realpath'd: served by virtiofsd (owned) */
 	int workspace_9p;     /* ... or, as a normal user, by QEMU's 9p (one of mounts[]) */
 	int workspace_serial; /* ... or by our 9p server over a virtio-serial port (vmws.c) */
+	int no_ws_audit;      /* --no-workspace-audit: no file audit of the workspace */
 	int chan_serial;      /* --channel serial: the ports over virtio-serial (vmchan.c) */
 	char *incoming;	      /* --incoming FILE, realpath'd: restore this saved state (owned) */
 	const char *image_sha256; /* --image-sha256: the image's manifest hash, kept with a save */
@@ -210,6 +211,9 @@ int vm_workspace_start(struct vm *vm);
 int vm_helper_files(struct vm *vm, const char *sock, const char *log, int *ret_lfd, int *ret_log);
 void vm_workspace_stop(struct vm *vm);
 int vm_workspace_transport(struct vm_opts *o);
+/* What serves the workspace once vm_workspace_transport() chose: "virtiofs", "9p" (QEMU's) or
+ * "serial" (our 9p server on a virtio-serial port); NULL without --workspace. Static string. */
+const char *vm_workspace_transport_name(const struct vm_opts *o);
 
 /* ---- watch.c ---- */
 

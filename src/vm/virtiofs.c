@@ -11,7 +11,10 @@
  *     replaces the mount namespace: a path outside the workspace cannot be opened even through
  *     a chroot escape, and Landlock's ptrace rule keeps it out of other processes' memory;
  *   - without Landlock: `-o sandbox=namespace` (its own mount, PID and network namespaces,
- *     pivot_root into the shared directory, so it cannot name a host path outside it).
+ *     pivot_root into the shared directory, so it cannot name a host path outside it; its
+ *     mounts are slaves of ours).
+ * Either way a host mount made below a shared (rshared) folder later still reaches the guest
+ * (the containerd shim's pod directory), announced to the guest as a submount.
  * Either way its built-in seccomp filter, dropped capabilities and no_new_privs; `-o cache=auto`
  * (metadata cached for 1 s: a host-side change is visible in the guest within that; a guest
  * write reaches the host file at once, no writeback cache); no xattrs, no POSIX locks passed
@@ -58,6 +61,12 @@ char **virtiofs_argv(const char *binary, const char *source, int chroot_sandbox)
 	r |= strv_push(&v, chroot_sandbox ? "sandbox=chroot" : "sandbox=namespace");
 	r |= strv_push(&v, "-o");
 	r |= strv_push(&v, "no_posix_lock");
+	/* a host mount below the shared folder (a containerd pod's container roots and volumes,
+	 * bound in while the VM runs) is a submount in the guest: its own st_dev, as on the host
+	 * (no inode numbers of two file systems mixed under one device), and one the guest can
+	 * unmount, which makes it forget the inodes virtiofsd holds an fd for */
+	r |= strv_push(&v, "-o");
+	r |= strv_push(&v, "announce_submounts");
 	r |= strv_push(&v, "-o");
 	r |= strv_push(&v, "log_level=warn");
 	if (r < 0) {

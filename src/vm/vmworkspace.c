@@ -207,6 +207,13 @@ int vm_workspace_transport(struct vm_opts *o)
 	return 0;
 }
 
+const char *vm_workspace_transport_name(const struct vm_opts *o)
+{
+	if (!o->workspace)
+		return NULL;
+	return o->workspace_serial ? "serial" : o->workspace_9p ? "9p" : "virtiofs";
+}
+
 /* ---- the file audit ---- */
 
 static void on_audit_change(const struct wsaudit_change *c, void *userdata)
@@ -255,6 +262,10 @@ int vm_audit_start(struct vm *vm)
 {
 	if (!vm->ledger || !vm->o.workspace)
 		return 0;
+	if (vm->o.no_ws_audit) { /* not the agent's work (a pod's container roots): no rows */
+		log_debug("file audit of %s off (--no-workspace-audit)", vm->o.workspace);
+		return 0;
+	}
 	_cleanup_close_ int fd = open(vm->o.workspace, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return log_error_errno(negative_errno(), "--workspace %s", vm->o.workspace);

@@ -8,10 +8,15 @@ host's static busybox and curl) and imported with `ctr image import`: no registr
 tests/e2e/upstream.py on 127.0.0.1, sent there by the policy's [[upstream.override]] (the pattern
 of test_egress.py). Afterwards no QEMU, capsem-vm, virtiofsd, shim or capsemd may be left, nor a
 mount under the module's directory.
+
+The pod directory is the VM's workspace: virtio-fs where capsem-vm can run virtiofsd, else QEMU's
+9p (this host's choice is asserted); a second containerd, whose capsemd is told
+CAPSEM_WORKSPACE_TRANSPORT=virtiofs, runs the virtio-fs path even where auto would pick 9p.
 """
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import sqlite3
@@ -23,7 +28,7 @@ import pytest
 
 from conftest import BUILD, IMAGE, IMAGES, need_image, procs_mentioning, wait_for
 from ociimage import build_archive
-from test_cli_daemon import clean_home
+from test_cli_daemon import clean_home, cli
 from upstream import KEYS, Upstream
 
 SHIM_DIR = os.path.join(BUILD, "src", "shim")
@@ -73,7 +78,7 @@ connect = "127.0.0.1:{port}"
 
 
 class Containerd:
-    def __init__(self, d):
+    def __init__(self, d, **extra_env):
         self.d = d
         self.home = os.path.join(d, "home")
         os.makedirs(self.home)
@@ -99,7 +104,7 @@ class Containerd:
                     f'[ttrpc]\n  address = "{self.sock}.ttrpc"\n')
         self.env = dict(os.environ, PATH=SHIM_DIR + ":" + os.environ["PATH"],
                         CAPSEM_HOME=self.home, CAPSEM_IMAGES_DIR=IMAGES, CAPSEM_IMAGE="minimal",
-                        CAPSEM_DAEMON_BIN=CAPSEMD, CAPSEM_SHIM_RUN=self.shimrun)
+                        CAPSEM_DAEMON_BIN=CAPSEMD, CAPSEM_SHIM_RUN=self.shimrun, **extra_env)
         self.env.pop("ANTHROPIC_API_KEY", None)
         self.log = open(os.path.join(d, "containerd.log"), "wb")
         self.proc = subprocess.Popen(["containerd", "--config", cfg], stdout=self.log,
@@ -133,11 +138,10 @@ class Containerd:
         self.up.close()
 
 
-@pytest.fixture(scope="module")
-def ctd(tmp_path_factory):
+def _containerd(tmp_path_factory, name, **extra_env):
     need_image()
-    d = str(tmp_path_factory.mktemp("ctd"))
-    c = Containerd(d)
+    d = str(tmp_path_factory.mktemp(name))
+    c = Containerd(d, **extra_env)
     yield c
     c.close()
     # a shim ends a moment after its last container is deleted (containerd's shim library waits
@@ -156,6 +160,22 @@ def ctd(tmp_path_factory):
         subprocess.run(["umount", "-l", l.split()[1]])
     assert not left and not shim_left, f"processes left behind: {left + shim_left}"
     assert not mounts, f"mounts left behind: {mounts}"
+
+
+@pytest.fixture(scope="module")
+def ctd(tmp_path_factory):
+    # the workspace transport capsem-vm picks on its own (auto): CAPSEM_WORKSPACE_TRANSPORT
+    # of the test's environment, if any, is not passed on
+    yield from _containerd(tmp_path_factory, "ctd", CAPSEM_WORKSPACE_TRANSPORT="auto")
+
+
+@pytest.fixture(scope="module")
+def ctd_vfs(tmp_path_factory):
+    """A containerd whose pods' VMs serve the pod directory over virtio-fs even where auto would
+    pick 9p (a host whose open-file limit virtiofsd cannot raise, like the build machines)."""
+    if not os.access("/usr/lib/qemu/virtiofsd", os.X_OK):
+        pytest.skip("no virtiofsd (qemu-system-common)")
+    yield from _containerd(tmp_path_factory, "ctdvfs", CAPSEM_WORKSPACE_TRANSPORT="virtiofs")
 
 
 def guest_kernel():
@@ -434,3 +454,138 @@ def test_provider_placeholder_in_the_container_and_swapped_by_the_proxy(ctd):
     assert code == "200", p
     seen = [h for m, path, h in ctd.up.stats.requests if path == "/v1/messages"]
     assert seen and seen[-1].get("x-api-key") == real
+
+
+def _host_transport():
+    """What capsem-vm's auto choice gives on this host (src/vm/vmworkspace.c): virtio-fs as root
+    when the open-file hard limit is at least 262,144 or can be raised to it, else 9p."""
+    if os.geteuid() != 0:
+        return "9p"
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 262144:
+        return "virtiofs"
+    p = subprocess.run(["/usr/bin/python3", "-c", "import resource as r; "
+                        "r.setrlimit(r.RLIMIT_NOFILE, (262144, 262144))"], capture_output=True)
+    return "virtiofs" if p.returncode == 0 else "9p"
+
+
+def _stop_one(ctd, cid):
+    """Stop and delete one container while others run (_stop waits for every task)."""
+    ctd.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=None)
+    def stopped():
+        for l in ctd.ctr("tasks", "ls").stdout.decode().splitlines()[1:]:
+            f = l.split()
+            if f and f[0] == cid:
+                return f[-1] != "RUNNING"
+        return True
+    wait_for(stopped, 60, f"{cid} to stop")
+    ctd.ctr("tasks", "delete", cid, check=None)
+    ctd.ctr("containers", "delete", cid, check=None)
+
+
+def _vm_of(ctd, cid):
+    return _exec(ctd, cid, "echo $CAPSEM_VM_ID").stdout.decode().strip()
+
+
+def _vm_mounts(ctd, vm):
+    p = cli(pathlib.Path(ctd.home), "exec", vm, "--", "cat", "/proc/mounts", check=0)
+    return [l.split() for l in p.stdout.decode().splitlines()]
+
+
+def test_pod_directory_is_the_workspace_over_the_hosts_transport(ctd):
+    # the pod's VM is created with the pod directory as its workspace, not suspendable (so not
+    # over the virtio-serial port) and without the workspace's file audit and snapshots; the
+    # transport is what capsem-vm could run on this host, and capsem info and the shim say it
+    want = _host_transport()
+    _start(ctd, "ws-a")
+    try:
+        vm = _vm_of(ctd, "ws-a")
+        info = json.loads(cli(pathlib.Path(ctd.home), "info", vm, "--json", check=0).stdout)
+        assert info["workspace_transport"] == want, info
+        assert info["workspace"] == os.path.join(ctd.shimrun, "default", "ws-a"), info
+        assert info["workspace_shared"] and not info["suspendable"], info
+        assert info["workspace_audit"] is False and info["mounts"] == [], info
+        text = cli(pathlib.Path(ctd.home), "info", vm, check=0).stdout.decode()
+        assert "Shared over: " + ("virtio-fs" if want == "virtiofs" else "9p (QEMU") in text
+        assert "Audit:       off (no file rows" in text, text
+        ws = [m for m in _vm_mounts(ctd, vm) if m[1] == "/root/workspace"]
+        assert ws and ws[0][2] == want, ws
+        # the container's root and its cwd
+        p = _exec(ctd, "ws-a", "pwd; ls /")
+        assert p.stdout.decode().split()[0] == "/" and "bin" in p.stdout.decode().split()
+        # the shim's log line names the transport (containerd logs what its shims log)
+        log = open(os.path.join(ctd.d, "containerd.log"), "rb").read()
+        assert f"transport={want}".encode() in log, log[-2000:]
+        # no file audit: nothing the container wrote is an fs row of the VM's ledger
+        _exec(ctd, "ws-a", "for i in 1 2 3 4 5; do echo $i > /tmp/w$i; done")
+        cli(pathlib.Path(ctd.home), "exec", vm, "--", "true", check=0)
+    finally:
+        _stop(ctd, "ws-a")
+    db = os.path.join(ctd.home, "sessions", f"{vm}-1.db")
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert c.execute("SELECT COUNT(*) FROM fs").fetchone()[0] == 0
+    finally:
+        c.close()
+
+
+def test_pod_over_virtio_fs_containers_joining_later(ctd_vfs, tmp_path):
+    ctd = ctd_vfs
+    pod = ("--annotation", "io.kubernetes.cri.sandbox-id=vfs")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "f").write_text("read only\n")
+    _start(ctd, "vfs-a", *pod)
+    try:
+        vm = _vm_of(ctd, "vfs-a")
+        assert json.loads(cli(pathlib.Path(ctd.home), "info", vm, "--json",
+                              check=0).stdout)["workspace_transport"] == "virtiofs"
+        m = {x[1]: x[2] for x in _vm_mounts(ctd, vm)}
+        # the workspace, and the container's root as a submount of it (virtiofsd announces the
+        # host's mounts below the shared folder: its own st_dev in the guest)
+        assert m.get("/root/workspace") == "virtiofs", m
+        assert m.get("/root/workspace/c/vfs-a") == "virtiofs", m
+        # a container whose root is bound on the host after virtiofsd started (its namespace's
+        # mounts are slaves of the host's): its files, its volumes, the OCI user's ownership
+        _start(ctd, "vfs-b", *pod, "--mount", f"type=bind,src={ro},dst=/data,options=rbind:ro")
+        assert _vm_of(ctd, "vfs-b") == vm
+        p = _exec(ctd, "vfs-b", "cat /data/f; ls /bin/busybox; grep ' / ' /proc/mounts")
+        lines = p.stdout.decode().splitlines()
+        assert lines[:2] == ["read only", "/bin/busybox"], p
+        assert lines[2].split()[2] == "virtiofs", p  # the root, as the container sees it
+        # "1000:1000", not "1000": ctr resolves a bare uid's group by mounting the container's
+        # snapshot a second time, and that overlay mount resets the running one's work
+        # directory (its copy-ups fail with ENOENT from then on: containerd's, runc's alike)
+        p = ctd.ctr("tasks", "exec", "--exec-id", "u", "--user", "1000:1000", "vfs-b", "sh", "-c",
+                    "echo mine > /home/u/by-1000; ls -ln /home/u/by-1000", check=0)
+        assert p.stdout.split()[2:4] == [b"1000", b"1000"], p
+        host = os.path.join(ctd.shimrun, "default", "vfs", "c", "vfs-b", "home", "u", "by-1000")
+        st = os.stat(host)
+        assert (st.st_uid, st.st_gid) == (1000, 1000)  # virtiofsd (root) writes as the caller
+        # the init process and the exec started right after it set the root up once
+        points = [x[1] for x in _vm_mounts(ctd, vm) if x[1].startswith("/root/workspace/c/vfs-b/")]
+        assert len(points) == len(set(points)), points
+        # the read-only volume is read-only on the host, whatever the guest does: even the VM's
+        # root, writing the pod directory's bind directly, is refused
+        [n] = os.listdir(os.path.join(ctd.shimrun, "default", "vfs", "m", "vfs-b"))
+        p = cli(pathlib.Path(ctd.home), "exec", vm, "--", "sh", "-c",
+                f"echo x > /root/workspace/m/vfs-b/{n}/g")
+        assert p.returncode != 0 and b"Read-only" in p.stderr, p
+        assert not (ro / "g").exists()
+        # a metadata walk of the container's root
+        found = _exec(ctd, "vfs-b", "busybox find / -xdev").stdout.decode().split()
+        assert len(found) > 50 and "/bin/busybox" in found and "/proc/self" not in found, found
+        # the container goes: its root and volume are unmounted in the guest too (virtiofsd
+        # forgets their inodes) and on the host
+        _stop_one(ctd, "vfs-b")
+        m = {x[1] for x in _vm_mounts(ctd, vm)}
+        assert not [x for x in m if "vfs-b" in x], m
+        assert not [l for l in open("/proc/self/mounts") if "/vfs/c/vfs-b" in l or str(ro) in l]
+        # the same id again at once: a fresh root (never the name the guest cached for the old)
+        _start(ctd, "vfs-b", *pod)
+        assert _exec(ctd, "vfs-b", "test -e /home/u/by-1000", check=1)
+        assert _exec(ctd, "vfs-b", "ls /bin/busybox").stdout == b"/bin/busybox\n"
+        assert "/root/workspace/c/vfs-b~1" in {x[1] for x in _vm_mounts(ctd, vm)}
+        _stop_one(ctd, "vfs-b")
+    finally:
+        _stop(ctd, "vfs-b", "vfs-a")
+    wait_for(lambda: not vm_procs(ctd), 120, "the pod's VM to go")

@@ -6,7 +6,8 @@
 //
 //	capsem-ctr-init run ROOTFS UID GID GROUPS CWD -- ARGV...   (GROUPS: comma list or "-")
 //	capsem-ctr-init cleanup ROOTFS      undo the guest-side mounts before the host unmounts it
-//	(ROOTFS is <pod>/c/<id>; the container's volumes are listed in <pod>/m/<id>.json)
+//	(ROOTFS is <pod>/c/<key>; the container's volumes are listed in <pod>/m/<key>.json; the pod
+//	directory is the VM's workspace, /root/workspace)
 //	capsem-ctr-init killall ROOTFS      SIGKILL every process whose root is the container's
 //	capsem-ctr-init freeze PID 1|0      freeze or thaw the cgroup the agent made for PID
 //	capsem-ctr-init stats PID           that cgroup's counters as JSON
@@ -37,6 +38,11 @@ func exists(p string) bool {
 // resolver and the installation CA in its trust store: the egress proxy re-signs every HTTPS
 // connection with that CA, so without it a container's TLS fails.
 func setup(root string) {
+	// one at a time per container: the init process and an exec started right after it
+	// (ctr run -d, then ctr tasks exec) would both find /dev unmounted and mount it twice, and
+	// a volume mounted twice would show two processes two different directories
+	lock := lockSetup(filepath.Base(root))
+	defer syscall.Close(lock)
 	for _, d := range []string{"proc", "dev", "sys", "tmp", "etc"} {
 		_ = os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
@@ -98,6 +104,21 @@ func setup(root string) {
 	}
 }
 
+// lockSetup takes an exclusive lock on /run/capsem-ctr/<key>.lock (the guest's /run, not the
+// container's); the descriptor holds it until closed (exec keeps nothing: O_CLOEXEC).
+func lockSetup(key string) int {
+	_ = os.MkdirAll("/run/capsem-ctr", 0o700)
+	fd, err := syscall.Open(filepath.Join("/run/capsem-ctr", key+".lock"),
+		syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		die("lock: %v", err)
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
+		die("lock: %v", err)
+	}
+	return fd
+}
+
 // volume is an entry of <pod>/m/<container>.json, written by the shim (volumes.go).
 type volume struct {
 	Source string   `json:"source"`
@@ -108,7 +129,7 @@ type volume struct {
 	Opts   []string `json:"options"`
 }
 
-// volumes reads the container's mount list: ROOT is <pod>/c/<id>, the list <pod>/m/<id>.json.
+// volumes reads the container's mount list: ROOT is <pod>/c/<key>, the list <pod>/m/<key>.json.
 func volumes(root string) []volume {
 	pod := filepath.Dir(filepath.Dir(root))
 	b, err := os.ReadFile(filepath.Join(pod, "m", filepath.Base(root)+".json"))
@@ -160,15 +181,28 @@ func mountVolumes(root string) {
 	_ = os.WriteFile(marker, nil, 0o600)
 }
 
+// cleanup undoes the guest's mounts in and of the container's root. Over virtio-fs the root and
+// each bound volume are submounts of the workspace in the guest (virtiofsd announces the host's
+// mounts below the shared folder): unmounting them makes the guest forget their inodes, and so
+// virtiofsd close the descriptor it holds for each, which would otherwise keep the container's
+// unmounted root alive on the host and count against virtiofsd's open-file limit until the VM
+// ends. Over 9p they are plain directories and those unmounts fail harmlessly.
 func cleanup(root string) {
 	v := volumes(root)
 	for i := len(v) - 1; i >= 0; i-- {
 		_ = syscall.Unmount(filepath.Join(root, v[i].Dest), syscall.MNT_DETACH)
 	}
 	_ = os.Remove(filepath.Join("/run/capsem-ctr", filepath.Base(root)+".mounted"))
+	_ = os.Remove(filepath.Join("/run/capsem-ctr", filepath.Base(root)+".lock"))
 	for _, m := range []string{"sys", "dev", "proc"} {
 		_ = syscall.Unmount(filepath.Join(root, m), syscall.MNT_DETACH)
 	}
+	for _, x := range v {
+		if x.Type == "bind" && !x.File {
+			_ = syscall.Unmount(x.Source, syscall.MNT_DETACH)
+		}
+	}
+	_ = syscall.Unmount(root, syscall.MNT_DETACH)
 }
 
 // killall SIGKILLs every process whose root is the container's (what runc gets from the end of

@@ -91,6 +91,18 @@ static void test_spec(void **state)
 	vmspec_done(&s);
 	assert_int_equal(spec_of("{\"memory\": 256}", &s, &err), 0);
 	assert_int_equal(s.memory_mib, 256);
+	assert_false(s.no_ws_audit); /* the workspace is audited unless told otherwise */
+	vmspec_done(&s);
+	/* a containerd pod's VM: its roots as the workspace, over virtio-fs, not audited */
+	assert_int_equal(spec_of("{\"workspace\":\"/tmp\",\"suspendable\":false,"
+				 "\"workspace_audit\":false}",
+				 &s, &err),
+			 0);
+	assert_true(s.no_ws_audit);
+	assert_false(s.suspendable);
+	assert_int_equal(vmspec_copy(&s, &copy), 0);
+	assert_true(copy.no_ws_audit);
+	vmspec_done(&copy);
 	vmspec_done(&s);
 
 	static const char *const bad[] = {
@@ -119,6 +131,7 @@ static void test_spec(void **state)
 		"{\"mounts\":[{\"host\":\"/tmp\",\"guest\":\"/m\"},{\"host\":\"/tmp\",\"guest\":"
 		"\"/m\"}]}",
 		"{\"image\":\"../x\"}",
+		"{\"workspace_audit\":0}",
 		"{\"other\":1}",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -218,6 +231,25 @@ static void test_record_roundtrip(void **state)
 	assert_int_equal(back.pid, 42);
 	assert_string_equal(back.spec.mounts[0].guest, "/m");
 	assert_string_equal(back.spec.env[0], "A=1");
+	assert_false(back.spec.no_ws_audit);
+	assert_true(json_is_null(json_object_get(j, "workspace_transport")));
+	registry_record_done(&back);
+	/* the workspace's transport and audit setting survive a daemon restart */
+	snprintf(r.ws_transport, sizeof(r.ws_transport), "virtiofs");
+	r.spec.no_ws_audit = 1;
+	json_decref(j);
+	j = registry_record_to_json(&r);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "workspace_transport")),
+			    "virtiofs");
+	assert_true(json_is_false(json_object_get(j, "workspace_audit")));
+	assert_int_equal(registry_record_from_json(j, &back), 0);
+	assert_string_equal(back.ws_transport, "virtiofs");
+	assert_true(back.spec.no_ws_audit);
+	registry_record_done(&back);
+	json_object_set_new(j, "workspace_transport", json_string("smoke-signals"));
+	assert_int_equal(registry_record_from_json(j, &back), 0);
+	assert_string_equal(back.ws_transport, "");
 	registry_record_done(&back);
 	/* tampered records are refused */
 	json_object_set_new(j, "id", json_string("../../etc"));

@@ -51,15 +51,14 @@ import (
 )
 
 const (
-	guestPod      = "/root/workspace" // the pod directory in the guest: the VM's workspace
-	helperName    = "capsem-ctr-init"
-	annoSandbox   = "io.kubernetes.cri.sandbox-id"
-	annoImage     = "io.capsem.image"
-	annoMemory    = "io.capsem.memory"
-	annoCPUs      = "io.capsem.cpus"
-	annoGroup     = "io.containerd.runc.v2.group"
-	annoPolicy    = "io.capsem.policy"
-	defaultRunDir = "/run/capsem-shim"
+	guestPod    = "/root/workspace" // the pod directory in the guest: the VM's workspace
+	helperName  = "capsem-ctr-init"
+	annoSandbox = "io.kubernetes.cri.sandbox-id"
+	annoImage   = "io.capsem.image"
+	annoMemory  = "io.capsem.memory"
+	annoCPUs    = "io.capsem.cpus"
+	annoGroup   = "io.containerd.runc.v2.group"
+	annoPolicy  = "io.capsem.policy"
 )
 
 var _ = (taskAPI.TaskService)(&service{})
@@ -112,11 +111,14 @@ func New(ctx context.Context, id string, publisher shim.Publisher, shutdown func
 		d: newDaemon(capsemHome()), containers: map[string]*container{}}, nil
 }
 
-func runDir() string {
+// runDir is where the pod directories of the capsemd whose home is home live: inside that
+// home (its pods/), because capsemd's Landlock ruleset lets its VMs' workspaces be only where
+// it can reach them ($CAPSEM_HOME, /tmp, $HOME's own entries); $CAPSEM_SHIM_RUN overrides it.
+func runDir(home string) string {
 	if d := os.Getenv("CAPSEM_SHIM_RUN"); d != "" {
 		return d
 	}
-	return defaultRunDir
+	return filepath.Join(home, "pods")
 }
 
 func readAnnotations(bundle string) map[string]string {
@@ -215,7 +217,11 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 	if g, ok := a[annoSandbox]; ok && g != "" {
 		grouping = g
 	}
-	pod := filepath.Join(runDir(), ns, grouping)
+	phome, err := policyHome(a)
+	if err != nil {
+		phome = capsemHome()
+	}
+	pod := filepath.Join(runDir(phome), ns, grouping)
 	keys := []string{id}
 	if more, err := filepath.Glob(filepath.Join(pod, "c", id+"~*")); err == nil {
 		for _, m := range more {
@@ -296,7 +302,7 @@ func (s *service) ensureVM(ctx context.Context, ns string, anno map[string]strin
 		os.Setenv("CAPSEM_IMAGES_DIR", filepath.Join(capsemHome(), "images"))
 	}
 	s.d = newDaemon(home)
-	pod := filepath.Join(runDir(), ns, s.id)
+	pod := filepath.Join(runDir(home), ns, s.id)
 	if err := os.MkdirAll(filepath.Join(pod, "c"), 0o711); err != nil {
 		return err
 	}

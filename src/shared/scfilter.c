@@ -126,7 +126,7 @@ int scf_install_thread(const int *allow, size_t n_allow, const int *kill, size_t
 }
 
 /* never needed by Capsem's host processes, and the usual first steps of an escape or of a hold
- * on the host (capsem-vm's own copy is in src/vm/vmseccomp.c) */
+ * on the host: every host filter of Capsem's kills them (capsem-vm's too, src/vm/vmseccomp.c) */
 static const int kill_escape[] = {
 	SYS_ptrace,
 	SYS_process_vm_readv,

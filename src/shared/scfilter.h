@@ -51,8 +51,9 @@ int scf_load(const struct scf_prog *p, int tsync);
 /* Free the program (NULL-safe, idempotent). */
 void scf_prog_free(struct scf_prog *p);
 
-/* The kill list every filter of capsemd and capsem-gateway starts from: the syscalls that are
- * the usual first steps of an escape or of a hold on the host (ptrace, process_vm_*, bpf,
+/* The kill list every host filter of Capsem's starts from (capsemd's, mkfs's,
+ * capsem-gateway's, capsem-vm's and its helpers' and threads'): the syscalls that are the usual
+ * first steps of an escape or of a hold on the host (ptrace, process_vm_*, bpf,
  * perf_event_open, userfaultfd, kexec, modules, keys, reboot, swap, accounting, quotas,
  * clock setting, port I/O, open_by_handle_at, mount and the new mount API, pivot_root, chroot,
  * setns, vhangup, host and domain names). n_ret gets its length. Static storage. */

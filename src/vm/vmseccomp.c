@@ -252,58 +252,22 @@ static const int allow[] = {
 	SYS_landlock_restrict_self,
 };
 
-/* never needed by the VM's processes, and the usual first steps of an escape or of a hold on
- * the host: the process is killed (SIGSYS), and the VM's log says so */
-static const int kill_list[] = {
-	SYS_ptrace,
-	SYS_process_vm_readv,
-	SYS_process_vm_writev,
-	SYS_kcmp,
-	SYS_bpf,
-	SYS_perf_event_open,
-	SYS_userfaultfd,
-	SYS_kexec_load,
-	SYS_kexec_file_load,
-	SYS_init_module,
-	SYS_finit_module,
-	SYS_delete_module,
-	SYS_add_key,
-	SYS_request_key,
-	SYS_keyctl,
-	SYS_reboot,
-	SYS_swapon,
-	SYS_swapoff,
-	SYS_acct,
-	SYS_quotactl,
-	SYS_settimeofday,
-	SYS_clock_settime,
-	SYS_clock_adjtime,
-	SYS_adjtimex,
-	SYS_iopl,
-	SYS_ioperm,
-	SYS_open_by_handle_at,
-	SYS_name_to_handle_at,
-	SYS_mount,
-	SYS_umount2,
-	SYS_pivot_root,
-	SYS_chroot,
-	SYS_setns,
-	SYS_fsopen,
-	SYS_fsmount,
-	SYS_fsconfig,
-	SYS_fspick,
-	SYS_move_mount,
-	SYS_open_tree,
-	SYS_mount_setattr,
-	SYS_lookup_dcookie,
-	SYS_vhangup,
-	SYS_sethostname,
-	SYS_setdomainname,
-};
+/* The kill list is the one every host filter of Capsem's shares (scf_kill_escape: ptrace,
+ * process_vm_*, bpf, perf_event_open, userfaultfd, kexec, modules, keys, reboot, swap, clock
+ * setting, port I/O, open_by_handle_at, mount and the new mount API, pivot_root, chroot, setns):
+ * those calls kill the process (SIGSYS); the rest of a list's complement answers ENOSYS. The
+ * whole process (TSYNC), or the calling thread only. */
+static int install(const int *list, size_t n, enum scf_mode mode, int whole_process)
+{
+	size_t n_kill = 0;
+	const int *kill = scf_kill_escape(&n_kill);
+	return whole_process ? scf_install(list, n, kill, n_kill, mode)
+			     : scf_install_thread(list, n, kill, n_kill, mode);
+}
 
 int vm_seccomp_install(enum scf_mode mode)
 {
-	return scf_install(allow, ELEMENTSOF(allow), kill_list, ELEMENTSOF(kill_list), mode);
+	return install(allow, ELEMENTSOF(allow), mode, 1);
 }
 
 /* Groups the helpers' and threads' lists below share (each list: one syscall or group a
@@ -376,8 +340,7 @@ static const int ws9p_allow[] = {
 
 int vm_seccomp_install_ws9p(enum scf_mode mode)
 {
-	return scf_install(ws9p_allow, ELEMENTSOF(ws9p_allow), kill_list, ELEMENTSOF(kill_list),
-			   mode);
+	return install(ws9p_allow, ELEMENTSOF(ws9p_allow), mode, 1);
 }
 
 /* The key broker (capsem-vm --keyd, keydmain.c): the control socket, TCP connections out and
@@ -444,8 +407,7 @@ static const int keyd_allow[] = {
 
 int vm_seccomp_install_keyd(enum scf_mode mode)
 {
-	return scf_install(keyd_allow, ELEMENTSOF(keyd_allow), kill_list, ELEMENTSOF(kill_list),
-			   mode);
+	return install(keyd_allow, ELEMENTSOF(keyd_allow), mode, 1);
 }
 
 /* The channel mux's thread (vmchan.c, a suspendable VM's host<->guest streams over the
@@ -488,6 +450,5 @@ static const int chan_allow[] = {
 
 int vm_seccomp_install_chan_thread(enum scf_mode mode)
 {
-	return scf_install_thread(chan_allow, ELEMENTSOF(chan_allow), kill_list,
-				  ELEMENTSOF(kill_list), mode);
+	return install(chan_allow, ELEMENTSOF(chan_allow), mode, 0);
 }

@@ -95,7 +95,9 @@ class Containerd:
         with open(os.path.join(self.strict, "user.toml"), "w") as f:
             f.write('[policy]\ndefault = "block"\n')
         self.sock = os.path.join(d, "containerd.sock")
-        self.shimrun = os.path.join(d, "shimrun")
+        # the pod directories: the shim's default, inside the pod's capsemd home (a profile's
+        # pods are in its own home, profiles/NAME/pods)
+        self.shimrun = os.path.join(self.home, "pods")
         cfg = os.path.join(d, "config.toml")
         with open(cfg, "w") as f:
             f.write(f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
@@ -104,7 +106,7 @@ class Containerd:
                     f'[ttrpc]\n  address = "{self.sock}.ttrpc"\n')
         self.env = dict(os.environ, PATH=SHIM_DIR + ":" + os.environ["PATH"],
                         CAPSEM_HOME=self.home, CAPSEM_IMAGES_DIR=IMAGES, CAPSEM_IMAGE="minimal",
-                        CAPSEM_DAEMON_BIN=CAPSEMD, CAPSEM_SHIM_RUN=self.shimrun, **extra_env)
+                        CAPSEM_DAEMON_BIN=CAPSEMD, **extra_env)
         self.env.pop("ANTHROPIC_API_KEY", None)
         self.log = open(os.path.join(d, "containerd.log"), "wb")
         self.proc = subprocess.Popen(["containerd", "--config", cfg], stdout=self.log,
@@ -423,7 +425,7 @@ def test_a_killed_shim_leaves_no_vm(ctd):
     wait_for(lambda: not vm_procs(ctd), 120, "the VM of the dead shim to go")
     ctd.ctr("tasks", "delete", "-f", "crash", check=None)
     ctd.ctr("containers", "delete", "crash", check=None)
-    wait_for(lambda: not [l for l in open("/proc/self/mounts") if ctd.shimrun in l], 60,
+    wait_for(lambda: not [l for l in open("/proc/self/mounts") if ctd.home in l], 60,
              "the pod directory's mounts to go")
     assert not os.path.exists(os.path.join(ctd.shimrun, "default", "crash"))
 

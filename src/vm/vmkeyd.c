@@ -1,7 +1,7 @@
 /* vmkeyd.c - capsem-vm's key broker (keyd.h): started first, before any guest byte is read and
  * before QEMU, virtiofsd or any other helper exists, as `capsem-vm --keyd HOME CORP_POLICY`
  * (keydmain.c; confine_spawn: no new privileges, its own session, dies with us, its log
- * <vmdir>/keyd.log). It inherits our environment, the provider keys included; then we wipe them
+ * <vmdir>/keyd.log, removed at the end when empty). It inherits our environment, the provider keys included; then we wipe them
  * from ours (cred_env_scrub), so neither this process nor QEMU nor anything we start holds
  * them, and our Landlock ruleset (vmconfine.c) no longer covers the credentials file.
  *
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,4 +98,8 @@ void vm_keyd_stop(struct vm *vm)
 		vm->keyd_pid = 0;
 	}
 	watch_close(&vm->w_keyd);
+	/* its log stays in the VM directory only when it says something */
+	struct stat st;
+	if (lstat(KEYD_LOG, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+		(void)unlink(KEYD_LOG);
 }

@@ -180,23 +180,32 @@ await step("activity pages: older, oldest, newer, newest by their cursors", asyn
   const ids = () => page.locator("tr[data-kind=net] td button").evaluateAll(
     (bs) => bs.map((b) => Number(b.getAttribute("aria-label").match(/\d+$/)[0])));
   const descending = (a) => a.every((x, i) => i === 0 || x < a[i - 1]);
+  // the pager's label changes with the request, the rows when its answer is drawn: wait for them
+  const settled = async (ok) => {
+    for (let i = 0; i < 100; i++) {
+      const v = await ids();
+      if (ok(v)) return v;
+      await page.waitForTimeout(100);
+    }
+    return ids();
+  };
   const p1 = await ids();
   if (p1.length !== 50 || !descending(p1)) throw new Error(`newest page: ${p1}`);
   if (!(await pager.getByRole("button", { name: "Newer" }).isDisabled())) throw new Error("Newer on the newest page");
   await pager.getByRole("button", { name: "Older" }).click();
   await shown.getByText(new RegExp(`^51–100 of ${total}$`)).waitFor();
-  const p2 = await ids();
+  const p2 = await settled((v) => v.length === 50 && v[0] < p1[49]);
   if (p2.length !== 50 || !descending(p2) || p2[0] >= p1[49]) throw new Error(`second page ${p2} after ${p1}`);
   await pager.getByRole("button", { name: "Oldest" }).click();
   await shown.getByText(new RegExp(`^${total - 49}–${total} of ${total}$`)).waitFor();
-  const last = await ids();
+  const last = await settled((v) => v.length > 0 && v[0] < p2[49]);
   if (!(await pager.getByRole("button", { name: "Older" }).isDisabled())) throw new Error("Older on the oldest page");
   await pager.scrollIntoViewIfNeeded();
   await shot(page, "06c-activity-oldest");
   await axe(page, "activity-pages");
   await pager.getByRole("button", { name: "Newer" }).click();
   await shown.getByText(new RegExp(`^${total - 99}–${total - 50} of ${total}$`)).waitFor();
-  const above = await ids();
+  const above = await settled((v) => v.length === 50 && v[49] > last[0]);
   if (above.length !== 50 || above[49] <= last[0]) throw new Error(`newer page ${above} above ${last}`);
   await pager.getByRole("button", { name: "Newest" }).click();
   await shown.getByText(new RegExp(`^1–50 of ${total}$`)).waitFor();

@@ -8,6 +8,14 @@ import subprocess
 
 
 
+def environ(pid):
+    """A process's environment, b"" when it is not ours to read (another user's gateway)."""
+    try:
+        return open(f"/proc/{pid}/environ", "rb").read()
+    except OSError:
+        return b""
+
+
 def status(pid):
     return dict(ln.rstrip("\n").split(":\t", 1) for ln in open(f"/proc/{pid}/status")
                 if ":\t" in ln)
@@ -539,8 +547,7 @@ def test_gateway_is_confined(tmp_path, victim):
                "CAPSEM_PROBE_ONLY": "capsem-gateway", "CAPSEM_GATEWAY_PORT": "0"}
         p = cli(ch, home, "ui", env=env)
         assert p.returncode == 0, p
-        gws = [pid for pid in procs_mentioning("capsem-gateway")
-               if str(ch).encode() in open(f"/proc/{pid}/environ", "rb").read()]
+        gws = [pid for pid in procs_mentioning("capsem-gateway") if str(ch).encode() in environ(pid)]
         assert len(gws) == 1, gws
         st = status(gws[0])
         assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st

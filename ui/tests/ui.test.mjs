@@ -189,7 +189,7 @@ await step("activity pages: older, oldest, newer, newest by their cursors", asyn
     }
     return ids();
   };
-  const p1 = await ids();
+  const p1 = await settled((v) => v.length === 50);
   if (p1.length !== 50 || !descending(p1)) throw new Error(`newest page: ${p1}`);
   if (!(await pager.getByRole("button", { name: "Newer" }).isDisabled())) throw new Error("Newer on the newest page");
   await pager.getByRole("button", { name: "Older" }).click();
@@ -209,7 +209,8 @@ await step("activity pages: older, oldest, newer, newest by their cursors", asyn
   if (above.length !== 50 || above[49] <= last[0]) throw new Error(`newer page ${above} above ${last}`);
   await pager.getByRole("button", { name: "Newest" }).click();
   await shown.getByText(new RegExp(`^1–50 of ${total}$`)).waitFor();
-  if ((await ids())[0] !== p1[0]) throw new Error("Newest is not the first page again");
+  const again = await settled((v) => v.length === 50 && v[0] === p1[0]);
+  if (again[0] !== p1[0]) throw new Error(`Newest is not the first page again: ${again} after ${p1}`);
   page.off("request", onReq);
   // keyset paging: the pager sends cursors, never an offset
   if (!asked.some((q) => q.has("before")) || !asked.some((q) => q.has("after")) || asked.some((q) => q.has("offset")))

@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """check-seccomp-lists.py - seccomp filters stack and are inherited: a syscall reaches the kernel
 only when every filter above the process lets it through. capsemd's allow-list
-(src/daemon/dseccomp.c) is inherited by everything capsemd starts, so it must hold every syscall
-that the filters installed beneath it allow: capsem-vm's (src/vm/vmseccomp.c: `allow`, which
-QEMU and the MCP servers inherit, `ws9p_allow`, the workspace server's, and `keyd_allow`, the
-key broker's), mkfs.ext4's
-(`mkfs_allow`, dseccomp.c) and capsem-gateway's (`gw_allow`, src/webgw/wgconfine.c) and QEMU 7.2's virtiofsd (its own list, below). A syscall
-added beneath and forgotten in capsemd's list would be answered ENOSYS under the daemon only.
+(src/daemon/dseccomp.c: capsem-vm's list, src/shared/vmsyscalls.c, the same array, and
+`capsemd_extra`) is inherited by everything capsemd starts, so it must hold every syscall that
+the filters installed beneath it allow: capsem-vm's own helpers' (src/vm/vmseccomp.c:
+`ws9p_allow`, the workspace server's, and `keyd_allow`, the key broker's), mkfs.ext4's and
+tar's (`mkfs_allow`, `tar_extra`, dseccomp.c), capsem-gateway's (`gw_allow`,
+src/webgw/wgconfine.c) and QEMU 7.2's virtiofsd (its own list, below). A syscall added beneath
+and forgotten in capsemd's list would be answered ENOSYS under the daemon only.
 
-Also: the channel thread's list (`chan_allow`, stacked on capsem-vm's `allow`) is inside
+Also: the channel thread's list (`chan_allow`, stacked on capsem-vm's) is inside
 capsem-vm's; no name twice in capsemd's list. Reads the C sources (the arrays of
 SYS_* names); run by `meson test` (make check). Usage: check-seccomp-lists.py SRCDIR
 """
@@ -17,9 +18,9 @@ import sys
 
 
 def array(path, name):
-    """The SYS_* names of `static const int NAME[] = { ... };` in path."""
+    """The SYS_* names of `[static] const int NAME[] = { ... };` in path."""
     text = open(path).read()
-    m = re.search(r"static const int " + re.escape(name) + r"\[\]\s*=\s*\{(.*?)\};", text, re.S)
+    m = re.search(r"(?:static )?const int " + re.escape(name) + r"\[\]\s*=\s*\{(.*?)\};", text, re.S)
     if not m:
         sys.exit(f"{path}: no array {name}")
     body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
@@ -48,14 +49,18 @@ symlinkat time tgkill unlinkat unshare utimensat write writev umask""".split()
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "."
     d = f"{src}/src/daemon/dseccomp.c"
-    capsemd = set(array(d, "capsemd_allow"))
+    # capsemd's list: capsem-vm's (the same array) and its extras
+    vm_list = array(f"{src}/src/shared/vmsyscalls.c", "vm_syscalls")
+    capsemd_list = vm_list + array(d, "capsemd_extra")
+    capsemd = set(capsemd_list)
     beneath = {
-        "capsem-vm (src/vm/vmseccomp.c allow)": array(f"{src}/src/vm/vmseccomp.c", "allow"),
         "the workspace server (src/vm/vmseccomp.c ws9p_allow)":
             array(f"{src}/src/vm/vmseccomp.c", "ws9p_allow"),
         "the key broker (src/vm/vmseccomp.c keyd_allow)":
             array(f"{src}/src/vm/vmseccomp.c", "keyd_allow"),
         "mkfs.ext4 (src/daemon/dseccomp.c mkfs_allow)": array(d, "mkfs_allow"),
+        "tar (src/daemon/dseccomp.c mkfs_allow and tar_extra)":
+            array(d, "mkfs_allow") + array(d, "tar_extra"),
         "capsem-gateway (src/webgw/wgconfine.c gw_allow)":
             array(f"{src}/src/webgw/wgconfine.c", "gw_allow"),
         "virtiofsd (QEMU 7.2's own list)": VIRTIOFSD,
@@ -67,7 +72,7 @@ def main():
             bad = 1
             print(f"capsemd's allow-list lacks what {who} allows: {' '.join(missing)}")
     vm = f"{src}/src/vm/vmseccomp.c"
-    outside = sorted(set(array(vm, "chan_allow")) - set(array(vm, "allow")))
+    outside = sorted(set(array(vm, "chan_allow")) - set(vm_list))
     if outside:
         bad = 1
         print(f"the channel thread's list (chan_allow) allows what capsem-vm's does not: "
@@ -75,7 +80,7 @@ def main():
     if "userfaultfd" not in array(d, "capsemd_not_killed"):
         bad = 1
         print("capsemd's filter kills userfaultfd, which virtiofsd probes (capsemd_not_killed)")
-    dup = sorted({n for n in array(d, "capsemd_allow") if array(d, "capsemd_allow").count(n) > 1})
+    dup = sorted({n for n in capsemd_list if capsemd_list.count(n) > 1})
     if dup:
         bad = 1
         print(f"capsemd's allow-list names twice: {' '.join(dup)}")

@@ -1,4 +1,4 @@
-/* dconfine.c - capsemd's confinement and the mkfs.ext4 it runs (dconfine.h;
+/* dconfine.c - capsemd's confinement and the tools it runs, mkfs.ext4 and tar (dconfine.h;
  * docs/ARCHITECTURE.md, "Host confinement").
  *
  * capsemd starts every capsem-vm, which starts QEMU and the MCP servers: a Landlock domain is
@@ -17,11 +17,14 @@
  * (src/vm/virtiofs.c). Where the kernel has no Landlock, virtiofsd keeps its namespace sandbox
  * and capsemd's filter lets mount, umount2 and pivot_root through for it.
  *
- * mkfs.ext4 runs in a child confined between fork and exec: no_new_privs, a ruleset that writes
- * only the new disk, and a seccomp allow-list built before the fork (dconfine_run_mkfs).
+ * mkfs.ext4 and tar run in a child confined between fork and exec: no_new_privs, a ruleset that
+ * writes only the new disk or the directory unpacked into (or the archive made), reads only its
+ * source, and a seccomp allow-list of the tool's, built before the fork (dconfine_run). tar
+ * walks and unpacks what a guest wrote (a workspace, an overlay): the ruleset, not tar's care,
+ * is what keeps a planted symlink from taking it outside.
  *
  * Trust boundary: none crossed; it narrows what capsemd and its children can reach. Main thread
- * before the loop (dconfine_self), a worker thread (dconfine_run_mkfs).
+ * before the loop (dconfine_self), a worker thread (dconfine_run).
  */
 #include "dconfine.h"
 
@@ -49,7 +52,7 @@
 
 extern char **environ;
 
-#define MKFS_ERR_MAX 4096 /* of mkfs's stderr, kept for the log */
+#define TOOL_ERR_MAX 4096 /* of a tool's stderr, kept for the log */
 
 static int confine_enabled(void)
 {
@@ -129,7 +132,8 @@ static int self_rules(struct ll_ruleset *rs, const char *home, const char *image
 	if (r >= 0 && ui_dir && ui_dir[0] == '/')
 		r = allow_opt(rs, ui_dir, LL_READ);
 	/* the binaries capsem-vm runs when the environment names them (else they are in /usr) */
-	static const char *const bins[] = { "CAPSEM_QEMU", "CAPSEM_VIRTIOFSD", "CAPSEM_MKFS" };
+	static const char *const bins[] = { "CAPSEM_QEMU", "CAPSEM_VIRTIOFSD", "CAPSEM_MKFS",
+					    "CAPSEM_TAR" };
 	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(bins); i++) {
 		const char *b = getenv(bins[i]);
 		if (b && b[0] == '/')
@@ -199,10 +203,10 @@ int dconfine_self(const char *home, const char *images, const char *vm_bin)
 	return 0;
 }
 
-/* mkfs.ext4's ruleset: the system read-only, executing only mkfs (and the loader), writing only
- * target, reading src_dir (mkfs -d) when set */
-static int mkfs_ruleset(const char *mkfs, const char *target, const char *src_dir,
-			struct ll_ruleset *rs)
+/* A tool's ruleset: the system read-only (and /proc: mke2fs reads /proc/mounts, is the target
+ * mounted?), executing only the tool (and the loader), reading src when set, writing only
+ * `write` (beneath it when a directory: tar unpacks overlay whiteouts, character devices 0/0) */
+static int tool_ruleset(const char *bin, const char *write, const char *src, struct ll_ruleset *rs)
 {
 	*rs = (struct ll_ruleset){ .fd = -1 };
 	if (!confine_enabled())
@@ -210,14 +214,13 @@ static int mkfs_ruleset(const char *mkfs, const char *target, const char *src_di
 	int r = ll_ruleset_new(rs, LL_NO_TCP | LL_SCOPE_SIGNAL | LL_SCOPE_ABSTRACT);
 	if (r < 0 || rs->fd < 0)
 		return r;
-	/* mke2fs reads /proc/mounts (is the target mounted?) and its configuration in /etc */
 	r = ll_allow_system(rs, LL_SYS_PROC);
 	if (r >= 0)
-		r = ll_allow(rs, mkfs, LL_RX);
+		r = ll_allow(rs, bin, LL_RX);
 	if (r >= 0)
-		r = ll_allow(rs, target, LL_RW);
-	if (r >= 0 && src_dir)
-		r = ll_allow(rs, src_dir, LL_READ);
+		r = ll_allow(rs, write, LL_RW | LL_MKCHAR);
+	if (r >= 0 && src)
+		r = ll_allow(rs, src, LL_READ);
 	if (r < 0)
 		ll_ruleset_done(rs);
 	return r;
@@ -258,27 +261,45 @@ int dconfine_check_shared(const char *path, char *why, size_t why_len)
 	return r;
 }
 
-int dconfine_find_mkfs(char **ret)
+/* $env when it is an absolute path (tests: capsemd's ruleset lets it be executed), else name
+ * in PATH, /usr/sbin or /sbin */
+static int find_tool(const char *env, const char *name, char **ret)
 {
-	const char *e = getenv("CAPSEM_MKFS");
+	const char *e = getenv(env);
 	if (e && e[0] == '/') {
 		*ret = strdup(e);
 		return *ret ? 0 : -ENOMEM;
 	}
-	return find_program("mkfs.ext4", ret);
+	return find_program(name, ret);
 }
 
-int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir, char *why,
-		      size_t why_len)
+int dconfine_find_mkfs(char **ret)
+{
+	return find_tool("CAPSEM_MKFS", "mkfs.ext4", ret);
+}
+
+int dconfine_find_tar(char **ret)
+{
+	return find_tool("CAPSEM_TAR", "tar", ret);
+}
+
+static const char *tool_name(enum dconfine_tool tool)
+{
+	return tool == DCONFINE_TAR ? "tar" : "mkfs.ext4";
+}
+
+int dconfine_run(enum dconfine_tool tool, char *const *argv, const char *write, const char *src,
+		 char *why, size_t why_len)
 {
 	why[0] = 0;
 	struct ll_ruleset rs;
-	int r = mkfs_ruleset(argv[0], target, src_dir, &rs);
+	int r = tool_ruleset(argv[0], write, src, &rs);
 	if (r < 0)
 		return r;
 	struct scf_prog sc = SCF_PROG_INIT;
 	if (confine_enabled() && scf_available()) {
-		r = dseccomp_mkfs_build(seccomp_mode(), &sc);
+		r = tool == DCONFINE_TAR ? dseccomp_tar_build(seccomp_mode(), &sc)
+					 : dseccomp_mkfs_build(seccomp_mode(), &sc);
 		if (r < 0) {
 			ll_ruleset_done(&rs);
 			return r;
@@ -312,8 +333,8 @@ int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir
 		safe_close(p[0]);
 		return r;
 	}
-	/* its stderr until EOF (it exited), the first MKFS_ERR_MAX bytes kept */
-	char err[MKFS_ERR_MAX + 1];
+	/* its stderr until EOF (it exited), the first TOOL_ERR_MAX bytes kept */
+	char err[TOOL_ERR_MAX + 1];
 	size_t n = 0;
 	for (;;) {
 		char tmp[1024];
@@ -322,7 +343,7 @@ int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir
 			continue;
 		if (k <= 0)
 			break;
-		size_t take = MIN((size_t)k, MKFS_ERR_MAX - n);
+		size_t take = MIN((size_t)k, TOOL_ERR_MAX - n);
 		memcpy(err + n, tmp, take);
 		n += take;
 	}
@@ -335,9 +356,9 @@ int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir
 		return 0;
 	describe_end(pid, st, err, why, why_len);
 	/* its whole complaint in the log, one line each */
-	log_warn("mkfs.ext4 (pid %d) failed: %s", (int)pid, why);
+	log_warn("%s (pid %d) ended: %s", tool_name(tool), (int)pid, why);
 	for (char *save = NULL, *ln = strtok_r(err, "\n", &save); ln;
 	     ln = strtok_r(NULL, "\n", &save))
-		log_warn("mkfs.ext4: %s", ln);
-	return -EIO;
+		log_warn("%s: %s", tool_name(tool), ln);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -EIO;
 }

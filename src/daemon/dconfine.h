@@ -1,4 +1,4 @@
-/* dconfine.h - capsemd's host confinement and its mkfs.ext4's (dconfine.c). */
+/* dconfine.h - capsemd's host confinement and that of the tools it runs (dconfine.c). */
 #pragma once
 
 #include <stddef.h>
@@ -17,17 +17,24 @@ int dconfine_self(const char *home, const char *images, const char *vm_bin);
  * (an open): a worker thread. */
 int dconfine_check_shared(const char *path, char *why, size_t why_len);
 
-/* The mkfs.ext4 to run: $CAPSEM_MKFS when it is an absolute path (tests: capsemd's ruleset lets
- * it be executed), else mkfs.ext4 in PATH, /usr/sbin or /sbin. 0 with *ret (malloc'ed),
- * -ENOENT or -ENOMEM. */
+/* The mkfs.ext4 and tar to run: $CAPSEM_MKFS / $CAPSEM_TAR when an absolute path (tests:
+ * capsemd's ruleset lets it be executed), else the program in PATH, /usr/sbin or /sbin. 0 with
+ * *ret (malloc'ed), -ENOENT or -ENOMEM. */
 int dconfine_find_mkfs(char **ret);
+int dconfine_find_tar(char **ret);
 
-/* Run mkfs.ext4 (argv[0], an absolute path) confined: stdin and stdout on /dev/null, no new
+enum dconfine_tool {
+	DCONFINE_MKFS, /* mkfs.ext4 [-d]: files and memory */
+	DCONFINE_TAR,  /* tar -c / -x: files, links, owners, modes, xattrs, device nodes */
+};
+
+/* Run a tool (argv[0], an absolute path) confined: stdin and stdout on /dev/null, no new
  * privileges, a Landlock ruleset (the system read-only, executing only argv[0] and the loader,
- * writing only target, reading src_dir when not NULL: mkfs -d) and mkfs's seccomp allow-list,
- * all applied between fork and exec. Blocks until it exits: a worker thread. 0; -EIO when it
- * failed, with why (NUL-terminated) saying how: "exit status 1: <its first line of stderr>",
- * "killed by seccomp (SIGSYS): syscall NAME", "killed by signal N", and its stderr in the log;
- * or -errno when it could not be started (why empty). */
-int dconfine_run_mkfs(char *const *argv, const char *target, const char *src_dir, char *why,
-		      size_t why_len);
+ * writing only write (a file, or beneath a directory), reading src when not NULL) and the
+ * tool's seccomp allow-list, all applied between fork and exec. Blocks until it exits: a worker
+ * thread. 0 when it exited 0; its exit status (> 0) or -EIO (killed) with why (NUL-terminated)
+ * saying how: "exit status 1: <its first line of stderr>", "killed by seccomp (SIGSYS): syscall
+ * NAME", "killed by signal N", and its stderr in the log; or -errno when it could not be
+ * started (why empty). */
+int dconfine_run(enum dconfine_tool tool, char *const *argv, const char *write, const char *src,
+		 char *why, size_t why_len);

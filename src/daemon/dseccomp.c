@@ -1,4 +1,4 @@
-/* dseccomp.c - the seccomp allow-lists of capsemd and of the mkfs.ext4 it runs (dseccomp.h;
+/* dseccomp.c - the seccomp allow-lists of capsemd and of the tools it runs (dseccomp.h;
  * docs/ARCHITECTURE.md, "Host confinement").
  *
  * A filter is inherited by every child and kept across exec, and it cannot be removed: capsemd's
@@ -6,8 +6,8 @@
  * tar and capsem-gateway, each of which may install a narrower one beneath it (the kernel runs
  * them all: the strictest answer wins). So capsemd's list is the union of what that whole tree
  * makes, a superset of every filter below it (scripts/check-seccomp-lists.py checks it in make
- * check): capsem-vm's list (src/vm/vmseccomp.c: QEMU, Python and Node MCP servers) plus what
- * virtiofsd as root and GNU tar as root need. It is broad for a daemon, by necessity, and what
+ * check): capsem-vm's list (src/shared/vmsyscalls.c, the same array: QEMU, Python and Node MCP
+ * servers) plus what virtiofsd as root and GNU tar as root need. It is broad for a daemon, by necessity, and what
  * it buys is what it leaves out: the escape kit (scf_kill_escape: ptrace, bpf, kexec, modules,
  * keys, the mount API, setns... kill the process), io_uring (its operations bypass seccomp),
  * Linux AIO, ancient and obscure interfaces (uselib, sysfs, personality, modify_ldt, vm86,
@@ -20,6 +20,8 @@
  *
  * mkfs.ext4's list is small: what the loader, libc and mke2fs make (measured with strace over
  * mkfs.ext4 and mkfs.ext4 -d of a tree with xattrs and device nodes); no sockets, no processes.
+ * tar's is mkfs's and what unpacking writes (directories, links, owners, modes, times, xattrs,
+ * overlay whiteouts); no sockets, no processes either.
  *
  * Trust boundary: none crossed; it narrows what capsemd and its children may ask of the kernel.
  * capsemd's: main thread before any other exists (TSYNC anyway); mkfs's: built on a worker
@@ -31,242 +33,11 @@
 #include <sys/syscall.h>
 
 #include "macro.h"
+#include "vmsyscalls.h"
 
-/* most frequent first: capsem-vm's order, which is measured (its hot paths are QEMU's and the
- * proxy's), then what only capsemd's other children make */
-static const int capsemd_allow[] = {
-	SYS_read,
-	SYS_write,
-	SYS_epoll_wait,
-	SYS_epoll_pwait,
-	SYS_futex,
-	SYS_recvmsg,
-	SYS_sendmsg,
-	SYS_readv,
-	SYS_writev,
-	SYS_pread64,
-	SYS_pwrite64,
-	SYS_preadv,
-	SYS_pwritev,
-	SYS_preadv2,
-	SYS_pwritev2,
-	SYS_recvfrom,
-	SYS_sendto,
-	SYS_recvmmsg,
-	SYS_sendmmsg,
-	SYS_poll,
-	SYS_ppoll,
-	SYS_select,
-	SYS_pselect6,
-	SYS_epoll_ctl,
-	SYS_epoll_create,
-	SYS_epoll_create1,
-	SYS_epoll_pwait2,
-	SYS_clock_gettime,
-	SYS_clock_getres,
-	SYS_clock_nanosleep,
-	SYS_nanosleep,
-	SYS_gettimeofday,
-	SYS_time,
-	/* files */
-	SYS_close,
-	SYS_close_range,
-	SYS_dup,
-	SYS_dup2,
-	SYS_dup3,
-	SYS_fcntl,
-	SYS_ioctl,
-	SYS_lseek,
-	SYS_fstat,
-	SYS_newfstatat,
-	SYS_statx,
-	SYS_stat,
-	SYS_lstat,
-	SYS_fstatfs,
-	SYS_statfs,
-	SYS_openat,
-	SYS_open,
-	SYS_openat2,
-	SYS_creat,
-	SYS_access,
-	SYS_faccessat,
-	SYS_faccessat2,
-	SYS_readlink,
-	SYS_readlinkat,
-	SYS_getdents64,
-	SYS_getdents,
-	SYS_getcwd,
-	SYS_chdir,
-	SYS_fchdir,
-	SYS_mkdir,
-	SYS_mkdirat,
-	SYS_rmdir,
-	SYS_unlink,
-	SYS_unlinkat,
-	SYS_rename,
-	SYS_renameat,
-	SYS_renameat2,
-	SYS_link,
-	SYS_linkat,
-	SYS_symlink,
-	SYS_symlinkat,
-	SYS_fchmod,
-	SYS_fchmodat,
-	SYS_chmod,
-	SYS_fchown,
-	SYS_fchownat,
-	SYS_lchown,
-	SYS_chown,
-	SYS_ftruncate,
-	SYS_truncate,
-	SYS_fsync,
-	SYS_fdatasync,
-	SYS_syncfs,
-	SYS_fallocate,
-	SYS_sync_file_range,
-	SYS_utimensat,
-	SYS_futimesat,
-	SYS_utimes,
-	SYS_utime,
-	SYS_flock,
-	SYS_copy_file_range,
-	SYS_sendfile,
-	SYS_splice,
-	SYS_tee,
-	SYS_umask,
-	SYS_fadvise64,
-	SYS_readahead,
-	SYS_getxattr,
-	SYS_lgetxattr,
-	SYS_fgetxattr,
-	SYS_listxattr,
-	SYS_llistxattr,
-	SYS_flistxattr,
-	SYS_setxattr,
-	SYS_lsetxattr,
-	SYS_fsetxattr,
-	SYS_removexattr,
-	SYS_lremovexattr,
-	SYS_fremovexattr,
-	SYS_inotify_init1,
-	SYS_inotify_add_watch,
-	SYS_inotify_rm_watch,
-	/* memory */
-	SYS_mmap,
-	SYS_munmap,
-	SYS_mprotect,
-	SYS_mremap,
-	SYS_madvise,
-	SYS_brk,
-	SYS_msync,
-	SYS_mlock,
-	SYS_mlock2,
-	SYS_munlock,
-	SYS_mincore,
-	SYS_memfd_create,
-	SYS_membarrier,
-	SYS_get_mempolicy,
-	SYS_set_mempolicy,
-	/* sockets, pipes, events */
-	SYS_socket,
-	SYS_socketpair,
-	SYS_bind,
-	SYS_listen,
-	SYS_accept,
-	SYS_accept4,
-	SYS_connect,
-	SYS_getsockname,
-	SYS_getpeername,
-	SYS_setsockopt,
-	SYS_getsockopt,
-	SYS_shutdown,
-	SYS_pipe,
-	SYS_pipe2,
-	SYS_eventfd,
-	SYS_eventfd2,
-	SYS_signalfd,
-	SYS_signalfd4,
-	SYS_timerfd_create,
-	SYS_timerfd_settime,
-	SYS_timerfd_gettime,
-	/* signals, processes, threads */
-	SYS_rt_sigaction,
-	SYS_rt_sigprocmask,
-	SYS_rt_sigreturn,
-	SYS_rt_sigtimedwait,
-	SYS_rt_sigsuspend,
-	SYS_rt_sigqueueinfo,
-	SYS_rt_tgsigqueueinfo,
-	SYS_rt_sigpending,
-	SYS_sigaltstack,
-	SYS_kill,
-	SYS_tgkill,
-	SYS_tkill,
-	SYS_pidfd_open,
-	SYS_pidfd_send_signal,
-	SYS_clone,
-	SYS_clone3,
-	SYS_fork,
-	SYS_vfork,
-	SYS_execve,
-	SYS_execveat,
-	SYS_wait4,
-	SYS_waitid,
-	SYS_exit,
-	SYS_exit_group,
-	SYS_set_tid_address,
-	SYS_set_robust_list,
-	SYS_get_robust_list,
-	SYS_rseq,
-	SYS_arch_prctl,
-	SYS_prctl,
-	SYS_prlimit64,
-	SYS_getrlimit,
-	SYS_setrlimit,
-	SYS_getrusage,
-	SYS_sched_yield,
-	SYS_sched_getaffinity,
-	SYS_sched_setaffinity,
-	SYS_sched_getparam,
-	SYS_sched_getscheduler,
-	SYS_sched_get_priority_max,
-	SYS_sched_get_priority_min,
-	SYS_getpriority,
-	SYS_setpriority,
-	SYS_alarm,
-	SYS_setitimer,
-	SYS_getitimer,
-	SYS_pause,
-	SYS_restart_syscall,
-	SYS_getpid,
-	SYS_getppid,
-	SYS_gettid,
-	SYS_getuid,
-	SYS_geteuid,
-	SYS_getgid,
-	SYS_getegid,
-	SYS_getgroups,
-	SYS_getresuid,
-	SYS_getresgid,
-	SYS_setsid,
-	SYS_getsid,
-	SYS_getpgid,
-	SYS_getpgrp,
-	SYS_setpgid,
-	SYS_capget,
-	SYS_uname,
-	SYS_sysinfo,
-	SYS_getrandom,
-	SYS_getcpu,
-	SYS_times,
-	SYS_ioprio_get,
-	SYS_ioprio_set,
-	/* QEMU's confinement (its child, QEMU's -sandbox), the MCP launcher's, mkfs's, the gateway's */
-	SYS_unshare,
-	SYS_seccomp,
-	SYS_landlock_create_ruleset,
-	SYS_landlock_add_rule,
-	SYS_landlock_restrict_self,
+/* capsemd's list is capsem-vm's (src/shared/vmsyscalls.c: it and QEMU and the MCP servers make
+ * most; measured, most frequent first) and these, which only capsemd's other children make */
+static const int capsemd_extra[] = {
 	/* beyond capsem-vm's list: the workspace's virtiofsd as root (chroot into the workspace,
 	 * capabilities dropped, the guest's credentials taken per request, device-less nodes),
 	 * GNU tar as root unpacking a fork's overlay (owners, whiteouts) */
@@ -369,6 +140,16 @@ static const int mkfs_allow[] = {
 	SYS_exit_group,
 };
 
+/* GNU tar 1.34, beyond mke2fs's list: what unpacking writes (directories, links, owners,
+ * modes, times, overlay xattrs, whiteouts) */
+static const int tar_extra[] = {
+	SYS_mkdirat,  SYS_mkdir,     SYS_unlinkat, SYS_unlink,	  SYS_rmdir,	 SYS_symlinkat,
+	SYS_symlink,  SYS_linkat,    SYS_link,	   SYS_renameat,  SYS_renameat2, SYS_rename,
+	SYS_mknodat,  SYS_mknod,     SYS_fchownat, SYS_fchown,	  SYS_lchown,	 SYS_chown,
+	SYS_fchmodat, SYS_fchmod,    SYS_chmod,	   SYS_utimensat, SYS_umask,	 SYS_lsetxattr,
+	SYS_setxattr, SYS_fsetxattr, SYS_creat,
+};
+
 static int in(const int *list, size_t n, int nr)
 {
 	for (size_t i = 0; i < n; i++)
@@ -390,15 +171,28 @@ static size_t kill_list(const int *allow, size_t n_allow, const int *spare, size
 	return n;
 }
 
+#define CAPSEMD_MAX 320 /* capsem-vm's list, capsemd's extras and the mounts */
+
+/* capsemd's allow-list into out: capsem-vm's, its extras, the mounts when with_mounts. The
+ * count. */
+static size_t capsemd_list(int with_mounts, int *out)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < vm_syscalls_n && n < CAPSEMD_MAX; i++)
+		out[n++] = vm_syscalls[i];
+	for (size_t i = 0; i < ELEMENTSOF(capsemd_extra) && n < CAPSEMD_MAX; i++)
+		out[n++] = capsemd_extra[i];
+	for (size_t i = 0; with_mounts && i < ELEMENTSOF(mounts_allow) && n < CAPSEMD_MAX; i++)
+		out[n++] = mounts_allow[i];
+	return n;
+}
+
 int dseccomp_install(enum scf_mode mode, int with_mounts)
 {
-	int allow[ELEMENTSOF(capsemd_allow) + ELEMENTSOF(mounts_allow)], kill[64];
-	size_t n_allow = ELEMENTSOF(capsemd_allow);
-	memcpy(allow, capsemd_allow, sizeof(capsemd_allow));
-	if (with_mounts) {
-		memcpy(allow + n_allow, mounts_allow, sizeof(mounts_allow));
-		n_allow += ELEMENTSOF(mounts_allow);
-	}
+	int allow[CAPSEMD_MAX], kill[64];
+	size_t n_allow = capsemd_list(with_mounts, allow);
+	if (n_allow == CAPSEMD_MAX)
+		return -E2BIG;
 	size_t n_kill = kill_list(allow, n_allow, capsemd_not_killed,
 				  ELEMENTSOF(capsemd_not_killed), kill, ELEMENTSOF(kill));
 	return scf_install(allow, n_allow, kill, n_kill, mode);
@@ -412,9 +206,19 @@ int dseccomp_mkfs_build(enum scf_mode mode, struct scf_prog *ret)
 	return scf_build(mkfs_allow, ELEMENTSOF(mkfs_allow), kill, n_kill, mode, ret);
 }
 
+int dseccomp_tar_build(enum scf_mode mode, struct scf_prog *ret)
+{
+	int allow[ELEMENTSOF(mkfs_allow) + ELEMENTSOF(tar_extra)], kill[64];
+	memcpy(allow, mkfs_allow, sizeof(mkfs_allow));
+	memcpy(allow + ELEMENTSOF(mkfs_allow), tar_extra, sizeof(tar_extra));
+	size_t n_kill = kill_list(allow, ELEMENTSOF(allow), NULL, 0, kill, ELEMENTSOF(kill));
+	return scf_build(allow, ELEMENTSOF(allow), kill, n_kill, mode, ret);
+}
+
 int dseccomp_allows(int nr, int with_mounts)
 {
-	return in(capsemd_allow, ELEMENTSOF(capsemd_allow), nr) ||
+	return in(vm_syscalls, vm_syscalls_n, nr) ||
+	       in(capsemd_extra, ELEMENTSOF(capsemd_extra), nr) ||
 	       (with_mounts && in(mounts_allow, ELEMENTSOF(mounts_allow), nr));
 }
 
@@ -429,4 +233,9 @@ int dseccomp_kills(int nr, int with_mounts)
 int dseccomp_mkfs_allows(int nr)
 {
 	return in(mkfs_allow, ELEMENTSOF(mkfs_allow), nr);
+}
+
+int dseccomp_tar_allows(int nr)
+{
+	return dseccomp_mkfs_allows(nr) || in(tar_extra, ELEMENTSOF(tar_extra), nr);
 }

@@ -1,4 +1,5 @@
-/* dseccomp.h - the seccomp allow-lists of capsemd and of its mkfs.ext4 (dseccomp.c). */
+/* dseccomp.h - the seccomp allow-lists of capsemd and of the tools it runs: mkfs.ext4, tar
+ * (dseccomp.c). */
 #pragma once
 
 #include "scfilter.h"
@@ -15,9 +16,14 @@ int dseccomp_install(enum scf_mode mode, int with_mounts);
  * memory; scf_kill_escape kills; the rest ENOSYS or logged. 0 or -errno (scf_build). */
 int dseccomp_mkfs_build(enum scf_mode mode, struct scf_prog *ret);
 
+/* tar's: mkfs's list and what unpacking writes (directories, links, owners, modes, times,
+ * xattrs, device nodes); no process, no socket. 0 or -errno (scf_build). */
+int dseccomp_tar_build(enum scf_mode mode, struct scf_prog *ret);
+
 /* Whether capsemd's filter (with_mounts as above), or mkfs's, lets syscall nr through: for the
  * unit tests. 1 or 0. */
 int dseccomp_allows(int nr, int with_mounts);
 /* Whether capsemd's filter kills syscall nr. 1 or 0. */
 int dseccomp_kills(int nr, int with_mounts);
 int dseccomp_mkfs_allows(int nr);
+int dseccomp_tar_allows(int nr);

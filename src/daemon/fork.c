@@ -128,22 +128,33 @@ static char *join(const char *a, const char *b)
 	return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
 }
 
-/* tar -cf dst of the directory src: names relative to it, symlinks stored as symlinks,
- * numeric owners. 0 or -errno. */
-static int archive_dir(const char *src, const char *dst)
+/* A confined tar -cf dst of the directory src (the workspace, which the guest writes):
+ * names relative to it, symlinks stored as symlinks, numeric owners; it reads only src and
+ * writes only dst (dconfine.h), so nothing the guest plants takes it outside. 0 or -errno,
+ * with j->error saying why when tar failed. */
+static int archive_dir(struct forkjob *j, const char *src, const char *dst)
 {
 	_cleanup_free_ char *tar = NULL;
-	int r = find_program("tar", &tar);
+	int r = dconfine_find_tar(&tar);
 	if (r < 0)
-		return r;
+		return fail(j, r, "cannot archive the VM's workspace: no tar on the host (%s)",
+			    strerror(-r));
+	/* made here for the ruleset to bind to; 0600: the workspace is the user's */
+	_cleanup_close_ int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return negative_errno();
 	char *argv[] = { tar,		"--numeric-owner",
 			 "--sort=name", "--exclude=./.capsem-seeded",
 			 "-C",		(char *)src,
 			 "-cf",		(char *)dst,
 			 ".",		NULL };
-	r = run_program_quiet(argv);
+	char why[512];
+	r = dconfine_run(DCONFINE_TAR, argv, dst, src, why, sizeof(why));
 	/* 1: "some files differ" (changed while read): the archive is still whole */
-	return r == 0 || r == 1 ? 0 : r < 0 ? r : -EIO;
+	if (r == 0 || r == 1)
+		return 0;
+	return fail(j, r > 0 ? -EIO : r, "cannot archive the VM's workspace %s (tar): %s", src,
+		    *why ? why : strerror(-r));
 }
 
 /* Run argv in the guest (blocking, on a worker thread) with stdin closed, its stdout written to
@@ -223,7 +234,7 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 	    asprintf(&upper, "%s/overlay/upper", tree) < 0 ||
 	    asprintf(&root, "%s/root", tree) < 0 || asprintf(&proot, "%s/root", upper) < 0)
 		return -ENOMEM;
-	int r = find_program("tar", &tar);
+	int r = dconfine_find_tar(&tar);
 	if (r == 0)
 		r = dconfine_find_mkfs(&mkfs);
 	if (r < 0)
@@ -253,9 +264,12 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 			  "-xf",
 			  arch,
 			  NULL };
-	r = run_program_quiet(xargv);
+	/* confined: it reads the archive and writes only beneath upper */
+	char why[512];
+	r = dconfine_run(DCONFINE_TAR, xargv, upper, arch, why, sizeof(why));
 	if (r != 0)
-		return fail(j, -EIO, "cannot unpack the guest's changes (tar exited with %d)", r);
+		return fail(j, r > 0 ? -EIO : r, "cannot unpack the guest's changes (tar: %s)",
+			    *why ? why : strerror(-r));
 	(void)unlink(arch);
 	/* /root is the disk's root/ in a VM with a disk: it moves out of the overlay */
 	struct stat st;
@@ -271,10 +285,9 @@ static int disk_from_guest(struct forkjob *j, const char *tmp, const char *disk)
 	_cleanup_close_ int dfd = open(disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (dfd < 0)
 		return negative_errno();
-	char why[512];
-	r = dconfine_run_mkfs(margv, disk, tree, why, sizeof(why));
-	if (r < 0)
-		return fail(j, r, "mkfs.ext4 -d could not make the disk (%s)",
+	r = dconfine_run(DCONFINE_MKFS, margv, disk, tree, why, sizeof(why));
+	if (r != 0)
+		return fail(j, r > 0 ? -EIO : r, "mkfs.ext4 -d could not make the disk (%s)",
 			    *why ? why : strerror(-r));
 	return rm_rf(tree);
 }
@@ -334,12 +347,7 @@ static int do_fork(struct forkjob *j, const char *tmp)
 	if (r == 0 && j->workspace && access(j->workspace, F_OK) == 0) {
 		if (asprintf(&ws, "%s/workspace.tar", tmp) < 0)
 			r = -ENOMEM;
-		else if ((r = archive_dir(j->workspace, ws)) < 0)
-			r = fail(j, r, "cannot archive the VM's workspace %s: %s", j->workspace,
-				 strerror(-r));
-		else if (chmod(ws, 0600) < 0)
-			r = negative_errno();
-		else
+		else if ((r = archive_dir(j, j->workspace, ws)) == 0)
 			r = manifest_asset_from_file(&f.workspace, tmp, "workspace.tar", NULL);
 	}
 	if (r == 0) {

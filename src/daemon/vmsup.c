@@ -735,16 +735,10 @@ static int copy_disk(struct prepjob *j)
 	return r;
 }
 
-/* A program from e2fsprogs or tar, run with stdio on /dev/null: 0, -EIO when it failed. */
-static int run_quiet(char *const *argv)
-{
-	int r = run_program_quiet(argv);
-	return r == 0 ? 0 : r < 0 ? r : -EIO;
-}
-
-/* A fork image's workspace archive, unpacked once into the VM's own (new, empty) workspace.
- * The archive was made by capsemd from a workspace the guest wrote: GNU tar refuses absolute
- * names and "..", and keeps no owner it is not told to. */
+/* A fork image's workspace archive, unpacked once into the VM's own (new, empty) workspace by
+ * a confined tar (dconfine.h: it reads the archive and writes only the workspace). The archive
+ * was made by capsemd from a workspace the guest wrote: GNU tar refuses absolute names and "..",
+ * and keeps no owner it is not told to. 0, or -errno with j->error saying why. */
 static int seed_workspace(struct prepjob *j)
 {
 	_cleanup_free_ char *mark = NULL, *tar = NULL;
@@ -756,7 +750,7 @@ static int seed_workspace(struct prepjob *j)
 		return 0;
 	if (mkdir(j->workspace, 0700) < 0 && errno != EEXIST)
 		return negative_errno();
-	int r = find_program("tar", &tar);
+	int r = dconfine_find_tar(&tar);
 	if (r < 0)
 		return r;
 	char *argv[] = { tar,
@@ -767,10 +761,16 @@ static int seed_workspace(struct prepjob *j)
 			 "-xf",
 			 j->ws_archive,
 			 NULL };
-	r = run_quiet(argv);
-	if (r == 0)
-		r = write_file_atomic(mark, "", 0, 0600);
-	return r;
+	char why[512];
+	r = dconfine_run(DCONFINE_TAR, argv, j->workspace, j->ws_archive, why, sizeof(why));
+	if (r != 0) {
+		if (*why && !j->error)
+			(void)!asprintf(&j->error,
+					"cannot unpack the image's workspace %s (tar): %s",
+					j->ws_archive, why);
+		return r > 0 ? -EIO : r;
+	}
+	return write_file_atomic(mark, "", 0, 0600);
 }
 
 int vmsup_make_disk(struct prepjob *j)
@@ -804,13 +804,13 @@ int vmsup_make_disk(struct prepjob *j)
 	}
 	char *argv[] = { mkfs, "-q", "-F", "-m", "0", "-L", "capsem-root", tmp, NULL };
 	char why[512];
-	int r = dconfine_run_mkfs(argv, tmp, NULL, why, sizeof(why));
-	if (r < 0) {
+	int r = dconfine_run(DCONFINE_MKFS, argv, tmp, NULL, why, sizeof(why));
+	if (r != 0) {
 		unlink(tmp);
 		if (*why && !j->error)
 			(void)!asprintf(&j->error, "cannot create the VM's disk (mkfs.ext4): %s",
 					why);
-		return r;
+		return r > 0 ? -EIO : r;
 	}
 	if (rename(tmp, j->disk) < 0) {
 		r = negative_errno();
@@ -917,8 +917,10 @@ static void prep_work(uv_work_t *w)
 	if (j->ws_archive) {
 		r = seed_workspace(j);
 		if (r < 0) {
-			(void)!asprintf(&j->error, "cannot unpack the image's workspace %s: %s",
-					j->ws_archive, strerror(-r));
+			if (!j->error)
+				(void)!asprintf(&j->error,
+						"cannot unpack the image's workspace %s: %s",
+						j->ws_archive, strerror(-r));
 			j->r = r;
 			return;
 		}

@@ -174,6 +174,13 @@ void cfprobe_run(const char *who)
 		}
 		char arg[4096];
 		expand(colon + 1, arg, sizeof(arg));
+		if (p[0] == '=' && !streq(p, "=exec")) {
+			int e = probe(p + 1, arg);
+			fprintf(stderr, "confine-probe %s %s:%s: %s\n", who, p, arg,
+				e == 0 ? "ok" : strerrorname_np(e) ?: "error");
+			*colon = ':';
+			continue;
+		}
 		pid_t pid = fork();
 		if (pid == 0) {
 			/* an exec probe that succeeds runs the program: it must exit 0 */

@@ -534,6 +534,43 @@ def test_mkfs_is_confined(tmp_path):
     assert not procs_mentioning(str(tmp_path))
 
 
+def test_tar_is_confined(tmp_path):
+    """The tar that capsemd runs over what a guest wrote (a fork archives the VM's workspace; a
+    VM from the fork unpacks it; an ephemeral VM's overlay is unpacked): no_new_privs, its own
+    Landlock ruleset (reads only the workspace, writes only the archive: no SSH key, no
+    credentials, nothing else in $HOME) and seccomp allow-list (no process) on top of capsemd's;
+    a syscall on its kill list kills it, and the fork's error says so. A probe stands in for it
+    (CAPSEM_TAR); test_fork.py runs the real tar, confined, through all three uses."""
+    need_image()
+    home, ch, _ = layout(tmp_path)
+    probes = ["status:", f"=open:{home}/.ssh/id_ed25519", f"=open:{ch}/credentials",
+              f"=create:{home}", f"=create:{ch}", "open:/etc/hostname", "die:ptrace"]
+    env = {"CAPSEM_TAR": PROBE, "CAPSEM_CONFINE_PROBE": ";".join(probes),
+           "CAPSEM_PROBE_ONLY": "helper"}
+    try:
+        p = cli(ch, home, "create", "-n", "src", "--no-suspendable", env=env)
+        assert p.returncode == 0, p
+        p = cli(ch, home, "fork", "src", "src-img", env=env)
+        assert p.returncode != 0, p
+        assert b"cannot archive the VM's workspace" in p.stderr, p
+        assert b"(tar): killed by seccomp (SIGSYS)" in p.stderr, p
+        if kmsg_readable():
+            assert b"syscall ptrace" in p.stderr, p
+        m = results((ch / "run" / "capsemd.log").read_text().replace(
+            "capsemd: warning: tar: ", ""), "helper")
+        assert m["status:"] == "NoNewPrivs=1 Seccomp=2", m
+        assert m["open:/etc/hostname"] == "fork ENOSYS", m  # tar's filter has no clone
+        if landlock_abi() > 0:
+            for what in (f"=open:{home}/.ssh/id_ed25519", f"=open:{ch}/credentials",
+                         f"=create:{home}", f"=create:{ch}"):
+                assert m[what] == "EACCES", (what, m)
+        assert not os.path.exists(os.path.join(IMAGES, "src-img")), "a failed fork left an image"
+    finally:
+        cli(ch, home, "delete", "src")
+        stop_daemon(ch)
+    assert not procs_mentioning(str(tmp_path))
+
+
 def test_gateway_is_confined(tmp_path, victim):
     """capsem-gateway, started by capsemd (capsem ui): no_new_privs, its own Landlock ruleset
     (its run directory; no TCP connect) and seccomp allow-list (no exec) on top of capsemd's; a

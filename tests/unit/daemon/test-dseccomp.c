@@ -1,7 +1,7 @@
-/* test-dseccomp.c - capsemd's and mkfs's seccomp allow-lists (src/daemon/dseccomp.c) on the
- * running kernel, each in a forked child: mkfs's list is a subset of capsemd's (mkfs runs under
- * both); under mkfs's filter /bin/true still runs (execve, the loader, libc), a socket is
- * refused (ENOSYS) and ptrace kills; under capsemd's a program still runs, mount kills unless
+/* test-dseccomp.c - the seccomp allow-lists of capsemd and of its tools, mkfs.ext4 and tar
+ * (src/daemon/dseccomp.c), on the running kernel, each in a forked child: the tools' lists are
+ * subsets of capsemd's (they run under both); under each tool's filter /bin/true still runs
+ * (execve, the loader, libc), a socket is refused (ENOSYS) and ptrace kills; under capsemd's a program still runs, mount kills unless
  * virtiofsd's namespace sandbox needs it, chroot gets through to the kernel, io_uring and
  * userfaultfd (which virtiofsd probes) are refused without a kill. (That capsemd's list holds capsem-vm's and the gateway's is
  * scripts/check-seccomp-lists.py, a meson test beside this one.) */
@@ -22,7 +22,7 @@
 #include "dseccomp.h"
 
 /* run fn in a child; its wait status. The child ends with the raw exit_group: _exit() is
- * noreturn, and ASan's hook before a noreturn call makes syscalls that mkfs's filter refuses */
+ * noreturn, and ASan's hook before a noreturn call makes syscalls that a tool's filter refuses */
 static int in_child(int (*fn)(void *), void *arg)
 {
 	pid_t pid = fork();
@@ -51,6 +51,16 @@ static void test_mkfs_within_capsemd(void **state)
 	assert_true(dseccomp_mkfs_allows(SYS_execve));
 	assert_false(dseccomp_mkfs_allows(SYS_socket));
 	assert_false(dseccomp_mkfs_allows(SYS_clone));
+	/* tar's: mkfs's and what unpacking writes, beneath capsemd's too */
+	for (int nr = 0; nr < 1024; nr++)
+		if (dseccomp_tar_allows(nr) && !dseccomp_allows(nr, 0))
+			fail_msg("tar may make syscall %d, capsemd's filter above it may not", nr);
+	assert_true(dseccomp_tar_allows(SYS_execve));
+	assert_true(dseccomp_tar_allows(SYS_mkdirat));
+	assert_true(dseccomp_tar_allows(SYS_mknodat));
+	assert_true(dseccomp_tar_allows(SYS_lsetxattr));
+	assert_false(dseccomp_tar_allows(SYS_socket));
+	assert_false(dseccomp_tar_allows(SYS_clone));
 	/* the mounts only for virtiofsd's namespace sandbox */
 	assert_false(dseccomp_allows(SYS_mount, 0));
 	assert_true(dseccomp_allows(SYS_mount, 1));
@@ -67,14 +77,14 @@ static void test_mkfs_within_capsemd(void **state)
 	assert_false(dseccomp_allows(SYS_userfaultfd, 0));
 }
 
-static struct scf_prog mkfs_prog = SCF_PROG_INIT;
+static struct scf_prog tool_prog = SCF_PROG_INIT;
 
 enum { RUN_TRUE, TRY_SOCKET, TRY_PTRACE };
 
-static int mkfs_child(void *arg)
+static int tool_child(void *arg)
 {
 	int what = (int)(intptr_t)arg;
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || scf_load(&mkfs_prog, 0) < 0)
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || scf_load(&tool_prog, 0) < 0)
 		return 10;
 	if (what == TRY_SOCKET)
 		return syscall(SYS_socket, 1, 1, 0) == -1 && errno == ENOSYS ? 0 : 11;
@@ -88,19 +98,29 @@ static int mkfs_child(void *arg)
 	return 13;
 }
 
-static void test_mkfs_filter(void **state)
+static void check_tool_filter(int (*build)(enum scf_mode, struct scf_prog *))
 {
-	assert_int_equal(dseccomp_mkfs_build(SCF_ENFORCE, &mkfs_prog), 0);
-	int st = in_child(mkfs_child, (void *)(intptr_t)RUN_TRUE);
+	assert_int_equal(build(SCF_ENFORCE, &tool_prog), 0);
+	int st = in_child(tool_child, (void *)(intptr_t)RUN_TRUE);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	st = in_child(mkfs_child, (void *)(intptr_t)TRY_SOCKET);
+	st = in_child(tool_child, (void *)(intptr_t)TRY_SOCKET);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	st = in_child(mkfs_child, (void *)(intptr_t)TRY_PTRACE);
+	st = in_child(tool_child, (void *)(intptr_t)TRY_PTRACE);
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGSYS);
-	scf_prog_free(&mkfs_prog);
+	scf_prog_free(&tool_prog);
+}
+
+static void test_mkfs_filter(void **state)
+{
+	check_tool_filter(dseccomp_mkfs_build);
+}
+
+static void test_tar_filter(void **state)
+{
+	check_tool_filter(dseccomp_tar_build);
 }
 
 enum { D_RUN_TRUE, D_MOUNT, D_MOUNT_ALLOWED, D_CHROOT, D_IO_URING, D_USERFAULTFD };
@@ -158,6 +178,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mkfs_within_capsemd),
 		cmocka_unit_test(test_mkfs_filter),
+		cmocka_unit_test(test_tar_filter),
 		cmocka_unit_test(test_capsemd_filter),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,7 +60,7 @@ size_t confinfo_probe(struct confinfo_layer *out)
 	if (abi > 0)
 		snprintf(l->detail, sizeof(l->detail),
 			 "on: %s (files%s%s%s) for QEMU, capsem-vm, the MCP servers, the "
-			 "workspace's servers, mkfs, capsem-gateway, capsemd",
+			 "workspace's servers, mkfs, tar, capsem-gateway, capsemd",
 			 ll_describe(), abi >= 3 ? ", truncate" : "", abi >= 4 ? ", TCP" : "",
 			 abi >= 6 ? ", signal and abstract-socket scopes" : "");
 	else
@@ -73,8 +73,8 @@ size_t confinfo_probe(struct confinfo_layer *out)
 	*l = (struct confinfo_layer){ .name = "seccomp", .on = sc };
 	snprintf(l->detail, sizeof(l->detail), "%s",
 		 sc ? "on: QEMU's -sandbox; allow-lists for capsemd (inherited by all it starts), "
-		      "capsem-vm (and its children), the workspace's 9p server, mkfs, "
-		      "capsem-gateway"
+		      "capsem-vm (and its children), the workspace's 9p server, the key broker, "
+		      "mkfs, tar, capsem-gateway"
 		    : "off: the kernel offers no seccomp filters");
 
 	l++;
@@ -125,6 +125,10 @@ size_t confinfo_probe(struct confinfo_layer *out)
 		{ "mkfs", "mkfs.ext4's",
 		  "on: no_new_privs, Landlock (writes only the new disk, no TCP), a seccomp "
 		  "allow-list (files and memory; no sockets, no processes)" },
+		{ "tar", "tar's",
+		  "on: no_new_privs, Landlock (reads only what it archives or unpacks, writes only "
+		  "the archive or beneath its target, no TCP), a seccomp allow-list (files and "
+		  "memory; no sockets, no processes)" },
 		{ "gateway", "capsem-gateway's",
 		  "on: no_new_privs, Landlock (its run directory, /proc; no TCP bind or "
 		  "connect), a seccomp allow-list (sockets; execve kills)" },

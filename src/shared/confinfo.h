@@ -6,12 +6,12 @@
 
 struct confinfo_layer {
 	const char *name; /* "landlock", "seccomp", "cgroups", "userns", "audit-log", then the
-			     processes: "capsemd", "mkfs", "gateway", "virtiofsd" */
+			     processes: "capsemd", "mkfs", "tar", "gateway", "virtiofsd" */
 	int on;
 	char detail[512]; /* starts with what is enforced, or why not */
 };
 
-#define CONFINFO_LAYERS 9
+#define CONFINFO_LAYERS 10
 
 /* Probe every layer into out[CONFINFO_LAYERS] (cgroups: a cgroup is made and removed; userns:
  * a child unshares). Returns CONFINFO_LAYERS. */

@@ -677,8 +677,8 @@ def test_doctor_lists_the_layers():
     d = json.loads(p.stdout)
     layers = {l["layer"]: l for l in d["confinement"]}
     assert set(layers) >= {"landlock", "seccomp", "cgroups", "userns", "audit-log", "capsemd",
-                           "mkfs", "gateway", "virtiofsd"}, layers
-    for name in ("capsemd", "mkfs", "gateway"):
+                           "mkfs", "tar", "gateway", "virtiofsd"}, layers
+    for name in ("capsemd", "mkfs", "tar", "gateway"):
         on = layers["landlock"]["on"] and layers["seccomp"]["on"]
         assert layers[name]["on"] == on, layers[name]
         assert layers[name]["detail"].startswith("on: no_new_privs" if on else "off: "), \

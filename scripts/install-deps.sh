@@ -12,7 +12,7 @@ PKGS="make gcc clang libclang-rt-14-dev clang-format clang-tidy-19 meson ninja-b
  python3 python3-pytest e2fsprogs tmux
  golang-github-burntsushi-toml-dev
  golang-go golang-github-containerd-containerd-dev containerd
- mmdebstrap squashfs-tools erofs-utils
+ mmdebstrap uidmap squashfs-tools erofs-utils
  libsqlite3-dev nftables openssl curl libcurl4-openssl-dev
  dpkg-dev lintian man-db chromium fonts-dejavu-core"
 [ "${1:-}" = --bench ] && PKGS="$PKGS nginx-light wrk mitmproxy"

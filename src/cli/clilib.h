@@ -91,6 +91,10 @@ void cli_check_binary(struct cli_check *c, const char *name, const char *env, co
 void cli_check_disk(struct cli_check *c, uint64_t want_mib);
 /* Whether this user can open /dev/kvm, and the adduser command when not. */
 void cli_check_groups(struct cli_check *c);
+/* Whether this user can build the 'debian' image: root, or root of a user namespace of its own
+ * (newuidmap and subordinate ids, userns.h); a warning with the command that adds what is
+ * missing when not. */
+void cli_check_userns(struct cli_check *c);
 /* MiB available to the caller on the file system of path's nearest existing ancestor, or
  * -errno. */
 int64_t cli_free_mib(const char *path);

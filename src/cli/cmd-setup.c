@@ -3,8 +3,9 @@
  * Steps, each skipped when its result is already there (--force redoes them): check the host
  * (QEMU, KVM or TCG, the helper binaries, free space, the kvm group); find provider keys in the
  * environment and offer to store them in $CAPSEM_HOME/credentials (0600; a key is never
- * printed); install the 'debian' image (built with capsem-builder, which needs root: a normal
- * user is told the exact commands); install and start the systemd user service (without a
+ * printed); install the 'debian' image (built with capsem-builder: as root, or as root of a user
+ * namespace of its own for a normal user with subordinate ids, else the user is told what to
+ * add or the exact sudo commands); install and start the systemd user service (without a
  * user manager capsem starts capsemd on demand, said so); boot one VM and run `uname -a` in it.
  * Then a summary of what was done and what is missing, and $CAPSEM_HOME/setup.json recording
  * it (the first `capsem run` looks for that file to tell a new user about setup).
@@ -27,6 +28,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
+#include "userns.h"
 
 #define SETUP_IMAGE_MIB 4096 /* room the debian image and its build cache want */
 #define SMOKE_TIMEOUT_MS (5u * 60u * 1000u)
@@ -47,7 +49,7 @@ struct setup_opts {
 struct step {
 	const char *name;
 	const char *status;
-	char detail[512];
+	char detail[1024];
 };
 
 static void setup_help(void)
@@ -63,11 +65,12 @@ static void setup_help(void)
 	       "           are offered for $CAPSEM_HOME/credentials (mode 0600); keys are never\n"
 	       "           printed. Keys in the environment work without storing them.\n"
 	       "  image    the 'debian' image (python3, node, git, the AI CLIs), built by\n"
-	       "           capsem-builder with mmdebstrap and npm: needs root and the network, "
-	       "and\n"
-	       "           takes 10-30 minutes the first time (later runs reuse its cache). As a\n"
-	       "           normal user setup prints the commands to run with sudo. The package's\n"
-	       "           'minimal' image works without this step.\n"
+	       "           capsem-builder with mmdebstrap and npm: needs the network and takes\n"
+	       "           10-30 minutes the first time (later runs reuse its cache). A normal\n"
+	       "           user builds it as root of a user namespace of its own: newuidmap\n"
+	       "           (package uidmap) and subordinate ids in /etc/subuid and /etc/subgid\n"
+	       "           (useradd gives them); without them setup prints what to run. The\n"
+	       "           package's 'minimal' image works without this step.\n"
 	       "  service  capsemd as a systemd user service (capsem install); without a systemd\n"
 	       "           user manager capsem starts capsemd on demand instead\n"
 	       "  smoke    boots one VM and runs 'uname -a' in it\n"
@@ -192,9 +195,13 @@ static void say(const struct setup_opts *o, const char *fmt, ...)
 static int step_host(const struct setup_opts *o, struct step *s)
 {
 	struct cli_check ch[] = {
-		{ .name = "qemu", .required = 1 },	{ .name = "accel" },
-		{ .name = "capsem-vm", .required = 1 }, { .name = "capsemd", .required = 1 },
-		{ .name = "disk", .required = 1 },	{ .name = "groups" },
+		{ .name = "qemu", .required = 1 },
+		{ .name = "accel" },
+		{ .name = "capsem-vm", .required = 1 },
+		{ .name = "capsemd", .required = 1 },
+		{ .name = "disk", .required = 1 },
+		{ .name = "groups" },
+		{ .name = "userns" },
 	};
 	cli_check_qemu(&ch[0]);
 	cli_check_accel(&ch[1]);
@@ -202,6 +209,7 @@ static int step_host(const struct setup_opts *o, struct step *s)
 	cli_check_binary(&ch[3], "capsemd", "CAPSEM_DAEMON_BIN", "daemon");
 	cli_check_disk(&ch[4], SETUP_IMAGE_MIB);
 	cli_check_groups(&ch[5]);
+	cli_check_userns(&ch[6]);
 	int failed = 0;
 	say(o, "== host\n");
 	for (size_t i = 0; i < ELEMENTSOF(ch); i++) {
@@ -320,16 +328,16 @@ static int step_image(const struct setup_opts *o, struct step *s)
 		say(o, "  %s\n", s->detail);
 		return -ENOENT;
 	}
-	if (geteuid() != 0) {
+	char why[400];
+	if (geteuid() != 0 && userns_check(why, sizeof(why)) < 0) {
 		_cleanup_free_ char *home = cli_capsem_home();
 		s->status = "missing";
-		snprintf(
-			s->detail, sizeof(s->detail),
-			"building the 'debian' image needs root (mmdebstrap makes device nodes and "
-			"files of other owners); run:  sudo env CAPSEM_IMAGES_DIR=%s/images capsem "
-			"image build && sudo chown -R %s: %s/images   (the 'minimal' image works "
-			"meanwhile)",
-			strempty(home), strempty(getenv("USER")), strempty(home));
+		snprintf(s->detail, sizeof(s->detail),
+			 "building the 'debian' image as a normal user needs a user namespace of "
+			 "its own: %.300s; or as root: sudo env CAPSEM_IMAGES_DIR=%.200s/images "
+			 "capsem image build && sudo chown -R %.64s: %.200s/images   (the "
+			 "'minimal' image works meanwhile)",
+			 why, strempty(home), strempty(getenv("USER")), strempty(home));
 		say(o, "  %s\n", s->detail);
 		return -EPERM;
 	}

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,8 @@ struct chanio {
 	struct cs **v;
 	size_t n, cap;
 	bool peer_paused; /* (host) PAUSED arrived */
+	bool syncing;	  /* skipping input up to a HELLO (chanmux_sync) */
+	uint32_t nonce;	  /* (guest) our HELLO's */
 	uint8_t rd[CHANIO_READ];
 };
 
@@ -130,8 +133,14 @@ int chanio_new(enum chanmux_side side, int mux_fd, const struct chanio_ops *ops,
 	buf_init(&c->in, 2 * (CHANMUX_HDR + CHANMUX_MAX_DATA) + CHANIO_READ);
 	buf_init(&c->out, CHANIO_OUT_HIGH + 2 * (CHANMUX_HDR + CHANMUX_MAX_DATA) + CHANIO_READ);
 	int r = fd_set_nonblock(mux_fd, 1);
+	/* the guest's end may be a restart in the middle of a session: its HELLO carries a
+	 * fresh nonce, and it reads nothing before the host's answer (chanmux.h) */
+	while (r == 0 && side == CHANMUX_SIDE_GUEST && !c->nonce)
+		if (getrandom(&c->nonce, sizeof(c->nonce), 0) != sizeof(c->nonce))
+			r = errno == EINTR ? 0 : negative_errno();
+	c->syncing = side == CHANMUX_SIDE_GUEST;
 	if (r == 0)
-		r = chanmux_new(side, &c->out, &c->m);
+		r = chanmux_new_nonce(side, c->nonce, &c->out, &c->m);
 	if (r < 0) {
 		buf_done(&c->in, 0);
 		buf_done(&c->out, 0);
@@ -187,10 +196,36 @@ int chanio_restart(struct chanio *c)
 	return 0;
 }
 
+/* (host) The guest broke the protocol: every stream is gone, and the byte stream is read again
+ * from the guest's next HELLO, which its end sends when it starts over (chanmux.h). 0 or
+ * -ENOMEM. */
+static int resync(struct chanio *c)
+{
+	struct chanmux *m = NULL;
+	struct buf hello = BUF_INIT(CHANMUX_HELLO_MAX); /* ours went out long ago */
+	int r = chanmux_new(c->side, &hello, &m);
+	buf_done(&hello, 0);
+	if (r < 0)
+		return r;
+	drop_all(c, "the guest broke the channel's protocol");
+	chanmux_free(c->m);
+	c->m = m;
+	c->peer_paused = false;
+	c->syncing = true;
+	return 0;
+}
+
+bool chanio_syncing(const struct chanio *c)
+{
+	return c->syncing;
+}
+
 int chanio_connect(struct chanio *c, int fd, uint32_t port, const char *tag, bool ok_line)
 {
 	uint32_t id;
-	if (chanmux_is_paused(c->m)) { /* no new stream in a session that is ending */
+	/* no new stream in a session that is ending, nor (host) while the guest's end is
+	 * awaited: it would skip the OPEN */
+	if (chanmux_is_paused(c->m) || (c->syncing && c->side == CHANMUX_SIDE_HOST)) {
 		safe_close(fd);
 		return -EAGAIN;
 	}
@@ -336,11 +371,43 @@ static void on_event(struct chanio *c, const struct chanmux_ev *ev)
 	case CHANMUX_EV_PAUSED:
 		c->peer_paused = true;
 		return;
-	case CHANMUX_EV_RESET: /* (guest) a new host session: everything before it is gone */
-		drop_all(c, "the channel restarted");
+	case CHANMUX_EV_RESET: /* a new session: everything before it is gone */
+		drop_all(c, c->side == CHANMUX_SIDE_HOST ? "the guest's channel started over"
+							 : "the channel restarted");
 		return;
 	default:
 		return;
+	}
+}
+
+/* The frames at the front of c->in, from the HELLO a resync waits for on. 0, or -EPROTO when
+ * the peer broke the mux (the host resyncs instead). */
+static int mux_parse(struct chanio *c)
+{
+	for (;;) {
+		if (c->syncing) {
+			size_t skip = 0;
+			int found =
+				chanmux_sync(buf_head(&c->in), buf_len(&c->in),
+					     c->side == CHANMUX_SIDE_GUEST ? c->nonce : 0, &skip);
+			buf_consume(&c->in, skip);
+			if (!found)
+				return 0;
+			c->syncing = false;
+		}
+		struct chanmux_frame f;
+		struct chanmux_ev ev;
+		ssize_t n = chanmux_frame_parse(buf_head(&c->in), buf_len(&c->in), &f);
+		if (n == 0)
+			return 0;
+		if (n < 0 || chanmux_input(c->m, &f, &c->out, &ev) < 0) {
+			if (c->side != CHANMUX_SIDE_HOST || resync(c) < 0)
+				return -EPROTO;
+			buf_consume(&c->in, n > 0 ? (size_t)n : 1);
+			continue;
+		}
+		on_event(c, &ev);
+		buf_consume(&c->in, (size_t)n);
 	}
 }
 
@@ -359,29 +426,38 @@ static int mux_read(struct chanio *c)
 		if (k <= 0)
 			return -EPIPE;
 		buf_commit(&c->in, (size_t)k);
-		for (;;) {
-			struct chanmux_frame f;
-			struct chanmux_ev ev;
-			ssize_t n = chanmux_frame_parse(buf_head(&c->in), buf_len(&c->in), &f);
-			if (n < 0)
-				return -EPROTO;
-			if (n == 0)
-				break;
-			if (chanmux_input(c->m, &f, &c->out, &ev) < 0)
-				return -EPROTO;
-			on_event(c, &ev);
-			buf_consume(&c->in, (size_t)n);
-		}
+		int r = mux_parse(c);
+		if (r < 0)
+			return r;
 		if ((size_t)k < CHANIO_READ)
 			break;
 	}
 	return 0;
 }
 
+/* How much of c->out one write may take: all of it (host), or (guest) whole frames only, at
+ * most one port write (CHANMUX_PORT_WRITE), which the kernel takes whole or not at all: a
+ * capsem-chan that dies between two writes leaves the host at a frame boundary. */
+static size_t write_size(const struct chanio *c)
+{
+	const uint8_t *p = buf_head(&c->out);
+	size_t n = buf_len(&c->out), k = 0;
+	if (c->side == CHANMUX_SIDE_HOST)
+		return n;
+	while (k + CHANMUX_HDR <= n) {
+		size_t f = CHANMUX_HDR + ((size_t)p[k + 8] << 24 | (size_t)p[k + 9] << 16 |
+					  (size_t)p[k + 10] << 8 | p[k + 11]);
+		if (k + f > n || (k && k + f > CHANMUX_PORT_WRITE))
+			break;
+		k += f;
+	}
+	return k ? k : n; /* our frames are whole and fit (chanmux.c): a partial one cannot be */
+}
+
 static int mux_write(struct chanio *c)
 {
 	while (buf_len(&c->out)) {
-		ssize_t k = write(c->fd, buf_head(&c->out), buf_len(&c->out));
+		ssize_t k = write(c->fd, buf_head(&c->out), write_size(c));
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

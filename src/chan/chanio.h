@@ -50,8 +50,9 @@ int chanio_connect(struct chanio *c, int fd, uint32_t port, const char *tag, boo
 
 /* The descriptors to watch (at most n): fd and events (POLLIN/POLLOUT). Their number. */
 size_t chanio_fds(struct chanio *c, struct pollfd *p, size_t n);
-/* fd is ready with revents. 0, or -EPIPE / -EPROTO when the mux itself ended (the peer went
- * away or broke the protocol): free the chanio then. */
+/* fd is ready with revents. 0, or -EPIPE when the mux itself ended (the peer went away) or
+ * (guest) -EPROTO when the host broke the protocol: free the chanio then. A guest that breaks
+ * the protocol is waited for to start over (chanio_syncing), not cut off. */
 int chanio_ready(struct chanio *c, int fd, short revents);
 
 /* (host) End the mux session before the VM is saved: PAUSE sent, every stream closed, no new one
@@ -65,3 +66,7 @@ int chanio_restart(struct chanio *c);
 
 /* Streams open now. */
 size_t chanio_count(const struct chanio *c);
+/* Whether input is skipped up to a HELLO: the guest's end until the host answered its HELLO;
+ * the host's after the guest broke the protocol, until the guest's end starts over (its
+ * streams were all reset then, and no new one is opened meanwhile). */
+bool chanio_syncing(const struct chanio *c);

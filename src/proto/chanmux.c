@@ -31,8 +31,10 @@ struct stream {
 struct chanmux {
 	enum chanmux_side side;
 	int hello_seen;
-	int quiet;	 /* we sent PAUSE / PAUSED: emit nothing more (see chanmux.h) */
-	int peer_paused; /* (host) PAUSED arrived */
+	uint32_t nonce;	   /* (guest) our HELLO's: the host's answer carries it (0: none) */
+	uint32_t max_data; /* DATA payload we send: the guest's frames fit one port write */
+	int quiet;	   /* we sent PAUSE / PAUSED: emit nothing more (see chanmux.h) */
+	int peer_paused;   /* (host) PAUSED arrived */
 	uint32_t next_id;
 	uint16_t free_head;
 	size_t count;
@@ -82,7 +84,14 @@ ssize_t chanmux_frame_parse(const uint8_t *p, size_t n, struct chanmux_frame *re
 	struct chanmux_frame f = { .type = p[0], .flags = p[1], .id = get32(p + 4) };
 	const uint8_t *pl = p + CHANMUX_HDR;
 	switch (f.type) {
-	case CHANMUX_HELLO:
+	case CHANMUX_HELLO: /* the version, then a nonce (not 0) when the guest started over */
+		if (len != 4 && len != 8)
+			return -EBADMSG;
+		f.value = get32(pl);
+		f.nonce = len == 8 ? get32(pl + 4) : 0;
+		if (len == 8 && !f.nonce)
+			return -EBADMSG;
+		break;
 	case CHANMUX_REFUSE:
 	case CHANMUX_CREDIT:
 		if (len != 4)
@@ -124,6 +133,8 @@ int chanmux_frame_append(struct buf *out, const struct chanmux_frame *f)
 	const void *pl = NULL;
 	switch (f->type) {
 	case CHANMUX_HELLO:
+		extra = f->nonce ? 8 : 4;
+		break;
 	case CHANMUX_REFUSE:
 	case CHANMUX_CREDIT:
 		extra = 4;
@@ -150,6 +161,8 @@ int chanmux_frame_append(struct buf *out, const struct chanmux_frame *f)
 	put32(h + 8, len);
 	if (extra >= 4)
 		put32(h + CHANMUX_HDR, f->value);
+	if (f->type == CHANMUX_HELLO && f->nonce)
+		put32(h + CHANMUX_HDR + 4, f->nonce);
 	if (tl)
 		memcpy(h + CHANMUX_HDR + 4, f->tag, tl);
 	int r = buf_append(out, h, CHANMUX_HDR + extra);
@@ -162,6 +175,43 @@ static int emit(struct buf *out, uint8_t type, uint32_t id, uint32_t value, uint
 {
 	struct chanmux_frame f = { .type = type, .id = id, .value = value, .flags = flags };
 	return chanmux_frame_append(out, &f);
+}
+
+static int emit_hello(struct buf *out, uint32_t nonce)
+{
+	struct chanmux_frame f = { .type = CHANMUX_HELLO,
+				   .value = CHANMUX_VERSION,
+				   .nonce = nonce };
+	return chanmux_frame_append(out, &f);
+}
+
+size_t chanmux_hello_bytes(uint32_t nonce, uint8_t *p)
+{
+	struct buf b = BUF_INIT(CHANMUX_HELLO_MAX);
+	size_t n = 0;
+	if (emit_hello(&b, nonce) == 0 && buf_len(&b) <= CHANMUX_HELLO_MAX) {
+		n = buf_len(&b);
+		memcpy(p, buf_head(&b), n);
+	}
+	buf_done(&b, 0);
+	return n;
+}
+
+int chanmux_sync(const uint8_t *p, size_t n, uint32_t nonce, size_t *ret_skip)
+{
+	/* the HELLO we look for, whole; without a nonce, any HELLO with one: its first 16
+	 * bytes */
+	uint8_t want[CHANMUX_HELLO_MAX];
+	size_t wn = chanmux_hello_bytes(nonce ? nonce : 1, want);
+	size_t cmp = nonce ? wn : wn - 4;
+	for (size_t i = 0; i + wn <= n; i++)
+		if (memcmp(p + i, want, cmp) == 0) {
+			*ret_skip = i;
+			return 1;
+		}
+	/* not here: all but a tail that may begin it */
+	*ret_skip = n >= wn ? n - (wn - 1) : 0;
+	return 0;
 }
 
 /* A frame of a stream: nothing once the session is paused (its streams are doomed). */
@@ -233,13 +283,22 @@ static void reset_all(struct chanmux *m)
 
 int chanmux_new(enum chanmux_side side, struct buf *out, struct chanmux **ret)
 {
+	return chanmux_new_nonce(side, 0, out, ret);
+}
+
+int chanmux_new_nonce(enum chanmux_side side, uint32_t nonce, struct buf *out, struct chanmux **ret)
+{
+	if (nonce && side != CHANMUX_SIDE_GUEST)
+		return -EINVAL;
 	struct chanmux *m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
 	m->side = side;
+	m->nonce = nonce;
+	m->max_data = side == CHANMUX_SIDE_GUEST ? CHANMUX_GUEST_MAX_DATA : CHANMUX_MAX_DATA;
 	m->next_id = 1;
 	reset_all(m);
-	int r = emit(out, CHANMUX_HELLO, 0, CHANMUX_VERSION, 0);
+	int r = emit_hello(out, nonce);
 	if (r < 0) {
 		free(m);
 		return r;
@@ -352,7 +411,7 @@ ssize_t chanmux_send(struct chanmux *m, uint32_t id, const void *p, size_t n, st
 		return -EPIPE;
 	size_t take = m->quiet ? 0 : n < s->tx_room ? n : s->tx_room, done = 0;
 	while (done < take) {
-		size_t k = take - done < CHANMUX_MAX_DATA ? take - done : CHANMUX_MAX_DATA;
+		size_t k = take - done < m->max_data ? take - done : m->max_data;
 		struct chanmux_frame f = { .type = CHANMUX_DATA,
 					   .id = id,
 					   .data = (const uint8_t *)p + done,
@@ -423,21 +482,39 @@ int chanmux_input(struct chanmux *m, const struct chanmux_frame *f, struct buf *
 		  struct chanmux_ev *ret)
 {
 	struct chanmux_ev ev = { .type = CHANMUX_EV_NONE, .id = f->id };
+	if (f->type == CHANMUX_HELLO && (f->id != 0 || f->value != CHANMUX_VERSION))
+		return -EPROTO;
 	if (!m->hello_seen) {
-		if (f->type != CHANMUX_HELLO || f->id != 0 || f->value != CHANMUX_VERSION)
+		/* the guest waits for the answer to its own HELLO (the caller skipped what came
+		 * before it: chanmux_sync) */
+		if (f->type != CHANMUX_HELLO || (m->nonce && f->nonce != m->nonce))
 			return -EPROTO;
 		m->hello_seen = 1;
 		*ret = ev;
-		return 0;
+		if (m->side != CHANMUX_SIDE_HOST || !f->nonce)
+			return 0;
+		/* (host) a guest that said who it is gets its answer: the session starts there,
+		 * so streams we opened before it were skipped by the guest: gone */
+		if (m->count) {
+			reset_all(m);
+			*ret = (struct chanmux_ev){ .type = CHANMUX_EV_RESET };
+		}
+		return emit_hello(out, f->nonce);
+	}
+	if (f->type == CHANMUX_HELLO && m->side == CHANMUX_SIDE_HOST && f->nonce) {
+		/* the guest's end started over (capsem-chan restarted): every stream of the old
+		 * session is gone; answer it */
+		reset_all(m);
+		*ret = (struct chanmux_ev){ .type = CHANMUX_EV_RESET };
+		return emit_hello(out, f->nonce);
 	}
 	if (f->type == CHANMUX_HELLO) {
 		/* a new session after ours paused (the guest's side only) */
-		if (m->side != CHANMUX_SIDE_GUEST || !m->quiet || f->id != 0 ||
-		    f->value != CHANMUX_VERSION)
+		if (m->side != CHANMUX_SIDE_GUEST || !m->quiet)
 			return -EPROTO;
 		reset_all(m);
 		*ret = (struct chanmux_ev){ .type = CHANMUX_EV_RESET };
-		return emit(out, CHANMUX_HELLO, 0, CHANMUX_VERSION, 0);
+		return emit_hello(out, 0);
 	}
 	if (f->type == CHANMUX_PAUSE || f->type == CHANMUX_PAUSED) {
 		/* PAUSE only from the host, PAUSED only in answer to ours; id 0 */

@@ -6,7 +6,8 @@
  * big-endian, then the payload (at most CHANMUX_MAX_DATA bytes). Each side opens streams with
  * ids of its own half (the host's have bit 31 clear, the guest's set), so the two never collide.
  *
- *   HELLO   (id 0)  u32 version: the first frame each side sends
+ *   HELLO   (id 0)  u32 version, then (the guest's, 8 bytes) a u32 nonce: the first frame each
+ *                   side sends; the host answers a nonce with a HELLO carrying it
  *   OPEN    opener  u32 port, then a tag (0-32 bytes of [A-Za-z0-9._-]): connect to port
  *   ACCEPT  peer    the stream is open; each side may send CHANMUX_WINDOW bytes to start with
  *   REFUSE  peer    u32 errno (ECONNREFUSED: nobody listens there); the id is free again
@@ -21,12 +22,18 @@
  *                   a clean frame boundary both ways (a VM is saved here, docs/PROTOCOL.md §10)
  *
  * After PAUSED the guest waits for a HELLO (from the same host after a failed save, or a new one
- * after a restore): it forgets every stream and answers HELLO, and a new session begins. A HELLO
- * at any other time breaks the mux.
+ * after a restore): it forgets every stream and answers HELLO, and a new session begins.
+ *
+ * The guest's end may start over (capsem-chan restarted) in the middle of a session: it sends a
+ * HELLO with a fresh random nonce and skips what it reads until the host's HELLO carrying that
+ * nonce (chanmux_sync: the bytes before it are the old session's, maybe from the middle of a
+ * frame); the host, at that HELLO, forgets every stream (EV_RESET) and answers it. Since each
+ * guest frame is one port write, the old process left the host at a frame boundary. Any other
+ * HELLO breaks the mux.
  *
  * A peer that breaks the rules on a stream (DATA over its credit, DATA after SHUTW, a frame for
  * an id it may not use) gets that stream reset, not the whole mux; a malformed frame ends the
- * mux (the byte stream cannot be resynchronised). Pure state machine on (ptr, len): no I/O, no
+ * mux (the host then waits for the guest's end to start over, as above). Pure state machine on (ptr, len): no I/O, no
  * allocation per frame, libc only; shared by capsem-vm and the guest. Hostile input both ways.
  */
 #pragma once
@@ -40,6 +47,11 @@
 #define CHANMUX_VERSION 1
 #define CHANMUX_HDR 12u
 #define CHANMUX_MAX_DATA (64u * 1024u)
+/* The guest's DATA payloads: a frame fits one write to a virtio-serial port, which the kernel
+ * takes whole or not at all (at most 32 KiB), so a capsem-chan that dies leaves no half frame */
+#define CHANMUX_PORT_WRITE (32u * 1024u)
+#define CHANMUX_GUEST_MAX_DATA (CHANMUX_PORT_WRITE - CHANMUX_HDR)
+#define CHANMUX_HELLO_MAX (CHANMUX_HDR + 8u)
 #define CHANMUX_WINDOW (256u * 1024u) /* bytes a side may have in flight on one stream */
 #define CHANMUX_MAX_STREAMS 4096u     /* open streams per mux */
 #define CHANMUX_TAG_MAX 32u
@@ -65,6 +77,7 @@ struct chanmux_frame {
 	const uint8_t *data; /* DATA: the bytes (pointing into the parsed buffer) */
 	uint32_t len;
 	uint32_t value;		       /* HELLO version, OPEN port, REFUSE errno, CREDIT n */
+	uint32_t nonce;		       /* HELLO: the guest's (0: none) */
 	char tag[CHANMUX_TAG_MAX + 1]; /* OPEN */
 };
 
@@ -89,7 +102,8 @@ enum chanmux_event {
 	CHANMUX_EV_CLOSED,   /* the peer closed (ev.flags: reset) or we were reset: stream gone */
 	CHANMUX_EV_PAUSE,    /* (guest) the host pauses: answer chanmux_paused() */
 	CHANMUX_EV_PAUSED,   /* (host) the guest sends nothing more */
-	CHANMUX_EV_RESET,    /* (guest) a new session began: every stream is gone, HELLO sent */
+	CHANMUX_EV_RESET,    /* a new session began: every stream is gone, HELLO sent (the guest
+				after its pause; the host when the guest's end started over) */
 };
 
 struct chanmux_ev {
@@ -104,6 +118,16 @@ struct chanmux;
 
 /* A mux for one side; *ret gets it, with HELLO appended to out. 0 or -ENOMEM. */
 int chanmux_new(enum chanmux_side side, struct buf *out, struct chanmux **ret);
+/* (guest) The same with nonce (not 0) in its HELLO: the session starts at the host's HELLO
+ * carrying it, found with chanmux_sync. -EINVAL for the host. */
+int chanmux_new_nonce(enum chanmux_side side, uint32_t nonce, struct buf *out,
+		      struct chanmux **ret);
+/* Where the HELLO carrying nonce (or, nonce 0: a guest's HELLO with any nonce) begins in (p, n):
+ * 1 with *ret_skip its offset; 0 when it is not there, with *ret_skip the bytes that can be
+ * dropped (all but a tail that may begin it). */
+int chanmux_sync(const uint8_t *p, size_t n, uint32_t nonce, size_t *ret_skip);
+/* The bytes of a HELLO with nonce (0: none) into p[CHANMUX_HELLO_MAX]: their number. */
+size_t chanmux_hello_bytes(uint32_t nonce, uint8_t *p);
 void chanmux_free(struct chanmux *m);
 
 /* Take one parsed frame from the peer; replies it needs (a CLOSE for a misused stream) go to

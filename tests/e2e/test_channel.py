@@ -86,6 +86,45 @@ def test_everything_over_the_serial_channel(homes):
     cli(home, "serial", "delete", "s", check=0)
 
 
+def test_a_restarted_capsem_chan_starts_over(homes):
+    """capsem-chan killed in the guest (init restarts it): its new HELLO carries a nonce, the host
+    forgets the old session's streams and answers, the new process skips the old bytes up to the
+    answer, and every port works again both ways: exec (host -> guest), the MCP relay and DNS
+    (guest -> host). Killed in the middle of a large stream, and several times."""
+    home = homes["serial"]
+    cli(home, "serial", "create", "-n", "r", "--memory", "256M", check=0)
+    data = os.urandom(4 << 20)
+    for i in range(3):
+        before = cli(home, "serial", "exec", "r", "--", "pidof", "capsem-chan", check=0)
+        # the exec that kills it rides the channel itself: it is cut (the stream was reset),
+        # and a stream is in flight (cat of 4 MiB) when it dies
+        p = cli(home, "serial", "exec", "r", "--", "sh", "-c",
+                "cat >/dev/null & sleep 0.2; kill -9 $(pidof capsem-chan); sleep 5",
+                input=data)
+        assert p.returncode != 0, p
+
+        def works():
+            q = cli(home, "serial", "exec", "r", "--", "pidof", "capsem-chan")
+            return q.returncode == 0 and q.stdout != before.stdout and q
+        q = wait_for(works, 30, "an exec through the restarted capsem-chan")
+        print(f"\nround {i}: capsem-chan {before.stdout.strip().decode()} -> "
+              f"{q.stdout.strip().decode()}")
+        # a large stream intact, the MCP relay and DNS (the guest's streams to the host)
+        p = cli(home, "serial", "exec", "r", "--", "sha256sum", input=data, check=0)
+        assert p.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+        p = cli(home, "serial", "exec", "r", "--", "capsem-snapshots", "list", "--json",
+                check=0)
+        assert json.loads(p.stdout)["snapshots"] == [], p
+        p = cli(home, "serial", "exec", "r", "--", "nslookup", "blocked.invalid", "127.0.0.1")
+        assert b"NXDOMAIN" in p.stdout + p.stderr or b"can't resolve" in p.stdout + p.stderr, p
+    # the new session pauses for a save like the first
+    cli(home, "serial", "suspend", "r", check=0)
+    cli(home, "serial", "resume", "r", check=0)
+    p = cli(home, "serial", "exec", "r", "--", "echo", "resumed", check=0)
+    assert p.stdout == b"resumed\n", p
+    cli(home, "serial", "delete", "r", check=0)
+
+
 def test_serial_against_vsock(homes):
     """Same run, same machine (TCG): exec round trip and a 16 MiB echo stream."""
     s_rtt, s_mibs = measure(homes["serial"], "serial")

@@ -1,6 +1,6 @@
 /* test-chanmux.c - the channel mux (src/proto/chanmux.c): a host and a guest mux wired back to
- * back in memory; streams both ways, flow control by credit, half close, refusal, and the
- * peer's misuse of a stream resetting that stream only. */
+ * back in memory; streams both ways, flow control by credit, half close, refusal, the peer's
+ * misuse of a stream resetting that stream only, and a guest's end that starts over. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -258,6 +258,118 @@ static void test_pause_and_new_session(void **state)
 	buf_done(&h2.out, 0);
 }
 
+/* capsem-chan restarts in the middle of a session: the new one's HELLO carries a nonce; the
+ * host forgets every stream and answers it; the guest skips the old session's bytes (from the
+ * middle of a frame) up to that answer; streams work again. */
+static void test_guest_starts_over(void **state)
+{
+	(void)state;
+	uint32_t a, b;
+	assert_int_equal(chanmux_open(host.m, 5001, "exec", &host.out, &a), 0);
+	assert_int_equal(chanmux_open(guest.m, 5000, "", &guest.out, &b), 0);
+	both();
+	assert_int_equal(chanmux_accept(guest.m, a, &guest.out), 0);
+	assert_int_equal(chanmux_accept(host.m, b, &host.out), 0);
+	both();
+	assert_int_equal(chanmux_count(host.m), 2);
+	/* the old guest dies: what the host sends now reaches nobody whole */
+	static uint8_t junk[100000];
+	memset(junk, 0x01, sizeof(junk)); /* HELLO's type byte, everywhere */
+	assert_true(chanmux_send(host.m, a, junk, 5000, &host.out) == 5000);
+	struct buf wire = BUF_INIT(1 << 20);
+	assert_int_equal(buf_append(&wire, buf_head(&host.out) + 5, buf_len(&host.out) - 5), 0);
+	buf_consume(&host.out, buf_len(&host.out));
+
+	struct side g2 = { 0 };
+	const uint32_t nonce = 0x5eed1234;
+	buf_init(&g2.out, 1 << 20);
+	assert_int_equal(chanmux_new_nonce(CHANMUX_SIDE_HOST, 7, &g2.out, &g2.m), -EINVAL);
+	assert_int_equal(chanmux_new_nonce(CHANMUX_SIDE_GUEST, nonce, &g2.out, &g2.m), 0);
+	host.n_ev = 0;
+	pump(&g2, &host); /* its HELLO: the host starts over */
+	assert_int_equal(host.n_ev, 1);
+	assert_int_equal(host.ev[0].type, CHANMUX_EV_RESET);
+	assert_int_equal(chanmux_count(host.m), 0);
+	/* on the wire to the new guest: the old session's tail, then the answer */
+	assert_int_equal(buf_append(&wire, buf_head(&host.out), buf_len(&host.out)), 0);
+	buf_consume(&host.out, buf_len(&host.out));
+	size_t skip = 0;
+	assert_int_equal(chanmux_sync(buf_head(&wire), buf_len(&wire), nonce + 1, &skip), 0);
+	assert_int_equal(chanmux_sync(buf_head(&wire), buf_len(&wire), nonce, &skip), 1);
+	assert_int_equal(buf_len(&wire) - skip, CHANMUX_HELLO_MAX);
+	/* found a piece at a time too: what is dropped never holds the start of the HELLO */
+	size_t off = 0;
+	for (size_t n = 1; n <= buf_len(&wire); n += 7) {
+		size_t s2 = 0;
+		if (chanmux_sync(buf_head(&wire) + off, n - off, nonce, &s2)) {
+			assert_int_equal(off + s2, skip);
+			break;
+		}
+		off += s2;
+		assert_true(off <= skip);
+	}
+	struct chanmux_frame f;
+	struct chanmux_ev ev;
+	assert_int_equal(chanmux_frame_parse(buf_head(&wire) + skip, CHANMUX_HELLO_MAX, &f),
+			 CHANMUX_HELLO_MAX);
+	assert_int_equal(f.nonce, nonce);
+	assert_int_equal(chanmux_input(g2.m, &f, &g2.out, &ev), 0);
+	buf_done(&wire, 0);
+	/* a new session: the guest opens, the host accepts; its DATA fits one port write */
+	uint32_t c;
+	assert_int_equal(chanmux_open(g2.m, 5002, "", &g2.out, &c), 0);
+	pump(&g2, &host);
+	assert_int_equal(host.ev[1].type, CHANMUX_EV_OPEN);
+	assert_int_equal(chanmux_accept(host.m, c, &host.out), 0);
+	pump(&host, &g2);
+	assert_int_equal(chanmux_send(g2.m, c, junk, sizeof(junk), &g2.out), (ssize_t)sizeof(junk));
+	for (size_t o = 0; o < buf_len(&g2.out);) {
+		ssize_t k = chanmux_frame_parse(buf_head(&g2.out) + o, buf_len(&g2.out) - o, &f);
+		assert_true(k > 0 && (size_t)k <= CHANMUX_PORT_WRITE);
+		o += (size_t)k;
+	}
+	host.n_rx = 0;
+	pump(&g2, &host);
+	assert_int_equal(host.n_rx, sizeof(junk));
+	/* the old guest's plain HELLO now, or a HELLO to the guest: the mux is broken */
+	struct chanmux_frame hello = { .type = CHANMUX_HELLO, .value = CHANMUX_VERSION };
+	assert_int_equal(chanmux_input(host.m, &hello, &host.out, &ev), -EPROTO);
+	hello.nonce = 9;
+	assert_int_equal(chanmux_input(g2.m, &hello, &g2.out, &ev), -EPROTO);
+	chanmux_free(g2.m);
+	buf_done(&g2.out, 0);
+}
+
+/* A host that opened streams before the guest's first HELLO (with a nonce) drops them: the
+ * guest skipped them. A HELLO's nonce is never 0. */
+static void test_host_streams_before_hello(void **state)
+{
+	(void)state;
+	struct side h = { 0 }, g = { 0 };
+	buf_init(&h.out, 1 << 16);
+	buf_init(&g.out, 1 << 16);
+	assert_int_equal(chanmux_new(CHANMUX_SIDE_HOST, &h.out, &h.m), 0);
+	uint32_t id;
+	assert_int_equal(chanmux_open(h.m, 5001, "", &h.out, &id), 0);
+	assert_int_equal(chanmux_new_nonce(CHANMUX_SIDE_GUEST, 42, &g.out, &g.m), 0);
+	pump(&g, &h);
+	assert_int_equal(h.ev[0].type, CHANMUX_EV_RESET);
+	assert_int_equal(chanmux_count(h.m), 0);
+	/* the answer carries the nonce and follows the skipped frames */
+	size_t skip = 0;
+	assert_int_equal(chanmux_sync(buf_head(&h.out), buf_len(&h.out), 42, &skip), 1);
+	assert_true(skip > 0);
+	uint8_t bad[CHANMUX_HELLO_MAX];
+	assert_int_equal(chanmux_hello_bytes(42, bad), CHANMUX_HELLO_MAX);
+	bad[CHANMUX_HDR + 7] = 0; /* nonce 0 */
+	struct chanmux_frame f;
+	assert_int_equal(chanmux_frame_parse(bad, sizeof(bad), &f), -EBADMSG);
+	chanmux_free(h.m);
+	chanmux_free(g.m);
+	buf_done(&h.out, 0);
+	buf_done(&g.out, 0);
+}
+
 static void test_frames(void **state)
 {
 	(void)state;
@@ -289,6 +401,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_misuse_resets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_new_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_guest_starts_over, setup, teardown),
+		cmocka_unit_test(test_host_streams_before_hello),
 		cmocka_unit_test(test_frames),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

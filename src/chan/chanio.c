@@ -193,6 +193,7 @@ int chanio_restart(struct chanio *c)
 	chanmux_free(c->m);
 	c->m = m;
 	c->peer_paused = false;
+	c->syncing = false; /* the paused guest answers this HELLO with its own, plain */
 	return 0;
 }
 

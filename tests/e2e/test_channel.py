@@ -41,7 +41,14 @@ def homes(tmp_path_factory):
 
 
 def measure(home, channel):
-    cli(home, channel, "create", "-n", "m", "--memory", "256M", check=0)
+    # a default VM is suspendable, hence on the serial channel whatever CAPSEM_CHANNEL says:
+    # vsock is a --no-suspendable VM's
+    extra = ["--no-suspendable"] if channel == "vsock" else []
+    cli(home, channel, "create", "-n", "m", "--memory", "256M", *extra, check=0)
+    info = json.loads(cli(home, channel, "info", "m", "--json", check=0).stdout)
+    pid = open(os.path.join(info["vmdir"], "supervisor.pid")).read().split()[0]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert (b"--channel\0serial" in f.read()) == (channel == "serial"), channel
     rtt = []
     for _ in range(15):
         t = time.monotonic()

@@ -64,12 +64,25 @@ def as_user(argv, env, timeout):
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def reachable(path):
+    """Let others traverse (o+x, not list) each ancestor of path that does not allow it: a
+    clone under `mktemp -d` sits in a 0700 directory (scripts/run-tests.py does the same for
+    its unprivileged run)."""
+    d = os.path.dirname(os.path.abspath(path))
+    while d != "/":
+        st = os.stat(d)
+        if not st.st_mode & 0o001:
+            os.chmod(d, st.st_mode | 0o001)
+        d = os.path.dirname(d)
+
+
 @pytest.fixture
 def space():
     """A directory the builder's user owns (tmp_path is root's, 0700), removed afterwards."""
     need_image()
     if os.geteuid() == 0:
         uid, gid, home = ensure_user()
+        reachable(BUILDER)
     else:
         uid, gid, home = os.getuid(), os.getgid(), os.path.expanduser("~")
     d = tempfile.mkdtemp(prefix="capsem-user-build-")

@@ -168,7 +168,9 @@ int userns_run(int (*fn)(void *), void *arg, char *why, size_t why_len)
 		    setenv("PATH", root_path, 1) < 0)
 			_exit(125);
 		free(root_path);
-		_exit(fn(arg) == 0 ? 0 : 1);
+		int fr = fn(arg);
+		fflush(NULL);
+		_exit(fr == 0 ? 0 : 1);
 	}
 	safe_close(up[1]);
 	safe_close(down[0]);

@@ -15,6 +15,7 @@
  * answer that changes nothing is the default. Main thread of the CLI.
  */
 #include <getopt.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -329,6 +330,7 @@ static int step_image(const struct setup_opts *o, struct step *s)
 		return -ENOENT;
 	}
 	char why[400];
+	const struct passwd *pw = getpwuid(getuid());
 	if (geteuid() != 0 && userns_check(why, sizeof(why)) < 0) {
 		_cleanup_free_ char *home = cli_capsem_home();
 		s->status = "missing";
@@ -337,7 +339,7 @@ static int step_image(const struct setup_opts *o, struct step *s)
 			 "its own: %.300s; or as root: sudo env CAPSEM_IMAGES_DIR=%.200s/images "
 			 "capsem image build && sudo chown -R %.64s: %.200s/images   (the "
 			 "'minimal' image works meanwhile)",
-			 why, strempty(home), strempty(getenv("USER")), strempty(home));
+			 why, strempty(home), pw ? pw->pw_name : "$USER", strempty(home));
 		say(o, "  %s\n", s->detail);
 		return -EPERM;
 	}
@@ -472,8 +474,9 @@ int cmd_setup(int argc, char **argv)
 		{ "service", "skipped", "--no-service" },
 		{ "smoke", "skipped", "--no-smoke" },
 	};
+	const struct passwd *pw = getpwuid(getuid()); /* $USER may be unset (sudo, env -i) */
 	say(&o, "Setting up Capsem %s for %s (CAPSEM_HOME=%s)\n", CAPSEM_VERSION,
-	    strempty(getenv("USER")), home);
+	    pw ? pw->pw_name : strempty(getenv("USER")), home);
 	int host_ok = step_host(&o, &steps[0]) == 0;
 	if (!o.no_keys)
 		(void)step_keys(&o, home, &steps[1]);

@@ -50,6 +50,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "cachekey.h"
@@ -803,10 +804,22 @@ static int no_setid(const char *root)
 	if (left > 0)
 		return log_error("rootfs: %zu setuid/setgid files remain, e.g. %s", left, first),
 		       -EPERM;
-	char *find[] = { "find", (char *)root, "-xdev", "-perm", "/6000", "-print", NULL };
-	r = run_capture(find, CAPTURE_MAX, &out);
-	if (r != 0)
-		return log_error("rootfs: find %s -perm /6000 failed", root), -EIO;
+	/* from inside the tree: find goes back to its starting directory at the end, which a
+	 * user namespace's root may not be able to open (one of the user's 0700 directories) */
+	char *find[] = { "find", ".", "-xdev", "-perm", "/6000", "-print", NULL };
+	_cleanup_close_ int err = memfd_create("find-stderr", MFD_CLOEXEC);
+	r = run_capture_at(find, root, err, CAPTURE_MAX, &out);
+	if (r != 0) {
+		char msg[512] = "";
+		ssize_t k = err >= 0 ? pread(err, msg, sizeof(msg) - 1, 0) : -1;
+		msg[k > 0 ? k : 0] = 0;
+		msg[strcspn(msg, "\n")] = 0;
+		if (r < 0)
+			return log_error_errno(r, "rootfs: cannot run find over %s", root);
+		return log_error("rootfs: find %s -perm /6000 failed: exit status %d: %s", root, r,
+				 *msg ? msg : "(no message)"),
+		       -EIO;
+	}
 	if (out[0]) {
 		out[strcspn(out, "\n")] = 0;
 		return log_error("rootfs: find reports setuid/setgid files, e.g. %s", out), -EPERM;

@@ -152,6 +152,11 @@ int run_logged(char *const *argv, const char *cwd, char *const *envp, int log_fd
 
 int run_capture(char *const *argv, size_t max, char **ret_out)
 {
+	return run_capture_at(argv, NULL, -1, max, ret_out);
+}
+
+int run_capture_at(char *const *argv, const char *cwd, int err_fd, size_t max, char **ret_out)
+{
 	int p[2];
 	pid_t pid;
 	int status, r;
@@ -163,7 +168,7 @@ int run_capture(char *const *argv, size_t max, char **ret_out)
 		return negative_errno();
 	_cleanup_close_ int rd = p[0];
 	_cleanup_close_ int wr = p[1];
-	r = spawn(argv, NULL, NULL, -1, wr, devnull, &pid);
+	r = spawn(argv, cwd, NULL, -1, wr, err_fd >= 0 ? err_fd : devnull, &pid);
 	if (r < 0)
 		return r;
 	wr = safe_close(wr); /* NOLINT(clang-analyzer-deadcode.DeadStores): its cleanup reads it */

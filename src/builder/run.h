@@ -20,6 +20,8 @@ char **run_env_without(const char *const *drop);
  * else -EFBIG and the child is killed) and stderr discarded. Returns the exit status or -errno;
  * *ret_out is set only when the return value is >= 0. */
 int run_capture(char *const *argv, size_t max, char **ret_out);
+/* The same in directory cwd (NULL: ours) with stderr to err_fd (-1: discarded). */
+int run_capture_at(char *const *argv, const char *cwd, int err_fd, size_t max, char **ret_out);
 
 /* The last line of the file open at fd (read with pread; at most n-1 bytes, control characters
  * replaced by '?') into buf; "" when there is none. */

@@ -15,10 +15,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 

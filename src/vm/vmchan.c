@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ struct vmchan {
 	struct pending pend[PENDING_MAX];
 	size_t n_pend;
 	struct chanio_ops ops;
+	bool syncing; /* the guest broke the protocol: its end is awaited (said once in the log) */
 };
 
 /* The guest opens a stream to host port: <vmdir>/vsock_<port> (our cwd is the VM directory). */
@@ -224,6 +226,14 @@ static void *chan_thread(void *arg)
 				ch->waiting_paused = 0;
 				break;
 			}
+		}
+		if (ch->io && chanio_syncing(ch->io) != ch->syncing) {
+			ch->syncing = chanio_syncing(ch->io);
+			if (ch->syncing)
+				log_warn("the guest broke the channel's protocol: its streams are "
+					 "reset; waiting for its end to start over");
+			else
+				log_info("the guest's end of the channel started over");
 		}
 		if (ch->waiting_paused && ch->io && chanio_paused(ch->io)) {
 			ch->waiting_paused = 0;
